@@ -1,0 +1,231 @@
+//! The pipeline file: one TOML file drives a run.
+//!
+//! Three phases: [`load`] parses (serde: unknown keys and wrong types are
+//! errors with file and line), [`validate::validate`] checks values without
+//! touching the network (every problem at once, each with its line and key),
+//! and the run builds connections from the validated pipeline.
+
+mod env;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use validate::{ValidatedPipeline, ValidatedSink};
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Names the pipeline in logs, the summary and file names.
+    #[serde(deserialize_with = "env::string")]
+    pub name: String,
+    /// Where rows come from.
+    pub source: SourceConfig,
+    /// How the work is cut into chunks and run.
+    pub chunks: ChunksConfig,
+    /// Where rows go; every chunk goes to each sink.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// A source, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// PostgreSQL, read with `COPY (...) TO STDOUT (FORMAT binary)`.
+    Postgres(PostgresSourceConfig),
+}
+
+/// `[source]` with `type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// libpq-style URI or key=value string. The password comes from the URL,
+    /// `password_env`, `PGPASSWORD` or `~/.pgpass`, in that order.
+    #[serde(deserialize_with = "env::string")]
+    pub url: String,
+    /// Name of an environment variable holding the password.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub password_env: Option<String>,
+    /// A SELECT whose rows are copied. Exactly one of `query` and `table`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub query: Option<String>,
+    /// A table (`schema.table`) copied whole; its primary key is used for
+    /// created target tables.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub table: Option<String>,
+    /// Rows per Arrow batch. Default 65536.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Bytes of row data per batch; whichever limit is reached first ends
+    /// the batch. Default 32 MiB.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+}
+
+const fn default_batch_rows() -> usize {
+    65_536
+}
+
+const fn default_batch_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+/// `[chunks]`: time windows, optionally per key, run by a worker pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunksConfig {
+    /// The timestamp or timestamptz column that windows are cut on.
+    #[serde(deserialize_with = "env::string")]
+    pub time_column: String,
+    /// Window length: a whole number of s, m, h or d. Default "24h".
+    #[serde(default = "default_interval", deserialize_with = "env::string")]
+    pub interval: String,
+    /// Chunks are per value of this column and per window.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub key_column: Option<String>,
+    /// First window's start. Default: the earliest time in the source,
+    /// rounded down to a whole interval since 1970-01-01 UTC.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub start: Option<String>,
+    /// End of the last window (exclusive). Default: just past the latest time.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub end: Option<String>,
+    /// Worker threads, each running one chunk end to end. Default 2.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Where failed chunks are written (`key,start,end`), relative to the
+    /// working directory. Default "failed_chunks.csv".
+    #[serde(default = "default_failed_csv", deserialize_with = "env::string")]
+    pub failed_csv: String,
+}
+
+fn default_interval() -> String {
+    "24h".to_string()
+}
+
+const fn default_workers() -> usize {
+    2
+}
+
+fn default_failed_csv() -> String {
+    "failed_chunks.csv".to_string()
+}
+
+/// A sink, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// PostgreSQL, written with `COPY ... FROM STDIN (FORMAT binary)`.
+    Postgres(PostgresSinkConfig),
+}
+
+/// `[[sinks]]` with `type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// libpq-style URI; password as for the source.
+    #[serde(deserialize_with = "env::string")]
+    pub url: String,
+    /// Name of an environment variable holding the password.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub password_env: Option<String>,
+    /// Target table, `schema.table`; `{key}` is replaced by the chunk's key.
+    #[serde(deserialize_with = "env::string")]
+    pub table: String,
+    /// append, upsert or replace. Default append.
+    #[serde(default)]
+    pub mode: SinkMode,
+    /// Create the table (and its schema) from the source's columns when it
+    /// is missing. Default false: a typo in `table` is an error, not a new table.
+    #[serde(default)]
+    pub create_table: bool,
+    /// Primary key for created tables and the conflict target of upsert.
+    /// Default: the source table's primary key, or the target's.
+    #[serde(default)]
+    pub primary_key: Option<Vec<String>>,
+}
+
+/// How a chunk's rows meet the rows already in the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// Each chunk replaces its own window: the target rows in the chunk's
+    /// time window (and key) are deleted, then the chunk's rows are copied,
+    /// in one transaction. Running a chunk twice never duplicates rows.
+    #[default]
+    Append,
+    /// Rows are merged on the primary key: new keys inserted, existing
+    /// rows updated.
+    Upsert,
+    /// The target is truncated once when `etl run` starts, then loaded as
+    /// with append. `etl rerun` does not truncate.
+    Replace,
+}
+
+impl SinkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkMode::Append => "append",
+            SinkMode::Upsert => "upsert",
+            SinkMode::Replace => "replace",
+        }
+    }
+}
+
+/// A pipeline file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {} problem{}:\n{}", .problems.len(), if .problems.len() == 1 { "" } else { "s" }, format_problems(.problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<validate::Problem>,
+    },
+}
+
+fn format_problems(problems: &[validate::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and parses a pipeline file, `${NAME}` replaced from the environment.
+pub fn load(path: &Path) -> Result<(Pipeline, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pipeline = parse(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    Ok((pipeline, text))
+}
+
+/// Parses pipeline text. The message of an error names the line and key.
+pub fn parse(text: &str) -> Result<Pipeline, String> {
+    toml::from_str(text).map_err(|e| {
+        // toml's message is "TOML parse error at line L, column C\n  |\n...\nmessage";
+        // keep it whole: it shows the offending line.
+        e.to_string().trim_end().to_string()
+    })
+}
+
+/// Loads and validates: what `etl validate` does.
+pub fn load_validated(path: &Path) -> Result<ValidatedPipeline, ConfigError> {
+    let (pipeline, text) = load(path)?;
+    validate::validate(pipeline, &text).map_err(|problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
+}

@@ -1,0 +1,440 @@
+//! Pure checks of a parsed pipeline: no network, no files. Every problem is
+//! collected, each with the line and key to change.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::{Pipeline, SinkConfig, SinkMode, SourceConfig};
+use crate::pg::Endpoint;
+use crate::sql::TableName;
+use crate::time::{self, Micros};
+
+/// One thing wrong with a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    /// Dotted key path, like `chunks.interval` or `sinks[0].table`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}, {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// A pipeline whose values all make sense; building it only connects.
+#[derive(Debug, Clone)]
+pub struct ValidatedPipeline {
+    pub name: String,
+    pub source: ValidatedSource,
+    pub chunks: Chunking,
+    pub sinks: Vec<ValidatedSink>,
+}
+
+/// What rows a source reads.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    Query(String),
+    Table(TableName),
+}
+
+#[derive(Debug, Clone)]
+pub enum ValidatedSource {
+    Postgres {
+        endpoint: Endpoint,
+        relation: Relation,
+        batch_rows: usize,
+        batch_bytes: usize,
+    },
+}
+
+/// How the work is cut and run.
+#[derive(Debug, Clone)]
+pub struct Chunking {
+    pub time_column: String,
+    pub interval: Micros,
+    pub key_column: Option<String>,
+    pub start: Option<Micros>,
+    pub end: Option<Micros>,
+    pub workers: usize,
+    pub failed_csv: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum ValidatedSink {
+    Postgres(PostgresSinkSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresSinkSpec {
+    pub endpoint: Endpoint,
+    pub table: TableTemplate,
+    pub mode: SinkMode,
+    pub create_table: bool,
+    pub primary_key: Option<Vec<String>>,
+}
+
+/// A target table name that may hold `{key}`.
+#[derive(Debug, Clone)]
+pub struct TableTemplate(String);
+
+impl TableTemplate {
+    pub fn has_key(&self) -> bool {
+        self.0.contains("{key}")
+    }
+
+    /// The table for a chunk's key. A key is placed inside the name's last
+    /// part as plain text (the name is quoted whole), so any key is safe.
+    pub fn render(&self, key: Option<&str>) -> Result<TableName, String> {
+        if !self.has_key() {
+            return TableName::parse(&self.0);
+        }
+        // Parse with a placeholder, then put the key into the parsed parts.
+        const MARK: &str = "etl_key_placeholder";
+        let mut table = TableName::parse(&self.0.replace("{key}", MARK))?;
+        let key = key.unwrap_or("null");
+        table.name = table.name.replace(MARK, key);
+        if let Some(schema) = &mut table.schema {
+            *schema = schema.replace(MARK, key);
+        }
+        Ok(table)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+struct Collector<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: line_of(self.text, key),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks every value; returns all problems when any.
+pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Problem>> {
+    let mut c = Collector {
+        text,
+        problems: Vec::new(),
+    };
+
+    if p.name.is_empty()
+        || !p
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        c.add(
+            "name",
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                p.name
+            ),
+        );
+    }
+
+    let source = match p.source {
+        SourceConfig::Postgres(s) => {
+            let endpoint = endpoint(&mut c, "source.url", &s.url, s.password_env.clone());
+            let relation = match (s.query, s.table) {
+                (Some(q), None) if q.trim().is_empty() => {
+                    c.add("source.query", "is empty; write a SELECT");
+                    None
+                }
+                (Some(q), None) => {
+                    Some(Relation::Query(q.trim().trim_end_matches(';').to_string()))
+                }
+                (None, Some(t)) => match TableName::parse(&t) {
+                    Ok(t) => Some(Relation::Table(t)),
+                    Err(e) => {
+                        c.add("source.table", e);
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    c.add("source.query", "give either `query` or `table`, not both");
+                    None
+                }
+                (None, None) => {
+                    c.add(
+                        "source",
+                        "needs `query` (a SELECT) or `table` (schema.table)",
+                    );
+                    None
+                }
+            };
+            if s.batch_rows == 0 {
+                c.add("source.batch_rows", "must be at least 1");
+            }
+            if s.batch_bytes < 1024 {
+                c.add("source.batch_bytes", "must be at least 1024");
+            }
+            endpoint
+                .zip(relation)
+                .map(|(endpoint, relation)| ValidatedSource::Postgres {
+                    endpoint,
+                    relation,
+                    batch_rows: s.batch_rows,
+                    batch_bytes: s.batch_bytes,
+                })
+        }
+    };
+
+    let ch = p.chunks;
+    if ch.time_column.trim().is_empty() {
+        c.add(
+            "chunks.time_column",
+            "is empty; name the timestamp column that chunks are cut on",
+        );
+    }
+    if ch
+        .key_column
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        c.add(
+            "chunks.key_column",
+            "is empty; name a column or leave the key out",
+        );
+    }
+    let interval = time::parse_interval(&ch.interval)
+        .map_err(|e| c.add("chunks.interval", e))
+        .ok();
+    let mut bound = |key: &str, v: &Option<String>| match v {
+        None => Some(None),
+        Some(s) => time::parse_timestamp(s)
+            .map(Some)
+            .map_err(|e| c.add(key, e))
+            .ok(),
+    };
+    let start = bound("chunks.start", &ch.start);
+    let end = bound("chunks.end", &ch.end);
+    if let (Some(Some(s)), Some(Some(e))) = (start, end) {
+        if s >= e {
+            c.add(
+                "chunks.end",
+                format!(
+                    "{:?} is not after start {:?}",
+                    ch.end.as_deref().unwrap_or(""),
+                    ch.start.as_deref().unwrap_or("")
+                ),
+            );
+        }
+    }
+    if !(1..=256).contains(&ch.workers) {
+        c.add(
+            "chunks.workers",
+            format!("{} is out of range; use 1 to 256", ch.workers),
+        );
+    }
+    if ch.failed_csv.trim().is_empty() {
+        c.add(
+            "chunks.failed_csv",
+            "is empty; name a file for failed chunks",
+        );
+    }
+
+    if p.sinks.is_empty() {
+        c.add("sinks", "no sink is configured; add a [[sinks]] table");
+    }
+    let mut sinks = Vec::new();
+    for (i, sink) in p.sinks.into_iter().enumerate() {
+        match sink {
+            SinkConfig::Postgres(s) => {
+                let key = |k: &str| format!("sinks[{i}].{k}");
+                let endpoint = endpoint(&mut c, &key("url"), &s.url, s.password_env.clone());
+                let table = TableTemplate(s.table.clone());
+                if let Err(e) = table.render(Some("k")) {
+                    c.add(&key("table"), e);
+                }
+                let rest = s.table.replace("{key}", "");
+                if rest.contains('{') || rest.contains('}') {
+                    c.add(
+                        &key("table"),
+                        format!("{:?} holds a placeholder other than {{key}}", s.table),
+                    );
+                }
+                if table.has_key() && ch.key_column.is_none() {
+                    c.add(&key("table"), "uses {key} but [chunks] has no key_column");
+                }
+                if let Some(pk) = &s.primary_key {
+                    if pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()) {
+                        c.add(&key("primary_key"), "must list one or more column names");
+                    }
+                }
+                if let Some(endpoint) = endpoint {
+                    sinks.push(ValidatedSink::Postgres(PostgresSinkSpec {
+                        endpoint,
+                        table,
+                        mode: s.mode,
+                        create_table: s.create_table,
+                        primary_key: s.primary_key,
+                    }));
+                }
+            }
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(ValidatedPipeline {
+        name: p.name,
+        source: source.expect("no problems means the source was valid"),
+        chunks: Chunking {
+            time_column: ch.time_column,
+            interval: interval.expect("no problems means the interval parsed"),
+            key_column: ch.key_column,
+            start: start.flatten(),
+            end: end.flatten(),
+            workers: ch.workers,
+            failed_csv: PathBuf::from(ch.failed_csv),
+        },
+        sinks,
+    })
+}
+
+fn endpoint(
+    c: &mut Collector<'_>,
+    key: &str,
+    url: &str,
+    password_env: Option<String>,
+) -> Option<Endpoint> {
+    match tokio_postgres::Config::from_str(url) {
+        Ok(config) => Some(Endpoint::new(config, password_env)),
+        Err(e) => {
+            // tokio-postgres's message never includes the password.
+            c.add(
+                key,
+                format!(
+                    "is not a PostgreSQL URL ({e}); write postgresql://user@host:port/database"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The 1-based line where `key` (like `sinks[0].table`) is written.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut span = None;
+    let segments: Vec<&str> = key.split('.').collect();
+    for (n, segment) in segments.iter().enumerate() {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*segment, None),
+        };
+        let (k, item) = table.get_key_value(name)?;
+        span = k.span().or_else(|| item.span());
+        let last = n + 1 == segments.len();
+        match index {
+            Some(i) => {
+                let t = item.as_array_of_tables()?.get(i)?;
+                span = t.span().or(span);
+                table = t;
+            }
+            None if !last => table = item.as_table_like()?,
+            None => {}
+        }
+    }
+    let offset = span?.start;
+    Some(text[..offset.min(text.len())].matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "ships-copy"
+
+[source]
+type = "postgres"
+url = "postgresql://etl@127.0.0.1:5432/src"
+table = "tenant.tbl_data_timeseries"
+
+[chunks]
+time_column = "created_time"
+interval = "24h"
+key_column = "ship_id"
+
+[[sinks]]
+type = "postgres"
+url = "postgresql://etl@127.0.0.1:5432/dst"
+table = "wide.t_{key}"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        let p = crate::config::parse(text).unwrap();
+        validate(p, text)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn good_pipeline_validates() {
+        let p = validate(crate::config::parse(GOOD).unwrap(), GOOD).unwrap();
+        assert_eq!(p.chunks.interval, 86_400_000_000);
+        let ValidatedSink::Postgres(s) = &p.sinks[0];
+        assert_eq!(
+            s.table.render(Some("IMO 9\"1")).unwrap().to_string(),
+            "\"wide\".\"t_IMO 9\"\"1\""
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        // Given three bad values on different lines
+        let text = GOOD
+            .replace("interval = \"24h\"", "interval = \"25x\"\nworkers = 0")
+            .replace("table = \"wide.t_{key}\"", "table = \"wide.t_{ship}\"");
+        // Then all three are named, each with its line
+        assert_eq!(
+            problems(&text),
+            vec![
+                "line 11, chunks.interval: \"25x\" is not an interval; use a whole number of s, m, h or d, like \"24h\"",
+                "line 12, chunks.workers: 0 is out of range; use 1 to 256",
+                "line 18, sinks[0].table: \"wide.t_{ship}\" holds a placeholder other than {key}",
+            ]
+        );
+    }
+
+    #[test]
+    fn key_placeholder_needs_a_key_column() {
+        let text = GOOD.replace("key_column = \"ship_id\"\n", "");
+        assert_eq!(
+            problems(&text),
+            vec!["line 16, sinks[0].table: uses {key} but [chunks] has no key_column"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_parse_errors_with_a_line() {
+        let text = GOOD.replace("interval = \"24h\"", "intervall = \"24h\"");
+        let err = crate::config::parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("TOML parse error at line 11, column 1"),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `intervall`"), "{err}");
+    }
+}

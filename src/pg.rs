@@ -1,0 +1,251 @@
+//! PostgreSQL connections shared by the source and the sink: where to
+//! connect, where the password comes from, how the endpoint is shown
+//! (never with its password), and the session settings etl relies on.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// A PostgreSQL server and database, as the pipeline file names it.
+#[derive(Clone)]
+pub struct Endpoint {
+    config: Config,
+    password_env: Option<String>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Endpoint({self})")
+    }
+}
+
+/// `postgresql://user@host:port/db`, never the password.
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.config.get_user().unwrap_or("");
+        let host = self.host().unwrap_or_else(|| "localhost".to_string());
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let db = self.config.get_dbname().unwrap_or(user);
+        let password = if self.config.get_password().is_some() {
+            ":***"
+        } else {
+            ""
+        };
+        write!(f, "postgresql://{user}{password}@{host}:{port}/{db}")
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("environment variable {name} (password_env for {endpoint}) is not set")]
+    MissingPasswordEnv { endpoint: String, name: String },
+}
+
+impl Endpoint {
+    pub fn new(config: Config, password_env: Option<String>) -> Self {
+        Endpoint {
+            config,
+            password_env,
+        }
+    }
+
+    fn host(&self) -> Option<String> {
+        self.config.get_hosts().first().map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+    }
+
+    /// Connects, resolving the password, and prepares the session: UTC
+    /// time zone, UTF-8, standard-conforming strings (etl quotes literals
+    /// assuming it), and an application name that shows in pg_stat_activity.
+    pub async fn connect(&self, application: &str) -> Result<Client, ConnectError> {
+        let mut config = self.config.clone();
+        if config.get_password().is_none() {
+            if let Some(password) = self.password()? {
+                config.password(password);
+            }
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(application);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(30));
+        }
+        let endpoint = self.to_string();
+        let (client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|source| ConnectError::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+        let name = endpoint.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(endpoint = name, error = %e, "Connection closed with an error.");
+            }
+        });
+        // tokio-postgres already asks for client_encoding UTF8 at startup.
+        client
+            .batch_execute("SET TimeZone = 'UTC'; SET standard_conforming_strings = on")
+            .await
+            .map_err(|source| ConnectError::Connect { endpoint, source })?;
+        Ok(client)
+    }
+
+    /// `password_env`, then `PGPASSWORD`, then a matching `~/.pgpass` line.
+    fn password(&self) -> Result<Option<String>, ConnectError> {
+        if let Some(name) = &self.password_env {
+            return std::env::var(name)
+                .map(Some)
+                .map_err(|_| ConnectError::MissingPasswordEnv {
+                    endpoint: self.to_string(),
+                    name: name.clone(),
+                });
+        }
+        if let Ok(p) = std::env::var("PGPASSWORD") {
+            return Ok(Some(p));
+        }
+        let path = std::env::var_os("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")));
+        let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+            return Ok(None);
+        };
+        let host = self.host().unwrap_or_else(|| "localhost".to_string());
+        let port = self
+            .config
+            .get_ports()
+            .first()
+            .copied()
+            .unwrap_or(5432)
+            .to_string();
+        let user = self.config.get_user().unwrap_or("");
+        let db = self.config.get_dbname().unwrap_or(user);
+        Ok(pgpass_lookup(&text, &host, &port, db, user))
+    }
+}
+
+/// The password of the first `host:port:db:user:password` line that
+/// matches (`*` matches anything; `\:` and `\\` are escapes).
+fn pgpass_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::with_capacity(5);
+        let mut field = String::new();
+        let mut chars = line.chars();
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => field.extend(chars.next()),
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+                c => field.push(c),
+            }
+        }
+        fields.push(field);
+        if fields.len() != 5 {
+            continue;
+        }
+        let matches = |pattern: &str, value: &str| pattern == "*" || pattern == value;
+        let host_matches =
+            matches(&fields[0], host) || (fields[0] == "localhost" && host.starts_with('/'));
+        if host_matches
+            && matches(&fields[1], port)
+            && matches(&fields[2], db)
+            && matches(&fields[3], user)
+        {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+/// Clients kept for reuse between chunks, one pool per endpoint.
+pub struct Pool {
+    endpoint: Endpoint,
+    application: String,
+    idle: std::sync::Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    pub fn new(endpoint: Endpoint, application: &str) -> Arc<Self> {
+        Arc::new(Pool {
+            endpoint,
+            application: application.to_string(),
+            idle: Default::default(),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// An idle client that is still open, or a new one.
+    pub async fn get(&self) -> Result<Client, ConnectError> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("pool lock is never held across a panic")
+                .pop();
+            match idle {
+                Some(c) if !c.is_closed() => return Ok(c),
+                Some(_) => continue,
+                None => return self.endpoint.connect(&self.application).await,
+            }
+        }
+    }
+
+    /// Returns a client after a chunk that ended cleanly. Clients from
+    /// failed chunks are dropped instead, so no broken session is reused.
+    pub fn put(&self, client: Client) {
+        if !client.is_closed() {
+            self.idle
+                .lock()
+                .expect("pool lock is never held across a panic")
+                .push(client);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn display_masks_the_password() {
+        let e = Endpoint::new(
+            Config::from_str("postgresql://etl:s3cret@db.example:6543/dst").unwrap(),
+            None,
+        );
+        assert_eq!(e.to_string(), "postgresql://etl:***@db.example:6543/dst");
+        assert!(!format!("{e:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn pgpass_matches_wildcards_and_escapes() {
+        let text =
+            "# comment\nother:5432:*:etl:nope\n127.0.0.1:*:src:etl:pa\\:ss\n*:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, "127.0.0.1", "5432", "src", "etl").as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(
+            pgpass_lookup(text, "127.0.0.1", "5432", "dst", "etl").as_deref(),
+            Some("fallback")
+        );
+    }
+}
