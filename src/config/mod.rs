@@ -89,7 +89,8 @@ pub struct ChunksConfig {
     /// rounded down to a whole interval since 1970-01-01 UTC.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub start: Option<String>,
-    /// End of the last window (exclusive). Default: just past the latest time.
+    /// End of the last window (exclusive). Default: the end of the window
+    /// that holds the latest time.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub end: Option<String>,
     /// Worker threads, each running one chunk end to end. Default 2.

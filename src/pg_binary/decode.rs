@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
     Int64Builder, IntervalMonthDayNanoBuilder, ListArray, NullBufferBuilder, RecordBatch,
     RecordBatchOptions, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
@@ -469,6 +469,7 @@ impl ColumnDecoder {
 
     #[cfg(test)]
     fn len(&self) -> usize {
+        use arrow::array::ArrayBuilder;
         match self {
             ColumnDecoder::Bool(b) => b.len(),
             ColumnDecoder::Int8(b) => b.len(),

@@ -1,0 +1,274 @@
+//! The command line: `etl validate | plan | run | rerun`. Data flow lives
+//! in the pipeline file; run-time knobs (verbosity, workers, the rerun
+//! file) are flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ValidatedPipeline};
+use crate::plan::Chunk;
+use crate::run::summary::{render, thousands};
+use crate::run::{failed_csv, RunOptions, RunReport, Runner};
+use crate::time::format_timestamp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etl",
+    version,
+    about = "Move data into PostgreSQL fast and safely, driven by one pipeline file."
+)]
+pub struct Args {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check a pipeline file without connecting; reports every problem.
+    Validate { pipeline: PathBuf },
+    /// Show the chunks (key, start, end, rows) and the DDL a run would execute; writes nothing.
+    Plan { pipeline: PathBuf },
+    /// Run every chunk; failed chunks go to the failed-chunk CSV.
+    Run {
+        pipeline: PathBuf,
+        /// Worker threads, overriding chunks.workers.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
+    Rerun {
+        pipeline: PathBuf,
+        failed_csv: PathBuf,
+        /// List the chunks that would run, and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only chunks with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait this many seconds after each chunk (runs one chunk at a time).
+        #[arg(long, default_value_t = 0.0)]
+        delay_secs: f64,
+    },
+}
+
+/// How the process ends.
+pub enum Outcome {
+    /// Every chunk done.
+    Success,
+    /// The run finished but chunks failed.
+    ChunksFailed,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Plan { pipeline } => plan(&pipeline),
+        Command::Run { pipeline, workers } => run_all(&pipeline, workers),
+        Command::Rerun {
+            pipeline,
+            failed_csv,
+            dry_run,
+            key,
+            delay_secs,
+        } => rerun(&pipeline, &failed_csv, dry_run, key.as_deref(), delay_secs),
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
+    Ok(config::load_validated(path)?)
+}
+
+fn validate(path: &Path) -> anyhow::Result<Outcome> {
+    let p = load(path)?;
+    println!(
+        "{}: pipeline {:?} is valid ({} sink{})",
+        path.display(),
+        p.name,
+        p.sinks.len(),
+        if p.sinks.len() == 1 { "" } else { "s" }
+    );
+    Ok(Outcome::Success)
+}
+
+fn plan(path: &Path) -> anyhow::Result<Outcome> {
+    let runner = Runner::build(load(path)?)?;
+    let plan = runner.plan()?;
+    let p = &runner.pipeline;
+    println!(
+        "Pipeline {}: {} chunks, {} rows",
+        p.name,
+        plan.chunks.len(),
+        thousands(plan.rows())
+    );
+    if let Some((start, end)) = plan.range {
+        println!(
+            "Range [{}, {}), interval {} s",
+            format_timestamp(start),
+            format_timestamp(end),
+            p.chunks.interval / 1_000_000
+        );
+    }
+    let key_width = plan
+        .chunks
+        .iter()
+        .map(|c| c.chunk.key.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    println!();
+    println!(
+        "{:key_width$}  {:26}  {:26}  {:>12}",
+        "key", "start", "end", "rows"
+    );
+    for c in &plan.chunks {
+        println!(
+            "{:key_width$}  {:26}  {:26}  {:>12}",
+            c.chunk.key.as_deref().unwrap_or(""),
+            format_timestamp(c.chunk.start),
+            format_timestamp(c.chunk.end),
+            thousands(c.rows)
+        );
+    }
+    if plan.rows_outside > 0 {
+        println!(
+            "\n{} source rows have a NULL {} or lie outside the range: no chunk holds them",
+            thousands(plan.rows_outside),
+            p.chunks.time_column
+        );
+    }
+    let chunks: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
+    println!("\nTargets:");
+    for line in runner.describe_sinks(&chunks)? {
+        println!("  {line}");
+    }
+    Ok(Outcome::Success)
+}
+
+fn run_all(path: &Path, workers: Option<usize>) -> anyhow::Result<Outcome> {
+    let pipeline = load(path)?;
+    let failed_path = pipeline.chunks.failed_csv.clone();
+    let runner = Runner::build(pipeline)?;
+    let plan = runner.plan()?;
+    if plan.rows_outside > 0 {
+        tracing::warn!(
+            rows = plan.rows_outside,
+            "Source rows with a NULL {} or outside [chunks] start/end are in no chunk and are not loaded.",
+            runner.pipeline.chunks.time_column
+        );
+    }
+    let options = RunOptions {
+        workers,
+        prepare: true,
+        expected_rows: Some(plan.rows()),
+        ..Default::default()
+    };
+    let chunks = plan.chunks.into_iter().map(|c| c.chunk).collect();
+    let report = runner.run(chunks, &options)?;
+    print!("{}", render(&runner.pipeline.name, &report));
+    if plan.rows_outside > 0 {
+        println!(
+            "  not loaded   {} rows outside the chunk range or with a NULL time",
+            thousands(plan.rows_outside)
+        );
+    }
+    finish(path, &report, &failed_path, None)
+}
+
+fn rerun(
+    path: &Path,
+    csv: &Path,
+    dry_run: bool,
+    key: Option<&str>,
+    delay_secs: f64,
+) -> anyhow::Result<Outcome> {
+    let pipeline = load(path)?;
+    let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
+    if let Some(k) = key {
+        chunks.retain(|c| c.key.as_deref() == Some(k));
+    }
+    if dry_run {
+        println!(
+            "Would rerun {} chunk{} of pipeline {}:",
+            chunks.len(),
+            if chunks.len() == 1 { "" } else { "s" },
+            pipeline.name
+        );
+        for c in &chunks {
+            println!("  {c}");
+        }
+        return Ok(Outcome::Success);
+    }
+    if !(0.0..=86_400.0).contains(&delay_secs) {
+        anyhow::bail!("--delay-secs {delay_secs} is out of range; use 0 to 86400");
+    }
+    let runner = Runner::build(pipeline)?;
+    let delay = Duration::from_secs_f64(delay_secs);
+    let options = RunOptions {
+        workers: (!delay.is_zero()).then_some(1),
+        delay,
+        ..Default::default()
+    };
+    let report = runner.run(chunks, &options)?;
+    print!("{}", render(&runner.pipeline.name, &report));
+    let again = rerun_csv_path(csv);
+    finish(path, &report, &again, Some(csv))
+}
+
+/// `failed.csv` -> `failed.rerun-20261122T031500.csv`, beside it.
+fn rerun_csv_path(csv: &Path) -> PathBuf {
+    let stem = csv
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "failed".into());
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    csv.with_file_name(format!("{stem}.rerun-{stamp}.csv"))
+}
+
+fn finish(
+    pipeline: &Path,
+    report: &RunReport,
+    failed_path: &Path,
+    rerun_of: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    if report.failed.is_empty() {
+        if rerun_of.is_none() && failed_path.exists() {
+            println!(
+                "  note         {} is from an earlier run; no chunk failed in this one",
+                failed_path.display()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    let chunks: Vec<Chunk> = report.failed.iter().map(|f| f.chunk.clone()).collect();
+    failed_csv::write(failed_path, &chunks).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the failed-chunk CSV {}: {e}",
+            failed_path.display()
+        )
+    })?;
+    println!(
+        "\nFailed chunks ({}), written to {}:",
+        report.failed.len(),
+        failed_path.display()
+    );
+    for f in report.failed.iter().take(10) {
+        println!("  {}: {}", f.chunk, f.error);
+    }
+    if report.failed.len() > 10 {
+        println!("  ... and {} more (see the log)", report.failed.len() - 10);
+    }
+    println!(
+        "Fix the cause, then: etl rerun {} {}",
+        pipeline.display(),
+        failed_path.display()
+    );
+    Ok(Outcome::ChunksFailed)
+}

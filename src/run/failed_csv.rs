@@ -1,0 +1,228 @@
+//! The failed-chunk CSV: one line per chunk, `key,start,end`, the shape
+//! users already keep (`IMO9986063,2025-06-15 14:40:40.388958,2025-06-15
+//! 20:40:40.388958`). An empty key field means no key (or a NULL key); an
+//! empty-string key is written `""`. Read with or without a header line and
+//! with any sub-second precision. Written to a temporary file, fsynced and
+//! renamed, so a crash never leaves half a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::plan::Chunk;
+use crate::time::{format_timestamp, parse_timestamp};
+
+/// Writes `chunks` to `path` atomically.
+pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for c in chunks {
+        match &c.key {
+            None => {}
+            Some(k) => text.push_str(&quote(k)),
+        }
+        text.push(',');
+        text.push_str(&format_timestamp(c.start));
+        text.push(',');
+        text.push_str(&format_timestamp(c.end));
+        text.push('\n');
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable once the directory entry is.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn quote(field: &str) -> String {
+    if field.is_empty() || field.contains([',', '"', '\n', '\r']) || field.trim() != field {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// Reads a failed-chunk CSV. Errors name the file and line.
+pub fn read(path: &Path) -> Result<Vec<Chunk>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&text).map_err(|(line, e)| format!("{}, line {line}: {e}", path.display()))
+}
+
+/// Parses CSV text; an error carries its 1-based line.
+pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
+    let mut chunks = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields = split(line).map_err(|e| (n, e))?;
+        if fields.len() != 3 {
+            return Err((
+                n,
+                format!("expected 3 fields (key,start,end), found {}", fields.len()),
+            ));
+        }
+        let start_text = fields[1].as_deref().unwrap_or("");
+        let end_text = fields[2].as_deref().unwrap_or("");
+        let start = parse_timestamp(start_text);
+        if start.is_err()
+            && chunks.is_empty()
+            && i == first_content_line(text)
+            && looks_like_header(&fields)
+        {
+            continue; // a header line
+        }
+        let start = start.map_err(|e| (n, format!("start: {e}")))?;
+        let end = parse_timestamp(end_text).map_err(|e| (n, format!("end: {e}")))?;
+        if start >= end {
+            return Err((
+                n,
+                format!("start {start_text:?} is not before end {end_text:?}"),
+            ));
+        }
+        chunks.push(Chunk {
+            key: fields[0].clone(),
+            start,
+            end,
+        });
+    }
+    Ok(chunks)
+}
+
+fn first_content_line(text: &str) -> usize {
+    text.lines().position(|l| !l.trim().is_empty()).unwrap_or(0)
+}
+
+fn looks_like_header(fields: &[Option<String>]) -> bool {
+    fields.iter().all(|f| {
+        f.as_deref().is_some_and(|s| {
+            s.chars().any(|c| c.is_alphabetic()) && !s.chars().any(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+/// Splits one CSV line. An unquoted empty field is `None`; `""` is `Some("")`.
+fn split(line: &str) -> Result<Vec<Option<String>>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut field = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field is not closed".into()),
+                }
+            }
+            fields.push(Some(field));
+            match chars.next() {
+                None => return Ok(fields),
+                Some(',') => continue,
+                Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
+            }
+        } else {
+            let mut field = String::new();
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push((!field.trim().is_empty()).then(|| field.trim().to_string()));
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push((!field.trim().is_empty()).then(|| field.trim().to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_files_users_keep() {
+        // Given a file in the users' shape, with a header and mixed precision
+        let text = "key,start,end\nIMO9986063,2025-06-15 14:40:40.388958,2025-06-15 20:40:40.388958\n,2025-06-16 00:00:00,2025-06-17 00:00:00\n\"a,\"\"b\",2025-06-16,2025-06-16 00:00:01.5\n";
+        // When it is parsed
+        let chunks = parse(text).unwrap();
+        // Then each line is a chunk; the empty key is no key
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[0].key.as_deref(), Some("IMO9986063"));
+        assert_eq!(
+            format_timestamp(chunks[0].start),
+            "2025-06-15 14:40:40.388958"
+        );
+        assert_eq!(chunks[1].key, None);
+        assert_eq!(chunks[2].key.as_deref(), Some("a,\"b"));
+    }
+
+    #[test]
+    fn write_then_read_is_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failed.csv");
+        let chunks = vec![
+            Chunk {
+                key: Some("IMO1".into()),
+                start: 1_750_000_000_388_958,
+                end: 1_750_021_600_388_958,
+            },
+            Chunk {
+                key: Some(String::new()),
+                start: 0,
+                end: 1,
+            },
+            Chunk {
+                key: None,
+                start: 0,
+                end: 86_400_000_000,
+            },
+        ];
+        write(&path, &chunks).unwrap();
+        assert_eq!(read(&path).unwrap(), chunks);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("IMO1,2025-06-15 "), "{text}");
+    }
+
+    #[test]
+    fn bad_lines_name_the_line() {
+        let err = parse("IMO1,2025-06-15,2025-06-16\nIMO2,tomorrow,2025-06-16\n").unwrap_err();
+        assert_eq!(err.0, 2);
+        assert!(
+            err.1.starts_with("start: \"tomorrow\" is not a timestamp"),
+            "{}",
+            err.1
+        );
+        let err = parse("IMO1,2025-06-16,2025-06-15\n").unwrap_err();
+        assert_eq!(
+            err,
+            (
+                1,
+                "start \"2025-06-16\" is not before end \"2025-06-15\"".to_string()
+            )
+        );
+    }
+}

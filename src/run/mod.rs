@@ -1,0 +1,221 @@
+//! Running chunks: a rayon pool of `workers` threads takes chunks in plan
+//! order, and each worker drives its chunk end to end (source stream ->
+//! every sink -> commit) on one shared tokio runtime. A chunk that fails is
+//! rolled back (its writers are dropped uncommitted), recorded with its
+//! error, and the run goes on.
+
+pub mod failed_csv;
+pub mod summary;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::config::ValidatedPipeline;
+use crate::error::EtlError;
+use crate::plan::{Chunk, Plan};
+use crate::sink::{self, ChunkStats, Sink, SinkContext};
+use crate::source::{self, Source};
+
+/// A pipeline with its connections made and its schema known.
+pub struct Runner {
+    runtime: tokio::runtime::Runtime,
+    pub pipeline: ValidatedPipeline,
+    source: Arc<dyn Source>,
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+/// A chunk that failed, with the error that failed it.
+#[derive(Debug, Clone)]
+pub struct FailedChunk {
+    pub chunk: Chunk,
+    pub error: String,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub chunks_total: usize,
+    pub chunks_done: usize,
+    pub failed: Vec<FailedChunk>,
+    pub rows: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub elapsed: Duration,
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// Knobs of one run that come from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides `chunks.workers`.
+    pub workers: Option<usize>,
+    /// Pause each worker this long after each chunk.
+    pub delay: Duration,
+    /// Let sinks prepare the run (replace mode truncates): `etl run` only.
+    pub prepare: bool,
+    /// Rows the plan expects, for the progress display.
+    pub expected_rows: Option<u64>,
+}
+
+impl Runner {
+    /// Connects the source and learns its schema; sinks connect lazily.
+    pub fn build(pipeline: ValidatedPipeline) -> Result<Self, EtlError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etl-io")
+            .enable_all()
+            .build()
+            .map_err(|source| EtlError::Io {
+                context: "starting the async runtime".into(),
+                source,
+            })?;
+        let source = runtime.block_on(source::build(&pipeline.source, &pipeline.chunks))?;
+        let context = Arc::new(SinkContext {
+            pipeline: pipeline.name.clone(),
+            schema: source.schema(),
+            source_primary_key: source.primary_key().to_vec(),
+            chunking: pipeline.chunks.clone(),
+        });
+        let sinks = runtime.block_on(async {
+            let mut sinks = Vec::new();
+            for s in &pipeline.sinks {
+                sinks.push(sink::build(s, context.clone()).await?);
+            }
+            Ok::<_, EtlError>(sinks)
+        })?;
+        Ok(Runner {
+            runtime,
+            pipeline,
+            source,
+            sinks,
+        })
+    }
+
+    pub fn source(&self) -> &dyn Source {
+        self.source.as_ref()
+    }
+
+    pub fn plan(&self) -> Result<Plan, EtlError> {
+        self.runtime
+            .block_on(self.source.plan(&self.pipeline.chunks))
+    }
+
+    /// Each sink's account of what it would do for these chunks.
+    pub fn describe_sinks(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        self.runtime.block_on(async {
+            let mut lines = Vec::new();
+            for s in &self.sinks {
+                lines.extend(s.describe(chunks).await?);
+            }
+            Ok(lines)
+        })
+    }
+
+    /// Runs `chunks`; never stops on a chunk's failure.
+    pub fn run(&self, chunks: Vec<Chunk>, options: &RunOptions) -> Result<RunReport, EtlError> {
+        let started = Instant::now();
+        self.runtime.block_on(async {
+            for s in &self.sinks {
+                if options.prepare {
+                    s.prepare_run(&chunks).await?;
+                } else {
+                    s.prepare_run(&[]).await?;
+                }
+            }
+            Ok::<_, EtlError>(())
+        })?;
+        let workers = options
+            .workers
+            .unwrap_or(self.pipeline.chunks.workers)
+            .clamp(1, chunks.len().max(1));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("etl-worker-{i}"))
+            .build()
+            .map_err(|e| EtlError::Io {
+                context: "starting the worker pool".into(),
+                source: std::io::Error::other(e),
+            })?;
+        let next = AtomicUsize::new(0);
+        let rows = AtomicU64::new(0);
+        let bytes_written = AtomicU64::new(0);
+        let failed = Mutex::new(Vec::new());
+        let done = AtomicUsize::new(0);
+        let progress = summary::Progress::new(chunks.len(), options.expected_rows);
+        tracing::info!(pipeline = %self.pipeline.name, chunks = chunks.len(), workers, "Run started.");
+        pool.scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|_| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
+                    let _guard = span.enter();
+                    let began = Instant::now();
+                    match self.runtime.block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk)) {
+                        Ok(stats) => {
+                            tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
+                            rows.fetch_add(stats.rows, Ordering::Relaxed);
+                            bytes_written.fetch_add(stats.bytes, Ordering::Relaxed);
+                            done.fetch_add(1, Ordering::Relaxed);
+                            progress.chunk_done(stats.rows, false);
+                        }
+                        Err(e) => {
+                            let error = e.to_string();
+                            tracing::error!(chunk = %chunk, error = %error, "Chunk failed and was rolled back.");
+                            failed.lock().expect("no panic while holding the lock").push(FailedChunk { chunk: chunk.clone(), error });
+                            progress.chunk_done(0, true);
+                        }
+                    }
+                    if !options.delay.is_zero() {
+                        std::thread::sleep(options.delay);
+                    }
+                });
+            }
+        });
+        progress.finish();
+        let mut failed = failed
+            .into_inner()
+            .expect("no panic while holding the lock");
+        failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+        Ok(RunReport {
+            chunks_total: chunks.len(),
+            chunks_done: done.into_inner(),
+            failed,
+            rows: rows.into_inner(),
+            bytes_read: self.source.bytes_read(),
+            bytes_written: bytes_written.into_inner(),
+            elapsed: started.elapsed(),
+            peak_memory_bytes: summary::peak_memory_bytes(),
+        })
+    }
+}
+
+/// One chunk end to end: every sink gets every batch; the chunk counts as
+/// done only when every sink has committed it.
+async fn run_chunk(
+    source: &dyn Source,
+    sinks: &[Arc<dyn Sink>],
+    chunk: &Chunk,
+) -> Result<ChunkStats, EtlError> {
+    let mut stream = source.open(chunk).await?;
+    let mut writers = Vec::with_capacity(sinks.len());
+    for s in sinks {
+        writers.push(s.begin(chunk).await?);
+    }
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        for w in writers.iter_mut() {
+            w.write(&batch).await?;
+        }
+    }
+    let mut bytes = 0;
+    for w in writers {
+        bytes += w.commit().await?.bytes;
+    }
+    Ok(ChunkStats { rows, bytes })
+}

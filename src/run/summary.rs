@@ -1,0 +1,172 @@
+//! What a person sees: a progress bar on a terminal (log lines otherwise)
+//! while chunks run, and a summary at the end.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::RunReport;
+
+/// Progress of a run: a bar on a terminal, else an INFO line at most every
+/// ten seconds.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    expected_rows: Option<u64>,
+    chunks: AtomicUsize,
+    failed: AtomicUsize,
+    rows: AtomicU64,
+    last_log: Mutex<Instant>,
+    started: Instant,
+}
+
+impl Progress {
+    pub fn new(total: usize, expected_rows: Option<u64>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} chunks {msg} (eta {eta})",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            expected_rows,
+            chunks: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            rows: AtomicU64::new(0),
+            last_log: Mutex::new(Instant::now()),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn chunk_done(&self, rows: u64, failed: bool) {
+        let chunks = self.chunks.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self.failed.fetch_add(failed as usize, Ordering::Relaxed) + failed as usize;
+        let rows = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let message = format!(
+            "{} rows{}, {}/s{}",
+            thousands(rows),
+            self.expected_rows
+                .map(|e| format!(" of {}", thousands(e)))
+                .unwrap_or_default(),
+            thousands(rate as u64),
+            if failures > 0 {
+                format!(", {failures} failed")
+            } else {
+                String::new()
+            }
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+            bar.inc(1);
+            return;
+        }
+        let mut last = self
+            .last_log
+            .lock()
+            .expect("no panic while holding the lock");
+        if last.elapsed() >= Duration::from_secs(10) || chunks == self.total {
+            *last = Instant::now();
+            tracing::info!("Progress: {chunks}/{} chunks, {message}.", self.total);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The process's peak resident memory (VmHWM), where the OS tells it.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `12,345,678`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The end-of-run summary, for stdout.
+pub fn render(pipeline: &str, report: &RunReport) -> String {
+    let secs = report.elapsed.as_secs_f64();
+    let status = if report.failed.is_empty() {
+        "done"
+    } else {
+        "finished with failed chunks"
+    };
+    let mut s = format!("Pipeline {pipeline}: {status}\n");
+    s.push_str(&format!(
+        "  chunks       {} done, {} failed, of {}\n",
+        report.chunks_done,
+        report.failed.len(),
+        report.chunks_total
+    ));
+    s.push_str(&format!("  rows         {}\n", thousands(report.rows)));
+    s.push_str(&format!(
+        "  bytes        {} read, {} written\n",
+        bytes(report.bytes_read),
+        bytes(report.bytes_written)
+    ));
+    s.push_str(&format!(
+        "  elapsed      {secs:.1} s ({} rows/s)\n",
+        thousands((report.rows as f64 / secs.max(1e-3)) as u64)
+    ));
+    if let Some(peak) = report.peak_memory_bytes {
+        s.push_str(&format!("  peak memory  {}\n", bytes(peak)));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234), "1,234");
+        assert_eq!(thousands(10_080_000), "10,080,000");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

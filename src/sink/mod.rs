@@ -1,0 +1,58 @@
+//! Sinks: where rows go. A sink begins a chunk, takes its batches, and
+//! commits it atomically: a writer dropped without commit leaves no trace.
+
+pub mod postgres;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+
+use crate::config::validate::{Chunking, ValidatedSink};
+use crate::error::EtlError;
+use crate::plan::Chunk;
+
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// What the sink would do for these chunks (tables, DDL), without
+    /// writing anything: the sink's part of `etl plan`.
+    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
+    /// Runs once before the first chunk of `etl run` (replace mode truncates here).
+    async fn prepare_run(&self, chunks: &[Chunk]) -> Result<(), EtlError>;
+    /// Starts one chunk.
+    async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError>;
+}
+
+#[async_trait]
+pub trait ChunkWriter: Send {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError>;
+    /// Makes the chunk visible; returns rows and bytes written.
+    async fn commit(self: Box<Self>) -> Result<ChunkStats, EtlError>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkStats {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Everything a sink needs to know about the run.
+pub struct SinkContext {
+    pub pipeline: String,
+    pub schema: SchemaRef,
+    /// The source's primary key, for created tables.
+    pub source_primary_key: Vec<String>,
+    pub chunking: Chunking,
+}
+
+pub async fn build(
+    sink: &ValidatedSink,
+    context: Arc<SinkContext>,
+) -> Result<Arc<dyn Sink>, EtlError> {
+    match sink {
+        ValidatedSink::Postgres(spec) => {
+            Ok(Arc::new(postgres::PostgresSink::new(spec.clone(), context)))
+        }
+    }
+}

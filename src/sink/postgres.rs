@@ -1,0 +1,670 @@
+//! PostgreSQL sink: each chunk is one transaction around
+//! `COPY table (columns) FROM STDIN (FORMAT binary)`.
+//!
+//! Modes (see [`SinkMode`]): append and replace copy straight into the
+//! table; before copying, a chunk whose window overlaps a chunk already
+//! committed to this table (as `etl.chunk_ledger` records, in the same
+//! transaction as the data) deletes that window first, so running a chunk
+//! twice never duplicates rows and a first load never pays for a DELETE.
+//! Upsert copies into a temporary table and merges on the primary key.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures_util::SinkExt;
+use tokio_postgres::{Client, CopyInSink};
+
+use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
+use crate::config::validate::PostgresSinkSpec;
+use crate::config::SinkMode;
+use crate::error::EtlError;
+use crate::pg::Pool;
+use crate::pg_binary::encode::CopyEncoder;
+use crate::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
+use crate::plan::{chunk_filter, Chunk};
+use crate::sql::{ident, TableName};
+
+/// Bytes of encoded rows buffered before they are sent to the server.
+const SEND_BYTES: usize = 1 << 20;
+
+pub struct PostgresSink {
+    spec: PostgresSinkSpec,
+    ctx: Arc<SinkContext>,
+    pool: Arc<Pool>,
+    targets: tokio::sync::Mutex<HashMap<TableName, Arc<Target>>>,
+    time_has_zone: bool,
+}
+
+/// A target table, checked against the source schema once per run.
+struct Target {
+    /// `"schema"."table"`, the form the ledger records.
+    qualified: String,
+    encoder: CopyEncoder,
+    copy_sql: String,
+    /// Upsert: the temporary table the chunk is copied into...
+    stage_sql: Option<String>,
+    /// ...and the statement that merges it on the primary key.
+    merge_sql: Option<String>,
+}
+
+/// A column as the target's catalog describes it.
+struct CatalogColumn {
+    name: String,
+    info: TypeInfo,
+}
+
+impl PostgresSink {
+    pub fn new(spec: PostgresSinkSpec, ctx: Arc<SinkContext>) -> Self {
+        let time_has_zone = ctx
+            .schema
+            .field_with_name(&ctx.chunking.time_column)
+            .map(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_))))
+            .unwrap_or(true);
+        let pool = Pool::new(spec.endpoint.clone(), &format!("etl {}", ctx.pipeline));
+        PostgresSink {
+            spec,
+            ctx,
+            pool,
+            targets: Default::default(),
+            time_has_zone,
+        }
+    }
+
+    fn table_for(&self, chunk: &Chunk) -> Result<TableName, EtlError> {
+        self.spec.table.render(chunk.key.as_deref()).map_err(|e| {
+            EtlError::Schema(format!(
+                "sinks.table {:?} for key {:?}: {e}",
+                self.spec.table.as_str(),
+                chunk.key
+            ))
+        })
+    }
+
+    fn tables_for(&self, chunks: &[Chunk]) -> Result<BTreeSet<(String, String)>, EtlError> {
+        chunks
+            .iter()
+            .map(|c| {
+                self.table_for(c)
+                    .map(|t| (t.schema_or_public().to_string(), t.name))
+            })
+            .collect()
+    }
+
+    fn primary_key(&self, catalog_pk: Vec<String>) -> Vec<String> {
+        match &self.spec.primary_key {
+            Some(pk) => pk.clone(),
+            None if !catalog_pk.is_empty() => catalog_pk,
+            None => self.ctx.source_primary_key.clone(),
+        }
+    }
+
+    /// The table's checked plan, creating the table first if allowed.
+    async fn target(&self, client: &Client, table: &TableName) -> Result<Arc<Target>, EtlError> {
+        let mut targets = self.targets.lock().await;
+        if let Some(t) = targets.get(table) {
+            return Ok(t.clone());
+        }
+        let columns = match read_columns(client, table).await? {
+            Some(columns) => columns,
+            None if self.spec.create_table => {
+                let ddl = create_table_sql(table, &self.ctx.schema, &self.primary_key(Vec::new()))?;
+                tracing::info!(table = %table, "Creating target table.");
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock(hashtext({lock})); {ddl}; COMMIT",
+                        lock = crate::sql::literal(&format!("etl ddl {table}"))
+                    ))
+                    .await
+                    .map_err(EtlError::pg(format!("creating target table {table}")))?;
+                read_columns(client, table).await?.ok_or_else(|| {
+                    EtlError::Schema(format!("target table {table} is missing right after it was created"))
+                })?
+            }
+            None => {
+                return Err(EtlError::Schema(format!(
+                    "target table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
+                    self.spec.endpoint
+                )))
+            }
+        };
+        let catalog_pk = read_primary_key(client, table).await?;
+        let target = Arc::new(self.plan_target(table, &columns, catalog_pk)?);
+        targets.insert(table.clone(), target.clone());
+        Ok(target)
+    }
+
+    fn plan_target(
+        &self,
+        table: &TableName,
+        columns: &[CatalogColumn],
+        catalog_pk: Vec<String>,
+    ) -> Result<Target, EtlError> {
+        let schema = &self.ctx.schema;
+        let mut pairs: Vec<(&Field, PgType)> = Vec::new();
+        let mut problems = Vec::new();
+        for field in schema.fields() {
+            match columns.iter().find(|c| c.name == *field.name()) {
+                None => problems.push(format!(
+                    "column {:?} is in the source but not in target table {table}; add it to the table or leave it out of the source query",
+                    field.name()
+                )),
+                Some(c) => match PgType::from_type_info(&c.info) {
+                    Ok(t) => pairs.push((field.as_ref(), t)),
+                    Err(e) => problems.push(format!("target column {:?} of {table} has {e}", c.name)),
+                },
+            }
+        }
+        let encoder_input: Vec<(&Field, &PgType)> = pairs.iter().map(|(f, t)| (*f, t)).collect();
+        let encoder = match CopyEncoder::new(&encoder_input) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                problems.push(format!("{e} (target table {table})"));
+                None
+            }
+        };
+        let has = |name: &str| columns.iter().any(|c| c.name == name);
+        let mode = self.spec.mode;
+        let pk = self.primary_key(catalog_pk);
+        if mode != SinkMode::Upsert {
+            for c in
+                std::iter::once(&self.ctx.chunking.time_column).chain(&self.ctx.chunking.key_column)
+            {
+                if !has(c) {
+                    problems.push(format!(
+                        "mode {} replaces a chunk's window when the chunk runs again, so target table {table} needs column {c:?}; add it or use mode = \"upsert\"",
+                        mode.as_str()
+                    ));
+                }
+            }
+        }
+        if mode == SinkMode::Upsert {
+            if pk.is_empty() {
+                problems.push(format!(
+                    "mode upsert merges on the primary key, and target table {table} has none; add one or set primary_key in [[sinks]]"
+                ));
+            }
+            for c in &pk {
+                if schema.field_with_name(c).is_err() {
+                    problems.push(format!(
+                        "primary key column {c:?} of {table} is not in the source"
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(EtlError::Schema(problems.join("\n  ")));
+        }
+        let column_list = schema
+            .fields()
+            .iter()
+            .map(|f| ident(f.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+        let (copy_sql, stage_sql, merge_sql) = if mode == SinkMode::Upsert {
+            let updates: Vec<String> = schema
+                .fields()
+                .iter()
+                .filter(|f| !pk.contains(f.name()))
+                .map(|f| format!("{c} = EXCLUDED.{c}", c = ident(f.name())))
+                .collect();
+            let action = if updates.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", updates.join(", "))
+            };
+            let pk_list = pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            (
+                format!("COPY etl_stage ({column_list}) FROM STDIN (FORMAT binary)"),
+                Some(format!("CREATE TEMP TABLE etl_stage (LIKE {qualified} INCLUDING DEFAULTS) ON COMMIT DROP")),
+                Some(format!(
+                    "INSERT INTO {qualified} ({column_list}) SELECT {column_list} FROM etl_stage ON CONFLICT ({pk_list}) DO {action}"
+                )),
+            )
+        } else {
+            (
+                format!("COPY {qualified} ({column_list}) FROM STDIN (FORMAT binary)"),
+                None,
+                None,
+            )
+        };
+        Ok(Target {
+            qualified,
+            encoder: encoder.expect("no problems means the encoder was planned"),
+            copy_sql,
+            stage_sql,
+            merge_sql,
+        })
+    }
+
+    async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
+        client
+            .batch_execute(LEDGER_DDL)
+            .await
+            .map_err(EtlError::pg(format!(
+                "creating etl.chunk_ledger on {}",
+                self.spec.endpoint
+            )))
+    }
+}
+
+/// Every committed chunk, one row each, written in the chunk's transaction.
+const LEDGER_DDL: &str = "BEGIN; SELECT pg_advisory_xact_lock(hashtext('etl.chunk_ledger')); \
+    CREATE SCHEMA IF NOT EXISTS etl; \
+    CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
+      target text NOT NULL, chunk_key text, start_at timestamptz NOT NULL, end_at timestamptz NOT NULL, \
+      pipeline text NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now()); \
+    CREATE INDEX IF NOT EXISTS chunk_ledger_target ON etl.chunk_ledger (target, chunk_key, start_at); \
+    COMMIT";
+
+fn micros_to_datetime(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        let client = self.pool.get().await?;
+        let mut lines = Vec::new();
+        for (schema, name) in self.tables_for(chunks)? {
+            let table = TableName {
+                schema: Some(schema),
+                name,
+            };
+            match read_columns(&client, &table).await? {
+                Some(columns) => {
+                    let pk = read_primary_key(&client, &table).await?;
+                    self.plan_target(&table, &columns, pk)?;
+                    lines.push(format!(
+                        "table {table} exists ({} columns); mode {}",
+                        columns.len(),
+                        self.spec.mode.as_str()
+                    ));
+                }
+                None if self.spec.create_table => {
+                    lines.push(format!("{};", create_table_sql(&table, &self.ctx.schema, &self.primary_key(Vec::new()))?));
+                }
+                None => {
+                    return Err(EtlError::Schema(format!(
+                        "target table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
+                        self.spec.endpoint
+                    )))
+                }
+            }
+        }
+        self.pool.put(client);
+        Ok(lines)
+    }
+
+    async fn prepare_run(&self, chunks: &[Chunk]) -> Result<(), EtlError> {
+        let client = self.pool.get().await?;
+        self.ensure_ledger(&client).await?;
+        if self.spec.mode == SinkMode::Replace {
+            for (schema, name) in self.tables_for(chunks)? {
+                let table = TableName {
+                    schema: Some(schema),
+                    name,
+                };
+                if read_columns(&client, &table).await?.is_none() {
+                    continue;
+                }
+                let qualified =
+                    format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+                tracing::info!(table = %qualified, "Truncating target table (mode replace).");
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; TRUNCATE {qualified}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                        crate::sql::literal(&qualified)
+                    ))
+                    .await
+                    .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")))?;
+            }
+        }
+        self.pool.put(client);
+        Ok(())
+    }
+
+    async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError> {
+        let table = self.table_for(chunk)?;
+        let client = self.pool.get().await?;
+        let target = self.target(&client, &table).await?;
+        let context = |what: &str| format!("{what} for chunk {chunk} into {}", target.qualified);
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(EtlError::pg(context("starting the transaction")))?;
+        if let Some(stage) = &target.stage_sql {
+            client
+                .batch_execute(stage)
+                .await
+                .map_err(EtlError::pg(context("creating the staging table")))?;
+        } else {
+            let start = micros_to_datetime(chunk.start);
+            let end = micros_to_datetime(chunk.end);
+            let overlap: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM etl.chunk_ledger WHERE target = $1 \
+                     AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3)",
+                    &[&target.qualified, &chunk.key, &start, &end],
+                )
+                .await
+                .map_err(EtlError::pg(context("checking the ledger")))?
+                .get(0);
+            if overlap {
+                let filter = chunk_filter(
+                    &self.ctx.chunking.time_column,
+                    self.time_has_zone,
+                    self.ctx.chunking.key_column.as_deref(),
+                    chunk,
+                );
+                let deleted = client
+                    .execute(
+                        &format!("DELETE FROM {} WHERE {filter}", target.qualified),
+                        &[],
+                    )
+                    .await
+                    .map_err(EtlError::pg(context("deleting the window's earlier rows")))?;
+                // Ledger rows inside this window describe rows just deleted.
+                client
+                    .execute(
+                        "DELETE FROM etl.chunk_ledger WHERE target = $1 AND chunk_key IS NOT DISTINCT FROM $2 \
+                         AND start_at >= $3 AND end_at <= $4",
+                        &[&target.qualified, &chunk.key, &start, &end],
+                    )
+                    .await
+                    .map_err(EtlError::pg(context("updating the ledger")))?;
+                tracing::debug!(chunk = %chunk, deleted, "Window loaded before; its rows are replaced.");
+            }
+        }
+        let sink = client
+            .copy_in::<_, Bytes>(&target.copy_sql)
+            .await
+            .map_err(EtlError::pg(context("starting COPY")))?;
+        let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
+        CopyEncoder::write_header(&mut buf);
+        Ok(Box::new(PostgresChunkWriter {
+            client,
+            pool: self.pool.clone(),
+            sink: Box::pin(sink),
+            buf,
+            target,
+            chunk: chunk.clone(),
+            pipeline: self.ctx.pipeline.clone(),
+            bytes: 0,
+        }))
+    }
+}
+
+struct PostgresChunkWriter {
+    client: Client,
+    pool: Arc<Pool>,
+    sink: Pin<Box<CopyInSink<Bytes>>>,
+    buf: BytesMut,
+    target: Arc<Target>,
+    chunk: Chunk,
+    pipeline: String,
+    bytes: u64,
+}
+
+impl PostgresChunkWriter {
+    fn context(&self, what: &str) -> String {
+        format!(
+            "{what} for chunk {} into {}",
+            self.chunk, self.target.qualified
+        )
+    }
+
+    async fn send(&mut self) -> Result<(), EtlError> {
+        let data = self.buf.split().freeze();
+        self.bytes += data.len() as u64;
+        let context = self.context("sending rows");
+        self.sink.send(data).await.map_err(EtlError::pg(context))
+    }
+}
+
+#[async_trait]
+impl ChunkWriter for PostgresChunkWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        self.target.encoder.write_batch(batch, &mut self.buf)?;
+        if self.buf.len() >= SEND_BYTES {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
+        CopyEncoder::write_footer(&mut self.buf);
+        self.send().await?;
+        let context = self.context("finishing COPY");
+        let mut rows = self
+            .sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(EtlError::pg(context))?;
+        if let Some(insert) = &self.target.merge_sql {
+            let context = self.context("merging staged rows on the primary key");
+            rows = self
+                .client
+                .execute(insert, &[])
+                .await
+                .map_err(EtlError::pg(context))?;
+        }
+        let context = self.context("recording the chunk in etl.chunk_ledger");
+        self.client
+            .execute(
+                "INSERT INTO etl.chunk_ledger (target, chunk_key, start_at, end_at, pipeline, rows) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &self.target.qualified,
+                    &self.chunk.key,
+                    &micros_to_datetime(self.chunk.start),
+                    &micros_to_datetime(self.chunk.end),
+                    &self.pipeline,
+                    &(rows as i64),
+                ],
+            )
+            .await
+            .map_err(EtlError::pg(context))?;
+        let context = self.context("committing");
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(EtlError::pg(context))?;
+        let PostgresChunkWriter {
+            client,
+            pool,
+            bytes,
+            ..
+        } = *self;
+        pool.put(client);
+        Ok(ChunkStats { rows, bytes })
+    }
+}
+
+/// The table's columns, or `None` when it does not exist.
+async fn read_columns(
+    client: &Client,
+    table: &TableName,
+) -> Result<Option<Vec<CatalogColumn>>, EtlError> {
+    let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await
+        .map_err(EtlError::pg(format!("looking up target table {qualified}")))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "WITH c AS ( \
+               SELECT a.attnum, a.attname::text AS name, \
+                 CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END AS typ, \
+                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod \
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+               WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped) \
+             SELECT c.name, c.typ, c.typmod, t.typname::text, t.typtype = 'e', \
+                    e.oid, e.typname::text, coalesce(e.typtype = 'e', false) \
+             FROM c JOIN pg_type t ON t.oid = c.typ \
+             LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+             ORDER BY c.attnum",
+            &[&qualified],
+        )
+        .await
+        .map_err(EtlError::pg(format!(
+            "reading the columns of target table {qualified}"
+        )))?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                let typmod: i32 = r.get(2);
+                let element = r.get::<_, Option<u32>>(5).map(|oid| {
+                    Box::new(TypeInfo {
+                        oid,
+                        name: r.get(6),
+                        typmod,
+                        is_enum: r.get(7),
+                        element: None,
+                    })
+                });
+                CatalogColumn {
+                    name: r.get(0),
+                    info: TypeInfo {
+                        oid: r.get(1),
+                        name: r.get(3),
+                        typmod,
+                        is_enum: r.get(4),
+                        element,
+                    },
+                }
+            })
+            .collect(),
+    ))
+}
+
+async fn read_primary_key(client: &Client, table: &TableName) -> Result<Vec<String>, EtlError> {
+    let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+    Ok(client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+             ORDER BY array_position(i.indkey, a.attnum)",
+            &[&qualified],
+        )
+        .await
+        .map_err(EtlError::pg(format!(
+            "reading the primary key of {qualified}"
+        )))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS ...; CREATE TABLE IF NOT EXISTS ...` from
+/// the Arrow schema.
+pub fn create_table_sql(
+    table: &TableName,
+    schema: &arrow::datatypes::Schema,
+    pk: &[String],
+) -> Result<String, EtlError> {
+    let mut columns = Vec::new();
+    let mut problems = Vec::new();
+    for field in schema.fields() {
+        match ddl_type(field) {
+            Ok(t) => columns.push(format!("{} {t}", ident(field.name()))),
+            Err(e) => problems.push(format!("column {:?}: {e}", field.name())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(EtlError::Schema(format!(
+            "cannot create table {table}:\n  {}",
+            problems.join("\n  ")
+        )));
+    }
+    if !pk.is_empty() {
+        columns.push(format!(
+            "PRIMARY KEY ({})",
+            pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {}.{} ({})",
+        ident(table.schema_or_public()),
+        ident(table.schema_or_public()),
+        ident(&table.name),
+        columns.join(", ")
+    ))
+}
+
+/// The PostgreSQL type for an Arrow field: the source's own type name when
+/// it came from PostgreSQL, else the closest type that holds every value.
+fn ddl_type(field: &Field) -> Result<String, String> {
+    if let Some(t) = field.metadata().get(PG_TYPE_METADATA) {
+        return Ok(t.clone());
+    }
+    let is_uuid = field
+        .metadata()
+        .get(EXTENSION_NAME)
+        .is_some_and(|e| e == "arrow.uuid");
+    Ok(match field.data_type() {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
+        DataType::Decimal256(_, _) => "numeric".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::FixedSizeBinary(16) if is_uuid => "uuid".into(),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
+        DataType::List(item) | DataType::LargeList(item) => format!("{}[]", ddl_type(item)?),
+        other => {
+            return Err(format!(
+                "Arrow type {other} has no PostgreSQL column type; cast it in the source query"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Schema, TimeUnit};
+
+    #[test]
+    fn ddl_keeps_source_types_and_primary_key() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("amount", DataType::Utf8, true).with_metadata(
+                [(PG_TYPE_METADATA.to_string(), "numeric(12,2)".to_string())].into(),
+            ),
+        ]);
+        let t = TableName::parse("s.t").unwrap();
+        assert_eq!(
+            create_table_sql(&t, &schema, &["id".into()]).unwrap(),
+            "CREATE SCHEMA IF NOT EXISTS \"s\"; CREATE TABLE IF NOT EXISTS \"s\".\"t\" (\"id\" bigint, \"at\" timestamptz, \"amount\" numeric(12,2), PRIMARY KEY (\"id\"))"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! Sources: where rows come from. A source knows its schema before any
+//! chunk runs, plans the chunks (windows that hold rows, with counts), and
+//! streams one chunk's rows as Arrow record batches, memory bounded by a batch.
+
+pub mod postgres;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use futures_util::Stream;
+
+use crate::config::validate::{Chunking, ValidatedSource};
+use crate::error::EtlError;
+use crate::plan::{Chunk, Plan};
+
+/// One chunk's rows.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;
+
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Schema of every batch, known before any chunk runs.
+    fn schema(&self) -> SchemaRef;
+    /// Primary key columns of the source, when it has one; created target
+    /// tables get the same key.
+    fn primary_key(&self) -> &[String];
+    /// Cuts the source into chunks holding rows, with their counts.
+    async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError>;
+    /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
+    async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
+    /// Bytes read from the source so far, over all chunks.
+    fn bytes_read(&self) -> u64;
+}
+
+/// Connects the configured source and learns its schema.
+pub async fn build(
+    source: &ValidatedSource,
+    chunking: &Chunking,
+) -> Result<Arc<dyn Source>, EtlError> {
+    match source {
+        ValidatedSource::Postgres { .. } => Ok(Arc::new(
+            postgres::PostgresSource::build(source, chunking).await?,
+        )),
+    }
+}

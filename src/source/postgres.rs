@@ -1,0 +1,459 @@
+//! PostgreSQL source: `COPY (SELECT ... WHERE window) TO STDOUT (FORMAT
+//! binary)`, decoded batch by batch into Arrow as the bytes arrive.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use futures_util::Stream;
+use tokio_postgres::types::{Kind, Type};
+use tokio_postgres::{Client, CopyOutStream};
+
+use super::{BatchStream, Source};
+use crate::config::validate::{Chunking, Relation, ValidatedSource};
+use crate::error::EtlError;
+use crate::pg::Pool;
+use crate::pg_binary::decode::CopyDecoder;
+use crate::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
+use crate::plan::{align_down, chunk_filter, Chunk, Plan, PlannedChunk};
+use crate::sql::ident;
+use crate::time::{sql_literal, Micros, MICROS_PER_SEC};
+
+pub struct PostgresSource {
+    pool: Arc<Pool>,
+    /// `schema.table`, or `(query) AS src`.
+    from: String,
+    schema: SchemaRef,
+    types: Vec<PgType>,
+    primary_key: Vec<String>,
+    time_column: String,
+    time_has_zone: bool,
+    key_column: Option<String>,
+    batch_rows: usize,
+    batch_bytes: usize,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl PostgresSource {
+    /// Connects and describes the query's columns.
+    pub async fn build(source: &ValidatedSource, chunking: &Chunking) -> Result<Self, EtlError> {
+        let ValidatedSource::Postgres {
+            endpoint,
+            relation,
+            batch_rows,
+            batch_bytes,
+        } = source;
+        let pool = Pool::new(endpoint.clone(), "etl source");
+        let client = pool.get().await?;
+        let from = match relation {
+            Relation::Query(q) => format!("({q}) AS src"),
+            Relation::Table(t) => t.to_string(),
+        };
+        let what = match relation {
+            Relation::Query(_) => format!("describing source.query on {endpoint}"),
+            Relation::Table(t) => format!("describing source table {t} on {endpoint}"),
+        };
+        let statement = client
+            .prepare(&format!("SELECT * FROM {from}"))
+            .await
+            .map_err(EtlError::pg(what))?;
+
+        let mut fields = Vec::new();
+        let mut types = Vec::new();
+        let mut problems = Vec::new();
+        let mut ddl_oids = Vec::new();
+        let mut ddl_typmods = Vec::new();
+        for (index, column) in statement.columns().iter().enumerate() {
+            let info = type_info(column.type_(), column.type_modifier());
+            match PgType::from_type_info(&info) {
+                Ok(t) => {
+                    fields.push(t.arrow_field(column.name()));
+                    types.push(t);
+                    let (oid, typmod) = ddl_type(column.type_(), column.type_modifier());
+                    ddl_oids.push(oid);
+                    ddl_typmods.push(typmod);
+                }
+                Err(e) => problems.push(format!(
+                    "column {:?} (index {index}) has {e}; cast it in `query`, for example SELECT {}::text",
+                    column.name(),
+                    ident(column.name())
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(EtlError::Schema(format!(
+                "the source has columns etl cannot carry:\n  {}",
+                problems.join("\n  ")
+            )));
+        }
+
+        // The type names a created target table should use: `numeric(12,2)`,
+        // `character varying(20)`, `jsonb`; enums become text (the target
+        // has no such type), domains their base type.
+        let rows = client
+            .query(
+                "SELECT format_type(o, NULLIF(m, -1)) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(o, m, n) ORDER BY n",
+                &[&ddl_oids, &ddl_typmods],
+            )
+            .await
+            .map_err(EtlError::pg("reading the source's column type names"))?;
+        let fields: Vec<_> = fields
+            .into_iter()
+            .zip(rows)
+            .map(|(f, row)| {
+                let name: String = row.get(0);
+                let mut metadata = f.metadata().clone();
+                metadata.insert(PG_TYPE_METADATA.to_string(), name);
+                f.with_metadata(metadata)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+
+        let time_index = schema.index_of(&chunking.time_column).map_err(|_| {
+            EtlError::Schema(format!(
+                "chunks.time_column {:?} is not a column of the source; its columns are: {}",
+                chunking.time_column,
+                column_list(&schema)
+            ))
+        })?;
+        let time_has_zone = match &types[time_index] {
+            PgType::Timestamptz => true,
+            PgType::Timestamp => false,
+            other => {
+                return Err(EtlError::Schema(format!(
+                    "chunks.time_column {:?} is {other:?}; chunks are cut on a timestamp or timestamptz column",
+                    chunking.time_column
+                )))
+            }
+        };
+        if let Some(key) = &chunking.key_column {
+            if schema.index_of(key).is_err() {
+                return Err(EtlError::Schema(format!(
+                    "chunks.key_column {key:?} is not a column of the source; its columns are: {}",
+                    column_list(&schema)
+                )));
+            }
+        }
+
+        let primary_key = match relation {
+            Relation::Table(t) => client
+                .query(
+                    "SELECT a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+                     ORDER BY array_position(i.indkey, a.attnum)",
+                    &[&t.to_string()],
+                )
+                .await
+                .map_err(EtlError::pg(format!(
+                    "reading the primary key of source table {t}"
+                )))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            Relation::Query(_) => Vec::new(),
+        };
+        pool.put(client);
+
+        Ok(PostgresSource {
+            pool,
+            from,
+            schema,
+            types,
+            primary_key,
+            time_column: chunking.time_column.clone(),
+            time_has_zone,
+            key_column: chunking.key_column.clone(),
+            batch_rows: *batch_rows,
+            batch_bytes: *batch_bytes,
+            bytes_read: Arc::default(),
+        })
+    }
+
+    fn lit(&self, t: Micros) -> String {
+        sql_literal(t, self.time_has_zone)
+    }
+
+    /// The `COPY` statement that reads one chunk.
+    pub fn copy_statement(&self, chunk: &Chunk) -> String {
+        format!(
+            "COPY (SELECT * FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
+            self.from,
+            chunk_filter(
+                &self.time_column,
+                self.time_has_zone,
+                self.key_column.as_deref(),
+                chunk
+            )
+        )
+    }
+}
+
+fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the catalog says of a type, as tokio-postgres already looked it up.
+fn type_info(t: &Type, typmod: i32) -> TypeInfo {
+    match t.kind() {
+        Kind::Domain(base) => type_info(base, -1),
+        Kind::Array(element) => TypeInfo {
+            oid: t.oid(),
+            name: t.name().to_string(),
+            typmod,
+            is_enum: false,
+            element: Some(Box::new(type_info(element, typmod))),
+        },
+        kind => TypeInfo {
+            oid: t.oid(),
+            name: t.name().to_string(),
+            typmod,
+            is_enum: matches!(kind, Kind::Enum(_)),
+            element: None,
+        },
+    }
+}
+
+/// The type (oid, typmod) a created target column should have.
+fn ddl_type(t: &Type, typmod: i32) -> (u32, i32) {
+    match t.kind() {
+        Kind::Domain(base) => ddl_type(base, -1),
+        Kind::Enum(_) => (crate::pg_binary::oid::TEXT, -1),
+        Kind::Array(element) if matches!(element.kind(), Kind::Enum(_)) => (1009, -1), // text[]
+        Kind::Array(element) if matches!(element.kind(), Kind::Domain(_)) => match element.kind() {
+            Kind::Domain(base) => (array_oid_of(base).unwrap_or(1009), -1),
+            _ => unreachable!("matched Domain above"),
+        },
+        _ => (t.oid(), typmod),
+    }
+}
+
+/// The array type of a built-in element type, for domains over them.
+fn array_oid_of(t: &Type) -> Option<u32> {
+    use crate::pg_binary::oid;
+    Some(match t.oid() {
+        oid::BOOL => 1000,
+        oid::INT2 => 1005,
+        oid::INT4 => 1007,
+        oid::INT8 => 1016,
+        oid::TEXT => 1009,
+        oid::FLOAT4 => 1021,
+        oid::FLOAT8 => 1022,
+        oid::NUMERIC => 1231,
+        oid::VARCHAR => 1015,
+        oid::DATE => 1182,
+        oid::TIMESTAMP => 1115,
+        oid::TIMESTAMPTZ => 1185,
+        oid::UUID => 2951,
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn primary_key(&self) -> &[String] {
+        &self.primary_key
+    }
+
+    async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        let client = self.pool.get().await?;
+        let t = ident(&self.time_column);
+        let interval = chunking.interval;
+        let (start, end) = match (chunking.start, chunking.end) {
+            (Some(s), Some(e)) => (s, e),
+            (start, end) => {
+                let row = client
+                    .query_one(
+                        &format!(
+                            "SELECT (extract(epoch FROM min({t})) * 1000000)::int8, \
+                             (extract(epoch FROM max({t})) * 1000000)::int8 \
+                             FROM {} WHERE {t} > '-infinity' AND {t} < 'infinity'",
+                            self.from
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(EtlError::pg(
+                        "finding the source's earliest and latest time",
+                    ))?;
+                let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+                let (Some(min), Some(max)) = (min, max) else {
+                    // No rows with a finite time: nothing to chunk, but count what is there.
+                    let outside: i64 = client
+                        .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
+                        .await
+                        .map_err(EtlError::pg("counting the source's rows"))?
+                        .get(0);
+                    self.pool.put(client);
+                    return Ok(Plan {
+                        chunks: Vec::new(),
+                        rows_outside: outside as u64,
+                        range: None,
+                    });
+                };
+                (
+                    start.unwrap_or_else(|| align_down(min, interval)),
+                    end.unwrap_or(align_down(max, interval) + interval),
+                )
+            }
+        };
+        let key = match &self.key_column {
+            Some(k) => format!("{}::text", ident(k)),
+            None => "NULL::text".to_string(),
+        };
+        let sql = format!(
+            "SELECT k, w, count(*) FROM (SELECT {key} AS k, \
+             CASE WHEN {t} >= {s} AND {t} < {e} THEN floor(extract(epoch FROM ({t} - {s})) / {secs})::int8 END AS w \
+             FROM {from}) AS q GROUP BY k, w",
+            s = self.lit(start),
+            e = self.lit(end),
+            secs = interval / MICROS_PER_SEC,
+            from = self.from
+        );
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(EtlError::pg("counting the source's rows per chunk"))?;
+        self.pool.put(client);
+        let mut plan = Plan {
+            chunks: Vec::new(),
+            rows_outside: 0,
+            range: Some((start, end)),
+        };
+        for row in rows {
+            let key: Option<String> = row.get(0);
+            let window: Option<i64> = row.get(1);
+            let count: i64 = row.get(2);
+            match window {
+                Some(w) => {
+                    let chunk_start = start + w * interval;
+                    let chunk_end = (chunk_start + interval).min(end);
+                    plan.chunks.push(PlannedChunk {
+                        chunk: Chunk {
+                            key,
+                            start: chunk_start,
+                            end: chunk_end,
+                        },
+                        rows: count as u64,
+                    });
+                }
+                None => plan.rows_outside += count as u64,
+            }
+        }
+        plan.chunks
+            .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+        Ok(plan)
+    }
+
+    async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        let client = self.pool.get().await?;
+        let sql = self.copy_statement(chunk);
+        let inner = client.copy_out(&sql).await.map_err(EtlError::pg(format!(
+            "starting COPY from the source for chunk {chunk}"
+        )))?;
+        Ok(Box::pin(CopyStream {
+            inner: Box::pin(inner),
+            decoder: CopyDecoder::new(
+                self.schema.clone(),
+                &self.types,
+                self.batch_rows,
+                self.batch_bytes,
+            ),
+            client: Some(client),
+            pool: self.pool.clone(),
+            bytes: self.bytes_read.clone(),
+            state: State::Reading,
+        }))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(PartialEq)]
+enum State {
+    Reading,
+    Draining,
+    Done,
+}
+
+/// Decodes a `CopyOutStream` into batches; returns its client to the pool
+/// when the chunk was read to the end.
+struct CopyStream {
+    inner: Pin<Box<CopyOutStream>>,
+    decoder: CopyDecoder,
+    client: Option<Client>,
+    pool: Arc<Pool>,
+    bytes: Arc<AtomicU64>,
+    state: State,
+}
+
+impl Stream for CopyStream {
+    type Item = Result<RecordBatch, EtlError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Draining => {
+                    return Poll::Ready(match this.decoder.finish() {
+                        Ok(Some(batch)) => Some(Ok(batch)),
+                        Ok(None) => {
+                            this.state = State::Done;
+                            if let Some(c) = this.client.take() {
+                                this.pool.put(c);
+                            }
+                            None
+                        }
+                        Err(e) => {
+                            this.state = State::Done;
+                            Some(Err(e.into()))
+                        }
+                    })
+                }
+                State::Reading => {}
+            }
+            match this.decoder.next_batch() {
+                Ok(Some(batch)) => return Poll::Ready(Some(Ok(batch))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    this.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = this.decoder.feed(&bytes) {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(EtlError::Postgres {
+                        context: "reading the source's COPY stream".into(),
+                        source: e,
+                    })));
+                }
+                Poll::Ready(None) => this.state = State::Draining,
+            }
+        }
+    }
+}
