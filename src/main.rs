@@ -18,7 +18,8 @@ fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("etl: {e:#}");
+            // Every etl error's message already carries its causes.
+            eprintln!("etl: {e}");
             ExitCode::from(2)
         }
     }

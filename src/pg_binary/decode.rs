@@ -366,7 +366,7 @@ impl ColumnDecoder {
                 builder.append_value(match micros {
                     i64::MAX | i64::MIN => micros,
                     m => m.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                        format!("timestamp {m} µs after 2000-01-01 is out of range")
+                        "timestamp is after 294247-01-10, the latest Arrow can hold (PostgreSQL allows up to 294276 AD); filter or cast it in `query`".to_string()
                     })?,
                 })
             }

@@ -156,7 +156,10 @@ impl PostgresSink {
                 )),
                 Some(c) => match PgType::from_type_info(&c.info) {
                     Ok(t) => pairs.push((field.as_ref(), t)),
-                    Err(e) => problems.push(format!("target column {:?} of {table} has {e}", c.name)),
+                    Err(e) => problems.push(format!(
+                        "target column {:?} of {table} is of type {}, which etl cannot write",
+                        c.name, e.type_name
+                    )),
                 },
             }
         }

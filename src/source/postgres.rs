@@ -78,8 +78,9 @@ impl PostgresSource {
                     ddl_typmods.push(typmod);
                 }
                 Err(e) => problems.push(format!(
-                    "column {:?} (index {index}) has {e}; cast it in `query`, for example SELECT {}::text",
+                    "column {:?} (index {index}) is of type {}, which etl cannot carry; cast it in `query`, for example SELECT {}::text",
                     column.name(),
+                    e.type_name,
                     ident(column.name())
                 )),
             }

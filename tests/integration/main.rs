@@ -1,1 +1,9 @@
-fn main() {}
+//! The integration tests: the `etl` binary against a real PostgreSQL.
+//! One test binary (ripgrep's layout); one file per topic.
+
+mod support;
+
+mod config_errors;
+mod copy;
+mod failures;
+mod types;

@@ -1,0 +1,169 @@
+//! Configuration mistakes: exit code 2 and a message naming the file, line
+//! and key, with what to change. And every shipped pipeline validates.
+
+use crate::support::{etl_in, repo};
+
+const DUMMY: [(&str, &str); 2] = [
+    ("ETL_SRC_URL", "postgresql://etl@127.0.0.1:1/src"),
+    ("ETL_DST_URL", "postgresql://etl@127.0.0.1:1/dst"),
+];
+
+fn validate(text: &str, env: &[(&str, &str)]) -> crate::support::Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    etl_in(dir.path(), &["validate", "p.toml"], env)
+}
+
+const GOOD: &str = r#"name = "t"
+
+[source]
+type = "postgres"
+url = "${ETL_SRC_URL}"
+table = "tenant.tbl_data_timeseries"
+
+[chunks]
+time_column = "created_time"
+key_column = "ship_id"
+
+[[sinks]]
+type = "postgres"
+url = "${ETL_DST_URL}"
+table = "wide.t_{key}"
+"#;
+
+#[test]
+fn every_shipped_pipeline_validates() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = etl_in(&repo(), &["validate", path.to_str().unwrap()], &DUMMY);
+            assert_eq!(out.code, 0, "{}: {out:?}", path.display());
+            assert!(out.stdout.contains("is valid"), "{out:?}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no pipelines/*.toml found");
+}
+
+#[test]
+fn good_file_is_valid() {
+    let out = validate(GOOD, &DUMMY);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "p.toml: pipeline \"t\" is valid (1 sink)\n");
+}
+
+#[test]
+fn all_value_problems_are_reported_at_once_with_lines() {
+    // Given three bad values
+    let text = GOOD
+        .replace("key_column = \"ship_id\"", "key_column = \"ship_id\"\ninterval = \"1.5h\"\nstart = \"2025-06-08\"\nend = \"2025-06-01\"")
+        .replace("table = \"tenant.tbl_data_timeseries\"", "table = \"tenant.tbl_data_timeseries\"\nquery = \"SELECT 1\"");
+    // When validated
+    let out = validate(&text, &DUMMY);
+    // Then each is named with its line and key, and the exit code is 2
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "etl: p.toml: 3 problems:\n\
+         \x20 line 7, source.query: give either `query` or `table`, not both\n\
+         \x20 line 12, chunks.interval: \"1.5h\" is not an interval; use a whole number of s, m, h or d, like \"24h\"\n\
+         \x20 line 14, chunks.end: \"2025-06-01\" is not after start \"2025-06-08\"\n"
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_the_valid_keys() {
+    let out = validate(&GOOD.replace("key_column", "key_colum"), &DUMMY);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("etl: p.toml: TOML parse error at line 10, column 1\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(
+            "unknown field `key_colum`, expected one of `time_column`, `interval`, `key_column`"
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn unknown_sink_type_lists_the_types() {
+    let out = validate(
+        &GOOD.replace(
+            "type = \"postgres\"\nurl = \"${ETL_DST_URL}\"",
+            "type = \"postgress\"\nurl = \"${ETL_DST_URL}\"",
+        ),
+        &DUMMY,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("line 13"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unknown variant `postgress`, expected `postgres`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn missing_environment_variable_is_named() {
+    let out = validate(GOOD, &[("ETL_SRC_URL", "postgresql://etl@127.0.0.1:1/src")]);
+    assert_eq!(out.code, 2, "{out:?}");
+    // The line is the [[sinks]] table's: serde reads tagged tables whole.
+    assert!(
+        out.stderr
+            .starts_with("etl: p.toml: TOML parse error at line 12, column 1\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("environment variable ETL_DST_URL is not set (used as ${ETL_DST_URL}); export it or write the value"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let out = validate(
+        &GOOD.replace(
+            "key_column = \"ship_id\"",
+            "key_column = \"ship_id\"\nworkers = \"two\"",
+        ),
+        &DUMMY,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("line 11"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("invalid type: string \"two\", expected usize"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let out = etl_in(&repo(), &["validate", "no/such.toml"], &[]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "etl: cannot read pipeline file no/such.toml: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn bad_url_is_a_problem_of_its_key() {
+    let out = validate(
+        GOOD,
+        &[
+            ("ETL_SRC_URL", "postgresql://etl@127.0.0.1:notaport/src"),
+            DUMMY[1],
+        ],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("line 5, source.url: is not a PostgreSQL URL ("),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,151 @@
+//! The shipped copy pipeline, run for real; reruns never duplicate; replace
+//! mode; secrets never printed.
+
+use crate::support::{etl_in, fingerprint, psql, repo, TestDb};
+
+const ORDER: &str = "ship_id, created_time, data_channel_id";
+
+#[test]
+fn shipped_ships_copy_pipeline_copies_exactly_and_reruns_without_duplicates() {
+    // Given the generated fleet data: 2 ships x 10 channels x 2 days
+    let db = TestDb::new("copy_shipped");
+    db.load_timeseries(2, 10, 2 * 1440);
+    let pipeline = repo().join("pipelines/ships-copy.toml");
+    let p = pipeline.to_str().unwrap();
+
+    // When planned
+    let plan = db.etl(&["plan", p]);
+    // Then the plan lists four chunks with their counts and the DDL
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.starts_with("Pipeline ships-copy: 4 chunks, 57,600 rows\nRange [2025-06-01 00:00:00, 2025-06-03 00:00:00), interval 86400 s\n"), "{plan:?}");
+    assert!(
+        plan.stdout.contains(
+            "IMO9900002  2025-06-02 00:00:00         2025-06-03 00:00:00               14,400"
+        ),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("CREATE TABLE IF NOT EXISTS \"tenant\".\"tbl_data_timeseries\""),
+        "{plan:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'tenant'"
+        ),
+        "0",
+        "plan writes nothing"
+    );
+
+    // When run twice
+    for _ in 0..2 {
+        let out = db.etl(&["run", p]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("4 done, 0 failed, of 4"), "{out:?}");
+        assert!(out.stdout.contains("rows         57,600"), "{out:?}");
+        assert!(out.stdout.contains("peak memory"), "{out:?}");
+    }
+
+    // Then the target equals the source, nothing duplicated
+    let source = fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER);
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        source
+    );
+}
+
+#[test]
+fn replace_mode_truncates_once_then_loads() {
+    // Given a target holding rows that are not in the source
+    let db = TestDb::new("copy_replace");
+    db.load_timeseries(1, 3, 1440);
+    psql(&db.dst, "CREATE SCHEMA tenant; CREATE TABLE tenant.tbl_data_timeseries AS SELECT 'stale'::text AS ship_id, 'x'::text AS data_channel_id, now() AS created_time, 'String'::text AS value_format, NULL::boolean AS bool_v, 'old'::text AS str_v, NULL::bigint AS long_v, NULL::float8 AS double_v");
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml"))
+        .unwrap()
+        .replace("mode = \"append\"", "mode = \"replace\"");
+    let p = db.pipeline("replace.toml", &text);
+
+    // When run with mode replace
+    let out = db.etl(&["run", p.to_str().unwrap()]);
+
+    // Then only the source's rows are there
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
+
+#[test]
+fn missing_target_without_create_table_is_a_clear_error() {
+    let db = TestDb::new("copy_no_target");
+    db.load_timeseries(1, 1, 60);
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml"))
+        .unwrap()
+        .replace("create_table = true", "create_table = false");
+    let p = db.pipeline("p.toml", &text);
+    let out = db.etl(&["plan", p.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("target table \"tenant\".\"tbl_data_timeseries\" does not exist on postgresql://etl@127.0.0.1:"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("create it, or set create_table = true in [[sinks]]"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn passwords_never_appear_in_output() {
+    // Given URLs carrying a password, one of them to a closed port
+    let db = TestDb::new("copy_secrets");
+    db.load_timeseries(1, 1, 60);
+    let with_password = |url: &str| url.replacen("etl@", "etl:hunter2-secret@", 1);
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+    let src = with_password(&db.src);
+    let dst = with_password(&db.dst);
+
+    // When planned and run (trust auth accepts any password)
+    let plan = etl_in(
+        db.dir.path(),
+        &["-v", "plan", p],
+        &[("ETL_SRC_URL", &src), ("ETL_DST_URL", &dst)],
+    );
+    let run = etl_in(
+        db.dir.path(),
+        &["-vv", "run", p],
+        &[("ETL_SRC_URL", &src), ("ETL_DST_URL", &dst)],
+    );
+    let closed = etl_in(
+        db.dir.path(),
+        &["plan", p],
+        &[
+            (
+                "ETL_SRC_URL",
+                "postgresql://etl:hunter2-secret@127.0.0.1:1/src",
+            ),
+            ("ETL_DST_URL", &dst),
+        ],
+    );
+
+    // Then nothing printed holds the password, and the failed connection is named with it masked
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(closed.code, 2, "{closed:?}");
+    assert!(
+        closed
+            .stderr
+            .contains("cannot connect to postgresql://etl:***@127.0.0.1:1/src"),
+        "{closed:?}"
+    );
+    for out in [&plan, &run, &closed] {
+        assert!(
+            !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+            "{out:?}"
+        );
+    }
+}

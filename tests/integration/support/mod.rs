@@ -1,0 +1,207 @@
+//! Test support: a real PostgreSQL server (one per test process), a pair of
+//! databases per test, and a way to run the `etl` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The server's base URL, without a database: `postgresql://etl@127.0.0.1:PORT`.
+fn server() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("ETL_TEST_PG_URL") {
+            return url
+                .rsplit_once('/')
+                .map(|(base, _)| base.to_string())
+                .unwrap_or(url);
+        }
+        start_server()
+    })
+}
+
+/// Starts a throwaway cluster with scripts/pg-tmp.sh and a watchdog that
+/// stops it when this test process exits.
+fn start_server() -> String {
+    let dir = tempfile::Builder::new()
+        .prefix("etl-test-pg")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let script = repo().join("scripts/pg-tmp.sh");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod temp dir");
+    let pg_dir = dir.join("pg");
+    let out = Command::new(&script)
+        .arg("start")
+        .arg(&pg_dir)
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ])
+        .output()
+        .expect("run scripts/pg-tmp.sh");
+    assert!(
+        out.status.success(),
+        "could not start a test PostgreSQL (install it with scripts/install-deps.sh, or set ETL_TEST_PG_URL):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; '{script}' stop '{pg}'; rm -rf '{dir}'",
+        pid = std::process::id(),
+        script = script.display(),
+        pg = pg_dir.display(),
+        dir = dir.display()
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server watchdog");
+    let url = String::from_utf8(out.stdout)
+        .expect("utf-8 url")
+        .trim()
+        .to_string();
+    url.rsplit_once('/')
+        .map(|(base, _)| base.to_string())
+        .expect("url has a database")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs SQL through psql; panics with psql's message on error.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-Atq", url])
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "psql failed on {sql}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim_end()
+        .to_string()
+}
+
+/// Runs a SQL file through psql with variables.
+pub fn psql_file(url: &str, file: &Path, vars: &[(&str, &str)]) {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-q", url, "-f"])
+        .arg(file);
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("psql is installed");
+    assert!(
+        out.status.success(),
+        "psql -f {} failed:\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A source and a target database for one test, and a directory for its files.
+pub struct TestDb {
+    pub src: String,
+    pub dst: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn new(name: &str) -> TestDb {
+        let admin = format!("{}/postgres", server());
+        for db in ["src", "dst"] {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {name}_{db} WITH (FORCE)"),
+            );
+            psql(&admin, &format!("CREATE DATABASE {name}_{db}"));
+        }
+        TestDb {
+            src: format!("{}/{name}_src", server()),
+            dst: format!("{}/{name}_dst", server()),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Loads the generated EAV time series into the source.
+    pub fn load_timeseries(&self, ships: u32, channels: u32, minutes: u32) {
+        psql_file(
+            &self.src,
+            &repo().join("fixtures/sql/timeseries.sql"),
+            &[
+                ("ships", &ships.to_string()),
+                ("channels", &channels.to_string()),
+                ("minutes", &minutes.to_string()),
+            ],
+        );
+    }
+
+    /// Writes a pipeline file into the test's directory.
+    pub fn pipeline(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write pipeline");
+        path
+    }
+
+    /// Runs etl with this test's directory as working directory and
+    /// ETL_SRC_URL / ETL_DST_URL set.
+    pub fn etl(&self, args: &[&str]) -> Output {
+        etl_in(
+            self.dir.path(),
+            args,
+            &[("ETL_SRC_URL", &self.src), ("ETL_DST_URL", &self.dst)],
+        )
+    }
+}
+
+/// What a run of the binary did.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("PGPASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run etl");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Row count and an md5 over the rows in a stable order, for exact comparisons.
+pub fn fingerprint(url: &str, table: &str, order_by: &str) -> String {
+    psql(url, &format!("SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY {order_by})), '-') FROM {table} t"))
+}
