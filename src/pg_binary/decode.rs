@@ -365,9 +365,12 @@ impl ColumnDecoder {
                 let micros = i64::from_be_bytes(fixed(v, "timestamp")?);
                 builder.append_value(match micros {
                     i64::MAX | i64::MIN => micros,
-                    m => m.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                        "timestamp is after 294247-01-10, the latest Arrow can hold (PostgreSQL allows up to 294276 AD); filter or cast it in `query`".to_string()
-                    })?,
+                    // i64::MAX in Arrow stands for `infinity`; the one real
+                    // microsecond that lands there is refused, not changed.
+                    m => m.checked_add(PG_EPOCH_MICROS).filter(|t| *t != i64::MAX).ok_or(
+                        "timestamp is at or after 294247-01-10 04:00:54.775807, the latest Arrow can hold \
+                         (PostgreSQL allows up to 294276 AD); filter or cast it in `query`",
+                    )?,
                 })
             }
             ColumnDecoder::Interval(b) => {
