@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(postgresql-15 postgresql-client-15 unixodbc unixodbc-dev odbc-postgresql libsqliteodbc
-          odbc-mdbtools mdbtools tdsodbc mold sqlite3 python3)
+          odbc-mdbtools mdbtools tdsodbc mold sqlite3 python3 bc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# End-to-end benchmark (not a test): copy the standard fleet data set
+# (4 ships x 250 channels x 10,080 minutes = 10,080,000 rows) from one
+# database to another on the same throwaway server, in the same run:
+#   1. psql -c "COPY (...) TO STDOUT (FORMAT binary)" | psql -c "COPY ... FROM STDIN (FORMAT binary)"
+#   2. etl run pipelines/ships-copy.toml (24 h chunks per ship, 2 workers)
+# into identical empty tables (same primary key), and prints both times,
+# etl's peak memory and the ratio. Both targets are compared at the end.
+#
+#   scripts/bench-copy.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
+#   ROUNDS=3 scripts/bench-copy.sh                     repeat, alternating order
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
+
+scripts/install-deps.sh
+cargo build --release --locked -q
+etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl
+pipeline=$PWD/pipelines/ships-copy.toml
+
+dir=$(mktemp -d); chmod 755 "$dir"
+trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT
+# Durable defaults (fsync on); larger WAL so checkpoints do not dominate either side.
+url=$(scripts/pg-tmp.sh start "$dir/pg" -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min)
+base=${url%/postgres}
+for db in src dst_psql dst_etl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
+rows=$((ships * channels * minutes))
+echo "bench-copy: generating $rows rows ($ships ships x $channels channels x $minutes minutes)..." >&2
+start=$(date +%s.%N)
+psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql
+echo "bench-copy: generated in $(echo "$(date +%s.%N) - $start" | bc) s" >&2
+size=$(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_total_relation_size('tenant.tbl_data_timeseries'))")
+
+empty_targets() {
+  for db in dst_psql dst_etl; do
+    psql -X -q -v ON_ERROR_STOP=1 "$base/$db" -v ships=0 -v channels=0 -v minutes=0 -f fixtures/sql/timeseries.sql
+    psql -X -q "$base/$db" -c "DROP SCHEMA IF EXISTS etl CASCADE" -c "CHECKPOINT"
+  done
+}
+
+run_psql() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  psql -X -q "$base/src" -c "COPY (SELECT * FROM tenant.tbl_data_timeseries) TO STDOUT (FORMAT binary)" \
+    | psql -X -q "$base/dst_psql" -c "COPY tenant.tbl_data_timeseries FROM STDIN (FORMAT binary)"
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+
+run_etl() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  (cd "$dir" && ETL_SRC_URL=$base/src ETL_DST_URL=$base/dst_etl "$etl" -q run "$pipeline" >"$dir/etl-summary.txt")
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+
+psql_times=(); etl_times=()
+for r in $(seq 1 "$rounds"); do
+  empty_targets
+  if [ $((r % 2)) = 1 ]; then
+    p=$(run_psql); e=$(run_etl)
+  else
+    e=$(run_etl); p=$(run_psql)
+  fi
+  psql_times+=("$p"); etl_times+=("$e")
+  echo "bench-copy: round $r: psql pipe ${p} s, etl ${e} s" >&2
+done
+
+q="SELECT count(*) || ' rows, md5 ' || md5(string_agg(md5(t::text), '' ORDER BY ship_id, created_time, data_channel_id)) FROM tenant.tbl_data_timeseries t"
+a=$(psql -X -Atq "$base/dst_psql" -c "$q"); b=$(psql -X -Atq "$base/dst_etl" -c "$q")
+[ "$a" = "$b" ] || { echo "bench-copy: targets differ: psql $a, etl $b" >&2; exit 1; }
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+pm=$(median "${psql_times[@]}"); em=$(median "${etl_times[@]}")
+echo
+echo "Standard data set: $rows rows, source table $size, $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"
+echo "Targets equal: $a"
+printf 'psql binary COPY pipe  %8.2f s  (%s rows/s)\n' "$pm" "$(echo "$rows / $pm" | bc)"
+printf 'etl run                %8.2f s  (%s rows/s)\n' "$em" "$(echo "$rows / $em" | bc)"
+printf 'ratio etl/psql         %8.2f  (<= 1.0: etl is at least as fast)\n' "$(echo "scale=4; $em / $pm" | bc)"
+grep -E 'peak memory|bytes' "$dir/etl-summary.txt" | sed 's/^ */etl /'

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, the integration tests against a real
+# PostgreSQL 15 that this script starts on loopback (and stops), and the
+# benches run once each as tests. Installs missing Debian packages first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+dir=$(mktemp -d)
+chmod 755 "$dir"
+trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT
+ETL_TEST_PG_URL=$(scripts/pg-tmp.sh start "$dir/pg" -c fsync=off -c synchronous_commit=off -c full_page_writes=off)
+export ETL_TEST_PG_URL
+echo "test.sh: PostgreSQL for the tests at $ETL_TEST_PG_URL" >&2
+
+cargo test --locked --all-targets "$@"
