@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::Schema;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -28,9 +31,22 @@ fn batch() -> RecordBatch {
         state ^= state << 17;
         state
     };
-    let names = ["ship_id", "data_channel_id", "created_time", "value_format", "bool_v", "str_v", "long_v", "double_v"];
+    let names = [
+        "ship_id",
+        "data_channel_id",
+        "created_time",
+        "value_format",
+        "bool_v",
+        "str_v",
+        "long_v",
+        "double_v",
+    ];
     let schema = Arc::new(Schema::new(
-        names.iter().zip(types()).map(|(n, t)| t.arrow_field(n)).collect::<Vec<_>>(),
+        names
+            .iter()
+            .zip(types())
+            .map(|(n, t)| t.arrow_field(n))
+            .collect::<Vec<_>>(),
     ));
     let (mut ship, mut chan, mut time, mut fmt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut b, mut s, mut l, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -42,7 +58,13 @@ fn batch() -> RecordBatch {
         let r = next();
         let kind = c % 20;
         let (f, bv, sv, lv, dv) = match kind {
-            0..=13 => ("Decimal", None, None, None, Some((r % 1_000_000) as f64 / 1000.0)),
+            0..=13 => (
+                "Decimal",
+                None,
+                None,
+                None,
+                Some((r % 1_000_000) as f64 / 1000.0),
+            ),
             14..=16 => ("Integer", None, None, Some((r % 100_000) as i64), None),
             17 | 18 => ("Boolean", Some(r % 2 == 0), None, None, None),
             _ => ("String", None, Some(format!("state_{}", r % 7)), None, None),
@@ -69,7 +91,9 @@ fn batch() -> RecordBatch {
 fn encode(encoder: &CopyEncoder, batch: &RecordBatch) -> BytesMut {
     let mut out = BytesMut::with_capacity(8 << 20);
     CopyEncoder::write_header(&mut out);
-    encoder.write_batch(batch, &mut out).expect("the batch encodes");
+    encoder
+        .write_batch(batch, &mut out)
+        .expect("the batch encodes");
     CopyEncoder::write_footer(&mut out);
     out
 }
@@ -78,32 +102,41 @@ fn codecs(c: &mut Criterion) {
     let batch = batch();
     let types = types();
     let schema = batch.schema();
-    let pairs: Vec<_> = schema.fields().iter().map(|f| f.as_ref()).zip(types.iter()).collect();
+    let pairs: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref())
+        .zip(types.iter())
+        .collect();
     let encoder = CopyEncoder::new(&pairs).expect("types match");
     let bytes = encode(&encoder, &batch);
 
     let mut group = c.benchmark_group("copy_binary");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function(BenchmarkId::new("encode", format!("timeseries_{ROWS}_rows")), |b| {
-        b.iter(|| encode(&encoder, &batch))
-    });
-    group.bench_function(BenchmarkId::new("decode", format!("timeseries_{ROWS}_rows")), |b| {
-        b.iter(|| {
-            // Fed in 64 KiB pieces, as a socket would deliver them.
-            let mut d = CopyDecoder::new(schema.clone(), &types, ROWS, usize::MAX);
-            let mut rows = 0;
-            for piece in bytes.chunks(64 * 1024) {
-                d.feed(piece).expect("valid stream");
-                while let Some(b) = d.next_batch().expect("valid stream") {
+    group.bench_function(
+        BenchmarkId::new("encode", format!("timeseries_{ROWS}_rows")),
+        |b| b.iter(|| encode(&encoder, &batch)),
+    );
+    group.bench_function(
+        BenchmarkId::new("decode", format!("timeseries_{ROWS}_rows")),
+        |b| {
+            b.iter(|| {
+                // Fed in 64 KiB pieces, as a socket would deliver them.
+                let mut d = CopyDecoder::new(schema.clone(), &types, ROWS, usize::MAX);
+                let mut rows = 0;
+                for piece in bytes.chunks(64 * 1024) {
+                    d.feed(piece).expect("valid stream");
+                    while let Some(b) = d.next_batch().expect("valid stream") {
+                        rows += b.num_rows();
+                    }
+                }
+                while let Some(b) = d.finish().expect("valid stream") {
                     rows += b.num_rows();
                 }
-            }
-            while let Some(b) = d.finish().expect("valid stream") {
-                rows += b.num_rows();
-            }
-            assert_eq!(rows, ROWS);
-        })
-    });
+                assert_eq!(rows, ROWS);
+            })
+        },
+    );
     group.finish();
 }
 

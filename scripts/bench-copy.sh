@@ -9,6 +9,7 @@
 #
 #   scripts/bench-copy.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-copy.sh                     repeat, alternating order
+#   TARGET_PK=0 scripts/bench-copy.sh                  targets without the primary key (heap only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
@@ -33,8 +34,11 @@ size=$(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_total_relation_size
 
 empty_targets() {
   for db in dst_psql dst_etl; do
-    psql -X -q -v ON_ERROR_STOP=1 "$base/$db" -v ships=0 -v channels=0 -v minutes=0 -f fixtures/sql/timeseries.sql
-    psql -X -q "$base/$db" -c "DROP SCHEMA IF EXISTS etl CASCADE" -c "CHECKPOINT"
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$base/$db" -v ships=0 -v channels=0 -v minutes=0 -f fixtures/sql/timeseries.sql
+    if [ "${TARGET_PK:-1}" = 0 ]; then
+      psql -X -q "$base/$db" -c "ALTER TABLE tenant.tbl_data_timeseries DROP CONSTRAINT tbl_data_timeseries_pkey"
+    fi
+    psql -X -q "$base/$db" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS etl CASCADE" -c "CHECKPOINT"
   done
 }
 
@@ -74,7 +78,7 @@ a=$(psql -X -Atq "$base/dst_psql" -c "$q"); b=$(psql -X -Atq "$base/dst_etl" -c 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 pm=$(median "${psql_times[@]}"); em=$(median "${etl_times[@]}")
 echo
-echo "Standard data set: $rows rows, source table $size, $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"
+echo "Standard data set: $rows rows, source table $size, target primary key: $([ "${TARGET_PK:-1}" = 0 ] && echo no || echo yes), $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"
 echo "Targets equal: $a"
 printf 'psql binary COPY pipe  %8.2f s  (%s rows/s)\n' "$pm" "$(echo "$rows / $pm" | bc)"
 printf 'etl run                %8.2f s  (%s rows/s)\n' "$em" "$(echo "$rows / $em" | bc)"

@@ -7,6 +7,23 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that returns the write error (a closed pipe) instead of
+/// panicking; `main` turns a broken pipe into exit code 0.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 use crate::config::{self, ValidatedPipeline};
 use crate::plan::Chunk;
 use crate::run::summary::{render, thousands};
@@ -88,7 +105,7 @@ fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
 
 fn validate(path: &Path) -> anyhow::Result<Outcome> {
     let p = load(path)?;
-    println!(
+    out!(
         "{}: pipeline {:?} is valid ({} sink{})",
         path.display(),
         p.name,
@@ -102,14 +119,14 @@ fn plan(path: &Path) -> anyhow::Result<Outcome> {
     let runner = Runner::build(load(path)?)?;
     let plan = runner.plan()?;
     let p = &runner.pipeline;
-    println!(
+    out!(
         "Pipeline {}: {} chunks, {} rows",
         p.name,
         plan.chunks.len(),
         thousands(plan.rows())
     );
     if let Some((start, end)) = plan.range {
-        println!(
+        out!(
             "Range [{}, {}), interval {} s",
             format_timestamp(start),
             format_timestamp(end),
@@ -123,13 +140,16 @@ fn plan(path: &Path) -> anyhow::Result<Outcome> {
         .max()
         .unwrap_or(0)
         .max(3);
-    println!();
-    println!(
+    out!("");
+    out!(
         "{:key_width$}  {:26}  {:26}  {:>12}",
-        "key", "start", "end", "rows"
+        "key",
+        "start",
+        "end",
+        "rows"
     );
     for c in &plan.chunks {
-        println!(
+        out!(
             "{:key_width$}  {:26}  {:26}  {:>12}",
             c.chunk.key.as_deref().unwrap_or(""),
             format_timestamp(c.chunk.start),
@@ -138,16 +158,16 @@ fn plan(path: &Path) -> anyhow::Result<Outcome> {
         );
     }
     if plan.rows_outside > 0 {
-        println!(
+        out!(
             "\n{} source rows have a NULL {} or lie outside the range: no chunk holds them",
             thousands(plan.rows_outside),
             p.chunks.time_column
         );
     }
     let chunks: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
-    println!("\nTargets:");
+    out!("\nTargets:");
     for line in runner.describe_sinks(&chunks)? {
-        println!("  {line}");
+        out!("  {line}");
     }
     Ok(Outcome::Success)
 }
@@ -172,9 +192,9 @@ fn run_all(path: &Path, workers: Option<usize>) -> anyhow::Result<Outcome> {
     };
     let chunks = plan.chunks.into_iter().map(|c| c.chunk).collect();
     let report = runner.run(chunks, &options)?;
-    print!("{}", render(&runner.pipeline.name, &report));
+    out_raw!("{}", render(&runner.pipeline.name, &report));
     if plan.rows_outside > 0 {
-        println!(
+        out!(
             "  not loaded   {} rows outside the chunk range or with a NULL time",
             thousands(plan.rows_outside)
         );
@@ -195,14 +215,14 @@ fn rerun(
         chunks.retain(|c| c.key.as_deref() == Some(k));
     }
     if dry_run {
-        println!(
+        out!(
             "Would rerun {} chunk{} of pipeline {}:",
             chunks.len(),
             if chunks.len() == 1 { "" } else { "s" },
             pipeline.name
         );
         for c in &chunks {
-            println!("  {c}");
+            out!("  {c}");
         }
         return Ok(Outcome::Success);
     }
@@ -217,7 +237,7 @@ fn rerun(
         ..Default::default()
     };
     let report = runner.run(chunks, &options)?;
-    print!("{}", render(&runner.pipeline.name, &report));
+    out_raw!("{}", render(&runner.pipeline.name, &report));
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))
 }
@@ -240,7 +260,7 @@ fn finish(
 ) -> anyhow::Result<Outcome> {
     if report.failed.is_empty() {
         if rerun_of.is_none() && failed_path.exists() {
-            println!(
+            out!(
                 "  note         {} is from an earlier run; no chunk failed in this one",
                 failed_path.display()
             );
@@ -254,18 +274,18 @@ fn finish(
             failed_path.display()
         )
     })?;
-    println!(
+    out!(
         "\nFailed chunks ({}), written to {}:",
         report.failed.len(),
         failed_path.display()
     );
     for f in report.failed.iter().take(10) {
-        println!("  {}: {}", f.chunk, f.error);
+        out!("  {}: {}", f.chunk, f.error);
     }
     if report.failed.len() > 10 {
-        println!("  ... and {} more (see the log)", report.failed.len() - 10);
+        out!("  ... and {} more (see the log)", report.failed.len() - 10);
     }
-    println!(
+    out!(
         "Fix the cause, then: etl rerun {} {}",
         pipeline.display(),
         failed_path.display()

@@ -2,9 +2,11 @@
 //! connect, where the password comes from, how the endpoint is shown
 //! (never with its password), and the session settings etl relies on.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
@@ -172,11 +174,14 @@ fn pgpass_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Op
     None
 }
 
-/// Clients kept for reuse between chunks, one pool per endpoint.
+/// Clients kept for reuse between chunks, one pool per endpoint. A client's
+/// connection task lives on the runtime of the thread that connected it
+/// (each worker thread has its own), so a client is only handed out again
+/// on that thread.
 pub struct Pool {
     endpoint: Endpoint,
     application: String,
-    idle: std::sync::Mutex<Vec<Client>>,
+    idle: std::sync::Mutex<HashMap<ThreadId, Vec<Client>>>,
 }
 
 impl Pool {
@@ -199,7 +204,8 @@ impl Pool {
                 .idle
                 .lock()
                 .expect("pool lock is never held across a panic")
-                .pop();
+                .get_mut(&std::thread::current().id())
+                .and_then(Vec::pop);
             match idle {
                 Some(c) if !c.is_closed() => return Ok(c),
                 Some(_) => continue,
@@ -215,6 +221,8 @@ impl Pool {
             self.idle
                 .lock()
                 .expect("pool lock is never held across a panic")
+                .entry(std::thread::current().id())
+                .or_default()
                 .push(client);
         }
     }

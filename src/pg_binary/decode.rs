@@ -86,8 +86,14 @@ impl CopyDecoder {
     }
 
     /// Takes more bytes of the stream. Decodes whole rows as long as the
-    /// current batch has room; the rest waits in the buffer.
+    /// current batch has room; only what is left (a partial row, or rows
+    /// waiting for room) is copied into the decoder's buffer.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            let used = self.decode_slice(bytes)?;
+            self.buf.extend_from_slice(&bytes[used..]);
+            return Ok(());
+        }
         self.buf.extend_from_slice(bytes);
         self.decode_rows()
     }
@@ -139,30 +145,39 @@ impl CopyDecoder {
     }
 
     fn decode_rows(&mut self) -> Result<(), DecodeError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let used = self.decode_slice(&buf);
+        if let Ok(used) = used {
+            buf.advance(used);
+        }
+        self.buf = buf;
+        used.map(|_| ())
+    }
+
+    /// Decodes whole rows from `data`; returns how many bytes were used.
+    fn decode_slice(&mut self, data: &[u8]) -> Result<usize, DecodeError> {
+        let mut pos = 0usize;
         if !self.header_done {
-            if self.buf.len() < HEADER_LEN {
-                return Ok(());
+            if data.len() < HEADER_LEN {
+                return Ok(0);
             }
-            if &self.buf[..11] != SIGNATURE {
+            if &data[..11] != SIGNATURE {
                 return Err(DecodeError::BadSignature);
             }
-            let ext_len =
-                i32::from_be_bytes([self.buf[15], self.buf[16], self.buf[17], self.buf[18]]);
+            let ext_len = i32::from_be_bytes([data[15], data[16], data[17], data[18]]);
             let total = HEADER_LEN + ext_len.max(0) as usize;
-            if self.buf.len() < total {
-                return Ok(());
+            if data.len() < total {
+                return Ok(0);
             }
-            self.buf.advance(total);
+            pos = total;
             self.header_done = true;
         }
-        let mut pos = 0usize;
         while !self.finished && !self.batch_full() {
-            let Some(row_len) = self.complete_row_len(pos)? else {
+            let Some(row_len) = self.complete_row_len(&data[pos..])? else {
                 break;
             };
-            let row = &self.buf[pos..pos + row_len];
-            let field_count = i16::from_be_bytes([row[0], row[1]]);
-            if field_count == -1 {
+            let row = &data[pos..pos + row_len];
+            if row_len == 2 && row == [0xff, 0xff] {
                 self.finished = true;
                 pos += row_len;
                 break;
@@ -190,13 +205,11 @@ impl CopyDecoder {
             self.rows_total += 1;
             pos += row_len;
         }
-        self.buf.advance(pos);
-        Ok(())
+        Ok(pos)
     }
 
-    /// The length of the row at `pos` if all its bytes are in the buffer.
-    fn complete_row_len(&self, pos: usize) -> Result<Option<usize>, DecodeError> {
-        let b = &self.buf[pos..];
+    /// The length of the row at the start of `b` if all its bytes are there.
+    fn complete_row_len(&self, b: &[u8]) -> Result<Option<usize>, DecodeError> {
         if b.len() < 2 {
             return Ok(None);
         }
@@ -204,7 +217,7 @@ impl CopyDecoder {
         if count == -1 {
             return Ok(Some(2));
         }
-        if count as usize != self.columns.len() || count < 0 {
+        if count < 0 || count as usize != self.columns.len() {
             return Err(DecodeError::FieldCount {
                 row: self.rows_total + 1,
                 found: count,

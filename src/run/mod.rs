@@ -1,6 +1,8 @@
 //! Running chunks: a rayon pool of `workers` threads takes chunks in plan
 //! order, and each worker drives its chunk end to end (source stream ->
-//! every sink -> commit) on one shared tokio runtime. A chunk that fails is
+//! every sink -> commit) on a current-thread tokio runtime of its own, so a
+//! connection's task and the decoder reading it share one thread: no
+//! cross-thread wake-up per COPY message. A chunk that fails is
 //! rolled back (its writers are dropped uncommitted), recorded with its
 //! error, and the run goes on.
 
@@ -21,7 +23,6 @@ use crate::source::{self, Source};
 
 /// A pipeline with its connections made and its schema known.
 pub struct Runner {
-    runtime: tokio::runtime::Runtime,
     pub pipeline: ValidatedPipeline,
     source: Arc<dyn Source>,
     sinks: Vec<Arc<dyn Sink>>,
@@ -63,23 +64,14 @@ pub struct RunOptions {
 impl Runner {
     /// Connects the source and learns its schema; sinks connect lazily.
     pub fn build(pipeline: ValidatedPipeline) -> Result<Self, EtlError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("etl-io")
-            .enable_all()
-            .build()
-            .map_err(|source| EtlError::Io {
-                context: "starting the async runtime".into(),
-                source,
-            })?;
-        let source = runtime.block_on(source::build(&pipeline.source, &pipeline.chunks))?;
+        let source = block_on(source::build(&pipeline.source, &pipeline.chunks))?;
         let context = Arc::new(SinkContext {
             pipeline: pipeline.name.clone(),
             schema: source.schema(),
             source_primary_key: source.primary_key().to_vec(),
             chunking: pipeline.chunks.clone(),
         });
-        let sinks = runtime.block_on(async {
+        let sinks = block_on(async {
             let mut sinks = Vec::new();
             for s in &pipeline.sinks {
                 sinks.push(sink::build(s, context.clone()).await?);
@@ -87,7 +79,6 @@ impl Runner {
             Ok::<_, EtlError>(sinks)
         })?;
         Ok(Runner {
-            runtime,
             pipeline,
             source,
             sinks,
@@ -99,13 +90,12 @@ impl Runner {
     }
 
     pub fn plan(&self) -> Result<Plan, EtlError> {
-        self.runtime
-            .block_on(self.source.plan(&self.pipeline.chunks))
+        block_on(self.source.plan(&self.pipeline.chunks))
     }
 
     /// Each sink's account of what it would do for these chunks.
     pub fn describe_sinks(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
-        self.runtime.block_on(async {
+        block_on(async {
             let mut lines = Vec::new();
             for s in &self.sinks {
                 lines.extend(s.describe(chunks).await?);
@@ -117,7 +107,7 @@ impl Runner {
     /// Runs `chunks`; never stops on a chunk's failure.
     pub fn run(&self, chunks: Vec<Chunk>, options: &RunOptions) -> Result<RunReport, EtlError> {
         let started = Instant::now();
-        self.runtime.block_on(async {
+        block_on(async {
             for s in &self.sinks {
                 if options.prepare {
                     s.prepare_run(&chunks).await?;
@@ -154,7 +144,7 @@ impl Runner {
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
                     let _guard = span.enter();
                     let began = Instant::now();
-                    match self.runtime.block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk)) {
+                    match block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk)) {
                         Ok(stats) => {
                             tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
                             rows.fetch_add(stats.rows, Ordering::Relaxed);
@@ -191,6 +181,20 @@ impl Runner {
             peak_memory_bytes: summary::peak_memory_bytes(),
         })
     }
+}
+
+thread_local! {
+    /// Each thread's own runtime; clients made on it are only used on it
+    /// (see [`crate::pg::Pool`]).
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts unless the OS is out of resources");
+}
+
+/// Runs a future to completion on this thread's runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    RUNTIME.with(|rt| rt.block_on(future))
 }
 
 /// One chunk end to end: every sink gets every batch; the chunk counts as

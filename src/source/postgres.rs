@@ -19,7 +19,7 @@ use crate::error::EtlError;
 use crate::pg::Pool;
 use crate::pg_binary::decode::CopyDecoder;
 use crate::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
-use crate::plan::{align_down, chunk_filter, Chunk, Plan, PlannedChunk};
+use crate::plan::{chunk_filter, Chunk, Plan, PlannedChunk};
 use crate::sql::ident;
 use crate::time::{sql_literal, Micros, MICROS_PER_SEC};
 
@@ -270,57 +270,35 @@ impl Source for PostgresSource {
     }
 
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        // One scan: rows binned into windows aligned to the configured start,
+        // or else to whole intervals since 1970-01-01 UTC. Rows with a NULL
+        // or infinite time, or outside [start, end), get no window.
         let client = self.pool.get().await?;
         let t = ident(&self.time_column);
         let interval = chunking.interval;
-        let (start, end) = match (chunking.start, chunking.end) {
-            (Some(s), Some(e)) => (s, e),
-            (start, end) => {
-                let row = client
-                    .query_one(
-                        &format!(
-                            "SELECT (extract(epoch FROM min({t})) * 1000000)::int8, \
-                             (extract(epoch FROM max({t})) * 1000000)::int8 \
-                             FROM {} WHERE {t} > '-infinity' AND {t} < 'infinity'",
-                            self.from
-                        ),
-                        &[],
-                    )
-                    .await
-                    .map_err(EtlError::pg(
-                        "finding the source's earliest and latest time",
-                    ))?;
-                let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
-                let (Some(min), Some(max)) = (min, max) else {
-                    // No rows with a finite time: nothing to chunk, but count what is there.
-                    let outside: i64 = client
-                        .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
-                        .await
-                        .map_err(EtlError::pg("counting the source's rows"))?
-                        .get(0);
-                    self.pool.put(client);
-                    return Ok(Plan {
-                        chunks: Vec::new(),
-                        rows_outside: outside as u64,
-                        range: None,
-                    });
-                };
-                (
-                    start.unwrap_or_else(|| align_down(min, interval)),
-                    end.unwrap_or(align_down(max, interval) + interval),
-                )
-            }
+        let typ = if self.time_has_zone {
+            "timestamptz"
+        } else {
+            "timestamp"
         };
+        let bound = |b: Option<Micros>, infinite: &str| match b {
+            Some(m) => self.lit(m),
+            None => format!("'{infinite}'::{typ}"),
+        };
+        let (lower, upper) = (
+            bound(chunking.start, "-infinity"),
+            bound(chunking.end, "infinity"),
+        );
+        let origin = self.lit(chunking.start.unwrap_or(0));
         let key = match &self.key_column {
             Some(k) => format!("{}::text", ident(k)),
             None => "NULL::text".to_string(),
         };
         let sql = format!(
-            "SELECT k, w, count(*) FROM (SELECT {key} AS k, \
-             CASE WHEN {t} >= {s} AND {t} < {e} THEN floor(extract(epoch FROM ({t} - {s})) / {secs})::int8 END AS w \
-             FROM {from}) AS q GROUP BY k, w",
-            s = self.lit(start),
-            e = self.lit(end),
+            "SELECT k, (extract(epoch FROM b) * 1000000)::int8, count(*) FROM (SELECT {key} AS k, \
+             CASE WHEN {t} >= {lower} AND {t} < {upper} AND isfinite({t}) \
+             THEN date_bin('{secs} seconds'::interval, {t}, {origin}) END AS b \
+             FROM {from}) AS q GROUP BY k, b",
             secs = interval / MICROS_PER_SEC,
             from = self.from
         );
@@ -329,33 +307,32 @@ impl Source for PostgresSource {
             .await
             .map_err(EtlError::pg("counting the source's rows per chunk"))?;
         self.pool.put(client);
-        let mut plan = Plan {
-            chunks: Vec::new(),
-            rows_outside: 0,
-            range: Some((start, end)),
-        };
+        let end = chunking.end.unwrap_or(i64::MAX);
+        let mut plan = Plan::default();
         for row in rows {
             let key: Option<String> = row.get(0);
             let window: Option<i64> = row.get(1);
             let count: i64 = row.get(2);
             match window {
-                Some(w) => {
-                    let chunk_start = start + w * interval;
-                    let chunk_end = (chunk_start + interval).min(end);
-                    plan.chunks.push(PlannedChunk {
-                        chunk: Chunk {
-                            key,
-                            start: chunk_start,
-                            end: chunk_end,
-                        },
-                        rows: count as u64,
-                    });
-                }
+                Some(start) => plan.chunks.push(PlannedChunk {
+                    chunk: Chunk {
+                        key,
+                        start,
+                        end: start.saturating_add(interval).min(end),
+                    },
+                    rows: count as u64,
+                }),
                 None => plan.rows_outside += count as u64,
             }
         }
         plan.chunks
             .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+        let first = plan.chunks.iter().map(|c| c.chunk.start).min();
+        let last = plan.chunks.iter().map(|c| c.chunk.end).max();
+        plan.range = match (chunking.start.or(first), chunking.end.or(last)) {
+            (Some(s), Some(e)) => Some((s, e)),
+            _ => None,
+        };
         Ok(plan)
     }
 
