@@ -186,7 +186,7 @@ fn run_all(path: &Path, workers: Option<usize>) -> anyhow::Result<Outcome> {
     }
     let options = RunOptions {
         workers,
-        prepare: true,
+        truncate: true,
         expected_rows: Some(plan.rows()),
         ..Default::default()
     };
@@ -211,6 +211,16 @@ fn rerun(
 ) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
+    if pipeline.chunks.key_column.is_none() {
+        if let Some(c) = chunks.iter().find(|c| c.key.is_some()) {
+            anyhow::bail!(
+                "{}: chunk {c} has a key, but pipeline {} has no [chunks] key_column; \
+                 is this the CSV of another pipeline?",
+                csv.display(),
+                pipeline.name
+            );
+        }
+    }
     if let Some(k) = key {
         chunks.retain(|c| c.key.as_deref() == Some(k));
     }

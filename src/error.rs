@@ -23,6 +23,9 @@ pub enum EtlError {
     /// The source and target do not fit together, or a column cannot be carried.
     #[error("{0}")]
     Schema(String),
+    /// An invariant broke: a bug in etl, not the user's doing.
+    #[error("this is a bug in etl, please report it: {0}")]
+    Bug(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -55,8 +55,8 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Pause each worker this long after each chunk.
     pub delay: Duration,
-    /// Let sinks prepare the run (replace mode truncates): `etl run` only.
-    pub prepare: bool,
+    /// Replace mode truncates its targets first: `etl run` only.
+    pub truncate: bool,
     /// Rows the plan expects, for the progress display.
     pub expected_rows: Option<u64>,
 }
@@ -109,11 +109,7 @@ impl Runner {
         let started = Instant::now();
         block_on(async {
             for s in &self.sinks {
-                if options.prepare {
-                    s.prepare_run(&chunks).await?;
-                } else {
-                    s.prepare_run(&[]).await?;
-                }
+                s.prepare_run(&chunks, options.truncate).await?;
             }
             Ok::<_, EtlError>(())
         })?;
@@ -144,7 +140,19 @@ impl Runner {
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
                     let _guard = span.enter();
                     let began = Instant::now();
-                    match block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk)) {
+                    // A panic is a bug in etl; it fails this chunk, not the run.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(EtlError::Bug(format!("panic: {what}")))
+                    });
+                    match result {
                         Ok(stats) => {
                             tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
                             rows.fetch_add(stats.rows, Ordering::Relaxed);

@@ -18,8 +18,10 @@ pub trait Sink: Send + Sync {
     /// What the sink would do for these chunks (tables, DDL), without
     /// writing anything: the sink's part of `etl plan`.
     async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
-    /// Runs once before the first chunk of `etl run` (replace mode truncates here).
-    async fn prepare_run(&self, chunks: &[Chunk]) -> Result<(), EtlError>;
+    /// Runs once before the first chunk: creates and checks the targets of
+    /// `chunks`; with `truncate` (`etl run`, not `etl rerun`), replace mode
+    /// truncates them.
+    async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError>;
     /// Starts one chunk.
     async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError>;
 }

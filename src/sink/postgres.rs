@@ -305,18 +305,18 @@ impl Sink for PostgresSink {
         Ok(lines)
     }
 
-    async fn prepare_run(&self, chunks: &[Chunk]) -> Result<(), EtlError> {
+    async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         self.ensure_ledger(&client).await?;
-        if self.spec.mode == SinkMode::Replace {
-            for (schema, name) in self.tables_for(chunks)? {
-                let table = TableName {
-                    schema: Some(schema),
-                    name,
-                };
-                if read_columns(&client, &table).await?.is_none() {
-                    continue;
-                }
+        for (schema, name) in self.tables_for(chunks)? {
+            let table = TableName {
+                schema: Some(schema),
+                name,
+            };
+            if truncate
+                && self.spec.mode == SinkMode::Replace
+                && read_columns(&client, &table).await?.is_some()
+            {
                 let qualified =
                     format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
                 tracing::info!(table = %qualified, "Truncating target table (mode replace).");
@@ -328,6 +328,10 @@ impl Sink for PostgresSink {
                     .await
                     .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")))?;
             }
+            // Create (if allowed) and check every target before the first
+            // chunk: a table that does not fit is a configuration error, not
+            // something to find out once per chunk.
+            self.target(&client, &table).await?;
         }
         self.pool.put(client);
         Ok(())

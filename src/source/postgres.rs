@@ -85,6 +85,15 @@ impl PostgresSource {
                 )),
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for column in statement.columns() {
+            if !seen.insert(column.name()) {
+                problems.push(format!(
+                    "column {:?} appears more than once; give each an alias in `query` (SELECT a.id AS a_id, ...)",
+                    column.name()
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(EtlError::Schema(format!(
                 "the source has columns etl cannot carry:\n  {}",

@@ -149,3 +149,58 @@ fn passwords_never_appear_in_output() {
         );
     }
 }
+
+#[test]
+fn a_target_that_does_not_fit_stops_the_run_before_any_chunk() {
+    // Given a target without the time column that append mode replaces windows on
+    let db = TestDb::new("copy_misfit");
+    db.load_timeseries(1, 2, 120);
+    psql(&db.dst, "CREATE SCHEMA tenant; CREATE TABLE tenant.tbl_data_timeseries (ship_id text, data_channel_id text, value_format text, bool_v boolean, str_v text, long_v bigint, double_v double precision, created_time_x timestamptz)");
+    let p = repo().join("pipelines/ships-copy.toml");
+
+    // When run
+    let out = db.etl(&["run", p.to_str().unwrap()]);
+
+    // Then it is a configuration error naming the table and the missing columns; no chunk ran
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("column \"created_time\" is in the source but not in target table \"tenant\".\"tbl_data_timeseries\""), "{out:?}");
+    assert!(out.stderr.contains("mode append replaces a chunk's window when the chunk runs again, so target table \"tenant\".\"tbl_data_timeseries\" needs column \"created_time\""), "{out:?}");
+    assert!(!db.dir.path().join("failed_chunks.csv").exists());
+}
+
+#[test]
+fn a_query_returning_a_column_twice_is_refused() {
+    let db = TestDb::new("copy_dup_columns");
+    psql(
+        &db.src,
+        "CREATE TABLE a (id int, t timestamptz); CREATE TABLE b (id int)",
+    );
+    let p = db.pipeline(
+        "p.toml",
+        "name = \"d\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\nquery = \"SELECT a.id, a.t, b.id FROM a JOIN b USING (id)\"\n\
+         [chunks]\ntime_column = \"t\"\n[[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"x\"\n",
+    );
+    let out = db.etl(&["plan", p.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("column \"id\" appears more than once; give each an alias in `query`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_keyed_csv_for_a_keyless_pipeline_is_refused() {
+    let db = TestDb::new("copy_keyed_csv");
+    std::fs::write(db.dir.path().join("f.csv"), "IMO1,2025-06-01,2025-06-02\n").unwrap();
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml"))
+        .unwrap()
+        .replace("key_column = \"ship_id\"\n", "");
+    let p = db.pipeline("p.toml", &text);
+    let out = db.etl(&["rerun", p.to_str().unwrap(), "f.csv"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "etl: f.csv: chunk IMO1 [2025-06-01 00:00:00, 2025-06-02 00:00:00) has a key, but pipeline ships-copy has no [chunks] key_column; is this the CSV of another pipeline?\n"
+    );
+}
