@@ -14,6 +14,7 @@ use arrow::array::{
     IntervalMonthDayNanoArray, ListArray, RecordBatch, StringArray, Time64MicrosecondArray,
     TimestampMicrosecondArray,
 };
+use arrow::buffer::NullBuffer;
 use arrow::compute::{can_cast_types, cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use arrow::util::display::FormatOptions;
@@ -127,18 +128,25 @@ impl CopyEncoder {
                 None => array.clone(),
             });
         }
-        let bound: Vec<Bound<'_>> = self
+        let bound: Vec<(Option<&NullBuffer>, Bound<'_>)> = self
             .columns
             .iter()
             .zip(&casted)
-            .map(|(plan, array)| Bound::new(&plan.encoder, array.as_ref()))
+            .map(|(plan, array)| (array.nulls(), Bound::new(&plan.encoder, array.as_ref())))
             .collect();
         let ncols = bound.len() as i16;
-        out.reserve(batch.num_rows() * (2 + 8 * bound.len()));
+        // Every value's bytes plus its 4-byte length, and 2 bytes per row:
+        // reserved once, so the buffer does not regrow (and copy) mid-batch.
+        let data: usize = casted.iter().map(|a| a.get_buffer_memory_size()).sum();
+        out.reserve(data + batch.num_rows() * (2 + 4 * bound.len()));
         for row in 0..batch.num_rows() {
             out.put_i16(ncols);
-            for (index, b) in bound.iter().enumerate() {
-                b.write(row, out).map_err(|reason| EncodeError {
+            for (index, (nulls, b)) in bound.iter().enumerate() {
+                if nulls.is_some_and(|n| n.is_null(row)) {
+                    out.put_i32(-1);
+                    continue;
+                }
+                b.write_value(row, out).map_err(|reason| EncodeError {
                     column: self.columns[index].name.clone(),
                     index,
                     row,
@@ -344,12 +352,8 @@ impl<'a> Bound<'a> {
         }
     }
 
-    /// Writes the value's length prefix and bytes (or -1 for NULL).
-    fn write(&self, row: usize, out: &mut BytesMut) -> Result<(), String> {
-        if self.is_null(row) {
-            out.put_i32(-1);
-            return Ok(());
-        }
+    /// Writes a non-NULL value's length prefix and bytes.
+    fn write_value(&self, row: usize, out: &mut BytesMut) -> Result<(), String> {
         match self {
             Bound::Bool(a) => {
                 out.put_i32(1);
@@ -449,8 +453,12 @@ impl<'a> Bound<'a> {
                     out.put_i32(range.len() as i32);
                     out.put_i32(1);
                     for i in range {
+                        if element.is_null(i) {
+                            out.put_i32(-1);
+                            continue;
+                        }
                         element
-                            .write(i, out)
+                            .write_value(i, out)
                             .map_err(|e| format!("array element {}: {e}", i + 1))?;
                     }
                 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use futures_util::StreamExt;
 
 use crate::config::ValidatedPipeline;
@@ -142,7 +143,7 @@ impl Runner {
                     let began = Instant::now();
                     // A panic is a bug in etl; it fails this chunk, not the run.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        block_on(run_chunk(self.source.as_ref(), &self.sinks, chunk))
+                        block_on(run_chunk(&self.source, &self.sinks, chunk))
                     }))
                     .unwrap_or_else(|panic| {
                         let what = panic
@@ -205,24 +206,111 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
 }
 
-/// One chunk end to end: every sink gets every batch; the chunk counts as
-/// done only when every sink has committed it.
+/// What a worker's reader thread sends for a chunk.
+enum Msg {
+    Batch(RecordBatch),
+    Failed(EtlError),
+    Done,
+}
+
+/// One chunk for the reader thread: stream it into `tx`.
+struct ReadJob {
+    source: Arc<dyn Source>,
+    chunk: Chunk,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+}
+
+/// Batches in flight between a worker's reader and writer: with the batch
+/// being decoded and the one being encoded, a worker holds at most four.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+thread_local! {
+    /// The reader thread that serves this worker thread, started on its first chunk.
+    static READER: std::sync::mpsc::Sender<ReadJob> = start_reader();
+}
+
+/// A long-lived thread that reads chunks from the source for one worker,
+/// so that reading (source backend, decoding) and writing (encoding, sink
+/// backend) overlap. It keeps its own runtime and source connections; it
+/// ends when its worker thread does (the job sender is dropped).
+fn start_reader() -> std::sync::mpsc::Sender<ReadJob> {
+    let (jobs_tx, jobs) = std::sync::mpsc::channel::<ReadJob>();
+    let name = format!("{}-reader", std::thread::current().name().unwrap_or("etl"));
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            while let Ok(job) = jobs.recv() {
+                // A panic drops `tx` without `Done`; the writer reports it as a bug.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    block_on(read_chunk(job))
+                }));
+            }
+        })
+        .expect("the OS can start a reader thread");
+    jobs_tx
+}
+
+async fn read_chunk(job: ReadJob) {
+    let ReadJob { source, chunk, tx } = job;
+    let mut stream = match source.open(&chunk).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e)).await;
+            return;
+        }
+    };
+    while let Some(item) = stream.next().await {
+        let msg = match item {
+            Ok(batch) => Msg::Batch(batch),
+            Err(e) => Msg::Failed(e),
+        };
+        let failed = matches!(msg, Msg::Failed(_));
+        // A closed channel means the writer gave up on the chunk: stop reading.
+        if tx.send(msg).await.is_err() || failed {
+            return;
+        }
+    }
+    let _ = tx.send(Msg::Done).await;
+}
+
+/// One chunk end to end: the worker's reader streams the source while this
+/// thread writes every batch to every sink; the chunk counts as done only
+/// when every sink has committed it. Returning early drops the channel (the
+/// reader stops) and the uncommitted writers (their transactions roll back).
 async fn run_chunk(
-    source: &dyn Source,
+    source: &Arc<dyn Source>,
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
 ) -> Result<ChunkStats, EtlError> {
-    let mut stream = source.open(chunk).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let job = ReadJob {
+        source: source.clone(),
+        chunk: chunk.clone(),
+        tx,
+    };
+    READER
+        .with(|reader| reader.send(job))
+        .map_err(|_| EtlError::Bug("the worker's reader thread is gone".into()))?;
     let mut writers = Vec::with_capacity(sinks.len());
     for s in sinks {
         writers.push(s.begin(chunk).await?);
     }
     let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        rows += batch.num_rows() as u64;
-        for w in writers.iter_mut() {
-            w.write(&batch).await?;
+    loop {
+        match rx.recv().await {
+            Some(Msg::Batch(batch)) => {
+                rows += batch.num_rows() as u64;
+                for w in writers.iter_mut() {
+                    w.write(&batch).await?;
+                }
+            }
+            Some(Msg::Failed(e)) => return Err(e),
+            Some(Msg::Done) => break,
+            None => {
+                return Err(EtlError::Bug(
+                    "the reader stopped before the end of the chunk".into(),
+                ))
+            }
         }
     }
     let mut bytes = 0;
