@@ -174,6 +174,26 @@ fn pgpass_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Op
     None
 }
 
+/// The primary key columns of a table (`"schema"."table"`), in key order;
+/// empty when it has none.
+pub async fn primary_key(
+    client: &Client,
+    qualified: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+             ORDER BY array_position(i.indkey, a.attnum)",
+            &[&qualified],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Clients kept for reuse between chunks, one pool per endpoint. A client's
 /// connection task lives on the runtime of the thread that connected it
 /// (each worker thread has its own), so a client is only handed out again

@@ -16,7 +16,7 @@ pub fn literal(text: &str) -> String {
 }
 
 /// A table name, optionally schema-qualified.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
     pub schema: Option<String>,
     pub name: String,
@@ -37,6 +37,12 @@ impl TableName {
     /// The schema, or `public` when none was given.
     pub fn schema_or_public(&self) -> &str {
         self.schema.as_deref().unwrap_or("public")
+    }
+
+    /// `"schema"."table"`, with `public` when no schema was given: the form
+    /// etl uses in SQL and records in its ledger.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", ident(self.schema_or_public()), ident(&self.name))
     }
 }
 

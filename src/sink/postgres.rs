@@ -86,12 +86,15 @@ impl PostgresSink {
         })
     }
 
-    fn tables_for(&self, chunks: &[Chunk]) -> Result<BTreeSet<(String, String)>, EtlError> {
+    /// The distinct target tables of `chunks`, schema made explicit.
+    fn tables_for(&self, chunks: &[Chunk]) -> Result<BTreeSet<TableName>, EtlError> {
         chunks
             .iter()
             .map(|c| {
-                self.table_for(c)
-                    .map(|t| (t.schema_or_public().to_string(), t.name))
+                self.table_for(c).map(|t| TableName {
+                    schema: Some(t.schema_or_public().to_string()),
+                    name: t.name,
+                })
             })
             .collect()
     }
@@ -209,7 +212,7 @@ impl PostgresSink {
             .map(|f| ident(f.name()))
             .collect::<Vec<_>>()
             .join(", ");
-        let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+        let qualified = table.qualified();
         let (copy_sql, stage_sql, merge_sql) = if mode == SinkMode::Upsert {
             let updates: Vec<String> = schema
                 .fields()
@@ -275,11 +278,7 @@ impl Sink for PostgresSink {
     async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let mut lines = Vec::new();
-        for (schema, name) in self.tables_for(chunks)? {
-            let table = TableName {
-                schema: Some(schema),
-                name,
-            };
+        for table in self.tables_for(chunks)? {
             match read_columns(&client, &table).await? {
                 Some(columns) => {
                     let pk = read_primary_key(&client, &table).await?;
@@ -308,17 +307,12 @@ impl Sink for PostgresSink {
     async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         self.ensure_ledger(&client).await?;
-        for (schema, name) in self.tables_for(chunks)? {
-            let table = TableName {
-                schema: Some(schema),
-                name,
-            };
+        for table in self.tables_for(chunks)? {
             if truncate
                 && self.spec.mode == SinkMode::Replace
                 && read_columns(&client, &table).await?.is_some()
             {
-                let qualified =
-                    format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+                let qualified = table.qualified();
                 tracing::info!(table = %qualified, "Truncating target table (mode replace).");
                 client
                     .batch_execute(&format!(
@@ -499,7 +493,7 @@ async fn read_columns(
     client: &Client,
     table: &TableName,
 ) -> Result<Option<Vec<CatalogColumn>>, EtlError> {
-    let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
+    let qualified = table.qualified();
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
         .await
@@ -556,22 +550,12 @@ async fn read_columns(
 }
 
 async fn read_primary_key(client: &Client, table: &TableName) -> Result<Vec<String>, EtlError> {
-    let qualified = format!("{}.{}", ident(table.schema_or_public()), ident(&table.name));
-    Ok(client
-        .query(
-            "SELECT a.attname::text FROM pg_index i \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
-             ORDER BY array_position(i.indkey, a.attnum)",
-            &[&qualified],
-        )
+    crate::pg::primary_key(client, &table.qualified())
         .await
         .map_err(EtlError::pg(format!(
-            "reading the primary key of {qualified}"
-        )))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+            "reading the primary key of {}",
+            table.qualified()
+        )))
 }
 
 /// `CREATE SCHEMA IF NOT EXISTS ...; CREATE TABLE IF NOT EXISTS ...` from

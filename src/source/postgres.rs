@@ -150,21 +150,11 @@ impl PostgresSource {
         }
 
         let primary_key = match relation {
-            Relation::Table(t) => client
-                .query(
-                    "SELECT a.attname::text FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
-                     ORDER BY array_position(i.indkey, a.attnum)",
-                    &[&t.to_string()],
-                )
+            Relation::Table(t) => crate::pg::primary_key(&client, &t.qualified())
                 .await
                 .map_err(EtlError::pg(format!(
                     "reading the primary key of source table {t}"
-                )))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect(),
+                )))?,
             Relation::Query(_) => Vec::new(),
         };
         pool.put(client);
