@@ -59,6 +59,10 @@ pub enum Command {
         /// Worker threads, overriding chunks.workers.
         #[arg(long)]
         workers: Option<usize>,
+        /// Redo every chunk, also those an earlier run committed (reruns
+        /// replace their windows, so nothing is duplicated).
+        #[arg(long)]
+        restart: bool,
     },
     /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
     Rerun {
@@ -88,7 +92,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.command {
         Command::Validate { pipeline } => validate(&pipeline),
         Command::Plan { pipeline } => plan(&pipeline),
-        Command::Run { pipeline, workers } => run_all(&pipeline, workers),
+        Command::Run {
+            pipeline,
+            workers,
+            restart,
+        } => run_all(&pipeline, workers, restart),
         Command::Rerun {
             pipeline,
             failed_csv,
@@ -172,7 +180,7 @@ fn plan(path: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn run_all(path: &Path, workers: Option<usize>) -> anyhow::Result<Outcome> {
+fn run_all(path: &Path, workers: Option<usize>, restart: bool) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let failed_path = pipeline.chunks.failed_csv.clone();
     let runner = Runner::build(pipeline)?;
@@ -184,14 +192,34 @@ fn run_all(path: &Path, workers: Option<usize>) -> anyhow::Result<Outcome> {
             runner.pipeline.chunks.time_column
         );
     }
+    // Resume: chunks every sink committed in an earlier run are skipped.
+    // A replace-mode run truncates its targets, so it always starts over.
+    let all: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
+    let done = if restart || runner.truncates() {
+        Default::default()
+    } else {
+        runner.committed(&all)?
+    };
+    if !done.is_empty() {
+        tracing::info!(
+            chunks = done.len(),
+            "Skipping chunks an earlier run committed; --restart redoes them."
+        );
+    }
+    let todo: Vec<_> = plan
+        .chunks
+        .iter()
+        .filter(|c| !done.contains(&c.chunk))
+        .collect();
     let options = RunOptions {
         workers,
         truncate: true,
-        expected_rows: Some(plan.rows()),
+        expected_rows: Some(todo.iter().map(|c| c.rows).sum()),
         ..Default::default()
     };
-    let chunks = plan.chunks.into_iter().map(|c| c.chunk).collect();
-    let report = runner.run(chunks, &options)?;
+    let chunks = todo.into_iter().map(|c| c.chunk.clone()).collect();
+    let mut report = runner.run(chunks, &options)?;
+    report.chunks_skipped = done.len();
     out_raw!("{}", render(&runner.pipeline.name, &report));
     if plan.rows_outside > 0 {
         out!(

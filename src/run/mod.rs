@@ -39,6 +39,8 @@ pub struct FailedChunk {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct RunReport {
+    /// Chunks skipped because every sink had committed them already.
+    pub chunks_skipped: usize,
     pub chunks_total: usize,
     pub chunks_done: usize,
     pub failed: Vec<FailedChunk>,
@@ -92,6 +94,32 @@ impl Runner {
 
     pub fn plan(&self) -> Result<Plan, EtlError> {
         block_on(self.source.plan(&self.pipeline.chunks))
+    }
+
+    /// The chunks every sink has already committed for this pipeline.
+    pub fn committed(
+        &self,
+        chunks: &[Chunk],
+    ) -> Result<std::collections::HashSet<Chunk>, EtlError> {
+        block_on(async {
+            let mut done: Option<std::collections::HashSet<Chunk>> = None;
+            for s in &self.sinks {
+                let mine = s.committed(&self.pipeline.name, chunks).await?;
+                done = Some(match done {
+                    None => mine,
+                    Some(d) => d.intersection(&mine).cloned().collect(),
+                });
+            }
+            Ok(done.unwrap_or_default())
+        })
+    }
+
+    /// Whether any sink truncates its targets when a run starts; such a run
+    /// cannot resume, it starts over.
+    pub fn truncates(&self) -> bool {
+        self.pipeline.sinks.iter().any(|s| match s {
+            crate::config::ValidatedSink::Postgres(p) => p.mode == crate::config::SinkMode::Replace,
+        })
     }
 
     /// Each sink's account of what it would do for these chunks.
@@ -180,6 +208,7 @@ impl Runner {
             .expect("no panic while holding the lock");
         failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
         Ok(RunReport {
+            chunks_skipped: 0,
             chunks_total: chunks.len(),
             chunks_done: done.into_inner(),
             failed,
@@ -204,6 +233,51 @@ thread_local! {
 /// Runs a future to completion on this thread's runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
+}
+
+/// Test-only fault injection, for the kill -9 tests: `ETL_TEST_PAUSE_AT`
+/// = `commit:N` parks the worker right after the N-th chunk commit,
+/// `write:N` once the N-th chunk's first rows have reached the target
+/// (mid-COPY, uncommitted), so a test can kill the process at a known
+/// moment. Unset in normal use.
+pub(crate) mod pause {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+
+    fn at() -> &'static Option<(String, u64)> {
+        AT.get_or_init(|| {
+            let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
+            let (what, n) = v.split_once(':')?;
+            Some((what.to_string(), n.parse().ok()?))
+        })
+    }
+
+    fn park(what: &str) {
+        eprintln!("ETL_TEST_PAUSE_AT: paused at {what}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+
+    pub fn after_commit() {
+        if let Some((what, n)) = at() {
+            if what == "commit" && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+                park("commit");
+            }
+        }
+    }
+
+    pub fn after_first_send() {
+        if let Some((what, n)) = at() {
+            if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+                park("write");
+            }
+        }
+    }
 }
 
 /// What a worker's reader thread sends for a chunk.
@@ -317,5 +391,6 @@ async fn run_chunk(
     for w in writers {
         bytes += w.commit().await?.bytes;
     }
+    pause::after_commit();
     Ok(ChunkStats { rows, bytes })
 }

@@ -141,6 +141,12 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
         report.failed.len(),
         report.chunks_total
     ));
+    if report.chunks_skipped > 0 {
+        s.push_str(&format!(
+            "  skipped      {} chunks done by an earlier run (etl run --restart redoes them)\n",
+            report.chunks_skipped
+        ));
+    }
     s.push_str(&format!("  rows         {}\n", thousands(report.rows)));
     s.push_str(&format!(
         "  bytes        {} read, {} written\n",

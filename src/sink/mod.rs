@@ -3,6 +3,7 @@
 
 pub mod postgres;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -22,6 +23,10 @@ pub trait Sink: Send + Sync {
     /// `chunks`; with `truncate` (`etl run`, not `etl rerun`), replace mode
     /// truncates them.
     async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError>;
+    /// The chunks among `chunks` this sink has committed for `pipeline`, as
+    /// its ledger records them: `etl run` skips them when every sink has.
+    async fn committed(&self, pipeline: &str, chunks: &[Chunk])
+        -> Result<HashSet<Chunk>, EtlError>;
     /// Starts one chunk.
     async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError>;
 }

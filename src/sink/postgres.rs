@@ -8,7 +8,7 @@
 //! twice never duplicates rows and a first load never pays for a DELETE.
 //! Upsert copies into a temporary table and merges on the primary key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -331,6 +331,45 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
+    async fn committed(
+        &self,
+        pipeline: &str,
+        chunks: &[Chunk],
+    ) -> Result<HashSet<Chunk>, EtlError> {
+        let client = self.pool.get().await?;
+        let context = format!("reading etl.chunk_ledger on {}", self.spec.endpoint);
+        let exists: bool = client
+            .query_one("SELECT to_regclass('etl.chunk_ledger') IS NOT NULL", &[])
+            .await
+            .map_err(EtlError::pg(context.clone()))?
+            .get(0);
+        if !exists {
+            self.pool.put(client);
+            return Ok(HashSet::new());
+        }
+        let rows = client
+            .query(
+                "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
+                 (extract(epoch FROM end_at) * 1000000)::int8 FROM etl.chunk_ledger WHERE pipeline = $1",
+                &[&pipeline],
+            )
+            .await
+            .map_err(EtlError::pg(context))?;
+        self.pool.put(client);
+        let done: HashSet<(String, Option<String>, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let mut committed = HashSet::new();
+        for chunk in chunks {
+            let target = self.table_for(chunk)?.qualified();
+            if done.contains(&(target, chunk.key.clone(), chunk.start, chunk.end)) {
+                committed.insert(chunk.clone());
+            }
+        }
+        Ok(committed)
+    }
+
     async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError> {
         let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
@@ -423,9 +462,14 @@ impl PostgresChunkWriter {
 
     async fn send(&mut self) -> Result<(), EtlError> {
         let data = self.buf.split().freeze();
+        let first = self.bytes == 0;
         self.bytes += data.len() as u64;
         let context = self.context("sending rows");
-        self.sink.send(data).await.map_err(EtlError::pg(context))
+        self.sink.send(data).await.map_err(EtlError::pg(context))?;
+        if first {
+            crate::run::pause::after_first_send();
+        }
+        Ok(())
     }
 }
 

@@ -38,14 +38,23 @@ fn shipped_ships_copy_pipeline_copies_exactly_and_reruns_without_duplicates() {
         "plan writes nothing"
     );
 
-    // When run twice
-    for _ in 0..2 {
-        let out = db.etl(&["run", p]);
+    // When run, run again (everything is done: skipped), and run with --restart
+    let first = db.etl(&["run", p]);
+    let second = db.etl(&["run", p]);
+    let restart = db.etl(&["run", "--restart", p]);
+    for out in [&first, &restart] {
         assert_eq!(out.code, 0, "{out:?}");
         assert!(out.stdout.contains("4 done, 0 failed, of 4"), "{out:?}");
         assert!(out.stdout.contains("rows         57,600"), "{out:?}");
         assert!(out.stdout.contains("peak memory"), "{out:?}");
     }
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(
+        second
+            .stdout
+            .contains("skipped      4 chunks done by an earlier run"),
+        "{second:?}"
+    );
 
     // Then the target equals the source, nothing duplicated
     let source = fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER);

@@ -6,4 +6,5 @@ mod support;
 mod config_errors;
 mod copy;
 mod failures;
+mod resume;
 mod types;
