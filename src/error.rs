@@ -23,6 +23,17 @@ pub enum EtlError {
     /// The source and target do not fit together, or a column cannot be carried.
     #[error("{0}")]
     Schema(String),
+    /// The target stayed locked by another session past `lock_timeout`.
+    #[error("target table {table} is locked by {holders}; gave up after lock_timeout_secs = {lock_timeout_secs} ([sinks.timeouts]): {last}")]
+    Busy {
+        table: String,
+        holders: String,
+        lock_timeout_secs: f64,
+        last: Box<EtlError>,
+    },
+    /// A chunk failed on every attempt.
+    #[error("failed after {attempts} attempts; last error: {last}")]
+    Retried { attempts: u32, last: Box<EtlError> },
     /// An invariant broke: a bug in etl, not the user's doing.
     #[error("this is a bug in etl, please report it: {0}")]
     Bug(String),
@@ -34,6 +45,41 @@ pub enum EtlError {
 }
 
 impl EtlError {
+    /// Whether trying the chunk again may succeed: the connection broke,
+    /// the server is shutting down or starting, a deadlock or serialization
+    /// failure, a lock timeout, too many connections. Statement timeouts,
+    /// constraint violations, type
+    /// mismatches and bad data are permanent: retrying cannot help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EtlError::Connect(_) => true,
+            EtlError::Postgres { source, .. } => match source.code() {
+                Some(code) => {
+                    let c = code.code();
+                    c.starts_with("08") // connection exception
+                        || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                        || matches!(c, "40001" | "40P01" | "55P03" | "53300")
+                }
+                // No SQLSTATE: the client lost the connection (I/O, closed).
+                None => {
+                    source.is_closed()
+                        || std::error::Error::source(source)
+                            .is_some_and(|e| e.is::<std::io::Error>())
+                }
+            },
+            EtlError::Io { .. } | EtlError::Busy { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a server error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            EtlError::Postgres { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
     pub fn pg(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> EtlError {
         let context = context.into();
         move |source| EtlError::Postgres { context, source }

@@ -96,6 +96,14 @@ pub struct ChunksConfig {
     /// Worker threads, each running one chunk end to end. Default 2.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Times a chunk that failed for a transient reason (connection lost,
+    /// server restart, deadlock, lock timeout) is tried again before it is
+    /// declared failed. Default 3.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry, doubling for each further one. Default 1.
+    #[serde(default = "default_retry_backoff_secs")]
+    pub retry_backoff_secs: f64,
     /// Where failed chunks are written (`key,start,end`), relative to the
     /// working directory. Default "failed_chunks.csv".
     #[serde(default = "default_failed_csv", deserialize_with = "env::string")]
@@ -108,6 +116,14 @@ fn default_interval() -> String {
 
 const fn default_workers() -> usize {
     2
+}
+
+const fn default_retries() -> u32 {
+    3
+}
+
+const fn default_retry_backoff_secs() -> f64 {
+    1.0
 }
 
 fn default_failed_csv() -> String {
@@ -146,6 +162,46 @@ pub struct PostgresSinkConfig {
     /// Default: the source table's primary key, or the target's.
     #[serde(default)]
     pub primary_key: Option<Vec<String>>,
+    /// `[sinks.timeouts]`: how long a chunk or DDL may wait on a busy target.
+    #[serde(default)]
+    pub timeouts: SinkTimeouts,
+}
+
+/// `[sinks.timeouts]`, applied to every chunk transaction and DDL statement.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTimeouts {
+    /// Longest wait for a lock (PostgreSQL `lock_timeout`); a chunk that
+    /// times out is retried like any transient failure. Default 30; 0 waits forever.
+    #[serde(default = "default_lock_timeout_secs")]
+    pub lock_timeout_secs: f64,
+    /// Longest a single statement may run (`statement_timeout`). Default 0: no limit.
+    #[serde(default)]
+    pub statement_timeout_secs: f64,
+}
+
+impl Default for SinkTimeouts {
+    fn default() -> Self {
+        SinkTimeouts {
+            lock_timeout_secs: default_lock_timeout_secs(),
+            statement_timeout_secs: 0.0,
+        }
+    }
+}
+
+const fn default_lock_timeout_secs() -> f64 {
+    30.0
+}
+
+impl SinkTimeouts {
+    /// `SET LOCAL` statements for a transaction.
+    pub fn set_local(&self) -> String {
+        format!(
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            (self.lock_timeout_secs * 1000.0).round() as u64,
+            (self.statement_timeout_secs * 1000.0).round() as u64
+        )
+    }
 }
 
 /// How a chunk's rows meet the rows already in the target.

@@ -63,6 +63,8 @@ pub struct Chunking {
     pub start: Option<Micros>,
     pub end: Option<Micros>,
     pub workers: usize,
+    pub retries: u32,
+    pub retry_backoff: std::time::Duration,
     pub failed_csv: PathBuf,
 }
 
@@ -78,6 +80,7 @@ pub struct PostgresSinkSpec {
     pub mode: SinkMode,
     pub create_table: bool,
     pub primary_key: Option<Vec<String>>,
+    pub timeouts: super::SinkTimeouts,
 }
 
 /// A target table name that may hold `{key}`.
@@ -242,6 +245,18 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             format!("{} is out of range; use 1 to 256", ch.workers),
         );
     }
+    if ch.retries > 100 {
+        c.add(
+            "chunks.retries",
+            format!("{} is out of range; use 0 to 100", ch.retries),
+        );
+    }
+    if !(0.0..=3600.0).contains(&ch.retry_backoff_secs) {
+        c.add(
+            "chunks.retry_backoff_secs",
+            format!("{} is out of range; use 0 to 3600", ch.retry_backoff_secs),
+        );
+    }
     if ch.failed_csv.trim().is_empty() {
         c.add(
             "chunks.failed_csv",
@@ -277,6 +292,17 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         c.add(&key("primary_key"), "must list one or more column names");
                     }
                 }
+                for (name, v) in [
+                    ("lock_timeout_secs", s.timeouts.lock_timeout_secs),
+                    ("statement_timeout_secs", s.timeouts.statement_timeout_secs),
+                ] {
+                    if !(0.0..=86_400.0).contains(&v) {
+                        c.add(
+                            &key(&format!("timeouts.{name}")),
+                            format!("{v} is out of range; use 0 (no limit) to 86400"),
+                        );
+                    }
+                }
                 if let Some(endpoint) = endpoint {
                     sinks.push(ValidatedSink::Postgres(PostgresSinkSpec {
                         endpoint,
@@ -284,6 +310,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         mode: s.mode,
                         create_table: s.create_table,
                         primary_key: s.primary_key,
+                        timeouts: s.timeouts,
                     }));
                 }
             }
@@ -303,6 +330,10 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             start: start.flatten(),
             end: end.flatten(),
             workers: ch.workers,
+            retries: ch.retries,
+            retry_backoff: std::time::Duration::from_secs_f64(
+                ch.retry_backoff_secs.clamp(0.0, 3600.0),
+            ),
             failed_csv: PathBuf::from(ch.failed_csv),
         },
         sinks,

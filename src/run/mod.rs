@@ -169,18 +169,7 @@ impl Runner {
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
                     let _guard = span.enter();
                     let began = Instant::now();
-                    // A panic is a bug in etl; it fails this chunk, not the run.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        block_on(run_chunk(&self.source, &self.sinks, chunk))
-                    }))
-                    .unwrap_or_else(|panic| {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        Err(EtlError::Bug(format!("panic: {what}")))
-                    });
+                    let result = self.run_with_retries(chunk);
                     match result {
                         Ok(stats) => {
                             tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
@@ -235,6 +224,50 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
 }
 
+impl Runner {
+    /// Runs a chunk, trying again after transient failures (bounded, with
+    /// doubling backoff); a permanent error fails it at once.
+    fn run_with_retries(&self, chunk: &Chunk) -> Result<ChunkStats, EtlError> {
+        let chunking = &self.pipeline.chunks;
+        let mut attempt = 0u32;
+        loop {
+            // A panic is a bug in etl; it fails this chunk, not the run.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block_on(run_chunk(&self.source, &self.sinks, chunk))
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(EtlError::Bug(format!("panic: {what}")))
+            });
+            match result {
+                Err(e) if e.is_transient() && attempt < chunking.retries => {
+                    let wait = chunking.retry_backoff.saturating_mul(1 << attempt.min(16));
+                    attempt += 1;
+                    tracing::warn!(
+                        attempt,
+                        of = chunking.retries,
+                        wait_secs = wait.as_secs_f64(),
+                        error = %e,
+                        "Transient failure; the chunk was rolled back and will be tried again."
+                    );
+                    std::thread::sleep(wait);
+                }
+                Err(e) if attempt > 0 => {
+                    return Err(EtlError::Retried {
+                        attempts: attempt + 1,
+                        last: Box::new(e),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Test-only fault injection, for the kill -9 tests: `ETL_TEST_PAUSE_AT`
 /// = `commit:N` parks the worker right after the N-th chunk commit,
 /// `write:N` once the N-th chunk's first rows have reached the target
@@ -256,10 +289,16 @@ pub(crate) mod pause {
         })
     }
 
+    /// Parks until the file named by `ETL_TEST_RESUME_FILE` exists, or forever.
     fn park(what: &str) {
         eprintln!("ETL_TEST_PAUSE_AT: paused at {what}");
+        let resume = std::env::var_os("ETL_TEST_RESUME_FILE").map(std::path::PathBuf::from);
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if resume.as_ref().is_some_and(|f| f.exists()) {
+                eprintln!("ETL_TEST_PAUSE_AT: resumed");
+                return;
+            }
         }
     }
 

@@ -120,7 +120,8 @@ impl PostgresSink {
                 tracing::info!(table = %table, "Creating target table.");
                 client
                     .batch_execute(&format!(
-                        "BEGIN; SELECT pg_advisory_xact_lock(hashtext({lock})); {ddl}; COMMIT",
+                        "BEGIN; {timeouts}; SELECT pg_advisory_xact_lock(hashtext({lock})); {ddl}; COMMIT",
+                        timeouts = self.spec.timeouts.set_local(),
                         lock = crate::sql::literal(&format!("etl ddl {table}"))
                     ))
                     .await
@@ -314,13 +315,17 @@ impl Sink for PostgresSink {
             {
                 let qualified = table.qualified();
                 tracing::info!(table = %qualified, "Truncating target table (mode replace).");
-                client
+                let truncated = client
                     .batch_execute(&format!(
-                        "BEGIN; TRUNCATE {qualified}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                        "BEGIN; {}; TRUNCATE {qualified}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                        self.spec.timeouts.set_local(),
                         crate::sql::literal(&qualified)
                     ))
                     .await
-                    .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")))?;
+                    .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
+                if let Err(e) = truncated {
+                    return Err(explain_busy(&client, &qualified, &self.spec.timeouts, e).await);
+                }
             }
             // Create (if allowed) and check every target before the first
             // chunk: a table that does not fit is a configuration error, not
@@ -374,9 +379,39 @@ impl Sink for PostgresSink {
         let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
         let target = self.target(&client, &table).await?;
+        let sink = match self.open_copy(&client, chunk, &target).await {
+            Ok(sink) => sink,
+            Err(e) => {
+                return Err(explain_busy(&client, &target.qualified, &self.spec.timeouts, e).await)
+            }
+        };
+        let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
+        CopyEncoder::write_header(&mut buf);
+        Ok(Box::new(PostgresChunkWriter {
+            client,
+            pool: self.pool.clone(),
+            sink: Box::pin(sink),
+            buf,
+            target,
+            chunk: chunk.clone(),
+            pipeline: self.ctx.pipeline.clone(),
+            bytes: 0,
+        }))
+    }
+}
+
+impl PostgresSink {
+    /// Opens the chunk's transaction (with the sink's timeouts), replaces
+    /// the window if an earlier chunk loaded it, and starts COPY.
+    async fn open_copy(
+        &self,
+        client: &Client,
+        chunk: &Chunk,
+        target: &Target,
+    ) -> Result<CopyInSink<Bytes>, EtlError> {
         let context = |what: &str| format!("{what} for chunk {chunk} into {}", target.qualified);
         client
-            .batch_execute("BEGIN")
+            .batch_execute(&format!("BEGIN; {}", self.spec.timeouts.set_local()))
             .await
             .map_err(EtlError::pg(context("starting the transaction")))?;
         if let Some(stage) = &target.stage_sql {
@@ -422,22 +457,42 @@ impl Sink for PostgresSink {
                 tracing::debug!(chunk = %chunk, deleted, "Window loaded before; its rows are replaced.");
             }
         }
-        let sink = client
+        client
             .copy_in::<_, Bytes>(&target.copy_sql)
             .await
-            .map_err(EtlError::pg(context("starting COPY")))?;
-        let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
-        CopyEncoder::write_header(&mut buf);
-        Ok(Box::new(PostgresChunkWriter {
-            client,
-            pool: self.pool.clone(),
-            sink: Box::pin(sink),
-            buf,
-            target,
-            chunk: chunk.clone(),
-            pipeline: self.ctx.pipeline.clone(),
-            bytes: 0,
-        }))
+            .map_err(EtlError::pg(context("starting COPY")))
+    }
+}
+
+/// Turns a lock timeout into an error that names the table and the
+/// sessions holding its locks (read after rolling back, so they may have
+/// moved on); other errors pass through.
+async fn explain_busy(
+    client: &Client,
+    qualified: &str,
+    timeouts: &crate::config::SinkTimeouts,
+    e: EtlError,
+) -> EtlError {
+    if e.sqlstate() != Some("55P03") {
+        return e;
+    }
+    let _ = client.batch_execute("ROLLBACK").await;
+    let holders = client
+        .query_one(
+            "SELECT string_agg(DISTINCT 'pid ' || l.pid || coalesce(' (' || nullif(a.application_name, '') || ')', ''), ', ') \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid()",
+            &[&qualified],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_else(|| "another session (gone before etl could look)".to_string());
+    EtlError::Busy {
+        table: qualified.to_string(),
+        holders,
+        lock_timeout_secs: timeouts.lock_timeout_secs,
+        last: Box::new(e),
     }
 }
 

@@ -6,5 +6,6 @@ mod support;
 mod config_errors;
 mod copy;
 mod failures;
+mod faults;
 mod resume;
 mod types;

@@ -1,0 +1,143 @@
+//! Busy and failing targets: a lock held by another session times out,
+//! is retried, then fails only its chunks, naming the table and who holds
+//! it; a connection killed mid-chunk is retried and the run completes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{fingerprint, psql, repo, TestDb};
+
+const ORDER: &str = "ship_id, created_time, data_channel_id";
+
+fn pipeline(db: &TestDb, extra_chunks: &str, extra_sink: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml"))
+        .unwrap()
+        .replace(
+            "workers = 2\n",
+            &format!("workers = 1\nretry_backoff_secs = 0.1\n{extra_chunks}"),
+        )
+        .replace(
+            "create_table = true\n",
+            &format!("create_table = true\n{extra_sink}"),
+        );
+    db.pipeline("faults.toml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_locked_target_fails_its_chunks_naming_the_lock_holder() {
+    // Given a target table that another session holds an exclusive lock on
+    let db = TestDb::new("faults_locked");
+    db.load_timeseries(1, 2, 1440);
+    let p = pipeline(
+        &db,
+        "retries = 1\n",
+        "[sinks.timeouts]\nlock_timeout_secs = 0.3\n",
+    );
+    // (create the table first, with a run that has nothing locked)
+    assert_eq!(db.etl(&["run", &p]).code, 0);
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &db.dst])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(stdin, "SET application_name = 'lock-holder'; BEGIN; LOCK TABLE tenant.tbl_data_timeseries IN ACCESS EXCLUSIVE MODE; SELECT 'locked';").unwrap();
+    }
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("locked"), "{line}");
+
+    // When etl runs again, with --restart so the chunk has to write
+    let out = db.etl(&["run", "--restart", &p]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Then the chunk fails after its retry, naming the table, the holder, and the setting
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("failed after 2 attempts"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("target table \"tenant\".\"tbl_data_timeseries\" is locked by pid "),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("(lock-holder)"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("gave up after lock_timeout_secs = 0.3 ([sinks.timeouts])"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("Transient failure; the chunk was rolled back and will be tried again."),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_connection_killed_mid_chunk_is_retried_and_the_run_completes() {
+    // Given a run parked mid-COPY in its second chunk
+    let db = TestDb::new("faults_terminated");
+    db.load_timeseries(2, 20, 2 * 1440);
+    let p = pipeline(&db, "", "");
+    let go = db.dir.path().join("go");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
+        .current_dir(db.dir.path())
+        .args(["run", &p])
+        .env("ETL_SRC_URL", &db.src)
+        .env("ETL_DST_URL", &db.dst)
+        .env("ETL_TEST_PAUSE_AT", "write:2")
+        .env("ETL_TEST_RESUME_FILE", &go)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("ETL_TEST_PAUSE_AT: paused") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("etl pauses mid-chunk");
+
+    // When the target's server terminates etl's sessions, and etl goes on
+    let dbname = db.dst.rsplit('/').next().unwrap().to_string();
+    let killed = psql(
+        &db.dst,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{dbname}' AND application_name LIKE 'etl %' AND pid <> pg_backend_pid()"
+        ),
+    );
+    assert_ne!(killed, "0", "etl's sink sessions were found");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = reader.join().unwrap();
+
+    // Then the chunk is retried and the target equals the source
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Transient failure; the chunk was rolled back and will be tried again."),
+        "{stderr}"
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
