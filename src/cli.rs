@@ -214,6 +214,7 @@ fn run_all(path: &Path, workers: Option<usize>, restart: bool) -> anyhow::Result
     let options = RunOptions {
         workers,
         truncate: true,
+        redo: restart,
         expected_rows: Some(todo.iter().map(|c| c.rows).sum()),
         ..Default::default()
     };
@@ -272,6 +273,8 @@ fn rerun(
     let options = RunOptions {
         workers: (!delay.is_zero()).then_some(1),
         delay,
+        // A rerun runs exactly the listed chunks, done or not.
+        redo: true,
         ..Default::default()
     };
     let report = runner.run(chunks, &options)?;

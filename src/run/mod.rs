@@ -41,6 +41,8 @@ pub struct FailedChunk {
 pub struct RunReport {
     /// Chunks skipped because every sink had committed them already.
     pub chunks_skipped: usize,
+    /// Chunks another process was running, or finished during this run.
+    pub chunks_elsewhere: usize,
     pub chunks_total: usize,
     pub chunks_done: usize,
     pub failed: Vec<FailedChunk>,
@@ -60,6 +62,8 @@ pub struct RunOptions {
     pub delay: Duration,
     /// Replace mode truncates its targets first: `etl run` only.
     pub truncate: bool,
+    /// Run chunks even when the ledger says they are done (`etl rerun`, `--restart`).
+    pub redo: bool,
     /// Rows the plan expects, for the progress display.
     pub expected_rows: Option<u64>,
 }
@@ -159,6 +163,7 @@ impl Runner {
         let bytes_written = AtomicU64::new(0);
         let failed = Mutex::new(Vec::new());
         let done = AtomicUsize::new(0);
+        let elsewhere = AtomicUsize::new(0);
         let progress = summary::Progress::new(chunks.len(), options.expected_rows);
         tracing::info!(pipeline = %self.pipeline.name, chunks = chunks.len(), workers, "Run started.");
         pool.scope(|scope| {
@@ -169,9 +174,14 @@ impl Runner {
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
                     let _guard = span.enter();
                     let began = Instant::now();
-                    let result = self.run_with_retries(chunk);
+                    let result = self.run_with_retries(chunk, options.redo);
                     match result {
-                        Ok(stats) => {
+                        Ok(None) => {
+                            tracing::debug!("Chunk is done or running in another process; skipped.");
+                            elsewhere.fetch_add(1, Ordering::Relaxed);
+                            progress.chunk_done(0, false);
+                        }
+                        Ok(Some(stats)) => {
                             tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
                             rows.fetch_add(stats.rows, Ordering::Relaxed);
                             bytes_written.fetch_add(stats.bytes, Ordering::Relaxed);
@@ -198,6 +208,7 @@ impl Runner {
         failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
         Ok(RunReport {
             chunks_skipped: 0,
+            chunks_elsewhere: elsewhere.into_inner(),
             chunks_total: chunks.len(),
             chunks_done: done.into_inner(),
             failed,
@@ -225,15 +236,26 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 impl Runner {
+    /// Notes a failed attempt in every sink's ledger; a sink that cannot be
+    /// reached just now is logged, the chunk's error is what counts.
+    fn record_failure(&self, chunk: &Chunk, error: &EtlError) {
+        let message = error.to_string();
+        for s in &self.sinks {
+            if let Err(e) = block_on(s.record_failure(chunk, &message)) {
+                tracing::warn!(chunk = %chunk, error = %e, "Could not record the failure in the ledger.");
+            }
+        }
+    }
+
     /// Runs a chunk, trying again after transient failures (bounded, with
     /// doubling backoff); a permanent error fails it at once.
-    fn run_with_retries(&self, chunk: &Chunk) -> Result<ChunkStats, EtlError> {
+    fn run_with_retries(&self, chunk: &Chunk, redo: bool) -> Result<Option<ChunkStats>, EtlError> {
         let chunking = &self.pipeline.chunks;
         let mut attempt = 0u32;
         loop {
             // A panic is a bug in etl; it fails this chunk, not the run.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                block_on(run_chunk(&self.source, &self.sinks, chunk))
+                block_on(run_chunk(&self.source, &self.sinks, chunk, redo))
             }))
             .unwrap_or_else(|panic| {
                 let what = panic
@@ -243,6 +265,9 @@ impl Runner {
                     .unwrap_or_default();
                 Err(EtlError::Bug(format!("panic: {what}")))
             });
+            if let Err(e) = &result {
+                self.record_failure(chunk, e);
+            }
             match result {
                 Err(e) if e.is_transient() && attempt < chunking.retries => {
                     let wait = chunking.retry_backoff.saturating_mul(1 << attempt.min(16));
@@ -394,7 +419,17 @@ async fn run_chunk(
     source: &Arc<dyn Source>,
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
-) -> Result<ChunkStats, EtlError> {
+    redo: bool,
+) -> Result<Option<ChunkStats>, EtlError> {
+    // Claim the chunk in every sink before reading anything: another
+    // process may hold it, or have finished it.
+    let mut writers = Vec::with_capacity(sinks.len());
+    for s in sinks {
+        match s.begin(chunk, redo).await? {
+            Some(w) => writers.push(w),
+            None => return Ok(None),
+        }
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let job = ReadJob {
         source: source.clone(),
@@ -404,10 +439,6 @@ async fn run_chunk(
     READER
         .with(|reader| reader.send(job))
         .map_err(|_| EtlError::Bug("the worker's reader thread is gone".into()))?;
-    let mut writers = Vec::with_capacity(sinks.len());
-    for s in sinks {
-        writers.push(s.begin(chunk).await?);
-    }
     let mut rows = 0u64;
     loop {
         match rx.recv().await {
@@ -431,5 +462,5 @@ async fn run_chunk(
         bytes += w.commit().await?.bytes;
     }
     pause::after_commit();
-    Ok(ChunkStats { rows, bytes })
+    Ok(Some(ChunkStats { rows, bytes }))
 }

@@ -147,6 +147,12 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
             report.chunks_skipped
         ));
     }
+    if report.chunks_elsewhere > 0 {
+        s.push_str(&format!(
+            "  elsewhere    {} chunks were running or done in another etl process\n",
+            report.chunks_elsewhere
+        ));
+    }
     s.push_str(&format!("  rows         {}\n", thousands(report.rows)));
     s.push_str(&format!(
         "  bytes        {} read, {} written\n",

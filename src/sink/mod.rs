@@ -1,6 +1,7 @@
 //! Sinks: where rows go. A sink begins a chunk, takes its batches, and
 //! commits it atomically: a writer dropped without commit leaves no trace.
 
+pub mod ledger;
 pub mod postgres;
 
 use std::collections::HashSet;
@@ -27,8 +28,15 @@ pub trait Sink: Send + Sync {
     /// its ledger records them: `etl run` skips them when every sink has.
     async fn committed(&self, pipeline: &str, chunks: &[Chunk])
         -> Result<HashSet<Chunk>, EtlError>;
-    /// Starts one chunk.
-    async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError>;
+    /// Claims and starts one chunk. `None` when another live process holds
+    /// it, or it is done and `redo` (a rerun or `--restart`) is not set.
+    async fn begin(
+        &self,
+        chunk: &Chunk,
+        redo: bool,
+    ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError>;
+    /// Records a failed attempt (after its rollback) with its error.
+    async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError>;
 }
 
 #[async_trait]

@@ -1,12 +1,12 @@
 //! PostgreSQL sink: each chunk is one transaction around
 //! `COPY table (columns) FROM STDIN (FORMAT binary)`.
 //!
-//! Modes (see [`SinkMode`]): append and replace copy straight into the
-//! table; before copying, a chunk whose window overlaps a chunk already
-//! committed to this table (as `etl.chunk_ledger` records, in the same
-//! transaction as the data) deletes that window first, so running a chunk
-//! twice never duplicates rows and a first load never pays for a DELETE.
-//! Upsert copies into a temporary table and merges on the primary key.
+//! Each chunk is claimed in the ledger first ([`ledger`]), and marked done
+//! in its own data transaction. Modes (see [`SinkMode`]): append and
+//! replace copy straight into the table; a chunk whose window overlaps a
+//! chunk loaded before deletes that window first, so running a chunk twice
+//! never duplicates rows and a first load never pays for a DELETE. Upsert
+//! copies into a temporary table and merges on the primary key.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
@@ -16,11 +16,10 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
+use super::{ledger, ChunkStats, ChunkWriter, Sink, SinkContext};
 use crate::config::validate::PostgresSinkSpec;
 use crate::config::SinkMode;
 use crate::error::EtlError;
@@ -252,26 +251,13 @@ impl PostgresSink {
 
     async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
         client
-            .batch_execute(LEDGER_DDL)
+            .batch_execute(ledger::DDL)
             .await
             .map_err(EtlError::pg(format!(
                 "creating etl.chunk_ledger on {}",
                 self.spec.endpoint
             )))
     }
-}
-
-/// Every committed chunk, one row each, written in the chunk's transaction.
-const LEDGER_DDL: &str = "BEGIN; SELECT pg_advisory_xact_lock(hashtext('etl.chunk_ledger')); \
-    CREATE SCHEMA IF NOT EXISTS etl; \
-    CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
-      target text NOT NULL, chunk_key text, start_at timestamptz NOT NULL, end_at timestamptz NOT NULL, \
-      pipeline text NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now()); \
-    CREATE INDEX IF NOT EXISTS chunk_ledger_target ON etl.chunk_ledger (target, chunk_key, start_at); \
-    COMMIT";
-
-fn micros_to_datetime(m: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[async_trait]
@@ -332,6 +318,15 @@ impl Sink for PostgresSink {
             // something to find out once per chunk.
             self.target(&client, &table).await?;
         }
+        let mut registered = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            registered.push((self.table_for(chunk)?.qualified(), chunk.clone()));
+        }
+        ledger::register(&client, &self.ctx.pipeline, &registered)
+            .await
+            .map_err(EtlError::pg(
+                "registering the run's chunks in etl.chunk_ledger",
+            ))?;
         self.pool.put(client);
         Ok(())
     }
@@ -343,28 +338,17 @@ impl Sink for PostgresSink {
     ) -> Result<HashSet<Chunk>, EtlError> {
         let client = self.pool.get().await?;
         let context = format!("reading etl.chunk_ledger on {}", self.spec.endpoint);
-        let exists: bool = client
-            .query_one("SELECT to_regclass('etl.chunk_ledger') IS NOT NULL", &[])
+        if !ledger::exists(&client)
             .await
             .map_err(EtlError::pg(context.clone()))?
-            .get(0);
-        if !exists {
+        {
             self.pool.put(client);
             return Ok(HashSet::new());
         }
-        let rows = client
-            .query(
-                "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
-                 (extract(epoch FROM end_at) * 1000000)::int8 FROM etl.chunk_ledger WHERE pipeline = $1",
-                &[&pipeline],
-            )
+        let done = ledger::done(&client, pipeline)
             .await
             .map_err(EtlError::pg(context))?;
         self.pool.put(client);
-        let done: HashSet<(String, Option<String>, i64, i64)> = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
         let mut committed = HashSet::new();
         for chunk in chunks {
             let target = self.table_for(chunk)?.qualified();
@@ -375,10 +359,24 @@ impl Sink for PostgresSink {
         Ok(committed)
     }
 
-    async fn begin(&self, chunk: &Chunk) -> Result<Box<dyn ChunkWriter>, EtlError> {
+    async fn begin(
+        &self,
+        chunk: &Chunk,
+        redo: bool,
+    ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
         let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
         let target = self.target(&client, &table).await?;
+        let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
+        let claimed = ledger::claim(&client, &row, redo)
+            .await
+            .map_err(EtlError::pg(format!(
+                "claiming chunk {chunk} in etl.chunk_ledger"
+            )))?;
+        if !claimed {
+            self.pool.put(client);
+            return Ok(None);
+        }
         let sink = match self.open_copy(&client, chunk, &target).await {
             Ok(sink) => sink,
             Err(e) => {
@@ -387,7 +385,7 @@ impl Sink for PostgresSink {
         };
         let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
         CopyEncoder::write_header(&mut buf);
-        Ok(Box::new(PostgresChunkWriter {
+        Ok(Some(Box::new(PostgresChunkWriter {
             client,
             pool: self.pool.clone(),
             sink: Box::pin(sink),
@@ -396,7 +394,23 @@ impl Sink for PostgresSink {
             chunk: chunk.clone(),
             pipeline: self.ctx.pipeline.clone(),
             bytes: 0,
-        }))
+        })))
+    }
+
+    async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError> {
+        let client = self.pool.get().await?;
+        let target = self.table_for(chunk)?.qualified();
+        ledger::mark_failed(
+            &client,
+            &ledger::Row::new(&self.ctx.pipeline, &target, chunk),
+            error,
+        )
+        .await
+        .map_err(EtlError::pg(format!(
+            "recording the failure of chunk {chunk} in etl.chunk_ledger"
+        )))?;
+        self.pool.put(client);
+        Ok(())
     }
 }
 
@@ -420,17 +434,10 @@ impl PostgresSink {
                 .await
                 .map_err(EtlError::pg(context("creating the staging table")))?;
         } else {
-            let start = micros_to_datetime(chunk.start);
-            let end = micros_to_datetime(chunk.end);
-            let overlap: bool = client
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM etl.chunk_ledger WHERE target = $1 \
-                     AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3)",
-                    &[&target.qualified, &chunk.key, &start, &end],
-                )
+            let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
+            let overlap = ledger::window_loaded(client, &row)
                 .await
-                .map_err(EtlError::pg(context("checking the ledger")))?
-                .get(0);
+                .map_err(EtlError::pg(context("checking the ledger")))?;
             if overlap {
                 let filter = chunk_filter(
                     &self.ctx.chunking.time_column,
@@ -445,15 +452,6 @@ impl PostgresSink {
                     )
                     .await
                     .map_err(EtlError::pg(context("deleting the window's earlier rows")))?;
-                // Ledger rows inside this window describe rows just deleted.
-                client
-                    .execute(
-                        "DELETE FROM etl.chunk_ledger WHERE target = $1 AND chunk_key IS NOT DISTINCT FROM $2 \
-                         AND start_at >= $3 AND end_at <= $4",
-                        &[&target.qualified, &chunk.key, &start, &end],
-                    )
-                    .await
-                    .map_err(EtlError::pg(context("updating the ledger")))?;
                 tracing::debug!(chunk = %chunk, deleted, "Window loaded before; its rows are replaced.");
             }
         }
@@ -557,18 +555,8 @@ impl ChunkWriter for PostgresChunkWriter {
                 .map_err(EtlError::pg(context))?;
         }
         let context = self.context("recording the chunk in etl.chunk_ledger");
-        self.client
-            .execute(
-                "INSERT INTO etl.chunk_ledger (target, chunk_key, start_at, end_at, pipeline, rows) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &self.target.qualified,
-                    &self.chunk.key,
-                    &micros_to_datetime(self.chunk.start),
-                    &micros_to_datetime(self.chunk.end),
-                    &self.pipeline,
-                    &(rows as i64),
-                ],
-            )
+        let row = ledger::Row::new(&self.pipeline, &self.target.qualified, &self.chunk);
+        ledger::mark_done(&self.client, &row, rows)
             .await
             .map_err(EtlError::pg(context))?;
         let context = self.context("committing");

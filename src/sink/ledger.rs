@@ -1,0 +1,243 @@
+//! The chunk ledger, `etl.chunk_ledger` in the target database: one row per
+//! chunk of a pipeline and target table, with its state.
+//!
+//! - A run first registers its chunks (`pending`), committed.
+//! - A worker claims a chunk with a committed UPDATE that sets `running` and
+//!   `claimed_pid` to its sink session's backend pid, and succeeds only when
+//!   no live session holds the chunk. A claim dies with its session, so a
+//!   killed process never leaves a chunk stuck; several processes share one
+//!   plan without running a chunk twice at once.
+//! - The chunk's data transaction, on that same session, marks it `done`
+//!   (with `loaded`, its rows are in the target) before COMMIT: a chunk is
+//!   either done-and-recorded or neither.
+//! - A failed attempt is marked `failed` with its error, in a transaction of
+//!   its own after the rollback.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::plan::Chunk;
+
+pub const DDL: &str = "BEGIN; SELECT pg_advisory_xact_lock(hashtext('etl.chunk_ledger')); \
+    CREATE SCHEMA IF NOT EXISTS etl; \
+    CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
+      pipeline text NOT NULL, target text NOT NULL, chunk_key text, \
+      start_at timestamptz NOT NULL, end_at timestamptz NOT NULL, \
+      status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')), \
+      loaded boolean NOT NULL DEFAULT false, \
+      rows bigint, attempts integer NOT NULL DEFAULT 0, last_error text, claimed_pid integer, \
+      started_at timestamptz, finished_at timestamptz, \
+      UNIQUE NULLS NOT DISTINCT (pipeline, target, chunk_key, start_at, end_at)); \
+    CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at); \
+    COMMIT";
+
+/// The ledger's identity columns for one chunk, as SQL parameters.
+pub struct Row<'a> {
+    pub pipeline: &'a str,
+    pub target: &'a str,
+    pub key: &'a Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl<'a> Row<'a> {
+    pub fn new(pipeline: &'a str, target: &'a str, chunk: &'a Chunk) -> Self {
+        Row {
+            pipeline,
+            target,
+            key: &chunk.key,
+            start: micros(chunk.start),
+            end: micros(chunk.end),
+        }
+    }
+}
+
+fn micros(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+const IDENTITY: &str =
+    "pipeline = $1 AND target = $2 AND chunk_key IS NOT DISTINCT FROM $3 AND start_at = $4 AND end_at = $5";
+
+/// Registers chunks as pending; rows already there are left as they are.
+pub async fn register(
+    client: &Client,
+    pipeline: &str,
+    chunks: &[(String, Chunk)],
+) -> Result<(), tokio_postgres::Error> {
+    let targets: Vec<&str> = chunks.iter().map(|(t, _)| t.as_str()).collect();
+    let keys: Vec<Option<&str>> = chunks.iter().map(|(_, c)| c.key.as_deref()).collect();
+    let starts: Vec<DateTime<Utc>> = chunks.iter().map(|(_, c)| micros(c.start)).collect();
+    let ends: Vec<DateTime<Utc>> = chunks.iter().map(|(_, c)| micros(c.end)).collect();
+    client
+        .execute(
+            "INSERT INTO etl.chunk_ledger (pipeline, target, chunk_key, start_at, end_at) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) \
+             ON CONFLICT DO NOTHING",
+            &[&pipeline, &targets, &keys, &starts, &ends],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Claims a chunk for this session (committed at once). `false` when a live
+/// session holds it, or it is done and `redo` is not set.
+pub async fn claim(
+    client: &Client,
+    row: &Row<'_>,
+    redo: bool,
+) -> Result<bool, tokio_postgres::Error> {
+    let claimed = client
+        .execute(
+            &format!(
+                "UPDATE etl.chunk_ledger SET status = 'running', claimed_pid = pg_backend_pid(), \
+                 started_at = now(), finished_at = NULL, attempts = attempts + 1 \
+                 WHERE {IDENTITY} AND (status <> 'done' OR $6) \
+                 AND (status <> 'running' OR claimed_pid IS NULL \
+                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid))"
+            ),
+            &[
+                &row.pipeline,
+                &row.target,
+                row.key,
+                &row.start,
+                &row.end,
+                &redo,
+            ],
+        )
+        .await?;
+    Ok(claimed == 1)
+}
+
+/// Whether rows of this window may already be in the target: a chunk that
+/// overlaps it was loaded before (by any pipeline writing this table).
+pub async fn window_loaded(client: &Client, row: &Row<'_>) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM etl.chunk_ledger WHERE target = $1 \
+             AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3 AND loaded)",
+            &[&row.target, row.key, &row.start, &row.end],
+        )
+        .await?
+        .get(0))
+}
+
+/// Marks the chunk done, inside its data transaction.
+pub async fn mark_done(
+    client: &Client,
+    row: &Row<'_>,
+    rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "UPDATE etl.chunk_ledger SET status = 'done', loaded = true, rows = $6, last_error = NULL, \
+                 claimed_pid = NULL, finished_at = now() WHERE {IDENTITY}"
+            ),
+            &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &(rows as i64)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Marks a failed attempt, after its transaction was rolled back.
+pub async fn mark_failed(
+    client: &Client,
+    row: &Row<'_>,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "UPDATE etl.chunk_ledger SET status = 'failed', last_error = $6, claimed_pid = NULL, \
+                 finished_at = now() WHERE {IDENTITY}"
+            ),
+            &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forgets a truncated table's chunks (replace mode).
+pub async fn forget_target(client: &Client, target: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("DELETE FROM etl.chunk_ledger WHERE target = $1", &[&target])
+        .await?;
+    Ok(())
+}
+
+/// Whether the ledger table exists yet.
+pub async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT to_regclass('etl.chunk_ledger') IS NOT NULL", &[])
+        .await?
+        .get(0))
+}
+
+/// `(target, key, start µs, end µs)` of the pipeline's done chunks.
+pub async fn done(
+    client: &Client,
+    pipeline: &str,
+) -> Result<HashSet<(String, Option<String>, i64, i64)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
+             (extract(epoch FROM end_at) * 1000000)::int8 FROM etl.chunk_ledger \
+             WHERE pipeline = $1 AND status = 'done'",
+            &[&pipeline],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+/// One chunk's state, for `etl status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChunkState {
+    pub target: String,
+    pub key: Option<String>,
+    pub start: String,
+    pub end: String,
+    /// pending, running, done or failed. A `running` chunk whose session is
+    /// gone shows as pending: its claim died with it.
+    pub status: String,
+    pub rows: Option<i64>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub claimed_pid: Option<i32>,
+}
+
+/// Every chunk of a pipeline, ordered by key and start.
+pub async fn states(
+    client: &Client,
+    pipeline: &str,
+) -> Result<Vec<ChunkState>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
+             (extract(epoch FROM end_at) * 1000000)::int8, \
+             CASE WHEN status = 'running' AND NOT EXISTS \
+                 (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid) THEN 'pending' ELSE status END, \
+             rows, attempts, last_error, claimed_pid \
+             FROM etl.chunk_ledger WHERE pipeline = $1 ORDER BY chunk_key NULLS FIRST, start_at, target",
+            &[&pipeline],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ChunkState {
+            target: r.get(0),
+            key: r.get(1),
+            start: crate::time::format_timestamp(r.get(2)),
+            end: crate::time::format_timestamp(r.get(3)),
+            status: r.get(4),
+            rows: r.get(5),
+            attempts: r.get(6),
+            last_error: r.get(7),
+            claimed_pid: r.get(8),
+        })
+        .collect())
+}
