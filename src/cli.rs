@@ -64,6 +64,14 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Per key: chunks done, failed, pending and running, and each failed
+    /// chunk's last error, from the ledger in the target.
+    Status {
+        pipeline: PathBuf,
+        /// Machine-readable output: every chunk's state.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
     Rerun {
         pipeline: PathBuf,
@@ -97,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             workers,
             restart,
         } => run_all(&pipeline, workers, restart),
+        Command::Status { pipeline, json } => status(&pipeline, json),
         Command::Rerun {
             pipeline,
             failed_csv,
@@ -281,6 +290,127 @@ fn rerun(
     out_raw!("{}", render(&runner.pipeline.name, &report));
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
+    use crate::sink::ledger;
+    let pipeline = load(path)?;
+    let mut reports = Vec::new();
+    for sink in &pipeline.sinks {
+        let crate::config::ValidatedSink::Postgres(spec) = sink;
+        let endpoint = spec.endpoint.clone();
+        let states = crate::run::block_on(async {
+            let client = endpoint.connect("etl status").await?;
+            let context = format!("reading etl.chunk_ledger on {endpoint}");
+            if !ledger::exists(&client)
+                .await
+                .map_err(crate::error::EtlError::pg(context.clone()))?
+            {
+                return Ok::<_, crate::error::EtlError>(Vec::new());
+            }
+            ledger::states(&client, &pipeline.name)
+                .await
+                .map_err(crate::error::EtlError::pg(context))
+        })?;
+        reports.push((endpoint.to_string(), states));
+    }
+    if json {
+        let value: Vec<_> = reports
+            .iter()
+            .map(|(endpoint, states)| serde_json::json!({ "ledger": endpoint, "chunks": states, "keys": by_key(states) }))
+            .collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "pipeline": pipeline.name, "sinks": value })
+            )?
+        );
+        return Ok(Outcome::Success);
+    }
+    for (endpoint, states) in &reports {
+        out!("Pipeline {}, ledger on {endpoint}", pipeline.name);
+        if states.is_empty() {
+            out!("  no chunk recorded yet: etl run has not started on this target");
+            continue;
+        }
+        let keys = by_key(states);
+        let width = keys.iter().map(|k| k.key.len()).max().unwrap_or(0).max(5);
+        out!(
+            "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}",
+            "key",
+            "done",
+            "failed",
+            "pending",
+            "running",
+            "rows"
+        );
+        for k in &keys {
+            out!(
+                "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}",
+                k.key,
+                k.done,
+                k.failed,
+                k.pending,
+                k.running,
+                thousands(k.rows)
+            );
+        }
+        let failed: Vec<_> = states.iter().filter(|s| s.status == "failed").collect();
+        if !failed.is_empty() {
+            out!("  Failed chunks:");
+            for f in failed {
+                out!(
+                    "    {} [{}, {}) after {} attempt{}: {}",
+                    f.key.as_deref().unwrap_or(""),
+                    f.start,
+                    f.end,
+                    f.attempts,
+                    if f.attempts == 1 { "" } else { "s" },
+                    f.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// Chunk counts of one key, for `etl status`.
+#[derive(serde::Serialize)]
+struct KeyStatus {
+    key: String,
+    done: usize,
+    failed: usize,
+    pending: usize,
+    running: usize,
+    rows: u64,
+}
+
+fn by_key(states: &[crate::sink::ledger::ChunkState]) -> Vec<KeyStatus> {
+    let mut keys: Vec<KeyStatus> = Vec::new();
+    for s in states {
+        let key = s.key.clone().unwrap_or_default();
+        if keys.last().is_none_or(|k| k.key != key) {
+            keys.push(KeyStatus {
+                key,
+                done: 0,
+                failed: 0,
+                pending: 0,
+                running: 0,
+                rows: 0,
+            });
+        }
+        let k = keys.last_mut().expect("pushed above");
+        match s.status.as_str() {
+            "done" => {
+                k.done += 1;
+                k.rows += s.rows.unwrap_or(0) as u64;
+            }
+            "failed" => k.failed += 1,
+            "running" => k.running += 1,
+            _ => k.pending += 1,
+        }
+    }
+    keys
 }
 
 /// `failed.csv` -> `failed.rerun-20261122T031500.csv`, beside it.

@@ -174,6 +174,30 @@ fn pgpass_lookup(text: &str, host: &str, port: &str, db: &str, user: &str) -> Op
     None
 }
 
+/// Runs `sql` (statements without BEGIN/COMMIT) in a transaction that
+/// starts only once the session holds the advisory lock `name`. Taking the
+/// lock before BEGIN matters: a transaction that began before the wait
+/// would not see the catalog changes of the one it waited for, and
+/// `CREATE ... IF NOT EXISTS` would collide with it.
+pub async fn locked_ddl(
+    client: &Client,
+    name: &str,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let key = crate::sql::literal(name);
+    client
+        .batch_execute(&format!("SELECT pg_advisory_lock(hashtext({key}))"))
+        .await?;
+    let result = client.batch_execute(&format!("BEGIN; {sql}; COMMIT")).await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    let unlocked = client
+        .batch_execute(&format!("SELECT pg_advisory_unlock(hashtext({key}))"))
+        .await;
+    result.and(unlocked)
+}
+
 /// The primary key columns of a table (`"schema"."table"`), in key order;
 /// empty when it has none.
 pub async fn primary_key(

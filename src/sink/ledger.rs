@@ -20,8 +20,8 @@ use tokio_postgres::Client;
 
 use crate::plan::Chunk;
 
-pub const DDL: &str = "BEGIN; SELECT pg_advisory_xact_lock(hashtext('etl.chunk_ledger')); \
-    CREATE SCHEMA IF NOT EXISTS etl; \
+/// Run with [`crate::pg::locked_ddl`].
+pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
     CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
       pipeline text NOT NULL, target text NOT NULL, chunk_key text, \
       start_at timestamptz NOT NULL, end_at timestamptz NOT NULL, \
@@ -30,8 +30,7 @@ pub const DDL: &str = "BEGIN; SELECT pg_advisory_xact_lock(hashtext('etl.chunk_l
       rows bigint, attempts integer NOT NULL DEFAULT 0, last_error text, claimed_pid integer, \
       started_at timestamptz, finished_at timestamptz, \
       UNIQUE NULLS NOT DISTINCT (pipeline, target, chunk_key, start_at, end_at)); \
-    CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at); \
-    COMMIT";
+    CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at)";
 
 /// The ledger's identity columns for one chunk, as SQL parameters.
 pub struct Row<'a> {

@@ -117,12 +117,8 @@ impl PostgresSink {
             None if self.spec.create_table => {
                 let ddl = create_table_sql(table, &self.ctx.schema, &self.primary_key(Vec::new()))?;
                 tracing::info!(table = %table, "Creating target table.");
-                client
-                    .batch_execute(&format!(
-                        "BEGIN; {timeouts}; SELECT pg_advisory_xact_lock(hashtext({lock})); {ddl}; COMMIT",
-                        timeouts = self.spec.timeouts.set_local(),
-                        lock = crate::sql::literal(&format!("etl ddl {table}"))
-                    ))
+                let sql = format!("{}; {ddl}", self.spec.timeouts.set_local());
+                crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
                     .await
                     .map_err(EtlError::pg(format!("creating target table {table}")))?;
                 read_columns(client, table).await?.ok_or_else(|| {
@@ -250,8 +246,7 @@ impl PostgresSink {
     }
 
     async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
-        client
-            .batch_execute(ledger::DDL)
+        crate::pg::locked_ddl(client, "etl.chunk_ledger", ledger::DDL)
             .await
             .map_err(EtlError::pg(format!(
                 "creating etl.chunk_ledger on {}",

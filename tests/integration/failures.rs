@@ -70,6 +70,23 @@ fn a_rejected_day_fails_alone_and_rerun_completes_the_table() {
         "0"
     );
 
+    // And status lists them with their errors
+    let status = db.etl(&["status", p.to_str().unwrap()]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("IMO9900001        2        1        0        0"),
+        "{status:?}"
+    );
+    assert!(status.stdout.contains("Failed chunks:\n    IMO9900001 [2025-06-02 00:00:00, 2025-06-03 00:00:00) after 1 attempt: "), "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("violates check constraint \"no_june_2\""),
+        "{status:?}"
+    );
+
     // And a dry run lists exactly those chunks, filtered by key
     let dry = db.etl(&[
         "rerun",

@@ -65,9 +65,12 @@ fn resume_after_kill_at(name: &str, pause: &str, committed_before: u64) {
 
     // Then exactly the committed chunks are in the target, nothing half-done
     // (the ledger is created before the first chunk starts)
-    let ledger: u64 = psql(&db.dst, "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'")
-        .parse()
-        .unwrap();
+    let ledger: u64 = psql(
+        &db.dst,
+        "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'",
+    )
+    .parse()
+    .unwrap();
     assert_eq!(ledger, committed_before);
     let rows = psql(&db.dst, "SELECT count(*) FROM tenant.tbl_data_timeseries");
     assert_eq!(rows, (committed_before * 28_800).to_string());
@@ -95,7 +98,13 @@ fn resume_after_kill_at(name: &str, pause: &str, committed_before: u64) {
         fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
         fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
     );
-    assert_eq!(psql(&db.dst, "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'"), "6");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'"
+        ),
+        "6"
+    );
 }
 
 #[test]
@@ -138,4 +147,115 @@ fn restart_redoes_every_chunk_without_duplicates() {
         fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
         fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
     );
+}
+
+#[test]
+fn two_processes_share_one_plan_and_run_every_chunk_once() {
+    // Given 2 ships x 4 days (8 chunks)
+    let db = TestDb::new("resume_two_processes");
+    db.load_timeseries(2, 20, 4 * 1440);
+    let p = pipeline(&db);
+
+    // When two etl processes run the same pipeline at the same time
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_etl"))
+            .current_dir(db.dir.path())
+            .args(["run", "--workers", "1", &p])
+            .env("ETL_SRC_URL", &db.src)
+            .env("ETL_DST_URL", &db.dst)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+
+    // Then both succeed, together they did all 8 chunks, each exactly once
+    let done = |out: &std::process::Output| -> usize {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with("chunks"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(done(&a) + done(&b), 8);
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done' AND attempts = 1"
+        ),
+        "8"
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
+
+#[test]
+fn status_shows_running_then_pending_after_a_kill() {
+    // Given a run parked mid-COPY in its third chunk (two committed)
+    let db = TestDb::new("resume_status");
+    db.load_timeseries(2, 20, 3 * 1440);
+    let p = pipeline(&db);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
+        .current_dir(db.dir.path())
+        .args(["run", "--workers", "1", &p])
+        .env("ETL_SRC_URL", &db.src)
+        .env("ETL_DST_URL", &db.dst)
+        .env("ETL_TEST_PAUSE_AT", "write:3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let paused = stderr
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("ETL_TEST_PAUSE_AT: paused"));
+    assert!(paused);
+
+    // When status is asked while it runs, and after it is killed
+    let running = db.etl(&["status", &p]);
+    let json = db.etl(&["status", "--json", &p]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the server notices the closed session
+    let after = db.etl(&["status", &p]);
+
+    // Then the live claim shows as running, and a dead claim as pending
+    assert_eq!(running.code, 0, "{running:?}");
+    // (chunks run in time order: ship 1 day 1, ship 2 day 1, ship 1 day 2, ...)
+    assert!(
+        running
+            .stdout
+            .contains("IMO9900001        1        0        1        1          28,800"),
+        "{running:?}"
+    );
+    assert!(
+        running
+            .stdout
+            .contains("IMO9900002        1        0        2        0          28,800"),
+        "{running:?}"
+    );
+    assert!(
+        after
+            .stdout
+            .contains("IMO9900001        1        0        2        0          28,800"),
+        "{after:?}"
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("status --json is JSON");
+    assert_eq!(value["pipeline"], "ships-copy");
+    assert_eq!(value["sinks"][0]["chunks"].as_array().unwrap().len(), 6);
+    assert_eq!(value["sinks"][0]["keys"][0]["running"], 1);
 }
