@@ -63,6 +63,17 @@ pub enum Command {
         /// replace their windows, so nothing is duplicated).
         #[arg(long)]
         restart: bool,
+        /// After the backfill below the cutoff, keep loading new rows from
+        /// the cutoff onward every --interval-secs; Ctrl-C stops cleanly.
+        #[arg(long)]
+        follow: bool,
+        /// Follow mode: seconds between loads.
+        #[arg(long, default_value_t = 60.0, requires = "follow")]
+        interval_secs: f64,
+        /// Follow mode: each load re-reads this many seconds before the
+        /// cutoff, so rows committed late are not missed.
+        #[arg(long, default_value_t = 300.0, requires = "follow")]
+        lag_secs: f64,
     },
     /// Per key: chunks done, failed, pending and running, and each failed
     /// chunk's last error, from the ledger in the target.
@@ -94,6 +105,15 @@ pub enum Outcome {
     Success,
     /// The run finished but chunks failed.
     ChunksFailed,
+    /// Ctrl-C stopped the run before every chunk started; `etl run` resumes.
+    Interrupted,
+}
+
+/// Follow mode's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    pub interval_secs: f64,
+    pub lag_secs: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -104,7 +124,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             pipeline,
             workers,
             restart,
-        } => run_all(&pipeline, workers, restart),
+            follow,
+            interval_secs,
+            lag_secs,
+        } => {
+            let follow = follow.then_some(Follow {
+                interval_secs,
+                lag_secs,
+            });
+            run_all(&pipeline, workers, restart, follow)
+        }
         Command::Status { pipeline, json } => status(&pipeline, json),
         Command::Rerun {
             pipeline,
@@ -189,15 +218,45 @@ fn plan(path: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn run_all(path: &Path, workers: Option<usize>, restart: bool) -> anyhow::Result<Outcome> {
+fn run_all(
+    path: &Path,
+    workers: Option<usize>,
+    restart: bool,
+    follow: Option<Follow>,
+) -> anyhow::Result<Outcome> {
+    if let Some(f) = follow {
+        if !(1.0..=86_400.0).contains(&f.interval_secs)
+            || !(0.0..=30.0 * 86_400.0).contains(&f.lag_secs)
+        {
+            anyhow::bail!("--interval-secs must be 1 to 86400 and --lag-secs 0 to 2592000");
+        }
+    }
+    crate::run::install_ctrl_c();
     let pipeline = load(path)?;
     let failed_path = pipeline.chunks.failed_csv.clone();
     let runner = Runner::build(pipeline)?;
-    let plan = runner.plan()?;
+    // The cutoff splits the work: backfill below it, follow mode from it
+    // onward. Follow mode sets it when there is none; a plain run stops at
+    // one that exists, so backfill and follow never load the same rows twice.
+    let cutoff = match (runner.cutoff()?, follow) {
+        (Some(c), _) => Some(c),
+        (None, Some(_)) => {
+            let c = now_micros();
+            runner.set_cutoff(c)?;
+            Some(c)
+        }
+        (None, None) => None,
+    };
+    let mut chunking = runner.pipeline.chunks.clone();
+    if let Some(c) = cutoff {
+        chunking.end = Some(chunking.end.map_or(c, |e| e.min(c)));
+        tracing::info!(cutoff = %format_timestamp(c), "Backfill stops at the follow cutoff.");
+    }
+    let plan = runner.plan_with(&chunking)?;
     if plan.rows_outside > 0 {
         tracing::warn!(
             rows = plan.rows_outside,
-            "Source rows with a NULL {} or outside [chunks] start/end are in no chunk and are not loaded.",
+            "Source rows with a NULL {} or outside [chunks] start/end (or past the follow cutoff) are in no backfill chunk.",
             runner.pipeline.chunks.time_column
         );
     }
@@ -231,13 +290,92 @@ fn run_all(path: &Path, workers: Option<usize>, restart: bool) -> anyhow::Result
     let mut report = runner.run(chunks, &options)?;
     report.chunks_skipped = done.len();
     out_raw!("{}", render(&runner.pipeline.name, &report));
-    if plan.rows_outside > 0 {
+    if plan.rows_outside > 0 && cutoff.is_none() {
         out!(
             "  not loaded   {} rows outside the chunk range or with a NULL time",
             thousands(plan.rows_outside)
         );
     }
-    finish(path, &report, &failed_path, None)
+    let outcome = finish(path, &report, &failed_path, None)?;
+    match (follow, cutoff) {
+        (Some(f), Some(c)) if !crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) => {
+            follow_loop(&runner, f, c, workers)
+        }
+        (Some(_), _) => Ok(Outcome::Success),
+        (None, _) if report.chunks_not_started() > 0 => {
+            out!(
+                "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
+                report.chunks_not_started()
+            );
+            Ok(Outcome::Interrupted)
+        }
+        (None, _) => Ok(outcome),
+    }
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Every `interval`, loads `[cutoff - lag, now)` per key (re-reading the
+/// lag so late rows land; windows are replaced, never doubled), then moves
+/// the cutoff to `now` if every chunk committed. Ctrl-C ends it after the
+/// chunk in flight, with exit code 0.
+fn follow_loop(
+    runner: &Runner,
+    f: Follow,
+    mut cutoff: i64,
+    workers: Option<usize>,
+) -> anyhow::Result<Outcome> {
+    use std::sync::atomic::Ordering;
+    let lag = (f.lag_secs * 1e6) as i64;
+    tracing::info!(interval_secs = f.interval_secs, lag_secs = f.lag_secs, cutoff = %format_timestamp(cutoff), "Following.");
+    while !crate::run::STOP.load(Ordering::SeqCst) {
+        let now = now_micros();
+        let mut chunking = runner.pipeline.chunks.clone();
+        chunking.start = Some(cutoff - lag);
+        chunking.end = Some(now);
+        // One window per key over the whole range, in whole seconds.
+        chunking.interval = ((now - (cutoff - lag) + 999_999) / 1_000_000).max(1) * 1_000_000;
+        let tick = runner.plan_with(&chunking).and_then(|plan| {
+            let chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
+            let options = RunOptions {
+                workers,
+                redo: true,
+                ..Default::default()
+            };
+            runner.run(chunks, &options)
+        });
+        match tick {
+            Ok(report) if report.failed.is_empty() && report.chunks_not_started() == 0 => {
+                runner.set_cutoff(now)?;
+                cutoff = now;
+                tracing::info!(
+                    rows = report.rows,
+                    chunks = report.chunks_done,
+                    cutoff = %format_timestamp(cutoff),
+                    "Follow: loaded; cutoff moved."
+                );
+            }
+            Ok(report) => {
+                for f in &report.failed {
+                    tracing::error!(chunk = %f.chunk, error = %f.error, "Follow: chunk failed; the cutoff stays, the next load retries it.");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Follow: this load failed; the next one retries it.")
+            }
+        }
+        let until = std::time::Instant::now() + Duration::from_secs_f64(f.interval_secs);
+        while std::time::Instant::now() < until && !crate::run::STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    out!(
+        "Follow stopped by Ctrl-C; cutoff {}",
+        format_timestamp(cutoff)
+    );
+    Ok(Outcome::Success)
 }
 
 fn rerun(
@@ -299,25 +437,31 @@ fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     for sink in &pipeline.sinks {
         let crate::config::ValidatedSink::Postgres(spec) = sink;
         let endpoint = spec.endpoint.clone();
-        let states = crate::run::block_on(async {
+        let (states, cutoff) = crate::run::block_on(async {
             let client = endpoint.connect("etl status").await?;
             let context = format!("reading etl.chunk_ledger on {endpoint}");
             if !ledger::exists(&client)
                 .await
                 .map_err(crate::error::EtlError::pg(context.clone()))?
             {
-                return Ok::<_, crate::error::EtlError>(Vec::new());
+                return Ok::<_, crate::error::EtlError>((Vec::new(), None));
             }
-            ledger::states(&client, &pipeline.name)
+            let states = ledger::states(&client, &pipeline.name)
                 .await
-                .map_err(crate::error::EtlError::pg(context))
+                .map_err(crate::error::EtlError::pg(context.clone()))?;
+            let cutoff = ledger::cutoff(&client, &pipeline.name)
+                .await
+                .map_err(crate::error::EtlError::pg(context))?;
+            Ok((states, cutoff))
         })?;
-        reports.push((endpoint.to_string(), states));
+        reports.push((endpoint.to_string(), states, cutoff.map(format_timestamp)));
     }
     if json {
         let value: Vec<_> = reports
             .iter()
-            .map(|(endpoint, states)| serde_json::json!({ "ledger": endpoint, "chunks": states, "keys": by_key(states) }))
+            .map(|(endpoint, states, cutoff)| {
+                serde_json::json!({ "ledger": endpoint, "cutoff": cutoff, "chunks": states, "keys": by_key(states) })
+            })
             .collect();
         out!(
             "{}",
@@ -327,8 +471,12 @@ fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
         );
         return Ok(Outcome::Success);
     }
-    for (endpoint, states) in &reports {
+    for (endpoint, states, cutoff) in &reports {
         out!("Pipeline {}, ledger on {endpoint}", pipeline.name);
+        match cutoff {
+            Some(c) => out!("  cutoff {c}: backfill below it, follow mode from it on"),
+            None => out!("  no cutoff: follow mode has not run"),
+        }
         if states.is_empty() {
             out!("  no chunk recorded yet: etl run has not started on this target");
             continue;

@@ -1,6 +1,7 @@
 //! The `etl` binary: parse the command line, set up logging, run, and turn
-//! the outcome into an exit code (0: every chunk done; 1: the run finished
-//! but chunks failed; 2: configuration or fatal error).
+//! the outcome into an exit code (0: every chunk done, or follow mode
+//! stopped by Ctrl-C; 1: the run finished but chunks failed; 2:
+//! configuration or fatal error; 130: Ctrl-C stopped a run, which resumes).
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::ChunksFailed) => ExitCode::from(1),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

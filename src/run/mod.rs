@@ -96,6 +96,36 @@ impl Runner {
         self.source.as_ref()
     }
 
+    /// Plans with other chunk settings (follow mode's windows).
+    pub fn plan_with(
+        &self,
+        chunking: &crate::config::validate::Chunking,
+    ) -> Result<Plan, EtlError> {
+        block_on(self.source.plan(chunking))
+    }
+
+    /// The pipeline's cutoff: the earliest of the sinks'.
+    pub fn cutoff(&self) -> Result<Option<i64>, EtlError> {
+        block_on(async {
+            let mut cutoff: Option<i64> = None;
+            for s in &self.sinks {
+                if let Some(c) = s.cutoff().await? {
+                    cutoff = Some(cutoff.map_or(c, |m| m.min(c)));
+                }
+            }
+            Ok(cutoff)
+        })
+    }
+
+    pub fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError> {
+        block_on(async {
+            for s in &self.sinks {
+                s.set_cutoff(cutoff).await?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn plan(&self) -> Result<Plan, EtlError> {
         block_on(self.source.plan(&self.pipeline.chunks))
     }
@@ -169,6 +199,9 @@ impl Runner {
         pool.scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|_| loop {
+                    if STOP.load(Ordering::SeqCst) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(chunk) = chunks.get(i) else { break };
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
@@ -221,6 +254,24 @@ impl Runner {
     }
 }
 
+/// Set by Ctrl-C: workers finish the chunks in flight and take no more.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C once: stop after the chunks in flight (they commit or roll back
+/// whole). Twice: exit at once; open transactions roll back on the server.
+pub fn install_ctrl_c() {
+    let result = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("etl: stopped at once; chunks in flight are rolled back");
+            std::process::exit(130);
+        }
+        eprintln!("etl: stopping after the chunks in flight (Ctrl-C again to stop at once)");
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "Ctrl-C handler not installed.");
+    }
+}
+
 thread_local! {
     /// Each thread's own runtime; clients made on it are only used on it
     /// (see [`crate::pg::Pool`]).
@@ -233,6 +284,14 @@ thread_local! {
 /// Runs a future to completion on this thread's runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
+}
+
+impl RunReport {
+    /// Chunks of the run that no worker took (Ctrl-C).
+    pub fn chunks_not_started(&self) -> usize {
+        self.chunks_total
+            .saturating_sub(self.chunks_done + self.failed.len() + self.chunks_elsewhere)
+    }
 }
 
 impl Runner {

@@ -30,7 +30,9 @@ pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
       rows bigint, attempts integer NOT NULL DEFAULT 0, last_error text, claimed_pid integer, \
       started_at timestamptz, finished_at timestamptz, \
       UNIQUE NULLS NOT DISTINCT (pipeline, target, chunk_key, start_at, end_at)); \
-    CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at)";
+    CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at); \
+    CREATE TABLE IF NOT EXISTS etl.cutoff ( \
+      pipeline text PRIMARY KEY, cutoff timestamptz NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())";
 
 /// The ledger's identity columns for one chunk, as SQL parameters.
 pub struct Row<'a> {
@@ -110,17 +112,49 @@ pub async fn claim(
     Ok(claimed == 1)
 }
 
-/// Whether rows of this window may already be in the target: a chunk that
-/// overlaps it was loaded before (by any pipeline writing this table).
-pub async fn window_loaded(client: &Client, row: &Row<'_>) -> Result<bool, tokio_postgres::Error> {
+/// Inside the chunk's transaction: locks the ledger rows of every window
+/// of this target and key that overlaps the chunk's (its own included), in
+/// a fixed order, and says whether any of them loaded rows. Two chunks with
+/// overlapping windows (a backfill and a follow process, say) therefore
+/// run one after the other, and the second replaces what the first wrote
+/// instead of adding to it.
+pub async fn lock_window(client: &Client, row: &Row<'_>) -> Result<bool, tokio_postgres::Error> {
     Ok(client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM etl.chunk_ledger WHERE target = $1 \
-             AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3 AND loaded)",
+            "SELECT coalesce(bool_or(loaded), false) FROM (SELECT loaded FROM etl.chunk_ledger \
+             WHERE target = $1 AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3 \
+             ORDER BY start_at, end_at, pipeline FOR UPDATE) AS w",
             &[&row.target, row.key, &row.start, &row.end],
         )
         .await?
         .get(0))
+}
+
+/// The pipeline's persisted cutoff (µs): follow mode loads from it onward.
+pub async fn cutoff(client: &Client, pipeline: &str) -> Result<Option<i64>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT (extract(epoch FROM cutoff) * 1000000)::int8 FROM etl.cutoff WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Persists the pipeline's cutoff; it only ever moves forward.
+pub async fn set_cutoff(
+    client: &Client,
+    pipeline: &str,
+    cutoff: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO etl.cutoff (pipeline, cutoff) VALUES ($1, $2) ON CONFLICT (pipeline) \
+             DO UPDATE SET cutoff = greatest(etl.cutoff.cutoff, EXCLUDED.cutoff), updated_at = now()",
+            &[&pipeline, &micros(cutoff)],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Marks the chunk done, inside its data transaction.

@@ -35,6 +35,11 @@ pub trait Sink: Send + Sync {
         chunk: &Chunk,
         redo: bool,
     ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError>;
+    /// The pipeline's persisted cutoff (µs since 1970): below it backfill,
+    /// from it onward follow mode.
+    async fn cutoff(&self) -> Result<Option<i64>, EtlError>;
+    /// Moves the cutoff forward (never back).
+    async fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError>;
     /// Records a failed attempt (after its rollback) with its error.
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError>;
 }

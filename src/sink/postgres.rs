@@ -392,6 +392,31 @@ impl Sink for PostgresSink {
         })))
     }
 
+    async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
+        let client = self.pool.get().await?;
+        self.ensure_ledger(&client).await?;
+        let cutoff = ledger::cutoff(&client, &self.ctx.pipeline)
+            .await
+            .map_err(EtlError::pg(format!(
+                "reading the cutoff on {}",
+                self.spec.endpoint
+            )))?;
+        self.pool.put(client);
+        Ok(cutoff)
+    }
+
+    async fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError> {
+        let client = self.pool.get().await?;
+        ledger::set_cutoff(&client, &self.ctx.pipeline, cutoff)
+            .await
+            .map_err(EtlError::pg(format!(
+                "saving the cutoff on {}",
+                self.spec.endpoint
+            )))?;
+        self.pool.put(client);
+        Ok(())
+    }
+
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         let target = self.table_for(chunk)?.qualified();
@@ -430,7 +455,7 @@ impl PostgresSink {
                 .map_err(EtlError::pg(context("creating the staging table")))?;
         } else {
             let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
-            let overlap = ledger::window_loaded(client, &row)
+            let overlap = ledger::lock_window(client, &row)
                 .await
                 .map_err(EtlError::pg(context("checking the ledger")))?;
             if overlap {

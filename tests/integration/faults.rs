@@ -141,3 +141,52 @@ fn a_connection_killed_mid_chunk_is_retried_and_the_run_completes() {
         fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
     );
 }
+
+#[test]
+fn ddl_on_a_locked_table_names_the_holder() {
+    // Given a replace-mode pipeline whose table another session has locked
+    let db = TestDb::new("faults_locked_ddl");
+    db.load_timeseries(1, 2, 1440);
+    let p = pipeline(&db, "", "[sinks.timeouts]\nlock_timeout_secs = 0.3\n")
+        .replace("faults.toml", "faults.toml");
+    assert_eq!(db.etl(&["run", &p]).code, 0);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("mode = \"append\"", "mode = \"replace\"");
+    std::fs::write(&p, text).unwrap();
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &db.dst])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().unwrap();
+        writeln!(stdin, "SET application_name = 'report-job'; BEGIN; LOCK TABLE tenant.tbl_data_timeseries IN ACCESS SHARE MODE; SELECT 'locked';").unwrap();
+    }
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+
+    // When the run starts and must truncate
+    let out = db.etl(&["run", &p]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Then it stops before any chunk, naming the table, the holder and the setting
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("target table \"tenant\".\"tbl_data_timeseries\" is locked by pid "),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("(report-job)"), "{out:?}");
+    assert!(out.stderr.contains("lock_timeout_secs = 0.3"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("canceling statement due to lock timeout"),
+        "{out:?}"
+    );
+}

@@ -7,5 +7,6 @@ mod config_errors;
 mod copy;
 mod failures;
 mod faults;
+mod follow;
 mod resume;
 mod types;
