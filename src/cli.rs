@@ -2,6 +2,7 @@
 //! in the pipeline file; run-time knobs (verbosity, workers, the rerun
 //! file) are flags.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -263,10 +264,23 @@ fn run_all(
     // Resume: chunks every sink committed in an earlier run are skipped.
     // A replace-mode run truncates its targets, so it always starts over.
     let all: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
-    let done = if restart || runner.truncates() {
+    // A chunk is done when every sink has it; one that some sinks have and
+    // others lack (a deleted staging file) runs again for all of them.
+    let (done, partly): (HashSet<Chunk>, HashSet<Chunk>) = if restart || runner.truncates() {
         Default::default()
     } else {
-        runner.committed(&all)?
+        let by_sink = runner.committed_by_sink(&all)?;
+        let done = all
+            .iter()
+            .filter(|c| by_sink.iter().all(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        let partly = all
+            .iter()
+            .filter(|c| by_sink.iter().any(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        (done, partly)
     };
     if !done.is_empty() {
         tracing::info!(
@@ -283,6 +297,7 @@ fn run_all(
         workers,
         truncate: true,
         redo: restart,
+        redo_chunks: partly.difference(&done).cloned().collect(),
         expected_rows: Some(todo.iter().map(|c| c.rows).sum()),
         ..Default::default()
     };
@@ -435,7 +450,10 @@ fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let mut reports = Vec::new();
     for sink in &pipeline.sinks {
-        let crate::config::ValidatedSink::Postgres(spec) = sink;
+        // Only database sinks keep a ledger; a Parquet sink's record is its files.
+        let crate::config::ValidatedSink::Postgres(spec) = sink else {
+            continue;
+        };
         let endpoint = spec.endpoint.clone();
         let (states, cutoff) = crate::run::block_on(async {
             let client = endpoint.connect("etl status").await?;

@@ -136,6 +136,39 @@ fn default_failed_csv() -> String {
 pub enum SinkConfig {
     /// PostgreSQL, written with `COPY ... FROM STDIN (FORMAT binary)`.
     Postgres(PostgresSinkConfig),
+    /// Parquet files, one per chunk.
+    Parquet(ParquetSinkConfig),
+}
+
+/// `[[sinks]]` with `type = "parquet"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// File of each chunk: `{pipeline}`, `{key}`, `{start}`, `{end}` are
+    /// replaced (times as `20250601T000000Z`); relative to the working
+    /// directory. Must hold `{start}` or `{end}`, and `{key}` when chunks
+    /// are per key, so that every chunk has a file of its own.
+    #[serde(deserialize_with = "env::string")]
+    pub path: String,
+    /// zstd, snappy or none. Default zstd.
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    /// Rows per row group. Default 1,000,000.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+}
+
+const fn default_row_group_rows() -> usize {
+    1_000_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    #[default]
+    Zstd,
+    Snappy,
+    None,
 }
 
 /// `[[sinks]]` with `type = "postgres"`.

@@ -71,6 +71,14 @@ pub struct Chunking {
 #[derive(Debug, Clone)]
 pub enum ValidatedSink {
     Postgres(PostgresSinkSpec),
+    Parquet(ParquetSinkSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct ParquetSinkSpec {
+    pub path: String,
+    pub compression: super::ParquetCompression,
+    pub row_group_rows: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +278,29 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     let mut sinks = Vec::new();
     for (i, sink) in p.sinks.into_iter().enumerate() {
         match sink {
+            SinkConfig::Parquet(s) => {
+                let key = format!("sinks[{i}].path");
+                let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
+                    .iter()
+                    .fold(s.path.clone(), |r, p| r.replace(p, ""));
+                if s.path.trim().is_empty() {
+                    c.add(&key, "is empty; name the file of each chunk, like \"staging/{key}/{start}.parquet\"");
+                } else if rest.contains('{') || rest.contains('}') {
+                    c.add(&key, format!("{:?} holds a placeholder other than {{pipeline}}, {{key}}, {{start}}, {{end}}", s.path));
+                } else if !s.path.contains("{start}") && !s.path.contains("{end}") {
+                    c.add(&key, format!("{:?} has no {{start}} or {{end}}, so every chunk would write the same file", s.path));
+                } else if ch.key_column.is_some() && !s.path.contains("{key}") {
+                    c.add(&key, format!("{:?} has no {{key}}, but chunks are per key_column: chunks of different keys would write the same file", s.path));
+                }
+                if s.row_group_rows == 0 {
+                    c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
+                }
+                sinks.push(ValidatedSink::Parquet(ParquetSinkSpec {
+                    path: s.path,
+                    compression: s.compression,
+                    row_group_rows: s.row_group_rows,
+                }));
+            }
             SinkConfig::Postgres(s) => {
                 let key = |k: &str| format!("sinks[{i}].{k}");
                 let endpoint = endpoint(&mut c, &key("url"), &s.url, s.password_env.clone());
@@ -425,7 +456,9 @@ table = "wide.t_{key}"
     fn good_pipeline_validates() {
         let p = validate(crate::config::parse(GOOD).unwrap(), GOOD).unwrap();
         assert_eq!(p.chunks.interval, 86_400_000_000);
-        let ValidatedSink::Postgres(s) = &p.sinks[0];
+        let ValidatedSink::Postgres(s) = &p.sinks[0] else {
+            panic!("the first sink is postgres")
+        };
         assert_eq!(
             s.table.render(Some("IMO 9\"1")).unwrap().to_string(),
             "\"wide\".\"t_IMO 9\"\"1\""

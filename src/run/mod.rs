@@ -9,6 +9,7 @@
 pub mod failed_csv;
 pub mod summary;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub struct RunOptions {
     pub truncate: bool,
     /// Run chunks even when the ledger says they are done (`etl rerun`, `--restart`).
     pub redo: bool,
+    /// Chunks some sinks have and others lack: run again for all of them.
+    pub redo_chunks: HashSet<Chunk>,
     /// Rows the plan expects, for the progress display.
     pub expected_rows: Option<u64>,
 }
@@ -130,21 +133,15 @@ impl Runner {
         block_on(self.source.plan(&self.pipeline.chunks))
     }
 
-    /// The chunks every sink has already committed for this pipeline.
-    pub fn committed(
-        &self,
-        chunks: &[Chunk],
-    ) -> Result<std::collections::HashSet<Chunk>, EtlError> {
+    /// For each sink, the chunks among `chunks` it has committed for this
+    /// pipeline. A chunk is done when every sink has it.
+    pub fn committed_by_sink(&self, chunks: &[Chunk]) -> Result<Vec<HashSet<Chunk>>, EtlError> {
         block_on(async {
-            let mut done: Option<std::collections::HashSet<Chunk>> = None;
+            let mut all = Vec::with_capacity(self.sinks.len());
             for s in &self.sinks {
-                let mine = s.committed(&self.pipeline.name, chunks).await?;
-                done = Some(match done {
-                    None => mine,
-                    Some(d) => d.intersection(&mine).cloned().collect(),
-                });
+                all.push(s.committed(&self.pipeline.name, chunks).await?);
             }
-            Ok(done.unwrap_or_default())
+            Ok(all)
         })
     }
 
@@ -153,6 +150,7 @@ impl Runner {
     pub fn truncates(&self) -> bool {
         self.pipeline.sinks.iter().any(|s| match s {
             crate::config::ValidatedSink::Postgres(p) => p.mode == crate::config::SinkMode::Replace,
+            crate::config::ValidatedSink::Parquet(_) => false,
         })
     }
 
@@ -207,7 +205,8 @@ impl Runner {
                     let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
                     let _guard = span.enter();
                     let began = Instant::now();
-                    let result = self.run_with_retries(chunk, options.redo);
+                    let redo = options.redo || options.redo_chunks.contains(chunk);
+                    let result = self.run_with_retries(chunk, redo);
                     match result {
                         Ok(None) => {
                             tracing::debug!("Chunk is done or running in another process; skipped.");

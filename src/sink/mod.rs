@@ -2,6 +2,7 @@
 //! commits it atomically: a writer dropped without commit leaves no trace.
 
 pub mod ledger;
+pub mod parquet;
 pub mod postgres;
 
 use std::collections::HashSet;
@@ -73,6 +74,9 @@ pub async fn build(
     match sink {
         ValidatedSink::Postgres(spec) => {
             Ok(Arc::new(postgres::PostgresSink::new(spec.clone(), context)))
+        }
+        ValidatedSink::Parquet(spec) => {
+            Ok(Arc::new(parquet::ParquetSink::new(spec.clone(), context)))
         }
     }
 }

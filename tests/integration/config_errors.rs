@@ -3,9 +3,10 @@
 
 use crate::support::{etl_in, repo};
 
-const DUMMY: [(&str, &str); 2] = [
+const DUMMY: [(&str, &str); 3] = [
     ("ETL_SRC_URL", "postgresql://etl@127.0.0.1:1/src"),
     ("ETL_DST_URL", "postgresql://etl@127.0.0.1:1/dst"),
+    ("ETL_STAGING", "staging"),
 ];
 
 fn validate(text: &str, env: &[(&str, &str)]) -> crate::support::Output {

@@ -8,5 +8,6 @@ mod copy;
 mod failures;
 mod faults;
 mod follow;
+mod parquet;
 mod resume;
 mod types;

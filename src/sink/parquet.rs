@@ -1,0 +1,299 @@
+//! Parquet sink: one file per chunk, for staging before a cut-over.
+//!
+//! A chunk is written to a temporary file beside its target, fsynced, and
+//! renamed into place (then the directory is fsynced), so a reader never
+//! sees half a file and a crash leaves no partial one under the real name.
+//! The rename is the chunk's record: a chunk's file exists only once it is
+//! complete, and running the chunk again replaces it. The Arrow schema
+//! (time zones, decimal precision, lists, the UUID extension) is stored in
+//! the file, so it reads back as it was written.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
+use crate::config::validate::ParquetSinkSpec;
+use crate::config::ParquetCompression;
+use crate::error::EtlError;
+use crate::plan::Chunk;
+
+pub struct ParquetSink {
+    spec: ParquetSinkSpec,
+    ctx: Arc<SinkContext>,
+}
+
+impl ParquetSink {
+    pub fn new(spec: ParquetSinkSpec, ctx: Arc<SinkContext>) -> Self {
+        ParquetSink { spec, ctx }
+    }
+
+    fn path_for(&self, chunk: &Chunk) -> PathBuf {
+        PathBuf::from(render_path(&self.spec.path, &self.ctx.pipeline, chunk))
+    }
+
+    fn properties(&self) -> WriterProperties {
+        let compression = match self.spec.compression {
+            ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        };
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.spec.row_group_rows))
+            .set_created_by(format!("etl {}", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+}
+
+/// The file of a chunk: `{pipeline}`, `{key}`, `{start}` and `{end}`
+/// replaced. Times read `20250601T000000Z` (with `.388958` when they have
+/// a fraction); a key keeps letters, digits, `.`, `_` and `-`, and every
+/// other byte becomes `%XX`, so no key can leave the folder or collide.
+pub fn render_path(template: &str, pipeline: &str, chunk: &Chunk) -> String {
+    template
+        .replace("{pipeline}", pipeline)
+        .replace(
+            "{key}",
+            &chunk
+                .key
+                .as_deref()
+                .map(escape_key)
+                .unwrap_or_else(|| "_".to_string()),
+        )
+        .replace("{start}", &path_time(chunk.start))
+        .replace("{end}", &path_time(chunk.end))
+}
+
+fn escape_key(key: &str) -> String {
+    if key.is_empty() {
+        return "%".to_string(); // never a bare empty folder name
+    }
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'.' | b'_' | b'-') && !(key == "." || key == "..")
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn path_time(micros: i64) -> String {
+    let Some(t) = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros) else {
+        return micros.to_string();
+    };
+    let mut s = t.format("%Y%m%dT%H%M%S").to_string();
+    let frac = micros.rem_euclid(1_000_000);
+    if frac != 0 {
+        s.push_str(&format!(".{frac:06}"));
+    }
+    s.push('Z');
+    s
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
+    move |source| EtlError::Io { context, source }
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        let first = chunks
+            .first()
+            .map(|c| self.path_for(c).display().to_string())
+            .unwrap_or_default();
+        Ok(vec![format!(
+            "parquet files {} ({} chunk files, {:?} compression, row groups of {} rows){}",
+            self.spec.path,
+            chunks.len(),
+            self.spec.compression,
+            self.spec.row_group_rows,
+            if first.is_empty() {
+                String::new()
+            } else {
+                format!(", first: {first}")
+            }
+        )])
+    }
+
+    async fn prepare_run(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
+        Ok(())
+    }
+
+    async fn committed(
+        &self,
+        _pipeline: &str,
+        chunks: &[Chunk],
+    ) -> Result<HashSet<Chunk>, EtlError> {
+        Ok(chunks
+            .iter()
+            .filter(|c| self.path_for(c).is_file())
+            .cloned()
+            .collect())
+    }
+
+    async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
+        Ok(None)
+    }
+
+    async fn set_cutoff(&self, _cutoff: i64) -> Result<(), EtlError> {
+        Ok(())
+    }
+
+    async fn record_failure(&self, _chunk: &Chunk, _error: &str) -> Result<(), EtlError> {
+        // A failed chunk leaves no file; the failed-chunk CSV records it.
+        Ok(())
+    }
+
+    async fn begin(
+        &self,
+        chunk: &Chunk,
+        _redo: bool,
+    ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
+        let path = self.path_for(chunk);
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating folder {}", dir.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        let writer = ArrowWriter::try_new(file, self.ctx.schema.clone(), Some(self.properties()))
+            .map_err(|e| {
+            EtlError::Schema(format!(
+                "cannot write chunk {chunk} as Parquet to {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Some(Box::new(ParquetChunkWriter {
+            writer: Some(writer),
+            tmp,
+            path,
+            dir,
+            rows: 0,
+        })))
+    }
+}
+
+struct ParquetChunkWriter {
+    writer: Option<ArrowWriter<File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    rows: u64,
+}
+
+/// A writer dropped without commit removes its temporary file.
+impl Drop for ParquetChunkWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[async_trait]
+impl ChunkWriter for ParquetChunkWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("write is not called after commit");
+        writer.write(batch).map_err(|e| EtlError::Io {
+            context: format!("writing {}", self.tmp.display()),
+            source: std::io::Error::other(e),
+        })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
+        let writer = self.writer.take().expect("commit is called once");
+        let tmp = self.tmp.clone();
+        let finish = || -> Result<(), EtlError> {
+            let file = writer.into_inner().map_err(|e| EtlError::Io {
+                context: format!("finishing {}", tmp.display()),
+                source: std::io::Error::other(e),
+            })?;
+            file.sync_all()
+                .map_err(io(format!("fsyncing {}", tmp.display())))?;
+            std::fs::rename(&tmp, &self.path).map_err(io(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                self.path.display()
+            )))?;
+            sync_dir(&self.dir);
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(ChunkStats {
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// Makes a rename durable: fsync the directory that holds the new name.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_safe_and_distinct() {
+        let chunk = |key: Option<&str>| Chunk {
+            key: key.map(str::to_string),
+            start: 1_748_736_000_000_000,
+            end: 1_748_822_400_388_958,
+        };
+        let t = "staging/{pipeline}/{key}/{start}_{end}.parquet";
+        assert_eq!(
+            render_path(t, "p", &chunk(Some("IMO9986063"))),
+            "staging/p/IMO9986063/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        assert_eq!(
+            render_path(t, "p", &chunk(Some("../etc"))),
+            "staging/p/..%2Fetc/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        assert_eq!(
+            render_path(t, "p", &chunk(Some(".."))),
+            "staging/p/%2E%2E/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        assert_eq!(
+            render_path(t, "p", &chunk(Some("a b/ç"))),
+            "staging/p/a%20b%2F%C3%A7/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        assert_eq!(
+            render_path(t, "p", &chunk(None)),
+            "staging/p/_/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        assert_ne!(
+            render_path(t, "p", &chunk(Some(""))),
+            render_path(t, "p", &chunk(None))
+        );
+    }
+}

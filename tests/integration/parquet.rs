@@ -1,0 +1,234 @@
+//! The Parquet sink: one file per chunk, written to a temporary name,
+//! fsynced and renamed; the Arrow schema survives; a chunk is done only
+//! when every sink has it.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::support::{etl_in, fingerprint, psql, repo, TestDb};
+
+const ORDER: &str = "ship_id, created_time, data_channel_id";
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn run_staging(db: &TestDb, args: &[&str]) -> crate::support::Output {
+    let staging = db.dir.path().join("staging");
+    let p = repo().join("pipelines/ships-staging.toml");
+    let mut all = args.to_vec();
+    all.push(p.to_str().unwrap());
+    etl_in(
+        db.dir.path(),
+        &all,
+        &[
+            ("ETL_SRC_URL", &db.src),
+            ("ETL_DST_URL", &db.dst),
+            ("ETL_STAGING", staging.to_str().unwrap()),
+        ],
+    )
+}
+
+fn parquet_rows(path: &Path) -> (arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>) {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    let batches = reader
+        .build()
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    (schema, batches)
+}
+
+#[test]
+fn staging_writes_one_readable_file_per_chunk_beside_postgres() {
+    // Given 2 ships x 2 days
+    let db = TestDb::new("parquet_staging");
+    db.load_timeseries(2, 3, 2 * 1440);
+
+    // When the shipped staging pipeline runs
+    let out = run_staging(&db, &["run"]);
+
+    // Then PostgreSQL has every row and there is one Parquet file per chunk, no temporary file
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+    let staging = db.dir.path().join("staging/ships-staging");
+    let names: Vec<String> = files(&staging)
+        .iter()
+        .map(|p| p.strip_prefix(&staging).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "IMO9900001/20250601T000000Z.parquet",
+            "IMO9900001/20250602T000000Z.parquet",
+            "IMO9900002/20250601T000000Z.parquet",
+            "IMO9900002/20250602T000000Z.parquet",
+        ]
+    );
+
+    // And each file reads back with its schema and the source's values
+    let (schema, batches) = parquet_rows(&staging.join("IMO9900002/20250602T000000Z.parquet"));
+    assert_eq!(
+        schema.field_with_name("created_time").unwrap().data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 3 * 1440);
+    let first = &batches[0];
+    let expected = psql(
+        &db.src,
+        "SELECT ship_id || ' ' || data_channel_id || ' ' || (extract(epoch FROM created_time) * 1000000)::int8 || ' ' || coalesce(long_v::text, '-') \
+         FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time >= '2025-06-02' ORDER BY created_time, data_channel_id LIMIT 1",
+    );
+    let long_v = first
+        .column_by_name("long_v")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let got = format!(
+        "{} {} {} {}",
+        first
+            .column_by_name("ship_id")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        first
+            .column_by_name("data_channel_id")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        first
+            .column_by_name("created_time")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        if long_v.is_null(0) {
+            "-".to_string()
+        } else {
+            long_v.value(0).to_string()
+        }
+    );
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_missing_file_makes_only_its_chunk_run_again() {
+    // Given a completed staging run
+    let db = TestDb::new("parquet_missing");
+    db.load_timeseries(2, 3, 2 * 1440);
+    assert_eq!(run_staging(&db, &["run"]).code, 0);
+    let gone = db
+        .dir
+        .path()
+        .join("staging/ships-staging/IMO9900001/20250602T000000Z.parquet");
+    std::fs::remove_file(&gone).unwrap();
+
+    // When run again
+    let out = run_staging(&db, &["run"]);
+
+    // Then exactly that chunk runs: the file is back, PostgreSQL still exact
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("1 done, 0 failed, of 1"), "{out:?}");
+    assert!(out.stdout.contains("skipped      3 chunks"), "{out:?}");
+    assert!(gone.is_file());
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
+
+#[test]
+fn a_failed_chunk_leaves_no_file() {
+    // Given a PostgreSQL target that rejects the second day
+    let db = TestDb::new("parquet_failed");
+    db.load_timeseries(1, 3, 2 * 1440);
+    psql(&db.dst, "CREATE SCHEMA tenant");
+    psql(
+        &db.dst,
+        "CREATE TABLE tenant.tbl_data_timeseries (ship_id text, data_channel_id text, created_time timestamptz, \
+         value_format text, bool_v boolean, str_v text, long_v bigint, double_v double precision, \
+         CHECK (created_time < '2025-06-02'))",
+    );
+
+    // When the staging pipeline runs
+    let out = run_staging(&db, &["run"]);
+
+    // Then the failed chunk has no file (and no temporary one), the other chunk has its file
+    assert_eq!(out.code, 1, "{out:?}");
+    let staging = db.dir.path().join("staging/ships-staging");
+    let names: Vec<String> = files(&staging)
+        .iter()
+        .map(|p| p.strip_prefix(&staging).unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec!["IMO9900001/20250601T000000Z.parquet"]);
+}
+
+#[test]
+fn decimals_lists_and_time_zones_survive_in_parquet() {
+    // Given a source with a decimal, a list and a timestamptz
+    let db = TestDb::new("parquet_types");
+    psql(
+        &db.src,
+        "CREATE TABLE t (id int, at timestamptz, amount numeric(12,2), tags text[]); \
+         INSERT INTO t VALUES (1, '2025-06-01 10:00:00+09', 1234567890.12, '{a,NULL,b}'), (2, '2025-06-01 11:00:00+00', NULL, '{}')",
+    );
+    let p = db.pipeline(
+        "p.toml",
+        "name = \"types\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"t\"\n\
+         [chunks]\ntime_column = \"at\"\n[[sinks]]\ntype = \"parquet\"\npath = \"out/{start}.parquet\"\ncompression = \"snappy\"\n",
+    );
+    let out = db.etl(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // When the file is read back
+    let (schema, batches) = parquet_rows(&db.dir.path().join("out/20250601T000000Z.parquet"));
+
+    // Then types and values are as the source had them
+    assert_eq!(
+        schema.field_with_name("amount").unwrap().data_type(),
+        &DataType::Decimal128(12, 2)
+    );
+    let b = &batches[0];
+    assert_eq!(
+        b.column_by_name("amount")
+            .unwrap()
+            .as_primitive::<Decimal128Type>()
+            .value(0),
+        123456789012
+    );
+    assert_eq!(
+        b.column_by_name("at")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_748_739_600_000_000
+    );
+    let tags = b.column_by_name("tags").unwrap().as_list::<i32>();
+    let first = tags.value(0);
+    let first = first.as_string::<i32>();
+    assert_eq!(
+        (first.value(0), first.is_null(1), first.value(2)),
+        ("a", true, "b")
+    );
+    assert_eq!(tags.value(1).len(), 0);
+}
