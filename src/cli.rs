@@ -84,6 +84,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare source and targets per chunk (row count and an
+    /// order-independent checksum); exit 1 if any chunk differs.
+    Verify {
+        pipeline: PathBuf,
+        /// Check only this many chunks, picked at random.
+        #[arg(long)]
+        sample: Option<usize>,
+    },
     /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
     Rerun {
         pipeline: PathBuf,
@@ -136,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             run_all(&pipeline, workers, restart, follow)
         }
         Command::Status { pipeline, json } => status(&pipeline, json),
+        Command::Verify { pipeline, sample } => verify(&pipeline, sample),
         Command::Rerun {
             pipeline,
             failed_csv,
@@ -443,6 +452,80 @@ fn rerun(
     out_raw!("{}", render(&runner.pipeline.name, &report));
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))
+}
+
+fn verify(path: &Path, sample: Option<usize>) -> anyhow::Result<Outcome> {
+    let runner = Runner::build(load(path)?)?;
+    let plan = runner.plan()?;
+    let mut chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
+    let total = chunks.len();
+    if let Some(n) = sample {
+        // A random pick (xorshift seeded by the clock), reported with its seed.
+        let mut seed = (now_micros() as u64) | 1;
+        out!("Sampling {} of {total} chunks (seed {seed})", n.min(total));
+        for i in (1..chunks.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunks.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        chunks.truncate(n);
+        chunks.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+    }
+    let results = runner.verify(&chunks)?;
+    let differ: Vec<_> = results.iter().filter(|(_, _, c)| !c.equal()).collect();
+    out!(
+        "Verified {} chunk{} of pipeline {} against {} sink{}: {} equal, {} differ",
+        chunks.len(),
+        if chunks.len() == 1 { "" } else { "s" },
+        runner.pipeline.name,
+        runner.pipeline.sinks.len(),
+        if runner.pipeline.sinks.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        results.len() - differ.len(),
+        differ.len()
+    );
+    if differ.is_empty() {
+        return Ok(Outcome::Success);
+    }
+    let key_width = differ
+        .iter()
+        .map(|(c, _, _)| c.key.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    out!("");
+    out!(
+        "{:key_width$}  {:26}  {:26}  {:>12}  {:>12}  {:8}  sink",
+        "key",
+        "start",
+        "end",
+        "source rows",
+        "target rows",
+        "checksum"
+    );
+    for (chunk, sink, c) in &differ {
+        out!(
+            "{:key_width$}  {:26}  {:26}  {:>12}  {:>12}  {:8}  {sink}",
+            chunk.key.as_deref().unwrap_or(""),
+            format_timestamp(chunk.start),
+            format_timestamp(chunk.end),
+            thousands(c.source.rows),
+            c.target
+                .as_ref()
+                .map(|t| thousands(t.rows))
+                .unwrap_or_else(|| "missing".into()),
+            if c.target.as_ref().is_some_and(|t| t.sum == c.source.sum) {
+                "equal"
+            } else {
+                "differs"
+            },
+        );
+    }
+    Ok(Outcome::ChunksFailed)
 }
 
 fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {

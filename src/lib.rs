@@ -10,3 +10,4 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod time;
+pub mod verify;

@@ -145,6 +145,21 @@ impl Runner {
         })
     }
 
+    /// Compares each chunk with each sink: `(chunk, sink name, comparison)`.
+    pub fn verify(
+        &self,
+        chunks: &[Chunk],
+    ) -> Result<Vec<(Chunk, String, crate::verify::Comparison)>, EtlError> {
+        let mut out = Vec::with_capacity(chunks.len() * self.sinks.len());
+        for chunk in chunks {
+            for s in &self.sinks {
+                let comparison = block_on(s.verify(chunk, self.source.as_ref()))?;
+                out.push((chunk.clone(), s.name(), comparison));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether any sink truncates its targets when a run starts; such a run
     /// cannot resume, it starts over.
     pub fn truncates(&self) -> bool {

@@ -41,6 +41,14 @@ pub trait Sink: Send + Sync {
     async fn cutoff(&self) -> Result<Option<i64>, EtlError>;
     /// Moves the cutoff forward (never back).
     async fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError>;
+    /// Where this sink writes, for people: endpoint and table, or path.
+    fn name(&self) -> String;
+    /// Compares one chunk in this sink with the source.
+    async fn verify(
+        &self,
+        chunk: &Chunk,
+        source: &dyn crate::source::Source,
+    ) -> Result<crate::verify::Comparison, EtlError>;
     /// Records a failed attempt (after its rollback) with its error.
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError>;
 }

@@ -151,6 +151,49 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    fn name(&self) -> String {
+        format!("parquet {}", self.spec.path)
+    }
+
+    async fn verify(
+        &self,
+        chunk: &Chunk,
+        source: &dyn crate::source::Source,
+    ) -> Result<crate::verify::Comparison, EtlError> {
+        use futures_util::StreamExt;
+        let mut expected = crate::verify::ArrowChecksum::new();
+        let mut stream = source.open(chunk).await?;
+        while let Some(batch) = stream.next().await {
+            expected.add(&batch?)?;
+        }
+        let path = self.path_for(chunk);
+        let target = if path.is_file() {
+            let file = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.build())
+                    .map_err(|e| EtlError::Io {
+                        context: format!("reading {}", path.display()),
+                        source: std::io::Error::other(e),
+                    })?;
+            let mut sum = crate::verify::ArrowChecksum::new();
+            for batch in reader {
+                let batch = batch.map_err(|e| EtlError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: std::io::Error::other(e),
+                })?;
+                sum.add(&batch)?;
+            }
+            Some(sum.finish())
+        } else {
+            None
+        };
+        Ok(crate::verify::Comparison {
+            source: expected.finish(),
+            target,
+        })
+    }
+
     async fn record_failure(&self, _chunk: &Chunk, _error: &str) -> Result<(), EtlError> {
         // A failed chunk leaves no file; the failed-chunk CSV records it.
         Ok(())

@@ -417,6 +417,62 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
+    fn name(&self) -> String {
+        format!("{} {}", self.spec.endpoint, self.spec.table.as_str())
+    }
+
+    async fn verify(
+        &self,
+        chunk: &Chunk,
+        source: &dyn crate::source::Source,
+    ) -> Result<crate::verify::Comparison, EtlError> {
+        let columns: Vec<String> = self
+            .ctx
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let expected = source.sql_checksum(chunk, &columns).await?.ok_or_else(|| {
+            EtlError::Schema(
+                "this source cannot checksum its rows in SQL; verify supports PostgreSQL sources"
+                    .into(),
+            )
+        })?;
+        let table = self.table_for(chunk)?;
+        let client = self.pool.get().await?;
+        let target = match read_columns(&client, &table).await? {
+            None => None,
+            Some(_) => {
+                let filter = chunk_filter(
+                    &self.ctx.chunking.time_column,
+                    self.time_has_zone,
+                    self.ctx.chunking.key_column.as_deref(),
+                    chunk,
+                );
+                let row = client
+                    .query_one(
+                        &crate::verify::sql(&columns, &table.qualified(), &filter),
+                        &[],
+                    )
+                    .await
+                    .map_err(EtlError::pg(format!(
+                        "checksumming chunk {chunk} in {}",
+                        table.qualified()
+                    )))?;
+                Some(crate::verify::Checksum {
+                    rows: row.get::<_, i64>(0) as u64,
+                    sum: row.get(1),
+                })
+            }
+        };
+        self.pool.put(client);
+        Ok(crate::verify::Comparison {
+            source: expected,
+            target,
+        })
+    }
+
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         let target = self.table_for(chunk)?.qualified();

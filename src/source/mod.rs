@@ -30,6 +30,14 @@ pub trait Source: Send + Sync {
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError>;
     /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
+    /// Count and checksum of one chunk's rows over `columns`, computed by
+    /// the source itself ([`crate::verify::sql`]); `None` when the source
+    /// cannot (a file source).
+    async fn sql_checksum(
+        &self,
+        chunk: &Chunk,
+        columns: &[String],
+    ) -> Result<Option<crate::verify::Checksum>, EtlError>;
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
 }

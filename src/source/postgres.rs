@@ -363,6 +363,31 @@ impl Source for PostgresSource {
         }))
     }
 
+    async fn sql_checksum(
+        &self,
+        chunk: &Chunk,
+        columns: &[String],
+    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
+        let client = self.pool.get().await?;
+        let filter = chunk_filter(
+            &self.time_column,
+            self.time_has_zone,
+            self.key_column.as_deref(),
+            chunk,
+        );
+        let row = client
+            .query_one(&crate::verify::sql(columns, &self.from, &filter), &[])
+            .await
+            .map_err(EtlError::pg(format!(
+                "checksumming chunk {chunk} in the source"
+            )))?;
+        self.pool.put(client);
+        Ok(Some(crate::verify::Checksum {
+            rows: row.get::<_, i64>(0) as u64,
+            sum: row.get(1),
+        }))
+    }
+
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }

@@ -11,3 +11,4 @@ mod follow;
 mod parquet;
 mod resume;
 mod types;
+mod verify;

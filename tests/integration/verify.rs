@@ -1,0 +1,91 @@
+//! `etl verify`: per chunk, row counts and order-independent checksums of
+//! source and targets; a changed value, a lost row or a swapped file is
+//! named by its chunk, and the exit code says so.
+
+use crate::support::{etl_in, psql, repo, TestDb};
+
+#[test]
+fn verify_finds_a_changed_value_and_a_missing_row() {
+    // Given a completed copy of 2 ships x 3 days
+    let db = TestDb::new("verify_pg");
+    db.load_timeseries(2, 3, 3 * 1440);
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+    assert_eq!(db.etl(&["run", p]).code, 0);
+
+    // When verified
+    let ok = db.etl(&["verify", p]);
+    // Then every chunk is equal
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(
+        ok.stdout,
+        "Verified 6 chunks of pipeline ships-copy against 1 sink: 6 equal, 0 differ\n"
+    );
+
+    // When one value changes in one chunk and a row disappears from another
+    psql(&db.dst, "UPDATE tenant.tbl_data_timeseries SET str_v = 'tampered' WHERE ship_id = 'IMO9900001' AND created_time = '2025-06-02 10:00:00+00' AND data_channel_id = 'ch_0001'");
+    psql(&db.dst, "DELETE FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time = '2025-06-03 23:59:00+00' AND data_channel_id = 'ch_0003'");
+    let bad = db.etl(&["verify", p]);
+
+    // Then both chunks are listed, with what differs, and the exit code is 1
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stdout.starts_with(
+            "Verified 6 chunks of pipeline ships-copy against 1 sink: 4 equal, 2 differ\n"
+        ),
+        "{bad:?}"
+    );
+    assert!(bad.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs "), "{bad:?}");
+    assert!(bad.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{bad:?}");
+
+    // And a sample checks only that many chunks
+    let sample = db.etl(&["verify", "--sample", "2", p]);
+    assert!(
+        sample.stdout.starts_with("Sampling 2 of 6 chunks (seed "),
+        "{sample:?}"
+    );
+    assert!(
+        sample
+            .stdout
+            .contains("Verified 2 chunks of pipeline ships-copy"),
+        "{sample:?}"
+    );
+}
+
+#[test]
+fn verify_reads_parquet_files_back() {
+    // Given a staging run (PostgreSQL and Parquet)
+    let db = TestDb::new("verify_parquet");
+    db.load_timeseries(2, 3, 2 * 1440);
+    let staging = db.dir.path().join("staging");
+    let p = repo().join("pipelines/ships-staging.toml");
+    let env = [
+        ("ETL_SRC_URL", db.src.as_str()),
+        ("ETL_DST_URL", db.dst.as_str()),
+        ("ETL_STAGING", staging.to_str().unwrap()),
+    ];
+    let run = etl_in(db.dir.path(), &["run", p.to_str().unwrap()], &env);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // When verified as written, then with one file replaced by another chunk's and one removed
+    let ok = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
+    let dir = staging.join("ships-staging");
+    std::fs::copy(
+        dir.join("IMO9900001/20250601T000000Z.parquet"),
+        dir.join("IMO9900001/20250602T000000Z.parquet"),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("IMO9900002/20250601T000000Z.parquet")).unwrap();
+    let bad = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
+
+    // Then the first is equal everywhere, the second names both files' chunks
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(
+        ok.stdout,
+        "Verified 4 chunks of pipeline ships-staging against 2 sinks: 8 equal, 0 differ\n"
+    );
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stdout.contains("6 equal, 2 differ"), "{bad:?}");
+    assert!(bad.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs   parquet "), "{bad:?}");
+    assert!(bad.stdout.contains("IMO9900002  2025-06-01 00:00:00         2025-06-02 00:00:00                4,320       missing  differs   parquet "), "{bad:?}");
+}
