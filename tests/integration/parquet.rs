@@ -232,3 +232,41 @@ fn decimals_lists_and_time_zones_survive_in_parquet() {
     );
     assert_eq!(tags.value(1).len(), 0);
 }
+
+#[test]
+fn pyarrow_reads_the_files_with_the_same_values() {
+    // Given a staging run of 1 ship x 1 day
+    let db = TestDb::new("parquet_pyarrow");
+    db.load_timeseries(1, 20, 1440);
+    assert_eq!(run_staging(&db, &["run"]).code, 0);
+    let file = db
+        .dir
+        .path()
+        .join("staging/ships-staging/IMO9900001/20250601T000000Z.parquet");
+
+    // When pyarrow, an independent reader, sums the file's columns
+    let script = "import sys, pyarrow.parquet as pq, pyarrow.compute as pc\n\
+        t = pq.read_table(sys.argv[1])\n\
+        print(t.num_rows, t.schema.field('created_time').type, \
+              pc.sum(t['long_v']).as_py(), round(pc.sum(t['double_v']).as_py(), 3), \
+              pc.sum(pc.cast(t['bool_v'], 'int64')).as_py(), pc.count_distinct(t['str_v']).as_py(), \
+              pc.min(t['created_time']).as_py().isoformat())";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, file.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "pyarrow could not read the file (install it with scripts/install-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Then it sees what PostgreSQL has
+    let expected = psql(
+        &db.src,
+        "SELECT count(*) || ' timestamp[us, tz=UTC] ' || sum(long_v) || ' ' || round(sum(double_v)::numeric, 3) || ' ' \
+         || sum(bool_v::int) || ' ' || count(DISTINCT str_v) || ' ' || to_char(min(created_time), 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"') \
+         FROM tenant.tbl_data_timeseries",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+}
