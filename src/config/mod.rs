@@ -35,6 +35,21 @@ pub struct Pipeline {
 pub enum SourceConfig {
     /// PostgreSQL, read with `COPY (...) TO STDOUT (FORMAT binary)`.
     Postgres(PostgresSourceConfig),
+    /// Parquet files (a staging folder), read batch by batch.
+    Parquet(ParquetSourceConfig),
+}
+
+/// `[source]` with `type = "parquet"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSourceConfig {
+    /// A glob of the files, like `staging/**/*.parquet`, relative to the
+    /// working directory. Every file must have the same columns.
+    #[serde(deserialize_with = "env::string")]
+    pub path: String,
+    /// Rows per batch read from a file. Default 65536.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
 }
 
 /// `[source]` with `type = "postgres"`.

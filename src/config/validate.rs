@@ -52,6 +52,10 @@ pub enum ValidatedSource {
         batch_rows: usize,
         batch_bytes: usize,
     },
+    Parquet {
+        pattern: String,
+        batch_rows: usize,
+    },
 }
 
 /// How the work is cut and run.
@@ -160,6 +164,26 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
 
     let source = match p.source {
+        SourceConfig::Parquet(s) => {
+            if s.path.trim().is_empty() {
+                c.add(
+                    "source.path",
+                    "is empty; name the files, like \"staging/**/*.parquet\"",
+                );
+            } else if let Err(e) = glob::Pattern::new(&s.path) {
+                c.add(
+                    "source.path",
+                    format!("{:?} is not a glob pattern: {e}", s.path),
+                );
+            }
+            if s.batch_rows == 0 {
+                c.add("source.batch_rows", "must be at least 1");
+            }
+            Some(ValidatedSource::Parquet {
+                pattern: s.path,
+                batch_rows: s.batch_rows,
+            })
+        }
         SourceConfig::Postgres(s) => {
             let endpoint = endpoint(&mut c, "source.url", &s.url, s.password_env.clone());
             let relation = match (s.query, s.table) {

@@ -2,6 +2,7 @@
 //! chunk runs, plans the chunks (windows that hold rows, with counts), and
 //! streams one chunk's rows as Arrow record batches, memory bounded by a batch.
 
+pub mod parquet;
 pub mod postgres;
 
 use std::pin::Pin;
@@ -51,5 +52,13 @@ pub async fn build(
         ValidatedSource::Postgres { .. } => Ok(Arc::new(
             postgres::PostgresSource::build(source, chunking).await?,
         )),
+        ValidatedSource::Parquet {
+            pattern,
+            batch_rows,
+        } => Ok(Arc::new(parquet::ParquetSource::build(
+            pattern,
+            *batch_rows,
+            chunking,
+        )?)),
     }
 }

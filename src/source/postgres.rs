@@ -46,7 +46,12 @@ impl PostgresSource {
             relation,
             batch_rows,
             batch_bytes,
-        } = source;
+        } = source
+        else {
+            return Err(EtlError::Bug(
+                "PostgresSource::build called for another source".into(),
+            ));
+        };
         let pool = Pool::new(endpoint.clone(), "etl source");
         let client = pool.get().await?;
         let from = match relation {

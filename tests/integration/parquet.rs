@@ -270,3 +270,55 @@ fn pyarrow_reads_the_files_with_the_same_values() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
+
+#[test]
+fn a_staging_folder_loads_back_into_a_fresh_database_exactly() {
+    // Given a staging folder written from the source
+    let db = TestDb::new("parquet_back");
+    db.load_timeseries(2, 5, 2 * 1440);
+    assert_eq!(run_staging(&db, &["run"]).code, 0);
+    let fresh = TestDb::new("parquet_back_fresh");
+    let staging = db.dir.path().join("staging");
+    let p = repo().join("pipelines/staging-to-postgres.toml");
+    let env = [
+        ("ETL_DST_URL", fresh.dst.as_str()),
+        ("ETL_STAGING", staging.to_str().unwrap()),
+    ];
+
+    // When planned and loaded into a fresh database
+    let plan = etl_in(db.dir.path(), &["plan", p.to_str().unwrap()], &env);
+    let out = etl_in(db.dir.path(), &["run", p.to_str().unwrap()], &env);
+
+    // Then one chunk per file, and the fresh table equals the original source, with its types
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .starts_with("Pipeline staging-to-postgres: 4 chunks, 28,800 rows\n"),
+        "{plan:?}"
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        fingerprint(&fresh.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+    assert_eq!(
+        psql(&fresh.dst, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'tenant.tbl_data_timeseries'::regclass AND attname = 'created_time'"),
+        "timestamp with time zone"
+    );
+}
+
+#[test]
+fn a_parquet_source_with_no_file_says_so() {
+    let db = TestDb::new("parquet_no_file");
+    let p = repo().join("pipelines/staging-to-postgres.toml");
+    let out = etl_in(
+        db.dir.path(),
+        &["plan", p.to_str().unwrap()],
+        &[("ETL_DST_URL", &db.dst), ("ETL_STAGING", "nowhere")],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        "etl: source.path \"nowhere/ships-staging/**/*.parquet\" matches no file\n"
+    );
+}
