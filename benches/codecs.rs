@@ -1,6 +1,7 @@
-//! Binary COPY codecs on the fleet time series shape (8 columns: 4 text,
+//! The hot paths on the fleet time series shape (8 columns: 4 text,
 //! timestamptz, boolean, bigint, double; one value column set per row),
-//! from a fixed seed. Throughput in bytes of COPY data.
+//! from a fixed seed: binary COPY encode and decode (throughput in bytes of
+//! COPY data) and Parquet writes (in rows).
 
 use std::sync::Arc;
 
@@ -140,5 +141,31 @@ fn codecs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codecs);
+fn parquet_write(c: &mut Criterion) {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let batch = batch();
+    let mut group = c.benchmark_group("parquet_write");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    for (name, compression) in [
+        ("zstd", Compression::ZSTD(ZstdLevel::default())),
+        ("snappy", Compression::SNAPPY),
+        ("none", Compression::UNCOMPRESSED),
+    ] {
+        group.bench_function(BenchmarkId::new(name, format!("timeseries_{ROWS}_rows")), |b| {
+            b.iter(|| {
+                let props = WriterProperties::builder().set_compression(compression).build();
+                let mut out = Vec::with_capacity(4 << 20);
+                let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("schema is writable");
+                w.write(&batch).expect("batch writes");
+                w.close().expect("file closes");
+                out.len()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codecs, parquet_write);
 criterion_main!(benches);

@@ -6,6 +6,8 @@
 #   2. etl run pipelines/ships-copy.toml (24 h chunks per ship, 2 workers)
 # into identical empty tables (same primary key), and prints both times,
 # etl's peak memory and the ratio. Both targets are compared at the end.
+# Then the export side: PostgreSQL's own COPY (...) TO a file (binary)
+# beside etl writing the same rows to Parquet (zstd), one file per chunk.
 #
 #   scripts/bench-copy.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-copy.sh                     repeat, alternating order
@@ -84,3 +86,19 @@ printf 'psql binary COPY pipe  %8.2f s  (%s rows/s)\n' "$pm" "$(echo "$rows / $p
 printf 'etl run                %8.2f s  (%s rows/s)\n' "$em" "$(echo "$rows / $em" | bc)"
 printf 'ratio etl/psql         %8.2f  (<= 1.0: etl is at least as fast)\n' "$(echo "scale=4; $em / $pm" | bc)"
 grep -E 'peak memory|bytes' "$dir/etl-summary.txt" | sed 's/^ */etl /'
+
+# Export: PostgreSQL COPY TO a binary file beside etl to Parquet.
+export_pipeline=$dir/export.toml
+sed -e 's/^name = .*/name = "bench-export"/' -e '/^\[\[sinks\]\]/,$d' "$pipeline" >"$export_pipeline"
+printf '[[sinks]]\ntype = "parquet"\npath = "%s/parquet/{key}/{start}.parquet"\ncompression = "zstd"\n' "$dir" >>"$export_pipeline"
+chmod 755 "$dir"
+t0=$(date +%s.%N)
+psql -X -q "$base/src" -c "COPY (SELECT * FROM tenant.tbl_data_timeseries) TO STDOUT (FORMAT binary)" >"$dir/copy.bin"
+copy_t=$(echo "$(date +%s.%N) - $t0" | bc)
+t0=$(date +%s.%N)
+(cd "$dir" && ETL_SRC_URL=$base/src "$etl" -q run "$export_pipeline" >"$dir/export-summary.txt")
+parquet_t=$(echo "$(date +%s.%N) - $t0" | bc)
+printf '\nCOPY TO binary file     %8.2f s  (%s)\n' "$copy_t" "$(du -sh "$dir/copy.bin" | cut -f1)"
+printf 'etl to Parquet (zstd)  %8.2f s  (%s in %s files)\n' "$parquet_t" "$(du -sh "$dir/parquet" | cut -f1)" "$(find "$dir/parquet" -name '*.parquet' | wc -l)"
+printf 'ratio etl/COPY TO      %8.2f\n' "$(echo "scale=4; $parquet_t / $copy_t" | bc)"
+grep -E 'peak memory' "$dir/export-summary.txt" | sed 's/^ */etl export /'
