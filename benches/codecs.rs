@@ -153,16 +153,22 @@ fn parquet_write(c: &mut Criterion) {
         ("snappy", Compression::SNAPPY),
         ("none", Compression::UNCOMPRESSED),
     ] {
-        group.bench_function(BenchmarkId::new(name, format!("timeseries_{ROWS}_rows")), |b| {
-            b.iter(|| {
-                let props = WriterProperties::builder().set_compression(compression).build();
-                let mut out = Vec::with_capacity(4 << 20);
-                let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("schema is writable");
-                w.write(&batch).expect("batch writes");
-                w.close().expect("file closes");
-                out.len()
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new(name, format!("timeseries_{ROWS}_rows")),
+            |b| {
+                b.iter(|| {
+                    let props = WriterProperties::builder()
+                        .set_compression(compression)
+                        .build();
+                    let mut out = Vec::with_capacity(4 << 20);
+                    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))
+                        .expect("schema is writable");
+                    w.write(&batch).expect("batch writes");
+                    w.close().expect("file closes");
+                    out.len()
+                })
+            },
+        );
     }
     group.finish();
 }

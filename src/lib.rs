@@ -1,4 +1,17 @@
-//! etl moves data into PostgreSQL fast and safely.
+//! etl moves data into PostgreSQL fast and safely, driven by one pipeline file.
+//!
+//! - [`config`] parses the file (serde), then checks every value without a
+//!   connection, each problem with its line and key.
+//! - [`source`] streams Arrow record batches per chunk: PostgreSQL through
+//!   binary `COPY (...) TO STDOUT` decoded by [`pg_binary`], or Parquet files.
+//! - [`plan`] cuts the source into chunks: half-open time windows, per key.
+//! - [`run`] gives chunks to a rayon pool; each worker drives a chunk end to
+//!   end (a reader thread decodes while the worker encodes and writes),
+//!   retries transient failures, and records the rest in the failed-chunk CSV.
+//! - [`sink`] commits each chunk atomically: one PostgreSQL transaction around
+//!   binary `COPY ... FROM STDIN` with its [`sink::ledger`] row, or one Parquet
+//!   file renamed into place.
+//! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub mod cli;
 pub mod config;
 pub mod error;

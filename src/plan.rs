@@ -58,23 +58,6 @@ pub fn align_down(t: Micros, interval: Micros) -> Micros {
     t - t.rem_euclid(interval)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alignment_is_to_utc_midnight_for_days() {
-        let day = 86_400_000_000;
-        let t = crate::time::parse_timestamp("2025-06-01 13:14:15").unwrap();
-        assert_eq!(format_timestamp(align_down(t, day)), "2025-06-01 00:00:00");
-        let before_1970 = crate::time::parse_timestamp("1969-12-31 23:00:00").unwrap();
-        assert_eq!(
-            format_timestamp(align_down(before_1970, day)),
-            "1969-12-31 00:00:00"
-        );
-    }
-}
-
 /// The `WHERE` condition that selects one chunk's rows, rendered from typed
 /// bounds (`COPY (query)` takes no bind parameters) with quoted identifiers.
 pub fn chunk_filter(
@@ -98,4 +81,21 @@ pub fn chunk_filter(
         }
     }
     filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_is_to_utc_midnight_for_days() {
+        let day = 86_400_000_000;
+        let t = crate::time::parse_timestamp("2025-06-01 13:14:15").unwrap();
+        assert_eq!(format_timestamp(align_down(t, day)), "2025-06-01 00:00:00");
+        let before_1970 = crate::time::parse_timestamp("1969-12-31 23:00:00").unwrap();
+        assert_eq!(
+            format_timestamp(align_down(before_1970, day)),
+            "1969-12-31 00:00:00"
+        );
+    }
 }

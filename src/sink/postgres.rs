@@ -75,6 +75,16 @@ impl PostgresSink {
         }
     }
 
+    /// The condition selecting a chunk's rows in the target.
+    fn filter(&self, chunk: &Chunk) -> String {
+        chunk_filter(
+            &self.ctx.chunking.time_column,
+            self.time_has_zone,
+            self.ctx.chunking.key_column.as_deref(),
+            chunk,
+        )
+    }
+
     fn table_for(&self, chunk: &Chunk) -> Result<TableName, EtlError> {
         self.spec.table.render(chunk.key.as_deref()).map_err(|e| {
             EtlError::Schema(format!(
@@ -444,12 +454,7 @@ impl Sink for PostgresSink {
         let target = match read_columns(&client, &table).await? {
             None => None,
             Some(_) => {
-                let filter = chunk_filter(
-                    &self.ctx.chunking.time_column,
-                    self.time_has_zone,
-                    self.ctx.chunking.key_column.as_deref(),
-                    chunk,
-                );
+                let filter = self.filter(chunk);
                 let row = client
                     .query_one(
                         &crate::verify::sql(&columns, &table.qualified(), &filter),
@@ -515,12 +520,7 @@ impl PostgresSink {
                 .await
                 .map_err(EtlError::pg(context("checking the ledger")))?;
             if overlap {
-                let filter = chunk_filter(
-                    &self.ctx.chunking.time_column,
-                    self.time_has_zone,
-                    self.ctx.chunking.key_column.as_deref(),
-                    chunk,
-                );
+                let filter = self.filter(chunk);
                 let deleted = client
                     .execute(
                         &format!("DELETE FROM {} WHERE {filter}", target.qualified),

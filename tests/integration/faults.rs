@@ -2,11 +2,7 @@
 //! is retried, then fails only its chunks, naming the table and who holds
 //! it; a connection killed mid-chunk is retried and the run completes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use crate::support::{fingerprint, psql, repo, TestDb};
+use crate::support::{fingerprint, hold_lock, psql, repo, spawn_etl, wait_for_line, TestDb};
 
 const ORDER: &str = "ship_id, created_time, data_channel_id";
 
@@ -39,22 +35,12 @@ fn a_locked_target_fails_its_chunks_naming_the_lock_holder() {
     );
     // (create the table first, with a run that has nothing locked)
     assert_eq!(db.etl(&["run", &p]).code, 0);
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", &db.dst])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().unwrap();
-        writeln!(stdin, "SET application_name = 'lock-holder'; BEGIN; LOCK TABLE tenant.tbl_data_timeseries IN ACCESS EXCLUSIVE MODE; SELECT 'locked';").unwrap();
-    }
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("locked"), "{line}");
+    let mut holder = hold_lock(
+        &db.dst,
+        "lock-holder",
+        "tenant.tbl_data_timeseries",
+        "ACCESS EXCLUSIVE",
+    );
 
     // When etl runs again, with --restart so the chunk has to write
     let out = db.etl(&["run", "--restart", &p]);
@@ -89,32 +75,15 @@ fn a_connection_killed_mid_chunk_is_retried_and_the_run_completes() {
     db.load_timeseries(2, 20, 2 * 1440);
     let p = pipeline(&db, "", "");
     let go = db.dir.path().join("go");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .current_dir(db.dir.path())
-        .args(["run", &p])
-        .env("ETL_SRC_URL", &db.src)
-        .env("ETL_DST_URL", &db.dst)
-        .env("ETL_TEST_PAUSE_AT", "write:2")
-        .env("ETL_TEST_RESUME_FILE", &go)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("ETL_TEST_PAUSE_AT: paused") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("etl pauses mid-chunk");
+    let (child, lines) = spawn_etl(
+        &db,
+        &["run", &p],
+        &[
+            ("ETL_TEST_PAUSE_AT", "write:2"),
+            ("ETL_TEST_RESUME_FILE", go.to_str().unwrap()),
+        ],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
 
     // When the target's server terminates etl's sessions, and etl goes on
     let dbname = db.dst.rsplit('/').next().unwrap().to_string();
@@ -128,7 +97,7 @@ fn a_connection_killed_mid_chunk_is_retried_and_the_run_completes() {
     assert_ne!(killed, "0", "etl's sink sessions were found");
     std::fs::write(&go, "").unwrap();
     let out = child.wait_with_output().unwrap();
-    let stderr = reader.join().unwrap();
+    let stderr = lines.iter().collect::<Vec<_>>().join("\n");
 
     // Then the chunk is retried and the target equals the source
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -147,28 +116,18 @@ fn ddl_on_a_locked_table_names_the_holder() {
     // Given a replace-mode pipeline whose table another session has locked
     let db = TestDb::new("faults_locked_ddl");
     db.load_timeseries(1, 2, 1440);
-    let p = pipeline(&db, "", "[sinks.timeouts]\nlock_timeout_secs = 0.3\n")
-        .replace("faults.toml", "faults.toml");
+    let p = pipeline(&db, "", "[sinks.timeouts]\nlock_timeout_secs = 0.3\n");
     assert_eq!(db.etl(&["run", &p]).code, 0);
     let text = std::fs::read_to_string(&p)
         .unwrap()
         .replace("mode = \"append\"", "mode = \"replace\"");
     std::fs::write(&p, text).unwrap();
-    let mut holder = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", &db.dst])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().unwrap();
-        writeln!(stdin, "SET application_name = 'report-job'; BEGIN; LOCK TABLE tenant.tbl_data_timeseries IN ACCESS SHARE MODE; SELECT 'locked';").unwrap();
-    }
-    let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut holder = hold_lock(
+        &db.dst,
+        "report-job",
+        "tenant.tbl_data_timeseries",
+        "ACCESS SHARE",
+    );
 
     // When the run starts and must truncate
     let out = db.etl(&["run", &p]);

@@ -3,18 +3,17 @@
 //! work with a concurrent backfill without writing any row twice, and stops
 //! cleanly on Ctrl-C with exit code 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{fingerprint, psql, repo, TestDb};
+use crate::support::{fingerprint, psql, repo, spawn_etl, TestDb};
 
 const ORDER: &str = "ship_id, created_time, data_channel_id";
 
 fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .current_dir(db.dir.path())
-        .args([
+    spawn_etl(
+        db,
+        &[
             "run",
             "--follow",
             "--interval-secs",
@@ -22,21 +21,9 @@ fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<Strin
             "--lag-secs",
             "3600",
             p,
-        ])
-        .env("ETL_SRC_URL", &db.src)
-        .env("ETL_DST_URL", &db.dst)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
+        ],
+        &[],
+    )
 }
 
 /// Waits until `check` holds, or panics after a minute.

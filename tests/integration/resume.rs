@@ -2,11 +2,10 @@
 //! skips the chunks the ledger says are committed, finishes the rest, and
 //! the target equals the source exactly, with no duplicates.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{fingerprint, psql, repo, TestDb};
+use crate::support::{fingerprint, psql, repo, spawn_etl, wait_for_line, TestDb};
 
 const ORDER: &str = "ship_id, created_time, data_channel_id";
 
@@ -28,29 +27,14 @@ fn pipeline(db: &TestDb) -> String {
 /// Starts `etl run` with `ETL_TEST_PAUSE_AT=pause`, waits until it parks
 /// there, and kills it with SIGKILL.
 fn run_and_kill_at(db: &TestDb, p: &str, pause: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .current_dir(db.dir.path())
-        .args(["run", "--workers", "1", p])
-        .env("ETL_SRC_URL", &db.src)
-        .env("ETL_DST_URL", &db.dst)
-        .env("ETL_TEST_PAUSE_AT", pause)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start etl");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("ETL_TEST_PAUSE_AT: paused") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let paused = rx.recv_timeout(Duration::from_secs(120));
+    let (mut child, lines) = spawn_etl(
+        db,
+        &["run", "--workers", "1", p],
+        &[("ETL_TEST_PAUSE_AT", pause)],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
     child.kill().expect("SIGKILL etl");
     child.wait().unwrap();
-    assert!(paused.is_ok(), "etl never reached {pause}");
 }
 
 fn resume_after_kill_at(name: &str, pause: &str, committed_before: u64) {
@@ -207,22 +191,12 @@ fn status_shows_running_then_pending_after_a_kill() {
     let db = TestDb::new("resume_status");
     db.load_timeseries(2, 20, 3 * 1440);
     let p = pipeline(&db);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etl"))
-        .current_dir(db.dir.path())
-        .args(["run", "--workers", "1", &p])
-        .env("ETL_SRC_URL", &db.src)
-        .env("ETL_DST_URL", &db.dst)
-        .env("ETL_TEST_PAUSE_AT", "write:3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let paused = stderr
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("ETL_TEST_PAUSE_AT: paused"));
-    assert!(paused);
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", &p],
+        &[("ETL_TEST_PAUSE_AT", "write:3")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
 
     // When status is asked while it runs, and after it is killed
     let running = db.etl(&["status", &p]);

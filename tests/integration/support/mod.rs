@@ -56,6 +56,8 @@ fn start_server() -> String {
         pg = pg_dir.display(),
         dir = dir.display()
     );
+    // Detached on purpose: it outlives this process to stop the server.
+    #[allow(clippy::zombie_processes)]
     Command::new("setsid")
         .args(["sh", "-c", &watchdog])
         .stdin(Stdio::null())
@@ -204,4 +206,81 @@ pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Row count and an md5 over the rows in a stable order, for exact comparisons.
 pub fn fingerprint(url: &str, table: &str, order_by: &str) -> String {
     psql(url, &format!("SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY {order_by})), '-') FROM {table} t"))
+}
+
+/// Starts etl in the test's directory with the test's URLs and `env`;
+/// its stderr lines arrive on the receiver as they are written.
+pub fn spawn_etl(
+    db: &TestDb,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.current_dir(db.dir.path())
+        .args(args)
+        .env("ETL_SRC_URL", &db.src)
+        .env("ETL_DST_URL", &db.dst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start etl");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a stderr line starting with `prefix`; panics after two minutes.
+pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> Vec<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.starts_with(prefix);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!(
+                "no line starting with {prefix:?}; saw:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// A psql session that holds a lock on `table` until it is killed; its
+/// application name shows in etl's error.
+pub fn hold_lock(url: &str, application: &str, table: &str, mode: &str) -> std::process::Child {
+    use std::io::{BufRead, Write};
+    let mut holder = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("psql is installed");
+    writeln!(
+        holder.stdin.as_mut().expect("stdin is piped"),
+        "SET application_name = '{application}'; BEGIN; LOCK TABLE {table} IN {mode} MODE; SELECT 'locked';"
+    )
+    .expect("psql takes input");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("psql answers");
+    assert_eq!(line.trim(), "locked");
+    holder
 }
