@@ -262,7 +262,18 @@ fn run_all(
         chunking.end = Some(chunking.end.map_or(c, |e| e.min(c)));
         tracing::info!(cutoff = %format_timestamp(c), "Backfill stops at the follow cutoff.");
     }
-    let plan = runner.plan_with(&chunking)?;
+    // A table with an index on (key, time) is planned by index: no scan of
+    // the whole table before the first chunk. `etl plan` still counts rows.
+    let (plan, counted) = match runner.plan_by_index(&chunking)? {
+        Some(plan) => {
+            tracing::info!(
+                chunks = plan.chunks.len(),
+                "Planned by index (rows are not counted first)."
+            );
+            (plan, false)
+        }
+        None => (runner.plan_with(&chunking)?, true),
+    };
     if plan.rows_outside > 0 {
         tracing::warn!(
             rows = plan.rows_outside,
@@ -307,7 +318,7 @@ fn run_all(
         truncate: true,
         redo: restart,
         redo_chunks: partly.difference(&done).cloned().collect(),
-        expected_rows: Some(todo.iter().map(|c| c.rows).sum()),
+        expected_rows: counted.then(|| todo.iter().map(|c| c.rows).sum()),
         ..Default::default()
     };
     let chunks = todo.into_iter().map(|c| c.chunk.clone()).collect();

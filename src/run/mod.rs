@@ -99,6 +99,14 @@ impl Runner {
         self.source.as_ref()
     }
 
+    /// The index-driven plan for `etl run`, when the source has one.
+    pub fn plan_by_index(
+        &self,
+        chunking: &crate::config::validate::Chunking,
+    ) -> Result<Option<Plan>, EtlError> {
+        block_on(self.source.plan_by_index(chunking))
+    }
+
     /// Plans with other chunk settings (follow mode's windows).
     pub fn plan_with(
         &self,

@@ -29,6 +29,13 @@ pub trait Source: Send + Sync {
     fn primary_key(&self) -> &[String];
     /// Cuts the source into chunks holding rows, with their counts.
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError>;
+    /// A cheaper plan for `etl run` when the source can find its keys and
+    /// time ranges by index: every window from each key's first to last
+    /// time, rows not counted (empty windows cost an index probe). `None`
+    /// when it cannot; the run then uses [`Source::plan`].
+    async fn plan_by_index(&self, _chunking: &Chunking) -> Result<Option<Plan>, EtlError> {
+        Ok(None)
+    }
     /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
     /// Count and checksum of one chunk's rows over `columns`, computed by

@@ -19,7 +19,7 @@ use crate::error::EtlError;
 use crate::pg::Pool;
 use crate::pg_binary::decode::CopyDecoder;
 use crate::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
-use crate::plan::{chunk_filter, Chunk, Plan, PlannedChunk};
+use crate::plan::{align_down, chunk_filter, Chunk, Plan, PlannedChunk};
 use crate::sql::ident;
 use crate::time::{sql_literal, Micros, MICROS_PER_SEC};
 
@@ -36,6 +36,9 @@ pub struct PostgresSource {
     batch_rows: usize,
     batch_bytes: usize,
     bytes_read: Arc<AtomicU64>,
+    /// A table source whose btree index leads with (key, time), or time
+    /// alone, and whose time column is NOT NULL: [`Source::plan_by_index`] works.
+    indexed: bool,
 }
 
 impl PostgresSource {
@@ -162,9 +165,27 @@ impl PostgresSource {
                 )))?,
             Relation::Query(_) => Vec::new(),
         };
+        let indexed = match relation {
+            Relation::Table(t) => client
+                .query_one(
+                    "SELECT coalesce((SELECT attnotnull FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2), false) \
+                     AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam \
+                       WHERE i.indrelid = $1::text::regclass AND i.indisvalid AND i.indpred IS NULL AND am.amname = 'btree' \
+                       AND CASE WHEN $3::text IS NULL \
+                         THEN i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2) \
+                         ELSE i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $3) \
+                          AND i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2) END)",
+                    &[&t.qualified(), &chunking.time_column, &chunking.key_column],
+                )
+                .await
+                .map_err(EtlError::pg(format!("looking for an index on source table {t}")))?
+                .get(0),
+            Relation::Query(_) => false,
+        };
         pool.put(client);
 
         Ok(PostgresSource {
+            indexed,
             pool,
             from,
             schema,
@@ -338,6 +359,83 @@ impl Source for PostgresSource {
             _ => None,
         };
         Ok(plan)
+    }
+
+    async fn plan_by_index(&self, chunking: &Chunking) -> Result<Option<Plan>, EtlError> {
+        if !self.indexed || chunking.start.is_some() || chunking.end.is_some() {
+            return Ok(None);
+        }
+        let client = self.pool.get().await?;
+        let t = ident(&self.time_column);
+        let keys: Vec<Option<String>> = match &self.key_column {
+            None => vec![None],
+            Some(k) => {
+                let k = ident(k);
+                // A loose index scan: one index probe per distinct key.
+                let sql = format!(
+                    "WITH RECURSIVE keys AS ( \
+                       (SELECT {k} AS v FROM {from} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
+                       UNION ALL \
+                       SELECT (SELECT {k} FROM {from} WHERE {k} > keys.v ORDER BY {k} LIMIT 1) FROM keys WHERE keys.v IS NOT NULL) \
+                     SELECT v::text FROM keys WHERE v IS NOT NULL \
+                     UNION ALL SELECT NULL::text WHERE EXISTS (SELECT 1 FROM {from} WHERE {k} IS NULL)",
+                    from = self.from
+                );
+                client
+                    .query(&sql, &[])
+                    .await
+                    .map_err(EtlError::pg("finding the source's keys by index"))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            }
+        };
+        let interval = chunking.interval;
+        let mut plan = Plan::default();
+        for key in keys {
+            let condition = match (&self.key_column, &key) {
+                (Some(k), Some(v)) => format!("{} = {} AND ", ident(k), crate::sql::literal(v)),
+                (Some(k), None) => format!("{} IS NULL AND ", ident(k)),
+                (None, _) => String::new(),
+            };
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT (extract(epoch FROM min({t})) * 1000000)::int8 FROM {from} WHERE {condition}{t} > '-infinity' AND {t} < 'infinity'), \
+                         (SELECT (extract(epoch FROM max({t})) * 1000000)::int8 FROM {from} WHERE {condition}{t} > '-infinity' AND {t} < 'infinity'), \
+                         (SELECT count(*) FROM {from} WHERE {condition}{t} IN ('infinity', '-infinity'))",
+                        from = self.from
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(EtlError::pg("finding the source's time range by index"))?;
+            let (min, max, infinite): (Option<i64>, Option<i64>, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            plan.rows_outside += infinite as u64;
+            let (Some(min), Some(max)) = (min, max) else {
+                continue;
+            };
+            let mut start = align_down(min, interval);
+            while start <= max {
+                plan.chunks.push(PlannedChunk {
+                    chunk: Chunk {
+                        key: key.clone(),
+                        start,
+                        end: start + interval,
+                    },
+                    rows: 0,
+                });
+                start += interval;
+            }
+        }
+        self.pool.put(client);
+        plan.chunks
+            .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+        let first = plan.chunks.iter().map(|c| c.chunk.start).min();
+        let last = plan.chunks.iter().map(|c| c.chunk.end).max();
+        plan.range = first.zip(last);
+        Ok(Some(plan))
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {

@@ -213,3 +213,52 @@ fn a_keyed_csv_for_a_keyless_pipeline_is_refused() {
         "etl: f.csv: chunk IMO1 [2025-06-01 00:00:00, 2025-06-02 00:00:00) has a key, but pipeline ships-copy has no [chunks] key_column; is this the CSV of another pipeline?\n"
     );
 }
+
+#[test]
+fn an_indexed_table_is_planned_by_index_and_nothing_is_lost() {
+    // Given fleet data with a missing day for one ship and a row at infinity
+    let db = TestDb::new("copy_by_index");
+    db.load_timeseries(2, 2, 3 * 1440);
+    psql(&db.src, "DELETE FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time >= '2025-06-02' AND created_time < '2025-06-03'");
+    psql(&db.src, "INSERT INTO tenant.tbl_data_timeseries VALUES ('IMO9900001', 'ch_x', 'infinity', 'Integer', NULL, NULL, 1, NULL)");
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+
+    // When planned (counting) and run (by index)
+    let plan = db.etl(&["plan", p]);
+    let out = db.etl(&["run", p]);
+
+    // Then the plan counts 5 windows with rows; the run covers 6 windows by
+    // index, the empty one included, and reports the infinite row
+    assert!(
+        plan.stdout
+            .starts_with("Pipeline ships-copy: 5 chunks, 14,400 rows\n"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("1 source rows have a NULL created_time or lie outside the range"),
+        "{plan:?}"
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Planned by index (rows are not counted first). chunks=6"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("6 done, 0 failed, of 6"), "{out:?}");
+    assert!(out.stdout.contains("rows         14,400"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("not loaded   1 rows outside the chunk range or with a NULL time"),
+        "{out:?}"
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        psql(
+            &db.src,
+            "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY ship_id, created_time, data_channel_id)) \
+             FROM tenant.tbl_data_timeseries t WHERE isfinite(created_time)"
+        )
+    );
+}
