@@ -1,7 +1,7 @@
 //! The shipped copy pipeline, run for real; reruns never duplicate; replace
 //! mode; secrets never printed.
 
-use crate::support::{etl_in, fingerprint, psql, repo, TestDb};
+use crate::support::{assert_copied, etl_in, fingerprint, psql, repo, TestDb};
 
 const ORDER: &str = "ship_id, created_time, data_channel_id";
 
@@ -80,10 +80,7 @@ fn replace_mode_truncates_once_then_loads() {
 
     // Then only the source's rows are there
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
 }
 
 #[test]

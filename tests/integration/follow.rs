@@ -6,9 +6,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{fingerprint, psql, repo, spawn_etl, TestDb};
-
-const ORDER: &str = "ship_id, created_time, data_channel_id";
+use crate::support::{assert_copied, psql, repo, spawn_etl, TestDb};
 
 fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     spawn_etl(
@@ -86,10 +84,7 @@ fn follow_loads_new_and_late_rows_and_stops_cleanly() {
         stdout.contains("Follow stopped by Ctrl-C; cutoff "),
         "{stdout}"
     );
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
     assert_eq!(
         psql(
             &db.dst,
@@ -137,8 +132,5 @@ fn a_backfill_beside_follow_writes_no_row_twice() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 
     // Then every row is there exactly once
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
 }

@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::support::{etl_in, fingerprint, psql, repo, TestDb};
+use crate::support::{assert_copied, etl_in, fingerprint, psql, repo, TestDb};
 
 const ORDER: &str = "ship_id, created_time, data_channel_id";
 
@@ -68,10 +68,7 @@ fn staging_writes_one_readable_file_per_chunk_beside_postgres() {
 
     // Then PostgreSQL has every row and there is one Parquet file per chunk, no temporary file
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
     let staging = db.dir.path().join("staging/ships-staging");
     let names: Vec<String> = files(&staging)
         .iter()
@@ -151,10 +148,7 @@ fn a_missing_file_makes_only_its_chunk_run_again() {
     assert!(out.stdout.contains("1 done, 0 failed, of 1"), "{out:?}");
     assert!(out.stdout.contains("skipped      3 chunks"), "{out:?}");
     assert!(gone.is_file());
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
 }
 
 #[test]

@@ -5,9 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{fingerprint, psql, repo, spawn_etl, wait_for_line, TestDb};
-
-const ORDER: &str = "ship_id, created_time, data_channel_id";
+use crate::support::{assert_copied, psql, repo, spawn_etl, wait_for_line, TestDb};
 
 /// The shipped copy pipeline with small batches, so a chunk has many.
 fn pipeline(db: &TestDb) -> String {
@@ -78,10 +76,7 @@ fn resume_after_kill_at(name: &str, pause: &str, committed_before: u64) {
             "{out:?}"
         );
     }
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
     assert_eq!(
         psql(
             &db.dst,
@@ -127,10 +122,7 @@ fn restart_redoes_every_chunk_without_duplicates() {
         restart.stdout.contains("4 done, 0 failed, of 4"),
         "{restart:?}"
     );
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
 }
 
 #[test]
@@ -179,10 +171,7 @@ fn two_processes_share_one_plan_and_run_every_chunk_once() {
         ),
         "8"
     );
-    assert_eq!(
-        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
-        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
-    );
+    assert_copied(&db);
 }
 
 #[test]

@@ -284,3 +284,13 @@ pub fn hold_lock(url: &str, application: &str, table: &str, mode: &str) -> std::
     assert_eq!(line.trim(), "locked");
     holder
 }
+
+/// The fleet table in the target equals the one in the source, row for row.
+pub fn assert_copied(db: &TestDb) {
+    let order = "ship_id, created_time, data_channel_id";
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", order),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", order),
+        "target differs from source"
+    );
+}
