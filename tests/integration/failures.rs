@@ -185,3 +185,69 @@ fn a_bad_csv_line_is_named() {
         "etl: bad.csv, line 2: expected 3 fields (key,start,end), found 2\n"
     );
 }
+
+#[test]
+fn any_key_is_safe_in_filters_table_names_csv_and_rerun() {
+    // Given keys with quotes, a comma, a SQL fragment and unicode, one table per key
+    let db = TestDb::new("fail_odd_keys");
+    psql(
+        &db.src,
+        "CREATE TABLE s (k text, t timestamptz, v int); \
+         INSERT INTO s SELECT k, '2025-06-01'::timestamptz + i * interval '1 hour', i \
+         FROM unnest(ARRAY['O''Neil; DROP TABLE s; --', 'a,\"b\"', '선박 7', 'plain']) k, generate_series(0, 47) i",
+    );
+    // (the target for 'plain' rejects everything, so its chunks fail)
+    psql(
+        &db.dst,
+        "CREATE SCHEMA w; CREATE TABLE w.\"t_plain\" (k text, t timestamptz, v int CHECK (v < 0))",
+    );
+    let p = db.pipeline(
+        "keys.toml",
+        "name = \"keys\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"s\"\n\
+         [chunks]\ntime_column = \"t\"\nkey_column = \"k\"\nretries = 0\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"w.t_{key}\"\ncreate_table = true\n",
+    );
+
+    // When run
+    let out = db.etl(&["run", p.to_str().unwrap()]);
+
+    // Then each odd key has its own table with its 48 rows, and the failed key's chunks are in the CSV
+    assert_eq!(out.code, 1, "{out:?}");
+    for (table, key) in [
+        ("t_O'Neil; DROP TABLE s; --", "O''Neil; DROP TABLE s; --"),
+        ("t_a,\"b\"", "a,\"b\""),
+        ("t_선박 7", "선박 7"),
+    ] {
+        let quoted = table.replace('"', "\"\"");
+        assert_eq!(
+            psql(
+                &db.dst,
+                &format!("SELECT count(*) FROM w.\"{quoted}\" WHERE k = '{key}'")
+            ),
+            "48",
+            "{table}"
+        );
+    }
+    assert_eq!(
+        psql(&db.src, "SELECT count(*) FROM s"),
+        "192",
+        "the source is untouched"
+    );
+    let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert_eq!(csv, "plain,2025-06-01 00:00:00,2025-06-02 00:00:00\nplain,2025-06-02 00:00:00,2025-06-03 00:00:00\n");
+
+    // And a rerun of a CSV naming the odd keys reads them back exactly
+    std::fs::write(
+        db.dir.path().join("odd.csv"),
+        "\"O'Neil; DROP TABLE s; --\",2025-06-01,2025-06-02\n\"a,\"\"b\"\"\",2025-06-01,2025-06-02\n",
+    )
+    .unwrap();
+    let rerun = db.etl(&["rerun", p.to_str().unwrap(), "odd.csv"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(rerun.stdout.contains("2 done, 0 failed, of 2"), "{rerun:?}");
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM w.\"t_a,\"\"b\"\"\""),
+        "48",
+        "rerun replaced, not doubled"
+    );
+}
