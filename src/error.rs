@@ -23,6 +23,9 @@ pub enum EtlError {
     /// The source and target do not fit together, or a column cannot be carried.
     #[error("{0}")]
     Schema(String),
+    /// A transform stage failed; `index` counts `[[transforms]]` from 0.
+    #[error("transforms[{index}]: {message}")]
+    Transform { index: usize, message: String },
     /// The target stayed locked by another session past `lock_timeout`.
     #[error("target table {table} is locked by {holders}; gave up after lock_timeout_secs = {lock_timeout_secs} ([sinks.timeouts]): {last}")]
     Busy {

@@ -5,6 +5,7 @@
 //! - [`source`] streams Arrow record batches per chunk: PostgreSQL through
 //!   binary `COPY (...) TO STDOUT` decoded by [`pg_binary`], or Parquet files.
 //! - [`plan`] cuts the source into chunks: half-open time windows, per key.
+//! - [`transform`] runs SQL stages on DataFusion inside each chunk.
 //! - [`run`] gives chunks to a rayon pool; each worker drives a chunk end to
 //!   end (a reader thread decodes while the worker encodes and writes),
 //!   retries transient failures, and records the rest in the failed-chunk CSV.
@@ -23,4 +24,5 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub mod time;
+pub mod transform;
 pub mod verify;

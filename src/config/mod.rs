@@ -25,6 +25,9 @@ pub struct Pipeline {
     pub source: SourceConfig,
     /// How the work is cut into chunks and run.
     pub chunks: ChunksConfig,
+    /// Stages between source and sinks, in order, run inside each chunk.
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
     /// Where rows go; every chunk goes to each sink.
     pub sinks: Vec<SinkConfig>,
 }
@@ -143,6 +146,23 @@ const fn default_retry_backoff_secs() -> f64 {
 
 fn default_failed_csv() -> String {
     "failed_chunks.csv".to_string()
+}
+
+/// A transform stage, chosen by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransformConfig {
+    /// A SQL query over the previous stage, read as the table `input`.
+    Sql(SqlTransformConfig),
+}
+
+/// `[[transforms]]` with `type = "sql"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlTransformConfig {
+    /// The query (DataFusion SQL), e.g. `SELECT * FROM input WHERE ...`.
+    #[serde(deserialize_with = "env::string")]
+    pub query: String,
 }
 
 /// A sink, chosen by `type`.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::{Pipeline, SinkConfig, SinkMode, SourceConfig};
+use super::{Pipeline, SinkConfig, SinkMode, SourceConfig, TransformConfig};
 use crate::pg::Endpoint;
 use crate::sql::TableName;
 use crate::time::{self, Micros};
@@ -34,7 +34,14 @@ pub struct ValidatedPipeline {
     pub name: String,
     pub source: ValidatedSource,
     pub chunks: Chunking,
+    pub transforms: Vec<ValidatedTransform>,
     pub sinks: Vec<ValidatedSink>,
+}
+
+/// A transform stage whose configuration makes sense.
+#[derive(Debug, Clone)]
+pub enum ValidatedTransform {
+    Sql { query: String },
 }
 
 /// What rows a source reads.
@@ -299,6 +306,21 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
+    let mut transforms = Vec::new();
+    for (i, t) in p.transforms.into_iter().enumerate() {
+        match t {
+            TransformConfig::Sql(t) => {
+                let key = format!("transforms[{i}].query");
+                if t.query.trim().is_empty() {
+                    c.add(&key, "is empty; write a query over the table `input`");
+                } else if let Err(e) = datafusion::sql::parser::DFParser::parse_sql(&t.query) {
+                    c.add(&key, format!("is not valid SQL: {e}"));
+                }
+                transforms.push(ValidatedTransform::Sql { query: t.query });
+            }
+        }
+    }
+
     if p.sinks.is_empty() {
         c.add("sinks", "no sink is configured; add a [[sinks]] table");
     }
@@ -380,6 +402,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
     Ok(ValidatedPipeline {
         name: p.name,
+        transforms,
         source: source.expect("no problems means the source was valid"),
         chunks: Chunking {
             time_column: ch.time_column,

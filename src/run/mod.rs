@@ -27,6 +27,7 @@ use crate::source::{self, Source};
 pub struct Runner {
     pub pipeline: ValidatedPipeline,
     source: Arc<dyn Source>,
+    transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
     sinks: Vec<Arc<dyn Sink>>,
 }
 
@@ -75,9 +76,16 @@ impl Runner {
     /// Connects the source and learns its schema; sinks connect lazily.
     pub fn build(pipeline: ValidatedPipeline) -> Result<Self, EtlError> {
         let source = block_on(source::build(&pipeline.source, &pipeline.chunks))?;
+        let transforms = Arc::new(block_on(crate::transform::build(
+            &pipeline.transforms,
+            source.schema(),
+        ))?);
+        let schema = transforms
+            .last()
+            .map_or_else(|| source.schema(), |t| t.output_schema());
         let context = Arc::new(SinkContext {
             pipeline: pipeline.name.clone(),
-            schema: source.schema(),
+            schema,
             source_primary_key: source.primary_key().to_vec(),
             chunking: pipeline.chunks.clone(),
         });
@@ -91,6 +99,7 @@ impl Runner {
         Ok(Runner {
             pipeline,
             source,
+            transforms,
             sinks,
         })
     }
@@ -336,7 +345,13 @@ impl Runner {
         loop {
             // A panic is a bug in etl; it fails this chunk, not the run.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                block_on(run_chunk(&self.source, &self.sinks, chunk, redo))
+                block_on(run_chunk(
+                    &self.source,
+                    &self.transforms,
+                    &self.sinks,
+                    chunk,
+                    redo,
+                ))
             }))
             .unwrap_or_else(|panic| {
                 let what = panic
@@ -435,6 +450,7 @@ enum Msg {
 /// One chunk for the reader thread: stream it into `tx`.
 struct ReadJob {
     source: Arc<dyn Source>,
+    transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
     chunk: Chunk,
     tx: tokio::sync::mpsc::Sender<Msg>,
 }
@@ -470,8 +486,20 @@ fn start_reader() -> std::sync::mpsc::Sender<ReadJob> {
 }
 
 async fn read_chunk(job: ReadJob) {
-    let ReadJob { source, chunk, tx } = job;
-    let mut stream = match source.open(&chunk).await {
+    let ReadJob {
+        source,
+        transforms,
+        chunk,
+        tx,
+    } = job;
+    let opened = async {
+        let mut stream = source.open(&chunk).await?;
+        for t in transforms.iter() {
+            stream = t.apply(stream).await?;
+        }
+        Ok::<_, EtlError>(stream)
+    };
+    let mut stream = match opened.await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::Failed(e)).await;
@@ -498,6 +526,7 @@ async fn read_chunk(job: ReadJob) {
 /// reader stops) and the uncommitted writers (their transactions roll back).
 async fn run_chunk(
     source: &Arc<dyn Source>,
+    transforms: &Arc<Vec<Arc<dyn crate::transform::Transform>>>,
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
     redo: bool,
@@ -514,6 +543,7 @@ async fn run_chunk(
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let job = ReadJob {
         source: source.clone(),
+        transforms: transforms.clone(),
         chunk: chunk.clone(),
         tx,
     };

@@ -112,7 +112,16 @@ impl PostgresSink {
         match &self.spec.primary_key {
             Some(pk) => pk.clone(),
             None if !catalog_pk.is_empty() => catalog_pk,
-            None => self.ctx.source_primary_key.clone(),
+            // The source table's key, while transforms keep all its columns.
+            None if self
+                .ctx
+                .source_primary_key
+                .iter()
+                .all(|c| self.ctx.schema.field_with_name(c).is_ok()) =>
+            {
+                self.ctx.source_primary_key.clone()
+            }
+            None => Vec::new(),
         }
     }
 

@@ -10,5 +10,6 @@ mod faults;
 mod follow;
 mod parquet;
 mod resume;
+mod transforms;
 mod types;
 mod verify;

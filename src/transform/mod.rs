@@ -1,0 +1,68 @@
+//! Transforms: stages between the source and the sinks, run inside each
+//! chunk on DataFusion. Each stage's output schema is known before any
+//! chunk runs (planned against an empty input), so sinks can create and
+//! check their tables up front.
+
+pub mod sql;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+
+use crate::config::validate::ValidatedTransform;
+use crate::error::EtlError;
+use crate::source::BatchStream;
+
+#[async_trait]
+pub trait Transform: Send + Sync {
+    /// Schema of every batch this stage produces.
+    fn output_schema(&self) -> SchemaRef;
+    /// Runs the stage over one chunk's batches.
+    async fn apply(&self, input: BatchStream) -> Result<BatchStream, EtlError>;
+}
+
+/// Builds the stages in order, each planned on the schema of the one before.
+pub async fn build(
+    specs: &[ValidatedTransform],
+    input: SchemaRef,
+) -> Result<Vec<Arc<dyn Transform>>, EtlError> {
+    let mut schema = input;
+    let mut stages: Vec<Arc<dyn Transform>> = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        let stage: Arc<dyn Transform> = match spec {
+            ValidatedTransform::Sql { query } => {
+                Arc::new(sql::SqlTransform::build(index, query, schema.clone()).await?)
+            }
+        };
+        schema = stage.output_schema();
+        stages.push(stage);
+    }
+    Ok(stages)
+}
+
+/// A DataFusion error as etl's: an etl error that travelled through
+/// DataFusion comes back as itself; any other names the stage.
+pub fn from_datafusion(index: usize, e: DataFusionError) -> EtlError {
+    match e {
+        DataFusionError::External(inner) => match inner.downcast::<EtlError>() {
+            Ok(etl) => *etl,
+            Err(other) => EtlError::Transform {
+                index,
+                message: other.to_string(),
+            },
+        },
+        DataFusionError::Context(context, inner) => match from_datafusion(index, *inner) {
+            EtlError::Transform { index, message } => EtlError::Transform {
+                index,
+                message: format!("{context}: {message}"),
+            },
+            other => other,
+        },
+        other => EtlError::Transform {
+            index,
+            message: other.to_string(),
+        },
+    }
+}
