@@ -222,3 +222,45 @@ fn status_shows_running_then_pending_after_a_kill() {
     assert_eq!(value["sinks"][0]["chunks"].as_array().unwrap().len(), 6);
     assert_eq!(value["sinks"][0]["keys"][0]["running"], 1);
 }
+
+#[test]
+fn ctrl_c_finishes_the_chunk_in_flight_and_the_run_resumes() {
+    // Given a run parked right after its first commit
+    let db = TestDb::new("resume_ctrl_c");
+    db.load_timeseries(2, 20, 3 * 1440);
+    let p = pipeline(&db);
+    let go = db.dir.path().join("go");
+    let (child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", &p],
+        &[
+            ("ETL_TEST_PAUSE_AT", "commit:1"),
+            ("ETL_TEST_RESUME_FILE", go.to_str().unwrap()),
+        ],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+
+    // When Ctrl-C arrives, then the worker may go on
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for_line(&lines, "etl: stopping after the chunks in flight");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    // Then it stops after that chunk with exit code 130 and says how to resume
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("1 done, 0 failed, of 6"), "{stdout}");
+    assert!(
+        stdout.contains("Stopped by Ctrl-C: 5 chunks not started; run the same command to resume."),
+        "{stdout}"
+    );
+
+    // And the same command finishes the rest exactly
+    let again = db.etl(&["run", &p]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("5 done, 0 failed, of 5"), "{again:?}");
+    assert_copied(&db);
+}
