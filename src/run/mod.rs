@@ -167,12 +167,44 @@ impl Runner {
         &self,
         chunks: &[Chunk],
     ) -> Result<Vec<(Chunk, String, crate::verify::Comparison)>, EtlError> {
+        if !self.transforms.is_empty() {
+            return Err(EtlError::Schema(
+                "etl verify compares the source's rows with the targets'; this pipeline has [[transforms]], \
+                 which change them, so it cannot be verified this way yet"
+                    .into(),
+            ));
+        }
+        // On the worker pool: each thread checks chunks with its own runtime
+        // and connections; results keep the chunks' order.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.pipeline.chunks.workers.clamp(1, chunks.len().max(1)))
+            .thread_name(|i| format!("etl-verify-{i}"))
+            .build()
+            .map_err(|e| EtlError::Io {
+                context: "starting the worker pool".into(),
+                source: std::io::Error::other(e),
+            })?;
+        use rayon::prelude::*;
+        let per_chunk: Vec<Result<Vec<_>, EtlError>> = pool.install(|| {
+            chunks
+                .par_iter()
+                .map(|chunk| {
+                    self.sinks
+                        .iter()
+                        .map(|s| {
+                            Ok((
+                                chunk.clone(),
+                                s.name(),
+                                block_on(s.verify(chunk, self.source.as_ref()))?,
+                            ))
+                        })
+                        .collect()
+                })
+                .collect()
+        });
         let mut out = Vec::with_capacity(chunks.len() * self.sinks.len());
-        for chunk in chunks {
-            for s in &self.sinks {
-                let comparison = block_on(s.verify(chunk, self.source.as_ref()))?;
-                out.push((chunk.clone(), s.name(), comparison));
-            }
+        for r in per_chunk {
+            out.extend(r?);
         }
         Ok(out)
     }

@@ -97,3 +97,18 @@ fn an_expression_that_fails_fails_its_chunks_only() {
     );
     assert_eq!(psql(&db.dst, "SELECT count(*) FROM tenant.out"), "2880");
 }
+
+#[test]
+fn verify_refuses_a_pipeline_with_stages() {
+    let db = TestDb::new("transforms_verify");
+    db.load_timeseries(1, 2, 60);
+    let p = repo().join("pipelines/ships-decimals.toml");
+    assert_eq!(db.etl(&["run", p.to_str().unwrap()]).code, 0);
+    let out = db.etl(&["verify", p.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("this pipeline has [[transforms]], which change them"),
+        "{out:?}"
+    );
+}
