@@ -741,7 +741,11 @@ pub fn create_table_sql(
     let mut problems = Vec::new();
     for field in schema.fields() {
         match ddl_type(field) {
-            Ok(t) => columns.push(format!("{} {t}", ident(field.name()))),
+            Ok(t) => columns.push(format!(
+                "{} {t}{}",
+                ident(field.name()),
+                if field.is_nullable() { "" } else { " NOT NULL" }
+            )),
             Err(e) => problems.push(format!("column {:?}: {e}", field.name())),
         }
     }
@@ -827,7 +831,7 @@ mod tests {
         let t = TableName::parse("s.t").unwrap();
         assert_eq!(
             create_table_sql(&t, &schema, &["id".into()]).unwrap(),
-            "CREATE SCHEMA IF NOT EXISTS \"s\"; CREATE TABLE IF NOT EXISTS \"s\".\"t\" (\"id\" bigint, \"at\" timestamptz, \"amount\" numeric(12,2), PRIMARY KEY (\"id\"))"
+            "CREATE SCHEMA IF NOT EXISTS \"s\"; CREATE TABLE IF NOT EXISTS \"s\".\"t\" (\"id\" bigint NOT NULL, \"at\" timestamptz, \"amount\" numeric(12,2), PRIMARY KEY (\"id\"))"
         );
     }
 }

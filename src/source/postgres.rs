@@ -129,6 +129,30 @@ impl PostgresSource {
                 f.with_metadata(metadata)
             })
             .collect();
+        // A table's NOT NULL columns stay NOT NULL in created targets.
+        let not_null: std::collections::HashSet<String> = match relation {
+            Relation::Table(t) => client
+                .query(
+                    "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
+                     AND attnum > 0 AND NOT attisdropped AND attnotnull",
+                    &[&t.qualified()],
+                )
+                .await
+                .map_err(EtlError::pg(format!(
+                    "reading the NOT NULL columns of source table {t}"
+                )))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            Relation::Query(_) => Default::default(),
+        };
+        let fields: Vec<_> = fields
+            .into_iter()
+            .map(|f| {
+                let required = not_null.contains(f.name());
+                f.with_nullable(!required)
+            })
+            .collect();
         let schema = Arc::new(Schema::new(fields));
 
         let time_index = schema.index_of(&chunking.time_column).map_err(|_| {

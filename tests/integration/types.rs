@@ -98,6 +98,11 @@ fn every_supported_type_round_trips_exactly() {
         .replace("e mood", "e text");
     assert_eq!(column_types(&db.dst, "copy.all_types"), expected);
     assert_eq!(
+        psql(&db.dst, "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'copy.all_types'::regclass AND attnum > 0 AND attnotnull"),
+        "id,t",
+        "NOT NULL columns stay NOT NULL"
+    );
+    assert_eq!(
         psql(&db.dst, "SELECT count(*) FROM pg_index WHERE indrelid = 'copy.all_types'::regclass AND indisprimary"),
         "1",
         "the source's primary key is created"
