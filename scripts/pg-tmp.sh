@@ -37,6 +37,11 @@ start)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   as_owner "$bindir/initdb" -D "$dir/data" -U etl --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 2; }
+  # Every role is trusted on loopback except etl_password, whose password is
+  # checked (scram): the tests of password_env, PGPASSWORD and ~/.pgpass use it.
+  { echo "host all etl_password 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/pg_hba.tmp"
+  as_owner cp "$dir/pg_hba.tmp" "$dir/data/pg_hba.conf"
+  rm -f "$dir/pg_hba.tmp"
   opts="-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=200"
   for o in "$@"; do opts="$opts $o"; done
   as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w -t 60 start >/dev/null \

@@ -43,7 +43,7 @@ impl fmt::Display for Endpoint {
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {}", crate::error::pg_message(.source))]
     Connect {
         endpoint: String,
         source: tokio_postgres::Error,

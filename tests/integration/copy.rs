@@ -259,3 +259,88 @@ fn an_indexed_table_is_planned_by_index_and_nothing_is_lost() {
         )
     );
 }
+
+#[test]
+fn passwords_come_from_password_env_pgpassword_or_pgpass() {
+    // Given a role whose password the server checks (scripts/pg-tmp.sh makes
+    // etl_password scram-only on loopback) and a tiny source
+    let db = TestDb::new("copy_password_auth");
+    db.load_timeseries(1, 1, 60);
+    psql(&db.dst, "DO $$ BEGIN CREATE ROLE etl_password LOGIN PASSWORD 's3cret-pw'; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+    psql(&db.dst, "GRANT ALL ON DATABASE copy_password_auth_dst TO etl_password; GRANT ALL ON SCHEMA public TO etl_password");
+    psql(
+        &db.dst,
+        "ALTER DATABASE copy_password_auth_dst OWNER TO etl_password",
+    );
+    let dst = db.dst.replacen("etl@", "etl_password@", 1);
+    let base = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml")).unwrap();
+    let with_env = db.pipeline(
+        "env.toml",
+        &base.replace(
+            "url = \"${ETL_DST_URL}\"",
+            "url = \"${ETL_DST_URL}\"\npassword_env = \"DST_PW\"",
+        ),
+    );
+    let plain = repo().join("pipelines/ships-copy.toml");
+    let pgpass = db.dir.path().join("pgpass");
+    let port = dst
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &pgpass,
+        format!("127.0.0.1:{port}:copy_password_auth_dst:etl_password:s3cret-pw\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let run = |p: &std::path::Path, extra: &[(&str, &str)]| {
+        let mut env = vec![
+            ("ETL_SRC_URL", db.src.as_str()),
+            ("ETL_DST_URL", dst.as_str()),
+            ("PGPASSFILE", "/nonexistent"),
+        ];
+        env.extend_from_slice(extra);
+        etl_in(
+            db.dir.path(),
+            &["run", "--restart", p.to_str().unwrap()],
+            &env,
+        )
+    };
+
+    // When run with the password from password_env, PGPASSWORD, ~/.pgpass, and a wrong one
+    let by_env = run(&with_env, &[("DST_PW", "s3cret-pw")]);
+    let by_pgpassword = run(&plain, &[("PGPASSWORD", "s3cret-pw")]);
+    let by_pgpass = run(&plain, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    let wrong = run(&with_env, &[("DST_PW", "not-it")]);
+    let missing = run(&with_env, &[]);
+
+    // Then the three sources of the password work, a wrong one fails, and no password is printed
+    for out in [&by_env, &by_pgpassword, &by_pgpass] {
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(
+        wrong
+            .stderr
+            .contains("password authentication failed for user \"etl_password\""),
+        "{wrong:?}"
+    );
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing.stderr.contains(
+            "environment variable DST_PW (password_env for postgresql://etl_password@127.0.0.1:"
+        ),
+        "{missing:?}"
+    );
+    for out in [&by_env, &by_pgpassword, &by_pgpass, &wrong, &missing] {
+        assert!(
+            !out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"),
+            "{out:?}"
+        );
+    }
+    assert_copied(&db);
+}
