@@ -116,6 +116,9 @@ pub enum Outcome {
     ChunksFailed,
     /// Ctrl-C stopped the run before every chunk started; `etl run` resumes.
     Interrupted,
+    /// Every chunk done, but a pivot left readings out (unknown format,
+    /// NULL value, name or index); the summary counts them.
+    RowsNotPivoted,
 }
 
 /// Follow mode's timing.
@@ -695,6 +698,9 @@ fn finish(
                 "  note         {} is from an earlier run; no chunk failed in this one",
                 failed_path.display()
             );
+        }
+        if report.pivot.as_ref().is_some_and(|p| p.not_pivoted() > 0) {
+            return Ok(Outcome::RowsNotPivoted);
         }
         return Ok(Outcome::Success);
     }

@@ -1,7 +1,9 @@
 //! The `etl` binary: parse the command line, set up logging, run, and turn
 //! the outcome into an exit code (0: every chunk done, or follow mode
 //! stopped by Ctrl-C; 1: the run finished but chunks failed; 2:
-//! configuration or fatal error; 130: Ctrl-C stopped a run, which resumes).
+//! configuration or fatal error; 3: every chunk done, but a pivot left
+//! source readings out, counted in the summary; 130: Ctrl-C stopped a run,
+//! which resumes).
 
 use std::process::ExitCode;
 
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::ChunksFailed) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::RowsNotPivoted) => ExitCode::from(3),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

@@ -154,6 +154,49 @@ fn default_failed_csv() -> String {
 pub enum TransformConfig {
     /// A SQL query over the previous stage, read as the table `input`.
     Sql(SqlTransformConfig),
+    /// A narrow-to-wide pivot of EAV readings; must be the last stage.
+    Pivot(PivotTransformConfig),
+}
+
+/// `[[transforms]]` with `type = "pivot"`: rows of (index..., name, format,
+/// value columns...) become one row per index value with one column per
+/// name, the value taken from the column that the format names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PivotTransformConfig {
+    /// The wide table's primary key columns, like `["created_time"]`.
+    pub index: Vec<String>,
+    /// The column naming each reading's channel: one wide column per value.
+    pub name_column: String,
+    /// The column naming which value column holds the reading.
+    pub format_column: String,
+    /// Format -> value column, like `{ Decimal = "double_v", Integer = "long_v" }`.
+    pub values: std::collections::BTreeMap<String, String>,
+    /// `typed` (default): each channel's column takes its values' type
+    /// (boolean, bigint, double precision or text); `text`: every column text.
+    #[serde(default)]
+    pub column_types: ColumnTypes,
+    /// Channels per wide table; more spill into `{table}_2`, `{table}_3`...
+    /// Default 1500 (PostgreSQL allows 1600 columns per table).
+    #[serde(default = "default_max_columns")]
+    pub max_columns: usize,
+    /// A CSV file of `channel,group` lines (relative to the working
+    /// directory): each group's channels go to their own table `{table}_{group}`.
+    #[serde(default)]
+    pub column_groups: Option<String>,
+}
+
+/// How wide columns are typed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnTypes {
+    #[default]
+    Typed,
+    Text,
+}
+
+const fn default_max_columns() -> usize {
+    1500
 }
 
 /// `[[transforms]]` with `type = "sql"`.

@@ -42,7 +42,25 @@ pub struct ValidatedPipeline {
 #[derive(Debug, Clone)]
 pub enum ValidatedTransform {
     Sql { query: String },
+    Pivot(PivotSpec),
 }
+
+/// A pivot stage whose settings make sense (columns are checked against
+/// the input's schema when the run builds it).
+#[derive(Debug, Clone)]
+pub struct PivotSpec {
+    pub index: Vec<String>,
+    pub name_column: String,
+    pub format_column: String,
+    /// (format, value column), in the file's order of formats.
+    pub values: Vec<(String, String)>,
+    pub text: bool,
+    pub max_columns: usize,
+    pub column_groups: Option<PathBuf>,
+}
+
+/// PostgreSQL's limit on columns per table.
+pub const MAX_TABLE_COLUMNS: usize = 1600;
 
 /// What rows a source reads.
 #[derive(Debug, Clone)]
@@ -307,6 +325,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
 
     let mut transforms = Vec::new();
+    let transform_count = p.transforms.len();
     for (i, t) in p.transforms.into_iter().enumerate() {
         match t {
             TransformConfig::Sql(t) => {
@@ -317,6 +336,62 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     c.add(&key, format!("is not valid SQL: {e}"));
                 }
                 transforms.push(ValidatedTransform::Sql { query: t.query });
+            }
+            TransformConfig::Pivot(t) => {
+                let key = |k: &str| format!("transforms[{i}].{k}");
+                if i + 1 != transform_count {
+                    c.add(&key("type"), "a pivot must be the last stage: its columns are the channels, known only per chunk; move SQL stages before it");
+                }
+                if t.index.is_empty() || t.index.iter().any(|c| c.trim().is_empty()) {
+                    c.add(
+                        &key("index"),
+                        "must list the wide table's key columns, like [\"created_time\"]",
+                    );
+                }
+                for (k, v) in [
+                    ("name_column", &t.name_column),
+                    ("format_column", &t.format_column),
+                ] {
+                    if v.trim().is_empty() {
+                        c.add(&key(k), "is empty; name a column of the input");
+                    }
+                }
+                if t.values.is_empty() {
+                    c.add(&key("values"), "is empty; map each format to its value column, like { Decimal = \"double_v\" }");
+                }
+                let limit = MAX_TABLE_COLUMNS.saturating_sub(t.index.len());
+                if t.max_columns == 0 || t.max_columns > limit {
+                    c.add(&key("max_columns"), format!("{} is out of range; use 1 to {limit} (PostgreSQL allows {MAX_TABLE_COLUMNS} columns per table, {} of them the index)", t.max_columns, t.index.len()));
+                }
+                if let Some(k) = &ch.key_column {
+                    if !t.index.contains(k)
+                        && !p.sinks.iter().all(|s| match s {
+                            SinkConfig::Postgres(s) => s.table.contains("{key}"),
+                            SinkConfig::Parquet(_) => true,
+                        })
+                    {
+                        c.add(&key("index"), format!("chunks are per {k:?}, which is not in the index, so every sink table needs {{key}} (one wide table per key); or add {k:?} to index"));
+                    }
+                }
+                for (j, s) in p.sinks.iter().enumerate() {
+                    match s {
+                        SinkConfig::Parquet(_) => c.add(&format!("sinks[{j}].type"), "a pivot's output goes to PostgreSQL sinks only for now (its columns change from chunk to chunk); stage the narrow rows to Parquet in a pipeline without the pivot"),
+                        SinkConfig::Postgres(s) => {
+                            if s.primary_key.as_ref().is_some_and(|pk| *pk != t.index) {
+                                c.add(&format!("sinks[{j}].primary_key"), "a pivot's tables are keyed by the pivot's index; leave primary_key out");
+                            }
+                        }
+                    }
+                }
+                transforms.push(ValidatedTransform::Pivot(PivotSpec {
+                    index: t.index,
+                    name_column: t.name_column,
+                    format_column: t.format_column,
+                    values: t.values.into_iter().collect(),
+                    text: t.column_types == super::ColumnTypes::Text,
+                    max_columns: t.max_columns,
+                    column_groups: t.column_groups.map(PathBuf::from),
+                }));
             }
         }
     }

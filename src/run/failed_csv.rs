@@ -118,7 +118,7 @@ fn looks_like_header(fields: &[Option<String>]) -> bool {
 }
 
 /// Splits one CSV line. An unquoted empty field is `None`; `""` is `Some("")`.
-fn split(line: &str) -> Result<Vec<Option<String>>, String> {
+pub(crate) fn split(line: &str) -> Result<Vec<Option<String>>, String> {
     let mut fields = Vec::new();
     let mut chars = line.chars().peekable();
     loop {

@@ -22,6 +22,7 @@ use crate::error::EtlError;
 use crate::plan::{Chunk, Plan};
 use crate::sink::{self, ChunkStats, Sink, SinkContext};
 use crate::source::{self, Source};
+use crate::transform::{ChunkNotes, Notes};
 
 /// A pipeline with its connections made and its schema known.
 pub struct Runner {
@@ -53,6 +54,8 @@ pub struct RunReport {
     pub bytes_written: u64,
     pub elapsed: Duration,
     pub peak_memory_bytes: Option<u64>,
+    /// What a pivot stage did in the committed chunks.
+    pub pivot: Option<crate::transform::pivot::PivotCounts>,
 }
 
 /// Knobs of one run that come from the command line.
@@ -83,11 +86,23 @@ impl Runner {
         let schema = transforms
             .last()
             .map_or_else(|| source.schema(), |t| t.output_schema());
+        let pivot = match transforms.last().and_then(|t| t.pivot()) {
+            Some(p) => Some(Arc::new(sink::wide::WideSpec {
+                index: p.index_fields().to_vec(),
+                max_columns: p.spec().max_columns,
+                groups: match &p.spec().column_groups {
+                    Some(path) => read_column_groups(path)?,
+                    None => Default::default(),
+                },
+            })),
+            None => None,
+        };
         let context = Arc::new(SinkContext {
             pipeline: pipeline.name.clone(),
             schema,
             source_primary_key: source.primary_key().to_vec(),
             chunking: pipeline.chunks.clone(),
+            pivot,
         });
         let sinks = block_on(async {
             let mut sinks = Vec::new();
@@ -256,6 +271,7 @@ impl Runner {
         let failed = Mutex::new(Vec::new());
         let done = AtomicUsize::new(0);
         let elsewhere = AtomicUsize::new(0);
+        let pivot = Mutex::new(None::<crate::transform::pivot::PivotCounts>);
         let progress = summary::Progress::new(chunks.len(), options.expected_rows);
         tracing::info!(pipeline = %self.pipeline.name, chunks = chunks.len(), workers, "Run started.");
         pool.scope(|scope| {
@@ -277,7 +293,10 @@ impl Runner {
                             elsewhere.fetch_add(1, Ordering::Relaxed);
                             progress.chunk_done(0, false);
                         }
-                        Ok(Some(stats)) => {
+                        Ok(Some((stats, notes))) => {
+                            if let Some(c) = notes.pivot {
+                                add_counts(pivot.lock().expect("no panic while holding the lock").get_or_insert_with(Default::default), &c);
+                            }
                             tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
                             rows.fetch_add(stats.rows, Ordering::Relaxed);
                             bytes_written.fetch_add(stats.bytes, Ordering::Relaxed);
@@ -313,8 +332,48 @@ impl Runner {
             bytes_written: bytes_written.into_inner(),
             elapsed: started.elapsed(),
             peak_memory_bytes: summary::peak_memory_bytes(),
+            pivot: pivot.into_inner().expect("no panic while holding the lock"),
         })
     }
+}
+
+/// `column_groups`: `channel,group` lines (a header line `channel,group`
+/// is allowed; a channel with a comma or quote is written CSV-quoted).
+fn read_column_groups(
+    path: &std::path::Path,
+) -> Result<std::collections::HashMap<String, String>, EtlError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EtlError::Io {
+        context: format!("reading column_groups file {}", path.display()),
+        source: e,
+    })?;
+    let mut groups = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |what: &str| {
+            EtlError::Schema(format!(
+                "column_groups file {}, line {}: {what}; write `channel,group`",
+                path.display(),
+                n + 1
+            ))
+        };
+        if line.trim().is_empty() || (n == 0 && line.trim() == "channel,group") {
+            continue;
+        }
+        let fields = failed_csv::split(line).map_err(|e| bad(&e))?;
+        let [Some(channel), Some(group)] = fields.as_slice() else {
+            return Err(bad(&format!(
+                "expected two non-empty fields, found {:?}",
+                fields
+            )));
+        };
+        if let Some(before) = groups.insert(channel.clone(), group.clone()) {
+            if before != *group {
+                return Err(bad(&format!(
+                    "channel {channel:?} is also in group {before:?}"
+                )));
+            }
+        }
+    }
+    Ok(groups)
 }
 
 /// Set by Ctrl-C: workers finish the chunks in flight and take no more.
@@ -371,7 +430,11 @@ impl Runner {
 
     /// Runs a chunk, trying again after transient failures (bounded, with
     /// doubling backoff); a permanent error fails it at once.
-    fn run_with_retries(&self, chunk: &Chunk, redo: bool) -> Result<Option<ChunkStats>, EtlError> {
+    fn run_with_retries(
+        &self,
+        chunk: &Chunk,
+        redo: bool,
+    ) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
         let chunking = &self.pipeline.chunks;
         let mut attempt = 0u32;
         loop {
@@ -484,6 +547,7 @@ struct ReadJob {
     source: Arc<dyn Source>,
     transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
     chunk: Chunk,
+    notes: Notes,
     tx: tokio::sync::mpsc::Sender<Msg>,
 }
 
@@ -522,12 +586,13 @@ async fn read_chunk(job: ReadJob) {
         source,
         transforms,
         chunk,
+        notes,
         tx,
     } = job;
     let opened = async {
         let mut stream = source.open(&chunk).await?;
         for t in transforms.iter() {
-            stream = t.apply(stream).await?;
+            stream = t.apply(stream, notes.clone()).await?;
         }
         Ok::<_, EtlError>(stream)
     };
@@ -562,7 +627,7 @@ async fn run_chunk(
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
     redo: bool,
-) -> Result<Option<ChunkStats>, EtlError> {
+) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
     // Claim the chunk in every sink before reading anything: another
     // process may hold it, or have finished it.
     let mut writers = Vec::with_capacity(sinks.len());
@@ -573,10 +638,12 @@ async fn run_chunk(
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let notes = Notes::default();
     let job = ReadJob {
         source: source.clone(),
         transforms: transforms.clone(),
         chunk: chunk.clone(),
+        notes: notes.clone(),
         tx,
     };
     READER
@@ -605,5 +672,29 @@ async fn run_chunk(
         bytes += w.commit().await?.bytes;
     }
     pause::after_commit();
-    Ok(Some(ChunkStats { rows, bytes }))
+    let notes = notes
+        .lock()
+        .expect("no panic while holding the lock")
+        .clone();
+    Ok(Some((ChunkStats { rows, bytes }, notes)))
+}
+
+/// Adds one chunk's pivot counts to the run's.
+fn add_counts(
+    total: &mut crate::transform::pivot::PivotCounts,
+    c: &crate::transform::pivot::PivotCounts,
+) {
+    total.input_rows += c.input_rows;
+    total.wide_rows += c.wide_rows;
+    total.null_index += c.null_index;
+    total.null_name += c.null_name;
+    total.unknown_format += c.unknown_format;
+    total.null_value += c.null_value;
+    total.duplicates += c.duplicates;
+    // One example per reason is enough for the summary.
+    for (reason, e) in &c.examples {
+        if !total.examples.iter().any(|(r, _)| r == reason) {
+            total.examples.push((reason, e.clone()));
+        }
+    }
 }

@@ -153,7 +153,35 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
             report.chunks_elsewhere
         ));
     }
-    s.push_str(&format!("  rows         {}\n", thousands(report.rows)));
+    match &report.pivot {
+        Some(p) => {
+            s.push_str(&format!(
+                "  rows         {} wide rows from {} readings\n",
+                thousands(report.rows),
+                thousands(p.input_rows)
+            ));
+            if p.not_pivoted() > 0 {
+                s.push_str(&format!(
+                    "  not pivoted  {} readings: {} unknown format, {} NULL value, {} NULL name, {} NULL index (examples in the log)\n",
+                    thousands(p.not_pivoted()),
+                    thousands(p.unknown_format),
+                    thousands(p.null_value),
+                    thousands(p.null_name),
+                    thousands(p.null_index)
+                ));
+                for (_, e) in &p.examples {
+                    s.push_str(&format!("               e.g. {e}\n"));
+                }
+            }
+            if p.duplicates > 0 {
+                s.push_str(&format!(
+                    "  duplicates   {} readings repeated a (row, channel) cell; the greatest value was kept\n",
+                    thousands(p.duplicates)
+                ));
+            }
+        }
+        None => s.push_str(&format!("  rows         {}\n", thousands(report.rows))),
+    }
     s.push_str(&format!(
         "  bytes        {} read, {} written\n",
         bytes(report.bytes_read),

@@ -4,6 +4,7 @@
 pub mod ledger;
 pub mod parquet;
 pub mod postgres;
+pub mod wide;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct SinkContext {
     /// The source's primary key, for created tables.
     pub source_primary_key: Vec<String>,
     pub chunking: Chunking,
+    /// Set when the last stage is a pivot: sinks write wide tables.
+    pub pivot: Option<Arc<wide::WideSpec>>,
 }
 
 pub async fn build(

@@ -38,6 +38,8 @@ pub struct PostgresSink {
     pool: Arc<Pool>,
     targets: tokio::sync::Mutex<HashMap<TableName, Arc<Target>>>,
     time_has_zone: bool,
+    /// A pivot's wide tables, when the pipeline ends with one.
+    wide: Option<Arc<super::wide::Wide>>,
 }
 
 /// A target table, checked against the source schema once per run.
@@ -53,9 +55,10 @@ struct Target {
 }
 
 /// A column as the target's catalog describes it.
-struct CatalogColumn {
-    name: String,
-    info: TypeInfo,
+#[derive(Debug, Clone)]
+pub(super) struct CatalogColumn {
+    pub name: String,
+    pub info: TypeInfo,
 }
 
 impl PostgresSink {
@@ -66,12 +69,28 @@ impl PostgresSink {
             .map(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_))))
             .unwrap_or(true);
         let pool = Pool::new(spec.endpoint.clone(), &format!("etl {}", ctx.pipeline));
+        let wide = ctx.pivot.as_ref().map(|w| {
+            let key_column = ctx
+                .chunking
+                .key_column
+                .clone()
+                .filter(|k| w.index.iter().any(|f| f.name() == k));
+            Arc::new(super::wide::Wide::new(
+                spec.clone(),
+                w.clone(),
+                ctx.pipeline.clone(),
+                ctx.chunking.time_column.clone(),
+                time_has_zone,
+                key_column,
+            ))
+        });
         PostgresSink {
             spec,
             ctx,
             pool,
             targets: Default::default(),
             time_has_zone,
+            wide,
         }
     }
 
@@ -86,12 +105,17 @@ impl PostgresSink {
     }
 
     fn table_for(&self, chunk: &Chunk) -> Result<TableName, EtlError> {
-        self.spec.table.render(chunk.key.as_deref()).map_err(|e| {
+        let table = self.spec.table.render(chunk.key.as_deref()).map_err(|e| {
             EtlError::Schema(format!(
                 "sinks.table {:?} for key {:?}: {e}",
                 self.spec.table.as_str(),
                 chunk.key
             ))
+        })?;
+        // A wide table's name is made to fit PostgreSQL, as its parts' are.
+        Ok(match self.wide {
+            Some(_) => super::wide::base_table(&table),
+            None => table,
         })
     }
 
@@ -279,6 +303,33 @@ impl Sink for PostgresSink {
     async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let mut lines = Vec::new();
+        if let Some(wide) = &self.wide {
+            for table in self.tables_for(chunks)? {
+                match read_columns(&client, &table).await? {
+                    Some(_) => {
+                        let parts = wide.parts(&client, &table).await?;
+                        lines.push(format!(
+                            "wide table {table} exists ({} table{} with its spills and groups); mode {}; new channels become columns",
+                            parts.len(),
+                            if parts.len() == 1 { "" } else { "s" },
+                            self.spec.mode.as_str()
+                        ));
+                    }
+                    None if self.spec.create_table => lines.push(format!(
+                        "wide table {table}: created with its index, then one column per channel as chunks bring them; mode {}",
+                        self.spec.mode.as_str()
+                    )),
+                    None => {
+                        return Err(EtlError::Schema(format!(
+                            "wide table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
+                            self.spec.endpoint
+                        )))
+                    }
+                }
+            }
+            self.pool.put(client);
+            return Ok(lines);
+        }
         for table in self.tables_for(chunks)? {
             match read_columns(&client, &table).await? {
                 Some(columns) => {
@@ -308,7 +359,40 @@ impl Sink for PostgresSink {
     async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         self.ensure_ledger(&client).await?;
+        if self.wide.is_some() {
+            crate::pg::locked_ddl(&client, "etl.column_map", super::wide::COLUMN_MAP_DDL)
+                .await
+                .map_err(EtlError::pg(format!(
+                    "creating etl.column_map on {}",
+                    self.spec.endpoint
+                )))?;
+        }
         for table in self.tables_for(chunks)? {
+            if let Some(wide) = &self.wide {
+                if truncate && self.spec.mode == SinkMode::Replace {
+                    let parts = wide.parts(&client, &table).await?;
+                    if !parts.is_empty() {
+                        let qualified = table.qualified();
+                        tracing::info!(table = %qualified, parts = parts.len(), "Truncating wide tables (mode replace).");
+                        let truncated = client
+                            .batch_execute(&format!(
+                                "BEGIN; {}; TRUNCATE {}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                                self.spec.timeouts.set_local(),
+                                parts.join(", "),
+                                crate::sql::literal(&qualified)
+                            ))
+                            .await
+                            .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
+                        if let Err(e) = truncated {
+                            return Err(
+                                explain_busy(&client, &qualified, &self.spec.timeouts, e).await
+                            );
+                        }
+                    }
+                }
+                wide.prepare(&client, &table).await?;
+                continue;
+            }
             if truncate
                 && self.spec.mode == SinkMode::Replace
                 && read_columns(&client, &table).await?.is_some()
@@ -380,6 +464,25 @@ impl Sink for PostgresSink {
     ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
         let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
+        if let Some(wide) = &self.wide {
+            let qualified = table.qualified();
+            let row = ledger::Row::new(&self.ctx.pipeline, &qualified, chunk);
+            let claimed = ledger::claim(&client, &row, redo)
+                .await
+                .map_err(EtlError::pg(format!(
+                    "claiming chunk {chunk} in etl.chunk_ledger"
+                )))?;
+            if !claimed {
+                self.pool.put(client);
+                return Ok(None);
+            }
+            return Ok(Some(Box::new(wide.writer(
+                client,
+                self.pool.clone(),
+                table,
+                chunk.clone(),
+            ))));
+        }
         let target = self.target(&client, &table).await?;
         let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
         let claimed = ledger::claim(&client, &row, redo)
@@ -550,7 +653,7 @@ impl PostgresSink {
 /// Turns a lock timeout into an error that names the table and the
 /// sessions holding its locks (read after rolling back, so they may have
 /// moved on); other errors pass through.
-async fn explain_busy(
+pub(super) async fn explain_busy(
     client: &Client,
     qualified: &str,
     timeouts: &crate::config::SinkTimeouts,
@@ -661,7 +764,7 @@ impl ChunkWriter for PostgresChunkWriter {
 }
 
 /// The table's columns, or `None` when it does not exist.
-async fn read_columns(
+pub(super) async fn read_columns(
     client: &Client,
     table: &TableName,
 ) -> Result<Option<Vec<CatalogColumn>>, EtlError> {

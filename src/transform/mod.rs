@@ -3,9 +3,10 @@
 //! chunk runs (planned against an empty input), so sinks can create and
 //! check their tables up front.
 
+pub mod pivot;
 pub mod sql;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -19,9 +20,23 @@ use crate::source::BatchStream;
 pub trait Transform: Send + Sync {
     /// Schema of every batch this stage produces.
     fn output_schema(&self) -> SchemaRef;
-    /// Runs the stage over one chunk's batches.
-    async fn apply(&self, input: BatchStream) -> Result<BatchStream, EtlError>;
+    /// Runs the stage over one chunk's batches; what it notices about the
+    /// chunk's rows goes into `notes`.
+    async fn apply(&self, input: BatchStream, notes: Notes) -> Result<BatchStream, EtlError>;
+    /// The pivot stage, when this is one: its batches' columns change from
+    /// chunk to chunk, and sinks write them as wide tables.
+    fn pivot(&self) -> Option<&pivot::Pivot> {
+        None
+    }
 }
+
+/// What the stages noticed about one chunk's rows, read once it commits.
+#[derive(Debug, Default, Clone)]
+pub struct ChunkNotes {
+    pub pivot: Option<pivot::PivotCounts>,
+}
+
+pub type Notes = Arc<Mutex<ChunkNotes>>;
 
 /// Builds the stages in order, each planned on the schema of the one before.
 pub async fn build(
@@ -34,6 +49,9 @@ pub async fn build(
         let stage: Arc<dyn Transform> = match spec {
             ValidatedTransform::Sql { query } => {
                 Arc::new(sql::SqlTransform::build(index, query, schema.clone()).await?)
+            }
+            ValidatedTransform::Pivot(spec) => {
+                Arc::new(pivot::Pivot::build(index, spec, schema.clone())?)
             }
         };
         schema = stage.output_schema();

@@ -15,7 +15,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
 
-use super::{from_datafusion, Transform};
+use super::{from_datafusion, Notes, Transform};
 use crate::error::EtlError;
 use crate::source::BatchStream;
 
@@ -59,7 +59,7 @@ impl Transform for SqlTransform {
         self.output.clone()
     }
 
-    async fn apply(&self, input: BatchStream) -> Result<BatchStream, EtlError> {
+    async fn apply(&self, input: BatchStream, _notes: Notes) -> Result<BatchStream, EtlError> {
         let index = self.index;
         let ctx = context();
         let partition = Arc::new(OneShot {

@@ -168,3 +168,61 @@ fn bad_url_is_a_problem_of_its_key() {
         "{out:?}"
     );
 }
+
+#[test]
+fn pivot_settings_are_checked_with_their_lines() {
+    // Given a pivot before a SQL stage, with no index, too many columns,
+    // a Parquet sink and a primary key other than the index
+    let text = GOOD.replace(
+        "[[sinks]]",
+        "[[transforms]]\ntype = \"pivot\"\nindex = []\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
+         values = { Decimal = \"double_v\" }\nmax_columns = 1700\n\n\
+         [[transforms]]\ntype = \"sql\"\nquery = \"SELECT * FROM input\"\n\n\
+         [[sinks]]\ntype = \"parquet\"\npath = \"s/{key}/{start}.parquet\"\n\n[[sinks]]",
+    ) + "primary_key = [\"ship_id\"]\n";
+    // When validated
+    let out = validate(&text, &DUMMY);
+    // Then each problem is named with its line
+    assert_eq!(out.code, 2, "{out:?}");
+    for expected in [
+        "line 13, transforms[0].type: a pivot must be the last stage",
+        "line 14, transforms[0].index: must list the wide table's key columns",
+        "line 18, transforms[0].max_columns: 1700 is out of range; use 1 to 1600",
+        "line 25, sinks[0].type: a pivot's output goes to PostgreSQL sinks only for now",
+        "line 32, sinks[1].primary_key: a pivot's tables are keyed by the pivot's index; leave primary_key out",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{out:?}");
+    }
+}
+
+#[test]
+fn a_bad_column_groups_file_names_its_line() {
+    // Given a column_groups file with a line of three fields
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("groups.csv"),
+        "channel,group\nch_1,engine\nch_2,engine,extra\n",
+    )
+    .unwrap();
+    let text = GOOD.replace(
+        "[[sinks]]",
+        "[[transforms]]\ntype = \"pivot\"\nindex = [\"created_time\"]\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
+         values = { Decimal = \"double_v\" }\ncolumn_groups = \"groups.csv\"\n\n[[sinks]]",
+    );
+    std::fs::write(dir.path().join("p.toml"), text).unwrap();
+    let db = crate::support::TestDb::new("config_column_groups");
+    db.load_timeseries(1, 1, 10);
+    // When the run starts
+    let out = etl_in(
+        dir.path(),
+        &["run", "p.toml"],
+        &[("ETL_SRC_URL", &db.src), ("ETL_DST_URL", &db.dst)],
+    );
+    // Then it stops before any chunk, naming the file and line
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("column_groups file groups.csv, line 3: expected two non-empty fields"),
+        "{out:?}"
+    );
+}

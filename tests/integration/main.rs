@@ -9,6 +9,7 @@ mod failures;
 mod faults;
 mod follow;
 mod parquet;
+mod pivot;
 mod resume;
 mod transforms;
 mod types;

@@ -1,0 +1,881 @@
+//! Wide tables for a pivot stage, in PostgreSQL.
+//!
+//! A key's wide table (the sink's `table`, the "base") is split into parts:
+//! the base itself, then `{table}_2`, `{table}_3`... once `max_columns`
+//! channels fill one; a channel listed in `column_groups` goes to its
+//! group's tables `{table}_{group}`, `{table}_{group}_2`... Every part has
+//! the pivot's index as primary key and receives every index value of each
+//! chunk it is written in, so each part equals the in-database pivot
+//! restricted to its columns.
+//!
+//! `etl.column_map` (base_table, table_name, column_name, channel) records
+//! where each channel lives: a channel keeps its column for good, and no
+//! two channels share one. A channel name that is not a usable column name
+//! (over PostgreSQL's 63 bytes, empty, taken by an index column or by a
+//! longer name's shortening) gets `prefix_hhhhhhhh`, its first bytes and a
+//! hash of the whole name. Columns are added (and widened, boolean < bigint
+//! < double precision < text) before a chunk's data is copied, in their own
+//! transaction under the sink's timeouts and an advisory lock per base
+//! table, so concurrent workers and processes agree on the layout.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Schema};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::{Client, CopyInSink};
+
+use super::postgres::{create_table_sql, explain_busy, read_columns, CatalogColumn};
+use super::{ledger, ChunkStats, ChunkWriter};
+use crate::config::validate::PostgresSinkSpec;
+use crate::config::SinkMode;
+use crate::error::EtlError;
+use crate::pg::Pool;
+use crate::pg_binary::encode::CopyEncoder;
+use crate::pg_binary::PgType;
+use crate::plan::{chunk_filter, Chunk};
+use crate::sql::{ident, literal, TableName};
+use crate::transform::pivot::{pg_float_text, Kind};
+
+pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
+    CREATE TABLE IF NOT EXISTS etl.column_map ( \
+      base_table text NOT NULL, table_name text NOT NULL, column_name text NOT NULL, \
+      channel text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), \
+      PRIMARY KEY (base_table, channel), UNIQUE (table_name, column_name))";
+
+/// PostgreSQL's longest identifier, in bytes.
+const MAX_IDENTIFIER: usize = 63;
+
+/// What the pivot tells the sink: the index, and how to split channels.
+#[derive(Debug)]
+pub struct WideSpec {
+    pub index: Vec<FieldRef>,
+    pub max_columns: usize,
+    /// channel -> group, from `column_groups`.
+    pub groups: HashMap<String, String>,
+}
+
+/// Where a channel's values go.
+#[derive(Debug, Clone)]
+struct Placement {
+    part: String,
+    column: String,
+    kind: Kind,
+}
+
+/// A part table as the target has it.
+#[derive(Debug, Clone)]
+struct Part {
+    columns: Vec<CatalogColumn>,
+    /// Channels placed in it.
+    channels: usize,
+}
+
+/// A base table's layout: parts by qualified name, channels' places.
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    parts: BTreeMap<String, Part>,
+    channels: HashMap<String, Placement>,
+}
+
+/// State shared by the sink and its writers.
+pub struct Wide {
+    pub spec: PostgresSinkSpec,
+    pub wide: Arc<WideSpec>,
+    pub pipeline: String,
+    pub time_column: String,
+    pub time_has_zone: bool,
+    /// The chunk key's column, when it is part of the index.
+    pub key_column: Option<String>,
+    layouts: tokio::sync::Mutex<HashMap<String, Layout>>,
+}
+
+/// `name` as a column or table name: itself when it fits and is free, else
+/// its first bytes and a hash of the whole (then a counter, if even that is taken).
+pub fn fit_identifier(name: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let usable = !name.is_empty() && name.len() <= MAX_IDENTIFIER && !name.contains('\0');
+    if usable && !taken(name) {
+        return name.to_string();
+    }
+    // FNV-1a: stable across versions and platforms.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    for attempt in 0u32.. {
+        let suffix = match attempt {
+            0 => format!("_{:08x}", hash as u32),
+            n => format!("_{:08x}_{n}", hash as u32),
+        };
+        let mut prefix = String::new();
+        for c in name.chars().filter(|c| *c != '\0') {
+            if prefix.len() + c.len_utf8() + suffix.len() > MAX_IDENTIFIER {
+                break;
+            }
+            prefix.push(c);
+        }
+        let candidate = format!("{prefix}{suffix}");
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("some counter leaves the name free")
+}
+
+/// The part table `seq` (1-based) of a group (`None`: ungrouped channels).
+fn part_table(base: &TableName, group: Option<&str>, seq: usize) -> TableName {
+    let suffix = match (group, seq) {
+        (None, 1) => String::new(),
+        (None, n) => format!("_{n}"),
+        (Some(g), 1) => format!("_{g}"),
+        (Some(g), n) => format!("_{g}_{n}"),
+    };
+    TableName {
+        schema: Some(base.schema_or_public().to_string()),
+        name: fit_identifier(&format!("{}{suffix}", base.name), &|_| false),
+    }
+}
+
+/// A key's wide table, schema explicit and name fit to PostgreSQL.
+pub fn base_table(table: &TableName) -> TableName {
+    part_table(table, None, 1)
+}
+
+fn kind_of(c: &CatalogColumn) -> Option<Kind> {
+    Some(match c.info.oid {
+        16 => Kind::Bool,
+        20 => Kind::Int,
+        701 => Kind::Float,
+        25 => Kind::Text,
+        _ => return None,
+    })
+}
+
+fn pg_type(kind: Kind) -> PgType {
+    match kind {
+        Kind::Bool => PgType::Bool,
+        Kind::Int => PgType::Int8,
+        Kind::Float => PgType::Float8,
+        Kind::Text => PgType::Text,
+    }
+}
+
+impl Wide {
+    pub fn new(
+        spec: PostgresSinkSpec,
+        wide: Arc<WideSpec>,
+        pipeline: String,
+        time_column: String,
+        time_has_zone: bool,
+        key_column: Option<String>,
+    ) -> Self {
+        Wide {
+            spec,
+            wide,
+            pipeline,
+            time_column,
+            time_has_zone,
+            key_column,
+            layouts: Default::default(),
+        }
+    }
+
+    fn index_names(&self) -> Vec<String> {
+        self.wide.index.iter().map(|f| f.name().clone()).collect()
+    }
+
+    /// Checks what can be checked before the first chunk and creates the
+    /// base table (index only) when allowed.
+    pub async fn prepare(&self, client: &Client, base: &TableName) -> Result<(), EtlError> {
+        let index = self.index_names();
+        if self.spec.mode != SinkMode::Upsert && !index.contains(&self.time_column) {
+            return Err(EtlError::Schema(format!(
+                "mode {} replaces a chunk's window when it runs again, so the pivot's index needs the time column {:?}; add it to index or use mode = \"upsert\"",
+                self.spec.mode.as_str(),
+                self.time_column
+            )));
+        }
+        match read_columns(client, base).await? {
+            Some(columns) => {
+                let pk = crate::pg::primary_key(client, &base.qualified())
+                    .await
+                    .map_err(EtlError::pg(format!("reading the primary key of {base}")))?;
+                if pk != index {
+                    return Err(EtlError::Schema(format!(
+                        "wide table {base} has primary key ({}), but the pivot's index is ({}); they must be the same",
+                        pk.join(", "),
+                        index.join(", ")
+                    )));
+                }
+                for f in &self.wide.index {
+                    if !columns.iter().any(|c| c.name == *f.name()) {
+                        return Err(EtlError::Schema(format!(
+                            "wide table {base} has no index column {:?}",
+                            f.name()
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            None if self.spec.create_table => self.create_part(client, base).await,
+            None => Err(EtlError::Schema(format!(
+                "wide table {base} does not exist on {}; create it, or set create_table = true in [[sinks]]",
+                self.spec.endpoint
+            ))),
+        }
+    }
+
+    async fn create_part(&self, client: &Client, table: &TableName) -> Result<(), EtlError> {
+        let sql = format!(
+            "{}; {}",
+            self.spec.timeouts.set_local(),
+            self.create_sql(table)?
+        );
+        crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
+            .await
+            .map_err(EtlError::pg(format!("creating wide table {table}")))
+    }
+
+    fn create_sql(&self, table: &TableName) -> Result<String, EtlError> {
+        let schema = Schema::new(self.wide.index.clone());
+        create_table_sql(table, &schema, &self.index_names())
+    }
+
+    /// The base table and every part created for it, as `etl plan` and
+    /// replace mode need them.
+    pub async fn parts(&self, client: &Client, base: &TableName) -> Result<Vec<String>, EtlError> {
+        Ok(self.load(client, base).await?.parts.into_keys().collect())
+    }
+
+    /// Reads the layout from the target: etl.column_map and the catalog.
+    async fn load(&self, client: &Client, base: &TableName) -> Result<Layout, EtlError> {
+        let qualified = base.qualified();
+        let context = || format!("reading etl.column_map for {qualified}");
+        let mapped = client
+            .query(
+                "SELECT table_name, column_name, channel FROM etl.column_map \
+                 WHERE base_table = $1 AND to_regclass('etl.column_map') IS NOT NULL",
+                &[&qualified],
+            )
+            .await;
+        let mapped = match mapped {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Vec::new()
+            }
+            Err(e) => return Err(EtlError::pg(context())(e)),
+        };
+        let mut layout = Layout::default();
+        let mut tables: BTreeSet<String> = mapped.iter().map(|r| r.get(0)).collect();
+        tables.insert(qualified.clone());
+        for t in tables {
+            let table = TableName::parse(&t)
+                .map_err(|e| EtlError::Schema(format!("etl.column_map names table {t:?}: {e}")))?;
+            if let Some(columns) = read_columns(client, &table).await? {
+                layout.parts.insert(
+                    t,
+                    Part {
+                        columns,
+                        channels: 0,
+                    },
+                );
+            }
+        }
+        for r in &mapped {
+            let (part, column, channel): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            let Some(p) = layout.parts.get_mut(&part) else {
+                return Err(EtlError::Schema(format!(
+                    "etl.column_map places channel {channel:?} in table {part}, which does not exist; drop the map's rows for base_table = {qualified:?} to start that table over"
+                )));
+            };
+            let found = p.columns.iter().find(|c| c.name == column);
+            let Some(kind) = found.and_then(kind_of) else {
+                return Err(EtlError::Schema(format!(
+                    "etl.column_map places channel {channel:?} in column {column:?} of {part}, which is missing or not boolean, bigint, double precision or text"
+                )));
+            };
+            p.channels += 1;
+            layout
+                .channels
+                .insert(channel, Placement { part, column, kind });
+        }
+        Ok(layout)
+    }
+
+    /// The layout that holds `channels` (name, kind), adding parts and
+    /// columns and widening types first when the target lacks them.
+    async fn layout_for(
+        &self,
+        client: &Client,
+        base: &TableName,
+        channels: &[(String, Kind)],
+    ) -> Result<Layout, EtlError> {
+        let qualified = base.qualified();
+        let fits = |l: &Layout| {
+            channels
+                .iter()
+                .all(|(c, k)| l.channels.get(c).is_some_and(|p| p.kind >= *k))
+        };
+        let mut cache = self.layouts.lock().await;
+        if let Some(l) = cache.get(&qualified) {
+            if fits(l) {
+                return Ok(l.clone());
+            }
+        }
+        let layout = self.load(client, base).await?;
+        if fits(&layout) {
+            cache.insert(qualified, layout.clone());
+            return Ok(layout);
+        }
+        // Under the base table's lock, read again and change what is missing.
+        let lock = literal(&format!("etl pivot {qualified}"));
+        client
+            .batch_execute(&format!("SELECT pg_advisory_lock(hashtext({lock}))"))
+            .await
+            .map_err(EtlError::pg(format!("locking the layout of {qualified}")))?;
+        let changed = async {
+            let layout = self.load(client, base).await?;
+            let ddl = self.plan_changes(base, &layout, channels)?;
+            if !ddl.is_empty() {
+                let sql = format!(
+                    "BEGIN; {}; {}; COMMIT",
+                    self.spec.timeouts.set_local(),
+                    ddl.join("; ")
+                );
+                let done = client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(EtlError::pg(format!("adding columns to {qualified}")));
+                if let Err(e) = done {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(explain_busy(client, &qualified, &self.spec.timeouts, e).await);
+                }
+            }
+            self.load(client, base).await
+        }
+        .await;
+        let unlocked = client
+            .batch_execute(&format!("SELECT pg_advisory_unlock(hashtext({lock}))"))
+            .await
+            .map_err(EtlError::pg(format!("unlocking the layout of {qualified}")));
+        let layout = changed?;
+        unlocked?;
+        cache.insert(qualified, layout.clone());
+        Ok(layout)
+    }
+
+    /// The statements that make `layout` hold `channels`.
+    fn plan_changes(
+        &self,
+        base: &TableName,
+        layout: &Layout,
+        channels: &[(String, Kind)],
+    ) -> Result<Vec<String>, EtlError> {
+        let index = self.index_names();
+        let base_q = base.qualified();
+        // Per part: columns to add; new parts to create; channels to map.
+        let mut added: BTreeMap<String, Vec<(String, Kind)>> = BTreeMap::new();
+        let mut created: BTreeMap<String, TableName> = BTreeMap::new();
+        let mut counts: HashMap<String, usize> = layout
+            .parts
+            .iter()
+            .map(|(q, p)| (q.clone(), p.channels))
+            .collect();
+        let mut mapped: Vec<(String, String, String)> = Vec::new();
+        let mut ddl = Vec::new();
+        let widen = |part: &str, column: &str, channel: &str, from: Kind, to: Kind| {
+            tracing::warn!(table = part, column, channel, from = from.pg_type(), to = to.pg_type(), "Risky change: a channel's format changed, so its column is widened (the table is rewritten; existing values are cast).");
+            let using = if from == Kind::Bool && to != Kind::Text {
+                format!("{}::int::{}", ident(column), to.pg_type())
+            } else {
+                format!("{}::{}", ident(column), to.pg_type())
+            };
+            format!(
+                "ALTER TABLE {part} ALTER COLUMN {} TYPE {} USING {using}",
+                ident(column),
+                to.pg_type()
+            )
+        };
+        let mut sorted: Vec<&(String, Kind)> = channels.iter().collect();
+        sorted.sort();
+        for (channel, kind) in sorted {
+            if let Some(p) = layout.channels.get(channel) {
+                if p.kind < *kind {
+                    ddl.push(widen(&p.part, &p.column, channel, p.kind, *kind));
+                }
+                continue;
+            }
+            let group = self.wide.groups.get(channel).map(String::as_str);
+            for seq in 1.. {
+                let table = part_table(base, group, seq);
+                let q = table.qualified();
+                let existing = layout.parts.get(&q);
+                if existing.is_none() && !created.contains_key(&q) {
+                    if group.is_none() && seq == 1 && !self.spec.create_table {
+                        return Err(EtlError::Schema(format!(
+                            "wide table {base} does not exist; create it, or set create_table = true in [[sinks]]"
+                        )));
+                    }
+                    created.insert(q.clone(), table.clone());
+                }
+                let count = counts.entry(q.clone()).or_default();
+                if *count >= self.wide.max_columns {
+                    continue;
+                }
+                *count += 1;
+                let planned = added.entry(q.clone()).or_default();
+                // A column of the channel's name that no channel has (made
+                // by hand, or the map was lost) is taken over.
+                let adopt = existing.and_then(|p| {
+                    p.columns.iter().find(|c| {
+                        c.name == *channel
+                            && !index.contains(&c.name)
+                            && !layout
+                                .channels
+                                .values()
+                                .any(|m| m.part == q && m.column == c.name)
+                    })
+                });
+                let column = match adopt {
+                    Some(c) => {
+                        let Some(have) = kind_of(c) else {
+                            return Err(EtlError::Schema(format!(
+                                "column {:?} of {q} is of type {}, which a pivot cannot write; rename or drop it",
+                                c.name, c.info.name
+                            )));
+                        };
+                        if have < *kind {
+                            ddl.push(widen(&q, &c.name, channel, have, *kind));
+                        }
+                        c.name.clone()
+                    }
+                    None => {
+                        let taken = |name: &str| {
+                            index.iter().any(|i| i == name)
+                                || existing
+                                    .is_some_and(|p| p.columns.iter().any(|c| c.name == name))
+                                || planned.iter().any(|(c, _)| c == name)
+                        };
+                        let column = fit_identifier(channel, &taken);
+                        planned.push((column.clone(), *kind));
+                        column
+                    }
+                };
+                mapped.push((q, column, channel.clone()));
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for table in created.values() {
+            tracing::info!(table = %table, "Creating wide table.");
+            out.push(self.create_sql(table)?);
+        }
+        for (part, columns) in &added {
+            if columns.is_empty() {
+                continue;
+            }
+            tracing::info!(table = %part, columns = columns.len(), "Adding channel columns.");
+            out.push(format!(
+                "ALTER TABLE {part} {}",
+                columns
+                    .iter()
+                    .map(|(c, k)| format!("ADD COLUMN {} {}", ident(c), k.pg_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        out.extend(ddl);
+        if !mapped.is_empty() {
+            out.push(format!(
+                "INSERT INTO etl.column_map (base_table, table_name, column_name, channel) VALUES {}",
+                mapped
+                    .iter()
+                    .map(|(t, c, ch)| format!(
+                        "({}, {}, {}, {})",
+                        literal(&base_q),
+                        literal(t),
+                        literal(c),
+                        literal(ch)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A writer for one chunk; nothing is sent until its first batch (or commit).
+    pub fn writer(
+        self: &Arc<Self>,
+        client: Client,
+        pool: Arc<Pool>,
+        base: TableName,
+        chunk: Chunk,
+    ) -> WideWriter {
+        WideWriter {
+            wide: self.clone(),
+            client,
+            pool,
+            base,
+            chunk,
+            started: None,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// A chunk's transaction once open: the layout it writes by.
+struct Started {
+    layout: Layout,
+    /// Channel columns per part, for the merge.
+    merged: BTreeMap<String, BTreeSet<String>>,
+    /// Upsert: each part's temporary table.
+    stages: BTreeMap<String, String>,
+}
+
+pub struct WideWriter {
+    wide: Arc<Wide>,
+    client: Client,
+    pool: Arc<Pool>,
+    base: TableName,
+    chunk: Chunk,
+    started: Option<Started>,
+    rows: u64,
+    bytes: u64,
+}
+
+impl WideWriter {
+    fn context(&self, what: &str) -> String {
+        format!("{what} for chunk {} into {}", self.chunk, self.base)
+    }
+
+    /// Makes the layout hold the chunk's channels, then opens the chunk's
+    /// transaction (and, for append and replace, clears a window loaded before).
+    async fn start(&mut self, channels: &[(String, Kind)]) -> Result<(), EtlError> {
+        let w = self.wide.clone();
+        let layout = w.layout_for(&self.client, &self.base, channels).await?;
+        let base_q = self.base.qualified();
+        let begun = self
+            .client
+            .batch_execute(&format!("BEGIN; {}", w.spec.timeouts.set_local()))
+            .await
+            .map_err(EtlError::pg(self.context("starting the transaction")));
+        begun?;
+        let mut stages = BTreeMap::new();
+        if w.spec.mode == SinkMode::Upsert {
+            for (i, part) in layout.parts.keys().enumerate() {
+                let stage = format!("etl_stage_{i}");
+                let sql = format!(
+                    "CREATE TEMP TABLE {stage} (LIKE {part} INCLUDING DEFAULTS) ON COMMIT DROP"
+                );
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(EtlError::pg(self.context("creating a staging table")))?;
+                stages.insert(part.clone(), stage);
+            }
+        } else {
+            let row = ledger::Row::new(&w.pipeline, &base_q, &self.chunk);
+            let overlap = ledger::lock_window(&self.client, &row)
+                .await
+                .map_err(EtlError::pg(self.context("checking the ledger")))?;
+            if overlap {
+                let filter = chunk_filter(
+                    &w.time_column,
+                    w.time_has_zone,
+                    w.key_column.as_deref(),
+                    &self.chunk,
+                );
+                for part in layout.parts.keys() {
+                    let deleted = self
+                        .client
+                        .execute(&format!("DELETE FROM {part} WHERE {filter}"), &[])
+                        .await;
+                    if let Err(e) = deleted {
+                        let e = EtlError::pg(self.context("deleting the window's earlier rows"))(e);
+                        return Err(explain_busy(&self.client, part, &w.spec.timeouts, e).await);
+                    }
+                }
+            }
+        }
+        self.started = Some(Started {
+            layout,
+            merged: BTreeMap::new(),
+            stages,
+        });
+        Ok(())
+    }
+
+    async fn copy(
+        &mut self,
+        target: &str,
+        columns: &[String],
+        data: Bytes,
+    ) -> Result<(), EtlError> {
+        let sql = format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            columns
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let context = self.context(&format!("copying into {target}"));
+        let sink: CopyInSink<Bytes> = self
+            .client
+            .copy_in(&sql)
+            .await
+            .map_err(EtlError::pg(context.clone()))?;
+        let mut sink = Box::pin(sink);
+        self.bytes += data.len() as u64;
+        Pin::as_mut(&mut sink)
+            .send(data)
+            .await
+            .map_err(EtlError::pg(context.clone()))?;
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(EtlError::pg(context))?;
+        Ok(())
+    }
+}
+
+/// A channel's values as its column's type: widened as PostgreSQL's casts
+/// would, doubles to text as PostgreSQL prints them.
+fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
+    let wrap = |e: arrow::error::ArrowError| {
+        EtlError::Schema(format!(
+            "converting a channel's values to {}: {e}",
+            kind.pg_type()
+        ))
+    };
+    match (array.data_type(), kind) {
+        (DataType::Float64, Kind::Text) => Ok(Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(pg_float_text))
+                .collect::<StringArray>(),
+        )),
+        (DataType::Boolean, Kind::Float) => {
+            let ints = cast(array, &DataType::Int64).map_err(wrap)?;
+            cast(&ints, &DataType::Float64).map_err(wrap)
+        }
+        (t, k) if *t == k.arrow() => Ok(array.clone()),
+        _ => cast(array, &kind.arrow()).map_err(wrap),
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkWriter for WideWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        let index_len = self.wide.wide.index.len();
+        let schema = batch.schema();
+        let channels: Vec<(String, Kind)> = schema.fields()[index_len..]
+            .iter()
+            .map(|f| {
+                let kind = match f.data_type() {
+                    DataType::Boolean => Kind::Bool,
+                    DataType::Int64 => Kind::Int,
+                    DataType::Float64 => Kind::Float,
+                    _ => Kind::Text,
+                };
+                (f.name().clone(), kind)
+            })
+            .collect();
+        if self.started.is_none() {
+            self.start(&channels).await?;
+        }
+        let started = self.started.as_ref().expect("started above");
+        // Per part: (target column, batch column, kind).
+        let mut per_part: BTreeMap<String, Vec<(String, usize, Kind)>> = started
+            .layout
+            .parts
+            .keys()
+            .map(|p| (p.clone(), Vec::new()))
+            .collect();
+        for (i, (channel, _)) in channels.iter().enumerate() {
+            let place = started.layout.channels.get(channel).ok_or_else(|| {
+                EtlError::Bug(format!(
+                    "channel {channel:?} has no column after the layout was made"
+                ))
+            })?;
+            per_part
+                .get_mut(&place.part)
+                .ok_or_else(|| {
+                    EtlError::Bug(format!("part {} missing from the layout", place.part))
+                })?
+                .push((place.column.clone(), index_len + i, place.kind));
+        }
+        let mut copies = Vec::with_capacity(per_part.len());
+        for (part, cols) in per_part {
+            let target = started
+                .stages
+                .get(&part)
+                .cloned()
+                .unwrap_or_else(|| part.clone());
+            let part_info = &started.layout.parts[&part];
+            let mut fields: Vec<Field> = Vec::new();
+            let mut types: Vec<PgType> = Vec::new();
+            let mut arrays: Vec<ArrayRef> = Vec::new();
+            let mut names = Vec::new();
+            for (i, f) in self.wide.wide.index.iter().enumerate() {
+                let c = part_info
+                    .columns
+                    .iter()
+                    .find(|c| c.name == *f.name())
+                    .ok_or_else(|| {
+                        EtlError::Schema(format!(
+                            "wide table {part} has no index column {:?}",
+                            f.name()
+                        ))
+                    })?;
+                let t = PgType::from_type_info(&c.info).map_err(|e| {
+                    EtlError::Schema(format!("index column {:?} of {part}: {e}", f.name()))
+                })?;
+                fields.push(f.as_ref().clone());
+                types.push(t);
+                arrays.push(batch.column(i).clone());
+                names.push(f.name().clone());
+            }
+            for (column, at, kind) in &cols {
+                let a = conform(batch.column(*at), *kind)?;
+                fields.push(Field::new(column, a.data_type().clone(), true));
+                types.push(pg_type(*kind));
+                arrays.push(a);
+                names.push(column.clone());
+            }
+            let pairs: Vec<(&Field, &PgType)> = fields.iter().zip(&types).collect();
+            let encoder = CopyEncoder::new(&pairs)
+                .map_err(|e| EtlError::Schema(format!("{e} (wide table {part})")))?;
+            let projected = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), arrays)
+                .map_err(|e| EtlError::Bug(format!("projecting a wide batch: {e}")))?;
+            let mut buf = BytesMut::new();
+            CopyEncoder::write_header(&mut buf);
+            encoder.write_batch(&projected, &mut buf)?;
+            CopyEncoder::write_footer(&mut buf);
+            copies.push((part, target, names, cols, buf.freeze()));
+        }
+        for (part, target, names, cols, data) in copies {
+            self.copy(&target, &names, data).await?;
+            let started = self.started.as_mut().expect("started above");
+            started
+                .merged
+                .entry(part)
+                .or_default()
+                .extend(cols.into_iter().map(|(c, _, _)| c));
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
+        if self.started.is_none() {
+            self.start(&[]).await?;
+        }
+        let started = self.started.take().expect("started above");
+        let index = self.wide.index_names();
+        let index_list = index
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (part, stage) in &started.stages {
+            let Some(columns) = started.merged.get(part) else {
+                continue;
+            };
+            let all: Vec<String> = index.iter().chain(columns).map(|c| ident(c)).collect();
+            let list = all.join(", ");
+            // Values a chunk lacks (NULL) keep what the table has.
+            let action = if columns.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!(
+                    "UPDATE SET {}",
+                    columns
+                        .iter()
+                        .map(|c| format!("{c} = COALESCE(EXCLUDED.{c}, t.{c})", c = ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let sql = format!(
+                "INSERT INTO {part} AS t ({list}) SELECT {list} FROM {stage} ON CONFLICT ({index_list}) DO {action}"
+            );
+            let context = self.context(&format!("merging staged rows into {part}"));
+            self.client
+                .execute(&sql, &[])
+                .await
+                .map_err(EtlError::pg(context))?;
+        }
+        let base_q = self.base.qualified();
+        let row = ledger::Row::new(&self.wide.pipeline, &base_q, &self.chunk);
+        let context = self.context("recording the chunk in etl.chunk_ledger");
+        ledger::mark_done(&self.client, &row, self.rows)
+            .await
+            .map_err(EtlError::pg(context))?;
+        let context = self.context("committing");
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(EtlError::pg(context))?;
+        let WideWriter {
+            client,
+            pool,
+            rows,
+            bytes,
+            ..
+        } = *self;
+        pool.put(client);
+        Ok(ChunkStats { rows, bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_postgresql_and_never_collide() {
+        let none = |_: &str| false;
+        assert_eq!(fit_identifier("ch_0001", &none), "ch_0001");
+        assert_eq!(fit_identifier("select \"x\" ü", &none), "select \"x\" ü");
+        let long = "가".repeat(30); // 90 bytes
+        let short = fit_identifier(&long, &none);
+        assert!(short.len() <= 63, "{short}");
+        assert!(short.starts_with("가가가"), "{short}");
+        assert_eq!(short, fit_identifier(&long, &none), "deterministic");
+        let other = fit_identifier(&format!("{long}x"), &none);
+        assert_ne!(short, other);
+        assert_eq!(fit_identifier("", &none).len(), 9);
+        // Taken (an index column's name): shortened; that taken too: a counter.
+        let first = fit_identifier("created_time", &|n| n == "created_time");
+        assert!(first.starts_with("created_time_"));
+        let second = fit_identifier("created_time", &|n| n == "created_time" || n == first);
+        assert_eq!(second, format!("{first}_1"));
+    }
+
+    #[test]
+    fn parts_are_named_by_group_and_number() {
+        let base = TableName {
+            schema: Some("wide".into()),
+            name: "t_IMO1".into(),
+        };
+        assert_eq!(
+            part_table(&base, None, 1).qualified(),
+            "\"wide\".\"t_IMO1\""
+        );
+        assert_eq!(
+            part_table(&base, None, 3).qualified(),
+            "\"wide\".\"t_IMO1_3\""
+        );
+        assert_eq!(
+            part_table(&base, Some("engine"), 2).qualified(),
+            "\"wide\".\"t_IMO1_engine_2\""
+        );
+    }
+}

@@ -1,0 +1,754 @@
+//! `[[transforms]] type = "pivot"`: narrow EAV readings become wide rows.
+//!
+//! Input rows are `(index..., name, format, value columns...)`; the output
+//! has one row per distinct index value (sorted) and one column per name,
+//! whose value comes from the value column that the row's format names.
+//! This is the in-database query
+//! `SELECT index, max(value) FILTER (WHERE name = 'x') AS "x", ... GROUP BY index`,
+//! computed in one hand-written pass per chunk instead of one aggregate per
+//! channel: a chunk's readings are hashed once into (row, channel) cells.
+//!
+//! The rules, which `etl verify` and the tests rely on:
+//! - Every input row with a non-NULL index makes its wide row, even when it
+//!   carries no usable value (as `GROUP BY` does).
+//! - A channel gets a column once one of its rows has a known format (even
+//!   with a NULL value). Its type is the widest of its formats' value types
+//!   in the order boolean < bigint < double precision < text (`column_types
+//!   = "text"`: always text). Narrower values are converted as PostgreSQL's
+//!   casts do: `true` -> 1, integers to doubles, and to text as PostgreSQL
+//!   prints them (`true`, `42`, `1e+20`).
+//! - A (index, channel) pair seen more than once keeps the greatest value
+//!   (PostgreSQL's `max`: `true` over `false`, NaN over every number, text
+//!   in byte order, i.e. `COLLATE "C"`); each extra reading is counted as a
+//!   duplicate.
+//! - Rows not pivoted are counted by reason, with examples: a NULL index,
+//!   a NULL name, a format not in `values`, a NULL in the named value column.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use super::{ChunkNotes, Notes, Transform};
+use crate::config::validate::PivotSpec;
+use crate::error::EtlError;
+use crate::source::BatchStream;
+
+/// Wide rows per output batch.
+const OUTPUT_ROWS: usize = 65_536;
+/// Examples logged per reason a row was not pivoted.
+const EXAMPLES: usize = 3;
+
+/// A wide column's type, in widening order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Bool,
+    Int,
+    Float,
+    Text,
+}
+
+impl Kind {
+    /// The PostgreSQL column type.
+    pub fn pg_type(self) -> &'static str {
+        match self {
+            Kind::Bool => "boolean",
+            Kind::Int => "bigint",
+            Kind::Float => "double precision",
+            Kind::Text => "text",
+        }
+    }
+
+    /// From a catalog type name (`format_type`); `None` for other types.
+    pub fn from_pg(name: &str) -> Option<Kind> {
+        Some(match name {
+            "boolean" => Kind::Bool,
+            "bigint" => Kind::Int,
+            "double precision" => Kind::Float,
+            "text" => Kind::Text,
+            _ => return None,
+        })
+    }
+
+    pub fn arrow(self) -> DataType {
+        match self {
+            Kind::Bool => DataType::Boolean,
+            Kind::Int => DataType::Int64,
+            Kind::Float => DataType::Float64,
+            Kind::Text => DataType::Utf8,
+        }
+    }
+
+    /// The kind of a value column's Arrow type.
+    fn of(t: &DataType) -> Option<Kind> {
+        Some(match t {
+            DataType::Boolean => Kind::Bool,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => Kind::Int,
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => Kind::Float,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
+            _ => return None,
+        })
+    }
+}
+
+/// A double as PostgreSQL's `float8out` prints it (shortest round-trip
+/// digits; plain notation for decimal exponents -4 to 14, else `d.ddde+NN`).
+pub fn pg_float_text(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Rust's `{:e}` gives the same shortest digits: `-1.2345e17`.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} prints an integer exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..15).contains(&exp) {
+        if exp < 0 {
+            format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        } else if digits.len() as i32 > exp + 1 {
+            let (int, frac) = digits.split_at(exp as usize + 1);
+            format!("{sign}{int}.{frac}")
+        } else {
+            format!(
+                "{sign}{digits}{}",
+                "0".repeat((exp + 1) as usize - digits.len())
+            )
+        }
+    } else {
+        let e_sign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{e_sign}{:02}", exp.abs())
+    }
+}
+
+/// PostgreSQL's order of doubles: NaN above everything.
+fn float_greater(a: f64, b: f64) -> bool {
+    if a.is_nan() {
+        !b.is_nan()
+    } else {
+        !b.is_nan() && a > b
+    }
+}
+
+/// What a chunk's pivot did, for the summary.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PivotCounts {
+    pub input_rows: u64,
+    pub wide_rows: u64,
+    pub null_index: u64,
+    pub null_name: u64,
+    pub unknown_format: u64,
+    pub null_value: u64,
+    pub duplicates: u64,
+    /// A few rows of each kind (reason, row), for the log and the summary.
+    pub examples: Vec<(&'static str, String)>,
+}
+
+impl PivotCounts {
+    pub fn not_pivoted(&self) -> u64 {
+        self.null_index + self.null_name + self.unknown_format + self.null_value
+    }
+}
+
+pub struct Pivot {
+    spec: PivotSpec,
+    index_columns: Vec<usize>,
+    index_fields: Vec<FieldRef>,
+    name_column: usize,
+    format_column: usize,
+    /// format -> (value column, its kind).
+    formats: HashMap<String, (usize, Kind)>,
+}
+
+/// One channel's cells in the chunk.
+enum Cells {
+    Bool(Vec<bool>),
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Text(Vec<String>),
+}
+
+impl Pivot {
+    /// Checks the stage against its input's schema.
+    pub fn build(index: usize, spec: &PivotSpec, input: SchemaRef) -> Result<Self, EtlError> {
+        let fail = |message: String| EtlError::Transform { index, message };
+        let column = |name: &str, role: &str| {
+            input.index_of(name).map_err(|_| {
+                fail(format!(
+                    "{role} {name:?} is not a column of the pivot's input (columns: {})",
+                    input
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        };
+        let mut index_columns = Vec::new();
+        for c in &spec.index {
+            index_columns.push(column(c, "index column")?);
+        }
+        let text_column = |name: &str, role: &str| {
+            let i = column(name, role)?;
+            match input.field(i).data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(i),
+                other => Err(fail(format!(
+                    "{role} {name:?} is {other}, not text; cast it in a SQL stage before the pivot"
+                ))),
+            }
+        };
+        let name_column = text_column(&spec.name_column, "name_column")?;
+        let format_column = text_column(&spec.format_column, "format_column")?;
+        let mut formats = HashMap::new();
+        for (format, value) in &spec.values {
+            let i = column(value, &format!("values.{format}"))?;
+            let kind = Kind::of(input.field(i).data_type()).ok_or_else(|| {
+                fail(format!(
+                    "values.{format} names column {value:?} of type {}; a pivot takes boolean, integer, floating point or text values: cast it in a SQL stage before the pivot",
+                    input.field(i).data_type()
+                ))
+            })?;
+            formats.insert(format.clone(), (i, kind));
+        }
+        let index_fields = index_columns
+            .iter()
+            .map(|&i| Arc::new(input.field(i).clone().with_nullable(false)))
+            .collect();
+        Ok(Pivot {
+            spec: spec.clone(),
+            index_columns,
+            index_fields,
+            name_column,
+            format_column,
+            formats,
+        })
+    }
+
+    pub fn spec(&self) -> &PivotSpec {
+        &self.spec
+    }
+
+    /// The index columns, as every wide table starts.
+    pub fn index_fields(&self) -> &[FieldRef] {
+        &self.index_fields
+    }
+
+    /// Pivots one chunk's rows: the wide batch (index columns, then one
+    /// column per channel in name order; `None` without rows) and counts.
+    pub fn pivot(
+        &self,
+        batches: &[RecordBatch],
+    ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
+        let mut counts = PivotCounts::default();
+        let sort_fields = self
+            .index_fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(sort_fields).map_err(arrow_error)?;
+        let mut times: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut channels: HashMap<String, u32> = HashMap::new();
+        let mut channel_kinds: Vec<Kind> = Vec::new();
+        // Per batch: each row's (time id, channel id), u32::MAX for a row
+        // without a value to place, and its value column's kind.
+        let mut placed: Vec<Vec<(u32, u32)>> = Vec::with_capacity(batches.len());
+        let mut formats = Vec::with_capacity(batches.len());
+        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
+            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
+                counts.examples.push((reason, what));
+            }
+        };
+        let at = |index: &[ArrayRef], row: usize| {
+            index
+                .iter()
+                .map(|a| arrow::util::display::array_value_to_string(a, row).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for batch in batches {
+            counts.input_rows += batch.num_rows() as u64;
+            let index: Vec<ArrayRef> = self
+                .index_columns
+                .iter()
+                .map(|&i| batch.column(i).clone())
+                .collect();
+            let rows = converter.convert_columns(&index).map_err(arrow_error)?;
+            let names = utf8(batch.column(self.name_column))?;
+            let fmts = utf8(batch.column(self.format_column))?;
+            let mut batch_placed = Vec::with_capacity(batch.num_rows());
+            let mut batch_formats: Vec<Option<(usize, Kind)>> =
+                Vec::with_capacity(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                batch_formats.push(None);
+                if index.iter().any(|a| a.is_null(row)) {
+                    counts.null_index += 1;
+                    example(
+                        &mut counts,
+                        "null_index",
+                        format!("a row with a NULL in {}", self.spec.index.join(", ")),
+                    );
+                    batch_placed.push((u32::MAX, u32::MAX));
+                    continue;
+                }
+                let next = times.len() as u32;
+                let time = *times.entry(rows.row(row).as_ref().into()).or_insert(next);
+                let name = (!names.is_null(row)).then(|| names.value(row));
+                let format = (!fmts.is_null(row)).then(|| fmts.value(row));
+                let Some(name) = name else {
+                    counts.null_name += 1;
+                    example(
+                        &mut counts,
+                        "null_name",
+                        format!(
+                            "a row at {} with a NULL {}",
+                            at(&index, row),
+                            self.spec.name_column
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                };
+                let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
+                    counts.unknown_format += 1;
+                    example(
+                        &mut counts,
+                        "unknown_format",
+                        format!(
+                            "{} {name:?} at {} has {} {}, which is not in values",
+                            self.spec.name_column,
+                            at(&index, row),
+                            self.spec.format_column,
+                            format.map_or("NULL".to_string(), |f| format!("{f:?}"))
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                };
+                let channel = match channels.get(name) {
+                    Some(&c) => c,
+                    None => {
+                        let c = channels.len() as u32;
+                        channels.insert(name.to_string(), c);
+                        channel_kinds.push(kind);
+                        c
+                    }
+                };
+                let k = &mut channel_kinds[channel as usize];
+                *k = (*k).max(kind);
+                if batch.column(value_column).is_null(row) {
+                    counts.null_value += 1;
+                    example(
+                        &mut counts,
+                        "null_value",
+                        format!(
+                            "{} {name:?} at {} has a NULL {}",
+                            self.spec.name_column,
+                            at(&index, row),
+                            self.spec
+                                .values
+                                .iter()
+                                .find(|(f, _)| Some(f.as_str()) == format)
+                                .map_or("", |(_, v)| v.as_str())
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                }
+                batch_formats[row] = Some((value_column, kind));
+                batch_placed.push((time, channel));
+            }
+            placed.push(batch_placed);
+            formats.push(batch_formats);
+        }
+        if times.is_empty() {
+            return Ok((None, counts));
+        }
+        // Wide rows in index order: provisional id -> final row.
+        let mut order: Vec<(Box<[u8]>, u32)> = times.into_iter().collect();
+        order.sort_unstable();
+        let n = order.len();
+        let mut row_of = vec![0u32; n];
+        for (final_row, (_, id)) in order.iter().enumerate() {
+            row_of[*id as usize] = final_row as u32;
+        }
+        let text = self.spec.text;
+        let mut cells: Vec<(Cells, Vec<bool>)> = channel_kinds
+            .iter()
+            .map(|&k| {
+                let c = match if text { Kind::Text } else { k } {
+                    Kind::Bool => Cells::Bool(vec![false; n]),
+                    Kind::Int => Cells::Int(vec![0; n]),
+                    Kind::Float => Cells::Float(vec![0.0; n]),
+                    Kind::Text => Cells::Text(vec![String::new(); n]),
+                };
+                (c, vec![false; n])
+            })
+            .collect();
+        for ((batch, batch_placed), batch_formats) in batches.iter().zip(&placed).zip(&formats) {
+            // Value columns in their canonical types, cast once per batch.
+            let mut values: HashMap<usize, ArrayRef> = HashMap::new();
+            for (column, kind) in self.formats.values() {
+                values.insert(
+                    *column,
+                    cast(batch.column(*column), &kind.arrow()).map_err(arrow_error)?,
+                );
+            }
+            for (row, &(time, channel)) in batch_placed.iter().enumerate() {
+                if channel == u32::MAX {
+                    continue;
+                }
+                let (column, kind) = batch_formats[row].expect("placed rows have a format");
+                let at = row_of[time as usize] as usize;
+                let (cells, set) = &mut cells[channel as usize];
+                let duplicate = set[at];
+                set[at] = true;
+                if duplicate {
+                    counts.duplicates += 1;
+                }
+                let array = &values[&column];
+                match cells {
+                    Cells::Bool(v) => {
+                        let x = array.as_boolean().value(row);
+                        v[at] = if duplicate { v[at] || x } else { x };
+                    }
+                    Cells::Int(v) => {
+                        let x = match kind {
+                            Kind::Bool => array.as_boolean().value(row) as i64,
+                            _ => array.as_primitive::<Int64Type>().value(row),
+                        };
+                        v[at] = if duplicate { v[at].max(x) } else { x };
+                    }
+                    Cells::Float(v) => {
+                        let x = match kind {
+                            Kind::Bool => array.as_boolean().value(row) as i64 as f64,
+                            Kind::Int => array.as_primitive::<Int64Type>().value(row) as f64,
+                            _ => array.as_primitive::<Float64Type>().value(row),
+                        };
+                        if !duplicate || float_greater(x, v[at]) {
+                            v[at] = x;
+                        }
+                    }
+                    Cells::Text(v) => {
+                        let x = match kind {
+                            Kind::Bool => array.as_boolean().value(row).to_string(),
+                            Kind::Int => array.as_primitive::<Int64Type>().value(row).to_string(),
+                            Kind::Float => {
+                                pg_float_text(array.as_primitive::<Float64Type>().value(row))
+                            }
+                            Kind::Text => array.as_string::<i32>().value(row).to_string(),
+                        };
+                        if !duplicate || x.as_bytes() > v[at].as_bytes() {
+                            v[at] = x;
+                        }
+                    }
+                }
+            }
+        }
+        // Columns in channel-name order.
+        let mut names: Vec<(String, u32)> = channels.into_iter().collect();
+        names.sort_unstable();
+        let parser = converter.parser();
+        let index_rows = converter
+            .convert_rows(order.iter().map(|(bytes, _)| parser.parse(bytes)))
+            .map_err(arrow_error)?;
+        let mut fields: Vec<FieldRef> = self.index_fields.clone();
+        let mut columns: Vec<ArrayRef> = index_rows;
+        let mut cells: Vec<Option<(Cells, Vec<bool>)>> = cells.into_iter().map(Some).collect();
+        for (name, id) in names {
+            let (c, set) = cells[id as usize].take().expect("each channel once");
+            let array: ArrayRef = match c {
+                Cells::Bool(v) => Arc::new(BooleanArray::new(v.into(), Some(set.into()))),
+                Cells::Int(v) => Arc::new(Int64Array::new(v.into(), Some(set.into()))),
+                Cells::Float(v) => Arc::new(Float64Array::new(v.into(), Some(set.into()))),
+                Cells::Text(v) => Arc::new(StringArray::from_iter(
+                    v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
+                )),
+            };
+            fields.push(Arc::new(Field::new(name, array.data_type().clone(), true)));
+            columns.push(array);
+        }
+        counts.wide_rows = n as u64;
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_error)?;
+        Ok((Some(batch), counts))
+    }
+}
+
+fn arrow_error(e: arrow::error::ArrowError) -> EtlError {
+    EtlError::Transform {
+        index: 0,
+        message: format!("pivot: {e}"),
+    }
+}
+
+/// A text column as `StringArray` (other string layouts are cast).
+fn utf8(array: &ArrayRef) -> Result<std::borrow::Cow<'_, StringArray>, EtlError> {
+    match array.as_string_opt::<i32>() {
+        Some(a) => Ok(std::borrow::Cow::Borrowed(a)),
+        None => {
+            let cast = cast(array, &DataType::Utf8).map_err(arrow_error)?;
+            Ok(std::borrow::Cow::Owned(cast.as_string::<i32>().clone()))
+        }
+    }
+}
+
+#[async_trait]
+impl Transform for Pivot {
+    /// The index only: channel columns are known per chunk.
+    fn output_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(self.index_fields.clone()))
+    }
+
+    fn pivot(&self) -> Option<&Pivot> {
+        Some(self)
+    }
+
+    async fn apply(&self, mut input: BatchStream, notes: Notes) -> Result<BatchStream, EtlError> {
+        // The whole chunk is needed before any wide row is complete.
+        let mut batches = Vec::new();
+        while let Some(b) = input.next().await {
+            batches.push(b?);
+        }
+        let (wide, counts) = self.pivot(&batches)?;
+        drop(batches);
+        if counts.not_pivoted() > 0 || counts.duplicates > 0 {
+            tracing::warn!(
+                not_pivoted = counts.not_pivoted(),
+                duplicates = counts.duplicates,
+                examples = %counts.examples.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; "),
+                "Some readings were not pivoted, or repeated a (row, channel) cell (the greatest value is kept)."
+            );
+        }
+        *notes.lock().expect("no panic while holding the lock") = ChunkNotes {
+            pivot: Some(counts),
+        };
+        let slices: Vec<Result<RecordBatch, EtlError>> = match wide {
+            None => Vec::new(),
+            Some(w) => (0..w.num_rows())
+                .step_by(OUTPUT_ROWS)
+                .map(|at| Ok(w.slice(at, OUTPUT_ROWS.min(w.num_rows() - at))))
+                .collect(),
+        };
+        Ok(Box::pin(futures_util::stream::iter(slices)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::TimeUnit;
+
+    #[test]
+    fn doubles_print_as_postgresql_prints_them() {
+        for (v, pg) in [
+            (1e20, "1e+20"),
+            (1e15, "1e+15"),
+            (1e14, "100000000000000"),
+            (123456789012345.0, "123456789012345"),
+            (1234567890123456.0, "1.234567890123456e+15"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (-0.0, "-0"),
+            (1e300, "1e+300"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (12.0, "12"),
+        ] {
+            assert_eq!(pg_float_text(v), pg, "{v:e}");
+        }
+    }
+
+    fn spec(text: bool) -> PivotSpec {
+        PivotSpec {
+            index: vec!["t".into()],
+            name_column: "ch".into(),
+            format_column: "fmt".into(),
+            values: vec![
+                ("B".into(), "b".into()),
+                ("D".into(), "d".into()),
+                ("I".into(), "i".into()),
+                ("S".into(), "s".into()),
+            ],
+            text,
+            max_columns: 10,
+            column_groups: None,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn narrow(
+        rows: &[(
+            Option<i64>,
+            Option<&str>,
+            Option<&str>,
+            Option<bool>,
+            Option<f64>,
+            Option<i64>,
+            Option<&str>,
+        )],
+    ) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("ch", DataType::Utf8, true),
+            Field::new("fmt", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("d", DataType::Float64, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let t = arrow::array::TimestampMicrosecondArray::from(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC");
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(t),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(BooleanArray::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.6).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pivots_widens_keeps_the_greatest_and_counts_what_it_skips() {
+        let b = narrow(&[
+            (Some(20), Some("a"), Some("D"), None, Some(1.5), None, None),
+            (Some(10), Some("a"), Some("D"), None, Some(2.5), None, None),
+            (Some(10), Some("a"), Some("D"), None, Some(0.5), None, None), // duplicate: 2.5 stays
+            (Some(10), Some("m"), Some("B"), Some(true), None, None, None),
+            (Some(20), Some("m"), Some("I"), None, None, Some(7), None), // m widens to bigint
+            (Some(30), Some("z"), Some("X"), None, None, None, None), // unknown format: row 30 exists
+            (Some(30), Some("s"), Some("S"), None, None, None, None), // NULL value: column s exists
+            (None, Some("a"), Some("D"), None, Some(9.0), None, None), // NULL index
+            (Some(20), None, Some("D"), None, Some(9.0), None, None), // NULL name
+        ]);
+        let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
+        let (wide, counts) = p.pivot(&[b.slice(0, 4), b.slice(4, 5)]).unwrap();
+        let wide = wide.unwrap();
+        let names: Vec<_> = wide
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["t", "a", "m", "s"]);
+        assert_eq!(
+            wide.column(1)
+                .as_primitive::<Float64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(2.5), Some(1.5), None]
+        );
+        assert_eq!(
+            wide.column(2)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(1), Some(7), None]
+        );
+        assert_eq!(wide.column(3).null_count(), 3);
+        assert_eq!(
+            counts,
+            PivotCounts {
+                input_rows: 9,
+                wide_rows: 3,
+                null_index: 1,
+                null_name: 1,
+                unknown_format: 1,
+                null_value: 1,
+                duplicates: 1,
+                examples: counts.examples.clone(),
+            }
+        );
+        assert!(
+            counts.examples.iter().any(|(_, e)| e.contains(
+                "\"z\" at 1970-01-01T00:00:00.000030Z has fmt \"X\", which is not in values"
+            )),
+            "{:?}",
+            counts.examples
+        );
+    }
+
+    #[test]
+    fn text_columns_take_postgresql_spellings_and_byte_order() {
+        let b = narrow(&[
+            (Some(1), Some("x"), Some("D"), None, Some(1e20), None, None),
+            (
+                Some(1),
+                Some("x"),
+                Some("S"),
+                None,
+                None,
+                None,
+                Some("Zeta"),
+            ),
+            (Some(2), Some("x"), Some("B"), Some(false), None, None, None),
+            (Some(3), Some("x"), Some("S"), None, None, None, Some("가")),
+            (Some(3), Some("x"), Some("S"), None, None, None, Some("z")),
+        ]);
+        let p = Pivot::build(0, &spec(true), b.schema()).unwrap();
+        let (wide, counts) = p.pivot(&[b]).unwrap();
+        let x = wide
+            .unwrap()
+            .column(1)
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.map(str::to_string))
+            .collect::<Vec<_>>();
+        // "Zeta" > "1e+20" in bytes; "가" (0xEA...) > "z".
+        assert_eq!(
+            x,
+            [Some("Zeta".into()), Some("false".into()), Some("가".into())]
+        );
+        assert_eq!(counts.duplicates, 2);
+    }
+}

@@ -1,0 +1,357 @@
+//! The narrow-to-wide pivot: every wide table equals PostgreSQL's own
+//! pivot query (EXCEPT ALL both ways is empty), whatever the input holds;
+//! reruns change nothing; new channels widen tables; upsert merges.
+
+use crate::support::{etl_in, psql, psql_file, repo, Output, TestDb};
+
+/// Runs etl with the wide tables written into the source database, so the
+/// in-database pivot and etl's can be compared with EXCEPT.
+fn etl_same_db(db: &TestDb, args: &[&str]) -> Output {
+    etl_in(
+        db.dir.path(),
+        args,
+        &[("ETL_SRC_URL", &db.src), ("ETL_DST_URL", &db.src)],
+    )
+}
+
+/// The in-database pivot of one ship: `max(value) FILTER (WHERE channel = ...)`
+/// per channel, each value cast to the type of the channel's widest format
+/// (`bool_or` for booleans; text in byte order, `COLLATE "C"`), or to text
+/// for `column_types = "text"`; columns in channel order.
+fn reference_query(db: &TestDb, narrow: &str, ship: &str, filter: &str, text: bool) -> String {
+    let as_text = "format('max(CASE value_format WHEN ''Boolean'' THEN bool_v::text WHEN ''Integer'' THEN long_v::text WHEN ''Decimal'' THEN double_v::text WHEN ''String'' THEN str_v END COLLATE \"C\") FILTER (WHERE data_channel_id = %L)', ch)";
+    let typed = format!(
+        "CASE kind \
+           WHEN 0 THEN format('bool_or(CASE value_format WHEN ''Boolean'' THEN bool_v END) FILTER (WHERE data_channel_id = %L)', ch) \
+           WHEN 1 THEN format('max(CASE value_format WHEN ''Boolean'' THEN bool_v::int::bigint WHEN ''Integer'' THEN long_v END) FILTER (WHERE data_channel_id = %L)', ch) \
+           WHEN 2 THEN format('max(CASE value_format WHEN ''Boolean'' THEN bool_v::int::float8 WHEN ''Integer'' THEN long_v::float8 WHEN ''Decimal'' THEN double_v END) FILTER (WHERE data_channel_id = %L)', ch) \
+           ELSE {as_text} END"
+    );
+    let expression = if text { as_text.to_string() } else { typed };
+    let quoted_filter = filter.replace('\'', "''");
+    psql(
+        &db.src,
+        &format!(
+            "WITH k AS ( \
+               SELECT data_channel_id AS ch, max(CASE value_format WHEN 'Boolean' THEN 0 WHEN 'Integer' THEN 1 WHEN 'Decimal' THEN 2 WHEN 'String' THEN 3 END) AS kind \
+               FROM {narrow} WHERE ship_id = '{ship}' AND data_channel_id IS NOT NULL \
+                 AND value_format IN ('Boolean', 'Integer', 'Decimal', 'String') {filter} GROUP BY 1) \
+             SELECT 'SELECT created_time' || coalesce(string_agg(', ' || {expression}, '' ORDER BY ch COLLATE \"C\"), '') \
+               || ' FROM {narrow} WHERE ship_id = ''{ship}'' {quoted_filter} GROUP BY created_time' FROM k"
+        ),
+    )
+}
+
+/// etl's wide tables of one ship joined back into one row per time, the
+/// columns in channel order as `etl.column_map` places them.
+fn wide_query(db: &TestDb, base: &str) -> String {
+    psql(
+        &db.src,
+        &format!(
+            "WITH t AS (SELECT DISTINCT table_name FROM etl.column_map WHERE base_table = '{base}' UNION SELECT '{base}'), \
+                  a AS (SELECT table_name, row_number() OVER (ORDER BY table_name) AS n FROM t) \
+             SELECT 'SELECT created_time' \
+               || coalesce((SELECT string_agg(', p' || a.n || '.' || quote_ident(m.column_name), '' ORDER BY m.channel COLLATE \"C\") \
+                            FROM etl.column_map m JOIN a USING (table_name) WHERE m.base_table = '{base}'), '') \
+               || ' FROM ' || (SELECT string_agg(CASE WHEN n = 1 THEN table_name || ' p1' ELSE ' FULL JOIN ' || table_name || ' p' || n || ' USING (created_time)' END, '' ORDER BY n) FROM a)"
+        ),
+    )
+}
+
+/// Rows in one and not the other, both ways, and the row counts.
+fn compare(db: &TestDb, reference: &str, wide: &str) -> (i64, i64, i64, i64) {
+    let got = psql(
+        &db.src,
+        &format!(
+            "SELECT (SELECT count(*) FROM (({reference}) EXCEPT ALL ({wide})) x) || ' ' || \
+                    (SELECT count(*) FROM (({wide}) EXCEPT ALL ({reference})) x) || ' ' || \
+                    (SELECT count(*) FROM ({reference}) r) || ' ' || (SELECT count(*) FROM ({wide}) w)"
+        ),
+    );
+    let n: Vec<i64> = got.split(' ').map(|v| v.parse().unwrap()).collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+fn assert_equal_to_reference(db: &TestDb, narrow: &str, base: &str, ship: &str, filter: &str) {
+    let reference = reference_query(db, narrow, ship, filter, false);
+    let wide = wide_query(db, base);
+    let (missing, extra, rows, wide_rows) = compare(db, &reference, &wide);
+    assert!(rows > 0, "no reference rows for {ship}");
+    assert_eq!(
+        (missing, extra, rows),
+        (0, 0, wide_rows),
+        "{ship}: {missing} reference rows missing, {extra} extra\nreference: {reference}\nwide: {wide}"
+    );
+}
+
+fn odd_pipeline(db: &TestDb, stage: &str, max_columns: usize, mode: &str) -> String {
+    std::fs::write(
+        db.dir.path().join("channels.csv"),
+        "channel,group\neng_1,engine\neng_2,engine\n",
+    )
+    .unwrap();
+    let text = format!(
+        "name = \"odd\"\n[source]\ntype = \"postgres\"\nurl = \"${{ETL_SRC_URL}}\"\ntable = \"tenant.narrow\"\n\
+         [chunks]\ntime_column = \"created_time\"\nkey_column = \"ship_id\"\nworkers = 2\nretries = 1\nretry_backoff_secs = 0.1\n\
+         [[transforms]]\ntype = \"sql\"\nquery = \"{stage}\"\n\
+         [[transforms]]\ntype = \"pivot\"\nindex = [\"created_time\"]\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
+         values = {{ Decimal = \"double_v\", Integer = \"long_v\", String = \"str_v\", Boolean = \"bool_v\" }}\n\
+         max_columns = {max_columns}\ncolumn_groups = \"channels.csv\"\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"wide.t_{{key}}\"\nmode = \"{mode}\"\ncreate_table = true\n"
+    );
+    db.pipeline("odd.toml", &text).to_str().unwrap().to_string()
+}
+
+/// The stage that drops the debug channel and keeps NULL names (which
+/// the pivot counts), as a reference filter.
+const NO_DEBUG: &str = "AND data_channel_id IS DISTINCT FROM 'ch_debug'";
+
+fn table_fingerprint(db: &TestDb, base: &str) -> String {
+    let wide = wide_query(db, base);
+    psql(
+        &db.src,
+        &format!("SELECT count(*) || ' ' || md5(string_agg(w::text, '|' ORDER BY created_time)) FROM ({wide}) w"),
+    )
+}
+
+#[test]
+fn odd_input_pivots_exactly_and_reruns_change_nothing() {
+    // Given readings with odd names, NULLs, duplicates, unknown formats,
+    // a late channel, format changes, and more channels than max_columns
+    let db = TestDb::new("pivot_odd");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let p = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id IS DISTINCT FROM 'ch_debug'",
+        6,
+        "upsert",
+    );
+
+    // When the pivot runs
+    let out = etl_same_db(&db, &["run", &p]);
+
+    // Then it finishes with exit 3 and counts what it left out and the duplicates
+    assert_eq!(out.code, 3, "{out:?}");
+    // 2 ships x 3 days x 144 times, and the NULL name's own time
+    assert!(
+        out.stdout.contains("  rows         865 wide rows from "),
+        "{out:?}"
+    );
+    // 5 'Blob' rows per ship, 1 NULL name, 3 days x 24 NULL ch_a values per ship
+    assert!(
+        out.stdout.contains("  not pivoted  155 readings: 10 unknown format, 144 NULL value, 1 NULL name, 0 NULL index"),
+        "{out:?}"
+    );
+    // ch_b doubled for hours 3 and 4, and the Korean channel for hour 5: 3 x 6 x 3 days x 2 ships
+    assert!(
+        out.stdout.contains("  duplicates   108 readings repeated"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("which is not in values"), "{out:?}");
+
+    // And each ship's wide tables equal the in-database pivot, cell for cell
+    for ship in ["IMO1", "IMO2"] {
+        let base = format!("\"wide\".\"t_{ship}\"");
+        assert_equal_to_reference(&db, "tenant.narrow", &base, ship, NO_DEBUG);
+    }
+
+    // And every channel has its own column; long and clashing names are shortened
+    let map = psql(
+        &db.src,
+        "SELECT count(*) || ' ' || count(DISTINCT (table_name, column_name)) || ' ' || max(octet_length(column_name)) \
+         FROM etl.column_map WHERE base_table = '\"wide\".\"t_IMO1\"'",
+    );
+    // 14 channels + late_ch + 3 changing ones; ch_debug dropped by the stage, 'mystery' has no known format
+    assert_eq!(map, "18 18 63");
+    let renamed = psql(
+        &db.src,
+        "SELECT count(*) || ': ' || string_agg(channel || ' -> ' || column_name, '; ' ORDER BY channel) FROM etl.column_map \
+         WHERE base_table = '\"wide\".\"t_IMO1\"' AND channel <> column_name",
+    );
+    // the empty name, the index column's name, the two long names
+    assert!(renamed.starts_with("4:  -> _"), "{renamed}");
+    assert!(
+        renamed.contains("; created_time -> created_time_"),
+        "{renamed}"
+    );
+
+    // And max_columns and column_groups split the tables: 16 ungrouped channels
+    // at most 6 per table, the engine group in its own table
+    let tables = psql(
+        &db.src,
+        "SELECT string_agg(table_name || ':' || n, ' ' ORDER BY table_name) FROM \
+         (SELECT table_name, count(*) AS n FROM etl.column_map WHERE base_table = '\"wide\".\"t_IMO2\"' GROUP BY 1) x",
+    );
+    assert_eq!(
+        tables,
+        "\"wide\".\"t_IMO2\":6 \"wide\".\"t_IMO2_2\":6 \"wide\".\"t_IMO2_3\":4 \"wide\".\"t_IMO2_engine\":2"
+    );
+
+    // And channels whose format changed have the widest type
+    let types = psql(
+        &db.src,
+        "SELECT string_agg(m.channel || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY m.channel) \
+         FROM etl.column_map m JOIN pg_attribute a ON a.attrelid = m.table_name::regclass AND a.attname = m.column_name \
+         WHERE m.base_table = '\"wide\".\"t_IMO1\"' AND m.channel IN ('shifty', 'flip', 'numtext', 'with space')",
+    );
+    assert_eq!(
+        types,
+        "flip text, numtext text, shifty double precision, with space boolean"
+    );
+
+    // When the run is repeated whole
+    let before: Vec<String> = ["IMO1", "IMO2"]
+        .iter()
+        .map(|s| table_fingerprint(&db, &format!("\"wide\".\"t_{s}\"")))
+        .collect();
+    let again = etl_same_db(&db, &["run", "--restart", &p]);
+
+    // Then nothing changes
+    assert_eq!(again.code, 3, "{again:?}");
+    let after: Vec<String> = ["IMO1", "IMO2"]
+        .iter()
+        .map(|s| table_fingerprint(&db, &format!("\"wide\".\"t_{s}\"")))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_later_run_with_more_channels_widens_and_merges_partial_rows() {
+    // Given a first run that leaves out two channels (as if they were new)
+    let db = TestDb::new("pivot_merge");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let first = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id NOT IN ('ch_debug', 'ch_c', 'select') AND value_format <> 'Blob'",
+        1500,
+        "upsert",
+    );
+    let out = etl_same_db(&db, &["run", &first]);
+    assert_eq!(out.code, 3, "{out:?}"); // the NULL ch_a values
+    assert_equal_to_reference(
+        &db,
+        "tenant.narrow",
+        "\"wide\".\"t_IMO1\"",
+        "IMO1",
+        "AND data_channel_id NOT IN ('ch_debug', 'ch_c', 'select')",
+    );
+    let columns_before = psql(&db.src, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'wide.\"t_IMO1\"'::regclass AND attnum > 0");
+
+    // When a run brings only those channels for times already present
+    let second = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id IN ('ch_c', 'select')",
+        1500,
+        "upsert",
+    );
+    let out = etl_same_db(&db, &["run", "--restart", &second]);
+
+    // Then their columns are added, their values filled, and every value
+    // the first run wrote is kept
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("Adding channel columns"), "{out:?}");
+    let columns_after = psql(&db.src, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'wide.\"t_IMO1\"'::regclass AND attnum > 0");
+    assert_eq!(
+        columns_after.parse::<i64>().unwrap(),
+        columns_before.parse::<i64>().unwrap() + 2
+    );
+    for ship in ["IMO1", "IMO2"] {
+        assert_equal_to_reference(
+            &db,
+            "tenant.narrow",
+            &format!("\"wide\".\"t_{ship}\""),
+            ship,
+            "AND data_channel_id <> 'ch_debug'",
+        );
+    }
+}
+
+#[test]
+fn append_mode_replaces_windows_and_text_mode_makes_every_column_text() {
+    // Given the odd readings and a pivot into text columns, mode append
+    let db = TestDb::new("pivot_text");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let p = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id <> 'ch_debug'",
+        1500,
+        "append",
+    );
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("max_columns", "column_types = \"text\"\nmax_columns");
+    std::fs::write(&p, text).unwrap();
+
+    // When it runs twice over the same windows
+    let out = etl_same_db(&db, &["run", &p]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let before = table_fingerprint(&db, "\"wide\".\"t_IMO1\"");
+    let out = etl_same_db(&db, &["run", "--restart", &p]);
+    assert_eq!(out.code, 3, "{out:?}");
+
+    // Then every channel column is text, equal to the in-database pivot of
+    // the values as text, and the second run left the table as it was
+    let types = psql(
+        &db.src,
+        "SELECT string_agg(DISTINCT format_type(atttypid, atttypmod), ',') FROM pg_attribute \
+         WHERE attrelid = 'wide.\"t_IMO1\"'::regclass AND attnum > 1 AND NOT attisdropped",
+    );
+    assert_eq!(types, "text");
+    let reference = reference_query(
+        &db,
+        "tenant.narrow",
+        "IMO1",
+        "AND data_channel_id <> 'ch_debug'",
+        true,
+    );
+    let wide = wide_query(&db, "\"wide\".\"t_IMO1\"");
+    let (missing, extra, rows, wide_rows) = compare(&db, &reference, &wide);
+    assert_eq!((missing, extra, rows), (0, 0, wide_rows), "{reference}");
+    assert_eq!(table_fingerprint(&db, "\"wide\".\"t_IMO1\""), before);
+}
+
+#[test]
+fn the_shipped_pivot_pipeline_builds_one_typed_table_per_ship() {
+    // Given fleet data with a debug channel
+    let db = TestDb::new("pivot_shipped");
+    db.load_timeseries(2, 20, 2880);
+    psql(&db.src, "UPDATE tenant.tbl_data_timeseries SET data_channel_id = 'ch_debug' WHERE data_channel_id = 'ch_0020'");
+    let p = repo().join("pipelines/ships-wide.toml");
+
+    // When the shipped pipeline runs (plan first)
+    let plan = etl_same_db(&db, &["plan", p.to_str().unwrap()]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains(
+            "wide table \"wide\".\"tbl_data_timeseries_IMO9900001\": created with its index"
+        ),
+        "{plan:?}"
+    );
+    let out = etl_same_db(&db, &["run", p.to_str().unwrap()]);
+
+    // Then each ship has a typed wide table equal to the in-database pivot
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("  rows         5,760 wide rows from 109,440 readings"),
+        "{out:?}"
+    );
+    for ship in ["IMO9900001", "IMO9900002"] {
+        assert_equal_to_reference(
+            &db,
+            "tenant.tbl_data_timeseries",
+            &format!("\"wide\".\"tbl_data_timeseries_{ship}\""),
+            ship,
+            "AND data_channel_id <> 'ch_debug'",
+        );
+    }
+    let types = psql(
+        &db.src,
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = 'wide.\"tbl_data_timeseries_IMO9900001\"'::regclass AND attnum > 0 AND attname IN ('created_time', 'ch_0001', 'ch_0015', 'ch_0017', 'ch_0019')",
+    );
+    assert_eq!(
+        types,
+        "created_time timestamp with time zone, ch_0001 double precision, ch_0015 bigint, ch_0017 boolean, ch_0019 text"
+    );
+}
