@@ -1,7 +1,8 @@
 //! The hot paths on the fleet time series shape (8 columns: 4 text,
 //! timestamptz, boolean, bigint, double; one value column set per row),
 //! from a fixed seed: binary COPY encode and decode (throughput in bytes of
-//! COPY data) and Parquet writes (in rows).
+//! COPY data), Parquet writes (in rows), and the pivot kernel on one ship's
+//! day of 250 channels (in readings).
 
 use std::sync::Arc;
 
@@ -25,6 +26,11 @@ fn types() -> Vec<PgType> {
 
 /// A deterministic batch: 70% Decimal, 15% Integer, 10% Boolean, 5% String.
 fn batch() -> RecordBatch {
+    readings(0, ROWS)
+}
+
+/// `rows` readings from reading number `first`: 250 channels a minute.
+fn readings(first: usize, rows: usize) -> RecordBatch {
     let mut state = 0x2545F4914F6CDD1Du64;
     let mut next = move || {
         state ^= state << 13;
@@ -51,7 +57,7 @@ fn batch() -> RecordBatch {
     ));
     let (mut ship, mut chan, mut time, mut fmt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut b, mut s, mut l, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..ROWS {
+    for i in first..first + rows {
         let c = i % 250;
         ship.push(format!("IMO{}", 9_900_001 + i / 62_500));
         chan.push(format!("ch_{c:04}"));
@@ -173,5 +179,51 @@ fn parquet_write(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codecs, parquet_write);
+fn pivot_kernel(c: &mut Criterion) {
+    use etl::config::validate::PivotSpec;
+    use etl::transform::pivot::Pivot;
+    // One chunk as `etl run` cuts the standard set: a ship's day, 250
+    // channels x 1,440 minutes, in 65,536-row batches.
+    const DAY: usize = 250 * 1440;
+    let batches: Vec<RecordBatch> = (0..DAY)
+        .step_by(ROWS)
+        .map(|at| readings(at, ROWS.min(DAY - at)))
+        .collect();
+    let mut group = c.benchmark_group("pivot");
+    group.throughput(Throughput::Elements(DAY as u64));
+    for text in [false, true] {
+        let spec = PivotSpec {
+            index: vec!["created_time".into()],
+            name_column: "data_channel_id".into(),
+            format_column: "value_format".into(),
+            values: [
+                ("Boolean", "bool_v"),
+                ("Decimal", "double_v"),
+                ("Integer", "long_v"),
+                ("String", "str_v"),
+            ]
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect(),
+            text,
+            max_columns: 1500,
+            column_groups: None,
+        };
+        let pivot = Pivot::build(0, &spec, batches[0].schema()).expect("columns exist");
+        let name = if text { "text" } else { "typed" };
+        group.bench_function(
+            BenchmarkId::new(name, format!("one_day_{DAY}_readings")),
+            |b| {
+                b.iter(|| {
+                    let (wide, counts) = pivot.pivot(&batches).expect("pivots");
+                    assert_eq!(counts.wide_rows, 1440);
+                    wide
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codecs, parquet_write, pivot_kernel);
 criterion_main!(benches);

@@ -187,9 +187,14 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
         bytes(report.bytes_read),
         bytes(report.bytes_written)
     ));
+    // A pivot's rate is in readings: its wide rows are far fewer.
+    let (rate_rows, what) = match &report.pivot {
+        Some(p) => (p.input_rows, "readings"),
+        None => (report.rows, "rows"),
+    };
     s.push_str(&format!(
-        "  elapsed      {secs:.1} s ({} rows/s)\n",
-        thousands((report.rows as f64 / secs.max(1e-3)) as u64)
+        "  elapsed      {secs:.1} s ({} {what}/s)\n",
+        thousands((rate_rows as f64 / secs.max(1e-3)) as u64)
     ));
     if let Some(peak) = report.peak_memory_bytes {
         s.push_str(&format!("  peak memory  {}\n", bytes(peak)));

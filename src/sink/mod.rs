@@ -21,7 +21,11 @@ use crate::plan::Chunk;
 pub trait Sink: Send + Sync {
     /// What the sink would do for these chunks (tables, DDL), without
     /// writing anything: the sink's part of `etl plan`.
-    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
+    async fn describe(
+        &self,
+        chunks: &[Chunk],
+        source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError>;
     /// Runs once before the first chunk: creates and checks the targets of
     /// `chunks`; with `truncate` (`etl run`, not `etl rerun`), replace mode
     /// truncates them.

@@ -108,7 +108,11 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
 
 #[async_trait]
 impl Sink for ParquetSink {
-    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+    async fn describe(
+        &self,
+        chunks: &[Chunk],
+        _source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError> {
         let first = chunks
             .first()
             .map(|c| self.path_for(c).display().to_string())

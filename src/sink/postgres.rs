@@ -300,32 +300,40 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
-    async fn describe(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+    async fn describe(
+        &self,
+        chunks: &[Chunk],
+        source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let mut lines = Vec::new();
         if let Some(wide) = &self.wide {
-            for table in self.tables_for(chunks)? {
-                match read_columns(&client, &table).await? {
-                    Some(_) => {
-                        let parts = wide.parts(&client, &table).await?;
-                        lines.push(format!(
-                            "wide table {table} exists ({} table{} with its spills and groups); mode {}; new channels become columns",
-                            parts.len(),
-                            if parts.len() == 1 { "" } else { "s" },
-                            self.spec.mode.as_str()
-                        ));
+            // Channels per key, read from the source in SQL; their columns
+            // are planned as a run would place them.
+            let key_column = self.ctx.chunking.key_column.as_deref();
+            let channels = wide.source_channels(source, key_column).await?;
+            let mut seen = BTreeSet::new();
+            for chunk in chunks {
+                let table = self.table_for(chunk)?;
+                if !seen.insert(table.qualified()) {
+                    continue;
+                }
+                match &channels {
+                    Some(by_key) => {
+                        let mut mine = by_key.get(&chunk.key).cloned().unwrap_or_default();
+                        if key_column.is_some() && !self.spec.table.has_key() {
+                            mine = by_key.values().flatten().cloned().collect();
+                        }
+                        lines.extend(wide.describe(&client, &table, &mine).await?);
                     }
-                    None if self.spec.create_table => lines.push(format!(
-                        "wide table {table}: created with its index, then one column per channel as chunks bring them; mode {}",
+                    None => lines.push(format!(
+                        "wide table {table}: one column per channel, added as chunks bring them (this source cannot list its channels up front); mode {}",
                         self.spec.mode.as_str()
                     )),
-                    None => {
-                        return Err(EtlError::Schema(format!(
-                            "wide table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
-                            self.spec.endpoint
-                        )))
-                    }
                 }
+            }
+            if channels.is_some() && !chunks.is_empty() {
+                lines.push("(channels as the source holds them; SQL stages before the pivot may drop some)".into());
             }
             self.pool.put(client);
             return Ok(lines);
@@ -548,6 +556,13 @@ impl Sink for PostgresSink {
         chunk: &Chunk,
         source: &dyn crate::source::Source,
     ) -> Result<crate::verify::Comparison, EtlError> {
+        if let Some(wide) = &self.wide {
+            let table = self.table_for(chunk)?;
+            let client = self.pool.get().await?;
+            let comparison = wide.verify(&client, &table, chunk, source).await?;
+            self.pool.put(client);
+            return Ok(comparison);
+        }
         let columns: Vec<String> = self
             .ctx
             .schema

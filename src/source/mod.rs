@@ -46,6 +46,17 @@ pub trait Source: Send + Sync {
         chunk: &Chunk,
         columns: &[String],
     ) -> Result<Option<crate::verify::Checksum>, EtlError>;
+    /// Runs `SELECT {select} FROM <the source> WHERE <chunk's rows> {tail}`
+    /// in the source (all rows without a chunk); each value must be text.
+    /// `None` when the source has no SQL (a file source).
+    async fn sql_rows(
+        &self,
+        _chunk: Option<&Chunk>,
+        _select: &str,
+        _tail: &str,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
+        Ok(None)
+    }
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
 }

@@ -515,6 +515,44 @@ impl Source for PostgresSource {
         }))
     }
 
+    async fn sql_rows(
+        &self,
+        chunk: Option<&Chunk>,
+        select: &str,
+        tail: &str,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
+        let filter = match chunk {
+            Some(chunk) => chunk_filter(
+                &self.time_column,
+                self.time_has_zone,
+                self.key_column.as_deref(),
+                chunk,
+            ),
+            None => "true".to_string(),
+        };
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {select} FROM {} WHERE {filter} {tail}", self.from),
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg(match chunk {
+                Some(c) => format!("querying chunk {c} in the source"),
+                None => "querying the source".to_string(),
+            }))?;
+        self.pool.put(client);
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect()
+                })
+                .collect(),
+        ))
+    }
+
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }

@@ -251,6 +251,15 @@ impl Pivot {
         &self.spec
     }
 
+    /// (format, value column, its kind), in `values` order.
+    pub fn formats(&self) -> Vec<(String, String, Kind)> {
+        self.spec
+            .values
+            .iter()
+            .map(|(f, c)| (f.clone(), c.clone(), self.formats[f].1))
+            .collect()
+    }
+
     /// The index columns, as every wide table starts.
     pub fn index_fields(&self) -> &[FieldRef] {
         &self.index_fields

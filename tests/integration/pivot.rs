@@ -2,7 +2,7 @@
 //! pivot query (EXCEPT ALL both ways is empty), whatever the input holds;
 //! reruns change nothing; new channels widen tables; upsert merges.
 
-use crate::support::{etl_in, psql, psql_file, repo, Output, TestDb};
+use crate::support::{etl_in, hold_lock, psql, psql_file, repo, Output, TestDb};
 
 /// Runs etl with the wide tables written into the source database, so the
 /// in-database pivot and etl's can be compared with EXCEPT.
@@ -321,11 +321,22 @@ fn the_shipped_pivot_pipeline_builds_one_typed_table_per_ship() {
     // When the shipped pipeline runs (plan first)
     let plan = etl_same_db(&db, &["plan", p.to_str().unwrap()]);
     assert_eq!(plan.code, 0, "{plan:?}");
-    assert!(
-        plan.stdout.contains(
-            "wide table \"wide\".\"tbl_data_timeseries_IMO9900001\": created with its index"
+    // the plan lists each table's columns (read from the source, before the SQL stage)
+    for expected in [
+        "wide table \"wide\".\"tbl_data_timeseries_IMO9900001\": 20 channels in the source, 0 with columns already, mode upsert",
+        "CREATE SCHEMA IF NOT EXISTS \"wide\"; CREATE TABLE IF NOT EXISTS \"wide\".\"tbl_data_timeseries_IMO9900002\" (\"created_time\" timestamp with time zone NOT NULL, PRIMARY KEY (\"created_time\"));",
+        "ALTER TABLE \"wide\".\"tbl_data_timeseries_IMO9900001\" ADD COLUMN \"ch_0001\" double precision, ",
+        "ADD COLUMN \"ch_0017\" boolean, ADD COLUMN \"ch_0018\" boolean, ADD COLUMN \"ch_0019\" text, ADD COLUMN \"ch_debug\" double precision;",
+    ] {
+        assert!(plan.stdout.contains(expected), "{expected}\n{plan:?}");
+    }
+    assert_eq!(
+        psql(
+            &db.src,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'wide'"
         ),
-        "{plan:?}"
+        "0",
+        "plan wrote nothing"
     );
     let out = etl_same_db(&db, &["run", p.to_str().unwrap()]);
 
@@ -354,4 +365,127 @@ fn the_shipped_pivot_pipeline_builds_one_typed_table_per_ship() {
         types,
         "created_time timestamp with time zone, ch_0001 double precision, ch_0015 bigint, ch_0017 boolean, ch_0019 text"
     );
+}
+
+#[test]
+fn verify_counts_wide_rows_and_cells_per_channel_and_finds_changes() {
+    // Given the odd readings pivoted by a pipeline without SQL stages
+    let db = TestDb::new("pivot_verify");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let p = odd_pipeline(&db, "SELECT * FROM input", 6, "upsert");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let start = text.find("[[transforms]]").unwrap();
+    let end = text[start + 1..].find("[[transforms]]").unwrap() + start + 1;
+    std::fs::write(&p, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let out = etl_same_db(&db, &["run", &p]);
+    assert_eq!(out.code, 3, "{out:?}");
+
+    // When verified
+    let ok = etl_same_db(&db, &["verify", &p]);
+
+    // Then every chunk's rows and non-NULL cells per channel match the source
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(
+        ok.stdout
+            .contains("Verified 6 chunks of pipeline odd against 1 sink: 6 equal, 0 differ"),
+        "{ok:?}"
+    );
+
+    // When a cell is lost in a spill table and a row in another ship's table
+    let lost_cell = psql(
+        &db.src,
+        "SELECT table_name || ' ' || quote_ident(column_name) FROM etl.column_map WHERE base_table = '\"wide\".\"t_IMO1\"' AND channel = 'ch_d'",
+    );
+    let (table, column) = lost_cell.split_once(' ').unwrap();
+    psql(
+        &db.src,
+        &format!(
+            "UPDATE {table} SET {column} = NULL WHERE created_time = '2025-06-02 10:00:00+00'"
+        ),
+    );
+    psql(
+        &db.src,
+        "DELETE FROM wide.\"t_IMO2\" WHERE created_time = '2025-06-03 10:00:00+00'",
+    );
+    let bad = etl_same_db(&db, &["verify", &p]);
+
+    // Then exactly those two chunks differ, exit 1
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stdout
+            .contains("6 chunks of pipeline odd against 1 sink: 4 equal, 2 differ"),
+        "{bad:?}"
+    );
+    let table: String = bad.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        table.contains("IMO1 2025-06-02 00:00:00 2025-06-03 00:00:00 144 144 differs"),
+        "{bad:?}"
+    );
+    assert!(
+        table.contains("IMO2 2025-06-03 00:00:00 2025-06-04 00:00:00 144 143 differs"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn a_new_column_waits_under_lock_timeout_then_the_chunk_fails_naming_the_reader() {
+    // Given wide tables loaded without one channel
+    let db = TestDb::new("pivot_locked");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let timeouts = "[sinks.timeouts]\nlock_timeout_secs = 0.3\n";
+    let p = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id NOT IN ('ch_debug', 'select')",
+        1500,
+        "upsert",
+    );
+    std::fs::write(&p, std::fs::read_to_string(&p).unwrap() + timeouts).unwrap();
+    assert_eq!(etl_same_db(&db, &["run", &p]).code, 3);
+
+    // When that channel arrives while a long report reads ship IMO1's table
+    let p = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id = 'select'",
+        1500,
+        "upsert",
+    );
+    std::fs::write(&p, std::fs::read_to_string(&p).unwrap() + timeouts).unwrap();
+    let mut reader = hold_lock(&db.src, "report-reader", "wide.\"t_IMO1\"", "ACCESS SHARE");
+    let out = etl_same_db(&db, &["run", "--restart", &p]);
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+
+    // Then adding the column gives up after lock_timeout and a retry, naming
+    // the reader; only IMO1's chunks fail, IMO2's table gets its column
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("is locked by pid "), "{out:?}");
+    assert!(out.stdout.contains("(report-reader)"), "{out:?}");
+    assert!(out.stdout.contains("failed after 2 attempts"), "{out:?}");
+    let failed = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert_eq!(
+        failed.lines().filter(|l| l.starts_with("IMO1,")).count(),
+        3,
+        "{failed}"
+    );
+    assert_eq!(
+        failed.lines().filter(|l| l.starts_with("IMO2,")).count(),
+        0,
+        "{failed}"
+    );
+
+    // And once the reader is gone, rerunning the failed chunks completes the table
+    let rerun = etl_same_db(
+        &db,
+        &["rerun", &p, "failed_chunks.csv", "--delay-secs", "0"],
+    );
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    for ship in ["IMO1", "IMO2"] {
+        assert_equal_to_reference(
+            &db,
+            "tenant.narrow",
+            &format!("\"wide\".\"t_{ship}\""),
+            ship,
+            "AND data_channel_id <> 'ch_debug'",
+        );
+    }
 }
