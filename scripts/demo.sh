@@ -3,7 +3,9 @@
 # start a throwaway PostgreSQL on loopback, load a small fleet time series
 # (4 ships x 50 channels x 2 days = 576,000 rows), and run
 # pipelines/ships-copy.toml: validate, plan, run, then compare source and
-# target. KEEP=1 leaves the server running and prints how to reach it.
+# target; then pivot the same readings into one wide table per ship with
+# pipelines/ships-wide.toml. KEEP=1 leaves the server running and prints
+# how to reach it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,6 +38,13 @@ s=$(psql -X -Atq "$ETL_SRC_URL" -c "$q"); d=$(psql -X -Atq "$ETL_DST_URL" -c "$q
 echo "source: $s"; echo "target: $d"
 [ "$s" = "$d" ] || { echo "demo: target differs from source" >&2; exit 1; }
 echo "== Equal."
+
+echo "== Narrow to wide: etl run pipelines/ships-wide.toml"
+"$etl" run "$root/pipelines/ships-wide.toml"
+echo "== One wide table per ship (rows, columns):"
+psql -X -q "$ETL_DST_URL" -c "ANALYZE"
+psql -X -Atq "$ETL_DST_URL" -c "SELECT c.relname || ': ' || c.reltuples::bigint || ' rows, ' || c.relnatts || ' columns' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wide' AND c.relkind = 'r' ORDER BY 1"
+psql -X -q "$ETL_DST_URL" -c 'SELECT created_time, ch_0001, ch_0015, ch_0017, ch_0019 FROM wide."tbl_data_timeseries_IMO9900001" ORDER BY created_time LIMIT 3'
 if [ "${KEEP:-0}" = 1 ]; then
   echo "Server left running: ETL_SRC_URL=$ETL_SRC_URL ETL_DST_URL=$ETL_DST_URL; stop it with $root/scripts/pg-tmp.sh stop $dir/pg"
 fi

@@ -350,8 +350,11 @@ impl Wide {
                     tracing::warn!(sql = %statement, "Risky change: a channel's format changed, so its column is widened (the table is rewritten; existing values are cast).");
                 } else if statement.starts_with("CREATE ") {
                     tracing::info!(sql = %statement, "Creating wide table.");
-                } else if statement.starts_with("ALTER ") {
-                    tracing::info!(sql = %statement, "Adding channel columns.");
+                } else if let Some(rest) = statement.strip_prefix("ALTER TABLE ") {
+                    let table = rest.split(" ADD COLUMN ").next().unwrap_or(rest);
+                    let columns = statement.matches(" ADD COLUMN ").count();
+                    tracing::info!(table, columns, "Adding channel columns.");
+                    tracing::debug!(sql = %statement, "Adding channel columns.");
                 }
             }
             if !ddl.is_empty() {

@@ -198,6 +198,14 @@ fn odd_input_pivots_exactly_and_reruns_change_nothing() {
         types,
         "flip text, numtext text, shifty double precision, with space boolean"
     );
+    assert!(
+        out.stderr
+            .contains("Risky change: a channel's format changed, so its column is widened")
+            && out.stderr.contains(
+                "ALTER COLUMN \"shifty\" TYPE double precision USING \"shifty\"::double precision"
+            ),
+        "{out:?}"
+    );
 
     // When the run is repeated whole
     let before: Vec<String> = ["IMO1", "IMO2"]
