@@ -375,7 +375,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 }
                 for (j, s) in p.sinks.iter().enumerate() {
                     match s {
-                        SinkConfig::Parquet(_) => c.add(&format!("sinks[{j}].type"), "a pivot's output goes to PostgreSQL sinks only for now (its columns change from chunk to chunk); stage the narrow rows to Parquet in a pipeline without the pivot"),
+                        SinkConfig::Parquet(_) => {}
                         SinkConfig::Postgres(s) => {
                             if s.primary_key.as_ref().is_some_and(|pk| *pk != t.index) {
                                 c.add(&format!("sinks[{j}].primary_key"), "a pivot's tables are keyed by the pivot's index; leave primary_key out");

@@ -172,7 +172,7 @@ fn bad_url_is_a_problem_of_its_key() {
 #[test]
 fn pivot_settings_are_checked_with_their_lines() {
     // Given a pivot before a SQL stage, with no index, too many columns,
-    // a Parquet sink and a primary key other than the index
+    // and a primary key other than the index
     let text = GOOD.replace(
         "[[sinks]]",
         "[[transforms]]\ntype = \"pivot\"\nindex = []\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
@@ -188,7 +188,6 @@ fn pivot_settings_are_checked_with_their_lines() {
         "line 13, transforms[0].type: a pivot must be the last stage",
         "line 14, transforms[0].index: must list the wide table's key columns",
         "line 18, transforms[0].max_columns: 1700 is out of range; use 1 to 1600",
-        "line 25, sinks[0].type: a pivot's output goes to PostgreSQL sinks only for now",
         "line 32, sinks[1].primary_key: a pivot's tables are keyed by the pivot's index; leave primary_key out",
     ] {
         assert!(out.stderr.contains(expected), "{expected}\n{out:?}");

@@ -497,3 +497,68 @@ fn a_new_column_waits_under_lock_timeout_then_the_chunk_fails_naming_the_reader(
         );
     }
 }
+
+#[test]
+fn a_pivot_stages_each_chunk_to_parquet_with_its_own_columns() {
+    // Given a pivot into PostgreSQL and Parquet at once
+    let db = TestDb::new("pivot_parquet");
+    db.load_timeseries(2, 20, 2880);
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-wide.toml")).unwrap()
+        + "\n[[sinks]]\ntype = \"parquet\"\npath = \"staging/{key}/{start}.parquet\"\n";
+    let p = db.pipeline("wide.toml", &text);
+
+    // When it runs
+    let out = etl_same_db(&db, &["run", p.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Then each chunk's file holds the chunk's wide rows, the index and one
+    // column per channel, with the same non-NULL cells as the wide table
+    let mut files: Vec<_> = glob_files(&db.dir.path().join("staging"));
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let mut rows = 0;
+    let mut cells = 0;
+    for f in &files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let schema = batch.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            assert_eq!(names.len(), 21, "{names:?}");
+            assert_eq!(names[0], "created_time");
+            assert_eq!(names[1], "ch_0001");
+            assert_eq!(
+                schema.field(17).data_type(),
+                &arrow::datatypes::DataType::Boolean
+            );
+            rows += batch.num_rows();
+            cells += (1..batch.num_columns())
+                .map(|i| batch.num_rows() - batch.column(i).null_count())
+                .sum::<usize>();
+        }
+    }
+    assert_eq!(rows, 5760);
+    let in_pg = psql(
+        &db.src,
+        "SELECT sum(n) FROM (SELECT count(*) FILTER (WHERE data_channel_id <> 'ch_debug') AS n FROM tenant.tbl_data_timeseries) x",
+    );
+    assert_eq!(cells.to_string(), in_pg);
+}
+
+fn glob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(glob_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
