@@ -145,6 +145,11 @@ fn part_table(base: &TableName, group: Option<&str>, seq: usize) -> TableName {
     }
 }
 
+/// The advisory lock guarding a base table's layout, as a SQL literal.
+fn layout_lock(qualified: &str) -> String {
+    literal(&format!("etl pivot {qualified}"))
+}
+
 /// A key's wide table, schema explicit and name fit to PostgreSQL.
 pub fn base_table(table: &TableName) -> TableName {
     part_table(table, None, 1)
@@ -325,24 +330,31 @@ impl Wide {
                 .iter()
                 .all(|(c, k)| l.channels.get(c).is_some_and(|p| p.kind >= *k))
         };
-        let mut cache = self.layouts.lock().await;
-        if let Some(l) = cache.get(&qualified) {
+        // The cache is only held for a moment: never across a wait on the
+        // server, where another worker of this process may hold what we wait for.
+        if let Some(l) = self.layouts.lock().await.get(&qualified) {
             if fits(l) {
                 return Ok(l.clone());
             }
         }
         let layout = self.load(client, base).await?;
         if fits(&layout) {
-            cache.insert(qualified, layout.clone());
+            self.layouts.lock().await.insert(qualified, layout.clone());
             return Ok(layout);
         }
-        // Under the base table's lock, read again and change what is missing.
-        let lock = literal(&format!("etl pivot {qualified}"));
-        client
-            .batch_execute(&format!("SELECT pg_advisory_lock(hashtext({lock}))"))
+        // Under the base table's lock (exclusive; chunks hold it shared while
+        // they write, so no chunk is half-way when columns change), read
+        // again and change what is missing, in one transaction.
+        let begun = client
+            .batch_execute(&format!(
+                "BEGIN; {}; SELECT pg_advisory_xact_lock(hashtext({}))",
+                self.spec.timeouts.set_local(),
+                layout_lock(&qualified)
+            ))
             .await
-            .map_err(EtlError::pg(format!("locking the layout of {qualified}")))?;
+            .map_err(EtlError::pg(format!("locking the layout of {qualified}")));
         let changed = async {
+            begun?;
             let layout = self.load(client, base).await?;
             let ddl = self.plan_changes(base, &layout, channels)?;
             for statement in &ddl {
@@ -357,31 +369,20 @@ impl Wide {
                     tracing::debug!(sql = %statement, "Adding channel columns.");
                 }
             }
-            if !ddl.is_empty() {
-                let sql = format!(
-                    "BEGIN; {}; {}; COMMIT",
-                    self.spec.timeouts.set_local(),
-                    ddl.join("; ")
-                );
-                let done = client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(EtlError::pg(format!("adding columns to {qualified}")));
-                if let Err(e) = done {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(explain_busy(client, &qualified, &self.spec.timeouts, e).await);
-                }
-            }
-            self.load(client, base).await
+            let mut sql = ddl.join("; ");
+            sql.push_str("; COMMIT");
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(EtlError::pg(format!("adding columns to {qualified}")))
         }
         .await;
-        let unlocked = client
-            .batch_execute(&format!("SELECT pg_advisory_unlock(hashtext({lock}))"))
-            .await
-            .map_err(EtlError::pg(format!("unlocking the layout of {qualified}")));
-        let layout = changed?;
-        unlocked?;
-        cache.insert(qualified, layout.clone());
+        if let Err(e) = changed {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(explain_busy(client, &qualified, &self.spec.timeouts, e).await);
+        }
+        let layout = self.load(client, base).await?;
+        self.layouts.lock().await.insert(qualified, layout.clone());
         Ok(layout)
     }
 
@@ -823,7 +824,8 @@ impl WideWriter {
     /// transaction (and, for append and replace, clears a window loaded before).
     async fn start(&mut self, channels: &[(String, Kind)]) -> Result<(), EtlError> {
         let w = self.wide.clone();
-        let layout = w.layout_for(&self.client, &self.base, channels).await?;
+        // Columns for the chunk's channels first (their own transaction).
+        w.layout_for(&self.client, &self.base, channels).await?;
         let base_q = self.base.qualified();
         let begun = self
             .client
@@ -831,6 +833,36 @@ impl WideWriter {
             .await
             .map_err(EtlError::pg(self.context("starting the transaction")));
         begun?;
+        // Another process (or worker) may have widened a column or added a
+        // part since the layout was cached, and binary COPY would send values
+        // of the old type. Holding the layout lock shared until commit keeps
+        // columns from changing under the chunk; the layout is read again
+        // under it.
+        let locked = self
+            .client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock_shared(hashtext({}))",
+                layout_lock(&base_q)
+            ))
+            .await
+            .map_err(EtlError::pg(
+                self.context("waiting for the wide tables' layout"),
+            ));
+        if let Err(e) = locked {
+            return Err(explain_busy(&self.client, &base_q, &w.spec.timeouts, e).await);
+        }
+        let layout = w.load(&self.client, &self.base).await?;
+        for (channel, kind) in channels {
+            if layout.channels.get(channel).is_none_or(|p| p.kind < *kind) {
+                return Err(EtlError::Bug(format!(
+                    "channel {channel:?} lost its column in {base_q} while the chunk started"
+                )));
+            }
+        }
+        w.layouts
+            .lock()
+            .await
+            .insert(base_q.clone(), layout.clone());
         let mut stages = BTreeMap::new();
         if w.spec.mode == SinkMode::Upsert {
             for (i, part) in layout.parts.keys().enumerate() {

@@ -562,3 +562,59 @@ fn glob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn two_processes_pivoting_one_fleet_agree_on_the_columns() {
+    // Given the odd readings, whose channels spill over several tables
+    let db = TestDb::new("pivot_two_processes");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    let p = odd_pipeline(
+        &db,
+        "SELECT * FROM input WHERE data_channel_id <> 'ch_debug'",
+        4,
+        "upsert",
+    );
+
+    // When two processes run the same pivot at once (each adding columns as its chunks need them)
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_etl"))
+            .current_dir(db.dir.path())
+            .args(["run", "--workers", "2", &p])
+            .env("ETL_SRC_URL", &db.src)
+            .env("ETL_DST_URL", &db.src)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+
+    // Then both finish (3: readings left out), every chunk is done once,
+    // and each ship's tables equal the in-database pivot
+    for out in [&a, &b] {
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        psql(
+            &db.src,
+            "SELECT count(*) || ' ' || sum(attempts) FROM etl.chunk_ledger WHERE status = 'done'"
+        ),
+        "6 6"
+    );
+    for ship in ["IMO1", "IMO2"] {
+        assert_equal_to_reference(
+            &db,
+            "tenant.narrow",
+            &format!("\"wide\".\"t_{ship}\""),
+            ship,
+            "AND data_channel_id <> 'ch_debug'",
+        );
+    }
+}
