@@ -12,22 +12,9 @@
 #   scripts/bench-copy.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-copy.sh                     repeat, alternating order
 #   TARGET_PK=0 scripts/bench-copy.sh                  targets without the primary key (heap only)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
-
-scripts/install-deps.sh
-cargo build --release --locked -q
-etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl
+. "$(dirname "$0")/bench-lib.sh"
 pipeline=$PWD/pipelines/ships-copy.toml
-
-dir=$(mktemp -d); chmod 755 "$dir"
-trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT
-# Durable defaults (fsync on); larger WAL so checkpoints do not dominate either side.
-url=$(scripts/pg-tmp.sh start "$dir/pg" -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min)
-base=${url%/postgres}
 for db in src dst_psql dst_etl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
-rows=$((ships * channels * minutes))
 echo "bench-copy: generating $rows rows ($ships ships x $channels channels x $minutes minutes)..." >&2
 start=$(date +%s.%N)
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql
@@ -77,7 +64,6 @@ q="SELECT count(*) || ' rows, md5 ' || md5(string_agg(md5(t::text), '' ORDER BY 
 a=$(psql -X -Atq "$base/dst_psql" -c "$q"); b=$(psql -X -Atq "$base/dst_etl" -c "$q")
 [ "$a" = "$b" ] || { echo "bench-copy: targets differ: psql $a, etl $b" >&2; exit 1; }
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 pm=$(median "${psql_times[@]}"); em=$(median "${etl_times[@]}")
 echo
 echo "Standard data set: $rows rows, source table $size, target primary key: $([ "${TARGET_PK:-1}" = 0 ] && echo no || echo yes), $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"

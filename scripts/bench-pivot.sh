@@ -12,20 +12,8 @@
 #
 #   scripts/bench-pivot.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-pivot.sh                     repeat, alternating order
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
-
-scripts/install-deps.sh
-cargo build --release --locked -q
-etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl
-
-dir=$(mktemp -d); chmod 755 "$dir"
-trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT
-url=$(scripts/pg-tmp.sh start "$dir/pg" -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min)
-base=${url%/postgres}
+. "$(dirname "$0")/bench-lib.sh"
 for db in src dst_etl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
-rows=$((ships * channels * minutes))
 echo "bench-pivot: generating $rows readings ($ships ships x $channels channels x $minutes minutes)..." >&2
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql
 size=$(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_total_relation_size('tenant.tbl_data_timeseries'))")
@@ -103,7 +91,6 @@ for ship in $(psql -X -Atq "$base/src" -c "SELECT DISTINCT ship_id FROM tenant.t
   [ "$a" = "$b" ] || { echo "bench-pivot: $ship differs: in-database $a, etl $b" >&2; exit 1; }
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 im=$(median "${indb_times[@]}"); em=$(median "${etl_times[@]}")
 echo
 echo "Standard data set: $rows readings, source table $size, $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"

@@ -158,6 +158,17 @@ pub async fn set_cutoff(
 }
 
 /// Marks the chunk done, inside its data transaction.
+/// Marks the chunk done and commits its transaction: its rows and its
+/// ledger row become visible together.
+pub async fn commit_done(
+    client: &Client,
+    row: &Row<'_>,
+    rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    mark_done(client, row, rows).await?;
+    client.batch_execute("COMMIT").await
+}
+
 pub async fn mark_done(
     client: &Client,
     row: &Row<'_>,

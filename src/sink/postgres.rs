@@ -472,27 +472,14 @@ impl Sink for PostgresSink {
     ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
         let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
-        if let Some(wide) = &self.wide {
-            let qualified = table.qualified();
-            let row = ledger::Row::new(&self.ctx.pipeline, &qualified, chunk);
-            let claimed = ledger::claim(&client, &row, redo)
-                .await
-                .map_err(EtlError::pg(format!(
-                    "claiming chunk {chunk} in etl.chunk_ledger"
-                )))?;
-            if !claimed {
-                self.pool.put(client);
-                return Ok(None);
-            }
-            return Ok(Some(Box::new(wide.writer(
-                client,
-                self.pool.clone(),
-                table,
-                chunk.clone(),
-            ))));
-        }
-        let target = self.target(&client, &table).await?;
-        let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
+        // A plain table is checked (and created) before the claim; a wide
+        // table's columns are made by its writer, from the chunk's channels.
+        let target = match &self.wide {
+            Some(_) => None,
+            None => Some(self.target(&client, &table).await?),
+        };
+        let qualified = table.qualified();
+        let row = ledger::Row::new(&self.ctx.pipeline, &qualified, chunk);
         let claimed = ledger::claim(&client, &row, redo)
             .await
             .map_err(EtlError::pg(format!(
@@ -502,6 +489,11 @@ impl Sink for PostgresSink {
             self.pool.put(client);
             return Ok(None);
         }
+        if let Some(wide) = &self.wide {
+            let writer = wide.writer(client, self.pool.clone(), table, chunk.clone());
+            return Ok(Some(Box::new(writer)));
+        }
+        let target = target.expect("a plain table's target is checked above");
         let sink = match self.open_copy(&client, chunk, &target).await {
             Ok(sink) => sink,
             Err(e) => {
@@ -757,14 +749,9 @@ impl ChunkWriter for PostgresChunkWriter {
                 .await
                 .map_err(EtlError::pg(context))?;
         }
-        let context = self.context("recording the chunk in etl.chunk_ledger");
+        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
         let row = ledger::Row::new(&self.pipeline, &self.target.qualified, &self.chunk);
-        ledger::mark_done(&self.client, &row, rows)
-            .await
-            .map_err(EtlError::pg(context))?;
-        let context = self.context("committing");
-        self.client
-            .batch_execute("COMMIT")
+        ledger::commit_done(&self.client, &row, rows)
             .await
             .map_err(EtlError::pg(context))?;
         let PostgresChunkWriter {

@@ -316,14 +316,15 @@ impl Wide {
         Ok(layout)
     }
 
-    /// The layout that holds `channels` (name, kind), adding parts and
-    /// columns and widening types first when the target lacks them.
-    async fn layout_for(
+    /// Makes the target hold `channels` (name, kind): adds parts and
+    /// columns and widens types the cached (else the current) layout lacks.
+    /// The chunk reads the layout it writes by afterwards, under its lock.
+    async fn make_room(
         &self,
         client: &Client,
         base: &TableName,
         channels: &[(String, Kind)],
-    ) -> Result<Layout, EtlError> {
+    ) -> Result<(), EtlError> {
         let qualified = base.qualified();
         let fits = |l: &Layout| {
             channels
@@ -332,15 +333,13 @@ impl Wide {
         };
         // The cache is only held for a moment: never across a wait on the
         // server, where another worker of this process may hold what we wait for.
-        if let Some(l) = self.layouts.lock().await.get(&qualified) {
-            if fits(l) {
-                return Ok(l.clone());
-            }
+        if self.layouts.lock().await.get(&qualified).is_some_and(fits) {
+            return Ok(());
         }
         let layout = self.load(client, base).await?;
         if fits(&layout) {
-            self.layouts.lock().await.insert(qualified, layout.clone());
-            return Ok(layout);
+            self.layouts.lock().await.insert(qualified, layout);
+            return Ok(());
         }
         // Under the base table's lock (exclusive; chunks hold it shared while
         // they write, so no chunk is half-way when columns change), read
@@ -381,9 +380,7 @@ impl Wide {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(explain_busy(client, &qualified, &self.spec.timeouts, e).await);
         }
-        let layout = self.load(client, base).await?;
-        self.layouts.lock().await.insert(qualified, layout.clone());
-        Ok(layout)
+        Ok(())
     }
 
     /// The statements that make `layout` hold `channels`.
@@ -825,7 +822,7 @@ impl WideWriter {
     async fn start(&mut self, channels: &[(String, Kind)]) -> Result<(), EtlError> {
         let w = self.wide.clone();
         // Columns for the chunk's channels first (their own transaction).
-        w.layout_for(&self.client, &self.base, channels).await?;
+        w.make_room(&self.client, &self.base, channels).await?;
         let base_q = self.base.qualified();
         let begun = self
             .client
@@ -1112,13 +1109,8 @@ impl ChunkWriter for WideWriter {
         }
         let base_q = self.base.qualified();
         let row = ledger::Row::new(&self.wide.pipeline, &base_q, &self.chunk);
-        let context = self.context("recording the chunk in etl.chunk_ledger");
-        ledger::mark_done(&self.client, &row, self.rows)
-            .await
-            .map_err(EtlError::pg(context))?;
-        let context = self.context("committing");
-        self.client
-            .batch_execute("COMMIT")
+        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
+        ledger::commit_done(&self.client, &row, self.rows)
             .await
             .map_err(EtlError::pg(context))?;
         let WideWriter {

@@ -417,13 +417,12 @@ impl Pivot {
             })
             .collect();
         for ((batch, batch_placed), batch_formats) in batches.iter().zip(&placed).zip(&formats) {
-            // Value columns in their canonical types, cast once per batch.
-            let mut values: HashMap<usize, ArrayRef> = HashMap::new();
+            // Value columns in their canonical types, cast once per batch,
+            // by column position (no lookup per reading).
+            let mut values: Vec<Option<ArrayRef>> = vec![None; batch.num_columns()];
             for (column, kind) in self.formats.values() {
-                values.insert(
-                    *column,
-                    cast(batch.column(*column), &kind.arrow()).map_err(arrow_error)?,
-                );
+                values[*column] =
+                    Some(cast(batch.column(*column), &kind.arrow()).map_err(arrow_error)?);
             }
             for (row, &(time, channel)) in batch_placed.iter().enumerate() {
                 if channel == u32::MAX {
@@ -437,7 +436,7 @@ impl Pivot {
                 if duplicate {
                     counts.duplicates += 1;
                 }
-                let array = &values[&column];
+                let array = values[column].as_ref().expect("cast above");
                 match cells {
                     Cells::Bool(v) => {
                         let x = array.as_boolean().value(row);

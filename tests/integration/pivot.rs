@@ -84,6 +84,14 @@ fn assert_equal_to_reference(db: &TestDb, narrow: &str, base: &str, ship: &str, 
     );
 }
 
+/// Both ships of `narrow_odd.sql` equal the in-database pivot.
+fn assert_fleet_equal(db: &TestDb, filter: &str) {
+    for ship in ["IMO1", "IMO2"] {
+        let base = format!("\"wide\".\"t_{ship}\"");
+        assert_equal_to_reference(db, "tenant.narrow", &base, ship, filter);
+    }
+}
+
 fn odd_pipeline(db: &TestDb, stage: &str, max_columns: usize, mode: &str) -> String {
     std::fs::write(
         db.dir.path().join("channels.csv"),
@@ -150,10 +158,7 @@ fn odd_input_pivots_exactly_and_reruns_change_nothing() {
     assert!(out.stdout.contains("which is not in values"), "{out:?}");
 
     // And each ship's wide tables equal the in-database pivot, cell for cell
-    for ship in ["IMO1", "IMO2"] {
-        let base = format!("\"wide\".\"t_{ship}\"");
-        assert_equal_to_reference(&db, "tenant.narrow", &base, ship, NO_DEBUG);
-    }
+    assert_fleet_equal(&db, NO_DEBUG);
 
     // And every channel has its own column; long and clashing names are shortened
     let map = psql(
@@ -263,15 +268,7 @@ fn a_later_run_with_more_channels_widens_and_merges_partial_rows() {
         columns_after.parse::<i64>().unwrap(),
         columns_before.parse::<i64>().unwrap() + 2
     );
-    for ship in ["IMO1", "IMO2"] {
-        assert_equal_to_reference(
-            &db,
-            "tenant.narrow",
-            &format!("\"wide\".\"t_{ship}\""),
-            ship,
-            "AND data_channel_id <> 'ch_debug'",
-        );
-    }
+    assert_fleet_equal(&db, "AND data_channel_id <> 'ch_debug'");
 }
 
 #[test]
@@ -487,15 +484,7 @@ fn a_new_column_waits_under_lock_timeout_then_the_chunk_fails_naming_the_reader(
         &["rerun", &p, "failed_chunks.csv", "--delay-secs", "0"],
     );
     assert_eq!(rerun.code, 0, "{rerun:?}");
-    for ship in ["IMO1", "IMO2"] {
-        assert_equal_to_reference(
-            &db,
-            "tenant.narrow",
-            &format!("\"wide\".\"t_{ship}\""),
-            ship,
-            "AND data_channel_id <> 'ch_debug'",
-        );
-    }
+    assert_fleet_equal(&db, "AND data_channel_id <> 'ch_debug'");
 }
 
 #[test]
@@ -608,13 +597,5 @@ fn two_processes_pivoting_one_fleet_agree_on_the_columns() {
         ),
         "6 6"
     );
-    for ship in ["IMO1", "IMO2"] {
-        assert_equal_to_reference(
-            &db,
-            "tenant.narrow",
-            &format!("\"wide\".\"t_{ship}\""),
-            ship,
-            "AND data_channel_id <> 'ch_debug'",
-        );
-    }
+    assert_fleet_equal(&db, "AND data_channel_id <> 'ch_debug'");
 }
