@@ -302,6 +302,35 @@ fn a_staging_folder_loads_back_into_a_fresh_database_exactly() {
 }
 
 #[test]
+fn chunks_re_window_a_staging_folder() {
+    // Given a staging folder of one file per ship and day
+    let db = TestDb::new("parquet_rewindow");
+    db.load_timeseries(2, 5, 2 * 1440);
+    assert_eq!(run_staging(&db, &["run"]).code, 0);
+    let fresh = TestDb::new("parquet_rewindow_fresh");
+    let staging = db.dir.path().join("staging");
+    let text = std::fs::read_to_string(repo().join("pipelines/staging-to-postgres.toml"))
+        .unwrap()
+        .replace("interval = \"24h\"", "interval = \"6h\"");
+    let p = db.pipeline("six_hours.toml", &text);
+    let env = [
+        ("ETL_DST_URL", fresh.dst.as_str()),
+        ("ETL_STAGING", staging.to_str().unwrap()),
+    ];
+
+    // When loaded back in 6-hour chunks
+    let out = etl_in(db.dir.path(), &["run", p.to_str().unwrap()], &env);
+
+    // Then each file is read by four chunks, and the table equals the source
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("  chunks       16 done, 0 failed, of 16"), "{out:?}");
+    assert_eq!(
+        fingerprint(&fresh.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
+
+#[test]
 fn a_parquet_source_with_no_file_says_so() {
     let db = TestDb::new("parquet_no_file");
     let p = repo().join("pipelines/staging-to-postgres.toml");
