@@ -26,6 +26,7 @@ macro_rules! out_raw {
 }
 
 use crate::config::{self, ValidatedPipeline};
+use crate::migrate::Migration;
 use crate::plan::Chunk;
 use crate::run::summary::{render, thousands};
 use crate::run::{failed_csv, RunOptions, RunReport, Runner};
@@ -119,6 +120,9 @@ pub enum Outcome {
     /// Every chunk done, but a pivot left readings out (unknown format,
     /// NULL value, name or index); the summary counts them.
     RowsNotPivoted,
+    /// Every table loaded, but some values did not load as they were
+    /// (invalid dates from the driver, loaded as NULL); the summary counts them.
+    ValuesChanged,
 }
 
 /// Follow mode's timing.
@@ -174,8 +178,26 @@ fn validate(path: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+fn is_odbc(p: &ValidatedPipeline) -> bool {
+    matches!(p.source, config::validate::ValidatedSource::Odbc(_))
+}
+
 fn plan(path: &Path) -> anyhow::Result<Outcome> {
-    let runner = Runner::build(load(path)?)?;
+    let pipeline = load(path)?;
+    if is_odbc(&pipeline) {
+        let m = Migration::discover(&pipeline)?;
+        out!(
+            "Pipeline {}: {} tables from an ODBC source",
+            m.pipeline,
+            m.tables.len()
+        );
+        for line in m.plan_lines()? {
+            out!("{line}");
+        }
+        out!("Nothing was written.");
+        return Ok(Outcome::Success);
+    }
+    let runner = Runner::build(pipeline)?;
     let plan = runner.plan()?;
     let p = &runner.pipeline;
     out!(
@@ -247,6 +269,15 @@ fn run_all(
     crate::run::install_ctrl_c();
     let pipeline = load(path)?;
     let failed_path = pipeline.chunks.failed_csv.clone();
+    if is_odbc(&pipeline) {
+        if follow.is_some() {
+            anyhow::bail!("--follow needs a time column; an ODBC source loads whole tables");
+        }
+        let m = Migration::discover(&pipeline)?;
+        let report = m.run(None, restart, workers)?;
+        out_raw!("{}", crate::migrate::render(&m, &report));
+        return finish_migration(path, &report, &failed_path, None);
+    }
     let runner = Runner::build(pipeline)?;
     // The cutoff splits the work: backfill below it, follow mode from it
     // onward. Follow mode sets it when there is none; a plain run stops at
@@ -425,6 +456,30 @@ fn rerun(
 ) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
+    if is_odbc(&pipeline) {
+        crate::run::install_ctrl_c();
+        if let Some(k) = key {
+            chunks.retain(|c| c.key.as_deref() == Some(k));
+        }
+        let tables: std::collections::BTreeSet<String> =
+            chunks.iter().filter_map(|c| c.key.clone()).collect();
+        if dry_run {
+            out!(
+                "Would reload {} table{} of pipeline {}:",
+                tables.len(),
+                if tables.len() == 1 { "" } else { "s" },
+                pipeline.name
+            );
+            for t in &tables {
+                out!("  {t}");
+            }
+            return Ok(Outcome::Success);
+        }
+        let m = Migration::discover(&pipeline)?;
+        let report = m.run(Some(&tables), true, None)?;
+        out_raw!("{}", crate::migrate::render(&m, &report));
+        return finish_migration(path, &report, &rerun_csv_path(csv), Some(csv));
+    }
     if pipeline.chunks.key_column.is_none() {
         if let Some(c) = chunks.iter().find(|c| c.key.is_some()) {
             anyhow::bail!(
@@ -469,7 +524,38 @@ fn rerun(
 }
 
 fn verify(path: &Path, sample: Option<usize>) -> anyhow::Result<Outcome> {
-    let runner = Runner::build(load(path)?)?;
+    let pipeline = load(path)?;
+    if is_odbc(&pipeline) {
+        let m = Migration::discover(&pipeline)?;
+        let checks = m.verify()?;
+        out!(
+            "{:40}  {:>12}  {:>12}  result",
+            "table",
+            "source rows",
+            "target rows"
+        );
+        for (t, src, dst) in &checks.counts {
+            out!(
+                "{t:40}  {:>12}  {:>12}  {}",
+                thousands(*src),
+                thousands(*dst),
+                if src == dst { "equal" } else { "differs" }
+            );
+        }
+        for (fk, t, n) in &checks.orphans {
+            out!(
+                "foreign key {fk} on {t}: {} orphan rows{}",
+                thousands(*n),
+                if *n == 0 { "" } else { "  differs" }
+            );
+        }
+        return Ok(if checks.ok() {
+            Outcome::Success
+        } else {
+            Outcome::ChunksFailed
+        });
+    }
+    let runner = Runner::build(pipeline)?;
     let plan = runner.plan()?;
     let mut chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
     let total = chunks.len();
@@ -677,6 +763,59 @@ fn by_key(states: &[crate::sink::ledger::ChunkState]) -> Vec<KeyStatus> {
 }
 
 /// `failed.csv` -> `failed.rerun-20261122T031500.csv`, beside it.
+/// Exit status of a migration: failed tables go to the CSV (exit 1), as do
+/// constraints that could not be added or checks that differ; invalid dates
+/// loaded as NULL give exit 3.
+fn finish_migration(
+    pipeline: &Path,
+    report: &crate::migrate::Report,
+    failed_path: &Path,
+    rerun_of: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    if !report.failed.is_empty() {
+        let chunks: Vec<Chunk> = report.failed.iter().map(|f| f.0.clone()).collect();
+        failed_csv::write(failed_path, &chunks).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the failed-chunk CSV {}: {e}",
+                failed_path.display()
+            )
+        })?;
+        out!(
+            "\nFailed tables ({}), written to {}:",
+            report.failed.len(),
+            failed_path.display()
+        );
+        for (chunk, error) in &report.failed {
+            out!("  {}: {error}", chunk.key.as_deref().unwrap_or(""));
+        }
+        out!(
+            "Fix the cause, then: etl rerun {} {}",
+            pipeline.display(),
+            failed_path.display()
+        );
+        return Ok(Outcome::ChunksFailed);
+    }
+    if rerun_of.is_none() && failed_path.exists() {
+        out!(
+            "  note         {} is from an earlier run; no table failed in this one",
+            failed_path.display()
+        );
+    }
+    if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        out!("Stopped by Ctrl-C; run the same command to resume.");
+        return Ok(Outcome::Interrupted);
+    }
+    if let Some(f) = &report.finish {
+        if !f.problems.is_empty() || !f.checks.ok() {
+            return Ok(Outcome::ChunksFailed);
+        }
+    }
+    if report.values_changed() > 0 {
+        return Ok(Outcome::ValuesChanged);
+    }
+    Ok(Outcome::Success)
+}
+
 fn rerun_csv_path(csv: &Path) -> PathBuf {
     let stem = csv
         .file_stem()

@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod migrate;
 pub mod pg;
 pub mod pg_binary;
 pub mod plan;

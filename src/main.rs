@@ -2,7 +2,8 @@
 //! the outcome into an exit code (0: every chunk done, or follow mode
 //! stopped by Ctrl-C; 1: the run finished but chunks failed; 2:
 //! configuration or fatal error; 3: every chunk done, but a pivot left
-//! source readings out, counted in the summary; 130: Ctrl-C stopped a run,
+//! source readings out, or an ODBC driver returned invalid dates that were
+//! loaded as NULL, counted in the summary; 130: Ctrl-C stopped a run,
 //! which resumes).
 
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::ChunksFailed) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
-        Ok(Outcome::RowsNotPivoted) => ExitCode::from(3),
+        Ok(Outcome::RowsNotPivoted | Outcome::ValuesChanged) => ExitCode::from(3),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

@@ -23,8 +23,10 @@ pub struct Pipeline {
     pub name: String,
     /// Where rows come from.
     pub source: SourceConfig,
-    /// How the work is cut into chunks and run.
-    pub chunks: ChunksConfig,
+    /// How the work is cut into chunks and run. Required except for ODBC
+    /// sources, which run one chunk per table (or per query).
+    #[serde(default)]
+    pub chunks: Option<ChunksConfig>,
     /// Stages between source and sinks, in order, run inside each chunk.
     #[serde(default)]
     pub transforms: Vec<TransformConfig>,
@@ -40,6 +42,73 @@ pub enum SourceConfig {
     Postgres(PostgresSourceConfig),
     /// Parquet files (a staging folder), read batch by batch.
     Parquet(ParquetSourceConfig),
+    /// Any ODBC data source (MS Access through MDBTools, SQL Server through
+    /// FreeTDS, SQLite, ...), narrow text decoded from `encoding`.
+    Odbc(OdbcSourceConfig),
+}
+
+/// `[source]` with `type = "odbc"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OdbcSourceConfig {
+    /// An ODBC connection string (`Driver={MDBTools};DBQ=file.mdb;`) or
+    /// `DSN=name;`; a password via `${ENV}`.
+    #[serde(deserialize_with = "env::string")]
+    pub connection_string: String,
+    /// One query whose rows are loaded into the sink's table. Exactly one
+    /// of `query` and `tables`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub query: Option<String>,
+    /// Whole-database migration: `["*"]` for every user table, or a list.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// Tables left out of `tables`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Code page of the source's narrow text (any encoding_rs label, and
+    /// cp949/uhc/ms949). Default utf-8.
+    #[serde(default = "default_encoding", deserialize_with = "env::string")]
+    pub encoding: String,
+    /// `error` (default) or `replace` (U+FFFD, counted per column).
+    #[serde(default)]
+    pub on_invalid_text: OnInvalidText,
+    /// Rows per batch fetched from the driver. Default 10,000.
+    #[serde(default = "default_odbc_batch_rows")]
+    pub batch_rows: usize,
+    /// Bytes of fetch buffers per batch; whichever limit is smaller wins.
+    /// Default 32 MiB.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// The longest text or binary value, in bytes; a longer one fails its
+    /// table naming the column. Default 1 MiB.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// `[source.casts]`: columns read another way than their ODBC type says,
+    /// `"Table.Column" = "text"` (or `"Column"` for every table); `text`
+    /// or `binary`. For types etl cannot map.
+    #[serde(default)]
+    pub casts: std::collections::BTreeMap<String, String>,
+}
+
+/// What to do with narrow text that is not valid in `encoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalidText {
+    #[default]
+    Error,
+    Replace,
+}
+
+fn default_encoding() -> String {
+    "utf-8".to_string()
+}
+
+const fn default_odbc_batch_rows() -> usize {
+    10_000
+}
+
+const fn default_max_text_bytes() -> usize {
+    1 << 20
 }
 
 /// `[source]` with `type = "parquet"`.
@@ -95,8 +164,9 @@ const fn default_batch_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ChunksConfig {
     /// The timestamp or timestamptz column that windows are cut on.
-    #[serde(deserialize_with = "env::string")]
-    pub time_column: String,
+    /// Required except for ODBC sources (which cannot be cut by time yet).
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub time_column: Option<String>,
     /// Window length: a whole number of s, m, h or d. Default "24h".
     #[serde(default = "default_interval", deserialize_with = "env::string")]
     pub interval: String,

@@ -83,6 +83,29 @@ pub enum ValidatedSource {
         pattern: String,
         batch_rows: usize,
     },
+    Odbc(OdbcSpec),
+}
+
+/// An ODBC source whose settings make sense (the driver is reached only
+/// when the run starts).
+#[derive(Debug, Clone)]
+pub struct OdbcSpec {
+    pub connection_string: String,
+    pub relation: OdbcRelation,
+    /// The encoding label as written (`cp949`).
+    pub encoding_label: String,
+    pub options: crate::source::odbc::OdbcOptions,
+}
+
+/// What an ODBC source reads.
+#[derive(Debug, Clone)]
+pub enum OdbcRelation {
+    Query(String),
+    /// Table names or `*`, and names left out.
+    Tables {
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
 }
 
 /// How the work is cut and run.
@@ -191,7 +214,88 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
+    let is_odbc = matches!(p.source, SourceConfig::Odbc(_));
     let source = match p.source {
+        SourceConfig::Odbc(s) => {
+            if s.connection_string.trim().is_empty() {
+                c.add(
+                    "source.connection_string",
+                    "is empty; write one like \"Driver={MDBTools};DBQ=data.mdb;\" or \"DSN=name;\"",
+                );
+            }
+            let relation = match (s.query, s.tables) {
+                (Some(q), None) if q.trim().is_empty() => {
+                    c.add("source.query", "is empty; write a SELECT");
+                    None
+                }
+                (Some(q), None) => Some(OdbcRelation::Query(
+                    q.trim().trim_end_matches(';').to_string(),
+                )),
+                (None, Some(t)) if t.is_empty() || t.iter().any(|t| t.trim().is_empty()) => {
+                    c.add(
+                        "source.tables",
+                        "must list table names, or be [\"*\"] for every user table",
+                    );
+                    None
+                }
+                (None, Some(t)) => Some(OdbcRelation::Tables {
+                    include: t,
+                    exclude: s.exclude.clone(),
+                }),
+                (Some(_), Some(_)) => {
+                    c.add("source.query", "give either `query` or `tables`, not both");
+                    None
+                }
+                (None, None) => {
+                    c.add(
+                        "source",
+                        "needs `query` (a SELECT) or `tables` ([\"*\"] for the whole database)",
+                    );
+                    None
+                }
+            };
+            if !s.exclude.is_empty() && !matches!(relation, Some(OdbcRelation::Tables { .. })) {
+                c.add("source.exclude", "only applies with `tables`");
+            }
+            let options = match crate::source::odbc::OdbcOptions::new(&s.encoding) {
+                Ok(mut o) => {
+                    o.replace_invalid = s.on_invalid_text == super::OnInvalidText::Replace;
+                    o.batch_rows = s.batch_rows;
+                    o.batch_bytes = s.batch_bytes;
+                    o.max_text_bytes = s.max_text_bytes;
+                    for (column, cast) in &s.casts {
+                        match crate::source::odbc::Cast::parse(cast) {
+                            Ok(cast) => {
+                                o.casts.insert(column.clone(), cast);
+                            }
+                            Err(e) => c.add(&format!("source.casts.{column}"), e),
+                        }
+                    }
+                    Some(o)
+                }
+                Err(e) => {
+                    c.add("source.encoding", e.to_string());
+                    None
+                }
+            };
+            if s.batch_rows == 0 {
+                c.add("source.batch_rows", "must be at least 1");
+            }
+            if s.batch_bytes < 1024 {
+                c.add("source.batch_bytes", "must be at least 1024");
+            }
+            if s.max_text_bytes == 0 {
+                c.add("source.max_text_bytes", "must be at least 1");
+            }
+            relation.zip(options).map(|(relation, options)| {
+                ValidatedSource::Odbc(OdbcSpec {
+                    connection_string: s.connection_string,
+                    relation,
+                    encoding_label: s.encoding,
+                    options,
+                })
+            })
+        }
         SourceConfig::Parquet(s) => {
             if s.path.trim().is_empty() {
                 c.add(
@@ -258,13 +362,46 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         }
     };
 
-    let ch = p.chunks;
-    if ch.time_column.trim().is_empty() {
+    let ch = match p.chunks {
+        Some(ch) => ch,
+        None => {
+            if !is_odbc {
+                c.add(
+                    "chunks",
+                    "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
+                );
+            }
+            toml::from_str::<super::ChunksConfig>("").expect("every [chunks] key has a default")
+        }
+    };
+    if is_odbc {
+        for (k, set) in [
+            ("time_column", ch.time_column.is_some()),
+            ("key_column", ch.key_column.is_some()),
+            ("start", ch.start.is_some()),
+            ("end", ch.end.is_some()),
+        ] {
+            if set {
+                c.add(&format!("chunks.{k}"), "an ODBC source runs one chunk per table (or one for its query); time windows are not supported for ODBC sources yet, so leave it out");
+            }
+        }
+        if !p.transforms.is_empty() {
+            c.add("transforms", "transforms do not run on an ODBC source yet; load into PostgreSQL first, then run a pipeline from there");
+        }
+    } else if ch
+        .time_column
+        .as_deref()
+        .is_none_or(|t| t.trim().is_empty())
+    {
         c.add(
             "chunks.time_column",
-            "is empty; name the timestamp column that chunks are cut on",
+            "is missing or empty; name the timestamp column that chunks are cut on",
         );
     }
+    let odbc_tables = match &source {
+        Some(ValidatedSource::Odbc(o)) => Some(matches!(o.relation, OdbcRelation::Tables { .. })),
+        _ => None,
+    };
     if ch
         .key_column
         .as_deref()
@@ -403,6 +540,12 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     for (i, sink) in p.sinks.into_iter().enumerate() {
         match sink {
             SinkConfig::Parquet(s) => {
+                if is_odbc {
+                    c.add(
+                        &format!("sinks[{i}].type"),
+                        "an ODBC source loads into PostgreSQL only; stage to Parquet from there",
+                    );
+                }
                 let key = format!("sinks[{i}].path");
                 let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
                     .iter()
@@ -428,18 +571,38 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             SinkConfig::Postgres(s) => {
                 let key = |k: &str| format!("sinks[{i}].{k}");
                 let endpoint = endpoint(&mut c, &key("url"), &s.url, s.password_env.clone());
-                let table = TableTemplate(s.table.clone());
+                let mut table = TableTemplate(s.table.clone());
+                if let Some(whole) = odbc_tables {
+                    if s.table.contains("{key}") {
+                        c.add(
+                            &key("table"),
+                            "an ODBC source has no key; use {table} for the source table's name",
+                        );
+                    } else if s.table.contains("{table}") && !whole {
+                        c.add(
+                            &key("table"),
+                            "uses {table}, but the source reads a query; name the target table",
+                        );
+                    } else if !s.table.contains("{table}") && whole {
+                        c.add(&key("table"), "a whole-database source loads many tables; write the target as \"schema.{table}\"");
+                    }
+                    if s.mode == SinkMode::Upsert {
+                        c.add(&key("mode"), "upsert is not supported for ODBC sources yet; use append (each table or query is replaced whole when it runs again) or replace");
+                    }
+                    // The source table's name takes the key's place.
+                    table = TableTemplate(s.table.replace("{table}", "{key}"));
+                }
                 if let Err(e) = table.render(Some("k")) {
                     c.add(&key("table"), e);
                 }
-                let rest = s.table.replace("{key}", "");
+                let rest = table.0.replace("{key}", "");
                 if rest.contains('{') || rest.contains('}') {
                     c.add(
                         &key("table"),
                         format!("{:?} holds a placeholder other than {{key}}", s.table),
                     );
                 }
-                if table.has_key() && ch.key_column.is_none() {
+                if table.has_key() && ch.key_column.is_none() && !is_odbc {
                     c.add(&key("table"), "uses {key} but [chunks] has no key_column");
                 }
                 if let Some(pk) = &s.primary_key {
@@ -480,7 +643,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         transforms,
         source: source.expect("no problems means the source was valid"),
         chunks: Chunking {
-            time_column: ch.time_column,
+            time_column: ch.time_column.unwrap_or_default(),
             interval: interval.expect("no problems means the interval parsed"),
             key_column: ch.key_column,
             start: start.flatten(),

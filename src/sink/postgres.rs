@@ -56,7 +56,7 @@ struct Target {
 
 /// A column as the target's catalog describes it.
 #[derive(Debug, Clone)]
-pub(super) struct CatalogColumn {
+pub(crate) struct CatalogColumn {
     pub name: String,
     pub info: TypeInfo,
 }
@@ -766,7 +766,7 @@ impl ChunkWriter for PostgresChunkWriter {
 }
 
 /// The table's columns, or `None` when it does not exist.
-pub(super) async fn read_columns(
+pub(crate) async fn read_columns(
     client: &Client,
     table: &TableName,
 ) -> Result<Option<Vec<CatalogColumn>>, EtlError> {
@@ -877,7 +877,7 @@ pub fn create_table_sql(
 
 /// The PostgreSQL type for an Arrow field: the source's own type name when
 /// it came from PostgreSQL, else the closest type that holds every value.
-fn ddl_type(field: &Field) -> Result<String, String> {
+pub(crate) fn ddl_type(field: &Field) -> Result<String, String> {
     if let Some(t) = field.metadata().get(PG_TYPE_METADATA) {
         return Ok(t.clone());
     }

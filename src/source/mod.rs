@@ -79,5 +79,9 @@ pub async fn build(
             *batch_rows,
             chunking,
         )?)),
+        // `etl` sends ODBC pipelines to [`crate::migrate`], table by table.
+        ValidatedSource::Odbc(_) => Err(EtlError::Bug(
+            "an ODBC source reached the chunk runner; it runs through etl::migrate".into(),
+        )),
     }
 }

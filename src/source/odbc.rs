@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
     Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder,
 };
@@ -55,8 +55,38 @@ pub struct OdbcOptions {
     /// Invalid text becomes U+FFFD (counted) instead of an error.
     pub replace_invalid: bool,
     pub batch_rows: usize,
+    /// Bytes of fetch buffers per batch: fewer rows per batch when a row's
+    /// buffers are wide.
+    pub batch_bytes: usize,
     /// The longest text or binary value, in bytes.
     pub max_text_bytes: usize,
+    /// Columns read another way (`[source.casts]`), by `Table.Column` or
+    /// `Column`.
+    pub casts: BTreeMap<String, Cast>,
+    /// Fetch one row at a time with SQLGetData, for drivers that refuse
+    /// row arrays (MDBTools answers SQL_ATTR_ROW_ARRAY_SIZE with HY092).
+    pub row_by_row: bool,
+}
+
+/// How a column named in `[source.casts]` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cast {
+    /// Fetched as narrow text (decoded like any text): a text column.
+    Text,
+    /// Fetched as raw bytes: a bytea column.
+    Binary,
+}
+
+impl Cast {
+    pub fn parse(s: &str) -> Result<Cast, String> {
+        match s {
+            "text" => Ok(Cast::Text),
+            "binary" => Ok(Cast::Binary),
+            other => Err(format!(
+                "{other:?} is not a cast; use \"text\" (read as text) or \"binary\" (read as bytes)"
+            )),
+        }
+    }
 }
 
 impl OdbcOptions {
@@ -77,8 +107,19 @@ impl OdbcOptions {
             encoding,
             replace_invalid: false,
             batch_rows: 10_000,
+            batch_bytes: 32 << 20,
             max_text_bytes: 65_536,
+            casts: BTreeMap::new(),
+            row_by_row: false,
         })
+    }
+
+    /// The cast for a column of `table`, if one is configured.
+    fn cast_for(&self, table: Option<&str>, column: &str) -> Option<Cast> {
+        table
+            .and_then(|t| self.casts.get(&format!("{t}.{column}")))
+            .or_else(|| self.casts.get(column))
+            .copied()
     }
 }
 
@@ -98,20 +139,46 @@ enum Col {
     Timestamp,
 }
 
+enum Fetch {
+    /// Row arrays bound to columnar buffers: one driver call per batch.
+    Block(BlockCursor<OwnedCursor<Connection<'static>>, ColumnarDynBuffer>),
+    /// One row at a time, each value through SQLGetData.
+    Rows {
+        cursor: OwnedCursor<Connection<'static>>,
+        batch_rows: usize,
+        /// SQLFetch said SQL_NO_DATA: MDBTools starts over if asked again.
+        ended: bool,
+    },
+}
+
 /// A query's rows, batch by batch.
 pub struct OdbcReader {
-    cursor: BlockCursor<OwnedCursor<Connection<'static>>, ColumnarDynBuffer>,
+    fetch: Fetch,
     schema: SchemaRef,
     columns: Vec<Col>,
     options: OdbcOptions,
     rows_read: u64,
     /// Values replaced with U+FFFD, per column name.
     pub replaced: BTreeMap<String, u64>,
+    /// Dates and timestamps the driver returned invalid (MDBTools does),
+    /// loaded as NULL: per column name, with the first row seen.
+    pub invalid_dates: BTreeMap<String, (u64, u64)>,
+    /// Columns the driver says are auto-numbered (SQL_DESC_AUTO_UNIQUE_VALUE).
+    pub auto_unique: Vec<bool>,
+    /// The driver's type of each column, as etl read it, for plans.
+    pub odbc_types: Vec<String>,
 }
 
 fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
     let context = context.into();
     move |e| EtlError::Schema(format!("{context}: {e}"))
+}
+
+/// Connects to an ODBC data source; errors carry the driver's message.
+pub fn connect(connection_string: &str) -> Result<Connection<'static>, EtlError> {
+    let env = odbc_api::environment().map_err(odbc_error("starting ODBC"))?;
+    env.connect_with_connection_string(connection_string, ConnectionOptions::default())
+        .map_err(odbc_error("connecting through ODBC"))
 }
 
 /// Connects, runs `query` and describes its columns.
@@ -120,10 +187,17 @@ pub fn open(
     query: &str,
     options: OdbcOptions,
 ) -> Result<OdbcReader, EtlError> {
-    let env = odbc_api::environment().map_err(odbc_error("starting ODBC"))?;
-    let connection = env
-        .connect_with_connection_string(connection_string, ConnectionOptions::default())
-        .map_err(odbc_error("connecting through ODBC"))?;
+    open_table(connect(connection_string)?, query, options, None)
+}
+
+/// Runs `query` on `connection` and describes its columns; `table` names
+/// the source table for `[source.casts]`.
+pub fn open_table(
+    connection: Connection<'static>,
+    query: &str,
+    options: OdbcOptions,
+    table: Option<&str>,
+) -> Result<OdbcReader, EtlError> {
     let mut cursor = connection
         .into_cursor(query, (), None)
         .map_err(|e| EtlError::Schema(format!("running the ODBC query {query:?}: {}", e.error)))?
@@ -139,13 +213,25 @@ pub fn open(
     let mut columns = Vec::new();
     let mut descs = Vec::new();
     let mut problems = Vec::new();
+    let mut auto_unique = Vec::new();
+    let mut odbc_types = Vec::new();
     for i in 1..=n {
-        let name = cursor
-            .col_name(i)
+        // SQLDescribeCol, not SQLColAttribute: MDBTools lacks the latter.
+        // Names come narrow, in the source's code page, like its text.
+        let mut description = odbc_api::ColumnDescription::default();
+        cursor
+            .describe_col(i, &mut description)
             .map_err(odbc_error("describing the query"))?;
-        let t = cursor
-            .col_data_type(i)
-            .map_err(odbc_error("describing the query"))?;
+        let name = decode_name(&description.name, options.encoding)
+            .map_err(|e| EtlError::Schema(format!("column {i}: {e}")))?;
+        let t = description.data_type;
+        auto_unique.push(is_auto_unique(&mut cursor, i));
+        odbc_types.push(format!("{t:?}"));
+        let t = match options.cast_for(table, &name) {
+            None => t,
+            Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
+            Some(Cast::Binary) => odbc_api::DataType::LongVarbinary { length: None },
+        };
         let text_len = |len: Option<std::num::NonZeroUsize>| {
             // A character may take up to 4 bytes in the client encoding.
             len.map_or(options.max_text_bytes, |l| {
@@ -199,6 +285,16 @@ pub fn open(
                 DataType::Float64,
                 BufferDesc::F64 { nullable: true },
             ),
+            // MDBTools describes Access Currency (a 64-bit count of
+            // 1/10,000 units) as DECIMAL(8,0): read it as numeric(19,4).
+            T::Decimal {
+                precision: 8,
+                scale: 0,
+            } if options.row_by_row => (
+                Col::Decimal(19, 4),
+                DataType::Decimal128(19, 4),
+                BufferDesc::Text { max_str_len: 21 },
+            ),
             T::Decimal { precision, scale } | T::Numeric { precision, scale }
                 if (1..=38).contains(&precision) =>
             {
@@ -249,8 +345,12 @@ pub fn open(
                 BufferDesc::Timestamp { nullable: true },
             ),
             other => {
+                let key = match table {
+                    Some(t) => format!("{t}.{name}"),
+                    None => name.clone(),
+                };
                 problems.push(format!(
-                    "column {name:?} has ODBC type {other:?}, which etl cannot map; cast it in the query (to VARCHAR, say)"
+                    "column {name:?} has ODBC type {other:?}, which etl cannot map; read it as text or bytes with [source.casts] \"{key}\" = \"text\" (or \"binary\"), or cast it in the query"
                 ));
                 continue;
             }
@@ -262,19 +362,55 @@ pub fn open(
     if !problems.is_empty() {
         return Err(EtlError::Schema(problems.join("\n  ")));
     }
-    let buffer = ColumnarDynBuffer::try_from_descs(options.batch_rows, descs)
-        .map_err(odbc_error("allocating the ODBC fetch buffers"))?;
-    let cursor = cursor
-        .bind_buffer(buffer)
-        .map_err(odbc_error("binding the fetch buffers"))?;
+    // Rows per batch: batch_rows, or fewer when a row's buffers are wide.
+    let row_bytes: usize = descs
+        .iter()
+        .map(|d| d.bytes_per_row() + std::mem::size_of::<isize>())
+        .sum::<usize>()
+        .max(1);
+    let batch_rows = options
+        .batch_rows
+        .min(options.batch_bytes / row_bytes)
+        .max(1);
+    let fetch = if options.row_by_row {
+        Fetch::Rows {
+            cursor,
+            batch_rows,
+            ended: false,
+        }
+    } else {
+        let buffer = ColumnarDynBuffer::try_from_descs(batch_rows, descs)
+            .map_err(odbc_error("allocating the ODBC fetch buffers"))?;
+        Fetch::Block(
+            cursor
+                .bind_buffer(buffer)
+                .map_err(odbc_error("binding the fetch buffers"))?,
+        )
+    };
     Ok(OdbcReader {
-        cursor,
+        fetch,
         schema: Arc::new(Schema::new(fields)),
         columns,
         options,
         rows_read: 0,
         replaced: BTreeMap::new(),
+        invalid_dates: BTreeMap::new(),
+        auto_unique,
+        odbc_types,
     })
+}
+
+/// Whether the driver says the column is numbered automatically (an Access
+/// AutoNumber, a SQL Server identity, SQLite's INTEGER PRIMARY KEY ...).
+/// Drivers that do not say (MDBTools) answer false.
+fn is_auto_unique(cursor: &mut impl odbc_api::handles::AsStatementRef, column: u16) -> bool {
+    use odbc_api::handles::{SqlResult, Statement};
+    let mut stmt = cursor.as_stmt_ref();
+    // SAFETY: AUTO_UNIQUE_VALUE is a numeric attribute.
+    match unsafe { stmt.numeric_col_attribute(odbc_api::sys::Desc::AutoUniqueValue, column) } {
+        SqlResult::Success(v) | SqlResult::SuccessWithInfo(v) => v == 1,
+        _ => false,
+    }
 }
 
 impl OdbcReader {
@@ -284,7 +420,13 @@ impl OdbcReader {
 
     /// The next batch, `None` at the end.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
-        let Some(buffer) = self.cursor.fetch().map_err(odbc_error("fetching rows"))? else {
+        if matches!(self.fetch, Fetch::Rows { .. }) {
+            return self.next_rows();
+        }
+        let Fetch::Block(cursor) = &mut self.fetch else {
+            unreachable!("checked above")
+        };
+        let Some(buffer) = cursor.fetch().map_err(odbc_error("fetching rows"))? else {
             return Ok(None);
         };
         let rows = buffer.num_rows();
@@ -371,7 +513,8 @@ impl OdbcReader {
                     for v in text.iter() {
                         b.append_option(v.map(|v| String::from_utf8_lossy(v).trim().to_string()));
                     }
-                    let strings: ArrayRef = Arc::new(b.finish());
+                    let strings = b.finish();
+                    check_scale(&strings, name, *s, first_row)?;
                     arrow::compute::cast(&strings, &DataType::Decimal128(*p, *s)).map_err(|e| {
                         bad(&format!(
                             "rows {first_row} to {}: {e}",
@@ -389,34 +532,13 @@ impl OdbcReader {
                             self.options.max_text_bytes
                         )));
                     }
-                    let mut b = StringBuilder::with_capacity(rows, rows * 16);
-                    for (r, v) in text.iter().enumerate() {
-                        let Some(bytes) = v else {
-                            b.append_null();
-                            continue;
-                        };
-                        let encoding = self.options.encoding;
-                        match encoding.decode_without_bom_handling_and_without_replacement(bytes) {
-                            Some(s) => b.append_value(s),
-                            None if self.options.replace_invalid => {
-                                let (s, _) = encoding.decode_without_bom_handling(bytes);
-                                *self.replaced.entry(name.clone()).or_default() += 1;
-                                b.append_value(s);
-                            }
-                            None => {
-                                let shown: Vec<String> =
-                                    bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
-                                return Err(bad(&format!(
-                                    "row {} holds bytes that are not valid {} ({}{}); set on_invalid_text = \"replace\" to load them as U+FFFD, or fix encoding",
-                                    first_row + r as u64 + 1,
-                                    encoding.name(),
-                                    shown.join(" "),
-                                    if bytes.len() > 32 { " ..." } else { "" }
-                                )));
-                            }
-                        }
-                    }
-                    Arc::new(b.finish())
+                    decode_texts(
+                        &self.options,
+                        &mut self.replaced,
+                        name,
+                        first_row,
+                        text.iter(),
+                    )?
                 }
                 Col::Binary => {
                     let bin = slice
@@ -445,25 +567,24 @@ impl OdbcReader {
                     {
                         match v {
                             None => b.append_null(),
-                            Some(d) => {
-                                let day = chrono::NaiveDate::from_ymd_opt(
-                                    d.year as i32,
-                                    d.month as u32,
-                                    d.day as u32,
-                                )
-                                .ok_or_else(|| {
-                                    bad(&format!(
-                                        "row {} holds an invalid date {:04}-{:02}-{:02}",
+                            Some(d) => match chrono::NaiveDate::from_ymd_opt(
+                                d.year as i32,
+                                d.month as u32,
+                                d.day as u32,
+                            ) {
+                                Some(day) => b.append_value(
+                                    (day - chrono::NaiveDate::default()).num_days() as i32,
+                                ),
+                                None => {
+                                    invalid_date(
+                                        &mut self.invalid_dates,
+                                        name,
                                         first_row + r as u64 + 1,
-                                        d.year,
-                                        d.month,
-                                        d.day
-                                    ))
-                                })?;
-                                b.append_value(
-                                    (day - chrono::NaiveDate::default()).num_days() as i32
-                                );
-                            }
+                                        &format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
+                                    );
+                                    b.append_null();
+                                }
+                            },
                         }
                     }
                     Arc::new(b.finish())
@@ -490,25 +611,38 @@ impl OdbcReader {
                     {
                         match v {
                             None => b.append_null(),
-                            Some(t) => {
-                                let at = chrono::NaiveDate::from_ymd_opt(
-                                    t.year as i32,
-                                    t.month as u32,
-                                    t.day as u32,
-                                )
-                                .and_then(|d| {
-                                    d.and_hms_opt(t.hour as u32, t.minute as u32, t.second as u32)
-                                })
-                                .ok_or_else(|| {
-                                    bad(&format!(
-                                        "row {} holds an invalid timestamp {t:?}",
-                                        first_row + r as u64 + 1
-                                    ))
-                                })?;
-                                b.append_value(
+                            Some(t) => match chrono::NaiveDate::from_ymd_opt(
+                                t.year as i32,
+                                t.month as u32,
+                                t.day as u32,
+                            )
+                            .and_then(|d| {
+                                d.and_hms_opt(t.hour as u32, t.minute as u32, t.second as u32)
+                            })
+                            .filter(|_| t.fraction < 1_000_000_000)
+                            {
+                                Some(at) => b.append_value(
                                     at.and_utc().timestamp_micros() + (t.fraction / 1000) as i64,
-                                );
-                            }
+                                ),
+                                None => {
+                                    invalid_date(
+                                        &mut self.invalid_dates,
+                                        name,
+                                        first_row + r as u64 + 1,
+                                        &format!(
+                                            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+                                            t.year,
+                                            t.month,
+                                            t.day,
+                                            t.hour,
+                                            t.minute,
+                                            t.second,
+                                            t.fraction
+                                        ),
+                                    );
+                                    b.append_null();
+                                }
+                            },
                         }
                     }
                     Arc::new(b.finish())
@@ -521,6 +655,231 @@ impl OdbcReader {
             .map(Some)
             .map_err(|e| EtlError::Bug(format!("building an ODBC batch: {e}")))
     }
+}
+
+impl OdbcReader {
+    /// The next batch, one row at a time: each value fetched as text (or
+    /// bytes) through SQLGetData, then parsed into its column's type.
+    fn next_rows(&mut self) -> Result<Option<RecordBatch>, EtlError> {
+        let Fetch::Rows {
+            cursor,
+            batch_rows,
+            ended,
+        } = &mut self.fetch
+        else {
+            unreachable!("only called for row-by-row fetching")
+        };
+        let n = self.columns.len();
+        let mut values: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); n];
+        let mut bytes = 0usize;
+        let mut rows = 0usize;
+        // One SQLGetData call per value into a buffer of max_text_bytes:
+        // MDBTools does not hand out a long value in parts.
+        let mut buf = vec![0u8; self.options.max_text_bytes + 1];
+        while !*ended && rows < *batch_rows && bytes < self.options.batch_bytes {
+            let Some(mut row) = cursor.next_row().map_err(odbc_error("fetching a row"))? else {
+                *ended = true;
+                break;
+            };
+            for (i, col) in self.columns.iter().enumerate() {
+                let number = i as u16 + 1;
+                let row_number = self.rows_read + rows as u64 + 1;
+                let fetch_error = |e: odbc_api::Error| {
+                    EtlError::Schema(format!(
+                        "column {:?}, row {row_number}: {e}",
+                        self.schema.field(i).name()
+                    ))
+                };
+                let too_long = || {
+                    EtlError::Schema(format!(
+                        "column {:?}: row {row_number} holds a value longer than max_text_bytes = {}; raise it",
+                        self.schema.field(i).name(),
+                        self.options.max_text_bytes
+                    ))
+                };
+                let value = if matches!(col, Col::Binary) {
+                    let mut target = odbc_api::parameter::VarBinarySliceMut::from_buffer(
+                        &mut buf[..self.options.max_text_bytes],
+                        odbc_api::buffers::Indicator::NoTotal,
+                    );
+                    row.get_data(number, &mut target).map_err(fetch_error)?;
+                    if !target.is_complete() {
+                        return Err(too_long());
+                    }
+                    target.as_bytes().map(<[u8]>::to_vec)
+                } else {
+                    let mut target = odbc_api::parameter::VarCharSliceMut::from_buffer(
+                        &mut buf[..],
+                        odbc_api::buffers::Indicator::NoTotal,
+                    );
+                    row.get_data(number, &mut target).map_err(fetch_error)?;
+                    if !target.is_complete() {
+                        return Err(too_long());
+                    }
+                    target.as_bytes().map(<[u8]>::to_vec)
+                };
+                bytes += value.as_ref().map_or(0, Vec::len) + 8;
+                values[i].push(value);
+            }
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        let first_row = self.rows_read;
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(n);
+        for (i, col) in self.columns.iter().enumerate() {
+            let field = self.schema.field(i).clone();
+            let name = field.name();
+            let column = &values[i];
+            let array: ArrayRef = match col {
+                Col::Text => decode_texts(
+                    &self.options,
+                    &mut self.replaced,
+                    name,
+                    first_row,
+                    column.iter().map(|v| v.as_deref()),
+                )?,
+                Col::Binary => Arc::new(arrow::array::BinaryArray::from_iter(
+                    column.iter().map(|v| v.as_deref()),
+                )),
+                _ => {
+                    // The driver's text for the value, parsed as its type.
+                    let text: arrow::array::StringArray = column
+                        .iter()
+                        .map(|v| {
+                            v.as_deref()
+                                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                        })
+                        .collect();
+                    if let Col::Decimal(_, scale) = col {
+                        check_scale(&text, name, *scale, first_row)?;
+                    }
+                    let options = arrow::compute::CastOptions {
+                        safe: true,
+                        ..Default::default()
+                    };
+                    let parsed =
+                        arrow::compute::cast_with_options(&text, field.data_type(), &options)
+                            .map_err(|e| EtlError::Schema(format!("column {name:?}: {e}")))?;
+                    for r in 0..rows {
+                        if text.is_valid(r) && parsed.is_null(r) {
+                            let row = first_row + r as u64 + 1;
+                            if matches!(col, Col::Date | Col::Timestamp | Col::Time) {
+                                invalid_date(&mut self.invalid_dates, name, row, text.value(r));
+                            } else {
+                                return Err(EtlError::Schema(format!(
+                                    "column {name:?}: row {row} holds {:?}, which is not a {}",
+                                    text.value(r),
+                                    field.data_type()
+                                )));
+                            }
+                        }
+                    }
+                    parsed
+                }
+            };
+            arrays.push(array);
+        }
+        self.rows_read += rows as u64;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map(Some)
+            .map_err(|e| EtlError::Bug(format!("building an ODBC batch: {e}")))
+    }
+}
+
+/// Decimal text must fit the declared scale: casting would round it.
+fn check_scale(
+    text: &arrow::array::StringArray,
+    name: &str,
+    scale: i8,
+    first_row: u64,
+) -> Result<(), EtlError> {
+    for (r, v) in text.iter().enumerate() {
+        let Some(v) = v else { continue };
+        let digits = v
+            .split_once('.')
+            .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+        if digits > scale.max(0) as usize {
+            return Err(EtlError::Schema(format!(
+                "column {name:?}: row {} holds {v}, which has more decimal places than the driver's declared scale {scale}; read it as text with [source.casts] (\"{name}\" = \"text\") or cast it in the query",
+                first_row + r as u64 + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A column name from the driver, decoded from the source's code page.
+fn decode_name(bytes: &[u8], encoding: &'static Encoding) -> Result<String, String> {
+    encoding
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .map(|s| s.into_owned())
+        .ok_or_else(|| {
+            format!(
+                "its name's bytes ({}) are not valid {}; fix encoding",
+                bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                encoding.name()
+            )
+        })
+}
+
+/// Narrow text decoded from the configured encoding: an invalid sequence
+/// is an error naming the column, row and bytes, or (replace) U+FFFD, counted.
+fn decode_texts<'a>(
+    options: &OdbcOptions,
+    replaced: &mut BTreeMap<String, u64>,
+    name: &str,
+    first_row: u64,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<ArrayRef, EtlError> {
+    let encoding = options.encoding;
+    let mut b = StringBuilder::new();
+    for (r, v) in values.enumerate() {
+        let Some(bytes) = v else {
+            b.append_null();
+            continue;
+        };
+        match encoding.decode_without_bom_handling_and_without_replacement(bytes) {
+            Some(s) => b.append_value(s),
+            None if options.replace_invalid => {
+                let (s, _) = encoding.decode_without_bom_handling(bytes);
+                *replaced.entry(name.to_string()).or_default() += 1;
+                b.append_value(s);
+            }
+            None => {
+                let shown: Vec<String> =
+                    bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
+                return Err(EtlError::Schema(format!(
+                    "column {name:?}: row {} holds bytes that are not valid {} ({}{}); set on_invalid_text = \"replace\" to load them as U+FFFD, or fix encoding",
+                    first_row + r as u64 + 1,
+                    encoding.name(),
+                    shown.join(" "),
+                    if bytes.len() > 32 { " ..." } else { "" }
+                )));
+            }
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// Counts an invalid date or timestamp (loaded as NULL) and warns once per
+/// column with its row and value.
+fn invalid_date(counts: &mut BTreeMap<String, (u64, u64)>, column: &str, row: u64, value: &str) {
+    let entry = counts.entry(column.to_string()).or_insert((0, row));
+    if entry.0 == 0 {
+        tracing::warn!(
+            column,
+            row,
+            value,
+            "The driver returned an invalid date; loading NULL (counted in the summary)."
+        );
+    }
+    entry.0 += 1;
 }
 
 #[cfg(test)]

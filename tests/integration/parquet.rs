@@ -323,7 +323,11 @@ fn chunks_re_window_a_staging_folder() {
 
     // Then each file is read by four chunks, and the table equals the source
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("  chunks       16 done, 0 failed, of 16"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("  chunks       16 done, 0 failed, of 16"),
+        "{out:?}"
+    );
     assert_eq!(
         fingerprint(&fresh.dst, "tenant.tbl_data_timeseries", ORDER),
         fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
