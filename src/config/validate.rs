@@ -215,6 +215,12 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
 
     let is_odbc = matches!(p.source, SourceConfig::Odbc(_));
+    // Whether an ODBC source reads whole tables (known even when the
+    // source has problems of its own, so sink checks still run).
+    let odbc_tables = match &p.source {
+        SourceConfig::Odbc(o) => Some(o.tables.is_some()),
+        _ => None,
+    };
     let source = match p.source {
         SourceConfig::Odbc(s) => {
             if s.connection_string.trim().is_empty() {
@@ -398,10 +404,6 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             "is missing or empty; name the timestamp column that chunks are cut on",
         );
     }
-    let odbc_tables = match &source {
-        Some(ValidatedSource::Odbc(o)) => Some(matches!(o.relation, OdbcRelation::Tables { .. })),
-        _ => None,
-    };
     if ch
         .key_column
         .as_deref()

@@ -85,8 +85,12 @@ pub fn user_tables(
     while let Some(mut row) = cursor.next_row().map_err(odbc(context))? {
         row.get_text(3, &mut name).map_err(odbc(context))?;
         row.get_text(4, &mut kind).map_err(odbc(context))?;
-        if decode(Some(&kind), encoding).eq_ignore_ascii_case("TABLE") {
-            tables.push(decode(Some(&name), encoding));
+        let name = decode(Some(&name), encoding);
+        // SQLite reports its own bookkeeping (sqlite_sequence) as a TABLE.
+        if decode(Some(&kind), encoding).eq_ignore_ascii_case("TABLE")
+            && !name.starts_with("sqlite_")
+        {
+            tables.push(name);
         }
     }
     tables.sort();

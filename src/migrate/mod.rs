@@ -64,7 +64,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// The table's chunk: its name as the key, a fixed empty window.
+    /// The table's chunk: its name as the key, and start = end =
+    /// 1970-01-01, which names a whole table in the ledger and the CSV.
     pub fn chunk(&self) -> Chunk {
         Chunk {
             key: Some(self.source.clone()),

@@ -3,10 +3,11 @@
 
 use crate::support::{etl_in, repo};
 
-const DUMMY: [(&str, &str); 3] = [
+const DUMMY: [(&str, &str); 4] = [
     ("ETL_SRC_URL", "postgresql://etl@127.0.0.1:1/src"),
     ("ETL_DST_URL", "postgresql://etl@127.0.0.1:1/dst"),
     ("ETL_STAGING", "staging"),
+    ("ETL_ACCESS_FILE", "data.mdb"),
 ];
 
 fn validate(text: &str, env: &[(&str, &str)]) -> crate::support::Output {

@@ -8,6 +8,7 @@ mod copy;
 mod failures;
 mod faults;
 mod follow;
+mod migrate;
 mod odbc;
 mod parquet;
 mod pivot;

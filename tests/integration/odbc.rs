@@ -12,7 +12,7 @@ use crate::support::{psql, repo, TestDb};
 
 /// The shared sample files: `ETL_FIXTURES`, else `../shared/fixtures` beside
 /// the clone (or the workspace's). They are not ours to copy into the repo.
-fn fixtures() -> Option<PathBuf> {
+pub fn fixtures() -> Option<PathBuf> {
     let candidates = match std::env::var_os("ETL_FIXTURES") {
         Some(dir) => vec![PathBuf::from(dir)],
         None => vec![
@@ -61,7 +61,7 @@ fn texts(batches: &[RecordBatch], column: usize) -> Vec<Option<String>> {
 }
 
 /// psqlODBC's ANSI driver sending text in the client encoding UHC (CP949).
-fn psqlodbc_uhc(url: &str) -> String {
+pub fn psqlodbc_uhc(url: &str) -> String {
     let rest = url.strip_prefix("postgresql://etl@").unwrap();
     let (host_port, database) = rest.split_once('/').unwrap();
     let (host, port) = host_port.split_once(':').unwrap();

@@ -1,0 +1,418 @@
+//! Whole databases and queries from ODBC sources into PostgreSQL: the
+//! Access samples through MDBTools (counts against mdb-count, foreign keys
+//! valid, AutoNumber sequences continuing), a SQLite database through
+//! SQLite3 ODBC in foreign-key order with a cycle, a failed table rerun,
+//! and CP949 text through psqlODBC into a table.
+
+use std::path::Path;
+
+use crate::odbc::{fixtures, psqlodbc_uhc};
+use crate::support::{etl_in, psql, repo, TestDb};
+
+fn mdb(args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("mdbtools is installed");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sqlite(file: &Path, sql: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(file)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 is installed");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The shipped pipeline run on an Access file into `db.dst`.
+fn access(db: &TestDb, file: &Path, args: &[&str]) -> crate::support::Output {
+    let pipeline = repo().join("pipelines/access-migration.toml");
+    let mut all = vec![args[0], pipeline.to_str().unwrap()];
+    all.extend(&args[1..]);
+    etl_in(
+        db.dir.path(),
+        &all,
+        &[
+            ("ETL_DST_URL", &db.dst),
+            ("ETL_ACCESS_FILE", file.to_str().unwrap()),
+        ],
+    )
+}
+
+#[test]
+fn access_samples_migrate_whole_with_mdb_counts_valid_keys_and_sequences() {
+    let Some(fixtures) = fixtures() else { return };
+    for (name, file, foreign_keys) in [
+        ("access_nwind", "nwind.mdb", 7),
+        ("access_asample", "ASampleDatabase.accdb", 0),
+    ] {
+        let file = fixtures.join("access").join(file);
+        let db = TestDb::new(name);
+
+        // When planned: every table in load order, the DDL, nothing written
+        let plan = access(&db, &file, &["plan"]);
+        assert_eq!(plan.code, 0, "{plan:?}");
+        assert!(
+            plan.stdout.contains("Tables in load order (parents first)"),
+            "{plan:?}"
+        );
+        assert!(plan.stdout.ends_with("Nothing was written.\n"), "{plan:?}");
+        assert_eq!(
+            psql(
+                &db.dst,
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ),
+            "0"
+        );
+
+        // When run
+        let out = access(&db, &file, &["run"]);
+        assert_eq!(out.code, 0, "{out:?}");
+
+        // Then every table holds mdb-count's rows
+        let tables: Vec<String> = mdb(&["mdb-tables", "-1", file.to_str().unwrap()])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(!tables.is_empty());
+        for t in &tables {
+            let expected = mdb(&["mdb-count", file.to_str().unwrap(), t]);
+            let got = psql(&db.dst, &format!("SELECT count(*) FROM public.\"{t}\""));
+            assert_eq!(got, expected.trim(), "table {t}");
+        }
+        // And the foreign keys exist (validated when added) with no orphans
+        assert_eq!(
+            psql(
+                &db.dst,
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated AND connamespace = 'public'::regnamespace"
+            ),
+            foreign_keys.to_string()
+        );
+        assert!(
+            out.stdout.contains(&format!(
+                "{n} of {n} tables have the source's row count; {foreign_keys} foreign keys, 0 orphan rows",
+                n = tables.len()
+            )),
+            "{out:?}"
+        );
+        // And every table has its primary key
+        assert_eq!(
+            psql(
+                &db.dst,
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND connamespace = 'public'::regnamespace"
+            ),
+            tables.len().to_string()
+        );
+
+        // And a second run finds every table done
+        let again = access(&db, &file, &["run"]);
+        assert_eq!(again.code, 0, "{again:?}");
+        assert!(
+            again
+                .stdout
+                .contains(&format!("0 loaded, {} skipped", tables.len())),
+            "{again:?}"
+        );
+        // And verify agrees
+        let verify = access(&db, &file, &["verify"]);
+        assert_eq!(verify.code, 0, "{verify:?}");
+    }
+
+    // Values as Access holds them: Currency to the cent, Latin-1 text as UTF-8
+    let db = TestDb::new("access_values");
+    let file = fixtures.join("access/nwind.mdb");
+    assert_eq!(access(&db, &file, &["run"]).code, 0);
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT \"Freight\" || ' ' || \"ShipAddress\" || ' ' || \"OrderDate\" FROM \"Orders\" WHERE \"OrderID\" = 10330"
+        ),
+        "12.7500 Carrera 52 con Ave. Bolívar #65-98 Llano Largo 1994-11-16 00:00:00"
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '\"Orders\"'::regclass AND attname = 'Freight'"),
+        "numeric(19,4)"
+    );
+    // And the AutoNumber sequence continues after the loaded maximum
+    assert_eq!(
+        psql(&db.dst, "INSERT INTO \"Orders\" (\"CustomerID\") VALUES ('ALFKI') RETURNING \"OrderID\""),
+        psql(&db.dst, "SELECT max(\"OrderID\") FROM \"Orders\" WHERE \"OrderID\" < (SELECT max(\"OrderID\") FROM \"Orders\")")
+            .parse::<i64>()
+            .map(|m| (m + 1).to_string())
+            .unwrap()
+    );
+}
+
+#[test]
+fn a_sqlite_database_migrates_parents_first_with_a_cycle_and_sequences_continue() {
+    // Given a SQLite file: a chain of foreign keys, a cycle, Korean text,
+    // an auto-numbered key, and a table left out
+    let db = TestDb::new("odbc_sqlite_migrate");
+    let file = db.dir.path().join("shop.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE customer (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, customer_id INTEGER REFERENCES customer(id), placed TIMESTAMP, total NUMERIC(10,2));
+         CREATE TABLE line (order_id INTEGER REFERENCES orders(id), n INTEGER, item TEXT, qty DOUBLE, PRIMARY KEY (order_id, n));
+         CREATE TABLE a (id INTEGER PRIMARY KEY, b_id INTEGER REFERENCES b(id));
+         CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER REFERENCES a(id));
+         CREATE TABLE scratch (x INTEGER);
+         INSERT INTO customer (name) VALUES ('똠방각하'), ('펲'), ('plain');
+         INSERT INTO orders (customer_id, placed, total) VALUES (1, '2025-06-01 10:00:00', 12.50), (1, '2025-06-02 11:30:00', 3.05), (3, NULL, NULL);
+         INSERT INTO line VALUES (1, 1, '사과', 2.5), (1, 2, 'pear', 1), (2, 1, NULL, 0.25);
+         INSERT INTO a VALUES (1, NULL), (2, 1); INSERT INTO b VALUES (1, 2); UPDATE a SET b_id = 1 WHERE id = 1;
+         INSERT INTO scratch VALUES (1);",
+    );
+    let pipeline = db.pipeline(
+        "shop.toml",
+        &format!(
+            r#"name = "shop"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={}"
+tables = ["*"]
+exclude = ["scratch"]
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "shop.{{table}}"
+create_table = true
+"#,
+            file.display()
+        ),
+    );
+
+    // When planned
+    let plan = db.etl(&["plan", pipeline.to_str().unwrap()]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    // Then parents come before children, the cycle last, scratch not at all
+    let order: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .split_once(". ")
+                .filter(|(n, _)| n.parse::<u32>().is_ok())
+        })
+        .map(|(_, rest)| rest.split(" -> ").next().unwrap())
+        .collect();
+    assert_eq!(order, ["customer", "orders", "line", "a", "b"], "{plan:?}");
+    assert!(
+        plan.stdout.contains("cycle among [\"a\", \"b\"]"),
+        "{plan:?}"
+    );
+
+    // When run
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Then every row is there, text and numbers exact
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(name, ',' ORDER BY id) FROM shop.customer"
+        ),
+        "똠방각하,펲,plain"
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT string_agg(concat_ws('|', id, customer_id, placed, total), ',' ORDER BY id) FROM shop.orders"),
+        // (SQLite3's driver describes NUMERIC(10,2) as DOUBLE: 12.5)
+        "1|1|2025-06-01 10:00:00|12.5,2|1|2025-06-02 11:30:00|3.05,3|3"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM shop.line"), "3");
+    assert_eq!(
+        psql(&db.dst, "SELECT to_regclass('shop.scratch') IS NULL"),
+        "t"
+    );
+    // And the keys came from SQLPrimaryKeys / SQLForeignKeys: 5 primary keys
+    // and 4 foreign keys (the cycle's two included)
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FILTER (WHERE contype = 'p') || ' ' || count(*) FILTER (WHERE contype = 'f') FROM pg_constraint WHERE connamespace = 'shop'::regnamespace"),
+        "5 4"
+    );
+    assert!(
+        out.stdout
+            .contains("5 of 5 tables have the source's row count; 4 foreign keys, 0 orphan rows"),
+        "{out:?}"
+    );
+    // And an insert without id continues after the loaded maximum
+    assert_eq!(
+        psql(
+            &db.dst,
+            "INSERT INTO shop.customer (name) VALUES ('new') RETURNING id"
+        ),
+        "4"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "INSERT INTO shop.orders (customer_id) VALUES (4) RETURNING id"
+        ),
+        "4"
+    );
+
+    // When run again with --restart: foreign keys are dropped, every table
+    // reloaded (the rows added above go), keys added again
+    let again = db.etl(&["run", pipeline.to_str().unwrap(), "--restart"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("5 loaded, 0 skipped"), "{again:?}");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM shop.customer"), "3");
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'shop'::regnamespace"),
+        "4"
+    );
+}
+
+#[test]
+fn a_table_with_bad_text_fails_alone_and_rerun_completes_the_migration() {
+    // Given a SQLite file whose second table holds bytes that are not CP949
+    let db = TestDb::new("odbc_rerun");
+    let file = db.dir.path().join("bad.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE good (id INTEGER PRIMARY KEY, s TEXT);
+         CREATE TABLE bad (id INTEGER PRIMARY KEY, good_id INTEGER REFERENCES good(id), s TEXT);
+         INSERT INTO good VALUES (1, CAST(X'B0A1' AS TEXT));
+         INSERT INTO bad VALUES (1, 1, CAST(X'B0A1' AS TEXT)), (2, 1, CAST(X'B0A1FF41' AS TEXT));",
+    );
+    let text = |policy: &str| {
+        format!(
+            r#"name = "rerun"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={}"
+tables = ["*"]
+encoding = "cp949"
+on_invalid_text = "{policy}"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            file.display()
+        )
+    };
+    let pipeline = db.pipeline("p.toml", &text("error"));
+
+    // When run
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    // Then the bad table fails naming table, column, row and bytes; the good one loads
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("bad: source table \"bad\": column \"s\": row 2 holds bytes that are not valid EUC-KR (b0 a1 ff 41)"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("constraints  not added"), "{out:?}");
+    assert_eq!(psql(&db.dst, "SELECT s FROM good"), "가");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "0");
+    let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "bad,1970-01-01 00:00:00,1970-01-01 00:00:00\n"
+    );
+
+    // When the policy becomes replace and the CSV is rerun
+    std::fs::write(&pipeline, text("replace")).unwrap();
+    let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
+    // Then the table loads with U+FFFD counted, and the keys follow
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(rerun.stdout.contains("1 loaded, 0 skipped"), "{rerun:?}");
+    assert!(rerun.stdout.contains("replaced text bad.s 1"), "{rerun:?}");
+    assert_eq!(
+        psql(&db.dst, "SELECT string_agg(s, ',' ORDER BY id) FROM bad"),
+        "가,가\u{FFFD}A"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace"
+        ),
+        "1"
+    );
+}
+
+#[test]
+fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given the known Korean text in a PostgreSQL source read through the
+    // ANSI driver as UHC
+    let utf8 = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
+    let db = TestDb::new("odbc_cp949_run");
+    psql(
+        &db.src,
+        &format!(
+            "CREATE TABLE korean (n int, line text); \
+             INSERT INTO korean SELECT n, line FROM unnest(string_to_array($etl${utf8}$etl$, E'\\n')) WITH ORDINALITY AS u(line, n)"
+        ),
+    );
+    let pipeline = db.pipeline(
+        "k.toml",
+        &format!(
+            r#"name = "korean"
+[source]
+type = "odbc"
+connection_string = "{}"
+query = "SELECT n, line FROM korean"
+encoding = "cp949"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.korean"
+create_table = true
+"#,
+            psqlodbc_uhc(&db.src)
+        ),
+    );
+    // When run
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Then the target's text equals the UTF-8 twin, line for line
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(line, E'\\n' ORDER BY n) FROM korean"
+        ),
+        utf8.trim_end_matches('\n')
+    );
+    assert!(
+        out.stdout
+            .contains("1 of 1 tables have the source's row count"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn odbc_pipelines_reject_time_windows_and_targets_without_table() {
+    let db = TestDb::new("odbc_config");
+    let pipeline = db.pipeline(
+        "bad.toml",
+        r#"name = "bad"
+[source]
+type = "odbc"
+connection_string = "Driver={SQLite3};Database=x.db"
+tables = ["*"]
+encoding = "klingon"
+[chunks]
+time_column = "t"
+[[sinks]]
+type = "postgres"
+url = "${ETL_DST_URL}"
+table = "public.t"
+mode = "upsert"
+"#,
+    );
+    let out = db.etl(&["validate", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for expected in [
+        "line 6, source.encoding: encoding \"klingon\" is not a known label",
+        "line 8, chunks.time_column: an ODBC source runs one chunk per table",
+        "line 12, sinks[0].table: a whole-database source loads many tables; write the target as \"schema.{table}\"",
+        "line 13, sinks[0].mode: upsert is not supported for ODBC sources yet",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{out:?}");
+    }
+}
