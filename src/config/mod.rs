@@ -80,7 +80,8 @@ pub struct OdbcSourceConfig {
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// The longest text or binary value, in bytes; a longer one fails its
-    /// table naming the column. Default 1 MiB.
+    /// table naming the column. Also the fetch buffer of a text column with
+    /// a long declared length, so it sizes batches. Default 65,536.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
     /// `[source.casts]`: columns read another way than their ODBC type says,
@@ -108,7 +109,7 @@ const fn default_odbc_batch_rows() -> usize {
 }
 
 const fn default_max_text_bytes() -> usize {
-    1 << 20
+    65_536
 }
 
 /// `[source]` with `type = "parquet"`.

@@ -163,6 +163,10 @@ impl Migration {
         // MDBTools refuses row arrays: it is read one row at a time.
         spec.options.row_by_row |= catalog::is_mdbtools(&spec.connection_string);
         let spec = &spec;
+        let lower = spec.connection_string.to_ascii_lowercase();
+        if lower.contains("sqlite") && !lower.contains("stepapi") {
+            tracing::warn!("SQLite's ODBC driver holds a whole result in memory unless the connection string has StepAPI=1; add it to keep memory bounded by the batch.");
+        }
         let encoding = spec.options.encoding;
         let connection = odbc::connect(&spec.connection_string)?;
         let quote = connection

@@ -1,7 +1,11 @@
 //! Reading an ODBC query into Arrow batches, with narrow text decoded from
-//! a configured code page. Groundwork for `[source] type = "odbc"`: the
-//! reader works and is tested against real drivers (SQLite3, psqlODBC with
-//! a CP949 client encoding), but no pipeline uses it yet.
+//! a configured code page: the reader of `[source] type = "odbc"`
+//! ([`crate::migrate`] drives it, one table at a time).
+//!
+//! Rows come in row arrays bound to columnar buffers, or, for drivers that
+//! refuse them (MDBTools), one row at a time through SQLGetData, each value
+//! as text parsed into its column's type. Batches hold at most `batch_rows`
+//! rows and `batch_bytes` of fetch buffers.
 //!
 //! Every text column is fetched narrow (`SQL_C_CHAR`), as raw bytes: a
 //! driver that would report it as wide (SQLite3) or convert it (psqlODBC
@@ -24,12 +28,13 @@
 //! | DECIMAL(p,s), NUMERIC(p,s), p <= 38 | Decimal128(p,s) (read as text) | numeric(p,s) |
 //! | CHAR, VARCHAR, LONGVARCHAR and their W forms | Utf8 (decoded) | text |
 //! | BINARY, VARBINARY, LONGVARBINARY | Binary | bytea |
-//! | DATE | Date32 | date |
+//! | DATE | Date32 (invalid: NULL, counted) | date |
 //! | TIME | Time64(µs) | time |
-//! | TIMESTAMP | Timestamp(µs) (fractions below a µs truncated) | timestamp |
+//! | TIMESTAMP | Timestamp(µs) (fractions below a µs truncated; invalid: NULL, counted) | timestamp |
+//! | MDBTools Currency, described DECIMAL(8,0) | Decimal128(19,4) | numeric(19,4) |
 //!
-//! Any other type is an error naming the column and asking for a cast in
-//! the query.
+//! Any other type is an error naming the column and the `[source.casts]`
+//! entry (`text` or `binary`) that reads it anyway.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -310,10 +310,7 @@ create_table = true
     assert_eq!(psql(&db.dst, "SELECT s FROM good"), "가");
     assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "0");
     let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
-    assert_eq!(
-        csv,
-        "bad,1970-01-01 00:00:00,1970-01-01 00:00:00\n"
-    );
+    assert_eq!(csv, "bad,1970-01-01 00:00:00,1970-01-01 00:00:00\n");
 
     // When the policy becomes replace and the CSV is rerun
     std::fs::write(&pipeline, text("replace")).unwrap();
