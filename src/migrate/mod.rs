@@ -832,7 +832,27 @@ impl Migration {
             return Err(EtlError::Schema(problems.join("\n  ")));
         }
         let encoder = encoder.expect("no problems means an encoder");
-        let mut reader = open(&self.spec, &t.select, self.spec.options.clone(), &t.source)?;
+        // A reader thread fetches from the driver while this one encodes
+        // and sends: ODBC fetch and COPY overlap.
+        let (batches, received) =
+            std::sync::mpsc::sync_channel::<Result<arrow::array::RecordBatch, EtlError>>(2);
+        let (spec, select, source) = (self.spec.clone(), t.select.clone(), t.source.clone());
+        let reader = std::thread::Builder::new()
+            .name("etl-odbc-reader".into())
+            .spawn(move || -> Result<OdbcReader, EtlError> {
+                let mut reader = open(&spec, &select, spec.options.clone(), &source)?;
+                while let Some(batch) = reader.next_batch().transpose() {
+                    let failed = batch.is_err();
+                    if batches.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+                Ok(reader)
+            })
+            .map_err(|e| EtlError::Io {
+                context: "starting the ODBC reader thread".into(),
+                source: e,
+            })?;
         let in_table = |what: &str| format!("{what} for source table {:?} into {target}", t.source);
         client
             .batch_execute(&format!(
@@ -858,10 +878,9 @@ impl Migration {
         let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
         CopyEncoder::write_header(&mut buf);
         let mut written = 0u64;
-        while let Some(batch) = reader
-            .next_batch()
-            .map_err(|e| EtlError::Schema(format!("source table {:?}: {e}", t.source)))?
-        {
+        for batch in received.iter() {
+            let batch =
+                batch.map_err(|e| EtlError::Schema(format!("source table {:?}: {e}", t.source)))?;
             encoder.write_batch(&batch, &mut buf)?;
             if buf.len() >= SEND_BYTES {
                 let data = buf.split().freeze();
@@ -871,6 +890,10 @@ impl Migration {
                     .map_err(EtlError::pg(in_table("sending rows")))?;
             }
         }
+        // The reader's own error (opening the query) ends the channel too.
+        let mut reader = reader
+            .join()
+            .map_err(|_| EtlError::Bug("the ODBC reader thread panicked".into()))??;
         CopyEncoder::write_footer(&mut buf);
         let data = buf.split().freeze();
         written += data.len() as u64;
