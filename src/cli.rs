@@ -456,11 +456,11 @@ fn rerun(
 ) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
+    if let Some(k) = key {
+        chunks.retain(|c| c.key.as_deref() == Some(k));
+    }
     if is_odbc(&pipeline) {
         crate::run::install_ctrl_c();
-        if let Some(k) = key {
-            chunks.retain(|c| c.key.as_deref() == Some(k));
-        }
         let tables: std::collections::BTreeSet<String> =
             chunks.iter().filter_map(|c| c.key.clone()).collect();
         if dry_run {
@@ -489,9 +489,6 @@ fn rerun(
                 pipeline.name
             );
         }
-    }
-    if let Some(k) = key {
-        chunks.retain(|c| c.key.as_deref() == Some(k));
     }
     if dry_run {
         out!(

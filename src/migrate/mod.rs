@@ -824,14 +824,12 @@ impl Migration {
                 },
             }
         }
-        let input: Vec<(&Field, &PgType)> = pairs.iter().map(|(f, ty)| (*f, ty)).collect();
-        let encoder = CopyEncoder::new(&input).map_err(|e| {
-            problems.push(format!("{e} (target table {target})"));
-        });
         if !problems.is_empty() {
             return Err(EtlError::Schema(problems.join("\n  ")));
         }
-        let encoder = encoder.expect("no problems means an encoder");
+        let input: Vec<(&Field, &PgType)> = pairs.iter().map(|(f, ty)| (*f, ty)).collect();
+        let encoder = CopyEncoder::new(&input)
+            .map_err(|e| EtlError::Schema(format!("{e} (target table {target})")))?;
         // A reader thread fetches from the driver while this one encodes
         // and sends: ODBC fetch and COPY overlap.
         let (batches, received) =
