@@ -15,6 +15,7 @@ use std::path::Path;
 use odbc_api::Connection;
 
 use crate::error::EtlError;
+use crate::source::odbc;
 
 /// A source table's keys and indexes, as far as the source tells.
 #[derive(Debug, Clone, Default)]
@@ -110,34 +111,63 @@ pub fn from_odbc(
     };
     let wanted: BTreeSet<&str> = tables.iter().map(String::as_str).collect();
     for table in tables {
-        let mut pk: Vec<(i16, String)> = Vec::new();
-        let context = format!("reading the primary key of {table:?} (SQLPrimaryKeys)");
-        for row in connection
-            .primary_keys(None, None, table)
-            .map_err(odbc(context.clone()))?
-        {
-            let row = row.map_err(odbc(context.clone()))?;
-            pk.push((row.key_seq, decode(row.column.as_bytes(), encoding)));
-        }
+        // Names go out and come back in the source's code page.
+        let context = format!("reading the primary key of {table:?}");
+        let rows = odbc::catalog_rows(
+            connection,
+            "SQLPrimaryKeys",
+            &[None, None, Some(table)],
+            &[4, 5],
+            encoding,
+            |statement, a| unsafe {
+                // SAFETY: a valid statement; the pointers outlive the call.
+                odbc_api::sys::SQLPrimaryKeys(
+                    statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1,
+                )
+            },
+        )
+        .map_err(|e| EtlError::Schema(format!("{context}: {e}")))?;
+        let mut pk: Vec<(i16, String)> = rows
+            .into_iter()
+            .map(|r| (key_seq(&r[1]), r[0].clone()))
+            .collect();
         pk.sort();
         catalog.keys.entry(table.clone()).or_default().primary_key =
             pk.into_iter().map(|(_, c)| c).collect();
 
         // Foreign keys of this table, as the child; grouped by name.
-        let context = format!("reading the foreign keys of {table:?} (SQLForeignKeys)");
+        let context = format!("reading the foreign keys of {table:?}");
+        let rows = odbc::catalog_rows(
+            connection,
+            "SQLForeignKeys",
+            &[
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(table),
+            ],
+            &[3, 4, 8, 9, 12],
+            encoding,
+            |statement, a| unsafe {
+                // SAFETY: a valid statement; the pointers outlive the call.
+                odbc_api::sys::SQLForeignKeys(
+                    statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1, a[3].0, a[3].1,
+                    a[4].0, a[4].1, a[5].0, a[5].1,
+                )
+            },
+        )
+        .map_err(|e| EtlError::Schema(format!("{context}: {e}")))?;
         let mut by_name: BTreeMap<(String, String), Vec<(i16, String, String)>> = BTreeMap::new();
-        for row in connection
-            .foreign_keys("", "", "", "", "", table)
-            .map_err(odbc(context.clone()))?
-        {
-            let row = row.map_err(odbc(context.clone()))?;
-            let parent = decode(row.pk_table.as_bytes(), encoding);
-            let name = decode(row.fk_name.as_bytes(), encoding);
-            by_name.entry((parent, name)).or_default().push((
-                row.key_seq,
-                decode(row.fk_column.as_bytes(), encoding),
-                decode(row.pk_column.as_bytes(), encoding),
-            ));
+        for r in rows {
+            let [parent, pk_column, fk_column, seq, name] = &r[..] else {
+                unreachable!("five columns asked for")
+            };
+            by_name
+                .entry((parent.clone(), name.clone()))
+                .or_default()
+                .push((key_seq(seq), fk_column.clone(), pk_column.clone()));
         }
         for ((parent, name), mut cols) in by_name {
             if !wanted.contains(parent.as_str()) {
@@ -165,6 +195,11 @@ pub fn from_odbc(
         }
     }
     Ok(catalog)
+}
+
+/// A KEY_SEQ column's text (1-based position in the key).
+fn key_seq(text: &str) -> i16 {
+    text.trim().parse().unwrap_or(0)
 }
 
 /// Keys of an Access file from `mdb-schema <file> mysql`.

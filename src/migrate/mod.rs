@@ -524,8 +524,11 @@ impl Migration {
         } else {
             format!("SELECT COUNT(*) FROM {}", self.quote(&t.source))
         };
-        let mut cursor = connection
-            .execute(&sql, (), None)
+        let statement = connection
+            .preallocate()
+            .map_err(|e| EtlError::Schema(format!("counting the rows of {:?}: {e}", t.source)))?
+            .into_handle();
+        let mut cursor = odbc::execute(statement, &sql, self.spec.options.encoding)
             .map_err(|e| {
                 EtlError::Schema(format!(
                     "counting the rows of {:?} in the source: {e}",

@@ -203,14 +203,15 @@ pub fn open_table(
     options: OdbcOptions,
     table: Option<&str>,
 ) -> Result<OdbcReader, EtlError> {
-    let mut cursor = connection
-        .into_cursor(query, (), None)
-        .map_err(|e| EtlError::Schema(format!("running the ODBC query {query:?}: {}", e.error)))?
-        .ok_or_else(|| {
-            EtlError::Schema(format!(
-                "the ODBC query {query:?} returns no rows (is it a SELECT?)"
-            ))
-        })?;
+    let statement = connection
+        .into_preallocated()
+        .map_err(odbc_error("allocating an ODBC statement"))?
+        .into_handle();
+    let mut cursor = execute(statement, query, options.encoding)?.ok_or_else(|| {
+        EtlError::Schema(format!(
+            "the ODBC query {query:?} returns no rows (is it a SELECT?)"
+        ))
+    })?;
     let n = cursor
         .num_result_cols()
         .map_err(odbc_error("describing the query"))? as u16;
@@ -403,6 +404,136 @@ pub fn open_table(
         auto_unique,
         odbc_types,
     })
+}
+
+/// SQL text as the driver expects it: in the source's code page.
+///
+/// odbc-api's narrow calls pass Rust's UTF-8 through unchanged; a driver
+/// whose client encoding is CP949 (psqlODBC ANSI with `client_encoding`
+/// UHC) would read a Korean table name in them as other characters.
+pub fn encode_sql<'a>(
+    sql: &'a str,
+    encoding: &'static Encoding,
+) -> Result<std::borrow::Cow<'a, [u8]>, EtlError> {
+    let (bytes, _, unmappable) = encoding.encode(sql);
+    if unmappable {
+        let bad: String = sql
+            .chars()
+            .filter(|c| {
+                let mut buf = [0u8; 4];
+                encoding.encode(c.encode_utf8(&mut buf)).2
+            })
+            .collect();
+        return Err(EtlError::Schema(format!(
+            "the SQL {sql:?} holds characters that {} cannot encode ({bad:?}), so the source could not read it; rename the table or column, or change encoding",
+            encoding.name()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The outcome of a raw ODBC call, for odbc-api's diagnostics.
+fn sql_result(
+    ret: odbc_api::sys::SqlReturn,
+    function: &'static str,
+) -> odbc_api::handles::SqlResult<()> {
+    use odbc_api::handles::SqlResult;
+    use odbc_api::sys::SqlReturn;
+    match ret {
+        SqlReturn::SUCCESS => SqlResult::Success(()),
+        SqlReturn::SUCCESS_WITH_INFO => SqlResult::SuccessWithInfo(()),
+        SqlReturn::NO_DATA => SqlResult::NoData,
+        _ => SqlResult::Error { function },
+    }
+}
+
+/// Makes a statement's pending result a cursor, or `None` when the call
+/// produced no result set.
+fn into_cursor<S: odbc_api::handles::Statement>(
+    statement: S,
+    ret: odbc_api::sys::SqlReturn,
+    function: &'static str,
+) -> Result<Option<odbc_api::CursorImpl<S>>, odbc_api::Error> {
+    if ret == odbc_api::sys::SqlReturn::NO_DATA {
+        return Ok(None);
+    }
+    sql_result(ret, function).into_result(&statement)?;
+    // SAFETY: the call succeeded, so the statement is in cursor state if
+    // it has result columns; without them it is dropped as a statement.
+    let mut cursor = unsafe { odbc_api::CursorImpl::new(statement) };
+    if cursor.num_result_cols()? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(cursor))
+}
+
+/// Runs `sql` on `statement`, sent narrow in the source's code page.
+pub fn execute<S: odbc_api::handles::Statement>(
+    statement: S,
+    sql: &str,
+    encoding: &'static Encoding,
+) -> Result<Option<odbc_api::CursorImpl<S>>, EtlError> {
+    let bytes = encode_sql(sql, encoding)?;
+    let length = i32::try_from(bytes.len())
+        .map_err(|_| EtlError::Schema(format!("the SQL {sql:?} is too long for ODBC")))?;
+    // SAFETY: a valid statement handle and a buffer of `length` bytes that
+    // outlives the call.
+    let ret = unsafe { odbc_api::sys::SQLExecDirect(statement.as_sys(), bytes.as_ptr(), length) };
+    into_cursor(statement, ret, "SQLExecDirect")
+        .map_err(|e| EtlError::Schema(format!("running the ODBC query {sql:?}: {e}")))
+}
+
+/// A catalog function's result (`SQLPrimaryKeys`, `SQLForeignKeys`) read
+/// as text, its names sent and decoded in the source's code page. `call`
+/// gets the statement handle and the encoded arguments (pointer, length),
+/// `None` for a null argument.
+pub fn catalog_rows(
+    connection: &Connection<'_>,
+    function: &'static str,
+    arguments: &[Option<&str>],
+    columns: &[u16],
+    encoding: &'static Encoding,
+    call: impl FnOnce(odbc_api::sys::HStmt, &[(*const u8, i16)]) -> odbc_api::sys::SqlReturn,
+) -> Result<Vec<Vec<String>>, EtlError> {
+    let context = |e: odbc_api::Error| EtlError::Schema(format!("calling {function}: {e}"));
+    let encoded = arguments
+        .iter()
+        .map(|a| a.map(|a| encode_sql(a, encoding)).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let pointers: Vec<(*const u8, i16)> = encoded
+        .iter()
+        .map(|a| match a {
+            None => Ok((std::ptr::null(), 0)),
+            // An empty slice's pointer dangles: pass null, as odbc-api does.
+            Some(b) if b.is_empty() => Ok((std::ptr::null(), 0)),
+            Some(b) => i16::try_from(b.len())
+                .map(|l| (b.as_ptr(), l))
+                .map_err(|_| EtlError::Schema(format!("a name for {function} is too long"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let statement = connection.preallocate().map_err(context)?.into_handle();
+    use odbc_api::handles::Statement;
+    let ret = call(statement.as_sys(), &pointers);
+    let Some(mut cursor) = into_cursor(statement, ret, function).map_err(context)? else {
+        return Ok(Vec::new());
+    };
+    // Row by row with SQLGetData: MDBTools refuses row arrays.
+    let mut rows = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(mut row) = cursor.next_row().map_err(context)? {
+        let mut values = Vec::with_capacity(columns.len());
+        for &c in columns {
+            buf.clear();
+            let value = if row.get_text(c, &mut buf).map_err(context)? {
+                encoding.decode_without_bom_handling(&buf).0.into_owned()
+            } else {
+                String::new()
+            };
+            values.push(value);
+        }
+        rows.push(values);
+    }
+    Ok(rows)
 }
 
 /// Whether the driver says the column is numbered automatically (an Access
@@ -897,5 +1028,19 @@ mod tests {
         assert_eq!(OdbcOptions::new("UTF-8").unwrap().encoding.name(), "UTF-8");
         let e = OdbcOptions::new("klingon").unwrap_err().to_string();
         assert!(e.contains("\"klingon\" is not a known label"), "{e}");
+    }
+
+    #[test]
+    fn sql_goes_out_in_the_code_page_or_names_what_it_cannot_encode() {
+        let cp949 = OdbcOptions::new("cp949").unwrap().encoding;
+        // 똠 is one of the syllables only CP949 (UHC) has.
+        assert_eq!(
+            &encode_sql("SELECT \"똠\"", cp949).unwrap()[..],
+            b"SELECT \"\x8c\x63\""
+        );
+        let e = encode_sql("SELECT * FROM \"표🙂\"", cp949)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot encode (\"🙂\")"), "{e}");
     }
 }

@@ -383,6 +383,73 @@ create_table = true
 }
 
 #[test]
+fn korean_table_and_column_names_migrate_through_a_cp949_driver() {
+    // Given a PostgreSQL source with Korean table and column names (똠 is
+    // in CP949 only), read through the ANSI driver as UHC: names come as
+    // CP949 bytes, and the SQL etl sends must be CP949 too
+    let db = TestDb::new("odbc_korean_names");
+    psql(
+        &db.src,
+        "CREATE TABLE \"주문\" (\"번호\" int PRIMARY KEY, \"품목\" text); \
+         CREATE TABLE \"주문상세\" (\"번호\" int PRIMARY KEY, \"주문번호\" int REFERENCES \"주문\", \"똠양꿍\" numeric(10,2)); \
+         INSERT INTO \"주문\" VALUES (1, '똠양꿍'), (2, '펲시'); \
+         INSERT INTO \"주문상세\" VALUES (10, 1, 12.50), (11, 1, NULL), (12, 2, 3.25);",
+    );
+    let pipeline = db.pipeline(
+        "names.toml",
+        &format!(
+            r#"name = "names"
+[source]
+type = "odbc"
+connection_string = "{}"
+tables = ["*"]
+encoding = "cp949"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            psqlodbc_uhc(&db.src)
+        ),
+    );
+
+    // When the whole database is migrated
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+
+    // Then both tables arrive under their Korean names, parents first, with
+    // their keys, and the counts (queried in CP949) match
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("2 of 2 tables have the source's row count"),
+        "{out:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(\"품목\", ',' ORDER BY \"번호\") FROM \"주문\""
+        ),
+        "똠양꿍,펲시"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT sum(\"똠양꿍\")::text || ' ' || count(*) FROM \"주문상세\""
+        ),
+        "15.75 3"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(conname || ':' || contype::text, ',' ORDER BY conname) FROM pg_constraint \
+             WHERE conrelid IN ('\"주문\"'::regclass, '\"주문상세\"'::regclass)"
+        ),
+        "주문_pkey:p,주문상세_pkey:p,주문상세_주문번호_fkey:f"
+    );
+}
+
+#[test]
 fn odbc_pipelines_reject_time_windows_and_targets_without_table() {
     let db = TestDb::new("odbc_config");
     let pipeline = db.pipeline(
