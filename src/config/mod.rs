@@ -79,11 +79,16 @@ pub struct OdbcSourceConfig {
     /// Default 32 MiB.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
-    /// The longest text or binary value, in bytes; a longer one fails its
-    /// table naming the column. Also the fetch buffer of a text column with
-    /// a long declared length, so it sizes batches. Default 65,536.
+    /// The longest text or binary value, in bytes (see `on_long_value`).
+    /// Also the fetch buffer of a text column with a long declared length,
+    /// so it sizes batches. Default 65,536.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
+    /// A value longer than `max_text_bytes`: `error` (default: its table
+    /// fails, naming column and row) or `truncate` (cut to the limit on a
+    /// character boundary, counted per column in the summary).
+    #[serde(default)]
+    pub on_long_value: OnLongValue,
     /// `[source.casts]`: columns read another way than their ODBC type says,
     /// `"Table.Column" = "text"` (or `"Column"` for every table); `text`
     /// or `binary`. For types etl cannot map.
@@ -98,6 +103,15 @@ pub enum OnInvalidText {
     #[default]
     Error,
     Replace,
+}
+
+/// What to do with a text or binary value longer than `max_text_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLongValue {
+    #[default]
+    Error,
+    Truncate,
 }
 
 fn default_encoding() -> String {

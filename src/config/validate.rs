@@ -269,6 +269,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     o.batch_rows = s.batch_rows;
                     o.batch_bytes = s.batch_bytes;
                     o.max_text_bytes = s.max_text_bytes;
+                    o.truncate_long = s.on_long_value == super::OnLongValue::Truncate;
                     for (column, cast) in &s.casts {
                         match crate::source::odbc::Cast::parse(cast) {
                             Ok(cast) => {

@@ -107,6 +107,8 @@ pub struct Report {
     pub replaced: BTreeMap<String, u64>,
     /// `Table.Column` -> (invalid dates loaded as NULL, first row).
     pub invalid_dates: BTreeMap<String, (u64, u64)>,
+    /// `Table.Column` -> (values cut to max_text_bytes, first row).
+    pub truncated: BTreeMap<String, (u64, u64)>,
     /// Phase 3, when it ran.
     pub finish: Option<Finish>,
 }
@@ -441,13 +443,14 @@ impl Migration {
         let mut lines = Vec::new();
         let o = &self.spec.options;
         lines.push(format!(
-            "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} fail their table",
+            "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
             o.encoding.name(),
             self.spec.encoding_label,
             if o.replace_invalid { "replaced with U+FFFD and counted" } else { "an error" },
             thousands(o.batch_rows as u64),
             bytes(o.batch_bytes as u64),
-            bytes(o.max_text_bytes as u64)
+            bytes(o.max_text_bytes as u64),
+            if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
         ));
         if !self.tables.iter().all(|t| t.source == "query") {
             lines.push(format!("Keys from: {}", self.keys_from));
@@ -621,6 +624,9 @@ impl Migration {
                     }
                     for (c, n) in load.invalid_dates {
                         report.invalid_dates.insert(format!("{}.{c}", t.source), n);
+                    }
+                    for (c, n) in load.truncated {
+                        report.truncated.insert(format!("{}.{c}", t.source), n);
                     }
                     report.loaded.push((t.source.clone(), load.rows));
                 }
@@ -916,6 +922,7 @@ impl Migration {
             bytes: written,
             replaced: std::mem::take(&mut reader.replaced),
             invalid_dates: std::mem::take(&mut reader.invalid_dates),
+            truncated: std::mem::take(&mut reader.truncated),
         })
     }
 
@@ -1042,6 +1049,7 @@ struct Loaded {
     bytes: u64,
     replaced: BTreeMap<String, u64>,
     invalid_dates: BTreeMap<String, (u64, u64)>,
+    truncated: BTreeMap<String, (u64, u64)>,
 }
 
 fn open(
@@ -1144,6 +1152,19 @@ pub fn render(m: &Migration, r: &Report) -> String {
                 m.spec.options.encoding.name()
             );
         }
+    }
+    if !r.truncated.is_empty() {
+        let list: Vec<String> = r
+            .truncated
+            .iter()
+            .map(|(c, (n, first))| format!("{c} {n} (first at row {first})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  truncated    {}: values longer than max_text_bytes = {} cut to it (on_long_value = \"truncate\")",
+            list.join(", "),
+            m.spec.options.max_text_bytes
+        );
     }
     if !r.invalid_dates.is_empty() {
         let list: Vec<String> = r

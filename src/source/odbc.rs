@@ -14,8 +14,11 @@
 //! `encoding` (any WHATWG label: `cp949`, `euc-kr`, `windows-1252`,
 //! `utf-8`). An invalid sequence is an error naming the column, the row and
 //! the bytes, or with `replace` becomes U+FFFD and is counted per column.
-//! Text longer than `max_text_bytes` is an error naming the column and the
-//! setting, never cut silently.
+//! Text or binary longer than `max_text_bytes` is an error naming the
+//! column and row, or with `on_long_value = "truncate"` is cut to it (text
+//! on a whole character) and counted per column; never cut silently.
+//! SQL text (queries, table names for the catalog functions) goes to the
+//! driver in the same code page.
 //!
 //! | ODBC | Arrow | PostgreSQL (created tables) |
 //! |---|---|---|
@@ -65,6 +68,9 @@ pub struct OdbcOptions {
     pub batch_bytes: usize,
     /// The longest text or binary value, in bytes.
     pub max_text_bytes: usize,
+    /// A longer value is cut to `max_text_bytes` (on a character
+    /// boundary) and counted, instead of an error.
+    pub truncate_long: bool,
     /// Columns read another way (`[source.casts]`), by `Table.Column` or
     /// `Column`.
     pub casts: BTreeMap<String, Cast>,
@@ -114,6 +120,7 @@ impl OdbcOptions {
             batch_rows: 10_000,
             batch_bytes: 32 << 20,
             max_text_bytes: 65_536,
+            truncate_long: false,
             casts: BTreeMap::new(),
             row_by_row: false,
         })
@@ -161,10 +168,15 @@ pub struct OdbcReader {
     fetch: Fetch,
     schema: SchemaRef,
     columns: Vec<Col>,
+    /// Each column's fetch buffer for one value, in bytes (text, binary).
+    value_bytes: Vec<usize>,
     options: OdbcOptions,
     rows_read: u64,
     /// Values replaced with U+FFFD, per column name.
     pub replaced: BTreeMap<String, u64>,
+    /// Values longer than `max_text_bytes` cut to it (`truncate_long`):
+    /// per column name, with the first row seen.
+    pub truncated: BTreeMap<String, (u64, u64)>,
     /// Dates and timestamps the driver returned invalid (MDBTools does),
     /// loaded as NULL: per column name, with the first row seen.
     pub invalid_dates: BTreeMap<String, (u64, u64)>,
@@ -182,6 +194,15 @@ fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> Etl
 /// Connects to an ODBC data source; errors carry the driver's message.
 pub fn connect(connection_string: &str) -> Result<Connection<'static>, EtlError> {
     let env = odbc_api::environment().map_err(odbc_error("starting ODBC"))?;
+    // MDBTools reads past the last attribute's value when no `;` ends it
+    // ("Unable to locate database nwind.mdbN").
+    let terminated;
+    let connection_string = if connection_string.trim_end().ends_with(';') {
+        connection_string
+    } else {
+        terminated = format!("{};", connection_string.trim_end());
+        &terminated
+    };
     env.connect_with_connection_string(connection_string, ConnectionOptions::default())
         .map_err(odbc_error("connecting through ODBC"))
 }
@@ -238,12 +259,12 @@ pub fn open_table(
             Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
             Some(Cast::Binary) => odbc_api::DataType::LongVarbinary { length: None },
         };
+        // One byte over max_text_bytes: a value that fills it is longer.
+        let over_cap = options.max_text_bytes + 1;
         let text_len = |len: Option<std::num::NonZeroUsize>| {
             // A character may take up to 4 bytes in the client encoding.
-            len.map_or(options.max_text_bytes, |l| {
-                l.get().saturating_mul(4).min(options.max_text_bytes)
-            })
-            .max(1)
+            len.map_or(over_cap, |l| l.get().saturating_mul(4).min(over_cap))
+                .max(1)
         };
         use odbc_api::DataType as T;
         let (col, arrow, desc) = match t {
@@ -330,9 +351,7 @@ pub fn open_table(
                 Col::Binary,
                 DataType::Binary,
                 BufferDesc::Binary {
-                    max_bytes: length.map_or(options.max_text_bytes, |l| {
-                        l.get().min(options.max_text_bytes)
-                    }),
+                    max_bytes: length.map_or(over_cap, |l| l.get().min(over_cap)),
                 },
             ),
             T::Date => (
@@ -378,6 +397,14 @@ pub fn open_table(
         .batch_rows
         .min(options.batch_bytes / row_bytes)
         .max(1);
+    let value_bytes = descs
+        .iter()
+        .map(|d| match d {
+            BufferDesc::Text { max_str_len } => *max_str_len,
+            BufferDesc::Binary { max_bytes } => *max_bytes,
+            _ => 0,
+        })
+        .collect();
     let fetch = if options.row_by_row {
         Fetch::Rows {
             cursor,
@@ -397,9 +424,11 @@ pub fn open_table(
         fetch,
         schema: Arc::new(Schema::new(fields)),
         columns,
+        value_bytes,
         options,
         rows_read: 0,
         replaced: BTreeMap::new(),
+        truncated: BTreeMap::new(),
         invalid_dates: BTreeMap::new(),
         auto_unique,
         odbc_types,
@@ -660,17 +689,21 @@ impl OdbcReader {
                 }
                 Col::Text => {
                     let text = slice.as_text().ok_or_else(|| bad("not a text buffer"))?;
-                    if text.has_truncated_values().is_some() {
-                        return Err(bad(&format!(
-                            "a value in rows {} to {} is longer than max_text_bytes = {}; raise it",
-                            first_row + 1,
-                            first_row + rows as u64,
-                            self.options.max_text_bytes
+                    // A buffer sized from the declared length, and the
+                    // driver had more: it declared the column too short.
+                    if text.has_truncated_values().is_some()
+                        && self.value_bytes[i] <= self.options.max_text_bytes
+                    {
+                        return Err(bad(&declared_too_short(
+                            first_row,
+                            rows,
+                            self.value_bytes[i],
                         )));
                     }
                     decode_texts(
                         &self.options,
                         &mut self.replaced,
+                        &mut self.truncated,
                         name,
                         first_row,
                         text.iter(),
@@ -680,17 +713,24 @@ impl OdbcReader {
                     let bin = slice
                         .as_binary()
                         .ok_or_else(|| bad("not a binary buffer"))?;
-                    if bin.has_truncated_values().is_some() {
-                        return Err(bad(&format!(
-                            "a value in rows {} to {} is longer than max_text_bytes = {}; raise it",
-                            first_row + 1,
-                            first_row + rows as u64,
-                            self.options.max_text_bytes
+                    if bin.has_truncated_values().is_some()
+                        && self.value_bytes[i] <= self.options.max_text_bytes
+                    {
+                        return Err(bad(&declared_too_short(
+                            first_row,
+                            rows,
+                            self.value_bytes[i],
                         )));
                     }
                     let mut b = BinaryBuilder::with_capacity(rows, rows * 16);
-                    for v in bin.iter() {
-                        b.append_option(v);
+                    for (r, v) in bin.iter().enumerate() {
+                        let row = first_row + r as u64 + 1;
+                        b.append_option(
+                            v.map(|v| {
+                                cap_value(&self.options, &mut self.truncated, name, row, v, None)
+                            })
+                            .transpose()?,
+                        );
                     }
                     Arc::new(b.finish())
                 }
@@ -809,9 +849,11 @@ impl OdbcReader {
         let mut values: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); n];
         let mut bytes = 0usize;
         let mut rows = 0usize;
-        // One SQLGetData call per value into a buffer of max_text_bytes:
-        // MDBTools does not hand out a long value in parts.
-        let mut buf = vec![0u8; self.options.max_text_bytes + 1];
+        // One SQLGetData call per value into a buffer one byte longer than
+        // max_text_bytes (and its terminating zero): MDBTools does not hand
+        // out a long value in parts; a value that fills it is too long.
+        let over_cap = self.options.max_text_bytes + 1;
+        let mut buf = vec![0u8; over_cap + 1];
         while !*ended && rows < *batch_rows && bytes < self.options.batch_bytes {
             let Some(mut row) = cursor.next_row().map_err(odbc_error("fetching a row"))? else {
                 *ended = true;
@@ -826,22 +868,12 @@ impl OdbcReader {
                         self.schema.field(i).name()
                     ))
                 };
-                let too_long = || {
-                    EtlError::Schema(format!(
-                        "column {:?}: row {row_number} holds a value longer than max_text_bytes = {}; raise it",
-                        self.schema.field(i).name(),
-                        self.options.max_text_bytes
-                    ))
-                };
                 let value = if matches!(col, Col::Binary) {
                     let mut target = odbc_api::parameter::VarBinarySliceMut::from_buffer(
-                        &mut buf[..self.options.max_text_bytes],
+                        &mut buf[..over_cap],
                         odbc_api::buffers::Indicator::NoTotal,
                     );
                     row.get_data(number, &mut target).map_err(fetch_error)?;
-                    if !target.is_complete() {
-                        return Err(too_long());
-                    }
                     target.as_bytes().map(<[u8]>::to_vec)
                 } else {
                     let mut target = odbc_api::parameter::VarCharSliceMut::from_buffer(
@@ -849,9 +881,6 @@ impl OdbcReader {
                         odbc_api::buffers::Indicator::NoTotal,
                     );
                     row.get_data(number, &mut target).map_err(fetch_error)?;
-                    if !target.is_complete() {
-                        return Err(too_long());
-                    }
                     target.as_bytes().map(<[u8]>::to_vec)
                 };
                 bytes += value.as_ref().map_or(0, Vec::len) + 8;
@@ -872,13 +901,32 @@ impl OdbcReader {
                 Col::Text => decode_texts(
                     &self.options,
                     &mut self.replaced,
+                    &mut self.truncated,
                     name,
                     first_row,
                     column.iter().map(|v| v.as_deref()),
                 )?,
-                Col::Binary => Arc::new(arrow::array::BinaryArray::from_iter(
-                    column.iter().map(|v| v.as_deref()),
-                )),
+                Col::Binary => {
+                    let mut b = BinaryBuilder::with_capacity(rows, rows * 16);
+                    for (r, v) in column.iter().enumerate() {
+                        let row = first_row + r as u64 + 1;
+                        b.append_option(
+                            v.as_deref()
+                                .map(|v| {
+                                    cap_value(
+                                        &self.options,
+                                        &mut self.truncated,
+                                        name,
+                                        row,
+                                        v,
+                                        None,
+                                    )
+                                })
+                                .transpose()?,
+                        );
+                    }
+                    Arc::new(b.finish())
+                }
                 _ => {
                     // The driver's text for the value, parsed as its type.
                     let text: arrow::array::StringArray = column
@@ -969,6 +1017,7 @@ fn decode_name(bytes: &[u8], encoding: &'static Encoding) -> Result<String, Stri
 fn decode_texts<'a>(
     options: &OdbcOptions,
     replaced: &mut BTreeMap<String, u64>,
+    truncated: &mut BTreeMap<String, (u64, u64)>,
     name: &str,
     first_row: u64,
     values: impl Iterator<Item = Option<&'a [u8]>>,
@@ -980,6 +1029,8 @@ fn decode_texts<'a>(
             b.append_null();
             continue;
         };
+        let row = first_row + r as u64 + 1;
+        let bytes = cap_value(options, truncated, name, row, bytes, Some(encoding))?;
         match encoding.decode_without_bom_handling_and_without_replacement(bytes) {
             Some(s) => b.append_value(s),
             None if options.replace_invalid => {
@@ -1001,6 +1052,62 @@ fn decode_texts<'a>(
         }
     }
     Ok(Arc::new(b.finish()))
+}
+
+/// The error for a driver that returned more than a column's declared
+/// length (the fetch buffer was sized from it).
+fn declared_too_short(first_row: u64, rows: usize, buffer: usize) -> String {
+    format!(
+        "a value in rows {} to {} is longer than the driver declared for the column ({buffer} bytes); read the column as text (or binary) with [source.casts]",
+        first_row + 1,
+        first_row + rows as u64
+    )
+}
+
+/// A value within `max_text_bytes`. Longer ones (fetch buffers hold one
+/// byte more, so they show as longer) are an error naming the column and
+/// row, or with `truncate_long` are cut to the limit, on a whole character
+/// of `encoding` for text, and counted.
+fn cap_value<'a>(
+    options: &OdbcOptions,
+    truncated: &mut BTreeMap<String, (u64, u64)>,
+    column: &str,
+    row: u64,
+    value: &'a [u8],
+    encoding: Option<&'static Encoding>,
+) -> Result<&'a [u8], EtlError> {
+    let max = options.max_text_bytes;
+    if value.len() <= max {
+        return Ok(value);
+    }
+    if !options.truncate_long {
+        return Err(EtlError::Schema(format!(
+            "column {column:?}: row {row} holds a value longer than max_text_bytes = {max}; raise max_text_bytes, or set on_long_value = \"truncate\" to cut such values (counted)"
+        )));
+    }
+    let entry = truncated.entry(column.to_string()).or_insert((0, row));
+    if entry.0 == 0 {
+        tracing::warn!(
+            column,
+            row,
+            max_text_bytes = max,
+            "A value is longer than max_text_bytes; cutting it (counted in the summary)."
+        );
+    }
+    entry.0 += 1;
+    let cut = &value[..max];
+    let Some(encoding) = encoding else {
+        return Ok(cut);
+    };
+    // Drop a character the cut split (at most 3 bytes of one).
+    Ok((0..cut.len().min(4))
+        .map(|drop| &cut[..cut.len() - drop])
+        .find(|prefix| {
+            encoding
+                .decode_without_bom_handling_and_without_replacement(prefix)
+                .is_some()
+        })
+        .unwrap_or(cut))
 }
 
 /// Counts an invalid date or timestamp (loaded as NULL) and warns once per

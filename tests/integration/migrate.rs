@@ -333,6 +333,147 @@ create_table = true
 }
 
 #[test]
+fn values_over_max_text_bytes_fail_or_are_cut_on_a_character_and_counted() {
+    // Given text and binary values longer than max_text_bytes = 10 (the
+    // Korean one is 21 bytes of UTF-8, so byte 10 splits a character), and
+    // a column declared VARCHAR(2) that holds 12 characters (SQLite does
+    // not enforce declared lengths)
+    let db = TestDb::new("odbc_long");
+    let file = db.dir.path().join("long.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, pic BLOB);
+         CREATE TABLE codes (id INTEGER PRIMARY KEY, code VARCHAR(2));
+         INSERT INTO notes VALUES (1, 'short', X'0102'), (2, '가나다라마바사', X'00112233445566778899AABB'), (3, NULL, NULL), (4, '0123456789', X'00112233445566778899');
+         INSERT INTO codes VALUES (1, 'ab'), (2, 'abcdefghijkl');",
+    );
+    let text = |extra: &str| {
+        format!(
+            r#"name = "long"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={}"
+tables = ["*"]
+max_text_bytes = 10
+{extra}
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            file.display()
+        )
+    };
+    let pipeline = db.pipeline("p.toml", &text(""));
+
+    // When run with the default (error)
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    // Then both tables fail, naming column and row, and what to change
+    assert_eq!(out.code, 1, "{out:?}");
+    for expected in [
+        "notes: source table \"notes\": column \"body\": row 2 holds a value longer than max_text_bytes = 10; raise max_text_bytes, or set on_long_value = \"truncate\"",
+        "codes: source table \"codes\": column \"code\": a value in rows 1 to 2 is longer than the driver declared for the column (8 bytes); read the column as text (or binary) with [source.casts]",
+    ] {
+        assert!(out.stdout.contains(expected), "{expected}\n{out:?}");
+    }
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM notes"), "0");
+
+    // When values may be cut, and the short-declared column is read as text
+    std::fs::write(
+        &pipeline,
+        text("on_long_value = \"truncate\"\n[source.casts]\n\"codes.code\" = \"text\""),
+    )
+    .unwrap();
+    let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
+    // Then every row lands, long values cut to 10 bytes on a whole
+    // character, each counted with its first row
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(
+        rerun.stdout.contains(
+            "truncated    codes.code 1 (first at row 2), notes.body 1 (first at row 2), notes.pic 1 (first at row 2): values longer than max_text_bytes = 10 cut to it"
+        ),
+        "{rerun:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(coalesce(body, '-') || ' ' || coalesce(encode(pic, 'hex'), '-'), ',' ORDER BY id) FROM notes"
+        ),
+        "short 0102,가나다 00112233445566778899,- -,0123456789 00112233445566778899"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(code, ',' ORDER BY id) FROM codes"
+        ),
+        "ab,abcdefghij"
+    );
+}
+
+#[test]
+fn access_memo_values_over_the_limit_are_cut_row_by_row_and_counted() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given nwind's Employees (Notes is a Memo), loaded whole for reference
+    let file = fixtures.join("access/nwind.mdb");
+    let db = TestDb::new("access_long");
+    let text = |schema: &str, extra: &str| {
+        format!(
+            r#"name = "{schema}"
+[source]
+type = "odbc"
+connection_string = "Driver={{MDBTools}};DBQ={}"
+tables = ["Employees"]
+{extra}
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "{schema}.{{table}}"
+create_table = true
+"#,
+            file.display()
+        )
+    };
+    let whole = db.pipeline("whole.toml", &text("whole", ""));
+    let out = db.etl(&["run", whole.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let long = psql(
+        &db.dst,
+        "SELECT count(*) FROM whole.\"Employees\" WHERE octet_length(\"Notes\") > 100",
+    );
+    assert_ne!(long, "0", "some notes are longer than 100 bytes");
+
+    // When loaded again with max_text_bytes = 100 and truncate (MDBTools
+    // is read row by row, each value through SQLGetData)
+    let cut = db.pipeline(
+        "cut.toml",
+        &text("cut", "max_text_bytes = 100\non_long_value = \"truncate\""),
+    );
+    let out = db.etl(&["run", cut.to_str().unwrap()]);
+
+    // Then the long notes are counted, cut to 100 bytes, and each is the
+    // start of the whole note; the others are equal
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "truncated    Employees.Notes {long} (first at row "
+        )),
+        "{out:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE octet_length(c.\"Notes\") > 100), \
+                    count(*) FILTER (WHERE NOT starts_with(w.\"Notes\", c.\"Notes\")), \
+                    count(*) FILTER (WHERE octet_length(w.\"Notes\") <= 100 AND w.\"Notes\" <> c.\"Notes\"), \
+                    count(*) FILTER (WHERE octet_length(w.\"Notes\") > 100 AND octet_length(c.\"Notes\") < 97) \
+             FROM whole.\"Employees\" w JOIN cut.\"Employees\" c USING (\"EmployeeID\")"
+        ),
+        "0|0|0|0"
+    );
+}
+
+#[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     let Some(fixtures) = fixtures() else { return };
     // Given the known Korean text in a PostgreSQL source read through the
