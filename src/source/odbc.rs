@@ -26,14 +26,17 @@
 //! | TINYINT, SMALLINT | Int16 | smallint |
 //! | INTEGER | Int32 | integer |
 //! | BIGINT | Int64 | bigint |
-//! | REAL, FLOAT(p <= 24) | Float32 | real |
-//! | FLOAT, DOUBLE | Float64 | double precision |
+//! | REAL | Float32 | real |
+//! | FLOAT (any precision: its C type is a double), DOUBLE | Float64 | double precision |
 //! | DECIMAL(p,s), NUMERIC(p,s), p <= 38 | Decimal128(p,s) (read as text) | numeric(p,s) |
 //! | CHAR, VARCHAR, LONGVARCHAR and their W forms | Utf8 (decoded) | text |
 //! | BINARY, VARBINARY, LONGVARBINARY | Binary | bytea |
 //! | DATE | Date32 (invalid: NULL, counted) | date |
-//! | TIME | Time64(µs) | time |
-//! | TIMESTAMP | Timestamp(µs) (fractions below a µs truncated; invalid: NULL, counted) | timestamp |
+//! | TIME(0) | Time64(µs) | time |
+//! | TIME(p > 0), SQL Server time(n) (SS_TIME2) | Time64(µs), read as text (the TIME struct has no fraction), rounded | time |
+//! | TIMESTAMP, SQL Server datetime, datetime2 | Timestamp(µs), fractions rounded to the nearest µs, ties to even, as PostgreSQL rounds text; invalid: NULL, counted | timestamp |
+//! | SQL Server datetimeoffset (SS_TIMESTAMPOFFSET) | Timestamp(µs, UTC), read as text | timestamptz |
+//! | GUID (SQL Server uniqueidentifier, psqlODBC uuid) | FixedSizeBinary(16), `arrow.uuid`, read as text | uuid |
 //! | MDBTools Currency, described DECIMAL(8,0) | Decimal128(19,4) | numeric(19,4) |
 //!
 //! Any other type is an error naming the column and the `[source.casts]`
@@ -149,6 +152,13 @@ enum Col {
     Date,
     Time,
     Timestamp,
+    /// Fetched as text and parsed by etl: a GUID (uniqueidentifier).
+    Uuid,
+    /// Fetched as text: a time with fractions of a second (the TIME
+    /// struct has none), SQL Server's time(7).
+    TimeText,
+    /// Fetched as text: SQL Server's datetimeoffset, as UTC.
+    TimestampTzText,
 }
 
 enum Fetch {
@@ -302,11 +312,6 @@ pub fn open_table(
                 DataType::Float32,
                 BufferDesc::F32 { nullable: true },
             ),
-            T::Float { precision } if precision <= 24 => (
-                Col::F32,
-                DataType::Float32,
-                BufferDesc::F32 { nullable: true },
-            ),
             T::Float { .. } | T::Double => (
                 Col::F64,
                 DataType::Float64,
@@ -359,10 +364,38 @@ pub fn open_table(
                 DataType::Date32,
                 BufferDesc::Date { nullable: true },
             ),
-            T::Time { .. } => (
+            T::Time { precision: 0 } => (
                 Col::Time,
                 DataType::Time64(TimeUnit::Microsecond),
                 BufferDesc::Time { nullable: true },
+            ),
+            // SQL_SS_TIME2: SQL Server's time(n).
+            T::Time { .. }
+            | T::Other {
+                data_type: odbc_api::sys::SqlDataType(-154),
+                ..
+            } => (
+                Col::TimeText,
+                DataType::Time64(TimeUnit::Microsecond),
+                BufferDesc::Text { max_str_len: 32 },
+            ),
+            // SQL_SS_TIMESTAMPOFFSET: SQL Server's datetimeoffset.
+            T::Other {
+                data_type: odbc_api::sys::SqlDataType(-155),
+                ..
+            } => (
+                Col::TimestampTzText,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                BufferDesc::Text { max_str_len: 48 },
+            ),
+            // SQL_GUID: SQL Server's uniqueidentifier, psqlODBC's uuid.
+            T::Other {
+                data_type: odbc_api::sys::SqlDataType(-11),
+                ..
+            } => (
+                Col::Uuid,
+                DataType::FixedSizeBinary(16),
+                BufferDesc::Text { max_str_len: 40 },
             ),
             T::Timestamp { .. } => (
                 Col::Timestamp,
@@ -380,7 +413,17 @@ pub fn open_table(
                 continue;
             }
         };
-        fields.push(Field::new(name, arrow, true));
+        let mut field = Field::new(name, arrow, true);
+        if matches!(col, Col::Uuid) {
+            field = field.with_metadata(
+                [(
+                    crate::pg_binary::EXTENSION_NAME.to_string(),
+                    "arrow.uuid".to_string(),
+                )]
+                .into(),
+            );
+        }
+        fields.push(field);
         columns.push(col);
         descs.push(desc);
     }
@@ -734,6 +777,10 @@ impl OdbcReader {
                     }
                     Arc::new(b.finish())
                 }
+                Col::Uuid | Col::TimeText | Col::TimestampTzText => {
+                    let text = slice.as_text().ok_or_else(|| bad("not a text buffer"))?;
+                    parse_texts(*col, &mut self.invalid_dates, name, first_row, text.iter())?
+                }
                 Col::Date => {
                     let mut b = Date32Builder::with_capacity(rows);
                     for (r, v) in slice
@@ -798,7 +845,7 @@ impl OdbcReader {
                             .filter(|_| t.fraction < 1_000_000_000)
                             {
                                 Some(at) => b.append_value(
-                                    at.and_utc().timestamp_micros() + (t.fraction / 1000) as i64,
+                                    at.and_utc().timestamp_micros() + round_to_micros(t.fraction),
                                 ),
                                 None => {
                                     invalid_date(
@@ -902,6 +949,13 @@ impl OdbcReader {
                     &self.options,
                     &mut self.replaced,
                     &mut self.truncated,
+                    name,
+                    first_row,
+                    column.iter().map(|v| v.as_deref()),
+                )?,
+                Col::Uuid | Col::TimeText | Col::TimestampTzText => parse_texts(
+                    *col,
+                    &mut self.invalid_dates,
                     name,
                     first_row,
                     column.iter().map(|v| v.as_deref()),
@@ -1054,6 +1108,145 @@ fn decode_texts<'a>(
     Ok(Arc::new(b.finish()))
 }
 
+/// Nanoseconds to microseconds, to the nearest, ties to even: what
+/// PostgreSQL does with a longer fraction in text (`'...00.1234565'` is
+/// `.123456`, `'23:59:59.9999996'` the next second). SQL Server's
+/// datetime2 and time(7) have 100 ns steps.
+pub fn round_to_micros(nanos: u32) -> i64 {
+    let (micros, rest) = ((nanos / 1000) as i64, nanos % 1000);
+    if rest > 500 || (rest == 500 && micros % 2 == 1) {
+        micros + 1
+    } else {
+        micros
+    }
+}
+
+/// The fraction after `.` in `text`, to microseconds (see
+/// [`round_to_micros`]); digits past the ninth are ignored.
+fn fraction_micros(digits: &str) -> Option<i64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nine: String = digits
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect();
+    Some(round_to_micros(nine.parse().ok()?))
+}
+
+/// `HH:MM:SS[.fffffff]` to microseconds since midnight.
+fn parse_time(text: &str) -> Option<i64> {
+    let (hms, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let t = chrono::NaiveTime::parse_from_str(hms, "%H:%M:%S").ok()?;
+    let base = chrono::Timelike::num_seconds_from_midnight(&t) as i64 * 1_000_000;
+    Some(
+        base + if fraction.is_empty() {
+            0
+        } else {
+            fraction_micros(fraction)?
+        },
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fffffff] +HH:MM` (SQL Server's datetimeoffset)
+/// to microseconds since the epoch, UTC.
+fn parse_timestamptz(text: &str) -> Option<i64> {
+    let (at, offset) = text.trim().rsplit_once(' ')?;
+    let (at, fraction) = at.split_once('.').unwrap_or((at, ""));
+    let local = chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M:%S").ok()?;
+    let sign = match offset.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = offset[1..].split_once(':')?;
+    let offset_secs = sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
+    let fraction = if fraction.is_empty() {
+        0
+    } else {
+        fraction_micros(fraction)?
+    };
+    Some((local.and_utc().timestamp() - offset_secs) * 1_000_000 + fraction)
+}
+
+/// A GUID's text (`6F9619FF-8B86-D011-B42D-00C04FC964FF`, braces allowed)
+/// as its 16 bytes in the order written, as PostgreSQL's uuid reads it.
+fn parse_guid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .bytes()
+        .filter(|&b| b != b'-')
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Columns fetched as text and parsed by etl: GUIDs (an error when not
+/// one), times and datetimeoffsets (invalid ones NULL, counted like dates).
+fn parse_texts<'a>(
+    col: Col,
+    invalid_dates: &mut BTreeMap<String, (u64, u64)>,
+    name: &str,
+    first_row: u64,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<ArrayRef, EtlError> {
+    let values = values.map(|v| v.map(|b| String::from_utf8_lossy(b).trim().to_string()));
+    Ok(match col {
+        Col::Uuid => {
+            let mut b = arrow::array::FixedSizeBinaryBuilder::new(16);
+            for (r, v) in values.enumerate() {
+                match v {
+                    None => b.append_null(),
+                    Some(v) => {
+                        let bytes = parse_guid(&v).ok_or_else(|| {
+                            EtlError::Schema(format!(
+                                "column {name:?}: row {} holds {v:?}, which is not a GUID; read it as text with [source.casts]",
+                                first_row + r as u64 + 1
+                            ))
+                        })?;
+                        b.append_value(bytes)
+                            .map_err(|e| EtlError::Bug(format!("a 16-byte GUID: {e}")))?;
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Col::TimeText | Col::TimestampTzText => {
+            let parse = if matches!(col, Col::TimeText) {
+                parse_time
+            } else {
+                parse_timestamptz
+            };
+            let parsed: Vec<Option<i64>> = values
+                .enumerate()
+                .map(|(r, v)| {
+                    let v = v?;
+                    let parsed = parse(&v);
+                    if parsed.is_none() {
+                        invalid_date(invalid_dates, name, first_row + r as u64 + 1, &v);
+                    }
+                    parsed
+                })
+                .collect();
+            if matches!(col, Col::TimeText) {
+                Arc::new(arrow::array::Time64MicrosecondArray::from(parsed))
+            } else {
+                Arc::new(arrow::array::TimestampMicrosecondArray::from(parsed).with_timezone("UTC"))
+            }
+        }
+        other => return Err(EtlError::Bug(format!("{other:?} is not parsed from text"))),
+    })
+}
+
 /// The error for a driver that returned more than a column's declared
 /// length (the fetch buffer was sized from it).
 fn declared_too_short(first_row: u64, rows: usize, buffer: usize) -> String {
@@ -1135,6 +1328,42 @@ mod tests {
         assert_eq!(OdbcOptions::new("UTF-8").unwrap().encoding.name(), "UTF-8");
         let e = OdbcOptions::new("klingon").unwrap_err().to_string();
         assert!(e.contains("\"klingon\" is not a known label"), "{e}");
+    }
+
+    #[test]
+    fn fractions_round_to_microseconds_like_postgresql() {
+        // Ties to even, as PostgreSQL's own input does.
+        assert_eq!(round_to_micros(123_456_500), 123_456);
+        assert_eq!(round_to_micros(123_457_500), 123_458);
+        assert_eq!(round_to_micros(123_456_501), 123_457);
+        assert_eq!(round_to_micros(999_999_600), 1_000_000);
+        assert_eq!(parse_time("23:59:59.9999996"), Some(86_400_000_000));
+        assert_eq!(parse_time("12:34:56.7890125"), Some(45_296_789_012));
+        assert_eq!(parse_time("12:34:56"), Some(45_296_000_000));
+        assert_eq!(parse_time("12:34"), None);
+        // datetimeoffset: 2025-01-01 10:00:00.1234567 +09:00 is 01:00 UTC
+        let utc = chrono::NaiveDate::from_ymd_opt(2025, 1, 1)
+            .unwrap()
+            .and_hms_opt(1, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
+        assert_eq!(
+            parse_timestamptz("2025-01-01 10:00:00.1234567 +09:00"),
+            Some(utc + 123_457)
+        );
+        assert_eq!(parse_timestamptz("2024-12-31 20:30:00 -04:30"), Some(utc));
+        assert_eq!(parse_timestamptz("2025-01-01 10:00:00"), None);
+    }
+
+    #[test]
+    fn guids_parse_in_written_order() {
+        let g = parse_guid("{6F9619FF-8B86-D011-B42D-00C04FC964FF}").unwrap();
+        assert_eq!(g[0], 0x6f);
+        assert_eq!(g[15], 0xff);
+        assert_eq!(parse_guid("6f9619ff8b86d011b42d00c04fc964ff"), Some(g));
+        assert_eq!(parse_guid("6F9619FF-8B86"), None);
+        assert_eq!(parse_guid("zz9619ff8b86d011b42d00c04fc964ff"), None);
     }
 
     #[test]

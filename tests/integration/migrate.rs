@@ -474,6 +474,131 @@ create_table = true
 }
 
 #[test]
+fn driver_types_map_guids_and_fractions_and_a_wide_decimal_needs_a_cast() {
+    // Given a PostgreSQL source read through psqlODBC: a uuid (SQL_GUID,
+    // as SQL Server's uniqueidentifier), a time with microseconds (the
+    // ODBC TIME struct has none), and numeric(50,2), wider than Arrow's
+    // Decimal128
+    let db = TestDb::new("odbc_kinds");
+    psql(
+        &db.src,
+        "CREATE TABLE kinds (id int PRIMARY KEY, u uuid, tm time(6), m money, big numeric(50,2)); \
+         INSERT INTO kinds VALUES \
+           (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '12:34:56.789012', 12.34, 123456789012345678901234567890123456789012345678.25), \
+           (2, NULL, NULL, NULL, NULL)",
+    );
+    let text = |casts: &str| {
+        format!(
+            r#"name = "kinds"
+[source]
+type = "odbc"
+connection_string = "{}"
+query = "SELECT * FROM kinds"
+encoding = "cp949"
+{casts}
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.kinds"
+create_table = true
+"#,
+            psqlodbc_uhc(&db.src)
+        )
+    };
+    let pipeline = db.pipeline("kinds.toml", &text(""));
+
+    // When run, the wide decimal is refused before anything is written,
+    // naming the column and the line that reads it anyway
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "column \"big\" has ODBC type Numeric { precision: 50, scale: 2 }, which etl cannot map; read it as text or bytes with [source.casts] \"big\" = \"text\""
+        ),
+        "{out:?}"
+    );
+
+    // When the cast is added
+    std::fs::write(&pipeline, text("[source.casts]\n\"big\" = \"text\"")).unwrap();
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+
+    // Then every value arrives equal: the GUID as a uuid, the time with its
+    // microseconds, the wide decimal as its exact text
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = 'kinds'::regclass AND attnum > 0"
+        ),
+        "integer,uuid,time without time zone,double precision,text"
+    );
+    let row = "SELECT string_agg(concat_ws('|', id, u, tm, big), ',' ORDER BY id) FROM kinds";
+    assert_eq!(psql(&db.dst, row), psql(&db.src, row));
+    assert_eq!(psql(&db.dst, "SELECT m FROM kinds WHERE id = 1"), "12.34");
+}
+
+#[test]
+fn fractions_below_a_microsecond_round_as_postgresql_rounds_them() {
+    // Given timestamps with 100 ns digits (SQL Server's datetime2 has
+    // them; SQLite's driver hands over all nine digits)
+    let db = TestDb::new("odbc_fractions");
+    let file = db.dir.path().join("t.sqlite");
+    let values = [
+        "2025-01-01 10:00:00.1234565",
+        "2025-01-01 10:00:00.1234575",
+        "2025-01-01 10:00:00.1234564",
+        "2025-12-31 23:59:59.9999996",
+    ];
+    let inserts: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("({i}, '{v}')"))
+        .collect();
+    sqlite(
+        &file,
+        &format!(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, at TIMESTAMP); INSERT INTO t VALUES {};",
+            inserts.join(", ")
+        ),
+    );
+    let pipeline = db.pipeline(
+        "t.toml",
+        &format!(
+            r#"name = "t"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={}"
+query = "SELECT id, at FROM t"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.t"
+create_table = true
+"#,
+            file.display()
+        ),
+    );
+    // When loaded
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Then each equals PostgreSQL's own reading of the same text (nearest
+    // microsecond, ties to even; the last one is the next year)
+    let expected: Vec<String> = values
+        .iter()
+        .map(|v| psql(&db.dst, &format!("SELECT '{v}'::timestamp")))
+        .collect();
+    assert_eq!(expected[3], "2026-01-01 00:00:00");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(at::text, ',' ORDER BY id) FROM t"
+        ),
+        expected.join(",")
+    );
+}
+
+#[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     let Some(fixtures) = fixtures() else { return };
     // Given the known Korean text in a PostgreSQL source read through the
