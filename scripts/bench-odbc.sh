@@ -7,9 +7,10 @@
 # key; both results are compared (count and a checksum over every column).
 # Prints each side's time, rows/s and the throughput ratio etl/pgloader.
 # etl reads with StepAPI=1 (the driver streams instead of holding the
-# whole result) and max_text_bytes = 4096 (the longest note is 40 bytes;
-# MAX_TEXT_BYTES=65536 measures the default).
-# Usage: ROWS=1000000 ROUNDS=1 scripts/bench-odbc.sh
+# whole result), max_text_bytes = 4096 (the longest note is 40 bytes;
+# MAX_TEXT_BYTES=65536 measures the default) and readers = 2 (two reader
+# processes, each a half of the id range; READERS=1 measures one).
+# Usage: ROWS=1000000 ROUNDS=1 READERS=2 scripts/bench-odbc.sh
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 n=${ROWS:-1000000}
@@ -42,6 +43,7 @@ type = "odbc"
 connection_string = "Driver={SQLite3};Database=$db;StepAPI=1"
 tables = ["readings"]
 max_text_bytes = ${MAX_TEXT_BYTES:-4096}
+readers = ${READERS:-2}
 [chunks]
 failed_csv = "$dir/failed.csv"
 [[sinks]]

@@ -107,6 +107,10 @@ pub enum Command {
         #[arg(long, default_value_t = 0.0)]
         delay_secs: f64,
     },
+    /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
+    /// IPC on stdout); started by `etl run` for `readers` > 1.
+    #[command(hide = true)]
+    OdbcRead,
 }
 
 /// How the process ends.
@@ -159,6 +163,10 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             key,
             delay_secs,
         } => rerun(&pipeline, &failed_csv, dry_run, key.as_deref(), delay_secs),
+        Command::OdbcRead => {
+            crate::migrate::reader::child_main()?;
+            Ok(Outcome::Success)
+        }
     }
 }
 

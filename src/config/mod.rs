@@ -84,6 +84,10 @@ pub struct OdbcSourceConfig {
     /// so it sizes batches. Default 65,536.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
+    /// Connections reading one table at once, each a range of its integer
+    /// primary key, into the table's one COPY. Default 1.
+    #[serde(default = "default_readers")]
+    pub readers: usize,
     /// A value longer than `max_text_bytes`: `error` (default: its table
     /// fails, naming column and row) or `truncate` (cut to the limit on a
     /// character boundary, counted per column in the summary).
@@ -112,6 +116,10 @@ pub enum OnLongValue {
     #[default]
     Error,
     Truncate,
+}
+
+const fn default_readers() -> usize {
+    1
 }
 
 fn default_encoding() -> String {

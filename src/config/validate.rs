@@ -95,6 +95,8 @@ pub struct OdbcSpec {
     /// The encoding label as written (`cp949`).
     pub encoding_label: String,
     pub options: crate::source::odbc::OdbcOptions,
+    /// Connections reading one big table at once (ranges of its key).
+    pub readers: usize,
 }
 
 /// What an ODBC source reads.
@@ -294,12 +296,16 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             if s.max_text_bytes == 0 {
                 c.add("source.max_text_bytes", "must be at least 1");
             }
+            if !(1..=64).contains(&s.readers) {
+                c.add("source.readers", "must be 1 to 64");
+            }
             relation.zip(options).map(|(relation, options)| {
                 ValidatedSource::Odbc(OdbcSpec {
                     connection_string: s.connection_string,
                     relation,
                     encoding_label: s.encoding,
                     options,
+                    readers: s.readers,
                 })
             })
         }

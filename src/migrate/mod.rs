@@ -22,13 +22,14 @@
 //! this migration's foreign keys that touch it first; phase 3 adds them back.
 
 pub mod catalog;
+pub mod reader;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::Client;
@@ -61,6 +62,9 @@ pub struct Table {
     /// The driver's type of each column.
     pub odbc_types: Vec<String>,
     pub keys: Keys,
+    /// A single-column integer primary key: with `readers` > 1, ranges of
+    /// it are read by several connections at once.
+    pub range_key: Option<String>,
 }
 
 impl Table {
@@ -250,7 +254,22 @@ impl Migration {
                 }
             }
             check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
+            let range_key = match keys.primary_key.as_slice() {
+                [k] if !spec.options.row_by_row => reader
+                    .schema()
+                    .field_with_name(k)
+                    .ok()
+                    .filter(|f| {
+                        matches!(
+                            f.data_type(),
+                            DataType::Int16 | DataType::Int32 | DataType::Int64
+                        )
+                    })
+                    .map(|_| k.clone()),
+                _ => None,
+            };
             described.push(Table {
+                range_key,
                 source: name,
                 select,
                 target,
@@ -464,8 +483,17 @@ impl Migration {
         for (i, t) in self.tables.iter().enumerate() {
             let rows = self.source_count(&connection, t)?;
             total += rows;
+            let readers = self.spec.readers;
+            let split = match &t.range_key {
+                Some(k)
+                    if readers > 1 && rows >= (readers * self.spec.options.batch_rows) as u64 =>
+                {
+                    format!(", read by {readers} processes in ranges of {k:?}")
+                }
+                _ => String::new(),
+            };
             lines.push(format!(
-                "  {:>3}. {} -> {}: {} rows",
+                "  {:>3}. {} -> {}: {} rows{split}",
                 i + 1,
                 t.source,
                 qualified(&t.target),
@@ -527,33 +555,56 @@ impl Migration {
         } else {
             format!("SELECT COUNT(*) FROM {}", self.quote(&t.source))
         };
+        match self.scalars(connection, &sql, &t.source)?[..] {
+            [Some(n)] if n >= 0 => Ok(n as u64),
+            _ => Err(EtlError::Schema(format!("{sql:?} returned no count"))),
+        }
+    }
+
+    /// The first row of an integer query (counts, key bounds), each
+    /// column parsed from its text; NULL is `None`.
+    fn scalars(
+        &self,
+        connection: &odbc_api::Connection<'_>,
+        sql: &str,
+        table: &str,
+    ) -> Result<Vec<Option<i64>>, EtlError> {
+        let context = |e: &dyn std::fmt::Display| {
+            EtlError::Schema(format!("querying source table {table:?} ({sql}): {e}"))
+        };
         let statement = connection
             .preallocate()
-            .map_err(|e| EtlError::Schema(format!("counting the rows of {:?}: {e}", t.source)))?
+            .map_err(|e| context(&e))?
             .into_handle();
-        let mut cursor = odbc::execute(statement, &sql, self.spec.options.encoding)
-            .map_err(|e| {
-                EtlError::Schema(format!(
-                    "counting the rows of {:?} in the source: {e}",
-                    t.source
-                ))
-            })?
-            .ok_or_else(|| EtlError::Schema(format!("{sql:?} returned no result")))?;
-        use odbc_api::Cursor;
+        let mut cursor = odbc::execute(statement, sql, self.spec.options.encoding)
+            .map_err(|e| context(&e))?
+            .ok_or_else(|| context(&"no result"))?;
+        use odbc_api::{Cursor, ResultSetMetadata};
+        let columns = cursor.num_result_cols().map_err(|e| context(&e))? as u16;
         let mut row = cursor
             .next_row()
-            .map_err(|e| EtlError::Schema(format!("counting the rows of {:?}: {e}", t.source)))?
-            .ok_or_else(|| EtlError::Schema(format!("{sql:?} returned no row")))?;
+            .map_err(|e| context(&e))?
+            .ok_or_else(|| context(&"no row"))?;
+        let mut values = Vec::new();
         let mut text = Vec::new();
-        row.get_text(1, &mut text)
-            .map_err(|e| EtlError::Schema(format!("counting the rows of {:?}: {e}", t.source)))?;
-        let text = String::from_utf8_lossy(&text);
-        text.trim()
-            .split('.')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| EtlError::Schema(format!("{sql:?} returned {text:?}, not a count")))
+        for c in 1..=columns {
+            text.clear();
+            if !row.get_text(c, &mut text).map_err(|e| context(&e))? {
+                values.push(None);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&text);
+            // Some drivers hand a count over as a decimal ("3.0").
+            let value = text
+                .trim()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| context(&format!("returned {text:?}, not an integer")))?;
+            values.push(Some(value));
+        }
+        Ok(values)
     }
 
     fn quote(&self, name: &str) -> String {
@@ -839,27 +890,30 @@ impl Migration {
         let input: Vec<(&Field, &PgType)> = pairs.iter().map(|(f, ty)| (*f, ty)).collect();
         let encoder = CopyEncoder::new(&input)
             .map_err(|e| EtlError::Schema(format!("{e} (target table {target})")))?;
-        // A reader thread fetches from the driver while this one encodes
-        // and sends: ODBC fetch and COPY overlap.
-        let (batches, received) =
-            std::sync::mpsc::sync_channel::<Result<arrow::array::RecordBatch, EtlError>>(2);
-        let (spec, select, source) = (self.spec.clone(), t.select.clone(), t.source.clone());
-        let reader = std::thread::Builder::new()
-            .name("etl-odbc-reader".into())
-            .spawn(move || -> Result<OdbcReader, EtlError> {
-                let mut reader = open(&spec, &select, spec.options.clone(), &source)?;
-                while let Some(batch) = reader.next_batch().transpose() {
-                    let failed = batch.is_err();
-                    if batches.send(batch).is_err() || failed {
-                        break;
-                    }
-                }
-                Ok(reader)
-            })
-            .map_err(|e| EtlError::Io {
-                context: "starting the ODBC reader thread".into(),
-                source: e,
-            })?;
+        // Reader threads fetch from the driver while this one encodes and
+        // sends: ODBC fetch and COPY overlap. A big table with an integer
+        // key is read by several, each a range of the key.
+        let parts = self.read_parts(t)?;
+        let (batches, received) = std::sync::mpsc::sync_channel::<
+            Result<arrow::array::RecordBatch, EtlError>,
+        >(2 * parts.len());
+        let mut readers = Vec::new();
+        let several = parts.len() > 1;
+        for (select, part) in parts {
+            let table = (t.source != "query").then_some(t.source.as_str());
+            let request = reader::ReadRequest::new(
+                &self.spec.connection_string,
+                &select,
+                table,
+                &self.spec.options,
+            );
+            readers.push(if several {
+                reader::in_child(request, part, batches.clone())?
+            } else {
+                reader::in_thread(request, part, batches.clone())?
+            });
+        }
+        drop(batches);
         let in_table = |what: &str| format!("{what} for source table {:?} into {target}", t.source);
         client
             .batch_execute(&format!(
@@ -897,10 +951,25 @@ impl Migration {
                     .map_err(EtlError::pg(in_table("sending rows")))?;
             }
         }
-        // The reader's own error (opening the query) ends the channel too.
-        let mut reader = reader
-            .join()
-            .map_err(|_| EtlError::Bug("the ODBC reader thread panicked".into()))??;
+        // A reader's own error (opening the query) ends its sends too.
+        let mut loaded = Loaded::default();
+        for reader in readers {
+            let reader = reader
+                .join()
+                .map_err(|_| EtlError::Bug("an ODBC reader thread panicked".into()))?
+                .map_err(|e| EtlError::Schema(format!("source table {:?}: {e}", t.source)))?;
+            for (c, n) in reader.replaced {
+                *loaded.replaced.entry(c).or_default() += n;
+            }
+            for (map, from) in [
+                (&mut loaded.invalid_dates, reader.invalid_dates),
+                (&mut loaded.truncated, reader.truncated),
+            ] {
+                for (c, (n, first)) in from {
+                    map.entry(c).or_insert((0, first)).0 += n;
+                }
+            }
+        }
         CopyEncoder::write_footer(&mut buf);
         let data = buf.split().freeze();
         written += data.len() as u64;
@@ -920,10 +989,58 @@ impl Migration {
         Ok(Loaded {
             rows,
             bytes: written,
-            replaced: std::mem::take(&mut reader.replaced),
-            invalid_dates: std::mem::take(&mut reader.invalid_dates),
-            truncated: std::mem::take(&mut reader.truncated),
+            ..loaded
         })
+    }
+
+    /// The queries that read a table: its one SELECT, or with `readers` > 1
+    /// and an integer key, one per range of the key (MIN to MAX cut in
+    /// equal widths; the first also takes NULL keys), each named for
+    /// errors. A table of fewer rows than readers x batch_rows is read whole.
+    fn read_parts(&self, t: &Table) -> Result<Vec<(String, Option<String>)>, EtlError> {
+        let whole = vec![(t.select.clone(), None)];
+        let n = self.spec.readers;
+        let Some(key) = t.range_key.as_ref().filter(|_| n > 1) else {
+            return Ok(whole);
+        };
+        let k = self.quote(key);
+        let sql = format!(
+            "SELECT MIN({k}), MAX({k}), COUNT(*) FROM {}",
+            self.quote(&t.source)
+        );
+        let connection = odbc::connect(&self.spec.connection_string)?;
+        let values = self.scalars(&connection, &sql, &t.source)?;
+        let [Some(min), Some(max), Some(count)] = values[..] else {
+            return Ok(whole);
+        };
+        if count < (n * self.spec.options.batch_rows) as i64 || max <= min {
+            return Ok(whole);
+        }
+        let width = ((max as i128 - min as i128) / n as i128 + 1).max(1);
+        let bounds: Vec<i64> = (1..n as i128)
+            .map(|i| (min as i128 + i * width).min(max as i128) as i64)
+            .collect();
+        Ok((0..n)
+            .map(|i| {
+                let (lo, hi) = (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i));
+                let filter = match (lo, hi) {
+                    (None, Some(hi)) => format!("{k} < {hi} OR {k} IS NULL"),
+                    (Some(lo), Some(hi)) => format!("{k} >= {lo} AND {k} < {hi}"),
+                    (Some(lo), None) => format!("{k} >= {lo}"),
+                    (None, None) => unreachable!("n > 1 parts have bounds"),
+                };
+                let part = format!(
+                    "rows with {key:?} {}",
+                    match (lo, hi) {
+                        (None, Some(hi)) => format!("below {hi} (or NULL)"),
+                        (Some(lo), Some(hi)) => format!("from {lo} below {hi}"),
+                        (Some(lo), None) => format!("from {lo}"),
+                        (None, None) => String::new(),
+                    }
+                );
+                (format!("{} WHERE {filter}", t.select), Some(part))
+            })
+            .collect())
     }
 
     /// Phase 3: constraints, sequences, checks.
@@ -1044,6 +1161,7 @@ impl Migration {
 }
 
 /// What one table's load did.
+#[derive(Default)]
 struct Loaded {
     rows: u64,
     bytes: u64,

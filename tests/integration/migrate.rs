@@ -599,6 +599,91 @@ create_table = true
 }
 
 #[test]
+fn a_big_table_is_read_by_several_processes_in_key_ranges() {
+    // Given 3,000 rows keyed 1..3000 (CP949 text; two rows, in different
+    // thirds, hold bytes that are not CP949) and a small table
+    let db = TestDb::new("odbc_readers");
+    let file = db.dir.path().join("big.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, s TEXT, x DOUBLE);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO big SELECT i, CAST(X'B0A1' AS TEXT) || i, i * 0.5 FROM n;
+         UPDATE big SET s = CAST(X'B0A1FF41' AS TEXT) WHERE id IN (700, 2900);
+         CREATE TABLE small (id INTEGER PRIMARY KEY, big_id INTEGER REFERENCES big(id));
+         INSERT INTO small VALUES (1, 700);",
+    );
+    let text = |policy: &str| {
+        format!(
+            r#"name = "readers"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={};StepAPI=1"
+tables = ["*"]
+encoding = "cp949"
+on_invalid_text = "{policy}"
+batch_rows = 100
+readers = 3
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            file.display()
+        )
+    };
+    let pipeline = db.pipeline("p.toml", &text("error"));
+
+    // When planned, the big table is split and the small one is not
+    let plan = db.etl(&["plan", pipeline.to_str().unwrap()]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains(
+            "big -> \"public\".\"big\": 3,000 rows, read by 3 processes in ranges of \"id\""
+        ),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("small -> \"public\".\"small\": 1 rows\n"),
+        "{plan:?}"
+    );
+
+    // When run with invalid text an error: the table fails naming the
+    // range, column, row (within the range) and bytes; nothing of it lands
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("big: source table \"big\": rows with \"id\" below 1001 (or NULL): column \"s\": row 700 holds bytes that are not valid EUC-KR (b0 a1 ff 41)")
+            || out.stdout.contains("big: source table \"big\": rows with \"id\" from 2001: column \"s\": row 900 holds bytes that are not valid EUC-KR (b0 a1 ff 41)"),
+        "{out:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "0");
+
+    // When rerun with replace
+    std::fs::write(&pipeline, text("replace")).unwrap();
+    let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
+    // Then all rows land once, both replacements counted, the keys follow
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(rerun.stdout.contains("replaced text big.s 2"), "{rerun:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || min(id) || ' ' || max(id) || ' ' || sum(x) || ' ' || \
+             count(*) FILTER (WHERE s = '가' || id) || ' ' || count(*) FILTER (WHERE s = '가\u{FFFD}A') FROM big"
+        ),
+        "3000 3000 1 3000 2250750 2998 2"
+    );
+    assert!(
+        rerun
+            .stdout
+            .contains("2 of 2 tables have the source's row count"),
+        "{rerun:?}"
+    );
+}
+
+#[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     let Some(fixtures) = fixtures() else { return };
     // Given the known Korean text in a PostgreSQL source read through the

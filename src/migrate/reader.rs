@@ -1,0 +1,289 @@
+//! The readers of one table's load: each runs one SELECT (the whole table,
+//! or one range of its key) and sends Arrow batches to the loading thread,
+//! which encodes them into the table's one COPY.
+//!
+//! One reader is a thread of this process. Several run as child processes
+//! (`etl odbc-read`, hidden), each streaming Arrow IPC on its stdout: in
+//! one process, drivers share their libraries' process-wide locks (SQLite
+//! takes one on every allocation, so two threads read no faster than one),
+//! and a driver that crashes takes only its child down, failing the table
+//! instead of the run. The request (with the connection string, which may
+//! hold a password) goes to the child on stdin, never on its command line;
+//! its warnings come back on stderr and are passed on, its counts in a
+//! last stderr line.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::EtlError;
+use crate::source::odbc::{self, Cast, OdbcOptions};
+
+/// What a child reader runs: the connection, the SELECT and the options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadRequest {
+    pub connection_string: String,
+    pub select: String,
+    /// The source table, for `[source.casts]`; `None` for a query.
+    pub table: Option<String>,
+    /// encoding_rs's name of the encoding (`EUC-KR`).
+    pub encoding: String,
+    pub replace_invalid: bool,
+    pub batch_rows: usize,
+    pub batch_bytes: usize,
+    pub max_text_bytes: usize,
+    pub truncate_long: bool,
+    pub row_by_row: bool,
+    /// `Table.Column` -> `text` | `binary`.
+    pub casts: BTreeMap<String, String>,
+}
+
+impl ReadRequest {
+    pub fn new(
+        connection_string: &str,
+        select: &str,
+        table: Option<&str>,
+        o: &OdbcOptions,
+    ) -> Self {
+        ReadRequest {
+            connection_string: connection_string.to_string(),
+            select: select.to_string(),
+            table: table.map(str::to_string),
+            encoding: o.encoding.name().to_string(),
+            replace_invalid: o.replace_invalid,
+            batch_rows: o.batch_rows,
+            batch_bytes: o.batch_bytes,
+            max_text_bytes: o.max_text_bytes,
+            truncate_long: o.truncate_long,
+            row_by_row: o.row_by_row,
+            casts: o
+                .casts
+                .iter()
+                .map(|(c, cast)| {
+                    let cast = match cast {
+                        Cast::Text => "text",
+                        Cast::Binary => "binary",
+                    };
+                    (c.clone(), cast.to_string())
+                })
+                .collect(),
+        }
+    }
+
+    fn options(&self) -> Result<OdbcOptions, EtlError> {
+        let mut o = OdbcOptions::new(&self.encoding)?;
+        o.replace_invalid = self.replace_invalid;
+        o.batch_rows = self.batch_rows;
+        o.batch_bytes = self.batch_bytes;
+        o.max_text_bytes = self.max_text_bytes;
+        o.truncate_long = self.truncate_long;
+        o.row_by_row = self.row_by_row;
+        for (column, cast) in &self.casts {
+            o.casts
+                .insert(column.clone(), Cast::parse(cast).map_err(EtlError::Schema)?);
+        }
+        Ok(o)
+    }
+
+    /// Connects and runs the SELECT.
+    pub fn open(&self) -> Result<odbc::OdbcReader, EtlError> {
+        let connection = odbc::connect(&self.connection_string)?;
+        odbc::open_table(
+            connection,
+            &self.select,
+            self.options()?,
+            self.table.as_deref(),
+        )
+    }
+}
+
+/// What a reader counted: values replaced, cut, or invalid dates made NULL.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ReadStats {
+    pub replaced: BTreeMap<String, u64>,
+    pub truncated: BTreeMap<String, (u64, u64)>,
+    pub invalid_dates: BTreeMap<String, (u64, u64)>,
+}
+
+impl ReadStats {
+    fn of(reader: &mut odbc::OdbcReader) -> Self {
+        ReadStats {
+            replaced: std::mem::take(&mut reader.replaced),
+            truncated: std::mem::take(&mut reader.truncated),
+            invalid_dates: std::mem::take(&mut reader.invalid_dates),
+        }
+    }
+}
+
+/// The batches sent to the loading thread.
+pub type Batches = SyncSender<Result<RecordBatch, EtlError>>;
+
+/// An error of one part of a table ("rows with "id" from 500 below 1000").
+fn in_part(part: &Option<String>, e: EtlError) -> EtlError {
+    match part {
+        None => e,
+        Some(part) => EtlError::Schema(format!("{part}: {e}")),
+    }
+}
+
+/// Starts a reader of `request` in a thread of this process.
+pub fn in_thread(
+    request: ReadRequest,
+    part: Option<String>,
+    batches: Batches,
+) -> Result<JoinHandle<Result<ReadStats, EtlError>>, EtlError> {
+    std::thread::Builder::new()
+        .name("etl-odbc-reader".into())
+        .spawn(move || {
+            let mut reader = request.open().map_err(|e| in_part(&part, e))?;
+            while let Some(batch) = reader.next_batch().transpose() {
+                let failed = batch.is_err();
+                if batches.send(batch.map_err(|e| in_part(&part, e))).is_err() || failed {
+                    break;
+                }
+            }
+            Ok(ReadStats::of(&mut reader))
+        })
+        .map_err(|e| EtlError::Io {
+            context: "starting an ODBC reader thread".into(),
+            source: e,
+        })
+}
+
+/// The last stderr line of a child reader: its counts, as JSON.
+const STATS_LINE: &str = "etl-odbc-read stats: ";
+
+/// Starts a reader of `request` as a child process (this executable's
+/// `odbc-read`), and a thread that sends its batches on.
+pub fn in_child(
+    request: ReadRequest,
+    part: Option<String>,
+    batches: Batches,
+) -> Result<JoinHandle<Result<ReadStats, EtlError>>, EtlError> {
+    let io = |context: &str| {
+        let context = context.to_string();
+        move |source| EtlError::Io { context, source }
+    };
+    let exe = std::env::current_exe().map_err(io("finding the etl executable"))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["-q", "odbc-read"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io("starting an ODBC reader process (etl odbc-read)"))?;
+    let request = serde_json::to_vec(&request)
+        .map_err(|e| EtlError::Bug(format!("serializing a read request: {e}")))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::Builder::new()
+        .name("etl-odbc-reader".into())
+        .spawn(move || {
+            stdin
+                .write_all(&request)
+                .map_err(io("sending the read request to the reader process"))?;
+            drop(stdin);
+            // Its warnings are passed on as they come; its last lines kept.
+            let log = std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.starts_with(STATS_LINE) || line.starts_with("etl: ") {
+                        kept.push(line);
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+                kept
+            });
+            let mut stopped = false;
+            let stream = arrow::ipc::reader::StreamReader::try_new(BufReader::new(stdout), None);
+            if let Ok(stream) = stream {
+                for batch in stream {
+                    // An IPC error means the child died: its status says why.
+                    let Ok(batch) = batch else { break };
+                    if batches.send(Ok(batch)).is_err() {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            if stopped {
+                // The load gave up (another reader failed): stop this one.
+                let _ = child.kill();
+            }
+            let status = child.wait().map_err(io("waiting for the reader process"))?;
+            let kept = log.join().unwrap_or_default();
+            if !status.success() {
+                let error = kept
+                    .iter()
+                    .filter_map(|l| l.strip_prefix("etl: "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let error = if error.is_empty() {
+                    format!(
+                        "the reader process (etl odbc-read) ended with {status}; a driver crash?"
+                    )
+                } else {
+                    error
+                };
+                let error = in_part(&part, EtlError::Schema(error));
+                // The loading thread may still be waiting for batches.
+                let _ = batches.send(Err(EtlError::Schema(error.to_string())));
+                return Err(error);
+            }
+            kept.iter()
+                .find_map(|l| l.strip_prefix(STATS_LINE))
+                .map(|json| {
+                    serde_json::from_str(json)
+                        .map_err(|e| EtlError::Bug(format!("a reader's counts: {e}")))
+                })
+                .unwrap_or_else(|| Ok(ReadStats::default()))
+        })
+        .map_err(|e| EtlError::Io {
+            context: "starting an ODBC reader thread".into(),
+            source: e,
+        })
+}
+
+/// `etl odbc-read`: reads a request on stdin, writes the rows as an Arrow
+/// IPC stream on stdout and its counts as the last stderr line.
+pub fn child_main() -> Result<(), EtlError> {
+    let io = |context: &'static str| {
+        move |source| EtlError::Io {
+            context: context.into(),
+            source,
+        }
+    };
+    let request: ReadRequest = serde_json::from_reader(std::io::stdin().lock())
+        .map_err(|e| EtlError::Schema(format!("etl odbc-read: a bad request on stdin: {e}")))?;
+    let mut reader = request.open()?;
+    let stdout = std::io::stdout().lock();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(
+        std::io::BufWriter::new(stdout),
+        &reader.schema(),
+    )
+    .map_err(|e| EtlError::Bug(format!("starting an Arrow IPC stream: {e}")))?;
+    while let Some(batch) = reader.next_batch()? {
+        writer.write(&batch).map_err(|e| EtlError::Io {
+            context: "writing rows to the loading process".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    writer
+        .finish()
+        .map_err(|e| EtlError::Bug(format!("ending an Arrow IPC stream: {e}")))?;
+    writer
+        .into_inner()
+        .map_err(|e| EtlError::Bug(format!("ending an Arrow IPC stream: {e}")))?
+        .flush()
+        .map_err(io("writing rows to the loading process"))?;
+    let stats = serde_json::to_string(&ReadStats::of(&mut reader))
+        .map_err(|e| EtlError::Bug(format!("a reader's counts: {e}")))?;
+    eprintln!("{STATS_LINE}{stats}");
+    Ok(())
+}
