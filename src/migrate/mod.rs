@@ -166,8 +166,11 @@ impl Migration {
             }
         };
         let mut spec = spec.clone();
-        // MDBTools refuses row arrays: it is read one row at a time.
-        spec.options.row_by_row |= catalog::is_mdbtools(&spec.connection_string);
+        if catalog::is_mdbtools(&spec.connection_string) {
+            // MDBTools refuses row arrays: it is read one row at a time.
+            spec.options.row_by_row = true;
+            mdbtools_code_page(&mut spec.options);
+        }
         let spec = &spec;
         let lower = spec.connection_string.to_ascii_lowercase();
         if lower.contains("sqlite") && !lower.contains("stepapi") {
@@ -471,6 +474,12 @@ impl Migration {
             bytes(o.max_text_bytes as u64),
             if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
         ));
+        if catalog::is_mdbtools(&self.spec.connection_string) {
+            lines.push(format!(
+                "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
+                std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
+            ));
+        }
         if !self.tables.iter().all(|t| t.source == "query") {
             lines.push(format!("Keys from: {}", self.keys_from));
         }
@@ -1184,6 +1193,37 @@ fn open(
         (table != "query").then_some(table),
     )
     .map_err(|e| EtlError::Schema(format!("source table {table:?}: {e}")))
+}
+
+/// MDBTools always hands out UTF-8, converting an Access 97 (Jet 3)
+/// file's text from the code page in `MDB_JET3_CHARSET` (CP1252 when
+/// unset; Access 2000 and later store Unicode). So `encoding` names the
+/// file's code page: it becomes `MDB_JET3_CHARSET` (unless the environment
+/// sets it already) and etl decodes the driver's UTF-8.
+fn mdbtools_code_page(options: &mut odbc::OdbcOptions) {
+    let encoding = options.encoding;
+    if encoding == encoding_rs::UTF_8 {
+        return;
+    }
+    // iconv's names; encoding_rs's EUC-KR is all of CP949 (UHC).
+    let iconv = if encoding == encoding_rs::EUC_KR {
+        "CP949"
+    } else {
+        encoding.name()
+    };
+    match std::env::var("MDB_JET3_CHARSET") {
+        Ok(set) => tracing::info!(
+            MDB_JET3_CHARSET = set,
+            encoding = encoding.name(),
+            "MDB_JET3_CHARSET is set: MDBTools converts Access 97 text from it, not from encoding."
+        ),
+        Err(_) => {
+            // Set before the first connection, while no other thread reads
+            // the environment; reader processes inherit it.
+            std::env::set_var("MDB_JET3_CHARSET", iconv);
+        }
+    }
+    options.encoding = encoding_rs::UTF_8;
 }
 
 /// A key's columns must be columns of the table.

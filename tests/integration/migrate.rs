@@ -684,6 +684,52 @@ create_table = true
 }
 
 #[test]
+fn an_access_97_file_is_read_in_the_code_page_named_by_encoding() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given nwind.mdb (Access 97: text in a Windows code page) and a
+    // pipeline that names that code page, as a user would
+    let file = fixtures.join("access/nwind.mdb");
+    let db = TestDb::new("access_code_page");
+    let pipeline = db.pipeline(
+        "p.toml",
+        &format!(
+            r#"name = "nwind"
+[source]
+type = "odbc"
+connection_string = "Driver={{MDBTools}};DBQ={};"
+tables = ["Customers"]
+encoding = "windows-1252"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            file.display()
+        ),
+    );
+    // When planned and run
+    let plan = db.etl(&["plan", pipeline.to_str().unwrap()]);
+    assert!(
+        plan.stdout.contains(
+            "MDBTools hands out UTF-8; it converts Access 97 text from windows-1252 (MDB_JET3_CHARSET)"
+        ),
+        "{plan:?}"
+    );
+    let out = db.etl(&["run", pipeline.to_str().unwrap()]);
+    // Then the text is what Access shows (MDBTools converted it, etl
+    // decoded UTF-8 rather than reading UTF-8 bytes as windows-1252)
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE \"City\" = 'México D.F.') || ' ' || count(*) FILTER (WHERE \"Address\" LIKE '%Bolívar%') || ' ' || count(*) FILTER (WHERE \"Address\" LIKE '%Ã%') FROM \"Customers\""
+        ),
+        "5 1 0"
+    );
+}
+
+#[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     let Some(fixtures) = fixtures() else { return };
     // Given the known Korean text in a PostgreSQL source read through the
