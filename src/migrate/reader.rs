@@ -259,6 +259,10 @@ pub fn child_main() -> Result<(), EtlError> {
             source,
         }
     };
+    // Ctrl-C reaches the whole process group: the loading process decides
+    // (it lets running tables finish), and ends this one by closing its
+    // stdout or killing it.
+    let _ = ctrlc::set_handler(|| {});
     let request: ReadRequest = serde_json::from_reader(std::io::stdin().lock())
         .map_err(|e| EtlError::Schema(format!("etl odbc-read: a bad request on stdin: {e}")))?;
     let mut reader = request.open()?;
