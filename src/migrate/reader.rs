@@ -184,62 +184,82 @@ pub fn in_child(
     std::thread::Builder::new()
         .name("etl-odbc-reader".into())
         .spawn(move || {
-            stdin
-                .write_all(&request)
-                .map_err(io("sending the read request to the reader process"))?;
+            // A child that cannot take its request has died: its status
+            // below says how, which says more than this write's EPIPE.
+            let sent = stdin.write_all(&request);
             drop(stdin);
-            // Its warnings are passed on as they come; its last lines kept.
+            // Its warnings are passed on as they come; its counts and its
+            // error (from "etl: " on, which may run over lines) kept.
             let log = std::thread::spawn(move || {
-                let mut kept = Vec::new();
+                let (mut stats, mut error) = (None, Vec::new());
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.starts_with(STATS_LINE) || line.starts_with("etl: ") {
-                        kept.push(line);
+                    if let Some(json) = line.strip_prefix(STATS_LINE) {
+                        stats = Some(json.to_string());
+                    } else if let Some(first) = line.strip_prefix("etl: ") {
+                        error.push(first.to_string());
+                    } else if !error.is_empty() {
+                        error.push(line);
                     } else {
                         eprintln!("{line}");
                     }
                 }
-                kept
+                (stats, error)
             });
-            let mut stopped = false;
-            let stream = arrow::ipc::reader::StreamReader::try_new(BufReader::new(stdout), None);
-            if let Ok(stream) = stream {
-                for batch in stream {
-                    // An IPC error means the child died: its status says why.
-                    let Ok(batch) = batch else { break };
-                    if batches.send(Ok(batch)).is_err() {
-                        stopped = true;
-                        break;
+            // Dropping the stream closes the pipe: a child still writing
+            // ends on it.
+            let (mut stopped, mut broken) = (false, None);
+            match arrow::ipc::reader::StreamReader::try_new(BufReader::new(stdout), None) {
+                Err(e) => broken = Some(e),
+                Ok(stream) => {
+                    for batch in stream {
+                        match batch {
+                            Err(e) => {
+                                broken = Some(e);
+                                break;
+                            }
+                            Ok(batch) => {
+                                if batches.send(Ok(batch)).is_err() {
+                                    stopped = true;
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
             }
             if stopped {
                 // The load gave up (another reader failed): stop this one.
                 let _ = child.kill();
+                let _ = child.wait();
+                return Err(in_part(&part, EtlError::Schema("stopped".into())));
             }
+            // A broken stream is never taken as the end: the child died
+            // (its status and words say why), or its output is not what
+            // etl writes.
             let status = child.wait().map_err(io("waiting for the reader process"))?;
-            let kept = log.join().unwrap_or_default();
-            if !status.success() {
-                let error = kept
-                    .iter()
-                    .filter_map(|l| l.strip_prefix("etl: "))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                let error = if error.is_empty() {
-                    format!(
-                        "the reader process (etl odbc-read) ended with {status}; a driver crash?"
-                    )
-                } else {
-                    error
-                };
+            let (stats, said) = log.join().unwrap_or_default();
+            let ended = if said.is_empty() {
+                format!("the reader process (etl odbc-read) ended with {status}; a driver crash?")
+            } else {
+                said.join("\n")
+            };
+            let error = match (&broken, status.success()) {
+                (None, true) => sent
+                    .err()
+                    .map(|e| format!("sending the read request to the reader process: {e}")),
+                (None, false) => Some(ended),
+                (Some(e), true) => Some(format!("reading the reader process's rows: {e}")),
+                (Some(e), false) => Some(format!("{ended} (its rows broke off: {e})")),
+            };
+            if let Some(error) = error {
                 let error = in_part(&part, EtlError::Schema(error));
                 // The loading thread may still be waiting for batches.
                 let _ = batches.send(Err(EtlError::Schema(error.to_string())));
                 return Err(error);
             }
-            kept.iter()
-                .find_map(|l| l.strip_prefix(STATS_LINE))
+            stats
                 .map(|json| {
-                    serde_json::from_str(json)
+                    serde_json::from_str(&json)
                         .map_err(|e| EtlError::Bug(format!("a reader's counts: {e}")))
                 })
                 .unwrap_or_else(|| Ok(ReadStats::default()))

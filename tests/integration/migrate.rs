@@ -730,6 +730,89 @@ create_table = true
 }
 
 #[test]
+fn a_reader_process_that_dies_fails_only_its_table_and_rerun_loads_it() {
+    // Given a table big enough that its readers live a while
+    let db = TestDb::new("odbc_reader_dies");
+    let file = db.dir.path().join("big.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, s TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600000)
+         INSERT INTO big SELECT i, 'row ' || i FROM n;",
+    );
+    let pipeline = db.pipeline(
+        "p.toml",
+        &format!(
+            r#"name = "dies"
+[source]
+type = "odbc"
+connection_string = "Driver={{SQLite3}};Database={};StepAPI=1"
+tables = ["big"]
+batch_rows = 1000
+readers = 2
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+            file.display()
+        ),
+    );
+    let (mut child, _lines) =
+        crate::support::spawn_etl(&db, &["run", pipeline.to_str().unwrap()], &[]);
+
+    // When one reader process dies mid-table (as a crashing driver would)
+    let pid = child.id().to_string();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reader = loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()
+            .unwrap();
+        if let Some(first) = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+        {
+            break first.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no reader process started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &reader])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+
+    // Then the run goes on and ends, the table fails naming why, and
+    // nothing of it is committed
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ended with signal: 9 (SIGKILL); a driver crash?"),
+        "{stdout}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "0");
+
+    // When the failed table is rerun, it loads whole
+    let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || sum(id) FROM big"
+        ),
+        "600000 600000 180000300000"
+    );
+}
+
+#[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     let Some(fixtures) = fixtures() else { return };
     // Given the known Korean text in a PostgreSQL source read through the
