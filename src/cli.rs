@@ -455,6 +455,25 @@ fn follow_loop(
     Ok(Outcome::Success)
 }
 
+/// `rerun --dry-run`: what would run, one item a line.
+fn would<'a, T: std::fmt::Display + 'a>(
+    verb: &str,
+    noun: &str,
+    pipeline: &str,
+    items: impl IntoIterator<Item = &'a T, IntoIter: ExactSizeIterator>,
+) -> anyhow::Result<Outcome> {
+    let items = items.into_iter();
+    let n = items.len();
+    out!(
+        "Would {verb} {n} {noun}{} of pipeline {pipeline}:",
+        if n == 1 { "" } else { "s" }
+    );
+    for item in items {
+        out!("  {item}");
+    }
+    Ok(Outcome::Success)
+}
+
 fn rerun(
     path: &Path,
     csv: &Path,
@@ -472,16 +491,7 @@ fn rerun(
         let tables: std::collections::BTreeSet<String> =
             chunks.iter().filter_map(|c| c.key.clone()).collect();
         if dry_run {
-            out!(
-                "Would reload {} table{} of pipeline {}:",
-                tables.len(),
-                if tables.len() == 1 { "" } else { "s" },
-                pipeline.name
-            );
-            for t in &tables {
-                out!("  {t}");
-            }
-            return Ok(Outcome::Success);
+            return would("reload", "table", &pipeline.name, &tables);
         }
         let m = Migration::discover(&pipeline)?;
         let report = m.run(Some(&tables), true, None)?;
@@ -499,16 +509,7 @@ fn rerun(
         }
     }
     if dry_run {
-        out!(
-            "Would rerun {} chunk{} of pipeline {}:",
-            chunks.len(),
-            if chunks.len() == 1 { "" } else { "s" },
-            pipeline.name
-        );
-        for c in &chunks {
-            out!("  {c}");
-        }
-        return Ok(Outcome::Success);
+        return would("rerun", "chunk", &pipeline.name, &chunks);
     }
     if !(0.0..=86_400.0).contains(&delay_secs) {
         anyhow::bail!("--delay-secs {delay_secs} is out of range; use 0 to 86400");

@@ -43,7 +43,7 @@ use crate::plan::Chunk;
 use crate::run::block_on;
 use crate::run::summary::{bytes, thousands};
 use crate::sink::ledger;
-use crate::source::odbc::{self, OdbcReader};
+use crate::source::odbc;
 use crate::sql::{ident, literal, TableName};
 use catalog::{ForeignKey, Keys};
 
@@ -249,7 +249,11 @@ impl Migration {
             })?;
             let mut options = spec.options.clone();
             options.batch_rows = 1;
-            let reader = open(spec, &select, options, &name)?;
+            let table = (name != "query").then_some(name.as_str());
+            let reader =
+                reader::ReadRequest::new(&spec.connection_string, &select, table, &options)
+                    .open()
+                    .map_err(|e| EtlError::Schema(format!("source table {name:?}: {e}")))?;
             let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
             for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
                 if *auto && !keys.identity.contains(field.name()) {
@@ -1177,22 +1181,6 @@ struct Loaded {
     replaced: BTreeMap<String, u64>,
     invalid_dates: BTreeMap<String, (u64, u64)>,
     truncated: BTreeMap<String, (u64, u64)>,
-}
-
-fn open(
-    spec: &OdbcSpec,
-    select: &str,
-    options: odbc::OdbcOptions,
-    table: &str,
-) -> Result<OdbcReader, EtlError> {
-    let connection = odbc::connect(&spec.connection_string)?;
-    odbc::open_table(
-        connection,
-        select,
-        options,
-        (table != "query").then_some(table),
-    )
-    .map_err(|e| EtlError::Schema(format!("source table {table:?}: {e}")))
 }
 
 /// MDBTools always hands out UTF-8, converting an Access 97 (Jet 3)

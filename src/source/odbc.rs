@@ -1199,7 +1199,7 @@ fn parse_texts<'a>(
     first_row: u64,
     values: impl Iterator<Item = Option<&'a [u8]>>,
 ) -> Result<ArrayRef, EtlError> {
-    let values = values.map(|v| v.map(|b| String::from_utf8_lossy(b).trim().to_string()));
+    let values = values.map(|v| v.map(String::from_utf8_lossy));
     Ok(match col {
         Col::Uuid => {
             let mut b = arrow::array::FixedSizeBinaryBuilder::new(16);
@@ -1230,9 +1230,10 @@ fn parse_texts<'a>(
                 .enumerate()
                 .map(|(r, v)| {
                     let v = v?;
-                    let parsed = parse(&v);
+                    let v = v.trim();
+                    let parsed = parse(v);
                     if parsed.is_none() {
-                        invalid_date(invalid_dates, name, first_row + r as u64 + 1, &v);
+                        invalid_date(invalid_dates, name, first_row + r as u64 + 1, v);
                     }
                     parsed
                 })
