@@ -27,6 +27,23 @@ fn sqlite(file: &Path, sql: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// An ODBC pipeline into `db.dst`: `source` is the lines after the
+/// connection string, `table` the target.
+fn odbc_pipeline(name: &str, connection: &str, source: &str, table: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[source]
+type = "odbc"
+connection_string = "{connection}"
+{source}[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "{table}"
+create_table = true
+"#
+    )
+}
+
 /// The shipped pipeline run on an Access file into `db.dst`.
 fn access(db: &TestDb, file: &Path, args: &[&str]) -> crate::support::Output {
     let pipeline = repo().join("pipelines/access-migration.toml");
@@ -168,20 +185,11 @@ fn a_sqlite_database_migrates_parents_first_with_a_cycle_and_sequences_continue(
     );
     let pipeline = db.pipeline(
         "shop.toml",
-        &format!(
-            r#"name = "shop"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={}"
-tables = ["*"]
-exclude = ["scratch"]
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "shop.{{table}}"
-create_table = true
-"#,
-            file.display()
+        &odbc_pipeline(
+            "shop",
+            &format!("Driver={{SQLite3}};Database={}", file.display()),
+            "tables = [\"*\"]\nexclude = [\"scratch\"]\n",
+            "shop.{table}",
         ),
     );
 
@@ -279,21 +287,11 @@ fn a_table_with_bad_text_fails_alone_and_rerun_completes_the_migration() {
          INSERT INTO bad VALUES (1, 1, CAST(X'B0A1' AS TEXT)), (2, 1, CAST(X'B0A1FF41' AS TEXT));",
     );
     let text = |policy: &str| {
-        format!(
-            r#"name = "rerun"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={}"
-tables = ["*"]
-encoding = "cp949"
-on_invalid_text = "{policy}"
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            file.display()
+        odbc_pipeline(
+            "rerun",
+            &format!("Driver={{SQLite3}};Database={}", file.display()),
+            &format!("tables = [\"*\"]\nencoding = \"cp949\"\non_invalid_text = \"{policy}\"\n"),
+            "public.{table}",
         )
     };
     let pipeline = db.pipeline("p.toml", &text("error"));
@@ -348,21 +346,11 @@ fn values_over_max_text_bytes_fail_or_are_cut_on_a_character_and_counted() {
          INSERT INTO codes VALUES (1, 'ab'), (2, 'abcdefghijkl');",
     );
     let text = |extra: &str| {
-        format!(
-            r#"name = "long"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={}"
-tables = ["*"]
-max_text_bytes = 10
-{extra}
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            file.display()
+        odbc_pipeline(
+            "long",
+            &format!("Driver={{SQLite3}};Database={}", file.display()),
+            &format!("tables = [\"*\"]\nmax_text_bytes = 10\n{extra}\n"),
+            "public.{table}",
         )
     };
     let pipeline = db.pipeline("p.toml", &text(""));
@@ -418,20 +406,11 @@ fn access_memo_values_over_the_limit_are_cut_row_by_row_and_counted() {
     let file = fixtures.join("access/nwind.mdb");
     let db = TestDb::new("access_long");
     let text = |schema: &str, extra: &str| {
-        format!(
-            r#"name = "{schema}"
-[source]
-type = "odbc"
-connection_string = "Driver={{MDBTools}};DBQ={}"
-tables = ["Employees"]
-{extra}
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "{schema}.{{table}}"
-create_table = true
-"#,
-            file.display()
+        odbc_pipeline(
+            schema,
+            &format!("Driver={{MDBTools}};DBQ={}", file.display()),
+            &format!("tables = [\"Employees\"]\n{extra}\n"),
+            &format!("{schema}.{{table}}"),
         )
     };
     let whole = db.pipeline("whole.toml", &text("whole", ""));
@@ -488,21 +467,11 @@ fn driver_types_map_guids_and_fractions_and_a_wide_decimal_needs_a_cast() {
            (2, NULL, NULL, NULL, NULL)",
     );
     let text = |casts: &str| {
-        format!(
-            r#"name = "kinds"
-[source]
-type = "odbc"
-connection_string = "{}"
-query = "SELECT * FROM kinds"
-encoding = "cp949"
-{casts}
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.kinds"
-create_table = true
-"#,
-            psqlodbc_uhc(&db.src)
+        odbc_pipeline(
+            "kinds",
+            &psqlodbc_uhc(&db.src),
+            &format!("query = \"SELECT * FROM kinds\"\nencoding = \"cp949\"\n{casts}\n"),
+            "public.kinds",
         )
     };
     let pipeline = db.pipeline("kinds.toml", &text(""));
@@ -564,19 +533,11 @@ fn fractions_below_a_microsecond_round_as_postgresql_rounds_them() {
     );
     let pipeline = db.pipeline(
         "t.toml",
-        &format!(
-            r#"name = "t"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={}"
-query = "SELECT id, at FROM t"
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.t"
-create_table = true
-"#,
-            file.display()
+        &odbc_pipeline(
+            "t",
+            &format!("Driver={{SQLite3}};Database={}", file.display()),
+            "query = \"SELECT id, at FROM t\"\n",
+            "public.t",
         ),
     );
     // When loaded
@@ -614,23 +575,14 @@ fn a_big_table_is_read_by_several_processes_in_key_ranges() {
          INSERT INTO small VALUES (1, 700);",
     );
     let text = |policy: &str| {
-        format!(
-            r#"name = "readers"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={};StepAPI=1"
-tables = ["*"]
-encoding = "cp949"
-on_invalid_text = "{policy}"
-batch_rows = 100
-readers = 3
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            file.display()
+        odbc_pipeline(
+            "readers",
+            &format!("Driver={{SQLite3}};Database={};StepAPI=1", file.display()),
+            &format!(
+                "tables = [\"*\"]\nencoding = \"cp949\"\non_invalid_text = \"{policy}\"\n\
+                 batch_rows = 100\nreaders = 3\n"
+            ),
+            "public.{table}",
         )
     };
     let pipeline = db.pipeline("p.toml", &text("error"));
@@ -692,20 +644,11 @@ fn an_access_97_file_is_read_in_the_code_page_named_by_encoding() {
     let db = TestDb::new("access_code_page");
     let pipeline = db.pipeline(
         "p.toml",
-        &format!(
-            r#"name = "nwind"
-[source]
-type = "odbc"
-connection_string = "Driver={{MDBTools}};DBQ={};"
-tables = ["Customers"]
-encoding = "windows-1252"
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            file.display()
+        &odbc_pipeline(
+            "nwind",
+            &format!("Driver={{MDBTools}};DBQ={};", file.display()),
+            "tables = [\"Customers\"]\nencoding = \"windows-1252\"\n",
+            "public.{table}",
         ),
     );
     // When planned and run
@@ -742,21 +685,11 @@ fn a_reader_process_that_dies_fails_only_its_table_and_rerun_loads_it() {
     );
     let pipeline = db.pipeline(
         "p.toml",
-        &format!(
-            r#"name = "dies"
-[source]
-type = "odbc"
-connection_string = "Driver={{SQLite3}};Database={};StepAPI=1"
-tables = ["big"]
-batch_rows = 1000
-readers = 2
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            file.display()
+        &odbc_pipeline(
+            "dies",
+            &format!("Driver={{SQLite3}};Database={};StepAPI=1", file.display()),
+            "tables = [\"big\"]\nbatch_rows = 1000\nreaders = 2\n",
+            "public.{table}",
         ),
     );
     let (mut child, _lines) =
@@ -828,20 +761,11 @@ fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     );
     let pipeline = db.pipeline(
         "k.toml",
-        &format!(
-            r#"name = "korean"
-[source]
-type = "odbc"
-connection_string = "{}"
-query = "SELECT n, line FROM korean"
-encoding = "cp949"
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.korean"
-create_table = true
-"#,
-            psqlodbc_uhc(&db.src)
+        &odbc_pipeline(
+            "korean",
+            &psqlodbc_uhc(&db.src),
+            "query = \"SELECT n, line FROM korean\"\nencoding = \"cp949\"\n",
+            "public.korean",
         ),
     );
     // When run
@@ -877,20 +801,11 @@ fn korean_table_and_column_names_migrate_through_a_cp949_driver() {
     );
     let pipeline = db.pipeline(
         "names.toml",
-        &format!(
-            r#"name = "names"
-[source]
-type = "odbc"
-connection_string = "{}"
-tables = ["*"]
-encoding = "cp949"
-[[sinks]]
-type = "postgres"
-url = "${{ETL_DST_URL}}"
-table = "public.{{table}}"
-create_table = true
-"#,
-            psqlodbc_uhc(&db.src)
+        &odbc_pipeline(
+            "names",
+            &psqlodbc_uhc(&db.src),
+            "tables = [\"*\"]\nencoding = \"cp949\"\n",
+            "public.{table}",
         ),
     );
 
