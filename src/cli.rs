@@ -164,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             delay_secs,
         } => rerun(&pipeline, &failed_csv, dry_run, key.as_deref(), delay_secs),
         Command::OdbcRead => {
-            crate::migrate::reader::child_main()?;
+            crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)
         }
     }
@@ -186,13 +186,17 @@ fn validate(path: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn is_odbc(p: &ValidatedPipeline) -> bool {
+/// An ODBC source without time windows: a migration, one chunk per table
+/// (or one for its query). With `[chunks] time_column` an ODBC source runs
+/// through the chunk runner like every other source.
+fn is_migration(p: &ValidatedPipeline) -> bool {
     matches!(p.source, config::validate::ValidatedSource::Odbc(_))
+        && p.chunks.time_column.is_empty()
 }
 
 fn plan(path: &Path) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
-    if is_odbc(&pipeline) {
+    if is_migration(&pipeline) {
         let m = Migration::discover(&pipeline)?;
         out!(
             "Pipeline {}: {} tables from an ODBC source",
@@ -277,7 +281,7 @@ fn run_all(
     crate::run::install_ctrl_c();
     let pipeline = load(path)?;
     let failed_path = pipeline.chunks.failed_csv.clone();
-    if is_odbc(&pipeline) {
+    if is_migration(&pipeline) {
         if follow.is_some() {
             anyhow::bail!("--follow needs a time column; an ODBC source loads whole tables");
         }
@@ -486,7 +490,7 @@ fn rerun(
     if let Some(k) = key {
         chunks.retain(|c| c.key.as_deref() == Some(k));
     }
-    if is_odbc(&pipeline) {
+    if is_migration(&pipeline) {
         crate::run::install_ctrl_c();
         let tables: std::collections::BTreeSet<String> =
             chunks.iter().filter_map(|c| c.key.clone()).collect();
@@ -531,7 +535,7 @@ fn rerun(
 
 fn verify(path: &Path, sample: Option<usize>) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
-    if is_odbc(&pipeline) {
+    if is_migration(&pipeline) {
         let m = Migration::discover(&pipeline)?;
         let checks = m.verify()?;
         out!(
@@ -846,6 +850,9 @@ fn finish(
         }
         if report.pivot.as_ref().is_some_and(|p| p.not_pivoted() > 0) {
             return Ok(Outcome::RowsNotPivoted);
+        }
+        if report.source.values_changed > 0 {
+            return Ok(Outcome::ValuesChanged);
         }
         return Ok(Outcome::Success);
     }

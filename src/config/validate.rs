@@ -216,11 +216,28 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
-    let is_odbc = matches!(p.source, SourceConfig::Odbc(_));
-    // Whether an ODBC source reads whole tables (known even when the
+    // An ODBC source with [chunks] time_column runs time windows through
+    // the chunk runner like any source; without one it is a migration:
+    // one chunk per table (or one for its query).
+    let odbc_windows = matches!(&p.source, SourceConfig::Odbc(_))
+        && p.chunks.as_ref().is_some_and(|c| c.time_column.is_some());
+    let is_migration = matches!(p.source, SourceConfig::Odbc(_)) && !odbc_windows;
+    // Whether an ODBC migration reads whole tables (known even when the
     // source has problems of its own, so sink checks still run).
     let odbc_tables = match &p.source {
-        SourceConfig::Odbc(o) => Some(o.tables.is_some()),
+        SourceConfig::Odbc(o) if is_migration => Some(o.tables.is_some()),
+        _ => None,
+    };
+    // The one table a windowed ODBC source reads, for `{table}` in sinks.
+    let odbc_table = match &p.source {
+        SourceConfig::Odbc(o) if odbc_windows => match o.tables.as_deref() {
+            Some([t]) if t != "*" => Some(t.clone()),
+            Some(_) => {
+                c.add("source.tables", "time windows ([chunks] time_column) read one query or one table; name one table, or write a `query`");
+                None
+            }
+            None => None,
+        },
         _ => None,
     };
     let source = match p.source {
@@ -378,7 +395,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     let ch = match p.chunks {
         Some(ch) => ch,
         None => {
-            if !is_odbc {
+            if !is_migration {
                 c.add(
                     "chunks",
                     "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
@@ -387,7 +404,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             toml::from_str::<super::ChunksConfig>("").expect("every [chunks] key has a default")
         }
     };
-    if is_odbc {
+    if is_migration {
         for (k, set) in [
             ("time_column", ch.time_column.is_some()),
             ("key_column", ch.key_column.is_some()),
@@ -395,11 +412,11 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             ("end", ch.end.is_some()),
         ] {
             if set {
-                c.add(&format!("chunks.{k}"), "an ODBC source runs one chunk per table (or one for its query); time windows are not supported for ODBC sources yet, so leave it out");
+                c.add(&format!("chunks.{k}"), "without [chunks] time_column an ODBC source runs one chunk per table (or one for its query); add time_column for time windows, or leave this out");
             }
         }
         if !p.transforms.is_empty() {
-            c.add("transforms", "transforms do not run on an ODBC source yet; load into PostgreSQL first, then run a pipeline from there");
+            c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
         }
     } else if ch
         .time_column
@@ -549,10 +566,10 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     for (i, sink) in p.sinks.into_iter().enumerate() {
         match sink {
             SinkConfig::Parquet(s) => {
-                if is_odbc {
+                if is_migration {
                     c.add(
                         &format!("sinks[{i}].type"),
-                        "an ODBC source loads into PostgreSQL only; stage to Parquet from there",
+                        "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
                     );
                 }
                 let key = format!("sinks[{i}].path");
@@ -596,10 +613,18 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         c.add(&key("table"), "a whole-database source loads many tables; write the target as \"schema.{table}\"");
                     }
                     if s.mode == SinkMode::Upsert {
-                        c.add(&key("mode"), "upsert is not supported for ODBC sources yet; use append (each table or query is replaced whole when it runs again) or replace");
+                        c.add(&key("mode"), "upsert needs time-window chunks on an ODBC source (add [chunks] time_column); without them use append (each table or query is replaced whole when it runs again) or replace");
                     }
                     // The source table's name takes the key's place.
                     table = TableTemplate(s.table.replace("{table}", "{key}"));
+                }
+                if let Some(t) = &odbc_table {
+                    table = TableTemplate(s.table.replace("{table}", t));
+                } else if odbc_windows && s.table.contains("{table}") {
+                    c.add(
+                        &key("table"),
+                        "uses {table}, but the source reads a query; name the target table",
+                    );
                 }
                 if let Err(e) = table.render(Some("k")) {
                     c.add(&key("table"), e);
@@ -611,7 +636,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         format!("{:?} holds a placeholder other than {{key}}", s.table),
                     );
                 }
-                if table.has_key() && ch.key_column.is_none() && !is_odbc {
+                if table.has_key() && ch.key_column.is_none() && !is_migration {
                     c.add(&key("table"), "uses {key} but [chunks] has no key_column");
                 }
                 if let Some(pk) = &s.primary_key {

@@ -22,9 +22,8 @@
 //! this migration's foreign keys that touch it first; phase 3 adds them back.
 
 pub mod catalog;
-pub mod reader;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ use crate::plan::Chunk;
 use crate::run::block_on;
 use crate::run::summary::{bytes, thousands};
 use crate::sink::ledger;
-use crate::source::odbc;
+use crate::source::odbc::{self, process as reader};
 use crate::sql::{ident, literal, TableName};
 use catalog::{ForeignKey, Keys};
 
@@ -107,12 +106,8 @@ pub struct Report {
     pub rows: u64,
     pub bytes_written: u64,
     pub elapsed: Duration,
-    /// `Table.Column` -> values replaced with U+FFFD.
-    pub replaced: BTreeMap<String, u64>,
-    /// `Table.Column` -> (invalid dates loaded as NULL, first row).
-    pub invalid_dates: BTreeMap<String, (u64, u64)>,
-    /// `Table.Column` -> (values cut to max_text_bytes, first row).
-    pub truncated: BTreeMap<String, (u64, u64)>,
+    /// Values replaced, cut or made NULL, per `Table.Column`.
+    pub read: reader::ReadStats,
     /// Phase 3, when it ran.
     pub finish: Option<Finish>,
 }
@@ -145,7 +140,7 @@ impl Checks {
 impl Report {
     /// Values that did not load as they were: invalid dates made NULL.
     pub fn values_changed(&self) -> u64 {
-        self.invalid_dates.values().map(|v| v.0).sum()
+        self.read.values_changed()
     }
 }
 
@@ -165,29 +160,11 @@ impl Migration {
                 ))
             }
         };
-        let mut spec = spec.clone();
-        if catalog::is_mdbtools(&spec.connection_string) {
-            // MDBTools refuses row arrays: it is read one row at a time.
-            spec.options.row_by_row = true;
-            mdbtools_code_page(&mut spec.options);
-        }
-        let spec = &spec;
-        let lower = spec.connection_string.to_ascii_lowercase();
-        if lower.contains("sqlite") && !lower.contains("stepapi") {
-            tracing::warn!("SQLite's ODBC driver holds a whole result in memory unless the connection string has StepAPI=1; add it to keep memory bounded by the batch.");
-        }
+        let spec = &odbc::prepare(spec);
         let encoding = spec.options.encoding;
         let connection = odbc::connect(&spec.connection_string)?;
-        let quote = connection
-            .identifier_quote_char()
-            .ok()
-            .flatten()
-            .filter(|c| !c.is_whitespace())
-            .unwrap_or('"');
-        let quote_name = |name: &str| {
-            let q = quote.to_string();
-            format!("{quote}{}{quote}", name.replace(&q, &format!("{q}{q}")))
-        };
+        let quote = odbc::quote_char(&connection);
+        let quote_name = |name: &str| odbc::quote_with(quote, name);
         let mut tables = Vec::new();
         let (names, catalog) = match &spec.relation {
             OdbcRelation::Query(q) => {
@@ -589,7 +566,7 @@ impl Migration {
             .preallocate()
             .map_err(|e| context(&e))?
             .into_handle();
-        let mut cursor = odbc::execute(statement, sql, self.spec.options.encoding)
+        let mut cursor = odbc::execute(statement, sql, &[], self.spec.options.encoding)
             .map_err(|e| context(&e))?
             .ok_or_else(|| context(&"no result"))?;
         use odbc_api::{Cursor, ResultSetMetadata};
@@ -621,8 +598,7 @@ impl Migration {
     }
 
     fn quote(&self, name: &str) -> String {
-        let q = self.quote.to_string();
-        format!("{q}{}{q}", name.replace(&q, &format!("{q}{q}")))
+        odbc::quote_with(self.quote, name)
     }
 
     /// Loads the tables (all, or `only`), then, when every table of the
@@ -666,7 +642,7 @@ impl Migration {
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(t) = to_load.get(i) else { break };
-                        let result = block_on(self.load_with_retries(t, redo));
+                        let result = self.load_with_retries(t, redo);
                         results.lock().expect("results lock").push((i, result));
                     })
                     .expect("spawning a worker thread");
@@ -683,15 +659,7 @@ impl Migration {
                 Ok(Some(load)) => {
                     report.rows += load.rows;
                     report.bytes_written += load.bytes;
-                    for (c, n) in load.replaced {
-                        report.replaced.insert(format!("{}.{c}", t.source), n);
-                    }
-                    for (c, n) in load.invalid_dates {
-                        report.invalid_dates.insert(format!("{}.{c}", t.source), n);
-                    }
-                    for (c, n) in load.truncated {
-                        report.truncated.insert(format!("{}.{c}", t.source), n);
-                    }
+                    report.read.add(load.read.in_table(&t.source));
                     report.loaded.push((t.source.clone(), load.rows));
                 }
                 Err(e) => report.failed.push((t.chunk(), e.to_string())),
@@ -816,36 +784,19 @@ impl Migration {
             .all(|t| done.contains(&(t.target.qualified(), Some(t.source.clone()), 0, 0))))
     }
 
-    async fn load_with_retries(&self, t: &Table, redo: bool) -> Result<Option<Loaded>, EtlError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let began = Instant::now();
-            match self.load(t, redo).await {
-                Ok(loaded) => {
-                    if let Some(l) = &loaded {
-                        tracing::info!(table = %t.source, rows = l.rows, secs = format!("{:.2}", began.elapsed().as_secs_f64()), "Table loaded.");
-                    }
-                    return Ok(loaded);
-                }
-                Err(e) if e.is_transient() && attempt <= self.retries => {
-                    let wait = self.retry_backoff * 2u32.saturating_pow(attempt - 1);
-                    tracing::warn!(table = %t.source, attempt, error = %e, "Table failed; trying again.");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => {
-                    tracing::error!(table = %t.source, error = %e, "Table failed.");
-                    return Err(if attempt > 1 {
-                        EtlError::Retried {
-                            attempts: attempt,
-                            last: Box::new(e),
-                        }
-                    } else {
-                        e
-                    });
-                }
+    fn load_with_retries(&self, t: &Table, redo: bool) -> Result<Option<Loaded>, EtlError> {
+        let began = Instant::now();
+        let result = crate::run::with_retries(self.retries, self.retry_backoff, || {
+            block_on(self.load(t, redo))
+        });
+        match &result {
+            Ok(Some(l)) => {
+                tracing::info!(table = %t.source, rows = l.rows, secs = format!("{:.2}", began.elapsed().as_secs_f64()), "Table loaded.")
             }
+            Ok(None) => {}
+            Err(e) => tracing::error!(table = %t.source, error = %e, "Table failed."),
         }
+        result
     }
 
     /// One table in one transaction; `None` when the ledger says it is done
@@ -907,7 +858,7 @@ impl Migration {
         // sends: ODBC fetch and COPY overlap. A big table with an integer
         // key is read by several, each a range of the key.
         let parts = self.read_parts(t)?;
-        let (batches, received) = std::sync::mpsc::sync_channel::<
+        let (batches, mut received) = tokio::sync::mpsc::channel::<
             Result<arrow::array::RecordBatch, EtlError>,
         >(2 * parts.len());
         let mut readers = Vec::new();
@@ -952,7 +903,7 @@ impl Migration {
         let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
         CopyEncoder::write_header(&mut buf);
         let mut written = 0u64;
-        for batch in received.iter() {
+        while let Some(batch) = received.recv().await {
             let batch =
                 batch.map_err(|e| EtlError::Schema(format!("source table {:?}: {e}", t.source)))?;
             encoder.write_batch(&batch, &mut buf)?;
@@ -971,17 +922,7 @@ impl Migration {
                 .join()
                 .map_err(|_| EtlError::Bug("an ODBC reader thread panicked".into()))?
                 .map_err(|e| EtlError::Schema(format!("source table {:?}: {e}", t.source)))?;
-            for (c, n) in reader.replaced {
-                *loaded.replaced.entry(c).or_default() += n;
-            }
-            for (map, from) in [
-                (&mut loaded.invalid_dates, reader.invalid_dates),
-                (&mut loaded.truncated, reader.truncated),
-            ] {
-                for (c, (n, first)) in from {
-                    map.entry(c).or_insert((0, first)).0 += n;
-                }
-            }
+            loaded.read.add(reader);
         }
         CopyEncoder::write_footer(&mut buf);
         let data = buf.split().freeze();
@@ -1178,40 +1119,7 @@ impl Migration {
 struct Loaded {
     rows: u64,
     bytes: u64,
-    replaced: BTreeMap<String, u64>,
-    invalid_dates: BTreeMap<String, (u64, u64)>,
-    truncated: BTreeMap<String, (u64, u64)>,
-}
-
-/// MDBTools always hands out UTF-8, converting an Access 97 (Jet 3)
-/// file's text from the code page in `MDB_JET3_CHARSET` (CP1252 when
-/// unset; Access 2000 and later store Unicode). So `encoding` names the
-/// file's code page: it becomes `MDB_JET3_CHARSET` (unless the environment
-/// sets it already) and etl decodes the driver's UTF-8.
-fn mdbtools_code_page(options: &mut odbc::OdbcOptions) {
-    let encoding = options.encoding;
-    if encoding == encoding_rs::UTF_8 {
-        return;
-    }
-    // iconv's names; encoding_rs's EUC-KR is all of CP949 (UHC).
-    let iconv = if encoding == encoding_rs::EUC_KR {
-        "CP949"
-    } else {
-        encoding.name()
-    };
-    match std::env::var("MDB_JET3_CHARSET") {
-        Ok(set) => tracing::info!(
-            MDB_JET3_CHARSET = set,
-            encoding = encoding.name(),
-            "MDB_JET3_CHARSET is set: MDBTools converts Access 97 text from it, not from encoding."
-        ),
-        Err(_) => {
-            // Set before the first connection, while no other thread reads
-            // the environment; reader processes inherit it.
-            std::env::set_var("MDB_JET3_CHARSET", iconv);
-        }
-    }
-    options.encoding = encoding_rs::UTF_8;
+    read: reader::ReadStats,
 }
 
 /// A key's columns must be columns of the table.
@@ -1288,41 +1196,8 @@ pub fn render(m: &Migration, r: &Report) -> String {
         bytes(r.bytes_written),
         thousands((r.rows as f64 / secs.max(1e-3)) as u64)
     );
-    for (what, map) in [("replaced text", &r.replaced)] {
-        if !map.is_empty() {
-            let list: Vec<String> = map.iter().map(|(c, n)| format!("{c} {n}")).collect();
-            let _ = writeln!(
-                s,
-                "  {what:12} {} (invalid {} bytes loaded as U+FFFD)",
-                list.join(", "),
-                m.spec.options.encoding.name()
-            );
-        }
-    }
-    if !r.truncated.is_empty() {
-        let list: Vec<String> = r
-            .truncated
-            .iter()
-            .map(|(c, (n, first))| format!("{c} {n} (first at row {first})"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  truncated    {}: values longer than max_text_bytes = {} cut to it (on_long_value = \"truncate\")",
-            list.join(", "),
-            m.spec.options.max_text_bytes
-        );
-    }
-    if !r.invalid_dates.is_empty() {
-        let list: Vec<String> = r
-            .invalid_dates
-            .iter()
-            .map(|(c, (n, first))| format!("{c} {n} (first at row {first})"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  bad dates    {}: the driver returned invalid dates, loaded as NULL",
-            list.join(", ")
-        );
+    for line in odbc::count_lines(&r.read, &m.spec.options) {
+        let _ = writeln!(s, "  {line}");
     }
     match &r.finish {
         None if r.failed.is_empty() => {

@@ -56,6 +56,8 @@ pub struct RunReport {
     pub peak_memory_bytes: Option<u64>,
     /// What a pivot stage did in the committed chunks.
     pub pivot: Option<crate::transform::pivot::PivotCounts>,
+    /// What the source counted (text replaced or cut, invalid dates).
+    pub source: source::SourceCounts,
 }
 
 /// Knobs of one run that come from the command line.
@@ -338,6 +340,7 @@ impl Runner {
             elapsed: started.elapsed(),
             peak_memory_bytes: summary::peak_memory_bytes(),
             pivot: pivot.into_inner().expect("no panic while holding the lock"),
+            source: self.source.counts(),
         })
     }
 }
@@ -433,17 +436,16 @@ impl Runner {
         }
     }
 
-    /// Runs a chunk, trying again after transient failures (bounded, with
-    /// doubling backoff); a permanent error fails it at once.
+    /// Runs a chunk, trying again after transient failures; a permanent
+    /// error fails it at once. A panic is a bug in etl; it fails this
+    /// chunk, not the run.
     fn run_with_retries(
         &self,
         chunk: &Chunk,
         redo: bool,
     ) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
         let chunking = &self.pipeline.chunks;
-        let mut attempt = 0u32;
-        loop {
-            // A panic is a bug in etl; it fails this chunk, not the run.
+        with_retries(chunking.retries, chunking.retry_backoff, || {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 block_on(run_chunk(
                     &self.source,
@@ -464,27 +466,63 @@ impl Runner {
             if let Err(e) = &result {
                 self.record_failure(chunk, e);
             }
-            match result {
-                Err(e) if e.is_transient() && attempt < chunking.retries => {
-                    let wait = chunking.retry_backoff.saturating_mul(1 << attempt.min(16));
-                    attempt += 1;
-                    tracing::warn!(
-                        attempt,
-                        of = chunking.retries,
-                        wait_secs = wait.as_secs_f64(),
-                        error = %e,
-                        "Transient failure; the chunk was rolled back and will be tried again."
-                    );
-                    std::thread::sleep(wait);
-                }
-                Err(e) if attempt > 0 => {
-                    return Err(EtlError::Retried {
-                        attempts: attempt + 1,
-                        last: Box::new(e),
-                    });
-                }
-                other => return other,
+            result
+        })
+    }
+}
+
+/// The longest wait between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The wait before try `attempt + 2`: `base` doubled per try so far, at
+/// most [`MAX_BACKOFF`], then jittered down by up to half, so workers that
+/// failed together (a server restart) do not come back together.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let wait = base.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF);
+    // Jitter from the clock's nanoseconds and the thread: no RNG needed
+    // for spreading a handful of workers.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+        ^ std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::thread::current().id(),
+        );
+    let fraction = 0.5 + (seed % 1000) as f64 / 2000.0;
+    wait.mul_f64(fraction)
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or has failed
+/// transiently `retries` + 1 times (the last error then comes wrapped in
+/// [`EtlError::Retried`]). The one retry loop of etl: chunks and the
+/// tables of a migration both go through it.
+pub fn with_retries<T>(
+    retries: u32,
+    base: Duration,
+    mut attempt: impl FnMut() -> Result<T, EtlError>,
+) -> Result<T, EtlError> {
+    let mut tried = 0u32;
+    loop {
+        match attempt() {
+            Err(e) if e.is_transient() && tried < retries => {
+                let wait = backoff(base, tried);
+                tried += 1;
+                tracing::warn!(
+                    attempt = tried,
+                    of = retries,
+                    wait_secs = wait.as_secs_f64(),
+                    error = %e,
+                    "Transient failure; the chunk was rolled back and will be tried again."
+                );
+                std::thread::sleep(wait);
             }
+            Err(e) if tried > 0 => {
+                return Err(EtlError::Retried {
+                    attempts: tried + 1,
+                    last: Box::new(e),
+                });
+            }
+            other => return other,
         }
     }
 }

@@ -182,6 +182,9 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
         }
         None => s.push_str(&format!("  rows         {}\n", thousands(report.rows))),
     }
+    for line in &report.source.lines {
+        s.push_str(&format!("  {line}\n"));
+    }
     s.push_str(&format!(
         "  bytes        {} read, {} written\n",
         bytes(report.bytes_read),

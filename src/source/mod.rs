@@ -60,6 +60,20 @@ pub trait Source: Send + Sync {
     }
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
+    /// Values the source did not read as they were (text replaced or cut,
+    /// invalid dates made NULL), over the chunks read to their end.
+    fn counts(&self) -> SourceCounts {
+        SourceCounts::default()
+    }
+}
+
+/// What a source counted while reading, for the run's summary.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCounts {
+    /// One line each, like "replaced text s 2 (...)".
+    pub lines: Vec<String>,
+    /// Values loaded other than as the source held them (exit code 3).
+    pub values_changed: u64,
 }
 
 /// Connects the configured source and learns its schema.
@@ -79,9 +93,6 @@ pub async fn build(
             *batch_rows,
             chunking,
         )?)),
-        // `etl` sends ODBC pipelines to [`crate::migrate`], table by table.
-        ValidatedSource::Odbc(_) => Err(EtlError::Bug(
-            "an ODBC source reached the chunk runner; it runs through etl::migrate".into(),
-        )),
+        ValidatedSource::Odbc(spec) => Ok(Arc::new(odbc::OdbcSource::build(spec, chunking)?)),
     }
 }

@@ -10,6 +10,7 @@ mod faults;
 mod follow;
 mod migrate;
 mod odbc;
+mod odbc_chunks;
 mod parquet;
 mod pivot;
 mod resume;

@@ -845,10 +845,11 @@ fn korean_table_and_column_names_migrate_through_a_cp949_driver() {
 }
 
 #[test]
-fn odbc_pipelines_reject_time_windows_and_targets_without_table() {
+fn odbc_pipelines_name_what_windows_and_migrations_each_need() {
     let db = TestDb::new("odbc_config");
-    let pipeline = db.pipeline(
-        "bad.toml",
+    // Time windows over a whole database: refused, with the way out
+    let windows = db.pipeline(
+        "windows.toml",
         r#"name = "bad"
 [source]
 type = "odbc"
@@ -864,13 +865,42 @@ table = "public.t"
 mode = "upsert"
 "#,
     );
-    let out = db.etl(&["validate", pipeline.to_str().unwrap()]);
+    let out = db.etl(&["validate", windows.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
     for expected in [
+        "line 5, source.tables: time windows ([chunks] time_column) read one query or one table",
         "line 6, source.encoding: encoding \"klingon\" is not a known label",
-        "line 8, chunks.time_column: an ODBC source runs one chunk per table",
-        "line 12, sinks[0].table: a whole-database source loads many tables; write the target as \"schema.{table}\"",
-        "line 13, sinks[0].mode: upsert is not supported for ODBC sources yet",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{out:?}");
+    }
+    // A migration (no time column): a target without {table}, upsert, a
+    // stage and a key column are each named
+    let migration = db.pipeline(
+        "migration.toml",
+        r#"name = "bad"
+[source]
+type = "odbc"
+connection_string = "Driver={SQLite3};Database=x.db"
+tables = ["*"]
+[chunks]
+key_column = "k"
+[[transforms]]
+type = "sql"
+query = "SELECT * FROM input"
+[[sinks]]
+type = "postgres"
+url = "${ETL_DST_URL}"
+table = "public.t"
+mode = "upsert"
+"#,
+    );
+    let out = db.etl(&["validate", migration.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    for expected in [
+        "line 7, chunks.key_column: without [chunks] time_column an ODBC source runs one chunk per table",
+        "line 8, transforms: transforms run on time-window chunks",
+        "line 14, sinks[0].table: a whole-database source loads many tables; write the target as \"schema.{table}\"",
+        "line 15, sinks[0].mode: upsert needs time-window chunks on an ODBC source",
     ] {
         assert!(out.stderr.contains(expected), "{expected}\n{out:?}");
     }

@@ -15,10 +15,7 @@ use crate::support::{psql, repo, TestDb};
 pub fn fixtures() -> Option<PathBuf> {
     let candidates = match std::env::var_os("ETL_FIXTURES") {
         Some(dir) => vec![PathBuf::from(dir)],
-        None => vec![
-            repo().join("../shared/fixtures"),
-            PathBuf::from("/work/shared/fixtures"),
-        ],
+        None => vec![repo().join("../shared/fixtures")],
     };
     if let Some(dir) = candidates
         .iter()

@@ -1,6 +1,6 @@
-//! The readers of one table's load: each runs one SELECT (the whole table,
-//! or one range of its key) and sends Arrow batches to the loading thread,
-//! which encodes them into the table's one COPY.
+//! The readers of an ODBC chunk: each runs one SELECT (a whole table, a
+//! time window, one range of a key) and sends Arrow batches to the thread
+//! that writes the chunk.
 //!
 //! One reader is a thread of this process. Several run as child processes
 //! (`etl odbc-read`, hidden), each streaming Arrow IPC on its stdout: in
@@ -14,20 +14,22 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EtlError;
-use crate::source::odbc::{self, Cast, OdbcOptions};
+use crate::source::odbc::{self, Cast, OdbcOptions, Param};
 
 /// What a child reader runs: the connection, the SELECT and the options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReadRequest {
     pub connection_string: String,
     pub select: String,
+    /// Bound to the SELECT's `?` markers, in order.
+    #[serde(default)]
+    pub params: Vec<Param>,
     /// The source table, for `[source.casts]`; `None` for a query.
     pub table: Option<String>,
     /// encoding_rs's name of the encoding (`EUC-KR`).
@@ -52,6 +54,7 @@ impl ReadRequest {
         ReadRequest {
             connection_string: connection_string.to_string(),
             select: select.to_string(),
+            params: Vec::new(),
             table: table.map(str::to_string),
             encoding: o.encoding.name().to_string(),
             replace_invalid: o.replace_invalid,
@@ -72,6 +75,12 @@ impl ReadRequest {
                 })
                 .collect(),
         }
+    }
+
+    /// The same request with `params` bound to the SELECT's markers.
+    pub fn with_params(mut self, params: Vec<Param>) -> Self {
+        self.params = params;
+        self
     }
 
     fn options(&self) -> Result<OdbcOptions, EtlError> {
@@ -95,6 +104,7 @@ impl ReadRequest {
         odbc::open_table(
             connection,
             &self.select,
+            &self.params,
             self.options()?,
             self.table.as_deref(),
         )
@@ -110,6 +120,48 @@ pub struct ReadStats {
 }
 
 impl ReadStats {
+    /// Adds another reader's counts (the first row seen stays the first).
+    pub fn add(&mut self, other: ReadStats) {
+        for (c, n) in other.replaced {
+            *self.replaced.entry(c).or_default() += n;
+        }
+        for (map, from) in [
+            (&mut self.truncated, other.truncated),
+            (&mut self.invalid_dates, other.invalid_dates),
+        ] {
+            for (c, (n, first)) in from {
+                map.entry(c).or_insert((0, first)).0 += n;
+            }
+        }
+    }
+
+    /// The same counts with each column named `table.column`.
+    pub fn in_table(self, table: &str) -> ReadStats {
+        let name = |c: String| format!("{table}.{c}");
+        ReadStats {
+            replaced: self
+                .replaced
+                .into_iter()
+                .map(|(c, n)| (name(c), n))
+                .collect(),
+            truncated: self
+                .truncated
+                .into_iter()
+                .map(|(c, n)| (name(c), n))
+                .collect(),
+            invalid_dates: self
+                .invalid_dates
+                .into_iter()
+                .map(|(c, n)| (name(c), n))
+                .collect(),
+        }
+    }
+
+    /// Values that did not load as they were: invalid dates made NULL.
+    pub fn values_changed(&self) -> u64 {
+        self.invalid_dates.values().map(|v| v.0).sum()
+    }
+
     fn of(reader: &mut odbc::OdbcReader) -> Self {
         ReadStats {
             replaced: std::mem::take(&mut reader.replaced),
@@ -119,8 +171,9 @@ impl ReadStats {
     }
 }
 
-/// The batches sent to the loading thread.
-pub type Batches = SyncSender<Result<RecordBatch, EtlError>>;
+/// The batches sent to the thread that writes the chunk (readers are
+/// threads, not tasks: they send with `blocking_send`).
+pub type Batches = tokio::sync::mpsc::Sender<Result<RecordBatch, EtlError>>;
 
 /// An error of one part of a table ("rows with "id" from 500 below 1000").
 fn in_part(part: &Option<String>, e: EtlError) -> EtlError {
@@ -142,7 +195,11 @@ pub fn in_thread(
             let mut reader = request.open().map_err(|e| in_part(&part, e))?;
             while let Some(batch) = reader.next_batch().transpose() {
                 let failed = batch.is_err();
-                if batches.send(batch.map_err(|e| in_part(&part, e))).is_err() || failed {
+                if batches
+                    .blocking_send(batch.map_err(|e| in_part(&part, e)))
+                    .is_err()
+                    || failed
+                {
                     break;
                 }
             }
@@ -218,7 +275,7 @@ pub fn in_child(
                                 break;
                             }
                             Ok(batch) => {
-                                if batches.send(Ok(batch)).is_err() {
+                                if batches.blocking_send(Ok(batch)).is_err() {
                                     stopped = true;
                                     break;
                                 }
@@ -254,7 +311,7 @@ pub fn in_child(
             if let Some(error) = error {
                 let error = in_part(&part, EtlError::Schema(error));
                 // The loading thread may still be waiting for batches.
-                let _ = batches.send(Err(EtlError::Schema(error.to_string())));
+                let _ = batches.blocking_send(Err(EtlError::Schema(error.to_string())));
                 return Err(error);
             }
             stats

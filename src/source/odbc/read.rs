@@ -1,6 +1,6 @@
 //! Reading an ODBC query into Arrow batches, with narrow text decoded from
-//! a configured code page: the reader of `[source] type = "odbc"`
-//! ([`crate::migrate`] drives it, one table at a time).
+//! a configured code page: the reader behind `[source] type = "odbc"`
+//! (one chunk's SELECT, its bounds bound as typed parameters).
 //!
 //! Rows come in row arrays bound to columnar buffers, or, for drivers that
 //! refuse them (MDBTools), one row at a time through SQLGetData, each value
@@ -223,7 +223,7 @@ pub fn open(
     query: &str,
     options: OdbcOptions,
 ) -> Result<OdbcReader, EtlError> {
-    open_table(connect(connection_string)?, query, options, None)
+    open_table(connect(connection_string)?, query, &[], options, None)
 }
 
 /// Runs `query` on `connection` and describes its columns; `table` names
@@ -231,6 +231,7 @@ pub fn open(
 pub fn open_table(
     connection: Connection<'static>,
     query: &str,
+    params: &[Param],
     options: OdbcOptions,
     table: Option<&str>,
 ) -> Result<OdbcReader, EtlError> {
@@ -238,7 +239,7 @@ pub fn open_table(
         .into_preallocated()
         .map_err(odbc_error("allocating an ODBC statement"))?
         .into_handle();
-    let mut cursor = execute(statement, query, options.encoding)?.ok_or_else(|| {
+    let mut cursor = execute(statement, query, params, options.encoding)?.ok_or_else(|| {
         EtlError::Schema(format!(
             "the ODBC query {query:?} returns no rows (is it a SELECT?)"
         ))
@@ -530,6 +531,13 @@ fn into_cursor<S: odbc_api::handles::Statement>(
         return Ok(None);
     }
     sql_result(ret, function).into_result(&statement)?;
+    cursor_of(statement)
+}
+
+/// The cursor of a statement that ran, or `None` without result columns.
+fn cursor_of<S: odbc_api::handles::Statement>(
+    statement: S,
+) -> Result<Option<odbc_api::CursorImpl<S>>, odbc_api::Error> {
     // SAFETY: the call succeeded, so the statement is in cursor state if
     // it has result columns; without them it is dropped as a statement.
     let mut cursor = unsafe { odbc_api::CursorImpl::new(statement) };
@@ -539,20 +547,138 @@ fn into_cursor<S: odbc_api::handles::Statement>(
     Ok(Some(cursor))
 }
 
-/// Runs `sql` on `statement`, sent narrow in the source's code page.
+/// A value bound to a `?` of a query: chunk bounds and keys go to the
+/// driver as typed parameters, never spliced into SQL text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Param {
+    /// µs since 1970-01-01, bound as an SQL TIMESTAMP.
+    Timestamp(i64),
+    /// Days since 1970-01-01, bound as an SQL DATE.
+    Date(i32),
+    /// Bound as an SQL BIGINT.
+    Int(i64),
+    /// Bound as VARCHAR, in the source's code page.
+    Text(String),
+}
+
+impl std::fmt::Display for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Param::Timestamp(t) => f.write_str(&crate::time::format_timestamp(*t)),
+            Param::Date(d) => {
+                f.write_str(&crate::time::format_timestamp(*d as i64 * 86_400_000_000)[..10])
+            }
+            Param::Int(i) => write!(f, "{i}"),
+            Param::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// The ODBC buffers of `params`, which must live until the statement ran.
+fn parameter_buffers(
+    params: &[Param],
+    encoding: &'static Encoding,
+) -> Result<Vec<Box<dyn odbc_api::parameter::InputParameter>>, EtlError> {
+    use odbc_api::parameter::{InputParameter, VarCharBox, WithDataType};
+    use odbc_api::sys::{Date, Timestamp};
+    use odbc_api::DataType as SqlType;
+    let date = |days: i64| {
+        let d = chrono::DateTime::from_timestamp(days * 86_400, 0)
+            .ok_or_else(|| EtlError::Bug(format!("day {days} out of range")))?
+            .date_naive();
+        use chrono::Datelike;
+        Ok::<_, EtlError>(Date {
+            year: d.year() as i16,
+            month: d.month() as u16,
+            day: d.day() as u16,
+        })
+    };
+    params
+        .iter()
+        .map(|p| {
+            Ok(match p {
+                Param::Timestamp(us) => {
+                    let t = chrono::DateTime::from_timestamp_micros(*us)
+                        .ok_or_else(|| EtlError::Bug(format!("timestamp {us} out of range")))?
+                        .naive_utc();
+                    use chrono::{Datelike, Timelike};
+                    let value = Timestamp {
+                        year: t.year() as i16,
+                        month: t.month() as u16,
+                        day: t.day() as u16,
+                        hour: t.hour() as u16,
+                        minute: t.minute() as u16,
+                        second: t.second() as u16,
+                        fraction: t.nanosecond(),
+                    };
+                    // Precision 0 when the bound is a whole second: drivers
+                    // that compare timestamps as text (SQLite) then see
+                    // "2025-06-01 00:00:00", as the data is written.
+                    let precision = if t.nanosecond() == 0 { 0 } else { 6 };
+                    Box::new(WithDataType::new(value, SqlType::Timestamp { precision }))
+                        as Box<dyn InputParameter>
+                }
+                Param::Date(days) => {
+                    Box::new(WithDataType::new(date(*days as i64)?, SqlType::Date))
+                }
+                Param::Int(i) => Box::new(*i),
+                Param::Text(t) => {
+                    Box::new(VarCharBox::from_vec(encode_sql(t, encoding)?.into_owned()))
+                }
+            })
+        })
+        .collect()
+}
+
+/// Runs `sql` on `statement`, sent narrow in the source's code page, with
+/// `params` bound to its `?` markers.
 pub fn execute<S: odbc_api::handles::Statement>(
-    statement: S,
+    mut statement: S,
     sql: &str,
+    params: &[Param],
     encoding: &'static Encoding,
 ) -> Result<Option<odbc_api::CursorImpl<S>>, EtlError> {
     let bytes = encode_sql(sql, encoding)?;
     let length = i32::try_from(bytes.len())
         .map_err(|_| EtlError::Schema(format!("the SQL {sql:?} is too long for ODBC")))?;
+    let buffers = parameter_buffers(params, encoding)?;
+    let failed = |e: odbc_api::Error| {
+        let bound: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        EtlError::Schema(if bound.is_empty() {
+            format!("running the ODBC query {sql:?}: {e}")
+        } else {
+            format!(
+                "running the ODBC query {sql:?} with parameters [{}]: {e}",
+                bound.join(", ")
+            )
+        })
+    };
+    for (i, b) in buffers.iter().enumerate() {
+        // SAFETY: `buffers` outlives the execution below, and the bindings
+        // are reset before it is dropped.
+        unsafe { statement.bind_input_parameter(i as u16 + 1, b.as_ref()) }
+            .into_result(&statement)
+            .map_err(failed)?;
+    }
     // SAFETY: a valid statement handle and a buffer of `length` bytes that
     // outlives the call.
     let ret = unsafe { odbc_api::sys::SQLExecDirect(statement.as_sys(), bytes.as_ptr(), length) };
-    into_cursor(statement, ret, "SQLExecDirect")
-        .map_err(|e| EtlError::Schema(format!("running the ODBC query {sql:?}: {e}")))
+    // The diagnostics first: the reset below would clear them.
+    let ran = match ret {
+        odbc_api::sys::SqlReturn::NO_DATA => Ok(false),
+        _ => sql_result(ret, "SQLExecDirect")
+            .into_result(&statement)
+            .map(|_| true),
+    };
+    if !buffers.is_empty() {
+        // Input parameters are read during execution; unbind them before
+        // their buffers go.
+        let _ = statement.reset_parameters();
+    }
+    if !ran.map_err(failed)? {
+        return Ok(None);
+    }
+    cursor_of(statement).map_err(failed)
 }
 
 /// A catalog function's result (`SQLPrimaryKeys`, `SQLForeignKeys`) read

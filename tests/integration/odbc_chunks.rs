@@ -1,0 +1,339 @@
+//! ODBC sources through the chunk runner, like every other source: time
+//! windows per key on a SQLite table through the SQLite3 ODBC driver, with
+//! a SQL stage, an upsert into PostgreSQL and a Parquet sink in one
+//! pipeline; a chunk failed by a CHECK constraint rerun from the CSV; a
+//! run killed with SIGKILL resumed exactly; and a CP949 EAV table pivoted
+//! into wide tables through psqlODBC with a UHC client encoding.
+
+use std::path::Path;
+
+use crate::odbc::psqlodbc_uhc;
+use crate::support::{psql, spawn_etl, wait_for_line, TestDb};
+
+fn sqlite(file: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(file)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 is installed");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// 3 ships x 3 days of readings every 20 minutes (a reading on each
+/// midnight, where windows meet), values exact in binary, Korean notes.
+fn readings(db: &TestDb) -> std::path::PathBuf {
+    let file = db.dir.path().join("readings.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE readings (ship_id INTEGER NOT NULL, created_time TIMESTAMP NOT NULL, value REAL, note TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 215)
+         INSERT INTO readings
+           SELECT s, datetime('2025-06-01 00:00:00', '+' || (i * 20) || ' minutes'), (i % 17) * 0.25 + s,
+                  CASE WHEN i % 5 = 0 THEN '메모 ' || i ELSE NULL END
+           FROM n, (SELECT 1 AS s UNION ALL SELECT 2 UNION ALL SELECT 3);",
+    );
+    file
+}
+
+fn sqlite_connection(file: &Path) -> String {
+    format!("Driver={{SQLite3}};Database={};StepAPI=1", file.display())
+}
+
+/// The pipeline of the issue: windows of a day per ship, a SQL stage, an
+/// upsert into PostgreSQL and a Parquet staging sink.
+fn windowed_pipeline(db: &TestDb, file: &Path) -> String {
+    let text = format!(
+        r#"name = "odbc-windows"
+[source]
+type = "odbc"
+connection_string = "{}"
+tables = ["readings"]
+batch_rows = 20
+
+[chunks]
+time_column = "created_time"
+interval = "1d"
+key_column = "ship_id"
+workers = 2
+retries = 0
+
+[[transforms]]
+type = "sql"
+query = "SELECT ship_id, created_time, value * 2 AS doubled, note FROM input"
+
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+mode = "upsert"
+primary_key = ["ship_id", "created_time"]
+create_table = true
+
+[[sinks]]
+type = "parquet"
+path = "staging/{{key}}/{{start}}.parquet"
+"#,
+        sqlite_connection(file)
+    );
+    db.pipeline("windows.toml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The source's rows as the stage makes them, one line each, in order.
+fn expected_rows(file: &Path) -> String {
+    sqlite(
+        file,
+        "SELECT ship_id || '|' || created_time || '|' || printf('%g', value * 2) || '|' || coalesce(note, '') \
+         FROM readings ORDER BY ship_id, created_time",
+    )
+}
+
+/// The same rows, or the first line where they part.
+fn assert_same_rows(got: &str, want: &str) {
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    if let Some(i) = (0..g.len().max(w.len())).find(|&i| g.get(i) != w.get(i)) {
+        panic!(
+            "{} target rows, {} source rows; first difference at line {}: target {:?}, source {:?}",
+            g.len(),
+            w.len(),
+            i + 1,
+            g.get(i),
+            w.get(i)
+        );
+    }
+}
+
+fn target_rows(db: &TestDb) -> String {
+    psql(
+        &db.dst,
+        "SELECT string_agg(ship_id || '|' || created_time || '|' || doubled || '|' || coalesce(note, ''), E'\\n' \
+         ORDER BY ship_id, created_time) FROM readings",
+    )
+}
+
+/// Rows in the Parquet files, read back by pyarrow.
+fn parquet_rows(dir: &Path) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pyarrow.dataset as ds; t = ds.dataset(sys.argv[1], format='parquet').to_table(); \
+             print(t.num_rows, round(sum(v for v in t.column('doubled').to_pylist()), 2), len(set(t.column('ship_id').to_pylist())))",
+            dir.join("staging").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 with pyarrow");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn sqlite_windows_per_key_through_a_stage_into_upsert_and_parquet_and_a_failed_chunk_reruns() {
+    // Given the readings, and a target whose CHECK refuses one value of
+    // ship 2 on 2025-06-02 (so that chunk fails, and only it)
+    let db = TestDb::new("odbc_windows");
+    let file = readings(&db);
+    sqlite(
+        &file,
+        "UPDATE readings SET value = 500 WHERE ship_id = 2 AND created_time = '2025-06-02 12:00:00'",
+    );
+    psql(
+        &db.dst,
+        "CREATE TABLE readings (ship_id bigint, created_time timestamp, doubled double precision, note text, \
+         PRIMARY KEY (ship_id, created_time), CONSTRAINT small CHECK (doubled < 900))",
+    );
+    let p = windowed_pipeline(&db, &file);
+
+    // When planned: 9 chunks (3 ships x 3 days), every row in one
+    let plan = db.etl(&["plan", &p]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Pipeline odbc-windows: 9 chunks, 648 rows"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("2    2025-06-02 00:00:00         2025-06-03 00:00:00                   72"),
+        "{plan:?}"
+    );
+
+    // When run
+    let out = db.etl(&["run", &p]);
+
+    // Then that one chunk fails naming the constraint, goes to the CSV,
+    // and every other chunk lands
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("8 done, 1 failed, of 9"), "{out:?}");
+    assert!(out.stdout.contains("\"small\""), "{out:?}");
+    let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        vec!["2,2025-06-02 00:00:00,2025-06-03 00:00:00"],
+        "{csv}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM readings"), "576");
+
+    // When the constraint is fixed and the CSV rerun
+    psql(&db.dst, "ALTER TABLE readings DROP CONSTRAINT small");
+    let rerun = db.etl(&["rerun", &p, "failed_chunks.csv"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+
+    // Then the target equals the source through the stage, row for row
+    // (Korean notes, the midnight readings, the 500 included), and the
+    // Parquet files hold every row once
+    assert_same_rows(&target_rows(&db), &expected_rows(&file));
+    let doubled_sum = sqlite(&file, "SELECT round(sum(value * 2), 2) FROM readings");
+    assert_eq!(parquet_rows(db.dir.path()), format!("648 {doubled_sum} 3"));
+
+    // When the source changes a value and the run is restarted
+    sqlite(
+        &file,
+        "UPDATE readings SET note = '바뀜' WHERE ship_id = 3 AND created_time = '2025-06-03 00:00:00'",
+    );
+    let again = db.etl(&["run", &p]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("0 done, 0 failed, of 0"), "{again:?}");
+    let restart = db.etl(&["run", "--restart", &p]);
+    assert_eq!(restart.code, 0, "{restart:?}");
+
+    // Then upsert merged it: the rows equal the source's, no duplicates
+    assert_same_rows(&target_rows(&db), &expected_rows(&file));
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM readings"), "648");
+}
+
+#[test]
+fn a_killed_odbc_run_resumes_exactly() {
+    // Given the readings, one chunk per ship and day
+    let db = TestDb::new("odbc_windows_kill");
+    let file = readings(&db);
+    let p = windowed_pipeline(&db, &file);
+
+    // When a run is killed with SIGKILL mid-chunk, after 3 chunks committed
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", &p],
+        &[("ETL_TEST_PAUSE_AT", "write:4")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().expect("SIGKILL etl");
+    child.wait().unwrap();
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'"
+        ),
+        "3"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM readings"), "216");
+
+    // When run again
+    let out = db.etl(&["run", &p]);
+
+    // Then it skips the committed chunks and the target equals the source
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("6 done, 0 failed, of 6"), "{out:?}");
+    assert!(out.stdout.contains("skipped      3 chunks"), "{out:?}");
+    assert_same_rows(&target_rows(&db), &expected_rows(&file));
+}
+
+#[test]
+fn a_cp949_eav_table_pivots_into_wide_tables_through_psqlodbc() {
+    // Given narrow readings with Korean channel names in a PostgreSQL
+    // database, read through the ANSI driver as UHC (CP949 bytes)
+    let db = TestDb::new("odbc_pivot");
+    psql(
+        &db.src,
+        "CREATE TABLE narrow (ship_id text, data_channel_id text, created_time timestamp, value_format text, \
+                              bool_v boolean, str_v text, long_v bigint, double_v double precision); \
+         INSERT INTO narrow \
+           SELECT s, c.name, t, c.fmt, \
+                  CASE c.fmt WHEN 'Boolean' THEN n % 3 = 0 END, \
+                  CASE c.fmt WHEN 'String' THEN '상태 ' || (n % 4) END, \
+                  CASE c.fmt WHEN 'Integer' THEN n * 7 END, \
+                  CASE c.fmt WHEN 'Decimal' THEN n / 4.0 END \
+           FROM unnest(ARRAY['IMO1', 'IMO2']) AS s, \
+                generate_series(0, 143) AS n, \
+                LATERAL (SELECT timestamp '2025-06-01' + n * interval '30 minutes' AS t) x, \
+                (VALUES ('엔진 회전수', 'Decimal'), ('똠양꿍 온도', 'Integer'), ('펌프', 'Boolean'), ('상태', 'String')) AS c(name, fmt);",
+    );
+    let text = format!(
+        r#"name = "odbc-pivot"
+[source]
+type = "odbc"
+connection_string = "{}"
+query = "SELECT * FROM narrow"
+encoding = "cp949"
+
+[chunks]
+time_column = "created_time"
+interval = "1d"
+key_column = "ship_id"
+workers = 2
+
+[[transforms]]
+type = "pivot"
+index = ["created_time"]
+name_column = "data_channel_id"
+format_column = "value_format"
+values = {{ Decimal = "double_v", Integer = "long_v", String = "str_v", Boolean = "bool_v" }}
+
+[[sinks]]
+type = "postgres"
+url = "${{ETL_SRC_URL}}"
+table = "wide.t_{{key}}"
+create_table = true
+"#,
+        // BoolsAsChar=0: psqlODBC hands booleans over as text otherwise.
+        format!("{};BoolsAsChar=0", psqlodbc_uhc(&db.src))
+    );
+    let p = db.pipeline("pivot.toml", &text);
+
+    // When run
+    let out = db.etl(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("6 done, 0 failed, of 6"), "{out:?}");
+
+    // Then each ship's wide table equals the in-database pivot, cell for cell
+    for ship in ["IMO1", "IMO2"] {
+        let column = |channel: &str| {
+            psql(
+                &db.src,
+                &format!(
+                    "SELECT quote_ident(column_name) FROM etl.column_map WHERE base_table = '\"wide\".\"t_{ship}\"' AND channel = '{channel}'"
+                ),
+            )
+        };
+        let (rpm, temp, pump, state) = (
+            column("엔진 회전수"),
+            column("똠양꿍 온도"),
+            column("펌프"),
+            column("상태"),
+        );
+        assert!(!rpm.is_empty() && !temp.is_empty() && !pump.is_empty() && !state.is_empty());
+        let reference = format!(
+            "SELECT created_time, \
+                    max(double_v) FILTER (WHERE data_channel_id = '엔진 회전수') AS a, \
+                    max(long_v) FILTER (WHERE data_channel_id = '똠양꿍 온도') AS b, \
+                    bool_or(bool_v) FILTER (WHERE data_channel_id = '펌프') AS c, \
+                    max(str_v) FILTER (WHERE data_channel_id = '상태') AS d \
+             FROM narrow WHERE ship_id = '{ship}' GROUP BY created_time"
+        );
+        let wide =
+            format!("SELECT created_time, {rpm}, {temp}, {pump}, {state} FROM wide.\"t_{ship}\"");
+        assert_eq!(
+            psql(
+                &db.src,
+                &format!(
+                    "SELECT (SELECT count(*) FROM (({reference}) EXCEPT ALL ({wide})) x) || ' ' || \
+                            (SELECT count(*) FROM (({wide}) EXCEPT ALL ({reference})) x) || ' ' || \
+                            (SELECT count(*) FROM ({wide}) w)"
+                )
+            ),
+            "0 0 144",
+            "{ship}"
+        );
+    }
+}
