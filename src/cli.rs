@@ -492,13 +492,11 @@ fn rerun(
     }
     if is_migration(&pipeline) {
         crate::run::install_ctrl_c();
-        let tables: std::collections::BTreeSet<String> =
-            chunks.iter().filter_map(|c| c.key.clone()).collect();
         if dry_run {
-            return would("reload", "table", &pipeline.name, &tables);
+            return would("reload", "chunk", &pipeline.name, &chunks);
         }
         let m = Migration::discover(&pipeline)?;
-        let report = m.run(Some(&tables), true, None)?;
+        let report = m.run(Some(&chunks), true, None)?;
         out_raw!("{}", crate::migrate::render(&m, &report));
         return finish_migration(path, &report, &rerun_csv_path(csv), Some(csv));
     }
@@ -782,8 +780,9 @@ fn finish_migration(
     failed_path: &Path,
     rerun_of: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
-    if !report.failed.is_empty() {
-        let chunks: Vec<Chunk> = report.failed.iter().map(|f| f.0.clone()).collect();
+    let failed = &report.run.failed;
+    if !failed.is_empty() {
+        let chunks: Vec<Chunk> = failed.iter().map(|f| f.chunk.clone()).collect();
         failed_csv::write(failed_path, &chunks).map_err(|e| {
             anyhow::anyhow!(
                 "cannot write the failed-chunk CSV {}: {e}",
@@ -791,12 +790,16 @@ fn finish_migration(
             )
         })?;
         out!(
-            "\nFailed tables ({}), written to {}:",
-            report.failed.len(),
+            "\nFailed chunks ({}), written to {}:",
+            failed.len(),
             failed_path.display()
         );
-        for (chunk, error) in &report.failed {
-            out!("  {}: {error}", chunk.key.as_deref().unwrap_or(""));
+        for f in failed {
+            // A whole table's chunk is named by its table.
+            match &f.chunk.key {
+                Some(table) if f.chunk.is_whole() => out!("  {table}: {}", f.error),
+                _ => out!("  {}: {}", f.chunk, f.error),
+            }
         }
         out!(
             "Fix the cause, then: etl rerun {} {}",

@@ -1,6 +1,8 @@
 //! Chunks: half-open time windows `[start, end)`, optionally for one key
-//! value. A chunk is the unit of work, of commit and of retry; its identity
-//! is its bounds and key, so a rerun from the CSV names the same chunk.
+//! value; or half-open ranges of an integer key column (a big table
+//! without a time column); or a whole table. A chunk is the unit of work,
+//! of commit and of retry; its identity is its bounds and key, so a rerun
+//! from the CSV names the same chunk.
 
 use std::fmt;
 
@@ -8,11 +10,65 @@ use crate::time::{format_timestamp, Micros};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Chunk {
-    /// The key column's value as text; `None` when the pipeline has no key
-    /// column, or for rows whose key is NULL (see [`Chunk::key_is_null`]).
+    /// The key column's value as text (a migration's: the source table);
+    /// `None` when the pipeline has no key column, or for rows whose key is
+    /// NULL.
     pub key: Option<String>,
     pub start: Micros,
     pub end: Micros,
+    /// What `start` and `end` measure.
+    pub unit: Unit,
+}
+
+/// What a chunk's bounds measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Unit {
+    /// µs since 1970-01-01 UTC. start = end = 0 is a whole table.
+    #[default]
+    Time,
+    /// Values of an integer key column, `[start, end)`; the ledger keeps
+    /// them in its time columns as µs since 1970.
+    Key,
+}
+
+impl Chunk {
+    /// A time window.
+    pub fn window(key: Option<String>, start: Micros, end: Micros) -> Chunk {
+        Chunk {
+            key,
+            start,
+            end,
+            unit: Unit::Time,
+        }
+    }
+
+    /// A whole table, named by `key`: start = end = 1970-01-01 in the
+    /// ledger and the CSV.
+    pub fn whole(key: Option<String>) -> Chunk {
+        Chunk::window(key, 0, 0)
+    }
+
+    /// The rows whose integer key is in `[lo, hi)`.
+    pub fn range(key: Option<String>, lo: i64, hi: i64) -> Chunk {
+        Chunk {
+            key,
+            start: lo,
+            end: hi,
+            unit: Unit::Key,
+        }
+    }
+
+    pub fn is_whole(&self) -> bool {
+        self.unit == Unit::Time && self.start == 0 && self.end == 0
+    }
+
+    /// A bound as the CSV and people read it.
+    pub fn bound(&self, value: i64) -> String {
+        match self.unit {
+            Unit::Time => format_timestamp(value),
+            Unit::Key => value.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Chunk {
@@ -20,12 +76,10 @@ impl fmt::Display for Chunk {
         if let Some(k) = &self.key {
             write!(f, "{k} ")?;
         }
-        write!(
-            f,
-            "[{}, {})",
-            format_timestamp(self.start),
-            format_timestamp(self.end)
-        )
+        if self.is_whole() {
+            return write!(f, "(whole table)");
+        }
+        write!(f, "[{}, {})", self.bound(self.start), self.bound(self.end))
     }
 }
 

@@ -84,8 +84,11 @@ pub struct OdbcSourceConfig {
     /// so it sizes batches. Default 65,536.
     #[serde(default = "default_max_text_bytes")]
     pub max_text_bytes: usize,
-    /// Connections reading one table at once, each a range of its integer
-    /// primary key, into the table's one COPY. Default 1.
+    /// With more than 1, every chunk is read by a child process (`etl
+    /// odbc-read`), and a migration runs at least this many chunks at once
+    /// (big tables cut into at least this many ranges): drivers that
+    /// serialise threads (SQLite) read in parallel only as processes, and
+    /// a driver crash fails its chunk, not the run. Default 1.
     #[serde(default = "default_readers")]
     pub readers: usize,
     /// A value longer than `max_text_bytes`: `error` (default: its table
@@ -219,6 +222,16 @@ pub struct ChunksConfig {
     /// working directory. Default "failed_chunks.csv".
     #[serde(default = "default_failed_csv", deserialize_with = "env::string")]
     pub failed_csv: String,
+    /// A migration's table with a single-column integer primary key is cut
+    /// into ranges of the key of about this many rows, each its own chunk
+    /// (and into at least `workers` ranges once it has `workers` x
+    /// `batch_rows` rows). Default 1,000,000.
+    #[serde(default = "default_range_rows")]
+    pub range_rows: u64,
+}
+
+const fn default_range_rows() -> u64 {
+    1_000_000
 }
 
 fn default_interval() -> String {

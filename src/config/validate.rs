@@ -113,9 +113,16 @@ pub enum OdbcRelation {
 /// How the work is cut and run.
 #[derive(Debug, Clone)]
 pub struct Chunking {
+    /// Empty for a migration's tables: they are read whole or in ranges
+    /// of `range_column`.
     pub time_column: String,
     pub interval: Micros,
     pub key_column: Option<String>,
+    /// The integer key whose ranges are the chunks (`Unit::Key`): set by
+    /// a migration for its big tables, not by the pipeline file.
+    pub range_column: Option<String>,
+    /// About this many rows per range ([`crate::config::ChunksConfig::range_rows`]).
+    pub range_rows: u64,
     pub start: Option<Micros>,
     pub end: Option<Micros>,
     pub workers: usize,
@@ -480,6 +487,9 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             format!("{} is out of range; use 0 to 3600", ch.retry_backoff_secs),
         );
     }
+    if ch.range_rows == 0 {
+        c.add("chunks.range_rows", "must be at least 1");
+    }
     if ch.failed_csv.trim().is_empty() {
         c.add(
             "chunks.failed_csv",
@@ -680,6 +690,8 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             time_column: ch.time_column.unwrap_or_default(),
             interval: interval.expect("no problems means the interval parsed"),
             key_column: ch.key_column,
+            range_column: None,
+            range_rows: ch.range_rows,
             start: start.flatten(),
             end: end.flatten(),
             workers: ch.workers,

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::plan::Chunk;
-use crate::time::{format_timestamp, parse_timestamp};
+use crate::time::parse_timestamp;
 
 /// Writes `chunks` to `path` atomically.
 pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
@@ -20,9 +20,9 @@ pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
             Some(k) => text.push_str(&quote(k)),
         }
         text.push(',');
-        text.push_str(&format_timestamp(c.start));
+        text.push_str(&c.bound(c.start));
         text.push(',');
-        text.push_str(&format_timestamp(c.end));
+        text.push_str(&c.bound(c.end));
         text.push('\n');
     }
     let dir = match path.parent() {
@@ -80,6 +80,18 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
         }
         let start_text = fields[1].as_deref().unwrap_or("");
         let end_text = fields[2].as_deref().unwrap_or("");
+        // Integer bounds are a key range; anything else a time.
+        let integers = (start_text.parse::<i64>(), end_text.parse::<i64>());
+        if let (Ok(start), Ok(end)) = integers {
+            if start >= end {
+                return Err((
+                    n,
+                    format!("start {start_text:?} is not below end {end_text:?}"),
+                ));
+            }
+            chunks.push(Chunk::range(fields[0].clone(), start, end));
+            continue;
+        }
         let start = parse_timestamp(start_text);
         if start.is_err()
             && chunks.is_empty()
@@ -97,11 +109,7 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
                 format!("start {start_text:?} is not before end {end_text:?}"),
             ));
         }
-        chunks.push(Chunk {
-            key: fields[0].clone(),
-            start,
-            end,
-        });
+        chunks.push(Chunk::window(fields[0].clone(), start, end));
     }
     Ok(chunks)
 }
@@ -163,6 +171,7 @@ pub(crate) fn split(line: &str) -> Result<Vec<Option<String>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::format_timestamp;
 
     #[test]
     fn reads_the_files_users_keep() {
@@ -186,26 +195,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("failed.csv");
         let chunks = vec![
-            Chunk {
-                key: Some("IMO1".into()),
-                start: 1_750_000_000_388_958,
-                end: 1_750_021_600_388_958,
-            },
-            Chunk {
-                key: Some(String::new()),
-                start: 0,
-                end: 1,
-            },
-            Chunk {
-                key: None,
-                start: 0,
-                end: 86_400_000_000,
-            },
+            Chunk::window(
+                Some("IMO1".into()),
+                1_750_000_000_388_958,
+                1_750_021_600_388_958,
+            ),
+            Chunk::window(Some(String::new()), 0, 1),
+            Chunk::window(None, 0, 86_400_000_000),
+            Chunk::whole(Some("orders".into())),
+            Chunk::range(Some("big table".into()), -5, 1_000_000),
         ];
         write(&path, &chunks).unwrap();
         assert_eq!(read(&path).unwrap(), chunks);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("IMO1,2025-06-15 "), "{text}");
+        assert!(text.ends_with("big table,-5,1000000\n"), "{text}");
     }
 
     #[test]

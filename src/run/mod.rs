@@ -81,6 +81,17 @@ impl Runner {
     /// Connects the source and learns its schema; sinks connect lazily.
     pub fn build(pipeline: ValidatedPipeline) -> Result<Self, EtlError> {
         let source = block_on(source::build(&pipeline.source, &pipeline.chunks))?;
+        Runner::with_source(pipeline, source, Vec::new())
+    }
+
+    /// A runner of `source`, built already, through the pipeline's stages
+    /// into its sinks; `identity` names the columns created tables number
+    /// themselves (a migration's tables).
+    pub fn with_source(
+        pipeline: ValidatedPipeline,
+        source: Arc<dyn Source>,
+        identity: Vec<String>,
+    ) -> Result<Self, EtlError> {
         let transforms = Arc::new(block_on(crate::transform::build(
             &pipeline.transforms,
             source.schema(),
@@ -107,6 +118,7 @@ impl Runner {
             pipeline: pipeline.name.clone(),
             schema,
             source_primary_key: source.primary_key().to_vec(),
+            identity,
             chunking: pipeline.chunks.clone(),
             pivot,
         });
@@ -253,96 +265,132 @@ impl Runner {
 
     /// Runs `chunks`; never stops on a chunk's failure.
     pub fn run(&self, chunks: Vec<Chunk>, options: &RunOptions) -> Result<RunReport, EtlError> {
-        let started = Instant::now();
+        run_jobs(&[(self, chunks)], options)
+    }
+}
+
+/// The one executor: runs each runner's chunks on one pool of workers, in
+/// the order given (a migration's tables parents first, each table's
+/// chunks in plan order); never stops on a chunk's failure. Each runner's
+/// sinks prepare their targets (create, check, register the chunks)
+/// before the first chunk starts.
+pub fn run_jobs(
+    groups: &[(&Runner, Vec<Chunk>)],
+    options: &RunOptions,
+) -> Result<RunReport, EtlError> {
+    let started = Instant::now();
+    for (runner, chunks) in groups {
+        if chunks.is_empty() {
+            continue;
+        }
         block_on(async {
-            for s in &self.sinks {
-                s.prepare_run(&chunks, options.truncate).await?;
+            for s in &runner.sinks {
+                s.prepare_run(chunks, options.truncate).await?;
             }
             Ok::<_, EtlError>(())
         })?;
-        let workers = options
-            .workers
-            .unwrap_or(self.pipeline.chunks.workers)
-            .clamp(1, chunks.len().max(1));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("etl-worker-{i}"))
-            .build()
-            .map_err(|e| EtlError::Io {
-                context: "starting the worker pool".into(),
-                source: std::io::Error::other(e),
-            })?;
-        let next = AtomicUsize::new(0);
-        let rows = AtomicU64::new(0);
-        let bytes_written = AtomicU64::new(0);
-        let failed = Mutex::new(Vec::new());
-        let done = AtomicUsize::new(0);
-        let elsewhere = AtomicUsize::new(0);
-        let pivot = Mutex::new(None::<crate::transform::pivot::PivotCounts>);
-        let progress = summary::Progress::new(chunks.len(), options.expected_rows);
-        tracing::info!(pipeline = %self.pipeline.name, chunks = chunks.len(), workers, "Run started.");
-        pool.scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|_| loop {
-                    if STOP.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(chunk) = chunks.get(i) else { break };
-                    let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %crate::time::format_timestamp(chunk.start));
-                    let _guard = span.enter();
-                    let began = Instant::now();
-                    let redo = options.redo || options.redo_chunks.contains(chunk);
-                    let result = self.run_with_retries(chunk, redo);
-                    match result {
-                        Ok(None) => {
-                            tracing::debug!("Chunk is done or running in another process; skipped.");
-                            elsewhere.fetch_add(1, Ordering::Relaxed);
-                            progress.chunk_done(0, false);
-                        }
-                        Ok(Some((stats, notes))) => {
-                            if let Some(c) = notes.pivot {
-                                add_counts(pivot.lock().expect("no panic while holding the lock").get_or_insert_with(Default::default), &c);
-                            }
-                            tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
-                            rows.fetch_add(stats.rows, Ordering::Relaxed);
-                            bytes_written.fetch_add(stats.bytes, Ordering::Relaxed);
-                            done.fetch_add(1, Ordering::Relaxed);
-                            progress.chunk_done(stats.rows, false);
-                        }
-                        Err(e) => {
-                            let error = e.to_string();
-                            tracing::error!(chunk = %chunk, error = %error, "Chunk failed and was rolled back.");
-                            failed.lock().expect("no panic while holding the lock").push(FailedChunk { chunk: chunk.clone(), error });
-                            progress.chunk_done(0, true);
-                        }
-                    }
-                    if !options.delay.is_zero() {
-                        std::thread::sleep(options.delay);
-                    }
-                });
-            }
-        });
-        progress.finish();
-        let mut failed = failed
-            .into_inner()
-            .expect("no panic while holding the lock");
-        failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
-        Ok(RunReport {
-            chunks_skipped: 0,
-            chunks_elsewhere: elsewhere.into_inner(),
-            chunks_total: chunks.len(),
-            chunks_done: done.into_inner(),
-            failed,
-            rows: rows.into_inner(),
-            bytes_read: self.source.bytes_read(),
-            bytes_written: bytes_written.into_inner(),
-            elapsed: started.elapsed(),
-            peak_memory_bytes: summary::peak_memory_bytes(),
-            pivot: pivot.into_inner().expect("no panic while holding the lock"),
-            source: self.source.counts(),
-        })
     }
+    let jobs: Vec<(&Runner, &Chunk)> = groups
+        .iter()
+        .flat_map(|(r, chunks)| chunks.iter().map(move |c| (*r, c)))
+        .collect();
+    let default_workers = groups.first().map_or(1, |(r, _)| r.pipeline.chunks.workers);
+    let workers = options
+        .workers
+        .unwrap_or(default_workers)
+        .clamp(1, jobs.len().max(1));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("etl-worker-{i}"))
+        .build()
+        .map_err(|e| EtlError::Io {
+            context: "starting the worker pool".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let next = AtomicUsize::new(0);
+    let rows = AtomicU64::new(0);
+    let bytes_written = AtomicU64::new(0);
+    let failed = Mutex::new(Vec::new());
+    let done = AtomicUsize::new(0);
+    let elsewhere = AtomicUsize::new(0);
+    let pivot = Mutex::new(None::<crate::transform::pivot::PivotCounts>);
+    let progress = summary::Progress::new(jobs.len(), options.expected_rows);
+    let name = groups.first().map_or("", |(r, _)| r.pipeline.name.as_str());
+    tracing::info!(pipeline = %name, chunks = jobs.len(), workers, "Run started.");
+    pool.scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| loop {
+                if STOP.load(Ordering::SeqCst) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((runner, chunk)) = jobs.get(i) else { break };
+                let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %chunk.bound(chunk.start));
+                let _guard = span.enter();
+                let began = Instant::now();
+                let redo = options.redo || options.redo_chunks.contains(chunk);
+                let written = AtomicU64::new(0);
+                let result = runner.run_with_retries(chunk, redo, &|n| {
+                    written.fetch_add(n, Ordering::Relaxed);
+                    progress.rows_written(n);
+                });
+                let written = written.into_inner();
+                match result {
+                    Ok(None) => {
+                        tracing::debug!("Chunk is done or running in another process; skipped.");
+                        elsewhere.fetch_add(1, Ordering::Relaxed);
+                        progress.chunk_done(0, false, written);
+                    }
+                    Ok(Some((stats, notes))) => {
+                        if let Some(c) = notes.pivot {
+                            add_counts(pivot.lock().expect("no panic while holding the lock").get_or_insert_with(Default::default), &c);
+                        }
+                        tracing::debug!(rows = stats.rows, elapsed_ms = began.elapsed().as_millis() as u64, "Chunk committed.");
+                        rows.fetch_add(stats.rows, Ordering::Relaxed);
+                        bytes_written.fetch_add(stats.bytes, Ordering::Relaxed);
+                        done.fetch_add(1, Ordering::Relaxed);
+                        progress.chunk_done(stats.rows, false, written);
+                    }
+                    Err(e) => {
+                        let error = e.to_string();
+                        tracing::error!(chunk = %chunk, error = %error, "Chunk failed and was rolled back.");
+                        failed.lock().expect("no panic while holding the lock").push(FailedChunk { chunk: (*chunk).clone(), error });
+                        progress.chunk_done(0, true, written);
+                    }
+                }
+                if !options.delay.is_zero() {
+                    std::thread::sleep(options.delay);
+                }
+            });
+        }
+    });
+    progress.finish();
+    let mut failed = failed
+        .into_inner()
+        .expect("no panic while holding the lock");
+    failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+    let mut counts = source::SourceCounts::default();
+    let mut bytes_read = 0;
+    for (runner, _) in groups {
+        let c = runner.source.counts();
+        counts.lines.extend(c.lines);
+        counts.values_changed += c.values_changed;
+        bytes_read += runner.source.bytes_read();
+    }
+    Ok(RunReport {
+        chunks_skipped: 0,
+        chunks_elsewhere: elsewhere.into_inner(),
+        chunks_total: jobs.len(),
+        chunks_done: done.into_inner(),
+        failed,
+        rows: rows.into_inner(),
+        bytes_read,
+        bytes_written: bytes_written.into_inner(),
+        elapsed: started.elapsed(),
+        peak_memory_bytes: summary::peak_memory_bytes(),
+        pivot: pivot.into_inner().expect("no panic while holding the lock"),
+        source: counts,
+    })
 }
 
 /// `column_groups`: `channel,group` lines (a header line `channel,group`
@@ -443,6 +491,7 @@ impl Runner {
         &self,
         chunk: &Chunk,
         redo: bool,
+        written: &(dyn Fn(u64) + Sync),
     ) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
         let chunking = &self.pipeline.chunks;
         with_retries(chunking.retries, chunking.retry_backoff, || {
@@ -453,6 +502,7 @@ impl Runner {
                     &self.sinks,
                     chunk,
                     redo,
+                    written,
                 ))
             }))
             .unwrap_or_else(|panic| {
@@ -670,6 +720,7 @@ async fn run_chunk(
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
     redo: bool,
+    written: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
     // Claim the chunk in every sink before reading anything: another
     // process may hold it, or have finished it.
@@ -700,6 +751,7 @@ async fn run_chunk(
                 for w in writers.iter_mut() {
                     w.write(&batch).await?;
                 }
+                written(batch.num_rows() as u64);
             }
             Some(Msg::Failed(e)) => return Err(e),
             Some(Msg::Done) => break,

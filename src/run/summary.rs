@@ -11,14 +11,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::RunReport;
 
 /// Progress of a run: a bar on a terminal, else an INFO line at most every
-/// ten seconds.
+/// ten seconds. Rows count as they are written, inside long chunks too.
 pub struct Progress {
     bar: Option<ProgressBar>,
     total: usize,
     expected_rows: Option<u64>,
     chunks: AtomicUsize,
     failed: AtomicUsize,
+    /// Rows of committed chunks.
     rows: AtomicU64,
+    /// Rows written by chunks still running (gone again when they end).
+    in_flight: AtomicU64,
     last_log: Mutex<Instant>,
     started: Instant,
 }
@@ -44,41 +47,63 @@ impl Progress {
             chunks: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             rows: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             last_log: Mutex::new(Instant::now()),
             started: Instant::now(),
         }
     }
 
-    pub fn chunk_done(&self, rows: u64, failed: bool) {
-        let chunks = self.chunks.fetch_add(1, Ordering::Relaxed) + 1;
-        let failures = self.failed.fetch_add(failed as usize, Ordering::Relaxed) + failed as usize;
-        let rows = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
-        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let message = format!(
-            "{} rows{}, {}/s{}",
-            thousands(rows),
-            self.expected_rows
-                .map(|e| format!(" of {}", thousands(e)))
-                .unwrap_or_default(),
-            thousands(rate as u64),
-            if failures > 0 {
-                format!(", {failures} failed")
-            } else {
-                String::new()
-            }
-        );
+    /// A running chunk wrote `rows` more.
+    pub fn rows_written(&self, rows: u64) {
+        self.in_flight.fetch_add(rows, Ordering::Relaxed);
+        self.show(false);
+    }
+
+    /// A chunk ended: `rows` committed (0 when it failed or was skipped),
+    /// `written` the rows it had reported while running.
+    pub fn chunk_done(&self, rows: u64, failed: bool, written: u64) {
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+        self.failed.fetch_add(failed as usize, Ordering::Relaxed);
+        self.in_flight.fetch_sub(written, Ordering::Relaxed);
+        self.rows.fetch_add(rows, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
-            bar.set_message(message);
             bar.inc(1);
+        }
+        self.show(true);
+    }
+
+    fn show(&self, chunk_ended: bool) {
+        let chunks = self.chunks.load(Ordering::Relaxed);
+        let failures = self.failed.load(Ordering::Relaxed);
+        let rows = self.rows.load(Ordering::Relaxed) + self.in_flight.load(Ordering::Relaxed);
+        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let message = || {
+            format!(
+                "{} rows{}, {}/s{}",
+                thousands(rows),
+                self.expected_rows
+                    .map(|e| format!(" of {}", thousands(e)))
+                    .unwrap_or_default(),
+                thousands(rate as u64),
+                if failures > 0 {
+                    format!(", {failures} failed")
+                } else {
+                    String::new()
+                }
+            )
+        };
+        if let Some(bar) = &self.bar {
+            bar.set_message(message());
             return;
         }
         let mut last = self
             .last_log
             .lock()
             .expect("no panic while holding the lock");
-        if last.elapsed() >= Duration::from_secs(10) || chunks == self.total {
+        let last_chunk = chunk_ended && chunks == self.total;
+        if last.elapsed() >= Duration::from_secs(10) || last_chunk {
             *last = Instant::now();
-            tracing::info!("Progress: {chunks}/{} chunks, {message}.", self.total);
+            tracing::info!("Progress: {chunks}/{} chunks, {}.", self.total, message());
         }
     }
 

@@ -339,10 +339,12 @@ mod tests {
 
     #[test]
     fn paths_are_safe_and_distinct() {
-        let chunk = |key: Option<&str>| Chunk {
-            key: key.map(str::to_string),
-            start: 1_748_736_000_000_000,
-            end: 1_748_822_400_388_958,
+        let chunk = |key: Option<&str>| {
+            Chunk::window(
+                key.map(str::to_string),
+                1_748_736_000_000_000,
+                1_748_822_400_388_958,
+            )
         };
         let t = "staging/{pipeline}/{key}/{start}_{end}.parquet";
         assert_eq!(

@@ -252,7 +252,7 @@ impl Wide {
 
     fn create_sql(&self, table: &TableName) -> Result<String, EtlError> {
         let schema = Schema::new(self.wide.index.clone());
-        create_table_sql(table, &schema, &self.index_names())
+        create_table_sql(table, &schema, &self.index_names(), &[])
     }
 
     /// The base table and every part created for it, as `etl plan` and

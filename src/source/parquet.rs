@@ -254,11 +254,7 @@ impl Source for ParquetSource {
         plan.chunks = counts
             .into_iter()
             .map(|((key, start), rows)| PlannedChunk {
-                chunk: Chunk {
-                    key,
-                    start,
-                    end: start.saturating_add(interval).min(upper),
-                },
+                chunk: Chunk::window(key, start, start.saturating_add(interval).min(upper)),
                 rows,
             })
             .collect();

@@ -364,11 +364,7 @@ impl Source for PostgresSource {
             let count: i64 = row.get(2);
             match window {
                 Some(start) => plan.chunks.push(PlannedChunk {
-                    chunk: Chunk {
-                        key,
-                        start,
-                        end: start.saturating_add(interval).min(end),
-                    },
+                    chunk: Chunk::window(key, start, start.saturating_add(interval).min(end)),
                     rows: count as u64,
                 }),
                 None => plan.rows_outside += count as u64,
@@ -443,11 +439,7 @@ impl Source for PostgresSource {
             let mut start = align_down(min, interval);
             while start <= max {
                 plan.chunks.push(PlannedChunk {
-                    chunk: Chunk {
-                        key: key.clone(),
-                        start,
-                        end: start + interval,
-                    },
+                    chunk: Chunk::window(key.clone(), start, start + interval),
                     rows: 0,
                 });
                 start += interval;

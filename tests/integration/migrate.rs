@@ -72,10 +72,22 @@ fn access_samples_migrate_whole_with_mdb_counts_valid_keys_and_sequences() {
         // When planned: every table in load order, the DDL, nothing written
         let plan = access(&db, &file, &["plan"]);
         assert_eq!(plan.code, 0, "{plan:?}");
-        assert!(
-            plan.stdout.contains("Tables in load order (parents first)"),
-            "{plan:?}"
-        );
+        // The phases in their order
+        let at = |heading: &str| {
+            plan.stdout
+                .find(heading)
+                .unwrap_or_else(|| panic!("no {heading:?} in {plan:?}"))
+        };
+        let phases = [
+            at("Phases: discover, create, data, constraints, sequences, verify"),
+            at("\nDiscover: tables in load order (parents first)"),
+            at("\nCreate (tables that do not exist yet):"),
+            at("\nData: "),
+            at("\nConstraints, once every chunk is done:"),
+            at("\nSequences:"),
+            at("\nVerify: "),
+        ];
+        assert!(phases.windows(2).all(|w| w[0] < w[1]), "{plan:?}");
         assert!(plan.stdout.ends_with("Nothing was written.\n"), "{plan:?}");
         assert_eq!(
             psql(
@@ -560,9 +572,9 @@ fn fractions_below_a_microsecond_round_as_postgresql_rounds_them() {
 }
 
 #[test]
-fn a_big_table_is_read_by_several_processes_in_key_ranges() {
-    // Given 3,000 rows keyed 1..3000 (CP949 text; two rows, in different
-    // thirds, hold bytes that are not CP949) and a small table
+fn a_big_table_is_cut_into_key_ranges_read_by_several_processes() {
+    // Given 3,000 rows keyed 1..3000 (CP949 text; two rows, in the first
+    // and the last third, hold bytes that are not CP949) and a small table
     let db = TestDb::new("odbc_readers");
     let file = db.dir.path().join("big.sqlite");
     sqlite(
@@ -587,12 +599,13 @@ fn a_big_table_is_read_by_several_processes_in_key_ranges() {
     };
     let pipeline = db.pipeline("p.toml", &text("error"));
 
-    // When planned, the big table is split and the small one is not
+    // When planned, the big table is cut into three ranges of its key (one
+    // per reader process), the small one is not
     let plan = db.etl(&["plan", pipeline.to_str().unwrap()]);
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout.contains(
-            "big -> \"public\".\"big\": 3,000 rows, read by 3 processes in ranges of \"id\""
+            "big -> \"public\".\"big\": 3,000 rows, 3 chunks by ranges of \"id\": [1, 1001), [1001, 2001), [2001, 3001)\n"
         ),
         "{plan:?}"
     );
@@ -601,19 +614,35 @@ fn a_big_table_is_read_by_several_processes_in_key_ranges() {
             .contains("small -> \"public\".\"small\": 1 rows\n"),
         "{plan:?}"
     );
+    assert!(
+        plan.stdout.contains("4 chunks, 3 at a time")
+            && plan.stdout.contains("each read by a child process"),
+        "{plan:?}"
+    );
 
-    // When run with invalid text an error: the table fails naming the
-    // range, column, row (within the range) and bytes; nothing of it lands
+    // When run with invalid text an error: the two ranges holding it fail,
+    // each naming its range, column, row (within the range) and bytes; the
+    // middle range lands; constraints wait
     let out = db.etl(&["run", pipeline.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stdout.contains("big: source table \"big\": rows with \"id\" below 1001 (or NULL): column \"s\": row 700 holds bytes that are not valid EUC-KR (b0 a1 ff 41)")
-            || out.stdout.contains("big: source table \"big\": rows with \"id\" from 2001: column \"s\": row 900 holds bytes that are not valid EUC-KR (b0 a1 ff 41)"),
-        "{out:?}"
+    for expected in [
+        "big [1, 1001): source table \"big\": column \"s\": row 700 holds bytes that are not valid EUC-KR (b0 a1 ff 41)",
+        "big [2001, 3001): source table \"big\": column \"s\": row 900 holds bytes that are not valid EUC-KR (b0 a1 ff 41)",
+        "constraints  not added",
+    ] {
+        assert!(out.stdout.contains(expected), "{expected}\n{out:?}");
+    }
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM big"
+        ),
+        "1001 2000 1000"
     );
-    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "0");
+    let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert_eq!(csv, "big,1,1001\nbig,2001,3001\n");
 
-    // When rerun with replace
+    // When the failed ranges are rerun with replace
     std::fs::write(&pipeline, text("replace")).unwrap();
     let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
     // Then all rows land once, both replacements counted, the keys follow
@@ -673,7 +702,7 @@ fn an_access_97_file_is_read_in_the_code_page_named_by_encoding() {
 }
 
 #[test]
-fn a_reader_process_that_dies_fails_only_its_table_and_rerun_loads_it() {
+fn a_reader_process_that_dies_fails_only_its_range_and_rerun_loads_it() {
     // Given a table big enough that its readers live a while
     let db = TestDb::new("odbc_reader_dies");
     let file = db.dir.path().join("big.sqlite");
@@ -724,16 +753,22 @@ fn a_reader_process_that_dies_fails_only_its_table_and_rerun_loads_it() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
 
-    // Then the run goes on and ends, the table fails naming why, and
-    // nothing of it is committed
+    // Then the run goes on and ends, that reader's range fails naming
+    // why, nothing of it is committed, and the constraints wait
     assert_eq!(status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains("ended with signal: 9 (SIGKILL); a driver crash?"),
         "{stdout}"
     );
-    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "0");
+    assert!(stdout.contains("constraints  not added"), "{stdout}");
+    let csv = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert!(
+        csv == "big,1,300001\n" || csv == "big,300001,600001\n",
+        "{csv}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "300000");
 
-    // When the failed table is rerun, it loads whole
+    // When the failed range is rerun, the table is whole
     let rerun = db.etl(&["rerun", pipeline.to_str().unwrap(), "failed_chunks.csv"]);
     assert_eq!(rerun.code, 0, "{rerun:?}");
     assert_eq!(

@@ -337,3 +337,78 @@ create_table = true
         );
     }
 }
+
+#[test]
+fn a_migration_killed_mid_table_resumes_with_the_ranges_not_done() {
+    // Given a table of 40,000 rows keyed by an integer, migrated in ranges
+    // of 10,000 rows, and a child table referencing it
+    let db = TestDb::new("odbc_ranges_kill");
+    let file = db.dir.path().join("big.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, s TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+         INSERT INTO big SELECT i, 'row ' || i FROM n;
+         CREATE TABLE child (id INTEGER PRIMARY KEY, big_id INTEGER REFERENCES big(id));
+         INSERT INTO child VALUES (1, 7), (2, 39999);",
+    );
+    let text = format!(
+        r#"name = "ranges"
+[source]
+type = "odbc"
+connection_string = "{}"
+tables = ["*"]
+batch_rows = 1000
+[chunks]
+range_rows = 10000
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.{{table}}"
+create_table = true
+"#,
+        sqlite_connection(&file)
+    );
+    let p = db.pipeline("ranges.toml", &text);
+    let p = p.to_str().unwrap();
+
+    // When a run on one worker is killed with SIGKILL in the middle of the
+    // third range of the table, two ranges committed
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", p],
+        &[("ETL_TEST_PAUSE_AT", "write:3")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().expect("SIGKILL etl");
+    child.wait().unwrap();
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "20000");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(chunk_key || ' ' || (extract(epoch FROM start_at) * 1000000)::bigint || ' ' || status, ', ' ORDER BY start_at) \
+             FROM etl.chunk_ledger WHERE status = 'done'"
+        ),
+        "big 1 done, big 10001 done"
+    );
+
+    // When run again
+    let out = db.etl(&["run", p]);
+
+    // Then only the ranges not done run, the table is exact, and the
+    // constraints follow
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("3 done, 0 failed, of 3"), "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || sum(id) FROM big"
+        ),
+        "40000 40000 800020000"
+    );
+    assert!(
+        out.stdout
+            .contains("2 of 2 tables have the source's row count; 1 foreign keys, 0 orphan rows"),
+        "{out:?}"
+    );
+}

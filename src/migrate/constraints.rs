@@ -1,0 +1,295 @@
+//! The phases after the data: primary keys, indexes and foreign keys (from
+//! the source's catalog), identity sequences set to the loaded maximum,
+//! then the checks (row counts against the source, orphan rows per foreign
+//! key).
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use super::catalog::ForeignKey;
+use super::{Checks, Finish, Migration};
+use crate::error::EtlError;
+use crate::sql::{ident, literal, TableName};
+
+impl Migration {
+    /// Primary keys, indexes and foreign keys, in that order: (what, SQL,
+    /// a query that returns a row when it exists already).
+    pub fn constraint_sql(&self) -> Vec<(String, String, Option<String>)> {
+        let mut out = Vec::new();
+        let mut taken = BTreeSet::new();
+        let mut fit = |name: String| {
+            let n = crate::sink::wide::fit_identifier(&name, &|n| taken.contains(n));
+            taken.insert(n.clone());
+            n
+        };
+        for t in &self.tables {
+            let target = qualified(&t.target);
+            let pk = &t.keys.primary_key;
+            if !pk.is_empty() {
+                let name = fit(format!("{}_pkey", t.target.name));
+                out.push((
+                    format!("primary key of {target} ({})", pk.join(", ")),
+                    format!(
+                        "ALTER TABLE {target} ADD CONSTRAINT {} PRIMARY KEY ({})",
+                        ident(&name),
+                        columns(pk)
+                    ),
+                    Some(format!(
+                        "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND contype = 'p'",
+                        literal(&target)
+                    )),
+                ));
+            }
+            let mut indexed: Vec<Vec<String>> = vec![pk.clone()];
+            for ix in &t.keys.indexes {
+                if ix.columns.is_empty() || indexed.contains(&ix.columns) {
+                    continue;
+                }
+                indexed.push(ix.columns.clone());
+                let name = fit(format!("{}_{}_idx", t.target.name, ix.name));
+                out.push((
+                    format!(
+                        "{}index {} on {target} ({})",
+                        if ix.unique { "unique " } else { "" },
+                        ix.name,
+                        ix.columns.join(", ")
+                    ),
+                    format!(
+                        "CREATE {}INDEX IF NOT EXISTS {} ON {target} ({})",
+                        if ix.unique { "UNIQUE " } else { "" },
+                        ident(&name),
+                        columns(&ix.columns)
+                    ),
+                    None,
+                ));
+            }
+            // Foreign key columns get an index when none leads with them.
+            for fk in self.foreign_keys.iter().filter(|f| f.table == t.source) {
+                if indexed.iter().any(|cols| cols.starts_with(&fk.columns)) {
+                    continue;
+                }
+                indexed.push(fk.columns.clone());
+                let name = fit(format!("{}_{}_idx", t.target.name, fk.columns.join("_")));
+                out.push((
+                    format!(
+                        "index on {target} ({}) for foreign key {}",
+                        fk.columns.join(", "),
+                        fk.name
+                    ),
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS {} ON {target} ({})",
+                        ident(&name),
+                        columns(&fk.columns)
+                    ),
+                    None,
+                ));
+            }
+        }
+        for fk in &self.foreign_keys {
+            let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent))
+            else {
+                continue;
+            };
+            let target = qualified(&child.target);
+            let name = fk_name(fk);
+            out.push((
+                format!(
+                    "foreign key {} on {target} ({}) -> {} ({})",
+                    fk.name,
+                    fk.columns.join(", "),
+                    qualified(&parent.target),
+                    fk.parent_columns.join(", ")
+                ),
+                format!(
+                    "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+                    ident(&name),
+                    columns(&fk.columns),
+                    qualified(&parent.target),
+                    columns(&fk.parent_columns)
+                ),
+                Some(format!(
+                    "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {}",
+                    literal(&target),
+                    literal(&name)
+                )),
+            ));
+        }
+        out
+    }
+
+    /// Statements that set each identity column's sequence to the loaded
+    /// maximum: (column, SQL returning the next value or no row).
+    pub fn sequence_sql(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            let target = qualified(&t.target);
+            for c in &t.keys.identity {
+                out.push((
+                    format!("{target}.{}", ident(c)),
+                    format!(
+                        "SELECT setval(s, m) + 1 FROM (SELECT pg_get_serial_sequence({}, {}) AS s, \
+                         (SELECT max({}) FROM {target}) AS m) x WHERE s IS NOT NULL AND m IS NOT NULL",
+                        literal(&target),
+                        literal(c),
+                        ident(c)
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The phases after the data: constraints (each one added unless the
+    /// catalog has it, a failure reported with its statement while the
+    /// others go on), sequences, checks.
+    pub async fn finish(&self) -> Result<Finish, EtlError> {
+        let client = self.client().await?;
+        let mut finish = Finish::default();
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = {}; SET statement_timeout = {}",
+                (self.sink.timeouts.lock_timeout_secs * 1000.0).round() as u64,
+                (self.sink.timeouts.statement_timeout_secs * 1000.0).round() as u64
+            ))
+            .await
+            .map_err(EtlError::pg("setting timeouts"))?;
+        for (what, sql, exists) in self.constraint_sql() {
+            if let Some(q) = exists {
+                let found = client
+                    .query_opt(&q, &[])
+                    .await
+                    .map_err(EtlError::pg(format!("looking for the {what}")))?;
+                if found.is_some() {
+                    continue;
+                }
+            }
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    tracing::info!(what, "Added.");
+                    finish.added.push(what);
+                }
+                Err(e) => {
+                    let e = EtlError::pg(format!("adding the {what}"))(e);
+                    tracing::error!(error = %e, "A constraint could not be added.");
+                    finish.problems.push(format!("{e}; statement: {sql}"));
+                }
+            }
+        }
+        for (column, sql) in self.sequence_sql() {
+            let next: Option<i64> = client
+                .query_opt(&sql, &[])
+                .await
+                .map_err(EtlError::pg(format!("resetting the sequence of {column}")))?
+                .map(|r| r.get(0));
+            match next {
+                Some(n) => finish.sequences.push(format!("{column} next {n}")),
+                None => tracing::info!(
+                    column,
+                    "No sequence to reset (an empty table, or a target column without identity)."
+                ),
+            }
+        }
+        finish.checks = self.checks(&client).await?;
+        Ok(finish)
+    }
+
+    /// Row counts against the source, orphans per foreign key.
+    pub async fn checks(&self, client: &Client) -> Result<Checks, EtlError> {
+        let mut checks = Checks::default();
+        for (t, source) in self.tables.iter().zip(&self.sources) {
+            let source = source.count()?;
+            let target: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {}", qualified(&t.target)),
+                    &[],
+                )
+                .await
+                .map_err(EtlError::pg(format!("counting the rows of {}", t.target)))?
+                .get(0);
+            checks
+                .counts
+                .push((t.source.clone(), source, target as u64));
+        }
+        for fk in &self.foreign_keys {
+            let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent))
+            else {
+                continue;
+            };
+            let not_null: Vec<String> = fk
+                .columns
+                .iter()
+                .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+                .collect();
+            let matches: Vec<String> = fk
+                .columns
+                .iter()
+                .zip(&fk.parent_columns)
+                .map(|(c, p)| format!("p.{} = c.{}", ident(p), ident(c)))
+                .collect();
+            let sql = format!(
+                "SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})",
+                qualified(&child.target),
+                not_null.join(" AND "),
+                qualified(&parent.target),
+                matches.join(" AND ")
+            );
+            let orphans: i64 = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(EtlError::pg(format!(
+                    "counting orphan rows of foreign key {}",
+                    fk.name
+                )))?
+                .get(0);
+            checks
+                .orphans
+                .push((fk.name.clone(), fk.table.clone(), orphans as u64));
+        }
+        Ok(checks)
+    }
+
+    /// Drops this migration's foreign keys that touch a table about to be
+    /// (re)loaded: a whole table's chunk truncates it, which a referencing
+    /// key forbids. The constraints phase adds them back.
+    pub(super) async fn drop_foreign_keys(
+        &self,
+        client: &Client,
+        loading: &BTreeSet<&str>,
+    ) -> Result<(), EtlError> {
+        for fk in &self.foreign_keys {
+            if !(loading.contains(fk.table.as_str()) || loading.contains(fk.parent.as_str())) {
+                continue;
+            }
+            let Some(child) = self.table(&fk.table) else {
+                continue;
+            };
+            let target = qualified(&child.target);
+            let sql = format!(
+                "DO $$ BEGIN IF to_regclass({}) IS NOT NULL THEN ALTER TABLE {target} DROP CONSTRAINT IF EXISTS {}; END IF; END $$",
+                literal(&target),
+                ident(&fk_name(fk))
+            );
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(EtlError::pg(format!(
+                    "dropping foreign key {} before reloading",
+                    fk.name
+                )))?;
+        }
+        Ok(())
+    }
+}
+
+fn fk_name(fk: &ForeignKey) -> String {
+    crate::sink::wide::fit_identifier(&fk.name, &|_| false)
+}
+
+fn qualified(t: &TableName) -> String {
+    format!("{}.{}", ident(t.schema_or_public()), ident(&t.name))
+}
+
+fn columns(cols: &[String]) -> String {
+    cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+}

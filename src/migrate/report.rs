@@ -1,0 +1,158 @@
+//! A migration's summary: what each phase did, for people.
+
+use std::fmt::Write;
+
+use super::Migration;
+use crate::run::summary::{bytes, thousands};
+use crate::run::RunReport;
+use crate::source::odbc::process::ReadStats;
+
+/// What a migration's run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Tables whose chunks all loaded in this run.
+    pub loaded: Vec<String>,
+    /// Tables done in an earlier run (or by another process).
+    pub skipped: Vec<String>,
+    /// Tables with a failed chunk.
+    pub failed_tables: Vec<String>,
+    /// The data phase, as the chunk runner reports it.
+    pub run: RunReport,
+    /// Values replaced, cut or made NULL, per `Table.Column`.
+    pub read: ReadStats,
+    /// Phase 3, when it ran.
+    pub finish: Option<Finish>,
+}
+
+/// Constraints, sequences and checks after the data.
+#[derive(Debug, Default)]
+pub struct Finish {
+    pub added: Vec<String>,
+    pub problems: Vec<String>,
+    /// `"table"."column" = next value`.
+    pub sequences: Vec<String>,
+    pub checks: Checks,
+}
+
+/// Row counts and orphans.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// (table, source rows, target rows)
+    pub counts: Vec<(String, u64, u64)>,
+    /// (foreign key, child table, orphan rows)
+    pub orphans: Vec<(String, String, u64)>,
+}
+
+impl Checks {
+    pub fn ok(&self) -> bool {
+        self.counts.iter().all(|(_, s, t)| s == t) && self.orphans.iter().all(|o| o.2 == 0)
+    }
+}
+
+impl Report {
+    /// Values that did not load as they were: invalid dates made NULL.
+    pub fn values_changed(&self) -> u64 {
+        self.read.values_changed()
+    }
+}
+
+/// The end-of-run summary of a migration, for stdout.
+pub fn render(m: &Migration, r: &Report) -> String {
+    let mut s = String::new();
+    let secs = r.run.elapsed.as_secs_f64();
+    let status = if !r.run.failed.is_empty() {
+        "finished with failed tables"
+    } else if r
+        .finish
+        .as_ref()
+        .is_some_and(|f| !f.problems.is_empty() || !f.checks.ok())
+    {
+        "loaded, but checks found problems"
+    } else {
+        "done"
+    };
+    let _ = writeln!(s, "\nMigration {} {status}", m.pipeline);
+    let _ = writeln!(
+        s,
+        "  tables       {} loaded, {} skipped (done before), {} failed, of {}",
+        r.loaded.len(),
+        r.skipped.len(),
+        r.failed_tables.len(),
+        m.tables.len()
+    );
+    let _ = writeln!(
+        s,
+        "  chunks       {} done, {} failed, of {}",
+        r.run.chunks_done,
+        r.run.failed.len(),
+        r.run.chunks_total
+    );
+    let _ = writeln!(
+        s,
+        "  rows         {} ({} written) in {secs:.1} s, {} rows/s",
+        thousands(r.run.rows),
+        bytes(r.run.bytes_written),
+        thousands((r.run.rows as f64 / secs.max(1e-3)) as u64)
+    );
+    for line in crate::source::odbc::count_lines(&r.read, &m.spec.options) {
+        let _ = writeln!(s, "  {line}");
+    }
+    match &r.finish {
+        None if r.run.failed.is_empty() => {
+            let _ = writeln!(
+                s,
+                "  constraints  waiting: not every table of the migration is loaded yet"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "  constraints  not added: tables failed; rerun them, then constraints follow"
+            );
+        }
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "  constraints  {} added{}",
+                f.added.len(),
+                if f.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} failed:", f.problems.len())
+                }
+            );
+            for p in &f.problems {
+                let _ = writeln!(s, "               {p}");
+            }
+            if !f.sequences.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  sequences    {} reset: {}",
+                    f.sequences.len(),
+                    f.sequences.join(", ")
+                );
+            }
+            let equal = f.checks.counts.iter().filter(|c| c.1 == c.2).count();
+            let _ = writeln!(
+                s,
+                "  verify       {equal} of {} tables have the source's row count; {} foreign keys, {} orphan rows",
+                f.checks.counts.len(),
+                f.checks.orphans.len(),
+                f.checks.orphans.iter().map(|o| o.2).sum::<u64>()
+            );
+            for (t, src, dst) in f.checks.counts.iter().filter(|c| c.1 != c.2) {
+                let _ = writeln!(s, "               {t}: source {src} rows, target {dst}");
+            }
+            for (fk, t, n) in f.checks.orphans.iter().filter(|o| o.2 > 0) {
+                let _ = writeln!(
+                    s,
+                    "               {t}: {n} rows have no parent under foreign key {fk}"
+                );
+            }
+        }
+    }
+    if let Some(peak) = crate::run::summary::peak_memory_bytes() {
+        let _ = writeln!(s, "  peak memory  {}", bytes(peak));
+    }
+    s
+}

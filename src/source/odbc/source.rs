@@ -1,0 +1,759 @@
+//! [`OdbcSource`]: an ODBC query or table as a [`Source`] of the chunk
+//! runner. Its chunks are one of:
+//!
+//! - time windows of `[chunks] time_column`, optionally per `key_column`,
+//!   read with `WHERE t >= ? AND t < ? [AND key = ?]`;
+//! - a whole table (a migration's small tables);
+//! - ranges of a table's integer key (a migration's big tables), cut in
+//!   equal widths of MIN..MAX, read with `WHERE k >= ? AND k < ?`.
+//!
+//! Bounds and keys are bound as typed parameters, never spliced into the
+//! SQL, and every row read is checked against its chunk's bounds: a driver
+//! that compares values other than etl does fails the chunk instead of
+//! moving rows between chunks silently.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use futures_util::Stream;
+
+use super::process::{self, ReadRequest, ReadStats};
+use super::{connect, count_lines, prepare, quote_char, quote_with, Param};
+use crate::config::validate::{Chunking, OdbcRelation, OdbcSpec};
+use crate::error::EtlError;
+use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
+use crate::source::{BatchStream, Source, SourceCounts};
+use crate::time::Micros;
+
+const DAY: Micros = 86_400_000_000;
+
+/// How chunk bounds are bound for the time column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TimeKind {
+    Timestamp,
+    Date,
+}
+
+/// What the source's chunks are cut along.
+enum Axis {
+    /// Time windows, optionally per key.
+    Windows {
+        /// The time column quoted for the driver.
+        time: String,
+        kind: TimeKind,
+        /// Bounds go to the driver as text ("2025-06-01 00:00:00"), not as
+        /// SQL TIMESTAMP: SQLite stores times as text and compares them as
+        /// text, and its driver renders a bound timestamp with ".000",
+        /// which sorts after the midnight row written without it.
+        text_times: bool,
+        key_column: Option<String>,
+        /// The key column quoted, and whether its values bind as integers.
+        key: Option<(String, bool)>,
+    },
+    /// A table of a migration: whole, or in ranges of its integer key.
+    Table {
+        /// The SELECT that reads the whole table (or the query as given).
+        select: String,
+        /// The key column quoted, when the table is cut into ranges.
+        split: Option<String>,
+        /// About this many rows per range...
+        range_rows: u64,
+        /// ...and at least this many ranges once the table has more than
+        /// this many rows each: the workers that can read it at once.
+        min_parts: u64,
+        batch_rows: u64,
+    },
+}
+
+/// An ODBC query or table, cut into chunks.
+pub struct OdbcSource {
+    spec: OdbcSpec,
+    /// What follows FROM: the quoted table, or the query as a derived table.
+    from: String,
+    /// The source table, for `[source.casts]`, counts and messages.
+    table: Option<String>,
+    schema: SchemaRef,
+    axis: Axis,
+    /// The column every row is checked against its chunk's bounds.
+    bound_index: Option<usize>,
+    /// What the chunks read so far counted (replaced, cut, invalid dates).
+    stats: Arc<Mutex<ReadStats>>,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl OdbcSource {
+    /// A query or one table in time windows: connects, describes the
+    /// columns and checks the chunk columns.
+    pub fn build(spec: &OdbcSpec, chunking: &Chunking) -> Result<Self, EtlError> {
+        let spec = prepare(spec);
+        let connection = connect(&spec.connection_string)?;
+        let quote = quote_char(&connection);
+        let text_times = connection
+            .database_management_system_name()
+            .is_ok_and(|name| name.to_ascii_lowercase().contains("sqlite"));
+        drop(connection);
+        let (from, table) = match &spec.relation {
+            OdbcRelation::Query(q) => (format!("({q}) q"), None),
+            OdbcRelation::Tables { include, .. } => match include.as_slice() {
+                [t] if t != "*" => (quote_with(quote, t), Some(t.clone())),
+                _ => {
+                    return Err(EtlError::Bug(
+                        "a whole-database ODBC source reached the time-window source".into(),
+                    ))
+                }
+            },
+        };
+        let schema = describe(&spec, &from, table.as_deref())?;
+        let column = |name: &str, what: &str| {
+            schema
+                .field_with_name(name)
+                .map(|f| f.data_type().clone())
+                .map_err(|_| {
+                    EtlError::Schema(format!(
+                        "chunks.{what} {name:?} is not a column of the source; its columns are: {:?}",
+                        schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+                    ))
+                })
+        };
+        let kind = match column(&chunking.time_column, "time_column")? {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => TimeKind::Timestamp,
+            DataType::Date32 => TimeKind::Date,
+            other => {
+                return Err(EtlError::Schema(format!(
+                    "chunks.time_column {:?} is read as {other}, not a timestamp or date; name a TIMESTAMP or DATE column (a text column holding times: cast it in `query`)",
+                    chunking.time_column
+                )))
+            }
+        };
+        let key = match &chunking.key_column {
+            None => None,
+            Some(k) => {
+                let integer = match column(k, "key_column")? {
+                    DataType::Int16 | DataType::Int32 | DataType::Int64 => true,
+                    DataType::Utf8 => false,
+                    other => {
+                        return Err(EtlError::Schema(format!(
+                            "chunks.key_column {k:?} is read as {other}; an ODBC key must be an integer or text column"
+                        )))
+                    }
+                };
+                Some((quote_with(quote, k), integer))
+            }
+        };
+        Ok(OdbcSource {
+            bound_index: schema.index_of(&chunking.time_column).ok(),
+            axis: Axis::Windows {
+                time: quote_with(quote, &chunking.time_column),
+                kind,
+                text_times,
+                key_column: chunking.key_column.clone(),
+                key,
+            },
+            spec,
+            from,
+            table,
+            schema,
+            stats: Arc::default(),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// One table of a migration, described already: `from` is its quoted
+    /// name (or the query as a derived table, `table` then `None`); `split`
+    /// its integer key when big tables are cut into ranges of about
+    /// `range_rows` rows, at least `min_parts` of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn table(
+        spec: &OdbcSpec,
+        select: String,
+        from: String,
+        table: Option<String>,
+        schema: SchemaRef,
+        split: Option<(&str, char)>,
+        range_rows: u64,
+        min_parts: u64,
+    ) -> OdbcSource {
+        OdbcSource {
+            bound_index: split.and_then(|(k, _)| schema.index_of(k).ok()),
+            axis: Axis::Table {
+                select,
+                split: split.map(|(k, quote)| quote_with(quote, k)),
+                range_rows: range_rows.max(1),
+                min_parts: min_parts.max(1),
+                batch_rows: spec.options.batch_rows as u64,
+            },
+            spec: spec.clone(),
+            from,
+            table,
+            schema,
+            stats: Arc::default(),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Runs `select` and hands every batch to `each`, in this thread.
+    fn scan(
+        &self,
+        select: &str,
+        mut each: impl FnMut(&RecordBatch) -> Result<(), EtlError>,
+    ) -> Result<(), EtlError> {
+        let mut reader = ReadRequest::new(
+            &self.spec.connection_string,
+            select,
+            self.table.as_deref(),
+            &self.spec.options,
+        )
+        .open()?;
+        while let Some(batch) = reader.next_batch()? {
+            each(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// The first row of an integer query (counts, key bounds); NULL is `None`.
+    fn integers(&self, select: &str) -> Result<Vec<Option<i64>>, EtlError> {
+        let mut values = None;
+        self.scan(select, |batch| {
+            if values.is_none() && batch.num_rows() > 0 {
+                let row = (0..batch.num_columns())
+                    .map(|c| match key_at(batch.column(c), 0)? {
+                        None => Ok(None),
+                        // Some drivers hand a count over as a decimal ("3.0").
+                        Some(text) => text
+                            .split('.')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .parse()
+                            .map(Some)
+                            .map_err(|_| {
+                                EtlError::Schema(format!(
+                                    "{select:?} returned {text:?}, not an integer"
+                                ))
+                            }),
+                    })
+                    .collect::<Result<Vec<_>, EtlError>>()?;
+                values = Some(row);
+            }
+            Ok(())
+        })?;
+        values.ok_or_else(|| EtlError::Schema(format!("{select:?} returned no row")))
+    }
+
+    /// The source's row count (`SELECT COUNT(*)`).
+    pub fn count(&self) -> Result<u64, EtlError> {
+        let select = format!("SELECT COUNT(*) FROM {}", self.from);
+        match self.integers(&select)?[..] {
+            [Some(n)] if n >= 0 => Ok(n as u64),
+            _ => Err(EtlError::Schema(format!("{select:?} returned no count"))),
+        }
+    }
+
+    /// Who the rows belong to, in messages: `source table "x"`, or the query.
+    fn label(&self) -> String {
+        match &self.table {
+            Some(t) => format!("source table {t:?}"),
+            None => "the source query".into(),
+        }
+    }
+
+    /// The chunk's SELECT and its parameters.
+    fn chunk_select(&self, chunk: &Chunk) -> Result<(String, Vec<Param>), EtlError> {
+        let from = &self.from;
+        match &self.axis {
+            Axis::Table {
+                select,
+                split: None,
+                ..
+            } => Ok((select.clone(), Vec::new())),
+            Axis::Table { select, .. } if chunk.is_whole() => Ok((select.clone(), Vec::new())),
+            Axis::Table { split: Some(k), .. } => Ok((
+                format!("SELECT * FROM {from} WHERE {k} >= ? AND {k} < ?"),
+                vec![Param::Int(chunk.start), Param::Int(chunk.end)],
+            )),
+            Axis::Windows {
+                time,
+                kind,
+                text_times,
+                key_column,
+                key,
+            } => {
+                let mut sql = format!("SELECT * FROM {from} WHERE {time} >= ? AND {time} < ?");
+                let bound = |t: Micros| -> Result<Param, EtlError> {
+                    Ok(match (kind, text_times) {
+                        (TimeKind::Timestamp, false) => Param::Timestamp(t),
+                        (TimeKind::Timestamp, true) => {
+                            Param::Text(crate::time::format_timestamp(t))
+                        }
+                        // A date d is in [start, end) when its midnight is.
+                        (TimeKind::Date, false) => Param::Date(day_at_or_after(t)?),
+                        (TimeKind::Date, true) => Param::Text(
+                            crate::time::format_timestamp(day_at_or_after(t)? as i64 * DAY)[..10]
+                                .to_string(),
+                        ),
+                    })
+                };
+                let mut params = vec![bound(chunk.start)?, bound(chunk.end)?];
+                if let Some((k, integer)) = key {
+                    match &chunk.key {
+                        None => sql.push_str(&format!(" AND {k} IS NULL")),
+                        Some(v) if *integer => {
+                            let v = v.parse().map_err(|_| {
+                                EtlError::Schema(format!(
+                                    "chunk {chunk}: key {v:?} is not an integer, but {:?} is an integer column",
+                                    key_column.as_deref().unwrap_or("")
+                                ))
+                            })?;
+                            sql.push_str(&format!(" AND {k} = ?"));
+                            params.push(Param::Int(v));
+                        }
+                        Some(v) => {
+                            sql.push_str(&format!(" AND {k} = ?"));
+                            params.push(Param::Text(v.clone()));
+                        }
+                    }
+                }
+                Ok((sql, params))
+            }
+        }
+    }
+
+    /// Time windows: one pass over the key and time columns, binned here:
+    /// every window that holds rows, counted; NULL times and rows outside
+    /// start/end counted apart. Portable to drivers without date
+    /// arithmetic in SQL.
+    fn plan_windows(
+        &self,
+        chunking: &Chunking,
+        time: &str,
+        key: Option<&str>,
+    ) -> Result<Plan, EtlError> {
+        let select = match key {
+            Some(k) => format!("SELECT {k}, {time} FROM {}", self.from),
+            None => format!("SELECT {time} FROM {}", self.from),
+        };
+        let origin = chunking.start.unwrap_or(0);
+        let (lower, upper) = (
+            chunking.start.unwrap_or(i64::MIN),
+            chunking.end.unwrap_or(i64::MAX),
+        );
+        let interval = chunking.interval;
+        let mut windows: HashMap<(Option<String>, Micros), u64> = HashMap::new();
+        let mut outside = 0u64;
+        self.scan(&select, |batch| {
+            let times = batch.column(batch.num_columns() - 1);
+            for i in 0..batch.num_rows() {
+                match micros_at(times, i)? {
+                    Some(t) if t >= lower && t < upper => {
+                        let start = origin + (t - origin).div_euclid(interval) * interval;
+                        let key = match key {
+                            Some(_) => key_at(batch.column(0), i)?,
+                            None => None,
+                        };
+                        *windows.entry((key, start)).or_default() += 1;
+                    }
+                    _ => outside += 1,
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| EtlError::Schema(format!("counting the source's rows per chunk: {e}")))?;
+        let plan = Plan {
+            chunks: windows
+                .into_iter()
+                .map(|((key, start), rows)| PlannedChunk {
+                    chunk: Chunk::window(key, start, start.saturating_add(interval).min(upper)),
+                    rows,
+                })
+                .collect(),
+            rows_outside: outside,
+            range: None,
+        };
+        Ok(finish_plan(plan, chunking))
+    }
+
+    /// A migration's table: one chunk, or ranges of its key in equal
+    /// widths of MIN..MAX (the same bounds as long as the table does not
+    /// change, so a killed run resumes with the same chunks).
+    fn plan_table(
+        &self,
+        split: Option<&str>,
+        range_rows: u64,
+        min_parts: u64,
+        batch_rows: u64,
+    ) -> Result<Plan, EtlError> {
+        let name = self.table.clone().unwrap_or_else(|| "query".into());
+        let whole = |rows: u64| Plan {
+            chunks: vec![PlannedChunk {
+                chunk: Chunk::whole(Some(name.clone())),
+                rows,
+            }],
+            rows_outside: 0,
+            range: None,
+        };
+        let Some(k) = split else {
+            return Ok(whole(self.count()?));
+        };
+        let select = format!(
+            "SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {}",
+            self.from
+        );
+        let [Some(min), Some(max), Some(count), Some(keyed)] = self.integers(&select)?[..] else {
+            return Ok(whole(0));
+        };
+        let count = count as u64;
+        // A NULL key is in no range: the table is read whole.
+        let parts = count
+            .div_ceil(range_rows)
+            .max(min_parts.min(count / batch_rows.max(1)));
+        if parts < 2 || max <= min || keyed as u64 != count {
+            return Ok(whole(count));
+        }
+        let span = max as i128 - min as i128 + 1;
+        let width = (span + parts as i128 - 1) / parts as i128;
+        let chunks = (0..parts as i128)
+            .map(|i| {
+                let lo = min as i128 + i * width;
+                let hi = (lo + width).min(max as i128 + 1);
+                (lo as i64, hi as i64)
+            })
+            .filter(|(lo, hi)| lo < hi)
+            .map(|(lo, hi)| PlannedChunk {
+                chunk: Chunk::range(Some(name.clone()), lo, hi),
+                // Rows per range are not counted: an estimate by width.
+                rows: (count as i128 * (hi as i128 - lo as i128) / span) as u64,
+            })
+            .collect();
+        Ok(Plan {
+            chunks,
+            rows_outside: 0,
+            range: None,
+        })
+    }
+}
+
+/// Connects, runs `SELECT * FROM {from}` and describes its columns.
+pub fn describe(spec: &OdbcSpec, from: &str, table: Option<&str>) -> Result<SchemaRef, EtlError> {
+    let mut options = spec.options.clone();
+    options.batch_rows = 1;
+    let described = ReadRequest::new(
+        &spec.connection_string,
+        &format!("SELECT * FROM {from}"),
+        table,
+        &options,
+    )
+    .open()
+    .map_err(|e| EtlError::Schema(format!("describing the ODBC source: {e}")))?;
+    Ok(described.schema())
+}
+
+/// The first day whose midnight is at or after `t`.
+fn day_at_or_after(t: Micros) -> Result<i32, EtlError> {
+    let days = t.div_euclid(DAY) + i64::from(t.rem_euclid(DAY) != 0);
+    i32::try_from(days)
+        .map_err(|_| EtlError::Schema(format!("chunk bound {t} µs is out of the date range")))
+}
+
+/// Row `i` of a time column as µs since 1970: a timestamp, a date, or text
+/// (drivers describe MIN/MAX of a column as text) in PostgreSQL's format.
+fn micros_at(array: &ArrayRef, i: usize) -> Result<Option<Micros>, EtlError> {
+    if array.is_null(i) {
+        return Ok(None);
+    }
+    Ok(Some(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .value(i),
+        DataType::Date32 => {
+            array
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(i) as i64
+                * DAY
+        }
+        DataType::Utf8 => {
+            let text = array.as_string::<i32>().value(i);
+            crate::time::parse_timestamp(text).map_err(|e| {
+                EtlError::Schema(format!(
+                    "the driver returned the time {text:?}, which etl cannot read: {e}"
+                ))
+            })?
+        }
+        other => {
+            return Err(EtlError::Schema(format!(
+                "the driver returned a time column as {other}, not a timestamp"
+            )))
+        }
+    }))
+}
+
+/// Row `i` of a key column as text (the chunk's key, or a number to parse).
+fn key_at(array: &ArrayRef, i: usize) -> Result<Option<String>, EtlError> {
+    if array.is_null(i) {
+        return Ok(None);
+    }
+    let text = arrow::compute::cast(&array.slice(i, 1), &DataType::Utf8)
+        .map_err(|e| EtlError::Schema(format!("reading a key value as text: {e}")))?;
+    Ok(Some(text.as_string::<i32>().value(0).to_string()))
+}
+
+/// Sorted chunks and their range, as every source orders them.
+fn finish_plan(mut plan: Plan, chunking: &Chunking) -> Plan {
+    plan.chunks
+        .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+    let first = plan.chunks.iter().map(|c| c.chunk.start).min();
+    let last = plan.chunks.iter().map(|c| c.chunk.end).max();
+    plan.range = chunking.start.or(first).zip(chunking.end.or(last));
+    plan
+}
+
+#[async_trait]
+impl Source for OdbcSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn primary_key(&self) -> &[String] {
+        &[]
+    }
+
+    async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        match &self.axis {
+            Axis::Windows { time, key, .. } => {
+                self.plan_windows(chunking, time, key.as_ref().map(|(k, _)| k.as_str()))
+            }
+            Axis::Table {
+                split,
+                range_rows,
+                min_parts,
+                batch_rows,
+                ..
+            } => self.plan_table(split.as_deref(), *range_rows, *min_parts, *batch_rows),
+        }
+    }
+
+    /// Time windows: one grouped query for each key's first and last time,
+    /// every window between them, rows not counted.
+    async fn plan_by_index(&self, chunking: &Chunking) -> Result<Option<Plan>, EtlError> {
+        let Axis::Windows { time: t, key, .. } = &self.axis else {
+            return Ok(None);
+        };
+        if chunking.start.is_some() || chunking.end.is_some() {
+            return Ok(None);
+        }
+        let select = match key {
+            Some((k, _)) => format!(
+                "SELECT {k}, MIN({t}), MAX({t}) FROM {} GROUP BY {k}",
+                self.from
+            ),
+            None => format!("SELECT MIN({t}), MAX({t}) FROM {}", self.from),
+        };
+        let interval = chunking.interval;
+        let mut plan = Plan::default();
+        self.scan(&select, |batch| {
+            let n = batch.num_columns();
+            for i in 0..batch.num_rows() {
+                let key = match key {
+                    Some(_) => key_at(batch.column(0), i)?,
+                    None => None,
+                };
+                let (Some(min), Some(max)) = (
+                    micros_at(batch.column(n - 2), i)?,
+                    micros_at(batch.column(n - 1), i)?,
+                ) else {
+                    continue;
+                };
+                let mut start = crate::plan::align_down(min, interval);
+                while start <= max {
+                    plan.chunks.push(PlannedChunk {
+                        chunk: Chunk::window(key.clone(), start, start + interval),
+                        rows: 0,
+                    });
+                    start += interval;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| EtlError::Schema(format!("finding the source's time range per key: {e}")))?;
+        Ok(Some(finish_plan(plan, chunking)))
+    }
+
+    async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        let (select, params) = self.chunk_select(chunk)?;
+        let request = ReadRequest::new(
+            &self.spec.connection_string,
+            &select,
+            self.table.as_deref(),
+            &self.spec.options,
+        )
+        .with_params(params);
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        // Drivers that serialise threads on a process-wide lock (SQLite)
+        // read chunks in parallel only as processes; a crash in one then
+        // fails its chunk, not the run.
+        let handle = if self.spec.readers > 1 {
+            process::in_child(request, None, tx)?
+        } else {
+            process::in_thread(request, None, tx)?
+        };
+        Ok(Box::pin(ReaderStream {
+            bounds: self
+                .bound_index
+                .filter(|_| !chunk.is_whole())
+                .map(|i| (i, chunk.clone())),
+            label: self.label(),
+            rx,
+            handle: Some(handle),
+            failed: false,
+            stats: self.stats.clone(),
+            bytes: self.bytes_read.clone(),
+        }))
+    }
+
+    async fn sql_checksum(
+        &self,
+        _chunk: &Chunk,
+        _columns: &[String],
+    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
+        Ok(None)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> SourceCounts {
+        let stats = self.stats.lock().expect("no panic while holding the lock");
+        SourceCounts {
+            lines: count_lines(&stats, &self.spec.options),
+            values_changed: stats.values_changed(),
+        }
+    }
+}
+
+impl OdbcSource {
+    /// What the chunks read so far counted, columns named `table.column`
+    /// for a table.
+    pub fn read_stats(&self) -> ReadStats {
+        let stats = self.stats.lock().expect("no panic while holding the lock");
+        let copy = ReadStats {
+            replaced: stats.replaced.clone(),
+            truncated: stats.truncated.clone(),
+            invalid_dates: stats.invalid_dates.clone(),
+        };
+        match &self.table {
+            Some(t) => copy.in_table(t),
+            None => copy,
+        }
+    }
+}
+
+/// One chunk's rows from its reader (thread or process). At the end the
+/// reader's counts join the source's; a reader's error ends the stream.
+struct ReaderStream {
+    /// The checked column's index and the chunk: every row must lie in it.
+    bounds: Option<(usize, Chunk)>,
+    /// Who the rows belong to, for errors.
+    label: String,
+    rx: tokio::sync::mpsc::Receiver<Result<RecordBatch, EtlError>>,
+    handle: Option<std::thread::JoinHandle<Result<ReadStats, EtlError>>>,
+    failed: bool,
+    stats: Arc<Mutex<ReadStats>>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl ReaderStream {
+    fn fail(&mut self, e: EtlError) -> Poll<Option<Result<RecordBatch, EtlError>>> {
+        self.failed = true;
+        Poll::Ready(Some(Err(match e {
+            EtlError::Schema(m) => EtlError::Schema(format!("{}: {m}", self.label)),
+            other => other,
+        })))
+    }
+}
+
+impl Stream for ReaderStream {
+    type Item = Result<RecordBatch, EtlError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(batch))) => {
+                this.bytes
+                    .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+                if let Some((column, chunk)) = &this.bounds {
+                    if let Err(e) = check_bounds(&batch, *column, chunk) {
+                        return this.fail(e);
+                    }
+                }
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => this.fail(e),
+            // Every sender is gone: the reader has ended (or is ending).
+            Poll::Ready(None) => {
+                let Some(handle) = this.handle.take() else {
+                    return Poll::Ready(None);
+                };
+                let result = handle.join().unwrap_or_else(|_| {
+                    Err(EtlError::Bug("an ODBC reader thread panicked".into()))
+                });
+                match result {
+                    Ok(stats) if !this.failed => {
+                        this.stats
+                            .lock()
+                            .expect("no panic while holding the lock")
+                            .add(stats);
+                        Poll::Ready(None)
+                    }
+                    Err(e) if !this.failed => this.fail(e),
+                    _ => Poll::Ready(None),
+                }
+            }
+        }
+    }
+}
+
+/// Every row the driver returned for a chunk lies in its bounds: a driver
+/// that compares values other than etl does (times stored as text in
+/// another format, another time zone) would otherwise put rows in the
+/// wrong chunk, or in none, silently.
+fn check_bounds(batch: &RecordBatch, column: usize, chunk: &Chunk) -> Result<(), EtlError> {
+    let values = batch.column(column);
+    let outside = |found: Option<i64>| {
+        EtlError::Schema(format!(
+            "chunk {chunk}: the driver returned a row whose {} is {}, outside the chunk; it compares values differently from etl (times stored as text in another format?). Cast the column in `query` so the driver compares real values",
+            if chunk.unit == Unit::Time { "time" } else { "key" },
+            found.map_or("NULL".to_string(), |v| chunk.bound(v))
+        ))
+    };
+    let inside = |v: i64| v >= chunk.start && v < chunk.end;
+    match chunk.unit {
+        Unit::Key => {
+            let keys = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
+                EtlError::Schema(format!("reading the key column as integers: {e}"))
+            })?;
+            let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();
+            for i in 0..keys.len() {
+                let v = (!keys.is_null(i)).then(|| keys.value(i));
+                if !v.is_some_and(inside) {
+                    return Err(outside(v));
+                }
+            }
+        }
+        Unit::Time => {
+            for i in 0..batch.num_rows() {
+                let v = micros_at(values, i)?;
+                if !v.is_some_and(inside) {
+                    return Err(outside(v));
+                }
+            }
+        }
+    }
+    Ok(())
+}
