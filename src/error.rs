@@ -23,6 +23,13 @@ pub enum EtlError {
     /// The source and target do not fit together, or a column cannot be carried.
     #[error("{0}")]
     Schema(String),
+    /// An ODBC driver call failed; `state` is the driver's SQLSTATE.
+    #[error("{context}: {message}")]
+    Odbc {
+        context: String,
+        state: Option<String>,
+        message: String,
+    },
     /// A transform stage failed; `index` counts `[[transforms]]` from 0.
     #[error("transforms[{index}]: {message}")]
     Transform { index: usize, message: String },
@@ -70,8 +77,83 @@ impl EtlError {
                             .is_some_and(|e| e.is::<std::io::Error>())
                 }
             },
-            EtlError::Io { .. } | EtlError::Busy { .. } => true,
+            // The driver lost its connection or timed out, or the source
+            // database chose this statement as a deadlock or
+            // serialization victim.
+            EtlError::Odbc {
+                state: Some(state), ..
+            } => {
+                state.starts_with("08")
+                    || matches!(state.as_str(), "HYT00" | "HYT01" | "40001" | "40P01")
+            }
+            // Only where trying again can help: a network hiccup, not a
+            // missing file or a full disk.
+            EtlError::Io { source, .. } => {
+                use std::io::ErrorKind::*;
+                matches!(
+                    source.kind(),
+                    ConnectionReset
+                        | ConnectionAborted
+                        | ConnectionRefused
+                        | BrokenPipe
+                        | TimedOut
+                        | Interrupted
+                        | UnexpectedEof
+                )
+            }
+            EtlError::Busy { .. } => true,
             _ => false,
+        }
+    }
+
+    /// An ODBC error, its SQLSTATE kept.
+    pub fn odbc(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
+        let context = context.into();
+        move |e| {
+            let state = match &e {
+                odbc_api::Error::Diagnostics { record, .. } => {
+                    Some(record.state.as_str().to_string())
+                }
+                _ => None,
+            };
+            EtlError::Odbc {
+                context,
+                state,
+                message: e.to_string(),
+            }
+        }
+    }
+
+    /// An ODBC error that arrived as text (from a reader process): its
+    /// SQLSTATE read back from odbc-api's "State: XXXXX" when it is there.
+    pub fn odbc_text(context: impl Into<String>, message: String) -> EtlError {
+        let state = message
+            .split("State: ")
+            .nth(1)
+            .map(|rest| rest.chars().take(5).collect::<String>())
+            .filter(|s| s.len() == 5 && s.chars().all(|c| c.is_ascii_alphanumeric()));
+        EtlError::Odbc {
+            context: context.into(),
+            state,
+            message,
+        }
+    }
+
+    /// The same error with `prefix` before its message: whose rows, which
+    /// part. Typed errors keep their type.
+    pub fn in_context(self, prefix: &str) -> EtlError {
+        match self {
+            EtlError::Schema(m) => EtlError::Schema(format!("{prefix}: {m}")),
+            EtlError::Odbc {
+                context,
+                state,
+                message,
+            } => EtlError::Odbc {
+                context: format!("{prefix}: {context}"),
+                state,
+                message,
+            },
+            other => other,
         }
     }
 
@@ -111,5 +193,43 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odbc_errors_are_transient_by_their_sqlstate() {
+        let lost = EtlError::odbc_text(
+            "reading",
+            "ODBC emitted an error calling 'SQLFetch':\nState: 08S01, Native error: 0, Message: lost".into(),
+        );
+        assert!(lost.is_transient(), "{lost:?}");
+        let syntax = EtlError::odbc_text(
+            "reading",
+            "State: 42000, Native error: 1, Message: syntax".into(),
+        );
+        assert!(!syntax.is_transient());
+        assert!(!EtlError::odbc_text("reading", "a crash".into()).is_transient());
+        // Context is added in front; the state stays.
+        let e = lost.in_context("source table \"t\"");
+        assert!(
+            e.to_string().starts_with("source table \"t\": reading: "),
+            "{e}"
+        );
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn io_errors_are_transient_only_where_a_retry_can_help() {
+        let io = |kind| EtlError::Io {
+            context: "x".into(),
+            source: std::io::Error::from(kind),
+        };
+        assert!(io(std::io::ErrorKind::ConnectionReset).is_transient());
+        assert!(!io(std::io::ErrorKind::NotFound).is_transient());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).is_transient());
     }
 }

@@ -73,11 +73,12 @@ impl Chunk {
 
 impl fmt::Display for Chunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A whole table's chunk is named by its table.
+        if self.is_whole() {
+            return write!(f, "{}", self.key.as_deref().unwrap_or("(whole table)"));
+        }
         if let Some(k) = &self.key {
             write!(f, "{k} ")?;
-        }
-        if self.is_whole() {
-            return write!(f, "(whole table)");
         }
         write!(f, "[{}, {})", self.bound(self.start), self.bound(self.end))
     }

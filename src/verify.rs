@@ -99,6 +99,9 @@ pub struct Comparison {
     pub source: Checksum,
     /// `None`: the sink has nothing for this chunk (no file, no rows).
     pub target: Option<Checksum>,
+    /// Rows counted on both sides, no checksum: the source cannot compute
+    /// one in SQL (an ODBC source).
+    pub counts_only: bool,
 }
 
 impl Comparison {

@@ -354,8 +354,7 @@ fn decode(bytes: Option<&[u8]>, encoding: &'static encoding_rs::Encoding) -> Str
 }
 
 fn odbc(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
-    let context = context.into();
-    move |e| EtlError::Schema(format!("{context}: {e}"))
+    EtlError::odbc(context)
 }
 
 #[cfg(test)]

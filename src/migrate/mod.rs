@@ -401,6 +401,8 @@ impl Migration {
     ) -> Result<Report, EtlError> {
         // Each table's chunks to run, and whether they are all of it.
         let mut todo: Vec<(usize, Vec<Chunk>, bool)> = Vec::new();
+        // Every table's chunks, when planned here (not for a rerun).
+        let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
         match only {
             Some(listed) => {
@@ -425,6 +427,9 @@ impl Migration {
                         .into_iter()
                         .map(|c| c.chunk)
                         .collect();
+                    planned_all
+                        .get_or_insert_with(Vec::new)
+                        .push(planned.clone());
                     let done = if redo {
                         HashSet::new()
                     } else {
@@ -478,7 +483,7 @@ impl Migration {
             return Ok(report);
         }
         if report.run.failed.is_empty() {
-            if self.all_done()? {
+            if self.all_done(planned_all.as_deref())? {
                 report.finish = Some(block_on(self.finish())?);
             } else {
                 tracing::warn!("Some chunks of the migration are not loaded yet; constraints, sequences and checks wait for them.");
@@ -527,14 +532,18 @@ impl Migration {
             .unwrap_or_default())
     }
 
-    /// Whether every chunk of every table is done.
-    fn all_done(&self) -> Result<bool, EtlError> {
+    /// Whether every chunk of every table is done (of `planned`, each
+    /// table's chunks, when the run planned them already).
+    fn all_done(&self, planned: Option<&[Vec<Chunk>]>) -> Result<bool, EtlError> {
         for i in 0..self.tables.len() {
-            let chunks: Vec<Chunk> = self
-                .chunks_of(i, false)?
-                .into_iter()
-                .map(|c| c.chunk)
-                .collect();
+            let chunks: Vec<Chunk> = match planned {
+                Some(p) => p[i].clone(),
+                None => self
+                    .chunks_of(i, false)?
+                    .into_iter()
+                    .map(|c| c.chunk)
+                    .collect(),
+            };
             if self.committed(i, &chunks)?.len() < chunks.len() {
                 return Ok(false);
             }

@@ -199,6 +199,7 @@ impl Sink for ParquetSink {
             None
         };
         Ok(crate::verify::Comparison {
+            counts_only: false,
             source: expected.finish(),
             target,
         })

@@ -575,23 +575,45 @@ impl Sink for PostgresSink {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let expected = source.sql_checksum(chunk, &columns).await?.ok_or_else(|| {
-            EtlError::Schema(
-                "this source cannot checksum its rows in SQL; verify supports PostgreSQL sources"
-                    .into(),
-            )
-        })?;
         let table = self.table_for(chunk)?;
+        // A source without SQL checksums (ODBC) is compared by counts.
+        let (expected, counts_only) = match source.sql_checksum(chunk, &columns).await? {
+            Some(sum) => (sum, false),
+            None => match source.count(chunk).await? {
+                Some(rows) => (
+                    crate::verify::Checksum {
+                        rows,
+                        sum: String::new(),
+                    },
+                    true,
+                ),
+                None => {
+                    return Err(EtlError::Schema(
+                        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL and ODBC sources"
+                            .into(),
+                    ))
+                }
+            },
+        };
         let client = self.pool.get().await?;
         let target = match read_columns(&client, &table).await? {
             None => None,
             Some(_) => {
-                let filter = self.filter(chunk);
-                let row = client
-                    .query_one(
-                        &crate::verify::sql(&columns, &table.qualified(), &filter),
-                        &[],
+                let filter = if chunk.is_whole() {
+                    "true".to_string()
+                } else {
+                    self.filter(chunk)
+                };
+                let sql = if counts_only {
+                    format!(
+                        "SELECT count(*)::int8, '' FROM {} WHERE {filter}",
+                        table.qualified()
                     )
+                } else {
+                    crate::verify::sql(&columns, &table.qualified(), &filter)
+                };
+                let row = client
+                    .query_one(&sql, &[])
                     .await
                     .map_err(EtlError::pg(format!(
                         "checksumming chunk {chunk} in {}",
@@ -607,6 +629,7 @@ impl Sink for PostgresSink {
         Ok(crate::verify::Comparison {
             source: expected,
             target,
+            counts_only,
         })
     }
 

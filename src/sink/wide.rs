@@ -720,6 +720,7 @@ impl Wide {
         let layout = self.load(client, base).await?;
         if !layout.parts.contains_key(&base.qualified()) {
             return Ok(crate::verify::Comparison {
+                counts_only: false,
                 source: expected_sum,
                 target: None,
             });
@@ -763,6 +764,7 @@ impl Wide {
             }
         }
         Ok(crate::verify::Comparison {
+            counts_only: false,
             source: expected_sum,
             target: Some(crate::verify::Checksum {
                 rows: target_rows as u64,

@@ -47,6 +47,12 @@ pub trait Source: Send + Sync {
         chunk: &Chunk,
         columns: &[String],
     ) -> Result<Option<crate::verify::Checksum>, EtlError>;
+    /// The number of one chunk's rows, counted by the source itself; `None`
+    /// when it cannot (a file source). Verify's fallback where a source
+    /// has no SQL checksum.
+    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
+        Ok(None)
+    }
     /// Runs `SELECT {select} FROM <the source> WHERE <chunk's rows> {tail}`
     /// in the source (all rows without a chunk); each value must be text.
     /// `None` when the source has no SQL (a file source).

@@ -412,3 +412,59 @@ create_table = true
         "{out:?}"
     );
 }
+
+#[test]
+fn verify_compares_odbc_windows_by_row_counts() {
+    // Given the readings loaded in windows of a day per ship, no stage
+    let db = TestDb::new("odbc_windows_verify");
+    let file = readings(&db);
+    let text = format!(
+        r#"name = "odbc-verify"
+[source]
+type = "odbc"
+connection_string = "{}"
+query = "SELECT ship_id, created_time, value FROM readings"
+[chunks]
+time_column = "created_time"
+interval = "1d"
+key_column = "ship_id"
+[[sinks]]
+type = "postgres"
+url = "${{ETL_DST_URL}}"
+table = "public.readings"
+create_table = true
+"#,
+        sqlite_connection(&file)
+    );
+    let p = db.pipeline("verify.toml", &text);
+    let p = p.to_str().unwrap();
+    let out = db.etl(&["run", p]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // When verified, every chunk's count matches, and it says how it compared
+    let verify = db.etl(&["verify", p]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(
+        verify.stdout.contains(
+            "Verified 9 chunks of pipeline odbc-verify against 1 sink: 9 equal, 0 differ"
+        ),
+        "{verify:?}"
+    );
+    assert!(
+        verify.stdout.contains("compared by count only"),
+        "{verify:?}"
+    );
+
+    // When a target row goes missing, verify names its chunk
+    psql(
+        &db.dst,
+        "DELETE FROM readings WHERE ship_id = 3 AND created_time = '2025-06-02 00:00:00'",
+    );
+    let verify = db.etl(&["verify", p]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(verify.stdout.contains("8 equal, 1 differ"), "{verify:?}");
+    assert!(
+        verify.stdout.contains("3    2025-06-02 00:00:00         2025-06-03 00:00:00                   72            71  not read"),
+        "{verify:?}"
+    );
+}

@@ -179,7 +179,7 @@ pub type Batches = tokio::sync::mpsc::Sender<Result<RecordBatch, EtlError>>;
 fn in_part(part: &Option<String>, e: EtlError) -> EtlError {
     match part {
         None => e,
-        Some(part) => EtlError::Schema(format!("{part}: {e}")),
+        Some(part) => e.in_context(part),
     }
 }
 
@@ -309,10 +309,19 @@ pub fn in_child(
                 (Some(e), false) => Some(format!("{ended} (its rows broke off: {e})")),
             };
             if let Some(error) = error {
-                let error = in_part(&part, EtlError::Schema(error));
+                // A driver error keeps its SQLSTATE (and so whether it is
+                // worth trying again); a crash or a broken stream has none.
+                let typed = || {
+                    let e = if error.contains("State: ") {
+                        EtlError::odbc_text("the reader process", error.clone())
+                    } else {
+                        EtlError::Schema(error.clone())
+                    };
+                    in_part(&part, e)
+                };
                 // The loading thread may still be waiting for batches.
-                let _ = batches.blocking_send(Err(EtlError::Schema(error.to_string())));
-                return Err(error);
+                let _ = batches.blocking_send(Err(typed()));
+                return Err(typed());
             }
             stats
                 .map(|json| {

@@ -197,8 +197,7 @@ pub struct OdbcReader {
 }
 
 fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
-    let context = context.into();
-    move |e| EtlError::Schema(format!("{context}: {e}"))
+    EtlError::odbc(context)
 }
 
 /// Connects to an ODBC data source; errors carry the driver's message.
@@ -644,14 +643,14 @@ pub fn execute<S: odbc_api::handles::Statement>(
     let buffers = parameter_buffers(params, encoding)?;
     let failed = |e: odbc_api::Error| {
         let bound: Vec<String> = params.iter().map(|p| p.to_string()).collect();
-        EtlError::Schema(if bound.is_empty() {
-            format!("running the ODBC query {sql:?}: {e}")
+        EtlError::odbc(if bound.is_empty() {
+            format!("running the ODBC query {sql:?}")
         } else {
             format!(
-                "running the ODBC query {sql:?} with parameters [{}]: {e}",
+                "running the ODBC query {sql:?} with parameters [{}]",
                 bound.join(", ")
             )
-        })
+        })(e)
     };
     for (i, b) in buffers.iter().enumerate() {
         // SAFETY: `buffers` outlives the execution below, and the bindings
@@ -693,7 +692,7 @@ pub fn catalog_rows(
     encoding: &'static Encoding,
     call: impl FnOnce(odbc_api::sys::HStmt, &[(*const u8, i16)]) -> odbc_api::sys::SqlReturn,
 ) -> Result<Vec<Vec<String>>, EtlError> {
-    let context = |e: odbc_api::Error| EtlError::Schema(format!("calling {function}: {e}"));
+    let context = |e: odbc_api::Error| EtlError::odbc(format!("calling {function}"))(e);
     let encoded = arguments
         .iter()
         .map(|a| a.map(|a| encode_sql(a, encoding)).transpose())

@@ -201,6 +201,16 @@ impl OdbcSource {
     fn scan(
         &self,
         select: &str,
+        each: impl FnMut(&RecordBatch) -> Result<(), EtlError>,
+    ) -> Result<(), EtlError> {
+        self.scan_with(select, Vec::new(), each)
+    }
+
+    /// [`OdbcSource::scan`] with parameters bound to the SELECT's markers.
+    fn scan_with(
+        &self,
+        select: &str,
+        params: Vec<Param>,
         mut each: impl FnMut(&RecordBatch) -> Result<(), EtlError>,
     ) -> Result<(), EtlError> {
         let mut reader = ReadRequest::new(
@@ -209,6 +219,7 @@ impl OdbcSource {
             self.table.as_deref(),
             &self.spec.options,
         )
+        .with_params(params)
         .open()?;
         while let Some(batch) = reader.next_batch()? {
             each(&batch)?;
@@ -218,8 +229,16 @@ impl OdbcSource {
 
     /// The first row of an integer query (counts, key bounds); NULL is `None`.
     fn integers(&self, select: &str) -> Result<Vec<Option<i64>>, EtlError> {
+        self.integers_with(select, Vec::new())
+    }
+
+    fn integers_with(
+        &self,
+        select: &str,
+        params: Vec<Param>,
+    ) -> Result<Vec<Option<i64>>, EtlError> {
         let mut values = None;
-        self.scan(select, |batch| {
+        self.scan_with(select, params, |batch| {
             if values.is_none() && batch.num_rows() > 0 {
                 let row = (0..batch.num_columns())
                     .map(|c| match key_at(batch.column(c), 0)? {
@@ -623,6 +642,20 @@ impl Source for OdbcSource {
         Ok(None)
     }
 
+    /// The chunk's SELECT as a `COUNT(*)` (a query source: of the query
+    /// as a derived table).
+    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
+        let (select, params) = self.chunk_select(chunk)?;
+        let (select, params) = match select.strip_prefix("SELECT * FROM ") {
+            Some(rest) => (format!("SELECT COUNT(*) FROM {rest}"), params),
+            None => (format!("SELECT COUNT(*) FROM ({select}) q"), params),
+        };
+        match self.integers_with(&select, params)?[..] {
+            [Some(n)] if n >= 0 => Ok(Some(n as u64)),
+            _ => Err(EtlError::Schema(format!("{select:?} returned no count"))),
+        }
+    }
+
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }
@@ -670,10 +703,7 @@ struct ReaderStream {
 impl ReaderStream {
     fn fail(&mut self, e: EtlError) -> Poll<Option<Result<RecordBatch, EtlError>>> {
         self.failed = true;
-        Poll::Ready(Some(Err(match e {
-            EtlError::Schema(m) => EtlError::Schema(format!("{}: {m}", self.label)),
-            other => other,
-        })))
+        Poll::Ready(Some(Err(e.in_context(&self.label))))
     }
 }
 

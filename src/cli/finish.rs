@@ -1,0 +1,64 @@
+//! How a run ends: the failed-chunk CSV, what to do next, the exit code.
+
+use std::path::{Path, PathBuf};
+
+use super::Outcome;
+use crate::plan::Chunk;
+use crate::run::{failed_csv, RunReport};
+
+/// `failed.csv` -> `failed.rerun-20261122T031500.csv`, beside it.
+pub(super) fn rerun_csv_path(csv: &Path) -> PathBuf {
+    let stem = csv
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "failed".into());
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    csv.with_file_name(format!("{stem}.rerun-{stamp}.csv"))
+}
+
+pub(super) fn finish(
+    pipeline: &Path,
+    report: &RunReport,
+    failed_path: &Path,
+    rerun_of: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    if report.failed.is_empty() {
+        if rerun_of.is_none() && failed_path.exists() {
+            out!(
+                "  note         {} is from an earlier run; no chunk failed in this one",
+                failed_path.display()
+            );
+        }
+        if report.pivot.as_ref().is_some_and(|p| p.not_pivoted() > 0) {
+            return Ok(Outcome::RowsNotPivoted);
+        }
+        if report.source.values_changed > 0 {
+            return Ok(Outcome::ValuesChanged);
+        }
+        return Ok(Outcome::Success);
+    }
+    let chunks: Vec<Chunk> = report.failed.iter().map(|f| f.chunk.clone()).collect();
+    failed_csv::write(failed_path, &chunks).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write the failed-chunk CSV {}: {e}",
+            failed_path.display()
+        )
+    })?;
+    out!(
+        "\nFailed chunks ({}), written to {}:",
+        report.failed.len(),
+        failed_path.display()
+    );
+    for f in report.failed.iter().take(10) {
+        out!("  {}: {}", f.chunk, f.error);
+    }
+    if report.failed.len() > 10 {
+        out!("  ... and {} more (see the log)", report.failed.len() - 10);
+    }
+    out!(
+        "Fix the cause, then: etl rerun {} {}",
+        pipeline.display(),
+        failed_path.display()
+    );
+    Ok(Outcome::ChunksFailed)
+}

@@ -1,0 +1,122 @@
+//! The commands on a migration (an ODBC source without time windows):
+//! the phases around the runner, from [`crate::migrate`].
+
+use std::path::Path;
+
+use super::finish::{finish, rerun_csv_path};
+use super::rerun::would;
+use super::Outcome;
+use crate::config::ValidatedPipeline;
+use crate::migrate::Migration;
+use crate::plan::Chunk;
+use crate::run::summary::thousands;
+
+/// `etl plan`: the phases, each table with its chunks, the DDL.
+pub(super) fn plan(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
+    let m = Migration::discover(pipeline)?;
+    out!(
+        "Pipeline {}: {} tables from an ODBC source",
+        m.pipeline,
+        m.tables.len()
+    );
+    for line in m.plan_lines()? {
+        out!("{line}");
+    }
+    out!("Nothing was written.");
+    Ok(Outcome::Success)
+}
+
+/// `etl run`: every phase; the data phase skips the chunks done before.
+pub(super) fn run(
+    path: &Path,
+    pipeline: &ValidatedPipeline,
+    workers: Option<usize>,
+    restart: bool,
+    follow: bool,
+) -> anyhow::Result<Outcome> {
+    if follow {
+        anyhow::bail!("--follow needs [chunks] time_column; without it an ODBC source is migrated table by table");
+    }
+    let m = Migration::discover(pipeline)?;
+    let report = m.run(None, restart, workers)?;
+    out_raw!("{}", crate::migrate::render(&m, &report));
+    end(path, &report, &pipeline.chunks.failed_csv, None)
+}
+
+/// `etl rerun`: the chunks listed, then the phases after the data.
+pub(super) fn rerun(
+    path: &Path,
+    pipeline: &ValidatedPipeline,
+    csv: &Path,
+    chunks: &[Chunk],
+    dry_run: bool,
+) -> anyhow::Result<Outcome> {
+    crate::run::install_ctrl_c();
+    if dry_run {
+        return would("reload", "chunk", &pipeline.name, chunks);
+    }
+    let m = Migration::discover(pipeline)?;
+    let report = m.run(Some(chunks), true, None)?;
+    out_raw!("{}", crate::migrate::render(&m, &report));
+    end(path, &report, &rerun_csv_path(csv), Some(csv))
+}
+
+/// `etl verify`: row counts per table, orphans per foreign key.
+pub(super) fn verify(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
+    let m = Migration::discover(pipeline)?;
+    let checks = m.verify()?;
+    out!(
+        "{:40}  {:>12}  {:>12}  result",
+        "table",
+        "source rows",
+        "target rows"
+    );
+    for (t, src, dst) in &checks.counts {
+        out!(
+            "{t:40}  {:>12}  {:>12}  {}",
+            thousands(*src),
+            thousands(*dst),
+            if src == dst { "equal" } else { "differs" }
+        );
+    }
+    for (fk, t, n) in &checks.orphans {
+        out!(
+            "foreign key {fk} on {t}: {} orphan rows{}",
+            thousands(*n),
+            if *n == 0 { "" } else { "  differs" }
+        );
+    }
+    Ok(if checks.ok() {
+        Outcome::Success
+    } else {
+        Outcome::ChunksFailed
+    })
+}
+
+/// How a migration ends: its failed chunks as every run's (exit 1); then
+/// constraints that could not be added or checks that differ (exit 1);
+/// invalid dates loaded as NULL (exit 3).
+fn end(
+    path: &Path,
+    report: &crate::migrate::Report,
+    failed_path: &Path,
+    rerun_of: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    let outcome = finish(path, &report.run, failed_path, rerun_of)?;
+    if !matches!(outcome, Outcome::Success | Outcome::ValuesChanged) {
+        return Ok(outcome);
+    }
+    if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        out!("Stopped by Ctrl-C; run the same command to resume.");
+        return Ok(Outcome::Interrupted);
+    }
+    if let Some(f) = &report.finish {
+        if !f.problems.is_empty() || !f.checks.ok() {
+            return Ok(Outcome::ChunksFailed);
+        }
+    }
+    if report.values_changed() > 0 {
+        return Ok(Outcome::ValuesChanged);
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,197 @@
+//! The command line: parsing and dispatch. Data flow lives in the
+//! pipeline file; run-time knobs (verbosity, workers, the rerun file) are
+//! flags. Each command is a module of its own; what differs for a
+//! migration (an ODBC source without time windows) is in [`migration`].
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+/// `println!` that returns the write error (a closed pipe) instead of
+/// panicking; `main` turns a broken pipe into exit code 0.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+mod finish;
+mod migration;
+mod plan;
+mod rerun;
+mod run;
+mod status;
+mod verify;
+
+use crate::config::{self, ValidatedPipeline};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etl",
+    version,
+    about = "Move data into PostgreSQL fast and safely, driven by one pipeline file."
+)]
+pub struct Args {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check a pipeline file without connecting; reports every problem.
+    Validate { pipeline: PathBuf },
+    /// Show the chunks (key, start, end, rows) and the DDL a run would execute; writes nothing.
+    Plan { pipeline: PathBuf },
+    /// Run every chunk; failed chunks go to the failed-chunk CSV.
+    Run {
+        pipeline: PathBuf,
+        /// Worker threads, overriding chunks.workers.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Redo every chunk, also those an earlier run committed (reruns
+        /// replace their windows, so nothing is duplicated).
+        #[arg(long)]
+        restart: bool,
+        /// After the backfill below the cutoff, keep loading new rows from
+        /// the cutoff onward every --interval-secs; Ctrl-C stops cleanly.
+        #[arg(long)]
+        follow: bool,
+        /// Follow mode: seconds between loads.
+        #[arg(long, default_value_t = 60.0, requires = "follow")]
+        interval_secs: f64,
+        /// Follow mode: each load re-reads this many seconds before the
+        /// cutoff, so rows committed late are not missed.
+        #[arg(long, default_value_t = 300.0, requires = "follow")]
+        lag_secs: f64,
+    },
+    /// Per key: chunks done, failed, pending and running, and each failed
+    /// chunk's last error, from the ledger in the target.
+    Status {
+        pipeline: PathBuf,
+        /// Machine-readable output: every chunk's state.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare source and targets per chunk (row count and an
+    /// order-independent checksum); exit 1 if any chunk differs.
+    Verify {
+        pipeline: PathBuf,
+        /// Check only this many chunks, picked at random.
+        #[arg(long)]
+        sample: Option<usize>,
+    },
+    /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
+    Rerun {
+        pipeline: PathBuf,
+        failed_csv: PathBuf,
+        /// List the chunks that would run, and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only chunks with this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait this many seconds after each chunk (runs one chunk at a time).
+        #[arg(long, default_value_t = 0.0)]
+        delay_secs: f64,
+    },
+    /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
+    /// IPC on stdout); started by `etl run` for `readers` > 1.
+    #[command(hide = true)]
+    OdbcRead,
+}
+
+/// How the process ends.
+pub enum Outcome {
+    /// Every chunk done.
+    Success,
+    /// The run finished but chunks failed.
+    ChunksFailed,
+    /// Ctrl-C stopped the run before every chunk started; `etl run` resumes.
+    Interrupted,
+    /// Every chunk done, but a pivot left readings out (unknown format,
+    /// NULL value, name or index); the summary counts them.
+    RowsNotPivoted,
+    /// Every table loaded, but some values did not load as they were
+    /// (invalid dates from the driver, loaded as NULL); the summary counts them.
+    ValuesChanged,
+}
+
+/// Follow mode's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    pub interval_secs: f64,
+    pub lag_secs: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Outcome> {
+    match args.command {
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Plan { pipeline } => plan::plan(&pipeline),
+        Command::Run {
+            pipeline,
+            workers,
+            restart,
+            follow,
+            interval_secs,
+            lag_secs,
+        } => {
+            let follow = follow.then_some(Follow {
+                interval_secs,
+                lag_secs,
+            });
+            run::run_all(&pipeline, workers, restart, follow)
+        }
+        Command::Status { pipeline, json } => status::status(&pipeline, json),
+        Command::Verify { pipeline, sample } => verify::verify(&pipeline, sample),
+        Command::Rerun {
+            pipeline,
+            failed_csv,
+            dry_run,
+            key,
+            delay_secs,
+        } => rerun::rerun(&pipeline, &failed_csv, dry_run, key.as_deref(), delay_secs),
+        Command::OdbcRead => {
+            crate::source::odbc::process::child_main()?;
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
+    Ok(config::load_validated(path)?)
+}
+
+fn validate(path: &Path) -> anyhow::Result<Outcome> {
+    let p = load(path)?;
+    out!(
+        "{}: pipeline {:?} is valid ({} sink{})",
+        path.display(),
+        p.name,
+        p.sinks.len(),
+        if p.sinks.len() == 1 { "" } else { "s" }
+    );
+    Ok(Outcome::Success)
+}
+
+/// An ODBC source without time windows: a migration, one chunk per table
+/// (or one for its query). With `[chunks] time_column` an ODBC source runs
+/// through the chunk runner like every other source.
+fn is_migration(p: &ValidatedPipeline) -> bool {
+    matches!(p.source, config::validate::ValidatedSource::Odbc(_))
+        && p.chunks.time_column.is_empty()
+}

@@ -1,0 +1,70 @@
+//! `etl plan`: the chunks and the DDL a run would execute; writes nothing.
+
+use std::path::Path;
+
+use super::{is_migration, load, migration, Outcome};
+use crate::plan::Chunk;
+use crate::run::summary::thousands;
+use crate::run::Runner;
+use crate::time::format_timestamp;
+
+pub(super) fn plan(path: &Path) -> anyhow::Result<Outcome> {
+    let pipeline = load(path)?;
+    if is_migration(&pipeline) {
+        return migration::plan(&pipeline);
+    }
+    let runner = Runner::build(pipeline)?;
+    let plan = runner.plan()?;
+    let p = &runner.pipeline;
+    out!(
+        "Pipeline {}: {} chunks, {} rows",
+        p.name,
+        plan.chunks.len(),
+        thousands(plan.rows())
+    );
+    if let Some((start, end)) = plan.range {
+        out!(
+            "Range [{}, {}), interval {} s",
+            format_timestamp(start),
+            format_timestamp(end),
+            p.chunks.interval / 1_000_000
+        );
+    }
+    let key_width = plan
+        .chunks
+        .iter()
+        .map(|c| c.chunk.key.as_deref().unwrap_or("").len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    out!("");
+    out!(
+        "{:key_width$}  {:26}  {:26}  {:>12}",
+        "key",
+        "start",
+        "end",
+        "rows"
+    );
+    for c in &plan.chunks {
+        out!(
+            "{:key_width$}  {:26}  {:26}  {:>12}",
+            c.chunk.key.as_deref().unwrap_or(""),
+            format_timestamp(c.chunk.start),
+            format_timestamp(c.chunk.end),
+            thousands(c.rows)
+        );
+    }
+    if plan.rows_outside > 0 {
+        out!(
+            "\n{} source rows have a NULL {} or lie outside the range: no chunk holds them",
+            thousands(plan.rows_outside),
+            p.chunks.time_column
+        );
+    }
+    let chunks: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
+    out!("\nTargets:");
+    for line in runner.describe_sinks(&chunks)? {
+        out!("  {line}");
+    }
+    Ok(Outcome::Success)
+}

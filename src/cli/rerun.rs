@@ -1,0 +1,74 @@
+//! `etl rerun`: exactly the chunks of a failed-chunk CSV.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::finish::{finish, rerun_csv_path};
+use super::{is_migration, load, migration, Outcome};
+use crate::run::summary::render;
+use crate::run::{failed_csv, RunOptions, Runner};
+
+/// `rerun --dry-run`: what would run, one item a line.
+pub(super) fn would<'a, T: std::fmt::Display + 'a>(
+    verb: &str,
+    noun: &str,
+    pipeline: &str,
+    items: impl IntoIterator<Item = &'a T, IntoIter: ExactSizeIterator>,
+) -> anyhow::Result<Outcome> {
+    let items = items.into_iter();
+    let n = items.len();
+    out!(
+        "Would {verb} {n} {noun}{} of pipeline {pipeline}:",
+        if n == 1 { "" } else { "s" }
+    );
+    for item in items {
+        out!("  {item}");
+    }
+    Ok(Outcome::Success)
+}
+
+pub(super) fn rerun(
+    path: &Path,
+    csv: &Path,
+    dry_run: bool,
+    key: Option<&str>,
+    delay_secs: f64,
+) -> anyhow::Result<Outcome> {
+    let pipeline = load(path)?;
+    let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
+    if let Some(k) = key {
+        chunks.retain(|c| c.key.as_deref() == Some(k));
+    }
+    if is_migration(&pipeline) {
+        return migration::rerun(path, &pipeline, csv, &chunks, dry_run);
+    }
+    if pipeline.chunks.key_column.is_none() {
+        if let Some(c) = chunks.iter().find(|c| c.key.is_some()) {
+            anyhow::bail!(
+                "{}: chunk {c} has a key, but pipeline {} has no [chunks] key_column; \
+                 is this the CSV of another pipeline?",
+                csv.display(),
+                pipeline.name
+            );
+        }
+    }
+    if dry_run {
+        return would("rerun", "chunk", &pipeline.name, &chunks);
+    }
+    if !(0.0..=86_400.0).contains(&delay_secs) {
+        anyhow::bail!("--delay-secs {delay_secs} is out of range; use 0 to 86400");
+    }
+    let runner = Runner::build(pipeline)?;
+    let delay = Duration::from_secs_f64(delay_secs);
+    let options = RunOptions {
+        workers: (!delay.is_zero()).then_some(1),
+        delay,
+        // A rerun runs exactly the listed chunks, done or not.
+        redo: true,
+        ..Default::default()
+    };
+    let report = runner.run(chunks, &options)?;
+    out_raw!("{}", render(&runner.pipeline.name, &report));
+    let again = rerun_csv_path(csv);
+    finish(path, &report, &again, Some(csv))
+}

@@ -1,0 +1,200 @@
+//! `etl run`: the backfill below the cutoff, then `--follow`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::finish::finish;
+use super::{is_migration, load, migration, Follow, Outcome};
+use crate::plan::Chunk;
+use crate::run::summary::{render, thousands};
+use crate::run::{RunOptions, Runner};
+use crate::time::format_timestamp;
+
+pub(super) fn run_all(
+    path: &Path,
+    workers: Option<usize>,
+    restart: bool,
+    follow: Option<Follow>,
+) -> anyhow::Result<Outcome> {
+    if let Some(f) = follow {
+        if !(1.0..=86_400.0).contains(&f.interval_secs)
+            || !(0.0..=30.0 * 86_400.0).contains(&f.lag_secs)
+        {
+            anyhow::bail!("--interval-secs must be 1 to 86400 and --lag-secs 0 to 2592000");
+        }
+    }
+    crate::run::install_ctrl_c();
+    let pipeline = load(path)?;
+    let failed_path = pipeline.chunks.failed_csv.clone();
+    if is_migration(&pipeline) {
+        return migration::run(path, &pipeline, workers, restart, follow.is_some());
+    }
+    let runner = Runner::build(pipeline)?;
+    // The cutoff splits the work: backfill below it, follow mode from it
+    // onward. Follow mode sets it when there is none; a plain run stops at
+    // one that exists, so backfill and follow never load the same rows twice.
+    let cutoff = match (runner.cutoff()?, follow) {
+        (Some(c), _) => Some(c),
+        (None, Some(_)) => {
+            let c = now_micros();
+            runner.set_cutoff(c)?;
+            Some(c)
+        }
+        (None, None) => None,
+    };
+    let mut chunking = runner.pipeline.chunks.clone();
+    if let Some(c) = cutoff {
+        chunking.end = Some(chunking.end.map_or(c, |e| e.min(c)));
+        tracing::info!(cutoff = %format_timestamp(c), "Backfill stops at the follow cutoff.");
+    }
+    // A table with an index on (key, time) is planned by index: no scan of
+    // the whole table before the first chunk. `etl plan` still counts rows.
+    let (plan, counted) = match runner.plan_by_index(&chunking)? {
+        Some(plan) => {
+            tracing::info!(
+                chunks = plan.chunks.len(),
+                "Planned by index (rows are not counted first)."
+            );
+            (plan, false)
+        }
+        None => (runner.plan_with(&chunking)?, true),
+    };
+    if plan.rows_outside > 0 {
+        tracing::warn!(
+            rows = plan.rows_outside,
+            "Source rows with a NULL {} or outside [chunks] start/end (or past the follow cutoff) are in no backfill chunk.",
+            runner.pipeline.chunks.time_column
+        );
+    }
+    // Resume: chunks every sink committed in an earlier run are skipped.
+    // A replace-mode run truncates its targets, so it always starts over.
+    let all: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
+    // A chunk is done when every sink has it; one that some sinks have and
+    // others lack (a deleted staging file) runs again for all of them.
+    let (done, partly): (HashSet<Chunk>, HashSet<Chunk>) = if restart || runner.truncates() {
+        Default::default()
+    } else {
+        let by_sink = runner.committed_by_sink(&all)?;
+        let done = all
+            .iter()
+            .filter(|c| by_sink.iter().all(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        let partly = all
+            .iter()
+            .filter(|c| by_sink.iter().any(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        (done, partly)
+    };
+    if !done.is_empty() {
+        tracing::info!(
+            chunks = done.len(),
+            "Skipping chunks an earlier run committed; --restart redoes them."
+        );
+    }
+    let todo: Vec<_> = plan
+        .chunks
+        .iter()
+        .filter(|c| !done.contains(&c.chunk))
+        .collect();
+    let options = RunOptions {
+        workers,
+        truncate: true,
+        redo: restart,
+        redo_chunks: partly.difference(&done).cloned().collect(),
+        expected_rows: counted.then(|| todo.iter().map(|c| c.rows).sum()),
+        ..Default::default()
+    };
+    let chunks = todo.into_iter().map(|c| c.chunk.clone()).collect();
+    let mut report = runner.run(chunks, &options)?;
+    report.chunks_skipped = done.len();
+    out_raw!("{}", render(&runner.pipeline.name, &report));
+    if plan.rows_outside > 0 && cutoff.is_none() {
+        out!(
+            "  not loaded   {} rows outside the chunk range or with a NULL time",
+            thousands(plan.rows_outside)
+        );
+    }
+    let outcome = finish(path, &report, &failed_path, None)?;
+    match (follow, cutoff) {
+        (Some(f), Some(c)) if !crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) => {
+            follow_loop(&runner, f, c, workers)
+        }
+        (Some(_), _) => Ok(Outcome::Success),
+        (None, _) if report.chunks_not_started() > 0 => {
+            out!(
+                "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
+                report.chunks_not_started()
+            );
+            Ok(Outcome::Interrupted)
+        }
+        (None, _) => Ok(outcome),
+    }
+}
+
+pub(super) fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Every `interval`, loads `[cutoff - lag, now)` per key (re-reading the
+/// lag so late rows land; windows are replaced, never doubled), then moves
+/// the cutoff to `now` if every chunk committed. Ctrl-C ends it after the
+/// chunk in flight, with exit code 0.
+fn follow_loop(
+    runner: &Runner,
+    f: Follow,
+    mut cutoff: i64,
+    workers: Option<usize>,
+) -> anyhow::Result<Outcome> {
+    use std::sync::atomic::Ordering;
+    let lag = (f.lag_secs * 1e6) as i64;
+    tracing::info!(interval_secs = f.interval_secs, lag_secs = f.lag_secs, cutoff = %format_timestamp(cutoff), "Following.");
+    while !crate::run::STOP.load(Ordering::SeqCst) {
+        let now = now_micros();
+        let mut chunking = runner.pipeline.chunks.clone();
+        chunking.start = Some(cutoff - lag);
+        chunking.end = Some(now);
+        // One window per key over the whole range, in whole seconds.
+        chunking.interval = ((now - (cutoff - lag) + 999_999) / 1_000_000).max(1) * 1_000_000;
+        let tick = runner.plan_with(&chunking).and_then(|plan| {
+            let chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
+            let options = RunOptions {
+                workers,
+                redo: true,
+                ..Default::default()
+            };
+            runner.run(chunks, &options)
+        });
+        match tick {
+            Ok(report) if report.failed.is_empty() && report.chunks_not_started() == 0 => {
+                runner.set_cutoff(now)?;
+                cutoff = now;
+                tracing::info!(
+                    rows = report.rows,
+                    chunks = report.chunks_done,
+                    cutoff = %format_timestamp(cutoff),
+                    "Follow: loaded; cutoff moved."
+                );
+            }
+            Ok(report) => {
+                for f in &report.failed {
+                    tracing::error!(chunk = %f.chunk, error = %f.error, "Follow: chunk failed; the cutoff stays, the next load retries it.");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Follow: this load failed; the next one retries it.")
+            }
+        }
+        let until = std::time::Instant::now() + Duration::from_secs_f64(f.interval_secs);
+        while std::time::Instant::now() < until && !crate::run::STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    out!(
+        "Follow stopped by Ctrl-C; cutoff {}",
+        format_timestamp(cutoff)
+    );
+    Ok(Outcome::Success)
+}
