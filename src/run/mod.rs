@@ -210,14 +210,10 @@ impl Runner {
         }
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.pipeline.chunks.workers.clamp(1, chunks.len().max(1)))
-            .thread_name(|i| format!("etl-verify-{i}"))
-            .build()
-            .map_err(|e| EtlError::Io {
-                context: "starting the worker pool".into(),
-                source: std::io::Error::other(e),
-            })?;
+        let pool = worker_pool(
+            self.pipeline.chunks.workers.clamp(1, chunks.len().max(1)),
+            "etl-verify",
+        )?;
         use rayon::prelude::*;
         let per_chunk: Vec<Result<Vec<_>, EtlError>> = pool.install(|| {
             chunks
@@ -299,14 +295,7 @@ pub fn run_jobs(
         .workers
         .unwrap_or(default_workers)
         .clamp(1, jobs.len().max(1));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .thread_name(|i| format!("etl-worker-{i}"))
-        .build()
-        .map_err(|e| EtlError::Io {
-            context: "starting the worker pool".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let pool = worker_pool(workers, "etl-worker")?;
     let next = AtomicUsize::new(0);
     let rows = AtomicU64::new(0);
     let bytes_written = AtomicU64::new(0);
@@ -391,6 +380,18 @@ pub fn run_jobs(
         pivot: pivot.into_inner().expect("no panic while holding the lock"),
         source: counts,
     })
+}
+
+/// A rayon pool of `threads` threads named `{name}-{i}`.
+fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::ThreadPool, EtlError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("{name}-{i}"))
+        .build()
+        .map_err(|e| EtlError::Io {
+            context: "starting the worker pool".into(),
+            source: std::io::Error::other(e),
+        })
 }
 
 /// `column_groups`: `channel,group` lines (a header line `channel,group`

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::odbc::{fixtures, psqlodbc_uhc};
-use crate::support::{etl_in, psql, repo, TestDb};
+use crate::support::{etl_in, psql, repo, sqlite, TestDb};
 
 fn mdb(args: &[&str]) -> String {
     let out = std::process::Command::new(args[0])
@@ -16,15 +16,6 @@ fn mdb(args: &[&str]) -> String {
         .expect("mdbtools is installed");
     assert!(out.status.success(), "{args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn sqlite(file: &Path, sql: &str) {
-    let out = std::process::Command::new("sqlite3")
-        .arg(file)
-        .arg(sql)
-        .output()
-        .expect("sqlite3 is installed");
-    assert!(out.status.success(), "{out:?}");
 }
 
 /// An ODBC pipeline into `db.dst`: `source` is the lines after the

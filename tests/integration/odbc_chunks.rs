@@ -8,17 +8,7 @@
 use std::path::Path;
 
 use crate::odbc::psqlodbc_uhc;
-use crate::support::{psql, spawn_etl, wait_for_line, TestDb};
-
-fn sqlite(file: &Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(file)
-        .arg(sql)
-        .output()
-        .expect("sqlite3 is installed");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use crate::support::{psql, spawn_etl, sqlite, wait_for_line, TestDb};
 
 /// 3 ships x 3 days of readings every 20 minutes (a reading on each
 /// midnight, where windows meet), values exact in binary, Korean notes.

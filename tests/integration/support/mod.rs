@@ -294,3 +294,15 @@ pub fn assert_copied(db: &TestDb) {
         "target differs from source"
     );
 }
+
+/// Runs `sql` in the SQLite database `file` with the `sqlite3` CLI; its
+/// output, trimmed.
+pub fn sqlite(file: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(file)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 is installed (scripts/install-deps.sh)");
+    assert!(out.status.success(), "sqlite3 {}: {out:?}", file.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
