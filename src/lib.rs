@@ -3,8 +3,10 @@
 //! - [`config`] parses the file (serde), then checks every value without a
 //!   connection, each problem with its line and key.
 //! - [`source`] streams Arrow record batches per chunk: PostgreSQL through
-//!   binary `COPY (...) TO STDOUT` decoded by [`pg_binary`], or Parquet files.
-//! - [`plan`] cuts the source into chunks: half-open time windows, per key.
+//!   binary `COPY (...) TO STDOUT` decoded by [`pg_binary`], Parquet files,
+//!   or any ODBC driver (narrow text decoded from a code page).
+//! - [`plan`] cuts the source into chunks: half-open time windows, per key;
+//!   ranges of an integer key; whole tables.
 //! - [`transform`] runs SQL stages on DataFusion inside each chunk.
 //! - [`run`] gives chunks to a rayon pool; each worker drives a chunk end to
 //!   end (a reader thread decodes while the worker encodes and writes),
@@ -12,6 +14,8 @@
 //! - [`sink`] commits each chunk atomically: one PostgreSQL transaction around
 //!   binary `COPY ... FROM STDIN` with its [`sink::ledger`] row, or one Parquet
 //!   file renamed into place.
+//! - [`migrate`] moves a whole ODBC database as phases around [`run`]:
+//!   discover, create, data (the chunks), constraints, sequences, verify.
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub mod cli;
 pub mod config;

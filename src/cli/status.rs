@@ -16,30 +16,38 @@ pub(super) fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
             continue;
         };
         let endpoint = spec.endpoint.clone();
-        let (states, cutoff) = crate::run::block_on(async {
+        let (states, cutoff, phases) = crate::run::block_on(async {
             let client = endpoint.connect("etl status").await?;
             let context = format!("reading etl.chunk_ledger on {endpoint}");
             if !ledger::exists(&client)
                 .await
                 .map_err(crate::error::EtlError::pg(context.clone()))?
             {
-                return Ok::<_, crate::error::EtlError>((Vec::new(), None));
+                return Ok::<_, crate::error::EtlError>((Vec::new(), None, Vec::new()));
             }
             let states = ledger::states(&client, &pipeline.name)
                 .await
                 .map_err(crate::error::EtlError::pg(context.clone()))?;
             let cutoff = ledger::cutoff(&client, &pipeline.name)
                 .await
+                .map_err(crate::error::EtlError::pg(context.clone()))?;
+            let phases = ledger::phases(&client, &pipeline.name)
+                .await
                 .map_err(crate::error::EtlError::pg(context))?;
-            Ok((states, cutoff))
+            Ok((states, cutoff, phases))
         })?;
-        reports.push((endpoint.to_string(), states, cutoff.map(format_timestamp)));
+        reports.push((
+            endpoint.to_string(),
+            states,
+            cutoff.map(format_timestamp),
+            phases,
+        ));
     }
     if json {
         let value: Vec<_> = reports
             .iter()
-            .map(|(endpoint, states, cutoff)| {
-                serde_json::json!({ "ledger": endpoint, "cutoff": cutoff, "chunks": states, "keys": by_key(states) })
+            .map(|(endpoint, states, cutoff, phases)| {
+                serde_json::json!({ "ledger": endpoint, "cutoff": cutoff, "chunks": states, "keys": by_key(states), "phases": phases })
             })
             .collect();
         out!(
@@ -50,7 +58,7 @@ pub(super) fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
         );
         return Ok(Outcome::Success);
     }
-    for (endpoint, states, cutoff) in &reports {
+    for (endpoint, states, cutoff, phases) in &reports {
         out!("Pipeline {}, ledger on {endpoint}", pipeline.name);
         match cutoff {
             Some(c) => out!("  cutoff {c}: backfill below it, follow mode from it on"),
@@ -95,6 +103,21 @@ pub(super) fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
                     if f.attempts == 1 { "" } else { "s" },
                     f.last_error.as_deref().unwrap_or("")
                 );
+            }
+        }
+        // A migration's phases after the data, as its last run left them.
+        let mut names: Vec<&str> = phases.iter().map(|p| p.phase.as_str()).collect();
+        names.dedup();
+        for name in names {
+            let steps: Vec<_> = phases.iter().filter(|p| p.phase == name).collect();
+            let failed: Vec<_> = steps.iter().filter(|p| p.status == "failed").collect();
+            out!(
+                "  {name}: {} done, {} failed",
+                steps.len() - failed.len(),
+                failed.len()
+            );
+            for f in failed {
+                out!("    {}: {}", f.item, f.error.as_deref().unwrap_or(""));
             }
         }
     }

@@ -142,7 +142,9 @@ impl Migration {
 
     /// The phases after the data: constraints (each one added unless the
     /// catalog has it, a failure reported with its statement while the
-    /// others go on), sequences, checks.
+    /// others go on), sequences, checks; each step recorded in
+    /// `etl.phase_log` with its statement (and error), which `etl status`
+    /// shows.
     pub async fn finish(&self) -> Result<Finish, EtlError> {
         let client = self.client().await?;
         let mut finish = Finish::default();
@@ -167,11 +169,15 @@ impl Migration {
             match client.batch_execute(&sql).await {
                 Ok(()) => {
                     tracing::info!(what, "Added.");
+                    self.record(&client, "constraints", &what, &sql, None)
+                        .await?;
                     finish.added.push(what);
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("adding the {what}"))(e);
                     tracing::error!(error = %e, "A constraint could not be added.");
+                    self.record(&client, "constraints", &what, &sql, Some(&e.to_string()))
+                        .await?;
                     finish.problems.push(format!("{e}; statement: {sql}"));
                 }
             }
@@ -183,7 +189,11 @@ impl Migration {
                 .map_err(EtlError::pg(format!("resetting the sequence of {column}")))?
                 .map(|r| r.get(0));
             match next {
-                Some(n) => finish.sequences.push(format!("{column} next {n}")),
+                Some(n) => {
+                    self.record(&client, "sequences", &column, &sql, None)
+                        .await?;
+                    finish.sequences.push(format!("{column} next {n}"));
+                }
                 None => tracing::info!(
                     column,
                     "No sequence to reset (an empty table, or a target column without identity)."
@@ -191,7 +201,45 @@ impl Migration {
             }
         }
         finish.checks = self.checks(&client).await?;
+        for (table, source, target) in &finish.checks.counts {
+            let differs =
+                (source != target).then(|| format!("source {source} rows, target {target}"));
+            self.record(
+                &client,
+                "verify",
+                &format!("row count of {table}"),
+                "",
+                differs.as_deref(),
+            )
+            .await?;
+        }
+        for (fk, table, orphans) in &finish.checks.orphans {
+            let found = (*orphans > 0).then(|| format!("{orphans} rows of {table} have no parent"));
+            self.record(
+                &client,
+                "verify",
+                &format!("orphans of {fk}"),
+                "",
+                found.as_deref(),
+            )
+            .await?;
+        }
         Ok(finish)
+    }
+
+    async fn record(
+        &self,
+        client: &Client,
+        phase: &str,
+        item: &str,
+        statement: &str,
+        error: Option<&str>,
+    ) -> Result<(), EtlError> {
+        crate::sink::ledger::record_phase(client, &self.pipeline, phase, item, statement, error)
+            .await
+            .map_err(EtlError::pg(format!(
+                "recording the {phase} step {item:?} in etl.phase_log"
+            )))
     }
 
     /// Row counts against the source, orphans per foreign key.

@@ -32,7 +32,12 @@ pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
       UNIQUE NULLS NOT DISTINCT (pipeline, target, chunk_key, start_at, end_at)); \
     CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at); \
     CREATE TABLE IF NOT EXISTS etl.cutoff ( \
-      pipeline text PRIMARY KEY, cutoff timestamptz NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())";
+      pipeline text PRIMARY KEY, cutoff timestamptz NOT NULL, updated_at timestamptz NOT NULL DEFAULT now()); \
+    CREATE TABLE IF NOT EXISTS etl.phase_log ( \
+      pipeline text NOT NULL, phase text NOT NULL, item text NOT NULL, \
+      status text NOT NULL CHECK (status IN ('done', 'failed')), \
+      statement text, error text, finished_at timestamptz NOT NULL DEFAULT now(), \
+      PRIMARY KEY (pipeline, phase, item))";
 
 /// The ledger's identity columns for one chunk, as SQL parameters.
 pub struct Row<'a> {
@@ -282,6 +287,67 @@ pub async fn states(
             attempts: r.get(6),
             last_error: r.get(7),
             claimed_pid: r.get(8),
+        })
+        .collect())
+}
+
+/// Records what one step of a migration's phase did (`constraints`,
+/// `sequences`, `verify`): the statement and, when it failed, the error.
+/// The last outcome of each step is kept.
+pub async fn record_phase(
+    client: &Client,
+    pipeline: &str,
+    phase: &str,
+    item: &str,
+    statement: &str,
+    error: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    let status = if error.is_some() { "failed" } else { "done" };
+    client
+        .execute(
+            "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement, error) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, phase, item) DO UPDATE \
+             SET status = EXCLUDED.status, statement = EXCLUDED.statement, error = EXCLUDED.error, finished_at = now()",
+            &[&pipeline, &phase, &item, &status, &statement, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// One recorded step of a migration's phases.
+#[derive(Debug, serde::Serialize)]
+pub struct PhaseStep {
+    pub phase: String,
+    pub item: String,
+    pub status: String,
+    pub error: Option<String>,
+}
+
+/// The recorded steps of `pipeline`'s phases, in the phases' order.
+pub async fn phases(
+    client: &Client,
+    pipeline: &str,
+) -> Result<Vec<PhaseStep>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('etl.phase_log') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query(
+            "SELECT phase, item, status, error FROM etl.phase_log WHERE pipeline = $1 \
+             ORDER BY array_position(ARRAY['constraints', 'sequences', 'verify'], phase), finished_at, item",
+            &[&pipeline],
+        )
+        .await?
+        .iter()
+        .map(|r| PhaseStep {
+            phase: r.get(0),
+            item: r.get(1),
+            status: r.get(2),
+            error: r.get(3),
         })
         .collect())
 }

@@ -401,6 +401,12 @@ create_table = true
             .contains("2 of 2 tables have the source's row count; 1 foreign keys, 0 orphan rows"),
         "{out:?}"
     );
+    // And the phases after the data are recorded, as status shows
+    let status = db.etl(&["status", p]);
+    assert_eq!(status.code, 0, "{status:?}");
+    for expected in ["constraints: 4 done, 0 failed", "verify: 3 done, 0 failed"] {
+        assert!(status.stdout.contains(expected), "{expected}\n{status:?}");
+    }
 }
 
 #[test]
