@@ -23,6 +23,12 @@ pub enum EtlError {
     /// The source and target do not fit together, or a column cannot be carried.
     #[error("{0}")]
     Schema(String),
+    /// A value did not fit its column's fetch buffer, which started small
+    /// and may grow: the chunk is read again, at once, with buffers of
+    /// `bytes` for `column` (not a failure; see
+    /// [`crate::source::odbc::ADAPTIVE_BYTES`]).
+    #[error("read again with larger fetch buffers: {{\"column\":{column:?},\"bytes\":{bytes}}}")]
+    ReadAgain { column: String, bytes: usize },
     /// An ODBC driver call failed; `state` is the driver's SQLSTATE.
     #[error("{context}: {message}")]
     Odbc {
@@ -122,6 +128,21 @@ impl EtlError {
                 message: e.to_string(),
             }
         }
+    }
+
+    /// A [`EtlError::ReadAgain`] read back from its text (a reader
+    /// process's last words).
+    pub fn read_again_from(text: &str) -> Option<EtlError> {
+        let json = text
+            .split("read again with larger fetch buffers: ")
+            .nth(1)?
+            .lines()
+            .next()?;
+        let v: serde_json::Value = serde_json::from_str(json).ok()?;
+        Some(EtlError::ReadAgain {
+            column: v.get("column")?.as_str()?.to_string(),
+            bytes: v.get("bytes")?.as_u64()? as usize,
+        })
     }
 
     /// An ODBC error that arrived as text (from a reader process): its

@@ -117,6 +117,9 @@ impl Migration {
         let connection = odbc::connect(&spec.connection_string)?;
         let quote = odbc::quote_char(&connection);
         let quote_name = |name: &str| odbc::quote_with(quote, name);
+        let sqlite = connection
+            .database_management_system_name()
+            .is_ok_and(|n| n.to_ascii_lowercase().contains("sqlite"));
         let mut tables = Vec::new();
         let (names, catalog) = match &spec.relation {
             OdbcRelation::Query(q) => {
@@ -193,7 +196,7 @@ impl Migration {
                 }
             }
             check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
-            let range_key = match keys.primary_key.as_slice() {
+            let mut range_key = match keys.primary_key.as_slice() {
                 [k] if !spec.options.row_by_row => reader
                     .schema()
                     .field_with_name(k)
@@ -212,18 +215,40 @@ impl Migration {
                 Some(t) => quote_name(t),
                 None => format!("({select}) q"),
             };
-            let source = Arc::new(OdbcSource::table(
-                spec,
-                select.clone(),
-                from.clone(),
-                table.map(str::to_string),
-                reader.schema(),
-                range_key.as_deref().map(|k| (k, quote)),
-                p.chunks.range_rows,
-                min_parts,
-            ));
+            let source_of = |split: Option<odbc::Split>| {
+                Arc::new(OdbcSource::table(
+                    spec,
+                    select.clone(),
+                    from.clone(),
+                    table.map(str::to_string),
+                    reader.schema(),
+                    split,
+                    p.chunks.range_rows,
+                    min_parts,
+                ))
+            };
+            let mut source = source_of(range_key.as_ref().map(|k| odbc::Split {
+                sql: odbc::quote_with(quote, k),
+                column: Some(k.clone()),
+            }));
+            // A SQLite table without an integer key is cut by its rowid
+            // (unquoted: SQLite reads an unknown quoted name as a string),
+            // unless it has none (WITHOUT ROWID).
+            if range_key.is_none() && sqlite && table.is_some() && !spec.options.row_by_row {
+                let by_rowid = source_of(Some(odbc::Split {
+                    sql: "rowid".into(),
+                    column: None,
+                }));
+                if by_rowid.probe(&format!("SELECT MIN(rowid) FROM {from}")) {
+                    source = by_rowid;
+                    range_key = Some("rowid".to_string());
+                }
+            }
             let mut config = p.clone();
-            config.chunks.range_column = range_key.clone();
+            // The sink finds a range's rows by its column; rowid is not one.
+            config.chunks.range_column = range_key
+                .clone()
+                .filter(|k| reader.schema().field_with_name(k).is_ok());
             runners.push(Runner::with_source(
                 config,
                 source.clone(),

@@ -553,8 +553,19 @@ pub fn with_retries<T>(
     mut attempt: impl FnMut() -> Result<T, EtlError>,
 ) -> Result<T, EtlError> {
     let mut tried = 0u32;
+    // Reading a chunk again with larger fetch buffers is not a failure;
+    // each time at least doubles a buffer, up to max_text_bytes.
+    let mut regrown = 0u32;
     loop {
         match attempt() {
+            Err(EtlError::ReadAgain { column, bytes }) if regrown < 32 => {
+                regrown += 1;
+                tracing::info!(
+                    column,
+                    bytes,
+                    "A value is longer than its fetch buffer; the chunk was rolled back and is read again with larger buffers."
+                );
+            }
             Err(e) if e.is_transient() && tried < retries => {
                 let wait = backoff(base, tried);
                 tried += 1;

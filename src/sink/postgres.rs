@@ -680,6 +680,15 @@ impl PostgresSink {
             let overlap = ledger::lock_window(client, &row)
                 .await
                 .map_err(EtlError::pg(context("checking the ledger")))?;
+            if overlap
+                && chunk.unit == crate::plan::Unit::Key
+                && self.ctx.chunking.range_column.is_none()
+            {
+                return Err(EtlError::Schema(format!(
+                    "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid): the source changed since the ranges were planned; run etl run --restart to load the table again",
+                    target.qualified
+                )));
+            }
             if overlap {
                 let filter = self.filter(chunk);
                 let deleted = client

@@ -464,3 +464,132 @@ create_table = true
         "{verify:?}"
     );
 }
+
+#[test]
+fn long_text_values_grow_the_fetch_buffers_and_the_long_value_rules_hold() {
+    // Given TEXT declared without a length: short values, and two long
+    // ones (5,000 and 30,000 bytes, Korean) far into the table
+    let db = TestDb::new("odbc_long_text");
+    let file = db.dir.path().join("notes.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO notes SELECT i, 'short ' || i FROM n;
+         UPDATE notes SET body = replace(hex(zeroblob(2500)), '00', 'ab') WHERE id = 1500;
+         UPDATE notes SET body = replace(hex(zeroblob(5000)), '00', '가나') WHERE id = 2999;",
+    );
+    let text = |extra: &str| {
+        format!(
+            "name = \"long\"\n[source]\ntype = \"odbc\"\nconnection_string = \"{}\"\ntables = [\"notes\"]\nbatch_rows = 100\n{extra}\
+             [chunks]\nretries = 0\n[[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{{table}}\"\ncreate_table = true\n",
+            sqlite_connection(&file)
+        )
+    };
+    let p = db.pipeline("long.toml", &text(""));
+
+    // When migrated with the default max_text_bytes
+    let out = db.etl(&["run", "-v", p.to_str().unwrap()]);
+
+    // Then the buffers start small, grow when the long values come, and
+    // every value lands whole
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("is read again with larger buffers"),
+        "{out:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE body = 'short ' || id) || ' ' || \
+             (SELECT octet_length(body) FROM notes WHERE id = 1500) || ' ' || \
+             (SELECT octet_length(body) || ' ' || left(body, 4) FROM notes WHERE id = 2999) FROM notes"
+        ),
+        "3000 2998 5000 30000 가나가나"
+    );
+
+    // When a value is over max_text_bytes: an error naming the chunk (the
+    // table is read in two ranges of its key), column and row within the
+    // chunk, or with truncate, cut on a character and counted, as before
+    std::fs::write(&p, text("max_text_bytes = 20000\n")).unwrap();
+    let out = db.etl(&["run", "--restart", p.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("notes [1501, 3001): source table \"notes\": column \"body\": row 1499 holds a value longer than max_text_bytes = 20000"),
+        "{out:?}"
+    );
+    std::fs::write(
+        &p,
+        text("max_text_bytes = 20000\non_long_value = \"truncate\"\n"),
+    )
+    .unwrap();
+    let out = db.etl(&["run", "--restart", p.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("truncated    notes.body 1 (first at row 1499)"),
+        "{out:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT octet_length(body) FROM notes WHERE id = 2999"
+        ),
+        "19998"
+    );
+}
+
+#[test]
+fn a_sqlite_table_without_an_integer_key_is_cut_by_its_rowid() {
+    // Given a table keyed by text (TEXT declared without a length) and a
+    // WITHOUT ROWID table
+    let db = TestDb::new("odbc_rowid");
+    let file = db.dir.path().join("codes.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE codes (code TEXT PRIMARY KEY, label TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO codes SELECT printf('C%05d', i), '이름 ' || i FROM n;
+         CREATE TABLE tags (tag TEXT PRIMARY KEY, n INTEGER) WITHOUT ROWID;
+         INSERT INTO tags VALUES ('a', 1), ('b', 2);",
+    );
+    let text = format!(
+        "name = \"rowid\"\n[source]\ntype = \"odbc\"\nconnection_string = \"{}\"\ntables = [\"*\"]\nbatch_rows = 100\n\
+         [chunks]\nrange_rows = 1000\n[[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{{table}}\"\ncreate_table = true\n",
+        sqlite_connection(&file)
+    );
+    let p = db.pipeline("rowid.toml", &text);
+    let p = p.to_str().unwrap();
+
+    // When planned: five ranges of the rowid; the other table whole
+    let plan = db.etl(&["plan", p]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains(
+            "codes -> \"public\".\"codes\": 5,000 rows, 5 chunks by ranges of \"rowid\": [1, 1001), [1001, 2001)"
+        ),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("tags -> \"public\".\"tags\": 2 rows\n"),
+        "{plan:?}"
+    );
+
+    // When run, every row lands once, with its primary key after the data
+    let out = db.etl(&["run", p]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("6 done, 0 failed, of 6"), "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(DISTINCT code) || ' ' || min(code) || ' ' || max(label) FROM codes"
+        ),
+        "5000 5000 C00001 이름 999"
+    );
+    assert!(
+        out.stdout
+            .contains("2 of 2 tables have the source's row count"),
+        "{out:?}"
+    );
+}

@@ -18,7 +18,7 @@ mod read;
 mod source;
 
 pub use read::*;
-pub use source::{describe, OdbcSource};
+pub use source::{describe, OdbcSource, Split};
 
 use std::collections::BTreeMap;
 

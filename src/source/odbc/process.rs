@@ -42,6 +42,9 @@ pub struct ReadRequest {
     pub row_by_row: bool,
     /// `Table.Column` -> `text` | `binary`.
     pub casts: BTreeMap<String, String>,
+    /// Fetch buffer sizes learned for long columns.
+    #[serde(default)]
+    pub text_buffers: BTreeMap<String, usize>,
 }
 
 impl ReadRequest {
@@ -63,6 +66,7 @@ impl ReadRequest {
             max_text_bytes: o.max_text_bytes,
             truncate_long: o.truncate_long,
             row_by_row: o.row_by_row,
+            text_buffers: o.text_buffers.clone(),
             casts: o
                 .casts
                 .iter()
@@ -91,6 +95,7 @@ impl ReadRequest {
         o.max_text_bytes = self.max_text_bytes;
         o.truncate_long = self.truncate_long;
         o.row_by_row = self.row_by_row;
+        o.text_buffers = self.text_buffers.clone();
         for (column, cast) in &self.casts {
             o.casts
                 .insert(column.clone(), Cast::parse(cast).map_err(EtlError::Schema)?);
@@ -312,6 +317,9 @@ pub fn in_child(
                 // A driver error keeps its SQLSTATE (and so whether it is
                 // worth trying again); a crash or a broken stream has none.
                 let typed = || {
+                    if let Some(again) = EtlError::read_again_from(&error) {
+                        return again;
+                    }
                     let e = if error.contains("State: ") {
                         EtlError::odbc_text("the reader process", error.clone())
                     } else {

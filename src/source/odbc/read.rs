@@ -80,7 +80,21 @@ pub struct OdbcOptions {
     /// Fetch one row at a time with SQLGetData, for drivers that refuse
     /// row arrays (MDBTools answers SQL_ATTR_ROW_ARRAY_SIZE with HY092).
     pub row_by_row: bool,
+    /// Fetch buffer sizes learned for long text or binary columns, by
+    /// column name: see [`ADAPTIVE_BYTES`].
+    pub text_buffers: BTreeMap<String, usize>,
 }
+
+/// A text or binary column declared longer than this (TEXT, memo,
+/// nvarchar(max), a generous VARCHAR) starts with fetch buffers of this
+/// many bytes per value, not its declared length or `max_text_bytes`:
+/// filling a 65,536-byte buffer per value (SQLite declares TEXT so) is
+/// most of a load's time and memory when values are short. A value that
+/// does not fit makes the reader stop with [`EtlError::ReadAgain`] and the
+/// size it needs; the chunk (rolled back) is read again with larger
+/// buffers, which later chunks keep. Values longer than `max_text_bytes`
+/// follow the same rules as before: error, or cut and counted.
+pub const ADAPTIVE_BYTES: usize = 1024;
 
 /// How a column named in `[source.casts]` is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +140,7 @@ impl OdbcOptions {
             truncate_long: false,
             casts: BTreeMap::new(),
             row_by_row: false,
+            text_buffers: BTreeMap::new(),
         })
     }
 
@@ -180,6 +195,8 @@ pub struct OdbcReader {
     columns: Vec<Col>,
     /// Each column's fetch buffer for one value, in bytes (text, binary).
     value_bytes: Vec<usize>,
+    /// Columns whose buffers start small and grow ([`ADAPTIVE_BYTES`]).
+    adaptive: Vec<bool>,
     options: OdbcOptions,
     rows_read: u64,
     /// Values replaced with U+FFFD, per column name.
@@ -252,6 +269,7 @@ pub fn open_table(
     let mut problems = Vec::new();
     let mut auto_unique = Vec::new();
     let mut odbc_types = Vec::new();
+    let mut adaptive = Vec::new();
     for i in 1..=n {
         // SQLDescribeCol, not SQLColAttribute: MDBTools lacks the latter.
         // Names come narrow, in the source's code page, like its text.
@@ -271,6 +289,17 @@ pub fn open_table(
         };
         // One byte over max_text_bytes: a value that fills it is longer.
         let over_cap = options.max_text_bytes + 1;
+        // A long column starts small (or at what an earlier chunk learned).
+        let learned = options.text_buffers.get(&name).copied();
+        let mut is_adaptive = false;
+        let mut sized = |declared: usize| {
+            if declared > ADAPTIVE_BYTES {
+                is_adaptive = true;
+                learned.unwrap_or(ADAPTIVE_BYTES).clamp(1, declared)
+            } else {
+                declared.max(1)
+            }
+        };
         let text_len = |len: Option<std::num::NonZeroUsize>| {
             // A character may take up to 4 bytes in the client encoding.
             len.map_or(over_cap, |l| l.get().saturating_mul(4).min(over_cap))
@@ -342,21 +371,21 @@ pub fn open_table(
                 Col::Text,
                 DataType::Utf8,
                 BufferDesc::Text {
-                    max_str_len: text_len(length),
+                    max_str_len: sized(text_len(length)),
                 },
             ),
             T::WChar { length } | T::WVarchar { length } | T::WLongVarchar { length } => (
                 Col::Text,
                 DataType::Utf8,
                 BufferDesc::Text {
-                    max_str_len: text_len(length),
+                    max_str_len: sized(text_len(length)),
                 },
             ),
             T::Binary { length } | T::Varbinary { length } | T::LongVarbinary { length } => (
                 Col::Binary,
                 DataType::Binary,
                 BufferDesc::Binary {
-                    max_bytes: length.map_or(over_cap, |l| l.get().min(over_cap)),
+                    max_bytes: sized(length.map_or(over_cap, |l| l.get().min(over_cap))),
                 },
             ),
             T::Date => (
@@ -426,6 +455,7 @@ pub fn open_table(
         fields.push(field);
         columns.push(col);
         descs.push(desc);
+        adaptive.push(is_adaptive);
     }
     if !problems.is_empty() {
         return Err(EtlError::Schema(problems.join("\n  ")));
@@ -468,6 +498,7 @@ pub fn open_table(
         schema: Arc::new(Schema::new(fields)),
         columns,
         value_bytes,
+        adaptive,
         options,
         rows_read: 0,
         replaced: BTreeMap::new(),
@@ -857,6 +888,15 @@ impl OdbcReader {
                 }
                 Col::Text => {
                     let text = slice.as_text().ok_or_else(|| bad("not a text buffer"))?;
+                    if let Some(needed) = text.has_truncated_values() {
+                        grow(
+                            self.adaptive[i],
+                            self.value_bytes[i],
+                            self.options.max_text_bytes,
+                            name,
+                            needed,
+                        )?;
+                    }
                     // A buffer sized from the declared length, and the
                     // driver had more: it declared the column too short.
                     if text.has_truncated_values().is_some()
@@ -881,6 +921,15 @@ impl OdbcReader {
                     let bin = slice
                         .as_binary()
                         .ok_or_else(|| bad("not a binary buffer"))?;
+                    if let Some(needed) = bin.has_truncated_values() {
+                        grow(
+                            self.adaptive[i],
+                            self.value_bytes[i],
+                            self.options.max_text_bytes,
+                            name,
+                            needed,
+                        )?;
+                    }
                     if bin.has_truncated_values().is_some()
                         && self.value_bytes[i] <= self.options.max_text_bytes
                     {
@@ -1370,6 +1419,32 @@ fn parse_texts<'a>(
             }
         }
         other => return Err(EtlError::Bug(format!("{other:?} is not parsed from text"))),
+    })
+}
+
+/// A column had a value longer than its fetch buffer (`buffer` bytes):
+/// when its buffers start small ([`ADAPTIVE_BYTES`]) and may grow, the
+/// chunk must be read again with buffers that hold `needed` bytes (at
+/// least twice the current, at most one byte over `max_text_bytes`, where
+/// the long value rules apply).
+fn grow(
+    adaptive: bool,
+    buffer: usize,
+    max_text_bytes: usize,
+    column: &str,
+    needed: odbc_api::buffers::Indicator,
+) -> Result<(), EtlError> {
+    let over_cap = max_text_bytes + 1;
+    if !adaptive || buffer >= over_cap {
+        return Ok(());
+    }
+    let needed = match needed {
+        odbc_api::buffers::Indicator::Length(n) => n,
+        _ => over_cap,
+    };
+    Err(EtlError::ReadAgain {
+        column: column.to_string(),
+        bytes: needed.max(buffer.saturating_mul(2)).min(over_cap),
     })
 }
 

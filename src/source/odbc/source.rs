@@ -71,6 +71,14 @@ enum Axis {
     },
 }
 
+/// The integer key a migration's table is cut into ranges of.
+pub struct Split {
+    /// As SQL: the quoted column, or SQLite's `rowid`.
+    pub sql: String,
+    /// The column in the rows read, when it is one (rowid is not).
+    pub column: Option<String>,
+}
+
 /// An ODBC query or table, cut into chunks.
 pub struct OdbcSource {
     spec: OdbcSpec,
@@ -84,6 +92,9 @@ pub struct OdbcSource {
     bound_index: Option<usize>,
     /// What the chunks read so far counted (replaced, cut, invalid dates).
     stats: Arc<Mutex<ReadStats>>,
+    /// Fetch buffer sizes learned for long columns (see
+    /// [`super::ADAPTIVE_BYTES`]), kept for every later chunk.
+    buffers: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
     bytes_read: Arc<AtomicU64>,
 }
 
@@ -160,14 +171,16 @@ impl OdbcSource {
             table,
             schema,
             stats: Arc::default(),
+            buffers: Arc::default(),
             bytes_read: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// One table of a migration, described already: `from` is its quoted
     /// name (or the query as a derived table, `table` then `None`); `split`
-    /// its integer key when big tables are cut into ranges of about
-    /// `range_rows` rows, at least `min_parts` of them.
+    /// its integer key as SQL (a quoted column, or SQLite's `rowid`) when
+    /// big tables are cut into ranges of about `range_rows` rows, at least
+    /// `min_parts` of them.
     #[allow(clippy::too_many_arguments)]
     pub fn table(
         spec: &OdbcSpec,
@@ -175,15 +188,20 @@ impl OdbcSource {
         from: String,
         table: Option<String>,
         schema: SchemaRef,
-        split: Option<(&str, char)>,
+        split: Option<Split>,
         range_rows: u64,
         min_parts: u64,
     ) -> OdbcSource {
+        // Rows are checked against their range where the key is a column.
+        let bound_index = split
+            .as_ref()
+            .and_then(|s| s.column.as_ref())
+            .and_then(|c| schema.index_of(c).ok());
         OdbcSource {
-            bound_index: split.and_then(|(k, _)| schema.index_of(k).ok()),
+            bound_index,
             axis: Axis::Table {
                 select,
-                split: split.map(|(k, quote)| quote_with(quote, k)),
+                split: split.map(|s| s.sql),
                 range_rows: range_rows.max(1),
                 min_parts: min_parts.max(1),
                 batch_rows: spec.options.batch_rows as u64,
@@ -193,6 +211,7 @@ impl OdbcSource {
             table,
             schema,
             stats: Arc::default(),
+            buffers: Arc::default(),
             bytes_read: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -207,24 +226,60 @@ impl OdbcSource {
     }
 
     /// [`OdbcSource::scan`] with parameters bound to the SELECT's markers.
+    /// A value longer than its fetch buffer starts the scan over with
+    /// larger buffers (`each` sees the rows again: planning queries only).
     fn scan_with(
         &self,
         select: &str,
         params: Vec<Param>,
         mut each: impl FnMut(&RecordBatch) -> Result<(), EtlError>,
     ) -> Result<(), EtlError> {
-        let mut reader = ReadRequest::new(
-            &self.spec.connection_string,
-            select,
-            self.table.as_deref(),
-            &self.spec.options,
-        )
-        .with_params(params)
-        .open()?;
-        while let Some(batch) = reader.next_batch()? {
-            each(&batch)?;
+        loop {
+            let mut reader = ReadRequest::new(
+                &self.spec.connection_string,
+                select,
+                self.table.as_deref(),
+                &self.options(),
+            )
+            .with_params(params.clone())
+            .open()?;
+            let mut read = || {
+                while let Some(batch) = reader.next_batch()? {
+                    each(&batch)?;
+                }
+                Ok(())
+            };
+            match read() {
+                Err(EtlError::ReadAgain { column, bytes }) => self.learn(column, bytes),
+                other => return other,
+            }
         }
-        Ok(())
+    }
+
+    /// The options with the fetch buffer sizes learned so far.
+    fn options(&self) -> super::OdbcOptions {
+        let mut options = self.spec.options.clone();
+        options.text_buffers = self
+            .buffers
+            .lock()
+            .expect("no panic while holding the lock")
+            .clone();
+        options
+    }
+
+    /// Column `column` needs fetch buffers of `bytes`.
+    fn learn(&self, column: String, bytes: usize) {
+        tracing::info!(
+            column,
+            bytes,
+            "A value is longer than its fetch buffer; reading again with larger buffers."
+        );
+        let mut buffers = self
+            .buffers
+            .lock()
+            .expect("no panic while holding the lock");
+        let size = buffers.entry(column).or_default();
+        *size = (*size).max(bytes);
     }
 
     /// The first row of an integer query (counts, key bounds); NULL is `None`.
@@ -263,6 +318,11 @@ impl OdbcSource {
             Ok(())
         })?;
         values.ok_or_else(|| EtlError::Schema(format!("{select:?} returned no row")))
+    }
+
+    /// Whether `select` runs (a column or feature the driver may lack).
+    pub fn probe(&self, select: &str) -> bool {
+        self.scan(select, |_| Ok(())).is_ok()
     }
 
     /// The source's row count (`SELECT COUNT(*)`).
@@ -608,7 +668,7 @@ impl Source for OdbcSource {
             &self.spec.connection_string,
             &select,
             self.table.as_deref(),
-            &self.spec.options,
+            &self.options(),
         )
         .with_params(params);
         let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -630,6 +690,7 @@ impl Source for OdbcSource {
             handle: Some(handle),
             failed: false,
             stats: self.stats.clone(),
+            buffers: self.buffers.clone(),
             bytes: self.bytes_read.clone(),
         }))
     }
@@ -697,12 +758,23 @@ struct ReaderStream {
     handle: Option<std::thread::JoinHandle<Result<ReadStats, EtlError>>>,
     failed: bool,
     stats: Arc<Mutex<ReadStats>>,
+    buffers: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
     bytes: Arc<AtomicU64>,
 }
 
 impl ReaderStream {
     fn fail(&mut self, e: EtlError) -> Poll<Option<Result<RecordBatch, EtlError>>> {
         self.failed = true;
+        if let EtlError::ReadAgain { column, bytes } = &e {
+            // The chunk is read again (the runner does it at once) with
+            // buffers that hold the value; later chunks keep them.
+            let mut buffers = self
+                .buffers
+                .lock()
+                .expect("no panic while holding the lock");
+            let size = buffers.entry(column.clone()).or_default();
+            *size = (*size).max(*bytes);
+        }
         Poll::Ready(Some(Err(e.in_context(&self.label))))
     }
 }
