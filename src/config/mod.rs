@@ -88,7 +88,9 @@ pub struct OdbcSourceConfig {
     /// odbc-read`), and a migration runs at least this many chunks at once
     /// (big tables cut into at least this many ranges): drivers that
     /// serialise threads (SQLite) read in parallel only as processes, and
-    /// a driver crash fails its chunk, not the run. Default 1.
+    /// a driver crash fails its chunk, not the run. 1: threads. Default:
+    /// 2 for SQLite's driver (it takes a process-wide lock on every
+    /// allocation), 1 for others.
     #[serde(default = "default_readers")]
     pub readers: usize,
     /// A value longer than `max_text_bytes`: `error` (default: its table
@@ -121,8 +123,9 @@ pub enum OnLongValue {
     Truncate,
 }
 
+/// 0: chosen by driver (SQLite: processes; others: threads).
 const fn default_readers() -> usize {
-    1
+    0
 }
 
 fn default_encoding() -> String {

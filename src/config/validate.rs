@@ -320,8 +320,8 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             if s.max_text_bytes == 0 {
                 c.add("source.max_text_bytes", "must be at least 1");
             }
-            if !(1..=64).contains(&s.readers) {
-                c.add("source.readers", "must be 1 to 64");
+            if !(0..=64).contains(&s.readers) {
+                c.add("source.readers", "must be 1 to 64 (or 0: chosen by driver)");
             }
             relation.zip(options).map(|(relation, options)| {
                 ValidatedSource::Odbc(OdbcSpec {

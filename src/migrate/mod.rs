@@ -480,7 +480,7 @@ impl Migration {
             .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
             .collect();
         let options = RunOptions {
-            workers: Some(workers.unwrap_or(self.workers).max(self.spec.readers)),
+            workers: Some(workers.unwrap_or(self.workers.max(self.spec.readers))),
             redo: redo || only.is_some(),
             ..Default::default()
         };

@@ -36,8 +36,14 @@ pub fn prepare(spec: &OdbcSpec) -> OdbcSpec {
         mdbtools_code_page(&mut spec.options);
     }
     let lower = spec.connection_string.to_ascii_lowercase();
-    if lower.contains("sqlite") && !lower.contains("stepapi") {
+    let sqlite = lower.contains("sqlite");
+    if sqlite && !lower.contains("stepapi") {
         tracing::warn!("SQLite's ODBC driver holds a whole result in memory unless the connection string has StepAPI=1; add it to keep memory bounded by the batch.");
+    }
+    if spec.readers == 0 {
+        // SQLite's driver serialises threads on a process-wide lock: its
+        // chunks read in parallel only as processes.
+        spec.readers = if sqlite { 2 } else { 1 };
     }
     spec
 }
