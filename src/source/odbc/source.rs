@@ -157,23 +157,43 @@ impl OdbcSource {
                 Some((quote_with(quote, k), integer))
             }
         };
-        Ok(OdbcSource {
-            bound_index: schema.index_of(&chunking.time_column).ok(),
-            axis: Axis::Windows {
-                time: quote_with(quote, &chunking.time_column),
-                kind,
-                text_times,
-                key_column: chunking.key_column.clone(),
-                key,
-            },
+        let bound_index = schema.index_of(&chunking.time_column).ok();
+        let axis = Axis::Windows {
+            time: quote_with(quote, &chunking.time_column),
+            kind,
+            text_times,
+            key_column: chunking.key_column.clone(),
+            key,
+        };
+        Ok(OdbcSource::new(
             spec,
             from,
             table,
             schema,
+            axis,
+            bound_index,
+        ))
+    }
+
+    fn new(
+        spec: OdbcSpec,
+        from: String,
+        table: Option<String>,
+        schema: SchemaRef,
+        axis: Axis,
+        bound_index: Option<usize>,
+    ) -> OdbcSource {
+        OdbcSource {
+            spec,
+            from,
+            table,
+            schema,
+            axis,
+            bound_index,
             stats: Arc::default(),
             buffers: Arc::default(),
             bytes_read: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     /// One table of a migration, described already: `from` is its quoted
@@ -197,23 +217,14 @@ impl OdbcSource {
             .as_ref()
             .and_then(|s| s.column.as_ref())
             .and_then(|c| schema.index_of(c).ok());
-        OdbcSource {
-            bound_index,
-            axis: Axis::Table {
-                select,
-                split: split.map(|s| s.sql),
-                range_rows: range_rows.max(1),
-                min_parts: min_parts.max(1),
-                batch_rows: spec.options.batch_rows as u64,
-            },
-            spec: spec.clone(),
-            from,
-            table,
-            schema,
-            stats: Arc::default(),
-            buffers: Arc::default(),
-            bytes_read: Arc::new(AtomicU64::new(0)),
-        }
+        let axis = Axis::Table {
+            select,
+            split: split.map(|s| s.sql),
+            range_rows: range_rows.max(1),
+            min_parts: min_parts.max(1),
+            batch_rows: spec.options.batch_rows as u64,
+        };
+        OdbcSource::new(spec.clone(), from, table, schema, axis, bound_index)
     }
 
     /// Runs `select` and hands every batch to `each`, in this thread.
