@@ -7,6 +7,19 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# Style and lints, where the toolchain has the components (rustup's
+# rustfmt and clippy; a toolchain without them skips this, saying so).
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --check
+else
+  echo "test.sh: cargo fmt is not installed; style not checked" >&2
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked --all-targets -q -- -D warnings
+else
+  echo "test.sh: cargo clippy is not installed; lints not checked" >&2
+fi
+
 dir=$(mktemp -d)
 chmod 755 "$dir"
 trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT

@@ -159,7 +159,9 @@ pub fn from_odbc(
             },
         )
         .map_err(|e| EtlError::Schema(format!("{context}: {e}")))?;
-        let mut by_name: BTreeMap<(String, String), Vec<(i16, String, String)>> = BTreeMap::new();
+        // (child table, constraint name) -> (position, parent column, child column)
+        type Columns = Vec<(i16, String, String)>;
+        let mut by_name: BTreeMap<(String, String), Columns> = BTreeMap::new();
         for r in rows {
             let [parent, pk_column, fk_column, seq, name] = &r[..] else {
                 unreachable!("five columns asked for")

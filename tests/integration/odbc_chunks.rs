@@ -249,11 +249,13 @@ fn a_cp949_eav_table_pivots_into_wide_tables_through_psqlodbc() {
                 LATERAL (SELECT timestamp '2025-06-01' + n * interval '30 minutes' AS t) x, \
                 (VALUES ('엔진 회전수', 'Decimal'), ('똠양꿍 온도', 'Integer'), ('펌프', 'Boolean'), ('상태', 'String')) AS c(name, fmt);",
     );
+    // BoolsAsChar=0: psqlODBC hands booleans over as text otherwise.
+    let connection = format!("{};BoolsAsChar=0", psqlodbc_uhc(&db.src));
     let text = format!(
         r#"name = "odbc-pivot"
 [source]
 type = "odbc"
-connection_string = "{}"
+connection_string = "{connection}"
 query = "SELECT * FROM narrow"
 encoding = "cp949"
 
@@ -275,9 +277,7 @@ type = "postgres"
 url = "${{ETL_SRC_URL}}"
 table = "wide.t_{{key}}"
 create_table = true
-"#,
-        // BoolsAsChar=0: psqlODBC hands booleans over as text otherwise.
-        format!("{};BoolsAsChar=0", psqlodbc_uhc(&db.src))
+"#
     );
     let p = db.pipeline("pivot.toml", &text);
 
