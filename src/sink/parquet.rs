@@ -56,7 +56,8 @@ impl ParquetSink {
 /// The file of a chunk: `{pipeline}`, `{key}`, `{start}` and `{end}`
 /// replaced. Times read `20250601T000000Z` (with `.388958` when they have
 /// a fraction); a key keeps letters, digits, `.`, `_` and `-`, and every
-/// other byte becomes `%XX`, so no key can leave the folder or collide.
+/// other byte becomes `%XX`, so no key can leave the folder or collide; the
+/// NULL key is `_`, so a key that is `_` alone becomes `%5F`.
 pub fn render_path(template: &str, pipeline: &str, chunk: &Chunk) -> String {
     template
         .replace("{pipeline}", pipeline)
@@ -75,6 +76,9 @@ pub fn render_path(template: &str, pipeline: &str, chunk: &Chunk) -> String {
 fn escape_key(key: &str) -> String {
     if key.is_empty() {
         return "%".to_string(); // never a bare empty folder name
+    }
+    if key == "_" {
+        return "%5F".to_string(); // `_` alone is the NULL key's
     }
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
@@ -367,6 +371,11 @@ mod tests {
         assert_eq!(
             render_path(t, "p", &chunk(None)),
             "staging/p/_/20250601T000000Z_20250602T000000.388958Z.parquet"
+        );
+        // The key "_" and the NULL key do not share a file (they did).
+        assert_eq!(
+            render_path(t, "p", &chunk(Some("_"))),
+            "staging/p/%5F/20250601T000000Z_20250602T000000.388958Z.parquet"
         );
         assert_ne!(
             render_path(t, "p", &chunk(Some(""))),

@@ -173,6 +173,8 @@ impl PivotCounts {
 }
 
 pub struct Pivot {
+    /// The stage's place in `[[transforms]]`, for its errors.
+    index: usize,
     spec: PivotSpec,
     index_columns: Vec<usize>,
     index_fields: Vec<FieldRef>,
@@ -238,6 +240,7 @@ impl Pivot {
             .map(|&i| Arc::new(input.field(i).clone().with_nullable(false)))
             .collect();
         Ok(Pivot {
+            index,
             spec: spec.clone(),
             index_columns,
             index_fields,
@@ -268,6 +271,20 @@ impl Pivot {
     /// Pivots one chunk's rows: the wide batch (index columns, then one
     /// column per channel in name order; `None` without rows) and counts.
     pub fn pivot(
+        &self,
+        batches: &[RecordBatch],
+    ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
+        // Errors name this stage's place, whatever it is.
+        self.pivot_batches(batches).map_err(|e| match e {
+            EtlError::Transform { message, .. } => EtlError::Transform {
+                index: self.index,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    fn pivot_batches(
         &self,
         batches: &[RecordBatch],
     ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
@@ -664,6 +681,27 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn errors_name_the_stage_by_its_place() {
+        // Given a pivot that is the third stage, and a chunk whose decimal
+        // column arrives as bytes (no cast to a double exists)
+        let b = narrow(&[(Some(20), Some("a"), Some("D"), None, Some(1.5), None, None)]);
+        let p = Pivot::build(2, &spec(false), b.schema()).unwrap();
+        let mut columns = b.columns().to_vec();
+        columns[4] = Arc::new(arrow::array::BinaryArray::from(vec![Some(b"x".as_ref())]));
+        let mut fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[4] = Field::new("d", DataType::Binary, true);
+        let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        // When pivoted, then the error names transforms[2] (it said [0])
+        let err = p.pivot(&[bad]).unwrap_err().to_string();
+        assert!(err.starts_with("transforms[2]: pivot: "), "{err}");
     }
 
     #[test]
