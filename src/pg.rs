@@ -122,7 +122,23 @@ impl Endpoint {
         let path = std::env::var_os("PGPASSFILE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")));
-        let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        let Some(path) = path.filter(|p| p.is_file()) else {
+            return Ok(None);
+        };
+        // As libpq: a password file others can read is ignored, with a warning.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "The password file has group or world access and is ignored; permissions should be u=rw (0600) or less (chmod 600)."
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(None);
         };
         let host = self.host().unwrap_or_else(|| "localhost".to_string());

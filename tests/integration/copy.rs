@@ -343,4 +343,14 @@ fn passwords_come_from_password_env_pgpassword_or_pgpass() {
         );
     }
     assert_copied(&db);
+
+    // When the password file can be read by others, it is ignored (as
+    // libpq ignores it), with a warning naming why (it was read)
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let open = run(&plain, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert_eq!(open.code, 2, "{open:?}");
+    assert!(
+        open.stderr.contains("has group or world access and is ignored"),
+        "{open:?}"
+    );
 }
