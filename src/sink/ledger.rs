@@ -39,6 +39,35 @@ pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
       statement text, error text, finished_at timestamptz NOT NULL DEFAULT now(), \
       PRIMARY KEY (pipeline, phase, item))";
 
+/// The oldest PostgreSQL a target may run: the ledger's `UNIQUE NULLS NOT
+/// DISTINCT` (one row per chunk, a NULL key included) came in 15.
+pub const MIN_SERVER_VERSION: i32 = 150000;
+
+/// Why a target's server cannot hold the ledger, or `None` when it can.
+pub fn unsupported_server(version_num: i32, version: &str) -> Option<String> {
+    (version_num < MIN_SERVER_VERSION).then(|| {
+        format!(
+            "the target runs PostgreSQL {version}; etl keeps its ledger (etl.chunk_ledger) in the target and needs PostgreSQL 15 or later there (UNIQUE NULLS NOT DISTINCT); load into a 15+ server, or stage to Parquet and load from there"
+        )
+    })
+}
+
+/// Checks the server, then creates the ledger's tables if missing (run
+/// under an advisory lock: concurrent runs create them once).
+pub async fn ensure(client: &Client) -> Result<Result<(), String>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    if let Some(why) = unsupported_server(row.get(0), row.get(1)) {
+        return Ok(Err(why));
+    }
+    crate::pg::locked_ddl(client, "etl.chunk_ledger", DDL).await?;
+    Ok(Ok(()))
+}
+
 /// The ledger's identity columns for one chunk, as SQL parameters.
 pub struct Row<'a> {
     pub pipeline: &'a str,
@@ -350,4 +379,21 @@ pub async fn phases(
             error: r.get(3),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn servers_before_15_are_refused_with_the_reason() {
+        assert!(unsupported_server(150004, "15.4").is_none());
+        assert!(unsupported_server(170000, "17.0").is_none());
+        let why = unsupported_server(140011, "14.11").unwrap();
+        assert!(
+            why.starts_with("the target runs PostgreSQL 14.11; etl keeps its ledger"),
+            "{why}"
+        );
+        assert!(why.contains("needs PostgreSQL 15 or later"), "{why}");
+    }
 }

@@ -302,12 +302,13 @@ impl PostgresSink {
     }
 
     async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
-        crate::pg::locked_ddl(client, "etl.chunk_ledger", ledger::DDL)
+        ledger::ensure(client)
             .await
             .map_err(EtlError::pg(format!(
                 "creating etl.chunk_ledger on {}",
                 self.spec.endpoint
-            )))
+            )))?
+            .map_err(|why| EtlError::Schema(format!("{}: {why}", self.spec.endpoint)))
     }
 }
 

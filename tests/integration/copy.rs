@@ -350,7 +350,8 @@ fn passwords_come_from_password_env_pgpassword_or_pgpass() {
     let open = run(&plain, &[("PGPASSFILE", pgpass.to_str().unwrap())]);
     assert_eq!(open.code, 2, "{open:?}");
     assert!(
-        open.stderr.contains("has group or world access and is ignored"),
+        open.stderr
+            .contains("has group or world access and is ignored"),
         "{open:?}"
     );
 }
