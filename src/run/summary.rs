@@ -101,7 +101,7 @@ impl Progress {
             .lock()
             .expect("no panic while holding the lock");
         let last_chunk = chunk_ended && chunks == self.total;
-        if last.elapsed() >= Duration::from_secs(10) || last_chunk {
+        if last.elapsed() >= log_interval() || last_chunk {
             *last = Instant::now();
             tracing::info!("Progress: {chunks}/{} chunks, {}.", self.total, message());
         }
@@ -112,6 +112,19 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// How often progress is logged without a terminal: 10 s, or
+/// `ETL_PROGRESS_SECS` (the tests set 0 to see progress inside a chunk).
+fn log_interval() -> Duration {
+    static SECS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    Duration::from_secs_f64(*SECS.get_or_init(|| {
+        std::env::var("ETL_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v: &f64| *v >= 0.0)
+            .unwrap_or(10.0)
+    }))
 }
 
 /// The process's peak resident memory (VmHWM), where the OS tells it.

@@ -593,3 +593,38 @@ fn a_sqlite_table_without_an_integer_key_is_cut_by_its_rowid() {
         "{out:?}"
     );
 }
+
+#[test]
+fn progress_counts_rows_inside_a_running_chunk() {
+    // Given one table read as one chunk of 20,000 rows in batches of 1,000
+    let db = TestDb::new("odbc_progress");
+    let file = db.dir.path().join("p.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO t SELECT i, 'row ' || i FROM n;",
+    );
+    let text = format!(
+        "name = \"progress\"\n[source]\ntype = \"odbc\"\nconnection_string = \"{}\"\ntables = [\"t\"]\nbatch_rows = 1000\nreaders = 1\n\
+         [chunks]\nworkers = 1\n[[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{{table}}\"\ncreate_table = true\n",
+        sqlite_connection(&file)
+    );
+    let p = db.pipeline("progress.toml", &text);
+    // When run with progress logged at every change
+    let out = crate::support::etl_in(
+        db.dir.path(),
+        &["run", p.to_str().unwrap()],
+        &[("ETL_DST_URL", &db.dst), ("ETL_PROGRESS_SECS", "0")],
+    );
+    // Then the log counts rows before the chunk ends
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("Progress: 0/1 chunks, 10,000 rows"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("Progress: 1/1 chunks, 20,000 rows"),
+        "{out:?}"
+    );
+}

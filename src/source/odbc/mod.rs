@@ -16,6 +16,7 @@
 pub mod process;
 mod read;
 mod source;
+mod stream;
 
 pub use read::*;
 pub use source::{describe, OdbcSource, Split};
