@@ -1,6 +1,7 @@
 //! Chunks: half-open time windows `[start, end)`, optionally for one key
 //! value; or half-open ranges of an integer key column (a big table
-//! without a time column); or a whole table. A chunk is the unit of work,
+//! without a time column); or numbered parts of a table cut at values of
+//! a text key; or a whole table. A chunk is the unit of work,
 //! of commit and of retry; its identity is its bounds and key, so a rerun
 //! from the CSV names the same chunk.
 
@@ -29,6 +30,10 @@ pub enum Unit {
     /// Values of an integer key column, `[start, end)`; the ledger keeps
     /// them in its time columns as µs since 1970.
     Key,
+    /// Part `start` (`end` = `start + 1`) of a table cut at values of its
+    /// key that the source keeps (text keys: the driver's collation orders
+    /// them, so the values, not etl, say which rows a part holds).
+    Part,
 }
 
 impl Chunk {
@@ -58,6 +63,16 @@ impl Chunk {
         }
     }
 
+    /// Part `i` of a table cut at stored key values.
+    pub fn part(key: Option<String>, i: i64) -> Chunk {
+        Chunk {
+            key,
+            start: i,
+            end: i + 1,
+            unit: Unit::Part,
+        }
+    }
+
     pub fn is_whole(&self) -> bool {
         self.unit == Unit::Time && self.start == 0 && self.end == 0
     }
@@ -67,6 +82,7 @@ impl Chunk {
         match self.unit {
             Unit::Time => format_timestamp(value),
             Unit::Key => value.to_string(),
+            Unit::Part => format!("part {value}"),
         }
     }
 }
@@ -79,6 +95,9 @@ impl fmt::Display for Chunk {
         }
         if let Some(k) = &self.key {
             write!(f, "{k} ")?;
+        }
+        if self.unit == Unit::Part {
+            return write!(f, "part {}", self.start);
         }
         write!(f, "[{}, {})", self.bound(self.start), self.bound(self.end))
     }

@@ -227,7 +227,7 @@ impl Migration {
         Ok(finish)
     }
 
-    async fn record(
+    pub(super) async fn record(
         &self,
         client: &Client,
         phase: &str,

@@ -41,7 +41,7 @@ pub use report::{render, Checks, Finish, Report};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use tokio_postgres::Client;
 
 use crate::config::validate::{OdbcRelation, OdbcSpec, PostgresSinkSpec};
@@ -67,7 +67,7 @@ pub struct Table {
     pub keys: Keys,
     /// A single-column integer primary key: a big table is cut into
     /// ranges of it.
-    pub range_key: Option<String>,
+    pub range_key: Option<(String, odbc::KeyKind)>,
 }
 
 impl Table {
@@ -196,18 +196,15 @@ impl Migration {
                 }
             }
             check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
+            // A one-column primary key of integers, times or text splits
+            // a big table.
             let mut range_key = match keys.primary_key.as_slice() {
                 [k] if !spec.options.row_by_row => reader
                     .schema()
                     .field_with_name(k)
                     .ok()
-                    .filter(|f| {
-                        matches!(
-                            f.data_type(),
-                            DataType::Int16 | DataType::Int32 | DataType::Int64
-                        )
-                    })
-                    .map(|_| k.clone()),
+                    .and_then(|f| odbc::KeyKind::of(f.data_type()))
+                    .map(|kind| (k.clone(), kind)),
                 _ => None,
             };
             // A query is counted and filtered as a derived table.
@@ -227,28 +224,42 @@ impl Migration {
                     min_parts,
                 ))
             };
-            let mut source = source_of(range_key.as_ref().map(|k| odbc::Split {
+            let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
                 sql: odbc::quote_with(quote, k),
                 column: Some(k.clone()),
+                kind: *kind,
             }));
             // A SQLite table without an integer key is cut by its rowid
             // (unquoted: SQLite reads an unknown quoted name as a string),
             // unless it has none (WITHOUT ROWID).
-            if range_key.is_none() && sqlite && table.is_some() && !spec.options.row_by_row {
+            // (Its rowid, when it has one, rather than a time or text key:
+            // cheaper to cut and to read.)
+            let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
+            if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
                 let by_rowid = source_of(Some(odbc::Split {
                     sql: "rowid".into(),
                     column: None,
+                    kind: odbc::KeyKind::Integer,
                 }));
                 if by_rowid.probe(&format!("SELECT MIN(rowid) FROM {from}")) {
                     source = by_rowid;
-                    range_key = Some("rowid".to_string());
+                    range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
+                } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
+                    // SQLite compares times as the text stored, which
+                    // bound timestamps do not match: read it whole.
+                    range_key = None;
+                    source = source_of(None);
                 }
             }
             let mut config = p.clone();
-            // The sink finds a range's rows by its column; rowid is not one.
+            // The sink finds a range's rows by its column; rowid is not
+            // one, and a text part's rows are the source's to find.
             config.chunks.range_column = range_key
                 .clone()
-                .filter(|k| reader.schema().field_with_name(k).is_ok());
+                .filter(|(k, kind)| {
+                    reader.schema().field_with_name(k).is_ok() && *kind != odbc::KeyKind::Text
+                })
+                .map(|(k, _)| k);
             runners.push(Runner::with_source(
                 config,
                 source.clone(),
@@ -300,6 +311,87 @@ impl Migration {
         Ok(self.runners[i].plan()?.chunks)
     }
 
+    /// Table `i`'s ranges as `etl plan` lists them.
+    fn ranges(
+        &self,
+        i: usize,
+        kind: odbc::KeyKind,
+        planned: &[PlannedChunk],
+    ) -> Result<String, EtlError> {
+        if kind != odbc::KeyKind::Text {
+            // A date's bounds are midnights: shown as dates.
+            let bound = |v: i64| {
+                let b = planned[0].chunk.bound(v);
+                match kind {
+                    odbc::KeyKind::Time(odbc::TimeKind::Date) => b[..10].to_string(),
+                    _ => b,
+                }
+            };
+            return Ok(planned
+                .iter()
+                .map(|c| format!("[{}, {})", bound(c.chunk.start), bound(c.chunk.end)))
+                .collect::<Vec<_>>()
+                .join(", "));
+        }
+        let cuts = self.sources[i].cuts()?;
+        let mut parts = Vec::new();
+        for (p, cut) in cuts.iter().enumerate() {
+            parts.push(match p {
+                0 => format!("below {cut:?}"),
+                _ => format!("[{:?}, {cut:?})", cuts[p - 1]),
+            });
+        }
+        if let Some(last) = cuts.last() {
+            parts.push(format!("from {last:?}"));
+        }
+        Ok(parts.join(", "))
+    }
+
+    /// Each text-keyed table cut at the values a first run stored in
+    /// `etl.phase_log` (found and stored now when none are), so a resumed
+    /// run cuts the same parts even if the source changed meanwhile;
+    /// `redo` finds them again.
+    async fn keep_cuts(&self, redo: bool) -> Result<(), EtlError> {
+        let text: Vec<usize> = (0..self.tables.len())
+            .filter(|i| matches!(self.tables[*i].range_key, Some((_, odbc::KeyKind::Text))))
+            .collect();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        crate::sink::ledger::ensure(&client)
+            .await
+            .map_err(EtlError::pg("creating the ledger"))?
+            .map_err(EtlError::Schema)?;
+        for i in text {
+            let item = format!("cuts of {}", self.tables[i].source);
+            let kept = match redo {
+                true => None,
+                false => {
+                    crate::sink::ledger::phase_statement(&client, &self.pipeline, "discover", &item)
+                        .await
+                        .map_err(EtlError::pg("reading etl.phase_log"))?
+                }
+            };
+            let source = &self.sources[i];
+            match kept.map(|json| serde_json::from_str::<Vec<String>>(&json)) {
+                Some(Ok(cuts)) => source.set_cuts(cuts),
+                Some(Err(e)) => {
+                    return Err(EtlError::Schema(format!(
+                        "etl.phase_log holds the cuts of {:?} as something other than a JSON list of text ({e}); run etl run --restart to cut the table again",
+                        self.tables[i].source
+                    )))
+                }
+                None => {
+                    let cuts = source.cuts()?;
+                    let json = serde_json::to_string(&cuts).map_err(|e| EtlError::Bug(e.to_string()))?;
+                    self.record(&client, "discover", &item, &json, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What `etl plan` shows: the phases in order, each table with its
     /// columns, counts and chunks, the DDL, and what follows the data.
     /// Reads only.
@@ -337,14 +429,10 @@ impl Migration {
             total += rows;
             chunks += planned.len();
             let split = match (&t.range_key, planned.as_slice()) {
-                (Some(k), [_, _, ..]) => format!(
+                (Some((k, kind)), [_, _, ..]) => format!(
                     ", {} chunks by ranges of {k:?}: {}",
                     planned.len(),
-                    planned
-                        .iter()
-                        .map(|c| format!("[{}, {})", c.chunk.start, c.chunk.end))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    self.ranges(i, *kind, &planned)?
                 ),
                 _ => String::new(),
             };
@@ -429,6 +517,8 @@ impl Migration {
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
+        // A rerun reads the parts the run it reruns cut.
+        block_on(self.keep_cuts(redo && only.is_none()))?;
         match only {
             Some(listed) => {
                 for chunk in listed {
@@ -536,11 +626,14 @@ impl Migration {
             if !*all || t.range_key.is_none() {
                 continue;
             }
+            // Emptied, none of its ranges is loaded any more.
             let target = t.target.qualified();
             client
                 .batch_execute(&format!(
-                    "DO $$ BEGIN IF to_regclass({}) IS NOT NULL THEN TRUNCATE ONLY {target}; END IF; END $$",
-                    crate::sql::literal(&target)
+                    "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN TRUNCATE ONLY {target}; END IF; \
+                     IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+                     UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
+                    t = crate::sql::literal(&target)
                 ))
                 .await
                 .map_err(EtlError::pg(format!("emptying {target} before its ranges load")))?;

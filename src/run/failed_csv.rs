@@ -79,6 +79,23 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
         }
         let start_text = fields[1].as_deref().unwrap_or("");
         let end_text = fields[2].as_deref().unwrap_or("");
+        // "part N" is a part of a table cut at stored key values.
+        let parts = (
+            start_text.strip_prefix("part ").map(str::parse::<i64>),
+            end_text.strip_prefix("part ").map(str::parse::<i64>),
+        );
+        if let (Some(Ok(start)), Some(Ok(end))) = parts {
+            if end != start + 1 {
+                return Err((
+                    n,
+                    format!(
+                        "{start_text:?} to {end_text:?} is not one part; write part N,part N+1"
+                    ),
+                ));
+            }
+            chunks.push(Chunk::part(fields[0].clone(), start));
+            continue;
+        }
         // Integer bounds are a key range; anything else a time.
         let integers = (start_text.parse::<i64>(), end_text.parse::<i64>());
         if let (Ok(start), Ok(end)) = integers {
@@ -227,6 +244,7 @@ mod tests {
             Chunk::window(None, 0, 86_400_000_000),
             Chunk::whole(Some("orders".into())),
             Chunk::range(Some("big table".into()), -5, 1_000_000),
+            Chunk::part(Some("codes".into()), 3),
             // A key with a newline and quotes reads back whole (it did not).
             Chunk::window(Some("line one\nline \"two\"".into()), 0, 1),
         ];
@@ -235,6 +253,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("IMO1,2025-06-15 "), "{text}");
         assert!(text.contains("big table,-5,1000000\n"), "{text}");
+        assert!(text.contains("codes,part 3,part 4\n"), "{text}");
     }
 
     #[test]

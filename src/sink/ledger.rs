@@ -343,6 +343,22 @@ pub async fn record_phase(
     Ok(())
 }
 
+/// The statement recorded for one step, if it is recorded as done.
+pub async fn phase_statement(
+    client: &Client,
+    pipeline: &str,
+    phase: &str,
+    item: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT statement FROM etl.phase_log WHERE pipeline = $1 AND phase = $2 AND item = $3 AND status = 'done'",
+            &[&pipeline, &phase, &item],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
+}
+
 /// One recorded step of a migration's phases.
 #[derive(Debug, serde::Serialize)]
 pub struct PhaseStep {

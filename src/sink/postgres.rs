@@ -96,11 +96,17 @@ impl PostgresSink {
 
     /// The condition selecting a chunk's rows in the target.
     fn filter(&self, chunk: &Chunk) -> String {
-        if let (crate::plan::Unit::Key, Some(k)) = (chunk.unit, &self.ctx.chunking.range_column) {
+        // A migration's range of its key: integers, or times (a date or
+        // timestamp key, compared as a timestamp without zone as read).
+        if let Some(k) = &self.ctx.chunking.range_column {
+            let bound = |v: i64| match chunk.unit {
+                crate::plan::Unit::Time => crate::time::sql_literal(v, false),
+                _ => v.to_string(),
+            };
             return format!(
                 "{k} >= {} AND {k} < {}",
-                chunk.start,
-                chunk.end,
+                bound(chunk.start),
+                bound(chunk.end),
                 k = ident(k)
             );
         }
@@ -682,11 +688,11 @@ impl PostgresSink {
                 .await
                 .map_err(EtlError::pg(context("checking the ledger")))?;
             if overlap
-                && chunk.unit == crate::plan::Unit::Key
+                && chunk.unit != crate::plan::Unit::Time
                 && self.ctx.chunking.range_column.is_none()
             {
                 return Err(EtlError::Schema(format!(
-                    "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid): the source changed since the ranges were planned; run etl run --restart to load the table again",
+                    "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid, or parts cut at text keys): the source changed since the ranges were planned; run etl run --restart to load the table again",
                     target.qualified
                 )));
             }

@@ -19,7 +19,7 @@ mod source;
 mod stream;
 
 pub use read::*;
-pub use source::{describe, OdbcSource, Split};
+pub use source::{describe, KeyKind, OdbcSource, Split, TimeKind};
 
 use std::collections::BTreeMap;
 

@@ -4,8 +4,12 @@
 //! - time windows of `[chunks] time_column`, optionally per `key_column`,
 //!   read with `WHERE t >= ? AND t < ? [AND key = ?]`;
 //! - a whole table (a migration's small tables);
-//! - ranges of a table's integer key (a migration's big tables), cut in
-//!   equal widths of MIN..MAX, read with `WHERE k >= ? AND k < ?`.
+//! - ranges of a table's key (a migration's big tables): an integer,
+//!   date or timestamp key cut in equal widths of MIN..MAX, read with
+//!   `WHERE k >= ? AND k < ?`; a text key cut at every Nth value in the
+//!   driver's order (its collation decides, so etl never compares text
+//!   itself), the values kept by the caller so a resumed run cuts the
+//!   same parts.
 //!
 //! Bounds and keys are bound as typed parameters, never spliced into the
 //! SQL, and every row read is checked against its chunk's bounds: a driver
@@ -33,7 +37,7 @@ const DAY: Micros = 86_400_000_000;
 
 /// How chunk bounds are bound for the time column.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum TimeKind {
+pub enum TimeKind {
     Timestamp,
     Date,
 }
@@ -54,12 +58,14 @@ enum Axis {
         /// The key column quoted, and whether its values bind as integers.
         key: Option<(String, bool)>,
     },
-    /// A table of a migration: whole, or in ranges of its integer key.
+    /// A table of a migration: whole, or in ranges of its key.
     Table {
         /// The SELECT that reads the whole table (or the query as given).
         select: String,
-        /// The key column quoted, when the table is cut into ranges.
-        split: Option<String>,
+        /// The key (quoted) and its kind, when the table is cut into ranges.
+        split: Option<(String, KeyKind)>,
+        /// A text key's values the parts are cut at, once known.
+        cuts: Mutex<Option<Vec<String>>>,
         /// About this many rows per range...
         range_rows: u64,
         /// ...and at least this many ranges once the table has more than
@@ -69,12 +75,37 @@ enum Axis {
     },
 }
 
-/// The integer key a migration's table is cut into ranges of.
+/// The key a migration's table is cut into ranges of.
 pub struct Split {
     /// As SQL: the quoted column, or SQLite's `rowid`.
     pub sql: String,
     /// The column in the rows read, when it is one (rowid is not).
     pub column: Option<String>,
+    pub kind: KeyKind,
+}
+
+/// What a split key holds, which says how its ranges are cut.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyKind {
+    /// Equal widths of MIN..MAX ([`Chunk::range`]).
+    Integer,
+    /// Equal spans of MIN..MAX, as time windows ([`Chunk::window`]).
+    Time(TimeKind),
+    /// Parts cut at every Nth value in the driver's order ([`Chunk::part`]).
+    Text,
+}
+
+impl KeyKind {
+    /// The kind of a column read as `data_type`, if it can be split.
+    pub fn of(data_type: &DataType) -> Option<KeyKind> {
+        Some(match data_type {
+            DataType::Int16 | DataType::Int32 | DataType::Int64 => KeyKind::Integer,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => KeyKind::Time(TimeKind::Timestamp),
+            DataType::Date32 => KeyKind::Time(TimeKind::Date),
+            DataType::Utf8 => KeyKind::Text,
+            _ => return None,
+        })
+    }
 }
 
 /// An ODBC query or table, cut into chunks.
@@ -210,14 +241,17 @@ impl OdbcSource {
         range_rows: u64,
         min_parts: u64,
     ) -> OdbcSource {
-        // Rows are checked against their range where the key is a column.
+        // Rows are checked against their range where the key is a column
+        // etl can compare (text is ordered by the driver's collation).
         let bound_index = split
             .as_ref()
+            .filter(|s| s.kind != KeyKind::Text)
             .and_then(|s| s.column.as_ref())
             .and_then(|c| schema.index_of(c).ok());
         let axis = Axis::Table {
             select,
-            split: split.map(|s| s.sql),
+            split: split.map(|s| (s.sql, s.kind)),
+            cuts: Mutex::new(None),
             range_rows: range_rows.max(1),
             min_parts: min_parts.max(1),
             batch_rows: spec.options.batch_rows as u64,
@@ -361,10 +395,55 @@ impl OdbcSource {
                 ..
             } => Ok((select.clone(), Vec::new())),
             Axis::Table { select, .. } if chunk.is_whole() => Ok((select.clone(), Vec::new())),
-            Axis::Table { split: Some(k), .. } => Ok((
+            Axis::Table {
+                split: Some((k, KeyKind::Integer)),
+                ..
+            } => Ok((
                 format!("SELECT * FROM {from} WHERE {k} >= ? AND {k} < ?"),
                 vec![Param::Int(chunk.start), Param::Int(chunk.end)],
             )),
+            Axis::Table {
+                split: Some((k, KeyKind::Time(kind))),
+                ..
+            } => Ok((
+                format!("SELECT * FROM {from} WHERE {k} >= ? AND {k} < ?"),
+                vec![
+                    time_param(*kind, false, chunk.start)?,
+                    time_param(*kind, false, chunk.end)?,
+                ],
+            )),
+            Axis::Table {
+                split: Some((k, KeyKind::Text)),
+                ..
+            } => {
+                let cuts = self.cuts()?;
+                let part = usize::try_from(chunk.start)
+                    .ok()
+                    .filter(|p| *p <= cuts.len() && chunk.unit == crate::plan::Unit::Part)
+                    .ok_or_else(|| {
+                        EtlError::Schema(format!(
+                            "chunk {chunk} is not one of the {} parts {} is cut into",
+                            cuts.len() + 1,
+                            self.label()
+                        ))
+                    })?;
+                // Part p holds keys from cut p-1 (the first: from the
+                // lowest) to cut p (the last: to the highest).
+                let (mut conditions, mut params) = (Vec::new(), Vec::new());
+                if part > 0 {
+                    conditions.push(format!("{k} >= ?"));
+                    params.push(Param::Text(cuts[part - 1].clone()));
+                }
+                if part < cuts.len() {
+                    conditions.push(format!("{k} < ?"));
+                    params.push(Param::Text(cuts[part].clone()));
+                }
+                let filter = match conditions.is_empty() {
+                    true => String::new(),
+                    false => format!(" WHERE {}", conditions.join(" AND ")),
+                };
+                Ok((format!("SELECT * FROM {from}{filter}"), params))
+            }
             Axis::Windows {
                 time,
                 kind,
@@ -373,21 +452,10 @@ impl OdbcSource {
                 key,
             } => {
                 let mut sql = format!("SELECT * FROM {from} WHERE {time} >= ? AND {time} < ?");
-                let bound = |t: Micros| -> Result<Param, EtlError> {
-                    Ok(match (kind, text_times) {
-                        (TimeKind::Timestamp, false) => Param::Timestamp(t),
-                        (TimeKind::Timestamp, true) => {
-                            Param::Text(crate::time::format_timestamp(t))
-                        }
-                        // A date d is in [start, end) when its midnight is.
-                        (TimeKind::Date, false) => Param::Date(day_at_or_after(t)?),
-                        (TimeKind::Date, true) => Param::Text(
-                            crate::time::format_timestamp(day_at_or_after(t)? as i64 * DAY)[..10]
-                                .to_string(),
-                        ),
-                    })
-                };
-                let mut params = vec![bound(chunk.start)?, bound(chunk.end)?];
+                let mut params = vec![
+                    time_param(*kind, *text_times, chunk.start)?,
+                    time_param(*kind, *text_times, chunk.end)?,
+                ];
                 if let Some((k, integer)) = key {
                     match &chunk.key {
                         None => sql.push_str(&format!(" AND {k} IS NULL")),
@@ -466,63 +534,203 @@ impl OdbcSource {
         Ok(finish_plan(plan, chunking))
     }
 
-    /// A migration's table: one chunk, or ranges of its key in equal
-    /// widths of MIN..MAX (the same bounds as long as the table does not
-    /// change, so a killed run resumes with the same chunks).
+    /// A migration's table: one chunk, or ranges of its key: equal widths
+    /// of MIN..MAX for integers and times (the same bounds as long as the
+    /// table does not change, so a killed run resumes with the same
+    /// chunks), parts at the cut values for text. `parts` says how many
+    /// ranges a table of so many rows is cut into.
     fn plan_table(
         &self,
-        split: Option<&str>,
-        range_rows: u64,
-        min_parts: u64,
-        batch_rows: u64,
+        split: Option<&(String, KeyKind)>,
+        parts: impl Fn(u64) -> u64,
     ) -> Result<Plan, EtlError> {
         let name = self.table.clone().unwrap_or_else(|| "query".into());
-        let whole = |rows: u64| Plan {
-            chunks: vec![PlannedChunk {
-                chunk: Chunk::whole(Some(name.clone())),
-                rows,
-            }],
+        let plan = |chunks: Vec<(Chunk, u64)>| Plan {
+            chunks: chunks
+                .into_iter()
+                .map(|(chunk, rows)| PlannedChunk { chunk, rows })
+                .collect(),
             rows_outside: 0,
             range: None,
         };
-        let Some(k) = split else {
+        let whole = |rows: u64| plan(vec![(Chunk::whole(Some(name.clone())), rows)]);
+        let Some((k, kind)) = split else {
             return Ok(whole(self.count()?));
         };
+        if *kind == KeyKind::Text {
+            let cuts = self.cuts()?;
+            if cuts.is_empty() {
+                return Ok(whole(self.count()?));
+            }
+            let count = self.count()?;
+            let n = cuts.len() as u64 + 1;
+            return Ok(plan(
+                (0..n)
+                    .map(|i| (Chunk::part(Some(name.clone()), i as i64), count / n))
+                    .collect(),
+            ));
+        }
+        // A NULL key is in no range: the table is read whole.
+        let (range, count) = self.key_bounds(k, *kind)?;
+        let Some((min, max)) = range else {
+            return Ok(whole(count));
+        };
+        let parts = parts(count);
+        if parts < 2 || max <= min {
+            return Ok(whole(count));
+        }
+        // Time ranges start and end on a whole unit (a date's: days).
+        let step = match kind {
+            KeyKind::Integer => 1,
+            KeyKind::Time(TimeKind::Date) => DAY,
+            KeyKind::Time(TimeKind::Timestamp) => [DAY, 3_600_000_000, 60_000_000, 1_000_000]
+                .into_iter()
+                .find(|unit| (max - min) / parts as i64 >= *unit)
+                .unwrap_or(1),
+            KeyKind::Text => unreachable!("text keys are cut in parts"),
+        } as i128;
+        let first = min as i128 - (min as i128).rem_euclid(step);
+        // Past the last key: a date's last day whole.
+        let end = max as i128
+            + match kind {
+                KeyKind::Time(TimeKind::Date) => step,
+                _ => 1,
+            };
+        let width = (end - first).div_euclid(parts as i128).max(1);
+        let width = (width + step - 1) / step * step;
+        let span = end - min as i128;
+        // Rows per range are not counted: estimated by width, summing to
+        // the table's count.
+        let estimate = |at: i128| count as i128 * (at.clamp(min as i128, end) - min as i128) / span;
+        let chunks = (0..parts as i128)
+            .map(|i| (first + i * width, (first + (i + 1) * width).min(end)))
+            .filter(|(lo, hi)| lo < hi)
+            .map(|(lo, hi)| {
+                let chunk = match kind {
+                    KeyKind::Integer => Chunk::range(Some(name.clone()), lo as i64, hi as i64),
+                    _ => Chunk::window(Some(name.clone()), lo as i64, hi as i64),
+                };
+                (chunk, (estimate(hi) - estimate(lo)) as u64)
+            })
+            .collect::<Vec<_>>();
+        Ok(plan(chunks))
+    }
+
+    /// A key's MIN and MAX (integers, or µs for times), `None` when the
+    /// table is empty or a key is NULL (no range holds it); the row count.
+    fn key_bounds(&self, k: &str, kind: KeyKind) -> Result<(Option<(i64, i64)>, u64), EtlError> {
         let select = format!(
             "SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {}",
             self.from
         );
-        let [Some(min), Some(max), Some(count), Some(keyed)] = self.integers(&select)?[..] else {
-            return Ok(whole(0));
+        if kind == KeyKind::Integer {
+            return Ok(match self.integers(&select)?[..] {
+                [Some(min), Some(max), Some(count), Some(keyed)] if keyed == count => {
+                    (Some((min, max)), count as u64)
+                }
+                [_, _, count, _] => (None, count.unwrap_or(0) as u64),
+                _ => (None, 0),
+            });
+        }
+        let mut row = None;
+        self.scan(&select, |batch| {
+            if row.is_none() && batch.num_rows() > 0 {
+                let count = |c: usize| -> Result<Option<i64>, EtlError> {
+                    Ok(key_at(batch.column(c), 0)?.and_then(|t| t.split('.').next()?.parse().ok()))
+                };
+                row = Some((
+                    micros_at(batch.column(0), 0)?,
+                    micros_at(batch.column(1), 0)?,
+                    count(2)?,
+                    count(3)?,
+                ));
+            }
+            Ok(())
+        })
+        .map_err(|e| EtlError::Schema(format!("{}: finding its key's range: {e}", self.label())))?;
+        Ok(match row {
+            Some((Some(min), Some(max), Some(count), Some(keyed))) if keyed == count => {
+                (Some((min, max)), count as u64)
+            }
+            Some((_, _, count, _)) => (None, count.unwrap_or(0) as u64),
+            None => (None, 0),
+        })
+    }
+
+    /// The text key values the table's parts are cut at: set by the
+    /// caller (kept from the run that first cut them), or found now.
+    pub fn cuts(&self) -> Result<Vec<String>, EtlError> {
+        let Axis::Table { cuts, .. } = &self.axis else {
+            return Ok(Vec::new());
+        };
+        if let Some(known) = &*cuts.lock().expect("no panic while holding the lock") {
+            return Ok(known.clone());
+        }
+        let found = self.find_cuts()?;
+        *cuts.lock().expect("no panic while holding the lock") = Some(found.clone());
+        Ok(found)
+    }
+
+    /// Uses `cuts` (as [`OdbcSource::cuts`] returned them before) for the
+    /// table's parts.
+    pub fn set_cuts(&self, known: Vec<String>) {
+        if let Axis::Table { cuts, .. } = &self.axis {
+            *cuts.lock().expect("no panic while holding the lock") = Some(known);
+        }
+    }
+
+    /// Every Nth value of the text key in the driver's order (one pass
+    /// over the key alone), N the rows per part; none for a table small
+    /// enough for one chunk, or with a NULL key.
+    fn find_cuts(&self) -> Result<Vec<String>, EtlError> {
+        let Axis::Table {
+            split: Some((k, KeyKind::Text)),
+            range_rows,
+            min_parts,
+            batch_rows,
+            ..
+        } = &self.axis
+        else {
+            return Ok(Vec::new());
+        };
+        let select = format!("SELECT COUNT(*), COUNT({k}) FROM {}", self.from);
+        let [Some(count), Some(keyed)] = self.integers(&select)?[..] else {
+            return Ok(Vec::new());
         };
         let count = count as u64;
-        // A NULL key is in no range: the table is read whole.
         let parts = count
-            .div_ceil(range_rows)
-            .max(min_parts.min(count / batch_rows.max(1)));
-        if parts < 2 || max <= min || keyed as u64 != count {
-            return Ok(whole(count));
+            .div_ceil(*range_rows)
+            .max((*min_parts).min(count / (*batch_rows).max(1)));
+        if parts < 2 || keyed as u64 != count {
+            return Ok(Vec::new());
         }
-        let span = max as i128 - min as i128 + 1;
-        let width = (span + parts as i128 - 1) / parts as i128;
-        let chunks = (0..parts as i128)
-            .map(|i| {
-                let lo = min as i128 + i * width;
-                let hi = (lo + width).min(max as i128 + 1);
-                (lo as i64, hi as i64)
-            })
-            .filter(|(lo, hi)| lo < hi)
-            .map(|(lo, hi)| PlannedChunk {
-                chunk: Chunk::range(Some(name.clone()), lo, hi),
-                // Rows per range are not counted: an estimate by width.
-                rows: (count as i128 * (hi as i128 - lo as i128) / span) as u64,
-            })
-            .collect();
-        Ok(Plan {
-            chunks,
-            rows_outside: 0,
-            range: None,
-        })
+        let per_part = count.div_ceil(parts);
+        let mut cuts: Vec<String> = Vec::new();
+        let mut seen = 0u64;
+        self.scan(
+            &format!("SELECT {k} FROM {} ORDER BY {k}", self.from),
+            |batch| {
+                let keys = batch.column(0);
+                for i in 0..batch.num_rows() {
+                    if seen > 0 && seen % per_part == 0 {
+                        if let Some(v) = key_at(keys, i)? {
+                            if cuts.last() != Some(&v) {
+                                cuts.push(v);
+                            }
+                        }
+                    }
+                    seen += 1;
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| {
+            EtlError::Schema(format!(
+                "{}: cutting it at values of {k}: {e}",
+                self.label()
+            ))
+        })?;
+        Ok(cuts)
     }
 }
 
@@ -539,6 +747,19 @@ pub fn describe(spec: &OdbcSpec, from: &str, table: Option<&str>) -> Result<Sche
     .open()
     .map_err(|e| EtlError::Schema(format!("describing the ODBC source: {e}")))?;
     Ok(described.schema())
+}
+
+/// A time bound as the driver compares it.
+fn time_param(kind: TimeKind, text_times: bool, t: Micros) -> Result<Param, EtlError> {
+    Ok(match (kind, text_times) {
+        (TimeKind::Timestamp, false) => Param::Timestamp(t),
+        (TimeKind::Timestamp, true) => Param::Text(crate::time::format_timestamp(t)),
+        // A date d is in [start, end) when its midnight is.
+        (TimeKind::Date, false) => Param::Date(day_at_or_after(t)?),
+        (TimeKind::Date, true) => Param::Text(
+            crate::time::format_timestamp(day_at_or_after(t)? as i64 * DAY)[..10].to_string(),
+        ),
+    })
 }
 
 /// The first day whose midnight is at or after `t`.
@@ -621,7 +842,14 @@ impl Source for OdbcSource {
                 min_parts,
                 batch_rows,
                 ..
-            } => self.plan_table(split.as_deref(), *range_rows, *min_parts, *batch_rows),
+            } => {
+                let parts = |count: u64| {
+                    count
+                        .div_ceil(*range_rows)
+                        .max((*min_parts).min(count / (*batch_rows).max(1)))
+                };
+                self.plan_table(split.as_ref(), parts)
+            }
         }
     }
 
