@@ -729,3 +729,72 @@ fn progress_counts_rows_inside_a_running_chunk() {
         "{out:?}"
     );
 }
+
+#[test]
+fn follow_keeps_loading_an_odbc_source_and_stops_on_ctrl_c() {
+    // Given the readings behind a follow run of the pipeline that
+    // has finished its backfill
+    let db = TestDb::new("odbc_follow");
+    let file = readings(&db);
+    let p = windowed_pipeline(&db, &file);
+    let (mut child, _log) = spawn_etl(
+        &db,
+        &[
+            "run",
+            "--follow",
+            "--interval-secs",
+            "1",
+            "--lag-secs",
+            "3600",
+            &p,
+        ],
+        &[],
+    );
+    let count = || match psql(&db.dst, "SELECT to_regclass('public.readings') IS NOT NULL").as_str()
+    {
+        "t" => psql(&db.dst, "SELECT count(*) FROM readings"),
+        _ => "0".to_string(),
+    };
+    let eventually = |what: &str, rows: &str| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while count() != rows {
+            assert!(
+                std::time::Instant::now() < until,
+                "timed out waiting for {what}: {} rows",
+                count()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    eventually("the backfill", "648");
+
+    // When new rows arrive (SQLite's clock is UTC, as etl's windows), then
+    // a late row for a minute already loaded
+    sqlite(
+        &file,
+        "INSERT INTO readings VALUES (1, datetime('now', '-1 minute'), 1.5, '새 값'), (4, datetime('now', '-1 minute'), 2.5, NULL);",
+    );
+    eventually("the new rows", "650");
+    sqlite(
+        &file,
+        "INSERT INTO readings VALUES (1, datetime('now', '-10 minutes'), 7, NULL);",
+    );
+    eventually("the late row", "651");
+
+    // And Ctrl-C is pressed
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+
+    // Then it stops with exit code 0 and the target equals the source
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Follow stopped by Ctrl-C; cutoff "),
+        "{stdout}"
+    );
+    assert_same_rows(&target_rows(&db), &expected_rows(&file));
+}
