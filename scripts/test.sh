@@ -25,6 +25,8 @@ chmod 755 "$dir"
 trap 'scripts/pg-tmp.sh stop "$dir/pg"; rm -rf "$dir"' EXIT
 ETL_TEST_PG_URL=$(scripts/pg-tmp.sh start "$dir/pg" -c fsync=off -c synchronous_commit=off -c full_page_writes=off)
 export ETL_TEST_PG_URL
+# The server's certificates, for the TLS tests.
+export ETL_TEST_PG_TLS="$dir/pg/tls"
 echo "test.sh: PostgreSQL for the tests at $ETL_TEST_PG_URL" >&2
 
 cargo test --locked --all-targets "$@"

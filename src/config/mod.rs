@@ -164,6 +164,18 @@ pub struct PostgresSourceConfig {
     /// Name of an environment variable holding the password.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub password_env: Option<String>,
+    /// TLS as libpq: disable, allow, prefer (default), require, verify-ca,
+    /// verify-full. Also in the URL (`?sslmode=`) or `PGSSLMODE`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslmode: Option<String>,
+    /// The CA's PEM file, or `system`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslrootcert: Option<String>,
+    /// A client certificate (PEM) and its unencrypted key.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslcert: Option<String>,
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslkey: Option<String>,
     /// A SELECT whose rows are copied. Exactly one of `query` and `table`.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub query: Option<String>,
@@ -368,6 +380,18 @@ pub struct PostgresSinkConfig {
     /// Name of an environment variable holding the password.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub password_env: Option<String>,
+    /// TLS as libpq: disable, allow, prefer (default), require, verify-ca,
+    /// verify-full. Also in the URL (`?sslmode=`) or `PGSSLMODE`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslmode: Option<String>,
+    /// The CA's PEM file, or `system`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslrootcert: Option<String>,
+    /// A client certificate (PEM) and its unencrypted key.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslcert: Option<String>,
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sslkey: Option<String>,
     /// Target table, `schema.table`; `{key}` is replaced by the chunk's key.
     #[serde(deserialize_with = "env::string")]
     pub table: String,

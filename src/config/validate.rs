@@ -354,7 +354,18 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             })
         }
         SourceConfig::Postgres(s) => {
-            let endpoint = endpoint(&mut c, "source.url", &s.url, s.password_env.clone());
+            let endpoint = endpoint(
+                &mut c,
+                "source.url",
+                &s.url,
+                s.password_env.clone(),
+                TlsKeys {
+                    sslmode: &s.sslmode,
+                    sslrootcert: &s.sslrootcert,
+                    sslcert: &s.sslcert,
+                    sslkey: &s.sslkey,
+                },
+            );
             let relation = match (s.query, s.table) {
                 (Some(q), None) if q.trim().is_empty() => {
                     c.add("source.query", "is empty; write a SELECT");
@@ -606,7 +617,18 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             }
             SinkConfig::Postgres(s) => {
                 let key = |k: &str| format!("sinks[{i}].{k}");
-                let endpoint = endpoint(&mut c, &key("url"), &s.url, s.password_env.clone());
+                let endpoint = endpoint(
+                    &mut c,
+                    &key("url"),
+                    &s.url,
+                    s.password_env.clone(),
+                    TlsKeys {
+                        sslmode: &s.sslmode,
+                        sslrootcert: &s.sslrootcert,
+                        sslcert: &s.sslcert,
+                        sslkey: &s.sslkey,
+                    },
+                );
                 let mut table = TableTemplate(s.table.clone());
                 if let Some(whole) = odbc_tables {
                     if s.table.contains("{key}") {
@@ -705,14 +727,51 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     })
 }
 
+/// The TLS keys written beside a `url`.
+pub struct TlsKeys<'a> {
+    pub sslmode: &'a Option<String>,
+    pub sslrootcert: &'a Option<String>,
+    pub sslcert: &'a Option<String>,
+    pub sslkey: &'a Option<String>,
+}
+
 fn endpoint(
     c: &mut Collector<'_>,
     key: &str,
     url: &str,
     password_env: Option<String>,
+    keys: TlsKeys<'_>,
 ) -> Option<Endpoint> {
-    match tokio_postgres::Config::from_str(url) {
-        Ok(config) => Some(Endpoint::new(config, password_env)),
+    // The TLS keys leave the URL (tokio-postgres knows only some of
+    // them); the URL's win over the pipeline's keys.
+    let (url, in_url) = match crate::pg::TlsOptions::extract(url) {
+        Ok(found) => found,
+        Err(e) => {
+            c.add(key, e);
+            return None;
+        }
+    };
+    let mode = match keys
+        .sslmode
+        .as_deref()
+        .map(crate::pg::SslMode::parse)
+        .transpose()
+    {
+        Ok(mode) => mode,
+        Err(e) => {
+            let sslmode = key.replace("url", "sslmode");
+            c.add(&sslmode, e);
+            return None;
+        }
+    };
+    let tls = in_url.or(crate::pg::TlsOptions {
+        mode,
+        root_cert: keys.sslrootcert.clone(),
+        cert: keys.sslcert.as_ref().map(PathBuf::from),
+        key: keys.sslkey.as_ref().map(PathBuf::from),
+    });
+    match tokio_postgres::Config::from_str(&url) {
+        Ok(config) => Some(Endpoint::new(config, password_env).with_tls(tls)),
         Err(e) => {
             // tokio-postgres's message never includes the password.
             c.add(

@@ -14,6 +14,7 @@ mod odbc_chunks;
 mod parquet;
 mod pivot;
 mod resume;
+mod tls;
 mod transforms;
 mod types;
 mod verify;

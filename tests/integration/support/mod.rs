@@ -31,6 +31,7 @@ fn start_server() -> String {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod temp dir");
     let pg_dir = dir.join("pg");
+    let _ = STARTED_TLS.set(pg_dir.join("tls"));
     let out = Command::new(&script)
         .arg("start")
         .arg(&pg_dir)
@@ -72,6 +73,28 @@ fn start_server() -> String {
     url.rsplit_once('/')
         .map(|(base, _)| base.to_string())
         .expect("url has a database")
+}
+
+/// The certificates of a server this process started.
+static STARTED_TLS: OnceLock<PathBuf> = OnceLock::new();
+
+/// The test server's certificates (scripts/pg-tmp.sh makes them in
+/// DIR/tls): `ETL_TEST_PG_TLS` beside `ETL_TEST_PG_URL`, or those of the
+/// server started here.
+pub fn tls_dir() -> PathBuf {
+    server();
+    if let Some(dir) = STARTED_TLS.get() {
+        return dir.clone();
+    }
+    let dir = std::env::var_os("ETL_TEST_PG_TLS").map(PathBuf::from).expect(
+        "ETL_TEST_PG_URL is set without ETL_TEST_PG_TLS: set it to the server's tls directory (scripts/pg-tmp.sh makes DIR/tls)",
+    );
+    assert!(
+        dir.join("ca.crt").is_file(),
+        "ETL_TEST_PG_TLS={} holds no ca.crt",
+        dir.display()
+    );
+    dir
 }
 
 pub fn repo() -> PathBuf {
@@ -192,6 +215,9 @@ pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("PGPASSWORD");
+    for tls in ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"] {
+        cmd.env_remove(tls);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -1,6 +1,9 @@
 //! PostgreSQL connections shared by the source and the sink: where to
-//! connect, where the password comes from, how the endpoint is shown
-//! (never with its password), and the session settings etl relies on.
+//! connect, where the password comes from, TLS ([`tls`]), how the endpoint
+//! is shown (never with its password), and the session settings etl
+//! relies on.
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,13 +12,18 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, NoTls, Socket};
+
+pub use tls::{SslMode, TlsOptions};
 
 /// A PostgreSQL server and database, as the pipeline file names it.
 #[derive(Clone)]
 pub struct Endpoint {
     config: Config,
     password_env: Option<String>,
+    tls: TlsOptions,
 }
 
 impl fmt::Debug for Endpoint {
@@ -50,6 +58,8 @@ pub enum ConnectError {
     },
     #[error("environment variable {name} (password_env for {endpoint}) is not set")]
     MissingPasswordEnv { endpoint: String, name: String },
+    #[error("cannot connect to {endpoint} over TLS: {message}")]
+    Tls { endpoint: String, message: String },
 }
 
 impl Endpoint {
@@ -57,7 +67,14 @@ impl Endpoint {
         Endpoint {
             config,
             password_env,
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// With the TLS keys of its connection string or pipeline.
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn host(&self) -> Option<String> {
@@ -84,20 +101,41 @@ impl Endpoint {
             config.connect_timeout(std::time::Duration::from_secs(30));
         }
         let endpoint = self.to_string();
-        let (client, connection) =
-            config
-                .connect(NoTls)
+        let (mode, tls) = self.tls.resolve().map_err(|message| ConnectError::Tls {
+            endpoint: endpoint.clone(),
+            message,
+        })?;
+        let connected = match (mode, tls) {
+            (_, None) => spawn(config.ssl_mode(PgSslMode::Disable), NoTls, &endpoint).await,
+            // allow: without TLS first, with it if the server insists.
+            (SslMode::Allow, Some(tls)) => {
+                match spawn(
+                    config.clone().ssl_mode(PgSslMode::Disable),
+                    NoTls,
+                    &endpoint,
+                )
                 .await
-                .map_err(|source| ConnectError::Connect {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
-        let name = endpoint.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(endpoint = name, error = %e, "Connection closed with an error.");
+                {
+                    Ok(client) => Ok(client),
+                    Err(_) => {
+                        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                        spawn(config.ssl_mode(PgSslMode::Require), tls, &endpoint).await
+                    }
+                }
             }
-        });
+            (mode, Some(tls)) => {
+                let pg_mode = match mode {
+                    SslMode::Prefer => PgSslMode::Prefer,
+                    _ => PgSslMode::Require,
+                };
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                spawn(config.ssl_mode(pg_mode), tls, &endpoint).await
+            }
+        };
+        let client = connected.map_err(|source| ConnectError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
         // tokio-postgres already asks for client_encoding UTF8 at startup.
         client
             .batch_execute("SET TimeZone = 'UTC'; SET standard_conforming_strings = on")
@@ -153,6 +191,24 @@ impl Endpoint {
         let db = self.config.get_dbname().unwrap_or(user);
         Ok(pgpass_lookup(&text, &host, &port, db, user))
     }
+}
+
+/// Connects with `tls` and runs the connection on the runtime.
+async fn spawn<T>(config: &Config, tls: T, endpoint: &str) -> Result<Client, tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket> + 'static,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = config.connect(tls).await?;
+    let name = endpoint.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(endpoint = name, error = %e, "Connection closed with an error.");
+        }
+    });
+    Ok(client)
 }
 
 /// The password of the first `host:port:db:user:password` line that
