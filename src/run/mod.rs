@@ -589,7 +589,8 @@ pub fn with_retries<T>(
     }
 }
 
-/// Test-only fault injection, for the kill -9 tests: `ETL_TEST_PAUSE_AT`
+/// Test-only fault injection (feature `test-hooks`, on in test builds
+/// only), for the kill -9 tests: `ETL_TEST_PAUSE_AT`
 /// = `commit:N` parks the worker right after the N-th chunk commit,
 /// `write:N` once the N-th chunk's first rows have reached the target
 /// (mid-COPY, uncommitted), so a test can kill the process at a known
@@ -602,8 +603,13 @@ pub(crate) mod pause {
     static COMMITS: AtomicU64 = AtomicU64::new(0);
     static STARTS: AtomicU64 = AtomicU64::new(0);
 
+    /// Read only where the `test-hooks` feature is on (the tests turn it
+    /// on; a release build has no hook).
     fn at() -> &'static Option<(String, u64)> {
         AT.get_or_init(|| {
+            if !cfg!(feature = "test-hooks") {
+                return None;
+            }
             let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
             let (what, n) = v.split_once(':')?;
             Some((what.to_string(), n.parse().ok()?))

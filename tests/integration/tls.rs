@@ -182,3 +182,56 @@ fn a_bad_sslmode_is_named_before_anything_runs() {
         "{out:?}"
     );
 }
+
+/// Stops a cluster of scripts/pg-tmp.sh when dropped.
+struct Cluster(std::path::PathBuf);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate::support::repo().join("scripts/pg-tmp.sh"))
+            .arg("stop")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn require_fails_against_a_server_without_tls() {
+    // Given a second server started with ssl = off
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pg = dir.path().join("pg");
+    let out = std::process::Command::new(crate::support::repo().join("scripts/pg-tmp.sh"))
+        .arg("start")
+        .arg(&pg)
+        .args(["-c", "ssl=off"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _stop = Cluster(pg);
+    let plain = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    psql(
+        &plain,
+        "CREATE TABLE t (id int PRIMARY KEY, at timestamptz NOT NULL, s text); INSERT INTO t VALUES (1, now(), 'x')",
+    );
+    let db = TestDb::new("tls_none");
+
+    // When read with sslmode=require: refused, saying the server has no TLS
+    let p = pipeline(&db, &format!("{plain}?sslmode=require"), &db.dst, "");
+    let out = run(&db, &p, &[]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("server does not support TLS"),
+        "{out:?}"
+    );
+
+    // And with the default (prefer) the rows come, unencrypted
+    let p = pipeline(&db, &plain, &db.dst, "");
+    let out = run(&db, &p, &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(psql(&db.dst, "SELECT s FROM t"), "x");
+}
