@@ -15,6 +15,148 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// A PostgreSQL type name as `format_type` writes it (`numeric(12,2)`,
+/// `timestamp(3) with time zone`, `"sales"."mood"[]`, `character
+/// varying(20)`), checked and written again from its parts, so that text
+/// read from data (a Parquet file's `etl.pg_type` field metadata) can only
+/// ever name a type inside CREATE TABLE, never add SQL to it.
+pub fn type_name(text: &str) -> Result<String, String> {
+    const WORDS: [&str; 13] = [
+        "precision",
+        "varying",
+        "with",
+        "without",
+        "time",
+        "zone",
+        "to",
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        "second",
+    ];
+    let bad = |why: String| {
+        Err(format!(
+            "{text:?} is not a PostgreSQL type name ({why}); etl writes names like numeric(12,2), timestamp with time zone or \"schema\".\"type\"[]"
+        ))
+    };
+    let mut out = String::new();
+    let mut chars = text.trim().chars().peekable();
+    // The name: one or two parts, quoted or not.
+    let mut parts = 0;
+    loop {
+        let part = match chars.peek() {
+            Some('"') => {
+                chars.next();
+                let mut part = String::new();
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            part.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => part.push(c),
+                        None => return bad("a quote is not closed".into()),
+                    }
+                }
+                ident(&part)
+            }
+            _ => {
+                let word = take_word(&mut chars);
+                if word.is_empty() {
+                    return bad("a name is missing".into());
+                }
+                word
+            }
+        };
+        out.push_str(&part);
+        parts += 1;
+        if chars.peek() != Some(&'.') {
+            break;
+        }
+        if parts == 2 {
+            return bad("more than schema.type".into());
+        }
+        chars.next();
+        out.push('.');
+    }
+    // Then modifiers and the words of multi-word types, then array marks.
+    loop {
+        match chars.peek() {
+            None => return Ok(out),
+            Some('(') => {
+                chars.next();
+                let mut numbers = Vec::new();
+                loop {
+                    let mut n = String::new();
+                    while let Some(&c) = chars.peek() {
+                        if c.is_ascii_digit() || (c == '-' && n.is_empty()) {
+                            n.push(c);
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    if n.parse::<i32>().is_err() {
+                        return bad("a type modifier is not a number".into());
+                    }
+                    numbers.push(n);
+                    match chars.next() {
+                        Some(',') => {
+                            while chars.peek() == Some(&' ') {
+                                chars.next();
+                            }
+                        }
+                        Some(')') => break,
+                        _ => return bad("a type modifier is not closed".into()),
+                    }
+                }
+                out.push_str(&format!("({})", numbers.join(",")));
+            }
+            Some('[') => {
+                chars.next();
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                if chars.next() != Some(']') {
+                    return bad("an array mark is not closed".into());
+                }
+                out.push_str("[]");
+            }
+            Some(' ') => {
+                chars.next();
+                if chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
+                    let word = take_word(&mut chars);
+                    if !WORDS.contains(&word.as_str()) || out.ends_with(']') {
+                        return bad(format!("{word:?} does not belong in a type name"));
+                    }
+                    out.push(' ');
+                    out.push_str(&word);
+                }
+            }
+            Some(c) => return bad(format!("{c:?} does not belong in a type name")),
+        }
+    }
+}
+
+/// An unquoted name: letters, digits, `_` and `$`, not starting with a digit.
+fn take_word(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
+    let mut word = String::new();
+    while let Some(&c) = chars.peek() {
+        let fits = c.is_ascii_alphabetic()
+            || c == '_'
+            || (!word.is_empty() && (c.is_ascii_digit() || c == '$'));
+        if !fits {
+            break;
+        }
+        word.push(c);
+        chars.next();
+    }
+    word
+}
+
 /// A table name, optionally schema-qualified.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
@@ -101,6 +243,45 @@ fn split_qualified(text: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_as_format_type_writes_them_pass_and_sql_does_not() {
+        for (given, written) in [
+            ("integer", "integer"),
+            ("numeric(12,2)", "numeric(12,2)"),
+            ("numeric(5, -2)", "numeric(5,-2)"),
+            ("character varying(20)", "character varying(20)"),
+            ("timestamp(3) with time zone", "timestamp(3) with time zone"),
+            ("double precision[]", "double precision[]"),
+            ("interval day to second(3)", "interval day to second(3)"),
+            ("\"my schema\".\"Mood\"[]", "\"my schema\".\"Mood\"[]"),
+            ("public.mood", "public.mood"),
+            (
+                "\"x\"\"); DROP TABLE t; --\"",
+                "\"x\"\"); DROP TABLE t; --\"",
+            ),
+        ] {
+            assert_eq!(type_name(given).as_deref(), Ok(written), "{given}");
+        }
+        for crafted in [
+            "text); DROP TABLE t; --",
+            "text, evil int",
+            "text DEFAULT now()",
+            "text /* x */",
+            "int[] with",
+            "a.b.c",
+            "numeric(1",
+            "\"open",
+            "",
+            "text COLLATE \"C\"",
+        ] {
+            let e = type_name(crafted).unwrap_err();
+            assert!(
+                e.contains("is not a PostgreSQL type name"),
+                "{crafted}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn quoting() {

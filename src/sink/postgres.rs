@@ -944,8 +944,10 @@ pub fn create_table_sql(
 /// The PostgreSQL type for an Arrow field: the source's own type name when
 /// it came from PostgreSQL, else the closest type that holds every value.
 pub(crate) fn ddl_type(field: &Field) -> Result<String, String> {
+    // Text from data (a Parquet file's metadata): checked, written again.
     if let Some(t) = field.metadata().get(PG_TYPE_METADATA) {
-        return Ok(t.clone());
+        return crate::sql::type_name(t)
+            .map_err(|e| format!("field metadata {PG_TYPE_METADATA}: {e}"));
     }
     let is_uuid = field
         .metadata()

@@ -285,6 +285,14 @@ impl Wide {
         for t in tables {
             let table = TableName::parse(&t)
                 .map_err(|e| EtlError::Schema(format!("etl.column_map names table {t:?}: {e}")))?;
+            // Names from the map go into SQL as etl wrote them (quoted
+            // parts) or not at all.
+            if table.qualified() != t {
+                return Err(EtlError::Schema(format!(
+                    "etl.column_map names table {t:?} for base_table = {qualified:?}, not a name as etl writes it ({}); the map was changed by hand: restore the row, or drop the map's rows for base_table = {qualified:?} (and its wide tables) to start that table over",
+                    table.qualified()
+                )));
+            }
             if let Some(columns) = read_columns(client, &table).await? {
                 layout.parts.insert(
                     t,

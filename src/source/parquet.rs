@@ -60,6 +60,25 @@ fn open(path: &std::path::Path) -> Result<ParquetRecordBatchReaderBuilder<File>,
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(read_error(path))
 }
 
+/// The PostgreSQL type names a file's field metadata carries (etl writes
+/// them when it stages a PostgreSQL source) are names, not SQL: a file
+/// whose metadata holds anything else is refused before any table is made.
+fn check_type_names(path: &std::path::Path, schema: &SchemaRef) -> Result<(), EtlError> {
+    for field in schema.fields() {
+        if let Some(t) = field.metadata().get(crate::pg_binary::PG_TYPE_METADATA) {
+            crate::sql::type_name(t).map_err(|e| {
+                EtlError::Schema(format!(
+                    "{}: column {:?}: field metadata {}: {e}; the file was not written by etl, or was changed since: remove the metadata or stage the file again",
+                    path.display(),
+                    field.name(),
+                    crate::pg_binary::PG_TYPE_METADATA
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl ParquetSource {
     /// Finds the files and checks they share one schema with a usable time column.
     pub fn build(pattern: &str, batch_rows: usize, chunking: &Chunking) -> Result<Self, EtlError> {
@@ -79,6 +98,7 @@ impl ParquetSource {
             )));
         };
         let schema = open(&first)?.schema().clone();
+        check_type_names(&first, &schema)?;
         let time_index = schema.index_of(&chunking.time_column).map_err(|_| {
             EtlError::Schema(format!(
                 "chunks.time_column {:?} is not a column of {}",
@@ -115,6 +135,7 @@ impl ParquetSource {
                     .map(|f| (f.name().clone(), f.data_type().clone()))
                     .collect::<Vec<_>>()
             };
+            check_type_names(&path, builder.schema())?;
             if fields(builder.schema()) != fields(&schema) {
                 return Err(EtlError::Schema(format!(
                     "{} has other columns than {}; every file of source.path must have the same columns",

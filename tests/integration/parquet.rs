@@ -349,3 +349,47 @@ fn a_parquet_source_with_no_file_says_so() {
         "etl: source.path \"nowhere/ships-staging/**/*.parquet\" matches no file\n"
     );
 }
+
+#[test]
+fn a_crafted_type_name_in_a_parquet_file_is_refused_and_nothing_runs() {
+    // Given a staging folder with a file whose etl.pg_type metadata holds SQL
+    let db = TestDb::new("parquet_crafted");
+    psql(&db.dst, "CREATE TABLE victim (x int)");
+    let staging = db.dir.path().join("staging");
+    let file = staging.join("ships-staging/crafted.parquet");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let script = "import sys, datetime, pyarrow as pa, pyarrow.parquet as pq\n\
+        schema = pa.schema([pa.field('ship_id', pa.string()), pa.field('created_time', pa.timestamp('us', tz='UTC')),\n\
+          pa.field('data_channel_id', pa.string()),\n\
+          pa.field('value', pa.string(), metadata={b'etl.pg_type': b'text); DROP TABLE victim; --'})])\n\
+        t = pa.table({'ship_id': ['S1'], 'created_time': [datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)],\n\
+          'data_channel_id': ['c'], 'value': ['v']}, schema=schema)\n\
+        pq.write_table(t, sys.argv[1])\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, file.to_str().unwrap()])
+        .output()
+        .expect("python3 with pyarrow");
+    assert!(out.status.success(), "{out:?}");
+    let p = repo().join("pipelines/staging-to-postgres.toml");
+    let env = [
+        ("ETL_DST_URL", db.dst.as_str()),
+        ("ETL_STAGING", staging.to_str().unwrap()),
+    ];
+
+    // When planned or run
+    for command in ["plan", "run"] {
+        let out = etl_in(db.dir.path(), &[command, p.to_str().unwrap()], &env);
+
+        // Then it stops before anything is made, naming the file, the
+        // column and the metadata
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            out.stderr.contains("crafted.parquet: column \"value\": field metadata etl.pg_type: \"text); DROP TABLE victim; --\" is not a PostgreSQL type name"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        psql(&db.dst, "SELECT to_regclass('victim') IS NOT NULL AND to_regclass('tenant.tbl_data_timeseries') IS NULL"),
+        "t"
+    );
+}

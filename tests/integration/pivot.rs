@@ -599,3 +599,55 @@ fn two_processes_pivoting_one_fleet_agree_on_the_columns() {
     );
     assert_fleet_equal(&db, "AND data_channel_id <> 'ch_debug'");
 }
+
+#[test]
+fn a_tampered_column_map_is_refused_and_nothing_else_happens() {
+    // Given a pivot loaded once, and a column map changed by hand to
+    // name a table with SQL in it, or a table written as etl never does
+    let db = TestDb::new("pivot_tampered");
+    psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
+    psql(&db.src, "CREATE TABLE victim (x int)");
+    let p = odd_pipeline(&db, "SELECT * FROM input", 100, "upsert");
+    let first = etl_same_db(&db, &["run", &p]);
+    assert_ne!(first.code, 2, "{first:?}");
+    let original = psql(
+        &db.src,
+        "SELECT table_name FROM etl.column_map WHERE base_table = '\"wide\".\"t_IMO1\"' AND channel = 'ch_b'",
+    );
+    for (tampered, expected) in [
+        (
+            "wide.t_IMO1; DROP TABLE victim; --",
+            "etl.column_map names table \"wide.t_IMO1; DROP TABLE victim; --\"",
+        ),
+        (
+            "wide.\"t_IMO1\"",
+            "etl.column_map names table \"wide.\\\"t_IMO1\\\"\" for base_table = \"\\\"wide\\\".\\\"t_IMO1\\\"\", not a name as etl writes it",
+        ),
+    ] {
+        psql(
+            &db.src,
+            &format!(
+                "UPDATE etl.column_map SET table_name = '{}' WHERE base_table = '\"wide\".\"t_IMO1\"' AND channel = 'ch_b'",
+                tampered.replace('\'', "''")
+            ),
+        );
+
+        // When run again
+        let out = etl_same_db(&db, &["run", "--restart", &p]);
+
+        // Then the chunks of that table fail with a clear error, and
+        // nothing else happens
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stdout.contains(expected), "{expected}\n{out:?}");
+        assert_eq!(psql(&db.src, "SELECT to_regclass('victim') IS NOT NULL"), "t");
+    }
+    psql(
+        &db.src,
+        &format!(
+            "UPDATE etl.column_map SET table_name = '{}' WHERE base_table = '\"wide\".\"t_IMO1\"' AND channel = 'ch_b'",
+            original.replace('\'', "''")
+        ),
+    );
+    let out = etl_same_db(&db, &["run", "--restart", &p]);
+    assert_ne!(out.code, 1, "{out:?}");
+}
