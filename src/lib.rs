@@ -20,6 +20,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod migrate;
 pub mod pg;
 pub mod pg_binary;

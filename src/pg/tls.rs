@@ -93,6 +93,7 @@ impl TlsOptions {
     /// Takes the TLS keys out of a URL (`?sslmode=...`) or a key=value
     /// string; returns the rest, for tokio-postgres, and the keys.
     pub fn extract(conn: &str) -> Result<(String, TlsOptions), String> {
+        let conn = conn.trim();
         let mut found: Vec<(String, String)> = Vec::new();
         let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
             match conn.split_once('?') {
@@ -141,7 +142,7 @@ impl TlsOptions {
                 }
             }
         }
-        Ok((rest, options))
+        Ok((rest.trim().to_string(), options))
     }
 
     /// `self`, with what it leaves unset taken from `other`.

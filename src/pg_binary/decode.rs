@@ -370,7 +370,11 @@ impl ColumnDecoder {
                 let days = i32::from_be_bytes(fixed(v, "date")?);
                 b.append_value(match days {
                     i32::MAX | i32::MIN => days,
-                    d => d + PG_EPOCH_DAYS,
+                    // PostgreSQL's dates end in 5874897 AD, well inside.
+                    d => d
+                        .checked_add(PG_EPOCH_DAYS)
+                        .filter(|d| *d != i32::MAX)
+                        .ok_or("date is out of PostgreSQL's range")?,
                 })
             }
             ColumnDecoder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v, "time")?)),
@@ -407,7 +411,10 @@ impl ColumnDecoder {
             } => {
                 let count = decode_array(v, element)?;
                 let last = *offsets.last().expect("offsets start with 0");
-                offsets.push(last + count);
+                offsets.push(
+                    last.checked_add(count)
+                        .ok_or("more array elements in one batch than Arrow's list offsets hold; lower batch_rows")?,
+                );
                 nulls.append_non_null();
             }
         }
@@ -521,6 +528,13 @@ fn decode_array(v: &[u8], element: &mut ColumnDecoder) -> Result<i32, String> {
     }
     let count = header(&mut b)?;
     let _lower_bound = header(&mut b)?;
+    // Each element takes at least its 4-byte length.
+    if count < 0 || count as usize > b.len() / 4 {
+        return Err(format!(
+            "array value claims {count} elements in {} bytes",
+            b.len()
+        ));
+    }
     for _ in 0..count {
         let len = header(&mut b)?;
         if len < 0 {
@@ -533,6 +547,12 @@ fn decode_array(v: &[u8], element: &mut ColumnDecoder) -> Result<i32, String> {
             element.append(Some(&b[..len]))?;
             b = &b[len..];
         }
+    }
+    if !b.is_empty() {
+        return Err(format!(
+            "array value has {} bytes after its {count} elements",
+            b.len()
+        ));
     }
     Ok(count)
 }

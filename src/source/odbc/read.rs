@@ -1242,7 +1242,7 @@ fn decode_name(bytes: &[u8], encoding: &'static Encoding) -> Result<String, Stri
 
 /// Narrow text decoded from the configured encoding: an invalid sequence
 /// is an error naming the column, row and bytes, or (replace) U+FFFD, counted.
-fn decode_texts<'a>(
+pub(crate) fn decode_texts<'a>(
     options: &OdbcOptions,
     replaced: &mut BTreeMap<String, u64>,
     truncated: &mut BTreeMap<String, (u64, u64)>,
