@@ -58,15 +58,13 @@ use catalog::{ForeignKey, Keys};
 pub struct Table {
     /// The source table's name; `query` for a query source.
     pub source: String,
-    /// What follows FROM in counts and range filters.
-    pub from: String,
     pub target: TableName,
     pub schema: SchemaRef,
     /// The driver's type of each column.
     pub odbc_types: Vec<String>,
     pub keys: Keys,
-    /// A single-column integer primary key: a big table is cut into
-    /// ranges of it.
+    /// A single-column primary key (integer, time or text), or SQLite's
+    /// rowid: a big table is cut into ranges of it.
     pub range_key: Option<(String, odbc::KeyKind)>,
 }
 
@@ -207,17 +205,15 @@ impl Migration {
                     .map(|kind| (k.clone(), kind)),
                 _ => None,
             };
-            // A query is counted and filtered as a derived table.
-            let from = match table {
-                Some(t) => quote_name(t),
-                None => format!("({select}) q"),
+            let relation = match table {
+                Some(t) => odbc::Relation::Table(t.to_string()),
+                None => odbc::Relation::Query(select.clone()),
             };
             let source_of = |split: Option<odbc::Split>| {
                 Arc::new(OdbcSource::table(
                     spec,
-                    select.clone(),
-                    from.clone(),
-                    table.map(str::to_string),
+                    &relation,
+                    quote,
                     reader.schema(),
                     split,
                     p.chunks.range_rows,
@@ -225,8 +221,7 @@ impl Migration {
                 ))
             };
             let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
-                sql: odbc::quote_with(quote, k),
-                column: Some(k.clone()),
+                key: odbc::SplitKey::Column(k.clone()),
                 kind: *kind,
             }));
             // A SQLite table without an integer key is cut by its rowid
@@ -237,11 +232,10 @@ impl Migration {
             let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
             if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
                 let by_rowid = source_of(Some(odbc::Split {
-                    sql: "rowid".into(),
-                    column: None,
+                    key: odbc::SplitKey::Rowid,
                     kind: odbc::KeyKind::Integer,
                 }));
-                if by_rowid.probe(&format!("SELECT MIN(rowid) FROM {from}")) {
+                if by_rowid.has_rowid() {
                     source = by_rowid;
                     range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
                 } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
@@ -269,7 +263,6 @@ impl Migration {
             described.push(Table {
                 range_key,
                 source: name,
-                from,
                 target,
                 schema: reader.schema(),
                 odbc_types: reader.odbc_types.clone(),

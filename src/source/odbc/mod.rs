@@ -19,7 +19,7 @@ mod source;
 mod stream;
 
 pub use read::*;
-pub use source::{describe, KeyKind, OdbcSource, Split, TimeKind};
+pub use source::{describe, KeyKind, OdbcSource, Relation, Split, SplitKey, TimeKind};
 
 use std::collections::BTreeMap;
 

@@ -77,11 +77,24 @@ enum Axis {
 
 /// The key a migration's table is cut into ranges of.
 pub struct Split {
-    /// As SQL: the quoted column, or SQLite's `rowid`.
-    pub sql: String,
-    /// The column in the rows read, when it is one (rowid is not).
-    pub column: Option<String>,
+    pub key: SplitKey,
     pub kind: KeyKind,
+}
+
+/// A split key: a column, or SQLite's `rowid` (not a column of the rows
+/// read, and written unquoted: SQLite reads an unknown quoted name as a
+/// string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SplitKey {
+    Column(String),
+    Rowid,
+}
+
+/// What a migration reads: a table by its name, or a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relation {
+    Table(String),
+    Query(String),
 }
 
 /// What a split key holds, which says how its ranges are cut.
@@ -225,32 +238,46 @@ impl OdbcSource {
         }
     }
 
-    /// One table of a migration, described already: `from` is its quoted
-    /// name (or the query as a derived table, `table` then `None`); `split`
-    /// its integer key as SQL (a quoted column, or SQLite's `rowid`) when
-    /// big tables are cut into ranges of about `range_rows` rows, at least
-    /// `min_parts` of them.
+    /// One table (or query) of a migration, described already; `quote`
+    /// the driver's identifier quote. `split`: its key, when big tables are
+    /// cut into ranges of about `range_rows` rows, at least `min_parts` of
+    /// them.
     #[allow(clippy::too_many_arguments)]
     pub fn table(
         spec: &OdbcSpec,
-        select: String,
-        from: String,
-        table: Option<String>,
+        relation: &Relation,
+        quote: char,
         schema: SchemaRef,
         split: Option<Split>,
         range_rows: u64,
         min_parts: u64,
     ) -> OdbcSource {
+        // A query is counted and filtered as a derived table.
+        let (select, from, table) = match relation {
+            Relation::Table(t) => {
+                let quoted = quote_with(quote, t);
+                (format!("SELECT * FROM {quoted}"), quoted, Some(t.clone()))
+            }
+            Relation::Query(q) => (q.clone(), format!("({q}) q"), None),
+        };
         // Rows are checked against their range where the key is a column
         // etl can compare (text is ordered by the driver's collation).
-        let bound_index = split
-            .as_ref()
-            .filter(|s| s.kind != KeyKind::Text)
-            .and_then(|s| s.column.as_ref())
-            .and_then(|c| schema.index_of(c).ok());
+        let bound_index = match &split {
+            Some(Split {
+                key: SplitKey::Column(c),
+                kind,
+            }) if *kind != KeyKind::Text => schema.index_of(c).ok(),
+            _ => None,
+        };
         let axis = Axis::Table {
             select,
-            split: split.map(|s| (s.sql, s.kind)),
+            split: split.map(|s| {
+                let sql = match s.key {
+                    SplitKey::Column(c) => quote_with(quote, &c),
+                    SplitKey::Rowid => "rowid".to_string(),
+                };
+                (sql, s.kind)
+            }),
             cuts: Mutex::new(None),
             range_rows: range_rows.max(1),
             min_parts: min_parts.max(1),
@@ -364,8 +391,13 @@ impl OdbcSource {
     }
 
     /// Whether `select` runs (a column or feature the driver may lack).
-    pub fn probe(&self, select: &str) -> bool {
+    fn probe(&self, select: &str) -> bool {
         self.scan(select, |_| Ok(())).is_ok()
+    }
+
+    /// Whether the table has SQLite's `rowid` (not WITHOUT ROWID).
+    pub fn has_rowid(&self) -> bool {
+        self.probe(&format!("SELECT MIN(rowid) FROM {}", self.from))
     }
 
     /// The source's row count (`SELECT COUNT(*)`).
