@@ -56,10 +56,19 @@ pub enum Command {
     /// Parse and check a pipeline file without connecting; reports every problem.
     Validate { pipeline: PathBuf },
     /// Show the chunks (key, start, end, rows) and the DDL a run would execute; writes nothing.
-    Plan { pipeline: PathBuf },
+    Plan {
+        pipeline: PathBuf,
+        /// Only chunks of this key of [chunks] key_column (repeatable).
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// Run every chunk; failed chunks go to the failed-chunk CSV.
     Run {
         pipeline: PathBuf,
+        /// Only chunks of this key of [chunks] key_column (repeatable): one
+        /// ship at a time when something looks wrong.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
         /// Worker threads, overriding chunks.workers.
         #[arg(long)]
         workers: Option<usize>,
@@ -83,6 +92,9 @@ pub enum Command {
     /// chunk's last error, from the ledger in the target.
     Status {
         pipeline: PathBuf,
+        /// Only this key (repeatable).
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
         /// Machine-readable output: every chunk's state.
         #[arg(long)]
         json: bool,
@@ -91,6 +103,9 @@ pub enum Command {
     /// order-independent checksum); exit 1 if any chunk differs.
     Verify {
         pipeline: PathBuf,
+        /// Only chunks of this key (repeatable).
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
         /// Check only this many chunks, picked at random.
         #[arg(long)]
         sample: Option<usize>,
@@ -102,9 +117,9 @@ pub enum Command {
         /// List the chunks that would run, and run nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Only chunks with this key.
-        #[arg(long)]
-        key: Option<String>,
+        /// Only chunks with this key (repeatable).
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
         /// Wait this many seconds after each chunk (runs one chunk at a time).
         #[arg(long, default_value_t = 0.0)]
         delay_secs: f64,
@@ -141,9 +156,10 @@ pub struct Follow {
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
     match args.command {
         Command::Validate { pipeline } => validate(&pipeline),
-        Command::Plan { pipeline } => plan::plan(&pipeline),
+        Command::Plan { pipeline, keys } => plan::plan(&pipeline, &keys),
         Command::Run {
             pipeline,
+            keys,
             workers,
             restart,
             follow,
@@ -154,17 +170,25 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 interval_secs,
                 lag_secs,
             });
-            run::run_all(&pipeline, workers, restart, follow)
+            run::run_all(&pipeline, &keys, workers, restart, follow)
         }
-        Command::Status { pipeline, json } => status::status(&pipeline, json),
-        Command::Verify { pipeline, sample } => verify::verify(&pipeline, sample),
+        Command::Status {
+            pipeline,
+            keys,
+            json,
+        } => status::status(&pipeline, &keys, json),
+        Command::Verify {
+            pipeline,
+            keys,
+            sample,
+        } => verify::verify(&pipeline, &keys, sample),
         Command::Rerun {
             pipeline,
             failed_csv,
             dry_run,
-            key,
+            keys,
             delay_secs,
-        } => rerun::rerun(&pipeline, &failed_csv, dry_run, key.as_deref(), delay_secs),
+        } => rerun::rerun(&pipeline, &failed_csv, dry_run, &keys, delay_secs),
         Command::OdbcRead => {
             crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)
@@ -174,6 +198,28 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 
 fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
     Ok(config::load_validated(path)?)
+}
+
+/// The pipeline with `--key` applied: only chunks of those keys.
+fn load_keys(path: &Path, keys: &[String]) -> anyhow::Result<ValidatedPipeline> {
+    let mut p = load(path)?;
+    if keys.is_empty() {
+        return Ok(p);
+    }
+    if is_migration(&p) {
+        anyhow::bail!(
+            "--key picks values of [chunks] key_column; {} moves whole tables (a migration), which has none",
+            path.display()
+        );
+    }
+    if p.chunks.key_column.is_none() {
+        anyhow::bail!(
+            "--key picks values of [chunks] key_column, and {} has none; add key_column to [chunks] or drop --key",
+            path.display()
+        );
+    }
+    p.chunks.only_keys = Some(keys.iter().cloned().collect());
+    Ok(p)
 }
 
 fn validate(path: &Path) -> anyhow::Result<Outcome> {

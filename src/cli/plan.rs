@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use super::{is_migration, load, migration, Outcome};
+use super::{is_migration, load_keys, migration, Outcome};
 use crate::plan::Chunk;
 use crate::run::summary::thousands;
 use crate::run::Runner;
 use crate::time::format_timestamp;
 
-pub(super) fn plan(path: &Path) -> anyhow::Result<Outcome> {
-    let pipeline = load(path)?;
+pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
+    let pipeline = load_keys(path, keys)?;
     if is_migration(&pipeline) {
         return migration::plan(&pipeline);
     }

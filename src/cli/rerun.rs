@@ -31,13 +31,13 @@ pub(super) fn rerun(
     path: &Path,
     csv: &Path,
     dry_run: bool,
-    key: Option<&str>,
+    keys: &[String],
     delay_secs: f64,
 ) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
     let mut chunks = failed_csv::read(csv).map_err(anyhow::Error::msg)?;
-    if let Some(k) = key {
-        chunks.retain(|c| c.key.as_deref() == Some(k));
+    if !keys.is_empty() {
+        chunks.retain(|c| c.key.as_ref().is_some_and(|k| keys.contains(k)));
     }
     if is_migration(&pipeline) {
         return migration::rerun(path, &pipeline, csv, &chunks, dry_run);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::finish::finish;
-use super::{is_migration, load, migration, Follow, Outcome};
+use super::{is_migration, load_keys, migration, Follow, Outcome};
 use crate::plan::Chunk;
 use crate::run::summary::{render, thousands};
 use crate::run::{RunOptions, Runner};
@@ -13,6 +13,7 @@ use crate::time::format_timestamp;
 
 pub(super) fn run_all(
     path: &Path,
+    keys: &[String],
     workers: Option<usize>,
     restart: bool,
     follow: Option<Follow>,
@@ -25,12 +26,22 @@ pub(super) fn run_all(
         }
     }
     crate::run::install_ctrl_c();
-    let pipeline = load(path)?;
+    let pipeline = load_keys(path, keys)?;
+    if !keys.is_empty() && follow.is_some() {
+        anyhow::bail!(
+            "--key with --follow would move the pipeline's one cutoff past rows of the other keys; follow every key, or backfill one key at a time without --follow"
+        );
+    }
     let failed_path = pipeline.chunks.failed_csv.clone();
     if is_migration(&pipeline) {
         return migration::run(path, &pipeline, workers, restart, follow.is_some());
     }
     let runner = Runner::build(pipeline)?;
+    if !keys.is_empty() && runner.truncates() {
+        anyhow::bail!(
+            "--key loads some keys, but mode = \"replace\" empties each target table first, which would drop the other keys' rows; use mode = \"append\" or \"upsert\" (chunks replace their own windows), or run without --key"
+        );
+    }
     // The cutoff splits the work: backfill below it, follow mode from it
     // onward. Follow mode sets it when there is none; a plain run stops at
     // one that exists, so backfill and follow never load the same rows twice.

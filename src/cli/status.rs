@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use super::{load, Outcome};
+use super::{load_keys, Outcome};
 use crate::run::summary::thousands;
 use crate::time::format_timestamp;
 
-pub(super) fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
+pub(super) fn status(path: &Path, keys: &[String], json: bool) -> anyhow::Result<Outcome> {
     use crate::sink::ledger;
-    let pipeline = load(path)?;
+    let pipeline = load_keys(path, keys)?;
     let mut reports = Vec::new();
     for sink in &pipeline.sinks {
         // Only database sinks keep a ledger; a Parquet sink's record is its files.
@@ -25,9 +25,12 @@ pub(super) fn status(path: &Path, json: bool) -> anyhow::Result<Outcome> {
             {
                 return Ok::<_, crate::error::EtlError>((Vec::new(), None, Vec::new()));
             }
-            let states = ledger::states(&client, &pipeline.name)
+            let mut states = ledger::states(&client, &pipeline.name)
                 .await
                 .map_err(crate::error::EtlError::pg(context.clone()))?;
+            if let Some(keys) = &pipeline.chunks.only_keys {
+                states.retain(|s| s.key.as_ref().is_some_and(|k| keys.contains(k)));
+            }
             let cutoff = ledger::cutoff(&client, &pipeline.name)
                 .await
                 .map_err(crate::error::EtlError::pg(context.clone()))?;

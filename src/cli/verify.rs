@@ -3,13 +3,17 @@
 use std::path::Path;
 
 use super::run::now_micros;
-use super::{is_migration, load, migration, Outcome};
+use super::{is_migration, load_keys, migration, Outcome};
 use crate::plan::Chunk;
 use crate::run::summary::thousands;
 use crate::run::Runner;
 
-pub(super) fn verify(path: &Path, sample: Option<usize>) -> anyhow::Result<Outcome> {
-    let pipeline = load(path)?;
+pub(super) fn verify(
+    path: &Path,
+    keys: &[String],
+    sample: Option<usize>,
+) -> anyhow::Result<Outcome> {
+    let pipeline = load_keys(path, keys)?;
     if is_migration(&pipeline) {
         return migration::verify(&pipeline);
     }

@@ -125,6 +125,8 @@ pub struct Chunking {
     pub range_rows: u64,
     pub start: Option<Micros>,
     pub end: Option<Micros>,
+    /// Only chunks of these keys (`--key`, repeatable), when set.
+    pub only_keys: Option<std::collections::BTreeSet<String>>,
     pub workers: usize,
     pub retries: u32,
     pub retry_backoff: std::time::Duration,
@@ -714,6 +716,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             key_column: ch.key_column,
             range_column: None,
             range_rows: ch.range_rows,
+            only_keys: None,
             start: start.flatten(),
             end: end.flatten(),
             workers: ch.workers,

@@ -146,7 +146,7 @@ impl Runner {
         &self,
         chunking: &crate::config::validate::Chunking,
     ) -> Result<Option<Plan>, EtlError> {
-        block_on(self.source.plan_by_index(chunking))
+        Ok(block_on(self.source.plan_by_index(chunking))?.map(|p| only_keys(p, chunking)))
     }
 
     /// Plans with other chunk settings (follow mode's windows).
@@ -154,7 +154,7 @@ impl Runner {
         &self,
         chunking: &crate::config::validate::Chunking,
     ) -> Result<Plan, EtlError> {
-        block_on(self.source.plan(chunking))
+        Ok(only_keys(block_on(self.source.plan(chunking))?, chunking))
     }
 
     /// The pipeline's cutoff: the earliest of the sinks'.
@@ -180,7 +180,7 @@ impl Runner {
     }
 
     pub fn plan(&self) -> Result<Plan, EtlError> {
-        block_on(self.source.plan(&self.pipeline.chunks))
+        self.plan_with(&self.pipeline.chunks)
     }
 
     /// For each sink, the chunks among `chunks` it has committed for this
@@ -587,6 +587,15 @@ pub fn with_retries<T>(
             other => return other,
         }
     }
+}
+
+/// The plan's chunks of the keys `--key` names, when it names any.
+fn only_keys(mut plan: Plan, chunking: &crate::config::validate::Chunking) -> Plan {
+    if let Some(keys) = &chunking.only_keys {
+        plan.chunks
+            .retain(|c| c.chunk.key.as_ref().is_some_and(|k| keys.contains(k)));
+    }
+    plan
 }
 
 /// Test-only fault injection (feature `test-hooks`, on in test builds

@@ -11,6 +11,7 @@ mod follow;
 mod migrate;
 mod odbc;
 mod odbc_chunks;
+mod operations;
 mod parquet;
 mod pivot;
 mod resume;
