@@ -24,6 +24,7 @@ macro_rules! out_raw {
     }};
 }
 
+mod cutoff;
 mod finish;
 mod migration;
 mod plan;
@@ -124,10 +125,27 @@ pub enum Command {
         #[arg(long, default_value_t = 0.0)]
         delay_secs: f64,
     },
+    /// The follow cutoff by hand: backfill loads below it, run --follow
+    /// from it onward.
+    Cutoff {
+        #[command(subcommand)]
+        action: CutoffAction,
+    },
     /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
     /// IPC on stdout); started by `etl run` for `readers` > 1.
     #[command(hide = true)]
     OdbcRead,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CutoffAction {
+    /// Print the pipeline's cutoff.
+    Show { pipeline: PathBuf },
+    /// Set it to TIME (UTC unless it names an offset); refused in the
+    /// future or before the source's data.
+    Set { pipeline: PathBuf, time: String },
+    /// Remove it: a run backfills everything again.
+    Clear { pipeline: PathBuf },
 }
 
 /// How the process ends.
@@ -189,6 +207,11 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             keys,
             delay_secs,
         } => rerun::rerun(&pipeline, &failed_csv, dry_run, &keys, delay_secs),
+        Command::Cutoff { action } => match action {
+            CutoffAction::Show { pipeline } => cutoff::show(&pipeline),
+            CutoffAction::Set { pipeline, time } => cutoff::set(&pipeline, &time),
+            CutoffAction::Clear { pipeline } => cutoff::clear(&pipeline),
+        },
         Command::OdbcRead => {
             crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)

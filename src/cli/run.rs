@@ -1,4 +1,5 @@
-//! `etl run`: the backfill below the cutoff, then `--follow`.
+//! `etl run`: the backfill below the cutoff, and with `--follow` new rows
+//! from the cutoff onward at the same time.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -49,11 +50,67 @@ pub(super) fn run_all(
         (Some(c), _) => Some(c),
         (None, Some(_)) => {
             let c = now_micros();
-            runner.set_cutoff(c)?;
+            runner.set_cutoff(crate::sink::CutoffChange::Forward(c))?;
             Some(c)
         }
         (None, None) => None,
     };
+    // Follow mode loads from the cutoff onward while the backfill below
+    // it runs: both share the ledger, whose window locks keep the overlap
+    // (the lag re-read) from being loaded twice.
+    std::thread::scope(|scope| {
+        let follower = match (follow, cutoff) {
+            (Some(f), Some(c)) => {
+                let runner = &runner;
+                Some(scope.spawn(move || follow_loop(runner, f, c, workers)))
+            }
+            _ => None,
+        };
+        let backfill = backfill(
+            path,
+            &runner,
+            cutoff,
+            workers,
+            restart,
+            &failed_path,
+            follow.is_some(),
+        );
+        let Some(follower) = follower else {
+            return backfill.map(|(outcome, _)| outcome);
+        };
+        match &backfill {
+            Ok((_, true)) => tracing::warn!(
+                "Backfill stopped by Ctrl-C before every chunk started; run the same command to resume it."
+            ),
+            Ok(_) => tracing::info!("Backfill done; following goes on until Ctrl-C."),
+            // The backfill could not run at all (no plan, no ledger): stop
+            // following too and report it.
+            Err(_) => crate::run::STOP.store(true, std::sync::atomic::Ordering::SeqCst),
+        }
+        let followed = follower
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the follow loop panicked")));
+        let (outcome, _) = backfill?;
+        followed?;
+        Ok(match outcome {
+            Outcome::Interrupted => Outcome::Success,
+            other => other,
+        })
+    })
+}
+
+/// Every planned chunk below the cutoff (all of them without one), skipping
+/// what earlier runs committed. Returns the outcome and whether Ctrl-C
+/// left chunks unstarted.
+fn backfill(
+    path: &Path,
+    runner: &Runner,
+    cutoff: Option<i64>,
+    workers: Option<usize>,
+    restart: bool,
+    failed_path: &Path,
+    following: bool,
+) -> anyhow::Result<(Outcome, bool)> {
     let mut chunking = runner.pipeline.chunks.clone();
     if let Some(c) = cutoff {
         chunking.end = Some(chunking.end.map_or(c, |e| e.min(c)));
@@ -128,21 +185,16 @@ pub(super) fn run_all(
             thousands(plan.rows_outside)
         );
     }
-    let outcome = finish(path, &report, &failed_path, None)?;
-    match (follow, cutoff) {
-        (Some(f), Some(c)) if !crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) => {
-            follow_loop(&runner, f, c, workers)
-        }
-        (Some(_), _) => Ok(Outcome::Success),
-        (None, _) if report.chunks_not_started() > 0 => {
-            out!(
-                "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
-                report.chunks_not_started()
-            );
-            Ok(Outcome::Interrupted)
-        }
-        (None, _) => Ok(outcome),
+    let outcome = finish(path, &report, failed_path, None)?;
+    let interrupted = report.chunks_not_started() > 0;
+    if interrupted && !following {
+        out!(
+            "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
+            report.chunks_not_started()
+        );
+        return Ok((Outcome::Interrupted, true));
     }
+    Ok((outcome, interrupted))
 }
 
 pub(super) fn now_micros() -> i64 {
@@ -180,7 +232,7 @@ fn follow_loop(
         });
         match tick {
             Ok(report) if report.failed.is_empty() && report.chunks_not_started() == 0 => {
-                runner.set_cutoff(now)?;
+                runner.set_cutoff(crate::sink::CutoffChange::Forward(now))?;
                 cutoff = now;
                 tracing::info!(
                     rows = report.rows,

@@ -170,10 +170,10 @@ impl Runner {
         })
     }
 
-    pub fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError> {
+    pub fn set_cutoff(&self, change: crate::sink::CutoffChange) -> Result<(), EtlError> {
         block_on(async {
             for s in &self.sinks {
-                s.set_cutoff(cutoff).await?;
+                s.set_cutoff(change).await?;
             }
             Ok(())
         })
@@ -600,28 +600,30 @@ fn only_keys(mut plan: Plan, chunking: &crate::config::validate::Chunking) -> Pl
 
 /// Test-only fault injection (feature `test-hooks`, on in test builds
 /// only), for the kill -9 tests: `ETL_TEST_PAUSE_AT`
-/// = `commit:N` parks the worker right after the N-th chunk commit,
-/// `write:N` once the N-th chunk's first rows have reached the target
-/// (mid-COPY, uncommitted), so a test can kill the process at a known
-/// moment. Unset in normal use.
+/// = `commit:N` parks the worker right after the N-th chunk commit
+/// (`commit:N:KEY`: of chunks of that key), `write:N` once the N-th
+/// chunk's first rows have reached the target (mid-COPY, uncommitted), so
+/// a test can kill the process at a known moment. Unset in normal use.
 pub(crate) mod pause {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
 
-    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static AT: OnceLock<Option<(String, u64, Option<String>)>> = OnceLock::new();
     static COMMITS: AtomicU64 = AtomicU64::new(0);
     static STARTS: AtomicU64 = AtomicU64::new(0);
 
     /// Read only where the `test-hooks` feature is on (the tests turn it
     /// on; a release build has no hook).
-    fn at() -> &'static Option<(String, u64)> {
+    fn at() -> &'static Option<(String, u64, Option<String>)> {
         AT.get_or_init(|| {
             if !cfg!(feature = "test-hooks") {
                 return None;
             }
             let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
-            let (what, n) = v.split_once(':')?;
-            Some((what.to_string(), n.parse().ok()?))
+            let mut parts = v.splitn(3, ':');
+            let what = parts.next()?.to_string();
+            let n = parts.next()?.parse().ok()?;
+            Some((what, n, parts.next().map(str::to_string)))
         })
     }
 
@@ -638,16 +640,19 @@ pub(crate) mod pause {
         }
     }
 
-    pub fn after_commit() {
-        if let Some((what, n)) = at() {
-            if what == "commit" && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+    pub fn after_commit(key: Option<&str>) {
+        if let Some((what, n, only)) = at() {
+            if what == "commit"
+                && (only.is_none() || only.as_deref() == key)
+                && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+            {
                 park("commit");
             }
         }
     }
 
     pub fn after_first_send() {
-        if let Some((what, n)) = at() {
+        if let Some((what, n, _)) = at() {
             if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
                 park("write");
             }
@@ -793,7 +798,7 @@ async fn run_chunk(
     for w in writers {
         bytes += w.commit().await?.bytes;
     }
-    pause::after_commit();
+    pause::after_commit(chunk.key.as_deref());
     let notes = notes
         .lock()
         .expect("no panic while holding the lock")

@@ -175,19 +175,33 @@ pub async fn cutoff(client: &Client, pipeline: &str) -> Result<Option<i64>, toki
         .map(|r| r.get(0)))
 }
 
-/// Persists the pipeline's cutoff; it only ever moves forward.
+/// Persists the pipeline's cutoff: forward only (follow mode), or as set
+/// or cleared by hand.
 pub async fn set_cutoff(
     client: &Client,
     pipeline: &str,
-    cutoff: i64,
+    change: super::CutoffChange,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
+    use super::CutoffChange::*;
+    let (sql, cutoff) = match change {
+        Forward(c) => (
             "INSERT INTO etl.cutoff (pipeline, cutoff) VALUES ($1, $2) ON CONFLICT (pipeline) \
              DO UPDATE SET cutoff = greatest(etl.cutoff.cutoff, EXCLUDED.cutoff), updated_at = now()",
-            &[&pipeline, &micros(cutoff)],
-        )
-        .await?;
+            c,
+        ),
+        Exactly(c) => (
+            "INSERT INTO etl.cutoff (pipeline, cutoff) VALUES ($1, $2) ON CONFLICT (pipeline) \
+             DO UPDATE SET cutoff = EXCLUDED.cutoff, updated_at = now()",
+            c,
+        ),
+        Clear => {
+            client
+                .execute("DELETE FROM etl.cutoff WHERE pipeline = $1", &[&pipeline])
+                .await?;
+            return Ok(());
+        }
+    };
+    client.execute(sql, &[&pipeline, &micros(cutoff)]).await?;
     Ok(())
 }
 

@@ -17,6 +17,17 @@ use crate::config::validate::{Chunking, ValidatedSink};
 use crate::error::EtlError;
 use crate::plan::Chunk;
 
+/// A change to a pipeline's cutoff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CutoffChange {
+    /// To this time, or not at all if it is already later (follow mode).
+    Forward(i64),
+    /// To this time (`etl cutoff set`).
+    Exactly(i64),
+    /// None (`etl cutoff clear`): a plain run backfills everything again.
+    Clear,
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// What the sink would do for these chunks (tables, DDL), without
@@ -44,8 +55,9 @@ pub trait Sink: Send + Sync {
     /// The pipeline's persisted cutoff (µs since 1970): below it backfill,
     /// from it onward follow mode.
     async fn cutoff(&self) -> Result<Option<i64>, EtlError>;
-    /// Moves the cutoff forward (never back).
-    async fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError>;
+    /// Moves the cutoff (follow mode: forward only), or sets or clears it
+    /// by hand (`etl cutoff`).
+    async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError>;
     /// Where this sink writes, for people: endpoint and table, or path.
     fn name(&self) -> String;
     /// Compares one chunk in this sink with the source.

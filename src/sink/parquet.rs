@@ -155,7 +155,7 @@ impl Sink for ParquetSink {
         Ok(None)
     }
 
-    async fn set_cutoff(&self, _cutoff: i64) -> Result<(), EtlError> {
+    async fn set_cutoff(&self, _change: super::CutoffChange) -> Result<(), EtlError> {
         Ok(())
     }
 

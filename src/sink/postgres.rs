@@ -547,9 +547,10 @@ impl Sink for PostgresSink {
         Ok(cutoff)
     }
 
-    async fn set_cutoff(&self, cutoff: i64) -> Result<(), EtlError> {
+    async fn set_cutoff(&self, change: super::CutoffChange) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
-        ledger::set_cutoff(&client, &self.ctx.pipeline, cutoff)
+        self.ensure_ledger(&client).await?;
+        ledger::set_cutoff(&client, &self.ctx.pipeline, change)
             .await
             .map_err(EtlError::pg(format!(
                 "saving the cutoff on {}",
