@@ -43,6 +43,21 @@ pub(super) fn run(
     end(path, &report, &pipeline.chunks.failed_csv, None)
 }
 
+/// `etl run --ddl-only`: every table created, nothing loaded.
+pub(super) fn create_only(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
+    let m = Migration::discover(pipeline)?;
+    let lines = m.create_only()?;
+    out!(
+        "Pipeline {}: {} tables created; nothing loaded (--ddl-only); constraints, indexes and sequences come after the data",
+        m.pipeline,
+        m.tables.len()
+    );
+    for line in lines {
+        out!("  {line}");
+    }
+    Ok(Outcome::Success)
+}
+
 /// `etl rerun`: the chunks listed, then the phases after the data.
 pub(super) fn rerun(
     path: &Path,

@@ -28,6 +28,7 @@ mod cutoff;
 mod finish;
 mod migration;
 mod plan;
+mod recreate;
 mod rerun;
 mod run;
 mod status;
@@ -81,6 +82,18 @@ pub enum Command {
         /// the cutoff onward every --interval-secs; Ctrl-C stops cleanly.
         #[arg(long)]
         follow: bool,
+        /// Create and widen the target tables (a pivot's channel columns
+        /// too, listed from the source) and load nothing.
+        #[arg(long, conflicts_with_all = ["follow", "restart"])]
+        ddl_only: bool,
+        /// First drop the tables this pipeline created (with their
+        /// etl.column_map rows and ledger entries); asks to type the
+        /// pipeline's name unless --yes.
+        #[arg(long)]
+        recreate: bool,
+        /// Confirm --recreate without a prompt.
+        #[arg(long, requires = "recreate")]
+        yes: bool,
         /// Follow mode: seconds between loads.
         #[arg(long, default_value_t = 60.0, requires = "follow")]
         interval_secs: f64,
@@ -164,6 +177,18 @@ pub enum Outcome {
     ValuesChanged,
 }
 
+/// How `etl run` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFlags {
+    pub workers: Option<usize>,
+    pub restart: bool,
+    pub follow: Option<Follow>,
+    /// Create the targets, load nothing.
+    pub ddl_only: bool,
+    /// Drop what the pipeline created first; `Some(true)`: confirmed by --yes.
+    pub recreate: Option<bool>,
+}
+
 /// Follow mode's timing.
 #[derive(Debug, Clone, Copy)]
 pub struct Follow {
@@ -181,15 +206,25 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             workers,
             restart,
             follow,
+            ddl_only,
+            recreate,
+            yes,
             interval_secs,
             lag_secs,
-        } => {
-            let follow = follow.then_some(Follow {
-                interval_secs,
-                lag_secs,
-            });
-            run::run_all(&pipeline, &keys, workers, restart, follow)
-        }
+        } => run::run_all(
+            &pipeline,
+            &keys,
+            RunFlags {
+                workers,
+                restart,
+                follow: follow.then_some(Follow {
+                    interval_secs,
+                    lag_secs,
+                }),
+                ddl_only,
+                recreate: recreate.then_some(yes),
+            },
+        ),
         Command::Status {
             pipeline,
             keys,

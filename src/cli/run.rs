@@ -6,19 +6,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::finish::finish;
-use super::{is_migration, load_keys, migration, Follow, Outcome};
+use super::{is_migration, load_keys, migration, Follow, Outcome, RunFlags};
 use crate::plan::Chunk;
 use crate::run::summary::{render, thousands};
 use crate::run::{RunOptions, Runner};
 use crate::time::format_timestamp;
 
-pub(super) fn run_all(
-    path: &Path,
-    keys: &[String],
-    workers: Option<usize>,
-    restart: bool,
-    follow: Option<Follow>,
-) -> anyhow::Result<Outcome> {
+pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::Result<Outcome> {
+    let RunFlags {
+        workers,
+        restart,
+        follow,
+        ..
+    } = flags;
     if let Some(f) = follow {
         if !(1.0..=86_400.0).contains(&f.interval_secs)
             || !(0.0..=30.0 * 86_400.0).contains(&f.lag_secs)
@@ -33,11 +33,25 @@ pub(super) fn run_all(
             "--key with --follow would move the pipeline's one cutoff past rows of the other keys; follow every key, or backfill one key at a time without --follow"
         );
     }
+    if flags.recreate.is_some() && !keys.is_empty() {
+        anyhow::bail!(
+            "--recreate drops the pipeline's tables, with every key's rows; run it without --key"
+        );
+    }
+    if let Some(yes) = flags.recreate {
+        super::recreate::recreate(&pipeline, yes)?;
+    }
     let failed_path = pipeline.chunks.failed_csv.clone();
     if is_migration(&pipeline) {
+        if flags.ddl_only {
+            return migration::create_only(&pipeline);
+        }
         return migration::run(path, &pipeline, workers, restart, follow.is_some());
     }
     let runner = Runner::build(pipeline)?;
+    if flags.ddl_only {
+        return create_only(&runner);
+    }
     if !keys.is_empty() && runner.truncates() {
         anyhow::bail!(
             "--key loads some keys, but mode = \"replace\" empties each target table first, which would drop the other keys' rows; use mode = \"append\" or \"upsert\" (chunks replace their own windows), or run without --key"
@@ -195,6 +209,27 @@ fn backfill(
         return Ok((Outcome::Interrupted, true));
     }
     Ok((outcome, interrupted))
+}
+
+/// `--ddl-only`: the targets of every planned chunk created and widened,
+/// nothing loaded.
+fn create_only(runner: &Runner) -> anyhow::Result<Outcome> {
+    let chunking = &runner.pipeline.chunks;
+    let plan = match runner.plan_by_index(chunking)? {
+        Some(plan) => plan,
+        None => runner.plan_with(chunking)?,
+    };
+    let chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
+    let lines = runner.create_only(&chunks)?;
+    out!(
+        "Pipeline {}: targets created for {} chunks; nothing loaded (--ddl-only)",
+        runner.pipeline.name,
+        chunks.len()
+    );
+    for line in lines {
+        out!("  {line}");
+    }
+    Ok(Outcome::Success)
 }
 
 pub(super) fn now_micros() -> i64 {

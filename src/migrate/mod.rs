@@ -499,6 +499,23 @@ impl Migration {
     /// Runs the data phase for every table (or only the chunks listed, a
     /// rerun), then, when every chunk of the migration is done, the
     /// constraints, sequences and verify phases.
+    /// `etl run --ddl-only`: every table created and checked, nothing
+    /// loaded. Constraints, indexes and sequences wait for the data (they
+    /// are the phases after it).
+    pub fn create_only(&self) -> Result<Vec<String>, EtlError> {
+        block_on(self.keep_cuts(false))?;
+        let mut lines = Vec::new();
+        for (i, runner) in self.runners.iter().enumerate() {
+            let chunks: Vec<Chunk> = self
+                .chunks_of(i, false)?
+                .into_iter()
+                .map(|c| c.chunk)
+                .collect();
+            lines.extend(runner.create_only(&chunks)?);
+        }
+        Ok(lines)
+    }
+
     pub fn run(
         &self,
         only: Option<&[Chunk]>,

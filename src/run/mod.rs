@@ -259,6 +259,19 @@ impl Runner {
         })
     }
 
+    /// `etl run --ddl-only`: every sink creates and checks the targets of
+    /// `chunks` and what their data would add; nothing is loaded.
+    pub fn create_only(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        block_on(async {
+            let mut lines = Vec::new();
+            for s in &self.sinks {
+                s.prepare_run(chunks, false).await?;
+                lines.extend(s.create_ahead(chunks, self.source.as_ref()).await?);
+            }
+            Ok(lines)
+        })
+    }
+
     /// Runs `chunks`; never stops on a chunk's failure.
     pub fn run(&self, chunks: Vec<Chunk>, options: &RunOptions) -> Result<RunReport, EtlError> {
         run_jobs(&[(self, chunks)], options)

@@ -397,7 +397,7 @@ pub async fn phases(
     Ok(client
         .query(
             "SELECT phase, item, status, error FROM etl.phase_log WHERE pipeline = $1 \
-             ORDER BY array_position(ARRAY['constraints', 'sequences', 'verify'], phase), finished_at, item",
+             ORDER BY array_position(ARRAY['discover', 'create', 'constraints', 'sequences', 'verify'], phase), finished_at, item",
             &[&pipeline],
         )
         .await?

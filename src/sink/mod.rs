@@ -1,6 +1,7 @@
 //! Sinks: where rows go. A sink begins a chunk, takes its batches, and
 //! commits it atomically: a writer dropped without commit leaves no trace.
 
+pub mod created;
 pub mod ledger;
 pub mod parquet;
 pub mod postgres;
@@ -41,6 +42,14 @@ pub trait Sink: Send + Sync {
     /// `chunks`; with `truncate` (`etl run`, not `etl rerun`), replace mode
     /// truncates them.
     async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError>;
+    /// `etl run --ddl-only`, after `prepare_run`: creates up front what
+    /// the data would add as it arrives (a pivot's channel columns, listed
+    /// from the source), loads nothing; says what the targets now are.
+    async fn create_ahead(
+        &self,
+        chunks: &[Chunk],
+        source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError>;
     /// The chunks among `chunks` this sink has committed for `pipeline`, as
     /// its ledger records them: `etl run` skips them when every sink has.
     async fn committed(&self, pipeline: &str, chunks: &[Chunk])

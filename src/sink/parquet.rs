@@ -139,6 +139,17 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    async fn create_ahead(
+        &self,
+        _chunks: &[Chunk],
+        _source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError> {
+        Ok(vec![format!(
+            "{}: one file per chunk, written with its data; nothing to create ahead",
+            self.name()
+        )])
+    }
+
     async fn committed(
         &self,
         _pipeline: &str,

@@ -174,7 +174,11 @@ impl PostgresSink {
             None if self.spec.create_table => {
                 let ddl = create_table_sql(table, &self.ctx.schema, &self.primary_key(Vec::new()), &self.ctx.identity)?;
                 tracing::info!(table = %table, "Creating target table.");
-                let sql = format!("{}; {ddl}", self.spec.timeouts.set_local());
+                let sql = format!(
+                    "{}; {ddl}; {}",
+                    self.spec.timeouts.set_local(),
+                    super::created::record(&self.ctx.pipeline, &table.qualified(), &ddl)
+                );
                 crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
                     .await
                     .map_err(EtlError::pg(format!("creating target table {table}")))?;
@@ -307,6 +311,23 @@ impl PostgresSink {
         })
     }
 
+    /// The channels of the wide table `chunk` writes to: its key's, or
+    /// every key's when all keys share one table.
+    fn channels_of(
+        &self,
+        by_key: &std::collections::HashMap<
+            Option<String>,
+            Vec<(String, crate::transform::pivot::Kind)>,
+        >,
+        chunk: &Chunk,
+    ) -> Vec<(String, crate::transform::pivot::Kind)> {
+        if self.ctx.chunking.key_column.is_some() && !self.spec.table.has_key() {
+            by_key.values().flatten().cloned().collect()
+        } else {
+            by_key.get(&chunk.key).cloned().unwrap_or_default()
+        }
+    }
+
     async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
         ledger::ensure(client)
             .await
@@ -340,10 +361,7 @@ impl Sink for PostgresSink {
                 }
                 match &channels {
                     Some(by_key) => {
-                        let mut mine = by_key.get(&chunk.key).cloned().unwrap_or_default();
-                        if key_column.is_some() && !self.spec.table.has_key() {
-                            mine = by_key.values().flatten().cloned().collect();
-                        }
+                        let mine = self.channels_of(by_key, chunk);
                         lines.extend(wide.describe(&client, &table, &mine).await?);
                     }
                     None => lines.push(format!(
@@ -455,6 +473,48 @@ impl Sink for PostgresSink {
             ))?;
         self.pool.put(client);
         Ok(())
+    }
+
+    async fn create_ahead(
+        &self,
+        chunks: &[Chunk],
+        source: &dyn crate::source::Source,
+    ) -> Result<Vec<String>, EtlError> {
+        let client = self.pool.get().await?;
+        let mut lines = Vec::new();
+        if let Some(wide) = &self.wide {
+            let key_column = self.ctx.chunking.key_column.as_deref();
+            let channels = wide.source_channels(source, key_column).await?;
+            let mut seen = BTreeSet::new();
+            for chunk in chunks {
+                let table = self.table_for(chunk)?;
+                if !seen.insert(table.qualified()) {
+                    continue;
+                }
+                let Some(by_key) = &channels else {
+                    lines.push(format!(
+                        "wide table {table}: created with its index; this source cannot list its channels up front, so their columns are added as chunks bring them"
+                    ));
+                    continue;
+                };
+                let mine = self.channels_of(by_key, chunk);
+                wide.make_room(&client, &table, &mine).await?;
+                let parts = wide.parts(&client, &table).await?;
+                lines.push(format!(
+                    "wide table {table}: {} channel columns in {} table{}",
+                    mine.len(),
+                    parts.len(),
+                    if parts.len() == 1 { "" } else { "s" }
+                ));
+            }
+        } else {
+            for table in self.tables_for(chunks)? {
+                let columns = read_columns(&client, &table).await?.unwrap_or_default();
+                lines.push(format!("table {table}: {} columns", columns.len()));
+            }
+        }
+        self.pool.put(client);
+        Ok(lines)
     }
 
     async fn committed(

@@ -240,10 +240,11 @@ impl Wide {
     }
 
     async fn create_part(&self, client: &Client, table: &TableName) -> Result<(), EtlError> {
+        let create = self.create_sql(table)?;
         let sql = format!(
-            "{}; {}",
+            "{}; {create}; {}",
             self.spec.timeouts.set_local(),
-            self.create_sql(table)?
+            super::created::record(&self.pipeline, &table.qualified(), &create)
         );
         crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
             .await
@@ -327,7 +328,7 @@ impl Wide {
     /// Makes the target hold `channels` (name, kind): adds parts and
     /// columns and widens types the cached (else the current) layout lacks.
     /// The chunk reads the layout it writes by afterwards, under its lock.
-    async fn make_room(
+    pub async fn make_room(
         &self,
         client: &Client,
         base: &TableName,
@@ -493,7 +494,10 @@ impl Wide {
         }
         let mut out = Vec::new();
         for table in created.values() {
-            out.push(self.create_sql(table)?);
+            let create = self.create_sql(table)?;
+            let record = super::created::record(&self.pipeline, &table.qualified(), &create);
+            out.push(create);
+            out.push(record);
         }
         for (part, columns) in &added {
             if columns.is_empty() {
@@ -622,10 +626,10 @@ impl Wide {
             ),
         );
         let statements = self.plan_changes(base, &layout, channels)?;
-        // The column map's rows would repeat the ALTERs' names.
+        // The column map's and phase log's rows would repeat the DDL's names.
         for statement in statements
             .iter()
-            .filter(|s| !s.starts_with("INSERT INTO etl.column_map"))
+            .filter(|s| !s.starts_with("INSERT INTO etl."))
         {
             let short: String = statement.chars().take(2000).collect();
             lines.push(format!(

@@ -192,6 +192,18 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// [`TestDb::etl`] with `input` typed on its stdin.
+    pub fn etl_typing(&self, args: &[&str], input: &str) -> Output {
+        etl_typed(
+            self.dir.path(),
+            args,
+            &[("ETL_SRC_URL", &self.src), ("ETL_DST_URL", &self.dst)],
+            input,
+        )
+    }
+}
+
 /// What a run of the binary did.
 pub struct Output {
     pub code: i32,
@@ -210,7 +222,16 @@ impl std::fmt::Debug for Output {
 }
 
 pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    etl_typed(dir, args, env, "")
+}
+
+/// Runs etl with `input` on its stdin (closed after it): what a person types.
+pub fn etl_typed(dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd.current_dir(dir)
         .args(args)
         .env_remove("RUST_LOG")
@@ -221,7 +242,12 @@ pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run etl");
+    let mut child = cmd.spawn().expect("run etl");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // etl may exit without reading: a closed pipe is not an error here.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().expect("run etl");
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,54 @@
+//! `etl run --recreate`: drops the tables this pipeline created (as
+//! `etl.phase_log` records them), with their `etl.column_map` rows and
+//! ledger entries, after the user types the pipeline's name or passes
+//! `--yes`. Tables the pipeline found already there are never dropped.
+
+use std::io::BufRead as _;
+
+use crate::config::{ValidatedPipeline, ValidatedSink};
+use crate::sink::created;
+
+pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Result<()> {
+    let name = &pipeline.name;
+    let mut found = Vec::new();
+    for sink in &pipeline.sinks {
+        let ValidatedSink::Postgres(spec) = sink else {
+            continue;
+        };
+        let tables = crate::run::block_on(async {
+            let client = spec.endpoint.connect("etl recreate").await?;
+            let tables = created::tables(&client, name).await?;
+            Ok::<_, crate::error::EtlError>((client, tables))
+        })?;
+        if !tables.1.is_empty() {
+            found.push((spec, tables));
+        }
+    }
+    if found.is_empty() {
+        tracing::info!(pipeline = %name, "--recreate: no table this pipeline created is there (etl records the tables it creates); nothing to drop.");
+        return Ok(());
+    }
+    out!("--recreate drops these tables that pipeline {name} created, with all their rows, their etl.column_map rows and their ledger entries (the run then loads everything again):");
+    for (spec, (_, tables)) in &found {
+        for t in tables {
+            out!("  {t} on {}", spec.endpoint);
+        }
+    }
+    if !yes {
+        out_raw!("Type the pipeline name ({name}) to drop them: ");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let mut typed = String::new();
+        std::io::stdin().lock().read_line(&mut typed)?;
+        if typed.trim() != name {
+            anyhow::bail!(
+                "--recreate was not confirmed (typed {:?}, not the pipeline name {name:?}); nothing was dropped. Type the name, or pass --yes to confirm without a prompt",
+                typed.trim()
+            );
+        }
+    }
+    for (spec, (client, tables)) in &found {
+        crate::run::block_on(created::drop_tables(client, name, tables, &spec.timeouts))?;
+        out!("Dropped {} tables on {}", tables.len(), spec.endpoint);
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The tables a pipeline created, recorded in `etl.phase_log` (phase
+//! `create`, one row per table with its CREATE statement) in the same
+//! transaction that creates them. `etl run --recreate` drops exactly those,
+//! with their `etl.column_map` rows and ledger entries; a table the
+//! pipeline found already there is never dropped.
+
+use tokio_postgres::Client;
+
+use crate::config::SinkTimeouts;
+use crate::error::EtlError;
+use crate::sql::{literal, TableName};
+
+/// The phase under which created tables are recorded.
+pub const PHASE: &str = "create";
+
+/// The statement that records, inside the creating transaction, that
+/// `pipeline` created `table` (qualified as etl writes it).
+pub fn record(pipeline: &str, table: &str, statement: &str) -> String {
+    format!(
+        "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement) \
+         VALUES ({}, {}, {}, 'done', {}) ON CONFLICT (pipeline, phase, item) DO NOTHING",
+        literal(pipeline),
+        literal(PHASE),
+        literal(table),
+        literal(statement)
+    )
+}
+
+/// The tables `pipeline` created on this server, as recorded (only those
+/// that still exist), checked to be names as etl writes them.
+pub async fn tables(client: &Client, pipeline: &str) -> Result<Vec<TableName>, EtlError> {
+    let context = || format!("reading the tables pipeline {pipeline:?} created from etl.phase_log");
+    let exists: bool = client
+        .query_one("SELECT to_regclass('etl.phase_log') IS NOT NULL", &[])
+        .await
+        .map_err(EtlError::pg(context()))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT item FROM etl.phase_log WHERE pipeline = $1 AND phase = $2 \
+             AND to_regclass(item) IS NOT NULL ORDER BY item",
+            &[&pipeline, &PHASE],
+        )
+        .await
+        .map_err(EtlError::pg(context()))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let item: String = r.get(0);
+        // Names from the log go into DROP as etl wrote them, or not at all.
+        let table = TableName::parse(&item)
+            .ok()
+            .filter(|t| t.qualified() == item)
+            .ok_or_else(|| {
+                EtlError::Schema(format!(
+                    "etl.phase_log records table {item:?} as created by pipeline {pipeline:?}, which is not a name as etl writes it; the log was changed by hand: delete that row (phase 'create') and drop the table yourself"
+                ))
+            })?;
+        out.push(table);
+    }
+    Ok(out)
+}
+
+/// Drops `tables` and forgets them, in one transaction under the sink's
+/// timeouts: their `etl.column_map` rows, their chunks in the ledger, the
+/// pipeline's other phase records and its cutoff (the next run starts over).
+pub async fn drop_tables(
+    client: &Client,
+    pipeline: &str,
+    tables: &[TableName],
+    timeouts: &SinkTimeouts,
+) -> Result<(), EtlError> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = tables.iter().map(TableName::qualified).collect();
+    let list = names
+        .iter()
+        .map(|n| literal(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let p = literal(pipeline);
+    let sql = format!(
+        "BEGIN; {}; DROP TABLE IF EXISTS {}; \
+         DO $etl$ BEGIN IF to_regclass('etl.column_map') IS NOT NULL THEN \
+           DELETE FROM etl.column_map WHERE base_table IN ({list}) OR table_name IN ({list}); END IF; END $etl$; \
+         DELETE FROM etl.chunk_ledger WHERE pipeline = {p} AND target IN ({list}); \
+         DELETE FROM etl.phase_log WHERE pipeline = {p} AND (phase <> {phase} OR item IN ({list})); \
+         DELETE FROM etl.cutoff WHERE pipeline = {p}; COMMIT",
+        timeouts.set_local(),
+        names.join(", "),
+        phase = literal(PHASE),
+    );
+    let dropped = client
+        .batch_execute(&sql)
+        .await
+        .map_err(EtlError::pg(format!("dropping {}", names.join(", "))));
+    match dropped {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let e = super::postgres::explain_busy(client, &names[0], timeouts, e).await;
+            if e.sqlstate() == Some("2BP01") {
+                return Err(EtlError::Schema(format!(
+                    "{e}\nother objects (views, foreign keys from tables this pipeline did not create) depend on these tables; drop those first, nothing was dropped"
+                )));
+            }
+            Err(e)
+        }
+    }
+}
