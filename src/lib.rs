@@ -17,6 +17,7 @@
 //! - [`migrate`] moves a whole ODBC database as phases around [`run`]:
 //!   discover, create, data (the chunks), constraints, sequences, verify.
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -16,6 +16,33 @@ pub(super) fn rerun_csv_path(csv: &Path) -> PathBuf {
     csv.with_file_name(format!("{stem}.rerun-{stamp}.csv"))
 }
 
+/// `[[checks]]` on every PostgreSQL sink, printed; `ChecksFailed` when
+/// any failed, else `outcome`.
+pub(super) fn checks(
+    pipeline: &crate::config::ValidatedPipeline,
+    outcome: Outcome,
+) -> anyhow::Result<Outcome> {
+    let sinks: Vec<_> = pipeline
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            crate::config::ValidatedSink::Postgres(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let findings = crate::checks::run(&pipeline.checks, &sinks)?;
+    out_raw!("{}", crate::checks::render(&findings));
+    if findings.iter().all(|f| f.ok()) {
+        return Ok(outcome);
+    }
+    Ok(match outcome {
+        Outcome::Success | Outcome::RowsNotPivoted | Outcome::ValuesChanged => {
+            Outcome::ChecksFailed
+        }
+        other => other,
+    })
+}
+
 pub(super) fn finish(
     pipeline: &Path,
     report: &RunReport,

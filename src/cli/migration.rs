@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::finish::{finish, rerun_csv_path};
+use super::finish::{checks, finish, rerun_csv_path};
 use super::rerun::would;
 use super::Outcome;
 use crate::config::ValidatedPipeline;
@@ -40,7 +40,11 @@ pub(super) fn run(
     let m = Migration::discover(pipeline)?;
     let report = m.run(None, restart, workers)?;
     out_raw!("{}", crate::migrate::render(&m, &report));
-    end(path, &report, &pipeline.chunks.failed_csv, None)
+    let outcome = end(path, &report, &pipeline.chunks.failed_csv, None)?;
+    if matches!(outcome, Outcome::Interrupted) {
+        return Ok(outcome);
+    }
+    checks(pipeline, outcome)
 }
 
 /// `etl run --ddl-only`: every table created, nothing loaded.
@@ -101,11 +105,12 @@ pub(super) fn verify(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
             if *n == 0 { "" } else { "  differs" }
         );
     }
-    Ok(if checks.ok() {
+    let outcome = if checks.ok() {
         Outcome::Success
     } else {
         Outcome::ChunksFailed
-    })
+    };
+    super::finish::checks(pipeline, outcome)
 }
 
 /// How a migration ends: its failed chunks as every run's (exit 1); then

@@ -167,6 +167,8 @@ pub enum Outcome {
     Success,
     /// The run finished but chunks failed.
     ChunksFailed,
+    /// Every chunk done, but the loaded data breaks a `[[checks]]` rule.
+    ChecksFailed,
     /// Ctrl-C stopped the run before every chunk started; `etl run` resumes.
     Interrupted,
     /// Every chunk done, but a pivot left readings out (unknown format,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::finish::finish;
+use super::finish::{checks, finish};
 use super::{is_migration, load_keys, migration, Follow, Outcome, RunFlags};
 use crate::plan::Chunk;
 use crate::run::summary::{render, thousands};
@@ -201,6 +201,12 @@ fn backfill(
     }
     let outcome = finish(path, &report, failed_path, None)?;
     let interrupted = report.chunks_not_started() > 0;
+    // Checks read the whole target: after a backfill that ran to its end.
+    let outcome = if interrupted {
+        outcome
+    } else {
+        checks(&runner.pipeline, outcome)?
+    };
     if interrupted && !following {
         out!(
             "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
@@ -261,6 +267,7 @@ fn follow_loop(
             let options = RunOptions {
                 workers,
                 redo: true,
+                skip_analyze: true,
                 ..Default::default()
             };
             runner.run(chunks, &options)

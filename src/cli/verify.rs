@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::finish::checks;
 use super::run::now_micros;
 use super::{is_migration, load_keys, migration, Outcome};
 use crate::plan::Chunk;
@@ -54,7 +55,7 @@ pub(super) fn verify(
         out!("Rows were compared by count only: this source cannot checksum them in SQL.");
     }
     if differ.is_empty() {
-        return Ok(Outcome::Success);
+        return checks(&runner.pipeline, Outcome::Success);
     }
     let key_width = differ
         .iter()
@@ -92,5 +93,5 @@ pub(super) fn verify(
             },
         );
     }
-    Ok(Outcome::ChunksFailed)
+    checks(&runner.pipeline, Outcome::ChunksFailed)
 }

@@ -32,6 +32,34 @@ pub struct Pipeline {
     pub transforms: Vec<TransformConfig>,
     /// Where rows go; every chunk goes to each sink.
     pub sinks: Vec<SinkConfig>,
+    /// Rules the loaded data must keep, checked after the load and by
+    /// `etl verify` on every PostgreSQL sink.
+    #[serde(default)]
+    pub checks: Vec<CheckConfig>,
+}
+
+/// `[[checks]]`: exactly one of `not_null`, `unique` and `sql`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Shown in the report; default: the rule and table.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub name: Option<String>,
+    /// `schema.table` for not_null and unique; default: the sink's table,
+    /// when it names one table.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub table: Option<String>,
+    /// Columns that must hold a value (NULL and the empty string fail).
+    #[serde(default)]
+    pub not_null: Option<Vec<String>>,
+    /// Columns whose values together must be unique (rows with a NULL in
+    /// them are not compared, as in PostgreSQL).
+    #[serde(default)]
+    pub unique: Option<Vec<String>>,
+    /// A query (run on the target) returning the rows that break the rule;
+    /// the check passes when it returns none.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sql: Option<String>,
 }
 
 /// A source, chosen by `type`.
@@ -409,6 +437,10 @@ pub struct PostgresSinkConfig {
     /// `[sinks.timeouts]`: how long a chunk or DDL may wait on a busy target.
     #[serde(default)]
     pub timeouts: SinkTimeouts,
+    /// Run ANALYZE on every table the run wrote, once the load is done
+    /// (not after each follow-mode load). Default false.
+    #[serde(default)]
+    pub analyze_after: bool,
 }
 
 /// `[sinks.timeouts]`, applied to every chunk transaction and DDL statement.

@@ -36,6 +36,7 @@ pub struct ValidatedPipeline {
     pub chunks: Chunking,
     pub transforms: Vec<ValidatedTransform>,
     pub sinks: Vec<ValidatedSink>,
+    pub checks: Vec<crate::checks::Check>,
 }
 
 /// A transform stage whose configuration makes sense.
@@ -155,6 +156,7 @@ pub struct PostgresSinkSpec {
     pub create_table: bool,
     pub primary_key: Option<Vec<String>>,
     pub timeouts: super::SinkTimeouts,
+    pub analyze_after: bool,
 }
 
 /// A target table name that may hold `{key}`.
@@ -697,10 +699,40 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         create_table: s.create_table,
                         primary_key: s.primary_key,
                         timeouts: s.timeouts,
+                        analyze_after: s.analyze_after,
                     }));
                 }
             }
         }
+    }
+
+    // A check's default table: the first PostgreSQL sink's, when it names one table.
+    let default_table = sinks.iter().find_map(|s| match s {
+        ValidatedSink::Postgres(p) if !p.table.as_str().contains('{') => {
+            Some(p.table.as_str().to_string())
+        }
+        _ => None,
+    });
+    let mut checks = Vec::new();
+    for (i, raw) in p.checks.into_iter().enumerate() {
+        match crate::checks::validate(i, raw, default_table.as_deref()) {
+            Ok(mut found) => checks.append(&mut found),
+            Err(problems) => {
+                for (key, message) in problems {
+                    c.add(&key, message);
+                }
+            }
+        }
+    }
+    if !checks.is_empty()
+        && !sinks
+            .iter()
+            .any(|s| matches!(s, ValidatedSink::Postgres(_)))
+    {
+        c.add(
+            "checks",
+            "run on PostgreSQL sinks, and this pipeline has none",
+        );
     }
 
     if !c.problems.is_empty() {
@@ -708,6 +740,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
     Ok(ValidatedPipeline {
         name: p.name,
+        checks,
         transforms,
         source: source.expect("no problems means the source was valid"),
         chunks: Chunking {

@@ -75,6 +75,8 @@ pub struct RunOptions {
     pub redo_chunks: HashSet<Chunk>,
     /// Rows the plan expects, for the progress display.
     pub expected_rows: Option<u64>,
+    /// Follow mode's small loads leave ANALYZE (`analyze_after`) to autovacuum.
+    pub skip_analyze: bool,
 }
 
 impl Runner {
@@ -370,6 +372,23 @@ pub fn run_jobs(
     let mut failed = failed
         .into_inner()
         .expect("no panic while holding the lock");
+    if !options.skip_analyze {
+        let failed: HashSet<&Chunk> = failed.iter().map(|f| &f.chunk).collect();
+        for (runner, chunks) in groups {
+            let written: Vec<Chunk> = chunks
+                .iter()
+                .filter(|c| !failed.contains(c))
+                .cloned()
+                .collect();
+            for s in &runner.sinks {
+                let tables = block_on(s.analyze(&written))?;
+                if !tables.is_empty() {
+                    tracing::info!(tables = tables.len(), "ANALYZE done (analyze_after).");
+                    tracing::debug!(tables = %tables.join(", "), "Analyzed.");
+                }
+            }
+        }
+    }
     failed.sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
     let mut counts = source::SourceCounts::default();
     let mut bytes_read = 0;

@@ -50,6 +50,9 @@ pub trait Sink: Send + Sync {
         chunks: &[Chunk],
         source: &dyn crate::source::Source,
     ) -> Result<Vec<String>, EtlError>;
+    /// After a load (`analyze_after`): ANALYZE every table these chunks
+    /// wrote; returns their names.
+    async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
     /// The chunks among `chunks` this sink has committed for `pipeline`, as
     /// its ledger records them: `etl run` skips them when every sink has.
     async fn committed(&self, pipeline: &str, chunks: &[Chunk])

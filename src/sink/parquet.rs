@@ -139,6 +139,10 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    async fn analyze(&self, _chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        Ok(Vec::new())
+    }
+
     async fn create_ahead(
         &self,
         _chunks: &[Chunk],

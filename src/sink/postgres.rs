@@ -475,6 +475,29 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
+    async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        if !self.spec.analyze_after || chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await?;
+        let mut tables = Vec::new();
+        for table in self.tables_for(chunks)? {
+            match &self.wide {
+                Some(wide) => tables.extend(wide.parts(&client, &table).await?),
+                None => tables.push(table.qualified()),
+            }
+        }
+        for table in &tables {
+            // ANALYZE takes SHARE UPDATE EXCLUSIVE: reads and writes go on.
+            client
+                .batch_execute(&format!("ANALYZE {table}"))
+                .await
+                .map_err(EtlError::pg(format!("ANALYZE {table} (analyze_after)")))?;
+        }
+        self.pool.put(client);
+        Ok(tables)
+    }
+
     async fn create_ahead(
         &self,
         chunks: &[Chunk],

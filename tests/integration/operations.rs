@@ -222,3 +222,106 @@ fn recreate_drops_only_what_the_pipeline_created_after_a_typed_confirmation() {
     assert_eq!(yes.code, 0, "{yes:?}");
     assert!(yes.stdout.contains("Dropped 2 tables on "), "{yes:?}");
 }
+
+#[test]
+fn checks_report_each_failure_with_its_count_and_examples_after_run_and_on_verify() {
+    // Given readings of one ship, one of them with an empty value_format
+    let db = TestDb::new("checks");
+    db.load_timeseries(1, 20, 60);
+    psql(
+        &db.src,
+        "INSERT INTO tenant.tbl_data_timeseries VALUES ('IMO9900001', 'ch_blank', '2025-06-01 00:30+00', '', NULL, NULL, NULL, NULL)",
+    );
+    let copy = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml")).unwrap();
+    let p = db.pipeline(
+        "checked.toml",
+        &format!(
+            "{copy}\n\
+             [[checks]]\nnot_null = [\"value_format\", \"ship_id\"]\n\n\
+             [[checks]]\nunique = [\"ship_id\", \"data_channel_id\"]\n\n\
+             [[checks]]\nname = \"no negative readings\"\n\
+             sql = \"SELECT ship_id, created_time FROM tenant.tbl_data_timeseries WHERE double_v < 0;\"\n\n\
+             [[checks]]\nnot_null = [\"no_such_column\"]\n"
+        ),
+    );
+    let p = p.to_str().unwrap();
+
+    // When the pipeline runs
+    let run = db.etl(&["run", p]);
+
+    // Then every chunk loads, and the checks' failures are reported with
+    // their counts and examples, exit 1
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_copied(&db);
+    for wanted in [
+        "Checks: 2 passed, 3 failed",
+        "FAILED  not_null value_format on \"tenant\".\"tbl_data_timeseries\": 1 rows",
+        "e.g. (IMO9900001,ch_blank,\"2025-06-01 00:30:00+00\",\"\",,,,)",
+        "ok      not_null ship_id on \"tenant\".\"tbl_data_timeseries\"",
+        "FAILED  unique (ship_id, data_channel_id) on \"tenant\".\"tbl_data_timeseries\": 20 duplicated values in 1,200 rows",
+        "e.g. (IMO9900001,ch_0001) ×60",
+        "ok      no negative readings",
+        "FAILED  not_null no_such_column on \"tenant\".\"tbl_data_timeseries\": could not run: ",
+        "no_such_column",
+    ] {
+        assert!(run.stdout.contains(wanted), "{wanted:?} not in {run:?}");
+    }
+
+    // And etl verify reports them too: the chunks are equal, the checks are not
+    let verify = db.etl(&["verify", p]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(verify.stdout.contains("0 differ"), "{verify:?}");
+    assert!(
+        verify.stdout.contains("Checks: 2 passed, 3 failed"),
+        "{verify:?}"
+    );
+
+    // And a check with two rules is refused before anything runs, naming it
+    let two = db.pipeline(
+        "two.toml",
+        &format!("{copy}\n[[checks]]\nnot_null = [\"ship_id\"]\nsql = \"SELECT 1\"\n"),
+    );
+    let refused = db.etl(&["validate", two.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("checks[0]: needs exactly one of not_null"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn analyze_after_analyzes_every_table_the_run_wrote() {
+    // Given a pivot pipeline with analyze_after, and the same without
+    let db = TestDb::new("analyze_after");
+    db.load_timeseries(2, 3, 60);
+    let wide = std::fs::read_to_string(repo().join("pipelines/ships-wide.toml")).unwrap();
+    let with = db.pipeline("with.toml", &format!("{wide}analyze_after = true\n"));
+    let without = db.pipeline(
+        "without.toml",
+        &wide
+            .replace("name = \"ships-wide\"", "name = \"plain\"")
+            .replace("wide.tbl_data_timeseries_{key}", "plain.t_{key}"),
+    );
+    let analyzed = |schema: &str| {
+        psql(
+            &db.dst,
+            &format!(
+                "SELECT string_agg(relname || ' ' || (last_analyze IS NOT NULL), ', ' ORDER BY relname) \
+                 FROM pg_stat_user_tables WHERE schemaname = '{schema}'"
+            ),
+        )
+    };
+
+    // When both run
+    assert_eq!(db.etl(&["run", with.to_str().unwrap()]).code, 0);
+    assert_eq!(db.etl(&["run", without.to_str().unwrap()]).code, 0);
+
+    // Then the tables of the one with analyze_after were analyzed, the others not
+    assert_eq!(
+        analyzed("wide"),
+        "tbl_data_timeseries_IMO9900001 true, tbl_data_timeseries_IMO9900002 true"
+    );
+    assert_eq!(analyzed("plain"), "t_IMO9900001 false, t_IMO9900002 false");
+}
