@@ -27,6 +27,7 @@ pub mod migrate;
 pub mod pg;
 pub mod pg_binary;
 pub mod plan;
+pub mod preflight;
 pub mod run;
 pub mod sink;
 pub mod source;

@@ -28,6 +28,7 @@ mod cutoff;
 mod finish;
 mod migration;
 mod plan;
+mod preflight;
 mod recreate;
 mod rerun;
 mod run;
@@ -138,6 +139,15 @@ pub enum Command {
         #[arg(long, default_value_t = 0.0)]
         delay_secs: f64,
     },
+    /// Before anything is written: connections, server versions,
+    /// privileges, the types created tables need and free disk; a
+    /// pass/fail table, exit 1 on any failure.
+    Preflight {
+        pipeline: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The follow cutoff by hand: backfill loads below it, run --follow
     /// from it onward.
     Cutoff {
@@ -244,6 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             keys,
             delay_secs,
         } => rerun::rerun(&pipeline, &failed_csv, dry_run, &keys, delay_secs),
+        Command::Preflight { pipeline, json } => preflight::preflight(&pipeline, json),
         Command::Cutoff { action } => match action {
             CutoffAction::Show { pipeline } => cutoff::show(&pipeline),
             CutoffAction::Set { pipeline, time } => cutoff::set(&pipeline, &time),

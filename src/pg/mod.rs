@@ -77,6 +77,22 @@ impl Endpoint {
         self
     }
 
+    /// Whether the server runs on this machine (a Unix socket, or a
+    /// loopback address or `localhost`): then its disk is this machine's.
+    pub fn is_local(&self) -> bool {
+        let hosts = self.config.get_hosts();
+        hosts.is_empty()
+            || hosts.iter().all(|h| match h {
+                Host::Unix(_) => true,
+                Host::Tcp(name) => {
+                    name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+            })
+    }
+
     fn host(&self) -> Option<String> {
         self.config.get_hosts().first().map(|h| match h {
             Host::Tcp(name) => name.clone(),

@@ -261,6 +261,26 @@ impl Runner {
         })
     }
 
+    /// What the last stage writes: whether it is a pivot (wide tables,
+    /// columns per channel), and else the column types created tables get.
+    pub fn output_types(&self) -> (bool, Vec<String>) {
+        if self.transforms.last().is_some_and(|t| t.pivot().is_some()) {
+            return (true, Vec::new());
+        }
+        let schema = self
+            .transforms
+            .last()
+            .map_or_else(|| self.source.schema(), |t| t.output_schema());
+        let mut types: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter_map(|f| crate::sink::postgres::ddl_type(f).ok())
+            .collect();
+        types.sort();
+        types.dedup();
+        (false, types)
+    }
+
     /// `etl run --ddl-only`: every sink creates and checks the targets of
     /// `chunks` and what their data would add; nothing is loaded.
     pub fn create_only(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {

@@ -325,3 +325,81 @@ fn analyze_after_analyzes_every_table_the_run_wrote() {
     );
     assert_eq!(analyzed("plain"), "t_IMO9900001 false, t_IMO9900002 false");
 }
+
+#[test]
+fn preflight_names_what_the_role_lacks_and_writes_nothing() {
+    // Given a target reached as a role that may not create anything
+    let db = TestDb::new("preflight");
+    db.load_timeseries(1, 2, 60);
+    psql(
+        &db.dst,
+        "DROP ROLE IF EXISTS etl_preflight; CREATE ROLE etl_preflight LOGIN",
+    );
+    let dst = db.dst.replace("://etl@", "://etl_preflight@");
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+    let preflight = || {
+        crate::support::etl_in(
+            db.dir.path(),
+            &["preflight", p],
+            &[("ETL_SRC_URL", &db.src), ("ETL_DST_URL", &dst)],
+        )
+    };
+
+    // When preflight runs
+    let out = preflight();
+
+    // Then it fails, naming the role and the privilege, and wrote nothing
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("2 failed"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("FAIL     CREATE in schema etl      sinks[0] postgresql://etl_preflight@"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("schema etl does not exist and role etl_preflight lacks CREATE on database preflight_dst to create it, needed for the ledger (etl.chunk_ledger); GRANT CREATE ON DATABASE \"preflight_dst\" TO \"etl_preflight\""),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("pass     SELECT"), "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('etl', 'tenant')"
+        ),
+        "0"
+    );
+
+    // When the role may create schemas: every check passes
+    psql(
+        &db.dst,
+        "GRANT CREATE ON DATABASE preflight_dst TO etl_preflight",
+    );
+    let granted = preflight();
+    assert_eq!(granted.code, 0, "{granted:?}");
+    assert!(granted.stdout.contains("0 failed"), "{granted:?}");
+
+    // When the target table exists and the role may insert but not delete
+    psql(
+        &db.dst,
+        "CREATE SCHEMA tenant; CREATE TABLE tenant.tbl_data_timeseries (LIKE pg_class); \
+         GRANT USAGE ON SCHEMA tenant TO etl_preflight; \
+         GRANT INSERT ON tenant.tbl_data_timeseries TO etl_preflight",
+    );
+    let no_delete = preflight();
+
+    // Then the missing DELETE is named with the reason and the GRANT to run
+    assert_eq!(no_delete.code, 1, "{no_delete:?}");
+    assert!(
+        no_delete.stdout.contains("pass     INSERT"),
+        "{no_delete:?}"
+    );
+    assert!(
+        no_delete.stdout.contains("role etl_preflight lacks DELETE on \"tenant\".\"tbl_data_timeseries\" (a chunk that runs again replaces its window); GRANT DELETE ON \"tenant\".\"tbl_data_timeseries\" TO \"etl_preflight\""),
+        "{no_delete:?}"
+    );
+    psql(
+        &db.dst,
+        "DROP SCHEMA tenant CASCADE; REVOKE ALL ON DATABASE preflight_dst FROM etl_preflight",
+    );
+}
