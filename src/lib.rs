@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+pub mod logging;
 pub mod migrate;
 pub mod pg;
 pub mod pg_binary;

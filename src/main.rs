@@ -11,11 +11,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use etl::cli::{self, Args, Outcome};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.verbose, args.quiet);
+    let logging = etl::logging::Options {
+        verbose: args.verbose,
+        quiet: args.quiet,
+        file: args.log_file.clone(),
+        max_size: args.log_max_size,
+        keep: args.log_keep,
+        format: args.log_format,
+    };
+    if let Err(e) = etl::logging::init(&logging) {
+        eprintln!("etl: {e}");
+        return ExitCode::from(2);
+    }
     match cli::run(args) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::ChunksFailed | Outcome::ChecksFailed) => ExitCode::from(1),
@@ -30,23 +40,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_tracing(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("etl={level},warn")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -47,9 +47,22 @@ pub struct Args {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only warnings and errors.
+    /// Only warnings and errors on the terminal (a --log-file keeps info).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also write log lines to this file, rotated by size.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// Rotate the log file when it would pass this size (10MB, 512kB, 1GiB).
+    #[arg(long, global = true, default_value = "10MB", value_parser = crate::logging::parse_size)]
+    pub log_max_size: u64,
+    /// Rotated log files kept beside it (PATH.1 newest).
+    #[arg(long, global = true, default_value_t = 5)]
+    pub log_keep: usize,
+    /// json: one JSON object per line, in the log file (or on stderr
+    /// without --log-file); the terminal keeps readable lines.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: crate::logging::Format,
     #[command(subcommand)]
     pub command: Command,
 }

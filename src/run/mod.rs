@@ -418,6 +418,14 @@ pub fn run_jobs(
         counts.values_changed += c.values_changed;
         bytes_read += runner.source.bytes_read();
     }
+    tracing::info!(
+        pipeline = %name,
+        chunks_done = done.load(Ordering::Relaxed),
+        chunks_failed = failed.len(),
+        rows = rows.load(Ordering::Relaxed),
+        elapsed_secs = started.elapsed().as_secs_f64(),
+        "Run finished."
+    );
     Ok(RunReport {
         chunks_skipped: 0,
         chunks_elsewhere: elsewhere.into_inner(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::RunReport;
 
@@ -29,8 +29,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(total: usize, expected_rows: Option<u64>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            // In the process's one set of bars, which log lines suspend.
+            let bar = crate::logging::bars().add(ProgressBar::new(total as u64));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:30}] {pos}/{len} chunks {msg} (eta {eta})",
@@ -110,6 +110,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            crate::logging::bars().remove(bar);
         }
     }
 }

@@ -403,3 +403,185 @@ fn preflight_names_what_the_role_lacks_and_writes_nothing() {
         "DROP SCHEMA tenant CASCADE; REVOKE ALL ON DATABASE preflight_dst FROM etl_preflight",
     );
 }
+
+#[test]
+fn log_files_rotate_by_size_keep_the_newest_and_write_json_while_the_terminal_stays_readable() {
+    // Given a run of many small chunks, logging debug lines
+    let db = TestDb::new("log_files");
+    db.load_timeseries(2, 3, 2 * 1440);
+    let copy = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml")).unwrap();
+    let p = db.pipeline(
+        "hourly.toml",
+        &copy.replace("interval = \"24h\"", "interval = \"1h\""),
+    );
+    let p = p.to_str().unwrap();
+
+    // When it runs with a JSON log file of 2 kB, three kept
+    let out = db.etl(&[
+        "run",
+        p,
+        "-v",
+        "--log-file",
+        "logs/etl.log",
+        "--log-max-size",
+        "2kB",
+        "--log-keep",
+        "3",
+        "--log-format",
+        "json",
+    ]);
+
+    // Then the current file and three rotated ones are there, none bigger
+    // than the limit, and older ones were deleted
+    assert_eq!(out.code, 0, "{out:?}");
+    let logs = db.dir.path().join("logs");
+    let mut names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["etl.log", "etl.log.1", "etl.log.2", "etl.log.3"]);
+    let mut lines = Vec::new();
+    for name in ["etl.log.3", "etl.log.2", "etl.log.1", "etl.log"] {
+        let text = std::fs::read_to_string(logs.join(name)).unwrap();
+        assert!(text.len() <= 2000, "{name} has {} bytes", text.len());
+        lines.extend(text.lines().map(str::to_string));
+    }
+    // Every line is a JSON object with its level and message; the newest
+    // file ends with the run's last line, and the chunks' lines name their key
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"message\":\"Chunk committed.\"")
+                && l.contains("\"key\":\"IMO9900002\"")),
+        "{lines:?}"
+    );
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["fields"]["message"], "Run finished.", "{lines:?}");
+
+    // And the terminal kept readable lines
+    assert!(!out.stderr.starts_with('{'), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(" INFO Run started. pipeline=ships-copy chunks=96"),
+        "{out:?}"
+    );
+}
+
+/// The rows a terminal shows after `output` (cursor up and down, clear
+/// line, carriage return; colours ignored; no wrapping: the terminal is
+/// wider than any line).
+fn screen(output: &str) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut arg = String::new();
+                let mut cmd = ' ';
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        cmd = d;
+                        break;
+                    }
+                    arg.push(d);
+                }
+                let n: usize = arg.parse().unwrap_or(1);
+                match cmd {
+                    'A' => row = row.saturating_sub(n),
+                    'B' => row += n,
+                    'K' => rows[row].clear(),
+                    'm' => {}
+                    other => panic!("escape {arg}{other} not emulated"),
+                }
+                while rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+            }
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                col = 0;
+                if rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+            }
+            c => {
+                let line = &mut rows[row];
+                if line.len() <= col {
+                    line.resize(col, ' ');
+                    line.push(c);
+                } else {
+                    line[col] = c;
+                }
+                col += 1;
+            }
+        }
+    }
+    rows.into_iter()
+        .map(|r| r.into_iter().collect::<String>().trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn on_a_terminal_log_lines_are_whole_and_the_progress_bar_is_drawn_around_them() {
+    // Given a run of many small chunks that logs a line per chunk
+    let db = TestDb::new("log_terminal");
+    db.load_timeseries(2, 3, 2 * 1440);
+    let copy = std::fs::read_to_string(repo().join("pipelines/ships-copy.toml")).unwrap();
+    let p = db.pipeline(
+        "hourly.toml",
+        &copy.replace("interval = \"24h\"", "interval = \"1h\""),
+    );
+
+    // When it runs on a terminal (script gives it a pseudo-terminal)
+    let command = format!(
+        "stty cols 300 rows 50; {} run {} -v",
+        env!("CARGO_BIN_EXE_etl"),
+        p.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(db.dir.path())
+        .env("ETL_SRC_URL", &db.src)
+        .env("ETL_DST_URL", &db.dst)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("script (bsdutils) is installed");
+    assert!(out.status.success(), "{out:?}");
+    let raw = String::from_utf8_lossy(&out.stdout);
+
+    // Then the bar was drawn, and every log line on the screen is whole:
+    // it starts with its timestamp and holds no piece of the bar
+    assert!(raw.contains("/96 chunks"), "no progress bar drawn: {raw:?}");
+    let rows = screen(&raw);
+    let logged: Vec<&String> = rows
+        .iter()
+        .filter(|r| r.contains(" INFO ") || r.contains(" DEBUG "))
+        .collect();
+    assert!(logged.len() >= 96, "{rows:#?}");
+    for r in &logged {
+        assert!(
+            r.starts_with("20") && r.as_bytes()[10] == b'T',
+            "cut line: {r:?}"
+        );
+        assert!(
+            !r.contains(" chunks ") || r.contains("Progress") || r.contains("chunks="),
+            "bar inside a log line: {r:?}"
+        );
+        assert!(!r.contains("(eta "), "bar inside a log line: {r:?}");
+    }
+    // And the finished bar was cleared: no bar is left on the screen
+    assert!(!rows.iter().any(|r| r.contains("(eta ")), "{rows:#?}");
+    assert_copied(&db);
+}
