@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what etl's build, tests, demo and benchmarks need on Debian:
 # PostgreSQL 15, unixODBC with its drivers (psqlODBC, SQLite3, MDBTools,
-# FreeTDS), mold for fast links, openssl for the test server's certificates; pyarrow from PyPI for the tests' independent
-# Parquet reader. Skips what is already there.
+# FreeTDS), mold for fast links, openssl for the test server's certificates,
+# chromium for the test that renders `etl status --html`; pyarrow from PyPI
+# for the tests' independent Parquet reader. Skips what is already there.
 set -euo pipefail
 
 packages=(postgresql-15 postgresql-client-15 unixodbc unixodbc-dev odbc-postgresql libsqliteodbc
-          odbc-mdbtools mdbtools tdsodbc mold sqlite3 python3 bc openssl)
+          odbc-mdbtools mdbtools tdsodbc mold sqlite3 python3 bc openssl chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

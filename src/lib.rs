@@ -33,6 +33,7 @@ pub mod run;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod status;
 pub mod time;
 pub mod transform;
 pub mod verify;

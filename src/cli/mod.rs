@@ -126,6 +126,13 @@ pub enum Command {
         /// Machine-readable output: every chunk's state.
         #[arg(long)]
         json: bool,
+        /// Redraw every SECS seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<f64>,
+        /// Also write a self-contained page with a picture of the run
+        /// (rewritten on every --watch redraw).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Compare source and targets per chunk (row count and an
     /// order-independent checksum); exit 1 if any chunk differs.
@@ -254,7 +261,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             pipeline,
             keys,
             json,
-        } => status::status(&pipeline, &keys, json),
+            watch,
+            html,
+        } => status::status(&pipeline, &keys, json, watch, html.as_deref()),
         Command::Verify {
             pipeline,
             keys,

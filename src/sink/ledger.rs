@@ -226,7 +226,7 @@ pub async fn mark_done(
         .execute(
             &format!(
                 "UPDATE etl.chunk_ledger SET status = 'done', loaded = true, rows = $6, last_error = NULL, \
-                 claimed_pid = NULL, finished_at = now() WHERE {IDENTITY}"
+                 claimed_pid = NULL, finished_at = clock_timestamp() WHERE {IDENTITY}"
             ),
             &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &(rows as i64)],
         )
@@ -244,7 +244,7 @@ pub async fn mark_failed(
         .execute(
             &format!(
                 "UPDATE etl.chunk_ledger SET status = 'failed', last_error = $6, claimed_pid = NULL, \
-                 finished_at = now() WHERE {IDENTITY}"
+                 finished_at = clock_timestamp() WHERE {IDENTITY}"
             ),
             &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &error],
         )
@@ -300,6 +300,12 @@ pub struct ChunkState {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub claimed_pid: Option<i32>,
+    /// The window (µs since 1970), for pictures of the run.
+    pub start_us: i64,
+    pub end_us: i64,
+    /// When its last attempt started and when it finished (µs).
+    pub started_us: Option<i64>,
+    pub finished_us: Option<i64>,
 }
 
 /// Every chunk of a pipeline, ordered by key and start.
@@ -313,7 +319,8 @@ pub async fn states(
              (extract(epoch FROM end_at) * 1000000)::int8, \
              CASE WHEN status = 'running' AND NOT EXISTS \
                  (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid) THEN 'pending' ELSE status END, \
-             rows, attempts, last_error, claimed_pid \
+             rows, attempts, last_error, claimed_pid, \
+             (extract(epoch FROM started_at) * 1000000)::int8, (extract(epoch FROM finished_at) * 1000000)::int8 \
              FROM etl.chunk_ledger WHERE pipeline = $1 ORDER BY chunk_key NULLS FIRST, start_at, target",
             &[&pipeline],
         )
@@ -330,6 +337,10 @@ pub async fn states(
             attempts: r.get(6),
             last_error: r.get(7),
             claimed_pid: r.get(8),
+            start_us: r.get(2),
+            end_us: r.get(3),
+            started_us: r.get(9),
+            finished_us: r.get(10),
         })
         .collect())
 }

@@ -15,6 +15,7 @@ mod operations;
 mod parquet;
 mod pivot;
 mod resume;
+mod status;
 mod tls;
 mod transforms;
 mod types;
