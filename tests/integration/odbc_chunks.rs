@@ -576,6 +576,24 @@ fn a_sqlite_table_without_an_integer_key_is_cut_by_its_rowid() {
         "{plan:?}"
     );
 
+    // When run with --ddl-only: both tables are created, empty, without
+    // their keys (those come after the data)
+    let ddl = db.etl(&["run", p, "--ddl-only"]);
+    assert_eq!(ddl.code, 0, "{ddl:?}");
+    assert!(
+        ddl.stdout
+            .contains("2 tables created; nothing loaded (--ddl-only)"),
+        "{ddl:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT (SELECT count(*) FROM codes) || ' ' || (SELECT count(*) FROM tags) || ' ' || \
+             (SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conrelid IN ('codes'::regclass, 'tags'::regclass))"
+        ),
+        "0 0 0"
+    );
+
     // When run, every row lands once, with its primary key after the data
     let out = db.etl(&["run", p]);
     assert_eq!(out.code, 0, "{out:?}");
