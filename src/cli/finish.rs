@@ -59,7 +59,7 @@ pub(super) fn finish(
         if report.pivot.as_ref().is_some_and(|p| p.not_pivoted() > 0) {
             return Ok(Outcome::RowsNotPivoted);
         }
-        if report.source.values_changed > 0 {
+        if report.source.values_changed > 0 || report.source.rows_rejected > 0 {
             return Ok(Outcome::ValuesChanged);
         }
         return Ok(Outcome::Success);

@@ -49,8 +49,8 @@ pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
         out!(
             "{:key_width$}  {:26}  {:26}  {:>12}",
             c.chunk.key.as_deref().unwrap_or(""),
-            format_timestamp(c.chunk.start),
-            format_timestamp(c.chunk.end),
+            c.chunk.bound(c.chunk.start),
+            c.chunk.bound(c.chunk.end),
             thousands(c.rows)
         );
     }
@@ -60,6 +60,13 @@ pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
             thousands(plan.rows_outside),
             p.chunks.time_column
         );
+    }
+    let columns = runner.source().describe();
+    if !columns.is_empty() {
+        out!("\nSource columns:");
+        for line in columns {
+            out!("  {line}");
+        }
     }
     let chunks: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
     out!("\nTargets:");

@@ -85,6 +85,7 @@ pub enum ValidatedSource {
         batch_rows: usize,
     },
     Odbc(OdbcSpec),
+    Csv(crate::source::csv::CsvSpec),
 }
 
 /// An ODBC source whose settings make sense (the driver is reached only
@@ -251,7 +252,21 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         },
         _ => None,
     };
+    let is_csv = matches!(p.source, SourceConfig::Csv(_));
+    let failed_csv = p
+        .chunks
+        .as_ref()
+        .map_or_else(|| "failed_chunks.csv".to_string(), |c| c.failed_csv.clone());
     let source = match p.source {
+        SourceConfig::Csv(s) => match crate::source::csv::config::validate(s, &failed_csv) {
+            Ok(spec) => Some(ValidatedSource::Csv(spec)),
+            Err(problems) => {
+                for (key, message) in problems {
+                    c.add(&key, message);
+                }
+                None
+            }
+        },
         SourceConfig::Odbc(s) => {
             if s.connection_string.trim().is_empty() {
                 c.add(
@@ -417,7 +432,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     let ch = match p.chunks {
         Some(ch) => ch,
         None => {
-            if !is_migration {
+            if !is_migration && !is_csv {
                 c.add(
                     "chunks",
                     "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
@@ -439,6 +454,17 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         }
         if !p.transforms.is_empty() {
             c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
+        }
+    } else if is_csv {
+        for (k, set) in [
+            ("time_column", ch.time_column.is_some()),
+            ("key_column", ch.key_column.is_some()),
+            ("start", ch.start.is_some()),
+            ("end", ch.end.is_some()),
+        ] {
+            if set {
+                c.add(&format!("chunks.{k}"), "a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); time windows on CSV are not supported yet: leave this out");
+            }
         }
     } else if ch
         .time_column
@@ -634,6 +660,16 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     },
                 );
                 let mut table = TableTemplate(s.table.clone());
+                // A CSV source's chunks are keyed by file stem.
+                if is_csv {
+                    if s.table.contains("{key}") {
+                        c.add(
+                            &key("table"),
+                            "a CSV source has no key column; use {file} for each file's stem",
+                        );
+                    }
+                    table = TableTemplate(s.table.replace("{file}", "{key}"));
+                }
                 if let Some(whole) = odbc_tables {
                     if s.table.contains("{key}") {
                         c.add(
@@ -672,7 +708,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         format!("{:?} holds a placeholder other than {{key}}", s.table),
                     );
                 }
-                if table.has_key() && ch.key_column.is_none() && !is_migration {
+                if table.has_key() && ch.key_column.is_none() && !is_migration && !is_csv {
                     c.add(&key("table"), "uses {key} but [chunks] has no key_column");
                 }
                 if let Some(pk) = &s.primary_key {

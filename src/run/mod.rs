@@ -416,6 +416,7 @@ pub fn run_jobs(
         let c = runner.source.counts();
         counts.lines.extend(c.lines);
         counts.values_changed += c.values_changed;
+        counts.rows_rejected += c.rows_rejected;
         bytes_read += runner.source.bytes_read();
     }
     tracing::info!(

@@ -2,6 +2,7 @@
 //! chunk runs, plans the chunks (windows that hold rows, with counts), and
 //! streams one chunk's rows as Arrow record batches, memory bounded by a batch.
 
+pub mod csv;
 pub mod odbc;
 pub mod parquet;
 pub mod postgres;
@@ -36,6 +37,11 @@ pub trait Source: Send + Sync {
     /// when it cannot; the run then uses [`Source::plan`].
     async fn plan_by_index(&self, _chunking: &Chunking) -> Result<Option<Plan>, EtlError> {
         Ok(None)
+    }
+    /// What `etl plan` shows of the source's columns (where types were
+    /// inferred or names changed); empty when there is nothing to say.
+    fn describe(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
@@ -80,6 +86,23 @@ pub struct SourceCounts {
     pub lines: Vec<String>,
     /// Values loaded other than as the source held them (exit code 3).
     pub values_changed: u64,
+    /// Source rows left out and kept in a reject file (exit code 3).
+    pub rows_rejected: u64,
+}
+
+/// The encoding of a label: any encoding_rs (WHATWG) label, and the
+/// Windows code page names cp949/uhc/ms949 (encoding_rs's EUC-KR is the
+/// whole of CP949, with 똠 and 펲).
+pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    let l = match label.to_ascii_lowercase().as_str() {
+        "cp949" | "uhc" | "ms949" | "windows949" => "windows-949".to_string(),
+        other => other.to_string(),
+    };
+    encoding_rs::Encoding::for_label(l.as_bytes()).ok_or_else(|| {
+        format!(
+            "encoding {label:?} is not a known label; use one like \"cp949\", \"euc-kr\", \"windows-1252\" or \"utf-8\""
+        )
+    })
 }
 
 /// Connects the configured source and learns its schema.
@@ -100,5 +123,6 @@ pub async fn build(
             chunking,
         )?)),
         ValidatedSource::Odbc(spec) => Ok(Arc::new(odbc::OdbcSource::build(spec, chunking)?)),
+        ValidatedSource::Csv(spec) => Ok(Arc::new(csv::CsvSource::build(spec)?)),
     }
 }

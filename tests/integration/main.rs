@@ -5,6 +5,7 @@ mod support;
 
 mod config_errors;
 mod copy;
+mod csv;
 mod failures;
 mod faults;
 mod follow;

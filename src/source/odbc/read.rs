@@ -120,17 +120,7 @@ impl Cast {
 impl OdbcOptions {
     /// Options for an encoding label (`cp949`, `utf-8`, ...).
     pub fn new(encoding: &str) -> Result<Self, EtlError> {
-        // Windows code page names that WHATWG labels lack; encoding_rs's
-        // EUC-KR is the whole of CP949 (UHC), with 똠 and 펲.
-        let label = match encoding.to_ascii_lowercase().as_str() {
-            "cp949" | "uhc" | "ms949" | "windows949" => "windows-949".to_string(),
-            other => other.to_string(),
-        };
-        let encoding = Encoding::for_label(label.as_bytes()).ok_or_else(|| {
-            EtlError::Schema(format!(
-                "encoding {encoding:?} is not a known label; use one like \"cp949\", \"euc-kr\", \"windows-1252\" or \"utf-8\""
-            ))
-        })?;
+        let encoding = crate::source::encoding_for(encoding).map_err(EtlError::Schema)?;
         Ok(OdbcOptions {
             encoding,
             replace_invalid: false,

@@ -995,6 +995,7 @@ impl Source for OdbcSource {
         SourceCounts {
             lines: count_lines(&stats, &self.spec.options),
             values_changed: stats.values_changed(),
+            rows_rejected: 0,
         }
     }
 }

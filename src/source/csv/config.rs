@@ -1,0 +1,105 @@
+//! `[source] type = "csv"` checked: one ASCII character for each of
+//! delimiter, quote, escape and comment, an encoding etl can scan in raw
+//! bytes, known column types.
+
+use std::path::Path;
+
+use super::parse::Dialect;
+use super::types::ColType;
+use super::CsvSpec;
+use crate::config::{CsvSourceConfig, OnInvalidText};
+
+/// The spec, or (key, message) problems.
+pub fn validate(s: CsvSourceConfig, failed_csv: &str) -> Result<CsvSpec, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let key = |k: &str| format!("source.{k}");
+    if s.path.trim().is_empty() {
+        problems.push((
+            key("path"),
+            "is empty; name the file, like \"exports/sales.csv\" or \"exports/*.csv\"".into(),
+        ));
+    } else if let Err(e) = glob::Pattern::new(&s.path) {
+        problems.push((
+            key("path"),
+            format!("{:?} is not a file name or glob: {e}", s.path),
+        ));
+    }
+    let encoding = match crate::source::encoding_for(&s.encoding) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            problems.push((key("encoding"), e));
+            None
+        }
+    };
+    if encoding.is_some_and(|e| !e.is_ascii_compatible()) {
+        problems.push((key("encoding"), format!("{:?} is not ASCII-compatible (UTF-16?); convert the file to UTF-8 or a legacy code page first", s.encoding)));
+    }
+    // Multi-byte code pages whose trail bytes include 0x40..0x7E (CP949,
+    // Shift_JIS, Big5, GBK): a delimiter there could be half a character.
+    let wide = encoding.is_some_and(|e| e != encoding_rs::UTF_8 && !e.is_single_byte());
+    let mut one = |name: &str, v: &str| -> Option<u8> {
+        let b = v.as_bytes();
+        if b.len() != 1 || !b[0].is_ascii() || b[0] == b'\n' || b[0] == b'\r' {
+            problems.push((
+                key(name),
+                format!("{v:?} must be one ASCII character other than a line break"),
+            ));
+            return None;
+        }
+        if wide && b[0] >= 0x40 {
+            problems.push((key(name), format!("{v:?} can be the second byte of a {} character; pick one below '@', like , ; or a tab", s.encoding)));
+            return None;
+        }
+        Some(b[0])
+    };
+    let delimiter = one("delimiter", &s.delimiter);
+    let quote = one("quote", &s.quote);
+    let escape = match &s.escape {
+        Some(e) => one("escape", e),
+        None => quote,
+    };
+    let comment = match &s.comment {
+        Some(c) => one("comment", c).map(Some),
+        None => Some(None),
+    };
+    if delimiter.is_some() && delimiter == quote {
+        problems.push((key("quote"), "is the same as the delimiter".into()));
+    }
+    let mut columns = Vec::new();
+    for (name, t) in &s.columns {
+        match ColType::parse(t) {
+            Ok(t) => columns.push((name.clone(), t)),
+            Err(e) => problems.push((format!("source.columns.{name}"), e)),
+        }
+    }
+    if s.batch_rows == 0 {
+        problems.push((key("batch_rows"), "must be at least 1".into()));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // Beside the failed-chunk CSV: failed_chunks.csv -> failed_chunks.rejects.csv.
+    let failed = Path::new(failed_csv);
+    let stem = failed
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "failed_chunks".into());
+    let rejects = failed.with_file_name(format!("{stem}.rejects.csv"));
+    Ok(CsvSpec {
+        pattern: s.path,
+        encoding: encoding.expect("checked above"),
+        replace_invalid: s.on_invalid_text == OnInvalidText::Replace,
+        header: s.header,
+        dialect: Dialect {
+            delimiter: delimiter.expect("checked above"),
+            quote: quote.expect("checked above"),
+            escape: escape.expect("checked above"),
+            comment: comment.expect("checked above"),
+        },
+        null: s.null,
+        columns,
+        on_bad_line: s.on_bad_line,
+        batch_rows: s.batch_rows,
+        rejects,
+    })
+}

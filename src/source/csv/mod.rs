@@ -1,0 +1,796 @@
+//! CSV files: one file or a glob of them, in any ASCII-compatible code page
+//! (CP949 first), read as PostgreSQL's `COPY ... CSV` reads them, so a
+//! file loads exactly as `\copy` would load it ([`parse`]). Types come from
+//! `[source.columns]` or a sample ([`types`]). A file is cut into byte
+//! ranges that start at records (found by one scan that respects quotes),
+//! each a chunk on the workers with its row count, recorded in the ledger
+//! like every chunk: a killed load resumes, a failed range reruns. The
+//! chunk's key is the file's stem (`{file}` in the sink's table).
+//!
+//! A line that does not parse (wrong number of fields, a value its type
+//! cannot read) fails its chunk with file, line and column, or with
+//! `on_bad_line = "skip"` goes to the reject file with its line number and
+//! reason, counted, and the run exits 3.
+
+pub mod config;
+pub mod parse;
+pub mod types;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use encoding_rs::{Decoder, DecoderResult, Encoding};
+
+use self::parse::{Dialect, Next, Parser, Record, Scanner};
+use self::types::{Builder, ColType};
+use super::{BatchStream, Source, SourceCounts};
+use crate::config::validate::Chunking;
+use crate::error::EtlError;
+use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
+
+/// Records sampled for type inference.
+const SAMPLE_ROWS: usize = 10_000;
+/// Bytes read from the file at a time.
+const BLOCK: usize = 1 << 20;
+
+/// What to do with a line that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadLine {
+    #[default]
+    Fail,
+    Skip,
+}
+
+/// A CSV source whose settings make sense.
+#[derive(Debug, Clone)]
+pub struct CsvSpec {
+    pub pattern: String,
+    pub encoding: &'static Encoding,
+    pub replace_invalid: bool,
+    pub header: bool,
+    pub dialect: Dialect,
+    /// Unquoted fields equal to it are NULL.
+    pub null: String,
+    pub columns: Vec<(String, ColType)>,
+    pub on_bad_line: OnBadLine,
+    pub batch_rows: usize,
+    /// Where rejected lines go (`on_bad_line = "skip"`).
+    pub rejects: PathBuf,
+}
+
+#[derive(Debug)]
+struct CsvFile {
+    stem: String,
+    path: PathBuf,
+    /// Where the first record after the header starts, and its line.
+    data_start: u64,
+    data_line: u64,
+    size: u64,
+}
+
+pub struct CsvSource {
+    spec: CsvSpec,
+    files: Vec<CsvFile>,
+    schema: SchemaRef,
+    types: Vec<ColType>,
+    /// Header names that were changed to be usable: (header, column).
+    pub renamed: Vec<(String, String)>,
+    /// The line each planned range starts on, by (stem, byte).
+    lines: Mutex<HashMap<(String, i64), u64>>,
+    bytes_read: Arc<AtomicU64>,
+    counts: Arc<Mutex<SourceCounts>>,
+    rejects: Arc<Mutex<Option<File>>>,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
+    move |source| EtlError::Io { context, source }
+}
+
+impl CsvSource {
+    /// Finds the files, reads each header, and settles the columns'
+    /// types (from `[source.columns]`, else a sample of the first file).
+    pub fn build(spec: &CsvSpec) -> Result<CsvSource, EtlError> {
+        let mut paths: Vec<PathBuf> = glob::glob(&spec.pattern)
+            .map_err(|e| EtlError::Schema(format!("source.path {:?}: {e}", spec.pattern)))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(EtlError::Schema(format!(
+                "source.path {:?} matches no file (relative to {})",
+                spec.pattern,
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        let mut files = Vec::new();
+        let mut header: Option<(PathBuf, Vec<String>)> = None;
+        let mut sample: Vec<Vec<Option<String>>> = Vec::new();
+        for path in paths {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(other) = files.iter().find(|f: &&CsvFile| f.stem == stem) {
+                return Err(EtlError::Schema(format!(
+                    "{} and {} have the same name {stem:?}, which names a file's chunks and its {{file}} table; rename one or narrow source.path",
+                    other.path.display(),
+                    path.display()
+                )));
+            }
+            let size = std::fs::metadata(&path)
+                .map_err(io(format!("reading {}", path.display())))?
+                .len();
+            let mut reader = RangeReader::new(spec, &path, 0, size, 1)?;
+            let (data_start, data_line, names) = if spec.header {
+                match reader.next_record()? {
+                    Some((record, _)) => {
+                        let (start, line) = header_end(spec.dialect, &path, size)?;
+                        (
+                            start,
+                            line,
+                            Some(
+                                record
+                                    .fields
+                                    .into_iter()
+                                    .map(|f| f.text)
+                                    .collect::<Vec<_>>(),
+                            ),
+                        )
+                    }
+                    None => (size, 1, None),
+                }
+            } else {
+                (0, 1, None)
+            };
+            match (&header, names) {
+                (None, Some(n)) => header = Some((path.clone(), n)),
+                (Some((first, h)), Some(n)) if *h != n => {
+                    return Err(EtlError::Schema(format!(
+                        "the header of {} ({}) differs from that of {} ({}); every file of one source has the same columns: load them with separate pipelines",
+                        path.display(),
+                        n.join(","),
+                        first.display(),
+                        h.join(",")
+                    )))
+                }
+                _ => {}
+            }
+            while sample.len() < SAMPLE_ROWS {
+                let Some((record, _)) = reader.next_record()? else {
+                    break;
+                };
+                sample.push(
+                    record
+                        .fields
+                        .into_iter()
+                        .map(|f| (f.quoted || f.text != spec.null).then_some(f.text))
+                        .collect(),
+                );
+            }
+            files.push(CsvFile {
+                stem,
+                path,
+                data_start,
+                data_line,
+                size,
+            });
+        }
+        let header_names = match header {
+            Some((_, h)) => h,
+            None => {
+                let n = sample.iter().map(Vec::len).max().unwrap_or(0);
+                (1..=n).map(|i| format!("column_{i}")).collect()
+            }
+        };
+        if header_names.is_empty() {
+            return Err(EtlError::Schema(format!(
+                "{} holds no header and no record; nothing to load",
+                spec.pattern
+            )));
+        }
+        let (names, renamed) = types::column_names(&header_names);
+        for (named, _) in &spec.columns {
+            if !names.contains(named) {
+                return Err(EtlError::Schema(format!(
+                    "[source.columns] names {named:?}, which is not a column of {}; its columns are {}",
+                    spec.pattern,
+                    names.join(", ")
+                )));
+            }
+        }
+        let inferred = types::infer(names.len(), sample.iter().map(|r| r.as_slice()));
+        let types: Vec<ColType> = names
+            .iter()
+            .zip(inferred)
+            .map(|(n, t)| {
+                spec.columns
+                    .iter()
+                    .find(|(c, _)| c == n)
+                    .map_or(t, |(_, given)| *given)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .zip(&types)
+                .map(|(n, t)| Field::new(n, t.arrow(), true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(CsvSource {
+            spec: spec.clone(),
+            files,
+            schema,
+            types,
+            renamed,
+            lines: Mutex::new(HashMap::new()),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            counts: Arc::new(Mutex::new(SourceCounts::default())),
+            rejects: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Each column with its type and where the type came from, for `etl plan`.
+    fn columns_described(&self) -> Vec<String> {
+        self.schema
+            .fields()
+            .iter()
+            .zip(&self.types)
+            .map(|(f, t)| {
+                let given = self.spec.columns.iter().any(|(c, _)| c == f.name());
+                let renamed = self
+                    .renamed
+                    .iter()
+                    .find(|(_, n)| n == f.name())
+                    .map(|(h, _)| format!(" (header {h:?})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{}{renamed}",
+                    f.name(),
+                    t.name(),
+                    if given {
+                        " from [source.columns]"
+                    } else {
+                        " inferred"
+                    }
+                )
+            })
+            .collect()
+    }
+
+    fn file(&self, chunk: &Chunk) -> Result<&CsvFile, EtlError> {
+        self.files
+            .iter()
+            .find(|f| Some(&f.stem) == chunk.key.as_ref())
+            .ok_or_else(|| {
+                EtlError::Schema(format!(
+                    "chunk {chunk} names no file of {}; its files are {}",
+                    self.spec.pattern,
+                    self.files
+                        .iter()
+                        .map(|f| f.stem.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
+    /// The line at byte `at` of `file`: planned, or counted from the start.
+    fn line_at(&self, file: &CsvFile, at: u64) -> Result<u64, EtlError> {
+        if at == file.data_start {
+            return Ok(file.data_line);
+        }
+        if let Some(l) = self
+            .lines
+            .lock()
+            .expect("no panic while holding the lock")
+            .get(&(file.stem.clone(), at as i64))
+        {
+            return Ok(*l);
+        }
+        let mut f =
+            File::open(&file.path).map_err(io(format!("opening {}", file.path.display())))?;
+        let mut left = at;
+        let mut lines = 1;
+        let mut buf = vec![0u8; BLOCK];
+        while left > 0 {
+            let n = f
+                .read(&mut buf[..(left.min(BLOCK as u64) as usize)])
+                .map_err(io(format!("reading {}", file.path.display())))?;
+            if n == 0 {
+                break;
+            }
+            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            left -= n as u64;
+        }
+        Ok(lines)
+    }
+}
+
+#[async_trait]
+impl Source for CsvSource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn primary_key(&self) -> &[String] {
+        &[]
+    }
+
+    fn describe(&self) -> Vec<String> {
+        self.columns_described()
+    }
+
+    /// One scan of each file: a range ends at the record boundary after
+    /// every `range_rows` records.
+    async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        let mut plan = Plan::default();
+        for file in &self.files {
+            let mut f =
+                File::open(&file.path).map_err(io(format!("opening {}", file.path.display())))?;
+            f.seek(SeekFrom::Start(file.data_start))
+                .map_err(io(format!("reading {}", file.path.display())))?;
+            let mut scanner = Scanner::new(self.spec.dialect);
+            let mut buf = vec![0u8; BLOCK];
+            let (mut pos, mut start, mut rows, mut line) =
+                (file.data_start, file.data_start, 0u64, file.data_line);
+            let mut cuts: Vec<(u64, u64, u64, u64)> = Vec::new();
+            let mut start_line = line;
+            let mut last_byte = b'\n';
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .map_err(io(format!("reading {}", file.path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                scanner.scan(&buf[..n], |i| {
+                    rows += 1;
+                    if rows == chunking.range_rows {
+                        let end = pos + i as u64 + 1;
+                        cuts.push((start, end, rows, start_line));
+                        start = end;
+                        rows = 0;
+                        start_line =
+                            line + buf[..=i].iter().filter(|b| **b == b'\n').count() as u64;
+                    }
+                });
+                line += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+                last_byte = buf[n - 1];
+                pos += n as u64;
+            }
+            // A last record without its newline.
+            if pos > start && last_byte != b'\n' {
+                rows += 1;
+            }
+            if pos > start {
+                cuts.push((start, pos, rows, start_line));
+            }
+            let mut lines = self.lines.lock().expect("no panic while holding the lock");
+            for (s, e, rows, l) in cuts {
+                lines.insert((file.stem.clone(), s as i64), l);
+                plan.chunks.push(PlannedChunk {
+                    chunk: Chunk::range(Some(file.stem.clone()), s as i64, e as i64),
+                    rows,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        if chunk.unit != Unit::Key {
+            return Err(EtlError::Schema(format!(
+                "chunk {chunk} is not a byte range of a CSV file; a CSV source runs ranges of its files"
+            )));
+        }
+        let file = self.file(chunk)?;
+        let (start, end) = (chunk.start as u64, (chunk.end as u64).min(file.size));
+        if start < file.data_start || start > end {
+            return Err(EtlError::Schema(format!(
+                "chunk {chunk} is outside the records of {} (bytes {} to {}): the file changed since the plan; run etl plan again",
+                file.path.display(),
+                file.data_start,
+                file.size
+            )));
+        }
+        let line = self.line_at(file, start)?;
+        let reader = RangeReader::new(&self.spec, &file.path, start, end, line)?;
+        self.bytes_read.fetch_add(end - start, Ordering::Relaxed);
+        let batches = ChunkBatches {
+            reader,
+            spec: self.spec.clone(),
+            schema: self.schema.clone(),
+            types: self.types.clone(),
+            stem: file.stem.clone(),
+            rejected: Vec::new(),
+            counts: self.counts.clone(),
+            rejects: self.rejects.clone(),
+            done: false,
+            values: Vec::with_capacity(self.types.len()),
+        };
+        Ok(Box::pin(futures_util::stream::iter(batches)))
+    }
+
+    async fn sql_checksum(
+        &self,
+        _chunk: &Chunk,
+        _columns: &[String],
+    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
+        Ok(None)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> SourceCounts {
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .clone()
+    }
+}
+
+/// Where the first record (the header) ends in the raw bytes of `path`,
+/// and the line after it: found by the same scan that cuts ranges.
+fn header_end(d: Dialect, path: &Path, size: u64) -> Result<(u64, u64), EtlError> {
+    let mut f = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    let mut scanner = Scanner::new(d);
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut pos, mut lines) = (0u64, 1u64);
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            return Ok((size, lines));
+        }
+        let mut end = None;
+        scanner.scan(&buf[..n], |i| {
+            if end.is_none() {
+                end = Some(i);
+            }
+        });
+        if let Some(i) = end {
+            lines += buf[..=i].iter().filter(|b| **b == b'\n').count() as u64;
+            return Ok((pos + i as u64 + 1, lines));
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        pos += n as u64;
+    }
+}
+
+/// Decoded records of `[start, end)` of one file.
+struct RangeReader {
+    path: PathBuf,
+    file: File,
+    left: u64,
+    decoder: Decoder,
+    replace_invalid: bool,
+    /// Decoded text not parsed yet, from `at`.
+    text: String,
+    at: usize,
+    eof: bool,
+    parser: Parser,
+    buf: Vec<u8>,
+    replaced: u64,
+}
+
+impl RangeReader {
+    fn new(spec: &CsvSpec, path: &Path, start: u64, end: u64, line: u64) -> Result<Self, EtlError> {
+        let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+        file.seek(SeekFrom::Start(start))
+            .map_err(io(format!("reading {}", path.display())))?;
+        // A BOM is only honoured at the start of the file.
+        let decoder = if start == 0 {
+            spec.encoding.new_decoder_with_bom_removal()
+        } else {
+            spec.encoding.new_decoder_without_bom_handling()
+        };
+        Ok(RangeReader {
+            path: path.to_path_buf(),
+            file,
+            left: end - start,
+            decoder,
+            replace_invalid: spec.replace_invalid,
+            text: String::new(),
+            at: 0,
+            eof: false,
+            parser: Parser::new(spec.dialect, line),
+            buf: vec![0u8; BLOCK],
+            replaced: 0,
+        })
+    }
+
+    /// Reads and decodes the next block; false at the end of the range.
+    fn fill(&mut self) -> Result<bool, EtlError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let want = self.left.min(BLOCK as u64) as usize;
+        let n = if want == 0 {
+            0
+        } else {
+            self.file
+                .read(&mut self.buf[..want])
+                .map_err(io(format!("reading {}", self.path.display())))?
+        };
+        self.left -= n as u64;
+        let last = n == 0 || self.left == 0;
+        if self.at > 0 {
+            self.text.drain(..self.at);
+            self.at = 0;
+        }
+        let mut input = &self.buf[..n];
+        loop {
+            self.text.reserve(
+                self.decoder
+                    .max_utf8_buffer_length_without_replacement(input.len())
+                    .unwrap_or(input.len() * 3 + 16),
+            );
+            let (result, read) =
+                self.decoder
+                    .decode_to_string_without_replacement(input, &mut self.text, last);
+            input = &input[read..];
+            match result {
+                DecoderResult::InputEmpty => break,
+                DecoderResult::OutputFull => continue,
+                DecoderResult::Malformed(bad, _) => {
+                    if !self.replace_invalid {
+                        let line = self.parser.line()
+                            + self.text.bytes().filter(|b| *b == b'\n').count() as u64;
+                        return Err(EtlError::Schema(format!(
+                            "{}, line {line}: bytes that are not valid {} (after {:?}); set source.encoding to the file's code page, or on_invalid_text = \"replace\" to load them as U+FFFD",
+                            self.path.display(),
+                            self.decoder.encoding().name(),
+                            self.text.chars().rev().take(20).collect::<String>().chars().rev().collect::<String>()
+                        )));
+                    }
+                    let _ = bad;
+                    self.text.push('\u{FFFD}');
+                    self.replaced += 1;
+                }
+            }
+        }
+        if last {
+            self.eof = true;
+        }
+        Ok(n > 0 || !self.text.is_empty())
+    }
+
+    /// The next record and its raw text, or `None` at the end of the range.
+    fn next_record(&mut self) -> Result<Option<(Record, String)>, EtlError> {
+        loop {
+            let rest = &self.text[self.at..];
+            let (found, used) = self.parser.next(rest, self.eof);
+            match found {
+                Next::Record(r) => {
+                    let raw = rest[..used].to_string();
+                    self.at += used;
+                    return Ok(Some((r, raw)));
+                }
+                Next::Comment => self.at += used,
+                Next::NeedMore => {
+                    if self.eof {
+                        if self.at < self.text.len() {
+                            let line = self.parser.line();
+                            return Err(EtlError::Schema(format!(
+                                "{}, line {line}: a quoted field is not closed before the end of the file (or of the range planned); close the quote, or check source.quote",
+                                self.path.display()
+                            )));
+                        }
+                        return Ok(None);
+                    }
+                    self.fill()?;
+                }
+            }
+        }
+    }
+}
+
+/// The batches of one chunk.
+struct ChunkBatches {
+    reader: RangeReader,
+    spec: CsvSpec,
+    schema: SchemaRef,
+    types: Vec<ColType>,
+    stem: String,
+    rejected: Vec<(u64, String, String)>,
+    counts: Arc<Mutex<SourceCounts>>,
+    rejects: Arc<Mutex<Option<File>>>,
+    done: bool,
+    /// One row's values, reused.
+    values: Vec<Option<types::Value>>,
+}
+
+impl ChunkBatches {
+    fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
+        let mut builders: Vec<Builder> = self
+            .types
+            .iter()
+            .map(|t| Builder::new(*t, self.spec.batch_rows.min(65_536)))
+            .collect();
+        let mut rows = 0;
+        while rows < self.spec.batch_rows {
+            let Some((record, raw)) = self.reader.next_record()? else {
+                break;
+            };
+            match self.check(&record) {
+                Ok(()) => {}
+                Err(why) => {
+                    self.bad(record.line, why, raw)?;
+                    continue;
+                }
+            }
+            // Every value of the row is read before any is appended: a bad
+            // value leaves the batch as it was.
+            self.values.clear();
+            let mut failed = None;
+            for (i, (f, t)) in record.fields.iter().zip(&self.types).enumerate() {
+                if !f.quoted && f.text == self.spec.null {
+                    self.values.push(None);
+                    continue;
+                }
+                match types::parse(*t, &f.text) {
+                    Ok(v) => self.values.push(Some(v)),
+                    Err(why) => {
+                        failed = Some((i, why));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, why)) = failed {
+                let name = self.schema.field(i).name().clone();
+                let value: String = record.fields[i].text.chars().take(60).collect();
+                let reason = format!(
+                    "column {name:?}: {value:?} {why} ({} column; if it holds such values, set its type in [source.columns]: {:?} = \"text\")",
+                    self.types[i].name(),
+                    name
+                );
+                self.bad(record.line, reason, raw)?;
+                continue;
+            }
+            for ((b, v), f) in builders.iter_mut().zip(&self.values).zip(&record.fields) {
+                match v {
+                    None => b.null(),
+                    Some(v) => b.append(*v, &f.text),
+                }
+            }
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        let arrays = builders.iter_mut().map(Builder::finish).collect();
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map(Some)
+            .map_err(|e| EtlError::Bug(format!("a CSV batch does not fit its schema: {e}")))
+    }
+
+    fn check(&self, record: &Record) -> Result<(), String> {
+        let (got, want) = (record.fields.len(), self.types.len());
+        if got != want {
+            return Err(format!(
+                "{got} field{} where the header has {want}",
+                if got == 1 { "" } else { "s" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// A line that does not parse: the chunk's error, or kept aside.
+    fn bad(&mut self, line: u64, why: String, raw: String) -> Result<(), EtlError> {
+        match self.spec.on_bad_line {
+            OnBadLine::Fail => Err(EtlError::Schema(format!(
+                "{}, line {line}: {why}; fix the line, or set on_bad_line = \"skip\" to keep such lines in a reject file",
+                self.reader.path.display()
+            ))),
+            OnBadLine::Skip => {
+                self.rejected.push((line, why, raw));
+                Ok(())
+            }
+        }
+    }
+
+    /// At the end of the chunk: its rejected lines to the reject file.
+    fn finish(&mut self) -> Result<(), EtlError> {
+        let replaced = self.reader.replaced;
+        if self.rejected.is_empty() && replaced == 0 {
+            return Ok(());
+        }
+        let mut counts = self.counts.lock().expect("no panic while holding the lock");
+        if replaced > 0 {
+            counts.values_changed += replaced;
+            counts.lines.push(format!(
+                "replaced {replaced} invalid byte sequences in {} with U+FFFD",
+                self.stem
+            ));
+        }
+        if self.rejected.is_empty() {
+            return Ok(());
+        }
+        let mut out = self
+            .rejects
+            .lock()
+            .expect("no panic while holding the lock");
+        let path = &self.spec.rejects;
+        if out.is_none() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            }
+            let new = !path.exists();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io(format!("opening reject file {}", path.display())))?;
+            if new {
+                std::io::Write::write_all(&mut f, b"file,line,reason,text\n")
+                    .map_err(io(format!("writing {}", path.display())))?;
+            }
+            *out = Some(f);
+        }
+        let f = out.as_mut().expect("opened above");
+        let mut text = String::new();
+        for (line, why, raw) in &self.rejected {
+            text.push_str(&format!(
+                "{},{line},{},{}\n",
+                csv_field(&self.reader.path.display().to_string()),
+                csv_field(why),
+                csv_field(raw.trim_end_matches(['\n', '\r']))
+            ));
+        }
+        std::io::Write::write_all(f, text.as_bytes())
+            .map_err(io(format!("writing {}", path.display())))?;
+        counts.rows_rejected += self.rejected.len() as u64;
+        counts.lines.push(format!(
+            "left out {} bad line{} of {} (see {})",
+            self.rejected.len(),
+            if self.rejected.len() == 1 { "" } else { "s" },
+            self.stem,
+            path.display()
+        ));
+        self.rejected.clear();
+        Ok(())
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Iterator for ChunkBatches {
+    type Item = Result<RecordBatch, EtlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.batch() {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => {
+                self.done = true;
+                self.finish().err().map(Err)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

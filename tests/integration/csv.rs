@@ -1,0 +1,231 @@
+//! CSV files in: a CP949 export loaded exactly as `psql \copy ... ENCODING
+//! 'UHC'` loads it, bad lines failing their range or kept aside, and a big
+//! file cut into byte ranges that a killed run resumes exactly.
+
+use std::path::Path;
+
+use crate::odbc::fixtures;
+use crate::support::{fingerprint, psql, spawn_etl, wait_for_line, TestDb};
+
+fn pipeline(db: &TestDb, source_extra: &str, chunks_extra: &str) -> String {
+    let text = format!(
+        "name = \"csv\"\n[source]\ntype = \"csv\"\npath = \"data/*.csv\"\n{source_extra}\n\
+         [chunks]\nworkers = 2\nretries = 0\nfailed_csv = \"out/failed.csv\"\n{chunks_extra}\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{{file}}\"\ncreate_table = true\n"
+    );
+    db.pipeline("csv.toml", &text).to_str().unwrap().to_string()
+}
+
+fn write(db: &TestDb, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = db.dir.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `\copy` of `file` into a table shaped like `like`, as the runbooks do it.
+fn psql_copy(db: &TestDb, like: &str, table: &str, file: &Path, options: &str) {
+    psql(&db.dst, &format!("CREATE TABLE {table} (LIKE {like})"));
+    psql(
+        &db.dst,
+        &format!(
+            "\\copy {table} FROM '{}' WITH (FORMAT csv, {options})",
+            file.display()
+        ),
+    );
+}
+
+#[test]
+fn a_cp949_export_loads_exactly_as_psql_copy_loads_it() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given a CP949 file with Korean headers, quoted commas and newlines,
+    // quoted empty strings beside unquoted empty fields, codes with
+    // leading zeros and values with spaces around them
+    let db = TestDb::new("csv_cp949");
+    let korean = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
+    let lines: Vec<&str> = korean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut text = String::from("번호,이름,우편번호,금액,메모,등록일\n");
+    for (i, line) in lines.iter().enumerate() {
+        let memo = format!("{line}, {}\n{line}", i);
+        let name = if i % 3 == 0 {
+            "\"\"".to_string()
+        } else if i % 3 == 1 {
+            String::new()
+        } else {
+            format!("  {}  ", &line.chars().take(4).collect::<String>())
+        };
+        text.push_str(&format!(
+            "{},{name},{:05},{}.{:02},\"{}\",2025-06-{:02}\n",
+            i + 1,
+            (i * 977) % 100_000,
+            i * 13,
+            i % 100,
+            memo.replace('"', "\"\""),
+            i % 28 + 1
+        ));
+    }
+    let (bytes, _, unmappable) = encoding_rs::EUC_KR.encode(&text);
+    assert!(!unmappable, "the fixture's text is all in CP949");
+    let file = write(&db, "orders.csv", &bytes);
+    let p = pipeline(&db, "encoding = \"cp949\"", "");
+
+    // When etl plans and loads it, and psql \copy loads it too
+    let plan = db.etl(&["plan", &p]);
+    let run = db.etl(&["run", &p]);
+
+    // Then the plan shows the inferred types (codes stay text) and the two
+    // tables are equal row for row
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for column in [
+        "번호 bigint inferred",
+        "우편번호 text inferred",
+        "금액 numeric(38,2) inferred",
+        "등록일 date inferred",
+    ] {
+        assert!(plan.stdout.contains(column), "{column}: {plan:?}");
+    }
+    assert_eq!(run.code, 0, "{run:?}");
+    psql_copy(
+        &db,
+        "orders",
+        "copied",
+        &file,
+        "HEADER true, ENCODING 'UHC'",
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "orders", "\"번호\""),
+        fingerprint(&db.dst, "copied", "\"번호\"")
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE \"이름\" IS NULL) || ' ' || count(*) FILTER (WHERE \"이름\" = '') || ' ' || min(\"우편번호\") FROM orders"
+        ),
+        format!("{} {} 00000", (lines.len() + 1) / 3, lines.len().div_ceil(3))
+    );
+}
+
+/// 30 rows of (id, amount, note) with a line of two fields at line 6 and
+/// an amount that is not a number at line 21.
+fn bad_file(db: &TestDb) -> std::path::PathBuf {
+    let mut text = String::from("id,amount,note\n");
+    for i in 1..=30 {
+        match i {
+            5 => text.push_str("5,50\n"),
+            20 => text.push_str("20,12x,\"twenty\"\n"),
+            i => text.push_str(&format!("{i},{},n{i}\n", i * 10)),
+        }
+    }
+    write(db, "bad.csv", text.as_bytes())
+}
+
+#[test]
+fn bad_lines_fail_their_range_or_go_to_the_reject_file() {
+    // Given a file with a short line and a value that is not a bigint
+    let db = TestDb::new("csv_bad");
+    bad_file(&db);
+    let columns = "[source.columns]\namount = \"bigint\"";
+
+    // When loaded with on_bad_line = "fail" (the default), in ranges of 10 rows
+    let p = pipeline(&db, columns, "range_rows = 10");
+    let fail = db.etl(&["run", &p]);
+
+    // Then the two ranges holding them fail naming file, line and column;
+    // the third loads
+    assert_eq!(fail.code, 1, "{fail:?}");
+    assert!(fail.stdout.contains("1 done, 2 failed, of 3"), "{fail:?}");
+    assert!(
+        fail.stdout
+            .contains("bad.csv, line 6: 2 fields where the header has 3"),
+        "{fail:?}"
+    );
+    assert!(
+        fail.stdout
+            .contains("bad.csv, line 21: column \"amount\": \"12x\" is not a bigint"),
+        "{fail:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "10");
+    let failed = std::fs::read_to_string(db.dir.path().join("out/failed.csv")).unwrap();
+    assert_eq!(failed.lines().count(), 2, "{failed}");
+    assert!(failed.starts_with("bad,15,"), "{failed}");
+
+    // When the same file is loaded again with on_bad_line = "skip"
+    psql(&db.dst, "DROP TABLE bad; DELETE FROM etl.chunk_ledger");
+    let p = pipeline(
+        &db,
+        &format!("on_bad_line = \"skip\"\n{columns}"),
+        "range_rows = 10",
+    );
+    let skip = db.etl(&["run", &p]);
+
+    // Then every other row lands, the two lines are in the reject file with
+    // their line numbers and reasons, the summary counts them, exit 3
+    assert_eq!(skip.code, 3, "{skip:?}");
+    assert!(
+        skip.stdout.contains("left out 1 bad line of bad"),
+        "{skip:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*), sum(id) FROM bad"), "28|440");
+    let rejects = std::fs::read_to_string(db.dir.path().join("out/failed.rejects.csv")).unwrap();
+    let mut lines: Vec<&str> = rejects.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{rejects}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(",6,2 fields where the header has 3,\"5,50\"")),
+        "{rejects}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(",21,\"column \"\"amount\"\": \"\"12x\"\" is not a bigint")),
+        "{rejects}"
+    );
+}
+
+#[test]
+fn a_big_file_cut_into_ranges_resumes_exactly_after_a_kill() {
+    // Given 60,000 rows in ranges of 5,000, with quoted newlines inside
+    let db = TestDb::new("csv_resume");
+    let mut text = String::from("id,at,value,note\n");
+    for i in 0..60_000 {
+        text.push_str(&format!(
+            "{i},2025-06-01 {:02}:{:02}:{:02},{}.5,\"line {i}\nsecond, part\"\n",
+            i / 3600 % 24,
+            i / 60 % 60,
+            i % 60,
+            i % 1000
+        ));
+    }
+    let file = write(&db, "big.csv", text.as_bytes());
+    let p = pipeline(&db, "", "range_rows = 5000");
+
+    // When a run is killed after its third range, and run again
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", &p],
+        &[("ETL_TEST_PAUSE_AT", "commit:3")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM big"), "15000");
+    let again = db.etl(&["run", &p]);
+
+    // Then the ranges done are skipped and the table equals \copy's
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("9 done, 0 failed, of 9"), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("skipped      3 chunks done by an earlier run"),
+        "{again:?}"
+    );
+    psql_copy(&db, "big", "copied", &file, "HEADER true");
+    assert_eq!(
+        fingerprint(&db.dst, "big", "id"),
+        fingerprint(&db.dst, "copied", "id")
+    );
+}
