@@ -555,9 +555,9 @@ pub fn render(pipeline: &str, findings: &[Finding]) -> String {
     out
 }
 
-/// A Parquet sink: the nearest existing folder of its path is writable,
-/// and its file system has room for twice `estimate`.
-pub fn parquet_sink(place: &str, path: &str, estimate: Option<u64>) -> Vec<Finding> {
+/// A file sink (Parquet, CSV): the nearest existing folder of its path is
+/// writable, and its file system has room for twice `estimate`.
+pub fn file_sink(place: &str, path: &str, estimate: Option<u64>) -> Vec<Finding> {
     let fixed = path.split('{').next().unwrap_or("");
     let mut dir = std::path::Path::new(fixed);
     if !fixed.ends_with('/') {

@@ -86,7 +86,11 @@ pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
             }
             ValidatedSink::Parquet(spec) => {
                 let place = format!("sinks[{i}] parquet");
-                findings.extend(preflight::parquet_sink(&place, &spec.path, estimate));
+                findings.extend(preflight::file_sink(&place, &spec.path, estimate));
+            }
+            ValidatedSink::Csv(spec) => {
+                let place = format!("sinks[{i}] csv");
+                findings.extend(preflight::file_sink(&place, &spec.path, estimate));
             }
         }
     }

@@ -48,7 +48,12 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         }
         return migration::run(path, &pipeline, workers, restart, follow.is_some());
     }
-    if restart && matches!(pipeline.source, crate::config::validate::ValidatedSource::Csv(_)) {
+    if restart
+        && matches!(
+            pipeline.source,
+            crate::config::validate::ValidatedSource::Csv(_)
+        )
+    {
         anyhow::bail!(
             "--restart redoes chunks in place, but a CSV file's byte ranges leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\""
         );

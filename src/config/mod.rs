@@ -423,6 +423,30 @@ pub enum SinkConfig {
     Postgres(PostgresSinkConfig),
     /// Parquet files, one per chunk.
     Parquet(ParquetSinkConfig),
+    /// CSV files, one per chunk, as `COPY ... TO ... CSV` writes them.
+    Csv(CsvSinkConfig),
+}
+
+/// `[[sinks]]` with `type = "csv"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSinkConfig {
+    /// File of each chunk, with `{pipeline}`, `{key}`, `{start}`, `{end}`
+    /// as for Parquet.
+    #[serde(deserialize_with = "env::string")]
+    pub path: String,
+    /// A first line of column names. Default true.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// One ASCII character. Default `,`.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// How NULL is written. Default "" (an empty string is then written `""`).
+    #[serde(default)]
+    pub null: String,
+    /// The files' code page (any encoding_rs label, cp949). Default utf-8.
+    #[serde(default = "default_encoding", deserialize_with = "env::string")]
+    pub encoding: String,
 }
 
 /// `[[sinks]]` with `type = "parquet"`.

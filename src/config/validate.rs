@@ -140,6 +140,16 @@ pub struct Chunking {
 pub enum ValidatedSink {
     Postgres(PostgresSinkSpec),
     Parquet(ParquetSinkSpec),
+    Csv(CsvSinkSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct CsvSinkSpec {
+    pub path: String,
+    pub header: bool,
+    pub delimiter: u8,
+    pub null: String,
+    pub encoding: &'static encoding_rs::Encoding,
 }
 
 #[derive(Debug, Clone)]
@@ -581,7 +591,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     if !t.index.contains(k)
                         && !p.sinks.iter().all(|s| match s {
                             SinkConfig::Postgres(s) => s.table.contains("{key}"),
-                            SinkConfig::Parquet(_) => true,
+                            SinkConfig::Parquet(_) | SinkConfig::Csv(_) => true,
                         })
                     {
                         c.add(&key("index"), format!("chunks are per {k:?}, which is not in the index, so every sink table needs {{key}} (one wide table per key); or add {k:?} to index"));
@@ -589,7 +599,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 }
                 for (j, s) in p.sinks.iter().enumerate() {
                     match s {
-                        SinkConfig::Parquet(_) => {}
+                        SinkConfig::Parquet(_) | SinkConfig::Csv(_) => {}
                         SinkConfig::Postgres(s) => {
                             if s.primary_key.as_ref().is_some_and(|pk| *pk != t.index) {
                                 c.add(&format!("sinks[{j}].primary_key"), "a pivot's tables are keyed by the pivot's index; leave primary_key out");
@@ -623,19 +633,13 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
                     );
                 }
-                let key = format!("sinks[{i}].path");
-                let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
-                    .iter()
-                    .fold(s.path.clone(), |r, p| r.replace(p, ""));
-                if s.path.trim().is_empty() {
-                    c.add(&key, "is empty; name the file of each chunk, like \"staging/{key}/{start}.parquet\"");
-                } else if rest.contains('{') || rest.contains('}') {
-                    c.add(&key, format!("{:?} holds a placeholder other than {{pipeline}}, {{key}}, {{start}}, {{end}}", s.path));
-                } else if !s.path.contains("{start}") && !s.path.contains("{end}") {
-                    c.add(&key, format!("{:?} has no {{start}} or {{end}}, so every chunk would write the same file", s.path));
-                } else if ch.key_column.is_some() && !s.path.contains("{key}") {
-                    c.add(&key, format!("{:?} has no {{key}}, but chunks are per key_column: chunks of different keys would write the same file", s.path));
-                }
+                file_path(
+                    &mut c,
+                    i,
+                    &s.path,
+                    ch.key_column.is_some() || is_csv,
+                    "parquet",
+                );
                 if s.row_group_rows == 0 {
                     c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
                 }
@@ -644,6 +648,51 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     compression: s.compression,
                     row_group_rows: s.row_group_rows,
                 }));
+            }
+            SinkConfig::Csv(s) => {
+                if is_migration {
+                    c.add(
+                        &format!("sinks[{i}].type"),
+                        "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
+                    );
+                }
+                file_path(&mut c, i, &s.path, ch.key_column.is_some() || is_csv, "csv");
+                let key = |k: &str| format!("sinks[{i}].{k}");
+                let delimiter = match s.delimiter.as_bytes() {
+                    [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Some(*b),
+                    _ => {
+                        c.add(&key("delimiter"), format!("{:?} must be one ASCII character other than a quote or a line break", s.delimiter));
+                        None
+                    }
+                };
+                let encoding = match crate::source::encoding_for(&s.encoding) {
+                    Ok(e) if e.is_ascii_compatible() && e.output_encoding() == e => Some(e),
+                    Ok(_) => {
+                        c.add(&key("encoding"), format!("{:?} cannot be written here (UTF-16 and replacement are read-only in encoding_rs); use utf-8 or a legacy code page", s.encoding));
+                        None
+                    }
+                    Err(e) => {
+                        c.add(&key("encoding"), e);
+                        None
+                    }
+                };
+                if s.null.contains(['"', '\n', '\r'])
+                    || delimiter.is_some_and(|d| s.null.as_bytes().contains(&d))
+                {
+                    c.add(
+                        &key("null"),
+                        "must not hold a quote, a line break or the delimiter",
+                    );
+                }
+                if let (Some(delimiter), Some(encoding)) = (delimiter, encoding) {
+                    sinks.push(ValidatedSink::Csv(CsvSinkSpec {
+                        path: s.path,
+                        header: s.header,
+                        delimiter,
+                        null: s.null,
+                        encoding,
+                    }));
+                }
             }
             SinkConfig::Postgres(s) => {
                 let key = |k: &str| format!("sinks[{i}].{k}");
@@ -797,6 +846,39 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         },
         sinks,
     })
+}
+
+/// A file sink's `path`: placeholders only from the list, a file of its own
+/// for every chunk.
+fn file_path(c: &mut Collector<'_>, i: usize, path: &str, per_key: bool, ext: &str) {
+    let key = format!("sinks[{i}].path");
+    let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
+        .iter()
+        .fold(path.to_string(), |r, p| r.replace(p, ""));
+    if path.trim().is_empty() {
+        c.add(
+            &key,
+            format!(
+                "is empty; name the file of each chunk, like \"staging/{{key}}/{{start}}.{ext}\""
+            ),
+        );
+    } else if rest.contains('{') || rest.contains('}') {
+        c.add(
+            &key,
+            format!(
+                "{path:?} holds a placeholder other than {{pipeline}}, {{key}}, {{start}}, {{end}}"
+            ),
+        );
+    } else if !path.contains("{start}") && !path.contains("{end}") {
+        c.add(
+            &key,
+            format!(
+                "{path:?} has no {{start}} or {{end}}, so every chunk would write the same file"
+            ),
+        );
+    } else if per_key && !path.contains("{key}") {
+        c.add(&key, format!("{path:?} has no {{key}}, but chunks are per key (key_column, or a CSV source's files): chunks of different keys would write the same file"));
+    }
 }
 
 /// The TLS keys written beside a `url`.

@@ -246,7 +246,9 @@ impl Runner {
     pub fn truncates(&self) -> bool {
         self.pipeline.sinks.iter().any(|s| match s {
             crate::config::ValidatedSink::Postgres(p) => p.mode == crate::config::SinkMode::Replace,
-            crate::config::ValidatedSink::Parquet(_) => false,
+            crate::config::ValidatedSink::Parquet(_) | crate::config::ValidatedSink::Csv(_) => {
+                false
+            }
         })
     }
 

@@ -2,8 +2,8 @@
 //! commits it atomically: a writer dropped without commit leaves no trace.
 
 pub mod created;
+pub mod file;
 pub mod ledger;
-pub mod parquet;
 pub mod postgres;
 pub mod wide;
 
@@ -118,7 +118,8 @@ pub async fn build(
             Ok(Arc::new(postgres::PostgresSink::new(spec.clone(), context)))
         }
         ValidatedSink::Parquet(spec) => {
-            Ok(Arc::new(parquet::ParquetSink::new(spec.clone(), context)))
+            Ok(Arc::new(file::FileSink::parquet(spec.clone(), context)))
         }
+        ValidatedSink::Csv(spec) => Ok(Arc::new(file::FileSink::csv(spec.clone(), context))),
     }
 }

@@ -229,3 +229,89 @@ fn a_big_file_cut_into_ranges_resumes_exactly_after_a_kill() {
         fingerprint(&db.dst, "copied", "id")
     );
 }
+
+#[test]
+fn a_round_trip_through_cp949_csv_files_is_exact() {
+    // Given the fleet's readings with Korean text holding commas, quotes,
+    // newlines, empty strings and NULLs
+    let db = TestDb::new("csv_round");
+    db.load_timeseries(2, 20, 600);
+    psql(
+        &db.src,
+        "UPDATE tenant.tbl_data_timeseries SET str_v = CASE (long_v % 4) WHEN 0 THEN '' WHEN 1 THEN '똠방각하, \"펲시콜라\"' WHEN 2 THEN E'두 줄\\n메모' ELSE NULL END \
+         WHERE value_format = 'Integer' AND long_v % 3 = 0",
+    );
+    let out_csv = db.pipeline(
+        "out.toml",
+        "name = \"to-csv\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"tenant.tbl_data_timeseries\"\n\
+         [chunks]\ntime_column = \"created_time\"\ninterval = \"4h\"\nkey_column = \"ship_id\"\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"export/{key}_{start}.csv\"\nencoding = \"cp949\"\n",
+    );
+    let back = db.pipeline(
+        "back.toml",
+        "name = \"from-csv\"\n[source]\ntype = \"csv\"\npath = \"export/*.csv\"\nencoding = \"cp949\"\n\
+         [source.columns]\ncreated_time = \"timestamptz\"\nbool_v = \"boolean\"\nlong_v = \"bigint\"\ndouble_v = \"double precision\"\nstr_v = \"text\"\nvalue_format = \"text\"\n\
+         [chunks]\nrange_rows = 5000\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"tenant.tbl_data_timeseries\"\ncreate_table = true\n",
+    );
+
+    // When the readings go out to CP949 files, are verified, and come back in
+    let out = db.etl(&["run", out_csv.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let verify = db.etl(&["verify", out_csv.to_str().unwrap()]);
+    let back_run = db.etl(&["run", back.to_str().unwrap()]);
+
+    // Then the files are one per chunk, verify finds them equal, and the
+    // table loaded back equals the source row for row
+    let files = std::fs::read_dir(db.dir.path().join("export"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 6, "2 ships x 3 windows of 4 hours");
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.contains("6 equal, 0 differ"), "{verify:?}");
+    assert_eq!(back_run.code, 0, "{back_run:?}");
+    let order = "ship_id, created_time, data_channel_id";
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", order),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", order)
+    );
+
+    // And psql \copy reads a file the same way
+    let file = db.dir.path().join("export/IMO9900001_20250601T040000Z.csv");
+    psql(
+        &db.dst,
+        "CREATE TABLE copied (LIKE tenant.tbl_data_timeseries)",
+    );
+    psql(
+        &db.dst,
+        &format!(
+            "\\copy copied FROM '{}' WITH (FORMAT csv, HEADER true, ENCODING 'UHC')",
+            file.display()
+        ),
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "copied", order),
+        fingerprint(
+            &db.dst,
+            "(SELECT * FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900001' AND created_time >= '2025-06-01 04:00+00' AND created_time < '2025-06-01 08:00+00')",
+            order
+        )
+    );
+
+    // When a value holds a character CP949 lacks
+    psql(
+        &db.src,
+        "UPDATE tenant.tbl_data_timeseries SET str_v = '배 🚢' WHERE ship_id = 'IMO9900002' AND created_time = '2025-06-01 05:00+00' AND data_channel_id = 'ch_0019'",
+    );
+    let lacks = db.etl(&["run", "--restart", out_csv.to_str().unwrap()]);
+
+    // Then that chunk fails naming row and column; the others are written
+    assert_eq!(lacks.code, 1, "{lacks:?}");
+    assert!(lacks.stdout.contains("5 done, 1 failed, of 6"), "{lacks:?}");
+    assert!(
+        lacks
+            .stdout
+            .contains("column \"str_v\" holds '🚢' (U+1F6A2), which EUC-KR cannot write"),
+        "{lacks:?}"
+    );
+}

@@ -442,6 +442,63 @@ impl Source for CsvSource {
     }
 }
 
+/// A whole file in the given types, as the CSV sink wrote it (quote `"`,
+/// no comments), for reading it back.
+pub fn read_file(
+    path: &Path,
+    encoding: &'static Encoding,
+    header: bool,
+    delimiter: u8,
+    null: &str,
+    types: &[ColType],
+) -> Result<impl Iterator<Item = Result<RecordBatch, EtlError>>, EtlError> {
+    let spec = CsvSpec {
+        pattern: path.display().to_string(),
+        encoding,
+        replace_invalid: false,
+        header,
+        dialect: Dialect {
+            delimiter,
+            quote: b'"',
+            escape: b'"',
+            comment: None,
+        },
+        null: null.to_string(),
+        columns: Vec::new(),
+        on_bad_line: OnBadLine::Fail,
+        batch_rows: 65_536,
+        rejects: PathBuf::new(),
+    };
+    let size = std::fs::metadata(path)
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
+    let (start, line) = if header {
+        header_end(spec.dialect, path, size)?
+    } else {
+        (0, 1)
+    };
+    let reader = RangeReader::new(&spec, path, start, size, line)?;
+    let schema = Arc::new(Schema::new(
+        types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Field::new(format!("c{i}"), t.arrow(), true))
+            .collect::<Vec<_>>(),
+    ));
+    Ok(ChunkBatches {
+        reader,
+        spec,
+        schema,
+        types: types.to_vec(),
+        stem: path.display().to_string(),
+        rejected: Vec::new(),
+        counts: Arc::new(Mutex::new(SourceCounts::default())),
+        rejects: Arc::new(Mutex::new(None)),
+        done: false,
+        values: Vec::with_capacity(types.len()),
+    })
+}
+
 /// Where the first record (the header) ends in the raw bytes of `path`,
 /// and the line after it: found by the same scan that cuts ranges.
 fn header_end(d: Dialect, path: &Path, size: u64) -> Result<(u64, u64), EtlError> {

@@ -1,12 +1,16 @@
-//! Parquet sink: one file per chunk, for staging before a cut-over.
+//! File sinks: one file per chunk, Parquet (staging before a cut-over) or
+//! CSV ([`csv`]: exports in any code page, readable by `\copy` and by etl's
+//! CSV source).
 //!
 //! A chunk is written to a temporary file beside its target, fsynced, and
 //! renamed into place (then the directory is fsynced), so a reader never
 //! sees half a file and a crash leaves no partial one under the real name.
 //! The rename is the chunk's record: a chunk's file exists only once it is
-//! complete, and running the chunk again replaces it. The Arrow schema
-//! (time zones, decimal precision, lists, the UUID extension) is stored in
-//! the file, so it reads back as it was written.
+//! complete, and running the chunk again replaces it. A Parquet file stores
+//! the Arrow schema (time zones, decimal precision, lists, the UUID
+//! extension), so it reads back as it was written.
+
+pub mod csv;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -20,34 +24,57 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
-use crate::config::validate::ParquetSinkSpec;
+use crate::config::validate::{CsvSinkSpec, ParquetSinkSpec};
 use crate::config::ParquetCompression;
 use crate::error::EtlError;
 use crate::plan::Chunk;
 
-pub struct ParquetSink {
-    spec: ParquetSinkSpec,
+/// What a file sink writes.
+#[derive(Debug, Clone)]
+pub enum Format {
+    Parquet(ParquetSinkSpec),
+    Csv(CsvSinkSpec),
+}
+
+pub struct FileSink {
+    /// The file of each chunk, with placeholders.
+    path: String,
+    format: Format,
     ctx: Arc<SinkContext>,
 }
 
-impl ParquetSink {
-    pub fn new(spec: ParquetSinkSpec, ctx: Arc<SinkContext>) -> Self {
-        ParquetSink { spec, ctx }
+impl FileSink {
+    pub fn parquet(spec: ParquetSinkSpec, ctx: Arc<SinkContext>) -> Self {
+        FileSink {
+            path: spec.path.clone(),
+            format: Format::Parquet(spec),
+            ctx,
+        }
+    }
+
+    pub fn csv(spec: CsvSinkSpec, ctx: Arc<SinkContext>) -> Self {
+        FileSink {
+            path: spec.path.clone(),
+            format: Format::Csv(spec),
+            ctx,
+        }
     }
 
     fn path_for(&self, chunk: &Chunk) -> PathBuf {
-        PathBuf::from(render_path(&self.spec.path, &self.ctx.pipeline, chunk))
+        PathBuf::from(render_path(&self.path, &self.ctx.pipeline, chunk))
     }
+}
 
-    fn properties(&self) -> WriterProperties {
-        let compression = match self.spec.compression {
+fn properties(spec: &ParquetSinkSpec) -> WriterProperties {
+    {
+        let compression = match spec.compression {
             ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
             ParquetCompression::Snappy => Compression::SNAPPY,
             ParquetCompression::None => Compression::UNCOMPRESSED,
         };
         WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(self.spec.row_group_rows))
+            .set_max_row_group_row_count(Some(spec.row_group_rows))
             .set_created_by(format!("etl {}", env!("CARGO_PKG_VERSION")))
             .build()
     }
@@ -111,7 +138,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
 }
 
 #[async_trait]
-impl Sink for ParquetSink {
+impl Sink for FileSink {
     async fn describe(
         &self,
         chunks: &[Chunk],
@@ -121,12 +148,29 @@ impl Sink for ParquetSink {
             .first()
             .map(|c| self.path_for(c).display().to_string())
             .unwrap_or_default();
+        let what = match &self.format {
+            Format::Parquet(p) => format!(
+                "parquet files {} ({} chunk files, {:?} compression, row groups of {} rows)",
+                self.path,
+                chunks.len(),
+                p.compression,
+                p.row_group_rows
+            ),
+            Format::Csv(c) => {
+                csv::check_schema(&self.ctx.schema)?;
+                format!(
+                    "csv files {} ({} chunk files, {}, delimiter {:?}, NULL as {:?}{})",
+                    self.path,
+                    chunks.len(),
+                    c.encoding.name(),
+                    c.delimiter as char,
+                    c.null,
+                    if c.header { ", with a header" } else { "" }
+                )
+            }
+        };
         Ok(vec![format!(
-            "parquet files {} ({} chunk files, {:?} compression, row groups of {} rows){}",
-            self.spec.path,
-            chunks.len(),
-            self.spec.compression,
-            self.spec.row_group_rows,
+            "{what}{}",
             if first.is_empty() {
                 String::new()
             } else {
@@ -175,7 +219,10 @@ impl Sink for ParquetSink {
     }
 
     fn name(&self) -> String {
-        format!("parquet {}", self.spec.path)
+        match self.format {
+            Format::Parquet(_) => format!("parquet {}", self.path),
+            Format::Csv(_) => format!("csv {}", self.path),
+        }
     }
 
     async fn verify(
@@ -196,7 +243,15 @@ impl Sink for ParquetSink {
             expected.add(&batch?)?;
         }
         let path = self.path_for(chunk);
-        let target = if path.is_file() {
+        let target = if !path.is_file() {
+            None
+        } else if let Format::Csv(spec) = &self.format {
+            let mut sum = crate::verify::ArrowChecksum::new();
+            for batch in csv::read_back(spec, &path, &self.ctx.schema)? {
+                sum.add(&batch?)?;
+            }
+            Some(sum.finish())
+        } else {
             let file = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -214,8 +269,6 @@ impl Sink for ParquetSink {
                 sum.add(&batch)?;
             }
             Some(sum.finish())
-        } else {
-            None
         };
         Ok(crate::verify::Comparison {
             counts_only: false,
@@ -246,17 +299,26 @@ impl Sink for ParquetSink {
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-        let writer = ArrowWriter::try_new(file, self.ctx.schema.clone(), Some(self.properties()))
-            .map_err(|e| {
-            EtlError::Schema(format!(
-                "cannot write chunk {chunk} as Parquet to {}: {e}",
-                path.display()
-            ))
-        })?;
-        Ok(Some(Box::new(ParquetChunkWriter {
-            writer: Some(writer),
+        let encoder = match &self.format {
+            Format::Parquet(spec) => {
+                let writer =
+                    ArrowWriter::try_new(file, self.ctx.schema.clone(), Some(properties(spec)))
+                        .map_err(|e| {
+                            EtlError::Schema(format!(
+                                "cannot write chunk {chunk} as Parquet to {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                Encoder::Parquet(Box::new(writer), properties(spec))
+            }
+            Format::Csv(spec) => {
+                csv::check_schema(&self.ctx.schema)?;
+                Encoder::Csv(csv::CsvEncoder::new(spec.clone(), file, path.clone()))
+            }
+        };
+        Ok(Some(Box::new(FileChunkWriter {
+            encoder: Some(encoder),
             schema: self.ctx.schema.clone(),
-            properties: self.properties(),
             tmp,
             path,
             dir,
@@ -265,12 +327,16 @@ impl Sink for ParquetSink {
     }
 }
 
-struct ParquetChunkWriter {
-    writer: Option<ArrowWriter<File>>,
-    /// The file's columns, and what it takes to start it over with a
-    /// pivot chunk's own.
+/// A chunk's file as it is written.
+enum Encoder {
+    Parquet(Box<ArrowWriter<File>>, WriterProperties),
+    Csv(csv::CsvEncoder),
+}
+
+struct FileChunkWriter {
+    encoder: Option<Encoder>,
+    /// The file's columns (a pivot's chunk starts the file over with its own).
     schema: arrow::datatypes::SchemaRef,
-    properties: WriterProperties,
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
@@ -278,52 +344,62 @@ struct ParquetChunkWriter {
 }
 
 /// A writer dropped without commit removes its temporary file.
-impl Drop for ParquetChunkWriter {
+impl Drop for FileChunkWriter {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if self.encoder.is_some() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
 
 #[async_trait]
-impl ChunkWriter for ParquetChunkWriter {
+impl ChunkWriter for FileChunkWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
         // A pivot's chunks each have their own columns (its channels): the
         // file starts over with the first batch's schema.
         if self.rows == 0 && self.schema != batch.schema() {
             self.schema = batch.schema();
-            let file =
-                File::create(&self.tmp).map_err(io(format!("creating {}", self.tmp.display())))?;
-            let writer = ArrowWriter::try_new(file, batch.schema(), Some(self.properties.clone()))
-                .map_err(|e| {
+            if let Some(Encoder::Parquet(_, properties)) = &self.encoder {
+                let properties = properties.clone();
+                let file = File::create(&self.tmp)
+                    .map_err(io(format!("creating {}", self.tmp.display())))?;
+                let writer = ArrowWriter::try_new(file, batch.schema(), Some(properties.clone()))
+                    .map_err(|e| {
                     EtlError::Schema(format!(
                         "cannot write {} as Parquet: {e}",
                         self.tmp.display()
                     ))
                 })?;
-            self.writer = Some(writer);
+                self.encoder = Some(Encoder::Parquet(Box::new(writer), properties));
+            }
         }
-        let writer = self
-            .writer
+        match self
+            .encoder
             .as_mut()
-            .expect("write is not called after commit");
-        writer.write(batch).map_err(|e| EtlError::Io {
-            context: format!("writing {}", self.tmp.display()),
-            source: std::io::Error::other(e),
-        })?;
+            .expect("write is not called after commit")
+        {
+            Encoder::Parquet(writer, _) => writer.write(batch).map_err(|e| EtlError::Io {
+                context: format!("writing {}", self.tmp.display()),
+                source: std::io::Error::other(e),
+            })?,
+            Encoder::Csv(c) => c.write(batch)?,
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
-        let writer = self.writer.take().expect("commit is called once");
+        let encoder = self.encoder.take().expect("commit is called once");
         let tmp = self.tmp.clone();
+        let schema = self.schema.clone();
         let finish = || -> Result<(), EtlError> {
-            let file = writer.into_inner().map_err(|e| EtlError::Io {
-                context: format!("finishing {}", tmp.display()),
-                source: std::io::Error::other(e),
-            })?;
+            let file = match encoder {
+                Encoder::Parquet(writer, _) => writer.into_inner().map_err(|e| EtlError::Io {
+                    context: format!("finishing {}", tmp.display()),
+                    source: std::io::Error::other(e),
+                })?,
+                Encoder::Csv(c) => c.finish(&schema)?,
+            };
             file.sync_all()
                 .map_err(io(format!("fsyncing {}", tmp.display())))?;
             std::fs::rename(&tmp, &self.path).map_err(io(format!(
