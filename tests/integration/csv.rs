@@ -315,3 +315,50 @@ fn a_round_trip_through_cp949_csv_files_is_exact() {
         "{lacks:?}"
     );
 }
+
+#[test]
+fn gzip_and_zstd_files_are_written_and_read_by_their_extension() {
+    // Given the readings written to gzip and zstd CSV files by two sinks
+    let db = TestDb::new("csv_compressed");
+    db.load_timeseries(2, 5, 300);
+    let out = db.pipeline(
+        "out.toml",
+        "name = \"to-files\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"tenant.tbl_data_timeseries\"\n\
+         [chunks]\ntime_column = \"created_time\"\ninterval = \"24h\"\nkey_column = \"ship_id\"\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"gz/{key}_{start}.csv.gz\"\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"zst/{key}_{start}.csv.zst\"\n",
+    );
+    let run = db.etl(&["run", out.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let gz = std::fs::read(db.dir.path().join("gz/IMO9900001_20250601T000000Z.csv.gz")).unwrap();
+    let zst = std::fs::read(db.dir.path().join("zst/IMO9900001_20250601T000000Z.csv.zst")).unwrap();
+    assert_eq!(gz[..2], [0x1f, 0x8b], "a gzip file");
+    assert_eq!(zst[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let verify = db.etl(&["verify", out.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+
+    // When each set is loaded back by the CSV source, in ranges of 100 rows
+    for (dir, table) in [("gz/*.csv.gz", "from_gz"), ("zst/*.csv.zst", "from_zst")] {
+        let back = db.pipeline(
+            "back.toml",
+            &format!(
+                "name = \"{table}\"\n[source]\ntype = \"csv\"\npath = \"{dir}\"\n\
+                 [source.columns]\ncreated_time = \"timestamptz\"\nbool_v = \"boolean\"\nlong_v = \"bigint\"\ndouble_v = \"double precision\"\nstr_v = \"text\"\n\
+                 [chunks]\nrange_rows = 100\n\
+                 [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{table}\"\ncreate_table = true\n"
+            ),
+        );
+        let plan = db.etl(&["plan", back.to_str().unwrap()]);
+        let loaded = db.etl(&["run", back.to_str().unwrap()]);
+
+        // Then each compressed file is one chunk, and the rows are the source's
+        assert!(plan.stdout.starts_with("Pipeline "), "{plan:?}");
+        assert!(plan.stdout.contains(": 2 chunks, 3,000 rows"), "{plan:?}");
+        assert_eq!(loaded.code, 0, "{loaded:?}");
+        let order = "ship_id, created_time, data_channel_id";
+        assert_eq!(
+            fingerprint(&db.dst, table, order),
+            fingerprint(&db.src, "tenant.tbl_data_timeseries", order)
+        );
+    }
+}

@@ -60,10 +60,55 @@ pub fn check_schema(schema: &SchemaRef) -> Result<(), EtlError> {
     )))
 }
 
+/// Where the bytes go: the file, or a compressor in front of it (by the
+/// file name's extension, `.gz` or `.zst`).
+enum Out {
+    Plain(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+}
+
+impl Out {
+    fn new(file: File, path: &Path) -> Result<Out, EtlError> {
+        use crate::source::csv::Compression;
+        let file = BufWriter::with_capacity(1 << 20, file);
+        Ok(match Compression::of(path) {
+            Compression::None => Out::Plain(file),
+            Compression::Gzip => Out::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::default(),
+            )),
+            Compression::Zstd => Out::Zstd(zstd::stream::write::Encoder::new(file, 3).map_err(
+                |e| EtlError::Io {
+                    context: format!("starting zstd for {}", path.display()),
+                    source: e,
+                },
+            )?),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Plain(w) => w.write_all(bytes),
+            Out::Gzip(w) => w.write_all(bytes),
+            Out::Zstd(w) => w.write_all(bytes),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<File> {
+        let buffered = match self {
+            Out::Plain(w) => w,
+            Out::Gzip(w) => w.finish()?,
+            Out::Zstd(w) => w.finish()?,
+        };
+        buffered.into_inner().map_err(|e| e.into_error())
+    }
+}
+
 /// One chunk's file as it is written.
 pub struct CsvEncoder {
     spec: CsvSinkSpec,
-    out: BufWriter<File>,
+    out: Out,
     path: PathBuf,
     header_done: bool,
     rows: u64,
@@ -72,16 +117,16 @@ pub struct CsvEncoder {
 }
 
 impl CsvEncoder {
-    pub fn new(spec: CsvSinkSpec, file: File, path: PathBuf) -> Self {
-        CsvEncoder {
+    pub fn new(spec: CsvSinkSpec, file: File, path: PathBuf) -> Result<Self, EtlError> {
+        Ok(CsvEncoder {
             spec,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: Out::new(file, &path)?,
             path,
             header_done: false,
             rows: 0,
             line: String::new(),
             field: String::new(),
-        }
+        })
     }
 
     fn header(&mut self, schema: &SchemaRef) -> Result<(), EtlError> {
@@ -204,9 +249,9 @@ impl CsvEncoder {
     pub fn finish(mut self, schema: &SchemaRef) -> Result<File, EtlError> {
         self.header(schema)?;
         let path = self.path.clone();
-        self.out.into_inner().map_err(|e| EtlError::Io {
+        self.out.finish().map_err(|e| EtlError::Io {
             context: format!("writing {}", path.display()),
-            source: e.into_error(),
+            source: e,
         })
     }
 }

@@ -313,7 +313,7 @@ impl Sink for FileSink {
             }
             Format::Csv(spec) => {
                 csv::check_schema(&self.ctx.schema)?;
-                Encoder::Csv(csv::CsvEncoder::new(spec.clone(), file, path.clone()))
+                Encoder::Csv(csv::CsvEncoder::new(spec.clone(), file, path.clone())?)
             }
         };
         Ok(Some(Box::new(FileChunkWriter {

@@ -40,6 +40,56 @@ const SAMPLE_ROWS: usize = 10_000;
 /// Bytes read from the file at a time.
 const BLOCK: usize = 1 << 20;
 
+/// How a file is compressed, by its name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn of(path: &Path) -> Compression {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("gz" | "gzip") => Compression::Gzip,
+            Some("zst" | "zstd") => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+}
+
+/// A file's stem without its compression and CSV extensions:
+/// `orders.csv.gz` -> `orders`.
+pub fn stem(path: &Path) -> String {
+    let mut p = path.to_path_buf();
+    if Compression::of(&p) != Compression::None {
+        p = p.with_extension("");
+    }
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The file's bytes, decompressed when its name says so.
+fn open_read(path: &Path) -> Result<Box<dyn Read + Send>, EtlError> {
+    let file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+    Ok(match Compression::of(path) {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        ))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(io(format!("reading {} as zstd", path.display())))?,
+        ),
+    })
+}
+
 /// What to do with a line that does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +124,8 @@ struct CsvFile {
     data_start: u64,
     data_line: u64,
     size: u64,
+    /// A compressed file is one chunk, read from its start.
+    compressed: bool,
 }
 
 pub struct CsvSource {
@@ -117,10 +169,8 @@ impl CsvSource {
         let mut header: Option<(PathBuf, Vec<String>)> = None;
         let mut sample: Vec<Vec<Option<String>>> = Vec::new();
         for path in paths {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = stem(&path);
+            let compressed = Compression::of(&path) != Compression::None;
             if let Some(other) = files.iter().find(|f: &&CsvFile| f.stem == stem) {
                 return Err(EtlError::Schema(format!(
                     "{} and {} have the same name {stem:?}, which names a file's chunks and its {{file}} table; rename one or narrow source.path",
@@ -134,6 +184,18 @@ impl CsvSource {
             let mut reader = RangeReader::new(spec, &path, 0, size, 1)?;
             let (data_start, data_line, names) = if spec.header {
                 match reader.next_record()? {
+                    // A compressed file is read from its start, header and all.
+                    Some((record, _)) if compressed => (
+                        0,
+                        1,
+                        Some(
+                            record
+                                .fields
+                                .into_iter()
+                                .map(|f| f.text)
+                                .collect::<Vec<_>>(),
+                        ),
+                    ),
                     Some((record, _)) => {
                         let (start, line) = header_end(spec.dialect, &path, size)?;
                         (
@@ -184,6 +246,7 @@ impl CsvSource {
                 data_start,
                 data_line,
                 size,
+                compressed,
             });
         }
         let header_names = match header {
@@ -336,6 +399,32 @@ impl Source for CsvSource {
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
         let mut plan = Plan::default();
         for file in &self.files {
+            if file.compressed {
+                // One chunk: the whole file, its records counted.
+                let mut f = open_read(&file.path)?;
+                let mut scanner = Scanner::new(self.spec.dialect);
+                let (mut rows, mut last) = (0u64, b'\n');
+                let mut buf = vec![0u8; BLOCK];
+                loop {
+                    let n = f
+                        .read(&mut buf)
+                        .map_err(io(format!("reading {}", file.path.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    scanner.scan(&buf[..n], |_| rows += 1);
+                    last = buf[n - 1];
+                }
+                rows += u64::from(last != b'\n');
+                rows = rows.saturating_sub(u64::from(self.spec.header));
+                if file.size > 0 {
+                    plan.chunks.push(PlannedChunk {
+                        chunk: Chunk::range(Some(file.stem.clone()), 0, file.size as i64),
+                        rows,
+                    });
+                }
+                continue;
+            }
             let mut f =
                 File::open(&file.path).map_err(io(format!("opening {}", file.path.display())))?;
             f.seek(SeekFrom::Start(file.data_start))
@@ -404,8 +493,18 @@ impl Source for CsvSource {
                 file.size
             )));
         }
+        if file.compressed && (start != 0 || end != file.size) {
+            return Err(EtlError::Schema(format!(
+                "chunk {chunk} is part of compressed file {}, which runs whole (bytes 0 to {}): the file changed since the plan; run etl plan again",
+                file.path.display(),
+                file.size
+            )));
+        }
         let line = self.line_at(file, start)?;
-        let reader = RangeReader::new(&self.spec, &file.path, start, end, line)?;
+        let mut reader = RangeReader::new(&self.spec, &file.path, start, end, line)?;
+        if file.compressed && self.spec.header {
+            reader.next_record()?;
+        }
         self.bytes_read.fetch_add(end - start, Ordering::Relaxed);
         let batches = ChunkBatches {
             reader,
@@ -472,12 +571,16 @@ pub fn read_file(
     let size = std::fs::metadata(path)
         .map_err(io(format!("reading {}", path.display())))?
         .len();
-    let (start, line) = if header {
+    let compressed = Compression::of(path) != Compression::None;
+    let (start, line) = if header && !compressed {
         header_end(spec.dialect, path, size)?
     } else {
         (0, 1)
     };
-    let reader = RangeReader::new(&spec, path, start, size, line)?;
+    let mut reader = RangeReader::new(&spec, path, start, size, line)?;
+    if header && compressed {
+        reader.next_record()?;
+    }
     let schema = Arc::new(Schema::new(
         types
             .iter()
@@ -531,7 +634,7 @@ fn header_end(d: Dialect, path: &Path, size: u64) -> Result<(u64, u64), EtlError
 /// Decoded records of `[start, end)` of one file.
 struct RangeReader {
     path: PathBuf,
-    file: File,
+    file: Box<dyn Read + Send>,
     left: u64,
     decoder: Decoder,
     replace_invalid: bool,
@@ -546,9 +649,17 @@ struct RangeReader {
 
 impl RangeReader {
     fn new(spec: &CsvSpec, path: &Path, start: u64, end: u64, line: u64) -> Result<Self, EtlError> {
-        let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
-        file.seek(SeekFrom::Start(start))
-            .map_err(io(format!("reading {}", path.display())))?;
+        // A compressed file is read whole, from its start, to its end.
+        let (file, left): (Box<dyn Read + Send>, u64) = if Compression::of(path)
+            != Compression::None
+        {
+            (open_read(path)?, u64::MAX)
+        } else {
+            let mut file = File::open(path).map_err(io(format!("opening {}", path.display())))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(io(format!("reading {}", path.display())))?;
+            (Box::new(file), end - start)
+        };
         // A BOM is only honoured at the start of the file.
         let decoder = if start == 0 {
             spec.encoding.new_decoder_with_bom_removal()
@@ -558,7 +669,7 @@ impl RangeReader {
         Ok(RangeReader {
             path: path.to_path_buf(),
             file,
-            left: end - start,
+            left,
             decoder,
             replace_invalid: spec.replace_invalid,
             text: String::new(),
