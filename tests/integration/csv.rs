@@ -331,7 +331,12 @@ fn gzip_and_zstd_files_are_written_and_read_by_their_extension() {
     let run = db.etl(&["run", out.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     let gz = std::fs::read(db.dir.path().join("gz/IMO9900001_20250601T000000Z.csv.gz")).unwrap();
-    let zst = std::fs::read(db.dir.path().join("zst/IMO9900001_20250601T000000Z.csv.zst")).unwrap();
+    let zst = std::fs::read(
+        db.dir
+            .path()
+            .join("zst/IMO9900001_20250601T000000Z.csv.zst"),
+    )
+    .unwrap();
     assert_eq!(gz[..2], [0x1f, 0x8b], "a gzip file");
     assert_eq!(zst[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
     let verify = db.etl(&["verify", out.to_str().unwrap()]);
