@@ -28,7 +28,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use encoding_rs::{Decoder, DecoderResult, Encoding};
 
-use self::parse::{Dialect, Next, Parser, Record, Scanner};
+use self::parse::{Dialect, Found, Parser, Record, Scanner};
 use self::types::{Builder, ColType};
 use super::{BatchStream, Source, SourceCounts};
 use crate::config::validate::Chunking;
@@ -645,6 +645,9 @@ struct RangeReader {
     parser: Parser,
     buf: Vec<u8>,
     replaced: u64,
+    /// The record read last, its buffers reused, and where its text is.
+    record: Record,
+    last: (usize, usize),
 }
 
 impl RangeReader {
@@ -678,6 +681,8 @@ impl RangeReader {
             parser: Parser::new(spec.dialect, line),
             buf: vec![0u8; BLOCK],
             replaced: 0,
+            record: Record::default(),
+            last: (0, 0),
         })
     }
 
@@ -739,17 +744,29 @@ impl RangeReader {
 
     /// The next record and its raw text, or `None` at the end of the range.
     fn next_record(&mut self) -> Result<Option<(Record, String)>, EtlError> {
+        Ok(self
+            .advance()?
+            .then(|| (self.record.clone(), self.raw().to_string())))
+    }
+
+    /// The text of the record [`RangeReader::advance`] read last.
+    fn raw(&self) -> &str {
+        &self.text[self.last.0..self.last.1]
+    }
+
+    /// Reads the next record into `self.record`; false at the end.
+    fn advance(&mut self) -> Result<bool, EtlError> {
         loop {
             let rest = &self.text[self.at..];
-            let (found, used) = self.parser.next(rest, self.eof);
+            let (found, used) = self.parser.next_into(rest, self.eof, &mut self.record);
             match found {
-                Next::Record(r) => {
-                    let raw = rest[..used].to_string();
+                Found::Record => {
+                    self.last = (self.at, self.at + used);
                     self.at += used;
-                    return Ok(Some((r, raw)));
+                    return Ok(true);
                 }
-                Next::Comment => self.at += used,
-                Next::NeedMore => {
+                Found::Comment => self.at += used,
+                Found::NeedMore => {
                     if self.eof {
                         if self.at < self.text.len() {
                             let line = self.parser.line();
@@ -758,7 +775,7 @@ impl RangeReader {
                                 self.path.display()
                             )));
                         }
-                        return Ok(None);
+                        return Ok(false);
                     }
                     self.fill()?;
                 }
@@ -791,51 +808,14 @@ impl ChunkBatches {
             .collect();
         let mut rows = 0;
         while rows < self.spec.batch_rows {
-            let Some((record, raw)) = self.reader.next_record()? else {
+            if !self.reader.advance()? {
                 break;
-            };
-            match self.check(&record) {
-                Ok(()) => {}
-                Err(why) => {
-                    self.bad(record.line, why, raw)?;
-                    continue;
-                }
             }
-            // Every value of the row is read before any is appended: a bad
-            // value leaves the batch as it was.
-            self.values.clear();
-            let mut failed = None;
-            for (i, (f, t)) in record.fields.iter().zip(&self.types).enumerate() {
-                if !f.quoted && f.text == self.spec.null {
-                    self.values.push(None);
-                    continue;
-                }
-                match types::parse(*t, &f.text) {
-                    Ok(v) => self.values.push(Some(v)),
-                    Err(why) => {
-                        failed = Some((i, why));
-                        break;
-                    }
-                }
-            }
-            if let Some((i, why)) = failed {
-                let name = self.schema.field(i).name().clone();
-                let value: String = record.fields[i].text.chars().take(60).collect();
-                let reason = format!(
-                    "column {name:?}: {value:?} {why} ({} column; if it holds such values, set its type in [source.columns]: {:?} = \"text\")",
-                    self.types[i].name(),
-                    name
-                );
-                self.bad(record.line, reason, raw)?;
-                continue;
-            }
-            for ((b, v), f) in builders.iter_mut().zip(&self.values).zip(&record.fields) {
-                match v {
-                    None => b.null(),
-                    Some(v) => b.append(*v, &f.text),
-                }
-            }
-            rows += 1;
+            // Taken out for the row (no copy), put back for the next.
+            let record = std::mem::take(&mut self.reader.record);
+            let added = self.add(&record, &mut builders);
+            self.reader.record = record;
+            rows += usize::from(added?);
         }
         if rows == 0 {
             return Ok(None);
@@ -844,6 +824,50 @@ impl ChunkBatches {
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map(Some)
             .map_err(|e| EtlError::Bug(format!("a CSV batch does not fit its schema: {e}")))
+    }
+
+    /// Adds one record to the builders; false when it was a bad line kept
+    /// aside (an error when bad lines fail).
+    fn add(&mut self, record: &Record, builders: &mut [Builder]) -> Result<bool, EtlError> {
+        if let Err(why) = self.check(record) {
+            self.bad(record.line, why)?;
+            return Ok(false);
+        }
+        // Every value of the row is read before any is appended: a bad
+        // value leaves the batch as it was.
+        self.values.clear();
+        let mut failed = None;
+        for (i, (f, t)) in record.fields.iter().zip(&self.types).enumerate() {
+            if !f.quoted && f.text == self.spec.null {
+                self.values.push(None);
+                continue;
+            }
+            match types::parse(*t, &f.text) {
+                Ok(v) => self.values.push(Some(v)),
+                Err(why) => {
+                    failed = Some((i, why));
+                    break;
+                }
+            }
+        }
+        if let Some((i, why)) = failed {
+            let name = self.schema.field(i).name().clone();
+            let value: String = record.fields[i].text.chars().take(60).collect();
+            let reason = format!(
+                "column {name:?}: {value:?} {why} ({} column; if it holds such values, set its type in [source.columns]: {:?} = \"text\")",
+                self.types[i].name(),
+                name
+            );
+            self.bad(record.line, reason)?;
+            return Ok(false);
+        }
+        for ((b, v), f) in builders.iter_mut().zip(&self.values).zip(&record.fields) {
+            match v {
+                None => b.null(),
+                Some(v) => b.append(*v, &f.text),
+            }
+        }
+        Ok(true)
     }
 
     fn check(&self, record: &Record) -> Result<(), String> {
@@ -858,13 +882,14 @@ impl ChunkBatches {
     }
 
     /// A line that does not parse: the chunk's error, or kept aside.
-    fn bad(&mut self, line: u64, why: String, raw: String) -> Result<(), EtlError> {
+    fn bad(&mut self, line: u64, why: String) -> Result<(), EtlError> {
         match self.spec.on_bad_line {
             OnBadLine::Fail => Err(EtlError::Schema(format!(
                 "{}, line {line}: {why}; fix the line, or set on_bad_line = \"skip\" to keep such lines in a reject file",
                 self.reader.path.display()
             ))),
             OnBadLine::Skip => {
+                let raw = self.reader.raw().to_string();
                 self.rejected.push((line, why, raw));
                 Ok(())
             }

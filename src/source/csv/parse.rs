@@ -67,6 +67,17 @@ impl Parser {
     /// how many bytes it used. `at_end`: no more text follows, so a record
     /// without its final newline is whole.
     pub fn next(&mut self, text: &str, at_end: bool) -> (Next, usize) {
+        let mut record = Record::default();
+        match self.next_into(text, at_end, &mut record) {
+            (Found::Record, n) => (Next::Record(record), n),
+            (Found::Comment, n) => (Next::Comment, n),
+            (Found::NeedMore, n) => (Next::NeedMore, n),
+        }
+    }
+
+    /// [`Parser::next`] into `record`, reusing its fields' buffers: no
+    /// allocation per record once the buffers have grown.
+    pub fn next_into(&mut self, text: &str, at_end: bool, record: &mut Record) -> (Found, usize) {
         let b = text.as_bytes();
         let d = self.d;
         if let Some(c) = d.comment {
@@ -74,15 +85,26 @@ impl Parser {
                 return match memchr(b'\n', b) {
                     Some(i) => {
                         self.line += 1;
-                        (Next::Comment, i + 1)
+                        (Found::Comment, i + 1)
                     }
-                    None if at_end => (Next::Comment, b.len()),
-                    None => (Next::NeedMore, 0),
+                    None if at_end => (Found::Comment, b.len()),
+                    None => (Found::NeedMore, 0),
                 };
             }
         }
-        let mut fields = Vec::new();
-        let mut field = Field::default();
+        let fields = &mut record.fields;
+        // Fields in use; those after it are buffers kept for later records.
+        let mut n = 0;
+        let start_field = |fields: &mut Vec<Field>, n: &mut usize| {
+            if *n == fields.len() {
+                fields.push(Field::default());
+            } else {
+                fields[*n].text.clear();
+                fields[*n].quoted = false;
+            }
+            *n += 1;
+        };
+        start_field(fields, &mut n);
         let mut in_quote = false;
         let mut newlines = 0u64;
         let mut i = 0;
@@ -93,20 +115,21 @@ impl Parser {
             if in_quote {
                 if c == d.escape {
                     match b.get(i + 1) {
-                        Some(&n) if n == d.quote || n == d.escape => {
-                            field.text.push_str(&text[run..i]);
-                            field.text.push(n as char);
+                        Some(&q) if q == d.quote || q == d.escape => {
+                            let f = &mut fields[n - 1];
+                            f.text.push_str(&text[run..i]);
+                            f.text.push(q as char);
                             i += 2;
                             run = i;
                             continue;
                         }
                         // Closing, or the first of a pair: the next input tells.
-                        None if !at_end => return (Next::NeedMore, 0),
+                        None if !at_end => return (Found::NeedMore, 0),
                         _ => {}
                     }
                 }
                 if c == d.quote {
-                    field.text.push_str(&text[run..i]);
+                    fields[n - 1].text.push_str(&text[run..i]);
                     in_quote = false;
                     i += 1;
                     run = i;
@@ -119,53 +142,56 @@ impl Parser {
                 continue;
             }
             if c == d.quote {
-                field.text.push_str(&text[run..i]);
-                field.quoted = true;
+                let f = &mut fields[n - 1];
+                f.text.push_str(&text[run..i]);
+                f.quoted = true;
                 in_quote = true;
                 i += 1;
                 run = i;
                 continue;
             }
             if c == d.delimiter {
-                field.text.push_str(&text[run..i]);
-                fields.push(std::mem::take(&mut field));
+                fields[n - 1].text.push_str(&text[run..i]);
+                start_field(fields, &mut n);
                 i += 1;
                 run = i;
                 continue;
             }
             if c == b'\n' || c == b'\r' {
                 let mut end = i;
-                field.text.push_str(&text[run..end]);
+                fields[n - 1].text.push_str(&text[run..end]);
                 if c == b'\r' {
                     if i + 1 == b.len() && !at_end {
-                        return (Next::NeedMore, 0);
+                        return (Found::NeedMore, 0);
                     }
                     if b.get(i + 1) == Some(&b'\n') {
                         end += 1;
                     }
                 }
-                fields.push(field);
-                let record = Record {
-                    fields,
-                    line: self.line,
-                };
+                fields.truncate(n);
+                record.line = self.line;
                 self.line += 1 + newlines;
-                return (Next::Record(record), end + 1);
+                return (Found::Record, end + 1);
             }
             i += 1;
         }
         if !at_end || in_quote || b.is_empty() {
-            return (Next::NeedMore, 0);
+            return (Found::NeedMore, 0);
         }
-        field.text.push_str(&text[run..]);
-        fields.push(field);
-        let record = Record {
-            fields,
-            line: self.line,
-        };
+        fields[n - 1].text.push_str(&text[run..]);
+        fields.truncate(n);
+        record.line = self.line;
         self.line += 1 + newlines;
-        (Next::Record(record), b.len())
+        (Found::Record, b.len())
     }
+}
+
+/// What [`Parser::next_into`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    Record,
+    NeedMore,
+    Comment,
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
