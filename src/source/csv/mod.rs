@@ -373,7 +373,7 @@ impl CsvSource {
             if n == 0 {
                 break;
             }
-            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            lines += newlines(&buf[..n]);
             left -= n as u64;
         }
         Ok(lines)
@@ -450,11 +450,10 @@ impl Source for CsvSource {
                         cuts.push((start, end, rows, start_line));
                         start = end;
                         rows = 0;
-                        start_line =
-                            line + buf[..=i].iter().filter(|b| **b == b'\n').count() as u64;
+                        start_line = line + newlines(&buf[..=i]);
                     }
                 });
-                line += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+                line += newlines(&buf[..n]);
                 last_byte = buf[n - 1];
                 pos += n as u64;
             }
@@ -623,10 +622,10 @@ fn header_end(d: Dialect, path: &Path, size: u64) -> Result<(u64, u64), EtlError
             }
         });
         if let Some(i) = end {
-            lines += buf[..=i].iter().filter(|b| **b == b'\n').count() as u64;
+            lines += newlines(&buf[..=i]);
             return Ok((pos + i as u64 + 1, lines));
         }
-        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        lines += newlines(&buf[..n]);
         pos += n as u64;
     }
 }
@@ -986,4 +985,9 @@ impl Iterator for ChunkBatches {
             }
         }
     }
+}
+
+/// The line feeds in `bytes`.
+fn newlines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }
