@@ -51,7 +51,7 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
     if restart
         && matches!(
             pipeline.source,
-            crate::config::validate::ValidatedSource::Csv(_)
+            crate::config::validate::ValidatedSource::Csv(ref s) if s.windows.is_none()
         )
     {
         anyhow::bail!(

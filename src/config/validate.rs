@@ -263,6 +263,14 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         _ => None,
     };
     let is_csv = matches!(p.source, SourceConfig::Csv(_));
+    // A CSV source with [chunks] time_column runs time windows (per key
+    // column when there is one) in place of byte ranges of its files.
+    let csv_windows = is_csv
+        && p.chunks
+            .as_ref()
+            .and_then(|c| c.time_column.as_deref())
+            .is_some_and(|t| !t.trim().is_empty());
+    let csv_ranges = is_csv && !csv_windows;
     let failed_csv = p
         .chunks
         .as_ref()
@@ -465,15 +473,14 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         if !p.transforms.is_empty() {
             c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
         }
-    } else if is_csv {
+    } else if is_csv && !csv_windows {
         for (k, set) in [
-            ("time_column", ch.time_column.is_some()),
             ("key_column", ch.key_column.is_some()),
             ("start", ch.start.is_some()),
             ("end", ch.end.is_some()),
         ] {
             if set {
-                c.add(&format!("chunks.{k}"), "a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); time windows on CSV are not supported yet: leave this out");
+                c.add(&format!("chunks.{k}"), "without [chunks] time_column a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); add time_column for time windows, or leave this out");
             }
         }
     } else if ch
@@ -637,7 +644,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     &mut c,
                     i,
                     &s.path,
-                    ch.key_column.is_some() || is_csv,
+                    ch.key_column.is_some() || csv_ranges,
                     "parquet",
                 );
                 if s.row_group_rows == 0 {
@@ -656,7 +663,13 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
                     );
                 }
-                file_path(&mut c, i, &s.path, ch.key_column.is_some() || is_csv, "csv");
+                file_path(
+                    &mut c,
+                    i,
+                    &s.path,
+                    ch.key_column.is_some() || csv_ranges,
+                    "csv",
+                );
                 let key = |k: &str| format!("sinks[{i}].{k}");
                 let delimiter = match s.delimiter.as_bytes() {
                     [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Some(*b),
@@ -709,8 +722,15 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     },
                 );
                 let mut table = TableTemplate(s.table.clone());
-                // A CSV source's chunks are keyed by file stem.
-                if is_csv {
+                // A CSV source's byte ranges are keyed by file stem; its
+                // time windows by the key column.
+                if csv_windows && s.table.contains("{file}") {
+                    c.add(
+                        &key("table"),
+                        "with [chunks] time_column a CSV source's chunks are time windows of all its files, keyed by key_column; use {key} with a key_column, or leave time_column out for {file}",
+                    );
+                }
+                if csv_ranges {
                     if s.table.contains("{key}") {
                         c.add(
                             &key("table"),
@@ -757,7 +777,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                         format!("{:?} holds a placeholder other than {{key}}", s.table),
                     );
                 }
-                if table.has_key() && ch.key_column.is_none() && !is_migration && !is_csv {
+                if table.has_key() && ch.key_column.is_none() && !is_migration && !csv_ranges {
                     c.add(&key("table"), "uses {key} but [chunks] has no key_column");
                 }
                 if let Some(pk) = &s.primary_key {
@@ -827,7 +847,19 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         name: p.name,
         checks,
         transforms,
-        source: source.expect("no problems means the source was valid"),
+        source: match source.expect("no problems means the source was valid") {
+            ValidatedSource::Csv(mut spec) if csv_windows => {
+                spec.windows = Some(crate::source::csv::windows::WindowSpec {
+                    time_column: ch.time_column.clone().unwrap_or_default(),
+                    key_column: ch.key_column.clone(),
+                    interval: interval.expect("no problems means the interval parsed"),
+                    start: start.flatten(),
+                    end: end.flatten(),
+                });
+                ValidatedSource::Csv(spec)
+            }
+            other => other,
+        },
         chunks: Chunking {
             time_column: ch.time_column.unwrap_or_default(),
             interval: interval.expect("no problems means the interval parsed"),

@@ -367,3 +367,173 @@ fn gzip_and_zstd_files_are_written_and_read_by_their_extension() {
         );
     }
 }
+
+/// Two files of (ship, at, value) over three days, hourly, ships
+/// interleaved; the second file holds more rows of the first day (out of
+/// order across files). `a.csv` has a NULL time on line 3 and, when
+/// `short`, a short line on line 101; when `bad_value`, line 101 has a
+/// value that is not a bigint. `+09` puts the first nine rows of
+/// `b.csv` on 31 May (UTC).
+fn window_files(db: &TestDb, short: bool, bad_value: bool) -> (u64, u64) {
+    let mut a = String::from("ship,at,value\n");
+    let mut b = String::from("ship,at,value\n");
+    let (mut rows, mut sum) = (0u64, 0u64);
+    a.push_str("s1,2025-06-01 00:00:00+00,1\n");
+    a.push_str("s2,,7\n");
+    rows += 1;
+    sum += 1;
+    for h in 1..72u64 {
+        for ship in ["s1", "s2"] {
+            if short && h == 49 && ship == "s2" {
+                a.push_str("s2,2025-06-03 01:00:00+00\n");
+                continue;
+            }
+            if bad_value && h == 49 && ship == "s2" {
+                a.push_str("s2,2025-06-03 01:00:00+00,12x\n");
+                continue;
+            }
+            a.push_str(&format!(
+                "{ship},2025-06-{:02} {:02}:00:00+00,{h}\n",
+                1 + h / 24,
+                h % 24
+            ));
+            rows += 1;
+            sum += h;
+        }
+    }
+    for h in 0..24u64 {
+        b.push_str(&format!("s2,2025-06-01 {h:02}:30:00+09,{}\n", 1000 + h));
+        rows += 1;
+        sum += 1000 + h;
+    }
+    write(db, "a.csv", a.as_bytes());
+    write(db, "b.csv", b.as_bytes());
+    (rows, sum)
+}
+
+fn window_pipeline(db: &TestDb, policy: &str) -> String {
+    let text = format!(
+        "name = \"csv_windows\"\n[source]\ntype = \"csv\"\npath = \"data/*.csv\"\non_bad_line = \"{policy}\"\n\
+         [source.columns]\nat = \"timestamptz\"\nvalue = \"bigint\"\n\
+         [chunks]\ntime_column = \"at\"\nkey_column = \"ship\"\ninterval = \"24h\"\nworkers = 2\nretries = 0\nfailed_csv = \"out/failed.csv\"\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.w_{{key}}\"\ncreate_table = true\nprimary_key = [\"ship\", \"at\"]\n"
+    );
+    db.pipeline("windows.toml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn time_windows_per_key_over_several_files_load_each_row_once() {
+    // Given two files whose rows of one day are spread over both, with a
+    // NULL time and a short line
+    let db = TestDb::new("csv_windows");
+    let (rows, sum) = window_files(&db, true, false);
+    let p = window_pipeline(&db, "skip");
+
+    // When planned and loaded in windows of a day per ship, bad lines skipped
+    let plan = db.etl(&["plan", &p]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let run = db.etl(&["run", &p]);
+
+    // Then there is one chunk per ship and day, every row lands once in its
+    // ship's table, the NULL time is reported as not loaded and the short
+    // line is rejected once, by the chunk of the line before it
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stdout.contains("7 done, 0 failed, of 7"), "{run:?}");
+    assert!(
+        run.stdout.contains("not loaded   1 rows outside"),
+        "{run:?}"
+    );
+    let loaded = psql(
+        &db.dst,
+        "SELECT count(*), sum(value) FROM (SELECT * FROM w_s1 UNION ALL SELECT * FROM w_s2) t",
+    );
+    assert_eq!(loaded, format!("{rows}|{sum}"));
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM w_s1 WHERE ship <> 's1'"),
+        "0"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("out/failed.rejects.csv")).unwrap();
+    assert_eq!(rejects.lines().count(), 2, "{rejects}");
+    assert!(
+        rejects.contains("a.csv,101,2 fields where the header has 3"),
+        "{rejects}"
+    );
+    let ledger = psql(
+        &db.dst,
+        "SELECT string_agg(chunk_key || ' ' || to_char(start_at AT TIME ZONE 'UTC', 'MM-DD'), ',' ORDER BY chunk_key, start_at) FROM etl.chunk_ledger WHERE status = 'done'",
+    );
+    assert_eq!(
+        ledger,
+        "s1 06-01,s1 06-02,s1 06-03,s2 05-31,s2 06-01,s2 06-02,s2 06-03"
+    );
+
+    // And --restart of one key redoes its windows in place, rows once (the
+    // short line is s1's to reject)
+    let again = db.etl(&["run", "--restart", "--key", "s2", &p]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.contains("4 done, 0 failed, of 4"), "{again:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*), sum(value) FROM (SELECT * FROM w_s1 UNION ALL SELECT * FROM w_s2) t"
+        ),
+        format!("{rows}|{sum}")
+    );
+}
+
+#[test]
+fn a_window_failed_on_a_bad_line_reruns_after_the_file_is_fixed() {
+    // Given the same files with a short line, bad lines failing
+    let db = TestDb::new("csv_windows_rerun");
+    window_files(&db, true, false);
+    let p = window_pipeline(&db, "fail");
+
+    // When run, then the line fails the plan before anything is written:
+    // fixed, its row could belong to any window
+    let run = db.etl(&["run", &p]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("a.csv, line 101: 2 fields where the header has 3; a time-window chunk cannot be found for it"),
+        "{run:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'w_%'"
+        ),
+        "0"
+    );
+
+    // Given a value that does not parse instead, in a row whose window is known
+    window_files(&db, false, true);
+    let run = db.etl(&["run", &p]);
+
+    // Then its window fails, naming file, line and column; the others load
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("6 done, 1 failed, of 7"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("a.csv, line 101: column \"value\": \"12x\" is not a bigint"),
+        "{run:?}"
+    );
+    let failed = std::fs::read_to_string(db.dir.path().join("out/failed.csv")).unwrap();
+    assert!(failed.contains("s2,2025-06-03"), "{failed}");
+
+    // When the line is fixed and the failed chunk rerun (a new process:
+    // it finds the window's spans again)
+    let (rows, sum) = window_files(&db, false, false);
+    let rerun = db.etl(&["rerun", &p, "out/failed.csv"]);
+
+    // Then the tables hold every row once
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    assert!(rerun.stdout.contains("1 done, 0 failed, of 1"), "{rerun:?}");
+    let loaded = psql(
+        &db.dst,
+        "SELECT count(*), sum(value) FROM (SELECT * FROM w_s1 UNION ALL SELECT * FROM w_s2) t",
+    );
+    assert_eq!(loaded, format!("{rows}|{sum}"));
+}

@@ -101,5 +101,6 @@ pub fn validate(s: CsvSourceConfig, failed_csv: &str) -> Result<CsvSpec, Vec<(St
         on_bad_line: s.on_bad_line,
         batch_rows: s.batch_rows,
         rejects,
+        windows: None,
     })
 }

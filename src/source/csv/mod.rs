@@ -6,6 +6,8 @@
 //! each a chunk on the workers with its row count, recorded in the ledger
 //! like every chunk: a killed load resumes, a failed range reruns. The
 //! chunk's key is the file's stem (`{file}` in the sink's table).
+//! With `[chunks] time_column` the chunks are time windows instead
+//! ([`windows`]).
 //!
 //! A line that does not parse (wrong number of fields, a value its type
 //! cannot read) fails its chunk with file, line and column, or with
@@ -15,8 +17,9 @@
 pub mod config;
 pub mod parse;
 pub mod types;
+pub mod windows;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -114,6 +117,8 @@ pub struct CsvSpec {
     pub batch_rows: usize,
     /// Where rejected lines go (`on_bad_line = "skip"`).
     pub rejects: PathBuf,
+    /// Time windows (`[chunks] time_column`) in place of byte ranges.
+    pub windows: Option<windows::WindowSpec>,
 }
 
 #[derive(Debug)]
@@ -140,6 +145,8 @@ pub struct CsvSource {
     bytes_read: Arc<AtomicU64>,
     counts: Arc<Mutex<SourceCounts>>,
     rejects: Arc<Mutex<Option<File>>>,
+    /// The spans of each window, from the last plan (or the first open).
+    windows: Mutex<Option<Arc<windows::WindowPlan>>>,
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
@@ -300,6 +307,7 @@ impl CsvSource {
             bytes_read: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(Mutex::new(SourceCounts::default())),
             rejects: Arc::new(Mutex::new(None)),
+            windows: Mutex::new(None),
         })
     }
 
@@ -346,6 +354,72 @@ impl CsvSource {
                         .join(", ")
                 ))
             })
+    }
+
+    /// The batches of a chunk read through `reader`.
+    fn batches(&self, reader: RangeReader, stem: String) -> ChunkBatches {
+        ChunkBatches {
+            reader,
+            spec: self.spec.clone(),
+            schema: self.schema.clone(),
+            types: self.types.clone(),
+            stem,
+            rejected: Vec::new(),
+            counts: self.counts.clone(),
+            rejects: self.rejects.clone(),
+            done: false,
+            values: Vec::with_capacity(self.types.len()),
+            window: None,
+        }
+    }
+
+    /// A time window: the spans the plan found for it, each record kept
+    /// when it is the window's (a rerun without a plan scans first).
+    fn open_window(&self, w: &windows::WindowSpec, chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        let planned = self
+            .windows
+            .lock()
+            .expect("no panic while holding the lock")
+            .clone();
+        let found = match planned {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(windows::scan(self, w, w.interval, w.start, w.end)?);
+                *self
+                    .windows
+                    .lock()
+                    .expect("no panic while holding the lock") = Some(p.clone());
+                p
+            }
+        };
+        let columns = windows::Columns::of(self, w)?;
+        let Some((spans, filter)) = windows::chunk_reads(&found, columns, chunk) else {
+            return Err(EtlError::Schema(format!(
+                "chunk {chunk} is not a window of {} in [chunks] time_column {:?} (its rows are gone, or the interval or start changed since it was planned); run etl plan again",
+                self.spec.pattern, w.time_column
+            )));
+        };
+        let mut spans: VecDeque<_> = spans
+            .into_iter()
+            .map(|s| {
+                let f = &self.files[s.file];
+                (s, f.path.clone(), f.compressed && self.spec.header)
+            })
+            .collect();
+        let (first, path, header) = spans.pop_front().expect("a planned window has a span");
+        let reader = span_reader(&self.spec, first, &path, header)?;
+        self.bytes_read.fetch_add(
+            first.end - first.start + spans.iter().map(|(s, ..)| s.end - s.start).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+        let mut batches = self.batches(reader, chunk.to_string());
+        batches.window = Some(WindowReads {
+            filter,
+            file: first.file,
+            spans,
+            replaced: 0,
+        });
+        Ok(Box::pin(futures_util::stream::iter(batches)))
     }
 
     /// The line at byte `at` of `file`: planned, or counted from the start.
@@ -397,6 +471,15 @@ impl Source for CsvSource {
     /// One scan of each file: a range ends at the record boundary after
     /// every `range_rows` records.
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        if let Some(w) = &self.spec.windows {
+            let found = windows::scan(self, w, chunking.interval, chunking.start, chunking.end)?;
+            let plan = windows::plan(&found);
+            *self
+                .windows
+                .lock()
+                .expect("no panic while holding the lock") = Some(Arc::new(found));
+            return Ok(plan);
+        }
         let mut plan = Plan::default();
         for file in &self.files {
             if file.compressed {
@@ -477,6 +560,9 @@ impl Source for CsvSource {
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        if let (Some(w), Unit::Time) = (&self.spec.windows, chunk.unit) {
+            return self.open_window(w, chunk);
+        }
         if chunk.unit != Unit::Key {
             return Err(EtlError::Schema(format!(
                 "chunk {chunk} is not a byte range of a CSV file; a CSV source runs ranges of its files"
@@ -505,18 +591,7 @@ impl Source for CsvSource {
             reader.next_record()?;
         }
         self.bytes_read.fetch_add(end - start, Ordering::Relaxed);
-        let batches = ChunkBatches {
-            reader,
-            spec: self.spec.clone(),
-            schema: self.schema.clone(),
-            types: self.types.clone(),
-            stem: file.stem.clone(),
-            rejected: Vec::new(),
-            counts: self.counts.clone(),
-            rejects: self.rejects.clone(),
-            done: false,
-            values: Vec::with_capacity(self.types.len()),
-        };
+        let batches = self.batches(reader, file.stem.clone());
         Ok(Box::pin(futures_util::stream::iter(batches)))
     }
 
@@ -566,6 +641,7 @@ pub fn read_file(
         on_bad_line: OnBadLine::Fail,
         batch_rows: 65_536,
         rejects: PathBuf::new(),
+        windows: None,
     };
     let size = std::fs::metadata(path)
         .map_err(io(format!("reading {}", path.display())))?
@@ -598,6 +674,7 @@ pub fn read_file(
         rejects: Arc::new(Mutex::new(None)),
         done: false,
         values: Vec::with_capacity(types.len()),
+        window: None,
     })
 }
 
@@ -790,15 +867,55 @@ struct ChunkBatches {
     schema: SchemaRef,
     types: Vec<ColType>,
     stem: String,
-    rejected: Vec<(u64, String, String)>,
+    /// (file, line, reason, text) of each line kept aside.
+    rejected: Vec<(String, u64, String, String)>,
     counts: Arc<Mutex<SourceCounts>>,
     rejects: Arc<Mutex<Option<File>>>,
     done: bool,
     /// One row's values, reused.
     values: Vec<Option<types::Value>>,
+    window: Option<WindowReads>,
+}
+
+/// A window chunk's spans still to read, and which records it keeps.
+struct WindowReads {
+    filter: windows::Filter,
+    /// The file of the span being read.
+    file: usize,
+    spans: VecDeque<(windows::Span, PathBuf, bool)>,
+    /// Invalid bytes replaced in spans read before this one.
+    replaced: u64,
+}
+
+/// A reader of one span (past a compressed file's header).
+fn span_reader(
+    spec: &CsvSpec,
+    span: windows::Span,
+    path: &Path,
+    header: bool,
+) -> Result<RangeReader, EtlError> {
+    let mut reader = RangeReader::new(spec, path, span.start, span.end, span.line)?;
+    if header {
+        reader.next_record()?;
+    }
+    Ok(reader)
 }
 
 impl ChunkBatches {
+    /// Moves a window chunk on to its next span; false after the last.
+    fn next_span(&mut self) -> Result<bool, EtlError> {
+        let Some(w) = &mut self.window else {
+            return Ok(false);
+        };
+        let Some((span, path, header)) = w.spans.pop_front() else {
+            return Ok(false);
+        };
+        w.replaced += self.reader.replaced;
+        w.file = span.file;
+        self.reader = span_reader(&self.spec, span, &path, header)?;
+        Ok(true)
+    }
+
     fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
         let mut builders: Vec<Builder> = self
             .types
@@ -808,7 +925,15 @@ impl ChunkBatches {
         let mut rows = 0;
         while rows < self.spec.batch_rows {
             if !self.reader.advance()? {
+                if self.next_span()? {
+                    continue;
+                }
                 break;
+            }
+            if let Some(w) = &self.window {
+                if !w.filter.keeps(w.file, &self.reader.record) {
+                    continue;
+                }
             }
             // Taken out for the row (no copy), put back for the next.
             let record = std::mem::take(&mut self.reader.record);
@@ -889,7 +1014,8 @@ impl ChunkBatches {
             ))),
             OnBadLine::Skip => {
                 let raw = self.reader.raw().to_string();
-                self.rejected.push((line, why, raw));
+                let file = self.reader.path.display().to_string();
+                self.rejected.push((file, line, why, raw));
                 Ok(())
             }
         }
@@ -897,7 +1023,7 @@ impl ChunkBatches {
 
     /// At the end of the chunk: its rejected lines to the reject file.
     fn finish(&mut self) -> Result<(), EtlError> {
-        let replaced = self.reader.replaced;
+        let replaced = self.reader.replaced + self.window.as_ref().map_or(0, |w| w.replaced);
         if self.rejected.is_empty() && replaced == 0 {
             return Ok(());
         }
@@ -935,10 +1061,10 @@ impl ChunkBatches {
         }
         let f = out.as_mut().expect("opened above");
         let mut text = String::new();
-        for (line, why, raw) in &self.rejected {
+        for (file, line, why, raw) in &self.rejected {
             text.push_str(&format!(
                 "{},{line},{},{}\n",
-                csv_field(&self.reader.path.display().to_string()),
+                csv_field(file),
                 csv_field(why),
                 csv_field(raw.trim_end_matches(['\n', '\r']))
             ));
