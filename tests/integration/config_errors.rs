@@ -104,7 +104,7 @@ fn unknown_sink_type_lists_the_types() {
     assert!(out.stderr.contains("line 13"), "{out:?}");
     assert!(
         out.stderr
-            .contains("unknown variant `postgress`, expected `postgres`"),
+            .contains("unknown variant `postgress`, expected one of `postgres`, `parquet`, `csv`"),
         "{out:?}"
     );
 }
