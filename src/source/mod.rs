@@ -2,6 +2,7 @@
 //! chunk runs, plans the chunks (windows that hold rows, with counts), and
 //! streams one chunk's rows as Arrow record batches, memory bounded by a batch.
 
+pub mod access;
 pub mod csv;
 pub mod odbc;
 pub mod parquet;

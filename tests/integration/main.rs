@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod config_errors;
 mod copy;
 mod csv;
