@@ -331,6 +331,9 @@ fn validate(path: &Path) -> anyhow::Result<Outcome> {
 /// (or one for its query). With `[chunks] time_column` an ODBC source runs
 /// through the chunk runner like every other source.
 fn is_migration(p: &ValidatedPipeline) -> bool {
-    matches!(p.source, config::validate::ValidatedSource::Odbc(_))
-        && p.chunks.time_column.is_empty()
+    match p.source {
+        config::validate::ValidatedSource::Odbc(_) => p.chunks.time_column.is_empty(),
+        config::validate::ValidatedSource::Access(_) => true,
+        _ => false,
+    }
 }

@@ -75,6 +75,30 @@ pub enum SourceConfig {
     Odbc(OdbcSourceConfig),
     /// CSV files, read as PostgreSQL's `COPY ... CSV` reads them.
     Csv(CsvSourceConfig),
+    /// An MS Access file read natively (jetdb): a whole-database migration.
+    Access(AccessSourceConfig),
+}
+
+/// `[source]` with `type = "access"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSourceConfig {
+    /// The `.mdb` or `.accdb` file.
+    #[serde(deserialize_with = "env::string")]
+    pub path: String,
+    /// `["*"]` (the default) for every user table, or a list.
+    #[serde(default = "every_table")]
+    pub tables: Vec<String>,
+    /// Tables left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Rows per batch. Default 10,000.
+    #[serde(default = "default_odbc_batch_rows")]
+    pub batch_rows: usize,
+}
+
+fn every_table() -> Vec<String> {
+    vec!["*".to_string()]
 }
 
 /// `[source]` with `type = "csv"`.

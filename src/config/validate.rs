@@ -86,6 +86,16 @@ pub enum ValidatedSource {
     },
     Odbc(OdbcSpec),
     Csv(crate::source::csv::CsvSpec),
+    Access(AccessSpec),
+}
+
+/// An Access file read natively, table by table.
+#[derive(Debug, Clone)]
+pub struct AccessSpec {
+    pub path: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub batch_rows: usize,
 }
 
 /// An ODBC source whose settings make sense (the driver is reached only
@@ -243,11 +253,13 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     // one chunk per table (or one for its query).
     let odbc_windows = matches!(&p.source, SourceConfig::Odbc(_))
         && p.chunks.as_ref().is_some_and(|c| c.time_column.is_some());
-    let is_migration = matches!(p.source, SourceConfig::Odbc(_)) && !odbc_windows;
+    let is_migration = (matches!(p.source, SourceConfig::Odbc(_)) && !odbc_windows)
+        || matches!(p.source, SourceConfig::Access(_));
     // Whether an ODBC migration reads whole tables (known even when the
     // source has problems of its own, so sink checks still run).
     let odbc_tables = match &p.source {
         SourceConfig::Odbc(o) if is_migration => Some(o.tables.is_some()),
+        SourceConfig::Access(_) => Some(true),
         _ => None,
     };
     // The one table a windowed ODBC source reads, for `{table}` in sinks.
@@ -369,6 +381,26 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                     readers: s.readers,
                 })
             })
+        }
+        SourceConfig::Access(s) => {
+            if s.path.trim().is_empty() {
+                c.add("source.path", "is empty; name the .mdb or .accdb file");
+            }
+            if s.tables.is_empty() || s.tables.iter().any(|t| t.trim().is_empty()) {
+                c.add(
+                    "source.tables",
+                    "must list table names, or be [\"*\"] for every user table",
+                );
+            }
+            if s.batch_rows == 0 {
+                c.add("source.batch_rows", "must be at least 1");
+            }
+            Some(ValidatedSource::Access(AccessSpec {
+                path: PathBuf::from(s.path),
+                include: s.tables,
+                exclude: s.exclude,
+                batch_rows: s.batch_rows,
+            }))
         }
         SourceConfig::Parquet(s) => {
             if s.path.trim().is_empty() {

@@ -1,4 +1,5 @@
-//! A migration: a whole ODBC database (or a list of tables, or a query)
+//! A migration: a whole ODBC database (or a list of tables, or a query),
+//! or an Access file read natively,
 //! moved into PostgreSQL as phases around the one chunk runner
 //! ([`crate::run::run_jobs`]), in this order, as `etl plan` shows them:
 //!
@@ -44,13 +45,15 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use tokio_postgres::Client;
 
-use crate::config::validate::{OdbcRelation, OdbcSpec, PostgresSinkSpec};
+use crate::config::validate::{AccessSpec, OdbcRelation, OdbcSpec, PostgresSinkSpec};
 use crate::config::{ValidatedPipeline, ValidatedSink};
 use crate::error::EtlError;
 use crate::plan::{Chunk, PlannedChunk};
 use crate::run::summary::{bytes, thousands};
 use crate::run::{block_on, RunOptions, Runner};
+use crate::source::access::AccessTable;
 use crate::source::odbc::{self, process, OdbcSource};
+use crate::source::Source;
 use crate::sql::TableName;
 use catalog::{ForeignKey, Keys};
 
@@ -76,17 +79,57 @@ impl Table {
     }
 }
 
-/// An ODBC source with its tables described and ordered, each with the
+/// Where a migration's tables come from.
+pub enum Origin {
+    Odbc(OdbcSpec),
+    /// An Access file read natively.
+    Access(AccessSpec),
+}
+
+/// One table's source.
+enum TableSource {
+    Odbc(Arc<OdbcSource>),
+    Access(Arc<AccessTable>),
+}
+
+impl TableSource {
+    /// The source's own count of the table's rows.
+    fn count(&self) -> Result<u64, EtlError> {
+        match self {
+            TableSource::Odbc(s) => s.count(),
+            TableSource::Access(t) => Ok(t.rows()),
+        }
+    }
+
+    fn read_stats(&self) -> process::ReadStats {
+        match self {
+            TableSource::Odbc(s) => s.read_stats(),
+            TableSource::Access(_) => process::ReadStats::default(),
+        }
+    }
+
+    /// The ODBC source, for what only it has (text key cuts).
+    fn odbc(&self) -> Result<&Arc<OdbcSource>, EtlError> {
+        match self {
+            TableSource::Odbc(s) => Ok(s),
+            TableSource::Access(_) => {
+                Err(EtlError::Bug("text key parts on an Access table".into()))
+            }
+        }
+    }
+}
+
+/// A source database with its tables described and ordered, each with the
 /// runner that loads it.
 pub struct Migration {
     pub pipeline: String,
-    pub spec: OdbcSpec,
+    pub origin: Origin,
     pub sink: PostgresSinkSpec,
     workers: usize,
     /// In load order, parents first.
     pub tables: Vec<Table>,
     /// Each table's source and runner, in the same order.
-    sources: Vec<Arc<OdbcSource>>,
+    sources: Vec<TableSource>,
     runners: Vec<Runner>,
     /// Tables in a foreign-key cycle (loaded last, in name order).
     pub cycle: Vec<String>,
@@ -97,19 +140,100 @@ pub struct Migration {
 impl Migration {
     /// Reads the source's catalog and describes every table; writes nothing.
     pub fn discover(p: &ValidatedPipeline) -> Result<Migration, EtlError> {
-        let crate::config::validate::ValidatedSource::Odbc(spec) = &p.source else {
-            return Err(EtlError::Bug(
-                "Migration::discover on a non-ODBC source".into(),
-            ));
-        };
         let sink = match p.sinks.as_slice() {
             [ValidatedSink::Postgres(s)] => s.clone(),
             _ => {
                 return Err(EtlError::Schema(
-                    "an ODBC source needs exactly one [[sinks]] of type postgres".into(),
+                    "a migration needs exactly one [[sinks]] of type postgres".into(),
                 ))
             }
         };
+        match &p.source {
+            crate::config::validate::ValidatedSource::Odbc(spec) => {
+                Self::discover_odbc(p, spec, sink)
+            }
+            crate::config::validate::ValidatedSource::Access(spec) => {
+                Self::discover_access(p, spec, sink)
+            }
+            _ => Err(EtlError::Bug(
+                "Migration::discover on a source that is not a database".into(),
+            )),
+        }
+    }
+
+    /// An Access file through jetdb: its tables, keys and relationships as
+    /// the file records them; each table one chunk.
+    fn discover_access(
+        p: &ValidatedPipeline,
+        spec: &AccessSpec,
+        sink: PostgresSinkSpec,
+    ) -> Result<Migration, EtlError> {
+        let path = &spec.path;
+        let all = crate::source::access::table_names(path)?;
+        let mut names: Vec<String> = if spec.include.iter().any(|t| t == "*") {
+            all.clone()
+        } else {
+            let missing: Vec<&String> = spec.include.iter().filter(|t| !all.contains(t)).collect();
+            if !missing.is_empty() {
+                return Err(EtlError::Schema(format!(
+                    "source.tables names {missing:?}, which {} does not have; its tables are: {all:?}",
+                    path.display()
+                )));
+            }
+            spec.include.clone()
+        };
+        names.retain(|t| !spec.exclude.contains(t));
+        if names.is_empty() {
+            return Err(EtlError::Schema(
+                "the file has no user tables left to load (check source.tables and source.exclude)"
+                    .into(),
+            ));
+        }
+        let catalog = crate::source::access::catalog(path, &names)?;
+        let (order, cycle) = catalog::load_order(&names, &catalog.foreign_keys);
+        let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
+        for name in order {
+            let target = sink.table.render(Some(&name)).map_err(|e| {
+                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
+            })?;
+            let table = Arc::new(AccessTable::open(path, &name, spec.batch_rows)?);
+            let keys = catalog.keys.get(&name).cloned().unwrap_or_default();
+            check_keys(&name, &table.schema(), &keys, &catalog.foreign_keys)?;
+            runners.push(Runner::with_source(
+                p.clone(),
+                table.clone(),
+                keys.identity.clone(),
+            )?);
+            described.push(Table {
+                range_key: None,
+                source: name,
+                target,
+                schema: table.schema(),
+                odbc_types: table.access_types.clone(),
+                keys,
+            });
+            sources.push(TableSource::Access(table));
+        }
+        Ok(Migration {
+            pipeline: p.name.clone(),
+            origin: Origin::Access(spec.clone()),
+            sink,
+            workers: p.chunks.workers,
+            tables: described,
+            sources,
+            runners,
+            cycle,
+            foreign_keys: catalog.foreign_keys,
+            keys_from: catalog.keys_from,
+        })
+    }
+
+    /// An ODBC source: the driver's catalog (MDBTools': `mdb-schema`).
+    fn discover_odbc(
+        p: &ValidatedPipeline,
+        spec: &OdbcSpec,
+        sink: PostgresSinkSpec,
+    ) -> Result<Migration, EtlError> {
         let spec = &odbc::prepare(spec);
         let encoding = spec.options.encoding;
         let connection = odbc::connect(&spec.connection_string)?;
@@ -259,7 +383,7 @@ impl Migration {
                 source.clone(),
                 keys.identity.clone(),
             )?);
-            sources.push(source);
+            sources.push(TableSource::Odbc(source));
             described.push(Table {
                 range_key,
                 source: name,
@@ -271,7 +395,7 @@ impl Migration {
         }
         Ok(Migration {
             pipeline: p.name.clone(),
-            spec: spec.clone(),
+            origin: Origin::Odbc(spec.clone()),
             sink,
             workers: p.chunks.workers,
             tables: described,
@@ -281,6 +405,14 @@ impl Migration {
             foreign_keys: catalog.foreign_keys,
             keys_from: catalog.keys_from,
         })
+    }
+
+    /// Reader processes per chunk (ODBC's `readers`; 1 otherwise).
+    fn readers(&self) -> usize {
+        match &self.origin {
+            Origin::Odbc(spec) => spec.readers,
+            Origin::Access(_) => 1,
+        }
     }
 
     fn table(&self, source: &str) -> Option<&Table> {
@@ -326,7 +458,7 @@ impl Migration {
                 .collect::<Vec<_>>()
                 .join(", "));
         }
-        let cuts = self.sources[i].cuts()?;
+        let cuts = self.sources[i].odbc()?.cuts()?;
         let mut parts = Vec::new();
         for (p, cut) in cuts.iter().enumerate() {
             parts.push(match p {
@@ -366,7 +498,7 @@ impl Migration {
                         .map_err(EtlError::pg("reading etl.phase_log"))?
                 }
             };
-            let source = &self.sources[i];
+            let source = self.sources[i].odbc()?;
             match kept.map(|json| serde_json::from_str::<Vec<String>>(&json)) {
                 Some(Ok(cuts)) => source.set_cuts(cuts),
                 Some(Err(e)) => {
@@ -390,23 +522,32 @@ impl Migration {
     /// Reads only.
     pub fn plan_lines(&self) -> Result<Vec<String>, EtlError> {
         let mut lines = Vec::new();
-        let o = &self.spec.options;
         lines.push("Phases: discover, create, data, constraints, sequences, verify".to_string());
-        lines.push(format!(
-            "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
-            o.encoding.name(),
-            self.spec.encoding_label,
-            if o.replace_invalid { "replaced with U+FFFD and counted" } else { "an error" },
-            thousands(o.batch_rows as u64),
-            bytes(o.batch_bytes as u64),
-            bytes(o.max_text_bytes as u64),
-            if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
-        ));
-        if catalog::is_mdbtools(&self.spec.connection_string) {
-            lines.push(format!(
-                "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
-                std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
-            ));
+        match &self.origin {
+            Origin::Odbc(spec) => {
+                let o = &spec.options;
+                lines.push(format!(
+                    "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
+                    o.encoding.name(),
+                    spec.encoding_label,
+                    if o.replace_invalid { "replaced with U+FFFD and counted" } else { "an error" },
+                    thousands(o.batch_rows as u64),
+                    bytes(o.batch_bytes as u64),
+                    bytes(o.max_text_bytes as u64),
+                    if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
+                ));
+                if catalog::is_mdbtools(&spec.connection_string) {
+                    lines.push(format!(
+                        "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
+                        std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
+                    ));
+                }
+            }
+            Origin::Access(spec) => lines.push(format!(
+                "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records",
+                spec.path.display(),
+                thousands(spec.batch_rows as u64)
+            )),
         }
         if !self.tables.iter().all(|t| t.source == "query") {
             lines.push(format!("Keys from: {}", self.keys_from));
@@ -478,8 +619,8 @@ impl Migration {
         lines.push(format!(
             "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",
             thousands(total),
-            self.workers.max(self.spec.readers),
-            if self.spec.readers > 1 { ", each read by a child process (readers > 1)" } else { "" }
+            self.workers.max(self.readers()),
+            if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
         ));
         lines.push("Constraints, once every chunk is done:".into());
         for (_, sql, _) in self.constraint_sql() {
@@ -580,7 +721,7 @@ impl Migration {
             .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
             .collect();
         let options = RunOptions {
-            workers: Some(workers.unwrap_or(self.workers.max(self.spec.readers))),
+            workers: Some(workers.unwrap_or(self.workers.max(self.readers()))),
             redo: redo || only.is_some(),
             ..Default::default()
         };

@@ -94,8 +94,10 @@ pub fn render(m: &Migration, r: &Report) -> String {
         bytes(r.run.bytes_written),
         thousands((r.run.rows as f64 / secs.max(1e-3)) as u64)
     );
-    for line in crate::source::odbc::count_lines(&r.read, &m.spec.options) {
-        let _ = writeln!(s, "  {line}");
+    if let super::Origin::Odbc(spec) = &m.origin {
+        for line in crate::source::odbc::count_lines(&r.read, &spec.options) {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     match &r.finish {
         None if r.run.failed.is_empty() => {

@@ -125,5 +125,8 @@ pub async fn build(
         )?)),
         ValidatedSource::Odbc(spec) => Ok(Arc::new(odbc::OdbcSource::build(spec, chunking)?)),
         ValidatedSource::Csv(spec) => Ok(Arc::new(csv::CsvSource::build(spec)?)),
+        ValidatedSource::Access(_) => Err(EtlError::Bug(
+            "an Access source is a migration: crate::migrate reads it table by table".into(),
+        )),
     }
 }

@@ -10,9 +10,10 @@
 //! table's header records. [`catalog`] reads keys, AutoNumber columns,
 //! indexes and enforced relationships for a migration.
 //!
-//! Not yet (issue 16): the whole-database migration on this source
-//! (`[source] type = "access"`), complex columns (multi-value, attachment)
-//! as child tables, relationship actions, an encoding override for Access 97.
+//! `[source] type = "access"` is a migration ([`crate::migrate`]) with one
+//! `AccessTable` per table. Not yet (issue 16): complex columns
+//! (multi-value, attachment) as child tables, relationship actions, an
+//! encoding override for Access 97, ranges of big tables.
 
 mod values;
 
