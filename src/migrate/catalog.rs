@@ -42,6 +42,28 @@ pub struct ForeignKey {
     pub columns: Vec<String>,
     pub parent: String,
     pub parent_columns: Vec<String>,
+    /// `ON UPDATE` / `ON DELETE` (what the source says; no action when it
+    /// does not).
+    pub on_update: Action,
+    pub on_delete: Action,
+}
+
+/// What a foreign key does to the child rows when its parent row changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    #[default]
+    NoAction,
+    Cascade,
+}
+
+impl Action {
+    /// The clause after `ON UPDATE` / `ON DELETE`, `None` for the default.
+    pub fn sql(self) -> Option<&'static str> {
+        match self {
+            Action::NoAction => None,
+            Action::Cascade => Some("CASCADE"),
+        }
+    }
 }
 
 /// Keys of every table and the foreign keys between them.
@@ -193,6 +215,8 @@ pub fn from_odbc(
                 columns,
                 parent,
                 parent_columns: cols.into_iter().map(|c| c.2).collect(),
+                on_update: Action::NoAction,
+                on_delete: Action::NoAction,
             });
         }
     }
@@ -283,6 +307,8 @@ pub fn parse_mdb_schema(text: &str) -> Catalog {
                         columns: child[2..].to_vec(),
                         parent: parent[0].clone(),
                         parent_columns: parent[1..].to_vec(),
+                        on_update: Action::NoAction,
+                        on_delete: Action::NoAction,
                     });
                 }
             }
@@ -395,6 +421,8 @@ ALTER TABLE `Order Details` ADD CONSTRAINT `Order Details_OrderID_fk` FOREIGN KE
                 columns: vec!["OrderID".into()],
                 parent: "Orders".into(),
                 parent_columns: vec!["OrderID".into()],
+                on_update: Action::NoAction,
+                on_delete: Action::NoAction,
             }]
         );
     }
@@ -407,6 +435,8 @@ ALTER TABLE `Order Details` ADD CONSTRAINT `Order Details_OrderID_fk` FOREIGN KE
             columns: vec!["x".into()],
             parent: p.into(),
             parent_columns: vec!["x".into()],
+            on_update: Action::NoAction,
+            on_delete: Action::NoAction,
         };
         let tables: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
         // a -> b -> c (c is the root parent); d <-> e is a cycle; a self-reference on c.

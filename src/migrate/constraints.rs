@@ -102,11 +102,13 @@ impl Migration {
                     fk.parent_columns.join(", ")
                 ),
                 format!(
-                    "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+                    "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}{}",
                     ident(&name),
                     columns(&fk.columns),
                     qualified(&parent.target),
-                    columns(&fk.parent_columns)
+                    columns(&fk.parent_columns),
+                    fk.on_update.sql().map(|a| format!(" ON UPDATE {a}")).unwrap_or_default(),
+                    fk.on_delete.sql().map(|a| format!(" ON DELETE {a}")).unwrap_or_default(),
                 ),
                 Some(format!(
                     "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {}",

@@ -283,6 +283,17 @@ fn the_native_route_migrates_the_samples_equal_to_the_mdbtools_route() {
             let fifteen = "SELECT DISTINCT \"Discount\"::text FROM \"Order Details\" WHERE \"Discount\" > 0.14 AND \"Discount\" < 0.16";
             assert_eq!(psql(&native.dst, fifteen), "0.15");
             assert_eq!(psql(&odbc.dst, fifteen), "0.15000001");
+            // And the cascade rules the file records (as mdb-schema prints
+            // them: Orders.CustomerID ON UPDATE CASCADE, Order
+            // Details.OrderID ON DELETE CASCADE), where MDBTools' route has none
+            let cascades = "SELECT string_agg(format('%s(%s) %s%s', conrelid::regclass, \
+                (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]), \
+                confupdtype, confdeltype), ',' ORDER BY conrelid::regclass::text) \
+                FROM pg_constraint WHERE contype = 'f' AND (confupdtype = 'c' OR confdeltype = 'c')";
+            assert_eq!(
+                psql(&native.dst, cascades),
+                "\"Order Details\"(OrderID) ac,\"Orders\"(CustomerID) ca"
+            );
         }
         // And the keys and enforced relationships exist, validated
         assert_eq!(

@@ -12,7 +12,7 @@
 //!
 //! `[source] type = "access"` is a migration ([`crate::migrate`]) with one
 //! `AccessTable` per table. Not yet (issue 16): complex columns
-//! (multi-value, attachment) as child tables, relationship actions, an
+//! (multi-value, attachment) as child tables, an
 //! encoding override for Access 97, ranges of big tables.
 
 mod values;
@@ -29,7 +29,7 @@ use jetdb::{ColumnType, PageReader, TableDef};
 use super::{BatchStream, Source, SourceCounts};
 use crate::config::validate::Chunking;
 use crate::error::EtlError;
-use crate::migrate::catalog::{Catalog, ForeignKey, Index, Keys};
+use crate::migrate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
 use crate::plan::{Chunk, Plan, PlannedChunk};
 
 pub use values::arrow_type;
@@ -125,9 +125,20 @@ pub fn catalog(path: &Path, tables: &[String]) -> Result<Catalog, EtlError> {
             columns: r.columns.iter().map(|c| c.from_column.clone()).collect(),
             parent: r.to_table.clone(),
             parent_columns: r.columns.iter().map(|c| c.to_column.clone()).collect(),
+            on_update: action(r.flags & jetdb::relationship_flags::CASCADE_UPDATE),
+            on_delete: action(r.flags & jetdb::relationship_flags::CASCADE_DELETE),
         });
     }
     Ok(out)
+}
+
+/// A relationship's cascade flag as the foreign key's action.
+fn action(flag: u32) -> Action {
+    if flag != 0 {
+        Action::Cascade
+    } else {
+        Action::NoAction
+    }
 }
 
 /// One table of an Access file.
