@@ -80,6 +80,52 @@ pub trait Source: Send + Sync {
     }
 }
 
+/// A chunk read a batch at a time by a file source, with a last step
+/// (counts, reject files) once its batches are done.
+pub trait BatchReader {
+    /// The next batch; `None` after the last.
+    fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError>;
+    /// After the last batch.
+    fn finish(&mut self) -> Result<(), EtlError>;
+}
+
+/// A [`BatchReader`] as the iterator behind a [`BatchStream`]: it ends
+/// after the first error, and runs `finish` once after the last batch.
+pub struct Batches<R> {
+    reader: R,
+    done: bool,
+}
+
+impl<R> Batches<R> {
+    pub fn new(reader: R) -> Self {
+        Batches {
+            reader,
+            done: false,
+        }
+    }
+}
+
+impl<R: BatchReader> Iterator for Batches<R> {
+    type Item = Result<RecordBatch, EtlError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.reader.batch() {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => {
+                self.done = true;
+                self.reader.finish().err().map(Err)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// What a source counted while reading, for the run's summary.
 #[derive(Debug, Clone, Default)]
 pub struct SourceCounts {

@@ -235,11 +235,12 @@ impl Source for AccessTable {
             batch_rows: self.batch_rows,
             position: Default::default(),
             read: 0,
-            done: false,
             nuls: 0,
             counts: self.counts.clone(),
         };
-        Ok(Box::pin(futures_util::stream::iter(batches)))
+        Ok(Box::pin(futures_util::stream::iter(
+            crate::source::Batches::new(batches),
+        )))
     }
 
     async fn sql_checksum(

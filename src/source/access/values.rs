@@ -281,9 +281,18 @@ pub struct Batches {
     pub batch_rows: usize,
     pub position: RowPosition,
     pub read: u64,
-    pub done: bool,
     pub nuls: u64,
     pub counts: Arc<Mutex<SourceCounts>>,
+}
+
+impl crate::source::BatchReader for Batches {
+    fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
+        Batches::batch(self)
+    }
+
+    fn finish(&mut self) -> Result<(), EtlError> {
+        Batches::finish(self)
+    }
 }
 
 impl Batches {
@@ -359,27 +368,6 @@ impl Batches {
             ));
         }
         Ok(())
-    }
-}
-
-impl Iterator for Batches {
-    type Item = Result<RecordBatch, EtlError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.batch() {
-            Ok(Some(b)) => Some(Ok(b)),
-            Ok(None) => {
-                self.done = true;
-                self.finish().err().map(Err)
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
     }
 }
 

@@ -369,7 +369,6 @@ impl CsvSource {
             rejected: Vec::new(),
             counts: self.counts.clone(),
             rejects: self.rejects.clone(),
-            done: false,
             values: Vec::with_capacity(self.types.len()),
             window: None,
         }
@@ -421,7 +420,9 @@ impl CsvSource {
             spans,
             replaced: 0,
         });
-        Ok(Box::pin(futures_util::stream::iter(batches)))
+        Ok(Box::pin(futures_util::stream::iter(super::Batches::new(
+            batches,
+        ))))
     }
 
     /// The line at byte `at` of `file`: planned, or counted from the start.
@@ -594,7 +595,9 @@ impl Source for CsvSource {
         }
         self.bytes_read.fetch_add(end - start, Ordering::Relaxed);
         let batches = self.batches(reader, file.stem.clone());
-        Ok(Box::pin(futures_util::stream::iter(batches)))
+        Ok(Box::pin(futures_util::stream::iter(super::Batches::new(
+            batches,
+        ))))
     }
 
     async fn sql_checksum(
@@ -665,7 +668,7 @@ pub fn read_file(
             .map(|(i, t)| Field::new(format!("c{i}"), t.arrow(), true))
             .collect::<Vec<_>>(),
     ));
-    Ok(ChunkBatches {
+    Ok(super::Batches::new(ChunkBatches {
         reader,
         spec,
         schema,
@@ -674,10 +677,9 @@ pub fn read_file(
         rejected: Vec::new(),
         counts: Arc::new(Mutex::new(SourceCounts::default())),
         rejects: Arc::new(Mutex::new(None)),
-        done: false,
         values: Vec::with_capacity(types.len()),
         window: None,
-    })
+    }))
 }
 
 /// Where the first record (the header) ends in the raw bytes of `path`,

@@ -189,7 +189,6 @@ pub(super) struct ChunkBatches {
     pub(super) rejected: Vec<(String, u64, String, String)>,
     pub(super) counts: Arc<Mutex<SourceCounts>>,
     pub(super) rejects: Arc<Mutex<Option<File>>>,
-    pub(super) done: bool,
     /// One row's values, reused.
     pub(super) values: Vec<Option<types::Value>>,
     pub(super) window: Option<WindowReads>,
@@ -217,6 +216,16 @@ pub(super) fn span_reader(
         reader.next_record()?;
     }
     Ok(reader)
+}
+
+impl crate::source::BatchReader for ChunkBatches {
+    fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
+        ChunkBatches::batch(self)
+    }
+
+    fn finish(&mut self) -> Result<(), EtlError> {
+        ChunkBatches::finish(self)
+    }
 }
 
 impl ChunkBatches {
@@ -407,26 +416,5 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
-    }
-}
-
-impl Iterator for ChunkBatches {
-    type Item = Result<RecordBatch, EtlError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.batch() {
-            Ok(Some(b)) => Some(Ok(b)),
-            Ok(None) => {
-                self.done = true;
-                self.finish().err().map(Err)
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
     }
 }
