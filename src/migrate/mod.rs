@@ -170,25 +170,7 @@ impl Migration {
     ) -> Result<Migration, EtlError> {
         let path = &spec.path;
         let all = crate::source::access::table_names(path)?;
-        let mut names: Vec<String> = if spec.include.iter().any(|t| t == "*") {
-            all.clone()
-        } else {
-            let missing: Vec<&String> = spec.include.iter().filter(|t| !all.contains(t)).collect();
-            if !missing.is_empty() {
-                return Err(EtlError::Schema(format!(
-                    "source.tables names {missing:?}, which {} does not have; its tables are: {all:?}",
-                    path.display()
-                )));
-            }
-            spec.include.clone()
-        };
-        names.retain(|t| !spec.exclude.contains(t));
-        if names.is_empty() {
-            return Err(EtlError::Schema(
-                "the file has no user tables left to load (check source.tables and source.exclude)"
-                    .into(),
-            ));
-        }
+        let names = select_tables(&all, &spec.include, &spec.exclude)?;
         let catalog = crate::source::access::catalog(path, &names)?;
         let (order, cycle) = catalog::load_order(&names, &catalog.foreign_keys);
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
@@ -250,32 +232,7 @@ impl Migration {
             }
             OdbcRelation::Tables { include, exclude } => {
                 let all = catalog::user_tables(&connection, encoding)?;
-                let mut names: Vec<String> = if include.iter().any(|t| t == "*") {
-                    all.clone()
-                } else {
-                    let missing: Vec<&String> =
-                        include.iter().filter(|t| !all.contains(t)).collect();
-                    if !missing.is_empty() {
-                        return Err(EtlError::Schema(format!(
-                            "source.tables names {missing:?}, which the source does not have; its tables are: {all:?}"
-                        )));
-                    }
-                    include.clone()
-                };
-                for x in exclude {
-                    if !all.contains(x) {
-                        tracing::warn!(
-                            table = x,
-                            "source.exclude names a table the source does not have."
-                        );
-                    }
-                }
-                names.retain(|t| !exclude.contains(t));
-                if names.is_empty() {
-                    return Err(EtlError::Schema(
-                        "the source has no user tables left to load (check source.tables and source.exclude)".into(),
-                    ));
-                }
+                let names = select_tables(&all, include, exclude)?;
                 let catalog = if catalog::is_mdbtools(&spec.connection_string) {
                     let file = catalog::dbq(&spec.connection_string).ok_or_else(|| {
                         EtlError::Schema(
@@ -838,6 +795,42 @@ impl Migration {
 }
 
 /// A key's columns must be columns of the table.
+/// The tables `include` names (`*`: all of them) but `exclude`, checked
+/// against those the source has.
+fn select_tables(
+    all: &[String],
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<String>, EtlError> {
+    let mut names: Vec<String> = if include.iter().any(|t| t == "*") {
+        all.to_vec()
+    } else {
+        let missing: Vec<&String> = include.iter().filter(|t| !all.contains(t)).collect();
+        if !missing.is_empty() {
+            return Err(EtlError::Schema(format!(
+                "source.tables names {missing:?}, which the source does not have; its tables are: {all:?}"
+            )));
+        }
+        include.to_vec()
+    };
+    for x in exclude {
+        if !all.contains(x) {
+            tracing::warn!(
+                table = x,
+                "source.exclude names a table the source does not have."
+            );
+        }
+    }
+    names.retain(|t| !exclude.contains(t));
+    if names.is_empty() {
+        return Err(EtlError::Schema(
+            "the source has no user tables left to load (check source.tables and source.exclude)"
+                .into(),
+        ));
+    }
+    Ok(names)
+}
+
 fn check_keys(
     table: &str,
     schema: &SchemaRef,
