@@ -537,3 +537,144 @@ fn a_window_failed_on_a_bad_line_reruns_after_the_file_is_fixed() {
     );
     assert_eq!(loaded, format!("{rows}|{sum}"));
 }
+
+/// `rows` CP949 rows of (id, name), the row `bad` holding two bytes that
+/// are not CP949.
+fn cp949_with_bad_bytes(db: &TestDb, rows: u32, bad: u32) {
+    let mut bytes = encoding_rs::EUC_KR.encode("id,name\n").0.into_owned();
+    for i in 1..=rows {
+        if i == bad {
+            bytes.extend_from_slice(format!("{i},").as_bytes());
+            bytes.extend_from_slice(b"\xff\xfe\n");
+        } else {
+            let name = ["선박", "항해", "기관"][i as usize % 3];
+            bytes.extend_from_slice(&encoding_rs::EUC_KR.encode(&format!("{i},{name}\n")).0);
+        }
+    }
+    write(db, "ships.csv", &bytes);
+}
+
+#[test]
+fn bytes_invalid_in_the_code_page_fail_naming_the_line_or_load_as_replacement() {
+    // Given a CP949 file whose third row holds bytes that are not CP949
+    let db = TestDb::new("csv_invalid");
+    cp949_with_bad_bytes(&db, 5, 3);
+
+    // When it is planned with on_invalid_text = "error" (the default)
+    let p = pipeline(&db, "encoding = \"cp949\"", "");
+    let plan = db.etl(&["plan", &p]);
+
+    // Then reading the sample for types stops before anything is written,
+    // naming the file, the line, the text before the bytes and what to change
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(
+        plan.stderr.contains(
+            "ships.csv, line 4: bytes that are not valid EUC-KR (after \"3,\"); set source.encoding to the file's code page, or on_invalid_text = \"replace\" to load them as U+FFFD"
+        ),
+        "{plan:?}"
+    );
+
+    // Given the bytes past the sample read for types, at row 11,000 of 12,000
+    cp949_with_bad_bytes(&db, 12_000, 11_000);
+
+    // When it is loaded in ranges of 5,000 rows
+    let p = pipeline(&db, "encoding = \"cp949\"", "range_rows = 5000");
+    let error = db.etl(&["run", &p]);
+
+    // Then the range holding them fails naming the line; the others load
+    assert_eq!(error.code, 1, "{error:?}");
+    assert!(error.stdout.contains("2 done, 1 failed, of 3"), "{error:?}");
+    assert!(
+        error
+            .stdout
+            .contains("ships.csv, line 11001: bytes that are not valid EUC-KR"),
+        "{error:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM ships"), "10000");
+
+    // When it is loaded again with on_invalid_text = "replace"
+    psql(&db.dst, "DROP TABLE ships; DELETE FROM etl.chunk_ledger");
+    let p = pipeline(
+        &db,
+        "encoding = \"cp949\"\non_invalid_text = \"replace\"",
+        "range_rows = 5000",
+    );
+    let replace = db.etl(&["run", &p]);
+
+    // Then every row lands, the bytes as U+FFFD, counted, and the run says
+    // values were changed (exit 3)
+    assert_eq!(replace.code, 3, "{replace:?}");
+    assert!(
+        replace
+            .stdout
+            .contains("replaced 2 invalid byte sequences in ships with U+FFFD"),
+        "{replace:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || string_agg(name, ' ' ORDER BY id) FILTER (WHERE id BETWEEN 10999 AND 11001) FROM ships"
+        ),
+        "12000 항해 \u{FFFD}\u{FFFD} 선박"
+    );
+}
+
+#[test]
+fn a_value_past_the_inference_sample_that_breaks_its_type_fails_its_range() {
+    // Given 12,000 numeric codes, of which the 11,000th (past the 10,000
+    // records sampled for types) is not a number
+    let db = TestDb::new("csv_sample");
+    let mut text = String::from("code,qty\n");
+    for i in 1..=12_000 {
+        if i == 11_000 {
+            text.push_str("A-11000,1\n");
+        } else {
+            text.push_str(&format!("{i},1\n"));
+        }
+    }
+    write(&db, "codes.csv", text.as_bytes());
+
+    // When it is planned and loaded in ranges of 5,000 rows
+    let p = pipeline(&db, "", "range_rows = 5000");
+    let plan = db.etl(&["plan", &p]);
+    let run = db.etl(&["run", &p]);
+
+    // Then the plan infers bigint from the sample; the range holding the
+    // value fails naming file, line, column and the [source.columns] line
+    // to write, and nothing of it loads as NULL
+    assert!(plan.stdout.contains("code bigint inferred"), "{plan:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("2 done, 1 failed, of 3"), "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "codes.csv, line 11001: column \"code\": \"A-11000\" is not a bigint (bigint column; if it holds such values, set its type in [source.columns]: \"code\" = \"text\")"
+        ),
+        "{run:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(*) FILTER (WHERE code IS NULL) FROM codes"
+        ),
+        "10000 0"
+    );
+
+    // When the user writes that line and loads the file again
+    psql(&db.dst, "DROP TABLE codes; DELETE FROM etl.chunk_ledger");
+    let p = pipeline(
+        &db,
+        "[source.columns]\ncode = \"text\"",
+        "range_rows = 5000",
+    );
+    let again = db.etl(&["run", &p]);
+
+    // Then every row lands
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE code = 'A-11000') || ' ' || count(*) FROM codes"
+        ),
+        "1 12000"
+    );
+}

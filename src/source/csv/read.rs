@@ -33,6 +33,8 @@ pub(super) struct RangeReader {
     pub(super) parser: Parser,
     pub(super) buf: Vec<u8>,
     pub(super) replaced: u64,
+    /// Bytes not valid in the code page, met after the decoded text.
+    pub(super) invalid: Option<EtlError>,
     /// The record read last, its buffers reused, and where its text is.
     pub(super) record: Record,
     pub(super) last: (usize, usize),
@@ -75,6 +77,7 @@ impl RangeReader {
             parser: Parser::new(spec.dialect, line),
             buf: vec![0u8; BLOCK],
             replaced: 0,
+            invalid: None,
             record: Record::default(),
             last: (0, 0),
         })
@@ -82,6 +85,9 @@ impl RangeReader {
 
     /// Reads and decodes the next block; false at the end of the range.
     fn fill(&mut self) -> Result<bool, EtlError> {
+        if let Some(e) = self.invalid.take() {
+            return Err(e);
+        }
         if self.eof {
             return Ok(false);
         }
@@ -115,14 +121,18 @@ impl RangeReader {
                 DecoderResult::OutputFull => continue,
                 DecoderResult::Malformed(bad, _) => {
                     if !self.replace_invalid {
+                        // The records decoded before the bytes are read
+                        // first: the error comes when the reader reaches
+                        // them, so a sample stops short of it.
                         let line = self.parser.line()
                             + self.text.bytes().filter(|b| *b == b'\n').count() as u64;
-                        return Err(EtlError::Schema(format!(
+                        self.invalid = Some(EtlError::Schema(format!(
                             "{}, line {line}: bytes that are not valid {} (after {:?}); set source.encoding to the file's code page, or on_invalid_text = \"replace\" to load them as U+FFFD",
                             self.path.display(),
                             self.decoder.encoding().name(),
-                            self.text.chars().rev().take(20).collect::<String>().chars().rev().collect::<String>()
+                            tail_of_line(&self.text)
                         )));
+                        return Ok(true);
                     }
                     let _ = bad;
                     self.text.push('\u{FFFD}');
@@ -417,4 +427,12 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// The end of the last line of `text` (up to 20 characters): what came
+/// before the bad bytes, for the error.
+fn tail_of_line(text: &str) -> String {
+    let line = text.rsplit('\n').next().unwrap_or_default();
+    let skip = line.chars().count().saturating_sub(20);
+    line.chars().skip(skip).collect()
 }
