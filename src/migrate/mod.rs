@@ -39,7 +39,7 @@ mod report;
 
 pub use report::{render, Checks, Finish, Report};
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -51,7 +51,7 @@ use crate::error::EtlError;
 use crate::plan::{Chunk, PlannedChunk};
 use crate::run::summary::{bytes, thousands};
 use crate::run::{block_on, RunOptions, Runner};
-use crate::source::access::AccessTable;
+use crate::source::access::{AccessChild, AccessTable};
 use crate::source::odbc::{self, process, OdbcSource};
 use crate::source::Source;
 use crate::sql::TableName;
@@ -90,6 +90,8 @@ pub enum Origin {
 enum TableSource {
     Odbc(Arc<OdbcSource>),
     Access(Arc<AccessTable>),
+    /// A complex column of an Access table, as a table.
+    AccessChild(Arc<AccessChild>),
 }
 
 impl TableSource {
@@ -98,13 +100,14 @@ impl TableSource {
         match self {
             TableSource::Odbc(s) => s.count(),
             TableSource::Access(t) => Ok(t.rows()),
+            TableSource::AccessChild(t) => Ok(t.rows()),
         }
     }
 
     fn read_stats(&self) -> process::ReadStats {
         match self {
             TableSource::Odbc(s) => s.read_stats(),
-            TableSource::Access(_) => process::ReadStats::default(),
+            TableSource::Access(_) | TableSource::AccessChild(_) => process::ReadStats::default(),
         }
     }
 
@@ -112,7 +115,7 @@ impl TableSource {
     fn odbc(&self) -> Result<&Arc<OdbcSource>, EtlError> {
         match self {
             TableSource::Odbc(s) => Ok(s),
-            TableSource::Access(_) => {
+            TableSource::Access(_) | TableSource::AccessChild(_) => {
                 Err(EtlError::Bug("text key parts on an Access table".into()))
             }
         }
@@ -171,30 +174,73 @@ impl Migration {
         let path = &spec.path;
         let all = crate::source::access::table_names(path)?;
         let names = select_tables(&all, &spec.include, &spec.exclude)?;
-        let catalog = crate::source::access::catalog(path, &names)?;
-        let (order, cycle) = catalog::load_order(&names, &catalog.foreign_keys);
+        let mut catalog = crate::source::access::catalog(path, &names)?;
+        // Complex columns become child tables: the parent reads without
+        // them when it has a key to link them by.
+        let mut children: BTreeMap<String, Arc<AccessChild>> = BTreeMap::new();
+        let mut skip: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut reader = crate::source::access::open(path)?;
+        for name in &names {
+            let (def, _) = crate::source::access::table_def(&mut reader, path, name)?;
+            let primary_key = catalog
+                .keys
+                .get(name)
+                .map(|k| k.primary_key.clone())
+                .unwrap_or_default();
+            for (column, complex) in crate::source::access::child_columns(&mut reader, path, &def)?
+            {
+                let child =
+                    AccessChild::open(path, name, &column, complex, &primary_key, spec.batch_rows)?;
+                if !primary_key.is_empty() {
+                    skip.entry(name.clone()).or_default().push(column);
+                }
+                catalog.keys.insert(child.name.clone(), child.keys.clone());
+                catalog.foreign_keys.extend(child.foreign_key.clone());
+                children.insert(child.name.clone(), Arc::new(child));
+            }
+        }
+        // Access indexes the link column; it is the child's key now.
+        for (table, columns) in &skip {
+            if let Some(keys) = catalog.keys.get_mut(table) {
+                keys.indexes
+                    .retain(|i| !i.columns.iter().any(|c| columns.contains(c)));
+            }
+        }
+        let all_names: Vec<String> = names.iter().chain(children.keys()).cloned().collect();
+        let (order, cycle) = catalog::load_order(&all_names, &catalog.foreign_keys);
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
         for name in order {
             let target = sink.table.render(Some(&name)).map_err(|e| {
                 EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
             })?;
-            let table = Arc::new(AccessTable::open(path, &name, spec.batch_rows)?);
+            let (source, access_types, table): (Arc<dyn Source>, _, _) = match children.get(&name) {
+                Some(child) => (
+                    child.clone(),
+                    child.access_types.clone(),
+                    TableSource::AccessChild(child.clone()),
+                ),
+                None => {
+                    let skip = skip.get(&name).map_or(&[][..], Vec::as_slice);
+                    let t = Arc::new(AccessTable::open(path, &name, skip, spec.batch_rows)?);
+                    (t.clone(), t.access_types.clone(), TableSource::Access(t))
+                }
+            };
             let keys = catalog.keys.get(&name).cloned().unwrap_or_default();
-            check_keys(&name, &table.schema(), &keys, &catalog.foreign_keys)?;
+            check_keys(&name, &source.schema(), &keys, &catalog.foreign_keys)?;
             runners.push(Runner::with_source(
                 p.clone(),
-                table.clone(),
+                source.clone(),
                 keys.identity.clone(),
             )?);
             described.push(Table {
                 range_key: None,
                 source: name,
                 target,
-                schema: table.schema(),
-                odbc_types: table.access_types.clone(),
+                schema: source.schema(),
+                odbc_types: access_types,
                 keys,
             });
-            sources.push(TableSource::Access(table));
+            sources.push(table);
         }
         Ok(Migration {
             pipeline: p.name.clone(),

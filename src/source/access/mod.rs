@@ -11,10 +11,11 @@
 //! indexes and enforced relationships for a migration.
 //!
 //! `[source] type = "access"` is a migration ([`crate::migrate`]) with one
-//! `AccessTable` per table. Not yet (issue 16): complex columns
-//! (multi-value, attachment) as child tables, an
+//! `AccessTable` per table, and one [`AccessChild`] per complex column
+//! (multi-value, attachment, version history). Not yet (issue 16): an
 //! encoding override for Access 97, ranges of big tables.
 
+mod complex;
 mod values;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::error::EtlError;
 use crate::migrate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
 use crate::plan::{Chunk, Plan, PlannedChunk};
 
+pub use complex::{child_columns, AccessChild};
 pub use values::arrow_type;
 
 fn file_error(path: &Path, what: &str) -> impl FnOnce(jetdb::FileError) -> EtlError {
@@ -39,7 +41,7 @@ fn file_error(path: &Path, what: &str) -> impl FnOnce(jetdb::FileError) -> EtlEr
     move |e| EtlError::Schema(format!("{context}: {e}"))
 }
 
-fn open(path: &Path) -> Result<PageReader, EtlError> {
+pub fn open(path: &Path) -> Result<PageReader, EtlError> {
     PageReader::open(path).map_err(file_error(path, "opening the Access file"))
 }
 
@@ -50,7 +52,7 @@ pub fn table_names(path: &Path) -> Result<Vec<String>, EtlError> {
 }
 
 /// One table's definition, read from the file.
-fn table_def(
+pub fn table_def(
     reader: &mut PageReader,
     path: &Path,
     name: &str,
@@ -147,6 +149,8 @@ pub struct AccessTable {
     def: TableDef,
     calculated: HashMap<String, ColumnType>,
     schema: SchemaRef,
+    /// The columns read, by position in the table.
+    columns: Vec<usize>,
     /// Access's name of each column's type, for the plan.
     pub access_types: Vec<String>,
     batch_rows: usize,
@@ -155,12 +159,24 @@ pub struct AccessTable {
 }
 
 impl AccessTable {
-    pub fn open(path: &Path, name: &str, batch_rows: usize) -> Result<AccessTable, EtlError> {
+    /// Table `name`, without the columns in `skip` (complex columns read
+    /// as child tables).
+    pub fn open(
+        path: &Path,
+        name: &str,
+        skip: &[String],
+        batch_rows: usize,
+    ) -> Result<AccessTable, EtlError> {
         let mut reader = open(path)?;
         let (def, calculated) = table_def(&mut reader, path, name)?;
         let mut fields = Vec::new();
         let mut access_types = Vec::new();
-        for c in &def.columns {
+        let mut columns = Vec::new();
+        for (i, c) in def.columns.iter().enumerate() {
+            if skip.contains(&c.name) {
+                continue;
+            }
+            columns.push(i);
             let t = calculated.get(&c.name).copied().unwrap_or(c.col_type);
             let arrow = arrow_type(t, c).ok_or_else(|| {
                 EtlError::Schema(format!(
@@ -177,6 +193,7 @@ impl AccessTable {
             def,
             calculated,
             schema: Arc::new(Schema::new(fields)),
+            columns,
             access_types,
             batch_rows: batch_rows.max(1),
             bytes_read: Arc::new(AtomicU64::new(0)),
@@ -232,6 +249,7 @@ impl Source for AccessTable {
             def: self.def.clone(),
             calculated: self.calculated.clone(),
             schema: self.schema.clone(),
+            columns: self.columns.clone(),
             batch_rows: self.batch_rows,
             position: Default::default(),
             read: 0,

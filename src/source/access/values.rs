@@ -150,7 +150,7 @@ pub fn decimal(s: &str, scale: i8) -> Option<i128> {
 }
 
 /// One column's builder.
-enum Builder {
+pub(super) enum Builder {
     Bool(BooleanBuilder),
     I16(Int16Builder),
     I32(Int32Builder),
@@ -164,7 +164,7 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(t: &DataType) -> Builder {
+    pub(super) fn new(t: &DataType) -> Builder {
         match t {
             DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
             DataType::Int16 => Builder::I16(Int16Builder::new()),
@@ -181,7 +181,7 @@ impl Builder {
 
     /// Appends `v`; `Err` says why it does not fit. NUL characters in text
     /// are dropped (PostgreSQL text cannot hold them) and counted in `nuls`.
-    fn append(&mut self, v: Value, nuls: &mut u64) -> Result<(), String> {
+    pub(super) fn append(&mut self, v: Value, nuls: &mut u64) -> Result<(), String> {
         if matches!(v, Value::Null) {
             match self {
                 Builder::Bool(b) => b.append_null(),
@@ -236,7 +236,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(super) fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Bool(b) => Arc::new(b.finish()),
             Builder::I16(b) => Arc::new(b.finish()),
@@ -255,7 +255,7 @@ impl Builder {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Builder::Bool(b) => b.len(),
             Builder::I16(b) => b.len(),
@@ -278,6 +278,9 @@ pub struct Batches {
     pub def: TableDef,
     pub calculated: HashMap<String, ColumnType>,
     pub schema: SchemaRef,
+    /// The table's columns read, by position (complex columns read as
+    /// child tables are left out).
+    pub columns: Vec<usize>,
     pub batch_rows: usize,
     pub position: RowPosition,
     pub read: u64,
@@ -315,7 +318,12 @@ impl Batches {
             })?;
             let Some(row) = row else { break };
             self.read += 1;
-            for ((b, v), c) in builders.iter_mut().zip(row.values).zip(&self.def.columns) {
+            let mut values = row.values;
+            for (b, &i) in builders.iter_mut().zip(&self.columns) {
+                let (v, c) = (
+                    std::mem::replace(&mut values[i], Value::Null),
+                    &self.def.columns[i],
+                );
                 b.append(v, &mut self.nuls).map_err(|why| {
                     EtlError::Schema(format!(
                         "{}: table {table:?}, row {}, column {:?}: {why}",
