@@ -95,6 +95,19 @@ pub struct AccessSourceConfig {
     /// Rows per batch. Default 10,000.
     #[serde(default = "default_odbc_batch_rows")]
     pub batch_rows: usize,
+    /// Access 97 (Jet3) files: the code page of their text, where the
+    /// header names none or the wrong one (`cp949`). Later files store
+    /// Unicode.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Bytes not valid in `encoding`: an error (default) or U+FFFD,
+    /// counted.
+    #[serde(default)]
+    pub on_invalid_text: OnInvalidText,
+    /// Columns read another way: `"Table.Column" = "text"` (or
+    /// `"binary"`), as for ODBC.
+    #[serde(default)]
+    pub casts: std::collections::BTreeMap<String, String>,
 }
 
 fn every_table() -> Vec<String> {

@@ -95,7 +95,7 @@ pub struct AccessSpec {
     pub path: PathBuf,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
-    pub batch_rows: usize,
+    pub options: crate::source::access::ReadOptions,
 }
 
 /// An ODBC source whose settings make sense (the driver is reached only
@@ -395,11 +395,30 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             if s.batch_rows == 0 {
                 c.add("source.batch_rows", "must be at least 1");
             }
+            let mut options = crate::source::access::ReadOptions {
+                batch_rows: s.batch_rows,
+                replace_invalid: s.on_invalid_text == super::OnInvalidText::Replace,
+                ..Default::default()
+            };
+            if let Some(label) = &s.encoding {
+                match crate::source::encoding_for(label) {
+                    Ok(e) => options.encoding = Some(e),
+                    Err(e) => c.add("source.encoding", e),
+                }
+            }
+            for (column, cast) in &s.casts {
+                match crate::source::odbc::Cast::parse(cast) {
+                    Ok(cast) => {
+                        options.casts.insert(column.clone(), cast);
+                    }
+                    Err(e) => c.add(&format!("source.casts.{column}"), e),
+                }
+            }
             Some(ValidatedSource::Access(AccessSpec {
                 path: PathBuf::from(s.path),
                 include: s.tables,
                 exclude: s.exclude,
-                batch_rows: s.batch_rows,
+                options,
             }))
         }
         SourceConfig::Parquet(s) => {

@@ -190,7 +190,7 @@ impl Migration {
             for (column, complex) in crate::source::access::child_columns(&mut reader, path, &def)?
             {
                 let child =
-                    AccessChild::open(path, name, &column, complex, &primary_key, spec.batch_rows)?;
+                    AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
                 if !primary_key.is_empty() {
                     skip.entry(name.clone()).or_default().push(column);
                 }
@@ -221,7 +221,7 @@ impl Migration {
                 ),
                 None => {
                     let skip = skip.get(&name).map_or(&[][..], Vec::as_slice);
-                    let t = Arc::new(AccessTable::open(path, &name, skip, spec.batch_rows)?);
+                    let t = Arc::new(AccessTable::open(path, &name, skip, &spec.options)?);
                     (t.clone(), t.access_types.clone(), TableSource::Access(t))
                 }
             };
@@ -547,9 +547,11 @@ impl Migration {
                 }
             }
             Origin::Access(spec) => lines.push(format!(
-                "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records",
+                "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records; text: {}",
                 spec.path.display(),
-                thousands(spec.batch_rows as u64)
+                thousands(spec.options.batch_rows as u64),
+                crate::source::access::text_encoding(&spec.path, &spec.options)
+                    .unwrap_or_else(|e| e.to_string())
             )),
         }
         if !self.tables.iter().all(|t| t.source == "query") {

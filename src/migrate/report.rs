@@ -50,9 +50,10 @@ impl Checks {
 }
 
 impl Report {
-    /// Values that did not load as they were: invalid dates made NULL.
+    /// Values that did not load as they were: invalid dates made NULL,
+    /// bytes replaced, NULs dropped.
     pub fn values_changed(&self) -> u64 {
-        self.read.values_changed()
+        self.read.values_changed() + self.run.source.values_changed
     }
 }
 
@@ -98,6 +99,10 @@ pub fn render(m: &Migration, r: &Report) -> String {
         for line in crate::source::odbc::count_lines(&r.read, &spec.options) {
             let _ = writeln!(s, "  {line}");
         }
+    }
+    // What the sources changed or left out (NULs dropped, bytes replaced).
+    for line in &r.run.source.lines {
+        let _ = writeln!(s, "  {line}");
     }
     match &r.finish {
         None if r.run.failed.is_empty() => {

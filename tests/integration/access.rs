@@ -13,7 +13,7 @@ use crate::odbc::fixtures;
 use crate::support::{etl_in, psql, repo, TestDb};
 
 fn read(path: &Path, table: &str) -> (AccessTable, Vec<RecordBatch>) {
-    let t = AccessTable::open(path, table, &[], 1000).unwrap();
+    let t = AccessTable::open(path, table, &[], &Default::default()).unwrap();
     let chunking = etl::config::validate::Chunking {
         time_column: String::new(),
         interval: 86_400_000_000,
@@ -155,7 +155,8 @@ fn read_everything(path: &Path) -> Result<u64, String> {
     let names = table_names(path).map_err(|e| e.to_string())?;
     let mut rows = 0;
     for name in &names {
-        let t = AccessTable::open(path, name, &[], 1000).map_err(|e| e.to_string())?;
+        let t =
+            AccessTable::open(path, name, &[], &Default::default()).map_err(|e| e.to_string())?;
         rows += etl::run::block_on(async {
             let mut stream = t
                 .open(&etl::plan::Chunk::whole(Some(name.clone())))
@@ -477,7 +478,7 @@ fn an_attachment_reads_as_its_name_type_and_whole_inflated_content() {
         &column,
         complex,
         &["Id".into()],
-        100,
+        &Default::default(),
     )
     .unwrap();
     let batches = etl::run::block_on(async {
@@ -583,5 +584,158 @@ fn dates_before_1900_and_in_9999_load_exact_where_mdbtools_loses_them() {
             .stdout
             .contains("bad dates    Employees.BirthDate 2 (first at row 1): the driver returned invalid dates, loaded as NULL"),
         "{mdbtools:?}"
+    );
+}
+
+/// `source.encoding` (and what goes with it) added to the shipped native
+/// pipeline, written into the test's folder.
+fn native_pipeline_with(db: &TestDb, extra: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("pipelines/access-native.toml"))
+        .unwrap()
+        .replace(
+            "tables = [\"*\"]",
+            &format!("tables = [\"Employees\"]\n{extra}"),
+        );
+    db.pipeline("native.toml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn access_97_text_decodes_in_the_configured_code_page() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given a copy of nwind.mdb (Access 97, code page 1252 in its header)
+    // whose "Davolio" is stored as the CP949 bytes of "김철수X" and whose
+    // "Fuller" holds two bytes that are not CP949
+    let db = TestDb::new("access_encoding");
+    let mut bytes = std::fs::read(fixtures.join("access/nwind.mdb")).unwrap();
+    let korean = encoding_rs::EUC_KR.encode("김철수X").0.into_owned();
+    for (was, now) in [(&b"Davolio"[..], &korean[..]), (b"Fuller", b"Fu\xff\xfeer")] {
+        assert_eq!(was.len(), now.len());
+        let mut i = 0;
+        while let Some(at) = bytes[i..].windows(was.len()).position(|w| w == was) {
+            bytes[i + at..i + at + was.len()].copy_from_slice(now);
+            i += at + was.len();
+        }
+    }
+    let file = db.dir.path().join("korean97.mdb");
+    std::fs::write(&file, &bytes).unwrap();
+    let file = file.to_str().unwrap();
+    let env = [("ETL_DST_URL", db.dst.as_str()), ("ETL_ACCESS_FILE", file)];
+
+    // When it is read as its header says, then with encoding = "cp949"
+    let header = native_pipeline_with(&db, "");
+    let as_header = etl_in(db.dir.path(), &["run", &header], &env);
+    let names = "SELECT string_agg(\"LastName\", ',' ORDER BY \"EmployeeID\") FROM \"Employees\" WHERE \"EmployeeID\" <= 2";
+    let mojibake = psql(&db.dst, names);
+    psql(
+        &db.dst,
+        "DROP TABLE \"Employees\"; DELETE FROM etl.chunk_ledger",
+    );
+    let cp949 = native_pipeline_with(&db, "encoding = \"cp949\"");
+    let plan = etl_in(db.dir.path(), &["plan", &cp949], &env);
+    let error = etl_in(db.dir.path(), &["run", &cp949], &env);
+
+    // Then the header's code page gives mojibake; CP949 gives the Korean
+    // name, and the bytes that are not CP949 fail the table naming table,
+    // row, column and what to change
+    assert_eq!(as_header.code, 0, "{as_header:?}");
+    assert_eq!(mojibake, "±èÃ¶¼öX,Fuÿþer");
+    assert!(
+        plan.stdout
+            .contains("text: EUC-KR (source.encoding; the header names code page 1252)"),
+        "{plan:?}"
+    );
+    assert_eq!(error.code, 1, "{error:?}");
+    assert!(
+        error.stdout.contains(
+            "table \"Employees\", row 2, column \"LastName\": bytes that are not valid EUC-KR"
+        ),
+        "{error:?}"
+    );
+
+    // When the bytes are let through as U+FFFD
+    let replace = native_pipeline_with(&db, "encoding = \"cp949\"\non_invalid_text = \"replace\"");
+    let replaced = etl_in(db.dir.path(), &["run", &replace], &env);
+
+    // Then every row lands, the replacement counted (exit 3)
+    assert_eq!(replaced.code, 3, "{replaced:?}");
+    assert!(
+        replaced
+            .stdout
+            .contains("replaced 2 invalid byte sequences in Employees with U+FFFD"),
+        "{replaced:?}"
+    );
+    assert_eq!(psql(&db.dst, names), "김철수X,Fu\u{FFFD}\u{FFFD}er");
+
+    // And a Unicode file refuses source.encoding
+    let accdb = fixtures.join("access/ASampleDatabase.accdb");
+    let every = std::fs::read_to_string(repo().join("pipelines/access-native.toml"))
+        .unwrap()
+        .replace("tables = [\"*\"]", "tables = [\"*\"]\nencoding = \"cp949\"");
+    let every = db.pipeline("every.toml", &every);
+    let unicode = etl_in(
+        db.dir.path(),
+        &["plan", every.to_str().unwrap()],
+        &[
+            ("ETL_DST_URL", db.dst.as_str()),
+            ("ETL_ACCESS_FILE", accdb.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(unicode.code, 2, "{unicode:?}");
+    assert!(
+        unicode
+            .stderr
+            .contains("source.encoding applies to Access 97 (Jet3) files"),
+        "{unicode:?}"
+    );
+}
+
+#[test]
+fn casts_read_a_column_as_text_or_as_the_bytes_the_file_stores() {
+    let Some(fixtures) = fixtures() else { return };
+    // Given nwind's employees with a date read as text and a name as bytes
+    let db = TestDb::new("access_casts");
+    let file = fixtures.join("access/nwind.mdb");
+    let p = native_pipeline_with(
+        &db,
+        "[source.casts]\n\"Employees.BirthDate\" = \"text\"\nLastName = \"binary\"",
+    );
+
+    // When it is migrated natively
+    let out = etl_in(
+        db.dir.path(),
+        &["run", &p],
+        &[
+            ("ETL_DST_URL", db.dst.as_str()),
+            ("ETL_ACCESS_FILE", file.to_str().unwrap()),
+        ],
+    );
+
+    // Then the columns have the types the casts ask for, and the values
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT format('%s %s %s %s', pg_typeof(\"BirthDate\"), \"BirthDate\", pg_typeof(\"LastName\"), encode(\"LastName\", 'escape')) FROM \"Employees\" WHERE \"EmployeeID\" = 1"
+        ),
+        "text 1948-12-08 00:00:00 bytea Davolio"
+    );
+
+    // And a cast that is neither text nor binary is refused, naming it
+    let bad = native_pipeline_with(&db, "[source.casts]\nLastName = \"varchar\"");
+    let refused = etl_in(
+        db.dir.path(),
+        &["plan", &bad],
+        &[
+            ("ETL_DST_URL", db.dst.as_str()),
+            ("ETL_ACCESS_FILE", file.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("source.casts.LastName"),
+        "{refused:?}"
     );
 }

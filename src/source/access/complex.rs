@@ -105,7 +105,7 @@ impl AccessChild {
         column: &str,
         complex: ComplexColumn,
         primary_key: &[String],
-        batch_rows: usize,
+        options: &super::ReadOptions,
     ) -> Result<AccessChild, EtlError> {
         let mut reader = open(path)?;
         let (def, calculated) = table_def(&mut reader, path, parent)?;
@@ -191,7 +191,7 @@ impl AccessChild {
             key,
             schema: Arc::new(Schema::new(fields)),
             rows: 0,
-            batch_rows: batch_rows.max(1),
+            batch_rows: options.batch_rows.max(1),
             bytes_read: AtomicU64::new(0),
             counts: Mutex::new(SourceCounts::default()),
         };

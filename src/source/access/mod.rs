@@ -18,7 +18,7 @@
 mod complex;
 mod values;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,11 @@ use crate::config::validate::Chunking;
 use crate::error::EtlError;
 use crate::migrate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
 use crate::plan::{Chunk, Plan, PlannedChunk};
+use crate::source::odbc::Cast;
 
 pub use complex::{child_columns, AccessChild};
 pub use values::arrow_type;
+use values::Recode;
 
 fn file_error(path: &Path, what: &str) -> impl FnOnce(jetdb::FileError) -> EtlError {
     let context = format!("{}: {what}", path.display());
@@ -143,14 +145,61 @@ fn action(flag: u32) -> Action {
     }
 }
 
+/// How an Access file's tables are read.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub batch_rows: usize,
+    /// Access 97 files: the code page of their text, over the header's.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// Bytes not valid in `encoding` as U+FFFD (counted), not an error.
+    pub replace_invalid: bool,
+    /// `Table.Column` or `Column`: read as text or bytes.
+    pub casts: BTreeMap<String, Cast>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            batch_rows: 10_000,
+            encoding: None,
+            replace_invalid: false,
+            casts: BTreeMap::new(),
+        }
+    }
+}
+
+/// How the file's text is decoded, for the plan; an error when
+/// `source.encoding` is set on a file that stores Unicode.
+pub fn text_encoding(path: &Path, options: &ReadOptions) -> Result<String, EtlError> {
+    let reader = open(path)?;
+    Ok(match (reader.text_encoding().jet3_code_page(), options.encoding) {
+        (None, None) => "Unicode (Access 2000 and later)".into(),
+        (None, Some(_)) => {
+            return Err(EtlError::Schema(format!(
+                "{}: source.encoding applies to Access 97 (Jet3) files, whose text is in a code page; this file stores Unicode: remove source.encoding",
+                path.display()
+            )))
+        }
+        (Some(cp), None) => match codepage::to_encoding(cp) {
+            Some(e) => format!("code page {cp} ({}) as the file's header names it; set source.encoding if the text reads wrong", e.name()),
+            None => format!("code page {cp}, which etl does not know: read as Latin-1; set source.encoding to the file's code page"),
+        },
+        (Some(cp), Some(e)) => format!(
+            "{} (source.encoding; the header names code page {cp})",
+            e.name()
+        ),
+    })
+}
+
 /// One table of an Access file.
 pub struct AccessTable {
     path: PathBuf,
     def: TableDef,
     calculated: HashMap<String, ColumnType>,
     schema: SchemaRef,
-    /// The columns read, by position in the table.
-    columns: Vec<usize>,
+    /// The columns read, by position in the table, and how (a cast).
+    columns: Vec<(usize, Option<Cast>)>,
+    recode: Option<Recode>,
     /// Access's name of each column's type, for the plan.
     pub access_types: Vec<String>,
     batch_rows: usize,
@@ -165,9 +214,11 @@ impl AccessTable {
         path: &Path,
         name: &str,
         skip: &[String],
-        batch_rows: usize,
+        options: &ReadOptions,
     ) -> Result<AccessTable, EtlError> {
         let mut reader = open(path)?;
+        text_encoding(path, options)?;
+        let recode = Recode::new(&reader, options);
         let (def, calculated) = table_def(&mut reader, path, name)?;
         let mut fields = Vec::new();
         let mut access_types = Vec::new();
@@ -176,12 +227,23 @@ impl AccessTable {
             if skip.contains(&c.name) {
                 continue;
             }
-            columns.push(i);
             let t = calculated.get(&c.name).copied().unwrap_or(c.col_type);
-            let arrow = arrow_type(t, c).ok_or_else(|| {
+            let cast = options
+                .casts
+                .get(&format!("{name}.{}", c.name))
+                .or_else(|| options.casts.get(&c.name))
+                .copied();
+            columns.push((i, cast));
+            let arrow = match cast {
+                Some(Cast::Text) => Some(arrow::datatypes::DataType::Utf8),
+                Some(Cast::Binary) => Some(arrow::datatypes::DataType::Binary),
+                None => arrow_type(t, c),
+            };
+            let arrow = arrow.ok_or_else(|| {
                 EtlError::Schema(format!(
-                    "{}: table {name:?} column {:?} has an Access type etl cannot read ({t:?}); exclude the table, or read it through the MDBTools ODBC route",
+                    "{}: table {name:?} column {:?} has an Access type etl cannot read ({t:?}); read it as bytes with [source.casts] \"{name}.{}\" = \"binary\", exclude the table, or read it through the MDBTools ODBC route",
                     path.display(),
+                    c.name,
                     c.name
                 ))
             })?;
@@ -194,8 +256,9 @@ impl AccessTable {
             calculated,
             schema: Arc::new(Schema::new(fields)),
             columns,
+            recode,
             access_types,
-            batch_rows: batch_rows.max(1),
+            batch_rows: options.batch_rows.max(1),
             bytes_read: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(Mutex::new(SourceCounts::default())),
         })
@@ -250,10 +313,12 @@ impl Source for AccessTable {
             calculated: self.calculated.clone(),
             schema: self.schema.clone(),
             columns: self.columns.clone(),
+            recode: self.recode,
             batch_rows: self.batch_rows,
             position: Default::default(),
             read: 0,
             nuls: 0,
+            replaced: 0,
             counts: self.counts.clone(),
         };
         Ok(Box::pin(futures_util::stream::iter(

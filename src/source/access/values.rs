@@ -12,9 +12,11 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use encoding_rs::Encoding;
 use jetdb::{ColumnDef, ColumnType, PageReader, RowPosition, TableDef, TableRows, Value};
 
 use crate::error::EtlError;
+use crate::source::odbc::Cast;
 use crate::source::SourceCounts;
 
 /// Days from 1899-12-30 (Access's day 0) to 1970-01-01.
@@ -149,6 +151,104 @@ pub fn decimal(s: &str, scale: i8) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
+/// Access 97 text decoded again in `source.encoding`: jetdb decodes it in
+/// the header's code page (Latin-1 where it does not know it), which both
+/// map back to the bytes stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Recode {
+    from: Option<&'static Encoding>,
+    to: &'static Encoding,
+    replace: bool,
+}
+
+impl Recode {
+    /// `None` unless the file is Access 97 and `source.encoding` is set.
+    pub fn new(reader: &PageReader, o: &super::ReadOptions) -> Option<Recode> {
+        let code_page = reader.text_encoding().jet3_code_page()?;
+        Some(Recode {
+            from: codepage::to_encoding(code_page),
+            to: o.encoding?,
+            replace: o.replace_invalid,
+        })
+    }
+
+    /// The bytes the file stores for text jetdb decoded as `s`.
+    pub fn bytes(&self, s: &str) -> Vec<u8> {
+        match self.from {
+            Some(e) => e.encode(s).0.into_owned(),
+            None => s.chars().map(|c| c as u32 as u8).collect(),
+        }
+    }
+
+    /// `s` decoded in `source.encoding`; bytes not valid in it are an
+    /// error, or U+FFFD counted in `replaced`.
+    pub fn text(&self, s: &str, replaced: &mut u64) -> Result<String, String> {
+        let bytes = self.bytes(s);
+        let (out, had_errors) = self.to.decode_without_bom_handling(&bytes);
+        if had_errors {
+            if !self.replace {
+                let bad: Vec<String> = bytes
+                    .iter()
+                    .filter(|b| **b >= 0x80)
+                    .take(8)
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                return Err(format!(
+                    "bytes that are not valid {} (among {}); set source.encoding to the file's code page, or on_invalid_text = \"replace\" to load them as U+FFFD",
+                    self.to.name(),
+                    bad.join(" ")
+                ));
+            }
+            *replaced += out.matches('\u{FFFD}').count() as u64;
+        }
+        Ok(out.into_owned())
+    }
+}
+
+/// A value read as `[source.casts]` says: text, or bytes (text as the
+/// bytes the file stores).
+pub(super) fn cast(v: Value, cast: Cast, recode: Option<&Recode>) -> Result<Value, String> {
+    Ok(match (cast, v) {
+        (_, Value::Null) => Value::Null,
+        (Cast::Binary, Value::Binary(b)) => Value::Binary(b),
+        (Cast::Binary, Value::Text(s)) => {
+            Value::Binary(recode.map_or_else(|| s.clone().into_bytes(), |r| r.bytes(&s)))
+        }
+        (Cast::Binary, other) => {
+            return Err(format!(
+                "{other:?} cannot be read as bytes; cast the column to \"text\""
+            ))
+        }
+        (Cast::Text, Value::Binary(_)) => {
+            return Err("bytes cannot be read as text; cast the column to \"binary\"".into())
+        }
+        (Cast::Text, v) => Value::Text(match v {
+            Value::Bool(b) => b.to_string(),
+            Value::Byte(x) => x.to_string(),
+            Value::Int(x) => x.to_string(),
+            Value::Long(x) => x.to_string(),
+            Value::BigInt(x) => x.to_string(),
+            Value::Float(x) => x.to_string(),
+            Value::Double(x) => x.to_string(),
+            Value::Timestamp(days) => {
+                let micros = ole_date_micros(days)
+                    .ok_or_else(|| format!("day count {days} is not a date"))?;
+                chrono::DateTime::from_timestamp_micros(micros)
+                    .ok_or_else(|| format!("day count {days} is not a date"))?
+                    .naive_utc()
+                    .format("%Y-%m-%d %H:%M:%S%.f")
+                    .to_string()
+            }
+            Value::Text(s)
+            | Value::Money(s)
+            | Value::Numeric(s)
+            | Value::Guid(s)
+            | Value::DateTimeExtended(s) => s,
+            other => format!("{other:?}"),
+        }),
+    })
+}
+
 /// One column's builder.
 pub(super) enum Builder {
     Bool(BooleanBuilder),
@@ -279,12 +379,15 @@ pub struct Batches {
     pub calculated: HashMap<String, ColumnType>,
     pub schema: SchemaRef,
     /// The table's columns read, by position (complex columns read as
-    /// child tables are left out).
-    pub columns: Vec<usize>,
+    /// child tables are left out), and their casts.
+    pub columns: Vec<(usize, Option<Cast>)>,
+    pub recode: Option<Recode>,
     pub batch_rows: usize,
     pub position: RowPosition,
     pub read: u64,
     pub nuls: u64,
+    /// Bytes not valid in `source.encoding`, loaded as U+FFFD.
+    pub replaced: u64,
     pub counts: Arc<Mutex<SourceCounts>>,
 }
 
@@ -319,19 +422,32 @@ impl Batches {
             let Some(row) = row else { break };
             self.read += 1;
             let mut values = row.values;
-            for (b, &i) in builders.iter_mut().zip(&self.columns) {
-                let (v, c) = (
+            for (b, &(i, how)) in builders.iter_mut().zip(&self.columns) {
+                let (mut v, c) = (
                     std::mem::replace(&mut values[i], Value::Null),
                     &self.def.columns[i],
                 );
-                b.append(v, &mut self.nuls).map_err(|why| {
-                    EtlError::Schema(format!(
-                        "{}: table {table:?}, row {}, column {:?}: {why}",
-                        self.path.display(),
-                        self.read,
-                        c.name
-                    ))
-                })?;
+                let replaced = &mut self.replaced;
+                let read = (|| {
+                    if let (Some(r), Value::Text(s), false) =
+                        (&self.recode, &v, how == Some(Cast::Binary))
+                    {
+                        v = Value::Text(r.text(s, replaced)?);
+                    }
+                    match how {
+                        Some(how) => cast(v, how, self.recode.as_ref()),
+                        None => Ok(v),
+                    }
+                })();
+                read.and_then(|v| b.append(v, &mut self.nuls))
+                    .map_err(|why| {
+                        EtlError::Schema(format!(
+                            "{}: table {table:?}, row {}, column {:?}: {why}",
+                            self.path.display(),
+                            self.read,
+                            c.name
+                        ))
+                    })?;
             }
             if builders.is_empty() && self.read % self.batch_rows as u64 == 0 {
                 break;
@@ -373,6 +489,14 @@ impl Batches {
             counts.lines.push(format!(
                 "dropped {} NUL characters from the text of {}",
                 self.nuls, self.def.name
+            ));
+        }
+        if self.replaced > 0 {
+            let mut counts = self.counts.lock().expect("no panic while holding the lock");
+            counts.values_changed += self.replaced;
+            counts.lines.push(format!(
+                "replaced {} invalid byte sequences in {} with U+FFFD",
+                self.replaced, self.def.name
             ));
         }
         Ok(())
