@@ -68,10 +68,15 @@ const TOKENS: &[&[u8]] = &[
     b"\xfe",
 ];
 
-fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
+/// Changes 1 to 6 places of `input`. `in_place`: bytes changed where they
+/// are, the length kept (a file of fixed-size pages, where one inserted
+/// byte moves every page and the reader stops at the header); else
+/// anything, the result cut to 64 KiB.
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>], in_place: bool) {
     for _ in 0..1 + rng.below(6) {
         let at = rng.below(input.len() + 1);
-        match rng.below(8) {
+        let op = if in_place { rng.below(2) } else { rng.below(8) };
+        match op {
             0 if !input.is_empty() => {
                 let i = rng.below(input.len());
                 input[i] ^= 1 << rng.below(8);
@@ -111,7 +116,9 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
             }
         }
     }
-    input.truncate(1 << 16);
+    if !in_place {
+        input.truncate(1 << 16);
+    }
 }
 
 /// What a panic said.
@@ -130,6 +137,16 @@ fn seeds(root: &Path, target: &str) -> Vec<(Vec<u8>, PathBuf)> {
         .unwrap_or_default();
     if target == "pipeline" {
         if let Ok(d) = std::fs::read_dir(root.join("pipelines")) {
+            files.extend(d.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+    }
+    // Real Access files are the seeds worth mutating; the shared samples
+    // are read where they are (not ours to copy into the corpus).
+    if target == "access" {
+        let fixtures = std::env::var_os("ETL_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../shared/fixtures"));
+        if let Ok(d) = std::fs::read_dir(fixtures.join("access")) {
             files.extend(d.filter_map(|e| e.ok().map(|e| e.path())));
         }
     }
@@ -188,7 +205,7 @@ fn main() {
         let seeds: Vec<Vec<u8>> = seeds.into_iter().map(|(s, _)| s).collect();
         while Instant::now() < until {
             let mut input = seeds[rng.below(seeds.len())].clone();
-            mutate(&mut rng, &mut input, &seeds);
+            mutate(&mut rng, &mut input, &seeds, *name == "access");
             runs += 1;
             let result = std::panic::catch_unwind(|| target(&input));
             if let Err(panic) = result {
@@ -200,10 +217,19 @@ fn main() {
                 let hash = input.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                     (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
                 });
+                // An Access finding is a changed copy of a shared sample:
+                // kept out of the corpus (and the repository), in
+                // fuzz/findings/, to be cut down to a case of our own.
+                let folder = if *name == "access" {
+                    "fuzz/findings"
+                } else {
+                    "fuzz/corpus"
+                };
                 let path = root
-                    .join("fuzz/corpus")
+                    .join(folder)
                     .join(name)
                     .join(format!("crash-{hash:016x}"));
+                let _ = std::fs::create_dir_all(path.parent().expect("a folder"));
                 std::fs::write(&path, &input).expect("save the input");
                 eprintln!(
                     "fuzz {name}: panic ({why}); input saved as {}",

@@ -28,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("failed_csv", failed_csv),
     ("odbc_text", odbc_text),
     ("connection", connection),
+    ("access", access),
 ];
 
 /// The types a COPY input's first bytes choose from.
@@ -214,6 +215,47 @@ pub fn connection(data: &[u8]) {
             "a table name written again reads the same"
         );
     }
+}
+
+/// An Access file, read as a migration reads it: the tables, the catalog
+/// (keys, relationships) and every row of up to 20 tables. A damaged file
+/// must give an error, never a panic (or a hang, which the driver's time
+/// limit shows).
+pub fn access(data: &[u8]) {
+    use crate::source::access::{catalog, table_names, AccessTable, ReadOptions};
+    use crate::source::Source;
+    use futures_util::StreamExt;
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "etl-fuzz-access-{}-{}.mdb",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    if std::fs::write(&path, data).is_err() {
+        return;
+    }
+    let read = || -> Result<(), crate::error::EtlError> {
+        let names: Vec<String> = table_names(&path)?.into_iter().take(20).collect();
+        let _ = catalog(&path, &names);
+        let options = ReadOptions {
+            batch_rows: 100,
+            ..Default::default()
+        };
+        for name in &names {
+            let Ok(table) = AccessTable::open(&path, name, &[], &options) else {
+                continue;
+            };
+            crate::run::block_on(async {
+                let chunk = crate::plan::Chunk::whole(Some(name.clone()));
+                if let Ok(mut batches) = table.open(&chunk).await {
+                    while let Some(Ok(_)) = batches.next().await {}
+                }
+            });
+        }
+        Ok(())
+    };
+    let _ = read();
+    let _ = std::fs::remove_file(&path);
 }
 
 #[cfg(test)]
