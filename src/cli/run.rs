@@ -48,6 +48,17 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         }
         return migration::run(path, &pipeline, workers, restart, follow.is_some());
     }
+    if follow.is_some()
+        && matches!(
+            pipeline.source,
+            crate::config::validate::ValidatedSource::Csv(_)
+                | crate::config::validate::ValidatedSource::Parquet { .. }
+        )
+    {
+        anyhow::bail!(
+            "--follow polls a database for rows newer than the cutoff, which files do not have: drop --follow, and load new files by a run whose source.path names them"
+        );
+    }
     if restart
         && matches!(
             pipeline.source,

@@ -71,6 +71,9 @@ impl Action {
 pub struct Catalog {
     pub keys: BTreeMap<String, Keys>,
     pub foreign_keys: Vec<ForeignKey>,
+    /// What the source has that is not created, and why (the plan lists
+    /// them).
+    pub left_out: Vec<String>,
     /// Where the keys came from, for the plan.
     pub keys_from: String,
 }

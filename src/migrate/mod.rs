@@ -138,6 +138,8 @@ pub struct Migration {
     pub cycle: Vec<String>,
     pub foreign_keys: Vec<ForeignKey>,
     pub keys_from: String,
+    /// What the source has that is not created, and why.
+    pub left_out: Vec<String>,
 }
 
 impl Migration {
@@ -253,6 +255,7 @@ impl Migration {
             cycle,
             foreign_keys: catalog.foreign_keys,
             keys_from: catalog.keys_from,
+            left_out: catalog.left_out,
         })
     }
 
@@ -407,6 +410,7 @@ impl Migration {
             cycle,
             foreign_keys: catalog.foreign_keys,
             keys_from: catalog.keys_from,
+            left_out: catalog.left_out,
         })
     }
 
@@ -608,6 +612,12 @@ impl Migration {
                 "Foreign keys form a cycle among {:?}: loaded after the others; constraints come after all data, so the cycle does not block",
                 self.cycle
             ));
+        }
+        if !self.left_out.is_empty() {
+            lines.push("Left out (not created):".into());
+            for l in &self.left_out {
+                lines.push(format!("  {l}"));
+            }
         }
         lines.push("Create (tables that do not exist yet):".into());
         for t in &self.tables {

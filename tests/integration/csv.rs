@@ -678,3 +678,65 @@ fn a_value_past_the_inference_sample_that_breaks_its_type_fails_its_range() {
         "1 12000"
     );
 }
+
+#[test]
+fn a_retried_range_writes_its_bad_lines_to_the_reject_file_once() {
+    // Given the file with two bad lines, and a target whose first COPY
+    // fails (a statement trigger counting with a sequence, which a
+    // rollback does not undo)
+    let db = TestDb::new("csv_retry_rejects");
+    bad_file(&db);
+    psql(
+        &db.dst,
+        "CREATE SEQUENCE once; CREATE TABLE bad (id bigint, amount bigint, note text); \
+         CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF nextval('once') = 1 THEN RAISE EXCEPTION 'the first load fails' USING ERRCODE = '40001'; END IF; RETURN NULL; END $$; \
+         CREATE TRIGGER fail_once BEFORE INSERT ON bad FOR EACH STATEMENT EXECUTE FUNCTION fail_once()",
+    );
+    let p = pipeline(
+        &db,
+        "on_bad_line = \"skip\"\n[source.columns]\namount = \"bigint\"",
+        "",
+    );
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("retries = 0", "retries = 1\nretry_backoff_secs = 0");
+    std::fs::write(&p, text).unwrap();
+
+    // When the file is loaded as one range, the first try failing
+    let out = db.etl(&["run", &p]);
+
+    // Then the retry loads it, and each bad line is in the reject file and
+    // the summary once
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.contains("1 done, 0 failed, of 1"), "{out:?}");
+    assert!(
+        out.stdout.contains("left out 2 bad lines of bad"),
+        "{out:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "28");
+    let rejects = std::fs::read_to_string(db.dir.path().join("out/failed.rejects.csv")).unwrap();
+    assert_eq!(rejects.lines().count(), 3, "{rejects}");
+}
+
+#[test]
+fn follow_is_refused_on_files_with_what_to_do_instead() {
+    let db = TestDb::new("csv_follow");
+    write(&db, "x.csv", b"a,b\n1,2\n");
+    let p = pipeline(&db, "", "");
+    let out = db.etl(&["run", "--follow", &p]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "--follow polls a database for rows newer than the cutoff, which files do not have"
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'x'"
+        ),
+        "0"
+    );
+}

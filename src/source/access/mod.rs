@@ -117,10 +117,26 @@ pub fn catalog(path: &Path, tables: &[String]) -> Result<Catalog, EtlError> {
     let relationships = jetdb::read_relationships(&mut reader)
         .map_err(file_error(path, "reading the relationships"))?;
     for r in relationships {
-        if !r.has_referential_integrity()
-            || !tables.contains(&r.from_table)
-            || !tables.contains(&r.to_table)
-        {
+        if !tables.contains(&r.from_table) || !tables.contains(&r.to_table) {
+            continue;
+        }
+        if !r.has_referential_integrity() {
+            let columns = |f: fn(&jetdb::RelationshipColumn) -> &String| {
+                r.columns
+                    .iter()
+                    .map(f)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.left_out.push(format!(
+                "relationship {:?}: {:?} ({}) -> {:?} ({}): Access does not enforce it (its rows need not match), so no foreign key is made",
+                r.name,
+                r.from_table,
+                columns(|c| &c.from_column),
+                r.to_table,
+                columns(|c| &c.to_column)
+            ));
             continue;
         }
         out.foreign_keys.push(ForeignKey {

@@ -146,7 +146,7 @@ pub struct CsvSource {
     lines: Mutex<HashMap<(String, i64), u64>>,
     bytes_read: Arc<AtomicU64>,
     counts: Arc<Mutex<SourceCounts>>,
-    rejects: Arc<Mutex<Option<File>>>,
+    rejects: Arc<Mutex<read::Rejects>>,
     /// The spans of each window, from the last plan (or the first open).
     windows: Mutex<Option<Arc<windows::WindowPlan>>>,
 }
@@ -308,7 +308,7 @@ impl CsvSource {
             lines: Mutex::new(HashMap::new()),
             bytes_read: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(Mutex::new(SourceCounts::default())),
-            rejects: Arc::new(Mutex::new(None)),
+            rejects: Arc::default(),
             windows: Mutex::new(None),
         })
     }
@@ -676,7 +676,7 @@ pub fn read_file(
         stem: path.display().to_string(),
         rejected: Vec::new(),
         counts: Arc::new(Mutex::new(SourceCounts::default())),
-        rejects: Arc::new(Mutex::new(None)),
+        rejects: Arc::default(),
         values: Vec::with_capacity(types.len()),
         window: None,
     }))

@@ -188,6 +188,14 @@ impl RangeReader {
     }
 }
 
+/// The reject file, opened at the first bad line, and the lines written to
+/// it by this run: a chunk read again (a retry) adds no line twice.
+#[derive(Default)]
+pub(super) struct Rejects {
+    file: Option<File>,
+    written: std::collections::HashSet<(String, u64)>,
+}
+
 /// The batches of one chunk.
 pub(super) struct ChunkBatches {
     pub(super) reader: RangeReader,
@@ -198,7 +206,7 @@ pub(super) struct ChunkBatches {
     /// (file, line, reason, text) of each line kept aside.
     pub(super) rejected: Vec<(String, u64, String, String)>,
     pub(super) counts: Arc<Mutex<SourceCounts>>,
-    pub(super) rejects: Arc<Mutex<Option<File>>>,
+    pub(super) rejects: Arc<Mutex<Rejects>>,
     /// One row's values, reused.
     pub(super) values: Vec<Option<types::Value>>,
     pub(super) window: Option<WindowReads>,
@@ -375,10 +383,16 @@ impl ChunkBatches {
         if self.rejected.is_empty() {
             return Ok(());
         }
-        let mut out = self
+        let mut rejects = self
             .rejects
             .lock()
             .expect("no panic while holding the lock");
+        let Rejects { file: out, written } = &mut *rejects;
+        self.rejected
+            .retain(|(file, line, ..)| written.insert((file.clone(), *line)));
+        if self.rejected.is_empty() {
+            return Ok(());
+        }
         let path = &self.spec.rejects;
         if out.is_none() {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
