@@ -31,29 +31,31 @@
 //! Reloading a table (`--restart`, a rerun) drops this migration's foreign
 //! keys that touch it first; the constraints phase adds them back. This
 //! module holds what is specific to catalogs; reading, writing, retries,
-//! the ledger and the CSV are the runner's.
+//! the ledger and the CSV are the runner's. Phase 1 is in [`discover`]
+//! (per origin), what `etl plan` prints in [`plan`], phases 4 and 5 in
+//! [`constraints`], the summary in [`report`]; here, the data phase and
+//! what ties them together.
 
 pub mod catalog;
 mod constraints;
+mod discover;
+mod plan;
 mod report;
 
 pub use report::{render, Checks, Finish, Report};
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use tokio_postgres::Client;
 
-use crate::config::validate::{AccessSpec, OdbcRelation, OdbcSpec, PostgresSinkSpec};
-use crate::config::{ValidatedPipeline, ValidatedSink};
+use crate::config::validate::{AccessSpec, OdbcSpec, PostgresSinkSpec};
 use crate::error::EtlError;
 use crate::plan::{Chunk, PlannedChunk};
-use crate::run::summary::{bytes, thousands};
 use crate::run::{block_on, RunOptions, Runner};
 use crate::source::access::{AccessChild, AccessTable};
 use crate::source::odbc::{self, process, OdbcSource};
-use crate::source::Source;
 use crate::sql::TableName;
 use catalog::{ForeignKey, Keys};
 
@@ -143,277 +145,6 @@ pub struct Migration {
 }
 
 impl Migration {
-    /// Reads the source's catalog and describes every table; writes nothing.
-    pub fn discover(p: &ValidatedPipeline) -> Result<Migration, EtlError> {
-        let sink = match p.sinks.as_slice() {
-            [ValidatedSink::Postgres(s)] => s.clone(),
-            _ => {
-                return Err(EtlError::Schema(
-                    "a migration needs exactly one [[sinks]] of type postgres".into(),
-                ))
-            }
-        };
-        match &p.source {
-            crate::config::validate::ValidatedSource::Odbc(spec) => {
-                Self::discover_odbc(p, spec, sink)
-            }
-            crate::config::validate::ValidatedSource::Access(spec) => {
-                Self::discover_access(p, spec, sink)
-            }
-            _ => Err(EtlError::Bug(
-                "Migration::discover on a source that is not a database".into(),
-            )),
-        }
-    }
-
-    /// An Access file through jetdb: its tables, keys and relationships as
-    /// the file records them; each table one chunk.
-    fn discover_access(
-        p: &ValidatedPipeline,
-        spec: &AccessSpec,
-        sink: PostgresSinkSpec,
-    ) -> Result<Migration, EtlError> {
-        let path = &spec.path;
-        let all = crate::source::access::table_names(path)?;
-        let names = select_tables(&all, &spec.include, &spec.exclude)?;
-        let mut catalog = crate::source::access::catalog(path, &names)?;
-        // Complex columns become child tables: the parent reads without
-        // them when it has a key to link them by.
-        let mut children: BTreeMap<String, Arc<AccessChild>> = BTreeMap::new();
-        let mut skip: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut reader = crate::source::access::open(path)?;
-        for name in &names {
-            let (def, _) = crate::source::access::table_def(&mut reader, path, name)?;
-            let primary_key = catalog
-                .keys
-                .get(name)
-                .map(|k| k.primary_key.clone())
-                .unwrap_or_default();
-            for (column, complex) in crate::source::access::child_columns(&mut reader, path, &def)?
-            {
-                let child =
-                    AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
-                if !primary_key.is_empty() {
-                    skip.entry(name.clone()).or_default().push(column);
-                }
-                catalog.keys.insert(child.name.clone(), child.keys.clone());
-                catalog.foreign_keys.extend(child.foreign_key.clone());
-                children.insert(child.name.clone(), Arc::new(child));
-            }
-        }
-        // Access indexes the link column; it is the child's key now.
-        for (table, columns) in &skip {
-            if let Some(keys) = catalog.keys.get_mut(table) {
-                keys.indexes
-                    .retain(|i| !i.columns.iter().any(|c| columns.contains(c)));
-            }
-        }
-        let all_names: Vec<String> = names.iter().chain(children.keys()).cloned().collect();
-        let (order, cycle) = catalog::load_order(&all_names, &catalog.foreign_keys);
-        let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
-        for name in order {
-            let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
-            })?;
-            let (source, access_types, table): (Arc<dyn Source>, _, _) = match children.get(&name) {
-                Some(child) => (
-                    child.clone(),
-                    child.access_types.clone(),
-                    TableSource::AccessChild(child.clone()),
-                ),
-                None => {
-                    let skip = skip.get(&name).map_or(&[][..], Vec::as_slice);
-                    let t = Arc::new(AccessTable::open(path, &name, skip, &spec.options)?);
-                    (t.clone(), t.access_types.clone(), TableSource::Access(t))
-                }
-            };
-            let keys = catalog.keys.get(&name).cloned().unwrap_or_default();
-            check_keys(&name, &source.schema(), &keys, &catalog.foreign_keys)?;
-            runners.push(Runner::with_source(
-                p.clone(),
-                source.clone(),
-                keys.identity.clone(),
-            )?);
-            described.push(Table {
-                range_key: None,
-                source: name,
-                target,
-                schema: source.schema(),
-                odbc_types: access_types,
-                keys,
-            });
-            sources.push(table);
-        }
-        Ok(Migration {
-            pipeline: p.name.clone(),
-            origin: Origin::Access(spec.clone()),
-            sink,
-            workers: p.chunks.workers,
-            tables: described,
-            sources,
-            runners,
-            cycle,
-            foreign_keys: catalog.foreign_keys,
-            keys_from: catalog.keys_from,
-            left_out: catalog.left_out,
-        })
-    }
-
-    /// An ODBC source: the driver's catalog (MDBTools': `mdb-schema`).
-    fn discover_odbc(
-        p: &ValidatedPipeline,
-        spec: &OdbcSpec,
-        sink: PostgresSinkSpec,
-    ) -> Result<Migration, EtlError> {
-        let spec = &odbc::prepare(spec);
-        let encoding = spec.options.encoding;
-        let connection = odbc::connect(&spec.connection_string)?;
-        let quote = odbc::quote_char(&connection);
-        let quote_name = |name: &str| odbc::quote_with(quote, name);
-        let sqlite = connection
-            .database_management_system_name()
-            .is_ok_and(|n| n.to_ascii_lowercase().contains("sqlite"));
-        let mut tables = Vec::new();
-        let (names, catalog) = match &spec.relation {
-            OdbcRelation::Query(q) => {
-                tables.push(("query".to_string(), q.clone()));
-                (Vec::new(), catalog::Catalog::default())
-            }
-            OdbcRelation::Tables { include, exclude } => {
-                let all = catalog::user_tables(&connection, encoding)?;
-                let names = select_tables(&all, include, exclude)?;
-                let catalog = if catalog::is_mdbtools(&spec.connection_string) {
-                    let file = catalog::dbq(&spec.connection_string).ok_or_else(|| {
-                        EtlError::Schema(
-                            "the MDBTools connection string has no DBQ=<file>; etl reads the Access file's keys from it".into(),
-                        )
-                    })?;
-                    catalog::from_mdb_schema(std::path::Path::new(&file), &names)?
-                } else {
-                    catalog::from_odbc(&connection, &names, encoding)?
-                };
-                (names, catalog)
-            }
-        };
-        drop(connection);
-        let (order, cycle) = catalog::load_order(&names, &catalog.foreign_keys);
-        tables.extend(order.into_iter().map(|t| {
-            let select = format!("SELECT * FROM {}", quote_name(&t));
-            (t, select)
-        }));
-        // At least this many chunks of a big table at once.
-        let min_parts = (p.chunks.workers as u64).max(spec.readers as u64);
-
-        let mut described = Vec::new();
-        let (mut sources, mut runners) = (Vec::new(), Vec::new());
-        for (name, select) in tables {
-            let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
-            })?;
-            let mut options = spec.options.clone();
-            options.batch_rows = 1;
-            let table = (name != "query").then_some(name.as_str());
-            let reader =
-                process::ReadRequest::new(&spec.connection_string, &select, table, &options)
-                    .open()
-                    .map_err(|e| EtlError::Schema(format!("source table {name:?}: {e}")))?;
-            let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
-            for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
-                if *auto && !keys.identity.contains(field.name()) {
-                    keys.identity.push(field.name().clone());
-                }
-            }
-            check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
-            // A one-column primary key of integers, times or text splits
-            // a big table.
-            let mut range_key = match keys.primary_key.as_slice() {
-                [k] if !spec.options.row_by_row => reader
-                    .schema()
-                    .field_with_name(k)
-                    .ok()
-                    .and_then(|f| odbc::KeyKind::of(f.data_type()))
-                    .map(|kind| (k.clone(), kind)),
-                _ => None,
-            };
-            let relation = match table {
-                Some(t) => odbc::Relation::Table(t.to_string()),
-                None => odbc::Relation::Query(select.clone()),
-            };
-            let source_of = |split: Option<odbc::Split>| {
-                Arc::new(OdbcSource::table(
-                    spec,
-                    &relation,
-                    quote,
-                    reader.schema(),
-                    split,
-                    p.chunks.range_rows,
-                    min_parts,
-                ))
-            };
-            let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
-                key: odbc::SplitKey::Column(k.clone()),
-                kind: *kind,
-            }));
-            // A SQLite table without an integer key is cut by its rowid
-            // (unquoted: SQLite reads an unknown quoted name as a string),
-            // unless it has none (WITHOUT ROWID).
-            // (Its rowid, when it has one, rather than a time or text key:
-            // cheaper to cut and to read.)
-            let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
-            if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
-                let by_rowid = source_of(Some(odbc::Split {
-                    key: odbc::SplitKey::Rowid,
-                    kind: odbc::KeyKind::Integer,
-                }));
-                if by_rowid.has_rowid() {
-                    source = by_rowid;
-                    range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
-                } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
-                    // SQLite compares times as the text stored, which
-                    // bound timestamps do not match: read it whole.
-                    range_key = None;
-                    source = source_of(None);
-                }
-            }
-            let mut config = p.clone();
-            // The sink finds a range's rows by its column; rowid is not
-            // one, and a text part's rows are the source's to find.
-            config.chunks.range_column = range_key
-                .clone()
-                .filter(|(k, kind)| {
-                    reader.schema().field_with_name(k).is_ok() && *kind != odbc::KeyKind::Text
-                })
-                .map(|(k, _)| k);
-            runners.push(Runner::with_source(
-                config,
-                source.clone(),
-                keys.identity.clone(),
-            )?);
-            sources.push(TableSource::Odbc(source));
-            described.push(Table {
-                range_key,
-                source: name,
-                target,
-                schema: reader.schema(),
-                odbc_types: reader.odbc_types.clone(),
-                keys,
-            });
-        }
-        Ok(Migration {
-            pipeline: p.name.clone(),
-            origin: Origin::Odbc(spec.clone()),
-            sink,
-            workers: p.chunks.workers,
-            tables: described,
-            sources,
-            runners,
-            cycle,
-            foreign_keys: catalog.foreign_keys,
-            keys_from: catalog.keys_from,
-            left_out: catalog.left_out,
-        })
-    }
-
     /// Reader processes per chunk (ODBC's `readers`; 1 otherwise).
     fn readers(&self) -> usize {
         match &self.origin {
@@ -441,42 +172,6 @@ impl Migration {
             }]);
         }
         Ok(self.runners[i].plan()?.chunks)
-    }
-
-    /// Table `i`'s ranges as `etl plan` lists them.
-    fn ranges(
-        &self,
-        i: usize,
-        kind: odbc::KeyKind,
-        planned: &[PlannedChunk],
-    ) -> Result<String, EtlError> {
-        if kind != odbc::KeyKind::Text {
-            // A date's bounds are midnights: shown as dates.
-            let bound = |v: i64| {
-                let b = planned[0].chunk.bound(v);
-                match kind {
-                    odbc::KeyKind::Time(odbc::TimeKind::Date) => b[..10].to_string(),
-                    _ => b,
-                }
-            };
-            return Ok(planned
-                .iter()
-                .map(|c| format!("[{}, {})", bound(c.chunk.start), bound(c.chunk.end)))
-                .collect::<Vec<_>>()
-                .join(", "));
-        }
-        let cuts = self.sources[i].odbc()?.cuts()?;
-        let mut parts = Vec::new();
-        for (p, cut) in cuts.iter().enumerate() {
-            parts.push(match p {
-                0 => format!("below {cut:?}"),
-                _ => format!("[{:?}, {cut:?})", cuts[p - 1]),
-            });
-        }
-        if let Some(last) = cuts.last() {
-            parts.push(format!("from {last:?}"));
-        }
-        Ok(parts.join(", "))
     }
 
     /// Each text-keyed table cut at the values a first run stored in
@@ -524,137 +219,6 @@ impl Migration {
         Ok(())
     }
 
-    /// What `etl plan` shows: the phases in order, each table with its
-    /// columns, counts and chunks, the DDL, and what follows the data.
-    /// Reads only.
-    pub fn plan_lines(&self) -> Result<Vec<String>, EtlError> {
-        let mut lines = Vec::new();
-        lines.push("Phases: discover, create, data, constraints, sequences, verify".to_string());
-        match &self.origin {
-            Origin::Odbc(spec) => {
-                let o = &spec.options;
-                lines.push(format!(
-                    "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
-                    o.encoding.name(),
-                    spec.encoding_label,
-                    if o.replace_invalid { "replaced with U+FFFD and counted" } else { "an error" },
-                    thousands(o.batch_rows as u64),
-                    bytes(o.batch_bytes as u64),
-                    bytes(o.max_text_bytes as u64),
-                    if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
-                ));
-                if catalog::is_mdbtools(&spec.connection_string) {
-                    lines.push(format!(
-                        "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
-                        std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
-                    ));
-                }
-            }
-            Origin::Access(spec) => lines.push(format!(
-                "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records; text: {}",
-                spec.path.display(),
-                thousands(spec.options.batch_rows as u64),
-                crate::source::access::text_encoding(&spec.path, &spec.options)
-                    .unwrap_or_else(|e| e.to_string())
-            )),
-        }
-        if !self.tables.iter().all(|t| t.source == "query") {
-            lines.push(format!("Keys from: {}", self.keys_from));
-        }
-        lines.push(format!(
-            "Discover: tables in load order (parents first), {} of them:",
-            self.tables.len()
-        ));
-        let (mut total, mut chunks) = (0, 0);
-        for (i, t) in self.tables.iter().enumerate() {
-            let planned = self.chunks_of(i, true)?;
-            let rows: u64 = planned.iter().map(|c| c.rows).sum();
-            total += rows;
-            chunks += planned.len();
-            let split = match (&t.range_key, planned.as_slice()) {
-                (Some((k, kind)), [_, _, ..]) => format!(
-                    ", {} chunks by ranges of {k:?}: {}",
-                    planned.len(),
-                    self.ranges(i, *kind, &planned)?
-                ),
-                _ => String::new(),
-            };
-            lines.push(format!(
-                "  {:>3}. {} -> {}: {} rows{split}",
-                i + 1,
-                t.source,
-                t.target.qualified(),
-                thousands(rows)
-            ));
-            for (field, odbc_type) in t.schema.fields().iter().zip(&t.odbc_types) {
-                let pg = crate::sink::postgres::ddl_type(field).unwrap_or_else(|e| e);
-                let mut notes = Vec::new();
-                if t.keys.primary_key.contains(field.name()) {
-                    notes.push("primary key");
-                }
-                if t.keys.identity.contains(field.name()) {
-                    notes.push("identity, sequence reset to MAX after the load");
-                }
-                lines.push(format!(
-                    "         {:30} {odbc_type} -> {} -> {pg}{}",
-                    field.name(),
-                    field.data_type(),
-                    if notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", notes.join(", "))
-                    }
-                ));
-            }
-        }
-        if !self.cycle.is_empty() {
-            lines.push(format!(
-                "Foreign keys form a cycle among {:?}: loaded after the others; constraints come after all data, so the cycle does not block",
-                self.cycle
-            ));
-        }
-        if !self.left_out.is_empty() {
-            lines.push("Left out (not created):".into());
-            for l in &self.left_out {
-                lines.push(format!("  {l}"));
-            }
-        }
-        lines.push("Create (tables that do not exist yet):".into());
-        for t in &self.tables {
-            lines.push(format!(
-                "  {}",
-                crate::sink::postgres::create_table_sql(
-                    &t.target,
-                    &t.schema,
-                    &[],
-                    &t.keys.identity
-                )?
-            ));
-        }
-        lines.push(format!(
-            "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",
-            thousands(total),
-            self.workers.max(self.readers()),
-            if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
-        ));
-        lines.push("Constraints, once every chunk is done:".into());
-        for (_, sql, _) in self.constraint_sql() {
-            lines.push(format!("  {sql}"));
-        }
-        lines.push("Sequences:".into());
-        for (column, _) in self.sequence_sql() {
-            lines.push(format!("  sequence of {column} set to MAX({column})"));
-        }
-        lines.push(format!(
-            "Verify: row counts per table against the source, orphan rows per foreign key ({}).",
-            self.foreign_keys.len()
-        ));
-        Ok(lines)
-    }
-
-    /// Runs the data phase for every table (or only the chunks listed, a
-    /// rerun), then, when every chunk of the migration is done, the
-    /// constraints, sequences and verify phases.
     /// `etl run --ddl-only`: every table created and checked, nothing
     /// loaded. Constraints, indexes and sequences wait for the data (they
     /// are the phases after it).
@@ -672,6 +236,9 @@ impl Migration {
         Ok(lines)
     }
 
+    /// Runs the data phase for every table (or only the chunks listed, a
+    /// rerun), then, when every chunk of the migration is done, the
+    /// constraints, sequences and verify phases.
     pub fn run(
         &self,
         only: Option<&[Chunk]>,
@@ -850,70 +417,4 @@ impl Migration {
             self.checks(&client).await
         })
     }
-}
-
-/// A key's columns must be columns of the table.
-/// The tables `include` names (`*`: all of them) but `exclude`, checked
-/// against those the source has.
-fn select_tables(
-    all: &[String],
-    include: &[String],
-    exclude: &[String],
-) -> Result<Vec<String>, EtlError> {
-    let mut names: Vec<String> = if include.iter().any(|t| t == "*") {
-        all.to_vec()
-    } else {
-        let missing: Vec<&String> = include.iter().filter(|t| !all.contains(t)).collect();
-        if !missing.is_empty() {
-            return Err(EtlError::Schema(format!(
-                "source.tables names {missing:?}, which the source does not have; its tables are: {all:?}"
-            )));
-        }
-        include.to_vec()
-    };
-    for x in exclude {
-        if !all.contains(x) {
-            tracing::warn!(
-                table = x,
-                "source.exclude names a table the source does not have."
-            );
-        }
-    }
-    names.retain(|t| !exclude.contains(t));
-    if names.is_empty() {
-        return Err(EtlError::Schema(
-            "the source has no user tables left to load (check source.tables and source.exclude)"
-                .into(),
-        ));
-    }
-    Ok(names)
-}
-
-fn check_keys(
-    table: &str,
-    schema: &SchemaRef,
-    keys: &Keys,
-    fks: &[ForeignKey],
-) -> Result<(), EtlError> {
-    let has = |c: &String| schema.field_with_name(c).is_ok();
-    let mut missing: Vec<String> = keys
-        .primary_key
-        .iter()
-        .chain(&keys.identity)
-        .chain(keys.indexes.iter().flat_map(|i| &i.columns))
-        .chain(
-            fks.iter()
-                .filter(|f| f.table == table)
-                .flat_map(|f| &f.columns),
-        )
-        .filter(|c| !has(c))
-        .cloned()
-        .collect();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(EtlError::Schema(format!(
-        "source table {table:?}: its keys name columns {missing:?}, which its SELECT * does not return"
-    )))
 }

@@ -1,0 +1,373 @@
+//! The discover phase: a source's catalog read (the ODBC driver's, or
+//! MDBTools' `mdb-schema`, or an Access file's through jetdb), its tables
+//! selected and described, ordered parents first, each with the runner
+//! that loads it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+
+use super::catalog::{self, ForeignKey, Keys};
+use super::{Migration, Origin, Table, TableSource};
+use crate::config::validate::{AccessSpec, OdbcRelation, OdbcSpec, PostgresSinkSpec};
+use crate::config::{ValidatedPipeline, ValidatedSink};
+use crate::error::EtlError;
+use crate::run::Runner;
+use crate::source::access::{AccessChild, AccessTable};
+use crate::source::odbc::{self, process, OdbcSource};
+use crate::source::Source;
+
+impl Migration {
+    /// A discovered source: its tables in load order, each with its source
+    /// and runner, and what its catalog says.
+    fn assemble(
+        p: &ValidatedPipeline,
+        origin: Origin,
+        sink: PostgresSinkSpec,
+        (tables, sources, runners): (Vec<Table>, Vec<TableSource>, Vec<Runner>),
+        cycle: Vec<String>,
+        catalog: catalog::Catalog,
+    ) -> Migration {
+        Migration {
+            pipeline: p.name.clone(),
+            origin,
+            sink,
+            workers: p.chunks.workers,
+            tables,
+            sources,
+            runners,
+            cycle,
+            foreign_keys: catalog.foreign_keys,
+            keys_from: catalog.keys_from,
+            left_out: catalog.left_out,
+        }
+    }
+
+    /// Reads the source's catalog and describes every table; writes nothing.
+    pub fn discover(p: &ValidatedPipeline) -> Result<Migration, EtlError> {
+        let sink = match p.sinks.as_slice() {
+            [ValidatedSink::Postgres(s)] => s.clone(),
+            _ => {
+                return Err(EtlError::Schema(
+                    "a migration needs exactly one [[sinks]] of type postgres".into(),
+                ))
+            }
+        };
+        match &p.source {
+            crate::config::validate::ValidatedSource::Odbc(spec) => {
+                Self::discover_odbc(p, spec, sink)
+            }
+            crate::config::validate::ValidatedSource::Access(spec) => {
+                Self::discover_access(p, spec, sink)
+            }
+            _ => Err(EtlError::Bug(
+                "Migration::discover on a source that is not a database".into(),
+            )),
+        }
+    }
+
+    /// An Access file through jetdb: its tables, keys and relationships as
+    /// the file records them; each table one chunk.
+    fn discover_access(
+        p: &ValidatedPipeline,
+        spec: &AccessSpec,
+        sink: PostgresSinkSpec,
+    ) -> Result<Migration, EtlError> {
+        let path = &spec.path;
+        let all = crate::source::access::table_names(path)?;
+        let names = select_tables(&all, &spec.include, &spec.exclude)?;
+        let mut catalog = crate::source::access::catalog(path, &names)?;
+        // Complex columns become child tables: the parent reads without
+        // them when it has a key to link them by.
+        let mut children: BTreeMap<String, Arc<AccessChild>> = BTreeMap::new();
+        let mut skip: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut reader = crate::source::access::open(path)?;
+        for name in &names {
+            let (def, _) = crate::source::access::table_def(&mut reader, path, name)?;
+            let primary_key = catalog
+                .keys
+                .get(name)
+                .map(|k| k.primary_key.clone())
+                .unwrap_or_default();
+            for (column, complex) in crate::source::access::child_columns(&mut reader, path, &def)?
+            {
+                let child =
+                    AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
+                if !primary_key.is_empty() {
+                    skip.entry(name.clone()).or_default().push(column);
+                }
+                catalog.keys.insert(child.name.clone(), child.keys.clone());
+                catalog.foreign_keys.extend(child.foreign_key.clone());
+                children.insert(child.name.clone(), Arc::new(child));
+            }
+        }
+        // Access indexes the link column; it is the child's key now.
+        for (table, columns) in &skip {
+            if let Some(keys) = catalog.keys.get_mut(table) {
+                keys.indexes
+                    .retain(|i| !i.columns.iter().any(|c| columns.contains(c)));
+            }
+        }
+        let all_names: Vec<String> = names.iter().chain(children.keys()).cloned().collect();
+        let (order, cycle) = catalog::load_order(&all_names, &catalog.foreign_keys);
+        let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
+        for name in order {
+            let target = sink.table.render(Some(&name)).map_err(|e| {
+                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
+            })?;
+            let (source, access_types, table): (Arc<dyn Source>, _, _) = match children.get(&name) {
+                Some(child) => (
+                    child.clone(),
+                    child.access_types.clone(),
+                    TableSource::AccessChild(child.clone()),
+                ),
+                None => {
+                    let skip = skip.get(&name).map_or(&[][..], Vec::as_slice);
+                    let t = Arc::new(AccessTable::open(path, &name, skip, &spec.options)?);
+                    (t.clone(), t.access_types.clone(), TableSource::Access(t))
+                }
+            };
+            let keys = catalog.keys.get(&name).cloned().unwrap_or_default();
+            check_keys(&name, &source.schema(), &keys, &catalog.foreign_keys)?;
+            runners.push(Runner::with_source(
+                p.clone(),
+                source.clone(),
+                keys.identity.clone(),
+            )?);
+            described.push(Table {
+                range_key: None,
+                source: name,
+                target,
+                schema: source.schema(),
+                odbc_types: access_types,
+                keys,
+            });
+            sources.push(table);
+        }
+        Ok(Migration::assemble(
+            p,
+            Origin::Access(spec.clone()),
+            sink,
+            (described, sources, runners),
+            cycle,
+            catalog,
+        ))
+    }
+
+    /// An ODBC source: the driver's catalog (MDBTools': `mdb-schema`).
+    fn discover_odbc(
+        p: &ValidatedPipeline,
+        spec: &OdbcSpec,
+        sink: PostgresSinkSpec,
+    ) -> Result<Migration, EtlError> {
+        let spec = &odbc::prepare(spec);
+        let encoding = spec.options.encoding;
+        let connection = odbc::connect(&spec.connection_string)?;
+        let quote = odbc::quote_char(&connection);
+        let quote_name = |name: &str| odbc::quote_with(quote, name);
+        let sqlite = connection
+            .database_management_system_name()
+            .is_ok_and(|n| n.to_ascii_lowercase().contains("sqlite"));
+        let mut tables = Vec::new();
+        let (names, catalog) = match &spec.relation {
+            OdbcRelation::Query(q) => {
+                tables.push(("query".to_string(), q.clone()));
+                (Vec::new(), catalog::Catalog::default())
+            }
+            OdbcRelation::Tables { include, exclude } => {
+                let all = catalog::user_tables(&connection, encoding)?;
+                let names = select_tables(&all, include, exclude)?;
+                let catalog = if catalog::is_mdbtools(&spec.connection_string) {
+                    let file = catalog::dbq(&spec.connection_string).ok_or_else(|| {
+                        EtlError::Schema(
+                            "the MDBTools connection string has no DBQ=<file>; etl reads the Access file's keys from it".into(),
+                        )
+                    })?;
+                    catalog::from_mdb_schema(std::path::Path::new(&file), &names)?
+                } else {
+                    catalog::from_odbc(&connection, &names, encoding)?
+                };
+                (names, catalog)
+            }
+        };
+        drop(connection);
+        let (order, cycle) = catalog::load_order(&names, &catalog.foreign_keys);
+        tables.extend(order.into_iter().map(|t| {
+            let select = format!("SELECT * FROM {}", quote_name(&t));
+            (t, select)
+        }));
+        // At least this many chunks of a big table at once.
+        let min_parts = (p.chunks.workers as u64).max(spec.readers as u64);
+
+        let mut described = Vec::new();
+        let (mut sources, mut runners) = (Vec::new(), Vec::new());
+        for (name, select) in tables {
+            let target = sink.table.render(Some(&name)).map_err(|e| {
+                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
+            })?;
+            let mut options = spec.options.clone();
+            options.batch_rows = 1;
+            let table = (name != "query").then_some(name.as_str());
+            let reader =
+                process::ReadRequest::new(&spec.connection_string, &select, table, &options)
+                    .open()
+                    .map_err(|e| EtlError::Schema(format!("source table {name:?}: {e}")))?;
+            let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
+            for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
+                if *auto && !keys.identity.contains(field.name()) {
+                    keys.identity.push(field.name().clone());
+                }
+            }
+            check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
+            // A one-column primary key of integers, times or text splits
+            // a big table.
+            let mut range_key = match keys.primary_key.as_slice() {
+                [k] if !spec.options.row_by_row => reader
+                    .schema()
+                    .field_with_name(k)
+                    .ok()
+                    .and_then(|f| odbc::KeyKind::of(f.data_type()))
+                    .map(|kind| (k.clone(), kind)),
+                _ => None,
+            };
+            let relation = match table {
+                Some(t) => odbc::Relation::Table(t.to_string()),
+                None => odbc::Relation::Query(select.clone()),
+            };
+            let source_of = |split: Option<odbc::Split>| {
+                Arc::new(OdbcSource::table(
+                    spec,
+                    &relation,
+                    quote,
+                    reader.schema(),
+                    split,
+                    p.chunks.range_rows,
+                    min_parts,
+                ))
+            };
+            let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
+                key: odbc::SplitKey::Column(k.clone()),
+                kind: *kind,
+            }));
+            // A SQLite table without an integer key is cut by its rowid
+            // (unquoted: SQLite reads an unknown quoted name as a string),
+            // unless it has none (WITHOUT ROWID).
+            // (Its rowid, when it has one, rather than a time or text key:
+            // cheaper to cut and to read.)
+            let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
+            if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
+                let by_rowid = source_of(Some(odbc::Split {
+                    key: odbc::SplitKey::Rowid,
+                    kind: odbc::KeyKind::Integer,
+                }));
+                if by_rowid.has_rowid() {
+                    source = by_rowid;
+                    range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
+                } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
+                    // SQLite compares times as the text stored, which
+                    // bound timestamps do not match: read it whole.
+                    range_key = None;
+                    source = source_of(None);
+                }
+            }
+            let mut config = p.clone();
+            // The sink finds a range's rows by its column; rowid is not
+            // one, and a text part's rows are the source's to find.
+            config.chunks.range_column = range_key
+                .clone()
+                .filter(|(k, kind)| {
+                    reader.schema().field_with_name(k).is_ok() && *kind != odbc::KeyKind::Text
+                })
+                .map(|(k, _)| k);
+            runners.push(Runner::with_source(
+                config,
+                source.clone(),
+                keys.identity.clone(),
+            )?);
+            sources.push(TableSource::Odbc(source));
+            described.push(Table {
+                range_key,
+                source: name,
+                target,
+                schema: reader.schema(),
+                odbc_types: reader.odbc_types.clone(),
+                keys,
+            });
+        }
+        Ok(Migration::assemble(
+            p,
+            Origin::Odbc(spec.clone()),
+            sink,
+            (described, sources, runners),
+            cycle,
+            catalog,
+        ))
+    }
+}
+
+/// The tables `include` names (`*`: all of them) but `exclude`, checked
+/// against those the source has.
+pub(super) fn select_tables(
+    all: &[String],
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<String>, EtlError> {
+    let mut names: Vec<String> = if include.iter().any(|t| t == "*") {
+        all.to_vec()
+    } else {
+        let missing: Vec<&String> = include.iter().filter(|t| !all.contains(t)).collect();
+        if !missing.is_empty() {
+            return Err(EtlError::Schema(format!(
+                "source.tables names {missing:?}, which the source does not have; its tables are: {all:?}"
+            )));
+        }
+        include.to_vec()
+    };
+    for x in exclude {
+        if !all.contains(x) {
+            tracing::warn!(
+                table = x,
+                "source.exclude names a table the source does not have."
+            );
+        }
+    }
+    names.retain(|t| !exclude.contains(t));
+    if names.is_empty() {
+        return Err(EtlError::Schema(
+            "the source has no user tables left to load (check source.tables and source.exclude)"
+                .into(),
+        ));
+    }
+    Ok(names)
+}
+
+/// A key's columns must be columns of the table.
+fn check_keys(
+    table: &str,
+    schema: &SchemaRef,
+    keys: &Keys,
+    fks: &[ForeignKey],
+) -> Result<(), EtlError> {
+    let has = |c: &String| schema.field_with_name(c).is_ok();
+    let mut missing: Vec<String> = keys
+        .primary_key
+        .iter()
+        .chain(&keys.identity)
+        .chain(keys.indexes.iter().flat_map(|i| &i.columns))
+        .chain(
+            fks.iter()
+                .filter(|f| f.table == table)
+                .flat_map(|f| &f.columns),
+        )
+        .filter(|c| !has(c))
+        .cloned()
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(EtlError::Schema(format!(
+        "source table {table:?}: its keys name columns {missing:?}, which its SELECT * does not return"
+    )))
+}

@@ -1,0 +1,174 @@
+//! What `etl plan` shows of a migration: the phases in order, each table
+//! with its columns and chunks, the DDL, and what follows the data.
+
+use super::{catalog, Migration, Origin};
+use crate::error::EtlError;
+use crate::plan::PlannedChunk;
+use crate::run::summary::{bytes, thousands};
+use crate::source::odbc;
+
+impl Migration {
+    /// What `etl plan` shows: the phases in order, each table with its
+    /// columns, counts and chunks, the DDL, and what follows the data.
+    /// Reads only.
+    pub fn plan_lines(&self) -> Result<Vec<String>, EtlError> {
+        let mut lines = Vec::new();
+        lines.push("Phases: discover, create, data, constraints, sequences, verify".to_string());
+        match &self.origin {
+            Origin::Odbc(spec) => {
+                let o = &spec.options;
+                lines.push(format!(
+                    "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
+                    o.encoding.name(),
+                    spec.encoding_label,
+                    if o.replace_invalid { "replaced with U+FFFD and counted" } else { "an error" },
+                    thousands(o.batch_rows as u64),
+                    bytes(o.batch_bytes as u64),
+                    bytes(o.max_text_bytes as u64),
+                    if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
+                ));
+                if catalog::is_mdbtools(&spec.connection_string) {
+                    lines.push(format!(
+                        "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
+                        std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
+                    ));
+                }
+            }
+            Origin::Access(spec) => lines.push(format!(
+                "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records; text: {}",
+                spec.path.display(),
+                thousands(spec.options.batch_rows as u64),
+                crate::source::access::text_encoding(&spec.path, &spec.options)
+                    .unwrap_or_else(|e| e.to_string())
+            )),
+        }
+        if !self.tables.iter().all(|t| t.source == "query") {
+            lines.push(format!("Keys from: {}", self.keys_from));
+        }
+        lines.push(format!(
+            "Discover: tables in load order (parents first), {} of them:",
+            self.tables.len()
+        ));
+        let (mut total, mut chunks) = (0, 0);
+        for (i, t) in self.tables.iter().enumerate() {
+            let planned = self.chunks_of(i, true)?;
+            let rows: u64 = planned.iter().map(|c| c.rows).sum();
+            total += rows;
+            chunks += planned.len();
+            let split = match (&t.range_key, planned.as_slice()) {
+                (Some((k, kind)), [_, _, ..]) => format!(
+                    ", {} chunks by ranges of {k:?}: {}",
+                    planned.len(),
+                    self.ranges(i, *kind, &planned)?
+                ),
+                _ => String::new(),
+            };
+            lines.push(format!(
+                "  {:>3}. {} -> {}: {} rows{split}",
+                i + 1,
+                t.source,
+                t.target.qualified(),
+                thousands(rows)
+            ));
+            for (field, odbc_type) in t.schema.fields().iter().zip(&t.odbc_types) {
+                let pg = crate::sink::postgres::ddl_type(field).unwrap_or_else(|e| e);
+                let mut notes = Vec::new();
+                if t.keys.primary_key.contains(field.name()) {
+                    notes.push("primary key");
+                }
+                if t.keys.identity.contains(field.name()) {
+                    notes.push("identity, sequence reset to MAX after the load");
+                }
+                lines.push(format!(
+                    "         {:30} {odbc_type} -> {} -> {pg}{}",
+                    field.name(),
+                    field.data_type(),
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", notes.join(", "))
+                    }
+                ));
+            }
+        }
+        if !self.cycle.is_empty() {
+            lines.push(format!(
+                "Foreign keys form a cycle among {:?}: loaded after the others; constraints come after all data, so the cycle does not block",
+                self.cycle
+            ));
+        }
+        if !self.left_out.is_empty() {
+            lines.push("Left out (not created):".into());
+            for l in &self.left_out {
+                lines.push(format!("  {l}"));
+            }
+        }
+        lines.push("Create (tables that do not exist yet):".into());
+        for t in &self.tables {
+            lines.push(format!(
+                "  {}",
+                crate::sink::postgres::create_table_sql(
+                    &t.target,
+                    &t.schema,
+                    &[],
+                    &t.keys.identity
+                )?
+            ));
+        }
+        lines.push(format!(
+            "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",
+            thousands(total),
+            self.workers.max(self.readers()),
+            if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
+        ));
+        lines.push("Constraints, once every chunk is done:".into());
+        for (_, sql, _) in self.constraint_sql() {
+            lines.push(format!("  {sql}"));
+        }
+        lines.push("Sequences:".into());
+        for (column, _) in self.sequence_sql() {
+            lines.push(format!("  sequence of {column} set to MAX({column})"));
+        }
+        lines.push(format!(
+            "Verify: row counts per table against the source, orphan rows per foreign key ({}).",
+            self.foreign_keys.len()
+        ));
+        Ok(lines)
+    }
+
+    /// Table `i`'s ranges as `etl plan` lists them.
+    fn ranges(
+        &self,
+        i: usize,
+        kind: odbc::KeyKind,
+        planned: &[PlannedChunk],
+    ) -> Result<String, EtlError> {
+        if kind != odbc::KeyKind::Text {
+            // A date's bounds are midnights: shown as dates.
+            let bound = |v: i64| {
+                let b = planned[0].chunk.bound(v);
+                match kind {
+                    odbc::KeyKind::Time(odbc::TimeKind::Date) => b[..10].to_string(),
+                    _ => b,
+                }
+            };
+            return Ok(planned
+                .iter()
+                .map(|c| format!("[{}, {})", bound(c.chunk.start), bound(c.chunk.end)))
+                .collect::<Vec<_>>()
+                .join(", "));
+        }
+        let cuts = self.sources[i].odbc()?.cuts()?;
+        let mut parts = Vec::new();
+        for (p, cut) in cuts.iter().enumerate() {
+            parts.push(match p {
+                0 => format!("below {cut:?}"),
+                _ => format!("[{:?}, {cut:?})", cuts[p - 1]),
+            });
+        }
+        if let Some(last) = cuts.last() {
+            parts.push(format!("from {last:?}"));
+        }
+        Ok(parts.join(", "))
+    }
+}
