@@ -2,7 +2,9 @@
 //! SQLite, MS Access through MDBTools, PostgreSQL through psqlODBC).
 //!
 //! - [`read`]: one SELECT into Arrow batches, narrow text decoded from the
-//!   configured code page, bounds bound as typed parameters.
+//!   configured code page, bounds bound as typed parameters; under it,
+//!   [`statement`] (the ODBC calls: connecting, statements, cursors, the
+//!   catalog functions) and [`values`] (text, times and GUIDs made exact).
 //! - [`process`]: where that reader runs: a thread of this process, or a
 //!   child process (`readers` > 1: drivers that serialise threads on a
 //!   process-wide lock, SQLite's, read in parallel only as processes).
@@ -16,10 +18,16 @@
 pub mod process;
 mod read;
 mod source;
+mod statement;
 mod stream;
+mod values;
 
 pub use read::*;
 pub use source::{describe, KeyKind, OdbcSource, Relation, Split, SplitKey, TimeKind};
+pub use statement::*;
+#[cfg(feature = "fuzzing")]
+pub(crate) use values::decode_texts;
+pub use values::round_to_micros;
 
 use std::collections::BTreeMap;
 
