@@ -1,0 +1,260 @@
+//! What `etl plan` and `etl verify` read of a pivot's wide tables: the
+//! source's channels per key (in SQL, by the pivot's rules), the changes a
+//! run would make, and one chunk's rows and cells in both.
+
+use super::*;
+
+impl Wide {
+    /// The source's channels per chunk key, with the widest kind of their
+    /// formats (the pivot's rules, read in SQL from the source itself).
+    pub async fn source_channels(
+        &self,
+        source: &dyn crate::source::Source,
+        key_column: Option<&str>,
+    ) -> Result<Option<HashMap<Option<String>, Vec<(String, Kind)>>>, EtlError> {
+        let w = &self.wide;
+        let key = key_column.map_or("NULL::text".to_string(), |k| format!("{}::text", ident(k)));
+        let kinds = [Kind::Bool, Kind::Int, Kind::Float, Kind::Text];
+        let kind = w
+            .formats
+            .iter()
+            .map(|(f, _, k)| {
+                let k = if w.text { Kind::Text } else { *k };
+                format!(
+                    "WHEN {} THEN {}",
+                    literal(f),
+                    kinds.iter().position(|x| *x == k).expect("a kind")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let formats = w
+            .formats
+            .iter()
+            .map(|(f, _, _)| literal(f))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let name = ident(&w.name_column);
+        let Some(rows) = source
+            .sql_rows(
+                None,
+                &format!(
+                    "{key}, {name}::text, max(CASE {} {kind} END)::text",
+                    ident(&w.format_column)
+                ),
+                &format!(
+                    "AND {name} IS NOT NULL AND {} IN ({formats}) GROUP BY 1, 2",
+                    ident(&w.format_column)
+                ),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut out: HashMap<Option<String>, Vec<(String, Kind)>> = HashMap::new();
+        for r in rows {
+            let k: usize = r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(3);
+            out.entry(r[0].clone())
+                .or_default()
+                .push((r[1].clone().unwrap_or_default(), kinds[k.min(3)]));
+        }
+        Ok(Some(out))
+    }
+
+    /// What a run would change in a key's wide tables for these channels:
+    /// the statements, for `etl plan` (nothing is written).
+    pub async fn describe(
+        &self,
+        client: &Client,
+        base: &TableName,
+        channels: &[(String, Kind)],
+    ) -> Result<Vec<String>, EtlError> {
+        let mut layout = self.load(client, base).await?;
+        let mut lines = Vec::new();
+        if let std::collections::btree_map::Entry::Vacant(e) = layout.parts.entry(base.qualified())
+        {
+            if !self.spec.create_table {
+                return Err(EtlError::Schema(format!(
+                    "wide table {base} does not exist on {}; create it, or set create_table = true in [[sinks]]",
+                    self.spec.endpoint
+                )));
+            }
+            lines.push(format!("{};", self.create_sql(base)?));
+            // Planned as if the base existed, empty.
+            e.insert(Part {
+                columns: Vec::new(),
+                channels: 0,
+            });
+        }
+        let known = channels
+            .iter()
+            .filter(|(c, _)| layout.channels.contains_key(c))
+            .count();
+        lines.insert(
+            0,
+            format!(
+                "wide table {base}: {} channels in the source, {known} with columns already, mode {}",
+                channels.len(),
+                self.spec.mode.as_str()
+            ),
+        );
+        let statements = self.plan_changes(base, &layout, channels)?;
+        // The column map's and phase log's rows would repeat the DDL's names.
+        for statement in statements
+            .iter()
+            .filter(|s| !s.starts_with("INSERT INTO etl."))
+        {
+            let short: String = statement.chars().take(2000).collect();
+            lines.push(format!(
+                "{short}{};",
+                if short.len() < statement.len() {
+                    " ..."
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// One chunk's wide rows and non-NULL cells per channel, in the target
+    /// and as the source's readings imply them (see [`crate::transform::pivot`]).
+    pub async fn verify(
+        &self,
+        client: &Client,
+        base: &TableName,
+        chunk: &Chunk,
+        source: &dyn crate::source::Source,
+    ) -> Result<crate::verify::Comparison, EtlError> {
+        let w = &self.wide;
+        let index = self.index_names();
+        if !index.contains(&self.time_column) {
+            return Err(EtlError::Schema(format!(
+                "etl verify compares chunks by their time window, so the pivot's index needs the time column {:?}",
+                self.time_column
+            )));
+        }
+        let index_row = format!(
+            "({})",
+            index
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let has_value = w
+            .formats
+            .iter()
+            .map(|(f, c, _)| {
+                format!(
+                    "({} = {} AND {} IS NOT NULL)",
+                    ident(&w.format_column),
+                    literal(f),
+                    ident(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let rows = source
+            .sql_rows(
+                Some(chunk),
+                &format!("count(DISTINCT {index_row})::text"),
+                "",
+            )
+            .await?
+            .ok_or_else(|| {
+                EtlError::Schema("verify for a pivot needs a PostgreSQL source".into())
+            })?;
+        let source_rows: u64 = rows[0][0]
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let cells = source
+            .sql_rows(
+                Some(chunk),
+                &format!(
+                    "{}::text, count(DISTINCT {index_row})::text",
+                    ident(&w.name_column)
+                ),
+                &format!(
+                    "AND {} IS NOT NULL AND ({has_value}) GROUP BY 1",
+                    ident(&w.name_column)
+                ),
+            )
+            .await?
+            .unwrap_or_default();
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for r in cells {
+            expected.insert(
+                r[0].clone().unwrap_or_default(),
+                r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+            );
+        }
+        let sum = |cells: &BTreeMap<String, u64>| {
+            cells
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, n)| format!("{c:?}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let expected_sum = crate::verify::Checksum {
+            rows: source_rows,
+            sum: sum(&expected),
+        };
+        let layout = self.load(client, base).await?;
+        if !layout.parts.contains_key(&base.qualified()) {
+            return Ok(crate::verify::Comparison {
+                counts_only: false,
+                source: expected_sum,
+                target: None,
+            });
+        }
+        let filter = chunk_filter(
+            &self.time_column,
+            self.time_has_zone,
+            self.key_column.as_deref(),
+            chunk,
+        );
+        let context = || format!("counting chunk {chunk} in {base}");
+        let target_rows: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {} WHERE {filter}", base.qualified()),
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg(context()))?
+            .get(0);
+        let mut found: BTreeMap<String, u64> = BTreeMap::new();
+        for part in layout.parts.keys() {
+            let here: Vec<(&String, &Placement)> = layout
+                .channels
+                .iter()
+                .filter(|(_, p)| p.part == *part)
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let counts = here
+                .iter()
+                .map(|(_, p)| format!("count({})", ident(&p.column)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let row = client
+                .query_one(&format!("SELECT {counts} FROM {part} WHERE {filter}"), &[])
+                .await
+                .map_err(EtlError::pg(context()))?;
+            for (i, (channel, _)) in here.iter().enumerate() {
+                found.insert((*channel).clone(), row.get::<_, i64>(i) as u64);
+            }
+        }
+        Ok(crate::verify::Comparison {
+            counts_only: false,
+            source: expected_sum,
+            target: Some(crate::verify::Checksum {
+                rows: target_rows as u64,
+                sum: sum(&found),
+            }),
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! One chunk's writer into a key's wide tables: the layout made room for
+//! under the base table's lock, then the wide rows split into parts and
+//! copied (or merged, for upsert), all in the chunk's transaction.
+
+use super::*;
+
+impl Wide {
+    /// A writer for one chunk; nothing is sent until its first batch (or commit).
+    pub fn writer(
+        self: &Arc<Self>,
+        client: Client,
+        pool: Arc<Pool>,
+        base: TableName,
+        chunk: Chunk,
+    ) -> WideWriter {
+        WideWriter {
+            wide: self.clone(),
+            client,
+            pool,
+            base,
+            chunk,
+            started: None,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// A chunk's transaction once open: the layout it writes by.
+struct Started {
+    layout: Layout,
+    /// Channel columns per part, for the merge.
+    merged: BTreeMap<String, BTreeSet<String>>,
+    /// Upsert: each part's temporary table.
+    stages: BTreeMap<String, String>,
+}
+
+pub struct WideWriter {
+    wide: Arc<Wide>,
+    client: Client,
+    pool: Arc<Pool>,
+    base: TableName,
+    chunk: Chunk,
+    started: Option<Started>,
+    rows: u64,
+    bytes: u64,
+}
+
+impl WideWriter {
+    fn context(&self, what: &str) -> String {
+        format!("{what} for chunk {} into {}", self.chunk, self.base)
+    }
+
+    /// Makes the layout hold the chunk's channels, then opens the chunk's
+    /// transaction (and, for append and replace, clears a window loaded before).
+    async fn start(&mut self, channels: &[(String, Kind)]) -> Result<(), EtlError> {
+        let w = self.wide.clone();
+        // Columns for the chunk's channels first (their own transaction).
+        w.make_room(&self.client, &self.base, channels).await?;
+        let base_q = self.base.qualified();
+        let begun = self
+            .client
+            .batch_execute(&format!("BEGIN; {}", w.spec.timeouts.set_local()))
+            .await
+            .map_err(EtlError::pg(self.context("starting the transaction")));
+        begun?;
+        // Another process (or worker) may have widened a column or added a
+        // part since the layout was cached, and binary COPY would send values
+        // of the old type. Holding the layout lock shared until commit keeps
+        // columns from changing under the chunk; the layout is read again
+        // under it.
+        let locked = self
+            .client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock_shared(hashtext({}))",
+                layout_lock(&base_q)
+            ))
+            .await
+            .map_err(EtlError::pg(
+                self.context("waiting for the wide tables' layout"),
+            ));
+        if let Err(e) = locked {
+            return Err(explain_busy(&self.client, &base_q, &w.spec.timeouts, e).await);
+        }
+        let layout = w.load(&self.client, &self.base).await?;
+        for (channel, kind) in channels {
+            if layout.channels.get(channel).is_none_or(|p| p.kind < *kind) {
+                return Err(EtlError::Bug(format!(
+                    "channel {channel:?} lost its column in {base_q} while the chunk started"
+                )));
+            }
+        }
+        w.layouts
+            .lock()
+            .await
+            .insert(base_q.clone(), layout.clone());
+        let mut stages = BTreeMap::new();
+        if w.spec.mode == SinkMode::Upsert {
+            for (i, part) in layout.parts.keys().enumerate() {
+                let stage = format!("etl_stage_{i}");
+                let sql = format!(
+                    "CREATE TEMP TABLE {stage} (LIKE {part} INCLUDING DEFAULTS) ON COMMIT DROP"
+                );
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(EtlError::pg(self.context("creating a staging table")))?;
+                stages.insert(part.clone(), stage);
+            }
+        } else {
+            let row = ledger::Row::new(&w.pipeline, &base_q, &self.chunk);
+            let overlap = ledger::lock_window(&self.client, &row)
+                .await
+                .map_err(EtlError::pg(self.context("checking the ledger")))?;
+            if overlap {
+                let filter = chunk_filter(
+                    &w.time_column,
+                    w.time_has_zone,
+                    w.key_column.as_deref(),
+                    &self.chunk,
+                );
+                for part in layout.parts.keys() {
+                    let deleted = self
+                        .client
+                        .execute(&format!("DELETE FROM {part} WHERE {filter}"), &[])
+                        .await;
+                    if let Err(e) = deleted {
+                        let e = EtlError::pg(self.context("deleting the window's earlier rows"))(e);
+                        return Err(explain_busy(&self.client, part, &w.spec.timeouts, e).await);
+                    }
+                }
+            }
+        }
+        self.started = Some(Started {
+            layout,
+            merged: BTreeMap::new(),
+            stages,
+        });
+        Ok(())
+    }
+
+    async fn copy(
+        &mut self,
+        target: &str,
+        columns: &[String],
+        data: Bytes,
+    ) -> Result<(), EtlError> {
+        let sql = format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            columns
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let context = self.context(&format!("copying into {target}"));
+        let sink: CopyInSink<Bytes> = self
+            .client
+            .copy_in(&sql)
+            .await
+            .map_err(EtlError::pg(context.clone()))?;
+        let mut sink = Box::pin(sink);
+        self.bytes += data.len() as u64;
+        Pin::as_mut(&mut sink)
+            .send(data)
+            .await
+            .map_err(EtlError::pg(context.clone()))?;
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(EtlError::pg(context))?;
+        Ok(())
+    }
+}
+
+/// A channel's values as its column's type: widened as PostgreSQL's casts
+/// would, doubles to text as PostgreSQL prints them.
+fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
+    let wrap = |e: arrow::error::ArrowError| {
+        EtlError::Schema(format!(
+            "converting a channel's values to {}: {e}",
+            kind.pg_type()
+        ))
+    };
+    match (array.data_type(), kind) {
+        (DataType::Float64, Kind::Text) => Ok(Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(pg_float_text))
+                .collect::<StringArray>(),
+        )),
+        (DataType::Boolean, Kind::Float) => {
+            let ints = cast(array, &DataType::Int64).map_err(wrap)?;
+            cast(&ints, &DataType::Float64).map_err(wrap)
+        }
+        (t, k) if *t == k.arrow() => Ok(array.clone()),
+        _ => cast(array, &kind.arrow()).map_err(wrap),
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkWriter for WideWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        let index_len = self.wide.wide.index.len();
+        let schema = batch.schema();
+        let channels: Vec<(String, Kind)> = schema.fields()[index_len..]
+            .iter()
+            .map(|f| {
+                let kind = match f.data_type() {
+                    DataType::Boolean => Kind::Bool,
+                    DataType::Int64 => Kind::Int,
+                    DataType::Float64 => Kind::Float,
+                    _ => Kind::Text,
+                };
+                (f.name().clone(), kind)
+            })
+            .collect();
+        if self.started.is_none() {
+            self.start(&channels).await?;
+        }
+        let started = self.started.as_ref().expect("started above");
+        // Per part: (target column, batch column, kind).
+        let mut per_part: BTreeMap<String, Vec<(String, usize, Kind)>> = started
+            .layout
+            .parts
+            .keys()
+            .map(|p| (p.clone(), Vec::new()))
+            .collect();
+        for (i, (channel, _)) in channels.iter().enumerate() {
+            let place = started.layout.channels.get(channel).ok_or_else(|| {
+                EtlError::Bug(format!(
+                    "channel {channel:?} has no column after the layout was made"
+                ))
+            })?;
+            per_part
+                .get_mut(&place.part)
+                .ok_or_else(|| {
+                    EtlError::Bug(format!("part {} missing from the layout", place.part))
+                })?
+                .push((place.column.clone(), index_len + i, place.kind));
+        }
+        let mut copies = Vec::with_capacity(per_part.len());
+        for (part, cols) in per_part {
+            let target = started
+                .stages
+                .get(&part)
+                .cloned()
+                .unwrap_or_else(|| part.clone());
+            let part_info = &started.layout.parts[&part];
+            let mut fields: Vec<Field> = Vec::new();
+            let mut types: Vec<PgType> = Vec::new();
+            let mut arrays: Vec<ArrayRef> = Vec::new();
+            let mut names = Vec::new();
+            for (i, f) in self.wide.wide.index.iter().enumerate() {
+                let c = part_info
+                    .columns
+                    .iter()
+                    .find(|c| c.name == *f.name())
+                    .ok_or_else(|| {
+                        EtlError::Schema(format!(
+                            "wide table {part} has no index column {:?}",
+                            f.name()
+                        ))
+                    })?;
+                let t = PgType::from_type_info(&c.info).map_err(|e| {
+                    EtlError::Schema(format!("index column {:?} of {part}: {e}", f.name()))
+                })?;
+                fields.push(f.as_ref().clone());
+                types.push(t);
+                arrays.push(batch.column(i).clone());
+                names.push(f.name().clone());
+            }
+            for (column, at, kind) in &cols {
+                let a = conform(batch.column(*at), *kind)?;
+                fields.push(Field::new(column, a.data_type().clone(), true));
+                types.push(pg_type(*kind));
+                arrays.push(a);
+                names.push(column.clone());
+            }
+            let pairs: Vec<(&Field, &PgType)> = fields.iter().zip(&types).collect();
+            let encoder = CopyEncoder::new(&pairs)
+                .map_err(|e| EtlError::Schema(format!("{e} (wide table {part})")))?;
+            let projected = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), arrays)
+                .map_err(|e| EtlError::Bug(format!("projecting a wide batch: {e}")))?;
+            let mut buf = BytesMut::new();
+            CopyEncoder::write_header(&mut buf);
+            encoder.write_batch(&projected, &mut buf)?;
+            CopyEncoder::write_footer(&mut buf);
+            copies.push((part, target, names, cols, buf.freeze()));
+        }
+        for (part, target, names, cols, data) in copies {
+            self.copy(&target, &names, data).await?;
+            let started = self.started.as_mut().expect("started above");
+            started
+                .merged
+                .entry(part)
+                .or_default()
+                .extend(cols.into_iter().map(|(c, _, _)| c));
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
+        if self.started.is_none() {
+            self.start(&[]).await?;
+        }
+        let started = self.started.take().expect("started above");
+        let index = self.wide.index_names();
+        let index_list = index
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (part, stage) in &started.stages {
+            let Some(columns) = started.merged.get(part) else {
+                continue;
+            };
+            let all: Vec<String> = index.iter().chain(columns).map(|c| ident(c)).collect();
+            let list = all.join(", ");
+            // Values a chunk lacks (NULL) keep what the table has.
+            let action = if columns.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!(
+                    "UPDATE SET {}",
+                    columns
+                        .iter()
+                        .map(|c| format!("{c} = COALESCE(EXCLUDED.{c}, t.{c})", c = ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let sql = format!(
+                "INSERT INTO {part} AS t ({list}) SELECT {list} FROM {stage} ON CONFLICT ({index_list}) DO {action}"
+            );
+            let context = self.context(&format!("merging staged rows into {part}"));
+            self.client
+                .execute(&sql, &[])
+                .await
+                .map_err(EtlError::pg(context))?;
+        }
+        let base_q = self.base.qualified();
+        let row = ledger::Row::new(&self.wide.pipeline, &base_q, &self.chunk);
+        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
+        ledger::commit_done(&self.client, &row, self.rows)
+            .await
+            .map_err(EtlError::pg(context))?;
+        let WideWriter {
+            client,
+            pool,
+            rows,
+            bytes,
+            ..
+        } = *self;
+        pool.put(client);
+        Ok(ChunkStats { rows, bytes })
+    }
+}
