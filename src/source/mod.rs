@@ -60,14 +60,14 @@ pub trait Source: Send + Sync {
     async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
         Ok(None)
     }
-    /// Runs `SELECT {select} FROM <the source> WHERE <chunk's rows> {tail}`
-    /// in the source (all rows without a chunk); each value must be text.
-    /// `None` when the source has no SQL (a file source).
+    /// Runs the query `sql` writes around the chunk's rows (all rows
+    /// without a chunk), given as a relation to select from: `(SELECT *
+    /// FROM <the source> WHERE <chunk's rows>) AS rows`; each value must
+    /// be text. `None` when the source has no SQL (a file source).
     async fn sql_rows(
         &self,
         _chunk: Option<&Chunk>,
-        _select: &str,
-        _tail: &str,
+        _sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
     ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
         Ok(None)
     }

@@ -510,8 +510,7 @@ impl Source for PostgresSource {
     async fn sql_rows(
         &self,
         chunk: Option<&Chunk>,
-        select: &str,
-        tail: &str,
+        sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
     ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
         let filter = match chunk {
             Some(chunk) => chunk_filter(
@@ -522,12 +521,11 @@ impl Source for PostgresSource {
             ),
             None => "true".to_string(),
         };
+        let relation = format!("(SELECT * FROM {} WHERE {filter}) AS rows", self.from);
+        let query = sql(&relation);
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                &format!("SELECT {select} FROM {} WHERE {filter} {tail}", self.from),
-                &[],
-            )
+            .query(&query, &[])
             .await
             .map_err(EtlError::pg(match chunk {
                 Some(c) => format!("querying chunk {c} in the source"),

@@ -373,7 +373,7 @@ fn the_shipped_pivot_pipeline_builds_one_typed_table_per_ship() {
 }
 
 #[test]
-fn verify_counts_wide_rows_and_cells_per_channel_and_finds_changes() {
+fn verify_compares_every_cell_value_and_finds_changes() {
     // Given the odd readings pivoted by a pipeline without SQL stages
     let db = TestDb::new("pivot_verify");
     psql_file(&db.src, &repo().join("fixtures/sql/narrow_odd.sql"), &[]);
@@ -388,7 +388,8 @@ fn verify_counts_wide_rows_and_cells_per_channel_and_finds_changes() {
     // When verified
     let ok = etl_same_db(&db, &["verify", &p]);
 
-    // Then every chunk's rows and non-NULL cells per channel match the source
+    // Then every chunk's rows and cell values per channel match the source
+    // (duplicates, widened formats, NaN, odd channel names included)
     assert_eq!(ok.code, 0, "{ok:?}");
     assert!(
         ok.stdout
@@ -430,6 +431,51 @@ fn verify_counts_wide_rows_and_cells_per_channel_and_finds_changes() {
         table.contains("IMO2 2025-06-03 00:00:00 2025-06-04 00:00:00 144 143 differs"),
         "{bad:?}"
     );
+
+    // When a value is changed in one chunk, and two channels' values are
+    // swapped in one row of another (their counts stay as they were)
+    let cell = |ship: &str, channel: &str| -> (String, String) {
+        let found = psql(
+            &db.src,
+            &format!(
+                "SELECT table_name || ' ' || quote_ident(column_name) FROM etl.column_map WHERE base_table = '\"wide\".\"t_{ship}\"' AND channel = '{channel}'"
+            ),
+        );
+        let (t, c) = found.split_once(' ').unwrap();
+        (t.to_string(), c.to_string())
+    };
+    let at = "created_time = '2025-06-01 10:00:00+00'";
+    let (t, c) = cell("IMO1", "ch_a");
+    psql(&db.src, &format!("UPDATE {t} SET {c} = {c} + 1 WHERE {at}"));
+    let (ta, ca) = cell("IMO2", "ch_a");
+    let (tb, cb) = cell("IMO2", "eng_1");
+    let a = psql(&db.src, &format!("SELECT {ca} FROM {ta} WHERE {at}"));
+    let b = psql(&db.src, &format!("SELECT {cb} FROM {tb} WHERE {at}"));
+    assert_ne!(a, b);
+    psql(&db.src, &format!("UPDATE {ta} SET {ca} = '{b}' WHERE {at}"));
+    psql(&db.src, &format!("UPDATE {tb} SET {cb} = '{a}' WHERE {at}"));
+    let values = etl_same_db(&db, &["verify", &p]);
+
+    // Then those two chunks differ too, with their rows and cells counted
+    // equal: the values are compared
+    assert_eq!(values.code, 1, "{values:?}");
+    assert!(
+        values
+            .stdout
+            .contains("6 chunks of pipeline odd against 1 sink: 2 equal, 4 differ"),
+        "{values:?}"
+    );
+    let table: String = values
+        .stdout
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for chunk in [
+        "IMO1 2025-06-01 00:00:00 2025-06-02 00:00:00 145 145 differs",
+        "IMO2 2025-06-01 00:00:00 2025-06-02 00:00:00 144 144 differs",
+    ] {
+        assert!(table.contains(chunk), "{chunk}: {values:?}");
+    }
 }
 
 #[test]

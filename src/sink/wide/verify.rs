@@ -35,18 +35,14 @@ impl Wide {
             .collect::<Vec<_>>()
             .join(", ");
         let name = ident(&w.name_column);
+        let format = ident(&w.format_column);
         let Some(rows) = source
-            .sql_rows(
-                None,
-                &format!(
-                    "{key}, {name}::text, max(CASE {} {kind} END)::text",
-                    ident(&w.format_column)
-                ),
-                &format!(
-                    "AND {name} IS NOT NULL AND {} IN ({formats}) GROUP BY 1, 2",
-                    ident(&w.format_column)
-                ),
-            )
+            .sql_rows(None, &|rows| {
+                format!(
+                    "SELECT {key}, {name}::text, max(CASE {format} {kind} END)::text FROM {rows} \
+                     WHERE {name} IS NOT NULL AND {format} IN ({formats}) GROUP BY 1, 2"
+                )
+            })
             .await?
         else {
             return Ok(None);
@@ -117,8 +113,12 @@ impl Wide {
         Ok(lines)
     }
 
-    /// One chunk's wide rows and non-NULL cells per channel, in the target
-    /// and as the source's readings imply them (see [`crate::transform::pivot`]).
+    /// One chunk's wide rows, and per channel its cells and an
+    /// order-independent checksum of their (index, value), in the target and
+    /// as the source's readings imply them by the pivot's rules (see
+    /// [`crate::transform::pivot`]): values compare as PostgreSQL prints
+    /// them in the column's type, so a changed value, a lost row or a value
+    /// in another channel's column differs.
     pub async fn verify(
         &self,
         client: &Client,
@@ -156,11 +156,9 @@ impl Wide {
             .collect::<Vec<_>>()
             .join(" OR ");
         let rows = source
-            .sql_rows(
-                Some(chunk),
-                &format!("count(DISTINCT {index_row})::text"),
-                "",
-            )
+            .sql_rows(Some(chunk), &|rows| {
+                format!("SELECT count(DISTINCT {index_row})::text FROM {rows}")
+            })
             .await?
             .ok_or_else(|| {
                 EtlError::Schema("verify for a pivot needs a PostgreSQL source".into())
@@ -169,32 +167,78 @@ impl Wide {
             .as_deref()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        // Each (row, channel) cell's value as the pivot makes it, in each
+        // kind a column can have (the greatest of its readings, narrower
+        // formats converted as PostgreSQL casts them); the target's kind
+        // of the channel's column picks one below.
+        let value = |kinds: &[Kind], expr: &dyn Fn(&str, Kind) -> String| {
+            let arms: Vec<String> = w
+                .formats
+                .iter()
+                .filter(|(_, _, k)| kinds.contains(k))
+                .map(|(f, c, k)| format!("WHEN {} THEN {}", literal(f), expr(&ident(c), *k)))
+                .collect();
+            if arms.is_empty() {
+                "NULL".to_string()
+            } else {
+                format!("CASE {} {} END", ident(&w.format_column), arms.join(" "))
+            }
+        };
+        let vb = value(&[Kind::Bool], &|c, _| c.to_string());
+        let vi = value(&[Kind::Bool, Kind::Int], &|c, k| match k {
+            Kind::Bool => format!("{c}::int::int8"),
+            _ => format!("{c}::int8"),
+        });
+        let vf = value(&[Kind::Bool, Kind::Int, Kind::Float], &|c, k| match k {
+            Kind::Bool => format!("{c}::int::float8"),
+            _ => format!("{c}::float8"),
+        });
+        let vt = value(
+            &[Kind::Bool, Kind::Int, Kind::Float, Kind::Text],
+            &|c, _| format!("{c}::text"),
+        );
+        let hash = |v: &str| {
+            format!("coalesce(sum(hashtextextended(i || '|' || {v}::text, 0)::numeric), 0)::text")
+        };
+        let name = ident(&w.name_column);
         let cells = source
-            .sql_rows(
-                Some(chunk),
-                &format!(
-                    "{}::text, count(DISTINCT {index_row})::text",
-                    ident(&w.name_column)
-                ),
-                &format!(
-                    "AND {} IS NOT NULL AND ({has_value}) GROUP BY 1",
-                    ident(&w.name_column)
-                ),
-            )
+            .sql_rows(Some(chunk), &|rows| {
+                format!(
+                    "SELECT n::text, count(*)::text, {}, {}, {}, {} FROM (\
+                     SELECT {name} AS n, ROW({index_list})::text AS i, bool_or({vb}) AS vb, max({vi}) AS vi, \
+                     max({vf}) AS vf, max(({vt}) COLLATE \"C\") AS vt \
+                     FROM {rows} WHERE {name} IS NOT NULL AND ({has_value}) GROUP BY 1, 2) AS cells GROUP BY 1",
+                    hash("vb"),
+                    hash("vi"),
+                    hash("vf"),
+                    hash("vt"),
+                    index_list = index_row.trim_start_matches('(').trim_end_matches(')')
+                )
+            })
             .await?
             .unwrap_or_default();
-        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        let layout = self.load(client, base).await?;
+        let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for r in cells {
+            let channel = r[0].clone().unwrap_or_default();
+            let kind = layout.channels.get(&channel).map_or(Kind::Text, |p| p.kind);
+            let at = 2 + [Kind::Bool, Kind::Int, Kind::Float, Kind::Text]
+                .iter()
+                .position(|k| *k == kind)
+                .expect("a kind");
             expected.insert(
-                r[0].clone().unwrap_or_default(),
-                r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+                channel,
+                (
+                    r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+                    r[at].clone().unwrap_or_default(),
+                ),
             );
         }
-        let sum = |cells: &BTreeMap<String, u64>| {
+        let sum = |cells: &BTreeMap<String, (u64, String)>| {
             cells
                 .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(c, n)| format!("{c:?}={n}"))
+                .filter(|(_, (n, _))| *n > 0)
+                .map(|(c, (n, h))| format!("{c:?}={n}:{h}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
@@ -202,7 +246,6 @@ impl Wide {
             rows: source_rows,
             sum: sum(&expected),
         };
-        let layout = self.load(client, base).await?;
         if !layout.parts.contains_key(&base.qualified()) {
             return Ok(crate::verify::Comparison {
                 counts_only: false,
@@ -225,7 +268,7 @@ impl Wide {
             .await
             .map_err(EtlError::pg(context()))?
             .get(0);
-        let mut found: BTreeMap<String, u64> = BTreeMap::new();
+        let mut found: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for part in layout.parts.keys() {
             let here: Vec<(&String, &Placement)> = layout
                 .channels
@@ -237,7 +280,13 @@ impl Wide {
             }
             let counts = here
                 .iter()
-                .map(|(_, p)| format!("count({})", ident(&p.column)))
+                .map(|(_, p)| {
+                    let c = ident(&p.column);
+                    format!(
+                        "count({c})::text, coalesce(sum(hashtextextended(ROW({index_list})::text || '|' || {c}::text, 0)::numeric), 0)::text",
+                        index_list = index_row.trim_start_matches('(').trim_end_matches(')')
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let row = client
@@ -245,7 +294,11 @@ impl Wide {
                 .await
                 .map_err(EtlError::pg(context()))?;
             for (i, (channel, _)) in here.iter().enumerate() {
-                found.insert((*channel).clone(), row.get::<_, i64>(i) as u64);
+                let count: String = row.get(2 * i);
+                found.insert(
+                    (*channel).clone(),
+                    (count.parse().unwrap_or(0), row.get(2 * i + 1)),
+                );
             }
         }
         Ok(crate::verify::Comparison {
