@@ -1,0 +1,81 @@
+//! One chunk's COPY into the target: rows encoded in binary and sent in
+//! pieces of about a megabyte, then the ledger row and the commit in the
+//! chunk's transaction.
+
+use super::*;
+
+pub(super) struct PostgresChunkWriter {
+    pub(super) client: Client,
+    pub(super) pool: Arc<Pool>,
+    pub(super) sink: Pin<Box<CopyInSink<Bytes>>>,
+    pub(super) buf: BytesMut,
+    pub(super) target: Arc<Target>,
+    pub(super) chunk: Chunk,
+    pub(super) pipeline: String,
+    pub(super) bytes: u64,
+}
+
+impl PostgresChunkWriter {
+    fn context(&self, what: &str) -> String {
+        format!(
+            "{what} for chunk {} into {}",
+            self.chunk, self.target.qualified
+        )
+    }
+
+    async fn send(&mut self) -> Result<(), EtlError> {
+        let data = self.buf.split().freeze();
+        let first = self.bytes == 0;
+        self.bytes += data.len() as u64;
+        let context = self.context("sending rows");
+        self.sink.send(data).await.map_err(EtlError::pg(context))?;
+        if first {
+            crate::run::pause::after_first_send();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChunkWriter for PostgresChunkWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        self.target.encoder.write_batch(batch, &mut self.buf)?;
+        if self.buf.len() >= SEND_BYTES {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
+        CopyEncoder::write_footer(&mut self.buf);
+        self.send().await?;
+        let context = self.context("finishing COPY");
+        let mut rows = self
+            .sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(EtlError::pg(context))?;
+        if let Some(insert) = &self.target.merge_sql {
+            let context = self.context("merging staged rows on the primary key");
+            rows = self
+                .client
+                .execute(insert, &[])
+                .await
+                .map_err(EtlError::pg(context))?;
+        }
+        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
+        let row = ledger::Row::new(&self.pipeline, &self.target.qualified, &self.chunk);
+        ledger::commit_done(&self.client, &row, rows)
+            .await
+            .map_err(EtlError::pg(context))?;
+        let PostgresChunkWriter {
+            client,
+            pool,
+            bytes,
+            ..
+        } = *self;
+        pool.put(client);
+        Ok(ChunkStats { rows, bytes })
+    }
+}
