@@ -6,8 +6,11 @@
 //! rolled back (its writers are dropped uncommitted), recorded with its
 //! error, and the run goes on.
 
+mod chunk;
 pub mod failed_csv;
 pub mod summary;
+
+use chunk::{add_counts, run_chunk};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -719,172 +722,6 @@ pub(crate) mod pause {
             if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
                 park("write");
             }
-        }
-    }
-}
-
-/// What a worker's reader thread sends for a chunk.
-enum Msg {
-    Batch(RecordBatch),
-    Failed(EtlError),
-    Done,
-}
-
-/// One chunk for the reader thread: stream it into `tx`.
-struct ReadJob {
-    source: Arc<dyn Source>,
-    transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
-    chunk: Chunk,
-    notes: Notes,
-    tx: tokio::sync::mpsc::Sender<Msg>,
-}
-
-/// Batches in flight between a worker's reader and writer: with the batch
-/// being decoded and the one being encoded, a worker holds at most four.
-const BATCHES_IN_FLIGHT: usize = 2;
-
-thread_local! {
-    /// The reader thread that serves this worker thread, started on its first chunk.
-    static READER: std::sync::mpsc::Sender<ReadJob> = start_reader();
-}
-
-/// A long-lived thread that reads chunks from the source for one worker,
-/// so that reading (source backend, decoding) and writing (encoding, sink
-/// backend) overlap. It keeps its own runtime and source connections; it
-/// ends when its worker thread does (the job sender is dropped).
-fn start_reader() -> std::sync::mpsc::Sender<ReadJob> {
-    let (jobs_tx, jobs) = std::sync::mpsc::channel::<ReadJob>();
-    let name = format!("{}-reader", std::thread::current().name().unwrap_or("etl"));
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            while let Ok(job) = jobs.recv() {
-                // A panic drops `tx` without `Done`; the writer reports it as a bug.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    block_on(read_chunk(job))
-                }));
-            }
-        })
-        .expect("the OS can start a reader thread");
-    jobs_tx
-}
-
-async fn read_chunk(job: ReadJob) {
-    let ReadJob {
-        source,
-        transforms,
-        chunk,
-        notes,
-        tx,
-    } = job;
-    let opened = async {
-        let mut stream = source.open(&chunk).await?;
-        for t in transforms.iter() {
-            stream = t.apply(stream, notes.clone()).await?;
-        }
-        Ok::<_, EtlError>(stream)
-    };
-    let mut stream = match opened.await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Msg::Failed(e)).await;
-            return;
-        }
-    };
-    while let Some(item) = stream.next().await {
-        let msg = match item {
-            Ok(batch) => Msg::Batch(batch),
-            Err(e) => Msg::Failed(e),
-        };
-        let failed = matches!(msg, Msg::Failed(_));
-        // A closed channel means the writer gave up on the chunk: stop reading.
-        if tx.send(msg).await.is_err() || failed {
-            return;
-        }
-    }
-    let _ = tx.send(Msg::Done).await;
-}
-
-/// One chunk end to end: the worker's reader streams the source while this
-/// thread writes every batch to every sink; the chunk counts as done only
-/// when every sink has committed it. Returning early drops the channel (the
-/// reader stops) and the uncommitted writers (their transactions roll back).
-async fn run_chunk(
-    source: &Arc<dyn Source>,
-    transforms: &Arc<Vec<Arc<dyn crate::transform::Transform>>>,
-    sinks: &[Arc<dyn Sink>],
-    chunk: &Chunk,
-    redo: bool,
-    written: &(dyn Fn(u64) + Sync),
-) -> Result<Option<(ChunkStats, ChunkNotes)>, EtlError> {
-    // Claim the chunk in every sink before reading anything: another
-    // process may hold it, or have finished it.
-    let mut writers = Vec::with_capacity(sinks.len());
-    for s in sinks {
-        match s.begin(chunk, redo).await? {
-            Some(w) => writers.push(w),
-            None => return Ok(None),
-        }
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
-    let notes = Notes::default();
-    let job = ReadJob {
-        source: source.clone(),
-        transforms: transforms.clone(),
-        chunk: chunk.clone(),
-        notes: notes.clone(),
-        tx,
-    };
-    READER
-        .with(|reader| reader.send(job))
-        .map_err(|_| EtlError::Bug("the worker's reader thread is gone".into()))?;
-    let mut rows = 0u64;
-    loop {
-        match rx.recv().await {
-            Some(Msg::Batch(batch)) => {
-                rows += batch.num_rows() as u64;
-                for w in writers.iter_mut() {
-                    w.write(&batch).await?;
-                }
-                written(batch.num_rows() as u64);
-            }
-            Some(Msg::Failed(e)) => return Err(e),
-            Some(Msg::Done) => break,
-            None => {
-                return Err(EtlError::Bug(
-                    "the reader stopped before the end of the chunk".into(),
-                ))
-            }
-        }
-    }
-    let mut bytes = 0;
-    for w in writers {
-        bytes += w.commit().await?.bytes;
-    }
-    pause::after_commit(chunk.key.as_deref());
-    let notes = notes
-        .lock()
-        .expect("no panic while holding the lock")
-        .clone();
-    Ok(Some((ChunkStats { rows, bytes }, notes)))
-}
-
-/// Adds one chunk's pivot counts to the run's.
-fn add_counts(
-    total: &mut crate::transform::pivot::PivotCounts,
-    c: &crate::transform::pivot::PivotCounts,
-) {
-    total.input_rows += c.input_rows;
-    total.wide_rows += c.wide_rows;
-    total.null_index += c.null_index;
-    total.null_name += c.null_name;
-    total.unknown_format += c.unknown_format;
-    total.null_value += c.null_value;
-    total.duplicates += c.duplicates;
-    // One example per reason is enough for the summary.
-    for (reason, e) in &c.examples {
-        if !total.examples.iter().any(|(r, _)| r == reason) {
-            total.examples.push((reason, e.clone()));
         }
     }
 }
