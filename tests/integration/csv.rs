@@ -685,7 +685,11 @@ fn a_retried_range_writes_its_bad_lines_to_the_reject_file_once() {
     // fails (a statement trigger counting with a sequence, which a
     // rollback does not undo)
     let db = TestDb::new("csv_retry_rejects");
-    bad_file(&db);
+    let file = bad_file(&db);
+    // and a note holding two bytes that are not UTF-8
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"31,310,n\xff\xfe\n");
+    std::fs::write(&file, bytes).unwrap();
     psql(
         &db.dst,
         "CREATE SEQUENCE once; CREATE TABLE bad (id bigint, amount bigint, note text); \
@@ -695,7 +699,7 @@ fn a_retried_range_writes_its_bad_lines_to_the_reject_file_once() {
     );
     let p = pipeline(
         &db,
-        "on_bad_line = \"skip\"\n[source.columns]\namount = \"bigint\"",
+        "on_bad_line = \"skip\"\non_invalid_text = \"replace\"\n[source.columns]\namount = \"bigint\"",
         "",
     );
     let text = std::fs::read_to_string(&p)
@@ -707,14 +711,21 @@ fn a_retried_range_writes_its_bad_lines_to_the_reject_file_once() {
     let out = db.etl(&["run", &p]);
 
     // Then the retry loads it, and each bad line is in the reject file and
-    // the summary once
+    // the summary once, the replaced bytes counted once
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stdout.contains("1 done, 0 failed, of 1"), "{out:?}");
     assert!(
         out.stdout.contains("left out 2 bad lines of bad"),
         "{out:?}"
     );
-    assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "28");
+    assert_eq!(out.stdout.matches("left out").count(), 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("replaced 2 invalid byte sequences in bad with U+FFFD"),
+        "{out:?}"
+    );
+    assert_eq!(out.stdout.matches("replaced").count(), 1, "{out:?}");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM bad"), "29");
     let rejects = std::fs::read_to_string(db.dir.path().join("out/failed.rejects.csv")).unwrap();
     assert_eq!(rejects.lines().count(), 3, "{rejects}");
 }

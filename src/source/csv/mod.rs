@@ -359,9 +359,10 @@ impl CsvSource {
     }
 
     /// The batches of a chunk read through `reader`.
-    fn batches(&self, reader: RangeReader, stem: String) -> ChunkBatches {
+    fn batches(&self, reader: RangeReader, stem: String, chunk: &Chunk) -> ChunkBatches {
         ChunkBatches {
             reader,
+            chunk: chunk.to_string(),
             spec: self.spec.clone(),
             schema: self.schema.clone(),
             types: self.types.clone(),
@@ -413,7 +414,7 @@ impl CsvSource {
             first.end - first.start + spans.iter().map(|(s, ..)| s.end - s.start).sum::<u64>(),
             Ordering::Relaxed,
         );
-        let mut batches = self.batches(reader, chunk.to_string());
+        let mut batches = self.batches(reader, chunk.to_string(), chunk);
         batches.window = Some(WindowReads {
             filter,
             file: first.file,
@@ -594,7 +595,7 @@ impl Source for CsvSource {
             reader.next_record()?;
         }
         self.bytes_read.fetch_add(end - start, Ordering::Relaxed);
-        let batches = self.batches(reader, file.stem.clone());
+        let batches = self.batches(reader, file.stem.clone(), chunk);
         Ok(Box::pin(futures_util::stream::iter(super::Batches::new(
             batches,
         ))))
@@ -674,6 +675,7 @@ pub fn read_file(
         schema,
         types: types.to_vec(),
         stem: path.display().to_string(),
+        chunk: String::new(),
         rejected: Vec::new(),
         counts: Arc::new(Mutex::new(SourceCounts::default())),
         rejects: Arc::default(),

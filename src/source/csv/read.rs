@@ -194,11 +194,15 @@ impl RangeReader {
 pub(super) struct Rejects {
     file: Option<File>,
     written: std::collections::HashSet<(String, u64)>,
+    /// Chunks whose replaced bytes are counted already.
+    replaced_in: std::collections::HashSet<String>,
 }
 
 /// The batches of one chunk.
 pub(super) struct ChunkBatches {
     pub(super) reader: RangeReader,
+    /// The chunk read, for counting its replacements once per run.
+    pub(super) chunk: String,
     pub(super) spec: CsvSpec,
     pub(super) schema: SchemaRef,
     pub(super) types: Vec<ColType>,
@@ -373,7 +377,15 @@ impl ChunkBatches {
             return Ok(());
         }
         let mut counts = self.counts.lock().expect("no panic while holding the lock");
-        if replaced > 0 {
+        // A chunk read again (a retry) replaced the same bytes again.
+        let first_read = replaced > 0
+            && self
+                .rejects
+                .lock()
+                .expect("no panic while holding the lock")
+                .replaced_in
+                .insert(self.chunk.clone());
+        if first_read {
             counts.values_changed += replaced;
             counts.lines.push(format!(
                 "replaced {replaced} invalid byte sequences in {} with U+FFFD",
@@ -387,7 +399,9 @@ impl ChunkBatches {
             .rejects
             .lock()
             .expect("no panic while holding the lock");
-        let Rejects { file: out, written } = &mut *rejects;
+        let Rejects {
+            file: out, written, ..
+        } = &mut *rejects;
         self.rejected
             .retain(|(file, line, ..)| written.insert((file.clone(), *line)));
         if self.rejected.is_empty() {
