@@ -53,7 +53,11 @@ impl Report {
     /// Values that did not load as they were: invalid dates made NULL,
     /// bytes replaced, NULs dropped.
     pub fn values_changed(&self) -> u64 {
-        self.read.values_changed() + self.run.source.values_changed
+        // An ODBC table's changes are in both (its read stats are what its
+        // source counts); other origins count only in the runner's.
+        self.read
+            .values_changed()
+            .max(self.run.source.values_changed)
     }
 }
 
@@ -100,9 +104,12 @@ pub fn render(m: &Migration, r: &Report) -> String {
             let _ = writeln!(s, "  {line}");
         }
     }
-    // What the sources changed or left out (NULs dropped, bytes replaced).
-    for line in &r.run.source.lines {
-        let _ = writeln!(s, "  {line}");
+    // What the other sources changed (NULs dropped, bytes replaced); an
+    // ODBC source's lines are the ones above.
+    if !matches!(m.origin, super::Origin::Odbc(_)) {
+        for line in &r.run.source.lines {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     match &r.finish {
         None if r.run.failed.is_empty() => {
