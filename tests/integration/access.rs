@@ -585,7 +585,11 @@ fn dates_before_1900_and_in_9999_load_exact_where_mdbtools_loses_them() {
             .contains("bad dates    Employees.BirthDate 2 (first at row 1): the driver returned invalid dates, loaded as NULL"),
         "{mdbtools:?}"
     );
-    assert_eq!(mdbtools.stdout.matches("bad dates").count(), 1, "{mdbtools:?}");
+    assert_eq!(
+        mdbtools.stdout.matches("bad dates").count(),
+        1,
+        "{mdbtools:?}"
+    );
     assert_eq!(mdbtools.code, 3, "{mdbtools:?}");
 }
 
