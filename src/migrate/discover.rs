@@ -94,6 +94,13 @@ impl Migration {
             {
                 let child =
                     AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
+                if names.contains(&child.name) || children.contains_key(&child.name) {
+                    return Err(EtlError::Schema(format!(
+                        "{}: complex column {column:?} of {name:?} becomes child table {:?}, which is also the name of a table in the file; exclude one of them (source.exclude) or rename it in Access",
+                        path.display(),
+                        child.name
+                    )));
+                }
                 if !primary_key.is_empty() {
                     skip.entry(name.clone()).or_default().push(column);
                 }
