@@ -470,6 +470,19 @@ fn time_windows_per_key_over_several_files_load_each_row_once() {
         "s1 06-01,s1 06-02,s1 06-03,s2 05-31,s2 06-01,s2 06-02,s2 06-03"
     );
 
+    // And etl verify compares each window's records with its rows in the
+    // target; a row lost from one window is found
+    let verify = db.etl(&["verify", &p]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.contains("7 equal, 0 differ"), "{verify:?}");
+    psql(
+        &db.dst,
+        "DELETE FROM w_s2 WHERE ctid = (SELECT min(ctid) FROM w_s2 WHERE at >= '2025-06-02 00:00+00' AND at < '2025-06-03 00:00+00')",
+    );
+    let lost = db.etl(&["verify", &p]);
+    assert_eq!(lost.code, 1, "{lost:?}");
+    assert!(lost.stdout.contains("6 equal, 1 differ"), "{lost:?}");
+
     // And --restart of one key redoes its windows in place, rows once (the
     // short line is s1's to reject)
     let again = db.etl(&["run", "--restart", "--key", "s2", &p]);

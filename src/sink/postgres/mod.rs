@@ -689,7 +689,7 @@ impl Sink for PostgresSink {
                 ),
                 None => {
                     return Err(EtlError::Schema(
-                        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL and ODBC sources"
+                        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
                             .into(),
                     ))
                 }

@@ -609,6 +609,25 @@ impl Source for CsvSource {
         Ok(None)
     }
 
+    /// A time window's records, as the plan counted them (lines rejected
+    /// while loading make the target's count differ, as they should). A
+    /// byte range has no count: the target has no column to find its rows.
+    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
+        if self.spec.windows.is_none() || chunk.unit != Unit::Time {
+            return Ok(None);
+        }
+        let planned = self
+            .windows
+            .lock()
+            .expect("no panic while holding the lock")
+            .clone();
+        Ok(planned.and_then(|p| {
+            p.chunks
+                .get(&(chunk.key.clone(), chunk.start))
+                .map(|c| c.rows)
+        }))
+    }
+
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }
