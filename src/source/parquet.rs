@@ -327,14 +327,6 @@ impl Source for ParquetSource {
         Ok(Box::pin(futures_util::stream::iter(batches)))
     }
 
-    async fn sql_checksum(
-        &self,
-        _chunk: &Chunk,
-        _columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
-        Ok(None)
-    }
-
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }

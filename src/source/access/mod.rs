@@ -342,14 +342,6 @@ impl Source for AccessTable {
         )))
     }
 
-    async fn sql_checksum(
-        &self,
-        _chunk: &Chunk,
-        _columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
-        Ok(None)
-    }
-
     async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
         Ok(Some(self.rows()))
     }

@@ -601,14 +601,6 @@ impl Source for CsvSource {
         ))))
     }
 
-    async fn sql_checksum(
-        &self,
-        _chunk: &Chunk,
-        _columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
-        Ok(None)
-    }
-
     /// A time window's records, as the plan counted them (lines rejected
     /// while loading make the target's count differ, as they should). A
     /// byte range has no count: the target has no column to find its rows.

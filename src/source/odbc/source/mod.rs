@@ -705,14 +705,6 @@ impl Source for OdbcSource {
         }))
     }
 
-    async fn sql_checksum(
-        &self,
-        _chunk: &Chunk,
-        _columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
-        Ok(None)
-    }
-
     /// The chunk's SELECT as a `COUNT(*)` (a query source: of the query
     /// as a derived table).
     async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
