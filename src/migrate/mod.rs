@@ -102,7 +102,7 @@ impl TableSource {
         match self {
             TableSource::Odbc(s) => s.count(),
             TableSource::Access(t) => Ok(t.rows()),
-            TableSource::AccessChild(t) => Ok(t.rows()),
+            TableSource::AccessChild(t) => t.rows(),
         }
     }
 

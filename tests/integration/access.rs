@@ -493,7 +493,7 @@ fn an_attachment_reads_as_its_name_type_and_whole_inflated_content() {
 
     // Then it is one file: its name, its type and its whole content (a
     // ZIP, from its first local header to its end-of-directory record)
-    assert_eq!(child.rows(), 1);
+    assert_eq!(child.rows().unwrap(), 1);
     let b = &batches[0];
     assert_eq!(b.num_rows(), 1);
     let text = |name: &str| {

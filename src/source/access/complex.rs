@@ -89,7 +89,9 @@ struct Inner {
     /// The parent's columns that key a value to its row.
     key: Vec<usize>,
     schema: SchemaRef,
-    rows: u64,
+    /// The values of every row, counted when first asked (a pass over the
+    /// parent's rows that reads every value, attachments inflated).
+    rows: std::sync::OnceLock<u64>,
     batch_rows: usize,
     bytes_read: AtomicU64,
     counts: Mutex<SourceCounts>,
@@ -98,7 +100,6 @@ struct Inner {
 impl AccessChild {
     /// The child table of column `column` of `parent`, keyed on the
     /// parent's `primary_key` (or, without one, on the link number).
-    /// Counts its values (a pass over the parent's rows).
     pub fn open(
         path: &Path,
         parent: &str,
@@ -181,7 +182,7 @@ impl AccessChild {
             on_update: Action::Cascade,
             on_delete: Action::Cascade,
         });
-        let mut inner = Inner {
+        let inner = Inner {
             path: path.to_path_buf(),
             name: name.clone(),
             parent: def,
@@ -190,12 +191,11 @@ impl AccessChild {
             link,
             key,
             schema: Arc::new(Schema::new(fields)),
-            rows: 0,
+            rows: std::sync::OnceLock::new(),
             batch_rows: options.batch_rows.max(1),
             bytes_read: AtomicU64::new(0),
             counts: Mutex::new(SourceCounts::default()),
         };
-        inner.rows = inner.count_values()?;
         Ok(AccessChild {
             name,
             access_types,
@@ -205,8 +205,13 @@ impl AccessChild {
         })
     }
 
-    pub fn rows(&self) -> u64 {
-        self.inner.rows
+    /// Its rows: the values of every parent row, counted on first use.
+    pub fn rows(&self) -> Result<u64, EtlError> {
+        if let Some(n) = self.inner.rows.get() {
+            return Ok(*n);
+        }
+        let n = self.inner.count_values()?;
+        Ok(*self.inner.rows.get_or_init(|| n))
     }
 
     fn chunk(&self) -> Chunk {
@@ -277,7 +282,7 @@ impl Source for AccessChild {
         Ok(Plan {
             chunks: vec![PlannedChunk {
                 chunk: self.chunk(),
-                rows: self.inner.rows,
+                rows: self.rows()?,
             }],
             ..Default::default()
         })
@@ -305,7 +310,7 @@ impl Source for AccessChild {
     }
 
     async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(Some(self.inner.rows))
+        Ok(Some(self.rows()?))
     }
 
     fn bytes_read(&self) -> u64 {
@@ -420,14 +425,17 @@ impl ChildBatches {
     /// At the end: the values read against the count the plan made.
     fn finish(&mut self) -> Result<(), EtlError> {
         let child = self.child.clone();
-        if self.read != child.rows {
-            return Err(EtlError::Schema(format!(
-                "{}: child table {:?}: read {} values where the plan counted {}; the file changed since",
-                child.path.display(),
-                child.name,
-                self.read,
-                child.rows
-            )));
+        // Against the count, when a plan made it (counting here would read
+        // every value a second time).
+        if let Some(&planned) = child.rows.get() {
+            if self.read != planned {
+                return Err(EtlError::Schema(format!(
+                    "{}: child table {:?}: read {} values where the plan counted {planned}; the file changed since",
+                    child.path.display(),
+                    child.name,
+                    self.read
+                )));
+            }
         }
         child.bytes_read.fetch_add(
             child.parent.data_pages.len() as u64 * 4096,
