@@ -1,8 +1,9 @@
 //! ODBC sources: any driver unixODBC knows (SQL Server through FreeTDS,
 //! SQLite, MS Access through MDBTools, PostgreSQL through psqlODBC).
 //!
-//! - [`read`]: one SELECT into Arrow batches, narrow text decoded from the
-//!   configured code page, bounds bound as typed parameters; under it,
+//! - [`read`]: one SELECT into Arrow batches (row arrays, or row by row
+//!   in `read/rows.rs`), narrow text decoded from the configured code
+//!   page, bounds bound as typed parameters; under it,
 //!   [`statement`] (the ODBC calls: connecting, statements, cursors, the
 //!   catalog functions) and [`values`] (text, times and GUIDs made exact).
 //! - [`process`]: where that reader runs: a thread of this process, or a
