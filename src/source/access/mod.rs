@@ -187,7 +187,15 @@ impl Default for ReadOptions {
 /// How the file's text is decoded, for the plan; an error when
 /// `source.encoding` is set on a file that stores Unicode.
 pub fn text_encoding(path: &Path, options: &ReadOptions) -> Result<String, EtlError> {
-    let reader = open(path)?;
+    text_encoding_of(&open(path)?, path, options)
+}
+
+/// [`text_encoding`] of a file already open.
+fn text_encoding_of(
+    reader: &PageReader,
+    path: &Path,
+    options: &ReadOptions,
+) -> Result<String, EtlError> {
     Ok(match (reader.text_encoding().jet3_code_page(), options.encoding) {
         (None, None) => "Unicode (Access 2000 and later)".into(),
         (None, Some(_)) => {
@@ -233,7 +241,7 @@ impl AccessTable {
         options: &ReadOptions,
     ) -> Result<AccessTable, EtlError> {
         let mut reader = open(path)?;
-        text_encoding(path, options)?;
+        text_encoding_of(&reader, path, options)?;
         let recode = Recode::new(&reader, options);
         let (def, calculated) = table_def(&mut reader, path, name)?;
         let mut fields = Vec::new();
