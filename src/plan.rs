@@ -128,6 +128,42 @@ impl Plan {
 }
 
 /// Rounds `t` down to a whole number of `interval`s since 1970-01-01 UTC.
+/// A table of `count` rows whose integer key runs from `min` to `max`,
+/// cut into `parts` ranges of equal width (the same ranges as long as
+/// the table's MIN and MAX stay); rows per range estimated by width.
+pub fn integer_ranges(
+    table: &str,
+    min: i64,
+    max: i64,
+    count: u64,
+    parts: u64,
+) -> Vec<PlannedChunk> {
+    let (first, end) = (min as i128, max as i128 + 1);
+    let width = ((end - first) / parts.max(1) as i128).max(1);
+    let estimate = |at: i128| count as i128 * (at - first) / (end - first);
+    (0..parts as i128)
+        .map(|i| {
+            (
+                first + i * width,
+                if i + 1 == parts as i128 {
+                    end
+                } else {
+                    (first + (i + 1) * width).min(end)
+                },
+            )
+        })
+        .filter(|(lo, hi)| lo < hi)
+        .map(|(lo, hi)| PlannedChunk {
+            chunk: Chunk::range(
+                Some(table.to_string()),
+                lo as i64,
+                hi.min(i64::MAX as i128) as i64,
+            ),
+            rows: (estimate(hi) - estimate(lo)) as u64,
+        })
+        .collect()
+}
+
 pub fn align_down(t: Micros, interval: Micros) -> Micros {
     t - t.rem_euclid(interval)
 }

@@ -15,9 +15,14 @@ use crate::run::summary::thousands;
 pub(super) fn plan(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
     let m = Migration::discover(pipeline)?;
     out!(
-        "Pipeline {}: {} tables from an ODBC source",
+        "Pipeline {}: {} tables from {}",
         m.pipeline,
-        m.tables.len()
+        m.tables.len(),
+        match m.origin {
+            crate::migrate::Origin::Odbc(_) => "an ODBC source",
+            crate::migrate::Origin::Access(_) => "an Access file",
+            crate::migrate::Origin::Postgres(..) => "a PostgreSQL database",
+        }
     );
     for line in m.plan_lines()? {
         out!("{line}");
@@ -80,7 +85,8 @@ pub(super) fn rerun(
     end(path, &report, &rerun_csv_path(csv), Some(csv))
 }
 
-/// `etl verify`: row counts per table, orphans per foreign key.
+/// `etl verify`: row counts (and checksums, from a PostgreSQL source) per
+/// table, orphans per foreign key, sequences behind their column.
 pub(super) fn verify(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
     let m = Migration::discover(pipeline)?;
     let checks = m.verify()?;
@@ -91,12 +97,22 @@ pub(super) fn verify(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
         "target rows"
     );
     for (t, src, dst) in &checks.counts {
+        // Where both servers checksum every row, equal counts are not enough.
+        let checksum = checks.checksums.iter().find(|c| c.0 == *t).map(|c| c.1);
         out!(
             "{t:40}  {:>12}  {:>12}  {}",
             thousands(*src),
             thousands(*dst),
-            if src == dst { "equal" } else { "differs" }
+            match (src == dst, checksum) {
+                (false, _) => "differs",
+                (true, Some(false)) => "differs (checksum)",
+                (true, Some(true)) => "equal (checksum)",
+                (true, None) => "equal",
+            }
         );
+    }
+    for s in &checks.sequences_behind {
+        out!("sequence {s}  differs");
     }
     for (fk, t, n) in &checks.orphans {
         out!(

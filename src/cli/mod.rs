@@ -333,7 +333,8 @@ fn validate(path: &Path) -> anyhow::Result<Outcome> {
 fn is_migration(p: &ValidatedPipeline) -> bool {
     match p.source {
         config::validate::ValidatedSource::Odbc(_) => p.chunks.time_column.is_empty(),
-        config::validate::ValidatedSource::Access(_) => true,
+        config::validate::ValidatedSource::Access(_)
+        | config::validate::ValidatedSource::PostgresDatabase(_) => true,
         _ => false,
     }
 }

@@ -306,6 +306,26 @@ pub struct PostgresSourceConfig {
     /// created target tables.
     #[serde(default, deserialize_with = "env::opt_string")]
     pub table: Option<String>,
+    /// A whole database: its tables (`["*"]`, or names and glob patterns,
+    /// `schema.table` or `table`), moved with everything in them.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// A whole database: these schemas (names or glob patterns) with
+    /// everything in them.
+    #[serde(default)]
+    pub schemas: Option<Vec<String>>,
+    /// A whole database: tables (`schema.table`, `table`, glob patterns)
+    /// left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A whole database: owners kept (`ALTER ... OWNER TO`; the roles must
+    /// exist on the target). Default false, as `pg_restore --no-owner`.
+    #[serde(default)]
+    pub owners: bool,
+    /// A whole database: grants kept (GRANT / REVOKE). Default false, as
+    /// `pg_restore --no-acl`.
+    #[serde(default)]
+    pub grants: bool,
     /// Rows per Arrow batch. Default 65536.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,

@@ -158,6 +158,9 @@ impl Migration {
             ))
             .await
             .map_err(EtlError::pg("setting timeouts"))?;
+        if matches!(self.origin, super::Origin::Postgres(..)) {
+            self.post_data(&client, &mut finish).await?;
+        }
         for (what, sql, exists) in self.constraint_sql() {
             if let Some(q) = exists {
                 let found = client
@@ -203,6 +206,17 @@ impl Migration {
             }
         }
         finish.checks = self.checks(&client).await?;
+        for (table, equal) in &finish.checks.checksums {
+            let differs = (!equal).then_some("checksum differs from the source's");
+            self.record(
+                &client,
+                "verify",
+                &format!("checksum of {table}"),
+                "",
+                differs,
+            )
+            .await?;
+        }
         for (table, source, target) in &finish.checks.counts {
             let differs =
                 (source != target).then(|| format!("source {source} rows, target {target}"));
@@ -247,6 +261,10 @@ impl Migration {
     /// Row counts against the source, orphans per foreign key.
     pub async fn checks(&self, client: &Client) -> Result<Checks, EtlError> {
         let mut checks = Checks::default();
+        if matches!(self.origin, super::Origin::Postgres(..)) {
+            self.pg_checks(client, &mut checks).await?;
+            return Ok(checks);
+        }
         for (t, source) in self.tables.iter().zip(&self.sources) {
             let source = source.count()?;
             let target: i64 = client

@@ -21,7 +21,7 @@ use crate::source::Source;
 impl Migration {
     /// A discovered source: its tables in load order, each with its source
     /// and runner, and what its catalog says.
-    fn assemble(
+    pub(super) fn assemble(
         p: &ValidatedPipeline,
         origin: Origin,
         sink: PostgresSinkSpec,
@@ -60,6 +60,9 @@ impl Migration {
             }
             crate::config::validate::ValidatedSource::Access(spec) => {
                 Self::discover_access(p, spec, sink)
+            }
+            crate::config::validate::ValidatedSource::PostgresDatabase(spec) => {
+                Self::discover_postgres(p, spec, sink)
             }
             _ => Err(EtlError::Bug(
                 "Migration::discover on a source that is not a database".into(),

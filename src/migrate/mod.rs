@@ -40,6 +40,7 @@ pub mod catalog;
 mod constraints;
 mod discover;
 mod plan;
+pub mod postgres;
 mod report;
 
 pub use report::{render, Checks, Finish, Report};
@@ -86,6 +87,8 @@ pub enum Origin {
     Odbc(OdbcSpec),
     /// An Access file read natively.
     Access(AccessSpec),
+    /// A PostgreSQL database, with what pg_dump is to dump of it.
+    Postgres(Box<postgres::PgOrigin>),
 }
 
 /// One table's source.
@@ -94,6 +97,7 @@ enum TableSource {
     Access(Arc<AccessTable>),
     /// A complex column of an Access table, as a table.
     AccessChild(Arc<AccessChild>),
+    Postgres(Arc<crate::source::postgres::table::PgTable>),
 }
 
 impl TableSource {
@@ -103,13 +107,16 @@ impl TableSource {
             TableSource::Odbc(s) => s.count(),
             TableSource::Access(t) => Ok(t.rows()),
             TableSource::AccessChild(t) => t.rows(),
+            TableSource::Postgres(t) => Ok(block_on(t.checksum(None))?.rows),
         }
     }
 
     fn read_stats(&self) -> process::ReadStats {
         match self {
             TableSource::Odbc(s) => s.read_stats(),
-            TableSource::Access(_) | TableSource::AccessChild(_) => process::ReadStats::default(),
+            TableSource::Access(_) | TableSource::AccessChild(_) | TableSource::Postgres(_) => {
+                process::ReadStats::default()
+            }
         }
     }
 
@@ -117,9 +124,9 @@ impl TableSource {
     fn odbc(&self) -> Result<&Arc<OdbcSource>, EtlError> {
         match self {
             TableSource::Odbc(s) => Ok(s),
-            TableSource::Access(_) | TableSource::AccessChild(_) => {
-                Err(EtlError::Bug("text key parts on an Access table".into()))
-            }
+            TableSource::Access(_) | TableSource::AccessChild(_) | TableSource::Postgres(_) => Err(
+                EtlError::Bug("text key parts on a table not read through ODBC".into()),
+            ),
         }
     }
 }
@@ -149,7 +156,7 @@ impl Migration {
     fn readers(&self) -> usize {
         match &self.origin {
             Origin::Odbc(spec) => spec.readers,
-            Origin::Access(_) => 1,
+            Origin::Access(_) | Origin::Postgres(..) => 1,
         }
     }
 
@@ -296,6 +303,9 @@ impl Migration {
                     todo.push((i, left, all));
                 }
             }
+        }
+        if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
+            block_on(async { self.pre_data(&self.client().await?).await })?;
         }
         block_on(self.prepare_data(&todo))?;
         let groups: Vec<(&Runner, Vec<Chunk>)> = todo

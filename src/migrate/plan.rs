@@ -13,7 +13,15 @@ impl Migration {
     /// Reads only.
     pub fn plan_lines(&self) -> Result<Vec<String>, EtlError> {
         let mut lines = Vec::new();
-        lines.push("Phases: discover, create, data, constraints, sequences, verify".to_string());
+        lines.push(
+            match self.origin {
+                Origin::Postgres(..) => {
+                    "Phases: discover, pre-data, data, post-data, sequences, verify"
+                }
+                _ => "Phases: discover, create, data, constraints, sequences, verify",
+            }
+            .to_string(),
+        );
         match &self.origin {
             Origin::Odbc(spec) => {
                 let o = &spec.options;
@@ -40,6 +48,12 @@ impl Migration {
                 thousands(spec.options.batch_rows as u64),
                 crate::source::access::text_encoding(&spec.path, &spec.options)
                     .unwrap_or_else(|e| e.to_string())
+            )),
+            Origin::Postgres(o) => lines.push(format!(
+                "Source: PostgreSQL {}, each table handed over as COPY data (binary where every column type reads back the same on another server, text otherwise); the objects around the data from pg_dump{}{}",
+                o.spec.endpoint,
+                if o.spec.owners { ", owners kept" } else { ", without owners" },
+                if o.spec.grants { ", grants kept" } else { ", without grants" },
             )),
         }
         if !self.tables.iter().all(|t| t.source == "query") {
@@ -102,6 +116,9 @@ impl Migration {
             for l in &self.left_out {
                 lines.push(format!("  {l}"));
             }
+        }
+        if matches!(self.origin, Origin::Postgres(..)) {
+            return self.pg_plan_lines(lines, total, chunks);
         }
         lines.push("Create (tables that do not exist yet):".into());
         for t in &self.tables {

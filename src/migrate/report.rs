@@ -41,11 +41,19 @@ pub struct Checks {
     pub counts: Vec<(String, u64, u64)>,
     /// (foreign key, child table, orphan rows)
     pub orphans: Vec<(String, String, u64)>,
+    /// (table, whether its checksum on the target equals the source's),
+    /// where both servers compute one (a PostgreSQL source).
+    pub checksums: Vec<(String, bool)>,
+    /// Sequences the target would hand out again: behind their column's MAX.
+    pub sequences_behind: Vec<String>,
 }
 
 impl Checks {
     pub fn ok(&self) -> bool {
-        self.counts.iter().all(|(_, s, t)| s == t) && self.orphans.iter().all(|o| o.2 == 0)
+        self.counts.iter().all(|(_, s, t)| s == t)
+            && self.orphans.iter().all(|o| o.2 == 0)
+            && self.checksums.iter().all(|c| c.1)
+            && self.sequences_behind.is_empty()
     }
 }
 
@@ -154,6 +162,20 @@ pub fn render(m: &Migration, r: &Report) -> String {
                 f.checks.orphans.len(),
                 f.checks.orphans.iter().map(|o| o.2).sum::<u64>()
             );
+            if !f.checks.checksums.is_empty() {
+                let equal = f.checks.checksums.iter().filter(|c| c.1).count();
+                let _ = writeln!(
+                    s,
+                    "               {equal} of {} tables have the source's checksum (every column, every row)",
+                    f.checks.checksums.len()
+                );
+                for (t, _) in f.checks.checksums.iter().filter(|c| !c.1) {
+                    let _ = writeln!(s, "               {t}: checksum differs from the source's");
+                }
+            }
+            for b in &f.checks.sequences_behind {
+                let _ = writeln!(s, "               sequence {b}");
+            }
             for (t, src, dst) in f.checks.counts.iter().filter(|c| c.1 != c.2) {
                 let _ = writeln!(s, "               {t}: source {src} rows, target {dst}");
             }

@@ -93,6 +93,49 @@ impl Endpoint {
             })
     }
 
+    /// The environment a libpq tool (`pg_dump`) needs to reach the same
+    /// server as [`Endpoint::connect`]: host, port, user, database,
+    /// password, TLS keys (libpq reads the rest, `~/.pgpass`, itself).
+    pub fn libpq_env(&self, application: &str) -> Result<Vec<(String, String)>, ConnectError> {
+        let mut env = Vec::new();
+        let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+        if let Some(host) = self.host() {
+            set("PGHOST", host);
+        }
+        if let Some(port) = self.config.get_ports().first() {
+            set("PGPORT", port.to_string());
+        }
+        if let Some(user) = self.config.get_user() {
+            set("PGUSER", user.to_string());
+        }
+        if let Some(db) = self.config.get_dbname() {
+            set("PGDATABASE", db.to_string());
+        }
+        match self.config.get_password() {
+            Some(p) => set("PGPASSWORD", String::from_utf8_lossy(p).into_owned()),
+            None => {
+                if let Some(p) = self.password()? {
+                    set("PGPASSWORD", p);
+                }
+            }
+        }
+        let tls = &self.tls;
+        if let Some(mode) = tls.mode {
+            set("PGSSLMODE", mode.to_string());
+        }
+        if let Some(root) = &tls.root_cert {
+            set("PGSSLROOTCERT", root.clone());
+        }
+        if let Some(cert) = &tls.cert {
+            set("PGSSLCERT", cert.display().to_string());
+        }
+        if let Some(key) = &tls.key {
+            set("PGSSLKEY", key.display().to_string());
+        }
+        set("PGAPPNAME", application.to_string());
+        Ok(env)
+    }
+
     fn host(&self) -> Option<String> {
         self.config.get_hosts().first().map(|h| match h {
             Host::Tcp(name) => name.clone(),

@@ -30,6 +30,7 @@
 pub mod decode;
 pub mod encode;
 pub mod numeric;
+pub mod rows;
 
 use std::collections::HashMap;
 use std::sync::Arc;

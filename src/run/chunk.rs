@@ -8,6 +8,8 @@ use super::*;
 /// What a worker's reader thread sends for a chunk.
 enum Msg {
     Batch(RecordBatch),
+    /// COPY data forwarded as is, and the rows it completes.
+    Copy(bytes::Bytes, u64),
     Failed(EtlError),
     Done,
 }
@@ -59,6 +61,9 @@ async fn read_chunk(job: ReadJob) {
         notes,
         tx,
     } = job;
+    if source.copy_through().is_some() && transforms.is_empty() {
+        return read_copy(&*source, &chunk, tx).await;
+    }
     let opened = async {
         let mut stream = source.open(&chunk).await?;
         for t in transforms.iter() {
@@ -85,6 +90,54 @@ async fn read_chunk(job: ReadJob) {
         }
     }
     let _ = tx.send(Msg::Done).await;
+}
+
+/// COPY data gathered into pieces of about this size before they cross
+/// to the writer (the server sends a message per row).
+const COPY_PIECE: usize = 1 << 20;
+
+/// A chunk as COPY data: the server's messages gathered into pieces,
+/// their rows counted, the stream checked whole before `Done`.
+async fn read_copy(source: &dyn Source, chunk: &Chunk, tx: tokio::sync::mpsc::Sender<Msg>) {
+    let Some(through) = source.copy_through() else {
+        return;
+    };
+    let mut walker = crate::pg_binary::rows::RowWalker::new(through.format);
+    let read = async {
+        let mut stream = source.open_copy(chunk).await?;
+        let mut piece = bytes::BytesMut::with_capacity(COPY_PIECE + 64 * 1024);
+        let mut rows = 0;
+        while let Some(data) = stream.next().await {
+            let data = data?;
+            rows += walker.feed(&data)?;
+            piece.extend_from_slice(&data);
+            if piece.len() >= COPY_PIECE {
+                let full = piece.split().freeze();
+                if tx
+                    .send(Msg::Copy(full, std::mem::take(&mut rows)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        walker.finish()?;
+        if !piece.is_empty() && tx.send(Msg::Copy(piece.freeze(), rows)).await.is_err() {
+            return Ok(false);
+        }
+        Ok::<_, EtlError>(true)
+    };
+    match read.await {
+        Ok(true) => {
+            let _ = tx.send(Msg::Done).await;
+        }
+        // The writer gave up on the chunk.
+        Ok(false) => {}
+        Err(e) => {
+            let _ = tx.send(Msg::Failed(e)).await;
+        }
+    }
 }
 
 /// One chunk end to end: the worker's reader streams the source while this
@@ -129,6 +182,13 @@ pub(super) async fn run_chunk(
                     w.write(&batch).await?;
                 }
                 written(batch.num_rows() as u64);
+            }
+            Some(Msg::Copy(data, n)) => {
+                rows += n;
+                for w in writers.iter_mut() {
+                    w.write_copy(data.clone()).await?;
+                }
+                written(n);
             }
             Some(Msg::Failed(e)) => return Err(e),
             Some(Msg::Done) => break,

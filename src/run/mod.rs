@@ -126,6 +126,7 @@ impl Runner {
             identity,
             chunking: pipeline.chunks.clone(),
             pivot,
+            copy: source.copy_through().filter(|_| transforms.is_empty()),
         });
         let sinks = block_on(async {
             let mut sinks = Vec::new();
@@ -677,6 +678,7 @@ pub(crate) mod pause {
     static AT: OnceLock<Option<(String, u64, Option<String>)>> = OnceLock::new();
     static COMMITS: AtomicU64 = AtomicU64::new(0);
     static STARTS: AtomicU64 = AtomicU64::new(0);
+    static POST_DATA: AtomicU64 = AtomicU64::new(0);
 
     /// Read only where the `test-hooks` feature is on (the tests turn it
     /// on; a release build has no hook).
@@ -713,6 +715,16 @@ pub(crate) mod pause {
                 && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
             {
                 park("commit");
+            }
+        }
+    }
+
+    /// Inside a post-data entry's transaction, its statement run, before
+    /// its commit.
+    pub fn in_post_data() {
+        if let Some((what, n, _)) = at() {
+            if what == "post-data" && POST_DATA.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+                park("post-data");
             }
         }
     }

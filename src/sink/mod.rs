@@ -85,6 +85,12 @@ pub trait Sink: Send + Sync {
 #[async_trait]
 pub trait ChunkWriter: Send {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError>;
+    /// COPY data forwarded from the source ([`SinkContext::copy`]).
+    async fn write_copy(&mut self, _data: bytes::Bytes) -> Result<(), EtlError> {
+        Err(EtlError::Bug(
+            "COPY data sent to a sink that writes record batches".into(),
+        ))
+    }
     /// Makes the chunk visible; returns rows and bytes written.
     async fn commit(self: Box<Self>) -> Result<ChunkStats, EtlError>;
 }
@@ -107,6 +113,9 @@ pub struct SinkContext {
     pub chunking: Chunking,
     /// Set when the last stage is a pivot: sinks write wide tables.
     pub pivot: Option<Arc<wide::WideSpec>>,
+    /// Set when the source hands its chunks over as COPY data and no
+    /// transform runs: the sink writes the bytes as they come.
+    pub copy: Option<crate::source::CopyThrough>,
 }
 
 pub async fn build(

@@ -23,6 +23,17 @@ use crate::plan::{Chunk, Plan};
 /// One chunk's rows.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;
 
+/// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
+pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> + Send>>;
+
+/// What a source that hands its chunks over as COPY data gives: the
+/// format, and the columns in the order of their values.
+#[derive(Debug, Clone)]
+pub struct CopyThrough {
+    pub format: crate::pg_binary::rows::CopyFormat,
+    pub columns: Vec<String>,
+}
+
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Schema of every batch, known before any chunk runs.
@@ -72,6 +83,19 @@ pub trait Source: Send + Sync {
         _sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
     ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
         Ok(None)
+    }
+    /// When the source hands its chunks over as PostgreSQL COPY data (a
+    /// PostgreSQL table into a table of the same types): the run forwards
+    /// the bytes as they arrive, no Arrow in between, and a sink writes
+    /// them with `COPY ... FROM STDIN` of that format.
+    fn copy_through(&self) -> Option<CopyThrough> {
+        None
+    }
+    /// One chunk as COPY data, when [`Source::copy_through`] says so.
+    async fn open_copy(&self, _chunk: &Chunk) -> Result<CopyStream, EtlError> {
+        Err(EtlError::Bug(
+            "open_copy on a source that does not hand over COPY data".into(),
+        ))
     }
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
@@ -173,6 +197,9 @@ pub async fn build(
         )?)),
         ValidatedSource::Odbc(spec) => Ok(Arc::new(odbc::OdbcSource::build(spec, chunking)?)),
         ValidatedSource::Csv(spec) => Ok(Arc::new(csv::CsvSource::build(spec)?)),
+        ValidatedSource::PostgresDatabase(_) => Err(EtlError::Bug(
+            "a whole PostgreSQL database is a migration, not one source".into(),
+        )),
         ValidatedSource::Access(_) => Err(EtlError::Bug(
             "an Access source is a migration: crate::migrate reads it table by table".into(),
         )),

@@ -15,6 +15,7 @@ mod odbc;
 mod odbc_chunks;
 mod operations;
 mod parquet;
+mod pg_database;
 mod pivot;
 mod resume;
 mod status;

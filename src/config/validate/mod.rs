@@ -90,6 +90,21 @@ pub enum ValidatedSource {
     Odbc(OdbcSpec),
     Csv(crate::source::csv::CsvSpec),
     Access(AccessSpec),
+    /// A whole PostgreSQL database (or schemas, or a list of tables).
+    PostgresDatabase(PgDatabaseSpec),
+}
+
+/// A PostgreSQL database moved with everything in it.
+#[derive(Debug, Clone)]
+pub struct PgDatabaseSpec {
+    pub endpoint: Endpoint,
+    /// Names or glob patterns of tables (`*`: all); empty with `schemas`.
+    pub tables: Vec<String>,
+    /// Names or glob patterns of schemas; empty: every schema.
+    pub schemas: Vec<String>,
+    pub exclude: Vec<String>,
+    pub owners: bool,
+    pub grants: bool,
 }
 
 /// An Access file read natively, table by table.
@@ -188,6 +203,11 @@ pub struct PostgresSinkSpec {
 pub struct TableTemplate(String);
 
 impl TableTemplate {
+    /// Exactly this table, whatever the chunk's key.
+    pub fn fixed(table: &TableName) -> TableTemplate {
+        TableTemplate(table.qualified())
+    }
+
     pub fn has_key(&self) -> bool {
         self.0.contains("{key}")
     }
@@ -256,13 +276,17 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     // one chunk per table (or one for its query).
     let odbc_windows = matches!(&p.source, SourceConfig::Odbc(_))
         && p.chunks.as_ref().is_some_and(|c| c.time_column.is_some());
+    let pg_database =
+        matches!(&p.source, SourceConfig::Postgres(s) if s.tables.is_some() || s.schemas.is_some());
     let is_migration = (matches!(p.source, SourceConfig::Odbc(_)) && !odbc_windows)
-        || matches!(p.source, SourceConfig::Access(_));
+        || matches!(p.source, SourceConfig::Access(_))
+        || pg_database;
     // Whether an ODBC migration reads whole tables (known even when the
     // source has problems of its own, so sink checks still run).
     let odbc_tables = match &p.source {
         SourceConfig::Odbc(o) if is_migration => Some(o.tables.is_some()),
         SourceConfig::Access(_) => Some(true),
+        _ if pg_database => Some(true),
         _ => None,
     };
     // The one table a windowed ODBC source reads, for `{table}` in sinks.
@@ -484,6 +508,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         odbc_tables,
         odbc_table,
         key_column: ch.key_column.is_some(),
+        pg_database,
     };
     for (i, s) in p.sinks.into_iter().enumerate() {
         sinks.extend(sink::sink(&mut c, i, s, &shape));

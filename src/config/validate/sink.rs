@@ -15,6 +15,8 @@ pub(super) struct Shape {
     pub odbc_table: Option<String>,
     /// `[chunks] key_column` is set.
     pub key_column: bool,
+    /// A whole PostgreSQL database: its tables keep their schemas and names.
+    pub pg_database: bool,
 }
 
 /// Sink `i` checked; `None` when it has problems (collected).
@@ -131,7 +133,15 @@ pub(super) fn sink(
                 }
                 table = TableTemplate(s.table.replace("{file}", "{key}"));
             }
-            if let Some(whole) = shape.odbc_tables {
+            if shape.pg_database {
+                if s.table.replace(' ', "") != "{schema}.{table}" {
+                    c.add(&key("table"), "a whole PostgreSQL database keeps its schemas and table names (its DDL, views and functions name them); write table = \"{schema}.{table}\"");
+                }
+                if s.mode != SinkMode::Append {
+                    c.add(&key("mode"), "a whole PostgreSQL database loads each table (or range of its key) once, replacing it when it runs again; use mode = \"append\"");
+                }
+                table = TableTemplate("{key}".into());
+            } else if let Some(whole) = shape.odbc_tables {
                 if s.table.contains("{key}") {
                     c.add(
                         &key("table"),

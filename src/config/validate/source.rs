@@ -178,6 +178,18 @@ pub(super) fn source(
                     sslkey: &s.sslkey,
                 },
             );
+            if s.tables.is_some() || s.schemas.is_some() {
+                return database(c, s, endpoint);
+            }
+            for (k, set) in [
+                ("exclude", !s.exclude.is_empty()),
+                ("owners", s.owners),
+                ("grants", s.grants),
+            ] {
+                if set {
+                    c.add(&format!("source.{k}"), "applies to a whole database; add `tables = [\"*\"]` or `schemas = [...]`, or leave it out");
+                }
+            }
             let relation = match (s.query, s.table) {
                 (Some(q), None) if q.trim().is_empty() => {
                     c.add("source.query", "is empty; write a SELECT");
@@ -221,4 +233,63 @@ pub(super) fn source(
                 })
         }
     }
+}
+
+/// A PostgreSQL source with `tables` or `schemas`: a whole database.
+fn database(
+    c: &mut Collector<'_>,
+    s: crate::config::PostgresSourceConfig,
+    endpoint: Option<Endpoint>,
+) -> Option<ValidatedSource> {
+    if s.query.is_some() || s.table.is_some() {
+        c.add(
+            "source.tables",
+            "give `tables` / `schemas` (a whole database) or `table` / `query` (one relation), not both",
+        );
+    }
+    let tables = s.tables.unwrap_or_default();
+    let schemas = s.schemas.unwrap_or_default();
+    if !tables.is_empty() && !schemas.is_empty() && tables.iter().any(|t| t != "*") {
+        c.add(
+            "source.schemas",
+            "give either `tables` (names or patterns) or `schemas`, not both; use `exclude` to leave tables out of the schemas",
+        );
+    }
+    if tables.is_empty() && schemas.is_empty() {
+        c.add(
+            "source.tables",
+            "is empty; write [\"*\"] for every table, or name them (schema.table, glob patterns allowed)",
+        );
+    }
+    for (k, list) in [
+        ("tables", &tables),
+        ("schemas", &schemas),
+        ("exclude", &s.exclude),
+    ] {
+        for p in list.iter() {
+            if p.trim().is_empty() {
+                c.add(&format!("source.{k}"), "holds an empty name");
+            } else if let Err(e) = glob::Pattern::new(p) {
+                c.add(
+                    &format!("source.{k}"),
+                    format!("{p:?} is not a glob pattern: {e}"),
+                );
+            }
+        }
+    }
+    let tables = if tables.iter().any(|t| t == "*") {
+        Vec::new()
+    } else {
+        tables
+    };
+    endpoint.map(|endpoint| {
+        ValidatedSource::PostgresDatabase(PgDatabaseSpec {
+            endpoint,
+            tables,
+            schemas,
+            exclude: s.exclude,
+            owners: s.owners,
+            grants: s.grants,
+        })
+    })
 }

@@ -56,7 +56,8 @@ pub struct PostgresSink {
 struct Target {
     /// `"schema"."table"`, the form the ledger records.
     qualified: String,
-    encoder: CopyEncoder,
+    /// `None` when the chunk's COPY data comes from the source as is.
+    encoder: Option<CopyEncoder>,
     copy_sql: String,
     /// Upsert: the temporary table the chunk is copied into...
     stage_sql: Option<String>,
@@ -215,6 +216,9 @@ impl PostgresSink {
         columns: &[CatalogColumn],
         catalog_pk: Vec<String>,
     ) -> Result<Target, EtlError> {
+        if let Some(copy) = &self.ctx.copy {
+            return copy_target(table, columns, copy);
+        }
         let schema = &self.ctx.schema;
         let mut pairs: Vec<(&Field, PgType)> = Vec::new();
         let mut problems = Vec::new();
@@ -314,7 +318,7 @@ impl PostgresSink {
         };
         Ok(Target {
             qualified,
-            encoder: encoder.expect("no problems means the encoder was planned"),
+            encoder: Some(encoder.expect("no problems means the encoder was planned")),
             copy_sql,
             stage_sql,
             merge_sql,
@@ -614,7 +618,9 @@ impl Sink for PostgresSink {
             }
         };
         let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
-        CopyEncoder::write_header(&mut buf);
+        if target.encoder.is_some() {
+            CopyEncoder::write_header(&mut buf);
+        }
         Ok(Some(Box::new(PostgresChunkWriter {
             client,
             pool: self.pool.clone(),
@@ -770,4 +776,36 @@ pub(super) async fn explain_busy(
         lock_timeout_secs: timeouts.lock_timeout_secs,
         last: Box::new(e),
     }
+}
+
+/// The target of COPY data forwarded from the source: every column the
+/// source sends must be in the table; the server checks the values.
+fn copy_target(
+    table: &TableName,
+    columns: &[CatalogColumn],
+    copy: &crate::source::CopyThrough,
+) -> Result<Target, EtlError> {
+    let missing: Vec<&String> = copy
+        .columns
+        .iter()
+        .filter(|c| !columns.iter().any(|t| t.name == **c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(EtlError::Schema(format!(
+            "target table {table} has no column {missing:?}, which the source table has; add them to the target (or leave the table out with source.exclude)"
+        )));
+    }
+    let list: Vec<String> = copy.columns.iter().map(|c| ident(c)).collect();
+    let qualified = table.qualified();
+    Ok(Target {
+        copy_sql: format!(
+            "COPY {qualified} ({}) FROM STDIN (FORMAT {})",
+            list.join(", "),
+            copy.format.sql()
+        ),
+        qualified,
+        encoder: None,
+        stage_sql: None,
+        merge_sql: None,
+    })
 }

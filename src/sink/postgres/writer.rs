@@ -25,6 +25,10 @@ impl PostgresChunkWriter {
 
     async fn send(&mut self) -> Result<(), EtlError> {
         let data = self.buf.split().freeze();
+        self.send_bytes(data).await
+    }
+
+    async fn send_bytes(&mut self, data: Bytes) -> Result<(), EtlError> {
         let first = self.bytes == 0;
         self.bytes += data.len() as u64;
         let context = self.context("sending rows");
@@ -39,16 +43,34 @@ impl PostgresChunkWriter {
 #[async_trait]
 impl ChunkWriter for PostgresChunkWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
-        self.target.encoder.write_batch(batch, &mut self.buf)?;
+        let Some(encoder) = &self.target.encoder else {
+            return Err(EtlError::Bug(
+                "record batches sent to a target that takes COPY data as is".into(),
+            ));
+        };
+        encoder.write_batch(batch, &mut self.buf)?;
         if self.buf.len() >= SEND_BYTES {
             self.send().await?;
         }
         Ok(())
     }
 
+    async fn write_copy(&mut self, data: Bytes) -> Result<(), EtlError> {
+        if self.target.encoder.is_some() {
+            return Err(EtlError::Bug(
+                "COPY data sent to a target that encodes record batches".into(),
+            ));
+        }
+        self.send_bytes(data).await
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
-        CopyEncoder::write_footer(&mut self.buf);
-        self.send().await?;
+        if self.target.encoder.is_some() {
+            CopyEncoder::write_footer(&mut self.buf);
+        }
+        if !self.buf.is_empty() {
+            self.send().await?;
+        }
         let context = self.context("finishing COPY");
         let mut rows = self
             .sink

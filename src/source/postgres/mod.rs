@@ -1,5 +1,9 @@
 //! PostgreSQL source: `COPY (SELECT ... WHERE window) TO STDOUT (FORMAT
-//! binary)`, decoded batch by batch into Arrow as the bytes arrive.
+//! binary)`, decoded batch by batch into Arrow as the bytes arrive. The
+//! tables of a whole database are [`table::PgTable`]s, handed over as COPY
+//! data.
+
+pub mod table;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

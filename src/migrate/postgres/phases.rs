@@ -1,0 +1,417 @@
+//! The phases of a whole PostgreSQL database around the data: pre-data
+//! before it, then post-data, sequences and the checks.
+
+use std::collections::HashSet;
+
+use tokio_postgres::Client;
+
+use super::dump::{self, Dump, Entry, Section};
+use crate::error::EtlError;
+use crate::migrate::{Finish, Migration, Origin, TableSource};
+
+/// `etl.phase_log`'s item for the pre-data section.
+const PRE_DATA_ITEM: &str = "schema";
+
+impl Migration {
+    /// `etl plan`'s phases after discover for a PostgreSQL source: what
+    /// pg_dump would create before and after the data, by kind, and what
+    /// the target cannot take (extensions it does not have).
+    pub(crate) fn pg_plan_lines(
+        &self,
+        mut lines: Vec<String>,
+        rows: u64,
+        chunks: usize,
+    ) -> Result<Vec<String>, EtlError> {
+        let by_kind = |d: &Dump| {
+            let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+            for e in &d.entries {
+                *kinds.entry(e.kind.as_str()).or_default() += 1;
+            }
+            kinds
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let pre = self.pg_dump(Section::PreData)?;
+        let post = self.pg_dump(Section::PostData)?;
+        if self.sink.create_table {
+            lines.push(format!(
+                "Pre-data (pg_dump --section=pre-data, in one transaction before the data): {}",
+                by_kind(&pre)
+            ));
+            let missing = crate::run::block_on(self.missing_extensions(&pre))?;
+            if !missing.is_empty() {
+                lines.push(
+                    "Cannot be created on the target (install these extensions there first):"
+                        .into(),
+                );
+                for m in missing {
+                    lines.push(format!("  extension {m}"));
+                }
+            }
+        } else {
+            lines.push(
+                "Pre-data: none (create_table = false: the tables exist on the target)".into(),
+            );
+        }
+        lines.push(format!(
+            "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row",
+            crate::run::summary::thousands(rows),
+            self.workers
+        ));
+        if self.sink.create_table {
+            lines.push(format!(
+                "Post-data (pg_dump --section=post-data, once every chunk is done; indexes {} at a time): {}",
+                self.workers,
+                by_kind(&post)
+            ));
+        }
+        lines.push("Sequences: each set to the source's current value".into());
+        lines.push("Verify: row count and checksum of every table on both servers; every owned sequence at or past its column's MAX".into());
+        Ok(lines)
+    }
+
+    /// Extensions pre-data creates that the target server does not offer.
+    async fn missing_extensions(&self, pre: &Dump) -> Result<Vec<String>, EtlError> {
+        let wanted: Vec<String> = pre
+            .entries
+            .iter()
+            .filter(|e| e.kind == "EXTENSION")
+            .filter_map(|e| e.name.split_whitespace().last().map(str::to_string))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT name::text FROM pg_available_extensions", &[])
+            .await
+            .map_err(EtlError::pg("reading the target's available extensions"))?;
+        let offered: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(wanted
+            .into_iter()
+            .filter(|w| !offered.contains(w))
+            .collect())
+    }
+
+    fn pg_origin(
+        &self,
+    ) -> Result<(&crate::config::validate::PgDatabaseSpec, &dump::Selection), EtlError> {
+        match &self.origin {
+            Origin::Postgres(o) => Ok((&o.spec, &o.selection)),
+            _ => Err(EtlError::Bug("a PostgreSQL phase on another origin".into())),
+        }
+    }
+
+    /// pg_dump's section of this migration's selection.
+    pub(crate) fn pg_dump(&self, section: Section) -> Result<Dump, EtlError> {
+        let (spec, selection) = self.pg_origin()?;
+        dump::run_pg_dump(spec, selection, section)
+    }
+
+    /// Before the data, with `create_table`: the pre-data section applied
+    /// on the target in one transaction (all of it or nothing), recorded
+    /// in `etl.phase_log`; a run after that skips it.
+    pub(crate) async fn pre_data(&self, client: &Client) -> Result<(), EtlError> {
+        if !self.sink.create_table {
+            return Ok(());
+        }
+        crate::sink::ledger::ensure(client)
+            .await
+            .map_err(EtlError::pg("creating the ledger"))?
+            .map_err(EtlError::Schema)?;
+        let done = dump::done_items(client, &self.pipeline, "pre-data").await?;
+        if done.contains(PRE_DATA_ITEM) {
+            tracing::info!("The pre-data objects were created by an earlier run.");
+            return Ok(());
+        }
+        let dump = self.pg_dump(Section::PreData)?;
+        let script = dump.script();
+        tracing::info!(
+            objects = dump.entries.len(),
+            "Creating the source's schemas, types, functions and tables (pg_dump --section=pre-data)."
+        );
+        let applied = async {
+            client.batch_execute("BEGIN").await?;
+            client.batch_execute(&script).await?;
+            // pg_dump's preamble empties search_path for the session.
+            client.batch_execute("RESET search_path").await?;
+            crate::sink::ledger::record_phase(
+                client,
+                &self.pipeline,
+                "pre-data",
+                PRE_DATA_ITEM,
+                &script,
+                None,
+            )
+            .await?;
+            client.batch_execute("COMMIT").await
+        };
+        if let Err(e) = applied.await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let e = EtlError::pg(format!(
+                "creating the source's objects on {} (pg_dump --section=pre-data, in one transaction: nothing was created)",
+                self.sink.endpoint
+            ))(e);
+            return Err(EtlError::Schema(format!(
+                "{e}\n  the target must not have these objects yet: use an empty database, or create them yourself and set create_table = false in [[sinks]]"
+            )));
+        }
+        Ok(())
+    }
+
+    /// After the data: pg_dump's post-data entries (each skipped when an
+    /// earlier run recorded it), runs of indexes several at a time; then
+    /// the sequences. A failed entry is reported with its statement and
+    /// the others go on.
+    pub(crate) async fn post_data(
+        &self,
+        client: &Client,
+        finish: &mut Finish,
+    ) -> Result<(), EtlError> {
+        if self.sink.create_table {
+            let dump = self.pg_dump(Section::PostData)?;
+            let done = dump::done_items(client, &self.pipeline, "post-data").await?;
+            let todo: Vec<&Entry> = dump
+                .entries
+                .iter()
+                .filter(|e| !done.contains(&e.item()))
+                .collect();
+            let workers = self.workers.max(1);
+            let mut i = 0;
+            while i < todo.len() {
+                // A run of indexes builds in parallel; anything else alone,
+                // in pg_dump's order (constraints need their indexes, foreign
+                // keys their parents' keys).
+                let mut j = i + 1;
+                if todo[i].kind == "INDEX" {
+                    while j < todo.len() && todo[j].kind == "INDEX" {
+                        j += 1;
+                    }
+                }
+                let group = &todo[i..j];
+                for batch in group.chunks(workers) {
+                    let results = futures_util::future::join_all(
+                        batch.iter().map(|e| self.apply_entry(&dump.preamble, e)),
+                    )
+                    .await;
+                    for (e, r) in batch.iter().zip(results) {
+                        match r? {
+                            Ok(()) => finish.added.push(e.item()),
+                            Err(problem) => finish.problems.push(problem),
+                        }
+                    }
+                }
+                i = j;
+            }
+            self.refresh_views(client, &done, finish).await?;
+        }
+        self.set_sequences(client, finish).await
+    }
+
+    /// The materialized views the source has populated, refreshed on the
+    /// target (pg_dump's schema sections leave them empty), oldest first
+    /// so a view built on another comes after it.
+    async fn refresh_views(
+        &self,
+        client: &Client,
+        done: &HashSet<String>,
+        finish: &mut Finish,
+    ) -> Result<(), EtlError> {
+        let (spec, _) = self.pg_origin()?;
+        let source = spec
+            .endpoint
+            .connect(&format!("etl {}", self.pipeline))
+            .await?;
+        let rows = source
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'm' AND c.relispopulated ORDER BY c.oid",
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg("reading the source's materialized views"))?;
+        for r in rows {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            let item = format!("MATERIALIZED VIEW DATA {schema} {name}");
+            let view = format!(
+                "{}.{}",
+                crate::sql::ident(&schema),
+                crate::sql::ident(&name)
+            );
+            if done.contains(&item) {
+                continue;
+            }
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&view])
+                .await
+                .map_err(EtlError::pg(format!("looking for {view} on the target")))?
+                .get(0);
+            if !exists {
+                continue;
+            }
+            let sql = format!("REFRESH MATERIALIZED VIEW {view}");
+            tracing::info!(view = %view, "Refreshing.");
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    self.record(client, "post-data", &item, &sql, None).await?;
+                    finish.added.push(item);
+                }
+                Err(e) => {
+                    let e = EtlError::pg(format!("refreshing {view}"))(e);
+                    self.record(client, "post-data", &item, &sql, Some(&e.to_string()))
+                        .await?;
+                    finish.problems.push(format!("{e}; statement: {sql}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One post-data entry in its own transaction with its record; its
+    /// error (with the statement) when the server refuses it.
+    async fn apply_entry(&self, preamble: &str, e: &Entry) -> Result<Result<(), String>, EtlError> {
+        let client = self.client().await?;
+        let item = e.item();
+        tracing::info!(item = %item, "Adding.");
+        let run = async {
+            client.batch_execute(preamble).await?;
+            client.batch_execute("BEGIN").await?;
+            client.batch_execute(&e.sql).await?;
+            crate::run::pause::in_post_data();
+            client.batch_execute("RESET search_path").await?;
+            crate::sink::ledger::record_phase(
+                &client,
+                &self.pipeline,
+                "post-data",
+                &item,
+                &e.sql,
+                None,
+            )
+            .await?;
+            client.batch_execute("COMMIT").await
+        };
+        match run.await {
+            Ok(()) => Ok(Ok(())),
+            Err(err) => {
+                let _ = client.batch_execute("ROLLBACK; RESET search_path").await;
+                let err = EtlError::pg(format!("adding {item}"))(err);
+                tracing::error!(error = %err, "A post-data object could not be added.");
+                self.record(&client, "post-data", &item, &e.sql, Some(&err.to_string()))
+                    .await?;
+                Ok(Err(format!("{err}; statement: {}", e.sql)))
+            }
+        }
+    }
+
+    /// Every sequence of the selection set to the source's current value
+    /// (one never used keeps the start pre-data gave it).
+    async fn set_sequences(&self, client: &Client, finish: &mut Finish) -> Result<(), EtlError> {
+        let (spec, _) = self.pg_origin()?;
+        let source = spec
+            .endpoint
+            .connect(&format!("etl {}", self.pipeline))
+            .await?;
+        let rows = source
+            .query(
+                "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences \
+                 WHERE schemaname NOT IN ('etl', 'information_schema') AND schemaname NOT LIKE 'pg\\_%' \
+                 AND last_value IS NOT NULL ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg("reading the source's sequences"))?;
+        for r in rows {
+            let (name, value): (String, i64) = (r.get(0), r.get(1));
+            let sql = format!(
+                "SELECT setval({}, {value}, true) FROM (SELECT to_regclass({}) AS r) s WHERE r IS NOT NULL",
+                crate::sql::literal(&name),
+                crate::sql::literal(&name)
+            );
+            let set = client
+                .query_opt(&sql, &[])
+                .await
+                .map_err(EtlError::pg(format!("setting sequence {name}")))?;
+            if set.is_some() {
+                self.record(client, "sequences", &name, &sql, None).await?;
+                finish.sequences.push(format!("{name} at {value}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Row count and checksum of every table on both servers; sequences
+    /// behind their column's MAX on the target.
+    pub(crate) async fn pg_checks(
+        &self,
+        client: &Client,
+        checks: &mut crate::migrate::Checks,
+    ) -> Result<(), EtlError> {
+        for (t, source) in self.tables.iter().zip(&self.sources) {
+            let TableSource::Postgres(source) = source else {
+                continue;
+            };
+            let on_source = source.checksum(None).await?;
+            let columns: Vec<String> = t.schema.fields().iter().map(|f| f.name().clone()).collect();
+            let sql =
+                crate::verify::sql(&columns, &format!("ONLY {}", t.target.qualified()), "true");
+            let row = client
+                .query_one(&sql, &[])
+                .await
+                .map_err(EtlError::pg(format!(
+                    "checksumming target table {}",
+                    t.target
+                )))?;
+            let on_target = crate::verify::Checksum {
+                rows: row.get::<_, i64>(0) as u64,
+                sum: row.get(1),
+            };
+            checks
+                .counts
+                .push((t.source.clone(), on_source.rows, on_target.rows));
+            checks
+                .checksums
+                .push((t.source.clone(), on_source == on_target));
+        }
+        // A sequence owned by a column must be at or past the column's MAX.
+        let owned = client
+            .query(
+                "SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname), \
+                 pg_sequence_last_value(s.oid) \
+                 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+                 JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+                 JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+                 AND d.deptype IN ('a', 'i') AND sn.nspname <> 'etl' ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg("reading the target's sequences"))?;
+        let loaded: HashSet<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
+        for r in owned {
+            let (seq, table, column, last): (String, String, String, Option<i64>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            if !loaded.contains(&table) {
+                continue;
+            }
+            let max: Option<i64> = client
+                .query_one(&format!("SELECT max({column})::int8 FROM {table}"), &[])
+                .await
+                .map_err(EtlError::pg(format!(
+                    "reading the largest {column} of {table}"
+                )))?
+                .get(0);
+            if let Some(max) = max {
+                if last.is_none_or(|l| l < max) {
+                    checks.sequences_behind.push(format!(
+                        "{seq} is at {} but {table}.{column} holds {max}",
+                        last.map_or("its start".to_string(), |l| l.to_string())
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! One table of a whole PostgreSQL database, handed over as COPY data:
+//! `COPY table (columns) TO STDOUT` (or a range of its integer primary
+//! key through `COPY (SELECT ...)`), the bytes forwarded to the target's
+//! `COPY FROM STDIN` as they arrive ([`Source::copy_through`]). Binary when
+//! every column's type reads back the same on another server (built-in
+//! types, enums, domains over them), text otherwise: binary arrays and
+//! composites carry their element types' OIDs, which differ between
+//! databases.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use crate::config::validate::Chunking;
+use crate::error::EtlError;
+use crate::pg::Pool;
+use crate::pg_binary::rows::CopyFormat;
+use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
+use crate::source::{BatchStream, CopyStream, CopyThrough, Source};
+use crate::sql::{ident, TableName};
+
+/// A source table of a whole-database migration.
+pub struct PgTable {
+    pool: Arc<Pool>,
+    /// `schema.table` as written in the ledger and the failed-chunk CSV.
+    pub name: String,
+    pub table: TableName,
+    columns: Vec<String>,
+    format: CopyFormat,
+    /// The columns as Utf8 fields: their names, for the sink and reports.
+    schema: SchemaRef,
+    /// A one-column integer primary key: a big table is cut into ranges of it.
+    pub range_key: Option<String>,
+    range_rows: u64,
+    min_parts: u64,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl PgTable {
+    pub fn new(
+        pool: Arc<Pool>,
+        table: TableName,
+        columns: Vec<String>,
+        format: CopyFormat,
+        range_key: Option<String>,
+        range_rows: u64,
+        min_parts: u64,
+    ) -> PgTable {
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(c, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        PgTable {
+            pool,
+            name: format!("{}.{}", table.schema_or_public(), table.name),
+            table,
+            columns,
+            format,
+            schema,
+            range_key,
+            range_rows: range_rows.max(1),
+            min_parts: min_parts.max(1),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn format(&self) -> CopyFormat {
+        self.format
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The rows of `chunk`, as a condition on the key.
+    fn filter(&self, chunk: &Chunk) -> String {
+        match (&self.range_key, chunk.unit) {
+            (Some(k), Unit::Key) => format!(
+                "{k} >= {} AND {k} < {}",
+                chunk.start,
+                chunk.end,
+                k = ident(k)
+            ),
+            _ => "true".into(),
+        }
+    }
+
+    /// The table's own rows (not its children's) in `chunk`: count and checksum.
+    pub async fn checksum(
+        &self,
+        chunk: Option<&Chunk>,
+    ) -> Result<crate::verify::Checksum, EtlError> {
+        let client = self.pool.get().await?;
+        let filter = chunk.map_or_else(|| "true".into(), |c| self.filter(c));
+        let sql = crate::verify::sql(
+            &self.columns,
+            &format!("ONLY {}", self.table.qualified()),
+            &filter,
+        );
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(EtlError::pg(format!(
+                "checksumming source table {}",
+                self.name
+            )))?;
+        self.pool.put(client);
+        Ok(crate::verify::Checksum {
+            rows: row.get::<_, i64>(0) as u64,
+            sum: row.get(1),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for PgTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn primary_key(&self) -> &[String] {
+        &[]
+    }
+
+    /// The whole table, or equal-width ranges of its key between MIN and
+    /// MAX (the same ranges while the table does not change, so a killed
+    /// run resumes with the same chunks): about `range_rows` rows each,
+    /// at least one per worker when the table is big enough.
+    async fn plan(&self, _chunking: &Chunking) -> Result<Plan, EtlError> {
+        let client = self.pool.get().await?;
+        let from = format!("ONLY {}", self.table.qualified());
+        let sql = match &self.range_key {
+            Some(k) => format!(
+                "SELECT min({k})::int8, max({k})::int8, count(*)::int8 FROM {from}",
+                k = ident(k)
+            ),
+            None => format!("SELECT NULL::int8, NULL::int8, count(*)::int8 FROM {from}"),
+        };
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(EtlError::pg(format!(
+                "counting the rows of source table {}",
+                self.name
+            )))?;
+        self.pool.put(client);
+        let (min, max, count): (Option<i64>, Option<i64>, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        let count = count as u64;
+        let parts = count
+            .div_ceil(self.range_rows)
+            .max(self.min_parts.min(count / 65_536));
+        let chunks = match (min, max) {
+            (Some(min), Some(max)) if parts > 1 && max > min => {
+                crate::plan::integer_ranges(&self.name, min, max, count, parts)
+            }
+            _ => vec![PlannedChunk {
+                chunk: Chunk::whole(Some(self.name.clone())),
+                rows: count,
+            }],
+        };
+        Ok(Plan {
+            chunks,
+            rows_outside: 0,
+            range: None,
+        })
+    }
+
+    async fn open(&self, _chunk: &Chunk) -> Result<BatchStream, EtlError> {
+        Err(EtlError::Bug(format!(
+            "source table {} hands over COPY data, not record batches",
+            self.name
+        )))
+    }
+
+    fn copy_through(&self) -> Option<CopyThrough> {
+        Some(CopyThrough {
+            format: self.format,
+            columns: self.columns.clone(),
+        })
+    }
+
+    async fn open_copy(&self, chunk: &Chunk) -> Result<CopyStream, EtlError> {
+        let client = self.pool.get().await?;
+        client
+            .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(EtlError::pg("setting up the source session"))?;
+        let format = self.format.sql();
+        let sql = match chunk.unit {
+            Unit::Key if self.range_key.is_some() => format!(
+                "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
+                self.column_list(),
+                self.table.qualified(),
+                self.filter(chunk)
+            ),
+            // COPY of a table reads its own rows, not its children's.
+            _ => format!(
+                "COPY {} ({}) TO STDOUT (FORMAT {format})",
+                self.table.qualified(),
+                self.column_list()
+            ),
+        };
+        let stream = client.copy_out(&sql).await.map_err(EtlError::pg(format!(
+            "starting COPY from source table {} for chunk {chunk}",
+            self.name
+        )))?;
+        let bytes = self.bytes_read.clone();
+        let pool = self.pool.clone();
+        let name = self.name.clone();
+        // The client lives as long as the stream; back to the pool at its end.
+        let mut client = Some(client);
+        let stream = stream.map(move |item| {
+            let data = item.map_err(EtlError::pg(format!(
+                "reading the COPY data of source table {name}"
+            )))?;
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            Ok(data)
+        });
+        let tail = futures_util::stream::once(async move {
+            if let Some(c) = client.take() {
+                pool.put(c);
+            }
+            None
+        })
+        .filter_map(|x: Option<Result<bytes::Bytes, EtlError>>| async move { x });
+        Ok(Box::pin(stream.chain(tail)))
+    }
+
+    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
+        Ok(Some(self.checksum(Some(chunk)).await?.rows))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
