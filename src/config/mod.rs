@@ -580,6 +580,38 @@ pub struct PostgresSinkConfig {
     /// (not after each follow-mode load). Default false.
     #[serde(default)]
     pub analyze_after: bool,
+    /// A whole PostgreSQL database into tables that exist
+    /// (`create_table = false`): how the target's foreign keys and
+    /// triggers meet the load. Default "order".
+    #[serde(default)]
+    pub fk_handling: Option<FkHandling>,
+}
+
+/// How a load into existing tables gets past their foreign keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FkHandling {
+    /// Parents load before their children, one level of the foreign-key
+    /// graph at a time; the target's triggers fire.
+    #[default]
+    Order,
+    /// Every chunk with `session_replication_role = replica`: neither
+    /// foreign keys nor triggers fire (needs a superuser).
+    ReplicaRole,
+    /// The foreign keys dropped before the data (each under the sink's
+    /// lock_timeout; one that stays busy is kept and named with the session
+    /// holding it), added back `NOT VALID` and validated after it.
+    DropRecreate,
+}
+
+impl FkHandling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FkHandling::Order => "order",
+            FkHandling::ReplicaRole => "replica-role",
+            FkHandling::DropRecreate => "drop-recreate",
+        }
+    }
 }
 
 /// `[sinks.timeouts]`, applied to every chunk transaction and DDL statement.

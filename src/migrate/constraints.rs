@@ -160,6 +160,7 @@ impl Migration {
             .map_err(EtlError::pg("setting timeouts"))?;
         if matches!(self.origin, super::Origin::Postgres(..)) {
             self.post_data(&client, &mut finish).await?;
+            self.restore_fks(&client, &mut finish).await?;
         }
         for (what, sql, exists) in self.constraint_sql() {
             if let Some(q) = exists {
@@ -263,6 +264,9 @@ impl Migration {
         let mut checks = Checks::default();
         if matches!(self.origin, super::Origin::Postgres(..)) {
             self.pg_checks(client, &mut checks).await?;
+            if !self.sink.create_table {
+                self.fk_orphans(client, &mut checks).await?;
+            }
             return Ok(checks);
         }
         for (t, source) in self.tables.iter().zip(&self.sources) {
@@ -284,23 +288,11 @@ impl Migration {
             else {
                 continue;
             };
-            let not_null: Vec<String> = fk
-                .columns
-                .iter()
-                .map(|c| format!("c.{} IS NOT NULL", ident(c)))
-                .collect();
-            let matches: Vec<String> = fk
-                .columns
-                .iter()
-                .zip(&fk.parent_columns)
-                .map(|(c, p)| format!("p.{} = c.{}", ident(p), ident(c)))
-                .collect();
-            let sql = format!(
-                "SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})",
-                qualified(&child.target),
-                not_null.join(" AND "),
-                qualified(&parent.target),
-                matches.join(" AND ")
+            let sql = orphans_sql(
+                &qualified(&child.target),
+                &qualified(&parent.target),
+                &fk.columns,
+                &fk.parent_columns,
             );
             let orphans: i64 = client
                 .query_one(&sql, &[])
@@ -360,4 +352,27 @@ fn qualified(t: &TableName) -> String {
 
 fn columns(cols: &[String]) -> String {
     cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+}
+
+/// Rows of `child` whose key (all of `columns` set) has no row in `parent`.
+pub(super) fn orphans_sql(
+    child: &str,
+    parent: &str,
+    columns: &[String],
+    parent_columns: &[String],
+) -> String {
+    let not_null: Vec<String> = columns
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+        .collect();
+    let matches: Vec<String> = columns
+        .iter()
+        .zip(parent_columns)
+        .map(|(c, p)| format!("p.{} = c.{}", ident(p), ident(c)))
+        .collect();
+    format!(
+        "SELECT count(*) FROM {child} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {})",
+        not_null.join(" AND "),
+        matches.join(" AND ")
+    )
 }

@@ -304,20 +304,44 @@ impl Migration {
                 }
             }
         }
+        // The tables load in levels (a PostgreSQL database into existing
+        // tables with foreign keys: parents first), else all at once.
+        let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
-            block_on(async { self.pre_data(&self.client().await?).await })?;
+            levels = block_on(async {
+                let client = self.client().await?;
+                self.pre_data(&client).await?;
+                self.prepare_existing(&client).await
+            })?;
         }
         block_on(self.prepare_data(&todo))?;
-        let groups: Vec<(&Runner, Vec<Chunk>)> = todo
-            .iter()
-            .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
-            .collect();
         let options = RunOptions {
             workers: Some(workers.unwrap_or(self.workers.max(self.readers()))),
             redo: redo || only.is_some(),
             ..Default::default()
         };
-        report.run = crate::run::run_jobs(&groups, &options)?;
+        for (n, level) in levels.iter().enumerate() {
+            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
+                .iter()
+                .filter(|(i, _, _)| level.contains(i))
+                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            if levels.len() > 1 {
+                tracing::info!(
+                    level = n + 1,
+                    of = levels.len(),
+                    tables = groups.len(),
+                    "Loading a level of the foreign-key graph."
+                );
+            }
+            report.run.absorb(crate::run::run_jobs(&groups, &options)?);
+            if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+        }
         let failed: BTreeSet<&str> = report
             .run
             .failed
@@ -369,11 +393,17 @@ impl Migration {
             if !*all || t.range_key.is_none() {
                 continue;
             }
-            // Emptied, none of its ranges is loaded any more.
+            // Emptied, none of its ranges is loaded any more (with DELETE
+            // where the target's foreign keys forbid TRUNCATE).
             let target = t.target.qualified();
+            let empty = match matches!(self.origin, Origin::Postgres(_)) && !self.sink.create_table
+            {
+                true => "DELETE FROM ONLY",
+                false => "TRUNCATE ONLY",
+            };
             client
                 .batch_execute(&format!(
-                    "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN TRUNCATE ONLY {target}; END IF; \
+                    "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN {empty} {target}; END IF; \
                      IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
                      UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
                     t = crate::sql::literal(&target)

@@ -533,6 +533,23 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 impl RunReport {
+    /// Adds a later run's report (a migration's next level of tables).
+    pub fn absorb(&mut self, other: RunReport) {
+        self.chunks_skipped += other.chunks_skipped;
+        self.chunks_elsewhere += other.chunks_elsewhere;
+        self.chunks_total += other.chunks_total;
+        self.chunks_done += other.chunks_done;
+        self.failed.extend(other.failed);
+        self.rows += other.rows;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.elapsed += other.elapsed;
+        self.peak_memory_bytes = self.peak_memory_bytes.max(other.peak_memory_bytes);
+        self.source.lines.extend(other.source.lines);
+        self.source.values_changed += other.source.values_changed;
+        self.source.rows_rejected += other.source.rows_rejected;
+    }
+
     /// Chunks of the run that no worker took (Ctrl-C).
     pub fn chunks_not_started(&self) -> usize {
         self.chunks_total

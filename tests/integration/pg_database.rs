@@ -209,3 +209,155 @@ fn killed_while_building_indexes_resumes_exact() {
     );
     assert_eq!(failed, "0");
 }
+
+/// The source's schema on the target first (`pg_dump --schema-only`), as
+/// people do before a data-only restore; then a pipeline loading into it.
+fn existing_schema(db: &TestDb, fk_handling: &str) -> String {
+    let dump = std::process::Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", &db.src])
+        .output()
+        .expect("pg_dump is installed");
+    assert!(dump.status.success(), "{dump:?}");
+    let file = db.dir.path().join("schema.sql");
+    std::fs::write(&file, &dump.stdout).unwrap();
+    psql_file(&db.dst, &file, &[]);
+    let text = std::fs::read_to_string(pipeline())
+        .unwrap()
+        .replace(
+            "create_table = true",
+            &format!("create_table = false\nfk_handling = \"{fk_handling}\"\n[sinks.timeouts]\nlock_timeout_secs = 1"),
+        );
+    db.pipeline("existing.toml", &text)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn foreign_keys(url: &str) -> String {
+    psql(
+        url,
+        "SELECT string_agg(conname || ':' || convalidated, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0",
+    )
+}
+
+#[test]
+fn into_existing_tables_under_each_fk_handling() {
+    for handling in ["order", "replica-role", "drop-recreate"] {
+        // Given the source's schema on the target, its foreign keys and
+        // triggers in place
+        let db = TestDb::new(&format!("pgdb_existing_{}", handling.replace('-', "_")));
+        load(&db, 30_000);
+        let p = existing_schema(&db, handling);
+        let fks = foreign_keys(&db.dst);
+        assert_eq!(
+            fks,
+            "customers_referred_by_fkey:true,orders_customer_fkey:true"
+        );
+
+        // When the data is loaded into it
+        let out = db.etl(&["run", &p]);
+
+        // Then every table but the trigger's counter equals the source, the
+        // foreign keys are there and valid, no orphans; under "order" the
+        // target's trigger fired on the load (parents first: the counter
+        // loaded before the orders), and verify says so
+        let counter = psql(&db.dst, "SELECT n FROM sales.counters");
+        if handling == "order" {
+            assert_eq!(out.code, 1, "{handling}: {out:?}");
+            assert!(
+                out.stdout.contains("sales.counters: checksum differs"),
+                "{out:?}"
+            );
+            assert_eq!(counter, "58500");
+        } else {
+            assert_eq!(out.code, 0, "{handling}: {out:?}");
+            assert_eq!(counter, "30000", "{handling}");
+        }
+        for t in tables(&db.src).iter().filter(|t| *t != "sales.counters") {
+            assert_eq!(
+                fingerprint(&db.src, t),
+                fingerprint(&db.dst, t),
+                "{handling}: table {t}"
+            );
+        }
+        assert_eq!(foreign_keys(&db.dst), fks, "{handling}");
+        assert!(out.stdout.contains("0 orphan rows"), "{handling}: {out:?}");
+        // The trigger is on after the load, whatever the handling.
+        assert_eq!(
+            psql(
+                &db.dst,
+                "SELECT tgenabled FROM pg_trigger WHERE tgname = 'orders_touch'"
+            ),
+            "O"
+        );
+    }
+}
+
+#[test]
+fn drop_recreate_keeps_a_busy_foreign_key_and_names_its_holder() {
+    // Given the schema on the target and a session holding sales.orders
+    let db = TestDb::new("pgdb_busy_fk");
+    load(&db, 3_000);
+    let p = existing_schema(&db, "drop-recreate");
+    let mut holder =
+        crate::support::hold_lock(&db.dst, "busy-holder", "sales.orders", "ACCESS SHARE");
+
+    // When the data is loaded with drop-recreate
+    let out = db.etl(&["run", &p]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Then the busy key stayed (named with the session), the table loaded
+    // after its parent, the other key was dropped and added back valid
+    // (its trigger is off all the same: DISABLE TRIGGER takes a lock that
+    // a reader does not block)
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("busy-holder"), "{out:?}");
+    assert!(out.stderr.contains("orders_customer_fkey"), "{out:?}");
+    assert_eq!(
+        foreign_keys(&db.dst),
+        "customers_referred_by_fkey:true,orders_customer_fkey:true"
+    );
+    let log = psql(
+        &db.dst,
+        "SELECT string_agg(item || ' ' || status || ' ' || coalesce(left(error, 5), '-'), ', ' ORDER BY item) FROM etl.phase_log WHERE phase = 'fk-drop'",
+    );
+    assert_eq!(
+        log,
+        "sales.customers customers_referred_by_fkey done -, sales.orders orders_customer_fkey failed kept:"
+    );
+    for t in tables(&db.src) {
+        assert_eq!(
+            fingerprint(&db.src, &t),
+            fingerprint(&db.dst, &t),
+            "table {t}"
+        );
+    }
+}
+
+#[test]
+fn replica_role_needs_a_superuser() {
+    // Given a target reached as a role that is not a superuser
+    let db = TestDb::new("pgdb_replica_plain");
+    load(&db, 100);
+    let p = existing_schema(&db, "replica-role");
+    psql(
+        &db.dst,
+        "DO $$ BEGIN CREATE ROLE etl_plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    );
+    let plain = db.dst.replacen("etl@", "etl_plain@", 1);
+    assert_ne!(plain, db.dst);
+
+    // When the load is asked with replica-role
+    let out = crate::support::etl_in(
+        db.dir.path(),
+        &["run", &p],
+        &[("ETL_SRC_URL", &db.src), ("ETL_DST_URL", &plain)],
+    );
+
+    // Then it stops before writing anything, saying what to change
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("only a superuser"), "{out:?}");
+    assert!(out.stderr.contains("fk_handling = \"order\""), "{out:?}");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM sales.orders"), "0");
+}

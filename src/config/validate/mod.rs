@@ -196,6 +196,14 @@ pub struct PostgresSinkSpec {
     pub primary_key: Option<Vec<String>>,
     pub timeouts: super::SinkTimeouts,
     pub analyze_after: bool,
+    /// A whole PostgreSQL database into existing tables.
+    pub fk_handling: super::FkHandling,
+    /// Set by a migration into existing tables: a whole table's chunk
+    /// empties it with DELETE (TRUNCATE refuses a table a foreign key
+    /// references), and each chunk runs with `session_replication_role =
+    /// replica` when `replica_role`.
+    pub whole_by_delete: bool,
+    pub replica_role: bool,
 }
 
 /// A target table name that may hold `{key}`.

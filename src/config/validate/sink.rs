@@ -182,6 +182,9 @@ pub(super) fn sink(
             if table.has_key() && !shape.key_column && !shape.is_migration && !shape.csv_ranges {
                 c.add(&key("table"), "uses {key} but [chunks] has no key_column");
             }
+            if s.fk_handling.is_some() && !(shape.pg_database && !s.create_table) {
+                c.add(&key("fk_handling"), "applies to a whole PostgreSQL database loaded into tables that exist (create_table = false); leave it out");
+            }
             if let Some(pk) = &s.primary_key {
                 if pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()) {
                     c.add(&key("primary_key"), "must list one or more column names");
@@ -207,6 +210,9 @@ pub(super) fn sink(
                     primary_key: s.primary_key,
                     timeouts: s.timeouts,
                     analyze_after: s.analyze_after,
+                    fk_handling: s.fk_handling.unwrap_or_default(),
+                    whole_by_delete: false,
+                    replica_role: false,
                 }));
             }
         }

@@ -25,6 +25,7 @@
 //! etl's own part is the data, the parallelism, the resume and the checks.
 
 pub mod dump;
+mod existing;
 mod phases;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ use crate::sql::TableName;
 pub struct PgOrigin {
     pub spec: PgDatabaseSpec,
     pub selection: dump::Selection,
+    /// Each partition's root table (`schema.table` to `schema.table`).
+    pub roots: std::collections::HashMap<String, String>,
 }
 
 /// A table as the source's catalog lists it.
@@ -244,6 +247,10 @@ impl Migration {
         let min_parts = p.chunks.workers as u64;
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
         let mut partitioned = Vec::new();
+        let roots = chosen
+            .iter()
+            .filter_map(|t| Some((t.qualified_name(), t.root.clone()?)))
+            .collect();
         for t in chosen {
             if t.kind == "p" {
                 partitioned.push(t.qualified_name());
@@ -273,7 +280,11 @@ impl Migration {
             let mut config = p.clone();
             config.chunks.range_column = t.range_key.clone();
             if let [crate::config::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
-                // The tables are pre-data's to create, not the sink's.
+                // The tables are pre-data's to create, not the sink's;
+                // existing tables meet the load as fk_handling says.
+                s.whole_by_delete = !s.create_table;
+                s.replica_role =
+                    !s.create_table && s.fk_handling == crate::config::FkHandling::ReplicaRole;
                 s.create_table = false;
                 s.table = crate::config::validate::TableTemplate::fixed(&table);
             }
@@ -306,6 +317,7 @@ impl Migration {
             Origin::Postgres(Box::new(PgOrigin {
                 spec: spec.clone(),
                 selection,
+                roots,
             })),
             sink,
             (described, sources, runners),

@@ -205,8 +205,10 @@ impl Migration {
                 }
                 i = j;
             }
-            self.refresh_views(client, &done, finish).await?;
         }
+        // Into existing tables too: a data-only restore fills them.
+        let done = dump::done_items(client, &self.pipeline, "post-data").await?;
+        self.refresh_views(client, &done, finish).await?;
         self.set_sequences(client, finish).await
     }
 

@@ -698,8 +698,15 @@ impl PostgresSink {
         target: &Target,
     ) -> Result<CopyInSink<Bytes>, EtlError> {
         let context = |what: &str| format!("{what} for chunk {chunk} into {}", target.qualified);
+        let replica = match self.spec.replica_role {
+            true => "; SET LOCAL session_replication_role = replica",
+            false => "",
+        };
         client
-            .batch_execute(&format!("BEGIN; {}", self.spec.timeouts.set_local()))
+            .batch_execute(&format!(
+                "BEGIN; {}{replica}",
+                self.spec.timeouts.set_local()
+            ))
             .await
             .map_err(EtlError::pg(context("starting the transaction")))?;
         if let Some(stage) = &target.stage_sql {
@@ -709,8 +716,12 @@ impl PostgresSink {
                 .map_err(EtlError::pg(context("creating the staging table")))?;
         } else if chunk.is_whole() {
             // A whole table's chunk replaces the table, in its transaction.
+            let empty = match self.spec.whole_by_delete {
+                true => "DELETE FROM ONLY",
+                false => "TRUNCATE ONLY",
+            };
             client
-                .batch_execute(&format!("TRUNCATE ONLY {}", target.qualified))
+                .batch_execute(&format!("{empty} {}", target.qualified))
                 .await
                 .map_err(EtlError::pg(context("emptying the target")))?;
         } else {
@@ -749,7 +760,7 @@ impl PostgresSink {
 /// Turns a lock timeout into an error that names the table and the
 /// sessions holding its locks (read after rolling back, so they may have
 /// moved on); other errors pass through.
-pub(super) async fn explain_busy(
+pub(crate) async fn explain_busy(
     client: &Client,
     qualified: &str,
     timeouts: &crate::config::SinkTimeouts,
