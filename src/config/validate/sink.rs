@@ -182,7 +182,7 @@ pub(super) fn sink(
             if table.has_key() && !shape.key_column && !shape.is_migration && !shape.csv_ranges {
                 c.add(&key("table"), "uses {key} but [chunks] has no key_column");
             }
-            if s.fk_handling.is_some() && !(shape.pg_database && !s.create_table) {
+            if s.fk_handling.is_some() && (!shape.pg_database || s.create_table) {
                 c.add(&key("fk_handling"), "applies to a whole PostgreSQL database loaded into tables that exist (create_table = false); leave it out");
             }
             if let Some(pk) = &s.primary_key {
