@@ -115,7 +115,7 @@ fn whole_database_moves_with_everything_in_it() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout
-            .contains("10 of 10 tables have the source's checksum"),
+            .contains("11 of 11 tables have the source's checksum"),
         "{out:?}"
     );
     assert_equal(&db);
@@ -141,7 +141,7 @@ fn whole_database_moves_with_everything_in_it() {
     assert_eq!(verify.code, 0, "{verify:?}");
     let again = db.etl(&["run", &p]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert!(again.stdout.contains("0 loaded, 10 skipped"), "{again:?}");
+    assert!(again.stdout.contains("0 loaded, 11 skipped"), "{again:?}");
 
     // The trigger is there, after the data: it fires on new rows.
     psql(
@@ -194,6 +194,12 @@ fn killed_during_the_data_resumes_exact() {
     assert_equal(&db);
     let ranges = psql(&db.dst, "SELECT count(*) FROM etl.chunk_ledger WHERE target = '\"sales\".\"orders\"' AND status = 'done'");
     assert_eq!(ranges, "3");
+    // (and public.journal, without a key, in ranges of its blocks)
+    let blocks = psql(
+        &db.dst,
+        "SELECT count(*) FROM etl.chunk_ledger WHERE target = '\"public\".\"journal\"' AND status = 'done'",
+    );
+    assert_eq!(blocks, "2");
 }
 
 #[test]

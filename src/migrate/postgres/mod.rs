@@ -295,10 +295,11 @@ impl Migration {
                 schema: source.schema(),
                 odbc_types: Vec::new(),
                 keys: Default::default(),
-                range_key: t
-                    .range_key
-                    .clone()
-                    .map(|k| (k, crate::source::odbc::KeyKind::Integer)),
+                // Without an integer key, ranges of its blocks (ctid).
+                range_key: Some((
+                    t.range_key.clone().unwrap_or_else(|| "ctid".into()),
+                    crate::source::odbc::KeyKind::Integer,
+                )),
             });
             sources.push(TableSource::Postgres(source));
         }

@@ -1,6 +1,6 @@
 //! One table of a whole PostgreSQL database, handed over as COPY data:
 //! `COPY table (columns) TO STDOUT` (or a range of its integer primary
-//! key through `COPY (SELECT ...)`), the bytes forwarded to the target's
+//! key, or of its blocks, through `COPY (SELECT ...)`), the bytes forwarded to the target's
 //! `COPY FROM STDIN` as they arrive ([`Source::copy_through`]). Binary when
 //! every column's type reads back the same on another server (built-in
 //! types, enums, domains over them), text otherwise: binary arrays and
@@ -22,6 +22,10 @@ use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
 use crate::source::{BatchStream, CopyStream, CopyThrough, Source};
 use crate::sql::{ident, TableName};
 
+/// Past PostgreSQL's last block number (2^32 - 1): the end of the last
+/// block range, which reads to the table's end.
+const PAST_LAST_BLOCK: i64 = 1 << 32;
+
 /// A source table of a whole-database migration.
 pub struct PgTable {
     pool: Arc<Pool>,
@@ -32,7 +36,8 @@ pub struct PgTable {
     format: CopyFormat,
     /// The columns as Utf8 fields: their names, for the sink and reports.
     schema: SchemaRef,
-    /// A one-column integer primary key: a big table is cut into ranges of it.
+    /// A one-column integer primary key: a big table is cut into ranges
+    /// of it; without one, into ranges of its blocks (TID range scans).
     pub range_key: Option<String>,
     range_rows: u64,
     min_parts: u64,
@@ -81,7 +86,9 @@ impl PgTable {
             .join(", ")
     }
 
-    /// The rows of `chunk`, as a condition on the key.
+    /// The rows of `chunk`, as a condition on the key, or on the blocks
+    /// that hold them (a table without an integer key: `[start, end)` are
+    /// block numbers, the last range open-ended).
     fn filter(&self, chunk: &Chunk) -> String {
         match (&self.range_key, chunk.unit) {
             (Some(k), Unit::Key) => format!(
@@ -89,6 +96,13 @@ impl PgTable {
                 chunk.start,
                 chunk.end,
                 k = ident(k)
+            ),
+            (None, Unit::Key) if chunk.end >= PAST_LAST_BLOCK => {
+                format!("ctid >= '({},0)'::tid", chunk.start)
+            }
+            (None, Unit::Key) => format!(
+                "ctid >= '({},0)'::tid AND ctid < '({},0)'::tid",
+                chunk.start, chunk.end
             ),
             _ => "true".into(),
         }
@@ -138,12 +152,16 @@ impl Source for PgTable {
     async fn plan(&self, _chunking: &Chunking) -> Result<Plan, EtlError> {
         let client = self.pool.get().await?;
         let from = format!("ONLY {}", self.table.qualified());
+        // Without a key: the table's blocks, 0 to the last.
         let sql = match &self.range_key {
             Some(k) => format!(
                 "SELECT min({k})::int8, max({k})::int8, count(*)::int8 FROM {from}",
                 k = ident(k)
             ),
-            None => format!("SELECT NULL::int8, NULL::int8, count(*)::int8 FROM {from}"),
+            None => format!(
+                "SELECT 0::int8, (pg_relation_size({t}) / current_setting('block_size')::int8) - 1, count(*)::int8 FROM {from}",
+                t = crate::sql::literal(&self.table.qualified())
+            ),
         };
         let row = client
             .query_one(&sql, &[])
@@ -161,7 +179,14 @@ impl Source for PgTable {
             .max(self.min_parts.min(count / 65_536));
         let chunks = match (min, max) {
             (Some(min), Some(max)) if parts > 1 && max > min => {
-                crate::plan::integer_ranges(&self.name, min, max, count, parts)
+                let mut ranges = crate::plan::integer_ranges(&self.name, min, max, count, parts);
+                if self.range_key.is_none() {
+                    // Rows in blocks added after the plan are in the last range.
+                    if let Some(last) = ranges.last_mut() {
+                        last.chunk.end = PAST_LAST_BLOCK;
+                    }
+                }
+                ranges
             }
             _ => vec![PlannedChunk {
                 chunk: Chunk::whole(Some(self.name.clone())),
@@ -197,7 +222,7 @@ impl Source for PgTable {
             .map_err(EtlError::pg("setting up the source session"))?;
         let format = self.format.sql();
         let sql = match chunk.unit {
-            Unit::Key if self.range_key.is_some() => format!(
+            Unit::Key => format!(
                 "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
                 self.column_list(),
                 self.table.qualified(),
