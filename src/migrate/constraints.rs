@@ -206,7 +206,7 @@ impl Migration {
                 ),
             }
         }
-        finish.checks = self.checks(&client).await?;
+        finish.checks = self.checks(&client, false).await?;
         for (table, equal) in &finish.checks.checksums {
             let differs = (!equal).then_some("checksum differs from the source's");
             self.record(
@@ -260,11 +260,19 @@ impl Migration {
     }
 
     /// Row counts against the source, orphans per foreign key.
-    pub async fn checks(&self, client: &Client) -> Result<Checks, EtlError> {
+    ///
+    /// A PostgreSQL database (`thorough`: `etl verify`): counts, and with
+    /// `thorough` a checksum of every table on both servers; orphans per
+    /// foreign key after a load into existing tables and with `thorough`
+    /// (keys post-data added were validated as they were added).
+    pub async fn checks(&self, client: &Client, thorough: bool) -> Result<Checks, EtlError> {
         let mut checks = Checks::default();
         if matches!(self.origin, super::Origin::Postgres(..)) {
-            self.pg_checks(client, &mut checks).await?;
-            if !self.sink.create_table {
+            // Into existing tables, triggers and defaults may change rows:
+            // the run checksums them too.
+            self.pg_checks(client, &mut checks, thorough || !self.sink.create_table)
+                .await?;
+            if thorough || !self.sink.create_table {
                 self.fk_orphans(client, &mut checks).await?;
             }
             return Ok(checks);

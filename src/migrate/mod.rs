@@ -454,7 +454,7 @@ impl Migration {
     pub fn verify(&self) -> Result<Checks, EtlError> {
         block_on(async {
             let client = self.client().await?;
-            self.checks(&client).await
+            self.checks(&client, true).await
         })
     }
 }

@@ -20,6 +20,8 @@ struct ReadJob {
     transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
     chunk: Chunk,
     notes: Notes,
+    /// Forward the source's COPY data, no batches.
+    copy: bool,
     tx: tokio::sync::mpsc::Sender<Msg>,
 }
 
@@ -59,9 +61,10 @@ async fn read_chunk(job: ReadJob) {
         transforms,
         chunk,
         notes,
+        copy,
         tx,
     } = job;
-    if source.copy_through().is_some() && transforms.is_empty() {
+    if copy {
         return read_copy(&*source, &chunk, tx).await;
     }
     let opened = async {
@@ -161,6 +164,17 @@ pub(super) async fn run_chunk(
             None => return Ok(None),
         }
     }
+    // The source's COPY data goes through as it comes when every writer
+    // takes it (same columns, same types) and nothing transforms it.
+    let copy = source.copy_through().is_some()
+        && transforms.is_empty()
+        && writers.iter().all(|w| w.can_copy());
+    if copy {
+        tracing::debug!(chunk = %chunk, "The source's COPY data goes through as it comes.");
+        for w in writers.iter_mut() {
+            w.start_copy();
+        }
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let notes = Notes::default();
     let job = ReadJob {
@@ -168,6 +182,7 @@ pub(super) async fn run_chunk(
         transforms: transforms.clone(),
         chunk: chunk.clone(),
         notes: notes.clone(),
+        copy,
         tx,
     };
     READER

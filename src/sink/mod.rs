@@ -85,6 +85,13 @@ pub trait Sink: Send + Sync {
 #[async_trait]
 pub trait ChunkWriter: Send {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError>;
+    /// Whether this writer takes the source's COPY data as it comes.
+    fn can_copy(&self) -> bool {
+        false
+    }
+    /// The chunk's data will be the source's COPY data (asked of every
+    /// writer when all [`ChunkWriter::can_copy`]).
+    fn start_copy(&mut self) {}
     /// COPY data forwarded from the source ([`SinkContext::copy`]).
     async fn write_copy(&mut self, _data: bytes::Bytes) -> Result<(), EtlError> {
         Err(EtlError::Bug(

@@ -32,6 +32,11 @@ pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> 
 pub struct CopyThrough {
     pub format: crate::pg_binary::rows::CopyFormat,
     pub columns: Vec<String>,
+    /// Each column's type OID (a domain's base type's): a sink takes the
+    /// bytes only into columns of the same types, record batches
+    /// otherwise. Empty: COPY data is all the source gives (a table of a
+    /// whole database, whose target pre-data made).
+    pub oids: Vec<u32>,
 }
 
 #[async_trait]

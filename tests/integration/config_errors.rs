@@ -226,3 +226,56 @@ fn a_bad_column_groups_file_names_its_line() {
         "{out:?}"
     );
 }
+
+const WHOLE: &str = r#"name = "w"
+
+[source]
+type = "postgres"
+url = "${ETL_SRC_URL}"
+tables = ["*"]
+
+[[sinks]]
+type = "postgres"
+url = "${ETL_DST_URL}"
+table = "{schema}.{table}"
+create_table = true
+"#;
+
+#[test]
+fn whole_postgres_database_settings_are_checked_with_their_lines() {
+    assert_eq!(validate(WHOLE, &DUMMY).code, 0);
+    // Given a whole database with a table and a pattern that is not one,
+    // a renamed target, upsert, and fk_handling where tables are created
+    let text = WHOLE
+        .replace(
+            "tables = [\"*\"]",
+            "tables = [\"*\"]\ntable = \"a.b\"\nexclude = [\"[x\"]",
+        )
+        .replace(
+            "table = \"{schema}.{table}\"",
+            "table = \"copy.{table}\"\nmode = \"upsert\"\nfk_handling = \"order\"",
+        );
+    // When validated
+    let out = validate(&text, &DUMMY);
+    // Then each is named with its line and key
+    assert_eq!(out.code, 2, "{out:?}");
+    for want in [
+        "line 6, source.tables: give `tables` / `schemas` (a whole database) or `table` / `query` (one relation), not both",
+        "line 8, source.exclude: \"[x\" is not a glob pattern",
+        "line 13, sinks[0].table: a whole PostgreSQL database keeps its schemas and table names",
+        "line 14, sinks[0].mode: a whole PostgreSQL database loads each table (or range of its key) once",
+        "line 15, sinks[0].fk_handling: applies to a whole PostgreSQL database loaded into tables that exist",
+    ] {
+        assert!(out.stderr.contains(want), "{want}: {out:?}");
+    }
+    // And the settings of a whole database are refused on one table
+    let one = WHOLE
+        .replace("tables = [\"*\"]", "table = \"a.b\"\nexclude = [\"x\"]")
+        .replace("[[sinks]]", "[chunks]\ntime_column = \"t\"\n\n[[sinks]]");
+    let out = validate(&one, &DUMMY);
+    assert!(
+        out.stderr
+            .contains("line 7, source.exclude: applies to a whole database"),
+        "{out:?}"
+    );
+}

@@ -115,7 +115,7 @@ fn whole_database_moves_with_everything_in_it() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout
-            .contains("11 of 11 tables have the source's checksum"),
+            .contains("11 of 11 tables have the source's row count"),
         "{out:?}"
     );
     assert_equal(&db);
@@ -139,6 +139,17 @@ fn whole_database_moves_with_everything_in_it() {
     // And verify agrees; a second run has nothing left to do
     let verify = db.etl(&["verify", &p]);
     assert_eq!(verify.code, 0, "{verify:?}");
+    assert_eq!(
+        verify.stdout.matches("equal (checksum)").count(),
+        11,
+        "{verify:?}"
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("foreign key orders_customer_fkey on sales.orders: 0 orphan rows"),
+        "{verify:?}"
+    );
     let again = db.etl(&["run", &p]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("0 loaded, 11 skipped"), "{again:?}");

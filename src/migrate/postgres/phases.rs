@@ -9,6 +9,17 @@ use super::dump::{self, Dump, Entry, Section};
 use crate::error::EtlError;
 use crate::migrate::{Finish, Migration, Origin, TableSource};
 
+/// Index builds sort in memory up to this much, per session (the
+/// server's default, 64 MB, spills big indexes to disk).
+const MAINTENANCE: &str = "SET maintenance_work_mem = '256MB'";
+
+/// Post-data entries that build in parallel with their neighbours of the
+/// same kinds: indexes, and primary-key, unique and exclusion constraints
+/// (their indexes). Foreign keys, triggers and the rest go alone, in order.
+fn parallel(kind: &str) -> bool {
+    matches!(kind, "INDEX" | "CONSTRAINT")
+}
+
 /// `etl.phase_log`'s item for the pre-data section.
 const PRE_DATA_ITEM: &str = "schema";
 
@@ -181,12 +192,12 @@ impl Migration {
             let workers = self.workers.max(1);
             let mut i = 0;
             while i < todo.len() {
-                // A run of indexes builds in parallel; anything else alone,
-                // in pg_dump's order (constraints need their indexes, foreign
-                // keys their parents' keys).
+                // A run of indexes and key constraints builds in parallel;
+                // anything else alone, in pg_dump's order (foreign keys need
+                // their parents' keys).
                 let mut j = i + 1;
-                if todo[i].kind == "INDEX" {
-                    while j < todo.len() && todo[j].kind == "INDEX" {
+                if parallel(&todo[i].kind) {
+                    while j < todo.len() && parallel(&todo[j].kind) {
                         j += 1;
                     }
                 }
@@ -279,6 +290,7 @@ impl Migration {
         tracing::info!(item = %item, "Adding.");
         let run = async {
             client.batch_execute(preamble).await?;
+            client.batch_execute(MAINTENANCE).await?;
             client.batch_execute("BEGIN").await?;
             client.batch_execute(&e.sql).await?;
             crate::run::pause::in_post_data();
@@ -345,30 +357,46 @@ impl Migration {
 
     /// Row count and checksum of every table on both servers; sequences
     /// behind their column's MAX on the target.
+    /// (`thorough`, `etl verify`: checksums too; the run's own verify
+    /// counts, its data having gone through byte for byte, each chunk's
+    /// rows counted on the way and by the target's COPY.)
     pub(crate) async fn pg_checks(
         &self,
         client: &Client,
         checks: &mut crate::migrate::Checks,
+        thorough: bool,
     ) -> Result<(), EtlError> {
         for (t, source) in self.tables.iter().zip(&self.sources) {
             let TableSource::Postgres(source) = source else {
                 continue;
             };
-            let on_source = source.checksum(None).await?;
+            let target = format!("ONLY {}", t.target.qualified());
+            if !thorough {
+                // Both servers count at once.
+                let count = format!("SELECT count(*) FROM {target}");
+                let (on_source, on_target) =
+                    tokio::join!(source.rows(), client.query_one(&count, &[]));
+                let on_target: i64 = on_target
+                    .map_err(EtlError::pg(format!("counting the rows of {}", t.target)))?
+                    .get(0);
+                checks
+                    .counts
+                    .push((t.source.clone(), on_source?, on_target as u64));
+                continue;
+            }
             let columns: Vec<String> = t.schema.fields().iter().map(|f| f.name().clone()).collect();
-            let sql =
-                crate::verify::sql(&columns, &format!("ONLY {}", t.target.qualified()), "true");
-            let row = client
-                .query_one(&sql, &[])
-                .await
-                .map_err(EtlError::pg(format!(
-                    "checksumming target table {}",
-                    t.target
-                )))?;
+            let sql = crate::verify::sql(&columns, &target, "true");
+            let (on_source, on_target) =
+                tokio::join!(source.checksum(None), client.query_one(&sql, &[]));
+            let row = on_target.map_err(EtlError::pg(format!(
+                "checksumming target table {}",
+                t.target
+            )))?;
             let on_target = crate::verify::Checksum {
                 rows: row.get::<_, i64>(0) as u64,
                 sum: row.get(1),
             };
+            let on_source = on_source?;
             checks
                 .counts
                 .push((t.source.clone(), on_source.rows, on_target.rows));

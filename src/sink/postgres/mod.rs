@@ -58,6 +58,9 @@ struct Target {
     qualified: String,
     /// `None` when the chunk's COPY data comes from the source as is.
     encoder: Option<CopyEncoder>,
+    /// The source's COPY data fits `copy_sql` as it comes (same columns,
+    /// same types, a plain COPY into the table).
+    copy_ok: bool,
     copy_sql: String,
     /// Upsert: the temporary table the chunk is copied into...
     stage_sql: Option<String>,
@@ -216,7 +219,7 @@ impl PostgresSink {
         columns: &[CatalogColumn],
         catalog_pk: Vec<String>,
     ) -> Result<Target, EtlError> {
-        if let Some(copy) = &self.ctx.copy {
+        if let Some(copy) = self.ctx.copy.as_ref().filter(|c| c.oids.is_empty()) {
             return copy_target(table, columns, copy);
         }
         let schema = &self.ctx.schema;
@@ -282,6 +285,17 @@ impl PostgresSink {
         if !problems.is_empty() {
             return Err(EtlError::Schema(problems.join("\n  ")));
         }
+        // The source's bytes fit when every column is of the type the
+        // source sends: binary COPY data is per type.
+        let copy_ok = mode != SinkMode::Upsert
+            && self.ctx.copy.as_ref().is_some_and(|copy| {
+                copy.columns.len() == copy.oids.len()
+                    && copy.columns.iter().zip(&copy.oids).all(|(name, oid)| {
+                        columns
+                            .iter()
+                            .any(|c| c.name == *name && c.info.oid == *oid)
+                    })
+            });
         let column_list = schema
             .fields()
             .iter()
@@ -319,6 +333,7 @@ impl PostgresSink {
         Ok(Target {
             qualified,
             encoder: Some(encoder.expect("no problems means the encoder was planned")),
+            copy_ok,
             copy_sql,
             stage_sql,
             merge_sql,
@@ -630,6 +645,7 @@ impl Sink for PostgresSink {
             chunk: chunk.clone(),
             pipeline: self.ctx.pipeline.clone(),
             bytes: 0,
+            raw: false,
         })))
     }
 
@@ -816,6 +832,7 @@ fn copy_target(
         ),
         qualified,
         encoder: None,
+        copy_ok: true,
         stage_sql: None,
         merge_sql: None,
     })

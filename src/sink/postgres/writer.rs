@@ -13,6 +13,8 @@ pub(super) struct PostgresChunkWriter {
     pub(super) chunk: Chunk,
     pub(super) pipeline: String,
     pub(super) bytes: u64,
+    /// Taking the source's COPY data as is ([`ChunkWriter::start_copy`]).
+    pub(super) raw: bool,
 }
 
 impl PostgresChunkWriter {
@@ -43,7 +45,7 @@ impl PostgresChunkWriter {
 #[async_trait]
 impl ChunkWriter for PostgresChunkWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
-        let Some(encoder) = &self.target.encoder else {
+        let Some(encoder) = self.target.encoder.as_ref().filter(|_| !self.raw) else {
             return Err(EtlError::Bug(
                 "record batches sent to a target that takes COPY data as is".into(),
             ));
@@ -55,8 +57,18 @@ impl ChunkWriter for PostgresChunkWriter {
         Ok(())
     }
 
+    fn can_copy(&self) -> bool {
+        self.target.copy_ok
+    }
+
+    fn start_copy(&mut self) {
+        // The source's data brings its own header and trailer.
+        self.buf.clear();
+        self.raw = true;
+    }
+
     async fn write_copy(&mut self, data: Bytes) -> Result<(), EtlError> {
-        if self.target.encoder.is_some() {
+        if !self.raw && self.target.encoder.is_some() {
             return Err(EtlError::Bug(
                 "COPY data sent to a target that encodes record batches".into(),
             ));
@@ -65,7 +77,7 @@ impl ChunkWriter for PostgresChunkWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<ChunkStats, EtlError> {
-        if self.target.encoder.is_some() {
+        if self.target.encoder.is_some() && !self.raw {
             CopyEncoder::write_footer(&mut self.buf);
         }
         if !self.buf.is_empty() {

@@ -40,6 +40,8 @@ pub struct PostgresSource {
     batch_rows: usize,
     batch_bytes: usize,
     bytes_read: Arc<AtomicU64>,
+    /// Each column's type OID (a domain's base type's).
+    oids: Vec<u32>,
     /// A table source whose btree index leads with (key, time), or time
     /// alone, and whose time column is NOT NULL: [`Source::plan_by_index`] works.
     indexed: bool,
@@ -76,11 +78,13 @@ impl PostgresSource {
 
         let mut fields = Vec::new();
         let mut types = Vec::new();
+        let mut oids = Vec::new();
         let mut problems = Vec::new();
         let mut ddl_oids = Vec::new();
         let mut ddl_typmods = Vec::new();
         for (index, column) in statement.columns().iter().enumerate() {
             let info = type_info(column.type_(), column.type_modifier());
+            oids.push(info.oid);
             match PgType::from_type_info(&info) {
                 Ok(t) => {
                     fields.push(t.arrow_field(column.name()));
@@ -225,6 +229,7 @@ impl PostgresSource {
             batch_rows: *batch_rows,
             batch_bytes: *batch_bytes,
             bytes_read: Arc::default(),
+            oids,
         })
     }
 
@@ -245,6 +250,39 @@ impl PostgresSource {
             )
         )
     }
+}
+
+/// `sql` (a `COPY ... TO STDOUT`) as the bytes the server sends, counted
+/// into `bytes`; the client goes back to the pool when the stream ends.
+async fn copy_bytes(
+    pool: &Arc<Pool>,
+    client: Client,
+    sql: &str,
+    bytes: &Arc<AtomicU64>,
+    what: String,
+) -> Result<crate::source::CopyStream, EtlError> {
+    use futures_util::StreamExt;
+    let stream = client
+        .copy_out(sql)
+        .await
+        .map_err(EtlError::pg(format!("starting COPY from {what}")))?;
+    let bytes = bytes.clone();
+    let pool = pool.clone();
+    let stream = stream.map(move |item| {
+        let data = item.map_err(EtlError::pg(format!("reading the COPY data of {what}")))?;
+        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
+    });
+    // The client lives as long as the stream; back to the pool at its end.
+    let mut client = Some(client);
+    let tail = futures_util::stream::once(async move {
+        if let Some(c) = client.take() {
+            pool.put(c);
+        }
+        None
+    })
+    .filter_map(|x: Option<Result<bytes::Bytes, EtlError>>| async move { x });
+    Ok(Box::pin(stream.chain(tail)))
 }
 
 fn column_list(schema: &Schema) -> String {
@@ -545,6 +583,39 @@ impl Source for PostgresSource {
                 })
                 .collect(),
         ))
+    }
+
+    /// Built-in types only: their binary form is the same on every server.
+    fn copy_through(&self) -> Option<crate::source::CopyThrough> {
+        self.oids
+            .iter()
+            .all(|o| *o < 16384)
+            .then(|| crate::source::CopyThrough {
+                format: crate::pg_binary::rows::CopyFormat::Binary,
+                columns: self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+                oids: self.oids.clone(),
+            })
+    }
+
+    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::source::CopyStream, EtlError> {
+        let client = self.pool.get().await?;
+        client
+            .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(EtlError::pg("setting up the source session"))?;
+        copy_bytes(
+            &self.pool,
+            client,
+            &self.copy_statement(chunk),
+            &self.bytes_read,
+            format!("the source for chunk {chunk}"),
+        )
+        .await
     }
 
     fn bytes_read(&self) -> u64 {

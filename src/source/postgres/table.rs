@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use futures_util::StreamExt;
 
 use crate::config::validate::Chunking;
 use crate::error::EtlError;
@@ -106,6 +105,24 @@ impl PgTable {
             ),
             _ => "true".into(),
         }
+    }
+
+    /// The number of the table's own rows.
+    pub async fn rows(&self) -> Result<u64, EtlError> {
+        let client = self.pool.get().await?;
+        let n: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM ONLY {}", self.table.qualified()),
+                &[],
+            )
+            .await
+            .map_err(EtlError::pg(format!(
+                "counting the rows of source table {}",
+                self.name
+            )))?
+            .get(0);
+        self.pool.put(client);
+        Ok(n as u64)
     }
 
     /// The table's own rows (not its children's) in `chunk`: count and checksum.
@@ -211,6 +228,7 @@ impl Source for PgTable {
         Some(CopyThrough {
             format: self.format,
             columns: self.columns.clone(),
+            oids: Vec::new(),
         })
     }
 
@@ -235,30 +253,14 @@ impl Source for PgTable {
                 self.column_list()
             ),
         };
-        let stream = client.copy_out(&sql).await.map_err(EtlError::pg(format!(
-            "starting COPY from source table {} for chunk {chunk}",
-            self.name
-        )))?;
-        let bytes = self.bytes_read.clone();
-        let pool = self.pool.clone();
-        let name = self.name.clone();
-        // The client lives as long as the stream; back to the pool at its end.
-        let mut client = Some(client);
-        let stream = stream.map(move |item| {
-            let data = item.map_err(EtlError::pg(format!(
-                "reading the COPY data of source table {name}"
-            )))?;
-            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            Ok(data)
-        });
-        let tail = futures_util::stream::once(async move {
-            if let Some(c) = client.take() {
-                pool.put(c);
-            }
-            None
-        })
-        .filter_map(|x: Option<Result<bytes::Bytes, EtlError>>| async move { x });
-        Ok(Box::pin(stream.chain(tail)))
+        super::copy_bytes(
+            &self.pool,
+            client,
+            &sql,
+            &self.bytes_read,
+            format!("source table {} for chunk {chunk}", self.name),
+        )
+        .await
     }
 
     async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
