@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use futures_util::StreamExt;
+
 use tokio_postgres::Client;
 
 use super::dump::{self, Dump, Entry, Section};
@@ -18,6 +20,29 @@ const MAINTENANCE: &str = "SET maintenance_work_mem = '256MB'";
 /// (their indexes). Foreign keys, triggers and the rest go alone, in order.
 fn parallel(kind: &str) -> bool {
     matches!(kind, "INDEX" | "CONSTRAINT")
+}
+
+/// The table of `CREATE [UNIQUE] INDEX name ON [ONLY] table ...` or
+/// `ALTER TABLE [ONLY] table ...`, as pg_dump writes them.
+fn entry_table(sql: &str) -> Option<&str> {
+    let rest = match sql.strip_prefix("ALTER TABLE ") {
+        Some(rest) => rest,
+        None if sql.starts_with("CREATE ") => &sql[sql.find(" ON ")? + 4..],
+        None => return None,
+    };
+    let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+    // Up to the first blank outside double quotes.
+    let mut quoted = false;
+    let end = rest
+        .char_indices()
+        .find(|(_, c)| {
+            if *c == '"' {
+                quoted = !quoted;
+            }
+            c.is_whitespace() && !quoted
+        })
+        .map_or(rest.len(), |(i, _)| i);
+    Some(&rest[..end]).filter(|t| !t.is_empty())
 }
 
 /// `etl.phase_log`'s item for the pre-data section.
@@ -190,6 +215,7 @@ impl Migration {
                 .filter(|e| !done.contains(&e.item()))
                 .collect();
             let workers = self.workers.max(1);
+            let preamble = dump.preamble.as_str();
             let mut i = 0;
             while i < todo.len() {
                 // A run of indexes and key constraints builds in parallel;
@@ -201,17 +227,23 @@ impl Migration {
                         j += 1;
                     }
                 }
-                let group = &todo[i..j];
-                for batch in group.chunks(workers) {
-                    let results = futures_util::future::join_all(
-                        batch.iter().map(|e| self.apply_entry(&dump.preamble, e)),
-                    )
-                    .await;
-                    for (e, r) in batch.iter().zip(results) {
-                        match r? {
-                            Ok(()) => finish.added.push(e.item()),
-                            Err(problem) => finish.problems.push(problem),
-                        }
+                // Biggest tables first, `workers` at once, the next
+                // starting as soon as one ends: the last build to finish is
+                // then a small one.
+                let mut group: Vec<(i64, &Entry)> = Vec::new();
+                for e in &todo[i..j] {
+                    group.push((self.entry_size(client, e).await, e));
+                }
+                group.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+                let mut running =
+                    futures_util::stream::iter(group.iter().map(|(_, e)| async move {
+                        (e.item(), self.apply_entry(preamble, e).await)
+                    }))
+                    .buffer_unordered(workers);
+                while let Some((item, r)) = running.next().await {
+                    match r? {
+                        Ok(()) => finish.added.push(item),
+                        Err(problem) => finish.problems.push(problem),
                     }
                 }
                 i = j;
@@ -280,6 +312,22 @@ impl Migration {
             }
         }
         Ok(())
+    }
+
+    /// The size of the table an index or key constraint is built on (0
+    /// when the entry names none the target has).
+    async fn entry_size(&self, client: &Client, e: &Entry) -> i64 {
+        let Some(table) = entry_table(&e.sql) else {
+            return 0;
+        };
+        client
+            .query_one(
+                "SELECT coalesce(pg_relation_size(to_regclass($1)), 0)::int8",
+                &[&table],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0)
     }
 
     /// One post-data entry in its own transaction with its record; its
@@ -443,5 +491,28 @@ impl Migration {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_table_of_an_index_or_a_key() {
+        use super::entry_table;
+        assert_eq!(
+            entry_table("CREATE INDEX kinds_tags ON public.kinds USING gin (tags);"),
+            Some("public.kinds")
+        );
+        assert_eq!(
+            entry_table("CREATE UNIQUE INDEX x ON ONLY public.\"Odd Name\" USING btree (a);"),
+            Some("public.\"Odd Name\"")
+        );
+        assert_eq!(
+            entry_table(
+                "ALTER TABLE ONLY sales.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);"
+            ),
+            Some("sales.orders")
+        );
+        assert_eq!(entry_table("REFRESH MATERIALIZED VIEW x;"), None);
     }
 }
