@@ -314,6 +314,79 @@ impl Migration {
         Ok(())
     }
 
+    /// During the data phase, on a thread of its own: each table's indexes
+    /// and key constraints built as soon as every one of its `chunks` (per
+    /// target table) is committed, one at a time (the workers keep the
+    /// rest of the machine), so index builds overlap the load as
+    /// pgcopydb's do. Stops after the entry at hand once `stop` is set;
+    /// what is left is post-data's, which skips what is recorded done.
+    pub(crate) fn early_post_data(
+        &self,
+        chunks: &std::collections::HashMap<String, usize>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), EtlError> {
+        use std::sync::atomic::Ordering;
+        crate::run::block_on(async {
+            let client = self.client().await?;
+            let dump = self.pg_dump(Section::PostData)?;
+            let done = dump::done_items(&client, &self.pipeline, "post-data").await?;
+            // Each entry on a loaded (leaf) table, by that table's ledger name.
+            let mut pending: Vec<(&Entry, String)> = Vec::new();
+            for e in dump
+                .entries
+                .iter()
+                .filter(|e| parallel(&e.kind) && !done.contains(&e.item()))
+            {
+                let Some(table) = entry_table(&e.sql) else {
+                    continue;
+                };
+                let row = client
+                    .query_one(
+                        "SELECT (SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind = 'r')",
+                        &[&table],
+                    )
+                    .await;
+                if let Ok(Some(name)) = row.map(|r| r.get::<_, Option<String>>(0)) {
+                    let ledger = self.tables.iter().map(|t| t.target.qualified()).find(|q| {
+                        crate::sql::TableName::parse(&name).is_ok_and(|n| n.qualified() == *q)
+                    });
+                    if let Some(ledger) = ledger {
+                        pending.push((e, ledger));
+                    }
+                }
+            }
+            while !pending.is_empty() && !stop.load(Ordering::SeqCst) {
+                let rows = client
+                    .query(
+                        "SELECT target, count(*)::int8 FROM etl.chunk_ledger WHERE pipeline = $1 AND status = 'done' GROUP BY target",
+                        &[&self.pipeline],
+                    )
+                    .await
+                    .map_err(EtlError::pg("reading etl.chunk_ledger"))?;
+                let ready: HashSet<String> = rows
+                    .iter()
+                    .filter(|r| {
+                        chunks
+                            .get(&r.get::<_, String>(0))
+                            .is_some_and(|n| *n as i64 == r.get::<_, i64>(1))
+                    })
+                    .map(|r| r.get(0))
+                    .collect();
+                let Some(at) = pending.iter().position(|(_, t)| ready.contains(t)) else {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    continue;
+                };
+                let (e, _) = pending.remove(at);
+                if let Err(problem) = self.apply_entry(&dump.preamble, e).await? {
+                    // Post-data tries it again, and reports it then.
+                    tracing::warn!(problem = %problem, "An index could not be built during the load.");
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The size of the table an index or key constraint is built on (0
     /// when the entry names none the target has).
     async fn entry_size(&self, client: &Client, e: &Entry) -> i64 {
