@@ -320,54 +320,28 @@ impl Migration {
             redo: redo || only.is_some(),
             ..Default::default()
         };
-        // A whole PostgreSQL database into tables pre-data made: each
-        // table's indexes start as soon as its data is in.
-        let early: Option<std::collections::HashMap<String, usize>> = planned_all
-            .as_ref()
-            .filter(|_| matches!(self.origin, Origin::Postgres(_)) && self.sink.create_table)
-            .map(|planned| {
-                self.tables
-                    .iter()
-                    .zip(planned)
-                    .map(|(t, chunks)| (t.target.qualified(), chunks.len()))
-                    .collect()
-            });
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let indexes = early
-                .as_ref()
-                .map(|chunks| scope.spawn(|| self.early_post_data(chunks, &stop)));
-            let loaded = (|| {
-                for (n, level) in levels.iter().enumerate() {
-                    let groups: Vec<(&Runner, Vec<Chunk>)> = todo
-                        .iter()
-                        .filter(|(i, _, _)| level.contains(i))
-                        .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
-                        .collect();
-                    if groups.is_empty() {
-                        continue;
-                    }
-                    if levels.len() > 1 {
-                        tracing::info!(
-                            level = n + 1,
-                            of = levels.len(),
-                            tables = groups.len(),
-                            "Loading a level of the foreign-key graph."
-                        );
-                    }
-                    report.run.absorb(crate::run::run_jobs(&groups, &options)?);
-                    if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                }
-                Ok::<_, EtlError>(())
-            })();
-            stop.store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Some(Ok(Err(e))) = indexes.map(|h| h.join()) {
-                tracing::warn!(error = %e, "Building indexes during the load stopped; post-data builds them.");
+        for (n, level) in levels.iter().enumerate() {
+            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
+                .iter()
+                .filter(|(i, _, _)| level.contains(i))
+                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
+                .collect();
+            if groups.is_empty() {
+                continue;
             }
-            loaded
-        })?;
+            if levels.len() > 1 {
+                tracing::info!(
+                    level = n + 1,
+                    of = levels.len(),
+                    tables = groups.len(),
+                    "Loading a level of the foreign-key graph."
+                );
+            }
+            report.run.absorb(crate::run::run_jobs(&groups, &options)?);
+            if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+        }
         let failed: BTreeSet<&str> = report
             .run
             .failed
