@@ -353,6 +353,33 @@ fn drop_recreate_keeps_a_busy_foreign_key_and_names_its_holder() {
 }
 
 #[test]
+fn plan_into_existing_tables_lists_what_the_target_lacks() {
+    // Given the schema on the target, less one table and one column
+    let db = TestDb::new("pgdb_plan_existing");
+    load(&db, 100);
+    let p = existing_schema(&db, "order");
+    psql(
+        &db.dst,
+        "DROP TABLE public.journal; ALTER TABLE sales.counters DROP COLUMN n",
+    );
+
+    // When planned
+    let out = db.etl(&["plan", &p]);
+
+    // Then both are named before anything is written
+    assert_eq!(out.code, 0, "{out:?}");
+    for want in [
+        "fk_handling = \"order\"",
+        "Cannot be loaded",
+        "table \"public\".\"journal\" does not exist on the target",
+        "table \"sales\".\"counters\" has no column [\"n\"]",
+    ] {
+        assert!(out.stdout.contains(want), "{want}: {out:?}");
+    }
+    assert_eq!(psql(&db.dst, "SELECT to_regnamespace('etl') IS NULL"), "t");
+}
+
+#[test]
 fn replica_role_needs_a_superuser() {
     // Given a target reached as a role that is not a superuser
     let db = TestDb::new("pgdb_replica_plain");

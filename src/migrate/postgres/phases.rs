@@ -87,9 +87,17 @@ impl Migration {
                 }
             }
         } else {
-            lines.push(
-                "Pre-data: none (create_table = false: the tables exist on the target)".into(),
-            );
+            lines.push(format!(
+                "Pre-data: none (create_table = false: the tables exist on the target); foreign keys and triggers: fk_handling = \"{}\"",
+                self.sink.fk_handling.as_str()
+            ));
+            let missing = crate::run::block_on(self.missing_on_target())?;
+            if !missing.is_empty() {
+                lines.push("Cannot be loaded (create them on the target first, or leave them out with source.exclude):".into());
+                for m in missing {
+                    lines.push(format!("  {m}"));
+                }
+            }
         }
         lines.push(format!(
             "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row",
@@ -106,6 +114,37 @@ impl Migration {
         lines.push("Sequences: each set to the source's current value".into());
         lines.push("Verify: row count and checksum of every table on both servers; every owned sequence at or past its column's MAX".into());
         Ok(lines)
+    }
+
+    /// Into existing tables: the tables, and the columns of a table, the
+    /// target lacks.
+    async fn missing_on_target(&self) -> Result<Vec<String>, EtlError> {
+        let client = self.client().await?;
+        let mut missing = Vec::new();
+        for t in &self.tables {
+            let columns = crate::sink::postgres::read_columns(&client, &t.target).await?;
+            let Some(columns) = columns else {
+                missing.push(format!(
+                    "table {} does not exist on the target",
+                    t.target.qualified()
+                ));
+                continue;
+            };
+            let absent: Vec<&String> = t
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .filter(|name| !columns.iter().any(|c| c.name == **name))
+                .collect();
+            if !absent.is_empty() {
+                missing.push(format!(
+                    "table {} has no column {absent:?}",
+                    t.target.qualified()
+                ));
+            }
+        }
+        Ok(missing)
     }
 
     /// Extensions pre-data creates that the target server does not offer.
