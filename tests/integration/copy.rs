@@ -355,3 +355,50 @@ fn passwords_come_from_password_env_pgpassword_or_pgpass() {
         "{open:?}"
     );
 }
+
+#[test]
+fn postgres_into_a_table_of_the_same_types_forwards_copy_data_else_batches() {
+    // Given the fleet data, and a target made by etl (the source's types)
+    let db = TestDb::new("copy_through");
+    db.load_timeseries(2, 5, 1440);
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+    let debug = |args: &[&str]| {
+        etl_in(
+            db.dir.path(),
+            args,
+            &[
+                ("ETL_SRC_URL", &db.src),
+                ("ETL_DST_URL", &db.dst),
+                ("RUST_LOG", "etl=debug"),
+            ],
+        )
+    };
+
+    // When copied
+    let out = debug(&["run", p]);
+
+    // Then every chunk's COPY data went through as it came, and the rows equal
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("goes through as it comes").count(),
+        2,
+        "{out:?}"
+    );
+    assert_copied(&db);
+
+    // When the target's value column is of another type, the chunks go
+    // through Arrow, with its casts and checks, and the rows still equal
+    psql(
+        &db.dst,
+        "TRUNCATE tenant.tbl_data_timeseries; TRUNCATE etl.chunk_ledger; \
+         ALTER TABLE tenant.tbl_data_timeseries ALTER COLUMN value_format TYPE varchar(20)",
+    );
+    let out = debug(&["run", p]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("goes through as it comes"), "{out:?}");
+    assert_eq!(
+        fingerprint(&db.dst, "tenant.tbl_data_timeseries", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+}
