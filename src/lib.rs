@@ -16,6 +16,8 @@
 //!   file renamed into place.
 //! - [`migrate`] moves a whole ODBC database as phases around [`run`]:
 //!   discover, create, data (the chunks), constraints, sequences, verify.
+//! - [`schema`] diffs two PostgreSQL schemas, plans the change graded by
+//!   risk, and applies it under short lock timeouts.
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub mod checks;
 pub mod cli;
@@ -30,6 +32,7 @@ pub mod pg_binary;
 pub mod plan;
 pub mod preflight;
 pub mod run;
+pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod sql;

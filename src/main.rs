@@ -4,7 +4,10 @@
 //! loaded data breaks a `[[checks]]` rule (also `etl verify`); 2:
 //! configuration or fatal error; 3: every chunk done, but a pivot left
 //! source readings out, or an ODBC driver returned invalid dates that were
-//! loaded as NULL, counted in the summary; 130: Ctrl-C stopped a run,
+//! loaded as NULL, counted in the summary; 1 also: `etl schema diff`
+//! found differences; 4: `etl schema apply` refused (above --max-risk, or
+//! a statement would fail on the data); 5: `etl schema apply` skipped
+//! statements blocked by other sessions; 130: Ctrl-C stopped a run,
 //! which resumes).
 
 use std::process::ExitCode;
@@ -31,6 +34,8 @@ fn main() -> ExitCode {
         Ok(Outcome::ChunksFailed | Outcome::ChecksFailed) => ExitCode::from(1),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::RowsNotPivoted | Outcome::ValuesChanged) => ExitCode::from(3),
+        Ok(Outcome::Refused) => ExitCode::from(4),
+        Ok(Outcome::Blocked) => ExitCode::from(5),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;

@@ -32,6 +32,7 @@ mod preflight;
 mod recreate;
 mod rerun;
 mod run;
+mod schema;
 mod status;
 mod verify;
 
@@ -174,6 +175,12 @@ pub enum Command {
         #[command(subcommand)]
         action: CutoffAction,
     },
+    /// Schema changes between PostgreSQL databases: diff, plan (graded by
+    /// risk), apply without blocking production.
+    Schema {
+        #[command(subcommand)]
+        action: schema::SchemaAction,
+    },
     /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
     /// IPC on stdout); started by `etl run` for `readers` > 1.
     #[command(hide = true)]
@@ -204,6 +211,12 @@ pub enum Outcome {
     /// Every chunk done, but a pivot left readings out (unknown format,
     /// NULL value, name or index); the summary counts them.
     RowsNotPivoted,
+    /// `etl schema apply` refused: a statement above --max-risk, or one
+    /// that would fail on the data; nothing applied.
+    Refused,
+    /// `etl schema apply` skipped statements that stayed blocked by other
+    /// sessions; running it again applies them.
+    Blocked,
     /// Every table loaded, but some values did not load as they were
     /// (invalid dates from the driver, loaded as NULL); the summary counts them.
     ValuesChanged,
@@ -282,6 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             CutoffAction::Set { pipeline, time } => cutoff::set(&pipeline, &time),
             CutoffAction::Clear { pipeline } => cutoff::clear(&pipeline),
         },
+        Command::Schema { action } => schema::schema(action),
         Command::OdbcRead => {
             crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)

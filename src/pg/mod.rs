@@ -62,7 +62,55 @@ pub enum ConnectError {
     Tls { endpoint: String, message: String },
 }
 
+/// The TLS keys written beside a `url` (in a pipeline or a targets file).
+pub struct TlsKeys<'a> {
+    pub sslmode: &'a Option<String>,
+    pub sslrootcert: &'a Option<String>,
+    pub sslcert: &'a Option<String>,
+    pub sslkey: &'a Option<String>,
+}
+
+/// What is wrong with a written endpoint, and which key holds it.
+#[derive(Debug)]
+pub enum ParseError {
+    /// The URL (or its TLS parameters); the message says what to write.
+    Url(String),
+    /// The `sslmode` key beside it.
+    SslMode(String),
+}
+
 impl Endpoint {
+    /// A `postgresql://` URL (or key=value string) with the TLS keys
+    /// written beside it; the URL's own TLS parameters win.
+    pub fn parse(
+        url: &str,
+        password_env: Option<String>,
+        keys: TlsKeys<'_>,
+    ) -> Result<Endpoint, ParseError> {
+        // The TLS keys leave the URL (tokio-postgres knows only some of them).
+        let (url, in_url) = TlsOptions::extract(url).map_err(ParseError::Url)?;
+        let mode = keys
+            .sslmode
+            .as_deref()
+            .map(SslMode::parse)
+            .transpose()
+            .map_err(ParseError::SslMode)?;
+        let tls = in_url.or(TlsOptions {
+            mode,
+            root_cert: keys.sslrootcert.clone(),
+            cert: keys.sslcert.as_ref().map(PathBuf::from),
+            key: keys.sslkey.as_ref().map(PathBuf::from),
+        });
+        use std::str::FromStr as _;
+        match Config::from_str(&url) {
+            Ok(config) => Ok(Endpoint::new(config, password_env).with_tls(tls)),
+            // tokio-postgres's message never includes the password.
+            Err(e) => Err(ParseError::Url(format!(
+                "is not a PostgreSQL URL ({e}); write postgresql://user@host:port/database"
+            ))),
+        }
+    }
+
     pub fn new(config: Config, password_env: Option<String>) -> Self {
         Endpoint {
             config,

@@ -696,6 +696,7 @@ pub(crate) mod pause {
     static COMMITS: AtomicU64 = AtomicU64::new(0);
     static STARTS: AtomicU64 = AtomicU64::new(0);
     static POST_DATA: AtomicU64 = AtomicU64::new(0);
+    static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 
     /// Read only where the `test-hooks` feature is on (the tests turn it
     /// on; a release build has no hook).
@@ -742,6 +743,16 @@ pub(crate) mod pause {
         if let Some((what, n, _)) = at() {
             if what == "post-data" && POST_DATA.fetch_add(1, Ordering::SeqCst) + 1 == *n {
                 park("post-data");
+            }
+        }
+    }
+
+    /// `schema-apply:N`: after the N-th statement of `etl schema apply`
+    /// ran and was written to the history.
+    pub fn after_statement() {
+        if let Some((what, n, _)) = at() {
+            if what == "schema-apply" && STATEMENTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+                park("schema-apply");
             }
         }
     }

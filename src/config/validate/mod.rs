@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use super::{Pipeline, SinkConfig, SinkMode, SourceConfig, TransformConfig};
 
@@ -624,13 +623,7 @@ fn file_path(c: &mut Collector<'_>, i: usize, path: &str, per_key: bool, ext: &s
     }
 }
 
-/// The TLS keys written beside a `url`.
-pub struct TlsKeys<'a> {
-    pub sslmode: &'a Option<String>,
-    pub sslrootcert: &'a Option<String>,
-    pub sslcert: &'a Option<String>,
-    pub sslkey: &'a Option<String>,
-}
+pub use crate::pg::TlsKeys;
 
 fn endpoint(
     c: &mut Collector<'_>,
@@ -639,44 +632,14 @@ fn endpoint(
     password_env: Option<String>,
     keys: TlsKeys<'_>,
 ) -> Option<Endpoint> {
-    // The TLS keys leave the URL (tokio-postgres knows only some of
-    // them); the URL's win over the pipeline's keys.
-    let (url, in_url) = match crate::pg::TlsOptions::extract(url) {
-        Ok(found) => found,
-        Err(e) => {
+    match Endpoint::parse(url, password_env, keys) {
+        Ok(endpoint) => Some(endpoint),
+        Err(crate::pg::ParseError::SslMode(e)) => {
+            c.add(&key.replace("url", "sslmode"), e);
+            None
+        }
+        Err(crate::pg::ParseError::Url(e)) => {
             c.add(key, e);
-            return None;
-        }
-    };
-    let mode = match keys
-        .sslmode
-        .as_deref()
-        .map(crate::pg::SslMode::parse)
-        .transpose()
-    {
-        Ok(mode) => mode,
-        Err(e) => {
-            let sslmode = key.replace("url", "sslmode");
-            c.add(&sslmode, e);
-            return None;
-        }
-    };
-    let tls = in_url.or(crate::pg::TlsOptions {
-        mode,
-        root_cert: keys.sslrootcert.clone(),
-        cert: keys.sslcert.as_ref().map(PathBuf::from),
-        key: keys.sslkey.as_ref().map(PathBuf::from),
-    });
-    match tokio_postgres::Config::from_str(&url) {
-        Ok(config) => Some(Endpoint::new(config, password_env).with_tls(tls)),
-        Err(e) => {
-            // tokio-postgres's message never includes the password.
-            c.add(
-                key,
-                format!(
-                    "is not a PostgreSQL URL ({e}); write postgresql://user@host:port/database"
-                ),
-            );
             None
         }
     }

@@ -1,0 +1,451 @@
+//! `etl schema diff|plan|apply FROM TO`: FROM is the schema wanted, TO the
+//! database to change; each a URL or a target of the targets file.
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::Outcome;
+use crate::schema::catalog::{self, Catalog};
+use crate::schema::diff::{self, Difference};
+use crate::schema::plan::{self, Plan};
+use crate::schema::targets::{self, Target};
+use crate::schema::{apply, Risk, SchemaError};
+
+#[derive(Debug, Args)]
+pub struct Pair {
+    /// The schema wanted: a postgresql:// URL or a target's name.
+    pub from: String,
+    /// The database to change: a URL or a target's name.
+    pub to: String,
+    /// The targets file ([targets.NAME] url = ...); default $ETL_TARGETS,
+    /// else etl-targets.toml in the working directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Grading {
+    /// A table with at least this many rows (or 1 GiB) is large: a
+    /// statement that rewrites or scans it is graded one higher.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub large_rows: i64,
+    /// Under this many rows (and 100 MiB) a table is small: one lower.
+    #[arg(long, default_value_t = 100_000)]
+    pub small_rows: i64,
+    /// A column type change as expand / backfill in batches / contract
+    /// steps, instead of one rewrite under ACCESS EXCLUSIVE.
+    #[arg(long)]
+    pub phased: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaAction {
+    /// What differs, one line per object; exit 0 when equal, 1 when not.
+    Diff {
+        #[command(flatten)]
+        pair: Pair,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ordered SQL that makes TO match FROM, each statement with its
+    /// risk grade, rule and reasons; applies nothing.
+    Plan {
+        #[command(flatten)]
+        pair: Pair,
+        #[command(flatten)]
+        grading: Grading,
+        /// Write the plan here instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the plan on TO under short lock timeouts, skipping what stays
+    /// blocked (exit 5), refusing what is above --max-risk (exit 4).
+    Apply {
+        #[command(flatten)]
+        pair: Pair,
+        #[command(flatten)]
+        grading: Grading,
+        /// Refuse a plan with a statement graded above this, unless its
+        /// rule is --allow'ed.
+        #[arg(long, value_enum, default_value = "high")]
+        max_risk: Risk,
+        /// A rule id allowed above --max-risk (repeatable): drop-column.
+        #[arg(long, value_name = "RULE")]
+        allow: Vec<String>,
+        /// Apply without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Seconds each statement waits for its lock before trying again.
+        #[arg(long, default_value_t = 3.0)]
+        lock_timeout: f64,
+        /// Seconds a statement holding a lock that blocks reads or writes
+        /// may run.
+        #[arg(long, default_value_t = 10.0)]
+        statement_timeout: f64,
+        /// Tries of a statement that stays blocked, per pass.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Passes over the statements skipped as blocked.
+        #[arg(long, default_value_t = 3)]
+        passes: u32,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 10.0)]
+        pass_delay: f64,
+        /// Where the migrate/skip/rollback files go.
+        #[arg(long, value_name = "DIR", default_value = "history")]
+        history: PathBuf,
+        /// First pg_dump the tables that high and very-high statements
+        /// touch into this folder.
+        #[arg(long, value_name = "DIR")]
+        backup: Option<PathBuf>,
+    },
+}
+
+pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
+    match action {
+        SchemaAction::Diff { pair, json } => diff(&pair, json),
+        SchemaAction::Plan {
+            pair,
+            grading,
+            output,
+            json,
+        } => plan(&pair, &grading, output.as_deref(), json),
+        SchemaAction::Apply {
+            pair,
+            grading,
+            max_risk,
+            allow,
+            yes,
+            lock_timeout,
+            statement_timeout,
+            retries,
+            passes,
+            pass_delay,
+            history,
+            backup,
+        } => {
+            let options = apply::Options {
+                lock_timeout: secs(lock_timeout, "--lock-timeout")?,
+                statement_timeout: secs(statement_timeout, "--statement-timeout")?,
+                retries,
+                passes,
+                pass_delay: secs(pass_delay, "--pass-delay")?,
+                history,
+            };
+            let gate = Gate {
+                max_risk,
+                allow,
+                yes,
+                backup,
+            };
+            apply(&pair, &grading, &gate, &options)
+        }
+    }
+}
+
+fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{flag} {v}: give seconds, 0 or more"))
+}
+
+struct Compared {
+    from: Target,
+    to: Target,
+    wanted: Catalog,
+    have: Catalog,
+    diffs: Vec<Difference>,
+    client: tokio_postgres::Client,
+}
+
+async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
+    let from = targets::resolve(&pair.from, pair.config.as_deref())?;
+    let to = targets::resolve(&pair.to, pair.config.as_deref())?;
+    let source = from.endpoint.connect("etl schema").await?;
+    let client = to.endpoint.connect("etl schema").await?;
+    let wanted = catalog::read(&source).await?;
+    let have = catalog::read(&client).await?;
+    let diffs = diff::diff(&wanted, &have);
+    Ok(Compared {
+        from,
+        to,
+        wanted,
+        have,
+        diffs,
+        client,
+    })
+}
+
+fn diff(pair: &Pair, json: bool) -> anyhow::Result<Outcome> {
+    let c = crate::run::block_on(compare(pair))?;
+    if json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "from": c.from.endpoint.to_string(),
+                "to": c.to.endpoint.to_string(),
+                "equal": c.diffs.is_empty(),
+                "differences": c.diffs,
+            })
+        );
+    } else if c.diffs.is_empty() {
+        out!("{} matches {}", c.to.name, c.from.name);
+    } else {
+        for d in &c.diffs {
+            out!("{d}");
+        }
+        out!(
+            "{} difference{} ({} has + and lacks -, relative to {})",
+            c.diffs.len(),
+            if c.diffs.len() == 1 { "" } else { "s" },
+            c.from.name,
+            c.to.name
+        );
+    }
+    Ok(match c.diffs.is_empty() {
+        true => Outcome::Success,
+        false => Outcome::ChecksFailed,
+    })
+}
+
+fn options(g: &Grading) -> plan::Options {
+    plan::Options {
+        large_rows: g.large_rows,
+        small_rows: g.small_rows,
+        phased: g.phased,
+    }
+}
+
+async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), SchemaError> {
+    let c = compare(pair).await?;
+    let mut plan = Plan::build(&c.wanted, &c.have, &c.diffs, options(grading));
+    plan.check(&c.client).await?;
+    Ok((c, plan))
+}
+
+fn header(c: &Compared, what: &str) -> String {
+    format!(
+        "etl schema {what}: make {} ({}) match {} ({}), {}",
+        c.to.name,
+        c.to.endpoint,
+        c.from.name,
+        c.from.endpoint,
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    )
+}
+
+fn plan(
+    pair: &Pair,
+    grading: &Grading,
+    output: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let (c, plan) = crate::run::block_on(make_plan(pair, grading))?;
+    let text = match json {
+        true => serde_json::to_string_pretty(&plan.steps)? + "\n",
+        false => plan.to_sql(&header(&c, "plan")),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            out!(
+                "{}: {} statement{}{}",
+                path.display(),
+                plan.steps.len(),
+                if plan.steps.len() == 1 { "" } else { "s" },
+                plan.highest()
+                    .map_or(String::new(), |r| format!(", highest risk {r}"))
+            );
+        }
+        None => out_raw!("{text}"),
+    }
+    Ok(Outcome::Success)
+}
+
+struct Gate {
+    max_risk: Risk,
+    allow: Vec<String>,
+    yes: bool,
+    backup: Option<PathBuf>,
+}
+
+fn apply(
+    pair: &Pair,
+    grading: &Grading,
+    gate: &Gate,
+    options: &apply::Options,
+) -> anyhow::Result<Outcome> {
+    let (c, plan) = crate::run::block_on(make_plan(pair, grading))?;
+    if plan.steps.is_empty() {
+        out!(
+            "{} already matches {}: nothing to apply",
+            c.to.name,
+            c.from.name
+        );
+        return Ok(Outcome::Success);
+    }
+    out_raw!("{}", plan.to_sql(&header(&c, "apply")));
+    let failing: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.fails
+                .as_ref()
+                .map(|f| format!("[{}] {}: {f}", s.n, s.rule))
+        })
+        .collect();
+    if !failing.is_empty() {
+        eprintln!(
+            "etl: refused: {} statement{} would fail on the data of {}; nothing was applied:\n  {}",
+            failing.len(),
+            if failing.len() == 1 { "" } else { "s" },
+            c.to.name,
+            failing.join("\n  ")
+        );
+        return Ok(Outcome::Refused);
+    }
+    let above: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.risk > gate.max_risk && !gate.allow.iter().any(|a| a == s.rule))
+        .map(|s| format!("[{}] {} {}", s.n, s.risk, s.rule))
+        .collect();
+    if !above.is_empty() {
+        eprintln!(
+            "etl: refused: {} statement{} above --max-risk {}; nothing was applied; raise --max-risk or --allow RULE for each:\n  {}",
+            above.len(),
+            if above.len() == 1 { " is" } else { "s are" },
+            gate.max_risk,
+            above.join("\n  ")
+        );
+        return Ok(Outcome::Refused);
+    }
+    if !gate.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "etl schema apply changes {}; confirm with --yes (stdin is not a terminal to ask on)",
+                c.to.name
+            );
+        }
+        eprint!(
+            "Apply {} statements to {}? Type yes: ",
+            plan.steps.len(),
+            c.to.name
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            eprintln!("etl: nothing applied");
+            return Ok(Outcome::Refused);
+        }
+    }
+    if let Some(dir) = &gate.backup {
+        backup(&c, &plan, dir)?;
+    }
+    let report = crate::run::block_on(apply::apply(
+        &plan,
+        &c.to,
+        &c.client,
+        options,
+        &header(&c, "apply"),
+    ))?;
+    eprintln!(
+        "{} of {} statements applied; history: {}",
+        report.applied.len(),
+        plan.steps.len(),
+        report
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some((n, why)) = &report.failed {
+        anyhow::bail!(
+            "statement [{n}] failed: {why}\nthe statements before it ran (see the history); fix the cause and run etl schema apply again"
+        );
+    }
+    if !report.skipped.is_empty() {
+        for (n, why) in &report.skipped {
+            eprintln!("  skipped [{n}]: {why}");
+        }
+        eprintln!(
+            "etl: {} statement{} skipped as blocked; run etl schema apply again once the sessions named are gone",
+            report.skipped.len(),
+            if report.skipped.len() == 1 { "" } else { "s" }
+        );
+        return Ok(Outcome::Blocked);
+    }
+    // The result must match, and no index may be left INVALID.
+    let (left, invalid) = crate::run::block_on(async {
+        let have = catalog::read(&c.client).await?;
+        let invalid: Vec<String> = have
+            .indexes
+            .values()
+            .filter(|i| !i.valid)
+            .map(|i| i.name.clone())
+            .collect();
+        Ok::<_, SchemaError>((diff::diff(&c.wanted, &have), invalid))
+    })?;
+    if !invalid.is_empty() {
+        anyhow::bail!("indexes left INVALID on {}: {invalid:?}; run etl schema apply again to build them anew", c.to.name);
+    }
+    if !left.is_empty() {
+        let lines: Vec<String> = left.iter().map(ToString::to_string).collect();
+        eprintln!(
+            "etl: {} still differs from {} after the apply:\n  {}",
+            c.to.name,
+            c.from.name,
+            lines.join("\n  ")
+        );
+        return Ok(Outcome::ChecksFailed);
+    }
+    eprintln!("{} now matches {}", c.to.name, c.from.name);
+    let _ = &c.have;
+    Ok(Outcome::Success)
+}
+
+/// `pg_dump -Fc` of the existing tables that high and very-high statements
+/// touch, before anything runs.
+fn backup(c: &Compared, plan: &Plan, dir: &Path) -> anyhow::Result<()> {
+    let mut tables: Vec<&String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.risk >= Risk::High)
+        .flat_map(|s| s.tables.iter())
+        .filter(|t| c.have.tables.contains_key(*t))
+        .collect();
+    tables.sort();
+    tables.dedup();
+    if tables.is_empty() {
+        eprintln!("--backup: no existing table is touched by a high or very-high statement; nothing to dump");
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join(format!(
+        "backup.{}.{}.dump",
+        c.to.name,
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    ));
+    let mut cmd = std::process::Command::new("pg_dump");
+    cmd.arg("-Fc").arg("--file").arg(&file);
+    for t in &tables {
+        cmd.arg("-t").arg(t.as_str());
+    }
+    cmd.envs(c.to.endpoint.libpq_env("etl schema backup")?);
+    let status = cmd.status().map_err(|e| {
+        anyhow::anyhow!("running pg_dump for --backup: {e}; install the PostgreSQL client")
+    })?;
+    if !status.success() {
+        anyhow::bail!("pg_dump for --backup failed ({status}); nothing was applied");
+    }
+    eprintln!("backup of {} tables: {}", tables.len(), file.display());
+    Ok(())
+}

@@ -1,0 +1,749 @@
+//! One database's schema, read from its catalog into plain values that
+//! compare by name.
+//!
+//! The session reads with `search_path = ''`, so every name the server
+//! prints (`format_type`, `pg_get_indexdef`, `pg_get_viewdef`,
+//! `pg_get_functiondef`, `pg_get_triggerdef`, `pg_get_constraintdef`,
+//! `pg_identify_object`) is schema-qualified and the text of the same
+//! object is the same on both servers. Definitions are compared as the
+//! server prints them (the way migra and pg_dump do): reparsing SQL by hand
+//! would only add ways to be wrong. System schemas, etl's own `etl` schema
+//! and objects that belong to an extension are left out.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio_postgres::Client;
+
+use super::{Key, Kind, SchemaError};
+
+/// Skips system schemas and etl's own; `$n` is a namespace oid column.
+const USER_NS: &str = "NOT IN (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'etl', 'pg_toast') OR nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')";
+
+/// Objects created by an extension (`CREATE EXTENSION` brings them).
+fn not_extension(class: &str, oid: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{class}'::regclass AND e.objid = {oid} AND e.deptype = 'e')"
+    )
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type`, with `COLLATE` when not the type's default.
+    pub ty: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// `a` (ALWAYS), `d` (BY DEFAULT), or none.
+    pub identity: Option<char>,
+    /// The expression of a `GENERATED ALWAYS AS (...) STORED` column.
+    pub generated: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constraint {
+    pub name: String,
+    /// `p`, `u`, `c`, `x`, `f`.
+    pub kind: char,
+    /// `pg_get_constraintdef` without a trailing ` NOT VALID`.
+    pub def: String,
+    pub validated: bool,
+    /// The columns, in order (keys, uniques, foreign keys).
+    pub columns: Vec<String>,
+    /// A foreign key's table and columns.
+    pub references: Option<(String, Vec<String>)>,
+    /// The index behind a key or unique constraint, as `pg_get_indexdef`.
+    pub index_def: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub name: String,
+    pub partitioned_by: Option<String>,
+    /// A partition's parent and bound (`FOR VALUES ...`, `DEFAULT`).
+    pub partition_of: Option<(String, String)>,
+    pub inherits: Vec<String>,
+    pub unlogged: bool,
+    pub columns: Vec<Column>,
+    pub constraints: BTreeMap<String, Constraint>,
+    /// From the catalog (`reltuples`, `pg_total_relation_size`): the size
+    /// the risk of a statement is graded by.
+    pub rows: i64,
+    pub bytes: i64,
+    /// Whether the table has a default partition (adding one scans it).
+    pub has_default_partition: bool,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index {
+    pub name: String,
+    pub table: String,
+    pub def: String,
+    pub valid: bool,
+    pub unique: bool,
+    /// On a partitioned table: `CONCURRENTLY` does not apply.
+    pub on_partitioned: bool,
+    /// Plain column names (expression parts are left out).
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypeDef {
+    Enum(Vec<String>),
+    Domain {
+        base: String,
+        default: Option<String>,
+        not_null: bool,
+        checks: BTreeMap<String, String>,
+    },
+    Composite(Vec<(String, String)>),
+    Range {
+        subtype: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequence {
+    pub name: String,
+    pub ty: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
+    /// `table.column` of `OWNED BY` (a serial column's sequence).
+    pub owned_by: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub name: String,
+    pub materialized: bool,
+    pub def: String,
+    pub columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    /// `schema.name(argument types)`.
+    pub signature: String,
+    pub procedure: bool,
+    /// `CREATE OR REPLACE ...` as the server prints it.
+    pub def: String,
+    /// The result type and argument names: when they change, the function
+    /// must be dropped first.
+    pub result: String,
+    pub arg_names: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub name: String,
+    pub table: String,
+    pub def: String,
+}
+
+/// A whole database's schema.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub schemas: BTreeMap<String, ()>,
+    /// name -> (schema, version)
+    pub extensions: BTreeMap<String, (String, String)>,
+    pub types: BTreeMap<String, TypeDef>,
+    pub sequences: BTreeMap<String, Sequence>,
+    pub tables: BTreeMap<String, Table>,
+    pub indexes: BTreeMap<String, Index>,
+    pub views: BTreeMap<String, View>,
+    pub functions: BTreeMap<String, Function>,
+    pub triggers: BTreeMap<String, Trigger>,
+    /// `COMMENT ON` target (`TABLE public.t`) -> text.
+    pub comments: BTreeMap<String, String>,
+    /// The object each one needs (from `pg_depend`), by key.
+    pub depends: BTreeMap<Key, Vec<Key>>,
+}
+
+impl Catalog {
+    /// Every key the catalog holds.
+    pub fn has(&self, key: &Key) -> bool {
+        let n = &key.name;
+        match key.kind {
+            Kind::Schema => self.schemas.contains_key(n),
+            Kind::Extension => self.extensions.contains_key(n),
+            Kind::Type => self.types.contains_key(n),
+            Kind::Sequence => self.sequences.contains_key(n),
+            Kind::Table => self.tables.contains_key(n),
+            Kind::Index => self.indexes.contains_key(n),
+            Kind::View => self.views.contains_key(n),
+            Kind::Function => self.functions.contains_key(n),
+            Kind::Trigger => self.triggers.contains_key(n),
+            Kind::Column | Kind::Constraint => {
+                let (table, part) = split_member(n);
+                self.tables.get(table).is_some_and(|t| match key.kind {
+                    Kind::Column => t.column(part).is_some(),
+                    _ => t.constraints.contains_key(part),
+                })
+            }
+            Kind::Comment => self.comments.contains_key(n),
+        }
+    }
+
+    /// The table a column, constraint, index or trigger key belongs to.
+    pub fn table_of(&self, key: &Key) -> Option<String> {
+        match key.kind {
+            Kind::Table => Some(key.name.clone()),
+            Kind::Column | Kind::Constraint | Kind::Trigger => {
+                Some(split_member(&key.name).0.to_string())
+            }
+            Kind::Index => self.indexes.get(&key.name).map(|i| i.table.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// `public.t.c` -> (`public.t`, `c`): the member after the last dot that is
+/// outside double quotes.
+pub fn split_member(name: &str) -> (&str, &str) {
+    let mut quoted = false;
+    let mut last = None;
+    for (i, ch) in name.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            '.' if !quoted => last = Some(i),
+            _ => {}
+        }
+    }
+    match last {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => ("", name),
+    }
+}
+
+fn q<E>(what: &'static str) -> impl FnOnce(E) -> SchemaError
+where
+    E: Into<tokio_postgres::Error>,
+{
+    move |e| SchemaError::Read {
+        what,
+        source: e.into(),
+    }
+}
+
+/// Reads the schema of the database `client` is connected to.
+pub async fn read(client: &Client) -> Result<Catalog, SchemaError> {
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(q("setting search_path"))?;
+    let mut c = Catalog::default();
+    // (class, oid) -> key, for pg_depend.
+    let mut oids: HashMap<(&'static str, u32), Key> = HashMap::new();
+
+    for r in client
+        .query(
+            &format!(
+                "SELECT oid, quote_ident(nspname) FROM pg_namespace WHERE oid {USER_NS} AND {}",
+                not_extension("pg_namespace", "oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("schemas"))?
+    {
+        let name: String = r.get(1);
+        oids.insert(("pg_namespace", r.get(0)), Key::new(Kind::Schema, &name));
+        c.schemas.insert(name, ());
+    }
+    for r in client
+        .query(
+            "SELECT e.oid, quote_ident(e.extname), quote_ident(n.nspname), e.extversion FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'",
+            &[],
+        )
+        .await
+        .map_err(q("extensions"))?
+    {
+        let name: String = r.get(1);
+        oids.insert(("pg_extension", r.get(0)), Key::new(Kind::Extension, &name));
+        c.extensions.insert(name, (r.get(2), r.get(3)));
+    }
+
+    // Types: enums, domains, composites, ranges.
+    for r in client
+        .query(
+            &format!(
+                "SELECT t.oid, t.oid::regtype::text, t.typtype::text, \
+                 (SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid), \
+                 format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault, \
+                 (SELECT array_agg(quote_ident(conname) || ' ' || pg_get_constraintdef(oid) ORDER BY conname) FROM pg_constraint WHERE contypid = t.oid), \
+                 (SELECT array_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) \
+                    FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), \
+                 (SELECT format_type(rngsubtype, NULL) FROM pg_range WHERE rngtypid = t.oid), t.typarray \
+                 FROM pg_type t LEFT JOIN pg_class k ON k.oid = t.typrelid \
+                 WHERE t.typnamespace {USER_NS} AND {} \
+                 AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND k.relkind = 'c'))",
+                not_extension("pg_type", "t.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("types"))?
+    {
+        let name: String = r.get(1);
+        let kind: String = r.get(2);
+        let def = match kind.as_str() {
+            "e" => TypeDef::Enum(r.get::<_, Option<Vec<String>>>(3).unwrap_or_default()),
+            "d" => TypeDef::Domain {
+                base: r.get(4),
+                not_null: r.get(5),
+                default: r.get(6),
+                checks: r
+                    .get::<_, Option<Vec<String>>>(7)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| {
+                        let (n, d) = s.split_once(' ').unwrap_or((&s, ""));
+                        (n.to_string(), d.to_string())
+                    })
+                    .collect(),
+            },
+            "c" => TypeDef::Composite(
+                r.get::<_, Option<Vec<String>>>(8)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| {
+                        let (n, t) = s.split_once(' ').unwrap_or((&s, ""));
+                        (n.to_string(), t.to_string())
+                    })
+                    .collect(),
+            ),
+            _ => TypeDef::Range {
+                subtype: r.get::<_, Option<String>>(9).unwrap_or_default(),
+            },
+        };
+        let key = Key::new(Kind::Type, &name);
+        oids.insert(("pg_type", r.get(0)), key.clone());
+        oids.insert(("pg_type", r.get(10)), key);
+        c.types.insert(name, def);
+    }
+
+    // Tables (plain and partitioned), with their columns and constraints.
+    for r in client
+        .query(
+            &format!(
+                "SELECT k.oid, k.oid::regclass::text, k.relkind::text, k.relpersistence = 'u', \
+                 CASE WHEN k.relkind = 'p' THEN pg_get_partkeydef(k.oid) END, \
+                 CASE WHEN k.relispartition THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = k.oid) END, \
+                 CASE WHEN k.relispartition THEN pg_get_expr(k.relpartbound, k.oid) END, \
+                 (SELECT array_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i WHERE i.inhrelid = k.oid AND NOT k.relispartition), \
+                 greatest(k.reltuples, 0)::int8, pg_total_relation_size(k.oid), k.reltype, \
+                 EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = k.oid AND pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT') \
+                 FROM pg_class k WHERE k.relkind IN ('r', 'p') AND k.relnamespace {USER_NS} AND {}",
+                not_extension("pg_class", "k.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("tables"))?
+    {
+        let name: String = r.get(1);
+        let key = Key::new(Kind::Table, &name);
+        oids.insert(("pg_class", r.get(0)), key.clone());
+        oids.insert(("pg_type", r.get(10)), key);
+        let parent: Option<String> = r.get(5);
+        c.tables.insert(
+            name.clone(),
+            Table {
+                name,
+                unlogged: r.get(3),
+                partitioned_by: r.get(4),
+                partition_of: parent.map(|p| (p, r.get::<_, Option<String>>(6).unwrap_or_default())),
+                inherits: r.get::<_, Option<Vec<String>>>(7).unwrap_or_default(),
+                rows: r.get(8),
+                bytes: r.get(9),
+                has_default_partition: r.get(11),
+                columns: Vec::new(),
+                constraints: BTreeMap::new(),
+            },
+        );
+    }
+    let by_oid: HashMap<u32, String> = oids
+        .iter()
+        .filter(|((class, _), k)| *class == "pg_class" && k.kind == Kind::Table)
+        .map(|((_, oid), k)| (*oid, k.name.clone()))
+        .collect();
+    for r in client
+        .query(
+            "SELECT a.attrelid, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod) || \
+             CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END, \
+             a.attnotnull, CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+             nullif(a.attidentity::text, ''), CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+             a.attislocal, k.relispartition \
+             FROM pg_attribute a JOIN pg_class k ON k.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE k.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attrelid, a.attnum",
+            &[],
+        )
+        .await
+        .map_err(q("columns"))?
+    {
+        let Some(table) = by_oid.get(&r.get::<_, u32>(0)) else {
+            continue;
+        };
+        let t = c.tables.get_mut(table).expect("listed above");
+        t.columns.push(Column {
+            name: r.get(1),
+            ty: r.get(2),
+            not_null: r.get(3),
+            default: r.get(4),
+            identity: r.get::<_, Option<String>>(5).and_then(|s| s.chars().next()),
+            generated: r.get(6),
+        });
+    }
+    for r in client
+        .query(
+            "SELECT c.oid, c.conrelid, quote_ident(c.conname), c.contype::text, pg_get_constraintdef(c.oid), c.convalidated, \
+             (SELECT array_agg(quote_ident(a.attname) ORDER BY array_position(c.conkey, a.attnum)) FROM pg_attribute a \
+                WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)), \
+             CASE WHEN c.contype = 'f' THEN c.confrelid::regclass::text END, \
+             (SELECT array_agg(quote_ident(a.attname) ORDER BY array_position(c.confkey, a.attnum)) FROM pg_attribute a \
+                WHERE a.attrelid = c.confrelid AND a.attnum = ANY(c.confkey)), \
+             CASE WHEN c.contype IN ('p', 'u', 'x') THEN pg_get_indexdef(c.conindid) END, c.conindid \
+             FROM pg_constraint c WHERE c.conrelid <> 0 AND c.contype IN ('p', 'u', 'c', 'x', 'f') \
+             AND (c.conislocal OR c.coninhcount = 0) AND c.conparentid = 0",
+            &[],
+        )
+        .await
+        .map_err(q("constraints"))?
+    {
+        let Some(table) = by_oid.get(&r.get::<_, u32>(1)) else {
+            continue;
+        };
+        let name: String = r.get(2);
+        let def: String = r.get(4);
+        let key = Key::new(Kind::Constraint, &format!("{table}.{name}"));
+        oids.insert(("pg_constraint", r.get(0)), key.clone());
+        if r.get::<_, u32>(10) != 0 {
+            oids.insert(("pg_class", r.get(10)), key);
+        }
+        let t = c.tables.get_mut(table).expect("listed above");
+        t.constraints.insert(
+            name.clone(),
+            Constraint {
+                name,
+                kind: r.get::<_, String>(3).chars().next().unwrap_or('c'),
+                def: def.trim_end_matches(" NOT VALID").to_string(),
+                validated: r.get(5),
+                columns: r.get::<_, Option<Vec<String>>>(6).unwrap_or_default(),
+                references: r
+                    .get::<_, Option<String>>(7)
+                    .map(|t| (t, r.get::<_, Option<Vec<String>>>(8).unwrap_or_default())),
+                index_def: r.get(9),
+            },
+        );
+    }
+
+    // Indexes not behind a constraint, and not the partition's copy of a
+    // parent's index (created with it).
+    for r in client
+        .query(
+            &format!(
+                "SELECT i.indexrelid, i.indexrelid::regclass::text, i.indrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indisvalid, \
+                 i.indisunique, t.relkind = 'p', \
+                 (SELECT array_agg(quote_ident(a.attname) ORDER BY array_position(i.indkey::int2[], a.attnum)) FROM pg_attribute a \
+                    WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) \
+                 FROM pg_index i JOIN pg_class k ON k.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+                 WHERE k.relnamespace {USER_NS} AND t.relkind IN ('r', 'p', 'm') \
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')) \
+                 AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) AND {}",
+                not_extension("pg_class", "i.indexrelid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("indexes"))?
+    {
+        let name: String = r.get(1);
+        let key = Key::new(Kind::Index, &name);
+        oids.insert(("pg_class", r.get(0)), key);
+        c.indexes.insert(
+            name.clone(),
+            Index {
+                name,
+                table: r.get(2),
+                def: r.get(3),
+                valid: r.get(4),
+                unique: r.get(5),
+                on_partitioned: r.get(6),
+                columns: r.get::<_, Option<Vec<String>>>(7).unwrap_or_default(),
+            },
+        );
+    }
+
+    // Views and materialized views.
+    for r in client
+        .query(
+            &format!(
+                "SELECT k.oid, k.oid::regclass::text, k.relkind = 'm', pg_get_viewdef(k.oid, true), k.reltype, \
+                 (SELECT array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped) \
+                 FROM pg_class k WHERE k.relkind IN ('v', 'm') AND k.relnamespace {USER_NS} AND {}",
+                not_extension("pg_class", "k.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("views"))?
+    {
+        let name: String = r.get(1);
+        let key = Key::new(Kind::View, &name);
+        oids.insert(("pg_class", r.get(0)), key.clone());
+        oids.insert(("pg_type", r.get(4)), key);
+        c.views.insert(
+            name.clone(),
+            View {
+                name,
+                materialized: r.get(2),
+                def: r.get(3),
+                columns: r.get::<_, Option<Vec<String>>>(5).unwrap_or_default(),
+            },
+        );
+    }
+    // Sequences (identity columns' sequences go with their column).
+    for r in client
+        .query(
+            &format!(
+                "SELECT k.oid, k.oid::regclass::text, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, \
+                 (SELECT d.refobjid::regclass::text || ' ' || quote_ident(a.attname) FROM pg_depend d JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = k.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a') \
+                 FROM pg_class k JOIN pg_sequence s ON s.seqrelid = k.oid WHERE k.relnamespace {USER_NS} AND {} \
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = k.oid AND d.deptype = 'i')",
+                not_extension("pg_class", "k.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("sequences"))?
+    {
+        let name: String = r.get(1);
+        oids.insert(("pg_class", r.get(0)), Key::new(Kind::Sequence, &name));
+        let owned: Option<String> = r.get(9);
+        c.sequences.insert(
+            name.clone(),
+            Sequence {
+                name,
+                ty: r.get(2),
+                start: r.get(3),
+                increment: r.get(4),
+                min: r.get(5),
+                max: r.get(6),
+                cache: r.get(7),
+                cycle: r.get(8),
+                owned_by: owned.and_then(|o| {
+                    o.rsplit_once(' ')
+                        .map(|(t, c)| (t.to_string(), c.to_string()))
+                }),
+            },
+        );
+    }
+    // Functions and procedures (aggregates are not compared).
+    for r in client
+        .query(
+            &format!(
+                "SELECT p.oid, p.oid::regprocedure::text, p.prokind = 'p', pg_get_functiondef(p.oid), \
+                 coalesce(pg_get_function_result(p.oid), ''), coalesce(array_to_string(p.proargnames, ','), '') \
+                 FROM pg_proc p WHERE p.pronamespace {USER_NS} AND p.prokind IN ('f', 'p', 'w') AND {}",
+                not_extension("pg_proc", "p.oid")
+            ),
+            &[],
+        )
+        .await
+        .map_err(q("functions"))?
+    {
+        let signature: String = r.get(1);
+        oids.insert(("pg_proc", r.get(0)), Key::new(Kind::Function, &signature));
+        c.functions.insert(
+            signature.clone(),
+            Function {
+                signature,
+                procedure: r.get(2),
+                def: r.get::<_, String>(3).trim_end().to_string(),
+                result: r.get(4),
+                arg_names: r.get(5),
+            },
+        );
+    }
+    // Triggers (not the internal ones of foreign keys, nor a partition's
+    // clone of its parent's).
+    for r in client
+        .query(
+            "SELECT g.oid, g.tgrelid::regclass::text, quote_ident(g.tgname), pg_get_triggerdef(g.oid, true), g.tgrelid \
+             FROM pg_trigger g WHERE NOT g.tgisinternal AND g.tgparentid = 0",
+            &[],
+        )
+        .await
+        .map_err(q("triggers"))?
+    {
+        if !by_oid.contains_key(&r.get::<_, u32>(4))
+            && !oids.contains_key(&("pg_class", r.get::<_, u32>(4)))
+        {
+            continue;
+        }
+        let table: String = r.get(1);
+        let name: String = r.get(2);
+        let id = format!("{table}.{name}");
+        oids.insert(("pg_trigger", r.get(0)), Key::new(Kind::Trigger, &id));
+        c.triggers.insert(
+            id,
+            Trigger {
+                name,
+                table,
+                def: r.get(3),
+            },
+        );
+    }
+    // Comments on what is compared above.
+    for r in client
+        .query(
+            "SELECT o.type, o.identity, d.description FROM pg_description d, \
+             LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o \
+             WHERE o.schema IS NULL OR o.schema NOT IN ('pg_catalog', 'information_schema', 'etl', 'pg_toast')",
+            &[],
+        )
+        .await
+        .map_err(q("comments"))?
+    {
+        let (ty, identity, text): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        if let Some(target) = comment_target(&ty, &identity) {
+            if ty == "schema" && !c.schemas.contains_key(&identity) {
+                continue;
+            }
+            c.comments.insert(target, text);
+        }
+    }
+
+    // Dependencies between the objects above: a view on its tables, a
+    // default on its sequence, a foreign key on the table it references.
+    let rewrites: HashMap<u32, u32> = client
+        .query("SELECT oid, ev_class FROM pg_rewrite", &[])
+        .await
+        .map_err(q("views"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let attrdefs: HashMap<u32, u32> = client
+        .query("SELECT oid, adrelid FROM pg_attrdef", &[])
+        .await
+        .map_err(q("defaults"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let resolve = |class: &str, oid: u32| -> Option<Key> {
+        let (class, oid) = match class {
+            "pg_rewrite" => ("pg_class", *rewrites.get(&oid)?),
+            "pg_attrdef" => ("pg_class", *attrdefs.get(&oid)?),
+            other => (other, oid),
+        };
+        let class: &'static str = match class {
+            "pg_class" => "pg_class",
+            "pg_type" => "pg_type",
+            "pg_proc" => "pg_proc",
+            "pg_constraint" => "pg_constraint",
+            "pg_trigger" => "pg_trigger",
+            "pg_namespace" => "pg_namespace",
+            "pg_extension" => "pg_extension",
+            _ => return None,
+        };
+        oids.get(&(class, oid)).cloned()
+    };
+    for r in client
+        .query(
+            "SELECT d.classid::regclass::text, d.objid, d.refclassid::regclass::text, d.refobjid \
+             FROM pg_depend d WHERE d.deptype IN ('n', 'a') AND d.refobjid >= 16384",
+            &[],
+        )
+        .await
+        .map_err(q("dependencies"))?
+    {
+        let class: String = r.get(0);
+        let ref_class: String = r.get(2);
+        let strip = |s: &str| s.trim_start_matches("pg_catalog.").to_string();
+        let (Some(from), Some(to)) = (
+            resolve(&strip(&class), r.get(1)),
+            resolve(&strip(&ref_class), r.get(3)),
+        ) else {
+            continue;
+        };
+        if from != to {
+            let list = c.depends.entry(from).or_default();
+            if !list.contains(&to) {
+                list.push(to);
+            }
+        }
+    }
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(q("resetting search_path"))?;
+    Ok(c)
+}
+
+/// `COMMENT ON` target for an object `pg_identify_object` names, for the
+/// kinds that are compared.
+fn comment_target(ty: &str, identity: &str) -> Option<String> {
+    let keyword = match ty {
+        "schema" => "SCHEMA",
+        "table" => "TABLE",
+        "table column" => "COLUMN",
+        "view" => "VIEW",
+        "materialized view" => "MATERIALIZED VIEW",
+        "index" => "INDEX",
+        "sequence" => "SEQUENCE",
+        "type" => "TYPE",
+        "domain" => "DOMAIN",
+        "function" => "FUNCTION",
+        "procedure" => "PROCEDURE",
+        "table constraint" | "trigger" => {
+            let (name, on) = identity.split_once(" on ")?;
+            let keyword = if ty == "trigger" {
+                "TRIGGER"
+            } else {
+                "CONSTRAINT"
+            };
+            return Some(format!("{keyword} {name} ON {on}"));
+        }
+        _ => return None,
+    };
+    Some(format!("{keyword} {identity}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_splits_at_the_last_unquoted_dot() {
+        assert_eq!(split_member("public.t.c"), ("public.t", "c"));
+        assert_eq!(
+            split_member("public.\"a.b\".\"c.d\""),
+            ("public.\"a.b\"", "\"c.d\"")
+        );
+    }
+
+    #[test]
+    fn comments_name_their_object_as_comment_on_wants() {
+        assert_eq!(
+            comment_target("table column", "public.t.c").as_deref(),
+            Some("COLUMN public.t.c")
+        );
+        assert_eq!(
+            comment_target("table constraint", "t_pkey on public.t").as_deref(),
+            Some("CONSTRAINT t_pkey ON public.t")
+        );
+        assert_eq!(comment_target("role", "x"), None);
+    }
+}

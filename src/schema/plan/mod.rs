@@ -1,0 +1,386 @@
+//! The differences turned into ordered statements, each graded by its risk
+//! on the live table.
+//!
+//! Order: statements that drop come first, dependents before what they
+//! depend on (from the target's `pg_depend`); then the ones that create or
+//! change, what is depended on first (from the source's `pg_depend`).
+//! Where `pg_depend` leaves two statements free, the kind of object
+//! decides (schemas before types before tables ... before comments), then
+//! the name, so the same difference always gives the same file.
+//!
+//! Grades ([`rules`]): every statement has a stable rule id, a risk and
+//! reasons naming the lock it takes, whether it rewrites or scans the
+//! table, and the table's size on the target. A statement that rewrites or
+//! scans is one grade higher on a large table and one lower on a small
+//! one, so the same change on 10 rows and on 100 million rows is graded
+//! apart. Before a statement that can fail on the data (SET NOT NULL, a
+//! unique index, a type change, a foreign key, a CHECK), [`check`] counts
+//! the rows that would make it fail, on the target, and flags it.
+
+mod rules;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tokio_postgres::Client;
+
+use super::catalog::Catalog;
+use super::diff::{Change, Difference};
+use super::{Key, Kind, Risk, SchemaError};
+
+/// The lock a statement takes on its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Lock {
+    #[serde(rename = "ACCESS EXCLUSIVE")]
+    AccessExclusive,
+    #[serde(rename = "SHARE ROW EXCLUSIVE")]
+    ShareRowExclusive,
+    #[serde(rename = "SHARE")]
+    Share,
+    #[serde(rename = "SHARE UPDATE EXCLUSIVE")]
+    ShareUpdateExclusive,
+}
+
+impl Lock {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lock::AccessExclusive => "ACCESS EXCLUSIVE",
+            Lock::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            Lock::Share => "SHARE",
+            Lock::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+        }
+    }
+
+    /// What the lock stops while it is held.
+    pub fn blocks(self) -> &'static str {
+        match self {
+            Lock::AccessExclusive => "blocks reads and writes",
+            Lock::ShareRowExclusive | Lock::Share => "blocks writes, reads go on",
+            Lock::ShareUpdateExclusive => "reads and writes go on",
+        }
+    }
+}
+
+/// One statement of the plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    /// 1-based position in the plan.
+    pub n: usize,
+    #[serde(flatten)]
+    pub key: Key,
+    pub change: Change,
+    pub sql: String,
+    pub rule: &'static str,
+    pub risk: Risk,
+    pub reasons: Vec<String>,
+    pub lock: Option<Lock>,
+    /// The tables whose locks it takes (for naming who blocks it).
+    pub tables: Vec<String>,
+    /// Whether it can run inside a transaction (`CONCURRENTLY` cannot).
+    pub transactional: bool,
+    /// Why it would fail on the target's data, counted by [`check`].
+    pub fails: Option<String>,
+    /// The statement that undoes it, where one exists.
+    pub rollback: Option<String>,
+    /// Steps (by `n`) that must have run first.
+    pub after: Vec<usize>,
+    /// Drop-phase statements come before the rest.
+    #[serde(skip)]
+    pub(crate) drop_phase: bool,
+    /// Objects it needs besides its own key's dependencies.
+    #[serde(skip)]
+    pub(crate) needs: Vec<Key>,
+    /// A query counting the rows that make it fail, and what to say.
+    #[serde(skip)]
+    pub(crate) check: Option<(String, String)>,
+}
+
+/// How the plan is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// At or above: a large table (or 1 GiB).
+    pub large_rows: i64,
+    /// Below (and under 100 MiB): a small table.
+    pub small_rows: i64,
+    /// A type change as expand / backfill / contract steps.
+    pub phased: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            large_rows: 10_000_000,
+            small_rows: 100_000,
+            phased: false,
+        }
+    }
+}
+
+/// The ordered statements that make TO match FROM.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn build(from: &Catalog, to: &Catalog, diffs: &[Difference], options: Options) -> Plan {
+        let steps = rules::Rules::new(from, to, diffs, options).steps();
+        Plan {
+            steps: order(steps, from, to),
+        }
+    }
+
+    /// Counts, on the target, the rows that would make a statement fail.
+    pub async fn check(&mut self, client: &Client) -> Result<(), SchemaError> {
+        if !self.steps.iter().any(|s| s.check.is_some()) {
+            return Ok(());
+        }
+        client
+            .batch_execute(CONVERTS)
+            .await
+            .map_err(SchemaError::pg("creating the conversion check function"))?;
+        for step in &mut self.steps {
+            let Some((sql, what)) = &step.check else {
+                continue;
+            };
+            client
+                .batch_execute("SET statement_timeout = '60s'")
+                .await
+                .map_err(SchemaError::pg("setting statement_timeout"))?;
+            match client.query_one(sql.as_str(), &[]).await {
+                Ok(row) => {
+                    let n: i64 = row.get(0);
+                    if n > 0 {
+                        step.fails = Some(what.replace("{n}", &n.to_string()));
+                    }
+                }
+                Err(e) => step.reasons.push(format!(
+                    "not checked against the data: {}",
+                    crate::error::pg_message(&e)
+                )),
+            }
+        }
+        client
+            .batch_execute("RESET statement_timeout")
+            .await
+            .map_err(SchemaError::pg("resetting statement_timeout"))?;
+        Ok(())
+    }
+
+    pub fn highest(&self) -> Option<Risk> {
+        self.steps.iter().map(|s| s.risk).max()
+    }
+
+    /// The plan as a SQL file: each statement after a comment with its
+    /// number, grade, rule and reasons.
+    pub fn to_sql(&self, header: &str) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("-- {header}\n"));
+        let mut counts: BTreeMap<Risk, usize> = BTreeMap::new();
+        for s in &self.steps {
+            *counts.entry(s.risk).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        out.push_str(&format!(
+            "-- {} statement{}{}\n",
+            self.steps.len(),
+            if self.steps.len() == 1 { "" } else { "s" },
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", counts.join(", "))
+            }
+        ));
+        let failing = self.steps.iter().filter(|s| s.fails.is_some()).count();
+        if failing > 0 {
+            out.push_str(&format!(
+                "-- {failing} statement{} would fail on the target's data (FAILS below): fix the data first\n",
+                if failing == 1 { "" } else { "s" }
+            ));
+        }
+        for s in &self.steps {
+            out.push('\n');
+            out.push_str(&s.comment());
+            out.push_str(&s.sql);
+            out.push_str(";\n");
+        }
+        out
+    }
+}
+
+impl Step {
+    /// `-- [3] high rewrite-type-change: reason; reason` (and a FAILS line).
+    pub fn comment(&self) -> String {
+        let mut out = format!(
+            "-- [{}] {} {}: {}\n",
+            self.n,
+            self.risk,
+            self.rule,
+            self.reasons.join("; ")
+        );
+        if let Some(f) = &self.fails {
+            out.push_str(&format!("-- FAILS: {f}\n"));
+        }
+        if !self.transactional {
+            out.push_str("-- (runs outside a transaction)\n");
+        }
+        out
+    }
+}
+
+/// `pg_temp.etl_converts(value, 'type')`: whether a value casts to a type,
+/// for counting the values a type change would fail on (PostgreSQL 15 has
+/// no `pg_input_is_valid`).
+const CONVERTS: &str =
+    "CREATE OR REPLACE FUNCTION pg_temp.etl_converts(v anyelement, t text) RETURNS boolean \
+     LANGUAGE plpgsql AS $f$ BEGIN EXECUTE format('SELECT $1::%s', t) USING v; RETURN true; \
+     EXCEPTION WHEN others THEN RETURN false; END $f$";
+
+/// Puts the steps in dependency order and numbers them.
+fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {
+    let n = steps.len();
+    // Steps by key, per phase, in the order they were made.
+    let mut by_key: HashMap<(bool, &Key), Vec<usize>> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        by_key.entry((s.drop_phase, &s.key)).or_default().push(i);
+    }
+    let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let add = |before: usize, after: usize, edges: &mut Vec<BTreeSet<usize>>| {
+        if before != after {
+            edges[before].insert(after);
+        }
+    };
+    // Within a key and phase, as made.
+    for list in by_key.values() {
+        for w in list.windows(2) {
+            add(w[0], w[1], &mut edges);
+        }
+    }
+    // What each object needs: its dependencies, its table, its schema.
+    let needs = |s: &Step, catalog: &Catalog| -> Vec<Key> {
+        let mut keys: Vec<Key> = catalog.depends.get(&s.key).cloned().unwrap_or_default();
+        keys.extend(s.needs.iter().cloned());
+        if let Some(table) = catalog.table_of(&s.key).filter(|t| *t != s.key.name) {
+            keys.push(Key::new(Kind::Table, &table));
+        }
+        if let Some(schema) = schema_of(&s.key) {
+            keys.push(Key::new(Kind::Schema, &schema));
+        }
+        keys
+    };
+    for (i, s) in steps.iter().enumerate() {
+        if s.drop_phase {
+            // Drops: after the drops of what depends on this (on TO).
+            for d in needs(s, to) {
+                for &j in by_key.get(&(true, &d)).into_iter().flatten() {
+                    add(i, j, &mut edges);
+                }
+            }
+        } else {
+            for d in needs(s, from) {
+                for &j in by_key.get(&(false, &d)).into_iter().flatten() {
+                    add(j, i, &mut edges);
+                }
+            }
+        }
+    }
+    // An object dropped and made again: made after it is dropped. (Every
+    // drop comes before every create anyway: drops depend only on drops,
+    // and the ready drops are taken first.)
+    for (i, s) in steps.iter().enumerate() {
+        if s.drop_phase {
+            for &j in by_key.get(&(false, &s.key)).into_iter().flatten() {
+                add(i, j, &mut edges);
+            }
+        }
+    }
+    // Members of a table: columns added before the constraints, indexes
+    // and triggers that may use them; dropped after them.
+    for (i, s) in steps.iter().enumerate() {
+        if s.key.kind != Kind::Column {
+            continue;
+        }
+        let table = super::catalog::split_member(&s.key.name).0;
+        for (j, o) in steps.iter().enumerate() {
+            let member = matches!(o.key.kind, Kind::Constraint | Kind::Index | Kind::Trigger)
+                && o.tables.first().is_some_and(|t| t == table);
+            if member && o.drop_phase == s.drop_phase {
+                match s.drop_phase || s.change == Change::Removed {
+                    true => add(j, i, &mut edges),
+                    false => add(i, j, &mut edges),
+                }
+            }
+        }
+    }
+    // Kahn's algorithm; among the ready, drops first, then by kind and
+    // the order made.
+    let mut indegree = vec![0usize; n];
+    for e in &edges {
+        for &j in e {
+            indegree[j] += 1;
+        }
+    }
+    let rank = |i: usize| (!steps[i].drop_phase, steps[i].key.kind, i);
+    let mut ready: BTreeSet<(bool, Kind, usize)> =
+        (0..n).filter(|&i| indegree[i] == 0).map(rank).collect();
+    let mut done = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
+    while done.len() < n {
+        let next = match ready.pop_first() {
+            Some((_, _, i)) => i,
+            // A cycle: take the first unplaced (the server will say if it
+            // cannot be run in that order).
+            None => {
+                let i = (0..n)
+                    .find(|&i| !placed[i])
+                    .expect("fewer placed than steps");
+                tracing::warn!(step = %steps[i].key, "Dependency cycle in the plan; ordered by kind there.");
+                i
+            }
+        };
+        if placed[next] {
+            continue;
+        }
+        placed[next] = true;
+        done.push(next);
+        for &j in &edges[next] {
+            indegree[j] = indegree[j].saturating_sub(1);
+            if indegree[j] == 0 && !placed[j] {
+                ready.insert(rank(j));
+            }
+        }
+    }
+    let position: HashMap<usize, usize> =
+        done.iter().enumerate().map(|(p, &i)| (i, p + 1)).collect();
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(n);
+    for &i in &done {
+        let mut s = slots[i].take().expect("each step placed once");
+        s.n = position[&i];
+        s.after = edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.contains(&i))
+            .map(|(j, _)| position[&j])
+            .collect();
+        s.after.sort_unstable();
+        out.push(s);
+    }
+    out
+}
+
+/// The schema an object lives in (the name before the first unquoted dot).
+fn schema_of(key: &Key) -> Option<String> {
+    if matches!(key.kind, Kind::Schema | Kind::Extension | Kind::Comment) {
+        return None;
+    }
+    let mut quoted = false;
+    for (i, ch) in key.name.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            '.' if !quoted => return Some(key.name[..i].to_string()),
+            '(' if !quoted => return None,
+            _ => {}
+        }
+    }
+    None
+}
