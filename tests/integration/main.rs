@@ -18,6 +18,7 @@ mod parquet;
 mod pg_database;
 mod pivot;
 mod resume;
+mod schema;
 mod status;
 mod tls;
 mod transforms;

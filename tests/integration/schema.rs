@@ -1,0 +1,403 @@
+//! `etl schema diff|plan|apply` between two real databases: the source
+//! (FROM, the schema wanted) and the target (TO) of a [`TestDb`], built by
+//! fixtures/sql/schema_{base,from,to}.sql to differ in each kind of object.
+
+use std::collections::BTreeMap;
+
+use crate::support::{hold_lock, psql, psql_file, repo, spawn_etl, wait_for_line, TestDb};
+
+fn build(db: &TestDb, big_rows: u32) {
+    let sql = repo().join("fixtures/sql");
+    let rows = big_rows.to_string();
+    for url in [&db.src, &db.dst] {
+        psql_file(url, &sql.join("schema_base.sql"), &[("big_rows", &rows)]);
+    }
+    psql_file(&db.src, &sql.join("schema_from.sql"), &[]);
+    psql_file(&db.dst, &sql.join("schema_to.sql"), &[]);
+}
+
+fn schema_dump(url: &str) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", url])
+        .output()
+        .expect("pg_dump is installed");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The statements of a plan or history file (comments left out).
+fn statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.starts_with("--") || (current.is_empty() && line.trim().is_empty()) {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            out.push(current.trim_end().trim_end_matches(';').to_string());
+            current.clear();
+        }
+    }
+    out
+}
+
+fn history(db: &TestDb, kind: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(db.dir.path().join("history"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p: &std::path::PathBuf| {
+        p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{kind}."))
+    });
+    files.sort();
+    files
+}
+
+#[test]
+fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() {
+    let db = TestDb::new("schema_all");
+    build(&db, 50_000);
+
+    let diff = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert_eq!(diff.code, 1, "{diff:?}");
+    for line in [
+        "+ schema sales",
+        "+ extension pg_trgm",
+        "~ type public.mood: values added [\"happy\"]",
+        "+ type public.positive",
+        "+ type public.money_pair",
+        "+ sequence public.invoice_no",
+        "~ function public.double_it(integer): definition",
+        "+ function public.reset_child()",
+        "+ table sales.orders",
+        "+ table public.events_2025",
+        "- table public.gone",
+        "~ column public.big.code: type integer -> bigint",
+        "~ column public.small.name: SET NOT NULL",
+        "+ column public.small.extra",
+        "- column public.small.old_col",
+        "+ constraint public.big.big_code_positive",
+        "+ constraint public.child.child_parent_fk",
+        "+ constraint public.parent.parent_label_key",
+        "+ index public.big_name_trgm",
+        "+ index public.big_lower_name",
+        "- index public.big_note",
+        "- index public.small_note",
+        "+ view public.parent_counts",
+        "~ view public.v_small: definition",
+        "+ trigger public.child.child_touch",
+        "+ comment TABLE public.big",
+    ] {
+        assert!(
+            diff.stdout.lines().any(|l| l.starts_with(line)),
+            "no {line:?} in\n{}",
+            diff.stdout
+        );
+    }
+    let json = db.etl(&["schema", "diff", "--json", &db.src, &db.dst]);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("diff --json is JSON");
+    assert_eq!(parsed["equal"], false);
+    assert_eq!(
+        parsed["differences"].as_array().unwrap().len(),
+        diff.stdout.lines().count() - 1,
+        "{json:?}"
+    );
+
+    // The same type change graded apart on 10 rows and on 50,000 rows
+    // (large from 20,000 here); the NULLs of a NOT NULL column flagged.
+    let plan = db.etl(&[
+        "schema",
+        "plan",
+        &db.src,
+        &db.dst,
+        "--large-rows",
+        "20000",
+        "-o",
+        "plan.sql",
+    ]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    let text = std::fs::read_to_string(db.dir.path().join("plan.sql")).unwrap();
+    let graded = |risk: &str, rule: &str, sql: &str| {
+        let found = text.split("\n\n").any(|block| {
+            block
+                .lines()
+                .any(|l| l.starts_with("-- [") && l.contains(&format!("] {risk} {rule}:")))
+                && block.contains(sql)
+        });
+        assert!(found, "no {risk} {rule} for {sql} in\n{text}");
+    };
+    graded(
+        "very-high",
+        "rewrite-type-change",
+        "ALTER TABLE public.big ALTER COLUMN code TYPE bigint",
+    );
+    graded(
+        "medium",
+        "rewrite-type-change",
+        "ALTER TABLE public.small ALTER COLUMN code TYPE bigint",
+    );
+    graded("very-high", "drop-table", "DROP TABLE public.gone");
+    graded("very-high", "drop-column", "DROP COLUMN old_col");
+    graded("low", "add-column", "ADD COLUMN extra text");
+    graded(
+        "low",
+        "enum-add-value",
+        "ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'happy' AFTER 'ok'",
+    );
+    graded(
+        "high",
+        "create-index",
+        "CREATE INDEX CONCURRENTLY big_name_trgm",
+    );
+    graded(
+        "medium",
+        "add-foreign-key-not-valid",
+        "FOREIGN KEY (parent_id) REFERENCES public.parent(id) NOT VALID",
+    );
+    graded(
+        "low",
+        "validate-constraint",
+        "VALIDATE CONSTRAINT child_parent_fk",
+    );
+    graded(
+        "high",
+        "set-not-null-validate",
+        "VALIDATE CONSTRAINT note_etl_not_null",
+    );
+    assert!(
+        text.contains("-- FAILS: public.big.note holds 50 NULLs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ACCESS EXCLUSIVE on public.big (blocks reads and writes)"),
+        "{text}"
+    );
+    assert!(text.contains("public.big: ~50,000 rows"), "{text}");
+    // Dependency order: the view over small.code is dropped before the
+    // type change and made again after; the table before its foreign key.
+    let order = statements(&text);
+    let at = |needle: &str| {
+        order
+            .iter()
+            .position(|s| s.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in the plan"))
+    };
+    assert!(at("DROP VIEW public.v_small") < at("ALTER TABLE public.small ALTER COLUMN code TYPE"));
+    assert!(
+        at("ALTER TABLE public.small ALTER COLUMN code TYPE") < at("CREATE VIEW public.v_small")
+    );
+    assert!(at("CREATE SCHEMA sales") < at("CREATE TABLE sales.orders"));
+    assert!(at("CREATE DOMAIN public.positive") < at("CREATE TABLE sales.orders"));
+    assert!(at("CREATE TABLE sales.orders") < at("orders_parent_id_fkey"));
+    let json = db.etl(&["schema", "plan", "--json", &db.src, &db.dst]);
+    let steps: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan --json is JSON");
+    let rules: Vec<&str> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"drop-column") && rules.contains(&"create-table"),
+        "{rules:?}"
+    );
+
+    // A statement that would fail: refused, nothing applied.
+    let refused = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ]);
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert!(
+        refused.stderr.contains("would fail on the data"),
+        "{refused:?}"
+    );
+    psql(&db.dst, "UPDATE big SET note = '' WHERE note IS NULL");
+    // A drop above --max-risk low: refused, nothing applied.
+    let low = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "low",
+        "--yes",
+    ]);
+    assert_eq!(low.code, 4, "{low:?}");
+    assert!(low.stderr.contains("very-high drop-table"), "{low:?}");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM gone"), "5");
+    assert!(
+        history(&db, "migrate").is_empty(),
+        "nothing ran, so no history"
+    );
+
+    let planned = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
+    let applied = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(applied.stderr.contains("now matches"), "{applied:?}");
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+    // The history holds exactly what ran, in order; the rollback undoes it.
+    let files = history(&db, "migrate");
+    assert_eq!(files.len(), 1);
+    let ran = statements(&std::fs::read_to_string(&files[0]).unwrap());
+    assert_eq!(ran, planned);
+    let rollback = std::fs::read_to_string(&history(&db, "rollback")[0]).unwrap();
+    assert!(rollback.contains("DROP SCHEMA sales;"), "{rollback}");
+    assert!(rollback.contains("no statement undoes it"), "{rollback}");
+    assert!(history(&db, "skip").is_empty());
+}
+
+#[test]
+fn a_blocked_statement_is_skipped_naming_the_session_then_applied_in_a_later_pass() {
+    let db = TestDb::new("schema_busy");
+    for url in [&db.src, &db.dst] {
+        psql(
+            url,
+            "CREATE TABLE busy (id int PRIMARY KEY); INSERT INTO busy VALUES (1)",
+        );
+    }
+    psql(
+        &db.src,
+        "ALTER TABLE busy ADD COLUMN added text; CREATE TABLE other (id int)",
+    );
+    let holder = hold_lock(&db.dst, "etl-test-holder", "busy", "ACCESS SHARE");
+    let pid = psql(
+        &db.dst,
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'etl-test-holder'",
+    );
+    let args = [
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--yes",
+        "--lock-timeout",
+        "0.2",
+        "--retries",
+        "2",
+    ];
+    let blocked = db.etl(&[&args[..], &["--passes", "1"][..]].concat());
+    assert_eq!(blocked.code, 5, "{blocked:?}");
+    assert!(
+        blocked
+            .stderr
+            .contains(&format!("pid {pid} (etl-test-holder, idle in transaction")),
+        "{blocked:?}"
+    );
+    // The statement that was not in the way ran.
+    assert_eq!(
+        psql(&db.dst, "SELECT to_regclass('other') IS NOT NULL"),
+        "t"
+    );
+    let skip = std::fs::read_to_string(&history(&db, "skip")[0]).unwrap();
+    assert!(
+        skip.contains("ALTER TABLE public.busy ADD COLUMN added text;"),
+        "{skip}"
+    );
+    assert!(skip.contains(&format!("pid {pid}")), "{skip}");
+
+    // Again, the session ending while etl waits between passes.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let mut holder = holder;
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+    });
+    let done = db.etl(&[&args[..], &["--passes", "5", "--pass-delay", "1"][..]].concat());
+    release.join().unwrap();
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(done.stderr.contains("Skipped for now"), "{done:?}");
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+}
+
+#[test]
+fn a_killed_apply_resumes_and_runs_nothing_twice() {
+    let db = TestDb::new("schema_kill");
+    build(&db, 2_000);
+    psql(&db.dst, "UPDATE big SET note = '' WHERE note IS NULL");
+    let planned = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
+    // Killed right after the 18th statement: in the middle of a SET NOT
+    // NULL's steps (its helper CHECK added, not yet validated).
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &[
+            "schema",
+            "apply",
+            &db.src,
+            &db.dst,
+            "--max-risk",
+            "very-high",
+            "--yes",
+        ],
+        &[("ETL_TEST_PAUSE_AT", "schema-apply:18")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = statements(&std::fs::read_to_string(&history(&db, "migrate")[0]).unwrap());
+    assert_eq!(first.len(), 18);
+    assert_eq!(first[..], planned[..18]);
+
+    // What is left: the rest of the plan, made from the target as it is
+    // now (the foreign key of the table created before the kill is now
+    // added NOT VALID and validated, the table existing).
+    let left = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
+    assert!(left.iter().all(|s| !first.contains(s)), "{left:?}");
+    assert!(
+        left.contains(&"ALTER TABLE public.big VALIDATE CONSTRAINT note_etl_not_null".to_string())
+    );
+    assert!(
+        !left
+            .iter()
+            .any(|s| s.contains("ADD CONSTRAINT note_etl_not_null")),
+        "{left:?}"
+    );
+    let resumed = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+    let files = history(&db, "migrate");
+    assert_eq!(files.len(), 2);
+    let second = statements(&std::fs::read_to_string(&files[1]).unwrap());
+    assert_eq!(second, left);
+    let mut count: BTreeMap<&String, usize> = BTreeMap::new();
+    for s in first.iter().chain(&second) {
+        *count.entry(s).or_default() += 1;
+    }
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+}
