@@ -25,6 +25,7 @@ macro_rules! out_raw {
 }
 
 mod cutoff;
+mod db;
 mod finish;
 mod migration;
 mod plan;
@@ -181,6 +182,12 @@ pub enum Command {
         #[command(subcommand)]
         action: schema::SchemaAction,
     },
+    /// A database's sessions and locks; ending idle transactions; fixing
+    /// sequences behind their column.
+    Db {
+        #[command(subcommand)]
+        action: db::DbAction,
+    },
     /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
     /// IPC on stdout); started by `etl run` for `readers` > 1.
     #[command(hide = true)]
@@ -296,6 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             CutoffAction::Clear { pipeline } => cutoff::clear(&pipeline),
         },
         Command::Schema { action } => schema::schema(action),
+        Command::Db { action } => db::db(action),
         Command::OdbcRead => {
             crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)

@@ -3,6 +3,8 @@
 //! is shown (never with its password), and the session settings etl
 //! relies on.
 
+pub mod sequences;
+pub mod sessions;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -401,3 +401,104 @@ fn a_killed_apply_resumes_and_runs_nothing_twice() {
     assert!(twice.is_empty(), "ran twice: {twice:?}");
     assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
 }
+
+#[test]
+fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
+    let db = TestDb::new("schema_db");
+    psql(
+        &db.dst,
+        "CREATE TABLE held (id serial PRIMARY KEY); INSERT INTO held (id) VALUES (5), (9)",
+    );
+    let mut idle = hold_lock(&db.dst, "test-idle", "held", "ACCESS SHARE");
+    let mut own = hold_lock(&db.dst, "etl worker", "held", "ACCESS SHARE");
+    let pid = |app: &str| {
+        psql(
+            &db.dst,
+            &format!("SELECT pid FROM pg_stat_activity WHERE application_name = '{app}'"),
+        )
+    };
+    let (idle_pid, own_pid) = (pid("test-idle"), pid("etl worker"));
+
+    let listed = db.etl(&["db", "sessions", &db.dst, "--locks"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed.stdout.contains(&idle_pid) && listed.stdout.contains("idle in transaction"),
+        "{listed:?}"
+    );
+    assert!(
+        listed.stdout.contains("AccessShareLock on held"),
+        "{listed:?}"
+    );
+    let json = db.etl(&["db", "sessions", &db.dst, "--json"]);
+    let sessions: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert!(sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["application"] == "test-idle"));
+
+    let dry = db.etl(&[
+        "db",
+        "kill",
+        &db.dst,
+        "--idle-in-transaction",
+        "--older-than",
+        "0s",
+        "--dry-run",
+    ]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("pid {idle_pid} "))),
+        "{dry:?}"
+    );
+    assert!(
+        dry.stdout.contains(&format!("spared: pid {own_pid} ")),
+        "{dry:?}"
+    );
+    assert_eq!(pid("test-idle"), idle_pid, "--dry-run ends nothing");
+    let asked = db.etl(&[
+        "db",
+        "kill",
+        &db.dst,
+        "--idle-in-transaction",
+        "--older-than",
+        "0s",
+    ]);
+    assert_eq!(asked.code, 2, "not a terminal, no --yes: {asked:?}");
+    assert!(asked.stderr.contains("confirm with --yes"), "{asked:?}");
+    let killed = db.etl(&[
+        "db",
+        "kill",
+        &db.dst,
+        "--idle-in-transaction",
+        "--older-than",
+        "0s",
+        "--yes",
+    ]);
+    assert_eq!(killed.code, 0, "{killed:?}");
+    assert!(
+        killed
+            .stdout
+            .contains(&format!("pid {idle_pid}: terminated")),
+        "{killed:?}"
+    );
+    assert_eq!(pid("test-idle"), "");
+    assert_eq!(pid("etl worker"), own_pid, "etl's own session is spared");
+    let _ = (idle.kill(), own.kill(), idle.wait(), own.wait());
+
+    let dry = db.etl(&["db", "fix-sequences", &db.dst, "--dry-run"]);
+    assert!(
+        dry.stdout
+            .contains("public.held_id_seq is at its start but public.held.id holds 9"),
+        "{dry:?}"
+    );
+    assert_eq!(psql(&db.dst, "SELECT last_value FROM held_id_seq"), "1");
+    let fixed = db.etl(&["db", "fix-sequences", &db.dst]);
+    assert_eq!(fixed.code, 0, "{fixed:?}");
+    assert_eq!(
+        psql(&db.dst, "INSERT INTO held DEFAULT VALUES RETURNING id"),
+        "10"
+    );
+}

@@ -492,43 +492,13 @@ impl Migration {
                 .push((t.source.clone(), on_source == on_target));
         }
         // A sequence owned by a column must be at or past the column's MAX.
-        let owned = client
-            .query(
-                "SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname), \
-                 pg_sequence_last_value(s.oid) \
-                 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-                 JOIN pg_namespace sn ON sn.oid = s.relnamespace \
-                 JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace \
-                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
-                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
-                 AND d.deptype IN ('a', 'i') AND sn.nspname <> 'etl' ORDER BY 1",
-                &[],
-            )
+        let loaded: HashSet<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
+        let behind = crate::pg::sequences::behind(client, |t| loaded.contains(t))
             .await
             .map_err(EtlError::pg("reading the target's sequences"))?;
-        let loaded: HashSet<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
-        for r in owned {
-            let (seq, table, column, last): (String, String, String, Option<i64>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            if !loaded.contains(&table) {
-                continue;
-            }
-            let max: Option<i64> = client
-                .query_one(&format!("SELECT max({column})::int8 FROM {table}"), &[])
-                .await
-                .map_err(EtlError::pg(format!(
-                    "reading the largest {column} of {table}"
-                )))?
-                .get(0);
-            if let Some(max) = max {
-                if last.is_none_or(|l| l < max) {
-                    checks.sequences_behind.push(format!(
-                        "{seq} is at {} but {table}.{column} holds {max}",
-                        last.map_or("its start".to_string(), |l| l.to_string())
-                    ));
-                }
-            }
-        }
+        checks
+            .sequences_behind
+            .extend(behind.iter().map(ToString::to_string));
         Ok(())
     }
 }
