@@ -11,6 +11,7 @@ use super::Outcome;
 use crate::schema::catalog::{self, Catalog};
 use crate::schema::diff::{self, Difference};
 use crate::schema::plan::{self, Plan};
+use crate::schema::rename::Rename;
 use crate::schema::targets::{self, Target};
 use crate::schema::{apply, Risk, SchemaError};
 
@@ -24,6 +25,11 @@ pub struct Pair {
     /// else etl-targets.toml in the working directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// TO's OLD is FROM's NEW, renamed (repeatable): a table
+    /// (public.orders=public.purchases) or a column
+    /// (public.orders.amount=total); otherwise a rename is a drop and an add.
+    #[arg(long, value_name = "OLD=NEW")]
+    pub rename: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +167,7 @@ struct Compared {
     wanted: Catalog,
     have: Catalog,
     diffs: Vec<Difference>,
+    renames: Vec<Rename>,
     client: tokio_postgres::Client,
 }
 
@@ -170,14 +177,32 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
     let source = from.endpoint.connect("etl schema").await?;
     let client = to.endpoint.connect("etl schema").await?;
     let wanted = catalog::read(&source).await?;
-    let have = catalog::read(&client).await?;
-    let diffs = diff::diff(&wanted, &have);
+    let mut have = catalog::read(&client).await?;
+    let mut renames = Vec::new();
+    for text in &pair.rename {
+        let r = Rename::parse(text, &have)?;
+        r.rewrite(&mut have);
+        renames.push(r);
+    }
+    let mut diffs = diff::diff(&wanted, &have);
+    for r in &renames {
+        let (key, detail) = r.shown();
+        match diffs.iter_mut().find(|d| d.key == key) {
+            Some(d) => d.detail.insert(0, detail),
+            None => diffs.push(Difference {
+                key,
+                change: diff::Change::Changed,
+                detail: vec![detail],
+            }),
+        }
+    }
     Ok(Compared {
         from,
         to,
         wanted,
         have,
         diffs,
+        renames,
         client,
     })
 }
@@ -224,7 +249,7 @@ fn options(g: &Grading) -> plan::Options {
 
 async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), SchemaError> {
     let c = compare(pair).await?;
-    let mut plan = Plan::build(&c.wanted, &c.have, &c.diffs, options(grading));
+    let mut plan = Plan::build(&c.wanted, &c.have, &c.diffs, &c.renames, options(grading));
     plan.check(&c.client).await?;
     Ok((c, plan))
 }

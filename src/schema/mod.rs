@@ -22,6 +22,7 @@ pub mod apply;
 pub mod catalog;
 pub mod diff;
 pub mod plan;
+pub mod rename;
 pub mod targets;
 
 use std::fmt;

@@ -502,3 +502,76 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
         "10"
     );
 }
+
+#[test]
+fn a_rename_given_with_rename_is_one_statement_not_a_drop_and_an_add() {
+    let db = TestDb::new("schema_rename");
+    psql(
+        &db.dst,
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int CONSTRAINT amount_positive CHECK (amount > 0)); \
+         CREATE INDEX orders_amount ON orders (amount); INSERT INTO orders VALUES (1, 5); \
+         CREATE TABLE lines (id int, order_id int CONSTRAINT lines_order_fk REFERENCES orders (id))",
+    );
+    psql(
+        &db.src,
+        "CREATE TABLE purchases (id int CONSTRAINT orders_pkey PRIMARY KEY, total int CONSTRAINT amount_positive CHECK (total > 0)); \
+         CREATE INDEX orders_amount ON purchases (total); \
+         CREATE TABLE lines (id int, order_id int CONSTRAINT lines_order_fk REFERENCES purchases (id))",
+    );
+    let plain = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert!(plain.stdout.contains("- table public.orders"), "{plain:?}");
+    let renames = [
+        "--rename",
+        "public.orders=purchases",
+        "--rename",
+        "public.purchases.amount=total",
+    ];
+    let diff = db.etl(&[&["schema", "diff", &db.src, &db.dst][..], &renames[..]].concat());
+    assert_eq!(
+        diff.stdout
+            .lines()
+            .filter(|l| l.starts_with(['+', '-', '~']))
+            .collect::<Vec<_>>(),
+        [
+            "~ table public.purchases: renamed from public.orders",
+            "~ column public.purchases.total: renamed from amount"
+        ],
+        "{diff:?}"
+    );
+    let plan = db.etl(&[&["schema", "plan", &db.src, &db.dst][..], &renames[..]].concat());
+    assert_eq!(
+        statements(&plan.stdout),
+        [
+            "ALTER TABLE public.orders RENAME TO purchases",
+            "ALTER TABLE public.purchases RENAME COLUMN amount TO total"
+        ]
+    );
+    assert!(plan.stdout.contains("medium rename-table"), "{plan:?}");
+    let bad = db.etl(&[
+        "schema",
+        "diff",
+        &db.src,
+        &db.dst,
+        "--rename",
+        "public.nope=x",
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("the target has no table public.nope"),
+        "{bad:?}"
+    );
+    let applied = db.etl(
+        &[
+            &["schema", "apply", &db.src, &db.dst, "--yes"][..],
+            &renames[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert_eq!(
+        psql(&db.dst, "SELECT total FROM purchases"),
+        "5",
+        "the rows stay"
+    );
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+}

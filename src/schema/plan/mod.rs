@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 
 use super::catalog::Catalog;
 use super::diff::{Change, Difference};
+use super::rename::Rename;
 use super::{Key, Kind, Risk, SchemaError};
 
 /// The lock a statement takes on its table.
@@ -122,8 +123,16 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn build(from: &Catalog, to: &Catalog, diffs: &[Difference], options: Options) -> Plan {
-        let steps = rules::Rules::new(from, to, diffs, options).steps();
+    /// `to` is TO's catalog with `renames` already applied to it
+    /// ([`Rename::rewrite`]); the renames run first.
+    pub fn build(
+        from: &Catalog,
+        to: &Catalog,
+        diffs: &[Difference],
+        renames: &[Rename],
+        options: Options,
+    ) -> Plan {
+        let steps = rules::Rules::new(from, to, diffs, renames, options).steps();
         Plan {
             steps: order(steps, from, to),
         }
@@ -311,16 +320,24 @@ fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {
             }
         }
     }
-    // Kahn's algorithm; among the ready, drops first, then by kind and
-    // the order made.
+    // Kahn's algorithm; among the ready, renames first (the other
+    // statements name the objects by their new names), then drops, then by
+    // kind and the order made.
     let mut indegree = vec![0usize; n];
     for e in &edges {
         for &j in e {
             indegree[j] += 1;
         }
     }
-    let rank = |i: usize| (!steps[i].drop_phase, steps[i].key.kind, i);
-    let mut ready: BTreeSet<(bool, Kind, usize)> =
+    let rank = |i: usize| {
+        let phase = match (steps[i].rule, steps[i].drop_phase) {
+            ("rename-table" | "rename-column", _) => 0u8,
+            (_, true) => 1,
+            (_, false) => 2,
+        };
+        (phase, steps[i].key.kind, i)
+    };
+    let mut ready: BTreeSet<(u8, Kind, usize)> =
         (0..n).filter(|&i| indegree[i] == 0).map(rank).collect();
     let mut done = Vec::with_capacity(n);
     let mut placed = vec![false; n];

@@ -5,6 +5,7 @@ use super::super::catalog::{
     split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View,
 };
 use super::super::diff::{not_null_helper, Change, Difference};
+use super::super::rename::Rename;
 use super::super::{Key, Kind, Risk};
 use super::{Lock, Options, Step};
 
@@ -26,6 +27,7 @@ pub(super) struct Rules<'a> {
     from: &'a Catalog,
     to: &'a Catalog,
     diffs: &'a [Difference],
+    renames: &'a [Rename],
     options: Options,
     out: Vec<Step>,
     /// Views (on TO) over a table whose column changes type: PostgreSQL
@@ -39,6 +41,7 @@ impl<'a> Rules<'a> {
         from: &'a Catalog,
         to: &'a Catalog,
         diffs: &'a [Difference],
+        renames: &'a [Rename],
         options: Options,
     ) -> Self {
         let changed: Vec<String> = diffs
@@ -55,6 +58,7 @@ impl<'a> Rules<'a> {
             from,
             to,
             diffs,
+            renames,
             options,
             out: Vec::new(),
             views_in_the_way: views_over(to, changed),
@@ -62,6 +66,23 @@ impl<'a> Rules<'a> {
     }
 
     pub fn steps(mut self) -> Vec<Step> {
+        for r in self.renames {
+            let (key, _) = r.shown();
+            let d = Difference {
+                key,
+                change: Change::Changed,
+                detail: vec![],
+            };
+            let (rule, table) = match r {
+                Rename::Table { new, .. } => ("rename-table", new.clone()),
+                Rename::Column { table, .. } => ("rename-column", table.clone()),
+            };
+            let s = self.push(&d, r.sql(), rule, Risk::Medium);
+            s.reasons
+                .push("--rename: queries and code using the old name fail after it".into());
+            s.rollback = Some(r.undo());
+            self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
+        }
         for d in self.diffs {
             match d.key.kind {
                 Kind::Schema => self.schema(d),
