@@ -30,6 +30,21 @@ pub struct Pair {
     /// (public.orders.amount=total); otherwise a rename is a drop and an add.
     #[arg(long, value_name = "OLD=NEW")]
     pub rename: Vec<String>,
+    /// Also compare GRANTs (schemas, tables, views, sequences, functions).
+    #[arg(long)]
+    pub grants: bool,
+    /// Also compare row-level security and its policies.
+    #[arg(long)]
+    pub policies: bool,
+}
+
+impl Pair {
+    fn read(&self) -> catalog::Read {
+        catalog::Read {
+            grants: self.grants,
+            policies: self.policies,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +183,7 @@ struct Compared {
     have: Catalog,
     diffs: Vec<Difference>,
     renames: Vec<Rename>,
+    read: catalog::Read,
     client: tokio_postgres::Client,
 }
 
@@ -176,8 +192,8 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
     let to = targets::resolve(&pair.to, pair.config.as_deref())?;
     let source = from.endpoint.connect("etl schema").await?;
     let client = to.endpoint.connect("etl schema").await?;
-    let wanted = catalog::read(&source).await?;
-    let mut have = catalog::read(&client).await?;
+    let wanted = catalog::read(&source, pair.read()).await?;
+    let mut have = catalog::read(&client, pair.read()).await?;
     let mut renames = Vec::new();
     for text in &pair.rename {
         let r = Rename::parse(text, &have)?;
@@ -203,6 +219,7 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
         have,
         diffs,
         renames,
+        read: pair.read(),
         client,
     })
 }
@@ -410,7 +427,7 @@ fn apply(
     }
     // The result must match, and no index may be left INVALID.
     let (left, invalid) = crate::run::block_on(async {
-        let have = catalog::read(&c.client).await?;
+        let have = catalog::read(&c.client, c.read).await?;
         let invalid: Vec<String> = have
             .indexes
             .values()

@@ -167,6 +167,18 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
         if a.unlogged != b.unlogged {
             d.push(format!("unlogged {} -> {}", b.unlogged, a.unlogged));
         }
+        if a.row_security != b.row_security {
+            let show = |r: Option<bool>| match r {
+                None => "off",
+                Some(false) => "on",
+                Some(true) => "on, forced",
+            };
+            d.push(format!(
+                "row level security {} -> {}",
+                show(b.row_security),
+                show(a.row_security)
+            ));
+        }
         d
     });
     for (name, want) in &from.tables {
@@ -256,6 +268,26 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
     );
     compare(
         &mut out,
+        Kind::Policy,
+        &from.policies,
+        &to.policies,
+        |a, b| match a != b {
+            true => vec!["definition".to_string()],
+            false => vec![],
+        },
+    );
+    compare(
+        &mut out,
+        Kind::Grant,
+        &from.grants,
+        &to.grants,
+        |a, b| match a != b {
+            true => vec![format!("{b} -> {a}")],
+            false => vec![],
+        },
+    );
+    compare(
+        &mut out,
         Kind::Comment,
         &from.comments,
         &to.comments,
@@ -272,7 +304,9 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
         .collect();
     out.retain(|d| {
         let table = match d.key.kind {
-            Kind::Trigger => Some(super::catalog::split_member(&d.key.name).0.to_string()),
+            Kind::Trigger | Kind::Policy => {
+                Some(super::catalog::split_member(&d.key.name).0.to_string())
+            }
             Kind::Index => to.indexes.get(&d.key.name).map(|i| i.table.clone()),
             _ => None,
         };

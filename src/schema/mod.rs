@@ -43,6 +43,8 @@ pub enum Kind {
     Index,
     View,
     Trigger,
+    Policy,
+    Grant,
     Comment,
 }
 
@@ -60,6 +62,8 @@ impl fmt::Display for Kind {
             Kind::Index => "index",
             Kind::View => "view",
             Kind::Trigger => "trigger",
+            Kind::Policy => "policy",
+            Kind::Grant => "grant",
             Kind::Comment => "comment",
         };
         f.write_str(s)

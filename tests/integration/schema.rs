@@ -68,7 +68,7 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
     let db = TestDb::new("schema_all");
     build(&db, 50_000);
 
-    let diff = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    let diff = db.etl(&["schema", "diff", &db.src, &db.dst, "--grants", "--policies"]);
     assert_eq!(diff.code, 1, "{diff:?}");
     for line in [
         "+ schema sales",
@@ -97,6 +97,17 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "~ view public.v_small: definition",
         "+ trigger public.child.child_touch",
         "+ comment TABLE public.big",
+        "~ type public.pair:",
+        "~ type public.short_code:",
+        "~ sequence public.ticket_no: increment 1 -> 5",
+        "~ column public.bookings.id: identity BY DEFAULT -> identity ALWAYS",
+        "+ constraint public.bookings.bookings_no_overlap",
+        "~ trigger public.small.small_stamp:",
+        "~ table public.child: row level security off -> on",
+        "+ policy public.child.child_read",
+        "~ policy public.parent.parent_read: definition",
+        "+ grant SCHEMA sales TO app_reader",
+        "~ grant TABLE public.small TO app_reader: SELECT -> INSERT, SELECT",
     ] {
         assert!(
             diff.stdout.lines().any(|l| l.starts_with(line)),
@@ -104,7 +115,15 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
             diff.stdout
         );
     }
-    let json = db.etl(&["schema", "diff", "--json", &db.src, &db.dst]);
+    let json = db.etl(&[
+        "schema",
+        "diff",
+        "--json",
+        &db.src,
+        &db.dst,
+        "--grants",
+        "--policies",
+    ]);
     let parsed: serde_json::Value =
         serde_json::from_str(&json.stdout).expect("diff --json is JSON");
     assert_eq!(parsed["equal"], false);
@@ -121,6 +140,8 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "plan",
         &db.src,
         &db.dst,
+        "--grants",
+        "--policies",
         "--large-rows",
         "20000",
         "-o",
@@ -175,6 +196,51 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "set-not-null-validate",
         "VALIDATE CONSTRAINT note_etl_not_null",
     );
+    graded(
+        "medium",
+        "add-exclusion",
+        "EXCLUDE USING gist (room WITH =, during WITH &&)",
+    );
+    graded(
+        "low",
+        "alter-sequence",
+        "ALTER SEQUENCE public.ticket_no AS bigint INCREMENT BY 5",
+    );
+    graded(
+        "low",
+        "add-attribute",
+        "ALTER TYPE public.pair ADD ATTRIBUTE c integer",
+    );
+    graded(
+        "medium",
+        "domain-add-check",
+        "ALTER DOMAIN public.short_code ADD CONSTRAINT short_code_upper",
+    );
+    graded(
+        "medium",
+        "set-identity",
+        "ALTER TABLE public.bookings ALTER COLUMN id SET GENERATED ALWAYS",
+    );
+    graded(
+        "low",
+        "replace-trigger",
+        "CREATE OR REPLACE TRIGGER small_stamp BEFORE INSERT OR UPDATE",
+    );
+    graded(
+        "high",
+        "row-security",
+        "ALTER TABLE public.child ENABLE ROW LEVEL SECURITY",
+    );
+    graded(
+        "medium",
+        "create-policy",
+        "CREATE POLICY child_read ON public.child",
+    );
+    graded(
+        "low",
+        "grant",
+        "GRANT INSERT ON TABLE public.small TO app_reader",
+    );
     assert!(
         text.contains("-- FAILS: public.big.note holds 50 NULLs"),
         "{text}"
@@ -200,7 +266,17 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
     assert!(at("CREATE SCHEMA sales") < at("CREATE TABLE sales.orders"));
     assert!(at("CREATE DOMAIN public.positive") < at("CREATE TABLE sales.orders"));
     assert!(at("CREATE TABLE sales.orders") < at("orders_parent_id_fkey"));
-    let json = db.etl(&["schema", "plan", "--json", &db.src, &db.dst]);
+    assert!(at("CREATE POLICY child_read") < at("ENABLE ROW LEVEL SECURITY"));
+    assert!(at("CREATE SCHEMA sales") < at("GRANT USAGE ON SCHEMA sales"));
+    let json = db.etl(&[
+        "schema",
+        "plan",
+        "--json",
+        &db.src,
+        &db.dst,
+        "--grants",
+        "--policies",
+    ]);
     let steps: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan --json is JSON");
     let rules: Vec<&str> = steps
         .as_array()
@@ -219,6 +295,8 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "apply",
         &db.src,
         &db.dst,
+        "--grants",
+        "--policies",
         "--max-risk",
         "very-high",
         "--yes",
@@ -235,6 +313,8 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "apply",
         &db.src,
         &db.dst,
+        "--grants",
+        "--policies",
         "--max-risk",
         "low",
         "--yes",
@@ -247,19 +327,24 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "nothing ran, so no history"
     );
 
-    let planned = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
+    let planned = statements(
+        &db.etl(&["schema", "plan", &db.src, &db.dst, "--grants", "--policies"])
+            .stdout,
+    );
     let applied = db.etl(&[
         "schema",
         "apply",
         &db.src,
         &db.dst,
+        "--grants",
+        "--policies",
         "--max-risk",
         "very-high",
         "--yes",
     ]);
     assert_eq!(applied.code, 0, "{applied:?}");
     assert!(applied.stderr.contains("now matches"), "{applied:?}");
-    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst, "--grants", "--policies"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
     // The history holds exactly what ran, in order; the rollback undoes it.
@@ -341,9 +426,17 @@ fn a_killed_apply_resumes_and_runs_nothing_twice() {
     let db = TestDb::new("schema_kill");
     build(&db, 2_000);
     psql(&db.dst, "UPDATE big SET note = '' WHERE note IS NULL");
-    let planned = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
-    // Killed right after the 18th statement: in the middle of a SET NOT
-    // NULL's steps (its helper CHECK added, not yet validated).
+    let planned = statements(
+        &db.etl(&["schema", "plan", &db.src, &db.dst, "--grants", "--policies"])
+            .stdout,
+    );
+    // Killed right after the helper CHECK of a SET NOT NULL was added,
+    // before it was validated: in the middle of its steps.
+    let at = 1 + planned
+        .iter()
+        .position(|s| s.contains("ADD CONSTRAINT note_etl_not_null"))
+        .expect("the plan sets big.note NOT NULL");
+    let pause = format!("schema-apply:{at}");
     let (mut child, lines) = spawn_etl(
         &db,
         &[
@@ -351,23 +444,28 @@ fn a_killed_apply_resumes_and_runs_nothing_twice() {
             "apply",
             &db.src,
             &db.dst,
+            "--grants",
+            "--policies",
             "--max-risk",
             "very-high",
             "--yes",
         ],
-        &[("ETL_TEST_PAUSE_AT", "schema-apply:18")],
+        &[("ETL_TEST_PAUSE_AT", &pause)],
     );
     wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
     child.kill().unwrap();
     child.wait().unwrap();
     let first = statements(&std::fs::read_to_string(&history(&db, "migrate")[0]).unwrap());
-    assert_eq!(first.len(), 18);
-    assert_eq!(first[..], planned[..18]);
+    assert_eq!(first.len(), at);
+    assert_eq!(first[..], planned[..at]);
 
     // What is left: the rest of the plan, made from the target as it is
     // now (the foreign key of the table created before the kill is now
     // added NOT VALID and validated, the table existing).
-    let left = statements(&db.etl(&["schema", "plan", &db.src, &db.dst]).stdout);
+    let left = statements(
+        &db.etl(&["schema", "plan", &db.src, &db.dst, "--grants", "--policies"])
+            .stdout,
+    );
     assert!(left.iter().all(|s| !first.contains(s)), "{left:?}");
     assert!(
         left.contains(&"ALTER TABLE public.big VALIDATE CONSTRAINT note_etl_not_null".to_string())
@@ -383,12 +481,18 @@ fn a_killed_apply_resumes_and_runs_nothing_twice() {
         "apply",
         &db.src,
         &db.dst,
+        "--grants",
+        "--policies",
         "--max-risk",
         "very-high",
         "--yes",
     ]);
     assert_eq!(resumed.code, 0, "{resumed:?}");
-    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+    assert_eq!(
+        db.etl(&["schema", "diff", &db.src, &db.dst, "--grants", "--policies"])
+            .code,
+        0
+    );
     let files = history(&db, "migrate");
     assert_eq!(files.len(), 2);
     let second = statements(&std::fs::read_to_string(&files[1]).unwrap());

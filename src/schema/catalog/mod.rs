@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::Client;
 
+mod access;
+
 use super::{Key, Kind, SchemaError};
+use access::{grants, policies};
 
 /// Skips system schemas and etl's own; `$n` is a namespace oid column.
 const USER_NS: &str = "NOT IN (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema', 'etl', 'pg_toast') OR nspname LIKE 'pg\\_temp\\_%' OR nspname LIKE 'pg\\_toast\\_temp\\_%')";
@@ -71,6 +74,8 @@ pub struct Table {
     pub bytes: i64,
     /// Whether the table has a default partition (adding one scans it).
     pub has_default_partition: bool,
+    /// Row-level security: on (and whether FORCEd), read with policies.
+    pub row_security: Option<bool>,
 }
 
 impl Table {
@@ -149,6 +154,27 @@ pub struct Trigger {
     pub def: String,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub table: String,
+    pub permissive: bool,
+    /// ALL, SELECT, INSERT, UPDATE, DELETE.
+    pub command: String,
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub check: Option<String>,
+}
+
+/// What else to read besides the schema's objects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Read {
+    /// GRANTs on schemas, tables, views, sequences, functions.
+    pub grants: bool,
+    /// Row-level security: whether it is on per table, and the policies.
+    pub policies: bool,
+}
+
 /// A whole database's schema.
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -164,6 +190,12 @@ pub struct Catalog {
     pub triggers: BTreeMap<String, Trigger>,
     /// `COMMENT ON` target (`TABLE public.t`) -> text.
     pub comments: BTreeMap<String, String>,
+    /// `TABLE public.t TO role` -> the privileges granted beyond the
+    /// defaults, sorted (`INSERT, SELECT`); `FUNCTION public.f() FROM
+    /// PUBLIC` -> the defaults revoked.
+    pub grants: BTreeMap<String, String>,
+    /// `public.t.policy` -> the policy.
+    pub policies: BTreeMap<String, Policy>,
     /// The object each one needs (from `pg_depend`), by key.
     pub depends: BTreeMap<Key, Vec<Key>>,
 }
@@ -190,6 +222,8 @@ impl Catalog {
                 })
             }
             Kind::Comment => self.comments.contains_key(n),
+            Kind::Grant => self.grants.contains_key(n),
+            Kind::Policy => self.policies.contains_key(n),
         }
     }
 
@@ -197,7 +231,7 @@ impl Catalog {
     pub fn table_of(&self, key: &Key) -> Option<String> {
         match key.kind {
             Kind::Table => Some(key.name.clone()),
-            Kind::Column | Kind::Constraint | Kind::Trigger => {
+            Kind::Column | Kind::Constraint | Kind::Trigger | Kind::Policy => {
                 Some(split_member(&key.name).0.to_string())
             }
             Kind::Index => self.indexes.get(&key.name).map(|i| i.table.clone()),
@@ -235,7 +269,7 @@ where
 }
 
 /// Reads the schema of the database `client` is connected to.
-pub async fn read(client: &Client) -> Result<Catalog, SchemaError> {
+pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
     client
         .batch_execute("SET search_path = ''")
         .await
@@ -367,6 +401,7 @@ pub async fn read(client: &Client) -> Result<Catalog, SchemaError> {
                 rows: r.get(8),
                 bytes: r.get(9),
                 has_default_partition: r.get(11),
+                row_security: None,
                 columns: Vec::new(),
                 constraints: BTreeMap::new(),
             },
@@ -624,6 +659,13 @@ pub async fn read(client: &Client) -> Result<Catalog, SchemaError> {
             }
             c.comments.insert(target, text);
         }
+    }
+
+    if what.grants {
+        grants(client, &mut c).await?;
+    }
+    if what.policies {
+        policies(client, &mut c).await?;
     }
 
     // Dependencies between the objects above: a view on its tables, a

@@ -1,0 +1,271 @@
+//! The statements for each difference, in their safer forms, and their
+//! grades. Rule ids are stable: scripts and `--allow` refer to them.
+//! One file per family of objects; here the grading by lock, effect and
+//! table size that all share.
+
+mod keys;
+mod objects;
+mod tables;
+mod types;
+
+use objects::*;
+
+use super::super::rename::Rename;
+use super::super::{Key, Kind, Risk};
+use super::{Lock, Options, Step};
+use crate::schema::catalog::{
+    split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View,
+};
+use crate::schema::diff::{not_null_helper, Change, Difference};
+
+const GIB: i64 = 1 << 30;
+const SMALL_BYTES: i64 = 100 << 20;
+
+/// What a statement does to its table's data.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Effect {
+    /// Catalog only.
+    Brief,
+    /// Reads every row.
+    Scan,
+    /// Writes the table anew.
+    Rewrite,
+}
+
+pub(super) struct Rules<'a> {
+    from: &'a Catalog,
+    to: &'a Catalog,
+    diffs: &'a [Difference],
+    renames: &'a [Rename],
+    options: Options,
+    out: Vec<Step>,
+    /// Views (on TO) over a table whose column changes type: PostgreSQL
+    /// refuses the change while they exist, so they are dropped first and
+    /// made again after.
+    views_in_the_way: Vec<String>,
+}
+
+impl<'a> Rules<'a> {
+    pub fn new(
+        from: &'a Catalog,
+        to: &'a Catalog,
+        diffs: &'a [Difference],
+        renames: &'a [Rename],
+        options: Options,
+    ) -> Self {
+        let changed: Vec<String> = diffs
+            .iter()
+            .filter(|d| {
+                d.key.kind == Kind::Column
+                    && d.change == Change::Changed
+                    && d.detail.iter().any(|x| x.starts_with("type "))
+                    && !options.phased
+            })
+            .map(|d| split_member(&d.key.name).0.to_string())
+            .collect();
+        Rules {
+            from,
+            to,
+            diffs,
+            renames,
+            options,
+            out: Vec::new(),
+            views_in_the_way: views_over(to, changed),
+        }
+    }
+
+    pub fn steps(mut self) -> Vec<Step> {
+        for r in self.renames {
+            let (key, _) = r.shown();
+            let d = Difference {
+                key,
+                change: Change::Changed,
+                detail: vec![],
+            };
+            let (rule, table) = match r {
+                Rename::Table { new, .. } => ("rename-table", new.clone()),
+                Rename::Column { table, .. } => ("rename-column", table.clone()),
+            };
+            let s = self.push(&d, r.sql(), rule, Risk::Medium);
+            s.reasons
+                .push("--rename: queries and code using the old name fail after it".into());
+            s.rollback = Some(r.undo());
+            self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
+        }
+        for d in self.diffs {
+            match d.key.kind {
+                Kind::Schema => self.schema(d),
+                Kind::Extension => self.extension(d),
+                Kind::Type => self.ty(d),
+                Kind::Sequence => self.sequence(d),
+                Kind::Function => self.function(d),
+                Kind::Table => self.table(d),
+                Kind::Column => self.column(d),
+                Kind::Constraint => self.constraint(d),
+                Kind::Index => self.index(d),
+                Kind::View => self.view(d),
+                Kind::Trigger => self.trigger(d),
+                Kind::Policy => self.policy(d),
+                Kind::Grant => self.grant(d),
+                Kind::Comment => self.comment(d),
+            }
+        }
+        self.out
+    }
+
+    /// A new step; the caller fills in what differs from a brief,
+    /// lock-free, transactional statement.
+    pub(super) fn push(
+        &mut self,
+        d: &Difference,
+        sql: String,
+        rule: &'static str,
+        risk: Risk,
+    ) -> &mut Step {
+        self.out.push(Step {
+            n: 0,
+            key: d.key.clone(),
+            change: d.change,
+            sql,
+            rule,
+            risk,
+            reasons: Vec::new(),
+            lock: None,
+            tables: Vec::new(),
+            transactional: true,
+            fails: None,
+            rollback: None,
+            after: Vec::new(),
+            drop_phase: d.change == Change::Removed,
+            needs: Vec::new(),
+            check: None,
+        });
+        self.out.last_mut().expect("just pushed")
+    }
+
+    /// The size of a table on the target, and whether it is large or small.
+    pub(super) fn size(&self, table: &str) -> (i64, i64, Option<bool>) {
+        let Some(t) = self.to.tables.get(table) else {
+            return (0, 0, Some(false));
+        };
+        let large = t.rows >= self.options.large_rows || t.bytes >= GIB;
+        let small = t.rows < self.options.small_rows && t.bytes < SMALL_BYTES;
+        (
+            t.rows,
+            t.bytes,
+            if large {
+                Some(true)
+            } else if small {
+                Some(false)
+            } else {
+                None
+            },
+        )
+    }
+
+    /// Grades a statement on `table` by what it does there, and says why.
+    pub(super) fn on_table(&self, step: &mut Step, table: &str, lock: Lock, effect: Effect) {
+        let (rows, bytes, large) = self.size(table);
+        step.lock = Some(lock);
+        if !step.tables.iter().any(|t| t == table) {
+            step.tables.push(table.to_string());
+        }
+        let what = match effect {
+            Effect::Brief => "catalog only, no scan",
+            Effect::Scan => "scans the table",
+            Effect::Rewrite => "rewrites the table and its indexes",
+        };
+        let size = if self.to.tables.contains_key(table) {
+            format!(
+                "{table}: ~{} rows, {} on the target",
+                thousands(rows),
+                bytes_text(bytes)
+            )
+        } else {
+            format!("{table}: new, empty")
+        };
+        step.reasons.push(format!(
+            "{} on {table} ({}); {what}; {size}",
+            lock.name(),
+            lock.blocks()
+        ));
+        if effect != Effect::Brief {
+            match large {
+                Some(true) => {
+                    step.risk = step.risk.up();
+                    step.reasons.push(format!(
+                        "graded up: a large table (at least {} rows or 1 GiB)",
+                        thousands(self.options.large_rows)
+                    ));
+                }
+                Some(false) if step.risk > Risk::Low => {
+                    step.risk = step.risk.down();
+                    step.reasons.push(format!(
+                        "graded down: a small table (under {} rows and 100 MiB)",
+                        thousands(self.options.small_rows)
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn added_table(&self, table: &str) -> bool {
+        !self.to.tables.contains_key(table)
+    }
+
+    pub(super) fn on_table_last(&mut self, table: &str, lock: Lock, effect: Effect) {
+        let mut step = self.out.pop().expect("a step was pushed");
+        self.on_table(&mut step, table, lock, effect);
+        self.out.push(step);
+    }
+}
+
+pub(super) fn views_over(catalog: &Catalog, mut on: Vec<String>) -> Vec<String> {
+    let mut views: Vec<String> = Vec::new();
+    while let Some(t) = on.pop() {
+        for (name, deps) in &catalog.depends {
+            if name.kind == Kind::View
+                && deps.iter().any(|k| k.name == t)
+                && !views.contains(&name.name)
+            {
+                views.push(name.name.clone());
+                on.push(name.name.clone());
+            }
+        }
+    }
+    views
+}
+pub(super) fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && ch != '-' {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+pub(super) fn bytes_text(b: i64) -> String {
+    let b = b as f64;
+    if b >= GIB as f64 {
+        format!("{:.1} GiB", b / GIB as f64)
+    } else if b >= (1 << 20) as f64 {
+        format!("{:.1} MiB", b / (1 << 20) as f64)
+    } else {
+        format!("{:.0} kB", b / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn numbers_read_with_separators() {
+        assert_eq!(thousands(100_000_000), "100,000,000");
+        assert_eq!(thousands(10), "10");
+    }
+}

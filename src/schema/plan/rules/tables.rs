@@ -1,0 +1,675 @@
+//! Tables, partitions, columns: a type change, SET NOT NULL through a
+//! validated CHECK, `--phased` expand / backfill / contract.
+use super::*;
+
+impl Rules<'_> {
+    pub(super) fn table(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added => {
+                let t = self.from.tables[&n].clone();
+                let (sql, needs) = create_table(&t);
+                let partition = t.partition_of.clone();
+                let rule = if partition.is_some() {
+                    "create-partition"
+                } else {
+                    "create-table"
+                };
+                let s = self.push(d, sql, rule, Risk::Low);
+                s.rollback = Some(format!("DROP TABLE {n}"));
+                s.needs = needs;
+                match partition {
+                    Some((parent, bound)) => {
+                        s.risk = Risk::Medium;
+                        let scans_default = self
+                            .to
+                            .tables
+                            .get(&parent)
+                            .is_some_and(|p| p.has_default_partition)
+                            && bound != "DEFAULT";
+                        self.on_table_last(
+                            &parent,
+                            Lock::AccessExclusive,
+                            if scans_default {
+                                Effect::Scan
+                            } else {
+                                Effect::Brief
+                            },
+                        );
+                        if scans_default {
+                            let s = self.out.last_mut().expect("pushed");
+                            s.reasons.push(format!(
+                                "{parent} has a default partition: it is scanned for rows of the new bound"
+                            ));
+                        }
+                    }
+                    None => s.reasons.push("a new table".into()),
+                }
+                // Foreign keys of the new table: after the tables they name.
+                for c in t.constraints.values().filter(|c| c.kind == 'f') {
+                    let key = Key::new(Kind::Constraint, &format!("{n}.{}", c.name));
+                    let dd = Difference {
+                        key,
+                        change: Change::Added,
+                        detail: vec![],
+                    };
+                    let sql = format!("ALTER TABLE {n} ADD CONSTRAINT {} {}", c.name, c.def);
+                    let refs = c.references.clone();
+                    let s = self.push(&dd, sql, "add-foreign-key-new-table", Risk::Low);
+                    s.rollback = Some(format!("ALTER TABLE {n} DROP CONSTRAINT {}", c.name));
+                    s.reasons
+                        .push("the new table is empty: nothing to validate".into());
+                    s.tables.push(n.clone());
+                    if let Some((r, _)) = refs {
+                        s.needs.push(Key::new(Kind::Table, &r));
+                        if r != n {
+                            self.on_table_last(&r, Lock::ShareRowExclusive, Effect::Brief);
+                        }
+                    }
+                }
+            }
+            Change::Removed => {
+                let t = &self.to.tables[&n];
+                let parent = t.partition_of.clone();
+                let s = self.push(d, format!("DROP TABLE {n}"), "drop-table", Risk::VeryHigh);
+                s.reasons.push(format!(
+                    "drops the table and its ~{} rows ({})",
+                    thousands(t.rows),
+                    bytes_text(t.bytes)
+                ));
+                self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+                if let Some((p, _)) = parent {
+                    self.on_table_last(&p, Lock::AccessExclusive, Effect::Brief);
+                }
+            }
+            Change::Changed => {
+                let (want, have) = (self.from.tables[&n].clone(), self.to.tables[&n].clone());
+                if want.unlogged != have.unlogged {
+                    let sql = format!(
+                        "ALTER TABLE {n} SET {}",
+                        if want.unlogged { "UNLOGGED" } else { "LOGGED" }
+                    );
+                    self.push(d, sql, "set-logged", Risk::High);
+                    self.on_table_last(&n, Lock::AccessExclusive, Effect::Rewrite);
+                }
+                if want.inherits != have.inherits {
+                    for p in have.inherits.iter().filter(|p| !want.inherits.contains(p)) {
+                        self.push(
+                            d,
+                            format!("ALTER TABLE {n} NO INHERIT {p}"),
+                            "no-inherit",
+                            Risk::Medium,
+                        );
+                        self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+                    }
+                    for p in want.inherits.iter().filter(|p| !have.inherits.contains(p)) {
+                        self.push(
+                            d,
+                            format!("ALTER TABLE {n} INHERIT {p}"),
+                            "inherit",
+                            Risk::Medium,
+                        );
+                        self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+                    }
+                }
+                if want.partition_of != have.partition_of {
+                    if let Some((p, _)) = &have.partition_of {
+                        let sql = format!("ALTER TABLE {p} DETACH PARTITION {n}");
+                        self.push(d, sql, "detach-partition", Risk::High);
+                        self.on_table_last(p, Lock::AccessExclusive, Effect::Brief);
+                    }
+                    if let Some((p, bound)) = &want.partition_of {
+                        let sql = format!("ALTER TABLE {p} ATTACH PARTITION {n} {bound}");
+                        let s = self.push(d, sql, "attach-partition", Risk::High);
+                        s.reasons.push(format!("SHARE UPDATE EXCLUSIVE on {p}"));
+                        self.on_table_last(&n, Lock::AccessExclusive, Effect::Scan);
+                    }
+                }
+                if want.row_security != have.row_security {
+                    let mut sql = Vec::new();
+                    match (have.row_security, want.row_security) {
+                        (_, None) => {
+                            sql.push(format!("ALTER TABLE {n} DISABLE ROW LEVEL SECURITY"))
+                        }
+                        (None, Some(_)) => {
+                            sql.push(format!("ALTER TABLE {n} ENABLE ROW LEVEL SECURITY"))
+                        }
+                        _ => {}
+                    }
+                    match want.row_security {
+                        Some(true) => sql.push(format!("ALTER TABLE {n} FORCE ROW LEVEL SECURITY")),
+                        Some(false) if have.row_security == Some(true) => {
+                            sql.push(format!("ALTER TABLE {n} NO FORCE ROW LEVEL SECURITY"))
+                        }
+                        _ => {}
+                    }
+                    let on = want.row_security.is_some();
+                    // After the policies are in place (or before they go).
+                    let needs: Vec<Key> = self
+                        .from
+                        .policies
+                        .iter()
+                        .filter(|(_, p)| p.table == n)
+                        .map(|(k, _)| Key::new(Kind::Policy, k))
+                        .collect();
+                    // Keyed apart from the table: its policies need the
+                    // table, and it needs them.
+                    let rls = Difference {
+                        key: Key::new(Kind::Policy, &n),
+                        change: Change::Changed,
+                        detail: vec![],
+                    };
+                    let s = self.push(&rls, sql.join("; "), "row-security", Risk::High);
+                    s.reasons.push(match on {
+                        true => "from now on roles other than the owner see only the rows a policy lets them (none where no policy applies)".to_string(),
+                        false => "from now on every role with a grant sees every row".to_string(),
+                    });
+                    s.needs = needs;
+                    self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+                }
+                if want.partitioned_by != have.partitioned_by {
+                    let sql = format!("-- {n}: partitioning cannot change in place");
+                    let s = self.push(d, sql, "repartition", Risk::VeryHigh);
+                    s.fails = Some(format!(
+                        "{n} is partitioned differently ({:?} on the target, {:?} wanted): create the new table beside it, move the rows (etl run), and swap the names",
+                        have.partitioned_by, want.partitioned_by
+                    ));
+                }
+            }
+        }
+    }
+
+    pub(super) fn column(&mut self, d: &Difference) {
+        let (table, col) = split_member(&d.key.name);
+        let (table, col) = (table.to_string(), col.to_string());
+        match d.change {
+            Change::Added => {
+                let c = self.from.tables[&table]
+                    .column(&col)
+                    .cloned()
+                    .expect("listed");
+                let sql = format!("ALTER TABLE {table} ADD COLUMN {}", column_def(&c));
+                let volatile = c.default.as_deref().is_some_and(volatile);
+                let (rule, risk, effect) = if c.identity.is_some() {
+                    ("add-column-identity", Risk::High, Effect::Rewrite)
+                } else if c.generated.is_some() {
+                    ("add-column-generated", Risk::High, Effect::Rewrite)
+                } else if volatile {
+                    ("add-column-volatile-default", Risk::High, Effect::Rewrite)
+                } else if c.default.is_some() {
+                    ("add-column-constant-default", Risk::Low, Effect::Brief)
+                } else {
+                    ("add-column", Risk::Low, Effect::Brief)
+                };
+                let s = self.push(d, sql, rule, risk);
+                s.rollback = Some(format!("ALTER TABLE {table} DROP COLUMN {col}"));
+                if volatile {
+                    s.reasons
+                        .push("its default is volatile: every row gets its own value".into());
+                } else if c.default.is_some() {
+                    s.reasons
+                        .push("a non-volatile default is kept in the catalog (no rewrite)".into());
+                }
+                if c.not_null
+                    && c.default.is_none()
+                    && c.identity.is_none()
+                    && c.generated.is_none()
+                {
+                    s.check = Some((
+                        format!("SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT 1) s"),
+                        format!("{table} has rows and {col} is NOT NULL without a default: give it a default, or add it nullable, fill it, then SET NOT NULL"),
+                    ));
+                }
+                self.on_table_last(&table, Lock::AccessExclusive, effect);
+            }
+            Change::Removed => {
+                let s = self.push(
+                    d,
+                    format!("ALTER TABLE {table} DROP COLUMN {col}"),
+                    "drop-column",
+                    Risk::VeryHigh,
+                );
+                s.reasons
+                    .push("its values are lost (the space is reclaimed by later rewrites)".into());
+                self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
+            }
+            Change::Changed => {
+                let want = self.from.tables[&table]
+                    .column(&col)
+                    .cloned()
+                    .expect("listed");
+                let have = self.to.tables[&table]
+                    .column(&col)
+                    .cloned()
+                    .expect("listed");
+                self.column_change(d, &table, &want, &have);
+            }
+        }
+    }
+
+    pub(super) fn column_change(
+        &mut self,
+        d: &Difference,
+        table: &str,
+        want: &Column,
+        have: &Column,
+    ) {
+        let col = &want.name;
+        if want.generated != have.generated {
+            let s = self.push(
+                d,
+                format!("ALTER TABLE {table} DROP COLUMN {col}"),
+                "generated-change",
+                Risk::High,
+            );
+            s.reasons.push(
+                "a generated column's expression cannot change in place: dropped and added again"
+                    .into(),
+            );
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+            let sql = format!("ALTER TABLE {table} ADD COLUMN {}", column_def(want));
+            self.push(d, sql, "generated-change", Risk::High);
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Rewrite);
+            return;
+        }
+        if have.default.is_some() && want.default != have.default {
+            let s = self.push(
+                d,
+                format!("ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT"),
+                "drop-default",
+                Risk::Low,
+            );
+            s.rollback = have
+                .default
+                .as_ref()
+                .map(|x| format!("ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {x}"));
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        }
+        if want.identity != have.identity && have.identity.is_some() && want.identity.is_none() {
+            self.push(
+                d,
+                format!("ALTER TABLE {table} ALTER COLUMN {col} DROP IDENTITY"),
+                "drop-identity",
+                Risk::Medium,
+            );
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        }
+        if want.ty != have.ty {
+            if self.options.phased {
+                self.phased_type_change(d, table, want, have);
+            } else {
+                let rewrites = rewrites(&have.ty, &want.ty);
+                let sql = format!(
+                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {col}::{}",
+                    want.ty,
+                    strip_collate(&want.ty)
+                );
+                let (rule, risk) = match rewrites {
+                    true => ("rewrite-type-change", Risk::High),
+                    false => ("type-change-no-rewrite", Risk::Low),
+                };
+                let s = self.push(d, sql, rule, risk);
+                s.reasons.push(format!("{} -> {}", have.ty, want.ty));
+                s.rollback = Some(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {col}::{}",
+                    have.ty,
+                    strip_collate(&have.ty)
+                ));
+                if rewrites {
+                    s.check = Some(converts_check(table, col, &want.ty));
+                }
+                self.on_table_last(
+                    table,
+                    Lock::AccessExclusive,
+                    if rewrites {
+                        Effect::Rewrite
+                    } else {
+                        Effect::Brief
+                    },
+                );
+                self.recreate_views_on(table);
+            }
+        }
+        if want.default.is_some() && want.default != have.default {
+            let x = want.default.clone().unwrap_or_default();
+            let s = self.push(
+                d,
+                format!("ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {x}"),
+                "set-default",
+                Risk::Low,
+            );
+            s.reasons.push("new rows only".into());
+            s.rollback = Some(match &have.default {
+                Some(h) => format!("ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {h}"),
+                None => format!("ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT"),
+            });
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        }
+        if want.not_null && !have.not_null {
+            self.set_not_null(d, table, col);
+        } else if !want.not_null && have.not_null {
+            let s = self.push(
+                d,
+                format!("ALTER TABLE {table} ALTER COLUMN {col} DROP NOT NULL"),
+                "drop-not-null",
+                Risk::Low,
+            );
+            s.rollback = Some(format!(
+                "ALTER TABLE {table} ALTER COLUMN {col} SET NOT NULL"
+            ));
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        }
+        if want.identity != have.identity {
+            if let Some(i) = want.identity {
+                let how = if i == 'a' { "ALWAYS" } else { "BY DEFAULT" };
+                let (sql, rule) = match have.identity {
+                    Some(_) => (format!("ALTER TABLE {table} ALTER COLUMN {col} SET GENERATED {how}"), "set-identity"),
+                    None => (format!("ALTER TABLE {table} ALTER COLUMN {col} ADD GENERATED {how} AS IDENTITY"), "add-identity"),
+                };
+                let s = self.push(d, sql, rule, Risk::Medium);
+                s.reasons.push("the identity sequence starts at 1: set it past the column's MAX (etl db fix-sequences)".into());
+                self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+            }
+        }
+    }
+
+    /// SET NOT NULL through a validated CHECK, so that no step scans the
+    /// table under ACCESS EXCLUSIVE.
+    pub(super) fn set_not_null(&mut self, d: &Difference, table: &str, col: &str) {
+        let helper = not_null_helper(col);
+        let existing = self
+            .to
+            .tables
+            .get(table)
+            .and_then(|t| t.constraints.get(&helper))
+            .map(|c| c.validated);
+        let nulls = (
+            format!("SELECT count(*) FROM {table} WHERE {col} IS NULL"),
+            format!(
+                "{table}.{col} holds {{n}} NULLs: fill them (or keep the column nullable) first"
+            ),
+        );
+        if existing.is_none() {
+            let sql = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {helper} CHECK ({col} IS NOT NULL) NOT VALID"
+            );
+            let s = self.push(d, sql, "set-not-null-check", Risk::Low);
+            s.reasons
+                .push("step 1 of SET NOT NULL: new rows are checked at once".into());
+            s.rollback = Some(format!(
+                "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {helper}"
+            ));
+            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        }
+        if existing != Some(true) {
+            let sql = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {helper}");
+            let s = self.push(d, sql, "set-not-null-validate", Risk::Medium);
+            s.reasons
+                .push("step 2 of SET NOT NULL: existing rows are checked".into());
+            s.check = Some(nulls.clone());
+            self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Scan);
+        }
+        let sql = format!("ALTER TABLE {table} ALTER COLUMN {col} SET NOT NULL");
+        let s = self.push(d, sql, "set-not-null", Risk::Low);
+        s.reasons
+            .push("step 3: the validated CHECK proves it, so nothing is scanned".into());
+        s.rollback = Some(format!(
+            "ALTER TABLE {table} ALTER COLUMN {col} DROP NOT NULL"
+        ));
+        if existing == Some(true) {
+            s.check = Some(nulls);
+        }
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        let sql = format!("ALTER TABLE {table} DROP CONSTRAINT {helper}");
+        let s = self.push(d, sql, "set-not-null-cleanup", Risk::Low);
+        s.reasons
+            .push("step 4: the helper CHECK is no longer needed".into());
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+    }
+
+    /// `--phased`: a new column of the new type kept in step by a trigger,
+    /// filled in batches, then swapped in; no step rewrites the table
+    /// under ACCESS EXCLUSIVE.
+    pub(super) fn phased_type_change(
+        &mut self,
+        d: &Difference,
+        table: &str,
+        want: &Column,
+        have: &Column,
+    ) {
+        let col = &want.name;
+        let bare = crate::schema::diff::unquote(col);
+        let new = crate::sql::ident(&format!("{bare}__etl_new"));
+        let old = crate::sql::ident(&format!("{bare}__etl_old"));
+        let (schema, tbare) = split_member(table);
+        let func = format!(
+            "{schema}.{}",
+            crate::sql::ident(&format!(
+                "{}_{bare}_etl_sync",
+                crate::schema::diff::unquote(tbare)
+            ))
+        );
+        let trigger = crate::sql::ident(&format!("{bare}_etl_sync"));
+        let ty = &want.ty;
+        let plain = strip_collate(ty);
+        let s = self.push(
+            d,
+            format!("ALTER TABLE {table} ADD COLUMN {new} {ty}"),
+            "phased-expand",
+            Risk::Low,
+        );
+        s.reasons.push(format!(
+            "expand: a new column of {ty} beside {col} ({})",
+            have.ty
+        ));
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        let sql = format!(
+            "CREATE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql AS $etl$ BEGIN NEW.{new} := NEW.{col}::{plain}; RETURN NEW; END $etl$; \
+             CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {func}()"
+        );
+        let s = self.push(d, sql, "phased-sync-trigger", Risk::Low);
+        s.reasons
+            .push("expand: rows written from now on fill the new column too".into());
+        self.on_table_last(table, Lock::ShareRowExclusive, Effect::Brief);
+        let sql = format!(
+            "DO $etl$ DECLARE n bigint; BEGIN LOOP \
+             UPDATE {table} SET {new} = {col}::{plain} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {new} IS NULL AND {col} IS NOT NULL LIMIT 10000)); \
+             GET DIAGNOSTICS n = ROW_COUNT; COMMIT; EXIT WHEN n = 0; END LOOP; END $etl$"
+        );
+        let s = self.push(d, sql, "phased-backfill", Risk::Medium);
+        s.reasons
+            .push("backfill: batches of 10,000 rows, each committed (row locks only)".into());
+        s.check = Some(converts_check(table, col, ty));
+        s.transactional = false;
+        self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Scan);
+        let sql = format!(
+            "DROP TRIGGER {trigger} ON {table}; DROP FUNCTION {func}(); \
+             ALTER TABLE {table} RENAME COLUMN {col} TO {old}; ALTER TABLE {table} RENAME COLUMN {new} TO {col}; \
+             ALTER TABLE {table} DROP COLUMN {old}"
+        );
+        let s = self.push(d, sql, "phased-contract", Risk::High);
+        s.reasons.push(format!(
+            "contract: swaps the columns in one transaction; indexes, constraints and views on {col} must be made again on the new column"
+        ));
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+    }
+
+    /// A view on a table whose column changes type must be dropped first
+    /// and made again after (PostgreSQL refuses the change otherwise); the
+    /// views listed as changed are made again by [`Rules::view`].
+    pub(super) fn recreate_views_on(&mut self, table: &str) {
+        for v in views_over(self.to, vec![table.to_string()]) {
+            let listed = self
+                .diffs
+                .iter()
+                .any(|d| d.key.kind == Kind::View && d.key.name == v);
+            let already = self
+                .out
+                .iter()
+                .any(|s| s.key.kind == Kind::View && s.key.name == v);
+            if listed || already {
+                continue;
+            }
+            let d = Difference {
+                key: Key::new(Kind::View, &v),
+                change: Change::Changed,
+                detail: vec![],
+            };
+            let have = self.to.views[&v].clone();
+            let s = self.push(&d, drop_view(&have), "view-recreate", Risk::Medium);
+            s.drop_phase = true;
+            s.reasons.push(format!(
+                "{table} changes a column type under it: dropped and made again"
+            ));
+            if let Some(want) = self.from.views.get(&v).cloned() {
+                let s = self.push(&d, create_view(&want), "view-recreate", Risk::Medium);
+                s.reasons.push("made again after the type change".into());
+            }
+        }
+    }
+}
+
+pub(super) fn column_def(c: &Column) -> String {
+    let mut s = format!("{} {}", c.name, c.ty);
+    if let Some(g) = &c.generated {
+        s.push_str(&format!(" GENERATED ALWAYS AS ({g}) STORED"));
+    } else if let Some(i) = c.identity {
+        s.push_str(if i == 'a' {
+            " GENERATED ALWAYS AS IDENTITY"
+        } else {
+            " GENERATED BY DEFAULT AS IDENTITY"
+        });
+    } else if let Some(x) = &c.default {
+        s.push_str(&format!(" DEFAULT {x}"));
+    }
+    if c.not_null {
+        s.push_str(" NOT NULL");
+    }
+    s
+}
+
+/// `CREATE TABLE` with its columns and every constraint but the foreign
+/// keys (added after the tables they name); and the tables it needs.
+pub(super) fn create_table(t: &Table) -> (String, Vec<Key>) {
+    let n = &t.name;
+    let mut needs = Vec::new();
+    let cons: Vec<String> = t
+        .constraints
+        .values()
+        .filter(|c| c.kind != 'f')
+        .map(|c| format!("CONSTRAINT {} {}", c.name, c.def))
+        .collect();
+    if let Some((parent, bound)) = &t.partition_of {
+        needs.push(Key::new(Kind::Table, parent));
+        let body = if cons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", cons.join(", "))
+        };
+        let mut sql = format!("CREATE TABLE {n} PARTITION OF {parent}{body} {bound}");
+        if let Some(p) = &t.partitioned_by {
+            sql.push_str(&format!(" PARTITION BY {p}"));
+        }
+        return (sql, needs);
+    }
+    let mut parts: Vec<String> = t.columns.iter().map(column_def).collect();
+    parts.extend(cons);
+    let mut sql = format!(
+        "CREATE {}TABLE {n} ({})",
+        if t.unlogged { "UNLOGGED " } else { "" },
+        parts.join(", ")
+    );
+    if !t.inherits.is_empty() {
+        sql.push_str(&format!(" INHERITS ({})", t.inherits.join(", ")));
+        needs.extend(t.inherits.iter().map(|p| Key::new(Kind::Table, p)));
+    }
+    if let Some(p) = &t.partitioned_by {
+        sql.push_str(&format!(" PARTITION BY {p}"));
+    }
+    (sql, needs)
+}
+
+pub(super) fn converts_check(table: &str, col: &str, ty: &str) -> (String, String) {
+    (
+        format!(
+            "SELECT count(*) FROM {table} WHERE {col} IS NOT NULL AND NOT pg_temp.etl_converts({col}, {})",
+            crate::sql::literal(strip_collate(ty))
+        ),
+        format!("{{n}} values of {table}.{col} do not convert to {ty}: change them first (or give the change a USING expression by hand)"),
+    )
+}
+
+pub(super) fn strip_collate(ty: &str) -> &str {
+    ty.split(" COLLATE ").next().unwrap_or(ty)
+}
+
+/// Whether a default is computed per row (a volatile function), so that
+/// adding the column rewrites the table.
+pub(super) fn volatile(default: &str) -> bool {
+    const VOLATILE: [&str; 8] = [
+        "nextval(",
+        "random(",
+        "gen_random_uuid(",
+        "uuid_generate_",
+        "clock_timestamp(",
+        "timeofday(",
+        "txid_current(",
+        "setval(",
+    ];
+    VOLATILE.iter().any(|f| default.contains(f))
+}
+
+/// Whether changing a column from `old` to `new` rewrites the table.
+/// PostgreSQL skips the rewrite for binary-coercible changes that only
+/// widen: varchar(n) to a longer or unbounded varchar or text, text to
+/// varchar, numeric(p,s) to a larger p with the same s or to numeric.
+pub(super) fn rewrites(old: &str, new: &str) -> bool {
+    let parse = |t: &str| -> (String, Vec<i64>) {
+        match t.split_once('(') {
+            Some((base, rest)) => (
+                base.trim().to_string(),
+                rest.trim_end_matches(')')
+                    .split(',')
+                    .filter_map(|x| x.trim().parse().ok())
+                    .collect(),
+            ),
+            None => (t.trim().to_string(), Vec::new()),
+        }
+    };
+    let (ob, om) = parse(old);
+    let (nb, nm) = parse(new);
+    let varchar = |b: &str| b == "character varying" || b == "text";
+    if varchar(&ob) && varchar(&nb) {
+        return match (om.first(), nm.first()) {
+            (_, None) => false,
+            (Some(o), Some(n)) => n < o,
+            (None, Some(_)) => true,
+        };
+    }
+    if ob == "numeric" && nb == "numeric" {
+        return match (om.as_slice(), nm.as_slice()) {
+            (_, []) => false,
+            ([op, os], [np, ns]) => !(np >= op && ns == os),
+            ([op], [np]) => np < op,
+            _ => true,
+        };
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn widening_a_varchar_or_numeric_does_not_rewrite() {
+        assert!(!rewrites("character varying(10)", "character varying(20)"));
+        assert!(!rewrites("character varying(10)", "text"));
+        assert!(rewrites("character varying(20)", "character varying(10)"));
+        assert!(!rewrites("numeric(10,2)", "numeric(12,2)"));
+        assert!(rewrites("numeric(10,2)", "numeric(12,3)"));
+        assert!(!rewrites("numeric(10,2)", "numeric"));
+        assert!(rewrites("integer", "bigint"));
+        assert!(rewrites("text", "integer"));
+    }
+}

@@ -1,0 +1,444 @@
+//! Schemas, extensions, types, sequences, functions.
+use super::*;
+
+impl Rules<'_> {
+    pub(super) fn schema(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added => {
+                let s = self.push(d, format!("CREATE SCHEMA {n}"), "create-schema", Risk::Low);
+                s.reasons.push("a new schema".into());
+                s.rollback = Some(format!("DROP SCHEMA {n}"));
+            }
+            _ => {
+                let s = self.push(d, format!("DROP SCHEMA {n}"), "drop-schema", Risk::VeryHigh);
+                s.reasons
+                    .push("drops the schema; the statements before it drop what it holds".into());
+            }
+        }
+    }
+
+    pub(super) fn extension(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added => {
+                let (schema, _) = &self.from.extensions[&n];
+                let sql = format!("CREATE EXTENSION IF NOT EXISTS {n} WITH SCHEMA {schema}");
+                let s = self.push(d, sql, "create-extension", Risk::Low);
+                s.reasons
+                    .push("needs the extension's files installed on the target server".into());
+                s.rollback = Some(format!("DROP EXTENSION {n}"));
+            }
+            Change::Changed => {
+                let (schema, version) = self.from.extensions[&n].clone();
+                let (have_schema, have_version) = self.to.extensions[&n].clone();
+                if version != have_version {
+                    let sql = format!(
+                        "ALTER EXTENSION {n} UPDATE TO {}",
+                        crate::sql::literal(&version)
+                    );
+                    let s = self.push(d, sql, "update-extension", Risk::Medium);
+                    s.reasons.push(format!(
+                        "runs the extension's update script {have_version} -> {version}"
+                    ));
+                }
+                if schema != have_schema {
+                    let sql = format!("ALTER EXTENSION {n} SET SCHEMA {schema}");
+                    let s = self.push(d, sql, "move-extension", Risk::Medium);
+                    s.reasons.push("moves the extension's objects".into());
+                }
+            }
+            Change::Removed => {
+                let s = self.push(
+                    d,
+                    format!("DROP EXTENSION {n}"),
+                    "drop-extension",
+                    Risk::VeryHigh,
+                );
+                s.reasons.push(
+                    "drops the extension's types and functions (columns of its types must be gone)"
+                        .into(),
+                );
+            }
+        }
+    }
+
+    pub(super) fn ty(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added => {
+                let def = &self.from.types[&n];
+                let (sql, drop) = create_type(&n, def);
+                let s = self.push(d, sql, "create-type", Risk::Low);
+                s.reasons.push("a new type".into());
+                s.rollback = Some(drop);
+            }
+            Change::Removed => {
+                let word = match self.to.types[&n] {
+                    TypeDef::Domain { .. } => "DOMAIN",
+                    _ => "TYPE",
+                };
+                let s = self.push(d, format!("DROP {word} {n}"), "drop-type", Risk::VeryHigh);
+                s.reasons
+                    .push("drops the type; columns of it must be gone first".into());
+            }
+            Change::Changed => match (&self.from.types[&n], &self.to.types[&n]) {
+                (TypeDef::Enum(want), TypeDef::Enum(have)) => self.enum_change(d, want, have),
+                (
+                    TypeDef::Domain {
+                        base,
+                        default,
+                        not_null,
+                        checks,
+                    },
+                    TypeDef::Domain {
+                        base: have_base,
+                        default: have_default,
+                        not_null: have_not_null,
+                        checks: have_checks,
+                    },
+                ) => {
+                    if base != have_base {
+                        let sql = format!("-- ALTER DOMAIN {n}: base type {have_base} -> {base}");
+                        let s = self.push(d, sql, "domain-base-type", Risk::VeryHigh);
+                        s.fails = Some(format!(
+                            "a domain's base type cannot change in place; create a new domain, move each column to it with ALTER COLUMN ... TYPE, and drop {n}"
+                        ));
+                        return;
+                    }
+                    if default != have_default {
+                        let sql = match default {
+                            Some(x) => format!("ALTER DOMAIN {n} SET DEFAULT {x}"),
+                            None => format!("ALTER DOMAIN {n} DROP DEFAULT"),
+                        };
+                        let s = self.push(d, sql, "domain-default", Risk::Low);
+                        s.reasons.push("new rows only; catalog only".into());
+                    }
+                    for (c, def) in have_checks {
+                        if checks.get(c) != Some(def) {
+                            let sql = format!("ALTER DOMAIN {n} DROP CONSTRAINT {c}");
+                            let s = self.push(d, sql, "domain-drop-check", Risk::Low);
+                            s.reasons.push("catalog only".into());
+                        }
+                    }
+                    for (c, def) in checks {
+                        if have_checks.get(c) != Some(def) {
+                            let sql =
+                                format!("ALTER DOMAIN {n} ADD CONSTRAINT {c} {def} NOT VALID");
+                            let s = self.push(d, sql, "domain-add-check", Risk::Medium);
+                            s.reasons
+                                .push("new values are checked at once; existing ones by the VALIDATE after it".into());
+                            let sql = format!("ALTER DOMAIN {n} VALIDATE CONSTRAINT {c}");
+                            let s = self.push(d, sql, "validate-constraint", Risk::Medium);
+                            s.reasons.push(
+                                "scans every column of the domain (SHARE UPDATE EXCLUSIVE: reads and writes go on)".into(),
+                            );
+                        }
+                    }
+                    if not_null != have_not_null {
+                        let (sql, rule, risk, why) = match not_null {
+                            true => (
+                                format!("ALTER DOMAIN {n} SET NOT NULL"),
+                                "domain-set-not-null",
+                                Risk::High,
+                                "scans every column of the domain under a lock that blocks writes",
+                            ),
+                            false => (
+                                format!("ALTER DOMAIN {n} DROP NOT NULL"),
+                                "domain-drop-not-null",
+                                Risk::Low,
+                                "catalog only",
+                            ),
+                        };
+                        let s = self.push(d, sql, rule, risk);
+                        s.reasons.push(why.into());
+                    }
+                }
+                (TypeDef::Composite(want), TypeDef::Composite(have)) => {
+                    for (a, t) in have {
+                        if !want.iter().any(|(w, _)| w == a) {
+                            let sql = format!("ALTER TYPE {n} DROP ATTRIBUTE {a}");
+                            let s = self.push(d, sql, "drop-attribute", Risk::VeryHigh);
+                            s.reasons
+                                .push(format!("drops attribute {a} ({t}) and its values"));
+                        }
+                    }
+                    for (a, t) in want {
+                        match have.iter().find(|(h, _)| h == a) {
+                            None => {
+                                let sql = format!("ALTER TYPE {n} ADD ATTRIBUTE {a} {t}");
+                                let s = self.push(d, sql, "add-attribute", Risk::Low);
+                                s.reasons.push("catalog only".into());
+                            }
+                            Some((_, h)) if h != t => {
+                                let sql = format!("ALTER TYPE {n} ALTER ATTRIBUTE {a} TYPE {t}");
+                                let s = self.push(d, sql, "attribute-type-change", Risk::High);
+                                s.reasons.push(format!(
+                                    "{h} -> {t}; fails while a table column has the type"
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (want, _) => {
+                    let (create, _) = create_type(&n, want);
+                    let sql = format!("DROP TYPE {n}");
+                    let s = self.push(d, sql, "drop-type", Risk::VeryHigh);
+                    s.drop_phase = true;
+                    s.reasons
+                        .push("the type cannot change in place: dropped and created again; columns of it must be gone".into());
+                    let s = self.push(d, create, "create-type", Risk::Low);
+                    s.reasons.push("created again".into());
+                }
+            },
+        }
+    }
+
+    /// New values in place where the old ones keep their order; otherwise
+    /// the type is made anew and its columns moved to it.
+    pub(super) fn enum_change(&mut self, d: &Difference, want: &[String], have: &[String]) {
+        let n = d.key.name.clone();
+        let kept: Vec<&String> = want.iter().filter(|l| have.contains(l)).collect();
+        let in_order = kept.len() == have.len() && kept.iter().zip(have).all(|(a, b)| *a == b);
+        if in_order {
+            for (i, label) in want.iter().enumerate() {
+                if have.contains(label) {
+                    continue;
+                }
+                let place = match want[i + 1..].iter().find(|l| have.contains(l)) {
+                    Some(next) => format!(" BEFORE {}", crate::sql::literal(next)),
+                    None => match want[..i].iter().rev().find(|l| have.contains(l)) {
+                        Some(prev) => format!(" AFTER {}", crate::sql::literal(prev)),
+                        None => String::new(),
+                    },
+                };
+                let sql = format!(
+                    "ALTER TYPE {n} ADD VALUE IF NOT EXISTS {}{place}",
+                    crate::sql::literal(label)
+                );
+                let s = self.push(d, sql, "enum-add-value", Risk::Low);
+                s.reasons
+                    .push("adds a value in place; no table is read or rewritten".into());
+                s.transactional = false;
+            }
+            return;
+        }
+        // Made anew: rename, create, move each column, drop the old one.
+        let removed: Vec<&String> = have.iter().filter(|l| !want.contains(l)).collect();
+        let (schema, bare) = split_member(&n);
+        let old_bare = format!("{}__etl_old", crate::schema::diff::unquote(bare));
+        let old = format!("{schema}.{}", crate::sql::ident(&old_bare));
+        let sql = format!("ALTER TYPE {n} RENAME TO {}", crate::sql::ident(&old_bare));
+        let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
+        s.reasons.push(format!(
+            "values removed or reordered ({removed:?}): the type is made anew and every column of it rewritten"
+        ));
+        let (create, _) = create_type(&n, &TypeDef::Enum(want.to_vec()));
+        let s = self.push(d, create, "enum-recreate", Risk::VeryHigh);
+        s.reasons.push("the new type".into());
+        let users: Vec<(String, Column)> = self
+            .to
+            .tables
+            .values()
+            .filter(|t| t.partition_of.is_none())
+            .flat_map(|t| t.columns.iter().map(move |c| (t.name.clone(), c.clone())))
+            .filter(|(_, c)| c.ty == n || c.ty == format!("{n}[]"))
+            .collect();
+        for (table, c) in users {
+            let array = if c.ty.ends_with("[]") { "[]" } else { "" };
+            let col = &c.name;
+            let mut sql = String::new();
+            if c.default.is_some() {
+                sql.push_str(&format!(
+                    "ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT; "
+                ));
+            }
+            sql.push_str(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {col} TYPE {n}{array} USING {col}::text{array}::{n}{array}"
+            ));
+            let want_default = self
+                .from
+                .tables
+                .get(&table)
+                .and_then(|t| t.column(col))
+                .and_then(|w| w.default.clone());
+            if let Some(def) = want_default {
+                sql.push_str(&format!(
+                    "; ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {def}"
+                ));
+            }
+            let list: Vec<String> = removed.iter().map(|l| crate::sql::literal(l)).collect();
+            let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
+            let test = match array {
+                "" => format!("{col}::text IN ({})", list.join(", ")),
+                _ => format!("{col}::text[] && ARRAY[{}]::text[]", list.join(", ")),
+            };
+            s.check = (!removed.is_empty()).then(|| {
+                (
+                    format!("SELECT count(*) FROM {table} WHERE {test}"),
+                    format!(
+                        "{{n}} rows of {table} hold a removed value in {col}; change them first"
+                    ),
+                )
+            });
+            self.on_table_last(&table, Lock::AccessExclusive, Effect::Rewrite);
+        }
+        let s = self.push(
+            d,
+            format!("DROP TYPE {old}"),
+            "enum-recreate",
+            Risk::VeryHigh,
+        );
+        s.reasons.push("the old type, no longer used".into());
+    }
+
+    pub(super) fn sequence(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added | Change::Changed => {
+                let q = &self.from.sequences[&n];
+                let params = format!(
+                    "AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}CYCLE",
+                    q.ty,
+                    q.increment,
+                    q.min,
+                    q.max,
+                    q.start,
+                    q.cache,
+                    if q.cycle { "" } else { "NO " }
+                );
+                let owned = q.owned_by.clone();
+                let (sql, rule) = match d.change {
+                    Change::Added => (format!("CREATE SEQUENCE {n} {params}"), "create-sequence"),
+                    _ => (format!("ALTER SEQUENCE {n} {params}"), "alter-sequence"),
+                };
+                let added = d.change == Change::Added;
+                let s = self.push(d, sql, rule, Risk::Low);
+                s.reasons.push("catalog only".into());
+                if added {
+                    s.rollback = Some(format!("DROP SEQUENCE {n}"));
+                }
+                let have_owner = self.to.sequences.get(&n).and_then(|s| s.owned_by.clone());
+                if owned != have_owner {
+                    let (sql, needs) = match &owned {
+                        Some((t, c)) => (
+                            format!("ALTER SEQUENCE {n} OWNED BY {t}.{c}"),
+                            vec![Key::new(Kind::Table, t)],
+                        ),
+                        None => (format!("ALTER SEQUENCE {n} OWNED BY NONE"), vec![]),
+                    };
+                    let s = self.push(d, sql, "sequence-owned-by", Risk::Low);
+                    s.reasons.push("catalog only".into());
+                    s.needs = needs;
+                }
+            }
+            Change::Removed => {
+                // A serial column's sequence goes with its table or column.
+                if let Some((t, c)) = &self.to.sequences[&n].owned_by {
+                    let gone = self.diffs.iter().any(|x| {
+                        x.change == Change::Removed
+                            && ((x.key.kind == Kind::Table && x.key.name == *t)
+                                || (x.key.kind == Kind::Column && x.key.name == format!("{t}.{c}")))
+                    });
+                    if gone {
+                        return;
+                    }
+                }
+                let s = self.push(
+                    d,
+                    format!("DROP SEQUENCE {n}"),
+                    "drop-sequence",
+                    Risk::VeryHigh,
+                );
+                s.reasons
+                    .push("drops the sequence and its current value".into());
+            }
+        }
+    }
+
+    pub(super) fn function(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        let word = |f: &crate::schema::catalog::Function| {
+            if f.procedure {
+                "PROCEDURE"
+            } else {
+                "FUNCTION"
+            }
+        };
+        match d.change {
+            Change::Added => {
+                let f = &self.from.functions[&n];
+                let (sql, drop) = (f.def.clone(), format!("DROP {} {n}", word(f)));
+                let s = self.push(d, sql, "create-function", Risk::Low);
+                s.reasons.push("a new function".into());
+                s.rollback = Some(drop);
+            }
+            Change::Changed => {
+                let (f, have) = (&self.from.functions[&n], &self.to.functions[&n]);
+                if f.result == have.result && f.arg_names == have.arg_names {
+                    let sql = f.def.clone();
+                    let undo = have.def.clone();
+                    let s = self.push(d, sql, "replace-function", Risk::Low);
+                    s.reasons.push(
+                        "CREATE OR REPLACE: calls that start after it use the new body".into(),
+                    );
+                    s.rollback = Some(undo);
+                } else {
+                    let (drop, create) = (format!("DROP {} {n}", word(have)), f.def.clone());
+                    let s = self.push(d, drop, "function-recreate", Risk::High);
+                    s.drop_phase = true;
+                    s.reasons.push("its result type or argument names change: dropped and created again; calls in between fail, and objects using it must be gone".into());
+                    let s = self.push(d, create, "function-recreate", Risk::High);
+                    s.reasons.push("created again".into());
+                }
+            }
+            Change::Removed => {
+                let sql = format!("DROP {} {n}", word(&self.to.functions[&n]));
+                let s = self.push(d, sql, "drop-function", Risk::High);
+                s.reasons.push("callers fail after it".into());
+            }
+        }
+    }
+}
+
+pub(super) fn create_type(n: &str, def: &TypeDef) -> (String, String) {
+    match def {
+        TypeDef::Enum(labels) => {
+            let list: Vec<String> = labels.iter().map(|l| crate::sql::literal(l)).collect();
+            (
+                format!("CREATE TYPE {n} AS ENUM ({})", list.join(", ")),
+                format!("DROP TYPE {n}"),
+            )
+        }
+        TypeDef::Domain {
+            base,
+            default,
+            not_null,
+            checks,
+        } => {
+            let mut sql = format!("CREATE DOMAIN {n} AS {base}");
+            if let Some(x) = default {
+                sql.push_str(&format!(" DEFAULT {x}"));
+            }
+            if *not_null {
+                sql.push_str(" NOT NULL");
+            }
+            for (c, def) in checks {
+                sql.push_str(&format!(" CONSTRAINT {c} {def}"));
+            }
+            (sql, format!("DROP DOMAIN {n}"))
+        }
+        TypeDef::Composite(attrs) => {
+            let list: Vec<String> = attrs.iter().map(|(a, t)| format!("{a} {t}")).collect();
+            (
+                format!("CREATE TYPE {n} AS ({})", list.join(", ")),
+                format!("DROP TYPE {n}"),
+            )
+        }
+        TypeDef::Range { subtype } => (
+            format!("CREATE TYPE {n} AS RANGE (SUBTYPE = {subtype})"),
+            format!("DROP TYPE {n}"),
+        ),
+    }
+}
