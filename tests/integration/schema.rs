@@ -679,3 +679,85 @@ fn a_rename_given_with_rename_is_one_statement_not_a_drop_and_an_add() {
     );
     assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
 }
+
+#[test]
+fn phased_type_change_enum_value_removed_and_a_backup_first() {
+    let db = TestDb::new("schema_phased");
+    for (url, labels) in [(&db.src, "'a', 'c'"), (&db.dst, "'a', 'b', 'c'")] {
+        psql(
+            url,
+            &format!(
+                "CREATE TYPE grade AS ENUM ({labels}); \
+                 CREATE TABLE measures (id int PRIMARY KEY, v int, g grade DEFAULT 'a'); \
+                 INSERT INTO measures SELECT n, n, CASE WHEN n % 2 = 0 THEN 'a' ELSE 'c' END::grade FROM generate_series(1, 25000) n"
+            ),
+        );
+    }
+    psql(&db.src, "ALTER TABLE measures ALTER COLUMN v TYPE bigint");
+    psql(&db.dst, "UPDATE measures SET g = 'b' WHERE id = 7");
+    let apply = [
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--phased",
+        "--max-risk",
+        "very-high",
+        "--yes",
+        "--backup",
+        "backup",
+    ];
+    // A row holds the value removed: flagged, refused, nothing applied.
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst, "--phased"]);
+    assert!(
+        plan.stdout
+            .contains("-- FAILS: 1 rows of public.measures hold a removed value in g"),
+        "{plan:?}"
+    );
+    for rule in [
+        "very-high enum-recreate",
+        "low phased-expand",
+        "phased-backfill",
+        "high phased-contract",
+    ] {
+        assert!(plan.stdout.contains(rule), "no {rule} in {plan:?}");
+    }
+    assert!(!plan.stdout.contains("rewrite-type-change"), "{plan:?}");
+    let refused = db.etl(&apply);
+    assert_eq!(refused.code, 4, "{refused:?}");
+
+    psql(&db.dst, "UPDATE measures SET g = 'c' WHERE id = 7");
+    let applied = db.etl(&apply);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+    assert_eq!(
+        psql(&db.dst, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'measures'::regclass AND attname = 'v'"),
+        "bigint"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*), sum(v), count(*) FILTER (WHERE g = 'c') FROM measures"
+        ),
+        "25000|312512500|12500"
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT enum_range(NULL::grade)::text"),
+        "{a,c}"
+    );
+    // The backup holds the table the high statements touch.
+    let dumps: Vec<_> = std::fs::read_dir(db.dir.path().join("backup"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let listed = std::process::Command::new("pg_restore")
+        .arg("-l")
+        .arg(&dumps[0])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("TABLE DATA public measures"),
+        "{listed:?}"
+    );
+}
