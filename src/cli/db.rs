@@ -31,7 +31,7 @@ pub enum DbAction {
         json: bool,
     },
     /// Terminate sessions idle in a transaction (they hold their locks and
-    /// block DDL); never etl's own. Asks first unless --yes.
+    /// block DDL); never etl's own or its caller's. Asks first unless --yes.
     Kill {
         db: String,
         #[arg(long, value_name = "FILE")]
@@ -123,18 +123,16 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             let target = targets::resolve(&db, config.as_deref())?;
             let client = crate::run::block_on(target.endpoint.connect("etl db kill"))?;
             let all = crate::run::block_on(sessions::list(&client, false))?;
+            let callers = sessions::caller_ports();
             let (chosen, spared): (Vec<&Session>, Vec<&Session>) = all
                 .iter()
                 .filter(|s| s.state.starts_with("idle in transaction"))
                 .filter(|s| s.state_secs >= older_than)
                 .filter(|s| app.as_ref().is_none_or(|a| *a == s.application))
-                .partition(|s| !sessions::protected(s));
+                .partition(|s| sessions::protected(s, &callers).is_none());
             for s in &spared {
-                out!(
-                    "spared: pid {} ({}): etl's own session",
-                    s.pid,
-                    s.application
-                );
+                let why = sessions::protected(s, &callers).unwrap_or_default();
+                out!("spared: pid {} ({}): {why}", s.pid, s.application);
             }
             if chosen.is_empty() {
                 out!("no session idle in transaction for {older_than} s or more");

@@ -591,6 +591,25 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
     assert_eq!(pid("test-idle"), "");
     assert_eq!(pid("etl worker"), own_pid, "etl's own session is spared");
     let _ = (idle.kill(), own.kill(), idle.wait(), own.wait());
+    // A psql session that runs etl itself, idle in its transaction: spared.
+    let script = format!(
+        "SET application_name = 'caller';\nBEGIN;\nSELECT 1;\n\\! sleep 1; {} db kill {} --idle-in-transaction --older-than 0s --yes\nCOMMIT;\n",
+        env!("CARGO_BIN_EXE_etl"),
+        db.dst
+    );
+    let mut caller = std::process::Command::new("psql")
+        .args(["-X", "-q", &db.dst])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(caller.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    let said = caller.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(
+        said.contains("(caller): the session of the program that ran etl"),
+        "{said}"
+    );
 
     let dry = db.etl(&["db", "fix-sequences", &db.dst, "--dry-run"]);
     assert!(
@@ -664,9 +683,66 @@ fn a_rename_given_with_rename_is_one_statement_not_a_drop_and_an_add() {
         bad.stderr.contains("the target has no table public.nope"),
         "{bad:?}"
     );
+    // Named targets, from etl-targets.toml in the working directory or
+    // from --config.
+    let targets = format!(
+        "[targets.wanted]\nurl = \"{}\"\n[targets.staging]\nurl = \"{}\"\n",
+        db.src, db.dst
+    );
+    std::fs::write(db.dir.path().join("etl-targets.toml"), &targets).unwrap();
+    std::fs::write(db.dir.path().join("other.toml"), &targets).unwrap();
+    let named = db.etl(&[&["schema", "diff", "wanted", "staging"][..], &renames[..]].concat());
+    assert_eq!(named.code, 1, "{named:?}");
+    assert!(
+        named.stdout.contains("renamed from public.orders"),
+        "{named:?}"
+    );
+    let other = db.etl(&[
+        "schema",
+        "diff",
+        "wanted",
+        "staging",
+        "--config",
+        "other.toml",
+    ]);
+    assert_eq!(other.code, 1, "{other:?}");
+    let unknown = db.etl(&["schema", "diff", "wanted", "prod"]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown
+            .stderr
+            .contains("etl-targets.toml has no [targets.prod]"),
+        "{unknown:?}"
+    );
+    // Renames are medium: refused under --max-risk low unless allowed.
+    let low = db.etl(
+        &[
+            &[
+                "schema",
+                "apply",
+                "wanted",
+                "staging",
+                "--yes",
+                "--max-risk",
+                "low",
+            ][..],
+            &renames[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(low.code, 4, "{low:?}");
+    let allowed = [
+        "--max-risk",
+        "low",
+        "--allow",
+        "rename-table",
+        "--allow",
+        "rename-column",
+    ];
     let applied = db.etl(
         &[
-            &["schema", "apply", &db.src, &db.dst, "--yes"][..],
+            &["schema", "apply", "wanted", "staging", "--yes"][..],
+            &allowed[..],
             &renames[..],
         ]
         .concat(),
