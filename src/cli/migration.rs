@@ -111,6 +111,15 @@ pub(super) fn verify(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
             }
         );
     }
+    if let Some((src, dst)) = checks.large_objects {
+        out!(
+            "{:40}  {:>12}  {:>12}  {}",
+            "large objects",
+            thousands(src),
+            thousands(dst),
+            if src == dst { "equal" } else { "differs" }
+        );
+    }
     for s in &checks.sequences_behind {
         out!("sequence {s}  differs");
     }

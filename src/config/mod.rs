@@ -326,6 +326,10 @@ pub struct PostgresSourceConfig {
     /// `pg_restore --no-acl`.
     #[serde(default)]
     pub grants: bool,
+    /// A whole database: its large objects (`lo_*`) copied too, with their
+    /// oids. Default true, as pg_dump of a whole database.
+    #[serde(default)]
+    pub large_objects: Option<bool>,
     /// Rows per Arrow batch. Default 65536.
     #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,

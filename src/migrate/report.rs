@@ -46,6 +46,9 @@ pub struct Checks {
     pub checksums: Vec<(String, bool)>,
     /// Sequences the target would hand out again: behind their column's MAX.
     pub sequences_behind: Vec<String>,
+    /// Large objects on the source and on the target, where the source
+    /// has any.
+    pub large_objects: Option<(u64, u64)>,
 }
 
 impl Checks {
@@ -54,6 +57,7 @@ impl Checks {
             && self.orphans.iter().all(|o| o.2 == 0)
             && self.checksums.iter().all(|c| c.1)
             && self.sequences_behind.is_empty()
+            && self.large_objects.is_none_or(|(s, t)| s == t)
     }
 }
 
@@ -162,6 +166,12 @@ pub fn render(m: &Migration, r: &Report) -> String {
                 f.checks.orphans.len(),
                 f.checks.orphans.iter().map(|o| o.2).sum::<u64>()
             );
+            if let Some((on_source, on_target)) = f.checks.large_objects {
+                let _ = writeln!(
+                    s,
+                    "               {on_target} of {on_source} large objects on the target"
+                );
+            }
             if !f.checks.checksums.is_empty() {
                 let equal = f.checks.checksums.iter().filter(|c| c.1).count();
                 let _ = writeln!(

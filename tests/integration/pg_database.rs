@@ -77,6 +77,11 @@ fn assert_equal(db: &TestDb) {
     assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
     let sequences = "SELECT string_agg(format('%s=%s', sequencename, last_value), ',' ORDER BY 1) FROM pg_sequences WHERE schemaname <> 'etl'";
     assert_eq!(psql(&db.src, sequences), psql(&db.dst, sequences));
+    // Large objects, with their oids and bytes.
+    let objects = "SELECT count(*) || ' ' || string_agg(oid::text || ':' || length(lo_get(oid)) || ':' || md5(lo_get(oid)), ',' ORDER BY oid) FROM pg_largeobject_metadata";
+    let on_source = psql(&db.src, objects);
+    assert!(on_source.starts_with("3 "), "{on_source}");
+    assert_eq!(on_source, psql(&db.dst, objects));
 }
 
 #[test]
@@ -150,6 +155,13 @@ fn whole_database_moves_with_everything_in_it() {
             .contains("foreign key orders_customer_fkey on sales.orders: 0 orphan rows"),
         "{verify:?}"
     );
+    assert!(
+        verify
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("large objects") && l.ends_with("3  equal")),
+        "{verify:?}"
+    );
     let again = db.etl(&["run", &p]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("0 loaded, 11 skipped"), "{again:?}");
@@ -170,6 +182,20 @@ fn whole_database_moves_with_everything_in_it() {
     let verify = db.etl(&["verify", &p]);
     assert!(verify.stdout.contains("public.kinds"), "{verify:?}");
     assert!(verify.stdout.contains("checksum"), "{verify:?}");
+    // A large object missing on the target: verify says so.
+    psql(
+        &db.dst,
+        "SELECT lo_unlink(max(oid)) FROM pg_largeobject_metadata",
+    );
+    let verify = db.etl(&["verify", &p]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(
+        verify
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("large objects") && l.ends_with("2  differs")),
+        "{verify:?}"
+    );
 }
 
 /// Runs the pipeline until `pause`, kills it there, runs it again.

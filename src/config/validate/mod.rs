@@ -104,6 +104,8 @@ pub struct PgDatabaseSpec {
     pub exclude: Vec<String>,
     pub owners: bool,
     pub grants: bool,
+    /// Copy the database's large objects (`source.large_objects`).
+    pub large_objects: bool,
 }
 
 /// An Access file read natively, table by table.

@@ -185,6 +185,7 @@ pub(super) fn source(
                 ("exclude", !s.exclude.is_empty()),
                 ("owners", s.owners),
                 ("grants", s.grants),
+                ("large_objects", s.large_objects.is_some()),
             ] {
                 if set {
                     c.add(&format!("source.{k}"), "applies to a whole database; add `tables = [\"*\"]` or `schemas = [...]`, or leave it out");
@@ -290,6 +291,7 @@ fn database(
             exclude: s.exclude,
             owners: s.owners,
             grants: s.grants,
+            large_objects: s.large_objects.unwrap_or(true),
         })
     })
 }

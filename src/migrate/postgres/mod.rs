@@ -16,7 +16,8 @@
 //!   keys, triggers (after the data: they do not fire on the load),
 //!   materialized views refreshed; each entry in its own transaction,
 //!   recorded in `etl.phase_log`, so a killed run adds only what is missing.
-//! - **sequences**: each set to the source's current value.
+//! - **sequences**: each set to the source's current value; then the
+//!   database's large objects ([`large_objects`]), each with its oid.
 //! - **verify**: row count and checksum of every table on both servers.
 //!
 //! Why `pg_dump` and not DDL generated from the catalog: pg_dump is the
@@ -26,6 +27,7 @@
 
 pub mod dump;
 mod existing;
+mod large_objects;
 mod phases;
 
 use std::sync::Arc;

@@ -170,7 +170,7 @@ impl Migration {
             .collect())
     }
 
-    fn pg_origin(
+    pub(super) fn pg_origin(
         &self,
     ) -> Result<(&crate::config::validate::PgDatabaseSpec, &dump::Selection), EtlError> {
         match &self.origin {
@@ -291,7 +291,8 @@ impl Migration {
         // Into existing tables too: a data-only restore fills them.
         let done = dump::done_items(client, &self.pipeline, "post-data").await?;
         self.refresh_views(client, &done, finish).await?;
-        self.set_sequences(client, finish).await
+        self.set_sequences(client, finish).await?;
+        self.copy_large_objects(client, finish).await
     }
 
     /// The materialized views the source has populated, refreshed on the
@@ -491,6 +492,7 @@ impl Migration {
                 .checksums
                 .push((t.source.clone(), on_source == on_target));
         }
+        self.count_large_objects(client, checks).await?;
         // A sequence owned by a column must be at or past the column's MAX.
         let loaded: HashSet<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
         let behind = crate::pg::sequences::behind(client, |t| loaded.contains(t))
