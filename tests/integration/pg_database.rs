@@ -431,3 +431,56 @@ fn replica_role_needs_a_superuser() {
     assert!(out.stderr.contains("fk_handling = \"order\""), "{out:?}");
     assert_eq!(psql(&db.dst, "SELECT count(*) FROM sales.orders"), "0");
 }
+
+#[test]
+fn a_failed_table_goes_to_the_failed_csv_and_rerun_completes_it() {
+    // Given the schema on the target, one partition refusing some of its
+    // rows (a CHECK the source does not have)
+    let db = TestDb::new("pgdb_rerun");
+    load(&db, 3_000);
+    let p = existing_schema(&db, "drop-recreate");
+    psql(
+        &db.dst,
+        "ALTER TABLE public.readings_2024 ADD CONSTRAINT no_big CHECK (value < 100)",
+    );
+
+    // When the data is loaded: that chunk fails, the others load, the
+    // failed CSV names it
+    let out = db.etl(&["run", &p]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let failed = std::fs::read_to_string(db.dir.path().join("failed_chunks.csv")).unwrap();
+    assert!(failed.contains("public.readings_2024"), "{failed}");
+    assert_eq!(failed.lines().count(), 1, "only that chunk: {failed}");
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM public.readings_2024"),
+        "0"
+    );
+    assert_eq!(
+        fingerprint(&db.src, "public.readings_2025"),
+        fingerprint(&db.dst, "public.readings_2025")
+    );
+
+    // Then, the CHECK dropped, rerun loads exactly that chunk, and the
+    // table equals the source's
+    psql(
+        &db.dst,
+        "ALTER TABLE public.readings_2024 DROP CONSTRAINT no_big",
+    );
+    let rerun = db.etl(&["rerun", &p, "failed_chunks.csv"]);
+    assert_eq!(rerun.code, 0, "{rerun:?}");
+    for t in tables(&db.src).iter().filter(|t| *t != "sales.counters") {
+        assert_eq!(
+            fingerprint(&db.src, t),
+            fingerprint(&db.dst, t),
+            "table {t}"
+        );
+    }
+    let verify = db.etl(&["verify", &p]);
+    assert!(
+        verify
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("public.readings_2024") && l.ends_with("equal (checksum)")),
+        "{verify:?}"
+    );
+}
