@@ -250,7 +250,17 @@ async fn run_step(client: &Client, step: &Step, options: &Options) -> Result<Dur
     let tries = options.retries.max(1);
     for attempt in 1..=tries {
         let started = Instant::now();
-        match client.batch_execute(&step.sql).await {
+        // What an earlier try may have left (an INVALID index) goes first,
+        // under the same lock timeout.
+        let cleaned = match &step.cleanup {
+            Some(cleanup) => client.batch_execute(cleanup).await,
+            None => Ok(()),
+        };
+        let ran = match cleaned {
+            Ok(()) => client.batch_execute(&step.sql).await,
+            Err(e) => Err(e),
+        };
+        match ran {
             Ok(()) => return Ok(started.elapsed()),
             Err(e) if e.code().map(|c| c.code()) == Some("55P03") => {
                 if attempt == tries {

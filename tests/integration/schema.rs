@@ -837,3 +837,69 @@ fn phased_type_change_enum_value_removed_and_a_backup_first() {
         "{listed:?}"
     );
 }
+
+#[test]
+fn an_index_build_stopped_by_a_lock_timeout_is_dropped_and_built_again() {
+    let db = TestDb::new("schema_cic");
+    for url in [&db.src, &db.dst] {
+        psql(url, "CREATE TABLE t (id int, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g");
+    }
+    psql(&db.src, "CREATE INDEX t_v ON t (v)");
+    // A session with an old snapshot: CREATE INDEX CONCURRENTLY waits for
+    // it, and gives up at the lock timeout with the index INVALID.
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &db.dst])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, Write};
+        writeln!(
+            holder.stdin.as_mut().unwrap(),
+            "SET application_name = 'snapshot-holder'; BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t;"
+        )
+        .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "1000");
+    }
+    let args = [
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--yes",
+        "--lock-timeout",
+        "0.3",
+        "--retries",
+        "2",
+        "--passes",
+        "1",
+    ];
+    let blocked = db.etl(&args);
+    assert_eq!(blocked.code, 5, "{blocked:?}");
+    assert!(blocked.stderr.contains("snapshot-holder"), "{blocked:?}");
+    // The INVALID index it left (not droppable while the snapshot lives)
+    // is the next plan's to drop and build again.
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+    assert!(
+        plan.stdout
+            .contains("INVALID (an interrupted CREATE INDEX CONCURRENTLY)"),
+        "{plan:?}"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let done = db.etl(&args);
+    assert_eq!(done.code, 0, "{done:?}");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+        ),
+        "0"
+    );
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+}

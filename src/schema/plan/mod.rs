@@ -82,6 +82,11 @@ pub struct Step {
     pub fails: Option<String>,
     /// The statement that undoes it, where one exists.
     pub rollback: Option<String>,
+    /// Run after a try that failed, before the next (a `CREATE INDEX
+    /// CONCURRENTLY` stopped by a lock timeout leaves an INVALID index
+    /// behind, which would make the next try fail).
+    #[serde(skip)]
+    pub(crate) cleanup: Option<String>,
     /// Steps (by `n`) that must have run first.
     pub after: Vec<usize>,
     /// Drop-phase statements come before the rest.

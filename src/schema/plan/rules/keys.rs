@@ -89,10 +89,24 @@ impl Rules<'_> {
                 let index_name = name.clone();
                 let existing = self.to.indexes.get(&qualified_index(table, &index_name));
                 let reuse = existing.is_some_and(|i| i.valid && i.unique);
+                let qualified = qualified_index(table, &index_name);
+                if existing.is_some() && !reuse {
+                    // Left INVALID by an interrupted build: made again.
+                    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+                    let s = self.push(d, sql, "drop-index", Risk::Medium);
+                    s.transactional = false;
+                    s.reasons.push(
+                        "an INVALID or non-unique index of the key's name (an interrupted build): made again"
+                            .into(),
+                    );
+                    self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Brief);
+                }
                 if !reuse {
                     let def = c.index_def.clone().unwrap_or_default();
                     let sql = concurrently(&def);
+                    let cleanup = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
                     let s = self.push(d, sql, "add-unique-index", Risk::High);
+                    s.cleanup = Some(cleanup);
                     s.reasons.push(
                         "builds the key's unique index first, CONCURRENTLY; fails on duplicates"
                             .into(),
@@ -235,6 +249,8 @@ impl Rules<'_> {
                     false => ("create-index", Risk::Medium),
                 };
                 let s = self.push(d, concurrently(&want.def), rule, risk);
+                // A build stopped by a lock timeout leaves an INVALID index.
+                s.cleanup = Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {n}"));
                 s.transactional = false;
                 s.rollback = Some(undo);
                 if want.unique {

@@ -135,6 +135,7 @@ impl<'a> Rules<'a> {
             transactional: true,
             fails: None,
             rollback: None,
+            cleanup: None,
             after: Vec::new(),
             drop_phase: d.change == Change::Removed,
             needs: Vec::new(),
