@@ -241,13 +241,22 @@ impl Step {
     }
 }
 
-/// `pg_temp.etl_converts(value, 'type')`: whether a value casts to a type,
-/// for counting the values a type change would fail on (PostgreSQL 15 has
-/// no `pg_input_is_valid`).
-const CONVERTS: &str =
-    "CREATE OR REPLACE FUNCTION pg_temp.etl_converts(v anyelement, t text) RETURNS boolean \
+/// `pg_temp.etl_bad_casts('table', 'column', 'type')`: how many values of
+/// a column do not cast to a type, for a type change (PostgreSQL 15 has no
+/// `pg_input_is_valid`). First the whole column is cast in one set-based
+/// pass (the common case: every value converts, counted at scan speed);
+/// only when that fails is each value tried alone (`etl_converts`, one
+/// subtransaction per row) to count the bad ones. The arguments are
+/// identifiers as the catalog printed them (quoted where needed).
+const CONVERTS: &str = "CREATE OR REPLACE FUNCTION pg_temp.etl_converts(v anyelement, t text) RETURNS boolean \
      LANGUAGE plpgsql AS $f$ BEGIN EXECUTE format('SELECT $1::%s', t) USING v; RETURN true; \
-     EXCEPTION WHEN others THEN RETURN false; END $f$";
+     EXCEPTION WHEN others THEN RETURN false; END $f$; \
+     CREATE OR REPLACE FUNCTION pg_temp.etl_bad_casts(tbl text, col text, t text) RETURNS bigint \
+     LANGUAGE plpgsql AS $f$ DECLARE n bigint; BEGIN \
+       BEGIN EXECUTE format('SELECT count(%s::%s) FROM %s', col, t, tbl); RETURN 0; \
+       EXCEPTION WHEN others THEN NULL; END; \
+       EXECUTE format('SELECT count(*) FROM %s WHERE %s IS NOT NULL AND NOT pg_temp.etl_converts(%s, %L)', tbl, col, col, t) INTO n; \
+       RETURN n; END $f$";
 
 /// Puts the steps in dependency order and numbers them.
 fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {

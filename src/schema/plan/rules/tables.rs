@@ -592,7 +592,9 @@ pub(super) fn create_table(t: &Table) -> (String, Vec<Key>) {
 pub(super) fn converts_check(table: &str, col: &str, ty: &str) -> (String, String) {
     (
         format!(
-            "SELECT count(*) FROM {table} WHERE {col} IS NOT NULL AND NOT pg_temp.etl_converts({col}, {})",
+            "SELECT pg_temp.etl_bad_casts({}, {}, {})",
+            crate::sql::literal(table),
+            crate::sql::literal(col),
             crate::sql::literal(strip_collate(ty))
         ),
         format!("{{n}} values of {table}.{col} do not convert to {ty}: change them first (or give the change a USING expression by hand)"),
