@@ -314,6 +314,9 @@ impl Migration {
                 self.prepare_existing(&client).await
             })?;
         }
+        if matches!(self.origin, Origin::Postgres(..)) && !self.sink.create_table {
+            block_on(self.empty_children_first(&todo, &levels))?;
+        }
         block_on(self.prepare_data(&todo))?;
         let options = RunOptions {
             workers: Some(workers.unwrap_or(self.workers.max(self.readers()))),
@@ -402,14 +405,39 @@ impl Migration {
                 false => "TRUNCATE ONLY",
             };
             client
-                .batch_execute(&format!(
-                    "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN {empty} {target}; END IF; \
-                     IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-                     UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
-                    t = crate::sql::literal(&target)
-                ))
+                .batch_execute(&empty_sql(&target, empty))
                 .await
-                .map_err(EtlError::pg(format!("emptying {target} before its ranges load")))?;
+                .map_err(EtlError::pg(format!(
+                    "emptying {target} before its ranges load"
+                )))?;
+        }
+        Ok(())
+    }
+
+    /// Into existing tables: every table whose chunks all load is emptied
+    /// before any loads, the deepest level of the foreign-key graph first
+    /// (children before parents), as its chunks would empty it anyway; a
+    /// parent's whole-table chunk would otherwise delete rows its children
+    /// still reference (a second run, `--restart`, or rows the target had).
+    async fn empty_children_first(
+        &self,
+        todo: &[(usize, Vec<Chunk>, bool)],
+        levels: &[Vec<usize>],
+    ) -> Result<(), EtlError> {
+        let client = self.client().await?;
+        for level in levels.iter().rev() {
+            for (i, _, all) in todo.iter().filter(|(i, _, _)| level.contains(i)) {
+                if !*all {
+                    continue;
+                }
+                let target = self.tables[*i].target.qualified();
+                client
+                    .batch_execute(&empty_sql(&target, "DELETE FROM ONLY"))
+                    .await
+                    .map_err(EtlError::pg(format!(
+                        "emptying {target} before it loads (children first)"
+                    )))?;
+            }
         }
         Ok(())
     }
@@ -457,4 +485,15 @@ impl Migration {
             self.checks(&client, true).await
         })
     }
+}
+
+/// Empties a target table (`how`: `TRUNCATE ONLY` or `DELETE FROM ONLY`)
+/// where it exists, and marks its chunks in the ledger as not loaded.
+fn empty_sql(target: &str, how: &str) -> String {
+    format!(
+        "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN {how} {target}; END IF; \
+         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+         UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
+        t = crate::sql::literal(target)
+    )
 }
