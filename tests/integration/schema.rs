@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{hold_lock, psql, psql_file, repo, spawn_etl, wait_for_line, TestDb};
+use crate::support::{
+    hold_lock, hold_open, psql, psql_file, repo, spawn_etl, wait_for_line, TestDb,
+};
 
 fn build(db: &TestDb, big_rows: u32) {
     let sql = repo().join("fixtures/sql");
@@ -847,25 +849,12 @@ fn an_index_build_stopped_by_a_lock_timeout_is_dropped_and_built_again() {
     psql(&db.src, "CREATE INDEX t_v ON t (v)");
     // A session with an old snapshot: CREATE INDEX CONCURRENTLY waits for
     // it, and gives up at the lock timeout with the index INVALID.
-    let mut holder = std::process::Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", &db.dst])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::{BufRead, Write};
-        writeln!(
-            holder.stdin.as_mut().unwrap(),
-            "SET application_name = 'snapshot-holder'; BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t;"
-        )
-        .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "1000");
-    }
+    let (mut holder, said) = hold_open(
+        &db.dst,
+        "snapshot-holder",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM t;",
+    );
+    assert_eq!(said, "1000");
     let args = [
         "schema",
         "apply",

@@ -25,10 +25,7 @@ impl Migration {
         if !spec.large_objects {
             return Ok(());
         }
-        let source = spec
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?;
+        let source = self.pg_source().await?;
         let objects = source
             .query(
                 "SELECT oid, pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata ORDER BY oid",
@@ -87,10 +84,7 @@ impl Migration {
         if !spec.large_objects {
             return Ok(());
         }
-        let source = spec
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?;
+        let source = self.pg_source().await?;
         let sql = "SELECT count(*) FROM pg_largeobject_metadata";
         let on_source: i64 = source
             .query_one(sql, &[])

@@ -179,6 +179,15 @@ impl Migration {
         }
     }
 
+    /// A connection to the source database, for a phase that reads it.
+    pub(super) async fn pg_source(&self) -> Result<Client, EtlError> {
+        let (spec, _) = self.pg_origin()?;
+        Ok(spec
+            .endpoint
+            .connect(&format!("etl {}", self.pipeline))
+            .await?)
+    }
+
     /// pg_dump's section of this migration's selection.
     pub(crate) fn pg_dump(&self, section: Section) -> Result<Dump, EtlError> {
         let (spec, selection) = self.pg_origin()?;
@@ -304,11 +313,7 @@ impl Migration {
         done: &HashSet<String>,
         finish: &mut Finish,
     ) -> Result<(), EtlError> {
-        let (spec, _) = self.pg_origin()?;
-        let source = spec
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?;
+        let source = self.pg_source().await?;
         let rows = source
             .query(
                 "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -410,11 +415,7 @@ impl Migration {
     /// Every sequence of the selection set to the source's current value
     /// (one never used keeps the start pre-data gave it).
     async fn set_sequences(&self, client: &Client, finish: &mut Finish) -> Result<(), EtlError> {
-        let (spec, _) = self.pg_origin()?;
-        let source = spec
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?;
+        let source = self.pg_source().await?;
         let rows = source
             .query(
                 "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences \

@@ -29,14 +29,18 @@ use crate::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
 use crate::plan::{chunk_filter, Chunk};
 use crate::sql::{ident, TableName};
 
+mod busy;
 mod ddl;
+mod forward;
 mod verify;
 mod writer;
 
+pub(crate) use busy::explain_busy;
 pub use ddl::create_table_sql;
 pub(crate) use ddl::ddl_type;
 pub(crate) use ddl::read_columns;
 use ddl::read_primary_key;
+use forward::copy_target;
 use writer::PostgresChunkWriter;
 
 /// Bytes of encoded rows buffered before they are sent to the server.
@@ -771,69 +775,4 @@ impl PostgresSink {
             .await
             .map_err(EtlError::pg(context("starting COPY")))
     }
-}
-
-/// Turns a lock timeout into an error that names the table and the
-/// sessions holding its locks (read after rolling back, so they may have
-/// moved on); other errors pass through.
-pub(crate) async fn explain_busy(
-    client: &Client,
-    qualified: &str,
-    timeouts: &crate::config::SinkTimeouts,
-    e: EtlError,
-) -> EtlError {
-    if e.sqlstate() != Some("55P03") {
-        return e;
-    }
-    let _ = client.batch_execute("ROLLBACK").await;
-    let holders = client
-        .query_one(
-            "SELECT string_agg(DISTINCT 'pid ' || l.pid || coalesce(' (' || nullif(a.application_name, '') || ')', ''), ', ') \
-             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid()",
-            &[&qualified],
-        )
-        .await
-        .ok()
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .unwrap_or_else(|| "another session (gone before etl could look)".to_string());
-    EtlError::Busy {
-        table: qualified.to_string(),
-        holders,
-        lock_timeout_secs: timeouts.lock_timeout_secs,
-        last: Box::new(e),
-    }
-}
-
-/// The target of COPY data forwarded from the source: every column the
-/// source sends must be in the table; the server checks the values.
-fn copy_target(
-    table: &TableName,
-    columns: &[CatalogColumn],
-    copy: &crate::source::CopyThrough,
-) -> Result<Target, EtlError> {
-    let missing: Vec<&String> = copy
-        .columns
-        .iter()
-        .filter(|c| !columns.iter().any(|t| t.name == **c))
-        .collect();
-    if !missing.is_empty() {
-        return Err(EtlError::Schema(format!(
-            "target table {table} has no column {missing:?}, which the source table has; add them to the target (or leave the table out with source.exclude)"
-        )));
-    }
-    let list: Vec<String> = copy.columns.iter().map(|c| ident(c)).collect();
-    let qualified = table.qualified();
-    Ok(Target {
-        copy_sql: format!(
-            "COPY {qualified} ({}) FROM STDIN (FORMAT {})",
-            list.join(", "),
-            copy.format.sql()
-        ),
-        qualified,
-        encoder: None,
-        copy_ok: true,
-        stage_sql: None,
-        merge_sql: None,
-    })
 }

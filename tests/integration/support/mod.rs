@@ -317,6 +317,19 @@ pub fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) ->
 /// A psql session that holds a lock on `table` until it is killed; its
 /// application name shows in etl's error.
 pub fn hold_lock(url: &str, application: &str, table: &str, mode: &str) -> std::process::Child {
+    let (holder, said) = hold_open(
+        url,
+        application,
+        &format!("BEGIN; LOCK TABLE {table} IN {mode} MODE; SELECT 'locked';"),
+    );
+    assert_eq!(said, "locked");
+    holder
+}
+
+/// A psql session named `application` that runs `sql` (which leaves a
+/// transaction open) and stays until it is killed; returns it and the
+/// first line `sql` printed, once printed.
+pub fn hold_open(url: &str, application: &str, sql: &str) -> (std::process::Child, String) {
     use std::io::{BufRead, Write};
     let mut holder = Command::new("psql")
         .args(["-X", "-q", "-A", "-t", url])
@@ -326,15 +339,14 @@ pub fn hold_lock(url: &str, application: &str, table: &str, mode: &str) -> std::
         .expect("psql is installed");
     writeln!(
         holder.stdin.as_mut().expect("stdin is piped"),
-        "SET application_name = '{application}'; BEGIN; LOCK TABLE {table} IN {mode} MODE; SELECT 'locked';"
+        "SET application_name = '{application}'; {sql}"
     )
     .expect("psql takes input");
     let mut line = String::new();
     std::io::BufReader::new(holder.stdout.as_mut().expect("stdout is piped"))
         .read_line(&mut line)
         .expect("psql answers");
-    assert_eq!(line.trim(), "locked");
-    holder
+    (holder, line.trim().to_string())
 }
 
 /// The fleet table in the target equals the one in the source, row for row.
