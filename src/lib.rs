@@ -40,3 +40,4 @@ pub mod status;
 pub mod time;
 pub mod transform;
 pub mod verify;
+pub mod wide;

@@ -422,7 +422,7 @@ fn default_failed_csv() -> String {
 pub enum TransformConfig {
     /// A SQL query over the previous stage, read as the table `input`.
     Sql(SqlTransformConfig),
-    /// A narrow-to-wide pivot of EAV readings; must be the last stage.
+    /// A narrow-to-wide pivot of EAV readings; SQL stages after it read wide rows.
     Pivot(PivotTransformConfig),
 }
 

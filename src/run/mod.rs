@@ -104,28 +104,14 @@ impl Runner {
         let schema = transforms
             .last()
             .map_or_else(|| source.schema(), |t| t.output_schema());
-        let pivot = match transforms.last().and_then(|t| t.pivot()) {
-            Some(p) => Some(Arc::new(sink::wide::WideSpec {
-                index: p.index_fields().to_vec(),
-                name_column: p.spec().name_column.clone(),
-                format_column: p.spec().format_column.clone(),
-                formats: p.formats(),
-                text: p.spec().text,
-                max_columns: p.spec().max_columns,
-                groups: match &p.spec().column_groups {
-                    Some(path) => read_column_groups(path)?,
-                    None => Default::default(),
-                },
-            })),
-            None => None,
-        };
+        let wide = wide_spec(&schema, &transforms)?;
         let context = Arc::new(SinkContext {
             pipeline: pipeline.name.clone(),
             schema,
             source_primary_key: source.primary_key().to_vec(),
             identity,
             chunking: pipeline.chunks.clone(),
-            pivot,
+            wide,
             copy: source.copy_through().filter(|_| transforms.is_empty()),
         });
         let sinks = block_on(async {
@@ -206,8 +192,9 @@ impl Runner {
         &self,
         chunks: &[Chunk],
     ) -> Result<Vec<(Chunk, String, crate::verify::Comparison)>, EtlError> {
-        let only_pivot = self.transforms.len() == 1 && self.transforms[0].pivot().is_some();
-        if !self.transforms.is_empty() && !only_pivot {
+        // Wide rows: the sinks say whether they can compare them.
+        let wide = self.transforms.iter().any(|t| t.pivot().is_some());
+        if !self.transforms.is_empty() && !wide {
             return Err(EtlError::Schema(
                 "etl verify compares the source's rows with the targets'; this pipeline has [[transforms]], \
                  which change them, so it cannot be verified this way yet"
@@ -270,13 +257,13 @@ impl Runner {
     /// What the last stage writes: whether it is a pivot (wide tables,
     /// columns per channel), and else the column types created tables get.
     pub fn output_types(&self) -> (bool, Vec<String>) {
-        if self.transforms.last().is_some_and(|t| t.pivot().is_some()) {
-            return (true, Vec::new());
-        }
         let schema = self
             .transforms
             .last()
             .map_or_else(|| self.source.schema(), |t| t.output_schema());
+        if crate::wide::WideLayout::of(&schema).is_ok_and(|w| w.is_some()) {
+            return (true, Vec::new());
+        }
         let mut types: Vec<String> = schema
             .fields()
             .iter()
@@ -461,43 +448,36 @@ fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::ThreadPool, 
         })
 }
 
-/// `column_groups`: `channel,group` lines (a header line `channel,group`
-/// is allowed; a channel with a comma or quote is written CSV-quoted).
-fn read_column_groups(
-    path: &std::path::Path,
-) -> Result<std::collections::HashMap<String, String>, EtlError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EtlError::Io {
-        context: format!("reading column_groups file {}", path.display()),
-        source: e,
-    })?;
-    let mut groups = std::collections::HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let bad = |what: &str| {
-            EtlError::Schema(format!(
-                "column_groups file {}, line {}: {what}; write `channel,group`",
-                path.display(),
-                n + 1
-            ))
-        };
-        if line.trim().is_empty() || (n == 0 && line.trim() == "channel,group") {
-            continue;
-        }
-        let fields = failed_csv::split(line).map_err(|e| bad(&e))?;
-        let [Some(channel), Some(group)] = fields.as_slice() else {
-            return Err(bad(&format!(
-                "expected two non-empty fields, found {:?}",
-                fields
-            )));
-        };
-        if let Some(before) = groups.insert(channel.clone(), group.clone()) {
-            if before != *group {
-                return Err(bad(&format!(
-                    "channel {channel:?} is also in group {before:?}"
-                )));
-            }
-        }
-    }
-    Ok(groups)
+/// The sinks' view of wide rows: the layout the last stage's schema
+/// carries, with the rules of the pipeline's pivot when it has one.
+fn wide_spec(
+    schema: &arrow::datatypes::Schema,
+    transforms: &[Arc<dyn crate::transform::Transform>],
+) -> Result<Option<Arc<sink::wide::WideSpec>>, EtlError> {
+    let Some(layout) = crate::wide::WideLayout::of(schema)? else {
+        return Ok(None);
+    };
+    let columns = layout.columns(schema, "the wide rows' schema")?;
+    let index = columns
+        .index
+        .iter()
+        .map(|&i| Arc::new(schema.field(i).clone().with_nullable(false)))
+        .collect();
+    let pivot = transforms
+        .iter()
+        .find_map(|t| t.pivot())
+        .map(|p| sink::wide::PivotRules {
+            name_column: p.spec().name_column.clone(),
+            format_column: p.spec().format_column.clone(),
+            formats: p.formats(),
+            text: p.spec().text,
+            only_stage: transforms.len() == 1,
+        });
+    Ok(Some(Arc::new(sink::wide::WideSpec {
+        index,
+        layout,
+        pivot,
+    })))
 }
 
 /// Set by Ctrl-C: workers finish the chunks in flight and take no more.

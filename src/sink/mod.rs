@@ -118,8 +118,9 @@ pub struct SinkContext {
     /// auto-numbered columns; loaded values keep theirs).
     pub identity: Vec<String>,
     pub chunking: Chunking,
-    /// Set when the last stage is a pivot: sinks write wide tables.
-    pub pivot: Option<Arc<wide::WideSpec>>,
+    /// Set when the rows are wide ([`crate::wide`]: a pivot's, or a staged
+    /// pivot's read back): sinks write wide tables.
+    pub wide: Option<Arc<wide::WideSpec>>,
     /// Set when the source hands its chunks over as COPY data and no
     /// transform runs: the sink writes the bytes as they come.
     pub copy: Option<crate::source::CopyThrough>,

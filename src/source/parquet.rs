@@ -6,6 +6,12 @@
 //! chunk reads only the files whose time range overlaps its window, a
 //! batch at a time, and keeps the rows inside the window: memory is a
 //! batch, not a file.
+//!
+//! Files may differ in their columns (a pivot stages each chunk with its
+//! own channels): the source's schema is their union, a column's type the
+//! widest by the pivot's rules. Wide rows ([`crate::wide`]) keep each
+//! file's own columns, so wide tables get the columns the chunk had; other
+//! rows get the union's, NULL where a file has none.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,7 +22,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::kernels::cmp::{eq, gt_eq, lt};
 use arrow::compute::{and, cast, filter_record_batch, is_null};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use async_trait::async_trait;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
@@ -26,12 +32,15 @@ use crate::config::validate::Chunking;
 use crate::error::EtlError;
 use crate::plan::{Chunk, Plan, PlannedChunk};
 use crate::time::Micros;
+use crate::wide::{ChunkKey, Kind, WideLayout};
 
 pub struct ParquetSource {
     files: Vec<FileInfo>,
+    /// The union of the files' columns.
     schema: SchemaRef,
-    time_index: usize,
-    key_index: Option<usize>,
+    /// Wide rows keep each file's own columns ([`crate::wide`]).
+    wide: bool,
+    time_name: String,
     batch_rows: usize,
     bytes_read: Arc<AtomicU64>,
 }
@@ -41,6 +50,71 @@ struct FileInfo {
     /// Earliest and latest time in the file; `None` when it has no time.
     range: Option<(Micros, Micros)>,
     bytes: u64,
+    time_index: usize,
+    key: FileKey,
+}
+
+/// Where a file's rows get their chunk key.
+#[derive(Clone)]
+enum FileKey {
+    /// No `key_column`.
+    None,
+    /// From this column.
+    Column(usize),
+    /// The whole file has this key (a staged chunk of wide rows, whose
+    /// rows lack the key column: [`crate::wide::ChunkKey`]).
+    Fixed(Option<String>),
+}
+
+/// The union of the files' columns: each column once, in the order first
+/// seen; a column whose type differs between files takes the widest by
+/// the pivot's rules (boolean < bigint < double precision < text), any
+/// other difference is refused naming both files.
+fn union_schema(schemas: &[(PathBuf, SchemaRef)]) -> Result<Schema, EtlError> {
+    let mut fields: Vec<(Field, &std::path::Path)> = Vec::new();
+    let first = &schemas[0];
+    let layout = WideLayout::of(&first.1)?;
+    for (path, schema) in schemas {
+        if WideLayout::of(schema)? != layout {
+            return Err(EtlError::Schema(format!(
+                "{} and {} hold different kinds of rows (wide rows of another layout, or not wide); load them with two pipelines",
+                first.0.display(),
+                path.display()
+            )));
+        }
+        for f in schema.fields() {
+            match fields.iter_mut().find(|(u, _)| u.name() == f.name()) {
+                None => fields.push((f.as_ref().clone().with_nullable(true), path)),
+                Some((u, seen)) if u.data_type() != f.data_type() => {
+                    match (Kind::of(u.data_type()), Kind::of(f.data_type())) {
+                        (Some(a), Some(b)) => {
+                            // Types of one kind take its canonical type.
+                            *u = Field::new(u.name(), a.max(b).arrow(), true);
+                            if b > a {
+                                *seen = path;
+                            }
+                        }
+                        _ => {
+                            return Err(EtlError::Schema(format!(
+                                "column {:?} is {} in {} but {} in {}; every file of source.path must give a column one type (or types a pivot widens: boolean, integer, floating point, text)",
+                                f.name(),
+                                u.data_type(),
+                                seen.display(),
+                                f.data_type(),
+                                path.display()
+                            )))
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let fields: Vec<Field> = fields.into_iter().map(|(f, _)| f).collect();
+    Ok(Schema::new_with_metadata(
+        fields,
+        first.1.metadata().clone(),
+    ))
 }
 
 fn read_error(
@@ -92,72 +166,72 @@ impl ParquetSource {
             .filter(|p| p.is_file())
             .collect();
         paths.sort();
-        let Some(first) = paths.first().cloned() else {
+        if paths.is_empty() {
             return Err(EtlError::Schema(format!(
                 "source.path {pattern:?} matches no file"
             )));
-        };
-        let schema = open(&first)?.schema().clone();
-        check_type_names(&first, &schema)?;
-        let time_index = schema.index_of(&chunking.time_column).map_err(|_| {
-            EtlError::Schema(format!(
-                "chunks.time_column {:?} is not a column of {}",
-                chunking.time_column,
-                first.display()
-            ))
-        })?;
-        if !matches!(
-            schema.field(time_index).data_type(),
-            DataType::Timestamp(_, _)
-        ) {
-            return Err(EtlError::Schema(format!(
-                "chunks.time_column {:?} is {} in {}; chunks are cut on a timestamp column",
-                chunking.time_column,
-                schema.field(time_index).data_type(),
-                first.display()
-            )));
         }
-        let key_index = match &chunking.key_column {
-            Some(k) => Some(schema.index_of(k).map_err(|_| {
-                EtlError::Schema(format!(
-                    "chunks.key_column {k:?} is not a column of {}",
-                    first.display()
-                ))
-            })?),
-            None => None,
-        };
+        let mut schemas = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let schema = open(path)?.schema().clone();
+            check_type_names(path, &schema)?;
+            schemas.push((path.clone(), schema));
+        }
+        let schema = union_schema(&schemas)?;
+        let wide = WideLayout::of(&schema)?.is_some();
+        let time_name = chunking.time_column.clone();
         let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let builder = open(&path)?;
-            let fields = |s: &SchemaRef| {
-                s.fields()
-                    .iter()
-                    .map(|f| (f.name().clone(), f.data_type().clone()))
-                    .collect::<Vec<_>>()
-            };
-            check_type_names(&path, builder.schema())?;
-            if fields(builder.schema()) != fields(&schema) {
+        for (path, file_schema) in schemas {
+            let time_index = file_schema.index_of(&time_name).map_err(|_| {
+                EtlError::Schema(format!(
+                    "chunks.time_column {time_name:?} is not a column of {}",
+                    path.display()
+                ))
+            })?;
+            if !matches!(
+                file_schema.field(time_index).data_type(),
+                DataType::Timestamp(_, _)
+            ) {
                 return Err(EtlError::Schema(format!(
-                    "{} has other columns than {}; every file of source.path must have the same columns",
-                    path.display(),
-                    first.display()
+                    "chunks.time_column {time_name:?} is {} in {}; chunks are cut on a timestamp column",
+                    file_schema.field(time_index).data_type(),
+                    path.display()
                 )));
             }
+            let key = match &chunking.key_column {
+                None => FileKey::None,
+                Some(k) => match (file_schema.index_of(k), ChunkKey::of(&file_schema)?) {
+                    (Ok(i), _) => FileKey::Column(i),
+                    (Err(_), Some(fixed)) if fixed.column == *k => FileKey::Fixed(fixed.value),
+                    _ => {
+                        return Err(EtlError::Schema(format!(
+                            "chunks.key_column {k:?} is not a column of {}",
+                            path.display()
+                        )))
+                    }
+                },
+            };
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let mut range: Option<(Micros, Micros)> = None;
             for batch in read_columns(&path, &[time_index], batch_rows)? {
-                let times = micros(column(&batch, &chunking.time_column)?)?;
+                let times = micros(column(&batch, &time_name)?)?;
                 for t in times.iter().flatten() {
                     range = Some(range.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
                 }
             }
-            files.push(FileInfo { path, range, bytes });
+            files.push(FileInfo {
+                path,
+                range,
+                bytes,
+                time_index,
+                key,
+            });
         }
         Ok(ParquetSource {
             files,
-            schema,
-            time_index,
-            key_index,
+            schema: Arc::new(schema),
+            wide,
+            time_name,
             batch_rows,
             bytes_read: Arc::default(),
         })
@@ -245,18 +319,17 @@ impl Source for ParquetSource {
         );
         let mut counts: HashMap<(Option<String>, i64), u64> = HashMap::new();
         let mut plan = Plan::default();
-        let columns: Vec<usize> = std::iter::once(self.time_index)
-            .chain(self.key_index)
-            .collect();
-        // A projection keeps the file's column order: find columns by name.
-        let time_name = self.schema.field(self.time_index).name();
-        let key_name = self.key_index.map(|k| self.schema.field(k).name());
         for file in &self.files {
+            let columns: Vec<usize> = match file.key {
+                FileKey::Column(k) => vec![file.time_index, k],
+                _ => vec![file.time_index],
+            };
+            // A projection keeps the file's column order: find columns by name.
             for batch in read_columns(&file.path, &columns, self.batch_rows)? {
-                let times = micros(column(&batch, time_name)?)?;
-                let keys = match key_name {
-                    Some(k) => Some(keys(column(&batch, k)?)?),
-                    None => None,
+                let times = micros(column(&batch, &self.time_name)?)?;
+                let keys = match (&file.key, &chunking.key_column) {
+                    (FileKey::Column(_), Some(name)) => Some(keys(column(&batch, name)?)?),
+                    _ => None,
                 };
                 for row in 0..batch.num_rows() {
                     if times.is_null(row) || times.value(row) < lower || times.value(row) >= upper {
@@ -265,9 +338,12 @@ impl Source for ParquetSource {
                     }
                     let t = times.value(row);
                     let window = origin + (t - origin).div_euclid(interval) * interval;
-                    let key = keys
-                        .as_ref()
-                        .and_then(|k| (!k.is_null(row)).then(|| k.value(row).to_string()));
+                    let key = match &file.key {
+                        FileKey::Fixed(k) => k.clone(),
+                        _ => keys
+                            .as_ref()
+                            .and_then(|k| (!k.is_null(row)).then(|| k.value(row).to_string())),
+                    };
                     *counts.entry((key, window)).or_default() += 1;
                 }
             }
@@ -288,41 +364,58 @@ impl Source for ParquetSource {
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
-        let files: Vec<(PathBuf, u64)> = self
+        let files: Vec<(PathBuf, u64, usize, FileKey)> = self
             .files
             .iter()
             .filter(|f| {
                 f.range
                     .is_some_and(|(min, max)| min < chunk.end && max >= chunk.start)
+                    && match &f.key {
+                        FileKey::Fixed(k) => *k == chunk.key,
+                        _ => true,
+                    }
             })
-            .map(|f| (f.path.clone(), f.bytes))
+            .map(|f| (f.path.clone(), f.bytes, f.time_index, f.key.clone()))
             .collect();
-        let (time_index, key_index, batch_rows) =
-            (self.time_index, self.key_index, self.batch_rows);
+        let (batch_rows, wide) = (self.batch_rows, self.wide);
+        let union = self.schema.clone();
         let bytes_read = self.bytes_read.clone();
         let chunk = chunk.clone();
         // Files are opened one after the other as the stream is read.
-        let batches = files.into_iter().flat_map(move |(path, bytes)| {
-            bytes_read.fetch_add(bytes, Ordering::Relaxed);
-            let chunk = chunk.clone();
-            let reader = open(&path).and_then(|b| {
-                b.with_batch_size(batch_rows)
-                    .build()
-                    .map_err(read_error(&path))
-            });
-            let batches: Box<dyn Iterator<Item = Result<RecordBatch, EtlError>> + Send> =
-                match reader {
-                    Err(e) => Box::new(std::iter::once(Err(e))),
-                    Ok(reader) => Box::new(reader.map(move |batch| {
-                        let batch = batch.map_err(|e| EtlError::Io {
-                            context: format!("reading {}", path.display()),
-                            source: std::io::Error::other(e),
-                        })?;
-                        in_chunk(&batch, time_index, key_index, &chunk)
-                    })),
+        let batches = files
+            .into_iter()
+            .flat_map(move |(path, bytes, time_index, key)| {
+                bytes_read.fetch_add(bytes, Ordering::Relaxed);
+                let chunk = chunk.clone();
+                let union = union.clone();
+                let key_index = match key {
+                    FileKey::Column(k) => Some(k),
+                    _ => None,
                 };
-            batches
-        });
+                let reader = open(&path).and_then(|b| {
+                    b.with_batch_size(batch_rows)
+                        .build()
+                        .map_err(read_error(&path))
+                });
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch, EtlError>> + Send> =
+                    match reader {
+                        Err(e) => Box::new(std::iter::once(Err(e))),
+                        Ok(reader) => Box::new(reader.map(move |batch| {
+                            let batch = batch.map_err(|e| EtlError::Io {
+                                context: format!("reading {}", path.display()),
+                                source: std::io::Error::other(e),
+                            })?;
+                            let batch = in_chunk(&batch, time_index, key_index, &chunk)?;
+                            conform(&batch, &union, wide).map_err(|e| match e {
+                                EtlError::Schema(m) => {
+                                    EtlError::Schema(format!("{}: {m}", path.display()))
+                                }
+                                other => other,
+                            })
+                        })),
+                    };
+                batches
+            });
         let batches = batches.filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0));
         Ok(Box::pin(futures_util::stream::iter(batches)))
     }
@@ -330,6 +423,40 @@ impl Source for ParquetSource {
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }
+}
+
+/// A file's batch in the union's types: wide rows keep their own columns
+/// (a sink learns them per batch), other rows get every column of the
+/// union, NULL where the file has none.
+fn conform(batch: &RecordBatch, union: &Schema, wide: bool) -> Result<RecordBatch, EtlError> {
+    let schema = batch.schema();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for u in union.fields() {
+        match schema.index_of(u.name()) {
+            Ok(i) => {
+                let column = batch.column(i);
+                columns.push(match Kind::of(u.data_type()) {
+                    Some(kind) if column.data_type() != u.data_type() => {
+                        crate::wide::conform(column, kind)?
+                    }
+                    _ => column.clone(),
+                });
+                fields.push(u.clone());
+            }
+            Err(_) if wide => {}
+            Err(_) => {
+                columns.push(arrow::array::new_null_array(
+                    u.data_type(),
+                    batch.num_rows(),
+                ));
+                fields.push(u.clone());
+            }
+        }
+    }
+    let schema = Schema::new_with_metadata(fields, union.metadata().clone());
+    RecordBatch::try_new(Arc::new(schema), columns)
+        .map_err(|e| EtlError::Schema(format!("a batch in the union of the files' columns: {e}")))
 }
 
 /// The rows of `batch` inside the chunk's window (and key).
@@ -359,4 +486,126 @@ fn in_chunk(
         mask = and(&mask, &key_mask).map_err(arrow_err)?;
     }
     filter_record_batch(batch, &mask).map_err(arrow_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BooleanArray, Float64Array, Int64Array, TimestampMicrosecondArray};
+    use futures_util::StreamExt;
+
+    fn write(dir: &std::path::Path, name: &str, columns: Vec<(&str, ArrayRef)>) {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = File::create(dir.join(name)).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn chunking() -> Chunking {
+        Chunking {
+            time_column: "t".into(),
+            interval: 86_400_000_000,
+            key_column: None,
+            range_column: None,
+            range_rows: 0,
+            start: None,
+            end: None,
+            only_keys: None,
+            workers: 1,
+            retries: 0,
+            retry_backoff: std::time::Duration::ZERO,
+            failed_csv: "failed.csv".into(),
+        }
+    }
+
+    #[test]
+    fn files_with_other_columns_read_as_their_union() {
+        // Given two files that share only some columns, x an integer in one
+        // and a double in the other
+        let dir = tempfile::tempdir().unwrap();
+        let t = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v])) };
+        write(
+            dir.path(),
+            "a.parquet",
+            vec![
+                ("t", t(1)),
+                ("x", Arc::new(Int64Array::from(vec![7]))),
+                ("y", Arc::new(StringArray::from(vec!["y"]))),
+            ],
+        );
+        write(
+            dir.path(),
+            "b.parquet",
+            vec![
+                ("t", t(2)),
+                ("x", Arc::new(Float64Array::from(vec![1.5]))),
+                ("z", Arc::new(BooleanArray::from(vec![true]))),
+            ],
+        );
+        let pattern = format!("{}/*.parquet", dir.path().display());
+        let source = ParquetSource::build(&pattern, 1024, &chunking()).unwrap();
+
+        // Then the schema is the union, x widened to a double
+        let names: Vec<String> = source
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        assert_eq!(
+            names,
+            ["t Timestamp(µs)", "x Float64", "y Utf8", "z Boolean"]
+        );
+
+        // And each file's rows come with every column, NULL where it had none
+        let chunk = Chunk::window(None, 0, 86_400_000_000);
+        let batches: Vec<RecordBatch> = futures_executor_block(source.open(&chunk));
+        assert_eq!(batches.len(), 2);
+        let x = batches[0]
+            .column(1)
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        assert_eq!(x.value(0), 7.0);
+        assert!(batches[0].column(3).is_null(0));
+        assert!(batches[1].column(2).is_null(0));
+
+        // When a third file gives x a type no pivot widens to
+        write(
+            dir.path(),
+            "c.parquet",
+            vec![
+                ("t", t(3)),
+                (
+                    "x",
+                    Arc::new(arrow::array::Date32Array::from(vec![1])) as ArrayRef,
+                ),
+            ],
+        );
+        let e = ParquetSource::build(&pattern, 1024, &chunking())
+            .err()
+            .unwrap()
+            .to_string();
+        // Then it is refused naming the column and both files
+        assert!(
+            e.contains("column \"x\" is Float64 in") && e.contains("b.parquet but Date32 in"),
+            "{e}"
+        );
+        assert!(e.contains("c.parquet"), "{e}");
+    }
+
+    fn futures_executor_block(
+        stream: impl std::future::Future<Output = Result<BatchStream, EtlError>>,
+    ) -> Vec<RecordBatch> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut s = stream.await.unwrap();
+            let mut out = Vec::new();
+            while let Some(b) = s.next().await {
+                out.push(b.unwrap());
+            }
+            out
+        })
+    }
 }

@@ -31,7 +31,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -40,69 +40,14 @@ use super::{ChunkNotes, Notes, Transform};
 use crate::config::validate::PivotSpec;
 use crate::error::EtlError;
 use crate::source::BatchStream;
+use crate::wide::WideLayout;
 
 /// Wide rows per output batch.
 const OUTPUT_ROWS: usize = 65_536;
 /// Examples logged per reason a row was not pivoted.
 const EXAMPLES: usize = 3;
 
-/// A wide column's type, in widening order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Bool,
-    Int,
-    Float,
-    Text,
-}
-
-impl Kind {
-    /// The PostgreSQL column type.
-    pub fn pg_type(self) -> &'static str {
-        match self {
-            Kind::Bool => "boolean",
-            Kind::Int => "bigint",
-            Kind::Float => "double precision",
-            Kind::Text => "text",
-        }
-    }
-
-    /// From a catalog type name (`format_type`); `None` for other types.
-    pub fn from_pg(name: &str) -> Option<Kind> {
-        Some(match name {
-            "boolean" => Kind::Bool,
-            "bigint" => Kind::Int,
-            "double precision" => Kind::Float,
-            "text" => Kind::Text,
-            _ => return None,
-        })
-    }
-
-    pub fn arrow(self) -> DataType {
-        match self {
-            Kind::Bool => DataType::Boolean,
-            Kind::Int => DataType::Int64,
-            Kind::Float => DataType::Float64,
-            Kind::Text => DataType::Utf8,
-        }
-    }
-
-    /// The kind of a value column's Arrow type.
-    fn of(t: &DataType) -> Option<Kind> {
-        Some(match t {
-            DataType::Boolean => Kind::Bool,
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32 => Kind::Int,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 => Kind::Float,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
-            _ => return None,
-        })
-    }
-}
+pub use crate::wide::Kind;
 
 /// A double as PostgreSQL's `float8out` prints it (shortest round-trip
 /// digits; plain notation for decimal exponents -4 to 14, else `d.ddde+NN`).
@@ -182,6 +127,8 @@ pub struct Pivot {
     format_column: usize,
     /// format -> (value column, its kind).
     formats: HashMap<String, (usize, Kind)>,
+    /// How sinks lay out the wide rows (the output's schema metadata).
+    layout: WideLayout,
 }
 
 /// One channel's cells in the chunk.
@@ -239,6 +186,14 @@ impl Pivot {
             .iter()
             .map(|&i| Arc::new(input.field(i).clone().with_nullable(false)))
             .collect();
+        let layout = WideLayout {
+            index: spec.index.clone(),
+            max_columns: spec.max_columns,
+            groups: match &spec.column_groups {
+                Some(path) => read_column_groups(path)?,
+                None => Default::default(),
+            },
+        };
         Ok(Pivot {
             index,
             spec: spec.clone(),
@@ -247,6 +202,7 @@ impl Pivot {
             name_column,
             format_column,
             formats,
+            layout,
         })
     }
 
@@ -512,14 +468,57 @@ impl Pivot {
                     v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
                 )),
             };
-            fields.push(Arc::new(Field::new(name, array.data_type().clone(), true)));
+            fields.push(Arc::new(crate::wide::channel_field(
+                &name,
+                array.data_type().clone(),
+                &self.layout.index,
+            )));
             columns.push(array);
         }
         counts.wide_rows = n as u64;
-        let batch =
-            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_error)?;
+        let schema = self.layout.mark(&Schema::new(fields));
+        let batch = RecordBatch::try_new(Arc::new(schema), columns).map_err(arrow_error)?;
         Ok((Some(batch), counts))
     }
+}
+
+/// `column_groups`: `channel,group` lines (a header line `channel,group`
+/// is allowed; a channel with a comma or quote is written CSV-quoted).
+pub fn read_column_groups(
+    path: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, String>, EtlError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EtlError::Io {
+        context: format!("reading column_groups file {}", path.display()),
+        source: e,
+    })?;
+    let mut groups = std::collections::BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |what: &str| {
+            EtlError::Schema(format!(
+                "column_groups file {}, line {}: {what}; write `channel,group`",
+                path.display(),
+                n + 1
+            ))
+        };
+        if line.trim().is_empty() || (n == 0 && line.trim() == "channel,group") {
+            continue;
+        }
+        let fields = crate::run::failed_csv::split(line).map_err(|e| bad(&e))?;
+        let [Some(channel), Some(group)] = fields.as_slice() else {
+            return Err(bad(&format!(
+                "expected two non-empty fields, found {:?}",
+                fields
+            )));
+        };
+        if let Some(before) = groups.insert(channel.clone(), group.clone()) {
+            if before != *group {
+                return Err(bad(&format!(
+                    "channel {channel:?} is also in group {before:?}"
+                )));
+            }
+        }
+    }
+    Ok(groups)
 }
 
 fn arrow_error(e: arrow::error::ArrowError) -> EtlError {
@@ -544,7 +543,7 @@ fn utf8(array: &ArrayRef) -> Result<std::borrow::Cow<'_, StringArray>, EtlError>
 impl Transform for Pivot {
     /// The index only: channel columns are known per chunk.
     fn output_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(self.index_fields.clone()))
+        Arc::new(self.layout.mark(&Schema::new(self.index_fields.clone())))
     }
 
     fn pivot(&self) -> Option<&Pivot> {
@@ -584,7 +583,7 @@ impl Transform for Pivot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::TimeUnit;
+    use arrow::datatypes::{Field, TimeUnit};
 
     #[test]
     fn doubles_print_as_postgresql_prints_them() {

@@ -1,6 +1,11 @@
 //! `[[transforms]] type = "sql"`: a query over the previous stage, which it
 //! reads as the table `input`. The chunk's batches stream through it; a
 //! query that aggregates holds what its aggregate needs, bounded by the chunk.
+//!
+//! After a pivot the input is wide rows ([`crate::wide`]) whose columns are
+//! the chunk's channels, so the query is planned per chunk against the
+//! chunk's own schema; its output stays wide rows of the same layout and
+//! must keep the index columns.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +23,15 @@ use futures_util::StreamExt;
 use super::{from_datafusion, Notes, Transform};
 use crate::error::EtlError;
 use crate::source::BatchStream;
+use crate::wide::WideLayout;
 
 pub struct SqlTransform {
     index: usize,
     query: String,
     input: SchemaRef,
     output: SchemaRef,
+    /// Set when the input is wide rows: planned per chunk.
+    wide: Option<WideLayout>,
 }
 
 /// One context per chunk, single partition: chunks are etl's parallelism.
@@ -34,6 +42,16 @@ fn context() -> SessionContext {
 impl SqlTransform {
     /// Plans the query against an empty `input` to learn its output schema.
     pub async fn build(index: usize, query: &str, input: SchemaRef) -> Result<Self, EtlError> {
+        if let Some(layout) = WideLayout::of(&input)? {
+            // The channels are known per chunk; the query is checked then.
+            return Ok(SqlTransform {
+                index,
+                query: query.to_string(),
+                output: input.clone(),
+                input,
+                wide: Some(layout),
+            });
+        }
         let ctx = context();
         let empty = MemTable::try_new(input.clone(), vec![vec![]])
             .map_err(|e| from_datafusion(index, e))?;
@@ -49,24 +67,54 @@ impl SqlTransform {
             query: query.to_string(),
             input,
             output,
+            wide: None,
         })
     }
-}
 
-#[async_trait]
-impl Transform for SqlTransform {
-    fn output_schema(&self) -> SchemaRef {
-        self.output.clone()
+    /// Wide rows: the query planned against the chunk's first batch, its
+    /// output checked against the layout and marked with it.
+    async fn apply_wide(
+        &self,
+        layout: &WideLayout,
+        mut input: BatchStream,
+    ) -> Result<BatchStream, EtlError> {
+        let index = self.index;
+        let Some(first) = input.next().await else {
+            return Ok(input);
+        };
+        let first = first?;
+        let schema = first.schema();
+        let rest = futures_util::stream::once(async move { Ok(first) }).chain(input);
+        let output = self.run(schema, Box::pin(rest)).await?;
+        let layout = layout.clone();
+        let what = format!("transforms[{index}]");
+        let mut checked: Option<SchemaRef> = None;
+        Ok(Box::pin(output.map(move |batch| {
+            let batch = batch?;
+            let schema = match &checked {
+                Some(s) => s.clone(),
+                None => {
+                    layout.columns(&batch.schema(), &what)?;
+                    let s = Arc::new(layout.mark(&batch.schema()));
+                    checked = Some(s.clone());
+                    s
+                }
+            };
+            batch
+                .with_schema(schema)
+                .map_err(|e| EtlError::Bug(format!("marking wide rows: {e}")))
+        })))
     }
 
-    async fn apply(&self, input: BatchStream, _notes: Notes) -> Result<BatchStream, EtlError> {
+    /// The query over one chunk's stream of batches of `schema`.
+    async fn run(&self, schema: SchemaRef, input: BatchStream) -> Result<BatchStream, EtlError> {
         let index = self.index;
         let ctx = context();
         let partition = Arc::new(OneShot {
-            schema: self.input.clone(),
+            schema: schema.clone(),
             stream: Mutex::new(Some(input)),
         });
-        let table = StreamingTable::try_new(self.input.clone(), vec![partition])
+        let table = StreamingTable::try_new(schema, vec![partition])
             .map_err(|e| from_datafusion(index, e))?;
         ctx.register_table("input", Arc::new(table))
             .map_err(|e| from_datafusion(index, e))?;
@@ -81,6 +129,20 @@ impl Transform for SqlTransform {
         Ok(Box::pin(stream.map(move |batch| {
             batch.map_err(|e| from_datafusion(index, e))
         })))
+    }
+}
+
+#[async_trait]
+impl Transform for SqlTransform {
+    fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    async fn apply(&self, input: BatchStream, _notes: Notes) -> Result<BatchStream, EtlError> {
+        match &self.wide {
+            Some(layout) => self.apply_wide(layout, input).await,
+            None => self.run(self.input.clone(), input).await,
+        }
     }
 }
 

@@ -172,13 +172,13 @@ fn bad_url_is_a_problem_of_its_key() {
 
 #[test]
 fn pivot_settings_are_checked_with_their_lines() {
-    // Given a pivot before a SQL stage, with no index, too many columns,
-    // and a primary key other than the index
+    // Given two pivots, the first with no index and too many columns, and
+    // a primary key other than the index
     let text = GOOD.replace(
         "[[sinks]]",
         "[[transforms]]\ntype = \"pivot\"\nindex = []\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
          values = { Decimal = \"double_v\" }\nmax_columns = 1700\n\n\
-         [[transforms]]\ntype = \"sql\"\nquery = \"SELECT * FROM input\"\n\n\
+         [[transforms]]\ntype = \"pivot\"\nindex = [\"t\"]\nname_column = \"n\"\nformat_column = \"f\"\nvalues = { D = \"d\" }\n\n\
          [[sinks]]\ntype = \"parquet\"\npath = \"s/{key}/{start}.parquet\"\n\n[[sinks]]",
     ) + "primary_key = [\"ship_id\"]\n";
     // When validated
@@ -186,10 +186,10 @@ fn pivot_settings_are_checked_with_their_lines() {
     // Then each problem is named with its line
     assert_eq!(out.code, 2, "{out:?}");
     for expected in [
-        "line 13, transforms[0].type: a pivot must be the last stage",
+        "line 21, transforms[1].type: a pipeline pivots once",
         "line 14, transforms[0].index: must list the wide table's key columns",
         "line 18, transforms[0].max_columns: 1700 is out of range; use 1 to 1600",
-        "line 32, sinks[1].primary_key: a pivot's tables are keyed by the pivot's index; leave primary_key out",
+        "line 35, sinks[1].primary_key: a pivot's tables are keyed by the pivot's index; leave primary_key out",
     ] {
         assert!(out.stderr.contains(expected), "{expected}\n{out:?}");
     }

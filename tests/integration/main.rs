@@ -17,6 +17,7 @@ mod operations;
 mod parquet;
 mod pg_database;
 mod pivot;
+mod pivot_stages;
 mod resume;
 mod schema;
 mod status;

@@ -6,7 +6,7 @@ use crate::support::{etl_in, hold_lock, psql, psql_file, repo, Output, TestDb};
 
 /// Runs etl with the wide tables written into the source database, so the
 /// in-database pivot and etl's can be compared with EXCEPT.
-fn etl_same_db(db: &TestDb, args: &[&str]) -> Output {
+pub(crate) fn etl_same_db(db: &TestDb, args: &[&str]) -> Output {
     etl_in(
         db.dir.path(),
         args,
@@ -44,7 +44,7 @@ fn reference_query(db: &TestDb, narrow: &str, ship: &str, filter: &str, text: bo
 
 /// etl's wide tables of one ship joined back into one row per time, the
 /// columns in channel order as `etl.column_map` places them.
-fn wide_query(db: &TestDb, base: &str) -> String {
+pub(crate) fn wide_query(db: &TestDb, base: &str) -> String {
     psql(
         &db.src,
         &format!(
@@ -85,14 +85,14 @@ fn assert_equal_to_reference(db: &TestDb, narrow: &str, base: &str, ship: &str, 
 }
 
 /// Both ships of `narrow_odd.sql` equal the in-database pivot.
-fn assert_fleet_equal(db: &TestDb, filter: &str) {
+pub(crate) fn assert_fleet_equal(db: &TestDb, filter: &str) {
     for ship in ["IMO1", "IMO2"] {
         let base = format!("\"wide\".\"t_{ship}\"");
         assert_equal_to_reference(db, "tenant.narrow", &base, ship, filter);
     }
 }
 
-fn odd_pipeline(db: &TestDb, stage: &str, max_columns: usize, mode: &str) -> String {
+pub(crate) fn odd_pipeline(db: &TestDb, stage: &str, max_columns: usize, mode: &str) -> String {
     std::fs::write(
         db.dir.path().join("channels.csv"),
         "channel,group\neng_1,engine\neng_2,engine\n",
@@ -114,7 +114,7 @@ fn odd_pipeline(db: &TestDb, stage: &str, max_columns: usize, mode: &str) -> Str
 /// the pivot counts), as a reference filter.
 const NO_DEBUG: &str = "AND data_channel_id IS DISTINCT FROM 'ch_debug'";
 
-fn table_fingerprint(db: &TestDb, base: &str) -> String {
+pub(crate) fn table_fingerprint(db: &TestDb, base: &str) -> String {
     let wide = wide_query(db, base);
     psql(
         &db.src,
@@ -585,7 +585,7 @@ fn a_pivot_stages_each_chunk_to_parquet_with_its_own_columns() {
     assert_eq!(cells.to_string(), in_pg);
 }
 
-fn glob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn glob_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -434,7 +434,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     }
 
     let mut transforms = Vec::new();
-    let transform_count = p.transforms.len();
+    let mut pivots_before = 0;
     for (i, t) in p.transforms.into_iter().enumerate() {
         match t {
             TransformConfig::Sql(t) => {
@@ -448,9 +448,10 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             }
             TransformConfig::Pivot(t) => {
                 let key = |k: &str| format!("transforms[{i}].{k}");
-                if i + 1 != transform_count {
-                    c.add(&key("type"), "a pivot must be the last stage: its columns are the channels, known only per chunk; move SQL stages before it");
+                if pivots_before > 0 {
+                    c.add(&key("type"), "a pipeline pivots once: a second pivot would read wide rows; remove it, or pivot in one stage with more values");
                 }
+                pivots_before += 1;
                 if t.index.is_empty() || t.index.iter().any(|c| c.trim().is_empty()) {
                     c.add(
                         &key("index"),

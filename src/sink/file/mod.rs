@@ -230,7 +230,7 @@ impl Sink for FileSink {
         chunk: &Chunk,
         source: &dyn crate::source::Source,
     ) -> Result<crate::verify::Comparison, EtlError> {
-        if self.ctx.pivot.is_some() {
+        if self.ctx.wide.is_some() {
             return Err(EtlError::Schema(
                 "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"
                     .into(),
@@ -316,7 +316,16 @@ impl Sink for FileSink {
                 Encoder::Csv(csv::CsvEncoder::new(spec.clone(), file, path.clone())?)
             }
         };
+        // Wide rows keyed per chunk lack the key column: the file says it.
+        let key = match (&self.ctx.wide, &self.ctx.chunking.key_column) {
+            (Some(_), Some(column)) => Some(crate::wide::ChunkKey {
+                column: column.clone(),
+                value: chunk.key.clone(),
+            }),
+            _ => None,
+        };
         Ok(Some(Box::new(FileChunkWriter {
+            key,
             encoder: Some(encoder),
             schema: self.ctx.schema.clone(),
             tmp,
@@ -334,6 +343,8 @@ enum Encoder {
 }
 
 struct FileChunkWriter {
+    /// The chunk's key, written into the schema of rows that lack its column.
+    key: Option<crate::wide::ChunkKey>,
     encoder: Option<Encoder>,
     /// The file's columns (a pivot's chunk starts the file over with its own).
     schema: arrow::datatypes::SchemaRef,
@@ -355,6 +366,17 @@ impl Drop for FileChunkWriter {
 #[async_trait]
 impl ChunkWriter for FileChunkWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        let marked;
+        let batch = match &self.key {
+            Some(key) if batch.schema().column_with_name(&key.column).is_none() => {
+                marked = batch
+                    .clone()
+                    .with_schema(Arc::new(key.mark(&batch.schema())))
+                    .map_err(|e| EtlError::Bug(format!("marking a chunk's key: {e}")))?;
+                &marked
+            }
+            _ => batch,
+        };
         // A pivot's chunks each have their own columns (its channels): the
         // file starts over with the first batch's schema.
         if self.rows == 0 && self.schema != batch.schema() {

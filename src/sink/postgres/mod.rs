@@ -87,7 +87,7 @@ impl PostgresSink {
             .map(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_))))
             .unwrap_or(true);
         let pool = Pool::new(spec.endpoint.clone(), &format!("etl {}", ctx.pipeline));
-        let wide = ctx.pivot.as_ref().map(|w| {
+        let wide = ctx.wide.as_ref().map(|w| {
             let key_column = ctx
                 .chunking
                 .key_column

@@ -22,9 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Schema};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{Field, FieldRef, Schema};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
@@ -39,7 +38,7 @@ use crate::pg_binary::encode::CopyEncoder;
 use crate::pg_binary::PgType;
 use crate::plan::{chunk_filter, Chunk};
 use crate::sql::{ident, literal, TableName};
-use crate::transform::pivot::{pg_float_text, Kind};
+use crate::transform::pivot::Kind;
 
 mod verify;
 mod writer;
@@ -55,19 +54,29 @@ pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_IDENTIFIER: usize = 63;
 
-/// What the pivot tells the sink: the index, and how to split channels.
+/// Wide rows as the sink writes them: the index and how to split value
+/// columns (from the rows' schema, [`crate::wide::WideLayout`]), and the
+/// rules of the pivot that made them from the source, when this pipeline
+/// pivots (for `etl plan`'s channels and `etl verify`).
 #[derive(Debug)]
 pub struct WideSpec {
     pub index: Vec<FieldRef>,
+    pub layout: crate::wide::WideLayout,
+    pub pivot: Option<PivotRules>,
+}
+
+/// What a pivot reads from the narrow source.
+#[derive(Debug)]
+pub struct PivotRules {
     pub name_column: String,
     pub format_column: String,
     /// (format, value column, its kind).
     pub formats: Vec<(String, String, Kind)>,
     /// `column_types = "text"`.
     pub text: bool,
-    pub max_columns: usize,
-    /// channel -> group, from `column_groups`.
-    pub groups: HashMap<String, String>,
+    /// Whether the pivot reads the source's rows as they are and nothing
+    /// follows it: `etl verify` can then compare its tables with them.
+    pub only_stage: bool,
 }
 
 /// Where a channel's values go.
@@ -437,7 +446,7 @@ impl Wide {
                 }
                 continue;
             }
-            let group = self.wide.groups.get(channel).map(String::as_str);
+            let group = self.wide.layout.groups.get(channel).map(String::as_str);
             for seq in 1.. {
                 let table = part_table(base, group, seq);
                 let q = table.qualified();
@@ -451,7 +460,7 @@ impl Wide {
                     created.insert(q.clone(), table.clone());
                 }
                 let count = counts.entry(q.clone()).or_default();
-                if *count >= self.wide.max_columns {
+                if *count >= self.wide.layout.max_columns {
                     continue;
                 }
                 *count += 1;

@@ -12,7 +12,9 @@ impl Wide {
         source: &dyn crate::source::Source,
         key_column: Option<&str>,
     ) -> Result<Option<HashMap<Option<String>, Vec<(String, Kind)>>>, EtlError> {
-        let w = &self.wide;
+        let Some(w) = &self.wide.pivot else {
+            return Ok(None);
+        };
         let key = key_column.map_or("NULL::text".to_string(), |k| format!("{}::text", ident(k)));
         let kinds = [Kind::Bool, Kind::Int, Kind::Float, Kind::Text];
         let kind = w
@@ -126,7 +128,16 @@ impl Wide {
         chunk: &Chunk,
         source: &dyn crate::source::Source,
     ) -> Result<crate::verify::Comparison, EtlError> {
-        let w = &self.wide;
+        let w = match &self.wide.pivot {
+            Some(w) if w.only_stage => w,
+            Some(_) => return Err(EtlError::Schema(
+                "etl verify compares wide tables with the narrow readings they were pivoted from; this pipeline has SQL stages around its pivot, which change them, so it cannot be verified this way"
+                    .into(),
+            )),
+            None => return Err(EtlError::Schema(
+                "etl verify compares wide tables with the narrow readings they were pivoted from; this pipeline loads wide rows it did not pivot (a staging folder): verify the pipeline that pivoted them".into(),
+            )),
+        };
         let index = self.index_names();
         if !index.contains(&self.time_column) {
             return Err(EtlError::Schema(format!(

@@ -173,48 +173,19 @@ impl WideWriter {
     }
 }
 
-/// A channel's values as its column's type: widened as PostgreSQL's casts
-/// would, doubles to text as PostgreSQL prints them.
-fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
-    let wrap = |e: arrow::error::ArrowError| {
-        EtlError::Schema(format!(
-            "converting a channel's values to {}: {e}",
-            kind.pg_type()
-        ))
-    };
-    match (array.data_type(), kind) {
-        (DataType::Float64, Kind::Text) => Ok(Arc::new(
-            array
-                .as_primitive::<Float64Type>()
-                .iter()
-                .map(|v| v.map(pg_float_text))
-                .collect::<StringArray>(),
-        )),
-        (DataType::Boolean, Kind::Float) => {
-            let ints = cast(array, &DataType::Int64).map_err(wrap)?;
-            cast(&ints, &DataType::Float64).map_err(wrap)
-        }
-        (t, k) if *t == k.arrow() => Ok(array.clone()),
-        _ => cast(array, &kind.arrow()).map_err(wrap),
-    }
-}
-
 #[async_trait::async_trait]
 impl ChunkWriter for WideWriter {
     async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
-        let index_len = self.wide.wide.index.len();
         let schema = batch.schema();
-        let channels: Vec<(String, Kind)> = schema.fields()[index_len..]
+        let columns = self
+            .wide
+            .wide
+            .layout
+            .columns(&schema, &format!("chunk {}", self.chunk))?;
+        let channels: Vec<(String, Kind)> = columns
+            .values
             .iter()
-            .map(|f| {
-                let kind = match f.data_type() {
-                    DataType::Boolean => Kind::Bool,
-                    DataType::Int64 => Kind::Int,
-                    DataType::Float64 => Kind::Float,
-                    _ => Kind::Text,
-                };
-                (f.name().clone(), kind)
-            })
+            .map(|(_, name, kind)| (name.clone(), *kind))
             .collect();
         if self.started.is_none() {
             self.start(&channels).await?;
@@ -227,7 +198,7 @@ impl ChunkWriter for WideWriter {
             .keys()
             .map(|p| (p.clone(), Vec::new()))
             .collect();
-        for (i, (channel, _)) in channels.iter().enumerate() {
+        for (at, channel, _) in &columns.values {
             let place = started.layout.channels.get(channel).ok_or_else(|| {
                 EtlError::Bug(format!(
                     "channel {channel:?} has no column after the layout was made"
@@ -238,7 +209,7 @@ impl ChunkWriter for WideWriter {
                 .ok_or_else(|| {
                     EtlError::Bug(format!("part {} missing from the layout", place.part))
                 })?
-                .push((place.column.clone(), index_len + i, place.kind));
+                .push((place.column.clone(), *at, place.kind));
         }
         let mut copies = Vec::with_capacity(per_part.len());
         for (part, cols) in per_part {
@@ -268,11 +239,11 @@ impl ChunkWriter for WideWriter {
                 })?;
                 fields.push(f.as_ref().clone());
                 types.push(t);
-                arrays.push(batch.column(i).clone());
+                arrays.push(batch.column(columns.index[i]).clone());
                 names.push(f.name().clone());
             }
             for (column, at, kind) in &cols {
-                let a = conform(batch.column(*at), *kind)?;
+                let a = crate::wide::conform(batch.column(*at), *kind)?;
                 fields.push(Field::new(column, a.data_type().clone(), true));
                 types.push(pg_type(*kind));
                 arrays.push(a);
