@@ -7,13 +7,17 @@
 #      (WHERE data_channel_id = 'ch_x') AS ch_x, ... GROUP BY created_time
 #   2. etl run: the pivot stage (typed columns, 24 h chunks per ship,
 #      2 workers) into wide tables in another database
+#   3. ConnectorX + polars (scripts/polars_pivot.py): the readings read
+#      into a data frame, pivoted per ship with polars `pivot`, each wide
+#      table written with COPY (installed from PyPI when missing)
 # and prints both times, the speedup, etl's peak memory, and checks that
 # both sides' tables are equal (count + md5 of every row).
 #
 #   scripts/bench-pivot.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-pivot.sh                     repeat, alternating order
 . "$(dirname "$0")/bench-lib.sh"
-for db in src dst_etl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
+python3 -c 'import polars, connectorx' 2>/dev/null || pip install -q polars connectorx >&2
+for db in src dst_etl dst_pl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
 echo "bench-pivot: generating $rows readings ($ships ships x $channels channels x $minutes minutes)..." >&2
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql
 size=$(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_total_relation_size('tenant.tbl_data_timeseries'))")
@@ -61,6 +65,13 @@ TOML
 reset() {
   psql -X -q "$base/src" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS indb CASCADE" -c "CREATE SCHEMA indb" -c "CHECKPOINT"
   psql -X -q "$base/dst_etl" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS wide CASCADE" -c "DROP SCHEMA IF EXISTS etl CASCADE" -c "CHECKPOINT"
+  psql -X -q "$base/dst_pl" -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS pl CASCADE" -c "CREATE SCHEMA pl" -c "CHECKPOINT"
+}
+
+run_polars() {
+  local t0; t0=$(date +%s.%N)
+  python3 scripts/polars_pivot.py "$base/src" "$base/dst_pl" pl
+  echo "$(date +%s.%N) - $t0" | bc
 }
 
 run_indb() {
@@ -75,12 +86,13 @@ run_etl() {
   echo "$(date +%s.%N) - $t0" | bc
 }
 
-indb_times=(); etl_times=()
+indb_times=(); etl_times=(); pl_times=()
 for r in $(seq 1 "$rounds"); do
   reset
   if [ $((r % 2)) = 1 ]; then i=$(run_indb); e=$(run_etl); else e=$(run_etl); i=$(run_indb); fi
-  indb_times+=("$i"); etl_times+=("$e")
-  echo "bench-pivot: round $r: in-database ${i} s, etl ${e} s" >&2
+  p=$(run_polars)
+  indb_times+=("$i"); etl_times+=("$e"); pl_times+=("$p")
+  echo "bench-pivot: round $r: in-database ${i} s, etl ${e} s, connectorx+polars ${p} s" >&2
 done
 
 # Both sides' tables, row for row (columns are in channel order on both).
@@ -89,13 +101,17 @@ for ship in $(psql -X -Atq "$base/src" -c "SELECT DISTINCT ship_id FROM tenant.t
   a=$(psql -X -Atq "$base/src" -c "$(printf "$q" "indb.\"wide_$ship\"")")
   b=$(psql -X -Atq "$base/dst_etl" -c "$(printf "$q" "wide.\"wide_$ship\"")")
   [ "$a" = "$b" ] || { echo "bench-pivot: $ship differs: in-database $a, etl $b" >&2; exit 1; }
+  c=$(psql -X -Atq "$base/dst_pl" -c "$(printf "$q" "pl.\"wide_$ship\"")")
+  [ "$a" = "$c" ] || { echo "bench-pivot: $ship differs: in-database $a, polars $c" >&2; exit 1; }
 done
 
-im=$(median "${indb_times[@]}"); em=$(median "${etl_times[@]}")
+im=$(median "${indb_times[@]}"); em=$(median "${etl_times[@]}"); pm=$(median "${pl_times[@]}")
 echo
 echo "Standard data set: $rows readings, source table $size, $(nproc) cores, PostgreSQL $(psql -X -Atq "$url" -c 'SHOW server_version')"
-echo "Wide tables equal on both sides (last: $a)"
+echo "Wide tables equal on all three sides (last: $a)"
 printf 'in-database pivot      %8.2f s  (%s readings/s)\n' "$im" "$(echo "$rows / $im" | bc)"
 printf 'etl run (pivot)        %8.2f s  (%s readings/s)\n' "$em" "$(echo "$rows / $em" | bc)"
+printf 'connectorx + polars    %8.2f s  (%s readings/s)\n' "$pm" "$(echo "$rows / $pm" | bc)"
 printf 'speedup in-db/etl      %8.2f  (target: >= 6)\n' "$(echo "scale=4; $im / $em" | bc)"
+printf 'speedup polars/etl     %8.2f  (target: >= 2.5)\n' "$(echo "scale=4; $pm / $em" | bc)"
 grep -E 'peak memory|rows' "$dir/etl-summary.txt" | sed 's/^ */etl /'
