@@ -68,11 +68,11 @@ async fn read_chunk(job: ReadJob) {
         return read_copy(&*source, &chunk, tx).await;
     }
     let opened = async {
-        let mut stream = source.open(&chunk).await?;
+        let mut flow = crate::transform::Flow::Stream(source.open(&chunk).await?);
         for t in transforms.iter() {
-            stream = t.apply(stream, notes.clone()).await?;
+            flow = t.apply(flow, notes.clone()).await?;
         }
-        Ok::<_, EtlError>(stream)
+        flow.into_stream(transforms.len().saturating_sub(1)).await
     };
     let mut stream = match opened.await {
         Ok(s) => s,

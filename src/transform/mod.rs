@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
+use futures_util::StreamExt;
 
 use crate::config::validate::ValidatedTransform;
 use crate::error::EtlError;
@@ -20,13 +22,44 @@ use crate::source::BatchStream;
 pub trait Transform: Send + Sync {
     /// Schema of every batch this stage produces.
     fn output_schema(&self) -> SchemaRef;
-    /// Runs the stage over one chunk's batches; what it notices about the
+    /// Runs the stage over one chunk's rows; what it notices about the
     /// chunk's rows goes into `notes`.
-    async fn apply(&self, input: BatchStream, notes: Notes) -> Result<BatchStream, EtlError>;
+    async fn apply(&self, input: Flow, notes: Notes) -> Result<Flow, EtlError>;
     /// The pivot stage, when this is one: its batches' columns change from
     /// chunk to chunk, and sinks write them as wide tables.
     fn pivot(&self) -> Option<&pivot::Pivot> {
         None
+    }
+}
+
+/// A chunk's rows between stages: a stream of batches, or a table a
+/// DataFusion plan reads (the pivot's, so that a SQL stage after it plans
+/// over the pivot's operator).
+pub enum Flow {
+    Stream(BatchStream),
+    Table(Arc<dyn TableProvider>),
+}
+
+impl Flow {
+    /// The rows as batches: a table's plan executed as it is (its schema
+    /// and metadata kept). `index` names the stage in errors.
+    pub async fn into_stream(self, index: usize) -> Result<BatchStream, EtlError> {
+        match self {
+            Flow::Stream(s) => Ok(s),
+            Flow::Table(table) => {
+                let ctx = sql::context();
+                let plan = table
+                    .scan(&ctx.state(), None, &[], None)
+                    .await
+                    .map_err(|e| from_datafusion(index, e))?;
+                let stream = plan
+                    .execute(0, ctx.task_ctx())
+                    .map_err(|e| from_datafusion(index, e))?;
+                Ok(Box::pin(stream.map(move |batch| {
+                    batch.map_err(|e| from_datafusion(index, e))
+                })))
+            }
+        }
     }
 }
 

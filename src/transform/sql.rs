@@ -20,7 +20,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
 
-use super::{from_datafusion, Notes, Transform};
+use super::{from_datafusion, Flow, Notes, Transform};
 use crate::error::EtlError;
 use crate::source::BatchStream;
 use crate::wide::WideLayout;
@@ -35,7 +35,7 @@ pub struct SqlTransform {
 }
 
 /// One context per chunk, single partition: chunks are etl's parallelism.
-fn context() -> SessionContext {
+pub(crate) fn context() -> SessionContext {
     SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1))
 }
 
@@ -71,25 +71,50 @@ impl SqlTransform {
         })
     }
 
-    /// Wide rows: the query planned against the chunk's first batch, its
-    /// output checked against the layout and marked with it.
-    async fn apply_wide(
+    /// The chunk's rows as the table `input`: a stream becomes a
+    /// streaming table of `schema`; a table (the pivot's) is read as it is.
+    fn table(
         &self,
-        layout: &WideLayout,
-        mut input: BatchStream,
-    ) -> Result<BatchStream, EtlError> {
+        schema: SchemaRef,
+        input: Flow,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, EtlError> {
+        match input {
+            Flow::Table(t) => Ok(t),
+            Flow::Stream(stream) => {
+                let partition = Arc::new(OneShot {
+                    schema: schema.clone(),
+                    stream: Mutex::new(Some(stream)),
+                });
+                Ok(Arc::new(
+                    StreamingTable::try_new(schema, vec![partition])
+                        .map_err(|e| from_datafusion(self.index, e))?,
+                ))
+            }
+        }
+    }
+
+    /// Wide rows: the query planned against the chunk's wide schema (the
+    /// pivot's table, or a stream's first batch), its output checked
+    /// against the layout and marked with it.
+    async fn apply_wide(&self, layout: &WideLayout, input: Flow) -> Result<Flow, EtlError> {
         let index = self.index;
-        let Some(first) = input.next().await else {
-            return Ok(input);
+        let table = match input {
+            Flow::Table(t) => t,
+            Flow::Stream(mut stream) => {
+                let Some(first) = stream.next().await else {
+                    return Ok(Flow::Stream(stream));
+                };
+                let first = first?;
+                let schema = first.schema();
+                let rest = futures_util::stream::once(async move { Ok(first) }).chain(stream);
+                self.table(schema, Flow::Stream(Box::pin(rest)))?
+            }
         };
-        let first = first?;
-        let schema = first.schema();
-        let rest = futures_util::stream::once(async move { Ok(first) }).chain(input);
-        let output = self.run(schema, Box::pin(rest)).await?;
+        let output = self.run(table).await?;
         let layout = layout.clone();
         let what = format!("transforms[{index}]");
         let mut checked: Option<SchemaRef> = None;
-        Ok(Box::pin(output.map(move |batch| {
+        Ok(Flow::Stream(Box::pin(output.map(move |batch| {
             let batch = batch?;
             let schema = match &checked {
                 Some(s) => s.clone(),
@@ -103,20 +128,17 @@ impl SqlTransform {
             batch
                 .with_schema(schema)
                 .map_err(|e| EtlError::Bug(format!("marking wide rows: {e}")))
-        })))
+        }))))
     }
 
-    /// The query over one chunk's stream of batches of `schema`.
-    async fn run(&self, schema: SchemaRef, input: BatchStream) -> Result<BatchStream, EtlError> {
+    /// The query over one chunk's rows, registered as `input`.
+    async fn run(
+        &self,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<BatchStream, EtlError> {
         let index = self.index;
         let ctx = context();
-        let partition = Arc::new(OneShot {
-            schema: schema.clone(),
-            stream: Mutex::new(Some(input)),
-        });
-        let table = StreamingTable::try_new(schema, vec![partition])
-            .map_err(|e| from_datafusion(index, e))?;
-        ctx.register_table("input", Arc::new(table))
+        ctx.register_table("input", table)
             .map_err(|e| from_datafusion(index, e))?;
         let frame = ctx
             .sql(&self.query)
@@ -138,10 +160,13 @@ impl Transform for SqlTransform {
         self.output.clone()
     }
 
-    async fn apply(&self, input: BatchStream, _notes: Notes) -> Result<BatchStream, EtlError> {
+    async fn apply(&self, input: Flow, _notes: Notes) -> Result<Flow, EtlError> {
         match &self.wide {
             Some(layout) => self.apply_wide(layout, input).await,
-            None => self.run(self.input.clone(), input).await,
+            None => {
+                let table = self.table(self.input.clone(), input)?;
+                Ok(Flow::Stream(self.run(table).await?))
+            }
         }
     }
 }

@@ -36,10 +36,12 @@ use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::{ChunkNotes, Notes, Transform};
+use super::{ChunkNotes, Flow, Notes, Transform};
+
+mod exec;
+mod kernel;
 use crate::config::validate::PivotSpec;
 use crate::error::EtlError;
-use crate::source::BatchStream;
 use crate::wide::WideLayout;
 
 /// Wide rows per output batch.
@@ -129,14 +131,6 @@ pub struct Pivot {
     formats: HashMap<String, (usize, Kind)>,
     /// How sinks lay out the wide rows (the output's schema metadata).
     layout: WideLayout,
-}
-
-/// One channel's cells in the chunk.
-enum Cells {
-    Bool(Vec<bool>),
-    Int(Vec<i64>),
-    Float(Vec<f64>),
-    Text(Vec<String>),
 }
 
 impl Pivot {
@@ -231,254 +225,14 @@ impl Pivot {
         batches: &[RecordBatch],
     ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
         // Errors name this stage's place, whatever it is.
-        self.pivot_batches(batches).map_err(|e| match e {
+        let placed = self.place(batches).map_err(|e| match e {
             EtlError::Transform { message, .. } => EtlError::Transform {
                 index: self.index,
                 message,
             },
             other => other,
-        })
-    }
-
-    fn pivot_batches(
-        &self,
-        batches: &[RecordBatch],
-    ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
-        let mut counts = PivotCounts::default();
-        let sort_fields = self
-            .index_fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(sort_fields).map_err(arrow_error)?;
-        let mut times: HashMap<Box<[u8]>, u32> = HashMap::new();
-        let mut channels: HashMap<String, u32> = HashMap::new();
-        let mut channel_kinds: Vec<Kind> = Vec::new();
-        // Per batch: each row's (time id, channel id), u32::MAX for a row
-        // without a value to place, and its value column's kind.
-        let mut placed: Vec<Vec<(u32, u32)>> = Vec::with_capacity(batches.len());
-        let mut formats = Vec::with_capacity(batches.len());
-        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
-            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
-                counts.examples.push((reason, what));
-            }
-        };
-        let at = |index: &[ArrayRef], row: usize| {
-            index
-                .iter()
-                .map(|a| arrow::util::display::array_value_to_string(a, row).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        for batch in batches {
-            counts.input_rows += batch.num_rows() as u64;
-            let index: Vec<ArrayRef> = self
-                .index_columns
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            let rows = converter.convert_columns(&index).map_err(arrow_error)?;
-            let names = utf8(batch.column(self.name_column))?;
-            let fmts = utf8(batch.column(self.format_column))?;
-            let mut batch_placed = Vec::with_capacity(batch.num_rows());
-            let mut batch_formats: Vec<Option<(usize, Kind)>> =
-                Vec::with_capacity(batch.num_rows());
-            for row in 0..batch.num_rows() {
-                batch_formats.push(None);
-                if index.iter().any(|a| a.is_null(row)) {
-                    counts.null_index += 1;
-                    example(
-                        &mut counts,
-                        "null_index",
-                        format!("a row with a NULL in {}", self.spec.index.join(", ")),
-                    );
-                    batch_placed.push((u32::MAX, u32::MAX));
-                    continue;
-                }
-                let next = times.len() as u32;
-                let time = *times.entry(rows.row(row).as_ref().into()).or_insert(next);
-                let name = (!names.is_null(row)).then(|| names.value(row));
-                let format = (!fmts.is_null(row)).then(|| fmts.value(row));
-                let Some(name) = name else {
-                    counts.null_name += 1;
-                    example(
-                        &mut counts,
-                        "null_name",
-                        format!(
-                            "a row at {} with a NULL {}",
-                            at(&index, row),
-                            self.spec.name_column
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                };
-                let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
-                    counts.unknown_format += 1;
-                    example(
-                        &mut counts,
-                        "unknown_format",
-                        format!(
-                            "{} {name:?} at {} has {} {}, which is not in values",
-                            self.spec.name_column,
-                            at(&index, row),
-                            self.spec.format_column,
-                            format.map_or("NULL".to_string(), |f| format!("{f:?}"))
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                };
-                let channel = match channels.get(name) {
-                    Some(&c) => c,
-                    None => {
-                        let c = channels.len() as u32;
-                        channels.insert(name.to_string(), c);
-                        channel_kinds.push(kind);
-                        c
-                    }
-                };
-                let k = &mut channel_kinds[channel as usize];
-                *k = (*k).max(kind);
-                if batch.column(value_column).is_null(row) {
-                    counts.null_value += 1;
-                    example(
-                        &mut counts,
-                        "null_value",
-                        format!(
-                            "{} {name:?} at {} has a NULL {}",
-                            self.spec.name_column,
-                            at(&index, row),
-                            self.spec
-                                .values
-                                .iter()
-                                .find(|(f, _)| Some(f.as_str()) == format)
-                                .map_or("", |(_, v)| v.as_str())
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                }
-                batch_formats[row] = Some((value_column, kind));
-                batch_placed.push((time, channel));
-            }
-            placed.push(batch_placed);
-            formats.push(batch_formats);
-        }
-        if times.is_empty() {
-            return Ok((None, counts));
-        }
-        // Wide rows in index order: provisional id -> final row.
-        let mut order: Vec<(Box<[u8]>, u32)> = times.into_iter().collect();
-        order.sort_unstable();
-        let n = order.len();
-        let mut row_of = vec![0u32; n];
-        for (final_row, (_, id)) in order.iter().enumerate() {
-            row_of[*id as usize] = final_row as u32;
-        }
-        let text = self.spec.text;
-        let mut cells: Vec<(Cells, Vec<bool>)> = channel_kinds
-            .iter()
-            .map(|&k| {
-                let c = match if text { Kind::Text } else { k } {
-                    Kind::Bool => Cells::Bool(vec![false; n]),
-                    Kind::Int => Cells::Int(vec![0; n]),
-                    Kind::Float => Cells::Float(vec![0.0; n]),
-                    Kind::Text => Cells::Text(vec![String::new(); n]),
-                };
-                (c, vec![false; n])
-            })
-            .collect();
-        for ((batch, batch_placed), batch_formats) in batches.iter().zip(&placed).zip(&formats) {
-            // Value columns in their canonical types, cast once per batch,
-            // by column position (no lookup per reading).
-            let mut values: Vec<Option<ArrayRef>> = vec![None; batch.num_columns()];
-            for (column, kind) in self.formats.values() {
-                values[*column] =
-                    Some(cast(batch.column(*column), &kind.arrow()).map_err(arrow_error)?);
-            }
-            for (row, &(time, channel)) in batch_placed.iter().enumerate() {
-                if channel == u32::MAX {
-                    continue;
-                }
-                let (column, kind) = batch_formats[row].expect("placed rows have a format");
-                let at = row_of[time as usize] as usize;
-                let (cells, set) = &mut cells[channel as usize];
-                let duplicate = set[at];
-                set[at] = true;
-                if duplicate {
-                    counts.duplicates += 1;
-                }
-                let array = values[column].as_ref().expect("cast above");
-                match cells {
-                    Cells::Bool(v) => {
-                        let x = array.as_boolean().value(row);
-                        v[at] = if duplicate { v[at] || x } else { x };
-                    }
-                    Cells::Int(v) => {
-                        let x = match kind {
-                            Kind::Bool => array.as_boolean().value(row) as i64,
-                            _ => array.as_primitive::<Int64Type>().value(row),
-                        };
-                        v[at] = if duplicate { v[at].max(x) } else { x };
-                    }
-                    Cells::Float(v) => {
-                        let x = match kind {
-                            Kind::Bool => array.as_boolean().value(row) as i64 as f64,
-                            Kind::Int => array.as_primitive::<Int64Type>().value(row) as f64,
-                            _ => array.as_primitive::<Float64Type>().value(row),
-                        };
-                        if !duplicate || float_greater(x, v[at]) {
-                            v[at] = x;
-                        }
-                    }
-                    Cells::Text(v) => {
-                        let x = match kind {
-                            Kind::Bool => array.as_boolean().value(row).to_string(),
-                            Kind::Int => array.as_primitive::<Int64Type>().value(row).to_string(),
-                            Kind::Float => {
-                                pg_float_text(array.as_primitive::<Float64Type>().value(row))
-                            }
-                            Kind::Text => array.as_string::<i32>().value(row).to_string(),
-                        };
-                        if !duplicate || x.as_bytes() > v[at].as_bytes() {
-                            v[at] = x;
-                        }
-                    }
-                }
-            }
-        }
-        // Columns in channel-name order.
-        let mut names: Vec<(String, u32)> = channels.into_iter().collect();
-        names.sort_unstable();
-        let parser = converter.parser();
-        let index_rows = converter
-            .convert_rows(order.iter().map(|(bytes, _)| parser.parse(bytes)))
-            .map_err(arrow_error)?;
-        let mut fields: Vec<FieldRef> = self.index_fields.clone();
-        let mut columns: Vec<ArrayRef> = index_rows;
-        let mut cells: Vec<Option<(Cells, Vec<bool>)>> = cells.into_iter().map(Some).collect();
-        for (name, id) in names {
-            let (c, set) = cells[id as usize].take().expect("each channel once");
-            let array: ArrayRef = match c {
-                Cells::Bool(v) => Arc::new(BooleanArray::new(v.into(), Some(set.into()))),
-                Cells::Int(v) => Arc::new(Int64Array::new(v.into(), Some(set.into()))),
-                Cells::Float(v) => Arc::new(Float64Array::new(v.into(), Some(set.into()))),
-                Cells::Text(v) => Arc::new(StringArray::from_iter(
-                    v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
-                )),
-            };
-            fields.push(Arc::new(crate::wide::channel_field(
-                &name,
-                array.data_type().clone(),
-                &self.layout.index,
-            )));
-            columns.push(array);
-        }
-        counts.wide_rows = n as u64;
-        let schema = self.layout.mark(&Schema::new(fields));
-        let batch = RecordBatch::try_new(Arc::new(schema), columns).map_err(arrow_error)?;
-        Ok((Some(batch), counts))
+        })?;
+        kernel::fill(batches, placed)
     }
 }
 
@@ -550,33 +304,37 @@ impl Transform for Pivot {
         Some(self)
     }
 
-    async fn apply(&self, mut input: BatchStream, notes: Notes) -> Result<BatchStream, EtlError> {
+    /// Pass one here; pass two when the plan reading the returned table
+    /// (a SQL stage after this one, or the sinks') executes it.
+    async fn apply(&self, input: Flow, notes: Notes) -> Result<Flow, EtlError> {
         // The whole chunk is needed before any wide row is complete.
+        let mut input = input.into_stream(self.index).await?;
         let mut batches = Vec::new();
         while let Some(b) = input.next().await {
             batches.push(b?);
         }
-        let (wide, counts) = self.pivot(&batches)?;
-        drop(batches);
-        if counts.not_pivoted() > 0 || counts.duplicates > 0 {
-            tracing::warn!(
-                not_pivoted = counts.not_pivoted(),
-                duplicates = counts.duplicates,
-                examples = %counts.examples.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; "),
-                "Some readings were not pivoted, or repeated a (row, channel) cell (the greatest value is kept)."
-            );
-        }
-        *notes.lock().expect("no panic while holding the lock") = ChunkNotes {
-            pivot: Some(counts),
-        };
-        let slices: Vec<Result<RecordBatch, EtlError>> = match wide {
-            None => Vec::new(),
-            Some(w) => (0..w.num_rows())
-                .step_by(OUTPUT_ROWS)
-                .map(|at| Ok(w.slice(at, OUTPUT_ROWS.min(w.num_rows() - at))))
-                .collect(),
-        };
-        Ok(Box::pin(futures_util::stream::iter(slices)))
+        let placed = self.place(&batches).map_err(|e| match e {
+            EtlError::Transform { message, .. } => EtlError::Transform {
+                index: self.index,
+                message,
+            },
+            other => other,
+        })?;
+        Ok(Flow::Table(Arc::new(exec::PivotTable::new(
+            batches, placed, notes,
+        ))))
+    }
+}
+
+/// Logs what a chunk's pivot left out or found repeated.
+fn log_counts(counts: &PivotCounts) {
+    if counts.not_pivoted() > 0 || counts.duplicates > 0 {
+        tracing::warn!(
+            not_pivoted = counts.not_pivoted(),
+            duplicates = counts.duplicates,
+            examples = %counts.examples.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("; "),
+            "Some readings were not pivoted, or repeated a (row, channel) cell (the greatest value is kept)."
+        );
     }
 }
 
@@ -795,5 +553,92 @@ mod tests {
             [Some("Zeta".into()), Some("false".into()), Some("가".into())]
         );
         assert_eq!(counts.duplicates, 2);
+    }
+
+    #[test]
+    fn a_sql_stage_after_the_pivot_plans_over_its_operator() {
+        // Given a chunk pivoted by the stage (pass one) into a table
+        let b = narrow(&[
+            (Some(10), Some("a"), Some("D"), None, Some(2.5), None, None),
+            (Some(20), Some("a"), Some("D"), None, Some(0.5), None, None),
+            (Some(10), Some("m"), Some("I"), None, None, Some(7), None),
+            (Some(10), Some("s"), Some("S"), None, None, None, Some("x")),
+        ]);
+        let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
+        let notes = Notes::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let flow = rt
+            .block_on(p.apply(
+                Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
+                notes.clone(),
+            ))
+            .unwrap();
+        let Flow::Table(table) = flow else {
+            panic!("the pivot hands on a table")
+        };
+        // Its schema is the chunk's channels with their kinds, before any cell is filled
+        let fields: Vec<String> = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        assert_eq!(fields[1..], ["a Float64", "m Int64", "s Utf8"]);
+        assert!(notes.lock().unwrap().pivot.is_none());
+
+        // When a query over it is planned and run
+        let sql = crate::transform::sql::SqlTransform::build(
+            1,
+            "SELECT t, a * 2 AS x FROM input WHERE a > 1",
+            table.schema(),
+        );
+        let sql = rt.block_on(sql).unwrap();
+        let ctx = crate::transform::sql::context();
+        ctx.register_table("input", table.clone()).unwrap();
+        let plan = rt
+            .block_on(async {
+                ctx.sql("EXPLAIN SELECT t, a * 2 AS x FROM input WHERE a > 1")
+                    .await?
+                    .collect()
+                    .await
+            })
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&plan)
+            .unwrap()
+            .to_string();
+        // Then the physical plan is one DataFusion plan with the pivot as its
+        // leaf, reading only the columns the query needs (t and a)
+        assert!(text.contains("FilterExec"), "{text}");
+        assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
+        let out = rt.block_on(async {
+            let mut s = sql
+                .apply(Flow::Table(table), notes.clone())
+                .await
+                .unwrap()
+                .into_stream(1)
+                .await
+                .unwrap();
+            let mut rows = Vec::new();
+            while let Some(b) = s.next().await {
+                rows.push(b.unwrap());
+            }
+            rows
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0]
+                .column(1)
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec(),
+            [5.0]
+        );
+        // And the counts were noted when pass two ran
+        assert_eq!(
+            notes.lock().unwrap().pivot.as_ref().map(|c| c.wide_rows),
+            Some(2)
+        );
     }
 }

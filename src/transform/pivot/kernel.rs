@@ -1,0 +1,339 @@
+//! The pivot's kernel: two passes over a chunk's readings. Pass one
+//! ([`Pivot::place`]) hashes each reading once into its (wide row, channel)
+//! and learns the channels and their kinds, which is the chunk's wide
+//! schema; pass two ([`fill`]) fills the cells, keeping the greatest of
+//! repeated readings. [`super::exec`] runs pass two as a DataFusion
+//! operator, planned with pass one's schema.
+
+use super::*;
+
+/// What pass one learned about a chunk, and what pass two needs.
+pub(super) struct Placed {
+    /// The stage's place in `[[transforms]]`, for errors.
+    pub(super) stage: usize,
+    /// The wide schema: the index, then one column per channel in name order.
+    pub(super) schema: SchemaRef,
+    pub(super) counts: PivotCounts,
+    converter: RowConverter,
+    /// Index rows in order, with their provisional ids.
+    order: Vec<(Box<[u8]>, u32)>,
+    /// Provisional id -> final row.
+    row_of: Vec<u32>,
+    /// Each channel's column kind, by channel id.
+    kinds: Vec<Kind>,
+    /// (channel, id) in name order.
+    names: Vec<(String, u32)>,
+    /// Per batch: each row's (time id, channel id); `u32::MAX` for a row
+    /// without a value to place.
+    placed: Vec<Vec<(u32, u32)>>,
+    /// Per batch and row: the value column and its kind.
+    formats: Vec<Vec<Option<(usize, Kind)>>>,
+    /// The value columns, cast once per batch.
+    value_columns: Vec<(usize, Kind)>,
+}
+
+/// One channel's cells in the chunk.
+enum Cells {
+    Bool(Vec<bool>),
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Text(Vec<String>),
+}
+
+impl Pivot {
+    /// Pass one: each reading's wide row and channel, the channels'
+    /// kinds, and so the chunk's wide schema.
+    pub(super) fn place(&self, batches: &[RecordBatch]) -> Result<Placed, EtlError> {
+        let mut counts = PivotCounts::default();
+        let sort_fields = self
+            .index_fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(sort_fields).map_err(arrow_error)?;
+        let mut times: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut channels: HashMap<String, u32> = HashMap::new();
+        let mut channel_kinds: Vec<Kind> = Vec::new();
+        // Per batch: each row's (time id, channel id), u32::MAX for a row
+        // without a value to place, and its value column's kind.
+        let mut placed: Vec<Vec<(u32, u32)>> = Vec::with_capacity(batches.len());
+        let mut formats = Vec::with_capacity(batches.len());
+        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
+            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
+                counts.examples.push((reason, what));
+            }
+        };
+        let at = |index: &[ArrayRef], row: usize| {
+            index
+                .iter()
+                .map(|a| arrow::util::display::array_value_to_string(a, row).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for batch in batches {
+            counts.input_rows += batch.num_rows() as u64;
+            let index: Vec<ArrayRef> = self
+                .index_columns
+                .iter()
+                .map(|&i| batch.column(i).clone())
+                .collect();
+            let rows = converter.convert_columns(&index).map_err(arrow_error)?;
+            let names = utf8(batch.column(self.name_column))?;
+            let fmts = utf8(batch.column(self.format_column))?;
+            let mut batch_placed = Vec::with_capacity(batch.num_rows());
+            let mut batch_formats: Vec<Option<(usize, Kind)>> =
+                Vec::with_capacity(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                batch_formats.push(None);
+                if index.iter().any(|a| a.is_null(row)) {
+                    counts.null_index += 1;
+                    example(
+                        &mut counts,
+                        "null_index",
+                        format!("a row with a NULL in {}", self.spec.index.join(", ")),
+                    );
+                    batch_placed.push((u32::MAX, u32::MAX));
+                    continue;
+                }
+                let next = times.len() as u32;
+                let time = *times.entry(rows.row(row).as_ref().into()).or_insert(next);
+                let name = (!names.is_null(row)).then(|| names.value(row));
+                let format = (!fmts.is_null(row)).then(|| fmts.value(row));
+                let Some(name) = name else {
+                    counts.null_name += 1;
+                    example(
+                        &mut counts,
+                        "null_name",
+                        format!(
+                            "a row at {} with a NULL {}",
+                            at(&index, row),
+                            self.spec.name_column
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                };
+                let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
+                    counts.unknown_format += 1;
+                    example(
+                        &mut counts,
+                        "unknown_format",
+                        format!(
+                            "{} {name:?} at {} has {} {}, which is not in values",
+                            self.spec.name_column,
+                            at(&index, row),
+                            self.spec.format_column,
+                            format.map_or("NULL".to_string(), |f| format!("{f:?}"))
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                };
+                let channel = match channels.get(name) {
+                    Some(&c) => c,
+                    None => {
+                        let c = channels.len() as u32;
+                        channels.insert(name.to_string(), c);
+                        channel_kinds.push(kind);
+                        c
+                    }
+                };
+                let k = &mut channel_kinds[channel as usize];
+                *k = (*k).max(kind);
+                if batch.column(value_column).is_null(row) {
+                    counts.null_value += 1;
+                    example(
+                        &mut counts,
+                        "null_value",
+                        format!(
+                            "{} {name:?} at {} has a NULL {}",
+                            self.spec.name_column,
+                            at(&index, row),
+                            self.spec
+                                .values
+                                .iter()
+                                .find(|(f, _)| Some(f.as_str()) == format)
+                                .map_or("", |(_, v)| v.as_str())
+                        ),
+                    );
+                    batch_placed.push((time, u32::MAX));
+                    continue;
+                }
+                batch_formats[row] = Some((value_column, kind));
+                batch_placed.push((time, channel));
+            }
+            placed.push(batch_placed);
+            formats.push(batch_formats);
+        }
+        // Wide rows in index order: provisional id -> final row.
+        let mut order: Vec<(Box<[u8]>, u32)> = times.into_iter().collect();
+        order.sort_unstable();
+        let n = order.len();
+        let mut row_of = vec![0u32; n];
+        for (final_row, (_, id)) in order.iter().enumerate() {
+            row_of[*id as usize] = final_row as u32;
+        }
+        // Columns in channel-name order.
+        let mut names: Vec<(String, u32)> = channels.into_iter().collect();
+        names.sort_unstable();
+        let text = self.spec.text;
+        let mut fields: Vec<FieldRef> = self.index_fields.clone();
+        for (name, id) in &names {
+            let kind = if text {
+                Kind::Text
+            } else {
+                channel_kinds[*id as usize]
+            };
+            fields.push(Arc::new(crate::wide::channel_field(
+                name,
+                kind.arrow(),
+                &self.layout.index,
+            )));
+        }
+        counts.wide_rows = n as u64;
+        Ok(Placed {
+            stage: self.index,
+            schema: Arc::new(self.layout.mark(&Schema::new(fields))),
+            counts,
+            converter,
+            order,
+            row_of,
+            kinds: channel_kinds
+                .into_iter()
+                .map(|k| if text { Kind::Text } else { k })
+                .collect(),
+            names,
+            placed,
+            formats,
+            value_columns: self.formats.values().copied().collect(),
+        })
+    }
+}
+
+/// Pass two: the cells filled from the readings, the wide batch built in
+/// the schema pass one gave (`None` without rows), and the counts.
+pub(super) fn fill(
+    batches: &[RecordBatch],
+    placed: Placed,
+) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
+    let Placed {
+        stage,
+        schema,
+        mut counts,
+        converter,
+        order,
+        row_of,
+        kinds,
+        names,
+        placed,
+        formats,
+        value_columns,
+    } = placed;
+    let stage_error = |e: EtlError| match e {
+        EtlError::Transform { message, .. } => EtlError::Transform {
+            index: stage,
+            message,
+        },
+        other => other,
+    };
+    let n = order.len();
+    if n == 0 {
+        return Ok((None, counts));
+    }
+    let mut cells: Vec<(Cells, Vec<bool>)> = kinds
+        .iter()
+        .map(|&k| {
+            let c = match k {
+                Kind::Bool => Cells::Bool(vec![false; n]),
+                Kind::Int => Cells::Int(vec![0; n]),
+                Kind::Float => Cells::Float(vec![0.0; n]),
+                Kind::Text => Cells::Text(vec![String::new(); n]),
+            };
+            (c, vec![false; n])
+        })
+        .collect();
+    for ((batch, batch_placed), batch_formats) in batches.iter().zip(&placed).zip(&formats) {
+        // Value columns in their canonical types, cast once per batch,
+        // by column position (no lookup per reading).
+        let mut values: Vec<Option<ArrayRef>> = vec![None; batch.num_columns()];
+        for (column, kind) in &value_columns {
+            values[*column] = Some(
+                cast(batch.column(*column), &kind.arrow())
+                    .map_err(arrow_error)
+                    .map_err(stage_error)?,
+            );
+        }
+        for (row, &(time, channel)) in batch_placed.iter().enumerate() {
+            if channel == u32::MAX {
+                continue;
+            }
+            let (column, kind) = batch_formats[row].expect("placed rows have a format");
+            let at = row_of[time as usize] as usize;
+            let (cells, set) = &mut cells[channel as usize];
+            let duplicate = set[at];
+            set[at] = true;
+            if duplicate {
+                counts.duplicates += 1;
+            }
+            let array = values[column].as_ref().expect("cast above");
+            match cells {
+                Cells::Bool(v) => {
+                    let x = array.as_boolean().value(row);
+                    v[at] = if duplicate { v[at] || x } else { x };
+                }
+                Cells::Int(v) => {
+                    let x = match kind {
+                        Kind::Bool => array.as_boolean().value(row) as i64,
+                        _ => array.as_primitive::<Int64Type>().value(row),
+                    };
+                    v[at] = if duplicate { v[at].max(x) } else { x };
+                }
+                Cells::Float(v) => {
+                    let x = match kind {
+                        Kind::Bool => array.as_boolean().value(row) as i64 as f64,
+                        Kind::Int => array.as_primitive::<Int64Type>().value(row) as f64,
+                        _ => array.as_primitive::<Float64Type>().value(row),
+                    };
+                    if !duplicate || float_greater(x, v[at]) {
+                        v[at] = x;
+                    }
+                }
+                Cells::Text(v) => {
+                    let x = match kind {
+                        Kind::Bool => array.as_boolean().value(row).to_string(),
+                        Kind::Int => array.as_primitive::<Int64Type>().value(row).to_string(),
+                        Kind::Float => {
+                            pg_float_text(array.as_primitive::<Float64Type>().value(row))
+                        }
+                        Kind::Text => array.as_string::<i32>().value(row).to_string(),
+                    };
+                    if !duplicate || x.as_bytes() > v[at].as_bytes() {
+                        v[at] = x;
+                    }
+                }
+            }
+        }
+    }
+    let parser = converter.parser();
+    let mut columns: Vec<ArrayRef> = converter
+        .convert_rows(order.iter().map(|(bytes, _)| parser.parse(bytes)))
+        .map_err(arrow_error)
+        .map_err(stage_error)?;
+    let mut cells: Vec<Option<(Cells, Vec<bool>)>> = cells.into_iter().map(Some).collect();
+    for (_, id) in names {
+        let (c, set) = cells[id as usize].take().expect("each channel once");
+        let array: ArrayRef = match c {
+            Cells::Bool(v) => Arc::new(BooleanArray::new(v.into(), Some(set.into()))),
+            Cells::Int(v) => Arc::new(Int64Array::new(v.into(), Some(set.into()))),
+            Cells::Float(v) => Arc::new(Float64Array::new(v.into(), Some(set.into()))),
+            Cells::Text(v) => Arc::new(StringArray::from_iter(
+                v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
+            )),
+        };
+        columns.push(array);
+    }
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(arrow_error)
+        .map_err(stage_error)?;
+    Ok((Some(batch), counts))
+}
