@@ -221,6 +221,37 @@ fn pivot_kernel(c: &mut Criterion) {
                 })
             },
         );
+        if !text {
+            // The same chunk as a run pivots it: the stage's DataFusion
+            // operator (pass one, then PivotExec executed), batches out.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            group.bench_function(
+                BenchmarkId::new("typed_operator", format!("one_day_{DAY}_readings")),
+                |b| {
+                    b.iter(|| {
+                        rt.block_on(async {
+                            use etl::transform::{Flow, Transform};
+                            use futures_util::StreamExt;
+                            let input = futures_util::stream::iter(
+                                batches.iter().cloned().map(Ok).collect::<Vec<_>>(),
+                            );
+                            let flow = pivot
+                                .apply(Flow::Stream(Box::pin(input)), Default::default())
+                                .await
+                                .expect("pivots");
+                            let mut out = flow.into_stream(0).await.expect("runs");
+                            let mut rows = 0;
+                            while let Some(b) = out.next().await {
+                                rows += b.expect("a batch").num_rows();
+                            }
+                            assert_eq!(rows, 1440);
+                        })
+                    })
+                },
+            );
+        }
     }
     group.finish();
 }
