@@ -34,6 +34,13 @@ pub const WIDE_METADATA: &str = "etl.wide";
 /// Field metadata of a value column whose field name is not its channel's
 /// name (an empty name, or one an index column has).
 pub const CHANNEL_METADATA: &str = "etl.channel";
+/// Field metadata of a bigint or double precision value column some of
+/// whose cells may print otherwise as text than their values do: a
+/// repeated reading kept by numeric order (10 of 9 and 10, where text
+/// order keeps '9'), or a boolean reading (`true`, 1 as a number). Should
+/// the column be, or become, text, the chunk must be pivoted again with
+/// the channel as text.
+pub const AMBIGUOUS_METADATA: &str = "etl.text_ambiguous";
 /// Schema metadata of a staged chunk: its key column and key (JSON, [`ChunkKey`]).
 pub const KEY_METADATA: &str = "etl.key";
 
@@ -116,6 +123,8 @@ pub struct WideColumns {
     pub index: Vec<usize>,
     /// (position, name, kind) of each value column, in batch order.
     pub values: Vec<(usize, String, Kind)>,
+    /// Value columns marked [`AMBIGUOUS_METADATA`], by channel.
+    pub ambiguous: Vec<String>,
 }
 
 impl WideLayout {
@@ -157,6 +166,7 @@ impl WideLayout {
             })?);
         }
         let mut values = Vec::new();
+        let mut ambiguous = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
             if index.contains(&i) {
                 continue;
@@ -169,9 +179,16 @@ impl WideLayout {
                 ))
             })?;
             let name = f.metadata().get(CHANNEL_METADATA).unwrap_or(f.name());
+            if f.metadata().contains_key(AMBIGUOUS_METADATA) {
+                ambiguous.push(name.clone());
+            }
             values.push((i, name.clone(), kind));
         }
-        Ok(WideColumns { index, values })
+        Ok(WideColumns {
+            index,
+            values,
+            ambiguous,
+        })
     }
 }
 
@@ -204,17 +221,25 @@ pub fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
     }
 }
 
-/// The field of a channel's values beside the index `index`.
-pub fn channel_field(channel: &str, data_type: DataType, index: &[String]) -> Field {
-    if !channel.is_empty() && !index.iter().any(|i| i == channel) {
-        return Field::new(channel, data_type, true);
+/// The field of a channel's values beside the index `index`; `ambiguous`
+/// marks it [`AMBIGUOUS_METADATA`].
+pub fn channel_field(
+    channel: &str,
+    data_type: DataType,
+    index: &[String],
+    ambiguous: bool,
+) -> Field {
+    let mut metadata = std::collections::HashMap::new();
+    if ambiguous {
+        metadata.insert(AMBIGUOUS_METADATA.to_string(), "true".to_string());
     }
-    let name = crate::sink::wide::fit_identifier(channel, &|n| index.iter().any(|i| i == n));
-    Field::new(name, data_type, true).with_metadata(
-        [(CHANNEL_METADATA.to_string(), channel.to_string())]
-            .into_iter()
-            .collect(),
-    )
+    let name = if !channel.is_empty() && !index.iter().any(|i| i == channel) {
+        channel.to_string()
+    } else {
+        metadata.insert(CHANNEL_METADATA.to_string(), channel.to_string());
+        crate::sink::wide::fit_identifier(channel, &|n| index.iter().any(|i| i == n))
+    };
+    Field::new(name, data_type, true).with_metadata(metadata)
 }
 
 fn names(schema: &Schema) -> String {

@@ -177,6 +177,17 @@ pub(super) async fn run_chunk(
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let notes = Notes::default();
+    if transforms.iter().any(|t| t.pivot().is_some()) {
+        // Channels the targets have as text are pivoted as text.
+        let mut text = std::collections::HashSet::new();
+        for s in sinks {
+            text.extend(s.text_channels(chunk).await?);
+        }
+        notes
+            .lock()
+            .expect("no panic while holding the lock")
+            .text_channels = text;
+    }
     let job = ReadJob {
         source: source.clone(),
         transforms: transforms.clone(),

@@ -324,7 +324,6 @@ pub fn run_jobs(
         .unwrap_or(default_workers)
         .clamp(1, jobs.len().max(1));
     let pool = worker_pool(workers, "etl-worker")?;
-    let next = AtomicUsize::new(0);
     let rows = AtomicU64::new(0);
     let bytes_written = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
@@ -334,7 +333,12 @@ pub fn run_jobs(
     let progress = summary::Progress::new(jobs.len(), options.expected_rows);
     let name = groups.first().map_or("", |(r, _)| r.pipeline.name.as_str());
     tracing::info!(pipeline = %name, chunks = jobs.len(), workers, "Run started.");
-    pool.scope(|scope| {
+    // A round runs `jobs` on the pool. The second ("again") runs chunks a
+    // sink calls stale (wide cells to pivot again as text, see
+    // sink::wide): they were counted once already.
+    let round = |jobs: &[(&Runner, &Chunk)], again: bool| {
+        let next = AtomicUsize::new(0);
+        pool.scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|_| loop {
                 if STOP.load(Ordering::SeqCst) {
@@ -345,18 +349,25 @@ pub fn run_jobs(
                 let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %chunk.bound(chunk.start));
                 let _guard = span.enter();
                 let began = Instant::now();
-                let redo = options.redo || options.redo_chunks.contains(chunk);
+                let redo = again || options.redo || options.redo_chunks.contains(chunk);
                 let written = AtomicU64::new(0);
                 let result = runner.run_with_retries(chunk, redo, &|n| {
                     written.fetch_add(n, Ordering::Relaxed);
-                    progress.rows_written(n);
+                    if !again {
+                        progress.rows_written(n);
+                    }
                 });
                 let written = written.into_inner();
                 match result {
                     Ok(None) => {
                         tracing::debug!("Chunk is done or running in another process; skipped.");
                         elsewhere.fetch_add(1, Ordering::Relaxed);
-                        progress.chunk_done(0, false, written);
+                        if !again {
+                            progress.chunk_done(0, false, written);
+                        }
+                    }
+                    Ok(Some(_)) if again => {
+                        tracing::info!("Chunk pivoted again with text columns (a later chunk widened them).");
                     }
                     Ok(Some((stats, notes))) => {
                         if let Some(c) = notes.pivot {
@@ -369,10 +380,15 @@ pub fn run_jobs(
                         progress.chunk_done(stats.rows, false, written);
                     }
                     Err(e) => {
+                        if again {
+                            done.fetch_sub(1, Ordering::Relaxed);
+                        }
                         let error = e.to_string();
                         tracing::error!(chunk = %chunk, error = %error, "Chunk failed and was rolled back.");
                         failed.lock().expect("no panic while holding the lock").push(FailedChunk { chunk: (*chunk).clone(), error });
-                        progress.chunk_done(0, true, written);
+                        if !again {
+                            progress.chunk_done(0, true, written);
+                        }
                     }
                 }
                 if !options.delay.is_zero() {
@@ -381,6 +397,41 @@ pub fn run_jobs(
             });
         }
     });
+    };
+    round(&jobs, false);
+    if !STOP.load(Ordering::SeqCst) {
+        let failed_now: HashSet<Chunk> = failed
+            .lock()
+            .expect("no panic while holding the lock")
+            .iter()
+            .map(|f| f.chunk.clone())
+            .collect();
+        let mut stale: Vec<(&Runner, Chunk)> = Vec::new();
+        for (runner, chunks) in groups {
+            let ok: Vec<Chunk> = chunks
+                .iter()
+                .filter(|c| !failed_now.contains(*c))
+                .cloned()
+                .collect();
+            let mut found: Vec<Chunk> = Vec::new();
+            for s in &runner.sinks {
+                for c in block_on(s.stale(&ok))? {
+                    if !found.contains(&c) {
+                        found.push(c);
+                    }
+                }
+            }
+            stale.extend(found.into_iter().map(|c| (*runner, c)));
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                chunks = stale.len(),
+                "Chunks that wrote numbers into columns a later chunk widened to text run again, pivoted as text."
+            );
+            let again: Vec<(&Runner, &Chunk)> = stale.iter().map(|(r, c)| (*r, c)).collect();
+            round(&again, true);
+        }
+    }
     progress.finish();
     let mut failed = failed
         .into_inner()

@@ -80,6 +80,19 @@ pub trait Sink: Send + Sync {
     ) -> Result<crate::verify::Comparison, EtlError>;
     /// Records a failed attempt (after its rollback) with its error.
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError>;
+    /// Wide rows: the channels whose columns this chunk's target has as
+    /// text already, so the pivot makes their cells text (its repeated
+    /// readings compared as text, as the column's type orders them).
+    async fn text_channels(&self, _chunk: &Chunk) -> Result<Vec<String>, EtlError> {
+        Ok(Vec::new())
+    }
+    /// Wide rows: the chunks among `chunks` that wrote numbers into a
+    /// column a later chunk widened to text, where as text another value
+    /// is the greatest ([`crate::wide::AMBIGUOUS_METADATA`]): they run
+    /// again, pivoted with the channel as text.
+    async fn stale(&self, _chunks: &[Chunk]) -> Result<Vec<Chunk>, EtlError> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]

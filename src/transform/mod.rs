@@ -67,6 +67,10 @@ impl Flow {
 #[derive(Debug, Default, Clone)]
 pub struct ChunkNotes {
     pub pivot: Option<pivot::PivotCounts>,
+    /// Given before the chunk runs: channels whose wide columns the sinks
+    /// have as text already; a pivot makes their cells text, comparing
+    /// repeated readings as text.
+    pub text_channels: std::collections::HashSet<String>,
 }
 
 pub type Notes = Arc<Mutex<ChunkNotes>>;

@@ -72,7 +72,13 @@ fn compare(db: &TestDb, reference: &str, wide: &str) -> (i64, i64, i64, i64) {
     (n[0], n[1], n[2], n[3])
 }
 
-fn assert_equal_to_reference(db: &TestDb, narrow: &str, base: &str, ship: &str, filter: &str) {
+pub(crate) fn assert_equal_to_reference(
+    db: &TestDb,
+    narrow: &str,
+    base: &str,
+    ship: &str,
+    filter: &str,
+) {
     let reference = reference_query(db, narrow, ship, filter, false);
     let wide = wide_query(db, base);
     let (missing, extra, rows, wide_rows) = compare(db, &reference, &wide);

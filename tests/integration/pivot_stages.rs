@@ -177,3 +177,64 @@ fn a_pivots_staging_folder_loads_back_equal_to_the_direct_pivot() {
         "{verify:?}"
     );
 }
+
+#[test]
+fn repeated_readings_in_a_column_widened_to_text_keep_the_greatest_text() {
+    // Given readings of one ship over two days, one chunk per day, where
+    // - "mix" repeats a reading (9 and 10) on day 1 as integers and turns
+    //   text on day 2 (the column is widened after day 1 was written),
+    // - "late" is text on day 1 and repeats 9 and 10 as integers on day 2
+    //   (its column is text before day 2 runs),
+    // - "flag" has a boolean and an integer on day 1 and text on day 2,
+    // - "num" repeats 9 and 10 and stays a number
+    let db = TestDb::new("pivot_text_dups");
+    psql(
+        &db.src,
+        "CREATE SCHEMA tenant; \
+         CREATE TABLE tenant.dups (ship_id text, data_channel_id text, created_time timestamptz, \
+           value_format text, bool_v boolean, str_v text, long_v bigint, double_v double precision); \
+         INSERT INTO tenant.dups VALUES \
+           ('S', 'mix', '2025-06-01 01:00+00', 'Integer', NULL, NULL, 9, NULL), \
+           ('S', 'mix', '2025-06-01 01:00+00', 'Integer', NULL, NULL, 10, NULL), \
+           ('S', 'mix', '2025-06-02 01:00+00', 'String', NULL, 'abc', NULL, NULL), \
+           ('S', 'late', '2025-06-01 02:00+00', 'String', NULL, 'x', NULL, NULL), \
+           ('S', 'late', '2025-06-02 02:00+00', 'Integer', NULL, NULL, 9, NULL), \
+           ('S', 'late', '2025-06-02 02:00+00', 'Integer', NULL, NULL, 10, NULL), \
+           ('S', 'flag', '2025-06-01 03:00+00', 'Boolean', true, NULL, NULL, NULL), \
+           ('S', 'flag', '2025-06-01 04:00+00', 'Integer', NULL, NULL, 5, NULL), \
+           ('S', 'flag', '2025-06-02 03:00+00', 'String', NULL, 'on', NULL, NULL), \
+           ('S', 'num', '2025-06-01 01:00+00', 'Decimal', NULL, NULL, NULL, 9), \
+           ('S', 'num', '2025-06-01 01:00+00', 'Decimal', NULL, NULL, NULL, 10)",
+    );
+    let p = db.pipeline(
+        "dups.toml",
+        "name = \"dups\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"tenant.dups\"\n\
+         [chunks]\ntime_column = \"created_time\"\nkey_column = \"ship_id\"\nworkers = 1\n\
+         [[transforms]]\ntype = \"pivot\"\nindex = [\"created_time\"]\nname_column = \"data_channel_id\"\nformat_column = \"value_format\"\n\
+         values = { Decimal = \"double_v\", Integer = \"long_v\", String = \"str_v\", Boolean = \"bool_v\" }\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"wide.t_{key}\"\nmode = \"upsert\"\ncreate_table = true\n",
+    );
+
+    // When the pivot runs, day 1 first
+    let out = etl_same_db(&db, &["run", p.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // Then the text columns hold the greatest text of their readings, as
+    // the in-database pivot over all days does ('9' of 9 and 10, 'true'
+    // for the boolean), the number column the greatest number
+    let cells = psql(
+        &db.src,
+        "SELECT string_agg(concat_ws(' ', to_char(created_time AT TIME ZONE 'UTC', 'DD HH24'), mix, late, flag, num), '; ' ORDER BY created_time) FROM wide.\"t_S\"",
+    );
+    assert_eq!(
+        cells,
+        "01 01 9 10; 01 02 x; 01 03 true; 01 04 5; 02 01 abc; 02 02 9; 02 03 on"
+    );
+    crate::pivot::assert_equal_to_reference(&db, "tenant.dups", "\"wide\".\"t_S\"", "S", "");
+    // And day 1 ran again once its columns became text
+    assert!(out.stderr.contains("run again, pivoted as text"), "{out:?}");
+
+    // And verify, which compares in each column's type, finds both chunks equal
+    let verify = etl_same_db(&db, &["verify", p.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+}

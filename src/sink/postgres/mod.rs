@@ -706,6 +706,26 @@ impl Sink for PostgresSink {
         self.pool.put(client);
         Ok(())
     }
+
+    async fn text_channels(&self, chunk: &Chunk) -> Result<Vec<String>, EtlError> {
+        let Some(wide) = &self.wide else {
+            return Ok(Vec::new());
+        };
+        let client = self.pool.get().await?;
+        let channels = wide.text_channels(&client, &self.table_for(chunk)?).await?;
+        self.pool.put(client);
+        Ok(channels)
+    }
+
+    async fn stale(&self, chunks: &[Chunk]) -> Result<Vec<Chunk>, EtlError> {
+        let Some(wide) = &self.wide else {
+            return Ok(Vec::new());
+        };
+        let client = self.pool.get().await?;
+        let stale = wide.stale(&client, chunks).await?;
+        self.pool.put(client);
+        Ok(stale)
+    }
 }
 
 impl PostgresSink {

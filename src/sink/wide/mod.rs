@@ -40,6 +40,7 @@ use crate::plan::{chunk_filter, Chunk};
 use crate::sql::{ident, literal, TableName};
 use crate::transform::pivot::Kind;
 
+mod text;
 mod verify;
 mod writer;
 
@@ -49,7 +50,10 @@ pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
     CREATE TABLE IF NOT EXISTS etl.column_map ( \
       base_table text NOT NULL, table_name text NOT NULL, column_name text NOT NULL, \
       channel text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), \
-      PRIMARY KEY (base_table, channel), UNIQUE (table_name, column_name))";
+      PRIMARY KEY (base_table, channel), UNIQUE (table_name, column_name)); \
+    CREATE TABLE IF NOT EXISTS etl.wide_text_pending ( \
+      pipeline text NOT NULL, base_table text NOT NULL, channel text NOT NULL, \
+      chunk_key text, chunk_start bigint NOT NULL, chunk_end bigint NOT NULL)";
 
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_IDENTIFIER: usize = 63;

@@ -33,6 +33,8 @@ struct Started {
     merged: BTreeMap<String, BTreeSet<String>>,
     /// Upsert: each part's temporary table.
     stages: BTreeMap<String, String>,
+    /// Channels recorded in `etl.wide_text_pending` for this chunk.
+    pending: BTreeSet<String>,
 }
 
 pub struct WideWriter {
@@ -131,7 +133,11 @@ impl WideWriter {
                 }
             }
         }
+        text::record_pending(&self.client, &w.pipeline, &base_q, &self.chunk, &[])
+            .await
+            .map_err(EtlError::pg(self.context("clearing etl.wide_text_pending")))?;
         self.started = Some(Started {
+            pending: BTreeSet::new(),
             layout,
             merged: BTreeMap::new(),
             stages,
@@ -189,6 +195,39 @@ impl ChunkWriter for WideWriter {
             .collect();
         if self.started.is_none() {
             self.start(&channels).await?;
+        }
+        // Numbers that could print otherwise as text, in columns that are
+        // not text (yet): recorded, so the chunk runs again if one becomes text.
+        let started = self.started.as_ref().expect("started above");
+        let ambiguous: Vec<&str> = columns
+            .ambiguous
+            .iter()
+            .filter(|c| !started.pending.contains(*c))
+            .filter(|c| {
+                started
+                    .layout
+                    .channels
+                    .get(*c)
+                    .is_some_and(|p| p.kind != Kind::Text)
+            })
+            .map(String::as_str)
+            .collect();
+        if !ambiguous.is_empty() {
+            let base_q = self.base.qualified();
+            text::record_pending(
+                &self.client,
+                &self.wide.pipeline,
+                &base_q,
+                &self.chunk,
+                &ambiguous,
+            )
+            .await
+            .map_err(EtlError::pg(
+                self.context("recording etl.wide_text_pending"),
+            ))?;
+            let owned: Vec<String> = ambiguous.iter().map(|c| c.to_string()).collect();
+            let started = self.started.as_mut().expect("started above");
+            started.pending.extend(owned);
         }
         let started = self.started.as_ref().expect("started above");
         // Per part: (target column, batch column, kind).

@@ -34,7 +34,7 @@ use datafusion::physical_plan::{
 use futures_util::StreamExt;
 
 use super::kernel::{fill, Placed};
-use super::{ChunkNotes, Notes, OUTPUT_ROWS};
+use super::{Notes, OUTPUT_ROWS};
 
 /// What pass two needs, taken by the one execution.
 struct Pending {
@@ -204,9 +204,7 @@ impl ExecutionPlan for PivotExec {
                 fill(&batches, placed).map_err(|e| DataFusionError::External(Box::new(e)))?;
             drop(batches);
             super::log_counts(&counts);
-            *notes.lock().expect("no panic while holding the lock") = ChunkNotes {
-                pivot: Some(counts),
-            };
+            notes.lock().expect("no panic while holding the lock").pivot = Some(counts);
             let wide = match (wide, &projection) {
                 (Some(w), Some(p)) => Some(w.project(p)?),
                 (w, _) => w,

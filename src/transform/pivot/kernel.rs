@@ -43,7 +43,15 @@ enum Cells {
 impl Pivot {
     /// Pass one: each reading's wide row and channel, the channels'
     /// kinds, and so the chunk's wide schema.
-    pub(super) fn place(&self, batches: &[RecordBatch]) -> Result<Placed, EtlError> {
+    ///
+    /// `text_channels` are made text whatever their readings (their
+    /// columns are text in the target already), so that repeated readings
+    /// are compared as text.
+    pub(super) fn place(
+        &self,
+        batches: &[RecordBatch],
+        text_channels: &HashSet<String>,
+    ) -> Result<Placed, EtlError> {
         let mut counts = PivotCounts::default();
         let sort_fields = self
             .index_fields
@@ -54,6 +62,8 @@ impl Pivot {
         let mut times: HashMap<Box<[u8]>, u32> = HashMap::new();
         let mut channels: HashMap<String, u32> = HashMap::new();
         let mut channel_kinds: Vec<Kind> = Vec::new();
+        // Per channel: whether a boolean reading was placed.
+        let mut saw_bool: Vec<bool> = Vec::new();
         // Per batch: each row's (time id, channel id), u32::MAX for a row
         // without a value to place, and its value column's kind.
         let mut placed: Vec<Vec<(u32, u32)>> = Vec::with_capacity(batches.len());
@@ -135,6 +145,7 @@ impl Pivot {
                         let c = channels.len() as u32;
                         channels.insert(name.to_string(), c);
                         channel_kinds.push(kind);
+                        saw_bool.push(false);
                         c
                     }
                 };
@@ -161,6 +172,9 @@ impl Pivot {
                 }
                 batch_formats[row] = Some((value_column, kind));
                 batch_placed.push((time, channel));
+                if kind == Kind::Bool {
+                    saw_bool[channel as usize] = true;
+                }
             }
             placed.push(batch_placed);
             formats.push(batch_formats);
@@ -173,21 +187,49 @@ impl Pivot {
         for (final_row, (_, id)) in order.iter().enumerate() {
             row_of[*id as usize] = final_row as u32;
         }
-        // Columns in channel-name order.
+        // Each channel's kind: text by the spec or the target, else the
+        // widest of its readings'.
+        let text = self.spec.text;
         let mut names: Vec<(String, u32)> = channels.into_iter().collect();
         names.sort_unstable();
-        let text = self.spec.text;
+        for (name, id) in &names {
+            if text || text_channels.contains(name) {
+                channel_kinds[*id as usize] = Kind::Text;
+            }
+        }
+        // A number column whose cells could print otherwise as text:
+        // repeated readings (numeric and text order differ), or booleans.
+        let numeric = |k: Kind| matches!(k, Kind::Int | Kind::Float);
+        let mut ambiguous: Vec<bool> = channel_kinds
+            .iter()
+            .zip(&saw_bool)
+            .map(|(k, b)| numeric(*k) && *b)
+            .collect();
+        if channel_kinds.iter().any(|k| numeric(*k)) {
+            let width = channel_kinds.len();
+            // One bit per (row, channel): a chunk of 1,440 rows and 250
+            // channels takes 45 KB.
+            let mut seen = vec![0u64; (n * width).div_ceil(64)];
+            for &(time, channel) in placed.iter().flatten() {
+                if channel == u32::MAX || !numeric(channel_kinds[channel as usize]) {
+                    continue;
+                }
+                let bit = time as usize * width + channel as usize;
+                let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+                if seen[word] & mask != 0 {
+                    ambiguous[channel as usize] = true;
+                }
+                seen[word] |= mask;
+            }
+        }
+        // Columns in channel-name order.
         let mut fields: Vec<FieldRef> = self.index_fields.clone();
         for (name, id) in &names {
-            let kind = if text {
-                Kind::Text
-            } else {
-                channel_kinds[*id as usize]
-            };
             fields.push(Arc::new(crate::wide::channel_field(
                 name,
-                kind.arrow(),
+                channel_kinds[*id as usize].arrow(),
                 &self.layout.index,
+                ambiguous[*id as usize],
             )));
         }
         counts.wide_rows = n as u64;
@@ -198,10 +240,7 @@ impl Pivot {
             converter,
             order,
             row_of,
-            kinds: channel_kinds
-                .into_iter()
-                .map(|k| if text { Kind::Text } else { k })
-                .collect(),
+            kinds: channel_kinds,
             names,
             placed,
             formats,

@@ -24,7 +24,7 @@
 //! - Rows not pivoted are counted by reason, with examples: a NULL index,
 //!   a NULL name, a format not in `values`, a NULL in the named value column.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -36,7 +36,7 @@ use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::{ChunkNotes, Flow, Notes, Transform};
+use super::{Flow, Notes, Transform};
 
 mod exec;
 mod kernel;
@@ -225,7 +225,7 @@ impl Pivot {
         batches: &[RecordBatch],
     ) -> Result<(Option<RecordBatch>, PivotCounts), EtlError> {
         // Errors name this stage's place, whatever it is.
-        let placed = self.place(batches).map_err(|e| match e {
+        let placed = self.place(batches, &HashSet::new()).map_err(|e| match e {
             EtlError::Transform { message, .. } => EtlError::Transform {
                 index: self.index,
                 message,
@@ -313,7 +313,12 @@ impl Transform for Pivot {
         while let Some(b) = input.next().await {
             batches.push(b?);
         }
-        let placed = self.place(&batches).map_err(|e| match e {
+        let text_channels = notes
+            .lock()
+            .expect("no panic while holding the lock")
+            .text_channels
+            .clone();
+        let placed = self.place(&batches, &text_channels).map_err(|e| match e {
             EtlError::Transform { message, .. } => EtlError::Transform {
                 index: self.index,
                 message,
