@@ -99,8 +99,6 @@ impl TableProvider for PivotTable {
 
 /// Pass two of one chunk, one partition, its wide rows in index order.
 pub struct PivotExec {
-    /// The table's schema, before the projection.
-    table: SchemaRef,
     projection: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
     pending: Shared,
@@ -126,7 +124,6 @@ impl PivotExec {
             Boundedness::Bounded,
         );
         Ok(PivotExec {
-            table,
             projection,
             properties: Arc::new(properties),
             pending,
@@ -188,7 +185,6 @@ impl ExecutionPlan for PivotExec {
             .take();
         let projection = self.projection.clone();
         let schema = self.properties.eq_properties.schema().clone();
-        let table = self.table.clone();
         let wide = futures_util::stream::once(async move {
             let Some(Pending {
                 batches,
@@ -209,9 +205,6 @@ impl ExecutionPlan for PivotExec {
                 (Some(w), Some(p)) => Some(w.project(p)?),
                 (w, _) => w,
             };
-            debug_assert!(wide
-                .as_ref()
-                .is_none_or(|w| w.num_columns() <= table.fields().len()));
             Ok(wide)
         })
         .flat_map(|wide: Result<Option<RecordBatch>>| {
