@@ -85,7 +85,9 @@ pub async fn drop_tables(
     let sql = format!(
         "BEGIN; {}; DROP TABLE IF EXISTS {}; \
          DO $etl$ BEGIN IF to_regclass('etl.column_map') IS NOT NULL THEN \
-           DELETE FROM etl.column_map WHERE base_table IN ({list}) OR table_name IN ({list}); END IF; END $etl$; \
+           DELETE FROM etl.column_map WHERE base_table IN ({list}) OR table_name IN ({list}); END IF; \
+           IF to_regclass('etl.wide_text_pending') IS NOT NULL THEN \
+           DELETE FROM etl.wide_text_pending WHERE pipeline = {p} AND base_table IN ({list}); END IF; END $etl$; \
          DELETE FROM etl.chunk_ledger WHERE pipeline = {p} AND target IN ({list}); \
          DELETE FROM etl.phase_log WHERE pipeline = {p} AND (phase <> {phase} OR item IN ({list})); \
          DELETE FROM etl.cutoff WHERE pipeline = {p}; COMMIT",

@@ -237,4 +237,25 @@ fn repeated_readings_in_a_column_widened_to_text_keep_the_greatest_text() {
     // And verify, which compares in each column's type, finds both chunks equal
     let verify = etl_same_db(&db, &["verify", p.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "{verify:?}");
+
+    // And the number column's repeated reading stays recorded (should it
+    // become text), until --recreate drops the tables with their records
+    let pending =
+        "SELECT string_agg(channel, ',') FROM etl.wide_text_pending WHERE pipeline = 'dups'";
+    assert_eq!(psql(&db.src, pending), "num");
+    let again = etl_same_db(&db, &["run", p.to_str().unwrap(), "--restart"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(psql(&db.src, pending), "num", "a rerun records it once");
+    let recreate = etl_same_db(
+        &db,
+        &[
+            "run",
+            p.to_str().unwrap(),
+            "--recreate",
+            "--yes",
+            "--ddl-only",
+        ],
+    );
+    assert_eq!(recreate.code, 0, "{recreate:?}");
+    assert_eq!(psql(&db.src, pending), "");
 }
