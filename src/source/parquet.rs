@@ -503,20 +503,7 @@ mod tests {
     }
 
     fn chunking() -> Chunking {
-        Chunking {
-            time_column: "t".into(),
-            interval: 86_400_000_000,
-            key_column: None,
-            range_column: None,
-            range_rows: 0,
-            start: None,
-            end: None,
-            only_keys: None,
-            workers: 1,
-            retries: 0,
-            retry_backoff: std::time::Duration::ZERO,
-            failed_csv: "failed.csv".into(),
-        }
+        Chunking::windows("t", 86_400_000_000)
     }
 
     #[test]
@@ -560,7 +547,7 @@ mod tests {
 
         // And each file's rows come with every column, NULL where it had none
         let chunk = Chunk::window(None, 0, 86_400_000_000);
-        let batches: Vec<RecordBatch> = futures_executor_block(source.open(&chunk));
+        let batches: Vec<RecordBatch> = collect(source.open(&chunk));
         assert_eq!(batches.len(), 2);
         let x = batches[0]
             .column(1)
@@ -593,13 +580,10 @@ mod tests {
         assert!(e.contains("c.parquet"), "{e}");
     }
 
-    fn futures_executor_block(
+    fn collect(
         stream: impl std::future::Future<Output = Result<BatchStream, EtlError>>,
     ) -> Vec<RecordBatch> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        crate::run::block_on(async {
             let mut s = stream.await.unwrap();
             let mut out = Vec::new();
             while let Some(b) = s.next().await {

@@ -14,20 +14,7 @@ use crate::support::{etl_in, psql, repo, TestDb};
 
 fn read(path: &Path, table: &str) -> (AccessTable, Vec<RecordBatch>) {
     let t = AccessTable::open(path, table, &[], &Default::default()).unwrap();
-    let chunking = etl::config::validate::Chunking {
-        time_column: String::new(),
-        interval: 86_400_000_000,
-        key_column: None,
-        range_column: None,
-        range_rows: 1_000_000,
-        start: None,
-        end: None,
-        only_keys: None,
-        workers: 1,
-        retries: 0,
-        retry_backoff: std::time::Duration::ZERO,
-        failed_csv: "failed.csv".into(),
-    };
+    let chunking = etl::config::validate::Chunking::windows("", 86_400_000_000);
     let batches = etl::run::block_on(async {
         let plan = t.plan(&chunking).await.unwrap();
         let mut stream = t.open(&plan.chunks[0].chunk).await.unwrap();

@@ -128,6 +128,22 @@ pub(crate) fn table_fingerprint(db: &TestDb, base: &str) -> String {
     )
 }
 
+/// `etl.column_map`'s (table, quoted column) of a channel of a ship.
+pub(crate) fn channel_column(db: &TestDb, ship: &str, channel: &str) -> (String, String) {
+    let found = psql(
+        &db.src,
+        &format!(
+            "SELECT table_name || ' ' || quote_ident(column_name) FROM etl.column_map \
+             WHERE base_table = '\"wide\".\"t_{ship}\"' AND channel = '{}'",
+            channel.replace('\'', "''")
+        ),
+    );
+    let (t, c) = found
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no column for {channel:?} of {ship}"));
+    (t.to_string(), c.to_string())
+}
+
 #[test]
 fn odd_input_pivots_exactly_and_reruns_change_nothing() {
     // Given readings with odd names, NULLs, duplicates, unknown formats,
@@ -440,16 +456,7 @@ fn verify_compares_every_cell_value_and_finds_changes() {
 
     // When a value is changed in one chunk, and two channels' values are
     // swapped in one row of another (their counts stay as they were)
-    let cell = |ship: &str, channel: &str| -> (String, String) {
-        let found = psql(
-            &db.src,
-            &format!(
-                "SELECT table_name || ' ' || quote_ident(column_name) FROM etl.column_map WHERE base_table = '\"wide\".\"t_{ship}\"' AND channel = '{channel}'"
-            ),
-        );
-        let (t, c) = found.split_once(' ').unwrap();
-        (t.to_string(), c.to_string())
-    };
+    let cell = |ship: &str, channel: &str| channel_column(&db, ship, channel);
     let at = "created_time = '2025-06-01 10:00:00+00'";
     let (t, c) = cell("IMO1", "ch_a");
     psql(&db.src, &format!("UPDATE {t} SET {c} = {c} + 1 WHERE {at}"));

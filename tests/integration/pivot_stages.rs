@@ -3,24 +3,8 @@
 //! odd readings (quotes, spaces, Korean, SQL keywords, empty and over-long
 //! channel names, formats that change between days).
 
-use crate::pivot::{etl_same_db, odd_pipeline, table_fingerprint};
+use crate::pivot::{channel_column as place, etl_same_db, odd_pipeline, table_fingerprint};
 use crate::support::{psql, psql_file, repo, TestDb};
-
-/// `etl.column_map`'s (table, quoted column) of a channel of a ship.
-fn place(db: &TestDb, ship: &str, channel: &str) -> (String, String) {
-    let found = psql(
-        &db.src,
-        &format!(
-            "SELECT table_name || ' ' || quote_ident(column_name) FROM etl.column_map \
-             WHERE base_table = '\"wide\".\"t_{ship}\"' AND channel = '{}'",
-            channel.replace('\'', "''")
-        ),
-    );
-    let (t, c) = found
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("no column for {channel:?} of {ship}"));
-    (t.to_string(), c.to_string())
-}
 
 #[test]
 fn a_sql_stage_after_the_pivot_derives_columns_from_wide_rows() {

@@ -164,6 +164,27 @@ pub struct Chunking {
     pub failed_csv: PathBuf,
 }
 
+impl Chunking {
+    /// Windows of `interval` µs over `time_column` (empty: none), no key,
+    /// one worker, no retries: the chunking of a source read on its own.
+    pub fn windows(time_column: &str, interval: Micros) -> Self {
+        Chunking {
+            time_column: time_column.to_string(),
+            interval,
+            key_column: None,
+            range_column: None,
+            range_rows: 1_000_000,
+            start: None,
+            end: None,
+            only_keys: None,
+            workers: 1,
+            retries: 0,
+            retry_backoff: std::time::Duration::ZERO,
+            failed_csv: "failed.csv".into(),
+        }
+    }
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ValidatedSink {

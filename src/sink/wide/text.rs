@@ -14,13 +14,19 @@
 use super::*;
 
 impl Wide {
-    /// The channels of a key's wide tables whose columns are text.
+    /// The channels of a key's wide tables whose columns are text, as
+    /// this process last saw them (read once per table otherwise): a column
+    /// widened since is caught by the pending record.
     pub async fn text_channels(
         &self,
         client: &Client,
         base: &TableName,
     ) -> Result<Vec<String>, EtlError> {
-        let layout = self.load(client, base).await?;
+        let cached = self.layouts.lock().await.get(&base.qualified()).cloned();
+        let layout = match cached {
+            Some(l) => l,
+            None => self.load(client, base).await?,
+        };
         Ok(layout
             .channels
             .into_iter()

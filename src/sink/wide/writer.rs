@@ -196,20 +196,14 @@ impl ChunkWriter for WideWriter {
         if self.started.is_none() {
             self.start(&channels).await?;
         }
-        // Numbers that could print otherwise as text, in columns that are
-        // not text (yet): recorded, so the chunk runs again if one becomes text.
+        // Numbers that could print otherwise as text: recorded, so the
+        // chunk runs again once their column is text (also when another
+        // worker widened it after this chunk's pivot asked).
         let started = self.started.as_ref().expect("started above");
         let ambiguous: Vec<&str> = columns
             .ambiguous
             .iter()
             .filter(|c| !started.pending.contains(*c))
-            .filter(|c| {
-                started
-                    .layout
-                    .channels
-                    .get(*c)
-                    .is_some_and(|p| p.kind != Kind::Text)
-            })
             .map(String::as_str)
             .collect();
         if !ambiguous.is_empty() {

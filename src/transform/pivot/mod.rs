@@ -571,15 +571,11 @@ mod tests {
         ]);
         let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
         let notes = Notes::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let flow = rt
-            .block_on(p.apply(
-                Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
-                notes.clone(),
-            ))
-            .unwrap();
+        let flow = crate::run::block_on(p.apply(
+            Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
+            notes.clone(),
+        ))
+        .unwrap();
         let Flow::Table(table) = flow else {
             panic!("the pivot hands on a table")
         };
@@ -599,17 +595,16 @@ mod tests {
             "SELECT t, a * 2 AS x FROM input WHERE a > 1",
             table.schema(),
         );
-        let sql = rt.block_on(sql).unwrap();
+        let sql = crate::run::block_on(sql).unwrap();
         let ctx = crate::transform::sql::context();
         ctx.register_table("input", table.clone()).unwrap();
-        let plan = rt
-            .block_on(async {
-                ctx.sql("EXPLAIN SELECT t, a * 2 AS x FROM input WHERE a > 1")
-                    .await?
-                    .collect()
-                    .await
-            })
-            .unwrap();
+        let plan = crate::run::block_on(async {
+            ctx.sql("EXPLAIN SELECT t, a * 2 AS x FROM input WHERE a > 1")
+                .await?
+                .collect()
+                .await
+        })
+        .unwrap();
         let text = arrow::util::pretty::pretty_format_batches(&plan)
             .unwrap()
             .to_string();
@@ -617,7 +612,7 @@ mod tests {
         // leaf, reading only the columns the query needs (t and a)
         assert!(text.contains("FilterExec"), "{text}");
         assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
-        let out = rt.block_on(async {
+        let out = crate::run::block_on(async {
             let mut s = sql
                 .apply(Flow::Table(table), notes.clone())
                 .await
