@@ -84,6 +84,15 @@ impl RowWalker {
             return Ok(self.rows - before);
         }
         while !bytes.is_empty() {
+            // The server sends a message per row: walk whole tuples in
+            // place, the states only for one split across pieces.
+            if matches!(self.state, State::Count) && self.part.is_empty() {
+                if let Some(len) = whole_tuple(bytes) {
+                    bytes = &bytes[len..];
+                    self.rows += 1;
+                    continue;
+                }
+            }
             match self.state {
                 State::Header => {
                     if !self.take(&mut bytes, 19) {
@@ -178,6 +187,26 @@ impl RowWalker {
     }
 }
 
+/// The length of the tuple `bytes` starts with, when all of it is there
+/// and well formed (anything else is left to the states, which report it).
+fn whole_tuple(bytes: &[u8]) -> Option<usize> {
+    let fields = i16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
+    if fields < 0 {
+        return None;
+    }
+    let mut at = 2usize;
+    for _ in 0..fields {
+        let len = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        match len {
+            -1 => {}
+            len if len >= 0 => at += len as usize,
+            _ => return None,
+        }
+    }
+    (at <= bytes.len()).then_some(at)
+}
+
 fn broken(what: &str) -> EtlError {
     EtlError::Schema(format!("the source's COPY data is not whole: {what}"))
 }
@@ -241,6 +270,28 @@ mod tests {
         let mut extra = data.clone();
         extra.push(0);
         assert!(RowWalker::new(CopyFormat::Binary).feed(&extra).is_err());
+    }
+
+    #[test]
+    fn a_piece_per_tuple_as_the_server_sends_them() {
+        let rows = [vec![Some(&b"abc"[..]), None], vec![None, Some(b"")]];
+        let data = binary(&rows);
+        // Header (19 bytes and the 4-byte extension), each tuple, the trailer.
+        let (header, mut rest) = data.split_at(23);
+        let mut w = RowWalker::new(CopyFormat::Binary);
+        assert_eq!(w.feed(header).unwrap(), 0);
+        for len in [2 + 4 + 3 + 4, 2 + 4 + 4] {
+            let (tuple, tail) = rest.split_at(len);
+            assert_eq!(w.feed(tuple).unwrap(), 1);
+            rest = tail;
+        }
+        assert_eq!(w.feed(rest).unwrap(), 0);
+        assert_eq!(w.finish().unwrap(), 2);
+        // A negative length inside a whole tuple is refused, not skipped.
+        let mut bad = binary(&[vec![Some(b"abc")]]);
+        bad[25..29].copy_from_slice(&(-7i32).to_be_bytes());
+        let e = RowWalker::new(CopyFormat::Binary).feed(&bad).unwrap_err();
+        assert!(e.to_string().contains("-7 bytes"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub(super) struct PostgresChunkWriter {
     pub(super) raw: bool,
 }
 
+/// The largest COPY data message sent to the target.
+const MESSAGE_BYTES: usize = 64 * 1024;
+
 impl PostgresChunkWriter {
     fn context(&self, what: &str) -> String {
         format!(
@@ -33,8 +36,19 @@ impl PostgresChunkWriter {
     async fn send_bytes(&mut self, data: Bytes) -> Result<(), EtlError> {
         let first = self.bytes == 0;
         self.bytes += data.len() as u64;
-        let context = self.context("sending rows");
-        self.sink.send(data).await.map_err(EtlError::pg(context))?;
+        // Messages of at most MESSAGE_BYTES (slices, no copy): the server
+        // reads a message whole into one buffer, and a megabyte of it
+        // leaves its caches.
+        let mut data = data;
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(MESSAGE_BYTES));
+            if let Err(e) = self.sink.feed(piece).await {
+                return Err(EtlError::pg(self.context("sending rows"))(e));
+            }
+        }
+        if let Err(e) = self.sink.flush().await {
+            return Err(EtlError::pg(self.context("sending rows"))(e));
+        }
         if first {
             crate::run::pause::after_first_send();
         }

@@ -261,28 +261,83 @@ async fn copy_bytes(
     bytes: &Arc<AtomicU64>,
     what: String,
 ) -> Result<crate::source::CopyStream, EtlError> {
-    use futures_util::StreamExt;
-    let stream = client
+    let inner = client
         .copy_out(sql)
         .await
         .map_err(EtlError::pg(format!("starting COPY from {what}")))?;
-    let bytes = bytes.clone();
-    let pool = pool.clone();
-    let stream = stream.map(move |item| {
-        let data = item.map_err(EtlError::pg(format!("reading the COPY data of {what}")))?;
-        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        Ok(data)
-    });
-    // The client lives as long as the stream; back to the pool at its end.
-    let mut client = Some(client);
-    let tail = futures_util::stream::once(async move {
-        if let Some(c) = client.take() {
-            pool.put(c);
+    Ok(Box::pin(CopyBytes {
+        inner: Box::pin(inner),
+        client: Some(client),
+        pool: pool.clone(),
+        tally: Tally::new(bytes),
+        what,
+    }))
+}
+
+/// A `COPY ... TO STDOUT`'s messages (one per row) as they arrive.
+struct CopyBytes {
+    inner: Pin<Box<CopyOutStream>>,
+    /// Back to the pool at the end of the stream.
+    client: Option<Client>,
+    pool: Arc<Pool>,
+    tally: Tally,
+    what: String,
+}
+
+impl Stream for CopyBytes {
+    type Item = Result<bytes::Bytes, EtlError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                this.tally.add(data.len());
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(EtlError::pg(format!(
+                "reading the COPY data of {}",
+                this.what
+            ))(e)))),
+            Poll::Ready(None) => {
+                if let Some(c) = this.client.take() {
+                    this.pool.put(c);
+                }
+                Poll::Ready(None)
+            }
         }
-        None
-    })
-    .filter_map(|x: Option<Result<bytes::Bytes, EtlError>>| async move { x });
-    Ok(Box::pin(stream.chain(tail)))
+    }
+}
+
+/// Bytes read, added to the source's shared count a megabyte at a time
+/// (and the rest when dropped): the workers' readers would otherwise
+/// contend for one counter on every row.
+struct Tally {
+    total: Arc<AtomicU64>,
+    pending: u64,
+}
+
+impl Tally {
+    fn new(total: &Arc<AtomicU64>) -> Self {
+        Tally {
+            total: total.clone(),
+            pending: 0,
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.pending += n as u64;
+        if self.pending >= 1 << 20 {
+            self.total
+                .fetch_add(std::mem::take(&mut self.pending), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.total.fetch_add(self.pending, Ordering::Relaxed);
+    }
 }
 
 fn column_list(schema: &Schema) -> String {
@@ -519,7 +574,7 @@ impl Source for PostgresSource {
             ),
             client: Some(client),
             pool: self.pool.clone(),
-            bytes: self.bytes_read.clone(),
+            tally: Tally::new(&self.bytes_read),
             state: State::Reading,
         }))
     }
@@ -637,7 +692,7 @@ struct CopyStream {
     decoder: CopyDecoder,
     client: Option<Client>,
     pool: Arc<Pool>,
-    bytes: Arc<AtomicU64>,
+    tally: Tally,
     state: State,
 }
 
@@ -678,7 +733,7 @@ impl Stream for CopyStream {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
-                    this.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    this.tally.add(bytes.len());
                     if let Err(e) = this.decoder.feed(&bytes) {
                         this.state = State::Done;
                         return Poll::Ready(Some(Err(e.into())));
