@@ -12,8 +12,9 @@
 //!   materialized views (without data), sequences, comments.
 //! - **data**: the runner's chunks, COPY data forwarded table to table.
 //! - **post-data** ([`dump`]): `pg_dump --section=post-data`, split into
-//!   its entries; indexes several at a time, then constraints, foreign
-//!   keys, triggers (after the data: they do not fire on the load),
+//!   its entries, `workers` at a time, each as soon as the earlier ones
+//!   on its tables are done ([`order`]): indexes, constraints, foreign
+//!   keys, triggers (after the data: they do not fire on the load); then
 //!   materialized views refreshed; each entry in its own transaction,
 //!   recorded in `etl.phase_log`, so a killed run adds only what is missing.
 //! - **sequences**: each set to the source's current value; then the
@@ -28,6 +29,7 @@
 pub mod dump;
 mod existing;
 mod large_objects;
+mod order;
 mod phases;
 
 use std::sync::Arc;

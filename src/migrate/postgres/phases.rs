@@ -15,36 +15,6 @@ use crate::migrate::{Finish, Migration, Origin, TableSource};
 /// server's default, 64 MB, spills big indexes to disk).
 const MAINTENANCE: &str = "SET maintenance_work_mem = '256MB'";
 
-/// Post-data entries that build in parallel with their neighbours of the
-/// same kinds: indexes, and primary-key, unique and exclusion constraints
-/// (their indexes). Foreign keys, triggers and the rest go alone, in order.
-fn parallel(kind: &str) -> bool {
-    matches!(kind, "INDEX" | "CONSTRAINT")
-}
-
-/// The table of `CREATE [UNIQUE] INDEX name ON [ONLY] table ...` or
-/// `ALTER TABLE [ONLY] table ...`, as pg_dump writes them.
-fn entry_table(sql: &str) -> Option<&str> {
-    let rest = match sql.strip_prefix("ALTER TABLE ") {
-        Some(rest) => rest,
-        None if sql.starts_with("CREATE ") => &sql[sql.find(" ON ")? + 4..],
-        None => return None,
-    };
-    let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
-    // Up to the first blank outside double quotes.
-    let mut quoted = false;
-    let end = rest
-        .char_indices()
-        .find(|(_, c)| {
-            if *c == '"' {
-                quoted = !quoted;
-            }
-            c.is_whitespace() && !quoted
-        })
-        .map_or(rest.len(), |(i, _)| i);
-    Some(&rest[..end]).filter(|t| !t.is_empty())
-}
-
 /// `etl.phase_log`'s item for the pre-data section.
 const PRE_DATA_ITEM: &str = "schema";
 
@@ -264,37 +234,38 @@ impl Migration {
                 .collect();
             let workers = self.workers.max(1);
             let preamble = dump.preamble.as_str();
-            let mut i = 0;
-            while i < todo.len() {
-                // A run of indexes and key constraints builds in parallel;
-                // anything else alone, in pg_dump's order (foreign keys need
-                // their parents' keys).
-                let mut j = i + 1;
-                if parallel(&todo[i].kind) {
-                    while j < todo.len() && parallel(&todo[j].kind) {
-                        j += 1;
-                    }
+            // `workers` entries at once, each as soon as the earlier ones
+            // on its tables are done (`order`); of those ready, the biggest
+            // table first, so the last to finish is a small one.
+            let waits = super::order::waits(&todo);
+            let mut sizes = Vec::with_capacity(todo.len());
+            for e in &todo {
+                sizes.push(self.entry_size(client, e).await);
+            }
+            let mut started = vec![false; todo.len()];
+            let mut finished = vec![false; todo.len()];
+            let mut running = futures_util::stream::FuturesUnordered::new();
+            loop {
+                let mut ready: Vec<usize> = (0..todo.len())
+                    .filter(|&k| !started[k] && waits[k].iter().all(|&j| finished[j]))
+                    .collect();
+                ready.sort_by_key(|&k| std::cmp::Reverse(sizes[k]));
+                for k in ready
+                    .into_iter()
+                    .take(workers.saturating_sub(running.len()))
+                {
+                    started[k] = true;
+                    let e = todo[k];
+                    running.push(async move { (k, e.item(), self.apply_entry(preamble, e).await) });
                 }
-                // Biggest tables first, `workers` at once, the next
-                // starting as soon as one ends: the last build to finish is
-                // then a small one.
-                let mut group: Vec<(i64, &Entry)> = Vec::new();
-                for e in &todo[i..j] {
-                    group.push((self.entry_size(client, e).await, e));
+                let Some((k, item, r)) = running.next().await else {
+                    break;
+                };
+                finished[k] = true;
+                match r? {
+                    Ok(()) => finish.added.push(item),
+                    Err(problem) => finish.problems.push(problem),
                 }
-                group.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
-                let mut running =
-                    futures_util::stream::iter(group.iter().map(|(_, e)| async move {
-                        (e.item(), self.apply_entry(preamble, e).await)
-                    }))
-                    .buffer_unordered(workers);
-                while let Some((item, r)) = running.next().await {
-                    match r? {
-                        Ok(()) => finish.added.push(item),
-                        Err(problem) => finish.problems.push(problem),
-                    }
-                }
-                i = j;
             }
         }
         // Into existing tables too: a data-only restore fills them.
@@ -359,10 +330,10 @@ impl Migration {
         Ok(())
     }
 
-    /// The size of the table an index or key constraint is built on (0
+    /// The size of the table an index, key or foreign key is built on (0
     /// when the entry names none the target has).
     async fn entry_size(&self, client: &Client, e: &Entry) -> i64 {
-        let Some(table) = entry_table(&e.sql) else {
+        let Some(table) = super::order::entry_table(e) else {
             return 0;
         };
         client
@@ -503,28 +474,5 @@ impl Migration {
             .sequences_behind
             .extend(behind.iter().map(ToString::to_string));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_table_of_an_index_or_a_key() {
-        use super::entry_table;
-        assert_eq!(
-            entry_table("CREATE INDEX kinds_tags ON public.kinds USING gin (tags);"),
-            Some("public.kinds")
-        );
-        assert_eq!(
-            entry_table("CREATE UNIQUE INDEX x ON ONLY public.\"Odd Name\" USING btree (a);"),
-            Some("public.\"Odd Name\"")
-        );
-        assert_eq!(
-            entry_table(
-                "ALTER TABLE ONLY sales.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);"
-            ),
-            Some("sales.orders")
-        );
-        assert_eq!(entry_table("REFRESH MATERIALIZED VIEW x;"), None);
     }
 }
