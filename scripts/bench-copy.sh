@@ -19,6 +19,9 @@ echo "bench-copy: generating $rows rows ($ships ships x $channels channels x $mi
 start=$(date +%s.%N)
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql
 echo "bench-copy: generated in $(echo "$(date +%s.%N) - $start" | bc) s" >&2
+# Settled as a live source is (statistics, hint bits): otherwise round 1's
+# first reader pays for the hint bits and races autovacuum.
+psql -X -q "$base/src" -c "VACUUM (ANALYZE) tenant.tbl_data_timeseries"
 size=$(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_total_relation_size('tenant.tbl_data_timeseries'))")
 
 empty_targets() {

@@ -6,22 +6,26 @@
 #   1. pgcopydb clone --table-jobs 2 --index-jobs 2
 #   2. pg_dump -Fd -j 2 then pg_restore -j 2 (--no-owner --no-acl)
 #   3. etl run pipelines/postgres-database.toml (2 workers)
-# Prints each wall time, etl's peak memory and etl's ratio to each; every
-# table of the three targets is then compared with the source (row count
-# and a checksum over every row).
+# Prints each wall time (the median of ROUNDS, default 1; the order of
+# the three turns each round, every target dropped and made anew before
+# each), etl's peak memory and etl's ratio to each; every table of the
+# three targets is then compared with the source (row count and a
+# checksum over every row). The source is vacuumed and analyzed once
+# after it is generated, as a live database is: otherwise whichever tool
+# reads it first pays for its hint bits and races autovacuum.
 #
-#   scripts/bench-pgdb.sh            ROWS=2000000 scripts/bench-pgdb.sh
+#   scripts/bench-pgdb.sh            ROWS=2000000 ROUNDS=3 scripts/bench-pgdb.sh
 . "$(dirname "$0")/bench-lib.sh"
 total=${ROWS:-10000000}
 if ! command -v pgcopydb >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgcopydb >/dev/null
 fi
-for db in src dst_pgcopydb dst_dump dst_etl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
+psql -X -q "$url" -c "CREATE DATABASE src"
 echo "bench-pgdb: generating $total rows..." >&2
 start=$(date +%s.%N)
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v rows="$total" -f fixtures/sql/bench_database.sql
 echo "bench-pgdb: generated in $(echo "$(date +%s.%N) - $start" | bc) s, $(psql -X -Atq "$base/src" -c "SELECT pg_size_pretty(pg_database_size('src'))")" >&2
-psql -X -q "$url" -c "CHECKPOINT"
+psql -X -q "$base/src" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
 
 timed() { local t0; t0=$(date +%s.%N); "$@"; echo "$(date +%s.%N) - $t0" | bc; }
 run_pgcopydb() {
@@ -41,9 +45,23 @@ run_etl() {
     || { cat "$dir/etl-summary.txt" >&2; exit 1; }
 }
 
-e=$(timed run_etl); psql -X -q "$url" -c "CHECKPOINT"
-c=$(timed run_pgcopydb); psql -X -q "$url" -c "CHECKPOINT"
-d=$(timed run_dump)
+fresh() {
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q "$url" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" -c "CHECKPOINT"
+}
+etl_times=(); pgcopydb_times=(); dump_times=()
+tools=(etl pgcopydb dump)
+for r in $(seq 1 "$rounds"); do
+  line="bench-pgdb: round $r:"
+  for i in 0 1 2; do
+    tool=${tools[$(((i + r - 1) % 3))]}
+    fresh "dst_$tool"
+    t=$(timed "run_$tool")
+    eval "${tool}_times+=(\"\$t\")"
+    line="$line $tool ${t} s,"
+  done
+  echo "${line%,}" >&2
+done
+e=$(median "${etl_times[@]}"); c=$(median "${pgcopydb_times[@]}"); d=$(median "${dump_times[@]}")
 
 echo "bench-pgdb: comparing every table with the source..." >&2
 tables=$(psql -X -Atq "$base/src" -c "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1")
@@ -60,6 +78,7 @@ peak=$(grep 'peak memory' "$dir/etl-summary.txt" | awk '{print $3, $4}')
 printf '\nbench-pgdb: %s rows, 5 tables (one partitioned in 4), %s valid indexes on each side (source %s, etl %s, pgcopydb %s, dump %s)\n' \
   "$total" "$(indexes src)" "$(indexes src)" "$(indexes dst_etl)" "$(indexes dst_pgcopydb)" "$(indexes dst_dump)"
 printf '%-44s %10s %10s\n' "tool" "seconds" "etl / it"
+echo "median of $rounds round(s), order turning each round"
 printf '%-44s %10.1f %10s\n' "etl run (2 workers)" "$e" "1.00"
 printf '%-44s %10.1f %10.2f\n' "pgcopydb clone --table-jobs 2 --index-jobs 2" "$c" "$(echo "$e / $c" | bc -l)"
 printf '%-44s %10.1f %10.2f\n' "pg_dump -Fd -j 2 + pg_restore -j 2" "$d" "$(echo "$e / $d" | bc -l)"
