@@ -8,7 +8,8 @@
 //! statements: an entry waits for every earlier one that touches one of
 //! its tables (an index or key's table; a foreign key's table and the one
 //! it references; an index attached to its parent's: both indexes'
-//! tables, known from the entries that created them). An entry whose
+//! tables, known from the entries that created them); two index builds
+//! on one table do not wait for each other (both take SHARE locks). An entry whose
 //! tables cannot be told (a rule, a comment, a policy, a statistics
 //! object...) waits for everything before it and everything after waits
 //! for it, which is pg_dump's own order. pg_restore -j schedules from the
@@ -38,12 +39,30 @@ pub(super) fn waits(entries: &[&Entry]) -> Vec<Vec<usize>> {
         .map(|(k, mine)| {
             (0..k)
                 .filter(|&j| match (mine, &touched[j]) {
+                    // Index builds on one table share it (SHARE locks):
+                    // neither waits for the other.
+                    _ if entries[k].kind == "INDEX" && entries[j].kind == "INDEX" => false,
                     (Some(mine), Some(theirs)) => mine.iter().any(|t| theirs.contains(t)),
                     _ => true,
                 })
                 .collect()
         })
         .collect()
+}
+
+/// Each entry's cost plus the longest chain of entries that wait on it:
+/// starting the ready entry with the longest chain first keeps the last
+/// to finish short (a table's key before the long GIN build waiting on it).
+pub(super) fn critical_paths(costs: &[i64], waits: &[Vec<usize>]) -> Vec<i64> {
+    let mut path = costs.to_vec();
+    // An entry waits only on earlier ones: from the last back, each
+    // entry's chain is whole before it is handed on.
+    for k in (0..costs.len()).rev() {
+        for &j in &waits[k] {
+            path[j] = path[j].max(costs[j] + path[k]);
+        }
+    }
+    path
 }
 
 /// The tables an entry touches, as pg_dump names them (schema-qualified,
@@ -158,6 +177,23 @@ fn words(sql: &str) -> Vec<&str> {
     out
 }
 
+/// How much longer than a btree of the same table an entry takes to
+/// build, roughly: a GIN index (jsonb, arrays, tsvector) several times,
+/// a GiST about twice. Of the entries ready, the costliest starts first:
+/// the longest build is the phase's critical path.
+pub(super) fn weight(e: &Entry) -> i64 {
+    let words = words(&e.sql);
+    match words
+        .iter()
+        .position(|w| *w == "USING")
+        .and_then(|at| words.get(at + 1))
+    {
+        Some(&"gin") => 4,
+        Some(&"gist") | Some(&"spgist") => 2,
+        _ => 1,
+    }
+}
+
 /// The table an index, key or foreign key is built on or checks.
 pub(super) fn entry_table(e: &Entry) -> Option<String> {
     let words = words(&e.sql);
@@ -211,6 +247,16 @@ mod tests {
             table("RULE", "CREATE RULE r AS ON INSERT TO t DO NOTHING;"),
             None
         );
+        let weight = |sql| weight(&entry("INDEX", sql));
+        assert_eq!(weight("CREATE INDEX a ON public.t USING gin (payload);"), 4);
+        assert_eq!(
+            weight("CREATE INDEX \"USING gin\" ON public.t USING btree (a);"),
+            1
+        );
+        assert_eq!(
+            weight("ALTER TABLE ONLY public.t ADD CONSTRAINT x EXCLUDE USING gist (r WITH &&);"),
+            2
+        );
     }
 
     /// pg_dump's post-data order for a partitioned table, two keyed
@@ -260,5 +306,18 @@ mod tests {
             vec![0, 6, 9],
             "and everything after waits for it"
         );
+        let extra = entry(
+            "INDEX",
+            "CREATE INDEX events_q1_gin ON public.events_q1 USING gin (p);",
+        );
+        let both = [&entries[3], &extra];
+        assert_eq!(
+            super::waits(&both)[1],
+            none,
+            "two index builds on one table"
+        );
+        // Costs 1, 1, 5 where the third waits on the first: the first's chain is 6.
+        let paths = critical_paths(&[1, 1, 5], &[vec![], vec![], vec![0]]);
+        assert_eq!(paths, vec![6, 1, 5]);
     }
 }

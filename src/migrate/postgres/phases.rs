@@ -235,13 +235,15 @@ impl Migration {
             let workers = self.workers.max(1);
             let preamble = dump.preamble.as_str();
             // `workers` entries at once, each as soon as the earlier ones
-            // on its tables are done (`order`); of those ready, the biggest
-            // table first, so the last to finish is a small one.
+            // on its tables are done (`order`); of those ready, the one
+            // heading the longest chain of work first (a table's size, a
+            // GIN counting several times), so the last to finish is small.
             let waits = super::order::waits(&todo);
             let mut sizes = Vec::with_capacity(todo.len());
             for e in &todo {
-                sizes.push(self.entry_size(client, e).await);
+                sizes.push(self.entry_size(client, e).await * super::order::weight(e));
             }
+            let priority = super::order::critical_paths(&sizes, &waits);
             let mut started = vec![false; todo.len()];
             let mut finished = vec![false; todo.len()];
             let mut running = futures_util::stream::FuturesUnordered::new();
@@ -249,7 +251,7 @@ impl Migration {
                 let mut ready: Vec<usize> = (0..todo.len())
                     .filter(|&k| !started[k] && waits[k].iter().all(|&j| finished[j]))
                     .collect();
-                ready.sort_by_key(|&k| std::cmp::Reverse(sizes[k]));
+                ready.sort_by_key(|&k| std::cmp::Reverse(priority[k]));
                 for k in ready
                     .into_iter()
                     .take(workers.saturating_sub(running.len()))
