@@ -113,7 +113,10 @@ fn created_index(e: &Entry) -> Option<(String, String)> {
         _ => return None,
     };
     // An index lives in its table's schema; pg_dump names it unqualified.
-    let schema = &table[..schema_end(table)?];
+    let (schema, _) = crate::schema::catalog::split_member(table);
+    if schema.is_empty() {
+        return None;
+    }
     Some((format!("{schema}.{name}"), table.to_string()))
 }
 
@@ -133,21 +136,6 @@ fn after_on<'a>(words: &[&'a str]) -> Option<&'a str> {
         &"ONLY" => words.get(at + 2).copied(),
         table => Some(table),
     }
-}
-
-/// The byte where a qualified name's schema ends (its last dot outside
-/// double quotes).
-fn schema_end(name: &str) -> Option<usize> {
-    let mut quoted = false;
-    let mut end = None;
-    for (i, c) in name.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            '.' if !quoted => end = Some(i),
-            _ => {}
-        }
-    }
-    end
 }
 
 /// A statement's words: split at blanks, parentheses, commas and

@@ -244,26 +244,37 @@ impl Migration {
                 sizes.push(self.entry_size(client, e).await * super::order::weight(e));
             }
             let priority = super::order::critical_paths(&sizes, &waits);
-            let mut started = vec![false; todo.len()];
-            let mut finished = vec![false; todo.len()];
+            // Entries ready to start, and how many unfinished entries each
+            // other one still waits for: a finish updates only its waiters.
+            let mut left: Vec<usize> = waits.iter().map(Vec::len).collect();
+            let mut waiters = vec![Vec::new(); todo.len()];
+            for (k, w) in waits.iter().enumerate() {
+                for &j in w {
+                    waiters[j].push(k);
+                }
+            }
+            let mut ready: Vec<usize> = (0..todo.len()).filter(|&k| left[k] == 0).collect();
             let mut running = futures_util::stream::FuturesUnordered::new();
             loop {
-                let mut ready: Vec<usize> = (0..todo.len())
-                    .filter(|&k| !started[k] && waits[k].iter().all(|&j| finished[j]))
-                    .collect();
-                ready.sort_by_key(|&k| std::cmp::Reverse(priority[k]));
-                for k in ready
-                    .into_iter()
-                    .take(workers.saturating_sub(running.len()))
-                {
-                    started[k] = true;
+                while running.len() < workers && !ready.is_empty() {
+                    let (at, _) = ready
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, &k)| (priority[k], std::cmp::Reverse(k)))
+                        .expect("not empty");
+                    let k = ready.remove(at);
                     let e = todo[k];
                     running.push(async move { (k, e.item(), self.apply_entry(preamble, e).await) });
                 }
                 let Some((k, item, r)) = running.next().await else {
                     break;
                 };
-                finished[k] = true;
+                for &w in &waiters[k] {
+                    left[w] -= 1;
+                    if left[w] == 0 {
+                        ready.push(w);
+                    }
+                }
                 match r? {
                     Ok(()) => finish.added.push(item),
                     Err(problem) => finish.problems.push(problem),
