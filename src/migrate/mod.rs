@@ -171,6 +171,10 @@ impl Migration {
     /// A table's chunks: its ranges (counted by the source: MIN, MAX,
     /// COUNT), or the whole table (counted only with `count`).
     fn chunks_of(&self, i: usize, count: bool) -> Result<Vec<PlannedChunk>, EtlError> {
+        block_on(self.plan_table(i, count))
+    }
+
+    async fn plan_table(&self, i: usize, count: bool) -> Result<Vec<PlannedChunk>, EtlError> {
         let t = &self.tables[i];
         if t.range_key.is_none() && !count {
             return Ok(vec![PlannedChunk {
@@ -178,7 +182,21 @@ impl Migration {
                 rows: 0,
             }]);
         }
-        Ok(self.runners[i].plan()?.chunks)
+        let runner = &self.runners[i];
+        Ok(runner.plan_async(&runner.pipeline.chunks).await?.chunks)
+    }
+
+    /// Every table's chunks, as [`Migration::chunks_of`], planned
+    /// `workers` tables at a time: a plan counts its table on the source
+    /// (a scan of it), and one at a time leaves the other cores idle.
+    fn chunks_of_all(&self, count: bool) -> Result<Vec<Vec<PlannedChunk>>, EtlError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        block_on(
+            futures_util::stream::iter(0..self.tables.len())
+                .map(|i| self.plan_table(i, count))
+                .buffered(self.workers.max(1))
+                .try_collect(),
+        )
     }
 
     /// Each text-keyed table cut at the values a first run stored in
@@ -232,12 +250,9 @@ impl Migration {
     pub fn create_only(&self) -> Result<Vec<String>, EtlError> {
         block_on(self.keep_cuts(false))?;
         let mut lines = Vec::new();
-        for (i, runner) in self.runners.iter().enumerate() {
-            let chunks: Vec<Chunk> = self
-                .chunks_of(i, false)?
-                .into_iter()
-                .map(|c| c.chunk)
-                .collect();
+        let planned = self.chunks_of_all(false)?;
+        for (runner, chunks) in self.runners.iter().zip(planned) {
+            let chunks: Vec<Chunk> = chunks.into_iter().map(|c| c.chunk).collect();
             lines.extend(runner.create_only(&chunks)?);
         }
         Ok(lines)
@@ -276,12 +291,8 @@ impl Migration {
                 todo.sort_by_key(|(i, _, _)| *i);
             }
             None => {
-                for i in 0..self.tables.len() {
-                    let planned: Vec<Chunk> = self
-                        .chunks_of(i, false)?
-                        .into_iter()
-                        .map(|c| c.chunk)
-                        .collect();
+                for (i, planned) in self.chunks_of_all(false)?.into_iter().enumerate() {
+                    let planned: Vec<Chunk> = planned.into_iter().map(|c| c.chunk).collect();
                     planned_all
                         .get_or_insert_with(Vec::new)
                         .push(planned.clone());

@@ -64,8 +64,8 @@ impl Migration {
             self.tables.len()
         ));
         let (mut total, mut chunks) = (0, 0);
-        for (i, t) in self.tables.iter().enumerate() {
-            let planned = self.chunks_of(i, true)?;
+        let all = self.chunks_of_all(true)?;
+        for ((i, t), planned) in self.tables.iter().enumerate().zip(all) {
             let rows: u64 = planned.iter().map(|c| c.rows).sum();
             total += rows;
             chunks += planned.len();

@@ -8,6 +8,7 @@
 
 mod chunk;
 pub mod failed_csv;
+pub(crate) mod pause;
 pub mod summary;
 
 use chunk::{add_counts, run_chunk};
@@ -146,7 +147,16 @@ impl Runner {
         &self,
         chunking: &crate::config::validate::Chunking,
     ) -> Result<Plan, EtlError> {
-        Ok(only_keys(block_on(self.source.plan(chunking))?, chunking))
+        block_on(self.plan_async(chunking))
+    }
+
+    /// [`Runner::plan_with`] on the caller's runtime (a migration plans
+    /// its tables a few at a time).
+    pub async fn plan_async(
+        &self,
+        chunking: &crate::config::validate::Chunking,
+    ) -> Result<Plan, EtlError> {
+        Ok(only_keys(self.source.plan(chunking).await?, chunking))
     }
 
     /// The pipeline's cutoff: the earliest of the sinks'.
@@ -346,7 +356,7 @@ pub fn run_jobs(
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((runner, chunk)) = jobs.get(i) else { break };
-                let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %chunk.bound(chunk.start));
+                let span = tracing::info_span!("chunk", key = chunk.key.as_deref().unwrap_or(""), start = %chunk.start_label());
                 let _guard = span.enter();
                 let began = Instant::now();
                 let redo = again || options.redo || options.redo_chunks.contains(chunk);
@@ -711,88 +721,4 @@ fn only_keys(mut plan: Plan, chunking: &crate::config::validate::Chunking) -> Pl
             .retain(|c| c.chunk.key.as_ref().is_some_and(|k| keys.contains(k)));
     }
     plan
-}
-
-/// Test-only fault injection (feature `test-hooks`, on in test builds
-/// only), for the kill -9 tests: `ETL_TEST_PAUSE_AT`
-/// = `commit:N` parks the worker right after the N-th chunk commit
-/// (`commit:N:KEY`: of chunks of that key), `write:N` once the N-th
-/// chunk's first rows have reached the target (mid-COPY, uncommitted), so
-/// a test can kill the process at a known moment. Unset in normal use.
-pub(crate) mod pause {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-
-    static AT: OnceLock<Option<(String, u64, Option<String>)>> = OnceLock::new();
-    static COMMITS: AtomicU64 = AtomicU64::new(0);
-    static STARTS: AtomicU64 = AtomicU64::new(0);
-    static POST_DATA: AtomicU64 = AtomicU64::new(0);
-    static STATEMENTS: AtomicU64 = AtomicU64::new(0);
-
-    /// Read only where the `test-hooks` feature is on (the tests turn it
-    /// on; a release build has no hook).
-    fn at() -> &'static Option<(String, u64, Option<String>)> {
-        AT.get_or_init(|| {
-            if !cfg!(feature = "test-hooks") {
-                return None;
-            }
-            let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
-            let mut parts = v.splitn(3, ':');
-            let what = parts.next()?.to_string();
-            let n = parts.next()?.parse().ok()?;
-            Some((what, n, parts.next().map(str::to_string)))
-        })
-    }
-
-    /// Parks until the file named by `ETL_TEST_RESUME_FILE` exists, or forever.
-    fn park(what: &str) {
-        eprintln!("ETL_TEST_PAUSE_AT: paused at {what}");
-        let resume = std::env::var_os("ETL_TEST_RESUME_FILE").map(std::path::PathBuf::from);
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            if resume.as_ref().is_some_and(|f| f.exists()) {
-                eprintln!("ETL_TEST_PAUSE_AT: resumed");
-                return;
-            }
-        }
-    }
-
-    pub fn after_commit(key: Option<&str>) {
-        if let Some((what, n, only)) = at() {
-            if what == "commit"
-                && (only.is_none() || only.as_deref() == key)
-                && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
-            {
-                park("commit");
-            }
-        }
-    }
-
-    /// Inside a post-data entry's transaction, its statement run, before
-    /// its commit.
-    pub fn in_post_data() {
-        if let Some((what, n, _)) = at() {
-            if what == "post-data" && POST_DATA.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-                park("post-data");
-            }
-        }
-    }
-
-    /// `schema-apply:N`: after the N-th statement of `etl schema apply`
-    /// ran and was written to the history.
-    pub fn after_statement() {
-        if let Some((what, n, _)) = at() {
-            if what == "schema-apply" && STATEMENTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-                park("schema-apply");
-            }
-        }
-    }
-
-    pub fn after_first_send() {
-        if let Some((what, n, _)) = at() {
-            if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-                park("write");
-            }
-        }
-    }
 }

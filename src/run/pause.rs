@@ -1,0 +1,81 @@
+//! Test-only fault injection (feature `test-hooks`, on in test builds
+//! only), for the kill -9 tests: `ETL_TEST_PAUSE_AT`
+//! = `commit:N` parks the worker right after the N-th chunk commit
+//! (`commit:N:KEY`: of chunks of that key), `write:N` once the N-th
+//! chunk's first rows have reached the target (mid-COPY, uncommitted), so
+//! a test can kill the process at a known moment. Unset in normal use.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static AT: OnceLock<Option<(String, u64, Option<String>)>> = OnceLock::new();
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+static STARTS: AtomicU64 = AtomicU64::new(0);
+static POST_DATA: AtomicU64 = AtomicU64::new(0);
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Read only where the `test-hooks` feature is on (the tests turn it
+/// on; a release build has no hook).
+fn at() -> &'static Option<(String, u64, Option<String>)> {
+    AT.get_or_init(|| {
+        if !cfg!(feature = "test-hooks") {
+            return None;
+        }
+        let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
+        let mut parts = v.splitn(3, ':');
+        let what = parts.next()?.to_string();
+        let n = parts.next()?.parse().ok()?;
+        Some((what, n, parts.next().map(str::to_string)))
+    })
+}
+
+/// Parks until the file named by `ETL_TEST_RESUME_FILE` exists, or forever.
+fn park(what: &str) {
+    eprintln!("ETL_TEST_PAUSE_AT: paused at {what}");
+    let resume = std::env::var_os("ETL_TEST_RESUME_FILE").map(std::path::PathBuf::from);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if resume.as_ref().is_some_and(|f| f.exists()) {
+            eprintln!("ETL_TEST_PAUSE_AT: resumed");
+            return;
+        }
+    }
+}
+
+pub fn after_commit(key: Option<&str>) {
+    if let Some((what, n, only)) = at() {
+        if what == "commit"
+            && (only.is_none() || only.as_deref() == key)
+            && COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+        {
+            park("commit");
+        }
+    }
+}
+
+/// Inside a post-data entry's transaction, its statement run, before
+/// its commit.
+pub fn in_post_data() {
+    if let Some((what, n, _)) = at() {
+        if what == "post-data" && POST_DATA.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            park("post-data");
+        }
+    }
+}
+
+/// `schema-apply:N`: after the N-th statement of `etl schema apply`
+/// ran and was written to the history.
+pub fn after_statement() {
+    if let Some((what, n, _)) = at() {
+        if what == "schema-apply" && STATEMENTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            park("schema-apply");
+        }
+    }
+}
+
+pub fn after_first_send() {
+    if let Some((what, n, _)) = at() {
+        if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            park("write");
+        }
+    }
+}
