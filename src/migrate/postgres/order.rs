@@ -20,34 +20,64 @@ use std::collections::HashMap;
 
 use super::dump::Entry;
 
-/// For each entry, the earlier entries it waits for (indexes into `entries`).
+/// For each entry, the earlier entries it waits for (indexes into
+/// `entries`), only the nearest of them: an entry that waits for an
+/// earlier one also waits, through it, for everything that one waits for.
+/// A table's entries since the last entry that is not an index build:
+/// that entry, and the index builds after it. An entry whose tables are
+/// unknown waits for the one before it of its kind and everything since,
+/// and the entries after it wait for it alone. The lists stay as long as
+/// the entries on one table between two such barriers, never the whole
+/// section (a schema with thousands of comments on indexes would make
+/// them quadratic).
 pub(super) fn waits(entries: &[&Entry]) -> Vec<Vec<usize>> {
+    /// A table's latest entry that is not an index build, and the index
+    /// builds on it since.
+    #[derive(Default)]
+    struct Latest {
+        other: Option<usize>,
+        indexes: Vec<usize>,
+    }
     let mut index_tables: HashMap<String, String> = HashMap::new();
-    let touched: Vec<Option<Vec<String>>> = entries
-        .iter()
-        .map(|e| {
-            let t = touched(e, &index_tables);
-            if let Some((index, table)) = created_index(e) {
-                index_tables.insert(index, table);
+    let mut latest: HashMap<String, Latest> = HashMap::new();
+    let mut barrier: Option<usize> = None;
+    let mut waits = Vec::with_capacity(entries.len());
+    for (k, e) in entries.iter().enumerate() {
+        let mine = touched(e, &index_tables);
+        if let Some((index, table)) = created_index(e) {
+            index_tables.insert(index, table);
+        }
+        let mut wait: Vec<usize> = barrier.into_iter().collect();
+        match mine {
+            None => {
+                wait.extend(barrier.map_or(0, |b| b + 1)..k);
+                barrier = Some(k);
+                latest.clear();
             }
-            t
-        })
-        .collect();
-    touched
-        .iter()
-        .enumerate()
-        .map(|(k, mine)| {
-            (0..k)
-                .filter(|&j| match (mine, &touched[j]) {
-                    // Index builds on one table share it (SHARE locks):
-                    // neither waits for the other.
-                    _ if entries[k].kind == "INDEX" && entries[j].kind == "INDEX" => false,
-                    (Some(mine), Some(theirs)) => mine.iter().any(|t| theirs.contains(t)),
-                    _ => true,
-                })
-                .collect()
-        })
-        .collect()
+            Some(mut tables) => {
+                // A key referencing its own table names it twice.
+                tables.sort_unstable();
+                tables.dedup();
+                let index = e.kind == "INDEX";
+                for t in tables {
+                    let l = latest.entry(t).or_default();
+                    wait.extend(l.other);
+                    if index {
+                        l.indexes.push(k);
+                    } else {
+                        // Index builds on one table share it (SHARE locks):
+                        // only what is not an index build waits for them.
+                        wait.append(&mut l.indexes);
+                        l.other = Some(k);
+                    }
+                }
+            }
+        }
+        wait.sort_unstable();
+        wait.dedup();
+        waits.push(wait);
+    }
+    waits
 }
 
 /// Each entry's cost plus the longest chain of entries that wait on it:
@@ -283,7 +313,11 @@ mod tests {
             "a foreign key waits for both its tables"
         );
         assert_eq!(waits[7], vec![1], "a quoted name with a dot is one table");
-        assert_eq!(waits[8], vec![3, 5]);
+        assert_eq!(
+            waits[8],
+            vec![5],
+            "the index build on events_q1 is waited for through the attach"
+        );
         assert_eq!(
             waits[9],
             (0..9).collect::<Vec<_>>(),
@@ -291,8 +325,8 @@ mod tests {
         );
         assert_eq!(
             waits[10],
-            vec![0, 6, 9],
-            "and everything after waits for it"
+            vec![9],
+            "and everything after waits for it (and through it for all before)"
         );
         let extra = entry(
             "INDEX",
@@ -304,6 +338,25 @@ mod tests {
             none,
             "two index builds on one table"
         );
+        // Many entries of unknown tables (comments on indexes) between
+        // index builds: each list holds the nearest entries only.
+        let many: Vec<Entry> = (0..400)
+            .map(|n| match n % 2 {
+                0 => entry(
+                    "INDEX",
+                    &format!("CREATE INDEX i{n} ON public.t USING btree (a);"),
+                ),
+                _ => entry(
+                    "COMMENT",
+                    &format!("COMMENT ON INDEX public.i{} IS 'x';", n - 1),
+                ),
+            })
+            .collect();
+        let refs: Vec<&Entry> = many.iter().collect();
+        let waits = super::waits(&refs);
+        assert_eq!(waits[300], vec![299]);
+        assert_eq!(waits[301], vec![299, 300]);
+        assert!(waits.iter().map(Vec::len).sum::<usize>() < 2 * many.len());
         // Costs 1, 1, 5 where the third waits on the first: the first's chain is 6.
         let paths = critical_paths(&[1, 1, 5], &[vec![], vec![], vec![0]]);
         assert_eq!(paths, vec![6, 1, 5]);
