@@ -77,6 +77,15 @@ impl Chunk {
         self.unit == Unit::Time && self.start == 0 && self.end == 0
     }
 
+    /// The chunk's start as logs show it ("whole table" for a whole
+    /// table's chunk, which has no bounds).
+    pub fn start_label(&self) -> String {
+        match self.is_whole() {
+            true => "whole table".into(),
+            false => self.bound(self.start),
+        }
+    }
+
     /// A bound as the CSV and people read it.
     pub fn bound(&self, value: i64) -> String {
         match self.unit {

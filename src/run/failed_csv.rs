@@ -1,6 +1,7 @@
 //! The failed-chunk CSV: one line per chunk, `key,start,end`, the shape
 //! users already keep (`IMO9986063,2025-06-15 14:40:40.388958,2025-06-15
-//! 20:40:40.388958`). An empty key field means no key (or a NULL key); an
+//! 20:40:40.388958`); a whole table's chunk has empty bounds
+//! (`public.orders,,`). An empty key field means no key (or a NULL key); an
 //! empty-string key is written `""`. Read with or without a header line and
 //! with any sub-second precision. Written to a temporary file, fsynced and
 //! renamed, so a crash never leaves half a file.
@@ -19,10 +20,15 @@ pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
             None => {}
             Some(k) => text.push_str(&quote(k)),
         }
-        text.push(',');
-        text.push_str(&c.bound(c.start));
-        text.push(',');
-        text.push_str(&c.bound(c.end));
+        // A whole table's chunk has no bounds: `table,,`.
+        if !c.is_whole() {
+            text.push(',');
+            text.push_str(&c.bound(c.start));
+            text.push(',');
+            text.push_str(&c.bound(c.end));
+        } else {
+            text.push_str(",,");
+        }
         text.push('\n');
     }
     let dir = match path.parent() {
@@ -79,6 +85,12 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
         }
         let start_text = fields[1].as_deref().unwrap_or("");
         let end_text = fields[2].as_deref().unwrap_or("");
+        // No bounds: a whole table (`1970-01-01 00:00:00` twice, as
+        // earlier versions wrote it, reads the same).
+        if start_text.is_empty() && end_text.is_empty() {
+            chunks.push(Chunk::whole(fields[0].clone()));
+            continue;
+        }
         // "part N" is a part of a table cut at stored key values.
         let parts = (
             start_text.strip_prefix("part ").map(str::parse::<i64>),
@@ -254,6 +266,15 @@ mod tests {
         assert!(text.starts_with("IMO1,2025-06-15 "), "{text}");
         assert!(text.contains("big table,-5,1000000\n"), "{text}");
         assert!(text.contains("codes,part 3,part 4\n"), "{text}");
+        assert!(
+            text.contains("\norders,,\n"),
+            "a whole table has no bounds: {text}"
+        );
+        // As earlier versions wrote a whole table: read the same.
+        assert_eq!(
+            parse("orders,1970-01-01 00:00:00,1970-01-01 00:00:00\n").unwrap(),
+            vec![Chunk::whole(Some("orders".into()))]
+        );
     }
 
     #[test]
