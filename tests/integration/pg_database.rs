@@ -523,3 +523,57 @@ fn restart_into_existing_tables_with_foreign_keys_empties_children_first() {
         "customers_referred_by_fkey:true,orders_customer_fkey:true"
     );
 }
+
+#[test]
+fn owners_and_grants_when_asked_and_large_objects_with_their_comments() {
+    // Given a source whose table and large object belong to a role, are
+    // granted to another, and the large object has a comment
+    let db = TestDb::new("pgdb_owners");
+    for role in ["etl_t_owner", "etl_t_reader"] {
+        psql(
+            &db.src,
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ),
+        );
+    }
+    psql(
+        &db.src,
+        "CREATE TABLE public.notes (id int PRIMARY KEY, body text); \
+         INSERT INTO public.notes SELECT g, 'note ' || g FROM generate_series(1, 10) g; \
+         ALTER TABLE public.notes OWNER TO etl_t_owner; \
+         GRANT SELECT ON public.notes TO etl_t_reader; \
+         DO $$ DECLARE o oid := lo_from_bytea(0, 'attached'); BEGIN \
+           EXECUTE format('COMMENT ON LARGE OBJECT %s IS %L', o, 'the attachment''s note'); \
+           EXECUTE format('ALTER LARGE OBJECT %s OWNER TO etl_t_owner', o); \
+           EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO etl_t_reader', o); END $$",
+    );
+    let lo = "SELECT obj_description(oid, 'pg_largeobject') || ' ' || pg_get_userbyid(lomowner) \
+              || ' ' || coalesce(array_to_string(lomacl, ','), '-') FROM pg_largeobject_metadata";
+    let grants = "SELECT tableowner || ' ' || has_table_privilege('etl_t_reader', 'public.notes', 'SELECT') \
+                  FROM pg_tables WHERE tablename = 'notes'";
+
+    // When it moves as the default asks (no owners, no grants)
+    let out = db.etl(&["run", &pipeline()]);
+
+    // Then the comment came, the owner and grants did not
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(psql(&db.dst, lo), "the attachment's note etl -");
+    assert_eq!(psql(&db.dst, grants), "etl false");
+
+    // When it moves again into an empty database, owners and grants asked
+    psql(&db.dst, "DROP SCHEMA public CASCADE; DROP SCHEMA etl CASCADE; CREATE SCHEMA public; SELECT lo_unlink(oid) FROM pg_largeobject_metadata");
+    let text = std::fs::read_to_string(pipeline())
+        .unwrap()
+        .replace("# owners = true", "owners = true")
+        .replace("# grants = true", "grants = true");
+    let asked = db.pipeline("asked.toml", &text);
+    let out = db.etl(&["run", asked.to_str().unwrap()]);
+
+    // Then the table and the large object have the source's owner and grants
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(psql(&db.dst, grants), "etl_t_owner true");
+    assert_eq!(psql(&db.dst, lo), psql(&db.src, lo));
+    assert!(psql(&db.dst, lo).contains("etl_t_reader=r/etl_t_owner"));
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM public.notes"), "10");
+}

@@ -2,8 +2,9 @@
 //! them out, and they are no table's rows, so the data phase does not move
 //! them. After the post-data phase each is copied with its oid (columns of
 //! type `oid` keep pointing at it), in 1 MiB pieces, each object in one
-//! target transaction: an object that exists on the target is whole, and a
-//! killed run copies only those that do not.
+//! target transaction with its comment (and owner and grants when asked,
+//! as for every other object): an object that exists on the target is
+//! whole, and a killed run copies only those that do not.
 
 use std::collections::HashSet;
 
@@ -14,6 +15,16 @@ use crate::error::EtlError;
 
 /// Bytes read and written per round trip.
 const PIECE: i32 = 1 << 20;
+
+/// Each large object: oid, owner, comment, and its grants to roles other
+/// than its owner as statements (`PUBLIC` for grantee 0).
+const OBJECTS: &str = "SELECT m.oid, pg_get_userbyid(m.lomowner)::text, \
+    obj_description(m.oid, 'pg_largeobject'), \
+    ARRAY(SELECT format('GRANT %s ON LARGE OBJECT %s TO %s%s', a.privilege_type, m.oid, \
+        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+      FROM aclexplode(m.lomacl) a WHERE a.grantee <> m.lomowner ORDER BY 1) \
+    FROM pg_largeobject_metadata m ORDER BY m.oid";
 
 impl Migration {
     pub(crate) async fn copy_large_objects(
@@ -27,10 +38,7 @@ impl Migration {
         }
         let source = self.pg_source().await?;
         let objects = source
-            .query(
-                "SELECT oid, pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata ORDER BY oid",
-                &[],
-            )
+            .query(OBJECTS, &[])
             .await
             .map_err(EtlError::pg("listing the source's large objects"))?;
         if objects.is_empty() {
@@ -45,12 +53,29 @@ impl Migration {
             .collect();
         let (mut copied, mut bytes, mut kept) = (0u64, 0i64, 0u64);
         for r in objects {
-            let (oid, owner): (u32, String) = (r.get(0), r.get(1));
+            let oid: u32 = r.get(0);
             if there.contains(&oid) {
                 kept += 1;
                 continue;
             }
-            match copy_one(&source, client, oid, spec.owners.then_some(owner.as_str())).await {
+            let mut around: Vec<String> = Vec::new();
+            if let Some(comment) = r.get::<_, Option<String>>(2) {
+                around.push(format!(
+                    "COMMENT ON LARGE OBJECT {oid} IS {}",
+                    crate::sql::literal(&comment)
+                ));
+            }
+            if spec.owners {
+                let owner: String = r.get(1);
+                around.push(format!(
+                    "ALTER LARGE OBJECT {oid} OWNER TO {}",
+                    crate::sql::ident(&owner)
+                ));
+            }
+            if spec.grants {
+                around.extend(r.get::<_, Vec<String>>(3));
+            }
+            match copy_one(&source, client, oid, &around).await {
                 Ok(n) => {
                     copied += 1;
                     bytes += n;
@@ -108,7 +133,7 @@ async fn copy_one(
     source: &Client,
     target: &Client,
     oid: u32,
-    owner: Option<&str>,
+    around: &[String],
 ) -> Result<i64, EtlError> {
     let context = |what: &str| format!("{what} large object {oid}");
     target
@@ -137,14 +162,13 @@ async fn copy_one(
             break;
         }
     }
-    if let Some(owner) = owner {
+    for sql in around {
         target
-            .batch_execute(&format!(
-                "ALTER LARGE OBJECT {oid} OWNER TO {}",
-                crate::sql::ident(owner)
-            ))
+            .batch_execute(sql)
             .await
-            .map_err(EtlError::pg(context("setting the owner of")))?;
+            .map_err(EtlError::pg(format!(
+                "running {sql:?} for large object {oid}"
+            )))?;
     }
     target
         .batch_execute("COMMIT")
