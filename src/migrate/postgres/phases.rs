@@ -11,9 +11,13 @@ use super::dump::{self, Dump, Entry, Section};
 use crate::error::EtlError;
 use crate::migrate::{Finish, Migration, Origin, TableSource};
 
-/// Index builds sort in memory up to this much, per session (the
-/// server's default, 64 MB, spills big indexes to disk).
-const MAINTENANCE: &str = "SET maintenance_work_mem = '256MB'";
+/// A post-data session: index builds sort in memory up to this much
+/// (the server's default, 64 MB, spills big indexes to disk); commits do
+/// not wait for the WAL to reach disk (each entry's record commits with
+/// it, so a server crash loses both and the next run redoes the entry;
+/// [`durable`] after the entries makes them all durable before etl says
+/// they are done).
+const SESSION: &str = "SET maintenance_work_mem = '256MB'; SET synchronous_commit = off";
 
 /// `etl.phase_log`'s item for the pre-data section.
 const PRE_DATA_ITEM: &str = "schema";
@@ -254,6 +258,8 @@ impl Migration {
                 }
             }
             let mut ready: Vec<usize> = (0..todo.len()).filter(|&k| left[k] == 0).collect();
+            // The workers' sessions, kept from one entry to the next.
+            let idle = std::sync::Mutex::new(Vec::new());
             let mut running = futures_util::stream::FuturesUnordered::new();
             loop {
                 while running.len() < workers && !ready.is_empty() {
@@ -264,7 +270,10 @@ impl Migration {
                         .expect("not empty");
                     let k = ready.remove(at);
                     let e = todo[k];
-                    running.push(async move { (k, e.item(), self.apply_entry(preamble, e).await) });
+                    let idle = &idle;
+                    running.push(async move {
+                        (k, e.item(), self.apply_entry(idle, preamble, e).await)
+                    });
                 }
                 let Some((k, item, r)) = running.next().await else {
                     break;
@@ -280,6 +289,7 @@ impl Migration {
                     Err(problem) => finish.problems.push(problem),
                 }
             }
+            durable(client).await?;
         }
         // Into existing tables too: a data-only restore fills them.
         let done = dump::done_items(client, &self.pipeline, "post-data").await?;
@@ -359,15 +369,30 @@ impl Migration {
             .unwrap_or(0)
     }
 
-    /// One post-data entry in its own transaction with its record; its
+    /// One post-data entry in its own transaction with its record, on a
+    /// session from `idle` (a new one when none is) given back after; its
     /// error (with the statement) when the server refuses it.
-    async fn apply_entry(&self, preamble: &str, e: &Entry) -> Result<Result<(), String>, EtlError> {
-        let client = self.client().await?;
+    async fn apply_entry(
+        &self,
+        idle: &std::sync::Mutex<Vec<Client>>,
+        preamble: &str,
+        e: &Entry,
+    ) -> Result<Result<(), String>, EtlError> {
+        let kept = idle.lock().expect("never held across a panic").pop();
+        let client = match kept {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let c = self.client().await?;
+                c.batch_execute(SESSION)
+                    .await
+                    .map_err(EtlError::pg("setting up a post-data session"))?;
+                c
+            }
+        };
         let item = e.item();
         tracing::info!(item = %item, "Adding.");
         let run = async {
             client.batch_execute(preamble).await?;
-            client.batch_execute(MAINTENANCE).await?;
             client.batch_execute("BEGIN").await?;
             client.batch_execute(&e.sql).await?;
             crate::run::pause::in_post_data();
@@ -383,17 +408,19 @@ impl Migration {
             .await?;
             client.batch_execute("COMMIT").await
         };
-        match run.await {
-            Ok(()) => Ok(Ok(())),
+        let done = match run.await {
+            Ok(()) => Ok(()),
             Err(err) => {
                 let _ = client.batch_execute("ROLLBACK; RESET search_path").await;
                 let err = EtlError::pg(format!("adding {item}"))(err);
                 tracing::error!(error = %err, "A post-data object could not be added.");
                 self.record(&client, "post-data", &item, &e.sql, Some(&err.to_string()))
                     .await?;
-                Ok(Err(format!("{err}; statement: {}", e.sql)))
+                Err(format!("{err}; statement: {}", e.sql))
             }
-        }
+        };
+        idle.lock().expect("never held across a panic").push(client);
+        Ok(done)
     }
 
     /// Every sequence of the selection set to the source's current value
@@ -488,4 +515,14 @@ impl Migration {
             .extend(behind.iter().map(ToString::to_string));
         Ok(())
     }
+}
+
+/// One synchronous commit that writes: the server flushes the WAL up to
+/// it, so every commit before it (the post-data sessions commit without
+/// waiting) is on disk too.
+async fn durable(client: &Client) -> Result<(), EtlError> {
+    client
+        .batch_execute("BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT")
+        .await
+        .map_err(EtlError::pg("flushing the post-data commits to disk"))
 }
