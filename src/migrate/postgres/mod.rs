@@ -53,6 +53,9 @@ pub struct PgOrigin {
     pub selection: dump::Selection,
     /// Each partition's root table (`schema.table` to `schema.table`).
     pub roots: std::collections::HashMap<String, String>,
+    /// The post-data section, dumped beside the pre-data one before the
+    /// data (taken by the post-data phase; dumped then when absent).
+    pub post_data: std::sync::Mutex<Option<dump::Dump>>,
 }
 
 /// A table as the source's catalog lists it.
@@ -323,6 +326,7 @@ impl Migration {
                 spec: spec.clone(),
                 selection,
                 roots,
+                post_data: Default::default(),
             })),
             sink,
             (described, sources, runners),

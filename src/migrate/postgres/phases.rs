@@ -184,7 +184,16 @@ impl Migration {
             tracing::info!("The pre-data objects were created by an earlier run.");
             return Ok(());
         }
-        let dump = self.pg_dump(Section::PreData)?;
+        // Both sections at once: the post-data one is kept for after the data.
+        let (spec, selection) = self.pg_origin()?;
+        let (dump, post) = std::thread::scope(|s| {
+            let post = s.spawn(|| dump::run_pg_dump(spec, selection, Section::PostData));
+            (self.pg_dump(Section::PreData), post.join())
+        });
+        let dump = dump?;
+        if let (Origin::Postgres(o), Ok(Ok(post))) = (&self.origin, post) {
+            *o.post_data.lock().expect("never held across a panic") = Some(post);
+        }
         let script = dump.script();
         tracing::info!(
             objects = dump.entries.len(),
@@ -229,7 +238,18 @@ impl Migration {
         finish: &mut Finish,
     ) -> Result<(), EtlError> {
         if self.sink.create_table {
-            let dump = self.pg_dump(Section::PostData)?;
+            let kept = match &self.origin {
+                Origin::Postgres(o) => o
+                    .post_data
+                    .lock()
+                    .expect("never held across a panic")
+                    .take(),
+                _ => None,
+            };
+            let dump = match kept {
+                Some(d) => d,
+                None => self.pg_dump(Section::PostData)?,
+            };
             let done = dump::done_items(client, &self.pipeline, "post-data").await?;
             let todo: Vec<&Entry> = dump
                 .entries
