@@ -170,10 +170,6 @@ impl Migration {
 
     /// A table's chunks: its ranges (counted by the source: MIN, MAX,
     /// COUNT), or the whole table (counted only with `count`).
-    fn chunks_of(&self, i: usize, count: bool) -> Result<Vec<PlannedChunk>, EtlError> {
-        block_on(self.plan_table(i, count))
-    }
-
     async fn plan_table(&self, i: usize, count: bool) -> Result<Vec<PlannedChunk>, EtlError> {
         let t = &self.tables[i];
         if t.range_key.is_none() && !count {
@@ -186,7 +182,7 @@ impl Migration {
         Ok(runner.plan_async(&runner.pipeline.chunks).await?.chunks)
     }
 
-    /// Every table's chunks, as [`Migration::chunks_of`], planned
+    /// Every table's chunks, as [`Migration::plan_table`], planned
     /// `workers` tables at a time: a plan counts its table on the source
     /// (a scan of it), and one at a time leaves the other cores idle.
     fn chunks_of_all(&self, count: bool) -> Result<Vec<Vec<PlannedChunk>>, EtlError> {
@@ -465,16 +461,16 @@ impl Migration {
     /// Whether every chunk of every table is done (of `planned`, each
     /// table's chunks, when the run planned them already).
     fn all_done(&self, planned: Option<&[Vec<Chunk>]>) -> Result<bool, EtlError> {
-        for i in 0..self.tables.len() {
-            let chunks: Vec<Chunk> = match planned {
-                Some(p) => p[i].clone(),
-                None => self
-                    .chunks_of(i, false)?
-                    .into_iter()
-                    .map(|c| c.chunk)
-                    .collect(),
-            };
-            if self.committed(i, &chunks)?.len() < chunks.len() {
+        let planned: Vec<Vec<Chunk>> = match planned {
+            Some(p) => p.to_vec(),
+            None => self
+                .chunks_of_all(false)?
+                .into_iter()
+                .map(|t| t.into_iter().map(|c| c.chunk).collect())
+                .collect(),
+        };
+        for (i, chunks) in planned.iter().enumerate() {
+            if self.committed(i, chunks)?.len() < chunks.len() {
                 return Ok(false);
             }
         }
