@@ -77,6 +77,22 @@ impl Chunk {
         self.unit == Unit::Time && self.start == 0 && self.end == 0
     }
 
+    /// The chunk's lower bound, `None` when unbounded below ([`BELOW`]).
+    pub fn lower(&self) -> Option<i64> {
+        (self.start > BELOW).then_some(self.start)
+    }
+
+    /// The chunk's upper bound, `None` when unbounded above ([`ABOVE`]).
+    pub fn upper(&self) -> Option<i64> {
+        (self.end < ABOVE).then_some(self.end)
+    }
+
+    /// Whether a range chunk holds `value` (`[start, end)`, unbounded
+    /// sides holding everything past them).
+    pub fn holds(&self, value: i64) -> bool {
+        self.lower().is_none_or(|lo| value >= lo) && self.upper().is_none_or(|hi| value < hi)
+    }
+
     /// The chunk's start as logs show it ("whole table" for a whole
     /// table's chunk, which has no bounds).
     pub fn start_label(&self) -> String {
@@ -88,6 +104,12 @@ impl Chunk {
 
     /// A bound as the CSV and people read it.
     pub fn bound(&self, value: i64) -> String {
+        if self.unit != Unit::Part && value <= BELOW {
+            return "-infinity".into();
+        }
+        if self.unit != Unit::Part && value >= ABOVE {
+            return "infinity".into();
+        }
         match self.unit {
             Unit::Time => format_timestamp(value),
             Unit::Key => value.to_string(),
@@ -136,10 +158,66 @@ impl Plan {
     }
 }
 
-/// Rounds `t` down to a whole number of `interval`s since 1970-01-01 UTC.
+/// The lower bound of a first range: unbounded below. Within both
+/// chrono's and PostgreSQL's `timestamptz` ranges (about 4370 BC), so the
+/// ledger stores it like any other bound; shown as `-infinity`.
+pub const BELOW: i64 = -200_000_000_000_000_000;
+/// The upper bound of a last range: unbounded above (about year 255,000,
+/// inside both ranges too); shown as `infinity`.
+pub const ABOVE: i64 = 8_000_000_000_000_000_000;
+
+/// The one range splitter. Cuts the values `min..=max` of a key into at
+/// most `parts` half-open ranges `[lo, hi)` of equal width (a whole number
+/// of `step`s, the cuts aligned to `step`), the first unbounded below
+/// ([`BELOW`]) and the last unbounded above ([`ABOVE`]): every value, also
+/// one added below `min` or above `max` after the plan, falls in exactly
+/// one range. The cuts depend only on `min`, `max`, `parts` and `step`, so
+/// a resumed run plans the same ranges while the table's bounds stay.
+/// Fewer than two ranges (one part, `min == max`, bounds too far out for
+/// the ledger to store) come back empty: read the table whole.
+pub fn split_range(min: i64, max: i64, parts: u64, step: i64) -> Vec<(i64, i64)> {
+    if parts < 2 || max <= min || min <= BELOW || max >= ABOVE {
+        return Vec::new();
+    }
+    let step = step.max(1) as i128;
+    let (min, end) = (min as i128, max as i128 + 1);
+    let first = min - min.rem_euclid(step);
+    // Round the width up: `parts` ranges of it reach past the last value.
+    let width = (end - first + parts as i128 - 1) / parts as i128;
+    let width = ((width + step - 1) / step * step).max(step);
+    let mut bounds = vec![BELOW as i128];
+    for i in 1..parts as i128 {
+        let cut = first + i * width;
+        // A cut at or below min leaves an empty range; past max, the
+        // last range (unbounded above) already holds what is left.
+        if cut > min && cut < end && cut > *bounds.last().unwrap_or(&(BELOW as i128)) {
+            bounds.push(cut);
+        }
+    }
+    bounds.push(ABOVE as i128);
+    if bounds.len() < 3 {
+        return Vec::new();
+    }
+    bounds
+        .windows(2)
+        .map(|w| (w[0] as i64, w[1] as i64))
+        .collect()
+}
+
+/// The rows a range of [`split_range`] holds, estimated by its width
+/// inside `min..=max` from the table's `count` (they sum to `count`).
+pub fn estimate_rows(ranges: &[(i64, i64)], min: i64, max: i64, count: u64) -> Vec<u64> {
+    let (min, end) = (min as i128, max as i128 + 1);
+    let at = |v: i64| count as i128 * ((v as i128).clamp(min, end) - min) / (end - min).max(1);
+    ranges
+        .iter()
+        .map(|&(lo, hi)| (at(hi) - at(lo)) as u64)
+        .collect()
+}
+
 /// A table of `count` rows whose integer key runs from `min` to `max`,
-/// cut into `parts` ranges of equal width (the same ranges as long as
-/// the table's MIN and MAX stay); rows per range estimated by width.
+/// cut into `parts` ranges by [`split_range`], rows estimated by width;
+/// empty when it is not worth cutting.
 pub fn integer_ranges(
     table: &str,
     min: i64,
@@ -147,32 +225,36 @@ pub fn integer_ranges(
     count: u64,
     parts: u64,
 ) -> Vec<PlannedChunk> {
-    let (first, end) = (min as i128, max as i128 + 1);
-    let width = ((end - first) / parts.max(1) as i128).max(1);
-    let estimate = |at: i128| count as i128 * (at - first) / (end - first);
-    (0..parts as i128)
-        .map(|i| {
-            (
-                first + i * width,
-                if i + 1 == parts as i128 {
-                    end
-                } else {
-                    (first + (i + 1) * width).min(end)
-                },
-            )
-        })
-        .filter(|(lo, hi)| lo < hi)
-        .map(|(lo, hi)| PlannedChunk {
-            chunk: Chunk::range(
-                Some(table.to_string()),
-                lo as i64,
-                hi.min(i64::MAX as i128) as i64,
-            ),
-            rows: (estimate(hi) - estimate(lo)) as u64,
+    let ranges = split_range(min, max, parts, 1);
+    let rows = estimate_rows(&ranges, min, max, count);
+    ranges
+        .into_iter()
+        .zip(rows)
+        .map(|((lo, hi), rows)| PlannedChunk {
+            chunk: Chunk::range(Some(table.to_string()), lo, hi),
+            rows,
         })
         .collect()
 }
 
+/// `column >= lo AND column < hi` for a range chunk, each bound rendered
+/// by `render`; an unbounded side ([`BELOW`], [`ABOVE`]) is left out, and
+/// a range unbounded on both sides is `true`.
+pub fn range_condition(column: &str, chunk: &Chunk, render: impl Fn(i64) -> String) -> String {
+    let mut parts = Vec::with_capacity(2);
+    if let Some(lo) = chunk.lower() {
+        parts.push(format!("{column} >= {}", render(lo)));
+    }
+    if let Some(hi) = chunk.upper() {
+        parts.push(format!("{column} < {}", render(hi)));
+    }
+    match parts.is_empty() {
+        true => "true".into(),
+        false => parts.join(" AND "),
+    }
+}
+
+/// Rounds `t` down to a whole number of `interval`s since 1970-01-01 UTC.
 pub fn align_down(t: Micros, interval: Micros) -> Micros {
     t - t.rem_euclid(interval)
 }
@@ -205,6 +287,107 @@ pub fn chunk_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The ranges a planner made hold every value exactly once.
+    fn assert_cover(ranges: &[(i64, i64)], min: i64, max: i64, probes: &[i64]) {
+        assert!(ranges.len() >= 2, "{ranges:?}");
+        assert_eq!(ranges[0].0, BELOW, "the first range is unbounded below");
+        assert_eq!(
+            ranges.last().unwrap().1,
+            ABOVE,
+            "the last is unbounded above"
+        );
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "ranges meet: {ranges:?}");
+        }
+        for &(lo, hi) in ranges {
+            assert!(lo < hi, "{ranges:?}");
+        }
+        // Interior cuts lie in (min, max]: no range is empty of keys by
+        // construction, and values outside MIN..MAX land in an end range.
+        for &(_, hi) in &ranges[..ranges.len() - 1] {
+            assert!(hi > min && hi <= max, "cut {hi} outside ({min}, {max}]");
+        }
+        for &v in probes {
+            let holding = ranges
+                .iter()
+                .filter(|&&(lo, hi)| Chunk::range(None, lo, hi).holds(v))
+                .count();
+            assert_eq!(holding, 1, "{v} is in {holding} ranges of {ranges:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn split_range_covers_every_value_once(
+            min in -(1i64 << 60)..(1i64 << 60),
+            span in 0i64..(1i64 << 40),
+            parts in 0u64..200,
+            step in prop_oneof![Just(1i64), Just(86_400_000_000), Just(3_600_000_000), 1i64..1000],
+            probes in proptest::collection::vec(any::<i64>(), 8),
+        ) {
+            let max = min + span;
+            let ranges = split_range(min, max, parts, step);
+            if parts < 2 || span == 0 || min <= BELOW {
+                prop_assert!(ranges.is_empty());
+                return Ok(());
+            }
+            if ranges.is_empty() {
+                // Only when the steps are too wide for two ranges.
+                prop_assert!(span < 4 * step + 4, "{span} {step}");
+                return Ok(());
+            }
+            prop_assert!(ranges.len() as u64 <= parts);
+            let mut probes = probes;
+            probes.extend([min, max, min - 1, max + 1, i64::MIN, i64::MAX, BELOW, ABOVE]);
+            probes.extend(ranges.iter().flat_map(|&(lo, hi)| [lo, hi, hi - 1]));
+            assert_cover(&ranges, min, max, &probes);
+            // Rows estimated per range add up to the table's count.
+            let rows = estimate_rows(&ranges, min, max, 1_000_003);
+            prop_assert_eq!(rows.iter().sum::<u64>(), 1_000_003);
+            // Aligned to the step: every cut is a whole number of steps.
+            for &(_, hi) in &ranges[..ranges.len() - 1] {
+                prop_assert_eq!(hi.rem_euclid(step.max(1)), 0);
+            }
+        }
+
+        #[test]
+        fn small_integer_tables_cut_at_every_width(
+            min in -1000i64..1000,
+            span in 1i64..5000,
+            parts in 2u64..64,
+        ) {
+            // A width that does not divide the span (issue 30: the last
+            // rows of such a table were in no range).
+            let max = min + span;
+            let ranges = split_range(min, max, parts, 1);
+            prop_assert!(!ranges.is_empty());
+            let probes: Vec<i64> = (min - 3..=max + 3).collect();
+            assert_cover(&ranges, min, max, &probes);
+        }
+    }
+
+    #[test]
+    fn the_last_rows_of_a_range_that_does_not_divide_are_read() {
+        // 10,080,000 rowids in 11 parts: the bug left the last 7 out.
+        let ranges = split_range(1, 10_080_000, 11, 1);
+        assert_eq!(ranges.len(), 11);
+        let last = Chunk::range(None, ranges[10].0, ranges[10].1);
+        assert!(last.holds(10_080_000) && last.holds(10_079_999) && last.holds(i64::MAX));
+        assert_eq!(last.upper(), None);
+        let first = Chunk::range(None, ranges[0].0, ranges[0].1);
+        assert_eq!(first.lower(), None);
+        assert!(first.holds(i64::MIN));
+        assert_eq!(
+            range_condition("\"k\"", &first, |v| v.to_string()),
+            format!("\"k\" < {}", ranges[0].1)
+        );
+        assert_eq!(first.bound(first.start), "-infinity");
+        assert_eq!(last.bound(last.end), "infinity");
+    }
 
     #[test]
     fn alignment_is_to_utc_midnight_for_days() {

@@ -165,7 +165,9 @@ impl Migration {
             let bound = |v: i64| {
                 let b = planned[0].chunk.bound(v);
                 match kind {
-                    odbc::KeyKind::Time(odbc::TimeKind::Date) => b[..10].to_string(),
+                    odbc::KeyKind::Time(odbc::TimeKind::Date) => {
+                        b.get(..10).unwrap_or(&b).to_string()
+                    }
                     _ => b,
                 }
             };

@@ -108,8 +108,24 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
             chunks.push(Chunk::part(fields[0].clone(), start));
             continue;
         }
+        // A range unbounded below or above (the first and last of a key's).
+        let unbounded = |text: &str| match text {
+            "-infinity" => Some(crate::plan::BELOW),
+            "infinity" => Some(crate::plan::ABOVE),
+            _ => None,
+        };
+        let (lo, hi) = (unbounded(start_text), unbounded(end_text));
         // Integer bounds are a key range; anything else a time.
-        let integers = (start_text.parse::<i64>(), end_text.parse::<i64>());
+        let integers = (
+            lo.map_or_else(|| start_text.parse::<i64>(), Ok),
+            hi.map_or_else(|| end_text.parse::<i64>(), Ok),
+        );
+        if lo.is_some() && hi.is_some() {
+            return Err((
+                n,
+                "a range unbounded on both sides is a whole table: write table,,".into(),
+            ));
+        }
         if let (Ok(start), Ok(end)) = integers {
             if start >= end {
                 return Err((
@@ -120,12 +136,14 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
             chunks.push(Chunk::range(fields[0].clone(), start, end));
             continue;
         }
-        let start = parse_timestamp(start_text);
+        let start = lo.map_or_else(|| parse_timestamp(start_text), Ok);
         if start.is_err() && chunks.is_empty() && i == 0 && looks_like_header(&fields) {
             continue; // a header line
         }
         let start = start.map_err(|e| (n, format!("start: {e}")))?;
-        let end = parse_timestamp(end_text).map_err(|e| (n, format!("end: {e}")))?;
+        let end = hi
+            .map_or_else(|| parse_timestamp(end_text), Ok)
+            .map_err(|e| (n, format!("end: {e}")))?;
         // start = end = 1970-01-01 is a whole table's chunk (ODBC sources).
         if start >= end && !(start == 0 && end == 0) {
             return Err((
@@ -256,6 +274,10 @@ mod tests {
             Chunk::window(None, 0, 86_400_000_000),
             Chunk::whole(Some("orders".into())),
             Chunk::range(Some("big table".into()), -5, 1_000_000),
+            Chunk::range(Some("big".into()), crate::plan::BELOW, 1001),
+            Chunk::range(Some("big".into()), 2001, crate::plan::ABOVE),
+            Chunk::window(Some("days".into()), crate::plan::BELOW, 86_400_000_000),
+            Chunk::window(Some("days".into()), 86_400_000_000, crate::plan::ABOVE),
             Chunk::part(Some("codes".into()), 3),
             // A key with a newline and quotes reads back whole (it did not).
             Chunk::window(Some("line one\nline \"two\"".into()), 0, 1),

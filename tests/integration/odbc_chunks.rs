@@ -379,7 +379,7 @@ create_table = true
             "SELECT string_agg(chunk_key || ' ' || (extract(epoch FROM start_at) * 1000000)::bigint || ' ' || status, ', ' ORDER BY start_at) \
              FROM etl.chunk_ledger WHERE status = 'done'"
         ),
-        "big 1 done, big 10001 done"
+        "big -200000000000000000 done, big 10001 done"
     );
 
     // When run again
@@ -515,7 +515,7 @@ fn long_text_values_grow_the_fetch_buffers_and_the_long_value_rules_hold() {
     let out = db.etl(&["run", "--restart", p.to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("notes [1501, 3001): source table \"notes\": column \"body\": row 1499 holds a value longer than max_text_bytes = 20000"),
+        out.stdout.contains("notes [1501, infinity): source table \"notes\": column \"body\": row 1499 holds a value longer than max_text_bytes = 20000"),
         "{out:?}"
     );
     std::fs::write(
@@ -566,7 +566,7 @@ fn a_sqlite_table_without_an_integer_key_is_cut_by_its_rowid() {
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(
         plan.stdout.contains(
-            "codes -> \"public\".\"codes\": 5,000 rows, 5 chunks by ranges of \"rowid\": [1, 1001), [1001, 2001)"
+            "codes -> \"public\".\"codes\": 5,000 rows, 5 chunks by ranges of \"rowid\": [-infinity, 1001), [1001, 2001)"
         ),
         "{plan:?}"
     );
@@ -659,8 +659,8 @@ fn tables_keyed_by_text_dates_or_times_are_cut_into_ranges() {
     let plan = db.etl(&["plan", p]);
     assert_eq!(plan.code, 0, "{plan:?}");
     for expected in [
-        "days -> \"public\".\"days\": 1,000 rows, 4 chunks by ranges of \"d\": [2024-01-01, 2024-09-07), [2024-09-07, 2025-05-15), [2025-05-15, 2026-01-20), [2026-01-20, 2026-09-27)\n",
-        "stamps -> \"public\".\"stamps\": 1,000 rows, 4 chunks by ranges of \"at\": [2025-01-01 00:00:00, 2025-01-01 05:00:00), [2025-01-01 05:00:00, 2025-01-01 10:00:00), [2025-01-01 10:00:00, 2025-01-01 15:00:00), [2025-01-01 15:00:00, 2025-01-01 17:03:58.500001)\n",
+        "days -> \"public\".\"days\": 1,000 rows, 4 chunks by ranges of \"d\": [-infinity, 2024-09-07), [2024-09-07, 2025-05-15), [2025-05-15, 2026-01-20), [2026-01-20, infinity)\n",
+        "stamps -> \"public\".\"stamps\": 1,000 rows, 4 chunks by ranges of \"at\": [-infinity, 2025-01-01 05:00:00), [2025-01-01 05:00:00, 2025-01-01 10:00:00), [2025-01-01 10:00:00, 2025-01-01 15:00:00), [2025-01-01 15:00:00, infinity)\n",
         "codes -> \"public\".\"codes\": 1,000 rows, 4 chunks by ranges of \"code\": below \"",
     ] {
         assert!(plan.stdout.contains(expected), "{expected}\n{plan:?}");
@@ -815,4 +815,71 @@ fn follow_keeps_loading_an_odbc_source_and_stops_on_ctrl_c() {
         "{stdout}"
     );
     assert_same_rows(&target_rows(&db), &expected_rows(&file));
+}
+
+#[test]
+fn key_ranges_that_do_not_divide_lose_no_row_and_take_rows_added_while_running() {
+    // Given a SQLite table of 10,007 integer keys, cut into 11 ranges
+    // (the width does not divide: the last rows were in no range, issue 30)
+    let db = TestDb::new("odbc_ranges_all_rows");
+    let file = db.dir.path().join("ids.sqlite");
+    sqlite(
+        &file,
+        "CREATE TABLE ids (id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10007)
+         INSERT INTO ids SELECT i, 'v' || i FROM n;",
+    );
+    let text = format!(
+        "name = \"ids\"\n[source]\ntype = \"odbc\"\nconnection_string = \"{}\"\ntables = [\"ids\"]\nbatch_rows = 500\n\
+         [chunks]\nrange_rows = 1000\nworkers = 1\n[[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.{{table}}\"\ncreate_table = true\n",
+        sqlite_connection(&file)
+    );
+    let p = db.pipeline("ids.toml", &text);
+    let p = p.to_str().unwrap();
+    let plan = db.etl(&["plan", p]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("11 chunks by ranges of \"id\": [-infinity, 911), [911, 1821)"),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("[9101, infinity)"), "{plan:?}");
+
+    // When the run pauses after its first chunk and rows arrive above the
+    // highest key the plan saw
+    let resume = db.dir.path().join("resume");
+    let (child, lines) = spawn_etl(
+        &db,
+        &["run", p],
+        &[
+            ("ETL_TEST_PAUSE_AT", "commit:1"),
+            ("ETL_TEST_RESUME_FILE", resume.to_str().unwrap()),
+        ],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    sqlite(
+        &file,
+        "WITH RECURSIVE n(i) AS (SELECT 20001 UNION ALL SELECT i + 1 FROM n WHERE i < 20010)
+         INSERT INTO ids SELECT i, 'late ' || i FROM n;",
+    );
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    // Then every row lands once, those added after the plan included
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let source = sqlite(
+        &file,
+        "SELECT group_concat(id || v, ',') FROM (SELECT id, v FROM ids ORDER BY id);",
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || min(id) || ' ' || max(id) || ' ' || \
+             md5(string_agg(id || v, ',' ORDER BY id)) FROM ids"
+        ),
+        format!(
+            "10017 10017 1 20010 {}",
+            psql(&db.dst, &format!("SELECT md5($etl${}$etl$)", source.trim()))
+        )
+    );
 }

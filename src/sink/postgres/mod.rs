@@ -121,12 +121,7 @@ impl PostgresSink {
                 crate::plan::Unit::Time => crate::time::sql_literal(v, false),
                 _ => v.to_string(),
             };
-            return format!(
-                "{k} >= {} AND {k} < {}",
-                bound(chunk.start),
-                bound(chunk.end),
-                k = ident(k)
-            );
+            return crate::plan::range_condition(&ident(k), chunk, bound);
         }
         chunk_filter(
             &self.ctx.chunking.time_column,

@@ -105,7 +105,7 @@ fn check_bounds(batch: &RecordBatch, column: usize, chunk: &Chunk) -> Result<(),
             found.map_or("NULL".to_string(), |v| chunk.bound(v))
         ))
     };
-    let inside = |v: i64| v >= chunk.start && v < chunk.end;
+    let inside = |v: i64| chunk.holds(v);
     match chunk.unit {
         Unit::Key => {
             let keys = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {

@@ -21,10 +21,6 @@ use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
 use crate::source::{BatchStream, CopyStream, CopyThrough, Source};
 use crate::sql::{ident, TableName};
 
-/// Past PostgreSQL's last block number (2^32 - 1): the end of the last
-/// block range, which reads to the table's end.
-const PAST_LAST_BLOCK: i64 = 1 << 32;
-
 /// A source table of a whole-database migration.
 pub struct PgTable {
     pool: Arc<Pool>,
@@ -90,19 +86,12 @@ impl PgTable {
     /// block numbers, the last range open-ended).
     fn filter(&self, chunk: &Chunk) -> String {
         match (&self.range_key, chunk.unit) {
-            (Some(k), Unit::Key) => format!(
-                "{k} >= {} AND {k} < {}",
-                chunk.start,
-                chunk.end,
-                k = ident(k)
-            ),
-            (None, Unit::Key) if chunk.end >= PAST_LAST_BLOCK => {
-                format!("ctid >= '({},0)'::tid", chunk.start)
+            (Some(k), Unit::Key) => {
+                crate::plan::range_condition(&ident(k), chunk, |v| v.to_string())
             }
-            (None, Unit::Key) => format!(
-                "ctid >= '({},0)'::tid AND ctid < '({},0)'::tid",
-                chunk.start, chunk.end
-            ),
+            (None, Unit::Key) => {
+                crate::plan::range_condition("ctid", chunk, |v| format!("'({v},0)'::tid"))
+            }
             _ => "true".into(),
         }
     }
@@ -195,17 +184,16 @@ impl Source for PgTable {
             .div_ceil(self.range_rows)
             .max(self.min_parts.min(count / 65_536));
         let chunks = match (min, max) {
+            // Rows added after the plan, in new blocks or past the
+            // highest key, are in the last range (unbounded above).
             (Some(min), Some(max)) if parts > 1 && max > min => {
-                let mut ranges = crate::plan::integer_ranges(&self.name, min, max, count, parts);
-                if self.range_key.is_none() {
-                    // Rows in blocks added after the plan are in the last range.
-                    if let Some(last) = ranges.last_mut() {
-                        last.chunk.end = PAST_LAST_BLOCK;
-                    }
-                }
-                ranges
+                crate::plan::integer_ranges(&self.name, min, max, count, parts)
             }
-            _ => vec![PlannedChunk {
+            _ => Vec::new(),
+        };
+        let chunks = match chunks.is_empty() {
+            false => chunks,
+            true => vec![PlannedChunk {
                 chunk: Chunk::whole(Some(self.name.clone())),
                 rows: count,
             }],

@@ -434,20 +434,13 @@ impl OdbcSource {
             Axis::Table {
                 split: Some((k, KeyKind::Integer)),
                 ..
-            } => Ok((
-                format!("SELECT * FROM {from} WHERE {k} >= ? AND {k} < ?"),
-                vec![Param::Int(chunk.start), Param::Int(chunk.end)],
-            )),
+            } => Ok(range_select(from, k, chunk, |v| Ok(Param::Int(v)))?),
             Axis::Table {
                 split: Some((k, KeyKind::Time(kind))),
                 ..
-            } => Ok((
-                format!("SELECT * FROM {from} WHERE {k} >= ? AND {k} < ?"),
-                vec![
-                    time_param(*kind, false, chunk.start)?,
-                    time_param(*kind, false, chunk.end)?,
-                ],
-            )),
+            } => Ok(range_select(from, k, chunk, |v| {
+                time_param(*kind, false, v)
+            })?),
             Axis::Table {
                 split: Some((k, KeyKind::Text)),
                 ..
@@ -533,6 +526,24 @@ pub fn describe(spec: &OdbcSpec, from: &str, table: Option<&str>) -> Result<Sche
 }
 
 /// A time bound as the driver compares it.
+/// A key range's SELECT (`[lo, hi)`, an unbounded side left out: the
+/// first and last ranges hold every key below and above the cuts) and its
+/// parameters, each bound made by `param`.
+fn range_select(
+    from: &str,
+    k: &str,
+    chunk: &Chunk,
+    param: impl Fn(i64) -> Result<Param, EtlError>,
+) -> Result<(String, Vec<Param>), EtlError> {
+    let condition = crate::plan::range_condition(k, chunk, |_| "?".into());
+    let params = [chunk.lower(), chunk.upper()]
+        .into_iter()
+        .flatten()
+        .map(param)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((format!("SELECT * FROM {from} WHERE {condition}"), params))
+}
+
 fn time_param(kind: TimeKind, text_times: bool, t: Micros) -> Result<Param, EtlError> {
     Ok(match (kind, text_times) {
         (TimeKind::Timestamp, false) => Param::Timestamp(t),

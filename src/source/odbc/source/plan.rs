@@ -115,29 +115,28 @@ impl OdbcSource {
                 .find(|unit| (max - min) / parts as i64 >= *unit)
                 .unwrap_or(1),
             KeyKind::Text => unreachable!("text keys are cut in parts"),
-        } as i128;
-        let first = min as i128 - (min as i128).rem_euclid(step);
+        };
         // Past the last key: a date's last day whole.
-        let end = max as i128
-            + match kind {
-                KeyKind::Time(TimeKind::Date) => step,
-                _ => 1,
-            };
-        let width = (end - first).div_euclid(parts as i128).max(1);
-        let width = (width + step - 1) / step * step;
-        let span = end - min as i128;
+        let last = match kind {
+            KeyKind::Time(TimeKind::Date) => max.saturating_add(DAY - 1),
+            _ => max,
+        };
+        let ranges = crate::plan::split_range(min, last, parts, step);
+        if ranges.is_empty() {
+            return Ok(whole(count));
+        }
         // Rows per range are not counted: estimated by width, summing to
         // the table's count.
-        let estimate = |at: i128| count as i128 * (at.clamp(min as i128, end) - min as i128) / span;
-        let chunks = (0..parts as i128)
-            .map(|i| (first + i * width, (first + (i + 1) * width).min(end)))
-            .filter(|(lo, hi)| lo < hi)
-            .map(|(lo, hi)| {
+        let rows = crate::plan::estimate_rows(&ranges, min, last, count);
+        let chunks = ranges
+            .into_iter()
+            .zip(rows)
+            .map(|((lo, hi), rows)| {
                 let chunk = match kind {
-                    KeyKind::Integer => Chunk::range(Some(name.clone()), lo as i64, hi as i64),
-                    _ => Chunk::window(Some(name.clone()), lo as i64, hi as i64),
+                    KeyKind::Integer => Chunk::range(Some(name.clone()), lo, hi),
+                    _ => Chunk::window(Some(name.clone()), lo, hi),
                 };
-                (chunk, (estimate(hi) - estimate(lo)) as u64)
+                (chunk, rows)
             })
             .collect::<Vec<_>>();
         Ok(plan(chunks))
