@@ -49,6 +49,49 @@ impl Finding {
     }
 }
 
+/// Whether the run's connections fit the server: its `max_connections`
+/// less those in use (and less the reserved ones, for a role that is not
+/// a superuser), and the role's own connection limit, against the bound
+/// of the run's pool ([`crate::pg::limit`]).
+pub async fn connections(client: &Client, place: &str) -> Finding {
+    let needed = crate::pg::limit() as i64;
+    let sql = "SELECT current_setting('max_connections')::int8, \
+                      CASE WHEN r.rolsuper THEN 0 ELSE current_setting('superuser_reserved_connections')::int8 END, \
+                      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int8, \
+                      r.rolconnlimit::int8, \
+                      (SELECT count(*) FROM pg_stat_activity a WHERE a.usename = r.rolname)::int8 \
+               FROM pg_roles r WHERE r.rolname = current_user";
+    let row = match client.query_one(sql, &[]).await {
+        Ok(r) => r,
+        Err(e) => return Finding::new(Verdict::Unknown, "connections", place, pg_message(&e)),
+    };
+    let (max, reserved, used, role_limit, role_used): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    // This preflight's own session is among those in use.
+    let free = max - reserved - used + 1;
+    let role_free = (role_limit >= 0).then_some(role_limit - role_used + 1);
+    let fits = needed <= free && role_free.is_none_or(|f| needed <= f);
+    let detail = format!(
+        "the run opens at most {needed} here (2 x workers + 2, or [chunks] max_connections); \
+         the server allows {max}, {used} in use{}{}",
+        if reserved > 0 {
+            format!(", {reserved} reserved for superusers")
+        } else {
+            String::new()
+        },
+        role_free.map_or(String::new(), |f| format!(", the role may open {f} more"))
+    );
+    match fits {
+        true => Finding::new(Verdict::Pass, "connections", place, detail),
+        false => Finding::new(
+            Verdict::Fail,
+            "connections",
+            place,
+            format!("{detail}: lower workers or [chunks] max_connections, or wait for the server's sessions to end"),
+        ),
+    }
+}
+
 /// A PostgreSQL source: version, SELECT on its table, and the size of
 /// what it will read (the table's, or the planner's estimate for a query).
 pub async fn postgres_source(
@@ -75,6 +118,7 @@ pub async fn postgres_source(
             pg_message(&e),
         )),
     }
+    out.push(connections(client, place).await);
     let estimate = match relation {
         Relation::Table(t) => {
             let q = t.qualified();
@@ -174,6 +218,7 @@ pub async fn postgres_sink(
             pg_message(&e),
         )),
     }
+    out.push(connections(client, place).await);
     let user: String = match client.query_one("SELECT current_user::text", &[]).await {
         Ok(r) => r.get(0),
         Err(e) => {

@@ -312,7 +312,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
-    Ok(config::load_validated(path)?)
+    let p = config::load_validated(path)?;
+    bound_connections(&p, None);
+    Ok(p)
+}
+
+/// Sets the bound of connections per endpoint from the pipeline's workers
+/// (or `--workers`) and `[chunks] max_connections`.
+pub(crate) fn bound_connections(p: &ValidatedPipeline, workers: Option<usize>) {
+    let workers = workers.unwrap_or(p.chunks.workers);
+    crate::pg::set_limit(crate::pg::limit_for(workers, p.chunks.max_connections));
 }
 
 /// The pipeline with `--key` applied: only chunks of those keys.

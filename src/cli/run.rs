@@ -28,6 +28,7 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
     }
     crate::run::install_ctrl_c();
     let pipeline = load_keys(path, keys)?;
+    super::bound_connections(&pipeline, workers);
     if !keys.is_empty() && follow.is_some() {
         anyhow::bail!(
             "--key with --follow would move the pipeline's one cutoff past rows of the other keys; follow every key, or backfill one key at a time without --follow"

@@ -390,6 +390,11 @@ pub struct ChunksConfig {
     /// `batch_rows` rows). Default 1,000,000.
     #[serde(default = "default_range_rows")]
     pub range_rows: u64,
+    /// The most connections the run opens to each PostgreSQL endpoint
+    /// (server and database) at once. Default and ceiling: 2 x workers +
+    /// 2; never below workers + 1.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 const fn default_range_rows() -> u64 {

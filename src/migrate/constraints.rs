@@ -150,6 +150,18 @@ impl Migration {
     pub async fn finish(&self) -> Result<Finish, EtlError> {
         let client = self.client().await?;
         let mut finish = Finish::default();
+        // One process finishes at a time (several may share the plan and
+        // reach this together); the next finds what it added done. The
+        // lock is the session's: it goes with the session.
+        client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock(hashtext({}))",
+                crate::sql::literal(&format!("etl finish {}", self.pipeline))
+            ))
+            .await
+            .map_err(EtlError::pg(
+                "waiting for another process's constraints phase",
+            ))?;
         client
             .batch_execute(&format!(
                 "SET lock_timeout = {}; SET statement_timeout = {}",

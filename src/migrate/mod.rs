@@ -49,7 +49,6 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use tokio_postgres::Client;
 
 use crate::config::validate::{AccessSpec, OdbcSpec, PostgresSinkSpec};
 use crate::error::EtlError;
@@ -179,7 +178,12 @@ impl Migration {
             }]);
         }
         let runner = &self.runners[i];
-        Ok(runner.plan_async(&runner.pipeline.chunks).await?.chunks)
+        let chunking = &runner.pipeline.chunks;
+        let what = format!("planning {} was stopped", t.source);
+        let plan = crate::run::retry_step(chunking.retries, chunking.retry_backoff, &what, || {
+            runner.plan_async(chunking)
+        });
+        Ok(plan.await?.chunks)
     }
 
     /// Every table's chunks, as [`Migration::plan_table`], planned
@@ -268,6 +272,9 @@ impl Migration {
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
+        // The target's clock before the ledger is read: a chunk done after
+        // it was done by another process sharing the plan.
+        let planned_at = self.server_now()?;
         // A rerun reads the parts the run it reruns cut.
         block_on(self.keep_cuts(redo && only.is_none()))?;
         match only {
@@ -322,11 +329,21 @@ impl Migration {
             })?;
         }
         if matches!(self.origin, Origin::Postgres(..)) && !self.sink.create_table {
-            block_on(self.empty_children_first(&todo, &levels))?;
+            block_on(self.empty_children_first(&todo, &levels, &planned_at))?;
         }
-        block_on(self.prepare_data(&todo))?;
+        let chunking = &self.runners.first().map(|r| r.pipeline.chunks.clone());
+        match chunking {
+            Some(c) => crate::run::with_retries(c.retries, c.retry_backoff, || {
+                block_on(self.prepare_data(&todo, &planned_at))
+            })?,
+            None => block_on(self.prepare_data(&todo, &planned_at))?,
+        }
+        let workers = workers.unwrap_or(self.workers.max(self.readers()));
+        // Reader processes may run more workers than [chunks] has: each
+        // needs its target connection.
+        crate::pg::set_limit(crate::pg::limit().max(workers + 1));
         let options = RunOptions {
-            workers: Some(workers.unwrap_or(self.workers.max(self.readers()))),
+            workers: Some(workers),
             redo: redo || only.is_some(),
             ..Default::default()
         };
@@ -388,7 +405,11 @@ impl Migration {
     /// that touch a table about to load are dropped (a whole table's chunk
     /// truncates it); a table cut into ranges whose every range is about
     /// to load is emptied (its ranges then add to an empty table).
-    async fn prepare_data(&self, todo: &[(usize, Vec<Chunk>, bool)]) -> Result<(), EtlError> {
+    async fn prepare_data(
+        &self,
+        todo: &[(usize, Vec<Chunk>, bool)],
+        planned_at: &str,
+    ) -> Result<(), EtlError> {
         if todo.is_empty() {
             return Ok(());
         }
@@ -412,7 +433,7 @@ impl Migration {
                 false => "TRUNCATE ONLY",
             };
             client
-                .batch_execute(&empty_sql(&target, empty))
+                .batch_execute(&empty_sql(&target, empty, planned_at))
                 .await
                 .map_err(EtlError::pg(format!(
                     "emptying {target} before its ranges load"
@@ -430,6 +451,7 @@ impl Migration {
         &self,
         todo: &[(usize, Vec<Chunk>, bool)],
         levels: &[Vec<usize>],
+        planned_at: &str,
     ) -> Result<(), EtlError> {
         let client = self.client().await?;
         for level in levels.iter().rev() {
@@ -439,7 +461,7 @@ impl Migration {
                 }
                 let target = self.tables[*i].target.qualified();
                 client
-                    .batch_execute(&empty_sql(&target, "DELETE FROM ONLY"))
+                    .batch_execute(&empty_sql(&target, "DELETE FROM ONLY", planned_at))
                     .await
                     .map_err(EtlError::pg(format!(
                         "emptying {target} before it loads (children first)"
@@ -451,11 +473,11 @@ impl Migration {
 
     /// The chunks among `chunks` of table `i` the ledger has as done.
     fn committed(&self, i: usize, chunks: &[Chunk]) -> Result<HashSet<Chunk>, EtlError> {
-        Ok(self.runners[i]
-            .committed_by_sink(chunks)?
-            .into_iter()
-            .next()
-            .unwrap_or_default())
+        let chunking = &self.runners[i].pipeline.chunks;
+        let by_sink = crate::run::with_retries(chunking.retries, chunking.retry_backoff, || {
+            self.runners[i].committed_by_sink(chunks)
+        })?;
+        Ok(by_sink.into_iter().next().unwrap_or_default())
     }
 
     /// Whether every chunk of every table is done (of `planned`, each
@@ -477,12 +499,37 @@ impl Migration {
         Ok(true)
     }
 
-    async fn client(&self) -> Result<Client, EtlError> {
-        Ok(self
-            .sink
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?)
+    /// The target server's clock, as text.
+    fn server_now(&self) -> Result<String, EtlError> {
+        let (retries, backoff) = self
+            .runners
+            .first()
+            .map_or((3, std::time::Duration::from_secs(1)), |r| {
+                (r.pipeline.chunks.retries, r.pipeline.chunks.retry_backoff)
+            });
+        block_on(crate::run::retry_step(
+            retries,
+            backoff,
+            "reading the target's clock failed",
+            || async {
+                let client = self.client().await?;
+                let row = client
+                    .query_one("SELECT now()::text", &[])
+                    .await
+                    .map_err(EtlError::pg("reading the target's clock"))?;
+                Ok(row.get::<_, String>(0))
+            },
+        ))
+    }
+
+    /// A session of the target from the run's pool (counted in its
+    /// bound); closed when dropped, so its settings never reach a chunk.
+    async fn client(&self) -> Result<crate::pg::Conn, EtlError> {
+        let pool = crate::pg::Pool::new(
+            self.sink.endpoint.clone(),
+            &format!("etl {}", self.pipeline),
+        );
+        Ok(pool.get().await?)
     }
 
     /// `etl verify` for a migration: the checks alone.
@@ -495,12 +542,53 @@ impl Migration {
 }
 
 /// Empties a target table (`how`: `TRUNCATE ONLY` or `DELETE FROM ONLY`)
-/// where it exists, and marks its chunks in the ledger as not loaded.
-fn empty_sql(target: &str, how: &str) -> String {
+/// where it exists, and marks its chunks in the ledger as not loaded;
+/// unless another process sharing the plan has a chunk of it in flight
+/// (claimed by a live session) or done since `planned_at` (this run's
+/// reading of the ledger). Decided under a lock on the table that waits
+/// for chunks in flight to commit (SHARE, or TRUNCATE's own ACCESS
+/// EXCLUSIVE), so nothing another
+/// process committed is emptied (issue 30); its ranges then replace their
+/// own rows instead.
+fn empty_sql(target: &str, how: &str, planned_at: &str) -> String {
     format!(
-        "DO $$ BEGIN IF to_regclass({t}) IS NOT NULL THEN {how} {target}; END IF; \
+        "DO $$ BEGIN \
+         IF to_regclass({t}) IS NULL THEN RETURN; END IF; \
+         LOCK TABLE {target} IN {mode} MODE; \
          IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-         UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
-        t = crate::sql::literal(target)
+           IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
+              (l.status = 'done' AND l.finished_at >= {at}::timestamptz) \
+              OR (l.status = 'running' AND l.claimed_pid IS NOT NULL AND l.claimed_pid <> pg_backend_pid() \
+                  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.claimed_pid)))) THEN \
+             RAISE LOG 'etl: another process loads %; not emptied', {t}; RETURN; \
+           END IF; \
+         END IF; \
+         {how} {target}; \
+         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
+        t = crate::sql::literal(target),
+        at = crate::sql::literal(planned_at),
+        // TRUNCATE locks it whole anyway; DELETE needs only to wait for
+        // writers in flight (SHARE), letting readers be.
+        mode = match how.starts_with("TRUNCATE") {
+            true => "ACCESS EXCLUSIVE",
+            false => "SHARE",
+        }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn emptying_checks_the_ledger_under_the_tables_lock() {
+        let sql = super::empty_sql("\"s\".\"t\"", "TRUNCATE ONLY", "2026-01-01 00:00:00+00");
+        let lock = sql
+            .find("LOCK TABLE \"s\".\"t\" IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let check = sql
+            .find("l.finished_at >= '2026-01-01 00:00:00+00'")
+            .unwrap();
+        let empty = sql.find("TRUNCATE ONLY \"s\".\"t\"").unwrap();
+        assert!(lock < check && check < empty, "{sql}");
+    }
 }

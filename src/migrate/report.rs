@@ -197,6 +197,9 @@ pub fn render(m: &Migration, r: &Report) -> String {
             }
         }
     }
+    if let Some(line) = crate::run::summary::connections_line() {
+        s.push_str(&line);
+    }
     if let Some(peak) = crate::run::summary::peak_memory_bytes() {
         let _ = writeln!(s, "  peak memory  {}", bytes(peak));
     }

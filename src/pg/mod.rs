@@ -3,15 +3,15 @@
 //! is shown (never with its password), and the session settings etl
 //! relies on.
 
+mod pool;
 pub mod sequences;
 pub mod sessions;
 pub mod tls;
 
-use std::collections::HashMap;
+pub use pool::{close_idle_here, limit, limit_for, peaks, set_limit, Conn, Pool};
+
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::thread::ThreadId;
 
 use tokio_postgres::config::Host;
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -62,6 +62,9 @@ pub enum ConnectError {
     MissingPasswordEnv { endpoint: String, name: String },
     #[error("cannot connect to {endpoint} over TLS: {message}")]
     Tls { endpoint: String, message: String },
+    /// Every slot of the endpoint's pool stayed in use (transient).
+    #[error("all {limit} connections etl may open to {endpoint} stayed in use for two minutes; raise [chunks] max_connections or lower workers")]
+    Exhausted { endpoint: String, limit: usize },
 }
 
 /// The TLS keys written beside a `url` (in a pipeline or a targets file).
@@ -218,14 +221,13 @@ impl Endpoint {
             (_, None) => spawn(config.ssl_mode(PgSslMode::Disable), NoTls, &endpoint).await,
             // allow: without TLS first, with it if the server insists.
             (SslMode::Allow, Some(tls)) => {
-                match spawn(
-                    config.clone().ssl_mode(PgSslMode::Disable),
-                    NoTls,
-                    &endpoint,
-                )
-                .await
-                {
-                    Ok(client) => Ok(client),
+                let plain = config
+                    .clone()
+                    .ssl_mode(PgSslMode::Disable)
+                    .connect(NoTls)
+                    .await;
+                match plain {
+                    Ok((client, connection)) => Ok(run_connection(client, connection, &endpoint)),
                     Err(_) => {
                         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
                         spawn(config.ssl_mode(PgSslMode::Require), tls, &endpoint).await
@@ -311,13 +313,26 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     let (client, connection) = config.connect(tls).await?;
+    Ok(run_connection(client, connection, endpoint))
+}
+
+/// Runs a connection's task on this thread's runtime.
+fn run_connection<S, T>(
+    client: Client,
+    connection: tokio_postgres::Connection<S, T>,
+    endpoint: &str,
+) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let name = endpoint.to_string();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(endpoint = name, error = %e, "Connection closed with an error.");
         }
     });
-    Ok(client)
+    client
 }
 
 /// The password of the first `host:port:db:user:password` line that
@@ -397,60 +412,6 @@ pub async fn primary_key(
         .iter()
         .map(|r| r.get(0))
         .collect())
-}
-
-/// Clients kept for reuse between chunks, one pool per endpoint. A client's
-/// connection task lives on the runtime of the thread that connected it
-/// (each worker thread has its own), so a client is only handed out again
-/// on that thread.
-pub struct Pool {
-    endpoint: Endpoint,
-    application: String,
-    idle: std::sync::Mutex<HashMap<ThreadId, Vec<Client>>>,
-}
-
-impl Pool {
-    pub fn new(endpoint: Endpoint, application: &str) -> Arc<Self> {
-        Arc::new(Pool {
-            endpoint,
-            application: application.to_string(),
-            idle: Default::default(),
-        })
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    /// An idle client that is still open, or a new one.
-    pub async fn get(&self) -> Result<Client, ConnectError> {
-        loop {
-            let idle = self
-                .idle
-                .lock()
-                .expect("pool lock is never held across a panic")
-                .get_mut(&std::thread::current().id())
-                .and_then(Vec::pop);
-            match idle {
-                Some(c) if !c.is_closed() => return Ok(c),
-                Some(_) => continue,
-                None => return self.endpoint.connect(&self.application).await,
-            }
-        }
-    }
-
-    /// Returns a client after a chunk that ended cleanly. Clients from
-    /// failed chunks are dropped instead, so no broken session is reused.
-    pub fn put(&self, client: Client) {
-        if !client.is_closed() {
-            self.idle
-                .lock()
-                .expect("pool lock is never held across a panic")
-                .entry(std::thread::current().id())
-                .or_default()
-                .push(client);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -333,6 +333,9 @@ pub fn run_jobs(
         .workers
         .unwrap_or(default_workers)
         .clamp(1, jobs.len().max(1));
+    // This thread waits for the workers: its idle connections would hold
+    // slots of the pools they need.
+    block_on(crate::pg::close_idle_here());
     let pool = worker_pool(workers, "etl-worker")?;
     let rows = AtomicU64::new(0);
     let bytes_written = AtomicU64::new(0);
@@ -670,46 +673,99 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// Runs `attempt` until it succeeds, fails permanently, or has failed
 /// transiently `retries` + 1 times (the last error then comes wrapped in
-/// [`EtlError::Retried`]). The one retry loop of etl: chunks and the
-/// tables of a migration both go through it.
+/// [`EtlError::Retried`]). The one retry policy of etl: chunks, and
+/// through [`retry_step`] every step around them.
 pub fn with_retries<T>(
     retries: u32,
     base: Duration,
     mut attempt: impl FnMut() -> Result<T, EtlError>,
 ) -> Result<T, EtlError> {
-    let mut tried = 0u32;
-    // Reading a chunk again with larger fetch buffers is not a failure;
-    // each time at least doubles a buffer, up to max_text_bytes.
-    let mut regrown = 0u32;
+    let mut state = Tries::default();
     loop {
-        match attempt() {
-            Err(EtlError::ReadAgain { column, bytes }) if regrown < 32 => {
-                regrown += 1;
+        match state.after(attempt(), retries, base, "the chunk was rolled back") {
+            Next::Done(result) => return result,
+            Next::Wait(wait) => std::thread::sleep(wait),
+            Next::Now => {}
+        }
+    }
+}
+
+/// [`with_retries`] for a step on the caller's runtime (planning,
+/// counting, DDL, catalog reads, the ledger, post-data entries...):
+/// `attempt` must make a fresh connection from the pool each time, and be
+/// safe to run again (what it did before the fault undone or checked).
+pub async fn retry_step<T, F, Fut>(
+    retries: u32,
+    base: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, EtlError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EtlError>>,
+{
+    let mut state = Tries::default();
+    loop {
+        match state.after(attempt().await, retries, base, what) {
+            Next::Done(result) => return result,
+            Next::Wait(wait) => tokio::time::sleep(wait).await,
+            Next::Now => {}
+        }
+    }
+}
+
+/// What [`Tries::after`] decides.
+enum Next<T> {
+    Done(Result<T, EtlError>),
+    Wait(Duration),
+    Now,
+}
+
+/// Attempts so far, transient and buffer regrowths.
+#[derive(Default)]
+struct Tries {
+    tried: u32,
+    regrown: u32,
+}
+
+impl Tries {
+    fn after<T>(
+        &mut self,
+        result: Result<T, EtlError>,
+        retries: u32,
+        base: Duration,
+        what: &str,
+    ) -> Next<T> {
+        match result {
+            // Reading a chunk again with larger fetch buffers is not a
+            // failure; each time at least doubles a buffer, up to
+            // max_text_bytes.
+            Err(EtlError::ReadAgain { column, bytes }) if self.regrown < 32 => {
+                self.regrown += 1;
                 tracing::info!(
                     column,
                     bytes,
                     "A value is longer than its fetch buffer; the chunk was rolled back and is read again with larger buffers."
                 );
+                Next::Now
             }
-            Err(e) if e.is_transient() && tried < retries => {
-                let wait = backoff(base, tried);
-                tried += 1;
+            Err(e) if e.is_transient() && self.tried < retries => {
+                let wait = backoff(base, self.tried);
+                self.tried += 1;
                 tracing::warn!(
-                    attempt = tried,
+                    attempt = self.tried,
                     of = retries,
                     wait_secs = wait.as_secs_f64(),
                     error = %e,
-                    "Transient failure; the chunk was rolled back and will be tried again."
+                    "Transient failure; {what} and will be tried again."
                 );
-                std::thread::sleep(wait);
+                Next::Wait(wait)
             }
-            Err(e) if tried > 0 => {
-                return Err(EtlError::Retried {
-                    attempts: tried + 1,
-                    last: Box::new(e),
-                });
-            }
-            other => return other,
+            Err(e) if self.tried > 0 => Next::Done(Err(EtlError::Retried {
+                attempts: self.tried + 1,
+                last: Box::new(e),
+            })),
+            other => Next::Done(other),
         }
     }
 }

@@ -128,6 +128,24 @@ fn log_interval() -> Duration {
     }))
 }
 
+/// The summary's line of the most connections open at once to each
+/// endpoint (the pool's bound holds them), when any was made.
+pub fn connections_line() -> Option<String> {
+    let peaks = crate::pg::peaks();
+    if peaks.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = peaks
+        .iter()
+        .map(|(endpoint, peak)| format!("{endpoint} peak {peak}"))
+        .collect();
+    Some(format!(
+        "  connections  {} (at most {} each)\n",
+        each.join(", "),
+        crate::pg::limit()
+    ))
+}
+
 /// The process's peak resident memory (VmHWM), where the OS tells it.
 pub fn peak_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -238,6 +256,9 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
         "  elapsed      {secs:.1} s ({} {what}/s)\n",
         thousands((rate_rows as f64 / secs.max(1e-3)) as u64)
     ));
+    if let Some(line) = connections_line() {
+        s.push_str(&line);
+    }
     if let Some(peak) = report.peak_memory_bytes {
         s.push_str(&format!("  peak memory  {}\n", bytes(peak)));
     }

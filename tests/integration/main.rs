@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod config_errors;
+mod connections;
 mod copy;
 mod csv;
 mod failures;

@@ -159,6 +159,8 @@ pub struct Chunking {
     /// Only chunks of these keys (`--key`, repeatable), when set.
     pub only_keys: Option<std::collections::BTreeSet<String>>,
     pub workers: usize,
+    /// `[chunks] max_connections`: lowers the bound of connections per endpoint.
+    pub max_connections: Option<usize>,
     pub retries: u32,
     pub retry_backoff: std::time::Duration,
     pub failed_csv: PathBuf,
@@ -178,6 +180,7 @@ impl Chunking {
             end: None,
             only_keys: None,
             workers: 1,
+            max_connections: None,
             retries: 0,
             retry_backoff: std::time::Duration::ZERO,
             failed_csv: "failed.csv".into(),
@@ -432,6 +435,12 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             format!("{} is out of range; use 1 to 256", ch.workers),
         );
     }
+    if ch.max_connections.is_some_and(|m| m < 2) {
+        c.add(
+            "chunks.max_connections",
+            "is below 2; etl needs a connection for a worker and one for its plan".to_string(),
+        );
+    }
     if ch.retries > 100 {
         c.add(
             "chunks.retries",
@@ -604,6 +613,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             start: start.flatten(),
             end: end.flatten(),
             workers: ch.workers,
+            max_connections: ch.max_connections,
             retries: ch.retries,
             retry_backoff: std::time::Duration::from_secs_f64(
                 ch.retry_backoff_secs.clamp(0.0, 3600.0),

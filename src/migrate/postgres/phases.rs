@@ -154,12 +154,10 @@ impl Migration {
     }
 
     /// A connection to the source database, for a phase that reads it.
-    pub(super) async fn pg_source(&self) -> Result<Client, EtlError> {
+    pub(super) async fn pg_source(&self) -> Result<crate::pg::Conn, EtlError> {
         let (spec, _) = self.pg_origin()?;
-        Ok(spec
-            .endpoint
-            .connect(&format!("etl {}", self.pipeline))
-            .await?)
+        let pool = crate::pg::Pool::new(spec.endpoint.clone(), &format!("etl {}", self.pipeline));
+        Ok(pool.get().await?)
     }
 
     /// pg_dump's section of this migration's selection.
@@ -394,7 +392,7 @@ impl Migration {
     /// error (with the statement) when the server refuses it.
     async fn apply_entry(
         &self,
-        idle: &std::sync::Mutex<Vec<Client>>,
+        idle: &std::sync::Mutex<Vec<crate::pg::Conn>>,
         preamble: &str,
         e: &Entry,
     ) -> Result<Result<(), String>, EtlError> {

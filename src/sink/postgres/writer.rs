@@ -5,7 +5,7 @@
 use super::*;
 
 pub(super) struct PostgresChunkWriter {
-    pub(super) client: Client,
+    pub(super) client: crate::pg::Conn,
     pub(super) pool: Arc<Pool>,
     pub(super) sink: Pin<Box<CopyInSink<Bytes>>>,
     pub(super) buf: BytesMut,

@@ -8,7 +8,7 @@ impl Wide {
     /// A writer for one chunk; nothing is sent until its first batch (or commit).
     pub fn writer(
         self: &Arc<Self>,
-        client: Client,
+        client: crate::pg::Conn,
         pool: Arc<Pool>,
         base: TableName,
         chunk: Chunk,
@@ -39,7 +39,7 @@ struct Started {
 
 pub struct WideWriter {
     wide: Arc<Wide>,
-    client: Client,
+    client: crate::pg::Conn,
     pool: Arc<Pool>,
     base: TableName,
     chunk: Chunk,

@@ -15,7 +15,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use futures_util::Stream;
 use tokio_postgres::types::{Kind, Type};
-use tokio_postgres::{Client, CopyOutStream};
+use tokio_postgres::CopyOutStream;
 
 use super::{BatchStream, Source};
 use crate::config::validate::{Chunking, Relation, ValidatedSource};
@@ -256,7 +256,7 @@ impl PostgresSource {
 /// into `bytes`; the client goes back to the pool when the stream ends.
 async fn copy_bytes(
     pool: &Arc<Pool>,
-    client: Client,
+    client: crate::pg::Conn,
     sql: &str,
     bytes: &Arc<AtomicU64>,
     what: String,
@@ -278,7 +278,7 @@ async fn copy_bytes(
 struct CopyBytes {
     inner: Pin<Box<CopyOutStream>>,
     /// Back to the pool at the end of the stream.
-    client: Option<Client>,
+    client: Option<crate::pg::Conn>,
     pool: Arc<Pool>,
     tally: Tally,
     what: String,
@@ -690,7 +690,7 @@ enum State {
 struct CopyStream {
     inner: Pin<Box<CopyOutStream>>,
     decoder: CopyDecoder,
-    client: Option<Client>,
+    client: Option<crate::pg::Conn>,
     pool: Arc<Pool>,
     tally: Tally,
     state: State,

@@ -22,34 +22,10 @@ fn server() -> &'static str {
 /// Starts a throwaway cluster with scripts/pg-tmp.sh and a watchdog that
 /// stops it when this test process exits.
 fn start_server() -> String {
-    let dir = tempfile::Builder::new()
-        .prefix("etl-test-pg")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
+    let (dir, url) = start_cluster("etl-test-pg", &[]);
     let script = repo().join("scripts/pg-tmp.sh");
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod temp dir");
     let pg_dir = dir.join("pg");
     let _ = STARTED_TLS.set(pg_dir.join("tls"));
-    let out = Command::new(&script)
-        .arg("start")
-        .arg(&pg_dir)
-        .args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ])
-        .output()
-        .expect("run scripts/pg-tmp.sh");
-    assert!(
-        out.status.success(),
-        "could not start a test PostgreSQL (install it with scripts/install-deps.sh, or set ETL_TEST_PG_URL):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let watchdog = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; '{script}' stop '{pg}'; rm -rf '{dir}'",
         pid = std::process::id(),
@@ -66,13 +42,48 @@ fn start_server() -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the server watchdog");
+    url.rsplit_once('/')
+        .map(|(base, _)| base.to_string())
+        .expect("url has a database")
+}
+
+/// A cluster started by scripts/pg-tmp.sh in `DIR/pg` (DIR a new temp
+/// directory named `prefix...`), tuned for tests, with `options` (`name=value`)
+/// after: DIR and the server's URL.
+fn start_cluster(prefix: &str, options: &[&str]) -> (PathBuf, String) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod temp dir");
+    let mut args = vec!["start".to_string(), dir.join("pg").display().to_string()];
+    for o in [
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+    ]
+    .into_iter()
+    .chain(options.iter().copied())
+    {
+        args.push("-c".into());
+        args.push(o.into());
+    }
+    let out = Command::new(repo().join("scripts/pg-tmp.sh"))
+        .args(&args)
+        .output()
+        .expect("run scripts/pg-tmp.sh");
+    assert!(
+        out.status.success(),
+        "could not start a test PostgreSQL (install it with scripts/install-deps.sh, or set ETL_TEST_PG_URL):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = String::from_utf8(out.stdout)
         .expect("utf-8 url")
         .trim()
         .to_string();
-    url.rsplit_once('/')
-        .map(|(base, _)| base.to_string())
-        .expect("url has a database")
+    (dir, url)
 }
 
 /// The certificates of a server this process started.
@@ -369,4 +380,48 @@ pub fn sqlite(file: &Path, sql: &str) -> String {
         .expect("sqlite3 is installed (scripts/install-deps.sh)");
     assert!(out.status.success(), "sqlite3 {}: {out:?}", file.display());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A server of one test's own, started with `options` (`-c name=value`,
+/// such as a small `max_connections`) by scripts/pg-tmp.sh, and stopped
+/// when dropped.
+pub struct OwnServer {
+    /// `postgresql://etl@127.0.0.1:PORT`, without a database.
+    pub base: String,
+    dir: PathBuf,
+}
+
+impl OwnServer {
+    pub fn start(options: &[&str]) -> OwnServer {
+        let (parent, url) = start_cluster("etl-own-pg", options);
+        OwnServer {
+            base: url.rsplit_once('/').unwrap().0.to_string(),
+            dir: parent.join("pg"),
+        }
+    }
+
+    /// A source and a target database on this server.
+    pub fn test_db(&self, name: &str) -> TestDb {
+        let admin = format!("{}/postgres", self.base);
+        for db in ["src", "dst"] {
+            psql(&admin, &format!("CREATE DATABASE {name}_{db}"));
+        }
+        TestDb {
+            src: format!("{}/{name}_src", self.base),
+            dst: format!("{}/{name}_dst", self.base),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/pg-tmp.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
 }
