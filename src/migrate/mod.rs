@@ -331,13 +331,10 @@ impl Migration {
         if matches!(self.origin, Origin::Postgres(..)) && !self.sink.create_table {
             block_on(self.empty_children_first(&todo, &levels, &planned_at))?;
         }
-        let chunking = &self.runners.first().map(|r| r.pipeline.chunks.clone());
-        match chunking {
-            Some(c) => crate::run::with_retries(c.retries, c.retry_backoff, || {
-                block_on(self.prepare_data(&todo, &planned_at))
-            })?,
-            None => block_on(self.prepare_data(&todo, &planned_at))?,
-        }
+        let (retries, backoff) = self.retry_policy();
+        crate::run::with_retries(retries, backoff, || {
+            block_on(self.prepare_data(&todo, &planned_at))
+        })?;
         let workers = workers.unwrap_or(self.workers.max(self.readers()));
         // Reader processes may run more workers than [chunks] has: each
         // needs its target connection.
@@ -499,14 +496,19 @@ impl Migration {
         Ok(true)
     }
 
-    /// The target server's clock, as text.
-    fn server_now(&self) -> Result<String, EtlError> {
-        let (retries, backoff) = self
-            .runners
+    /// `[chunks] retries` and `retry_backoff_secs`, for the steps around
+    /// the chunks (every table's runner has the pipeline's).
+    fn retry_policy(&self) -> (u32, std::time::Duration) {
+        self.runners
             .first()
             .map_or((3, std::time::Duration::from_secs(1)), |r| {
                 (r.pipeline.chunks.retries, r.pipeline.chunks.retry_backoff)
-            });
+            })
+    }
+
+    /// The target server's clock, as text.
+    fn server_now(&self) -> Result<String, EtlError> {
+        let (retries, backoff) = self.retry_policy();
         block_on(crate::run::retry_step(
             retries,
             backoff,
