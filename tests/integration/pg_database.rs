@@ -283,6 +283,13 @@ fn foreign_keys(url: &str) -> String {
     )
 }
 
+fn fk_definitions(url: &str) -> String {
+    psql(
+        url,
+        "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), E'\\n' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND conparentid = 0",
+    )
+}
+
 #[test]
 fn into_existing_tables_under_each_fk_handling() {
     for handling in ["order", "replica-role", "drop-recreate"] {
@@ -296,6 +303,7 @@ fn into_existing_tables_under_each_fk_handling() {
             fks,
             "customers_referred_by_fkey:true,orders_customer_fkey:true"
         );
+        let definitions = fk_definitions(&db.dst);
 
         // When the data is loaded into it
         let out = db.etl(&["run", &p]);
@@ -324,6 +332,8 @@ fn into_existing_tables_under_each_fk_handling() {
             );
         }
         assert_eq!(foreign_keys(&db.dst), fks, "{handling}");
+        // (added back as they were: actions, deferral, SET NULL)
+        assert_eq!(fk_definitions(&db.dst), definitions, "{handling}");
         assert!(out.stdout.contains("0 orphan rows"), "{handling}: {out:?}");
         // The trigger is on after the load, whatever the handling.
         assert_eq!(
@@ -576,4 +586,73 @@ fn owners_and_grants_when_asked_and_large_objects_with_their_comments() {
     assert_eq!(psql(&db.dst, lo), psql(&db.src, lo));
     assert!(psql(&db.dst, lo).contains("etl_t_reader=r/etl_t_owner"));
     assert_eq!(psql(&db.dst, "SELECT count(*) FROM public.notes"), "10");
+}
+
+#[test]
+fn a_resumed_run_never_runs_sql_read_back_from_the_ledger() {
+    // Given a drop-recreate load that stopped before its keys came back
+    // (a chunk refused by a CHECK the source does not have): the keys are
+    // dropped and the trigger is off, both recorded in etl.phase_log
+    let db = TestDb::new("pgdb_ledger_sql");
+    load(&db, 300);
+    let p = existing_schema(&db, "drop-recreate");
+    let definitions = fk_definitions(&db.dst);
+    psql(
+        &db.dst,
+        "ALTER TABLE public.readings_2024 ADD CONSTRAINT no_big CHECK (value < 100)",
+    );
+    let first = db.etl(&["run", &p]);
+    assert_eq!(first.code, 1, "{first:?}");
+    assert_eq!(foreign_keys(&db.dst), "");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT tgenabled FROM pg_trigger WHERE tgname = 'orders_touch'"
+        ),
+        "D"
+    );
+
+    // When someone who can write etl.phase_log puts SQL of their own in
+    // the recorded statements, and the load is completed
+    psql(
+        &db.dst,
+        "UPDATE etl.phase_log SET statement = 'DROP TABLE sales.counters' WHERE phase = 'trigger-off'; \
+         UPDATE etl.phase_log SET statement = 'DROP TABLE sales.counters' \
+         WHERE phase = 'fk-drop' AND item = 'sales.orders orders_customer_fkey'",
+    );
+    psql(
+        &db.dst,
+        "ALTER TABLE public.readings_2024 DROP CONSTRAINT no_big",
+    );
+    let rerun = db.etl(&["rerun", &p, "failed_chunks.csv"]);
+
+    // Then none of it ran: the trigger is on again from the catalog, the
+    // untouched key is back exactly as it was, and the changed record is
+    // refused by name with what to do
+    assert_eq!(
+        psql(&db.dst, "SELECT to_regclass('sales.counters') IS NOT NULL"),
+        "t"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT tgenabled FROM pg_trigger WHERE tgname = 'orders_touch'"
+        ),
+        "O"
+    );
+    assert_eq!(
+        fk_definitions(&db.dst),
+        definitions
+            .lines()
+            .filter(|l| !l.starts_with("orders_customer_fkey"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_ne!(rerun.code, 0, "{rerun:?}");
+    let all = format!("{}{}", rerun.stdout, rerun.stderr);
+    assert!(
+        all.contains("record of dropped foreign key \"sales.orders orders_customer_fkey\"")
+            && all.contains("add the key yourself and delete that row"),
+        "{rerun:?}"
+    );
 }

@@ -25,34 +25,135 @@ use crate::config::FkHandling;
 use crate::error::EtlError;
 use crate::migrate::{Checks, Finish, Migration, Origin};
 
-/// A foreign key on the target.
-#[derive(Debug, Clone)]
+/// A foreign key on the target, in the catalog's terms. `drop-recreate`
+/// records it as JSON in `etl.phase_log` before dropping it, and a resumed
+/// run renders the `ADD CONSTRAINT` from these fields again (identifiers
+/// quoted, actions from a closed list): SQL text is never read back from
+/// the target and run, since anyone who can write that table could make
+/// etl run it with its role.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TargetFk {
     pub name: String,
-    /// `schema.table`, as the migration names its tables.
-    pub table: String,
-    pub parent: String,
-    /// Both quoted, for SQL.
-    pub table_sql: String,
-    pub parent_sql: String,
+    pub schema: String,
+    pub relname: String,
+    pub parent_schema: String,
+    pub parent_relname: String,
     pub columns: Vec<String>,
     pub parent_columns: Vec<String>,
-    /// `FOREIGN KEY (...) REFERENCES ... ON DELETE ...`
-    pub definition: String,
+    pub match_full: bool,
+    pub on_update: FkAction,
+    pub on_delete: FkAction,
+    /// `ON DELETE SET NULL (these)`: empty for every column.
+    pub delete_set: Vec<String>,
+    pub deferrable: bool,
+    pub deferred: bool,
+}
+
+/// `pg_constraint.confupdtype` / `confdeltype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FkAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl FkAction {
+    fn from_catalog(code: &str) -> Result<FkAction, EtlError> {
+        Ok(match code {
+            "a" => FkAction::NoAction,
+            "r" => FkAction::Restrict,
+            "c" => FkAction::Cascade,
+            "n" => FkAction::SetNull,
+            "d" => FkAction::SetDefault,
+            other => {
+                return Err(EtlError::Bug(format!(
+                    "pg_constraint holds foreign-key action {other:?}, which etl does not know"
+                )))
+            }
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            FkAction::NoAction => "NO ACTION",
+            FkAction::Restrict => "RESTRICT",
+            FkAction::Cascade => "CASCADE",
+            FkAction::SetNull => "SET NULL",
+            FkAction::SetDefault => "SET DEFAULT",
+        }
+    }
+}
+
+fn idents(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| crate::sql::ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TargetFk {
-    fn add_sql(&self) -> String {
+    /// `schema.table`, as the migration names its tables.
+    pub fn table(&self) -> String {
+        format!("{}.{}", self.schema, self.relname)
+    }
+
+    pub fn parent(&self) -> String {
+        format!("{}.{}", self.parent_schema, self.parent_relname)
+    }
+
+    pub fn table_sql(&self) -> String {
         format!(
-            "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-            self.table_sql,
-            crate::sql::ident(&self.name),
-            self.definition.trim_end_matches(" NOT VALID")
+            "{}.{}",
+            crate::sql::ident(&self.schema),
+            crate::sql::ident(&self.relname)
         )
     }
 
+    pub fn parent_sql(&self) -> String {
+        format!(
+            "{}.{}",
+            crate::sql::ident(&self.parent_schema),
+            crate::sql::ident(&self.parent_relname)
+        )
+    }
+
+    /// The key added back, rendered from its fields.
+    pub fn add_sql(&self) -> String {
+        let mut sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+            self.table_sql(),
+            crate::sql::ident(&self.name),
+            idents(&self.columns),
+            self.parent_sql(),
+            idents(&self.parent_columns)
+        );
+        if self.match_full {
+            sql.push_str(" MATCH FULL");
+        }
+        sql.push_str(" ON UPDATE ");
+        sql.push_str(self.on_update.sql());
+        sql.push_str(" ON DELETE ");
+        sql.push_str(self.on_delete.sql());
+        if !self.delete_set.is_empty() {
+            sql.push_str(&format!(" ({})", idents(&self.delete_set)));
+        }
+        if self.deferrable {
+            sql.push_str(" DEFERRABLE");
+            if self.deferred {
+                sql.push_str(" INITIALLY DEFERRED");
+            }
+        }
+        sql.push_str(" NOT VALID");
+        sql
+    }
+
     fn item(&self) -> String {
-        format!("{} {}", self.table, self.name)
+        format!("{} {}", self.table(), self.name)
     }
 }
 
@@ -60,34 +161,42 @@ impl TargetFk {
 pub async fn target_fks(client: &Client) -> Result<Vec<TargetFk>, EtlError> {
     let rows = client
         .query(
-            "SELECT c.conname::text, format('%s.%s', cn.nspname, cl.relname), format('%s.%s', pn.nspname, pl.relname), \
-             format('%I.%I', cn.nspname, cl.relname), format('%I.%I', pn.nspname, pl.relname), \
+            "SELECT c.conname::text, cn.nspname::text, cl.relname::text, pn.nspname::text, pl.relname::text, \
              array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) \
                    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
              array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i) \
                    JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i), \
-             pg_get_constraintdef(c.oid) \
+             c.confmatchtype = 'f', c.confupdtype::text, c.confdeltype::text, \
+             array(SELECT a.attname::text FROM unnest(c.confdelsetcols) WITH ORDINALITY k(n, i) \
+                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
+             c.condeferrable, c.condeferred \
              FROM pg_constraint c \
              JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
              JOIN pg_class pl ON pl.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pl.relnamespace \
-             WHERE c.contype = 'f' AND c.conparentid = 0 AND cn.nspname <> 'etl' ORDER BY 2, 1",
+             WHERE c.contype = 'f' AND c.conparentid = 0 AND cn.nspname <> 'etl' ORDER BY 2, 3, 1",
             &[],
         )
         .await
         .map_err(EtlError::pg("reading the target's foreign keys"))?;
-    Ok(rows
-        .iter()
-        .map(|r| TargetFk {
-            name: r.get(0),
-            table: r.get(1),
-            parent: r.get(2),
-            table_sql: r.get(3),
-            parent_sql: r.get(4),
-            columns: r.get(5),
-            parent_columns: r.get(6),
-            definition: r.get(7),
+    rows.iter()
+        .map(|r| {
+            Ok(TargetFk {
+                name: r.get(0),
+                schema: r.get(1),
+                relname: r.get(2),
+                parent_schema: r.get(3),
+                parent_relname: r.get(4),
+                columns: r.get(5),
+                parent_columns: r.get(6),
+                match_full: r.get(7),
+                on_update: FkAction::from_catalog(r.get(8))?,
+                on_delete: FkAction::from_catalog(r.get(9))?,
+                delete_set: r.get(10),
+                deferrable: r.get(11),
+                deferred: r.get(12),
+            })
         })
-        .collect())
+        .collect()
 }
 
 impl Migration {
@@ -116,7 +225,7 @@ impl Migration {
         Ok(target_fks(client)
             .await?
             .into_iter()
-            .filter(|f| ours.contains(f.table.as_str()) || ours.contains(f.parent.as_str()))
+            .filter(|f| ours.contains(f.table().as_str()) || ours.contains(f.parent().as_str()))
             .collect())
     }
 
@@ -160,18 +269,20 @@ impl Migration {
                 let mut kept = Vec::new();
                 for fk in fks {
                     // Recorded first: a run killed after the drop adds it back.
+                    let json = serde_json::to_string(&fk)
+                        .map_err(|e| EtlError::Bug(format!("foreign key as JSON: {e}")))?;
                     self.record(
                         client,
                         "fk-drop",
                         &fk.item(),
-                        &fk.add_sql(),
+                        &json,
                         Some("dropped, not added back yet"),
                     )
                     .await?;
                     let sql = format!(
                         "SET lock_timeout = {}; ALTER TABLE {} DROP CONSTRAINT {}",
                         (self.sink.timeouts.lock_timeout_secs * 1000.0).round() as u64,
-                        fk.table_sql,
+                        fk.table_sql(),
                         crate::sql::ident(&fk.name)
                     );
                     match client.batch_execute(&sql).await {
@@ -182,7 +293,7 @@ impl Migration {
                             let e = EtlError::pg(format!("dropping foreign key {}", fk.item()))(e);
                             let busy = crate::sink::postgres::explain_busy(
                                 client,
-                                &fk.table_sql,
+                                &fk.table_sql(),
                                 &self.sink.timeouts,
                                 e,
                             )
@@ -264,22 +375,35 @@ impl Migration {
         Ok(())
     }
 
-    /// The triggers `triggers_off` disabled, on again.
+    /// The triggers `triggers_off` disabled, on again: found in the
+    /// catalog (disabled, on a table of this migration, and recorded as
+    /// disabled by etl), the statement rendered from the catalog's names.
     pub(crate) async fn triggers_on(
         &self,
         client: &Client,
         finish: &mut Finish,
     ) -> Result<(), EtlError> {
+        let tables: Vec<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
         let rows = client
             .query(
-                "SELECT item, statement FROM etl.phase_log WHERE pipeline = $1 AND phase = 'trigger-off' \
-                 AND status = 'failed' AND statement <> '' ORDER BY item",
-                &[&self.pipeline],
+                "SELECT format('%I.%I', n.nspname, c.relname), t.tgname::text FROM pg_trigger t \
+                 JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT t.tgisinternal AND t.tgenabled = 'D' AND t.tgparentid = 0 \
+                 AND c.oid IN (SELECT to_regclass(x) FROM unnest($2::text[]) x) \
+                 AND format('%I.%I', n.nspname, c.relname) || ' ' || t.tgname IN ( \
+                     SELECT item FROM etl.phase_log WHERE pipeline = $1 AND phase = 'trigger-off' \
+                     AND status = 'failed' AND statement <> '') ORDER BY 1, 2",
+                &[&self.pipeline, &tables],
             )
             .await
-            .map_err(EtlError::pg("reading the disabled triggers from etl.phase_log"))?;
+            .map_err(EtlError::pg("reading the triggers etl disabled"))?;
         for r in rows {
-            let (item, on): (String, String) = (r.get(0), r.get(1));
+            let (table, name): (String, String) = (r.get(0), r.get(1));
+            let item = format!("{table} {name}");
+            let on = format!(
+                "ALTER TABLE {table} ENABLE TRIGGER {}",
+                crate::sql::ident(&name)
+            );
             match client.batch_execute(&on).await {
                 Ok(()) => {
                     self.record(client, "trigger-off", &item, &on, None).await?;
@@ -307,10 +431,10 @@ impl Migration {
         // stops growing there).
         for _ in 0..self.tables.len() {
             let mut changed = false;
-            for fk in fks.iter().filter(|f| f.table != f.parent) {
-                let parent = index_of(&fk.parent).iter().map(|i| level[i]).max();
+            for fk in fks.iter().filter(|f| f.table() != f.parent()) {
+                let parent = index_of(&fk.parent()).iter().map(|i| level[i]).max();
                 let Some(parent) = parent else { continue };
-                for child in index_of(&fk.table) {
+                for child in index_of(&fk.table()) {
                     if level[&child] < parent + 1 {
                         level.insert(child, parent + 1);
                         changed = true;
@@ -352,13 +476,28 @@ impl Migration {
             .iter()
             .map(TargetFk::item)
             .collect();
+        let ours: HashSet<&str> = self
+            .tables
+            .iter()
+            .map(|t| self.root_of(&t.source))
+            .collect();
         for r in rows {
-            let (item, add): (String, String) = (r.get(0), r.get(1));
-            let (table, name) = item.split_once(' ').unwrap_or((&item, ""));
+            let (item, recorded): (String, String) = (r.get(0), r.get(1));
+            let fk = match recorded_fk(&item, &recorded, &ours) {
+                Ok(fk) => fk,
+                Err(why) => {
+                    finish.problems.push(format!(
+                        "etl.phase_log's record of dropped foreign key {item:?} (pipeline {:?}, phase 'fk-drop') {why}; the log was changed by something other than etl, so etl does not add it back: add the key yourself and delete that row",
+                        self.pipeline
+                    ));
+                    continue;
+                }
+            };
+            let add = fk.add_sql();
             let validate = format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                table_sql(table),
-                crate::sql::ident(name)
+                fk.table_sql(),
+                crate::sql::ident(&fk.name)
             );
             let run = async {
                 if !present.contains(&item) {
@@ -390,8 +529,8 @@ impl Migration {
     ) -> Result<(), EtlError> {
         for fk in self.our_fks(client).await? {
             let sql = super::super::constraints::orphans_sql(
-                &fk.table_sql,
-                &fk.parent_sql,
+                &fk.table_sql(),
+                &fk.parent_sql(),
                 &fk.columns,
                 &fk.parent_columns,
             );
@@ -405,14 +544,97 @@ impl Migration {
                 .get(0);
             checks
                 .orphans
-                .push((fk.name.clone(), fk.table.clone(), orphans as u64));
+                .push((fk.name.clone(), fk.table(), orphans as u64));
         }
         Ok(())
     }
 }
 
-/// `schema.table` (as recorded) quoted for SQL.
-fn table_sql(name: &str) -> String {
-    let (schema, table) = name.split_once('.').unwrap_or(("public", name));
-    format!("{}.{}", crate::sql::ident(schema), crate::sql::ident(table))
+/// A dropped key as `drop-recreate` recorded it: JSON of its fields, under
+/// the item it would be recorded as, on a table of this migration.
+fn recorded_fk(item: &str, recorded: &str, ours: &HashSet<&str>) -> Result<TargetFk, String> {
+    let fk: TargetFk = serde_json::from_str(recorded)
+        .map_err(|e| format!("is not a foreign key as etl records one ({e})"))?;
+    if fk.item() != item {
+        return Err(format!("describes key {:?} instead", fk.item()));
+    }
+    if !ours.contains(fk.table().as_str()) && !ours.contains(fk.parent().as_str()) {
+        return Err(format!(
+            "joins {} to {}, neither a table of this pipeline",
+            fk.table(),
+            fk.parent()
+        ));
+    }
+    if fk.columns.is_empty() || fk.columns.len() != fk.parent_columns.len() {
+        return Err("names no columns, or unequal numbers of them on each side".into());
+    }
+    Ok(fk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fk() -> TargetFk {
+        TargetFk {
+            name: "orders_customer_fkey".into(),
+            schema: "sales".into(),
+            relname: "orders".into(),
+            parent_schema: "sales".into(),
+            parent_relname: "customers".into(),
+            columns: vec!["customer".into()],
+            parent_columns: vec!["id".into()],
+            match_full: false,
+            on_update: FkAction::NoAction,
+            on_delete: FkAction::Cascade,
+            delete_set: vec![],
+            deferrable: true,
+            deferred: true,
+        }
+    }
+
+    #[test]
+    fn a_recorded_key_is_rendered_from_its_fields_and_nothing_else() {
+        let ours: HashSet<&str> = ["sales.orders"].into();
+        let json = serde_json::to_string(&fk()).unwrap();
+        let back = recorded_fk("sales.orders orders_customer_fkey", &json, &ours).unwrap();
+        assert_eq!(back, fk());
+        assert_eq!(
+            back.add_sql(),
+            "ALTER TABLE \"sales\".\"orders\" ADD CONSTRAINT \"orders_customer_fkey\" FOREIGN KEY (\"customer\") \
+             REFERENCES \"sales\".\"customers\" (\"id\") ON UPDATE NO ACTION ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED NOT VALID"
+        );
+        // A name carrying SQL stays a name.
+        let mut evil = fk();
+        evil.name = "x\"; DROP TABLE sales.customers; --".into();
+        assert!(evil
+            .add_sql()
+            .contains("\"x\"\"; DROP TABLE sales.customers; --\""));
+    }
+
+    #[test]
+    fn a_record_changed_by_hand_is_refused_with_the_reason() {
+        let ours: HashSet<&str> = ["sales.orders"].into();
+        let item = "sales.orders orders_customer_fkey";
+        let sql = "ALTER TABLE sales.orders ADD CONSTRAINT x FOREIGN KEY (a) REFERENCES b (c); DROP TABLE sales.customers";
+        assert!(recorded_fk(item, sql, &ours)
+            .unwrap_err()
+            .starts_with("is not a foreign key as etl records one"));
+        let mut other = fk();
+        other.name = "other".into();
+        let json = serde_json::to_string(&other).unwrap();
+        assert!(recorded_fk(item, &json, &ours)
+            .unwrap_err()
+            .contains("describes key"));
+        let mut elsewhere = fk();
+        elsewhere.schema = "secret".into();
+        elsewhere.parent_schema = "secret".into();
+        let json = serde_json::to_string(&elsewhere).unwrap();
+        assert!(recorded_fk(&elsewhere.item(), &json, &ours)
+            .unwrap_err()
+            .contains("neither a table of this pipeline"));
+        let mut extra = serde_json::to_value(fk()).unwrap();
+        extra["statement"] = "DROP TABLE x".into();
+        assert!(recorded_fk(item, &extra.to_string(), &ours).is_err());
+    }
 }
