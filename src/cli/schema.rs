@@ -184,16 +184,44 @@ struct Compared {
     diffs: Vec<Difference>,
     renames: Vec<Rename>,
     read: catalog::Read,
-    client: tokio_postgres::Client,
+    /// Sessions of TO.
+    pool: std::sync::Arc<crate::pg::Pool>,
+}
+
+/// The catalog reads around an apply go through the retry helper with
+/// these (the statements themselves take `--retries`).
+const READ_RETRIES: u32 = 3;
+const READ_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A read of TO (or FROM), tried again on a new session after a
+/// transient failure.
+async fn read_with<T, F, Fut>(what: &str, attempt: F) -> Result<T, SchemaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SchemaError>>,
+{
+    let mut attempt = attempt;
+    crate::run::retry_step(READ_RETRIES, READ_BACKOFF, what, || {
+        let tried = attempt();
+        async move { tried.await.map_err(crate::error::EtlError::from) }
+    })
+    .await
+    .map_err(SchemaError::from)
 }
 
 async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
     let from = targets::resolve(&pair.from, pair.config.as_deref())?;
     let to = targets::resolve(&pair.to, pair.config.as_deref())?;
-    let source = from.endpoint.connect("etl schema").await?;
-    let client = to.endpoint.connect("etl schema").await?;
-    let wanted = catalog::read(&source, pair.read()).await?;
-    let mut have = catalog::read(&client, pair.read()).await?;
+    let source = crate::pg::Pool::new(from.endpoint.clone(), "etl schema");
+    let pool = crate::pg::Pool::new(to.endpoint.clone(), "etl schema");
+    let wanted = read_with("reading the catalog of FROM failed", || async {
+        catalog::read(&*source.get().await?, pair.read()).await
+    })
+    .await?;
+    let mut have = read_with("reading the catalog of TO failed", || async {
+        catalog::read(&*pool.get().await?, pair.read()).await
+    })
+    .await?;
     let mut renames = Vec::new();
     for text in &pair.rename {
         let r = Rename::parse(text, &have)?;
@@ -220,7 +248,7 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
         diffs,
         renames,
         read: pair.read(),
-        client,
+        pool,
     })
 }
 
@@ -266,8 +294,16 @@ fn options(g: &Grading) -> plan::Options {
 
 async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), SchemaError> {
     let c = compare(pair).await?;
-    let mut plan = Plan::build(&c.wanted, &c.have, &c.diffs, &c.renames, options(grading));
-    plan.check(&c.client).await?;
+    let plan = Plan::build(&c.wanted, &c.have, &c.diffs, &c.renames, options(grading));
+    let plan = read_with("checking the plan against TO's data failed", || {
+        let mut plan = plan.clone();
+        let pool = &c.pool;
+        async move {
+            plan.check(&*pool.get().await?).await?;
+            Ok(plan)
+        }
+    })
+    .await?;
     Ok((c, plan))
 }
 
@@ -394,7 +430,7 @@ fn apply(
     let report = crate::run::block_on(apply::apply(
         &plan,
         &c.to,
-        &c.client,
+        &c.pool,
         options,
         &header(&c, "apply"),
     ))?;
@@ -427,7 +463,11 @@ fn apply(
     }
     // The result must match, and no index may be left INVALID.
     let (left, invalid) = crate::run::block_on(async {
-        let have = catalog::read(&c.client, c.read).await?;
+        let have = read_with(
+            "reading the catalog of TO after the apply failed",
+            || async { catalog::read(&*c.pool.get().await?, c.read).await },
+        )
+        .await?;
         let invalid: Vec<String> = have
             .indexes
             .values()

@@ -193,6 +193,10 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("adding the {what}"))(e);
+                    if e.is_transient() {
+                        // The phase is tried again; this one is looked for first.
+                        return Err(e);
+                    }
                     tracing::error!(error = %e, "A constraint could not be added.");
                     self.record(&client, "constraints", &what, &sql, Some(&e.to_string()))
                         .await?;

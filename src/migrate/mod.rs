@@ -178,12 +178,9 @@ impl Migration {
             }]);
         }
         let runner = &self.runners[i];
-        let chunking = &runner.pipeline.chunks;
-        let what = format!("planning {} was stopped", t.source);
-        let plan = crate::run::retry_step(chunking.retries, chunking.retry_backoff, &what, || {
-            runner.plan_async(chunking)
-        });
-        Ok(plan.await?.chunks)
+        // (retried in the runner's planning)
+        let plan = runner.plan_async(&runner.pipeline.chunks).await?;
+        Ok(plan.chunks)
     }
 
     /// Every table's chunks, as [`Migration::plan_table`], planned
@@ -248,7 +245,9 @@ impl Migration {
     /// loaded. Constraints, indexes and sequences wait for the data (they
     /// are the phases after it).
     pub fn create_only(&self) -> Result<Vec<String>, EtlError> {
-        block_on(self.keep_cuts(false))?;
+        block_on(self.step("keeping the text keys' cuts failed", || {
+            self.keep_cuts(false)
+        }))?;
         let mut lines = Vec::new();
         let planned = self.chunks_of_all(false)?;
         for (runner, chunks) in self.runners.iter().zip(planned) {
@@ -276,7 +275,9 @@ impl Migration {
         // it was done by another process sharing the plan.
         let planned_at = self.server_now()?;
         // A rerun reads the parts the run it reruns cut.
-        block_on(self.keep_cuts(redo && only.is_none()))?;
+        block_on(self.step("keeping the text keys' cuts failed", || {
+            self.keep_cuts(redo && only.is_none())
+        }))?;
         match only {
             Some(listed) => {
                 for chunk in listed {
@@ -322,19 +323,20 @@ impl Migration {
         // tables with foreign keys: parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
-            levels = block_on(async {
+            levels = block_on(self.step("the pre-data phase failed", || async {
                 let client = self.client().await?;
                 self.pre_data(&client).await?;
                 self.prepare_existing(&client).await
-            })?;
+            }))?;
         }
         if matches!(self.origin, Origin::Postgres(..)) && !self.sink.create_table {
-            block_on(self.empty_children_first(&todo, &levels, &planned_at))?;
+            block_on(self.step("emptying the tables before the data failed", || {
+                self.empty_children_first(&todo, &levels, &planned_at)
+            }))?;
         }
-        let (retries, backoff) = self.retry_policy();
-        crate::run::with_retries(retries, backoff, || {
-            block_on(self.prepare_data(&todo, &planned_at))
-        })?;
+        block_on(self.step("preparing the tables for the data failed", || {
+            self.prepare_data(&todo, &planned_at)
+        }))?;
         let workers = workers.unwrap_or(self.workers.max(self.readers()));
         // Reader processes may run more workers than [chunks] has: each
         // needs its target connection.
@@ -390,7 +392,9 @@ impl Migration {
         }
         if report.run.failed.is_empty() {
             if self.all_done(planned_all.as_deref())? {
-                report.finish = Some(block_on(self.finish())?);
+                report.finish = Some(block_on(
+                    self.step("the phases after the data failed", || self.finish()),
+                )?);
             } else {
                 tracing::warn!("Some chunks of the migration are not loaded yet; constraints, sequences and checks wait for them.");
             }
@@ -470,10 +474,7 @@ impl Migration {
 
     /// The chunks among `chunks` of table `i` the ledger has as done.
     fn committed(&self, i: usize, chunks: &[Chunk]) -> Result<HashSet<Chunk>, EtlError> {
-        let chunking = &self.runners[i].pipeline.chunks;
-        let by_sink = crate::run::with_retries(chunking.retries, chunking.retry_backoff, || {
-            self.runners[i].committed_by_sink(chunks)
-        })?;
+        let by_sink = self.runners[i].committed_by_sink(chunks)?;
         Ok(by_sink.into_iter().next().unwrap_or_default())
     }
 
@@ -496,32 +497,35 @@ impl Migration {
         Ok(true)
     }
 
-    /// `[chunks] retries` and `retry_backoff_secs`, for the steps around
-    /// the chunks (every table's runner has the pipeline's).
-    fn retry_policy(&self) -> (u32, std::time::Duration) {
-        self.runners
+    /// A step of the migration around the chunks through the one retry
+    /// helper, with `[chunks] retries` and `retry_backoff_secs` (every
+    /// table's runner has the pipeline's). Each attempt takes a fresh
+    /// session from the pool, and each step checks what an attempt before
+    /// it did (the phase log, the catalog) before doing it again.
+    async fn step<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, EtlError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, EtlError>>,
+    {
+        let (retries, backoff) = self
+            .runners
             .first()
             .map_or((3, std::time::Duration::from_secs(1)), |r| {
                 (r.pipeline.chunks.retries, r.pipeline.chunks.retry_backoff)
-            })
+            });
+        crate::run::retry_step(retries, backoff, what, attempt).await
     }
 
     /// The target server's clock, as text.
     fn server_now(&self) -> Result<String, EtlError> {
-        let (retries, backoff) = self.retry_policy();
-        block_on(crate::run::retry_step(
-            retries,
-            backoff,
-            "reading the target's clock failed",
-            || async {
-                let client = self.client().await?;
-                let row = client
-                    .query_one("SELECT now()::text", &[])
-                    .await
-                    .map_err(EtlError::pg("reading the target's clock"))?;
-                Ok(row.get::<_, String>(0))
-            },
-        ))
+        block_on(self.step("reading the target's clock failed", || async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT now()::text", &[])
+                .await
+                .map_err(EtlError::pg("reading the target's clock"))?;
+            Ok(row.get::<_, String>(0))
+        }))
     }
 
     /// A session of the target from the run's pool (counted in its
@@ -536,10 +540,10 @@ impl Migration {
 
     /// `etl verify` for a migration: the checks alone.
     pub fn verify(&self) -> Result<Checks, EtlError> {
-        block_on(async {
+        block_on(self.step("verifying failed", || async {
             let client = self.client().await?;
             self.checks(&client, true).await
-        })
+        }))
     }
 }
 

@@ -86,8 +86,27 @@ pub struct RunOptions {
 impl Runner {
     /// Connects the source and learns its schema; sinks connect lazily.
     pub fn build(pipeline: ValidatedPipeline) -> Result<Self, EtlError> {
-        let source = block_on(source::build(&pipeline.source, &pipeline.chunks))?;
+        let chunking = &pipeline.chunks;
+        let source = block_on(retry_step(
+            chunking.retries,
+            chunking.retry_backoff,
+            "connecting the source and reading its schema failed",
+            || source::build(&pipeline.source, chunking),
+        ))?;
         Runner::with_source(pipeline, source, Vec::new())
+    }
+
+    /// A step around the chunks (planning, the ledger, DDL, ANALYZE,
+    /// verify...) through the one retry helper, with the pipeline's
+    /// `retries` and `retry_backoff_secs`; each attempt takes its
+    /// connections from the pool afresh.
+    pub async fn step<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, EtlError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, EtlError>>,
+    {
+        let chunking = &self.pipeline.chunks;
+        retry_step(chunking.retries, chunking.retry_backoff, what, attempt).await
     }
 
     /// A runner of `source`, built already, through the pipeline's stages
@@ -139,7 +158,10 @@ impl Runner {
         &self,
         chunking: &crate::config::validate::Chunking,
     ) -> Result<Option<Plan>, EtlError> {
-        Ok(block_on(self.source.plan_by_index(chunking))?.map(|p| only_keys(p, chunking)))
+        let plan = block_on(self.step("planning by the source's index failed", || {
+            self.source.plan_by_index(chunking)
+        }))?;
+        Ok(plan.map(|p| only_keys(p, chunking)))
     }
 
     /// Plans with other chunk settings (follow mode's windows).
@@ -156,7 +178,10 @@ impl Runner {
         &self,
         chunking: &crate::config::validate::Chunking,
     ) -> Result<Plan, EtlError> {
-        Ok(only_keys(self.source.plan(chunking).await?, chunking))
+        let plan = self
+            .step("planning the chunks failed", || self.source.plan(chunking))
+            .await?;
+        Ok(only_keys(plan, chunking))
     }
 
     /// The pipeline's cutoff: the earliest of the sinks'.
@@ -164,7 +189,10 @@ impl Runner {
         block_on(async {
             let mut cutoff: Option<i64> = None;
             for s in &self.sinks {
-                if let Some(c) = s.cutoff().await? {
+                let found = self
+                    .step("reading the cutoff failed", || s.cutoff())
+                    .await?;
+                if let Some(c) = found {
                     cutoff = Some(cutoff.map_or(c, |m| m.min(c)));
                 }
             }
@@ -175,7 +203,8 @@ impl Runner {
     pub fn set_cutoff(&self, change: crate::sink::CutoffChange) -> Result<(), EtlError> {
         block_on(async {
             for s in &self.sinks {
-                s.set_cutoff(change).await?;
+                self.step("setting the cutoff failed", || s.set_cutoff(change))
+                    .await?;
             }
             Ok(())
         })
@@ -191,7 +220,12 @@ impl Runner {
         block_on(async {
             let mut all = Vec::with_capacity(self.sinks.len());
             for s in &self.sinks {
-                all.push(s.committed(&self.pipeline.name, chunks).await?);
+                let done = self
+                    .step("reading the ledger failed", || {
+                        s.committed(&self.pipeline.name, chunks)
+                    })
+                    .await?;
+                all.push(done);
             }
             Ok(all)
         })
@@ -225,11 +259,12 @@ impl Runner {
                     self.sinks
                         .iter()
                         .map(|s| {
-                            Ok((
-                                chunk.clone(),
-                                s.name(),
-                                block_on(s.verify(chunk, self.source.as_ref()))?,
-                            ))
+                            let compared = block_on(
+                                self.step(&format!("comparing chunk {chunk} failed"), || {
+                                    s.verify(chunk, self.source.as_ref())
+                                }),
+                            )?;
+                            Ok((chunk.clone(), s.name(), compared))
                         })
                         .collect()
                 })
@@ -258,7 +293,12 @@ impl Runner {
         block_on(async {
             let mut lines = Vec::new();
             for s in &self.sinks {
-                lines.extend(s.describe(chunks, self.source.as_ref()).await?);
+                let said = self
+                    .step("describing the sinks failed", || {
+                        s.describe(chunks, self.source.as_ref())
+                    })
+                    .await?;
+                lines.extend(said);
             }
             Ok(lines)
         })
@@ -290,8 +330,13 @@ impl Runner {
         block_on(async {
             let mut lines = Vec::new();
             for s in &self.sinks {
-                s.prepare_run(chunks, false).await?;
-                lines.extend(s.create_ahead(chunks, self.source.as_ref()).await?);
+                let created = self
+                    .step("creating the targets failed", || async {
+                        s.prepare_run(chunks, false).await?;
+                        s.create_ahead(chunks, self.source.as_ref()).await
+                    })
+                    .await?;
+                lines.extend(created);
             }
             Ok(lines)
         })
@@ -319,7 +364,11 @@ pub fn run_jobs(
         }
         block_on(async {
             for s in &runner.sinks {
-                s.prepare_run(chunks, options.truncate).await?;
+                runner
+                    .step("preparing the targets failed", || {
+                        s.prepare_run(chunks, options.truncate)
+                    })
+                    .await?;
             }
             Ok::<_, EtlError>(())
         })?;
@@ -428,7 +477,9 @@ pub fn run_jobs(
                 .collect();
             let mut found: Vec<Chunk> = Vec::new();
             for s in &runner.sinks {
-                for c in block_on(s.stale(&ok))? {
+                let stale =
+                    block_on(runner.step("reading the widened columns failed", || s.stale(&ok)))?;
+                for c in stale {
                     if !found.contains(&c) {
                         found.push(c);
                     }
@@ -458,7 +509,7 @@ pub fn run_jobs(
                 .cloned()
                 .collect();
             for s in &runner.sinks {
-                let tables = block_on(s.analyze(&written))?;
+                let tables = block_on(runner.step("ANALYZE failed", || s.analyze(&written)))?;
                 if !tables.is_empty() {
                     tracing::info!(tables = tables.len(), "ANALYZE done (analyze_after).");
                     tracing::debug!(tables = %tables.join(", "), "Analyzed.");
@@ -607,7 +658,12 @@ impl Runner {
     fn record_failure(&self, chunk: &Chunk, error: &EtlError) {
         let message = error.to_string();
         for s in &self.sinks {
-            if let Err(e) = block_on(s.record_failure(chunk, &message)) {
+            let recorded = block_on(
+                self.step("recording a failed chunk in the ledger failed", || {
+                    s.record_failure(chunk, &message)
+                }),
+            );
+            if let Err(e) = recorded {
                 tracing::warn!(chunk = %chunk, error = %e, "Could not record the failure in the ledger.");
             }
         }

@@ -8,10 +8,15 @@
 //! `VALIDATE CONSTRAINT`) may run as long as they need.
 //!
 //! Before each statement the sessions holding locks on its tables are
-//! named. A lock timeout is retried with growing, jittered waits; a
-//! statement still blocked is skipped, with the sessions in its way, and so
-//! are the statements after it that depend on it; they are tried again in
-//! the next pass. Any other error stops the apply.
+//! named. A lock timeout or a lost session is retried through etl's one
+//! retry helper ([`crate::run::retry_step`]: growing, jittered waits) on a
+//! new session from the pool; a statement still blocked is skipped, with
+//! the sessions in its way, and so are the statements after it that depend
+//! on it; they are tried again in the next pass. Any other error stops the
+//! apply. A statement whose session was lost is checked before it runs
+//! again: a transactional one by its transaction's fate
+//! (`pg_xact_status`, the session ended first if it still runs), a
+//! `CONCURRENTLY` one by its cleanup and `IF EXISTS`.
 //!
 //! History: `migrate.<target>.<time>.sql` gets each statement as soon as it
 //! has run (written and synced before the next starts), so after a kill it
@@ -26,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
+
+use crate::error::EtlError;
+use crate::pg::Pool;
 
 use super::plan::{Lock, Plan, Step};
 use super::targets::Target;
@@ -117,11 +125,11 @@ impl History {
     }
 }
 
-/// Runs the plan's statements on `client` (connected to `target`).
+/// Runs the plan's statements on `target`, each on a session of `pool`.
 pub async fn apply(
     plan: &Plan,
     target: &Target,
-    client: &Client,
+    pool: &Pool,
     options: &Options,
     header: &str,
 ) -> Result<Report, SchemaError> {
@@ -149,7 +157,7 @@ pub async fn apply(
                 still.push(step);
                 continue;
             }
-            match run_step(client, step, options).await {
+            match run_step(pool, step, options).await {
                 Ok(took) => {
                     history.ran(step, took)?;
                     report.applied.push(step.n);
@@ -217,7 +225,7 @@ enum Outcome {
     Error(SchemaError),
 }
 
-async fn run_step(client: &Client, step: &Step, options: &Options) -> Result<Duration, Outcome> {
+async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duration, Outcome> {
     let blocks_others = matches!(
         step.lock,
         Some(Lock::AccessExclusive | Lock::ShareRowExclusive | Lock::Share)
@@ -230,82 +238,158 @@ async fn run_step(client: &Client, step: &Step, options: &Options) -> Result<Dur
         "SET lock_timeout = '{}ms'; SET statement_timeout = '{statement_timeout}ms'",
         options.lock_timeout.as_millis()
     );
-    client
-        .batch_execute(&settings)
-        .await
-        .map_err(|e| Outcome::Error(SchemaError::pg("setting the timeouts")(e)))?;
     if blocks_others {
-        if let Ok(holders) = holders(client, &step.tables).await {
-            if !holders.is_empty() {
-                tracing::warn!(
-                    n = step.n,
-                    "{} on {} waits for: {}",
-                    step.lock.map_or("", Lock::name),
-                    step.tables.join(", "),
-                    holders
-                );
+        if let Ok(client) = pool.get().await {
+            if let Ok(holders) = holders(&client, &step.tables).await {
+                if !holders.is_empty() {
+                    tracing::warn!(
+                        n = step.n,
+                        "{} on {} waits for: {}",
+                        step.lock.map_or("", Lock::name),
+                        step.tables.join(", "),
+                        holders
+                    );
+                }
             }
         }
     }
-    let tries = options.retries.max(1);
-    for attempt in 1..=tries {
-        let started = Instant::now();
-        // What an earlier try may have left (an INVALID index) goes first,
-        // under the same lock timeout.
-        let cleaned = match &step.cleanup {
-            Some(cleanup) => client.batch_execute(cleanup).await,
-            None => Ok(()),
-        };
-        let ran = match cleaned {
-            Ok(()) => client.batch_execute(&step.sql).await,
-            Err(e) => Err(e),
-        };
-        match ran {
-            Ok(()) => return Ok(started.elapsed()),
-            Err(e) if e.code().map(|c| c.code()) == Some("55P03") => {
-                if attempt == tries {
-                    let who = holders(client, &step.tables).await.unwrap_or_default();
-                    let who = if who.is_empty() {
-                        "a session gone before etl could look".to_string()
-                    } else {
-                        who
-                    };
-                    return Err(Outcome::Blocked(format!(
-                        "lock_timeout {} ms passed {tries} times; blocked by {who}",
-                        options.lock_timeout.as_millis()
-                    )));
-                }
-                let wait = backoff(attempt);
-                tracing::info!(
-                    n = step.n,
-                    attempt,
-                    "Lock timeout; trying again in {:.1} s.",
-                    wait.as_secs_f64()
-                );
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => {
-                let mut why = crate::error::pg_message(&e);
-                if e.code().map(|c| c.code()) == Some("57014") {
-                    why.push_str(&format!(
-                        " (statement_timeout {} ms: give a longer --statement-timeout, or --phased for a type change)",
-                        statement_timeout
-                    ));
-                }
-                return Err(Outcome::Failed(why));
-            }
+    // The transaction (and its backend) of a try whose session was lost.
+    let lost: std::sync::Mutex<Option<(String, i32)>> = Default::default();
+    let ran = crate::run::retry_step(
+        options.retries.max(1) - 1,
+        Duration::from_millis(500),
+        &format!("statement [{}] was stopped", step.n),
+        || try_step(pool, step, &settings, &lost),
+    )
+    .await;
+    let last = match ran {
+        Ok(took) => return Ok(took),
+        Err(EtlError::Retried { last, .. }) => *last,
+        Err(e) => e,
+    };
+    match &last {
+        EtlError::Postgres { source, .. } if source.code().map(|c| c.code()) == Some("55P03") => {
+            let who = match pool.get().await {
+                Ok(client) => holders(&client, &step.tables).await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let who = if who.is_empty() {
+                "a session gone before etl could look".to_string()
+            } else {
+                who
+            };
+            Err(Outcome::Blocked(format!(
+                "lock_timeout {} ms passed {} times; blocked by {who}",
+                options.lock_timeout.as_millis(),
+                options.retries.max(1)
+            )))
         }
+        e if e.is_transient() => Err(Outcome::Error(SchemaError::Etl(last))),
+        EtlError::Postgres { source, .. } => {
+            let mut why = crate::error::pg_message(source);
+            if source.code().map(|c| c.code()) == Some("57014") {
+                why.push_str(&format!(
+                    " (statement_timeout {} ms: give a longer --statement-timeout, or --phased for a type change)",
+                    statement_timeout
+                ));
+            }
+            Err(Outcome::Failed(why))
+        }
+        _ => Err(Outcome::Error(SchemaError::Etl(last))),
     }
-    unreachable!("the last try returns")
 }
 
-/// 0.5 s, 1 s, 2 s, ... up to 8 s, each plus up to half again.
-fn backoff(attempt: u32) -> Duration {
-    let base = 500u64 << (attempt - 1).min(4);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    Duration::from_millis(base + nanos % (base / 2 + 1))
+/// One try of a statement on a session from the pool: its time, or the
+/// error for the retry helper to judge.
+async fn try_step(
+    pool: &Pool,
+    step: &Step,
+    settings: &str,
+    lost: &std::sync::Mutex<Option<(String, i32)>>,
+) -> Result<Duration, EtlError> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(settings)
+        .await
+        .map_err(EtlError::pg("setting the timeouts"))?;
+    let earlier = lost.lock().expect("never held across a panic").clone();
+    if let Some((xid, pid)) = earlier {
+        let done = committed(&client, &xid, pid).await?;
+        lost.lock().expect("never held across a panic").take();
+        if done {
+            tracing::info!(
+                n = step.n,
+                "The statement had committed before its session was lost."
+            );
+            return Ok(Duration::ZERO);
+        }
+    }
+    let started = Instant::now();
+    // What an earlier try may have left (an INVALID index) goes first,
+    // under the same lock timeout.
+    if let Some(cleanup) = &step.cleanup {
+        client
+            .batch_execute(cleanup)
+            .await
+            .map_err(EtlError::pg(format!(
+                "cleaning up before statement [{}]",
+                step.n
+            )))?;
+    }
+    let context = || format!("statement [{}]", step.n);
+    if !step.transactional {
+        client
+            .batch_execute(&step.sql)
+            .await
+            .map_err(EtlError::pg(context()))?;
+        return Ok(started.elapsed());
+    }
+    let run = async {
+        client.batch_execute("BEGIN").await?;
+        let row = client
+            .query_one("SELECT pg_current_xact_id()::text, pg_backend_pid()", &[])
+            .await?;
+        *lost.lock().expect("never held across a panic") = Some((row.get(0), row.get(1)));
+        client.batch_execute(&step.sql).await?;
+        client.batch_execute("COMMIT").await
+    };
+    match run.await {
+        Ok(()) => {
+            lost.lock().expect("never held across a panic").take();
+            Ok(started.elapsed())
+        }
+        Err(e) => {
+            if !client.is_closed() {
+                // The server refused it: nothing committed.
+                let _ = client.batch_execute("ROLLBACK").await;
+                lost.lock().expect("never held across a panic").take();
+            }
+            Err(EtlError::pg(context())(e))
+        }
+    }
+}
+
+/// Whether the transaction `xid` of a lost session committed: one still
+/// running (its backend `pid` not gone yet) is ended first, so it cannot
+/// commit after etl looked.
+async fn committed(client: &Client, xid: &str, pid: i32) -> Result<bool, EtlError> {
+    if xact_status(client, xid).await?.as_deref() == Some("in progress") {
+        client
+            .query_one("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+            .await
+            .map_err(EtlError::pg("ending the lost session"))?;
+    }
+    Ok(xact_status(client, xid).await?.as_deref() == Some("committed"))
+}
+
+async fn xact_status(client: &Client, xid: &str) -> Result<Option<String>, EtlError> {
+    client
+        .query_one("SELECT pg_xact_status($1::text::xid8)::text", &[&xid])
+        .await
+        .map(|r| r.get(0))
+        .map_err(EtlError::pg(
+            "reading the fate of the lost session's transaction",
+        ))
 }
 
 /// The sessions holding locks on `tables`: pid, application, state, how
@@ -334,17 +418,4 @@ pub async fn holders(client: &Client, tables: &[String]) -> Result<String, tokio
         })
         .collect::<Vec<_>>()
         .join(", "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waits_grow_and_stay_bounded() {
-        assert!(
-            backoff(1) >= Duration::from_millis(500) && backoff(1) <= Duration::from_millis(750)
-        );
-        assert!(backoff(10) <= Duration::from_millis(12_000));
-    }
 }

@@ -153,6 +153,27 @@ pub enum SchemaError {
         context: String,
         source: std::io::Error,
     },
+    /// What came back from the retry helper (it judges [`EtlError`]s).
+    #[error(transparent)]
+    Etl(#[from] crate::error::EtlError),
+}
+
+/// For the retry helper: the kind kept (a lost connection stays transient).
+impl From<SchemaError> for crate::error::EtlError {
+    fn from(e: SchemaError) -> Self {
+        use crate::error::EtlError;
+        match e {
+            SchemaError::Connect(e) => EtlError::Connect(e),
+            SchemaError::Read { what, source } => EtlError::Postgres {
+                context: format!("reading the {what} of the catalog"),
+                source,
+            },
+            SchemaError::Postgres { context, source } => EtlError::Postgres { context, source },
+            SchemaError::Io { context, source } => EtlError::Io { context, source },
+            SchemaError::Etl(e) => e,
+            SchemaError::Targets(why) => EtlError::Schema(why),
+        }
+    }
 }
 
 impl SchemaError {

@@ -411,6 +411,9 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("enabling trigger {item}"))(e);
+                    if e.is_transient() {
+                        return Err(e);
+                    }
                     finish.problems.push(format!("{e}; statement: {on}"));
                 }
             }
@@ -512,6 +515,10 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("adding back foreign key {item}"))(e);
+                    if e.is_transient() {
+                        // Tried again: a key added already is only validated.
+                        return Err(e);
+                    }
                     finish
                         .problems
                         .push(format!("{e}; statements: {add}; {validate}"));

@@ -362,6 +362,9 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("refreshing {view}"))(e);
+                    if e.is_transient() {
+                        return Err(e);
+                    }
                     self.record(client, "post-data", &item, &sql, Some(&e.to_string()))
                         .await?;
                     finish.problems.push(format!("{e}; statement: {sql}"));
@@ -389,14 +392,34 @@ impl Migration {
 
     /// One post-data entry in its own transaction with its record, on a
     /// session from `idle` (a new one when none is) given back after; its
-    /// error (with the statement) when the server refuses it.
+    /// error (with the statement) when the server refuses it. A transient
+    /// failure tries it again on a new session (through the retry helper),
+    /// unless the log shows the attempt before committed it.
     async fn apply_entry(
         &self,
         idle: &std::sync::Mutex<Vec<crate::pg::Conn>>,
         preamble: &str,
         e: &Entry,
     ) -> Result<Result<(), String>, EtlError> {
-        let kept = idle.lock().expect("never held across a panic").pop();
+        let mut again = false;
+        self.step(&format!("adding {} failed", e.item()), || {
+            let retry = std::mem::replace(&mut again, true);
+            self.try_entry(idle, preamble, e, retry)
+        })
+        .await
+    }
+
+    async fn try_entry(
+        &self,
+        idle: &std::sync::Mutex<Vec<crate::pg::Conn>>,
+        preamble: &str,
+        e: &Entry,
+        retry: bool,
+    ) -> Result<Result<(), String>, EtlError> {
+        let kept = match retry {
+            true => None,
+            false => idle.lock().expect("never held across a panic").pop(),
+        };
         let client = match kept {
             Some(c) if !c.is_closed() => c,
             _ => {
@@ -408,6 +431,15 @@ impl Migration {
             }
         };
         let item = e.item();
+        if retry
+            && crate::sink::ledger::phase_statement(&client, &self.pipeline, "post-data", &item)
+                .await
+                .map_err(EtlError::pg("reading etl.phase_log"))?
+                .is_some()
+        {
+            idle.lock().expect("never held across a panic").push(client);
+            return Ok(Ok(()));
+        }
         tracing::info!(item = %item, "Adding.");
         let run = async {
             client.batch_execute(preamble).await?;
@@ -431,6 +463,9 @@ impl Migration {
             Err(err) => {
                 let _ = client.batch_execute("ROLLBACK; RESET search_path").await;
                 let err = EtlError::pg(format!("adding {item}"))(err);
+                if err.is_transient() {
+                    return Err(err);
+                }
                 tracing::error!(error = %err, "A post-data object could not be added.");
                 self.record(&client, "post-data", &item, &e.sql, Some(&err.to_string()))
                     .await?;

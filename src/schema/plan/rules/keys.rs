@@ -209,7 +209,7 @@ impl Rules<'_> {
             }
             let (sql, transactional) = match have.on_partitioned {
                 true => (format!("DROP INDEX {n}"), true),
-                false => (format!("DROP INDEX CONCURRENTLY {n}"), false),
+                false => (format!("DROP INDEX CONCURRENTLY IF EXISTS {n}"), false),
             };
             let s = self.push(d, sql, "drop-index", Risk::Medium);
             s.drop_phase = true;
