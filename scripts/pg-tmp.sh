@@ -4,6 +4,8 @@
 # server runs as the unprivileged user `postgres`.
 #
 #   scripts/pg-tmp.sh start DIR [-c name=value ...]   prints the superuser URL
+#   scripts/pg-tmp.sh restart DIR                     stops it at once (as a crash
+#                                                     would) and starts it again
 #   scripts/pg-tmp.sh stop DIR                        stops it and removes DIR
 #
 # The URL is also written to DIR/url. Extra -c options go to the server.
@@ -15,8 +17,8 @@
 # client certificate; every other role is trusted on loopback.
 set -euo pipefail
 
-cmd=${1:?usage: pg-tmp.sh start|stop DIR}
-dir=${2:?usage: pg-tmp.sh start|stop DIR}
+cmd=${1:?usage: pg-tmp.sh start|restart|stop DIR}
+dir=${2:?usage: pg-tmp.sh start|restart|stop DIR}
 shift 2
 
 bindir=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || true)
@@ -94,6 +96,11 @@ start)
   echo "$url" >"$dir/url"
   echo "$url"
   ;;
+restart)
+  # pg_ctl restart keeps the options of the last start (postmaster.opts).
+  as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m immediate -w -t 60 restart >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 2; }
+  ;;
 stop)
   if [ -d "$dir/data" ]; then
     as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
@@ -101,7 +108,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: pg-tmp.sh start|stop DIR" >&2
+  echo "usage: pg-tmp.sh start|restart|stop DIR" >&2
   exit 2
   ;;
 esac

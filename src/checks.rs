@@ -147,27 +147,53 @@ impl Finding {
 }
 
 /// Runs every check on every PostgreSQL sink, each in a read-only
-/// transaction under the sink's statement timeout.
-pub fn run(checks: &[Check], sinks: &[&PostgresSinkSpec]) -> Result<Vec<Finding>, EtlError> {
+/// transaction under the sink's statement timeout, on a session of the
+/// pool; a check whose session is lost is run again (`retry`: tries and
+/// first wait), one the server refuses is reported with its error.
+pub fn run(
+    checks: &[Check],
+    sinks: &[&PostgresSinkSpec],
+    retry: (u32, std::time::Duration),
+) -> Result<Vec<Finding>, EtlError> {
     if checks.is_empty() {
         return Ok(Vec::new());
     }
     crate::run::block_on(async {
         let mut findings = Vec::new();
         for sink in sinks {
-            let client = sink.endpoint.connect("etl checks").await?;
             for check in checks {
-                let begin = format!(
+                let begin = &format!(
                     "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
                     (sink.timeouts.statement_timeout_secs * 1000.0).round() as u64
                 );
-                let found = async {
-                    client.batch_execute(&begin).await?;
-                    let found = one(&client, &check.rule).await;
-                    client.batch_execute("ROLLBACK").await?;
-                    found
-                }
-                .await;
+                let (rule, name) = (&check.rule, &check.name);
+                // Ok(Err): the server refused the check's query.
+                let found = crate::retry::on_session(
+                    &sink.endpoint,
+                    "etl checks",
+                    retry,
+                    &format!("check {:?} failed", check.name),
+                    |client| async move {
+                        let found = async {
+                            client.batch_execute(begin).await?;
+                            let found = one(&client, rule).await;
+                            client.batch_execute("ROLLBACK").await?;
+                            found
+                        }
+                        .await;
+                        match found {
+                            Err(e) if client.is_closed() => {
+                                Err(EtlError::pg(format!("running check {name:?}"))(e))
+                            }
+                            Err(e) => {
+                                let _ = client.batch_execute("ROLLBACK").await;
+                                Ok(Err(e))
+                            }
+                            Ok(found) => Ok(Ok(found)),
+                        }
+                    },
+                )
+                .await?;
                 let mut finding = Finding {
                     check: check.name.clone(),
                     target: sink.endpoint.to_string(),
@@ -182,10 +208,7 @@ pub fn run(checks: &[Check], sinks: &[&PostgresSinkSpec]) -> Result<Vec<Finding>
                         finding.rows = rows;
                         finding.examples = examples;
                     }
-                    Err(e) => {
-                        let _ = client.batch_execute("ROLLBACK").await;
-                        finding.error = Some(crate::error::pg_message(&e));
-                    }
+                    Err(e) => finding.error = Some(crate::error::pg_message(&e)),
                 }
                 findings.push(finding);
             }

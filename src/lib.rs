@@ -31,6 +31,7 @@ pub mod pg;
 pub mod pg_binary;
 pub mod plan;
 pub mod preflight;
+pub mod retry;
 pub mod run;
 pub mod schema;
 pub mod sink;

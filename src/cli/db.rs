@@ -94,9 +94,18 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
                     anyhow::bail!("--watch takes 0.5 to 86400 seconds");
                 }
             }
-            let client = crate::run::block_on(target.endpoint.connect("etl db sessions"))?;
             loop {
-                let list = crate::run::block_on(sessions::list(&client, locks))?;
+                let list = crate::run::block_on(crate::retry::on_session(
+                    &target.endpoint,
+                    "etl db sessions",
+                    crate::retry::COMMAND,
+                    "listing the sessions failed",
+                    |client| async move {
+                        sessions::list(&client, locks)
+                            .await
+                            .map_err(crate::error::EtlError::pg("listing the sessions"))
+                    },
+                ))?;
                 if watch.is_some() && std::io::stdout().is_terminal() {
                     out_raw!("\x1b[2J\x1b[H");
                 }
@@ -121,8 +130,17 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             yes,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            let client = crate::run::block_on(target.endpoint.connect("etl db kill"))?;
-            let all = crate::run::block_on(sessions::list(&client, false))?;
+            let all = crate::run::block_on(crate::retry::on_session(
+                &target.endpoint,
+                "etl db kill",
+                crate::retry::COMMAND,
+                "listing the sessions failed",
+                |client| async move {
+                    sessions::list(&client, false)
+                        .await
+                        .map_err(crate::error::EtlError::pg("listing the sessions"))
+                },
+            ))?;
             let callers = sessions::caller_ports();
             let (chosen, spared): (Vec<&Session>, Vec<&Session>) = all
                 .iter()
@@ -170,7 +188,18 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
                 }
             }
             for s in chosen {
-                let ended = crate::run::block_on(sessions::terminate(&client, s.pid))?;
+                let pid = s.pid;
+                let ended = crate::run::block_on(crate::retry::on_session(
+                    &target.endpoint,
+                    "etl db kill",
+                    crate::retry::COMMAND,
+                    "terminating a session failed",
+                    |client| async move {
+                        sessions::terminate(&client, pid)
+                            .await
+                            .map_err(crate::error::EtlError::pg(format!("terminating pid {pid}")))
+                    },
+                ))?;
                 out!(
                     "pid {}: {}",
                     s.pid,
@@ -185,15 +214,34 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             dry_run,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            let client = crate::run::block_on(target.endpoint.connect("etl db fix-sequences"))?;
-            let behind = crate::run::block_on(crate::pg::sequences::behind(&client, |_| true))?;
+            let behind = crate::run::block_on(crate::retry::on_session(
+                &target.endpoint,
+                "etl db fix-sequences",
+                crate::retry::COMMAND,
+                "reading the sequences failed",
+                |client| async move {
+                    crate::pg::sequences::behind(&client, |_| true)
+                        .await
+                        .map_err(crate::error::EtlError::pg("reading the sequences"))
+                },
+            ))?;
             if behind.is_empty() {
                 out!("every sequence of {} is past its column's MAX", target.name);
                 return Ok(Outcome::Success);
             }
             for b in &behind {
                 if !dry_run {
-                    crate::run::block_on(crate::pg::sequences::fix(&client, b))?;
+                    crate::run::block_on(crate::retry::on_session(
+                        &target.endpoint,
+                        "etl db fix-sequences",
+                        crate::retry::COMMAND,
+                        "setting a sequence failed",
+                        |client| async move {
+                            crate::pg::sequences::fix(&client, b)
+                                .await
+                                .map_err(crate::error::EtlError::pg(format!("setting {b}")))
+                        },
+                    ))?;
                 }
                 out!(
                     "{}{b}: {}",

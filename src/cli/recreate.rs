@@ -10,17 +10,20 @@ use crate::sink::created;
 
 pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Result<()> {
     let name = &pipeline.name;
+    let retry = (pipeline.chunks.retries, pipeline.chunks.retry_backoff);
     let mut found = Vec::new();
     for sink in &pipeline.sinks {
         let ValidatedSink::Postgres(spec) = sink else {
             continue;
         };
-        let tables = crate::run::block_on(async {
-            let client = spec.endpoint.connect("etl recreate").await?;
-            let tables = created::tables(&client, name).await?;
-            Ok::<_, crate::error::EtlError>((client, tables))
-        })?;
-        if !tables.1.is_empty() {
+        let tables = crate::run::block_on(crate::retry::on_session(
+            &spec.endpoint,
+            "etl recreate",
+            retry,
+            "reading the tables the pipeline created failed",
+            |client| async move { created::tables(&client, name).await },
+        ))?;
+        if !tables.is_empty() {
             found.push((spec, tables));
         }
     }
@@ -29,7 +32,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
         return Ok(());
     }
     out!("--recreate drops these tables that pipeline {name} created, with all their rows, their etl.column_map rows and their ledger entries (the run then loads everything again):");
-    for (spec, (_, tables)) in &found {
+    for (spec, tables) in &found {
         for t in tables {
             out!("  {t} on {}", spec.endpoint);
         }
@@ -46,8 +49,15 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
             );
         }
     }
-    for (spec, (client, tables)) in &found {
-        crate::run::block_on(created::drop_tables(client, name, tables, &spec.timeouts))?;
+    for (spec, tables) in &found {
+        // One transaction: tried again whole after a lost session.
+        crate::run::block_on(crate::retry::on_session(
+            &spec.endpoint,
+            "etl recreate",
+            retry,
+            "dropping the tables failed",
+            |client| async move { created::drop_tables(&client, name, tables, &spec.timeouts).await },
+        ))?;
         out!("Dropped {} tables on {}", tables.len(), spec.endpoint);
     }
     Ok(())

@@ -201,7 +201,7 @@ where
     Fut: std::future::Future<Output = Result<T, SchemaError>>,
 {
     let mut attempt = attempt;
-    crate::run::retry_step(READ_RETRIES, READ_BACKOFF, what, || {
+    crate::retry::retry_step(READ_RETRIES, READ_BACKOFF, what, || {
         let tried = attempt();
         async move { tried.await.map_err(crate::error::EtlError::from) }
     })

@@ -87,17 +87,15 @@ fn read(pipeline: &crate::config::ValidatedPipeline) -> anyhow::Result<Vec<Ledge
         let crate::config::ValidatedSink::Postgres(spec) = sink else {
             continue;
         };
-        let endpoint = spec.endpoint.clone();
-        out.push(crate::run::block_on(async {
-            let client = endpoint.connect("etl status").await?;
-            crate::status::read(
-                &client,
-                &endpoint.to_string(),
-                &pipeline.name,
-                pipeline.chunks.only_keys.as_ref(),
-            )
-            .await
-        })?);
+        let ledger = spec.endpoint.to_string();
+        let (ledger, name, keys) = (&ledger, &pipeline.name, pipeline.chunks.only_keys.as_ref());
+        out.push(crate::run::block_on(crate::retry::on_session(
+            &spec.endpoint,
+            "etl status",
+            (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+            "reading the ledger failed",
+            |client| async move { crate::status::read(&client, ledger, name, keys).await },
+        ))?);
     }
     Ok(out)
 }

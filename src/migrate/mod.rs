@@ -271,6 +271,7 @@ impl Migration {
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
+        crate::run::pause::phase("plan");
         // The target's clock before the ledger is read: a chunk done after
         // it was done by another process sharing the plan.
         let planned_at = self.server_now()?;
@@ -323,6 +324,7 @@ impl Migration {
         // tables with foreign keys: parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
+            crate::run::pause::phase("pre-data");
             levels = block_on(self.step("the pre-data phase failed", || async {
                 let client = self.client().await?;
                 self.pre_data(&client).await?;
@@ -513,7 +515,7 @@ impl Migration {
             .map_or((3, std::time::Duration::from_secs(1)), |r| {
                 (r.pipeline.chunks.retries, r.pipeline.chunks.retry_backoff)
             });
-        crate::run::retry_step(retries, backoff, what, attempt).await
+        crate::retry::retry_step(retries, backoff, what, attempt).await
     }
 
     /// The target server's clock, as text.
@@ -540,6 +542,7 @@ impl Migration {
 
     /// `etl verify` for a migration: the checks alone.
     pub fn verify(&self) -> Result<Checks, EtlError> {
+        crate::run::pause::phase("verify");
         block_on(self.step("verifying failed", || async {
             let client = self.client().await?;
             self.checks(&client, true).await

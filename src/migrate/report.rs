@@ -85,6 +85,11 @@ pub fn render(m: &Migration, r: &Report) -> String {
         .is_some_and(|f| !f.problems.is_empty() || !f.checks.ok())
     {
         "loaded, but checks found problems"
+    } else if r.finish.is_none() && r.run.chunks_elsewhere > 0 {
+        // The last process to load a chunk adds the constraints.
+        "not done: this process loaded its chunks, another etl process still loads the others (etl status shows them)"
+    } else if r.finish.is_none() {
+        "loaded, constraints waiting"
     } else {
         "done"
     };

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use crate::config::ValidatedPipeline;
 use crate::error::EtlError;
 use crate::plan::{Chunk, Plan};
+use crate::retry::{retry_step, with_retries};
 use crate::sink::{self, ChunkStats, Sink, SinkContext};
 use crate::source::{self, Source};
 use crate::transform::{ChunkNotes, Notes};
@@ -245,6 +246,7 @@ impl Runner {
                     .into(),
             ));
         }
+        pause::phase("verify");
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
         let pool = worker_pool(
@@ -358,6 +360,7 @@ pub fn run_jobs(
     options: &RunOptions,
 ) -> Result<RunReport, EtlError> {
     let started = Instant::now();
+    pause::phase("create");
     for (runner, chunks) in groups {
         if chunks.is_empty() {
             continue;
@@ -460,6 +463,7 @@ pub fn run_jobs(
         }
     });
     };
+    pause::phase("data");
     round(&jobs, false);
     if !STOP.load(Ordering::SeqCst) {
         let failed_now: HashSet<Chunk> = failed
@@ -501,6 +505,7 @@ pub fn run_jobs(
         .into_inner()
         .expect("no panic while holding the lock");
     if !options.skip_analyze {
+        pause::phase("analyze");
         let failed: HashSet<&Chunk> = failed.iter().map(|f| &f.chunk).collect();
         for (runner, chunks) in groups {
             let written: Vec<Chunk> = chunks
@@ -703,126 +708,6 @@ impl Runner {
             }
             result
         })
-    }
-}
-
-/// The longest wait between two tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The wait before try `attempt + 2`: `base` doubled per try so far, at
-/// most [`MAX_BACKOFF`], then jittered down by up to half, so workers that
-/// failed together (a server restart) do not come back together.
-pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let wait = base.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF);
-    // Jitter from the clock's nanoseconds and the thread: no RNG needed
-    // for spreading a handful of workers.
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64)
-        ^ std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            std::thread::current().id(),
-        );
-    let fraction = 0.5 + (seed % 1000) as f64 / 2000.0;
-    wait.mul_f64(fraction)
-}
-
-/// Runs `attempt` until it succeeds, fails permanently, or has failed
-/// transiently `retries` + 1 times (the last error then comes wrapped in
-/// [`EtlError::Retried`]). The one retry policy of etl: chunks, and
-/// through [`retry_step`] every step around them.
-pub fn with_retries<T>(
-    retries: u32,
-    base: Duration,
-    mut attempt: impl FnMut() -> Result<T, EtlError>,
-) -> Result<T, EtlError> {
-    let mut state = Tries::default();
-    loop {
-        match state.after(attempt(), retries, base, "the chunk was rolled back") {
-            Next::Done(result) => return result,
-            Next::Wait(wait) => std::thread::sleep(wait),
-            Next::Now => {}
-        }
-    }
-}
-
-/// [`with_retries`] for a step on the caller's runtime (planning,
-/// counting, DDL, catalog reads, the ledger, post-data entries...):
-/// `attempt` must make a fresh connection from the pool each time, and be
-/// safe to run again (what it did before the fault undone or checked).
-pub async fn retry_step<T, F, Fut>(
-    retries: u32,
-    base: Duration,
-    what: &str,
-    mut attempt: F,
-) -> Result<T, EtlError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, EtlError>>,
-{
-    let mut state = Tries::default();
-    loop {
-        match state.after(attempt().await, retries, base, what) {
-            Next::Done(result) => return result,
-            Next::Wait(wait) => tokio::time::sleep(wait).await,
-            Next::Now => {}
-        }
-    }
-}
-
-/// What [`Tries::after`] decides.
-enum Next<T> {
-    Done(Result<T, EtlError>),
-    Wait(Duration),
-    Now,
-}
-
-/// Attempts so far, transient and buffer regrowths.
-#[derive(Default)]
-struct Tries {
-    tried: u32,
-    regrown: u32,
-}
-
-impl Tries {
-    fn after<T>(
-        &mut self,
-        result: Result<T, EtlError>,
-        retries: u32,
-        base: Duration,
-        what: &str,
-    ) -> Next<T> {
-        match result {
-            // Reading a chunk again with larger fetch buffers is not a
-            // failure; each time at least doubles a buffer, up to
-            // max_text_bytes.
-            Err(EtlError::ReadAgain { column, bytes }) if self.regrown < 32 => {
-                self.regrown += 1;
-                tracing::info!(
-                    column,
-                    bytes,
-                    "A value is longer than its fetch buffer; the chunk was rolled back and is read again with larger buffers."
-                );
-                Next::Now
-            }
-            Err(e) if e.is_transient() && self.tried < retries => {
-                let wait = backoff(base, self.tried);
-                self.tried += 1;
-                tracing::warn!(
-                    attempt = self.tried,
-                    of = retries,
-                    wait_secs = wait.as_secs_f64(),
-                    error = %e,
-                    "Transient failure; {what} and will be tried again."
-                );
-                Next::Wait(wait)
-            }
-            Err(e) if self.tried > 0 => Next::Done(Err(EtlError::Retried {
-                attempts: self.tried + 1,
-                last: Box::new(e),
-            })),
-            other => Next::Done(other),
-        }
     }
 }
 

@@ -12,6 +12,8 @@ static COMMITS: AtomicU64 = AtomicU64::new(0);
 static STARTS: AtomicU64 = AtomicU64::new(0);
 static POST_DATA: AtomicU64 = AtomicU64::new(0);
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
+static PHASE: std::sync::Mutex<&str> = std::sync::Mutex::new("");
 
 /// Read only where the `test-hooks` feature is on (the tests turn it
 /// on; a release build has no hook).
@@ -68,6 +70,29 @@ pub fn after_statement() {
     if let Some((what, n, _)) = at() {
         if what == "schema-apply" && STATEMENTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
             park("schema-apply");
+        }
+    }
+}
+
+/// Marks the phase the process is in (for `session:N:PHASE`): a
+/// pipeline's `plan`, `create`, `data`, `analyze`, `verify`; a
+/// migration's `pre-data`, `data`, `post-data`, `sequences`, `verify`.
+pub fn phase(name: &'static str) {
+    if at().is_some() {
+        *PHASE.lock().expect("never held across a panic") = name;
+    }
+}
+
+/// `session:N:PHASE`: parks when the pool hands out its N-th session in
+/// PHASE, before the step uses it, so a test can end etl's sessions (or
+/// restart the server) while that phase holds one.
+pub fn on_session() {
+    if let Some((what, n, Some(phase))) = at() {
+        if what == "session"
+            && *PHASE.lock().expect("never held across a panic") == phase.as_str()
+            && SESSIONS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+        {
+            park(&format!("session in {phase}"));
         }
     }
 }

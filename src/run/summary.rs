@@ -186,10 +186,12 @@ pub fn bytes(n: u64) -> String {
 /// The end-of-run summary, for stdout.
 pub fn render(pipeline: &str, report: &RunReport) -> String {
     let secs = report.elapsed.as_secs_f64();
-    let status = if report.failed.is_empty() {
-        "done"
-    } else {
+    let status = if !report.failed.is_empty() {
         "finished with failed chunks"
+    } else if report.chunks_elsewhere > 0 {
+        "done here; other chunks ran in another etl process (etl status shows whether they are done)"
+    } else {
+        "done"
     };
     let mut s = format!("Pipeline {pipeline}: {status}\n");
     s.push_str(&format!(

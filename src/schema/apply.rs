@@ -9,7 +9,7 @@
 //!
 //! Before each statement the sessions holding locks on its tables are
 //! named. A lock timeout or a lost session is retried through etl's one
-//! retry helper ([`crate::run::retry_step`]: growing, jittered waits) on a
+//! retry helper ([`crate::retry::retry_step`]: growing, jittered waits) on a
 //! new session from the pool; a statement still blocked is skipped, with
 //! the sessions in its way, and so are the statements after it that depend
 //! on it; they are tried again in the next pass. Any other error stops the
@@ -255,7 +255,7 @@ async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duratio
     }
     // The transaction (and its backend) of a try whose session was lost.
     let lost: std::sync::Mutex<Option<(String, i32)>> = Default::default();
-    let ran = crate::run::retry_step(
+    let ran = crate::retry::retry_step(
         options.retries.max(1) - 1,
         Duration::from_millis(500),
         &format!("statement [{}] was stopped", step.n),

@@ -118,32 +118,48 @@ pub async fn register(
 }
 
 /// Claims a chunk for this session (committed at once). `false` when a live
-/// session holds it, or it is done and `redo` is not set.
+/// session holds it, or it is done and `redo` is not set. A chunk whose
+/// row is not in the ledger (registered before a crash of a server that
+/// commits asynchronously, or deleted by hand) is registered again and
+/// claimed: it is never skipped as if another process had it.
 pub async fn claim(
     client: &Client,
     row: &Row<'_>,
     redo: bool,
 ) -> Result<bool, tokio_postgres::Error> {
-    let claimed = client
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &row.pipeline,
+        &row.target,
+        row.key,
+        &row.start,
+        &row.end,
+        &redo,
+    ];
+    let update = format!(
+        "UPDATE etl.chunk_ledger SET status = 'running', claimed_pid = pg_backend_pid(), \
+         started_at = now(), finished_at = NULL, attempts = attempts + 1 \
+         WHERE {IDENTITY} AND (status <> 'done' OR $6) \
+         AND (status <> 'running' OR claimed_pid IS NULL \
+              OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid))"
+    );
+    if client.execute(&update, &params).await? == 1 {
+        return Ok(true);
+    }
+    let missing = client
         .execute(
-            &format!(
-                "UPDATE etl.chunk_ledger SET status = 'running', claimed_pid = pg_backend_pid(), \
-                 started_at = now(), finished_at = NULL, attempts = attempts + 1 \
-                 WHERE {IDENTITY} AND (status <> 'done' OR $6) \
-                 AND (status <> 'running' OR claimed_pid IS NULL \
-                      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid))"
-            ),
-            &[
-                &row.pipeline,
-                &row.target,
-                row.key,
-                &row.start,
-                &row.end,
-                &redo,
-            ],
+            "INSERT INTO etl.chunk_ledger (pipeline, target, chunk_key, start_at, end_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &params[..5],
         )
         .await?;
-    Ok(claimed == 1)
+    if missing == 0 {
+        return Ok(false);
+    }
+    tracing::warn!(
+        target_table = row.target,
+        "A chunk registered for this run was not in etl.chunk_ledger (the target lost it in a crash, or it was deleted); registered again."
+    );
+    Ok(client.execute(&update, &params).await? == 1)
 }
 
 /// Inside the chunk's transaction: locks the ledger rows of every window

@@ -126,9 +126,22 @@ fn two_processes_on_one_plan_empty_nothing_the_other_committed() {
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
 
-    // Then both end cleanly and every row is there exactly once
+    // Then both end cleanly and every row is there exactly once; the
+    // second, done while the first still loaded, says so, and the first,
+    // the last to load, adds the constraints and says done
     assert!(first.status.success(), "{first:?}");
     assert!(second.status.success(), "{second:?}");
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        said(&second).contains(
+            "Migration postgres-database not done: this process loaded its chunks, another etl process still loads the others"
+        ),
+        "{second:?}"
+    );
+    assert!(
+        said(&first).contains("Migration postgres-database done"),
+        "{first:?}"
+    );
     let sql = "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM big";
     assert_eq!(psql(&db.dst, sql), psql(&db.src, sql));
     assert_eq!(

@@ -17,6 +17,7 @@ mod odbc_chunks;
 mod operations;
 mod parquet;
 mod pg_database;
+mod phase_faults;
 mod pivot;
 mod pivot_stages;
 mod resume;

@@ -5,7 +5,7 @@
 
 use crate::support::{psql, psql_file, repo, spawn_etl, wait_for_line, TestDb};
 
-fn load(db: &TestDb, rows: u32) {
+pub(crate) fn load(db: &TestDb, rows: u32) {
     psql_file(
         &db.src,
         &repo().join("fixtures/sql/whole_database.sql"),
@@ -13,7 +13,7 @@ fn load(db: &TestDb, rows: u32) {
     );
 }
 
-fn pipeline() -> String {
+pub(crate) fn pipeline() -> String {
     repo()
         .join("pipelines/postgres-database.toml")
         .to_str()
@@ -63,7 +63,7 @@ fn schema_dump(url: &str) -> String {
         .join("\n")
 }
 
-fn assert_equal(db: &TestDb) {
+pub(crate) fn assert_equal(db: &TestDb) {
     let src = tables(&db.src);
     assert_eq!(src, tables(&db.dst));
     assert!(src.len() >= 12, "{src:?}");

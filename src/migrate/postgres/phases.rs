@@ -312,6 +312,7 @@ impl Migration {
         // Into existing tables too: a data-only restore fills them.
         let done = dump::done_items(client, &self.pipeline, "post-data").await?;
         self.refresh_views(client, &done, finish).await?;
+        crate::run::pause::phase("sequences");
         self.set_sequences(client, finish).await?;
         self.copy_large_objects(client, finish).await
     }

@@ -414,6 +414,19 @@ impl OwnServer {
     }
 }
 
+impl OwnServer {
+    /// Stops the server at once, as a crash would, and starts it again on
+    /// the same port with the same options.
+    pub fn restart(&self) {
+        let out = Command::new(repo().join("scripts/pg-tmp.sh"))
+            .arg("restart")
+            .arg(&self.dir)
+            .output()
+            .expect("scripts/pg-tmp.sh runs");
+        assert!(out.status.success(), "restarting the server: {out:?}");
+    }
+}
+
 impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/pg-tmp.sh"))
