@@ -254,9 +254,77 @@ pub fn range_condition(column: &str, chunk: &Chunk, render: impl Fn(i64) -> Stri
     }
 }
 
-/// Rounds `t` down to a whole number of `interval`s since 1970-01-01 UTC.
-pub fn align_down(t: Micros, interval: Micros) -> Micros {
-    t - t.rem_euclid(interval)
+/// The values that cut a text key into parts of about `per_part` rows,
+/// fed the key's values in the source's order: every `per_part`-th
+/// value, each once (rows equal to a cut all go to the part it starts).
+#[derive(Debug)]
+pub struct KeyCuts<T> {
+    per_part: u64,
+    seen: u64,
+    pub cuts: Vec<T>,
+}
+
+impl<T: PartialEq> KeyCuts<T> {
+    pub fn new(per_part: u64) -> Self {
+        KeyCuts {
+            per_part: per_part.max(1),
+            seen: 0,
+            cuts: Vec::new(),
+        }
+    }
+
+    /// The next value of the key in order (`None`: NULL, never a cut).
+    pub fn add(&mut self, value: Option<T>) {
+        if self.seen > 0 && self.seen % self.per_part == 0 {
+            if let Some(v) = value {
+                if self.cuts.last() != Some(&v) {
+                    self.cuts.push(v);
+                }
+            }
+        }
+        self.seen += 1;
+    }
+}
+
+/// Part `part` (0 to `cuts.len()`) of a key cut at `cuts`: the values
+/// from the cut before it (included) to the cut after it (excluded); the
+/// first part unbounded below, the last above.
+pub fn part_bounds<T>(cuts: &[T], part: usize) -> (Option<&T>, Option<&T>) {
+    (
+        part.checked_sub(1).and_then(|i| cuts.get(i)),
+        cuts.get(part),
+    )
+}
+
+/// The start of the time window of `interval` that holds `t`: windows
+/// are `[start, start + interval)`, counted from `origin` (`[chunks]
+/// start`, else 1970-01-01 UTC). The one rule every time planner cuts
+/// windows by (PostgreSQL's `date_bin` from the same origin agrees).
+pub fn window_start(t: Micros, origin: Micros, interval: Micros) -> Micros {
+    let (t, origin, interval) = (t as i128, origin as i128, interval.max(1) as i128);
+    (origin + (t - origin).div_euclid(interval) * interval)
+        .clamp(i64::MIN as i128, i64::MAX as i128) as Micros
+}
+
+/// The starts of every window from the one holding `min` to the one
+/// holding `max`.
+pub fn window_starts(min: Micros, max: Micros, origin: Micros, interval: Micros) -> Vec<Micros> {
+    let mut starts = Vec::new();
+    let mut start = window_start(min, origin, interval);
+    while start <= max {
+        starts.push(start);
+        match start.checked_add(interval.max(1)) {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    starts
+}
+
+/// A window's chunk: `[start, start + interval)`, ending at `upper` (the
+/// plan's `[chunks] end` or cutoff) at the latest.
+pub fn window_chunk(key: Option<String>, start: Micros, interval: Micros, upper: Micros) -> Chunk {
+    Chunk::window(key, start, start.saturating_add(interval).min(upper))
 }
 
 /// The `WHERE` condition that selects one chunk's rows, rendered from typed
@@ -355,6 +423,85 @@ mod tests {
         }
 
         #[test]
+        fn time_windows_hold_every_instant_once(
+            origin in -(1i64 << 52)..(1i64 << 52),
+            interval in prop_oneof![Just(86_400_000_000i64), Just(3_600_000_000), 1i64..1_000_000_000],
+            min in -(1i64 << 52)..(1i64 << 52),
+            windows in 0i64..400,
+            part in 0.0f64..1.0,
+            upper_part in 0.0f64..1.2,
+            probes in proptest::collection::vec(0i64..(1i64 << 36), 8),
+        ) {
+            // MIN..MAX over about `windows` windows.
+            let span = windows * interval + (part * interval as f64) as i64;
+            let max = min + span;
+            let upper_after = (upper_part * (span + 1) as f64) as i64;
+            let starts = window_starts(min, max, origin, interval);
+            prop_assert!(!starts.is_empty());
+            // Whole windows from the origin, one after the other.
+            for &s in &starts {
+                prop_assert_eq!((s - origin).rem_euclid(interval), 0);
+            }
+            for w in starts.windows(2) {
+                prop_assert_eq!(w[0] + interval, w[1]);
+            }
+            prop_assert!(starts[0] <= min && min < starts[0] + interval);
+            let last = *starts.last().unwrap();
+            prop_assert!(last <= max && max < last + interval);
+            // Each instant of MIN..MAX below the plan's end is in exactly
+            // one window chunk, and it is the window window_start names.
+            let upper = min + upper_after;
+            let chunks: Vec<Chunk> = starts
+                .iter()
+                .map(|&s| window_chunk(None, s, interval, upper))
+                .collect();
+            let mut instants: Vec<i64> = probes.iter().map(|p| min + p % (span + 1)).collect();
+            instants.extend([min, max]);
+            instants.extend(starts.iter().flat_map(|&s| [s, s - 1, s + interval - 1]));
+            for t in instants.into_iter().filter(|t| (min..=max).contains(t)) {
+                let holding: Vec<&Chunk> =
+                    chunks.iter().filter(|c| c.start <= t && t < c.end).collect();
+                match t < upper {
+                    true => {
+                        prop_assert_eq!(holding.len(), 1, "{} in {:?}", t, holding);
+                        prop_assert_eq!(holding[0].start, window_start(t, origin, interval));
+                    }
+                    false => prop_assert!(holding.is_empty(), "{} past the end {}", t, upper),
+                }
+            }
+        }
+
+        #[test]
+        fn text_key_parts_hold_every_value_once(
+            keys in proptest::collection::vec("[a-d]{0,3}", 0..300),
+            per_part in 1u64..40,
+        ) {
+            let mut keys = keys;
+            keys.sort();
+            let mut cutter = KeyCuts::new(per_part);
+            for k in &keys {
+                cutter.add(Some(k.clone()));
+            }
+            let cuts = cutter.cuts;
+            for w in cuts.windows(2) {
+                prop_assert!(w[0] < w[1], "{:?}", cuts);
+            }
+            let parts = cuts.len() + 1;
+            prop_assert!(parts as u64 <= (keys.len() as u64).div_ceil(per_part).max(1));
+            let mut probes = keys.clone();
+            probes.extend(["".to_string(), "zzzz".to_string()]);
+            for k in &probes {
+                let holding = (0..parts)
+                    .filter(|&p| {
+                        let (lo, hi) = part_bounds(&cuts, p);
+                        lo.is_none_or(|lo| k >= lo) && hi.is_none_or(|hi| k < hi)
+                    })
+                    .count();
+                prop_assert_eq!(holding, 1, "{:?} in {} parts of {:?}", k, holding, cuts);
+            }
+        }
+
+        #[test]
         fn small_integer_tables_cut_at_every_width(
             min in -1000i64..1000,
             span in 1i64..5000,
@@ -393,11 +540,20 @@ mod tests {
     fn alignment_is_to_utc_midnight_for_days() {
         let day = 86_400_000_000;
         let t = crate::time::parse_timestamp("2025-06-01 13:14:15").unwrap();
-        assert_eq!(format_timestamp(align_down(t, day)), "2025-06-01 00:00:00");
+        assert_eq!(
+            format_timestamp(window_start(t, 0, day)),
+            "2025-06-01 00:00:00"
+        );
         let before_1970 = crate::time::parse_timestamp("1969-12-31 23:00:00").unwrap();
         assert_eq!(
-            format_timestamp(align_down(before_1970, day)),
+            format_timestamp(window_start(before_1970, 0, day)),
             "1969-12-31 00:00:00"
+        );
+        // From [chunks] start at noon: windows run noon to noon.
+        let noon = crate::time::parse_timestamp("2025-05-01 12:00:00").unwrap();
+        assert_eq!(
+            format_timestamp(window_start(t, noon, day)),
+            "2025-06-01 12:00:00"
         );
     }
 }

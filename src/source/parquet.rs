@@ -337,7 +337,7 @@ impl Source for ParquetSource {
                         continue;
                     }
                     let t = times.value(row);
-                    let window = origin + (t - origin).div_euclid(interval) * interval;
+                    let window = crate::plan::window_start(t, origin, interval);
                     let key = match &file.key {
                         FileKey::Fixed(k) => k.clone(),
                         _ => keys
@@ -351,7 +351,7 @@ impl Source for ParquetSource {
         plan.chunks = counts
             .into_iter()
             .map(|((key, start), rows)| PlannedChunk {
-                chunk: Chunk::window(key, start, start.saturating_add(interval).min(upper)),
+                chunk: crate::plan::window_chunk(key, start, interval, upper),
                 rows,
             })
             .collect();

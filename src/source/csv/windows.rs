@@ -190,7 +190,7 @@ impl Columns {
             }
             Ok(None) => (Class::NoTime, 0),
             Ok(Some(t)) => {
-                let window = origin + (t - origin).div_euclid(interval) * interval;
+                let window = crate::plan::window_start(t, origin, interval);
                 (Class::In(self.key(record), window), t)
             }
         }
@@ -415,11 +415,7 @@ pub fn plan(windows: &WindowPlan) -> Plan {
         .chunks
         .iter()
         .map(|((key, start), c)| PlannedChunk {
-            chunk: Chunk::window(
-                key.clone(),
-                *start,
-                start.saturating_add(interval).min(upper),
-            ),
+            chunk: crate::plan::window_chunk(key.clone(), *start, interval, upper),
             rows: c.rows,
         })
         .collect();
@@ -456,7 +452,7 @@ pub fn chunk_reads(
     chunk: &Chunk,
 ) -> Option<(Vec<Span>, Filter)> {
     let (interval, origin, _, _) = windows.made_with;
-    let start = origin + (chunk.start - origin).div_euclid(interval) * interval;
+    let start = crate::plan::window_start(chunk.start, origin, interval);
     if start != chunk.start {
         return None;
     }

@@ -23,7 +23,7 @@ use crate::error::EtlError;
 use crate::pg::Pool;
 use crate::pg_binary::decode::CopyDecoder;
 use crate::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
-use crate::plan::{align_down, chunk_filter, Chunk, Plan, PlannedChunk};
+use crate::plan::{chunk_filter, window_chunk, window_starts, Chunk, Plan, PlannedChunk};
 use crate::sql::ident;
 use crate::time::{sql_literal, Micros, MICROS_PER_SEC};
 
@@ -461,7 +461,7 @@ impl Source for PostgresSource {
             let count: i64 = row.get(2);
             match window {
                 Some(start) => plan.chunks.push(PlannedChunk {
-                    chunk: Chunk::window(key, start, start.saturating_add(interval).min(end)),
+                    chunk: window_chunk(key, start, interval, end),
                     rows: count as u64,
                 }),
                 None => plan.rows_outside += count as u64,
@@ -533,13 +533,11 @@ impl Source for PostgresSource {
             let (Some(min), Some(max)) = (min, max) else {
                 continue;
             };
-            let mut start = align_down(min, interval);
-            while start <= max {
+            for start in window_starts(min, max, 0, interval) {
                 plan.chunks.push(PlannedChunk {
-                    chunk: Chunk::window(key.clone(), start, start + interval),
+                    chunk: window_chunk(key.clone(), start, interval, i64::MAX),
                     rows: 0,
                 });
-                start += interval;
             }
         }
         self.pool.put(client);

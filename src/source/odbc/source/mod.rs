@@ -459,13 +459,14 @@ impl OdbcSource {
                 // Part p holds keys from cut p-1 (the first: from the
                 // lowest) to cut p (the last: to the highest).
                 let (mut conditions, mut params) = (Vec::new(), Vec::new());
-                if part > 0 {
+                let (lower, upper) = crate::plan::part_bounds(&cuts, part);
+                if let Some(v) = lower {
                     conditions.push(format!("{k} >= ?"));
-                    params.push(Param::Text(cuts[part - 1].clone()));
+                    params.push(Param::Text(v.clone()));
                 }
-                if part < cuts.len() {
+                if let Some(v) = upper {
                     conditions.push(format!("{k} < ?"));
-                    params.push(Param::Text(cuts[part].clone()));
+                    params.push(Param::Text(v.clone()));
                 }
                 let filter = match conditions.is_empty() {
                     true => String::new(),
@@ -668,13 +669,11 @@ impl Source for OdbcSource {
                 ) else {
                     continue;
                 };
-                let mut start = crate::plan::align_down(min, interval);
-                while start <= max {
+                for start in crate::plan::window_starts(min, max, 0, interval) {
                     plan.chunks.push(PlannedChunk {
-                        chunk: Chunk::window(key.clone(), start, start + interval),
+                        chunk: crate::plan::window_chunk(key.clone(), start, interval, i64::MAX),
                         rows: 0,
                     });
-                    start += interval;
                 }
             }
             Ok(())

@@ -34,7 +34,7 @@ impl OdbcSource {
             for i in 0..batch.num_rows() {
                 match micros_at(times, i)? {
                     Some(t) if t >= lower && t < upper => {
-                        let start = origin + (t - origin).div_euclid(interval) * interval;
+                        let start = crate::plan::window_start(t, origin, interval);
                         let key = match key {
                             Some(_) => key_at(batch.column(0), i)?,
                             None => None,
@@ -51,7 +51,7 @@ impl OdbcSource {
             chunks: windows
                 .into_iter()
                 .map(|((key, start), rows)| PlannedChunk {
-                    chunk: Chunk::window(key, start, start.saturating_add(interval).min(upper)),
+                    chunk: crate::plan::window_chunk(key, start, interval, upper),
                     rows,
                 })
                 .collect(),
@@ -234,22 +234,13 @@ impl OdbcSource {
         if parts < 2 || keyed as u64 != count {
             return Ok(Vec::new());
         }
-        let per_part = count.div_ceil(parts);
-        let mut cuts: Vec<String> = Vec::new();
-        let mut seen = 0u64;
+        let mut cuts = crate::plan::KeyCuts::new(count.div_ceil(parts));
         self.scan(
             &format!("SELECT {k} FROM {} ORDER BY {k}", self.from),
             |batch| {
                 let keys = batch.column(0);
                 for i in 0..batch.num_rows() {
-                    if seen > 0 && seen % per_part == 0 {
-                        if let Some(v) = key_at(keys, i)? {
-                            if cuts.last() != Some(&v) {
-                                cuts.push(v);
-                            }
-                        }
-                    }
-                    seen += 1;
+                    cuts.add(key_at(keys, i)?);
                 }
                 Ok(())
             },
@@ -260,7 +251,7 @@ impl OdbcSource {
                 self.label()
             ))
         })?;
-        Ok(cuts)
+        Ok(cuts.cuts)
     }
 }
 
