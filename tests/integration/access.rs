@@ -45,7 +45,7 @@ fn column<'a>(batches: &'a [RecordBatch], name: &str) -> Vec<&'a arrow::array::A
 
 #[test]
 fn every_sample_table_reads_whole_with_mdb_counts_and_the_files_keys() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     for file in ["nwind.mdb", "ASampleDatabase.accdb"] {
         let path = fixtures.join("access").join(file);
         let names = table_names(&path).unwrap();
@@ -162,7 +162,7 @@ fn read_everything(path: &Path) -> Result<u64, String> {
 
 #[test]
 fn corrupted_copies_fail_cleanly_and_quickly() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     let original = std::fs::read(fixtures.join("access/nwind.mdb")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A fixed sequence (xorshift), so a failure can be replayed.
@@ -236,7 +236,7 @@ fn tables(url: &str) -> Vec<String> {
 
 #[test]
 fn the_native_route_migrates_the_samples_equal_to_the_mdbtools_route() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     for (name, file, foreign_keys) in [
         ("access_native_nwind", "nwind.mdb", 7),
         ("access_native_asample", "ASampleDatabase.accdb", 0),
@@ -299,25 +299,22 @@ fn the_native_route_migrates_the_samples_equal_to_the_mdbtools_route() {
 /// An Access 2007 file with complex columns (the public Northwind 2007
 /// sample: a multi-value column, attachment and version-history columns):
 /// `ETL_ACCESS_COMPLEX`, else `access/Northwind.accdb` among the shared
-/// samples. The shared samples have no such file yet, so without one the
-/// test says so and does nothing.
-fn complex_sample() -> Option<std::path::PathBuf> {
+/// samples; missing, the test fails.
+fn complex_sample() -> std::path::PathBuf {
     let file = match std::env::var_os("ETL_ACCESS_COMPLEX") {
         Some(f) => std::path::PathBuf::from(f),
-        None => fixtures()?.join("access/Northwind.accdb"),
+        None => fixtures().join("access/Northwind.accdb"),
     };
-    if !file.exists() {
-        eprintln!(
-            "skipped: no Access file with complex columns at {file:?} (set ETL_ACCESS_COMPLEX)"
-        );
-        return None;
-    }
-    Some(file)
+    assert!(
+        file.exists(),
+        "no Access file with complex columns at {file:?}: set ETL_ACCESS_COMPLEX, or ETL_FIXTURES to the shared samples"
+    );
+    file
 }
 
 #[test]
 fn complex_columns_become_child_tables_and_the_files_keys_hold() {
-    let Some(file) = complex_sample() else { return };
+    let file = complex_sample();
     // Given Northwind 2007 migrated through MDBTools
     let odbc = TestDb::new("access_complex_odbc");
     let mdbtools = migrate(&odbc, "access-migration.toml", &file, &["run"]);
@@ -447,7 +444,7 @@ fn complex_columns_become_child_tables_and_the_files_keys_hold() {
 
 #[test]
 fn an_attachment_reads_as_its_name_type_and_whole_inflated_content() {
-    let Some(file) = complex_sample() else { return };
+    let file = complex_sample();
     // Given the attachment column of Access's own resources table (the
     // Office theme of Northwind 2007, stored compressed)
     let mut reader = etl::source::access::open(&file).unwrap();
@@ -529,7 +526,7 @@ fn ole_days(date: &str, day_fraction: f64) -> f64 {
 
 #[test]
 fn dates_before_1900_and_in_9999_load_exact_where_mdbtools_loses_them() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given a copy of nwind.mdb with two birth dates changed in place (each
     // stored double is found once in the file): 1801-03-04 12:00 and
     // 9999-12-31 23:59:59
@@ -597,7 +594,7 @@ fn native_pipeline_with(db: &TestDb, extra: &str) -> String {
 
 #[test]
 fn access_97_text_decodes_in_the_configured_code_page() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given a copy of nwind.mdb (Access 97, code page 1252 in its header)
     // whose "Davolio" is stored as the CP949 bytes of "김철수X" and whose
     // "Fuller" holds two bytes that are not CP949
@@ -687,7 +684,7 @@ fn access_97_text_decodes_in_the_configured_code_page() {
 
 #[test]
 fn casts_read_a_column_as_text_or_as_the_bytes_the_file_stores() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given nwind's employees with a date read as text and a name as bytes
     let db = TestDb::new("access_casts");
     let file = fixtures.join("access/nwind.mdb");

@@ -38,7 +38,7 @@ fn psql_copy(db: &TestDb, like: &str, table: &str, file: &Path, options: &str) {
 
 #[test]
 fn a_cp949_export_loads_exactly_as_psql_copy_loads_it() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given a CP949 file with Korean headers, quoted commas and newlines,
     // quoted empty strings beside unquoted empty fields, codes with
     // leading zeros and values with spaces around them

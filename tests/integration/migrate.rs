@@ -52,7 +52,7 @@ fn access(db: &TestDb, file: &Path, args: &[&str]) -> crate::support::Output {
 
 #[test]
 fn access_samples_migrate_whole_with_mdb_counts_valid_keys_and_sequences() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     for (name, file, foreign_keys) in [
         ("access_nwind", "nwind.mdb", 7),
         ("access_asample", "ASampleDatabase.accdb", 0),
@@ -404,7 +404,7 @@ fn values_over_max_text_bytes_fail_or_are_cut_on_a_character_and_counted() {
 
 #[test]
 fn access_memo_values_over_the_limit_are_cut_row_by_row_and_counted() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given nwind's Employees (Notes is a Memo), loaded whole for reference
     let file = fixtures.join("access/nwind.mdb");
     let db = TestDb::new("access_long");
@@ -657,7 +657,7 @@ fn a_big_table_is_cut_into_key_ranges_read_by_several_processes() {
 
 #[test]
 fn an_access_97_file_is_read_in_the_code_page_named_by_encoding() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given nwind.mdb (Access 97: text in a Windows code page) and a
     // pipeline that names that code page, as a user would
     let file = fixtures.join("access/nwind.mdb");
@@ -773,7 +773,7 @@ fn a_reader_process_that_dies_fails_only_its_range_and_rerun_loads_it() {
 
 #[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
-    let Some(fixtures) = fixtures() else { return };
+    let fixtures = fixtures();
     // Given the known Korean text in a PostgreSQL source read through the
     // ANSI driver as UHC
     let utf8 = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
