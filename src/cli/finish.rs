@@ -16,6 +16,50 @@ pub(super) fn rerun_csv_path(csv: &Path) -> PathBuf {
     csv.with_file_name(format!("{stem}.rerun-{stamp}.csv"))
 }
 
+/// The run's peak connections per server, kept in each PostgreSQL
+/// sink's ledger for `etl status`; a failure to write them is a warning.
+pub(super) fn record_peaks(
+    pipeline: &str,
+    ledgers: &[&crate::pg::Endpoint],
+    retry: (u32, std::time::Duration),
+) {
+    let peaks = crate::pg::peaks();
+    if peaks.is_empty() {
+        return;
+    }
+    let (peaks, limit) = (&peaks, crate::pg::limit());
+    for endpoint in ledgers {
+        let recorded = crate::run::block_on(crate::retry::on_session(
+            endpoint,
+            "etl run",
+            retry,
+            "recording the peak connections failed",
+            |client| async move {
+                crate::sink::ledger::record_connections(&client, pipeline, peaks, limit)
+                    .await
+                    .map_err(crate::error::EtlError::pg(
+                        "recording the peak connections in etl.phase_log",
+                    ))
+            },
+        ));
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "The peak connections are not in the ledger; etl status will not show them.");
+        }
+    }
+}
+
+/// The PostgreSQL sinks' endpoints: where a pipeline's ledgers are.
+pub(super) fn ledgers(pipeline: &crate::config::ValidatedPipeline) -> Vec<&crate::pg::Endpoint> {
+    pipeline
+        .sinks
+        .iter()
+        .filter_map(|s| match s {
+            crate::config::ValidatedSink::Postgres(p) => Some(&p.endpoint),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `[[checks]]` on every PostgreSQL sink, printed; `ChecksFailed` when
 /// any failed, else `outcome`.
 pub(super) fn checks(

@@ -45,6 +45,11 @@ pub(super) fn run(
     let m = Migration::discover(pipeline)?;
     let report = m.run(None, restart, workers)?;
     out_raw!("{}", crate::migrate::render(&m, &report));
+    super::finish::record_peaks(
+        &pipeline.name,
+        &super::finish::ledgers(pipeline),
+        (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+    );
     let outcome = end(path, &report, &pipeline.chunks.failed_csv, None)?;
     if matches!(outcome, Outcome::Interrupted) {
         return Ok(outcome);
@@ -82,6 +87,11 @@ pub(super) fn rerun(
     let m = Migration::discover(pipeline)?;
     let report = m.run(Some(chunks), true, None)?;
     out_raw!("{}", crate::migrate::render(&m, &report));
+    super::finish::record_peaks(
+        &pipeline.name,
+        &super::finish::ledgers(pipeline),
+        (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+    );
     end(path, &report, &rerun_csv_path(csv), Some(csv))
 }
 

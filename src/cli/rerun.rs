@@ -69,6 +69,14 @@ pub(super) fn rerun(
     };
     let report = runner.run(chunks, &options)?;
     out_raw!("{}", render(&runner.pipeline.name, &report));
+    super::finish::record_peaks(
+        &runner.pipeline.name,
+        &super::finish::ledgers(&runner.pipeline),
+        (
+            runner.pipeline.chunks.retries,
+            runner.pipeline.chunks.retry_backoff,
+        ),
+    );
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))
 }

@@ -216,6 +216,14 @@ fn backfill(
     let mut report = runner.run(chunks, &options)?;
     report.chunks_skipped = done.len();
     out_raw!("{}", render(&runner.pipeline.name, &report));
+    super::finish::record_peaks(
+        &runner.pipeline.name,
+        &super::finish::ledgers(&runner.pipeline),
+        (
+            runner.pipeline.chunks.retries,
+            runner.pipeline.chunks.retry_backoff,
+        ),
+    );
     if plan.rows_outside > 0 && cutoff.is_none() {
         out!(
             "  not loaded   {} rows outside the chunk range or with a NULL time",

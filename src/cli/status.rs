@@ -106,6 +106,18 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
         Some(c) => out!("  cutoff {c}: backfill below it, follow mode from it on"),
         None => out!("  no cutoff: follow mode has not run"),
     }
+    if let Some(last) = l.connections.first() {
+        let each: Vec<String> = l
+            .connections
+            .iter()
+            .map(|c| format!("{} {}", c.endpoint, c.peak))
+            .collect();
+        out!(
+            "  connections  last run (ended {} UTC): {}",
+            last.at,
+            each.join(", ")
+        );
+    }
     if l.chunks.is_empty() {
         out!("  no chunk recorded yet: etl run has not started on this target");
         return Ok(());

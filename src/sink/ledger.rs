@@ -400,6 +400,64 @@ pub async fn phase_statement(
         .and_then(|r| r.get(0)))
 }
 
+/// A run's peak connections per server, replacing the last run's (phase
+/// `connections` of `etl.phase_log`: the endpoint, and `peak N of at
+/// most M`), for `etl status`.
+pub async fn record_connections(
+    client: &Client,
+    pipeline: &str,
+    peaks: &[(String, usize)],
+    limit: usize,
+) -> Result<(), tokio_postgres::Error> {
+    let endpoints: Vec<&str> = peaks.iter().map(|(e, _)| e.as_str()).collect();
+    let said: Vec<String> = peaks
+        .iter()
+        .map(|(_, n)| format!("peak {n} of at most {limit}"))
+        .collect();
+    client
+        .execute(
+            "WITH gone AS (DELETE FROM etl.phase_log WHERE pipeline = $1 AND phase = 'connections') \
+             INSERT INTO etl.phase_log (pipeline, phase, item, status, statement) \
+             SELECT $1, 'connections', e, 'done', s FROM unnest($2::text[], $3::text[]) AS x(e, s) \
+             ON CONFLICT (pipeline, phase, item) DO UPDATE SET statement = EXCLUDED.statement, finished_at = now()",
+            &[&pipeline, &endpoints, &said],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The last run's peak connections: (endpoint, `peak N of at most M`,
+/// when it ended).
+pub async fn connections(
+    client: &Client,
+    pipeline: &str,
+) -> Result<Vec<ConnectionPeak>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT item, coalesce(statement, ''), to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
+             FROM etl.phase_log WHERE pipeline = $1 AND phase = 'connections' ORDER BY item",
+            &[&pipeline],
+        )
+        .await?
+        .iter()
+        .map(|r| ConnectionPeak {
+            endpoint: r.get(0),
+            peak: r.get(1),
+            at: r.get(2),
+        })
+        .collect())
+}
+
+/// The most connections a run held to one server.
+#[derive(Debug, serde::Serialize)]
+pub struct ConnectionPeak {
+    pub endpoint: String,
+    /// `peak N of at most M`.
+    pub peak: String,
+    /// When the run recorded it (UTC).
+    pub at: String,
+}
+
 /// One recorded step of a migration's phases.
 #[derive(Debug, serde::Serialize)]
 pub struct PhaseStep {
@@ -423,7 +481,7 @@ pub async fn phases(
     }
     Ok(client
         .query(
-            "SELECT phase, item, status, error FROM etl.phase_log WHERE pipeline = $1 \
+            "SELECT phase, item, status, error FROM etl.phase_log WHERE pipeline = $1 AND phase <> 'connections' \
              ORDER BY array_position(ARRAY['discover', 'create', 'constraints', 'sequences', 'verify'], phase), finished_at, item",
             &[&pipeline],
         )

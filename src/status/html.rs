@@ -92,6 +92,17 @@ fn section(h: &mut String, l: &LedgerStatus) {
             None => "No cutoff.".into(),
         }
     );
+    if !l.connections.is_empty() {
+        let each: Vec<String> = l
+            .connections
+            .iter()
+            .map(|c| format!("{} {}", escape(&c.endpoint), escape(&c.peak)))
+            .collect();
+        h.push_str(&format!(
+            "<p>Connections of the last run: {}.</p>\n",
+            each.join(", ")
+        ));
+    }
     if l.chunks.is_empty() {
         h.push_str("<p>No chunk recorded yet.</p>\n");
         return;

@@ -24,6 +24,8 @@ pub struct LedgerStatus {
     pub total: KeyStatus,
     pub tables: Vec<TableSize>,
     pub phases: Vec<PhaseStep>,
+    /// The last run's peak connections per server.
+    pub connections: Vec<ledger::ConnectionPeak>,
 }
 
 /// Chunk counts and pace of one key.
@@ -75,6 +77,7 @@ pub async fn read(
         },
         tables: Vec::new(),
         phases: Vec::new(),
+        connections: Vec::new(),
     };
     if !ledger::exists(client)
         .await
@@ -93,6 +96,9 @@ pub async fn read(
         .map_err(EtlError::pg(context.clone()))?
         .map(crate::time::format_timestamp);
     let phases = ledger::phases(client, pipeline)
+        .await
+        .map_err(EtlError::pg(context.clone()))?;
+    let connections = ledger::connections(client, pipeline)
         .await
         .map_err(EtlError::pg(context.clone()))?;
     let tables = sizes(client, &chunks)
@@ -124,6 +130,7 @@ pub async fn read(
         total,
         tables,
         phases,
+        connections,
     })
 }
 

@@ -86,6 +86,17 @@ fn a_thousand_tables_move_through_a_server_of_thirty_connections() {
         "no peak connections in the summary: {out:?}"
     );
     assert!(peaks.iter().all(|&p| p <= 10), "{peaks:?} {out:?}");
+    // and etl status shows the run's peaks, from the ledger
+    let status = db.etl(&["status", &p]);
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("connections  last run"))
+        .unwrap_or_else(|| panic!("no connections line: {status:?}"));
+    for db_name in ["many_src peak ", "many_dst peak "] {
+        assert!(line.contains(db_name), "{line}");
+    }
+    assert!(line.contains(" of at most 10"), "{line}");
     assert_eq!(
         psql(
             &db.dst,
