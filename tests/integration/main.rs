@@ -20,6 +20,7 @@ mod pg_database;
 mod phase_faults;
 mod pivot;
 mod pivot_stages;
+mod processes;
 mod resume;
 mod schema;
 mod status;

@@ -197,8 +197,24 @@ impl Migration {
             objects = dump.entries.len(),
             "Creating the source's schemas, types, functions and tables (pg_dump --section=pre-data)."
         );
+        // Several processes may share the plan and start together: one
+        // applies the section, the others wait for it here and find it done.
+        let lock = format!("etl pre-data {}", self.pipeline);
         let applied = async {
             client.batch_execute("BEGIN").await?;
+            client
+                .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
+                .await?;
+            let done = client
+                .query_opt(
+                    "SELECT 1 FROM etl.phase_log WHERE pipeline = $1 AND phase = 'pre-data' AND item = $2 AND status = 'done'",
+                    &[&self.pipeline, &PRE_DATA_ITEM],
+                )
+                .await?;
+            if done.is_some() {
+                tracing::info!("The pre-data objects were created by another process sharing the plan.");
+                return client.batch_execute("COMMIT").await;
+            }
             client.batch_execute(&script).await?;
             // pg_dump's preamble empties search_path for the session.
             client.batch_execute("RESET search_path").await?;
@@ -219,6 +235,10 @@ impl Migration {
                 "creating the source's objects on {} (pg_dump --section=pre-data, in one transaction: nothing was created)",
                 self.sink.endpoint
             ))(e);
+            if e.is_transient() {
+                // Tried again by the caller.
+                return Err(e);
+            }
             return Err(EtlError::Schema(format!(
                 "{e}\n  the target must not have these objects yet: use an empty database, or create them yourself and set create_table = false in [[sinks]]"
             )));
