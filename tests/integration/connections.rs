@@ -163,3 +163,48 @@ fn two_processes_on_one_plan_empty_nothing_the_other_committed() {
         "16 of 16"
     );
 }
+
+#[test]
+fn rows_inserted_while_the_run_reads_land_in_the_ranges_not_read_yet() {
+    // Given a table of even keys cut into ten ranges, one worker
+    let db = TestDb::new("inserts_while_read");
+    psql(
+        &db.src,
+        "CREATE TABLE big (id int8 PRIMARY KEY, v text); \
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(2, 200000, 2) g;",
+    );
+    let text = std::fs::read_to_string(repo().join("pipelines/postgres-database.toml"))
+        .unwrap()
+        .replace("range_rows = 1000000", "range_rows = 10000")
+        .replace("workers = 2", "workers = 1");
+    let p = db.pipeline("inserts.toml", &text);
+    let p = p.to_str().unwrap();
+
+    // When, as the first range is being written, the source gets rows in a
+    // range not read yet and rows past the key's MAX at planning
+    let resume = db.dir.path().join("resume");
+    let (child, lines) = spawn_etl(
+        &db,
+        &["run", p],
+        &[
+            ("ETL_TEST_PAUSE_AT", "write:1"),
+            ("ETL_TEST_RESUME_FILE", resume.to_str().unwrap()),
+        ],
+    );
+    crate::support::wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    psql(
+        &db.src,
+        "INSERT INTO big SELECT g, 'added ' || g FROM generate_series(150001, 150999, 2) g; \
+         INSERT INTO big SELECT g, 'past max ' || g FROM generate_series(200001, 201000) g;",
+    );
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+
+    // Then the run ends 0 and the target holds every row, the added ones
+    // included, once
+    assert!(out.status.success(), "{out:?}");
+    let sql = "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM big";
+    let source = psql(&db.src, sql);
+    assert!(source.starts_with("101500 101500 "), "{source}");
+    assert_eq!(psql(&db.dst, sql), source);
+}

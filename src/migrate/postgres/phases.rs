@@ -212,7 +212,9 @@ impl Migration {
                 )
                 .await?;
             if done.is_some() {
-                tracing::info!("The pre-data objects were created by another process sharing the plan.");
+                tracing::info!(
+                    "The pre-data objects were created by another process sharing the plan."
+                );
                 return client.batch_execute("COMMIT").await;
             }
             client.batch_execute(&script).await?;
