@@ -554,35 +554,42 @@ impl Migration {
 /// where it exists, and marks its chunks in the ledger as not loaded;
 /// unless another process sharing the plan has a chunk of it in flight
 /// (claimed by a live session) or done since `planned_at` (this run's
-/// reading of the ledger). Decided under a lock on the table that waits
-/// for chunks in flight to commit (SHARE, or TRUNCATE's own ACCESS
-/// EXCLUSIVE), so nothing another
-/// process committed is emptied (issue 30); its ranges then replace their
-/// own rows instead.
+/// reading of the ledger). Checked at once, then decided again under a
+/// lock on the table (SHARE, or TRUNCATE's own ACCESS EXCLUSIVE) that
+/// waits for writers in flight, so nothing another process committed is
+/// emptied (issue 30) and no process waits behind another's chunk; its
+/// ranges then replace their own rows instead.
 fn empty_sql(target: &str, how: &str, planned_at: &str) -> String {
-    format!(
-        "DO $$ BEGIN \
-         IF to_regclass({t}) IS NULL THEN RETURN; END IF; \
-         LOCK TABLE {target} IN {mode} MODE; \
-         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+    let t = crate::sql::literal(target);
+    let busy = format!(
+        "IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
            IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
               (l.status = 'done' AND l.finished_at >= {at}::timestamptz) \
               OR (l.status = 'running' AND l.claimed_pid IS NOT NULL AND l.claimed_pid <> pg_backend_pid() \
                   AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.claimed_pid)))) THEN \
              RAISE LOG 'etl: another process loads %; not emptied', {t}; RETURN; \
            END IF; \
-         END IF; \
+         END IF;",
+        at = crate::sql::literal(planned_at),
+    );
+    // TRUNCATE locks it whole anyway; DELETE needs only to wait for
+    // writers in flight (SHARE), letting readers be.
+    let mode = match how.starts_with("TRUNCATE") {
+        true => "ACCESS EXCLUSIVE",
+        false => "SHARE",
+    };
+    // Checked first without the lock (a chunk in flight holds a live
+    // claim, committed before its data: no wait behind it), then again
+    // under it (a chunk claimed in between).
+    format!(
+        "DO $$ BEGIN \
+         IF to_regclass({t}) IS NULL THEN RETURN; END IF; \
+         {busy} \
+         LOCK TABLE {target} IN {mode} MODE; \
+         {busy} \
          {how} {target}; \
          IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
-        t = crate::sql::literal(target),
-        at = crate::sql::literal(planned_at),
-        // TRUNCATE locks it whole anyway; DELETE needs only to wait for
-        // writers in flight (SHARE), letting readers be.
-        mode = match how.starts_with("TRUNCATE") {
-            true => "ACCESS EXCLUSIVE",
-            false => "SHARE",
-        }
+           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$"
     )
 }
 
@@ -594,10 +601,9 @@ mod tests {
         let lock = sql
             .find("LOCK TABLE \"s\".\"t\" IN ACCESS EXCLUSIVE MODE")
             .unwrap();
-        let check = sql
-            .find("l.finished_at >= '2026-01-01 00:00:00+00'")
-            .unwrap();
+        let check = "l.finished_at >= '2026-01-01 00:00:00+00'";
+        let (before, after) = (sql.find(check).unwrap(), sql.rfind(check).unwrap());
         let empty = sql.find("TRUNCATE ONLY \"s\".\"t\"").unwrap();
-        assert!(lock < check && check < empty, "{sql}");
+        assert!(before < lock && lock < after && after < empty, "{sql}");
     }
 }

@@ -13,6 +13,7 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 static POST_DATA: AtomicU64 = AtomicU64::new(0);
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 static SESSIONS: AtomicU64 = AtomicU64::new(0);
+static SCHEMA_COMMITS: AtomicU64 = AtomicU64::new(0);
 static PHASE: std::sync::Mutex<&str> = std::sync::Mutex::new("");
 
 /// Read only where the `test-hooks` feature is on (the tests turn it
@@ -93,6 +94,16 @@ pub fn on_session() {
             && SESSIONS.fetch_add(1, Ordering::SeqCst) + 1 == *n
         {
             park(&format!("session in {phase}"));
+        }
+    }
+}
+
+/// `schema-commit:N`: inside the N-th transactional statement of `etl
+/// schema apply`, the statement run, before its COMMIT.
+pub fn before_schema_commit() {
+    if let Some((what, n, _)) = at() {
+        if what == "schema-commit" && SCHEMA_COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            park("schema-commit");
         }
     }
 }

@@ -351,6 +351,7 @@ async fn try_step(
             .await?;
         *lost.lock().expect("never held across a panic") = Some((row.get(0), row.get(1)));
         client.batch_execute(&step.sql).await?;
+        crate::run::pause::before_schema_commit();
         client.batch_execute("COMMIT").await
     };
     match run.await {

@@ -131,11 +131,12 @@ fn two_processes_on_one_plan_empty_nothing_the_other_committed() {
     ];
     let (first, first_lines) = spawn_etl(&db, &["run", p], &pause);
     crate::support::wait_for_line(&first_lines, "ETL_TEST_PAUSE_AT: paused");
+    // (the first goes on once the second has ended: it holds its range
+    // until then, so the second ends while the first still loads)
     let (second, _) = spawn_etl(&db, &["run", p], &[]);
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let second = second.wait_with_output().unwrap();
     std::fs::write(&resume, "").unwrap();
     let first = first.wait_with_output().unwrap();
-    let second = second.wait_with_output().unwrap();
 
     // Then both end cleanly and every row is there exactly once; the
     // second, done while the first still loaded, says so, and the first,

@@ -237,3 +237,63 @@ fn chunks_lost_from_the_ledger_are_loaded_not_skipped() {
     assert!(out.stderr.contains("registered again"), "{out:?}");
     assert_copied(&db);
 }
+
+#[test]
+fn a_schema_apply_whose_session_is_lost_mid_statement_runs_it_once() {
+    // Given two databases whose schemas differ
+    let db = TestDb::new("phase_schema_apply");
+    crate::schema::build(&db, 2_000);
+    psql(&db.dst, "UPDATE big SET note = '' WHERE note IS NULL");
+    let planned = crate::schema::statements(
+        &db.etl(&["schema", "plan", &db.src, &db.dst, "--grants", "--policies"])
+            .stdout,
+    );
+    assert!(planned.len() > 3, "{planned:?}");
+
+    // When the session of the first transactional statement is ended
+    // after the statement ran, before its COMMIT
+    let apply = [
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--grants",
+        "--policies",
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ];
+    let go = db.dir.path().join("go-schema");
+    let (child, lines) = spawn_etl(
+        &db,
+        &apply,
+        &[
+            ("ETL_TEST_PAUSE_AT", "schema-commit:1"),
+            ("ETL_TEST_RESUME_FILE", go.to_str().unwrap()),
+        ],
+    );
+    let mut seen = wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    assert_ne!(end_etl_sessions(&db), 0, "etl held no session");
+    std::fs::write(&go, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    seen.extend(lines.iter());
+    let stderr = seen.join("\n");
+
+    // Then the statement is found not committed and run again on a new
+    // session, the apply ends 0 with the target matching, and the history
+    // holds each planned statement once
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("Transient failure; statement [") && stderr.contains("will be tried again"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.etl(&["schema", "diff", &db.src, &db.dst, "--grants", "--policies"])
+            .code,
+        0
+    );
+    let ran = crate::schema::statements(
+        &std::fs::read_to_string(&crate::schema::history(&db, "migrate")[0]).unwrap(),
+    );
+    assert_eq!(ran, planned);
+}

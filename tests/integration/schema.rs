@@ -8,7 +8,7 @@ use crate::support::{
     hold_lock, hold_open, psql, psql_file, repo, spawn_etl, wait_for_line, TestDb,
 };
 
-fn build(db: &TestDb, big_rows: u32) {
+pub(crate) fn build(db: &TestDb, big_rows: u32) {
     let sql = repo().join("fixtures/sql");
     let rows = big_rows.to_string();
     for url in [&db.src, &db.dst] {
@@ -33,7 +33,7 @@ fn schema_dump(url: &str) -> String {
 }
 
 /// The statements of a plan or history file (comments left out).
-fn statements(text: &str) -> Vec<String> {
+pub(crate) fn statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -50,7 +50,7 @@ fn statements(text: &str) -> Vec<String> {
     out
 }
 
-fn history(db: &TestDb, kind: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn history(db: &TestDb, kind: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(db.dir.path().join("history"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
