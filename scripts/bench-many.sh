@@ -30,7 +30,7 @@ base=${url%/postgres}
 
 psql -X -q "$url" -c "CREATE DATABASE src"
 echo "bench-many: generating $tables tables..." >&2
-psql -X -q -v ON_ERROR_STOP=1 "$base/src" <<SQL
+psql -X -q -v ON_ERROR_STOP=1 "$base/src" >/dev/null <<SQL
 DO \$\$ BEGIN
   FOR i IN 1..$tables LOOP
     EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, parent int %s, v text)', i,

@@ -112,6 +112,26 @@ impl EtlError {
         }
     }
 
+    /// Whether the session itself was lost (the connection broke, the
+    /// server ended it or went down, a new one could not be made): the
+    /// step must be tried again on a new session. Unlike
+    /// [`EtlError::is_transient`], a lock timeout or deadlock is not: the
+    /// session is fine, and a phase reports such a step and goes on.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            EtlError::Connect(_) => true,
+            EtlError::Postgres { source, .. } => match source.code() {
+                Some(code) => {
+                    let c = code.code();
+                    c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                }
+                None => self.is_transient(),
+            },
+            EtlError::Retried { last, .. } => last.is_connection_lost(),
+            _ => false,
+        }
+    }
+
     /// An ODBC error, its SQLSTATE kept.
     pub fn odbc(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
         let context = context.into();

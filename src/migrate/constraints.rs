@@ -194,7 +194,7 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("adding the {what}"))(e);
-                    if e.is_transient() {
+                    if e.is_connection_lost() {
                         // The phase is tried again; this one is looked for first.
                         return Err(e);
                     }

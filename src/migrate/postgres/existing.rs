@@ -411,7 +411,7 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("enabling trigger {item}"))(e);
-                    if e.is_transient() {
+                    if e.is_connection_lost() {
                         return Err(e);
                     }
                     finish.problems.push(format!("{e}; statement: {on}"));
@@ -515,7 +515,7 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("adding back foreign key {item}"))(e);
-                    if e.is_transient() {
+                    if e.is_connection_lost() {
                         // Tried again: a key added already is only validated.
                         return Err(e);
                     }

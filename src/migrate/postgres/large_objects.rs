@@ -80,7 +80,7 @@ impl Migration {
                     copied += 1;
                     bytes += n;
                 }
-                Err(e) if e.is_transient() => return Err(e),
+                Err(e) if e.is_connection_lost() => return Err(e),
                 Err(e) => {
                     let _ = client.batch_execute("ROLLBACK").await;
                     tracing::error!(oid, error = %e, "A large object could not be copied.");

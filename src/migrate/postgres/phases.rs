@@ -385,7 +385,7 @@ impl Migration {
                 }
                 Err(e) => {
                     let e = EtlError::pg(format!("refreshing {view}"))(e);
-                    if e.is_transient() {
+                    if e.is_connection_lost() {
                         return Err(e);
                     }
                     self.record(client, "post-data", &item, &sql, Some(&e.to_string()))
@@ -425,11 +425,25 @@ impl Migration {
         e: &Entry,
     ) -> Result<Result<(), String>, EtlError> {
         let mut again = false;
-        self.step(&format!("adding {} failed", e.item()), || {
-            let retry = std::mem::replace(&mut again, true);
-            self.try_entry(idle, preamble, e, retry)
-        })
-        .await
+        let tried = self
+            .step(&format!("adding {} failed", e.item()), || {
+                let retry = std::mem::replace(&mut again, true);
+                self.try_entry(idle, preamble, e, retry)
+            })
+            .await;
+        match tried {
+            // Still busy (a lock timeout every try): reported like a
+            // refusal, and the other entries go on.
+            Err(err) if !err.is_connection_lost() => {
+                let item = e.item();
+                tracing::error!(error = %err, "A post-data object could not be added.");
+                let client = self.client().await?;
+                self.record(&client, "post-data", &item, &e.sql, Some(&err.to_string()))
+                    .await?;
+                Ok(Err(format!("{err}; statement: {}", e.sql)))
+            }
+            other => other,
+        }
     }
 
     async fn try_entry(
