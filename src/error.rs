@@ -69,20 +69,14 @@ impl EtlError {
     pub fn is_transient(&self) -> bool {
         match self {
             EtlError::Connect(_) => true,
-            EtlError::Postgres { source, .. } => match source.code() {
-                Some(code) => {
-                    let c = code.code();
-                    c.starts_with("08") // connection exception
-                        || c.starts_with("57P") // admin/crash shutdown, cannot connect now
-                        || matches!(c, "40001" | "40P01" | "55P03" | "53300")
-                }
-                // No SQLSTATE: the client lost the connection (I/O, closed).
-                None => {
-                    source.is_closed()
-                        || std::error::Error::source(source)
-                            .is_some_and(|e| e.is::<std::io::Error>())
-                }
-            },
+            // A lost session, or a serialization failure, deadlock or lock
+            // timeout on a session that is fine.
+            EtlError::Postgres { source, .. } => {
+                self.is_connection_lost()
+                    || source
+                        .code()
+                        .is_some_and(|c| matches!(c.code(), "40001" | "40P01" | "55P03"))
+            }
             // The driver lost its connection or timed out, or the source
             // database chose this statement as a deadlock or
             // serialization victim.
@@ -123,9 +117,16 @@ impl EtlError {
             EtlError::Postgres { source, .. } => match source.code() {
                 Some(code) => {
                     let c = code.code();
-                    c.starts_with("08") || c.starts_with("57P") || c == "53300"
+                    c.starts_with("08") // connection exception
+                        || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                        || c == "53300" // too many clients
                 }
-                None => self.is_transient(),
+                // No SQLSTATE: the client lost the connection (I/O, closed).
+                None => {
+                    source.is_closed()
+                        || std::error::Error::source(source)
+                            .is_some_and(|e| e.is::<std::io::Error>())
+                }
             },
             EtlError::Retried { last, .. } => last.is_connection_lost(),
             _ => false,

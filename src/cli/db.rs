@@ -95,17 +95,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
                 }
             }
             loop {
-                let list = crate::run::block_on(crate::retry::on_session(
-                    &target.endpoint,
-                    "etl db sessions",
-                    crate::retry::COMMAND,
-                    "listing the sessions failed",
-                    |client| async move {
-                        sessions::list(&client, locks)
-                            .await
-                            .map_err(crate::error::EtlError::pg("listing the sessions"))
-                    },
-                ))?;
+                let list = list_sessions(&target.endpoint, "etl db sessions", locks)?;
                 if watch.is_some() && std::io::stdout().is_terminal() {
                     out_raw!("\x1b[2J\x1b[H");
                 }
@@ -130,17 +120,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             yes,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            let all = crate::run::block_on(crate::retry::on_session(
-                &target.endpoint,
-                "etl db kill",
-                crate::retry::COMMAND,
-                "listing the sessions failed",
-                |client| async move {
-                    sessions::list(&client, false)
-                        .await
-                        .map_err(crate::error::EtlError::pg("listing the sessions"))
-                },
-            ))?;
+            let all = list_sessions(&target.endpoint, "etl db kill", false)?;
             let callers = sessions::caller_ports();
             let (chosen, spared): (Vec<&Session>, Vec<&Session>) = all
                 .iter()
@@ -299,4 +279,24 @@ fn show(name: &str, list: &[Session], locks: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The server's sessions (with the locks they hold and wait for, when
+/// `locks`), read on a session of the pool through the retry helper.
+fn list_sessions(
+    endpoint: &crate::pg::Endpoint,
+    application: &str,
+    locks: bool,
+) -> Result<Vec<Session>, crate::error::EtlError> {
+    crate::run::block_on(crate::retry::on_session(
+        endpoint,
+        application,
+        crate::retry::COMMAND,
+        "listing the sessions failed",
+        |client| async move {
+            sessions::list(&client, locks)
+                .await
+                .map_err(crate::error::EtlError::pg("listing the sessions"))
+        },
+    ))
 }
