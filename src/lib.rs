@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+pub(crate) mod hooks;
 pub mod logging;
 pub mod migrate;
 pub mod pg;

@@ -154,7 +154,7 @@ fn backfill(
     }
     // A table with an index on (key, time) is planned by index: no scan of
     // the whole table before the first chunk. `etl plan` still counts rows.
-    crate::run::pause::phase("plan");
+    crate::hooks::phase("plan");
     let (plan, counted) = match runner.plan_by_index(&chunking)? {
         Some(plan) => {
             tracing::info!(

@@ -148,7 +148,7 @@ impl Migration {
     /// `etl.phase_log` with its statement (and error), which `etl status`
     /// shows.
     pub async fn finish(&self) -> Result<Finish, EtlError> {
-        crate::run::pause::phase("post-data");
+        crate::hooks::phase("post-data");
         let client = self.client().await?;
         let mut finish = Finish::default();
         // One process finishes at a time (several may share the plan and
@@ -205,7 +205,7 @@ impl Migration {
                 }
             }
         }
-        crate::run::pause::phase("sequences");
+        crate::hooks::phase("sequences");
         for (column, sql) in self.sequence_sql() {
             let next: Option<i64> = client
                 .query_opt(&sql, &[])
@@ -224,7 +224,7 @@ impl Migration {
                 ),
             }
         }
-        crate::run::pause::phase("verify");
+        crate::hooks::phase("verify");
         finish.checks = self.checks(&client, false).await?;
         for (table, equal) in &finish.checks.checksums {
             let differs = (!equal).then_some("checksum differs from the source's");

@@ -271,7 +271,7 @@ impl Migration {
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
-        crate::run::pause::phase("plan");
+        crate::hooks::phase("plan");
         // The target's clock before the ledger is read: a chunk done after
         // it was done by another process sharing the plan.
         let planned_at = self.server_now()?;
@@ -324,7 +324,7 @@ impl Migration {
         // tables with foreign keys: parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
-            crate::run::pause::phase("pre-data");
+            crate::hooks::phase("pre-data");
             levels = block_on(self.step("the pre-data phase failed", || async {
                 let client = self.client().await?;
                 self.pre_data(&client).await?;
@@ -542,7 +542,7 @@ impl Migration {
 
     /// `etl verify` for a migration: the checks alone.
     pub fn verify(&self) -> Result<Checks, EtlError> {
-        crate::run::pause::phase("verify");
+        crate::hooks::phase("verify");
         block_on(self.step("verifying failed", || async {
             let client = self.client().await?;
             self.checks(&client, true).await

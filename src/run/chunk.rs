@@ -229,7 +229,7 @@ pub(super) async fn run_chunk(
     for w in writers {
         bytes += w.commit().await?.bytes;
     }
-    pause::after_commit(chunk.key.as_deref());
+    crate::hooks::after_commit(chunk.key.as_deref());
     let notes = notes
         .lock()
         .expect("no panic while holding the lock")

@@ -8,7 +8,6 @@
 
 mod chunk;
 pub mod failed_csv;
-pub(crate) mod pause;
 pub mod summary;
 
 use chunk::{add_counts, run_chunk};
@@ -246,7 +245,7 @@ impl Runner {
                     .into(),
             ));
         }
-        pause::phase("verify");
+        crate::hooks::phase("verify");
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
         let pool = worker_pool(
@@ -360,7 +359,7 @@ pub fn run_jobs(
     options: &RunOptions,
 ) -> Result<RunReport, EtlError> {
     let started = Instant::now();
-    pause::phase("create");
+    crate::hooks::phase("create");
     for (runner, chunks) in groups {
         if chunks.is_empty() {
             continue;
@@ -463,7 +462,7 @@ pub fn run_jobs(
         }
     });
     };
-    pause::phase("data");
+    crate::hooks::phase("data");
     round(&jobs, false);
     if !STOP.load(Ordering::SeqCst) {
         let failed_now: HashSet<Chunk> = failed
@@ -505,7 +504,7 @@ pub fn run_jobs(
         .into_inner()
         .expect("no panic while holding the lock");
     if !options.skip_analyze {
-        pause::phase("analyze");
+        crate::hooks::phase("analyze");
         let failed: HashSet<&Chunk> = failed.iter().map(|f| &f.chunk).collect();
         for (runner, chunks) in groups {
             let written: Vec<Chunk> = chunks

@@ -163,7 +163,7 @@ pub async fn apply(
                     report.applied.push(step.n);
                     reasons.remove(&step.n);
                     tracing::info!(n = step.n, rule = step.rule, risk = %step.risk, seconds = format!("{:.2}", took.as_secs_f64()), "Applied.");
-                    crate::run::pause::after_statement();
+                    crate::hooks::after_statement();
                 }
                 Err(Outcome::Blocked(why)) => {
                     tracing::warn!(n = step.n, rule = step.rule, "Skipped for now: {why}");
@@ -351,7 +351,7 @@ async fn try_step(
             .await?;
         *lost.lock().expect("never held across a panic") = Some((row.get(0), row.get(1)));
         client.batch_execute(&step.sql).await?;
-        crate::run::pause::before_schema_commit();
+        crate::hooks::before_schema_commit();
         client.batch_execute("COMMIT").await
     };
     match run.await {

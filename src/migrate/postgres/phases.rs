@@ -334,7 +334,7 @@ impl Migration {
         // Into existing tables too: a data-only restore fills them.
         let done = dump::done_items(client, &self.pipeline, "post-data").await?;
         self.refresh_views(client, &done, finish).await?;
-        crate::run::pause::phase("sequences");
+        crate::hooks::phase("sequences");
         self.set_sequences(client, finish).await?;
         self.copy_large_objects(client, finish).await
     }
@@ -482,7 +482,7 @@ impl Migration {
             client.batch_execute(preamble).await?;
             client.batch_execute("BEGIN").await?;
             client.batch_execute(&e.sql).await?;
-            crate::run::pause::in_post_data();
+            crate::hooks::in_post_data();
             client.batch_execute("RESET search_path").await?;
             crate::sink::ledger::record_phase(
                 &client,

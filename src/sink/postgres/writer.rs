@@ -50,7 +50,7 @@ impl PostgresChunkWriter {
             return Err(EtlError::pg(self.context("sending rows"))(e));
         }
         if first {
-            crate::run::pause::after_first_send();
+            crate::hooks::after_first_send();
         }
         Ok(())
     }

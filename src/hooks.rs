@@ -1,9 +1,15 @@
 //! Test-only fault injection (feature `test-hooks`, on in test builds
-//! only), for the kill -9 tests: `ETL_TEST_PAUSE_AT`
-//! = `commit:N` parks the worker right after the N-th chunk commit
-//! (`commit:N:KEY`: of chunks of that key), `write:N` once the N-th
-//! chunk's first rows have reached the target (mid-COPY, uncommitted), so
-//! a test can kill the process at a known moment. Unset in normal use.
+//! only): `ETL_TEST_PAUSE_AT` parks etl at a known moment, so a test can
+//! kill the process, end its sessions or restart the server there, then
+//! let it go on (`ETL_TEST_RESUME_FILE`). `commit:N` parks the worker right
+//! after the N-th chunk commit (`commit:N:KEY`: of chunks of that key),
+//! `write:N` once the N-th chunk's first rows have reached the target
+//! (mid-COPY, uncommitted), `post-data:N` inside the N-th post-data
+//! entry's transaction, `schema-apply:N` after the N-th statement of `etl
+//! schema apply`, `schema-commit:N` before the N-th one's COMMIT, and
+//! `session:N:PHASE` as the pool hands out its N-th session in a phase.
+//! Unset in normal use. Kept at the bottom of the crate (the pool calls
+//! it), so nothing below `run` depends on `run`.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
