@@ -64,21 +64,13 @@ pub fn after_commit(key: Option<&str>) {
 /// Inside a post-data entry's transaction, its statement run, before
 /// its commit.
 pub fn in_post_data() {
-    if let Some((what, n, _)) = at() {
-        if what == "post-data" && POST_DATA.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            park("post-data");
-        }
-    }
+    nth("post-data", &POST_DATA);
 }
 
 /// `schema-apply:N`: after the N-th statement of `etl schema apply`
 /// ran and was written to the history.
 pub fn after_statement() {
-    if let Some((what, n, _)) = at() {
-        if what == "schema-apply" && STATEMENTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            park("schema-apply");
-        }
-    }
+    nth("schema-apply", &STATEMENTS);
 }
 
 /// Marks the phase the process is in (for `session:N:PHASE`): a
@@ -107,17 +99,18 @@ pub fn on_session() {
 /// `schema-commit:N`: inside the N-th transactional statement of `etl
 /// schema apply`, the statement run, before its COMMIT.
 pub fn before_schema_commit() {
-    if let Some((what, n, _)) = at() {
-        if what == "schema-commit" && SCHEMA_COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            park("schema-commit");
-        }
-    }
+    nth("schema-commit", &SCHEMA_COMMITS);
 }
 
 pub fn after_first_send() {
+    nth("write", &STARTS);
+}
+
+/// `hook:N`: parks the N-th time this hook is reached, `seen` counting.
+fn nth(hook: &str, seen: &AtomicU64) {
     if let Some((what, n, _)) = at() {
-        if what == "write" && STARTS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            park("write");
+        if what == hook && seen.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            park(hook);
         }
     }
 }

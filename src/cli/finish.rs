@@ -74,11 +74,7 @@ pub(super) fn checks(
             _ => None,
         })
         .collect();
-    let findings = crate::checks::run(
-        &pipeline.checks,
-        &sinks,
-        (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
-    )?;
+    let findings = crate::checks::run(&pipeline.checks, &sinks, pipeline.chunks.retry())?;
     out_raw!("{}", crate::checks::render(&findings));
     if findings.iter().all(|f| f.ok()) {
         return Ok(outcome);

@@ -48,7 +48,7 @@ pub(super) fn run(
     super::finish::record_peaks(
         &pipeline.name,
         &super::finish::ledgers(pipeline),
-        (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+        pipeline.chunks.retry(),
     );
     let outcome = end(path, &report, &pipeline.chunks.failed_csv, None)?;
     if matches!(outcome, Outcome::Interrupted) {
@@ -90,7 +90,7 @@ pub(super) fn rerun(
     super::finish::record_peaks(
         &pipeline.name,
         &super::finish::ledgers(pipeline),
-        (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+        pipeline.chunks.retry(),
     );
     end(path, &report, &rerun_csv_path(csv), Some(csv))
 }

@@ -10,7 +10,7 @@ use crate::sink::created;
 
 pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Result<()> {
     let name = &pipeline.name;
-    let retry = (pipeline.chunks.retries, pipeline.chunks.retry_backoff);
+    let retry = pipeline.chunks.retry();
     let mut found = Vec::new();
     for sink in &pipeline.sinks {
         let ValidatedSink::Postgres(spec) = sink else {

@@ -72,10 +72,7 @@ pub(super) fn rerun(
     super::finish::record_peaks(
         &runner.pipeline.name,
         &super::finish::ledgers(&runner.pipeline),
-        (
-            runner.pipeline.chunks.retries,
-            runner.pipeline.chunks.retry_backoff,
-        ),
+        runner.pipeline.chunks.retry(),
     );
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))

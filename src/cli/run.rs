@@ -219,10 +219,7 @@ fn backfill(
     super::finish::record_peaks(
         &runner.pipeline.name,
         &super::finish::ledgers(&runner.pipeline),
-        (
-            runner.pipeline.chunks.retries,
-            runner.pipeline.chunks.retry_backoff,
-        ),
+        runner.pipeline.chunks.retry(),
     );
     if plan.rows_outside > 0 && cutoff.is_none() {
         out!(

@@ -92,7 +92,7 @@ fn read(pipeline: &crate::config::ValidatedPipeline) -> anyhow::Result<Vec<Ledge
         out.push(crate::run::block_on(crate::retry::on_session(
             &spec.endpoint,
             "etl status",
-            (pipeline.chunks.retries, pipeline.chunks.retry_backoff),
+            pipeline.chunks.retry(),
             "reading the ledger failed",
             |client| async move { crate::status::read(&client, ledger, name, keys).await },
         ))?);

@@ -512,9 +512,7 @@ impl Migration {
         let (retries, backoff) = self
             .runners
             .first()
-            .map_or((3, std::time::Duration::from_secs(1)), |r| {
-                (r.pipeline.chunks.retries, r.pipeline.chunks.retry_backoff)
-            });
+            .map_or(crate::retry::COMMAND, |r| r.pipeline.chunks.retry());
         crate::retry::retry_step(retries, backoff, what, attempt).await
     }
 

@@ -167,6 +167,11 @@ pub struct Chunking {
 }
 
 impl Chunking {
+    /// `retries` and `retry_backoff_secs`, as the retry helper takes them.
+    pub fn retry(&self) -> (u32, std::time::Duration) {
+        (self.retries, self.retry_backoff)
+    }
+
     /// Windows of `interval` µs over `time_column` (empty: none), no key,
     /// one worker, no retries: the chunking of a source read on its own.
     pub fn windows(time_column: &str, interval: Micros) -> Self {
