@@ -10,12 +10,12 @@ scripts/install-deps.sh
 # Style and lints, where the toolchain has the components (rustup's
 # rustfmt and clippy; a toolchain without them skips this, saying so).
 if cargo fmt --version >/dev/null 2>&1; then
-  cargo fmt --check
+  cargo fmt --all --check
 else
   echo "test.sh: cargo fmt is not installed; style not checked" >&2
 fi
 if cargo clippy --version >/dev/null 2>&1; then
-  cargo clippy --locked --all-targets -q -- -D warnings
+  cargo clippy --locked --workspace --all-targets -q -- -D warnings
 else
   echo "test.sh: cargo clippy is not installed; lints not checked" >&2
 fi
@@ -29,4 +29,4 @@ export ETL_TEST_PG_URL
 export ETL_TEST_PG_TLS="$dir/pg/tls"
 echo "test.sh: PostgreSQL for the tests at $ETL_TEST_PG_URL" >&2
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --workspace --all-targets "$@"

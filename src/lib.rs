@@ -19,27 +19,26 @@
 //! - [`schema`] diffs two PostgreSQL schemas, plans the change graded by
 //!   risk, and applies it under short lock timeouts.
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
+pub(crate) use etl_base::hooks;
+pub use etl_base::{plan, sql, time};
+
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
-pub(crate) mod hooks;
 pub mod logging;
 pub mod migrate;
 pub mod pg;
 pub mod pg_binary;
-pub mod plan;
 pub mod preflight;
 pub mod retry;
 pub mod run;
 pub mod schema;
 pub mod sink;
 pub mod source;
-pub mod sql;
 pub mod status;
-pub mod time;
 pub mod transform;
 pub mod verify;
 pub mod wide;

@@ -1,0 +1,15 @@
+//! The bottom layer of etl: what every other crate may use and nothing
+//! here may know about them.
+//!
+//! - [`sql`] quotes identifiers and literals for SQL text (the one place).
+//! - [`time`] parses and prints timestamps as microseconds since 1970.
+//! - [`plan`] cuts work into chunks: the one range splitter (integer, text
+//!   and time ranges, property-tested), the time-window rule.
+//! - [`hooks`] the test-only fault injection points.
+//!
+//! Must not know: PostgreSQL sessions, Arrow, any source or sink, the
+//! ledger, the runner. No I/O here except the test hooks' resume file.
+pub mod hooks;
+pub mod plan;
+pub mod sql;
+pub mod time;
