@@ -21,19 +21,17 @@
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
+pub use etl_pg as pg;
+pub use etl_pg::{error, pg_binary, retry};
 
 pub mod checks;
 pub mod cli;
 pub mod config;
-pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod logging;
 pub mod migrate;
-pub mod pg;
-pub mod pg_binary;
 pub mod preflight;
-pub mod retry;
 pub mod run;
 pub mod schema;
 pub mod sink;

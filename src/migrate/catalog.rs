@@ -384,9 +384,7 @@ fn decode(bytes: Option<&[u8]>, encoding: &'static encoding_rs::Encoding) -> Str
         .unwrap_or_default()
 }
 
-fn odbc(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
-    EtlError::odbc(context)
-}
+use crate::source::odbc::odbc_error as odbc;
 
 #[cfg(test)]
 mod tests {

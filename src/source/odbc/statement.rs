@@ -7,8 +7,20 @@ use odbc_api::{Connection, ConnectionOptions, Cursor, ResultSetMetadata};
 
 use crate::error::EtlError;
 
-pub(super) fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
-    EtlError::odbc(context)
+/// An ODBC error, its SQLSTATE kept as data ([`EtlError::Odbc`]'s `state`).
+pub fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
+    let context = context.into();
+    move |e| {
+        let state = match &e {
+            odbc_api::Error::Diagnostics { record, .. } => Some(record.state.as_str().to_string()),
+            _ => None,
+        };
+        EtlError::Odbc {
+            context,
+            state,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// Connects to an ODBC data source; errors carry the driver's message.
@@ -192,7 +204,7 @@ pub fn execute<S: odbc_api::handles::Statement>(
     let buffers = parameter_buffers(params, encoding)?;
     let failed = |e: odbc_api::Error| {
         let bound: Vec<String> = params.iter().map(|p| p.to_string()).collect();
-        EtlError::odbc(if bound.is_empty() {
+        odbc_error(if bound.is_empty() {
             format!("running the ODBC query {sql:?}")
         } else {
             format!(
@@ -241,7 +253,7 @@ pub fn catalog_rows(
     encoding: &'static Encoding,
     call: impl FnOnce(odbc_api::sys::HStmt, &[(*const u8, i16)]) -> odbc_api::sys::SqlReturn,
 ) -> Result<Vec<Vec<String>>, EtlError> {
-    let context = |e: odbc_api::Error| EtlError::odbc(format!("calling {function}"))(e);
+    let context = |e: odbc_api::Error| odbc_error(format!("calling {function}"))(e);
     let encoded = arguments
         .iter()
         .map(|a| a.map(|a| encode_sql(a, encoding)).transpose())

@@ -3,13 +3,6 @@
 //! is shown (never with its password), and the session settings etl
 //! relies on.
 
-mod pool;
-pub mod sequences;
-pub mod sessions;
-pub mod tls;
-
-pub use pool::{close_idle_here, limit, limit_for, peaks, set_limit, Conn, Pool};
-
 use std::fmt;
 use std::path::PathBuf;
 
@@ -18,7 +11,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
-pub use tls::{SslMode, TlsOptions};
+use crate::tls::{SslMode, TlsOptions};
 
 /// A PostgreSQL server and database, as the pipeline file names it.
 #[derive(Clone)]
@@ -380,7 +373,7 @@ pub async fn locked_ddl(
     name: &str,
     sql: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    let key = crate::sql::literal(name);
+    let key = etl_base::sql::literal(name);
     client
         .batch_execute(&format!("SELECT pg_advisory_lock(hashtext({key}))"))
         .await?;

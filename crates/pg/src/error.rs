@@ -2,9 +2,9 @@
 //! and never stops the run; the message says what failed, where, and what
 //! to change.
 
-use crate::pg::ConnectError;
 use crate::pg_binary::decode::DecodeError;
 use crate::pg_binary::encode::EncodeError;
+use crate::ConnectError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtlError {
@@ -26,7 +26,7 @@ pub enum EtlError {
     /// A value did not fit its column's fetch buffer, which started small
     /// and may grow: the chunk is read again, at once, with buffers of
     /// `bytes` for `column` (not a failure; see
-    /// [`crate::source::odbc::ADAPTIVE_BYTES`]).
+    /// `etl::source::odbc::ADAPTIVE_BYTES`).
     #[error("read again with larger fetch buffers: {{\"column\":{column:?},\"bytes\":{bytes}}}")]
     ReadAgain { column: String, bytes: usize },
     /// An ODBC driver call failed; `state` is the driver's SQLSTATE.
@@ -130,24 +130,6 @@ impl EtlError {
             },
             EtlError::Retried { last, .. } => last.is_connection_lost(),
             _ => false,
-        }
-    }
-
-    /// An ODBC error, its SQLSTATE kept.
-    pub fn odbc(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
-        let context = context.into();
-        move |e| {
-            let state = match &e {
-                odbc_api::Error::Diagnostics { record, .. } => {
-                    Some(record.state.as_str().to_string())
-                }
-                _ => None,
-            };
-            EtlError::Odbc {
-                context,
-                state,
-                message: e.to_string(),
-            }
         }
     }
 

@@ -141,17 +141,17 @@ impl Tries {
 /// takes a session from the process's pool afresh (a session a fault
 /// closed is never tried again) and hands it to `attempt`.
 pub async fn on_session<T, F, Fut>(
-    endpoint: &crate::pg::Endpoint,
+    endpoint: &crate::Endpoint,
     application: &str,
     (retries, base): (u32, Duration),
     what: &str,
     attempt: F,
 ) -> Result<T, EtlError>
 where
-    F: Fn(crate::pg::Conn) -> Fut,
+    F: Fn(crate::Conn) -> Fut,
     Fut: std::future::Future<Output = Result<T, EtlError>>,
 {
-    let pool = crate::pg::Pool::new(endpoint.clone(), application);
+    let pool = crate::Pool::new(endpoint.clone(), application);
     let attempt = &attempt;
     let pool = &pool;
     retry_step(retries, base, what, || async move {

@@ -202,12 +202,12 @@ impl Pool {
             if idle.since.elapsed() >= CHECK_AFTER && idle.conn.simple_query("").await.is_err() {
                 continue;
             }
-            crate::hooks::on_session();
+            etl_base::hooks::on_session();
             return Ok(idle.conn);
         }
         let slot = self.slot().await?;
         let client = self.shared.endpoint.connect(&self.application).await?;
-        crate::hooks::on_session();
+        etl_base::hooks::on_session();
         Ok(Conn {
             client,
             _slot: slot,
