@@ -23,6 +23,7 @@ pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
+pub use etl_schema as schema;
 
 pub mod checks;
 pub mod cli;
@@ -33,7 +34,6 @@ pub mod logging;
 pub mod migrate;
 pub mod preflight;
 pub mod run;
-pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod status;

@@ -95,7 +95,7 @@ pub enum SchemaAction {
         grading: Grading,
         /// Refuse a plan with a statement graded above this, unless its
         /// rule is --allow'ed.
-        #[arg(long, value_enum, default_value = "high")]
+        #[arg(long, default_value = "high", value_parser = risk_parser())]
         max_risk: Risk,
         /// A rule id allowed above --max-risk (repeatable): drop-column.
         #[arg(long, value_name = "RULE")]
@@ -530,4 +530,11 @@ fn backup(c: &Compared, plan: &Plan, dir: &Path) -> anyhow::Result<()> {
     }
     eprintln!("backup of {} tables: {}", tables.len(), file.display());
     Ok(())
+}
+
+/// `--max-risk`: one of the grades, by name (the schema crate knows no clap).
+fn risk_parser() -> impl clap::builder::TypedValueParser<Value = Risk> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Risk::ALL.map(Risk::name))
+        .map(|name| Risk::named(&name).expect("one of the possible values"))
 }

@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 
 use super::{not_extension, q, Catalog, Policy, USER_NS};
-use crate::schema::SchemaError;
+use crate::SchemaError;
 
 /// Privileges that differ from the defaults of their object (what `GRANT`
 /// and `REVOKE` changed): `KIND name TO grantee` for those granted beyond

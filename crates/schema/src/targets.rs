@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::SchemaError;
-use crate::pg::{Endpoint, TlsKeys};
+use etl_pg::{Endpoint, TlsKeys};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,10 +111,10 @@ pub fn resolve(arg: &str, config: Option<&Path>) -> Result<Target, SchemaError> 
     })
 }
 
-fn message(e: crate::pg::ParseError) -> String {
+fn message(e: etl_pg::ParseError) -> String {
     match e {
-        crate::pg::ParseError::Url(m) => m,
-        crate::pg::ParseError::SslMode(m) => format!("sslmode: {m}"),
+        etl_pg::ParseError::Url(m) => m,
+        etl_pg::ParseError::SslMode(m) => format!("sslmode: {m}"),
     }
 }
 

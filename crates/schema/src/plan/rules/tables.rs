@@ -438,18 +438,15 @@ impl Rules<'_> {
         have: &Column,
     ) {
         let col = &want.name;
-        let bare = crate::schema::diff::unquote(col);
-        let new = crate::sql::ident(&format!("{bare}__etl_new"));
-        let old = crate::sql::ident(&format!("{bare}__etl_old"));
+        let bare = crate::diff::unquote(col);
+        let new = etl_base::sql::ident(&format!("{bare}__etl_new"));
+        let old = etl_base::sql::ident(&format!("{bare}__etl_old"));
         let (schema, tbare) = split_member(table);
         let func = format!(
             "{schema}.{}",
-            crate::sql::ident(&format!(
-                "{}_{bare}_etl_sync",
-                crate::schema::diff::unquote(tbare)
-            ))
+            etl_base::sql::ident(&format!("{}_{bare}_etl_sync", crate::diff::unquote(tbare)))
         );
-        let trigger = crate::sql::ident(&format!("{bare}_etl_sync"));
+        let trigger = etl_base::sql::ident(&format!("{bare}_etl_sync"));
         let ty = &want.ty;
         let plain = strip_collate(ty);
         let s = self.push(
@@ -593,9 +590,9 @@ pub(super) fn converts_check(table: &str, col: &str, ty: &str) -> (String, Strin
     (
         format!(
             "SELECT pg_temp.etl_bad_casts({}, {}, {})",
-            crate::sql::literal(table),
-            crate::sql::literal(col),
-            crate::sql::literal(strip_collate(ty))
+            etl_base::sql::literal(table),
+            etl_base::sql::literal(col),
+            etl_base::sql::literal(strip_collate(ty))
         ),
         format!("{{n}} values of {table}.{col} do not convert to {ty}: change them first (or give the change a USING expression by hand)"),
     )

@@ -9,7 +9,7 @@
 //!
 //! Before each statement the sessions holding locks on its tables are
 //! named. A lock timeout or a lost session is retried through etl's one
-//! retry helper ([`crate::retry::retry_step`]: growing, jittered waits) on a
+//! retry helper ([`etl_pg::retry::retry_step`]: growing, jittered waits) on a
 //! new session from the pool; a statement still blocked is skipped, with
 //! the sessions in its way, and so are the statements after it that depend
 //! on it; they are tried again in the next pass. Any other error stops the
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::error::EtlError;
-use crate::pg::Pool;
+use etl_pg::error::EtlError;
+use etl_pg::Pool;
 
 use super::plan::{Lock, Plan, Step};
 use super::targets::Target;
@@ -163,7 +163,7 @@ pub async fn apply(
                     report.applied.push(step.n);
                     reasons.remove(&step.n);
                     tracing::info!(n = step.n, rule = step.rule, risk = %step.risk, seconds = format!("{:.2}", took.as_secs_f64()), "Applied.");
-                    crate::hooks::after_statement();
+                    etl_base::hooks::after_statement();
                 }
                 Err(Outcome::Blocked(why)) => {
                     tracing::warn!(n = step.n, rule = step.rule, "Skipped for now: {why}");
@@ -255,7 +255,7 @@ async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duratio
     }
     // The transaction (and its backend) of a try whose session was lost.
     let lost: std::sync::Mutex<Option<(String, i32)>> = Default::default();
-    let ran = crate::retry::retry_step(
+    let ran = etl_pg::retry::retry_step(
         options.retries.max(1) - 1,
         Duration::from_millis(500),
         &format!("statement [{}] was stopped", step.n),
@@ -286,7 +286,7 @@ async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duratio
         }
         e if e.is_transient() => Err(Outcome::Error(SchemaError::Etl(last))),
         EtlError::Postgres { source, .. } => {
-            let mut why = crate::error::pg_message(source);
+            let mut why = etl_pg::error::pg_message(source);
             if source.code().map(|c| c.code()) == Some("57014") {
                 why.push_str(&format!(
                     " (statement_timeout {} ms: give a longer --statement-timeout, or --phased for a type change)",
@@ -351,7 +351,7 @@ async fn try_step(
             .await?;
         *lost.lock().expect("never held across a panic") = Some((row.get(0), row.get(1)));
         client.batch_execute(&step.sql).await?;
-        crate::hooks::before_schema_commit();
+        etl_base::hooks::before_schema_commit();
         client.batch_execute("COMMIT").await
     };
     match run.await {

@@ -169,7 +169,7 @@ impl Plan {
                 }
                 Err(e) => step.reasons.push(format!(
                     "not checked against the data: {}",
-                    crate::error::pg_message(&e)
+                    etl_pg::error::pg_message(&e)
                 )),
             }
         }

@@ -17,6 +17,9 @@
 //! SQL without grading it, taking a lock timeout, or knowing the live
 //! table's size; the tools that grade (squawk) lint SQL files without
 //! knowing the target. What etl adds is knowing both servers.
+//!
+//! Must not know: Arrow, DataFusion, sources, sinks, the chunk runner; it
+//! talks to servers only through `etl-pg` (pool, retry, errors).
 
 pub mod apply;
 pub mod catalog;
@@ -94,7 +97,7 @@ impl fmt::Display for Key {
 }
 
 /// How much a statement can hurt the live database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Risk {
     Low,
@@ -104,6 +107,24 @@ pub enum Risk {
 }
 
 impl Risk {
+    /// Every grade, lowest first.
+    pub const ALL: [Risk; 4] = [Risk::Low, Risk::Medium, Risk::High, Risk::VeryHigh];
+
+    /// How the grade is written: `low`, `medium`, `high`, `very-high`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::VeryHigh => "very-high",
+        }
+    }
+
+    /// A grade by its [`Risk::name`].
+    pub fn named(name: &str) -> Option<Risk> {
+        Risk::ALL.into_iter().find(|r| r.name() == name)
+    }
+
     pub fn up(self) -> Risk {
         match self {
             Risk::Low => Risk::Medium,
@@ -123,25 +144,20 @@ impl Risk {
 
 impl fmt::Display for Risk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-            Risk::VeryHigh => "very-high",
-        })
+        f.write_str(self.name())
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error(transparent)]
-    Connect(#[from] crate::pg::ConnectError),
-    #[error("reading the {what} of the catalog: {}", crate::error::pg_message(.source))]
+    Connect(#[from] etl_pg::ConnectError),
+    #[error("reading the {what} of the catalog: {}", etl_pg::error::pg_message(.source))]
     Read {
         what: &'static str,
         source: tokio_postgres::Error,
     },
-    #[error("{context}: {}", crate::error::pg_message(.source))]
+    #[error("{context}: {}", etl_pg::error::pg_message(.source))]
     Postgres {
         context: String,
         source: tokio_postgres::Error,
@@ -155,13 +171,13 @@ pub enum SchemaError {
     },
     /// What came back from the retry helper (it judges [`EtlError`]s).
     #[error(transparent)]
-    Etl(#[from] crate::error::EtlError),
+    Etl(#[from] etl_pg::error::EtlError),
 }
 
 /// For the retry helper: the kind kept (a lost connection stays transient).
-impl From<SchemaError> for crate::error::EtlError {
+impl From<SchemaError> for etl_pg::error::EtlError {
     fn from(e: SchemaError) -> Self {
-        use crate::error::EtlError;
+        use etl_pg::error::EtlError;
         match e {
             SchemaError::Connect(e) => EtlError::Connect(e),
             SchemaError::Read { what, source } => EtlError::Postgres {

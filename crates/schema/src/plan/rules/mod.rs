@@ -13,10 +13,8 @@ use objects::*;
 use super::super::rename::Rename;
 use super::super::{Key, Kind, Risk};
 use super::{Lock, Options, Step};
-use crate::schema::catalog::{
-    split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View,
-};
-use crate::schema::diff::{not_null_helper, Change, Difference};
+use crate::catalog::{split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View};
+use crate::diff::{not_null_helper, Change, Difference};
 
 const GIB: i64 = 1 << 30;
 const SMALL_BYTES: i64 = 100 << 20;

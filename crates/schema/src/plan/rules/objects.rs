@@ -81,7 +81,7 @@ impl Rules<'_> {
 
     pub(super) fn policy(&mut self, d: &Difference) {
         let n = d.key.name.clone();
-        let create = |p: &crate::schema::catalog::Policy| {
+        let create = |p: &crate::catalog::Policy| {
             let mut sql = format!(
                 "CREATE POLICY {} ON {} AS {} FOR {} TO {}",
                 p.name,
@@ -102,8 +102,7 @@ impl Rules<'_> {
             }
             sql
         };
-        let drop =
-            |p: &crate::schema::catalog::Policy| format!("DROP POLICY {} ON {}", p.name, p.table);
+        let drop = |p: &crate::catalog::Policy| format!("DROP POLICY {} ON {}", p.name, p.table);
         let (sql, rule, risk, table, undo) = match d.change {
             Change::Added => {
                 let p = &self.from.policies[&n];
@@ -224,10 +223,10 @@ impl Rules<'_> {
         let n = d.key.name.clone();
         let text = match d.change {
             Change::Removed => "NULL".to_string(),
-            _ => crate::sql::literal(&self.from.comments[&n]),
+            _ => etl_base::sql::literal(&self.from.comments[&n]),
         };
         let undo = match self.to.comments.get(&n) {
-            Some(t) => crate::sql::literal(t),
+            Some(t) => etl_base::sql::literal(t),
             None => "NULL".to_string(),
         };
         let s = self.push(d, format!("COMMENT ON {n} IS {text}"), "comment", Risk::Low);

@@ -35,7 +35,7 @@ impl Rules<'_> {
                 if version != have_version {
                     let sql = format!(
                         "ALTER EXTENSION {n} UPDATE TO {}",
-                        crate::sql::literal(&version)
+                        etl_base::sql::literal(&version)
                     );
                     let s = self.push(d, sql, "update-extension", Risk::Medium);
                     s.reasons.push(format!(
@@ -207,15 +207,15 @@ impl Rules<'_> {
                     continue;
                 }
                 let place = match want[i + 1..].iter().find(|l| have.contains(l)) {
-                    Some(next) => format!(" BEFORE {}", crate::sql::literal(next)),
+                    Some(next) => format!(" BEFORE {}", etl_base::sql::literal(next)),
                     None => match want[..i].iter().rev().find(|l| have.contains(l)) {
-                        Some(prev) => format!(" AFTER {}", crate::sql::literal(prev)),
+                        Some(prev) => format!(" AFTER {}", etl_base::sql::literal(prev)),
                         None => String::new(),
                     },
                 };
                 let sql = format!(
                     "ALTER TYPE {n} ADD VALUE IF NOT EXISTS {}{place}",
-                    crate::sql::literal(label)
+                    etl_base::sql::literal(label)
                 );
                 let s = self.push(d, sql, "enum-add-value", Risk::Low);
                 s.reasons
@@ -227,9 +227,12 @@ impl Rules<'_> {
         // Made anew: rename, create, move each column, drop the old one.
         let removed: Vec<&String> = have.iter().filter(|l| !want.contains(l)).collect();
         let (schema, bare) = split_member(&n);
-        let old_bare = format!("{}__etl_old", crate::schema::diff::unquote(bare));
-        let old = format!("{schema}.{}", crate::sql::ident(&old_bare));
-        let sql = format!("ALTER TYPE {n} RENAME TO {}", crate::sql::ident(&old_bare));
+        let old_bare = format!("{}__etl_old", crate::diff::unquote(bare));
+        let old = format!("{schema}.{}", etl_base::sql::ident(&old_bare));
+        let sql = format!(
+            "ALTER TYPE {n} RENAME TO {}",
+            etl_base::sql::ident(&old_bare)
+        );
         let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
         s.reasons.push(format!(
             "values removed or reordered ({removed:?}): the type is made anew and every column of it rewritten"
@@ -268,7 +271,7 @@ impl Rules<'_> {
                     "; ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {def}"
                 ));
             }
-            let list: Vec<String> = removed.iter().map(|l| crate::sql::literal(l)).collect();
+            let list: Vec<String> = removed.iter().map(|l| etl_base::sql::literal(l)).collect();
             let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
             let test = match array {
                 "" => format!("{col}::text IN ({})", list.join(", ")),
@@ -359,7 +362,7 @@ impl Rules<'_> {
 
     pub(super) fn function(&mut self, d: &Difference) {
         let n = d.key.name.clone();
-        let word = |f: &crate::schema::catalog::Function| {
+        let word = |f: &crate::catalog::Function| {
             if f.procedure {
                 "PROCEDURE"
             } else {
@@ -405,7 +408,7 @@ impl Rules<'_> {
 pub(super) fn create_type(n: &str, def: &TypeDef) -> (String, String) {
     match def {
         TypeDef::Enum(labels) => {
-            let list: Vec<String> = labels.iter().map(|l| crate::sql::literal(l)).collect();
+            let list: Vec<String> = labels.iter().map(|l| etl_base::sql::literal(l)).collect();
             (
                 format!("CREATE TYPE {n} AS ENUM ({})", list.join(", ")),
                 format!("DROP TYPE {n}"),
