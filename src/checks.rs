@@ -158,7 +158,7 @@ pub fn run(
     if checks.is_empty() {
         return Ok(Vec::new());
     }
-    crate::run::block_on(async {
+    crate::pg::block_on(async {
         let mut findings = Vec::new();
         for sink in sinks {
             for check in checks {

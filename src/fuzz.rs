@@ -245,7 +245,7 @@ pub fn access(data: &[u8]) {
             let Ok(table) = AccessTable::open(&path, name, &[], &options) else {
                 continue;
             };
-            crate::run::block_on(async {
+            crate::pg::block_on(async {
                 let chunk = crate::plan::Chunk::whole(Some(name.clone()));
                 if let Ok(mut batches) = table.open(&chunk).await {
                     while let Some(Ok(_)) = batches.next().await {}

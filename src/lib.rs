@@ -21,6 +21,7 @@
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
+pub use etl_model::{verify, wide};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
 pub use etl_schema as schema;
@@ -38,5 +39,3 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod transform;
-pub mod verify;
-pub mod wide;

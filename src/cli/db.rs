@@ -169,7 +169,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             }
             for s in chosen {
                 let pid = s.pid;
-                let ended = crate::run::block_on(crate::retry::on_session(
+                let ended = crate::pg::block_on(crate::retry::on_session(
                     &target.endpoint,
                     "etl db kill",
                     crate::retry::COMMAND,
@@ -194,7 +194,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             dry_run,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            let behind = crate::run::block_on(crate::retry::on_session(
+            let behind = crate::pg::block_on(crate::retry::on_session(
                 &target.endpoint,
                 "etl db fix-sequences",
                 crate::retry::COMMAND,
@@ -211,7 +211,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             }
             for b in &behind {
                 if !dry_run {
-                    crate::run::block_on(crate::retry::on_session(
+                    crate::pg::block_on(crate::retry::on_session(
                         &target.endpoint,
                         "etl db fix-sequences",
                         crate::retry::COMMAND,
@@ -288,7 +288,7 @@ fn list_sessions(
     application: &str,
     locks: bool,
 ) -> Result<Vec<Session>, crate::error::EtlError> {
-    crate::run::block_on(crate::retry::on_session(
+    crate::pg::block_on(crate::retry::on_session(
         endpoint,
         application,
         crate::retry::COMMAND,

@@ -29,7 +29,7 @@ pub(super) fn record_peaks(
     }
     let (peaks, limit) = (&peaks, crate::pg::limit());
     for endpoint in ledgers {
-        let recorded = crate::run::block_on(crate::retry::on_session(
+        let recorded = crate::pg::block_on(crate::retry::on_session(
             endpoint,
             "etl run",
             retry,

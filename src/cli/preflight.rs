@@ -48,7 +48,7 @@ pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     } = &pipeline.source
     {
         let place = format!("source {endpoint}");
-        let found = crate::run::block_on(async {
+        let found = crate::pg::block_on(async {
             match endpoint.connect("etl preflight").await {
                 Ok(client) => Ok(preflight::postgres_source(&client, &place, relation).await),
                 Err(e) => Err(e),
@@ -64,7 +64,7 @@ pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
         match sink {
             ValidatedSink::Postgres(spec) => {
                 let place = format!("sinks[{i}] {}", spec.endpoint);
-                let found = crate::run::block_on(async {
+                let found = crate::pg::block_on(async {
                     let client = spec.endpoint.connect("etl preflight").await?;
                     Ok::<_, crate::pg::ConnectError>(
                         preflight::postgres_sink(&client, &place, spec, wide, &types, estimate)

@@ -16,7 +16,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
         let ValidatedSink::Postgres(spec) = sink else {
             continue;
         };
-        let tables = crate::run::block_on(crate::retry::on_session(
+        let tables = crate::pg::block_on(crate::retry::on_session(
             &spec.endpoint,
             "etl recreate",
             retry,
@@ -51,7 +51,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
     }
     for (spec, tables) in &found {
         // One transaction: tried again whole after a lost session.
-        crate::run::block_on(crate::retry::on_session(
+        crate::pg::block_on(crate::retry::on_session(
             &spec.endpoint,
             "etl recreate",
             retry,

@@ -253,7 +253,7 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
 }
 
 fn diff(pair: &Pair, json: bool) -> anyhow::Result<Outcome> {
-    let c = crate::run::block_on(compare(pair))?;
+    let c = crate::pg::block_on(compare(pair))?;
     if json {
         out!(
             "{}",
@@ -324,7 +324,7 @@ fn plan(
     output: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<Outcome> {
-    let (c, plan) = crate::run::block_on(make_plan(pair, grading))?;
+    let (c, plan) = crate::pg::block_on(make_plan(pair, grading))?;
     let text = match json {
         true => serde_json::to_string_pretty(&plan.steps)? + "\n",
         false => plan.to_sql(&header(&c, "plan")),
@@ -360,7 +360,7 @@ fn apply(
     gate: &Gate,
     options: &apply::Options,
 ) -> anyhow::Result<Outcome> {
-    let (c, plan) = crate::run::block_on(make_plan(pair, grading))?;
+    let (c, plan) = crate::pg::block_on(make_plan(pair, grading))?;
     if plan.steps.is_empty() {
         out!(
             "{} already matches {}: nothing to apply",
@@ -427,7 +427,7 @@ fn apply(
     if let Some(dir) = &gate.backup {
         backup(&c, &plan, dir)?;
     }
-    let report = crate::run::block_on(apply::apply(
+    let report = crate::pg::block_on(apply::apply(
         &plan,
         &c.to,
         &c.pool,
@@ -462,7 +462,7 @@ fn apply(
         return Ok(Outcome::Blocked);
     }
     // The result must match, and no index may be left INVALID.
-    let (left, invalid) = crate::run::block_on(async {
+    let (left, invalid) = crate::pg::block_on(async {
         let have = read_with(
             "reading the catalog of TO after the apply failed",
             || async { catalog::read(&*c.pool.get().await?, c.read).await },

@@ -89,7 +89,7 @@ fn read(pipeline: &crate::config::ValidatedPipeline) -> anyhow::Result<Vec<Ledge
         };
         let ledger = spec.endpoint.to_string();
         let (ledger, name, keys) = (&ledger, &pipeline.name, pipeline.chunks.only_keys.as_ref());
-        out.push(crate::run::block_on(crate::retry::on_session(
+        out.push(crate::pg::block_on(crate::retry::on_session(
             &spec.endpoint,
             "etl status",
             pipeline.chunks.retry(),

@@ -19,7 +19,7 @@ impl Migration {
         let mut out = Vec::new();
         let mut taken = BTreeSet::new();
         let mut fit = |name: String| {
-            let n = crate::sink::wide::fit_identifier(&name, &|n| taken.contains(n));
+            let n = crate::pg::text::fit_identifier(&name, &|n| taken.contains(n));
             taken.insert(n.clone());
             n
         };
@@ -370,7 +370,7 @@ impl Migration {
 }
 
 fn fk_name(fk: &ForeignKey) -> String {
-    crate::sink::wide::fit_identifier(&fk.name, &|_| false)
+    crate::pg::text::fit_identifier(&fk.name, &|_| false)
 }
 
 fn qualified(t: &TableName) -> String {

@@ -52,8 +52,9 @@ use arrow::datatypes::SchemaRef;
 
 use crate::config::validate::{AccessSpec, OdbcSpec, PostgresSinkSpec};
 use crate::error::EtlError;
+use crate::pg::block_on;
 use crate::plan::{Chunk, PlannedChunk};
-use crate::run::{block_on, RunOptions, Runner};
+use crate::run::{RunOptions, Runner};
 use crate::source::access::{AccessChild, AccessTable};
 use crate::source::odbc::{self, process, OdbcSource};
 use crate::sql::TableName;

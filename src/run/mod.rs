@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 
 use crate::config::ValidatedPipeline;
 use crate::error::EtlError;
+use crate::pg::block_on;
 use crate::plan::{Chunk, Plan};
 use crate::retry::{retry_step, with_retries};
 use crate::sink::{self, ChunkStats, Sink, SinkContext};
@@ -615,20 +616,6 @@ pub fn install_ctrl_c() {
     if let Err(e) = result {
         tracing::warn!(error = %e, "Ctrl-C handler not installed.");
     }
-}
-
-thread_local! {
-    /// Each thread's own runtime; clients made on it are only used on it
-    /// (see [`crate::pg::Pool`]).
-    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime starts unless the OS is out of resources");
-}
-
-/// Runs a future to completion on this thread's runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    RUNTIME.with(|rt| rt.block_on(future))
 }
 
 impl RunReport {

@@ -583,7 +583,7 @@ mod tests {
     fn collect(
         stream: impl std::future::Future<Output = Result<BatchStream, EtlError>>,
     ) -> Vec<RecordBatch> {
-        crate::run::block_on(async {
+        crate::pg::block_on(async {
             let mut s = stream.await.unwrap();
             let mut out = Vec::new();
             while let Some(b) = s.next().await {

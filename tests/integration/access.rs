@@ -15,7 +15,7 @@ use crate::support::{etl_in, psql, repo, TestDb};
 fn read(path: &Path, table: &str) -> (AccessTable, Vec<RecordBatch>) {
     let t = AccessTable::open(path, table, &[], &Default::default()).unwrap();
     let chunking = etl::config::validate::Chunking::windows("", 86_400_000_000);
-    let batches = etl::run::block_on(async {
+    let batches = etl::pg::block_on(async {
         let plan = t.plan(&chunking).await.unwrap();
         let mut stream = t.open(&plan.chunks[0].chunk).await.unwrap();
         let mut out = Vec::new();
@@ -144,7 +144,7 @@ fn read_everything(path: &Path) -> Result<u64, String> {
     for name in &names {
         let t =
             AccessTable::open(path, name, &[], &Default::default()).map_err(|e| e.to_string())?;
-        rows += etl::run::block_on(async {
+        rows += etl::pg::block_on(async {
             let mut stream = t
                 .open(&etl::plan::Chunk::whole(Some(name.clone())))
                 .await
@@ -465,7 +465,7 @@ fn an_attachment_reads_as_its_name_type_and_whole_inflated_content() {
         &Default::default(),
     )
     .unwrap();
-    let batches = etl::run::block_on(async {
+    let batches = etl::pg::block_on(async {
         let chunk = etl::plan::Chunk::whole(Some(child.name.clone()));
         let mut stream = child.open(&chunk).await.unwrap();
         let mut out = Vec::new();

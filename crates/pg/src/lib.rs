@@ -7,6 +7,9 @@
 //!   ([`error::EtlError::is_transient`]), backoff, a fresh session per try.
 //! - [`pg_binary`] the binary COPY codecs (Arrow arrays in and out, sans-IO).
 //! - [`sessions`] and [`sequences`]: reading and ending sessions, sequences.
+//! - [`text`] PostgreSQL's text rules (float8out, identifier length);
+//!   [`block_on`] runs a future on this thread's runtime, where its pooled
+//!   sessions live.
 //!
 //! Must not know: sources other than PostgreSQL, sinks, the ledger, the
 //! runner, DataFusion, the pipeline file.
@@ -17,8 +20,9 @@ mod pool;
 pub mod retry;
 pub mod sequences;
 pub mod sessions;
+pub mod text;
 pub mod tls;
 
 pub use endpoint::*;
-pub use pool::{close_idle_here, limit, limit_for, peaks, set_limit, Conn, Pool};
+pub use pool::{block_on, close_idle_here, limit, limit_for, peaks, set_limit, Conn, Pool};
 pub use tls::{SslMode, TlsOptions};

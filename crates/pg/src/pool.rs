@@ -308,3 +308,17 @@ mod tests {
         assert_eq!(limit_for(0, None), 4);
     }
 }
+
+thread_local! {
+    /// Each thread's own runtime; clients made on it are only used on it
+    /// (see [`crate::Pool`]).
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts unless the OS is out of resources");
+}
+
+/// Runs a future to completion on this thread's runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    RUNTIME.with(|rt| rt.block_on(future))
+}

@@ -10,7 +10,7 @@ mod sink;
 mod source;
 use crate::pg::Endpoint;
 use crate::sql::TableName;
-use crate::time::{self, Micros};
+use crate::time;
 
 /// One thing wrong with a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,57 +141,7 @@ pub enum OdbcRelation {
     },
 }
 
-/// How the work is cut and run.
-#[derive(Debug, Clone)]
-pub struct Chunking {
-    /// Empty for a migration's tables: they are read whole or in ranges
-    /// of `range_column`.
-    pub time_column: String,
-    pub interval: Micros,
-    pub key_column: Option<String>,
-    /// The integer key whose ranges are the chunks (`Unit::Key`): set by
-    /// a migration for its big tables, not by the pipeline file.
-    pub range_column: Option<String>,
-    /// About this many rows per range ([`crate::config::ChunksConfig::range_rows`]).
-    pub range_rows: u64,
-    pub start: Option<Micros>,
-    pub end: Option<Micros>,
-    /// Only chunks of these keys (`--key`, repeatable), when set.
-    pub only_keys: Option<std::collections::BTreeSet<String>>,
-    pub workers: usize,
-    /// `[chunks] max_connections`: lowers the bound of connections per endpoint.
-    pub max_connections: Option<usize>,
-    pub retries: u32,
-    pub retry_backoff: std::time::Duration,
-    pub failed_csv: PathBuf,
-}
-
-impl Chunking {
-    /// `retries` and `retry_backoff_secs`, as the retry helper takes them.
-    pub fn retry(&self) -> (u32, std::time::Duration) {
-        (self.retries, self.retry_backoff)
-    }
-
-    /// Windows of `interval` µs over `time_column` (empty: none), no key,
-    /// one worker, no retries: the chunking of a source read on its own.
-    pub fn windows(time_column: &str, interval: Micros) -> Self {
-        Chunking {
-            time_column: time_column.to_string(),
-            interval,
-            key_column: None,
-            range_column: None,
-            range_rows: 1_000_000,
-            start: None,
-            end: None,
-            only_keys: None,
-            workers: 1,
-            max_connections: None,
-            retries: 0,
-            retry_backoff: std::time::Duration::ZERO,
-            failed_csv: "failed.csv".into(),
-        }
-    }
-}
+pub use etl_model::Chunking;
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]

@@ -50,7 +50,7 @@ impl Migration {
                 "Pre-data (pg_dump --section=pre-data, in one transaction before the data): {}",
                 by_kind(&pre)
             ));
-            let missing = crate::run::block_on(self.missing_extensions(&pre))?;
+            let missing = crate::pg::block_on(self.missing_extensions(&pre))?;
             if !missing.is_empty() {
                 lines.push(
                     "Cannot be created on the target (install these extensions there first):"
@@ -65,7 +65,7 @@ impl Migration {
                 "Pre-data: none (create_table = false: the tables exist on the target); foreign keys and triggers: fk_handling = \"{}\"",
                 self.sink.fk_handling.as_str()
             ));
-            let missing = crate::run::block_on(self.missing_on_target())?;
+            let missing = crate::pg::block_on(self.missing_on_target())?;
             if !missing.is_empty() {
                 lines.push("Cannot be loaded (create them on the target first, or leave them out with source.exclude):".into());
                 for m in missing {

@@ -324,7 +324,7 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
             let v = a.as_primitive::<Float32Type>().value(row);
             out.push_str(&float_text(v as f64, v.is_finite().then(|| v.to_string())))
         }
-        DataType::Float64 => out.push_str(&crate::transform::pivot::pg_float_text(
+        DataType::Float64 => out.push_str(&crate::pg::text::pg_float_text(
             a.as_primitive::<Float64Type>().value(row),
         )),
         DataType::Decimal128(_, s) => {

@@ -33,6 +33,7 @@ use super::{ledger, ChunkStats, ChunkWriter};
 use crate::config::validate::PostgresSinkSpec;
 use crate::config::SinkMode;
 use crate::error::EtlError;
+use crate::pg::text::fit_identifier;
 use crate::pg::Pool;
 use crate::pg_binary::encode::CopyEncoder;
 use crate::pg_binary::PgType;
@@ -54,9 +55,6 @@ pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
     CREATE TABLE IF NOT EXISTS etl.wide_text_pending ( \
       pipeline text NOT NULL, base_table text NOT NULL, channel text NOT NULL, \
       chunk_key text, chunk_start bigint NOT NULL, chunk_end bigint NOT NULL)";
-
-/// PostgreSQL's longest identifier, in bytes.
-const MAX_IDENTIFIER: usize = 63;
 
 /// Wide rows as the sink writes them: the index and how to split value
 /// columns (from the rows' schema, [`crate::wide::WideLayout`]), and the
@@ -116,37 +114,6 @@ pub struct Wide {
     /// The chunk key's column, when it is part of the index.
     pub key_column: Option<String>,
     layouts: tokio::sync::Mutex<HashMap<String, Layout>>,
-}
-
-/// `name` as a column or table name: itself when it fits and is free, else
-/// its first bytes and a hash of the whole (then a counter, if even that is taken).
-pub fn fit_identifier(name: &str, taken: &dyn Fn(&str) -> bool) -> String {
-    let usable = !name.is_empty() && name.len() <= MAX_IDENTIFIER && !name.contains('\0');
-    if usable && !taken(name) {
-        return name.to_string();
-    }
-    // FNV-1a: stable across versions and platforms.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    for attempt in 0u32.. {
-        let suffix = match attempt {
-            0 => format!("_{:08x}", hash as u32),
-            n => format!("_{:08x}_{n}", hash as u32),
-        };
-        let mut prefix = String::new();
-        for c in name.chars().filter(|c| *c != '\0') {
-            if prefix.len() + c.len_utf8() + suffix.len() > MAX_IDENTIFIER {
-                break;
-            }
-            prefix.push(c);
-        }
-        let candidate = format!("{prefix}{suffix}");
-        if !taken(&candidate) {
-            return candidate;
-        }
-    }
-    unreachable!("some counter leaves the name free")
 }
 
 /// The part table `seq` (1-based) of a group (`None`: ungrouped channels).
@@ -554,26 +521,6 @@ impl Wide {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_fit_postgresql_and_never_collide() {
-        let none = |_: &str| false;
-        assert_eq!(fit_identifier("ch_0001", &none), "ch_0001");
-        assert_eq!(fit_identifier("select \"x\" ü", &none), "select \"x\" ü");
-        let long = "가".repeat(30); // 90 bytes
-        let short = fit_identifier(&long, &none);
-        assert!(short.len() <= 63, "{short}");
-        assert!(short.starts_with("가가가"), "{short}");
-        assert_eq!(short, fit_identifier(&long, &none), "deterministic");
-        let other = fit_identifier(&format!("{long}x"), &none);
-        assert_ne!(short, other);
-        assert_eq!(fit_identifier("", &none).len(), 9);
-        // Taken (an index column's name): shortened; that taken too: a counter.
-        let first = fit_identifier("created_time", &|n| n == "created_time");
-        assert!(first.starts_with("created_time_"));
-        let second = fit_identifier("created_time", &|n| n == "created_time" || n == first);
-        assert_eq!(second, format!("{first}_1"));
-    }
 
     #[test]
     fn parts_are_named_by_group_and_number() {

@@ -51,7 +51,7 @@ fn spec(path: &std::path::Path, header: bool) -> CsvSpec {
 fn read_all(source: &CsvSource, chunks: &[crate::plan::Chunk]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for chunk in chunks {
-        crate::run::block_on(async {
+        crate::pg::block_on(async {
             let mut stream = source.open(chunk).await.unwrap();
             while let Some(batch) = stream.next().await {
                 let batch = batch.unwrap();
@@ -97,7 +97,7 @@ proptest! {
         let source = CsvSource::build(&spec(&path, header)).unwrap();
         let mut chunking = crate::config::validate::Chunking::windows("", 1);
         chunking.range_rows = range_rows;
-        let plan = crate::run::block_on(source.plan(&chunking)).unwrap();
+        let plan = crate::pg::block_on(source.plan(&chunking)).unwrap();
         let chunks: Vec<_> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
 
         // The ranges meet, from the header's end to the file's end.

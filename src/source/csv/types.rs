@@ -514,7 +514,7 @@ pub fn column_names(header: &[String]) -> (Vec<String>, Vec<(String, String)>) {
             } else {
                 format!("{base}_{n}")
             };
-            let fitted = crate::sink::wide::fit_identifier(&candidate, &|_| false);
+            let fitted = crate::pg::text::fit_identifier(&candidate, &|_| false);
             if !names.contains(&fitted) {
                 break fitted;
             }

@@ -49,46 +49,8 @@ const OUTPUT_ROWS: usize = 65_536;
 /// Examples logged per reason a row was not pivoted.
 const EXAMPLES: usize = 3;
 
+pub use crate::pg::text::pg_float_text;
 pub use crate::wide::Kind;
-
-/// A double as PostgreSQL's `float8out` prints it (shortest round-trip
-/// digits; plain notation for decimal exponents -4 to 14, else `d.ddde+NN`).
-pub fn pg_float_text(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    // Rust's `{:e}` gives the same shortest digits: `-1.2345e17`.
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exp: i32 = exp.parse().expect("{:e} prints an integer exponent");
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if (-4..15).contains(&exp) {
-        if exp < 0 {
-            format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
-        } else if digits.len() as i32 > exp + 1 {
-            let (int, frac) = digits.split_at(exp as usize + 1);
-            format!("{sign}{int}.{frac}")
-        } else {
-            format!(
-                "{sign}{digits}{}",
-                "0".repeat((exp + 1) as usize - digits.len())
-            )
-        }
-    } else {
-        let e_sign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{e_sign}{:02}", exp.abs())
-    }
-}
 
 /// PostgreSQL's order of doubles: NaN above everything.
 fn float_greater(a: f64, b: f64) -> bool {
@@ -348,30 +310,6 @@ mod tests {
     use super::*;
     use arrow::datatypes::{Field, TimeUnit};
 
-    #[test]
-    fn doubles_print_as_postgresql_prints_them() {
-        for (v, pg) in [
-            (1e20, "1e+20"),
-            (1e15, "1e+15"),
-            (1e14, "100000000000000"),
-            (123456789012345.0, "123456789012345"),
-            (1234567890123456.0, "1.234567890123456e+15"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (-2.5, "-2.5"),
-            (0.1, "0.1"),
-            (1.0 / 3.0, "0.3333333333333333"),
-            (-0.0, "-0"),
-            (1e300, "1e+300"),
-            (f64::NAN, "NaN"),
-            (f64::NEG_INFINITY, "-Infinity"),
-            (12.0, "12"),
-        ] {
-            assert_eq!(pg_float_text(v), pg, "{v:e}");
-        }
-    }
-
     fn spec(text: bool) -> PivotSpec {
         PivotSpec {
             index: vec!["t".into()],
@@ -571,7 +509,7 @@ mod tests {
         ]);
         let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
         let notes = Notes::default();
-        let flow = crate::run::block_on(p.apply(
+        let flow = crate::pg::block_on(p.apply(
             Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
             notes.clone(),
         ))
@@ -595,10 +533,10 @@ mod tests {
             "SELECT t, a * 2 AS x FROM input WHERE a > 1",
             table.schema(),
         );
-        let sql = crate::run::block_on(sql).unwrap();
+        let sql = crate::pg::block_on(sql).unwrap();
         let ctx = crate::transform::sql::context();
         ctx.register_table("input", table.clone()).unwrap();
-        let plan = crate::run::block_on(async {
+        let plan = crate::pg::block_on(async {
             ctx.sql("EXPLAIN SELECT t, a * 2 AS x FROM input WHERE a > 1")
                 .await?
                 .collect()
@@ -612,7 +550,7 @@ mod tests {
         // leaf, reading only the columns the query needs (t and a)
         assert!(text.contains("FilterExec"), "{text}");
         assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
-        let out = crate::run::block_on(async {
+        let out = crate::pg::block_on(async {
             let mut s = sql
                 .apply(Flow::Table(table), notes.clone())
                 .await

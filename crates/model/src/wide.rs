@@ -27,7 +27,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// Schema metadata naming the index of wide rows (JSON, [`WideLayout`]).
 pub const WIDE_METADATA: &str = "etl.wide";
@@ -209,7 +209,7 @@ pub fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
                 doubles
                     .as_primitive::<Float64Type>()
                     .iter()
-                    .map(|v| v.map(crate::transform::pivot::pg_float_text))
+                    .map(|v| v.map(etl_pg::text::pg_float_text))
                     .collect::<StringArray>(),
             ))
         }
@@ -237,7 +237,7 @@ pub fn channel_field(
         channel.to_string()
     } else {
         metadata.insert(CHANNEL_METADATA.to_string(), channel.to_string());
-        crate::sink::wide::fit_identifier(channel, &|n| index.iter().any(|i| i == n))
+        etl_pg::text::fit_identifier(channel, &|n| index.iter().any(|i| i == n))
     };
     Field::new(name, data_type, true).with_metadata(metadata)
 }

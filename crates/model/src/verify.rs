@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use arrow::array::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// Rows and their checksum (a sum of per-row hashes, so row order does not matter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Checksum {
 pub fn sql(columns: &[String], from: &str, filter: &str) -> String {
     let row = columns
         .iter()
-        .map(|c| crate::sql::ident(c))
+        .map(|c| etl_base::sql::ident(c))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
