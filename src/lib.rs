@@ -25,6 +25,7 @@ pub use etl_model::{verify, wide};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
 pub use etl_schema as schema;
+pub use etl_source as source;
 
 pub mod checks;
 pub mod cli;
@@ -36,6 +37,5 @@ pub mod migrate;
 pub mod preflight;
 pub mod run;
 pub mod sink;
-pub mod source;
 pub mod status;
 pub mod transform;

@@ -5,7 +5,7 @@
 //! touching the network (every problem at once, each with its line and key),
 //! and the run builds connections from the validated pipeline.
 
-mod env;
+use etl_base::env;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -114,62 +114,6 @@ fn every_table() -> Vec<String> {
     vec!["*".to_string()]
 }
 
-/// `[source]` with `type = "csv"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CsvSourceConfig {
-    /// A file or a glob (`exports/*.csv`), relative to the working
-    /// directory; `{file}` in a sink's table is each file's stem.
-    #[serde(deserialize_with = "env::string")]
-    pub path: String,
-    /// The files' code page: any encoding_rs label, and cp949/uhc/ms949.
-    /// Default utf-8 (a BOM is skipped).
-    #[serde(default = "default_encoding", deserialize_with = "env::string")]
-    pub encoding: String,
-    /// `error` (default) or `replace` (U+FFFD, counted).
-    #[serde(default)]
-    pub on_invalid_text: OnInvalidText,
-    /// The first record names the columns. Default true.
-    #[serde(default = "default_true")]
-    pub header: bool,
-    /// One ASCII character each. Defaults `,`, `"`, and the quote.
-    #[serde(default = "default_delimiter")]
-    pub delimiter: String,
-    #[serde(default = "default_quote")]
-    pub quote: String,
-    #[serde(default)]
-    pub escape: Option<String>,
-    /// An unquoted field equal to this is NULL. Default "" (COPY's).
-    #[serde(default)]
-    pub null: String,
-    /// Lines starting with this character are skipped. Default none.
-    #[serde(default)]
-    pub comment: Option<String>,
-    /// `[source.columns]`: `name = "type"` for columns whose inferred type
-    /// is not wanted (text, bigint, numeric(12,2), timestamptz, ...).
-    #[serde(default)]
-    pub columns: std::collections::BTreeMap<String, String>,
-    /// `fail` (default: the chunk fails naming file, line and column) or
-    /// `skip` (the line goes to the reject file; the run exits 3).
-    #[serde(default)]
-    pub on_bad_line: crate::source::csv::OnBadLine,
-    /// Rows per batch. Default 65536.
-    #[serde(default = "default_batch_rows")]
-    pub batch_rows: usize,
-}
-
-const fn default_true() -> bool {
-    true
-}
-
-fn default_delimiter() -> String {
-    ",".into()
-}
-
-fn default_quote() -> String {
-    "\"".into()
-}
-
 /// `[source]` with `type = "odbc"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,14 +172,9 @@ pub struct OdbcSourceConfig {
     pub casts: std::collections::BTreeMap<String, String>,
 }
 
-/// What to do with narrow text that is not valid in `encoding`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnInvalidText {
-    #[default]
-    Error,
-    Replace,
-}
+pub use etl_source::csv::config::CsvSourceConfig;
+pub use etl_source::spec::OnInvalidText;
+use etl_source::spec::{default_batch_rows, default_delimiter, default_encoding, default_true};
 
 /// What to do with a text or binary value longer than `max_text_bytes`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -249,10 +188,6 @@ pub enum OnLongValue {
 /// 0: chosen by driver (SQLite: processes; others: threads).
 const fn default_readers() -> usize {
     0
-}
-
-fn default_encoding() -> String {
-    "utf-8".to_string()
 }
 
 const fn default_odbc_batch_rows() -> usize {
@@ -337,10 +272,6 @@ pub struct PostgresSourceConfig {
     /// the batch. Default 32 MiB.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
-}
-
-const fn default_batch_rows() -> usize {
-    65_536
 }
 
 const fn default_batch_bytes() -> usize {

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
 
-use super::catalog::ForeignKey;
 use super::{Checks, Finish, Migration};
 use crate::error::EtlError;
+use crate::source::catalog::ForeignKey;
 use crate::sql::{ident, literal, TableName};
 
 impl Migration {

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 
-use super::catalog::{self, ForeignKey, Keys};
 use super::{Migration, Origin, Table, TableSource};
 use crate::config::validate::{AccessSpec, OdbcRelation, OdbcSpec, PostgresSinkSpec};
 use crate::config::{ValidatedPipeline, ValidatedSink};
 use crate::error::EtlError;
 use crate::run::Runner;
 use crate::source::access::{AccessChild, AccessTable};
+use crate::source::catalog::{self, ForeignKey, Keys};
 use crate::source::odbc::{self, process, OdbcSource};
 use crate::source::Source;
 

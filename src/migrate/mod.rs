@@ -36,7 +36,6 @@
 //! [`constraints`], the summary in [`report`]; here, the data phase and
 //! what ties them together.
 
-pub mod catalog;
 mod constraints;
 mod discover;
 mod plan;
@@ -56,9 +55,9 @@ use crate::pg::block_on;
 use crate::plan::{Chunk, PlannedChunk};
 use crate::run::{RunOptions, Runner};
 use crate::source::access::{AccessChild, AccessTable};
+use crate::source::catalog::{self, ForeignKey, Keys};
 use crate::source::odbc::{self, process, OdbcSource};
 use crate::sql::TableName;
-use catalog::{ForeignKey, Keys};
 
 /// One source table (or the query) and its target.
 pub struct Table {

@@ -5,10 +5,12 @@
 //! - [`time`] parses and prints timestamps as microseconds since 1970.
 //! - [`plan`] cuts work into chunks: the one range splitter (integer, text
 //!   and time ranges, property-tested), the time-window rule.
+//! - [`env`] `${NAME}` in pipeline strings, from the environment.
 //! - [`hooks`] the test-only fault injection points.
 //!
 //! Must not know: PostgreSQL sessions, Arrow, any source or sink, the
 //! ledger, the runner. No I/O here except the test hooks' resume file.
+pub mod env;
 pub mod hooks;
 pub mod plan;
 pub mod sql;

@@ -65,83 +65,10 @@ pub struct PivotSpec {
 /// PostgreSQL's limit on columns per table.
 pub const MAX_TABLE_COLUMNS: usize = 1600;
 
-/// What rows a source reads.
-#[derive(Debug, Clone)]
-pub enum Relation {
-    Query(String),
-    Table(TableName),
-}
-
-// Built once per run: variant sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum ValidatedSource {
-    Postgres {
-        endpoint: Endpoint,
-        relation: Relation,
-        batch_rows: usize,
-        batch_bytes: usize,
-    },
-    Parquet {
-        pattern: String,
-        batch_rows: usize,
-    },
-    Odbc(OdbcSpec),
-    Csv(crate::source::csv::CsvSpec),
-    Access(AccessSpec),
-    /// A whole PostgreSQL database (or schemas, or a list of tables).
-    PostgresDatabase(PgDatabaseSpec),
-}
-
-/// A PostgreSQL database moved with everything in it.
-#[derive(Debug, Clone)]
-pub struct PgDatabaseSpec {
-    pub endpoint: Endpoint,
-    /// Names or glob patterns of tables (`*`: all); empty with `schemas`.
-    pub tables: Vec<String>,
-    /// Names or glob patterns of schemas; empty: every schema.
-    pub schemas: Vec<String>,
-    pub exclude: Vec<String>,
-    pub owners: bool,
-    pub grants: bool,
-    /// Copy the database's large objects (`source.large_objects`).
-    pub large_objects: bool,
-}
-
-/// An Access file read natively, table by table.
-#[derive(Debug, Clone)]
-pub struct AccessSpec {
-    pub path: PathBuf,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub options: crate::source::access::ReadOptions,
-}
-
-/// An ODBC source whose settings make sense (the driver is reached only
-/// when the run starts).
-#[derive(Debug, Clone)]
-pub struct OdbcSpec {
-    pub connection_string: String,
-    pub relation: OdbcRelation,
-    /// The encoding label as written (`cp949`).
-    pub encoding_label: String,
-    pub options: crate::source::odbc::OdbcOptions,
-    /// Connections reading one big table at once (ranges of its key).
-    pub readers: usize,
-}
-
-/// What an ODBC source reads.
-#[derive(Debug, Clone)]
-pub enum OdbcRelation {
-    Query(String),
-    /// Table names or `*`, and names left out.
-    Tables {
-        include: Vec<String>,
-        exclude: Vec<String>,
-    },
-}
-
 pub use etl_model::Chunking;
+pub use etl_source::spec::{
+    AccessSpec, OdbcRelation, OdbcSpec, PgDatabaseSpec, Relation, ValidatedSource,
+};
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]

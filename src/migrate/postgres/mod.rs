@@ -311,7 +311,7 @@ impl Migration {
             });
             sources.push(TableSource::Postgres(source));
         }
-        let mut catalog = super::catalog::Catalog {
+        let mut catalog = crate::source::catalog::Catalog {
             keys_from: "pg_dump --section=post-data".into(),
             ..Default::default()
         };

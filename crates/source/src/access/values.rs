@@ -15,9 +15,9 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use encoding_rs::Encoding;
 use jetdb::{ColumnDef, ColumnType, PageReader, RowPosition, TableDef, TableRows, Value};
 
-use crate::error::EtlError;
-use crate::source::odbc::Cast;
-use crate::source::SourceCounts;
+use crate::odbc::Cast;
+use crate::SourceCounts;
+use etl_pg::error::EtlError;
 
 /// Days from 1899-12-30 (Access's day 0) to 1970-01-01.
 const EPOCH_DAYS: i64 = 25_569;
@@ -391,7 +391,7 @@ pub struct Batches {
     pub counts: Arc<Mutex<SourceCounts>>,
 }
 
-impl crate::source::BatchReader for Batches {
+impl crate::BatchReader for Batches {
     fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
         Batches::batch(self)
     }

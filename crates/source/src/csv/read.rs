@@ -16,8 +16,8 @@ use encoding_rs::{Decoder, DecoderResult};
 use super::parse::{Found, Parser, Record};
 use super::types::{self, Builder, ColType};
 use super::{io, open_read, windows, Compression, CsvSpec, OnBadLine, BLOCK};
-use crate::error::EtlError;
-use crate::source::SourceCounts;
+use crate::SourceCounts;
+use etl_pg::error::EtlError;
 
 /// Decoded records of `[start, end)` of one file.
 pub(super) struct RangeReader {
@@ -240,7 +240,7 @@ pub(super) fn span_reader(
     Ok(reader)
 }
 
-impl crate::source::BatchReader for ChunkBatches {
+impl crate::BatchReader for ChunkBatches {
     fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
         ChunkBatches::batch(self)
     }

@@ -11,7 +11,7 @@ use arrow::array::{ArrayRef, StringBuilder};
 use encoding_rs::Encoding;
 
 use super::read::{Col, OdbcOptions};
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// Decimal text must fit the declared scale: casting would round it.
 pub(super) fn check_scale(
@@ -55,7 +55,7 @@ pub(super) fn decode_name(bytes: &[u8], encoding: &'static Encoding) -> Result<S
 
 /// Narrow text decoded from the configured encoding: an invalid sequence
 /// is an error naming the column, row and bytes, or (replace) U+FFFD, counted.
-pub(crate) fn decode_texts<'a>(
+pub fn decode_texts<'a>(
     options: &OdbcOptions,
     replaced: &mut BTreeMap<String, u64>,
     truncated: &mut BTreeMap<String, (u64, u64)>,

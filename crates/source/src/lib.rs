@@ -3,10 +3,12 @@
 //! streams one chunk's rows as Arrow record batches, memory bounded by a batch.
 
 pub mod access;
+pub mod catalog;
 pub mod csv;
 pub mod odbc;
 pub mod parquet;
 pub mod postgres;
+pub mod spec;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,9 +18,10 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use futures_util::Stream;
 
-use crate::config::validate::{Chunking, ValidatedSource};
-use crate::error::EtlError;
-use crate::plan::{Chunk, Plan};
+use crate::spec::ValidatedSource;
+use etl_base::plan::{Chunk, Plan};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 /// One chunk's rows.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;
@@ -30,7 +33,7 @@ pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> 
 /// format, and the columns in the order of their values.
 #[derive(Debug, Clone)]
 pub struct CopyThrough {
-    pub format: crate::pg_binary::rows::CopyFormat,
+    pub format: etl_pg::pg_binary::rows::CopyFormat,
     pub columns: Vec<String>,
     /// Each column's type OID (a domain's base type's): a sink takes the
     /// bytes only into columns of the same types, record batches
@@ -63,13 +66,13 @@ pub trait Source: Send + Sync {
     /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
     /// Count and checksum of one chunk's rows over `columns`, computed by
-    /// the source itself ([`crate::verify::sql`]); `None` when the source
+    /// the source itself ([`etl_model::verify::sql`]); `None` when the source
     /// cannot (a file source).
     async fn sql_checksum(
         &self,
         _chunk: &Chunk,
         _columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
+    ) -> Result<Option<etl_model::verify::Checksum>, EtlError> {
         Ok(None)
     }
     /// The number of one chunk's rows, counted by the source itself; `None`
@@ -206,7 +209,7 @@ pub async fn build(
             "a whole PostgreSQL database is a migration, not one source".into(),
         )),
         ValidatedSource::Access(_) => Err(EtlError::Bug(
-            "an Access source is a migration: crate::migrate reads it table by table".into(),
+            "an Access source is a migration: etl::migrate reads it table by table".into(),
         )),
     }
 }

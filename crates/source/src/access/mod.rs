@@ -10,7 +10,7 @@
 //! table's header records. [`catalog`] reads keys, AutoNumber columns,
 //! indexes and enforced relationships for a migration.
 //!
-//! `[source] type = "access"` is a migration ([`crate::migrate`]) with one
+//! `[source] type = "access"` is a migration (`etl::migrate`) with one
 //! `AccessTable` per table, and one [`AccessChild`] per complex column
 //! (multi-value, attachment, version history). Not yet (issue 16): an
 //! encoding override for Access 97, ranges of big tables.
@@ -28,11 +28,11 @@ use async_trait::async_trait;
 use jetdb::{ColumnType, PageReader, TableDef};
 
 use super::{BatchStream, Source, SourceCounts};
-use crate::config::validate::Chunking;
-use crate::error::EtlError;
-use crate::migrate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
-use crate::plan::{Chunk, Plan, PlannedChunk};
-use crate::source::odbc::Cast;
+use crate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
+use crate::odbc::Cast;
+use etl_base::plan::{Chunk, Plan, PlannedChunk};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 pub use complex::{child_columns, AccessChild};
 pub use values::arrow_type;
@@ -345,9 +345,9 @@ impl Source for AccessTable {
             replaced: 0,
             counts: self.counts.clone(),
         };
-        Ok(Box::pin(futures_util::stream::iter(
-            crate::source::Batches::new(batches),
-        )))
+        Ok(Box::pin(futures_util::stream::iter(crate::Batches::new(
+            batches,
+        ))))
     }
 
     async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {

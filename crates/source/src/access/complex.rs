@@ -31,11 +31,11 @@ use jetdb::{
 
 use super::values::{arrow_type, Builder};
 use super::{file_error, open, table_def};
-use crate::config::validate::Chunking;
-use crate::error::EtlError;
-use crate::migrate::catalog::{Action, ForeignKey, Keys};
-use crate::plan::{Chunk, Plan, PlannedChunk};
-use crate::source::{BatchStream, Source, SourceCounts};
+use crate::catalog::{Action, ForeignKey, Keys};
+use crate::{BatchStream, Source, SourceCounts};
+use etl_base::plan::{Chunk, Plan, PlannedChunk};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 /// The column of each row's position among the values of its parent row.
 pub const ORDINAL: &str = "ordinal";
@@ -304,9 +304,9 @@ impl Source for AccessChild {
             empty_files: 0,
             nuls: 0,
         };
-        Ok(Box::pin(futures_util::stream::iter(
-            crate::source::Batches::new(batches),
-        )))
+        Ok(Box::pin(futures_util::stream::iter(crate::Batches::new(
+            batches,
+        ))))
     }
 
     async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
@@ -339,7 +339,7 @@ struct ChildBatches {
     nuls: u64,
 }
 
-impl crate::source::BatchReader for ChildBatches {
+impl crate::BatchReader for ChildBatches {
     fn batch(&mut self) -> Result<Option<RecordBatch>, EtlError> {
         ChildBatches::batch(self)
     }

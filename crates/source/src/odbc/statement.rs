@@ -5,7 +5,7 @@
 use encoding_rs::Encoding;
 use odbc_api::{Connection, ConnectionOptions, Cursor, ResultSetMetadata};
 
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// An ODBC error, its SQLSTATE kept as data ([`EtlError::Odbc`]'s `state`).
 pub fn odbc_error(context: impl Into<String>) -> impl FnOnce(odbc_api::Error) -> EtlError {
@@ -124,9 +124,9 @@ pub enum Param {
 impl std::fmt::Display for Param {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Param::Timestamp(t) => f.write_str(&crate::time::format_timestamp(*t)),
+            Param::Timestamp(t) => f.write_str(&etl_base::time::format_timestamp(*t)),
             Param::Date(d) => {
-                f.write_str(&crate::time::format_timestamp(*d as i64 * 86_400_000_000)[..10])
+                f.write_str(&etl_base::time::format_timestamp(*d as i64 * 86_400_000_000)[..10])
             }
             Param::Int(i) => write!(f, "{i}"),
             Param::Text(t) => write!(f, "{t:?}"),

@@ -27,11 +27,12 @@ use async_trait::async_trait;
 use super::process::{self, ReadRequest, ReadStats};
 use super::stream::ReaderStream;
 use super::{connect, count_lines, prepare, quote_char, quote_with, Param};
-use crate::config::validate::{Chunking, OdbcRelation, OdbcSpec};
-use crate::error::EtlError;
-use crate::plan::{Chunk, Plan, PlannedChunk};
-use crate::source::{BatchStream, Source, SourceCounts};
-use crate::time::Micros;
+use crate::spec::{OdbcRelation, OdbcSpec};
+use crate::{BatchStream, Source, SourceCounts};
+use etl_base::plan::{Chunk, Plan, PlannedChunk};
+use etl_base::time::Micros;
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 mod plan;
 
@@ -448,7 +449,7 @@ impl OdbcSource {
                 let cuts = self.cuts()?;
                 let part = usize::try_from(chunk.start)
                     .ok()
-                    .filter(|p| *p <= cuts.len() && chunk.unit == crate::plan::Unit::Part)
+                    .filter(|p| *p <= cuts.len() && chunk.unit == etl_base::plan::Unit::Part)
                     .ok_or_else(|| {
                         EtlError::Schema(format!(
                             "chunk {chunk} is not one of the {} parts {} is cut into",
@@ -459,7 +460,7 @@ impl OdbcSource {
                 // Part p holds keys from cut p-1 (the first: from the
                 // lowest) to cut p (the last: to the highest).
                 let (mut conditions, mut params) = (Vec::new(), Vec::new());
-                let (lower, upper) = crate::plan::part_bounds(&cuts, part);
+                let (lower, upper) = etl_base::plan::part_bounds(&cuts, part);
                 if let Some(v) = lower {
                     conditions.push(format!("{k} >= ?"));
                     params.push(Param::Text(v.clone()));
@@ -536,7 +537,7 @@ fn range_select(
     chunk: &Chunk,
     param: impl Fn(i64) -> Result<Param, EtlError>,
 ) -> Result<(String, Vec<Param>), EtlError> {
-    let condition = crate::plan::range_condition(k, chunk, |_| "?".into());
+    let condition = etl_base::plan::range_condition(k, chunk, |_| "?".into());
     let params = [chunk.lower(), chunk.upper()]
         .into_iter()
         .flatten()
@@ -548,11 +549,11 @@ fn range_select(
 fn time_param(kind: TimeKind, text_times: bool, t: Micros) -> Result<Param, EtlError> {
     Ok(match (kind, text_times) {
         (TimeKind::Timestamp, false) => Param::Timestamp(t),
-        (TimeKind::Timestamp, true) => Param::Text(crate::time::format_timestamp(t)),
+        (TimeKind::Timestamp, true) => Param::Text(etl_base::time::format_timestamp(t)),
         // A date d is in [start, end) when its midnight is.
         (TimeKind::Date, false) => Param::Date(day_at_or_after(t)?),
         (TimeKind::Date, true) => Param::Text(
-            crate::time::format_timestamp(day_at_or_after(t)? as i64 * DAY)[..10].to_string(),
+            etl_base::time::format_timestamp(day_at_or_after(t)? as i64 * DAY)[..10].to_string(),
         ),
     })
 }
@@ -582,7 +583,7 @@ pub(super) fn micros_at(array: &ArrayRef, i: usize) -> Result<Option<Micros>, Et
         }
         DataType::Utf8 => {
             let text = array.as_string::<i32>().value(i);
-            crate::time::parse_timestamp(text).map_err(|e| {
+            etl_base::time::parse_timestamp(text).map_err(|e| {
                 EtlError::Schema(format!(
                     "the driver returned the time {text:?}, which etl cannot read: {e}"
                 ))
@@ -669,9 +670,9 @@ impl Source for OdbcSource {
                 ) else {
                     continue;
                 };
-                for start in crate::plan::window_starts(min, max, 0, interval) {
+                for start in etl_base::plan::window_starts(min, max, 0, interval) {
                     plan.chunks.push(PlannedChunk {
-                        chunk: crate::plan::window_chunk(key.clone(), start, interval, i64::MAX),
+                        chunk: etl_base::plan::window_chunk(key.clone(), start, interval, i64::MAX),
                         rows: 0,
                     });
                 }

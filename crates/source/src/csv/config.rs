@@ -7,7 +7,57 @@ use std::path::Path;
 use super::parse::Dialect;
 use super::types::ColType;
 use super::CsvSpec;
-use crate::config::{CsvSourceConfig, OnInvalidText};
+use serde::Deserialize;
+
+use crate::spec::{
+    default_batch_rows, default_delimiter, default_encoding, default_quote, default_true,
+    OnInvalidText,
+};
+use etl_base::env;
+
+/// `[source]` with `type = "csv"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// A file or a glob (`exports/*.csv`), relative to the working
+    /// directory; `{file}` in a sink's table is each file's stem.
+    #[serde(deserialize_with = "env::string")]
+    pub path: String,
+    /// The files' code page: any encoding_rs label, and cp949/uhc/ms949.
+    /// Default utf-8 (a BOM is skipped).
+    #[serde(default = "default_encoding", deserialize_with = "env::string")]
+    pub encoding: String,
+    /// `error` (default) or `replace` (U+FFFD, counted).
+    #[serde(default)]
+    pub on_invalid_text: OnInvalidText,
+    /// The first record names the columns. Default true.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// One ASCII character each. Defaults `,`, `"`, and the quote.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    #[serde(default = "default_quote")]
+    pub quote: String,
+    #[serde(default)]
+    pub escape: Option<String>,
+    /// An unquoted field equal to this is NULL. Default "" (COPY's).
+    #[serde(default)]
+    pub null: String,
+    /// Lines starting with this character are skipped. Default none.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// `[source.columns]`: `name = "type"` for columns whose inferred type
+    /// is not wanted (text, bigint, numeric(12,2), timestamptz, ...).
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, String>,
+    /// `fail` (default: the chunk fails naming file, line and column) or
+    /// `skip` (the line goes to the reject file; the run exits 3).
+    #[serde(default)]
+    pub on_bad_line: super::OnBadLine,
+    /// Rows per batch. Default 65536.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+}
 
 /// The spec, or (key, message) problems.
 pub fn validate(s: CsvSourceConfig, failed_csv: &str) -> Result<CsvSpec, Vec<(String, String)>> {
@@ -24,7 +74,7 @@ pub fn validate(s: CsvSourceConfig, failed_csv: &str) -> Result<CsvSpec, Vec<(St
             format!("{:?} is not a file name or glob: {e}", s.path),
         ));
     }
-    let encoding = match crate::source::encoding_for(&s.encoding) {
+    let encoding = match crate::encoding_for(&s.encoding) {
         Ok(e) => Some(e),
         Err(e) => {
             problems.push((key("encoding"), e));

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use odbc_api::Connection;
 
-use crate::error::EtlError;
-use crate::source::odbc;
+use crate::odbc;
+use etl_pg::error::EtlError;
 
 /// A source table's keys and indexes, as far as the source tells.
 #[derive(Debug, Clone, Default)]
@@ -384,7 +384,7 @@ fn decode(bytes: Option<&[u8]>, encoding: &'static encoding_rs::Encoding) -> Str
         .unwrap_or_default()
 }
 
-use crate::source::odbc::odbc_error as odbc;
+use crate::odbc::odbc_error as odbc;
 
 #[cfg(test)]
 mod tests {

@@ -15,8 +15,8 @@ use futures_util::Stream;
 
 use super::process::ReadStats;
 use super::source::micros_at;
-use crate::error::EtlError;
-use crate::plan::{Chunk, Unit};
+use etl_base::plan::{Chunk, Unit};
+use etl_pg::error::EtlError;
 
 /// One chunk's rows from its reader (thread or process). At the end the
 /// reader's counts join the source's; a reader's error ends the stream.

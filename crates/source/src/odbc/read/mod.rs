@@ -59,7 +59,7 @@ mod rows;
 
 use super::statement::*;
 use super::values::*;
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// How to read: text encoding and its policy, and the batch limits.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ impl Cast {
 impl OdbcOptions {
     /// Options for an encoding label (`cp949`, `utf-8`, ...).
     pub fn new(encoding: &str) -> Result<Self, EtlError> {
-        let encoding = crate::source::encoding_for(encoding).map_err(EtlError::Schema)?;
+        let encoding = crate::encoding_for(encoding).map_err(EtlError::Schema)?;
         Ok(OdbcOptions {
             encoding,
             replace_invalid: false,
@@ -418,7 +418,7 @@ pub fn open_table(
         if matches!(col, Col::Uuid) {
             field = field.with_metadata(
                 [(
-                    crate::pg_binary::EXTENSION_NAME.to_string(),
+                    etl_pg::pg_binary::EXTENSION_NAME.to_string(),
                     "arrow.uuid".to_string(),
                 )]
                 .into(),

@@ -38,9 +38,9 @@ use self::parse::{Dialect, Scanner};
 use self::read::{span_reader, ChunkBatches, RangeReader, WindowReads};
 use self::types::ColType;
 use super::{BatchStream, Source, SourceCounts};
-use crate::config::validate::Chunking;
-use crate::error::EtlError;
-use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
+use etl_base::plan::{Chunk, Plan, PlannedChunk, Unit};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 /// Records sampled for type inference.
 const SAMPLE_ROWS: usize = 10_000;

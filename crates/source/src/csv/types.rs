@@ -514,7 +514,7 @@ pub fn column_names(header: &[String]) -> (Vec<String>, Vec<(String, String)>) {
             } else {
                 format!("{base}_{n}")
             };
-            let fitted = crate::pg::text::fit_identifier(&candidate, &|_| false);
+            let fitted = etl_pg::text::fit_identifier(&candidate, &|_| false);
             if !names.contains(&fitted) {
                 break fitted;
             }
@@ -649,7 +649,7 @@ mod tests {
             .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
             .unwrap();
         assert_eq!(
-            crate::time::format_timestamp(ts.value(0)),
+            etl_base::time::format_timestamp(ts.value(0)),
             "2025-06-01 00:00:00"
         );
     }

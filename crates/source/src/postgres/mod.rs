@@ -18,14 +18,15 @@ use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::CopyOutStream;
 
 use super::{BatchStream, Source};
-use crate::config::validate::{Chunking, Relation, ValidatedSource};
-use crate::error::EtlError;
-use crate::pg::Pool;
-use crate::pg_binary::decode::CopyDecoder;
-use crate::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
-use crate::plan::{chunk_filter, window_chunk, window_starts, Chunk, Plan, PlannedChunk};
-use crate::sql::ident;
-use crate::time::{sql_literal, Micros, MICROS_PER_SEC};
+use crate::spec::{Relation, ValidatedSource};
+use etl_base::plan::{chunk_filter, window_chunk, window_starts, Chunk, Plan, PlannedChunk};
+use etl_base::sql::ident;
+use etl_base::time::{sql_literal, Micros, MICROS_PER_SEC};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
+use etl_pg::pg_binary::decode::CopyDecoder;
+use etl_pg::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
+use etl_pg::Pool;
 
 pub struct PostgresSource {
     pool: Arc<Pool>,
@@ -190,11 +191,13 @@ impl PostgresSource {
         }
 
         let primary_key = match relation {
-            Relation::Table(t) => crate::pg::primary_key(&client, &t.qualified())
-                .await
-                .map_err(EtlError::pg(format!(
-                    "reading the primary key of source table {t}"
-                )))?,
+            Relation::Table(t) => {
+                etl_pg::primary_key(&client, &t.qualified())
+                    .await
+                    .map_err(EtlError::pg(format!(
+                        "reading the primary key of source table {t}"
+                    )))?
+            }
             Relation::Query(_) => Vec::new(),
         };
         let indexed = match relation {
@@ -256,11 +259,11 @@ impl PostgresSource {
 /// into `bytes`; the client goes back to the pool when the stream ends.
 async fn copy_bytes(
     pool: &Arc<Pool>,
-    client: crate::pg::Conn,
+    client: etl_pg::Conn,
     sql: &str,
     bytes: &Arc<AtomicU64>,
     what: String,
-) -> Result<crate::source::CopyStream, EtlError> {
+) -> Result<crate::CopyStream, EtlError> {
     let inner = client
         .copy_out(sql)
         .await
@@ -278,7 +281,7 @@ async fn copy_bytes(
 struct CopyBytes {
     inner: Pin<Box<CopyOutStream>>,
     /// Back to the pool at the end of the stream.
-    client: Option<crate::pg::Conn>,
+    client: Option<etl_pg::Conn>,
     pool: Arc<Pool>,
     tally: Tally,
     what: String,
@@ -374,7 +377,7 @@ fn type_info(t: &Type, typmod: i32) -> TypeInfo {
 fn ddl_type(t: &Type, typmod: i32) -> (u32, i32) {
     match t.kind() {
         Kind::Domain(base) => ddl_type(base, -1),
-        Kind::Enum(_) => (crate::pg_binary::oid::TEXT, -1),
+        Kind::Enum(_) => (etl_pg::pg_binary::oid::TEXT, -1),
         Kind::Array(element) if matches!(element.kind(), Kind::Enum(_)) => (1009, -1), // text[]
         Kind::Array(element) if matches!(element.kind(), Kind::Domain(_)) => match element.kind() {
             Kind::Domain(base) => (array_oid_of(base).unwrap_or(1009), -1),
@@ -386,7 +389,7 @@ fn ddl_type(t: &Type, typmod: i32) -> (u32, i32) {
 
 /// The array type of a built-in element type, for domains over them.
 fn array_oid_of(t: &Type) -> Option<u32> {
-    use crate::pg_binary::oid;
+    use etl_pg::pg_binary::oid;
     Some(match t.oid() {
         oid::BOOL => 1000,
         oid::INT2 => 1005,
@@ -511,7 +514,7 @@ impl Source for PostgresSource {
         let mut plan = Plan::default();
         for key in keys {
             let condition = match (&self.key_column, &key) {
-                (Some(k), Some(v)) => format!("{} = {} AND ", ident(k), crate::sql::literal(v)),
+                (Some(k), Some(v)) => format!("{} = {} AND ", ident(k), etl_base::sql::literal(v)),
                 (Some(k), None) => format!("{} IS NULL AND ", ident(k)),
                 (None, _) => String::new(),
             };
@@ -581,7 +584,7 @@ impl Source for PostgresSource {
         &self,
         chunk: &Chunk,
         columns: &[String],
-    ) -> Result<Option<crate::verify::Checksum>, EtlError> {
+    ) -> Result<Option<etl_model::verify::Checksum>, EtlError> {
         let client = self.pool.get().await?;
         let filter = chunk_filter(
             &self.time_column,
@@ -590,13 +593,13 @@ impl Source for PostgresSource {
             chunk,
         );
         let row = client
-            .query_one(&crate::verify::sql(columns, &self.from, &filter), &[])
+            .query_one(&etl_model::verify::sql(columns, &self.from, &filter), &[])
             .await
             .map_err(EtlError::pg(format!(
                 "checksumming chunk {chunk} in the source"
             )))?;
         self.pool.put(client);
-        Ok(Some(crate::verify::Checksum {
+        Ok(Some(etl_model::verify::Checksum {
             rows: row.get::<_, i64>(0) as u64,
             sum: row.get(1),
         }))
@@ -639,12 +642,12 @@ impl Source for PostgresSource {
     }
 
     /// Built-in types only: their binary form is the same on every server.
-    fn copy_through(&self) -> Option<crate::source::CopyThrough> {
+    fn copy_through(&self) -> Option<crate::CopyThrough> {
         self.oids
             .iter()
             .all(|o| *o < 16384)
-            .then(|| crate::source::CopyThrough {
-                format: crate::pg_binary::rows::CopyFormat::Binary,
+            .then(|| crate::CopyThrough {
+                format: etl_pg::pg_binary::rows::CopyFormat::Binary,
                 columns: self
                     .schema
                     .fields()
@@ -655,7 +658,7 @@ impl Source for PostgresSource {
             })
     }
 
-    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::source::CopyStream, EtlError> {
+    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::CopyStream, EtlError> {
         let client = self.pool.get().await?;
         client
             .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
@@ -688,7 +691,7 @@ enum State {
 struct CopyStream {
     inner: Pin<Box<CopyOutStream>>,
     decoder: CopyDecoder,
-    client: Option<crate::pg::Conn>,
+    client: Option<etl_pg::Conn>,
     pool: Arc<Pool>,
     tally: Tally,
     state: State,

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 
-use crate::config::validate::Chunking;
-use crate::error::EtlError;
-use crate::pg::Pool;
-use crate::pg_binary::rows::CopyFormat;
-use crate::plan::{Chunk, Plan, PlannedChunk, Unit};
-use crate::source::{BatchStream, CopyStream, CopyThrough, Source};
-use crate::sql::{ident, TableName};
+use crate::{BatchStream, CopyStream, CopyThrough, Source};
+use etl_base::plan::{Chunk, Plan, PlannedChunk, Unit};
+use etl_base::sql::{ident, TableName};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
+use etl_pg::pg_binary::rows::CopyFormat;
+use etl_pg::Pool;
 
 /// A source table of a whole-database migration.
 pub struct PgTable {
@@ -87,10 +87,10 @@ impl PgTable {
     fn filter(&self, chunk: &Chunk) -> String {
         match (&self.range_key, chunk.unit) {
             (Some(k), Unit::Key) => {
-                crate::plan::range_condition(&ident(k), chunk, |v| v.to_string())
+                etl_base::plan::range_condition(&ident(k), chunk, |v| v.to_string())
             }
             (None, Unit::Key) => {
-                crate::plan::range_condition("ctid", chunk, |v| format!("'({v},0)'::tid"))
+                etl_base::plan::range_condition("ctid", chunk, |v| format!("'({v},0)'::tid"))
             }
             _ => "true".into(),
         }
@@ -118,10 +118,10 @@ impl PgTable {
     pub async fn checksum(
         &self,
         chunk: Option<&Chunk>,
-    ) -> Result<crate::verify::Checksum, EtlError> {
+    ) -> Result<etl_model::verify::Checksum, EtlError> {
         let client = self.pool.get().await?;
         let filter = chunk.map_or_else(|| "true".into(), |c| self.filter(c));
-        let sql = crate::verify::sql(
+        let sql = etl_model::verify::sql(
             &self.columns,
             &format!("ONLY {}", self.table.qualified()),
             &filter,
@@ -134,7 +134,7 @@ impl PgTable {
                 self.name
             )))?;
         self.pool.put(client);
-        Ok(crate::verify::Checksum {
+        Ok(etl_model::verify::Checksum {
             rows: row.get::<_, i64>(0) as u64,
             sum: row.get(1),
         })
@@ -166,7 +166,7 @@ impl Source for PgTable {
             ),
             None => format!(
                 "SELECT 0::int8, (pg_relation_size({t}) / current_setting('block_size')::int8) - 1, count(*)::int8 FROM {from}",
-                t = crate::sql::literal(&self.table.qualified())
+                t = etl_base::sql::literal(&self.table.qualified())
             ),
         };
         let row = client
@@ -187,7 +187,7 @@ impl Source for PgTable {
             // Rows added after the plan, in new blocks or past the
             // highest key, are in the last range (unbounded above).
             (Some(min), Some(max)) if parts > 1 && max > min => {
-                crate::plan::integer_ranges(&self.name, min, max, count, parts)
+                etl_base::plan::integer_ranges(&self.name, min, max, count, parts)
             }
             _ => Vec::new(),
         };

@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::error::EtlError;
-use crate::source::odbc::{self, Cast, OdbcOptions, Param};
+use crate::odbc::{self, Cast, OdbcOptions, Param};
+use etl_pg::error::EtlError;
 
 /// What a child reader runs: the connection, the SELECT and the options.
 #[derive(Debug, Clone, Serialize, Deserialize)]

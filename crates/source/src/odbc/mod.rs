@@ -9,11 +9,11 @@
 //! - [`process`]: where that reader runs: a thread of this process, or a
 //!   child process (`readers` > 1: drivers that serialise threads on a
 //!   process-wide lock, SQLite's, read in parallel only as processes).
-//! - [`OdbcSource`]: an ODBC query or table as a [`crate::source::Source`] of the chunk
+//! - [`OdbcSource`]: an ODBC query or table as a [`crate::Source`] of the chunk
 //!   runner: time windows (optionally per key) planned through the driver
 //!   and read with `WHERE t >= ? AND t < ? [AND key = ?]`.
 //!
-//! A whole database (`tables = ["*"]`) is read by [`crate::migrate`], table
+//! A whole database (`tables = ["*"]`) is read by `etl::migrate`, table
 //! by table, through the same reader.
 
 pub mod process;
@@ -27,12 +27,12 @@ pub use read::*;
 pub use source::{describe, KeyKind, OdbcSource, Relation, Split, SplitKey, TimeKind};
 pub use statement::*;
 #[cfg(feature = "fuzzing")]
-pub(crate) use values::decode_texts;
+pub use values::decode_texts;
 pub use values::round_to_micros;
 
 use std::collections::BTreeMap;
 
-use crate::config::validate::OdbcSpec;
+use crate::spec::OdbcSpec;
 use process::ReadStats;
 
 /// The spec as its driver needs it: MDBTools is read row by row and hands
@@ -40,7 +40,7 @@ use process::ReadStats;
 /// without `StepAPI=1` holds a whole result in memory (warned).
 pub fn prepare(spec: &OdbcSpec) -> OdbcSpec {
     let mut spec = spec.clone();
-    if crate::migrate::catalog::is_mdbtools(&spec.connection_string) {
+    if crate::catalog::is_mdbtools(&spec.connection_string) {
         // MDBTools refuses row arrays: it is read one row at a time.
         spec.options.row_by_row = true;
         mdbtools_code_page(&mut spec.options);

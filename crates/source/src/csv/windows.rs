@@ -24,9 +24,9 @@ use std::sync::Arc;
 use super::parse::{Found, Parser, Record, Scanner};
 use super::types::{self, ColType, Value};
 use super::{io, newlines, open_read, CsvSource, OnBadLine, BLOCK};
-use crate::error::EtlError;
-use crate::plan::{Chunk, Plan, PlannedChunk};
-use crate::time::Micros;
+use etl_base::plan::{Chunk, Plan, PlannedChunk};
+use etl_base::time::Micros;
+use etl_pg::error::EtlError;
 
 /// Spans of one window closer than this are read as one (the records in
 /// between are parsed and passed over).
@@ -190,7 +190,7 @@ impl Columns {
             }
             Ok(None) => (Class::NoTime, 0),
             Ok(Some(t)) => {
-                let window = crate::plan::window_start(t, origin, interval);
+                let window = etl_base::plan::window_start(t, origin, interval);
                 (Class::In(self.key(record), window), t)
             }
         }
@@ -415,7 +415,7 @@ pub fn plan(windows: &WindowPlan) -> Plan {
         .chunks
         .iter()
         .map(|((key, start), c)| PlannedChunk {
-            chunk: crate::plan::window_chunk(key.clone(), *start, interval, upper),
+            chunk: etl_base::plan::window_chunk(key.clone(), *start, interval, upper),
             rows: c.rows,
         })
         .collect();
@@ -452,7 +452,7 @@ pub fn chunk_reads(
     chunk: &Chunk,
 ) -> Option<(Vec<Span>, Filter)> {
     let (interval, origin, _, _) = windows.made_with;
-    let start = crate::plan::window_start(chunk.start, origin, interval);
+    let start = etl_base::plan::window_start(chunk.start, origin, interval);
     if start != chunk.start {
         return None;
     }

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::parse::Dialect;
 use super::types::ColType;
 use super::{CsvSource, CsvSpec, OnBadLine};
-use crate::source::Source;
+use crate::Source;
 
 fn quoted(field: &str) -> String {
     format!("\"{}\"", field.replace('"', "\"\""))
@@ -48,10 +48,10 @@ fn spec(path: &std::path::Path, header: bool) -> CsvSpec {
 }
 
 /// Every chunk's records, chunk by chunk in plan order.
-fn read_all(source: &CsvSource, chunks: &[crate::plan::Chunk]) -> Vec<Vec<String>> {
+fn read_all(source: &CsvSource, chunks: &[etl_base::plan::Chunk]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for chunk in chunks {
-        crate::pg::block_on(async {
+        etl_pg::block_on(async {
             let mut stream = source.open(chunk).await.unwrap();
             while let Some(batch) = stream.next().await {
                 let batch = batch.unwrap();
@@ -95,9 +95,9 @@ proptest! {
         }
         std::fs::write(&path, &text).unwrap();
         let source = CsvSource::build(&spec(&path, header)).unwrap();
-        let mut chunking = crate::config::validate::Chunking::windows("", 1);
+        let mut chunking = etl_model::Chunking::windows("", 1);
         chunking.range_rows = range_rows;
-        let plan = crate::pg::block_on(source.plan(&chunking)).unwrap();
+        let plan = etl_pg::block_on(source.plan(&chunking)).unwrap();
         let chunks: Vec<_> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
 
         // The ranges meet, from the header's end to the file's end.

@@ -9,7 +9,7 @@
 //!
 //! Files may differ in their columns (a pivot stages each chunk with its
 //! own channels): the source's schema is their union, a column's type the
-//! widest by the pivot's rules. Wide rows ([`crate::wide`]) keep each
+//! widest by the pivot's rules. Wide rows ([`etl_model::wide`]) keep each
 //! file's own columns, so wide tables get the columns the chunk had; other
 //! rows get the union's, NULL where a file has none.
 
@@ -28,17 +28,17 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
 use super::{BatchStream, Source};
-use crate::config::validate::Chunking;
-use crate::error::EtlError;
-use crate::plan::{Chunk, Plan, PlannedChunk};
-use crate::time::Micros;
-use crate::wide::{ChunkKey, Kind, WideLayout};
+use etl_base::plan::{Chunk, Plan, PlannedChunk};
+use etl_base::time::Micros;
+use etl_model::wide::{ChunkKey, Kind, WideLayout};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 pub struct ParquetSource {
     files: Vec<FileInfo>,
     /// The union of the files' columns.
     schema: SchemaRef,
-    /// Wide rows keep each file's own columns ([`crate::wide`]).
+    /// Wide rows keep each file's own columns ([`etl_model::wide`]).
     wide: bool,
     time_name: String,
     batch_rows: usize,
@@ -62,7 +62,7 @@ enum FileKey {
     /// From this column.
     Column(usize),
     /// The whole file has this key (a staged chunk of wide rows, whose
-    /// rows lack the key column: [`crate::wide::ChunkKey`]).
+    /// rows lack the key column: [`etl_model::wide::ChunkKey`]).
     Fixed(Option<String>),
 }
 
@@ -139,13 +139,13 @@ fn open(path: &std::path::Path) -> Result<ParquetRecordBatchReaderBuilder<File>,
 /// whose metadata holds anything else is refused before any table is made.
 fn check_type_names(path: &std::path::Path, schema: &SchemaRef) -> Result<(), EtlError> {
     for field in schema.fields() {
-        if let Some(t) = field.metadata().get(crate::pg_binary::PG_TYPE_METADATA) {
-            crate::sql::type_name(t).map_err(|e| {
+        if let Some(t) = field.metadata().get(etl_pg::pg_binary::PG_TYPE_METADATA) {
+            etl_base::sql::type_name(t).map_err(|e| {
                 EtlError::Schema(format!(
                     "{}: column {:?}: field metadata {}: {e}; the file was not written by etl, or was changed since: remove the metadata or stage the file again",
                     path.display(),
                     field.name(),
-                    crate::pg_binary::PG_TYPE_METADATA
+                    etl_pg::pg_binary::PG_TYPE_METADATA
                 ))
             })?;
         }
@@ -337,7 +337,7 @@ impl Source for ParquetSource {
                         continue;
                     }
                     let t = times.value(row);
-                    let window = crate::plan::window_start(t, origin, interval);
+                    let window = etl_base::plan::window_start(t, origin, interval);
                     let key = match &file.key {
                         FileKey::Fixed(k) => k.clone(),
                         _ => keys
@@ -351,7 +351,7 @@ impl Source for ParquetSource {
         plan.chunks = counts
             .into_iter()
             .map(|((key, start), rows)| PlannedChunk {
-                chunk: crate::plan::window_chunk(key, start, interval, upper),
+                chunk: etl_base::plan::window_chunk(key, start, interval, upper),
                 rows,
             })
             .collect();
@@ -438,7 +438,7 @@ fn conform(batch: &RecordBatch, union: &Schema, wide: bool) -> Result<RecordBatc
                 let column = batch.column(i);
                 columns.push(match Kind::of(u.data_type()) {
                     Some(kind) if column.data_type() != u.data_type() => {
-                        crate::wide::conform(column, kind)?
+                        etl_model::wide::conform(column, kind)?
                     }
                     _ => column.clone(),
                 });
@@ -583,7 +583,7 @@ mod tests {
     fn collect(
         stream: impl std::future::Future<Output = Result<BatchStream, EtlError>>,
     ) -> Vec<RecordBatch> {
-        crate::pg::block_on(async {
+        etl_pg::block_on(async {
             let mut s = stream.await.unwrap();
             let mut out = Vec::new();
             while let Some(b) = s.next().await {

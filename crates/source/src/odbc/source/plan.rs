@@ -34,7 +34,7 @@ impl OdbcSource {
             for i in 0..batch.num_rows() {
                 match micros_at(times, i)? {
                     Some(t) if t >= lower && t < upper => {
-                        let start = crate::plan::window_start(t, origin, interval);
+                        let start = etl_base::plan::window_start(t, origin, interval);
                         let key = match key {
                             Some(_) => key_at(batch.column(0), i)?,
                             None => None,
@@ -51,7 +51,7 @@ impl OdbcSource {
             chunks: windows
                 .into_iter()
                 .map(|((key, start), rows)| PlannedChunk {
-                    chunk: crate::plan::window_chunk(key, start, interval, upper),
+                    chunk: etl_base::plan::window_chunk(key, start, interval, upper),
                     rows,
                 })
                 .collect(),
@@ -121,13 +121,13 @@ impl OdbcSource {
             KeyKind::Time(TimeKind::Date) => max.saturating_add(DAY - 1),
             _ => max,
         };
-        let ranges = crate::plan::split_range(min, last, parts, step);
+        let ranges = etl_base::plan::split_range(min, last, parts, step);
         if ranges.is_empty() {
             return Ok(whole(count));
         }
         // Rows per range are not counted: estimated by width, summing to
         // the table's count.
-        let rows = crate::plan::estimate_rows(&ranges, min, last, count);
+        let rows = etl_base::plan::estimate_rows(&ranges, min, last, count);
         let chunks = ranges
             .into_iter()
             .zip(rows)
@@ -234,7 +234,7 @@ impl OdbcSource {
         if parts < 2 || keyed as u64 != count {
             return Ok(Vec::new());
         }
-        let mut cuts = crate::plan::KeyCuts::new(count.div_ceil(parts));
+        let mut cuts = etl_base::plan::KeyCuts::new(count.div_ceil(parts));
         self.scan(
             &format!("SELECT {k} FROM {} ORDER BY {k}", self.from),
             |batch| {
