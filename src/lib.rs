@@ -26,6 +26,7 @@ pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
 pub use etl_schema as schema;
 pub use etl_source as source;
+pub use etl_transform as transform;
 
 pub mod checks;
 pub mod cli;
@@ -38,4 +39,3 @@ pub mod preflight;
 pub mod run;
 pub mod sink;
 pub mod status;
-pub mod transform;

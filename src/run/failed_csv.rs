@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::plan::Chunk;
 use crate::time::parse_timestamp;
+use etl_base::csv_line::split;
 
 /// Writes `chunks` to `path` atomically.
 pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
@@ -194,48 +195,6 @@ fn looks_like_header(fields: &[Option<String>]) -> bool {
             s.chars().any(|c| c.is_alphabetic()) && !s.chars().any(|c| c.is_ascii_digit())
         })
     })
-}
-
-/// Splits one CSV line. An unquoted empty field is `None`; `""` is `Some("")`.
-pub(crate) fn split(line: &str) -> Result<Vec<Option<String>>, String> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            let mut field = String::new();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err("a quoted field is not closed".into()),
-                }
-            }
-            fields.push(Some(field));
-            match chars.next() {
-                None => return Ok(fields),
-                Some(',') => continue,
-                Some(c) => return Err(format!("unexpected {c:?} after a quoted field")),
-            }
-        } else {
-            let mut field = String::new();
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push((!field.trim().is_empty()).then(|| field.trim().to_string()));
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-            fields.push((!field.trim().is_empty()).then(|| field.trim().to_string()));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //! - [`time`] parses and prints timestamps as microseconds since 1970.
 //! - [`plan`] cuts work into chunks: the one range splitter (integer, text
 //!   and time ranges, property-tested), the time-window rule.
+//! - [`csv_line`] splits a line of the small CSV files etl reads itself.
 //! - [`env`] `${NAME}` in pipeline strings, from the environment.
 //! - [`hooks`] the test-only fault injection points.
 //!
 //! Must not know: PostgreSQL sessions, Arrow, any source or sink, the
 //! ledger, the runner. No I/O here except the test hooks' resume file.
+pub mod csv_line;
 pub mod env;
 pub mod hooks;
 pub mod plan;

@@ -5,6 +5,7 @@
 //!   and the runner read it; the chunks themselves are `etl_base::plan`'s.
 //! - [`wide`] the wide-rows contract: a pivot's output, as sinks and the
 //!   Parquet source read it from a batch's schema.
+//! - [`BatchStream`] one chunk's rows between the layers.
 //! - [`verify`] row counts and order-free checksums, compared per chunk.
 //!
 //! Must not know: any particular source, transform, sink, the ledger or
@@ -14,3 +15,12 @@ pub mod verify;
 pub mod wide;
 
 pub use chunking::Chunking;
+
+use std::pin::Pin;
+
+use arrow::array::RecordBatch;
+use etl_pg::error::EtlError;
+use futures_util::Stream;
+
+/// One chunk's rows, as a source gives them and a transform passes them on.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;

@@ -23,8 +23,7 @@ use etl_base::plan::{Chunk, Plan};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
 
-/// One chunk's rows.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;
+pub use etl_model::BatchStream;
 
 /// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
 pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> + Send>>;

@@ -40,17 +40,17 @@ use super::{Flow, Notes, Transform};
 
 mod exec;
 mod kernel;
-use crate::config::validate::PivotSpec;
-use crate::error::EtlError;
-use crate::wide::WideLayout;
+use crate::spec::PivotSpec;
+use etl_model::wide::WideLayout;
+use etl_pg::error::EtlError;
 
 /// Wide rows per output batch.
 const OUTPUT_ROWS: usize = 65_536;
 /// Examples logged per reason a row was not pivoted.
 const EXAMPLES: usize = 3;
 
-pub use crate::pg::text::pg_float_text;
-pub use crate::wide::Kind;
+pub use etl_model::wide::Kind;
+pub use etl_pg::text::pg_float_text;
 
 /// PostgreSQL's order of doubles: NaN above everything.
 fn float_greater(a: f64, b: f64) -> bool {
@@ -219,7 +219,7 @@ pub fn read_column_groups(
         if line.trim().is_empty() || (n == 0 && line.trim() == "channel,group") {
             continue;
         }
-        let fields = crate::run::failed_csv::split(line).map_err(|e| bad(&e))?;
+        let fields = etl_base::csv_line::split(line).map_err(|e| bad(&e))?;
         let [Some(channel), Some(group)] = fields.as_slice() else {
             return Err(bad(&format!(
                 "expected two non-empty fields, found {:?}",
@@ -509,7 +509,7 @@ mod tests {
         ]);
         let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
         let notes = Notes::default();
-        let flow = crate::pg::block_on(p.apply(
+        let flow = etl_pg::block_on(p.apply(
             Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
             notes.clone(),
         ))
@@ -528,15 +528,15 @@ mod tests {
         assert!(notes.lock().unwrap().pivot.is_none());
 
         // When a query over it is planned and run
-        let sql = crate::transform::sql::SqlTransform::build(
+        let sql = crate::sql::SqlTransform::build(
             1,
             "SELECT t, a * 2 AS x FROM input WHERE a > 1",
             table.schema(),
         );
-        let sql = crate::pg::block_on(sql).unwrap();
-        let ctx = crate::transform::sql::context();
+        let sql = etl_pg::block_on(sql).unwrap();
+        let ctx = crate::sql::context();
         ctx.register_table("input", table.clone()).unwrap();
-        let plan = crate::pg::block_on(async {
+        let plan = etl_pg::block_on(async {
             ctx.sql("EXPLAIN SELECT t, a * 2 AS x FROM input WHERE a > 1")
                 .await?
                 .collect()
@@ -550,7 +550,7 @@ mod tests {
         // leaf, reading only the columns the query needs (t and a)
         assert!(text.contains("FilterExec"), "{text}");
         assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
-        let out = crate::pg::block_on(async {
+        let out = etl_pg::block_on(async {
             let mut s = sql
                 .apply(Flow::Table(table), notes.clone())
                 .await

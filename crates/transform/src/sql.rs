@@ -2,7 +2,7 @@
 //! reads as the table `input`. The chunk's batches stream through it; a
 //! query that aggregates holds what its aggregate needs, bounded by the chunk.
 //!
-//! After a pivot the input is wide rows ([`crate::wide`]) whose columns are
+//! After a pivot the input is wide rows ([`etl_model::wide`]) whose columns are
 //! the chunk's channels, so the query is planned per chunk against the
 //! chunk's own schema; its output stays wide rows of the same layout and
 //! must keep the index columns.
@@ -21,9 +21,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
 
 use super::{from_datafusion, Flow, Notes, Transform};
-use crate::error::EtlError;
-use crate::source::BatchStream;
-use crate::wide::WideLayout;
+use etl_model::wide::WideLayout;
+use etl_model::BatchStream;
+use etl_pg::error::EtlError;
 
 pub struct SqlTransform {
     index: usize,

@@ -225,7 +225,7 @@ impl Pivot {
         // Columns in channel-name order.
         let mut fields: Vec<FieldRef> = self.index_fields.clone();
         for (name, id) in &names {
-            fields.push(Arc::new(crate::wide::channel_field(
+            fields.push(Arc::new(etl_model::wide::channel_field(
                 name,
                 channel_kinds[*id as usize].arrow(),
                 &self.layout.index,

@@ -2,8 +2,16 @@
 //! chunk on DataFusion. Each stage's output schema is known before any
 //! chunk runs (planned against an empty input), so sinks can create and
 //! check their tables up front.
+//!
+//! - [`sql`] a SQL stage: the chunk's rows as a table, the query over it.
+//! - [`pivot`] the narrow-to-wide pivot of EAV rows, a DataFusion operator.
+//! - [`spec`] the stages as the pipeline file's validation leaves them.
+//!
+//! Must not know: sources, sinks, the ledger, the runner; rows arrive as
+//! an `etl_model::BatchStream` and leave as a [`Flow`].
 
 pub mod pivot;
+pub mod spec;
 pub mod sql;
 
 use std::sync::{Arc, Mutex};
@@ -14,9 +22,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use futures_util::StreamExt;
 
-use crate::config::validate::ValidatedTransform;
-use crate::error::EtlError;
-use crate::source::BatchStream;
+use crate::spec::ValidatedTransform;
+use etl_model::BatchStream;
+use etl_pg::error::EtlError;
 
 #[async_trait]
 pub trait Transform: Send + Sync {
