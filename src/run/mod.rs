@@ -9,6 +9,7 @@
 mod chunk;
 pub mod failed_csv;
 pub mod summary;
+mod verify;
 
 use chunk::{add_counts, run_chunk};
 
@@ -263,7 +264,7 @@ impl Runner {
                         .map(|s| {
                             let compared = block_on(
                                 self.step(&format!("comparing chunk {chunk} failed"), || {
-                                    s.verify(chunk, self.source.as_ref())
+                                    verify::compare(self.source.as_ref(), s.as_ref(), chunk)
                                 }),
                             )?;
                             Ok((chunk.clone(), s.name(), compared))
@@ -296,8 +297,9 @@ impl Runner {
             let mut lines = Vec::new();
             for s in &self.sinks {
                 let said = self
-                    .step("describing the sinks failed", || {
-                        s.describe(chunks, self.source.as_ref())
+                    .step("describing the sinks failed", || async {
+                        let rows = verify::source_rows(self.source.as_ref(), s.as_ref()).await?;
+                        s.describe(chunks, rows.as_ref()).await
                     })
                     .await?;
                 lines.extend(said);
@@ -335,7 +337,8 @@ impl Runner {
                 let created = self
                     .step("creating the targets failed", || async {
                         s.prepare_run(chunks, false).await?;
-                        s.create_ahead(chunks, self.source.as_ref()).await
+                        let rows = verify::source_rows(self.source.as_ref(), s.as_ref()).await?;
+                        s.create_ahead(chunks, rows.as_ref()).await
                     })
                     .await?;
                 lines.extend(created);

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use crate::config::validate::{Chunking, ValidatedSink};
 use crate::error::EtlError;
 use crate::plan::Chunk;
+use crate::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
 
 /// A change to a pipeline's cutoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,22 +34,30 @@ pub enum CutoffChange {
 pub trait Sink: Send + Sync {
     /// What the sink would do for these chunks (tables, DDL), without
     /// writing anything: the sink's part of `etl plan`.
+    /// `source`: the rows of [`Sink::source_query`] over the source, when
+    /// the sink has one and the source has SQL.
     async fn describe(
         &self,
         chunks: &[Chunk],
-        source: &dyn crate::source::Source,
+        source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError>;
+    /// A query over all the source's rows whose answer [`Sink::describe`]
+    /// and [`Sink::create_ahead`] use (a pivot's channels per key).
+    fn source_query(&self) -> Option<RowsQuery> {
+        None
+    }
     /// Runs once before the first chunk: creates and checks the targets of
     /// `chunks`; with `truncate` (`etl run`, not `etl rerun`), replace mode
     /// truncates them.
     async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError>;
     /// `etl run --ddl-only`, after `prepare_run`: creates up front what
     /// the data would add as it arrives (a pivot's channel columns, listed
-    /// from the source), loads nothing; says what the targets now are.
+    /// from the source's rows of [`Sink::source_query`]), loads nothing;
+    /// says what the targets now are.
     async fn create_ahead(
         &self,
         chunks: &[Chunk],
-        source: &dyn crate::source::Source,
+        source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError>;
     /// After a load (`analyze_after`): ANALYZE every table these chunks
     /// wrote; returns their names.
@@ -72,12 +81,13 @@ pub trait Sink: Send + Sync {
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError>;
     /// Where this sink writes, for people: endpoint and table, or path.
     fn name(&self) -> String;
-    /// Compares one chunk in this sink with the source.
-    async fn verify(
-        &self,
-        chunk: &Chunk,
-        source: &dyn crate::source::Source,
-    ) -> Result<crate::verify::Comparison, EtlError>;
+    /// What `etl verify` compares one chunk by; the runner reads the
+    /// source's side accordingly.
+    async fn verify_basis(&self, chunk: &Chunk) -> Result<Basis, EtlError>;
+    /// Compares one chunk in this sink with the source's side of it (for a
+    /// [`Basis::Sql`] or [`Basis::Queries`]; the runner compares a
+    /// [`Basis::File`] itself).
+    async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError>;
     /// Records a failed attempt (after its rollback) with its error.
     async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError>;
     /// Wide rows: the channels whose columns this chunk's target has as
@@ -136,7 +146,7 @@ pub struct SinkContext {
     pub wide: Option<Arc<wide::WideSpec>>,
     /// Set when the source hands its chunks over as COPY data and no
     /// transform runs: the sink writes the bytes as they come.
-    pub copy: Option<crate::source::CopyThrough>,
+    pub copy: Option<etl_model::CopyThrough>,
 }
 
 pub async fn build(

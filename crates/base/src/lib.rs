@@ -5,12 +5,14 @@
 //! - [`time`] parses and prints timestamps as microseconds since 1970.
 //! - [`plan`] cuts work into chunks: the one range splitter (integer, text
 //!   and time ranges, property-tested), the time-window rule.
+//! - [`compression`] a file's compression, by its name.
 //! - [`csv_line`] splits a line of the small CSV files etl reads itself.
 //! - [`env`] `${NAME}` in pipeline strings, from the environment.
 //! - [`hooks`] the test-only fault injection points.
 //!
 //! Must not know: PostgreSQL sessions, Arrow, any source or sink, the
 //! ledger, the runner. No I/O here except the test hooks' resume file.
+pub mod compression;
 pub mod csv_line;
 pub mod env;
 pub mod hooks;

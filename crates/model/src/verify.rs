@@ -111,6 +111,60 @@ impl Comparison {
     }
 }
 
+/// SQL a sink writes around the source's rows, given as a relation to
+/// select from (`(SELECT * FROM <the source> WHERE <chunk>) AS rows`);
+/// every value it selects is text.
+pub type RowsQuery = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// The rows of a [`RowsQuery`], each value as text.
+pub type Rows = Vec<Vec<Option<String>>>;
+
+/// What a sink compares one chunk by, and so what the runner reads of the
+/// source: the sink never sees the source.
+pub enum Basis {
+    /// Count and checksum of these columns ([`sql`]) in the source; the
+    /// source's count alone where it has no SQL.
+    Sql { columns: Vec<String> },
+    /// The rows of these queries over the chunk's rows in the source (a
+    /// pivot's wide tables, compared cell by cell).
+    Queries(Vec<RowsQuery>),
+    /// A file the sink wrote: the runner reads it back and compares it
+    /// with the source's batches as Arrow rows.
+    File(WrittenFile),
+}
+
+/// A chunk's file as a file sink wrote it.
+#[derive(Debug, Clone)]
+pub struct WrittenFile {
+    pub path: std::path::PathBuf,
+    /// The rows' schema as the sink wrote them.
+    pub schema: arrow::datatypes::SchemaRef,
+    pub format: FileFormat,
+}
+
+/// How a [`WrittenFile`] is read back.
+#[derive(Debug, Clone)]
+pub enum FileFormat {
+    Parquet,
+    /// Written as PostgreSQL's `COPY ... CSV` writes (quote `"`).
+    Csv {
+        encoding: &'static encoding_rs::Encoding,
+        header: bool,
+        delimiter: u8,
+        null: String,
+    },
+}
+
+/// The source's side of one chunk, as the runner read it for a [`Basis`].
+#[derive(Debug, Clone)]
+pub enum SourceSide {
+    Checksum(Checksum),
+    /// Rows counted; the source has no SQL to checksum them.
+    Count(u64),
+    /// Each query's rows, in the order of [`Basis::Queries`].
+    Rows(Vec<Rows>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod csv;
 pub mod odbc;
 pub mod parquet;
 pub mod postgres;
+mod read_back;
 pub mod spec;
 
 use std::pin::Pin;
@@ -23,23 +24,11 @@ use etl_base::plan::{Chunk, Plan};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
 
-pub use etl_model::BatchStream;
+pub use etl_model::{BatchStream, CopyThrough};
+pub use read_back::read_back;
 
 /// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
 pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> + Send>>;
-
-/// What a source that hands its chunks over as COPY data gives: the
-/// format, and the columns in the order of their values.
-#[derive(Debug, Clone)]
-pub struct CopyThrough {
-    pub format: etl_pg::pg_binary::rows::CopyFormat,
-    pub columns: Vec<String>,
-    /// Each column's type OID (a domain's base type's): a sink takes the
-    /// bytes only into columns of the same types, record batches
-    /// otherwise. Empty: COPY data is all the source gives (a table of a
-    /// whole database, whose target pre-data made).
-    pub oids: Vec<u32>,
-}
 
 #[async_trait]
 pub trait Source: Send + Sync {

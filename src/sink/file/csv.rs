@@ -4,7 +4,7 @@
 //! a line break, or when it is an empty string and NULL is written empty;
 //! then encoded in the sink's code page, where a character the code page
 //! lacks is an error naming the row and column. Readable back by `\copy`
-//! and by etl's CSV source, which [`read_back`] uses for `etl verify`.
+//! and by etl's CSV source, which `etl verify` reads it back with.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,28 +19,27 @@ use arrow::datatypes::{
 
 use crate::config::validate::CsvSinkSpec;
 use crate::error::EtlError;
-use crate::source::csv::types::ColType;
 
-/// The CSV source type that reads a column back, or `None` when the
-/// column's type has no CSV form here.
-pub fn col_type(t: &DataType) -> Option<ColType> {
-    Some(match t {
-        DataType::Boolean => ColType::Boolean,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => ColType::Smallint,
-        DataType::Int32 | DataType::UInt16 => ColType::Integer,
-        DataType::Int64 | DataType::UInt32 => ColType::Bigint,
-        DataType::Float32 => ColType::Real,
-        DataType::Float64 => ColType::Double,
-        DataType::Decimal128(p, s) if *s >= 0 => ColType::Numeric {
-            precision: *p,
-            scale: *s,
-        },
-        DataType::Date32 => ColType::Date,
-        DataType::Timestamp(_, None) => ColType::Timestamp,
-        DataType::Timestamp(_, Some(_)) => ColType::Timestamptz,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColType::Text,
-        _ => return None,
-    })
+/// Whether the writer has a CSV form for a column of this type.
+fn writable(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::UInt8
+            | DataType::Int32
+            | DataType::UInt16
+            | DataType::Int64
+            | DataType::UInt32
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Date32
+            | DataType::Timestamp(_, _)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+    ) || matches!(t, DataType::Decimal128(_, s) if *s >= 0)
 }
 
 /// Refuses, naming them, the columns a CSV file cannot hold here.
@@ -48,7 +47,7 @@ pub fn check_schema(schema: &SchemaRef) -> Result<(), EtlError> {
     let bad: Vec<String> = schema
         .fields()
         .iter()
-        .filter(|f| col_type(f.data_type()).is_none())
+        .filter(|f| !writable(f.data_type()))
         .map(|f| format!("{} ({})", f.name(), f.data_type()))
         .collect();
     if bad.is_empty() {
@@ -70,7 +69,7 @@ enum Out {
 
 impl Out {
     fn new(file: File, path: &Path) -> Result<Out, EtlError> {
-        use crate::source::csv::Compression;
+        use etl_base::compression::Compression;
         let file = BufWriter::with_capacity(1 << 20, file);
         Ok(match Compression::of(path) {
             Compression::None => Out::Plain(file),
@@ -392,47 +391,6 @@ fn decimal_text(v: i128, scale: i8) -> String {
     } else {
         format!("{sign}{int}.{frac}")
     }
-}
-
-/// A file this sink wrote, read back through etl's CSV source with the
-/// sink's column types, as `etl verify` compares it.
-pub fn read_back(
-    spec: &CsvSinkSpec,
-    path: &Path,
-    schema: &SchemaRef,
-) -> Result<impl Iterator<Item = Result<RecordBatch, EtlError>>, EtlError> {
-    check_schema(schema)?;
-    let types: Vec<ColType> = schema
-        .fields()
-        .iter()
-        .map(|f| col_type(f.data_type()).expect("checked above"))
-        .collect();
-    let read = crate::source::csv::read_file(
-        path,
-        spec.encoding,
-        spec.header,
-        spec.delimiter,
-        &spec.null,
-        &types,
-    )?;
-    let schema = schema.clone();
-    // Read back in the CSV source's types, then in the sink's exact ones
-    // (an Int8 column reads back as smallint).
-    Ok(read.map(move |batch| {
-        let batch = batch?;
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                arrow::compute::cast(c, f.data_type())
-                    .map_err(|e| EtlError::Schema(format!("reading column {} back: {e}", f.name())))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-            EtlError::Bug(format!("a CSV file read back does not fit its schema: {e}"))
-        })
-    }))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::config::validate::{CsvSinkSpec, ParquetSinkSpec};
 use crate::config::ParquetCompression;
 use crate::error::EtlError;
 use crate::plan::Chunk;
+use crate::verify::{Basis, Comparison, FileFormat, Rows, SourceSide, WrittenFile};
 
 /// What a file sink writes.
 #[derive(Debug, Clone)]
@@ -142,7 +143,7 @@ impl Sink for FileSink {
     async fn describe(
         &self,
         chunks: &[Chunk],
-        _source: &dyn crate::source::Source,
+        _source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError> {
         let first = chunks
             .first()
@@ -190,7 +191,7 @@ impl Sink for FileSink {
     async fn create_ahead(
         &self,
         _chunks: &[Chunk],
-        _source: &dyn crate::source::Source,
+        _source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError> {
         Ok(vec![format!(
             "{}: one file per chunk, written with its data; nothing to create ahead",
@@ -225,56 +226,36 @@ impl Sink for FileSink {
         }
     }
 
-    async fn verify(
-        &self,
-        chunk: &Chunk,
-        source: &dyn crate::source::Source,
-    ) -> Result<crate::verify::Comparison, EtlError> {
+    async fn verify_basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
         if self.ctx.wide.is_some() {
             return Err(EtlError::Schema(
                 "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"
                     .into(),
             ));
         }
-        use futures_util::StreamExt;
-        let mut expected = crate::verify::ArrowChecksum::new();
-        let mut stream = source.open(chunk).await?;
-        while let Some(batch) = stream.next().await {
-            expected.add(&batch?)?;
-        }
-        let path = self.path_for(chunk);
-        let target = if !path.is_file() {
-            None
-        } else if let Format::Csv(spec) = &self.format {
-            let mut sum = crate::verify::ArrowChecksum::new();
-            for batch in csv::read_back(spec, &path, &self.ctx.schema)? {
-                sum.add(&batch?)?;
+        let format = match &self.format {
+            Format::Parquet(_) => FileFormat::Parquet,
+            Format::Csv(spec) => {
+                csv::check_schema(&self.ctx.schema)?;
+                FileFormat::Csv {
+                    encoding: spec.encoding,
+                    header: spec.header,
+                    delimiter: spec.delimiter,
+                    null: spec.null.clone(),
+                }
             }
-            Some(sum.finish())
-        } else {
-            let file = File::open(&path).map_err(io(format!("opening {}", path.display())))?;
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| b.build())
-                    .map_err(|e| EtlError::Io {
-                        context: format!("reading {}", path.display()),
-                        source: std::io::Error::other(e),
-                    })?;
-            let mut sum = crate::verify::ArrowChecksum::new();
-            for batch in reader {
-                let batch = batch.map_err(|e| EtlError::Io {
-                    context: format!("reading {}", path.display()),
-                    source: std::io::Error::other(e),
-                })?;
-                sum.add(&batch)?;
-            }
-            Some(sum.finish())
         };
-        Ok(crate::verify::Comparison {
-            counts_only: false,
-            source: expected.finish(),
-            target,
-        })
+        Ok(Basis::File(WrittenFile {
+            path: self.path_for(chunk),
+            schema: self.ctx.schema.clone(),
+            format,
+        }))
+    }
+
+    async fn verify(&self, chunk: &Chunk, _source: SourceSide) -> Result<Comparison, EtlError> {
+        Err(EtlError::Bug(format!(
+            "chunk {chunk}: a file sink's chunks are compared by the runner, reading the file back"
+        )))
     }
 
     async fn record_failure(&self, _chunk: &Chunk, _error: &str) -> Result<(), EtlError> {

@@ -10,7 +10,7 @@ use crate::sql::{ident, TableName};
 pub(super) fn copy_target(
     table: &TableName,
     columns: &[CatalogColumn],
-    copy: &crate::source::CopyThrough,
+    copy: &etl_model::CopyThrough,
 ) -> Result<Target, EtlError> {
     let missing: Vec<&String> = copy
         .columns

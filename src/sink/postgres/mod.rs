@@ -28,6 +28,7 @@ use crate::pg_binary::encode::CopyEncoder;
 use crate::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
 use crate::plan::{chunk_filter, Chunk};
 use crate::sql::{ident, TableName};
+use crate::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
 
 mod busy;
 mod ddl;
@@ -369,18 +370,22 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
+    fn source_query(&self) -> Option<RowsQuery> {
+        let key_column = self.ctx.chunking.key_column.as_deref();
+        self.wide.as_ref()?.channels_query(key_column)
+    }
+
     async fn describe(
         &self,
         chunks: &[Chunk],
-        source: &dyn crate::source::Source,
+        source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let mut lines = Vec::new();
         if let Some(wide) = &self.wide {
             // Channels per key, read from the source in SQL; their columns
             // are planned as a run would place them.
-            let key_column = self.ctx.chunking.key_column.as_deref();
-            let channels = wide.source_channels(source, key_column).await?;
+            let channels = source.map(super::wide::Wide::channels_from);
             let mut seen = BTreeSet::new();
             for chunk in chunks {
                 let table = self.table_for(chunk)?;
@@ -529,13 +534,12 @@ impl Sink for PostgresSink {
     async fn create_ahead(
         &self,
         chunks: &[Chunk],
-        source: &dyn crate::source::Source,
+        source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let mut lines = Vec::new();
         if let Some(wide) = &self.wide {
-            let key_column = self.ctx.chunking.key_column.as_deref();
-            let channels = wide.source_channels(source, key_column).await?;
+            let channels = source.map(super::wide::Wide::channels_from);
             let mut seen = BTreeSet::new();
             for chunk in chunks {
                 let table = self.table_for(chunk)?;
@@ -678,11 +682,11 @@ impl Sink for PostgresSink {
         format!("{} {}", self.spec.endpoint, self.spec.table.as_str())
     }
 
-    async fn verify(
-        &self,
-        chunk: &Chunk,
-        source: &dyn crate::source::Source,
-    ) -> Result<crate::verify::Comparison, EtlError> {
+    async fn verify_basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
+        self.verify_basis_of()
+    }
+
+    async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError> {
         self.verify_chunk(chunk, source).await
     }
 

@@ -2,23 +2,55 @@
 //! count, for sources without SQL) in the source and in the table.
 
 use super::*;
+use crate::verify::{Basis, SourceSide};
 
 impl PostgresSink {
-    /// One chunk compared: a checksum (or a count) of its rows in the
-    /// source and in the target table (a pivot's wide tables compare
-    /// cell by cell).
+    /// What one chunk is compared by: a pivot's wide tables cell by cell
+    /// (queries over the source's rows), else a checksum of the columns.
+    pub(super) fn verify_basis_of(&self) -> Result<Basis, EtlError> {
+        if let Some(wide) = &self.wide {
+            return Ok(Basis::Queries(wide.verify_queries()?));
+        }
+        let columns = self
+            .ctx
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        Ok(Basis::Sql { columns })
+    }
+
+    /// One chunk compared: the source's checksum (or count, for sources
+    /// without SQL) with the same in the target table (a pivot's wide
+    /// tables compare cell by cell).
     pub(super) async fn verify_chunk(
         &self,
         chunk: &Chunk,
-        source: &dyn crate::source::Source,
+        source: SourceSide,
     ) -> Result<crate::verify::Comparison, EtlError> {
-        if let Some(wide) = &self.wide {
-            let table = self.table_for(chunk)?;
-            let client = self.pool.get().await?;
-            let comparison = wide.verify(&client, &table, chunk, source).await?;
-            self.pool.put(client);
-            return Ok(comparison);
-        }
+        let table = self.table_for(chunk)?;
+        let (expected, counts_only) = match (source, &self.wide) {
+            (SourceSide::Rows(rows), Some(wide)) => {
+                let client = self.pool.get().await?;
+                let comparison = wide.verify(&client, &table, chunk, rows).await?;
+                self.pool.put(client);
+                return Ok(comparison);
+            }
+            (SourceSide::Checksum(sum), None) => (sum, false),
+            (SourceSide::Count(rows), None) => (
+                crate::verify::Checksum {
+                    rows,
+                    sum: String::new(),
+                },
+                true,
+            ),
+            _ => {
+                return Err(EtlError::Bug(format!(
+                    "chunk {chunk}: the source's side does not match what the PostgreSQL sink compares by"
+                )))
+            }
+        };
         let columns: Vec<String> = self
             .ctx
             .schema
@@ -26,26 +58,6 @@ impl PostgresSink {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let table = self.table_for(chunk)?;
-        // A source without SQL checksums (ODBC) is compared by counts.
-        let (expected, counts_only) = match source.sql_checksum(chunk, &columns).await? {
-            Some(sum) => (sum, false),
-            None => match source.count(chunk).await? {
-                Some(rows) => (
-                    crate::verify::Checksum {
-                        rows,
-                        sum: String::new(),
-                    },
-                    true,
-                ),
-                None => {
-                    return Err(EtlError::Schema(
-                        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
-                            .into(),
-                    ))
-                }
-            },
-        };
         let client = self.pool.get().await?;
         let target = match read_columns(&client, &table).await? {
             None => None,

@@ -3,18 +3,14 @@
 //! run would make, and one chunk's rows and cells in both.
 
 use super::*;
+use crate::verify::{Rows, RowsQuery};
 
 impl Wide {
-    /// The source's channels per chunk key, with the widest kind of their
-    /// formats (the pivot's rules, read in SQL from the source itself).
-    pub async fn source_channels(
-        &self,
-        source: &dyn crate::source::Source,
-        key_column: Option<&str>,
-    ) -> Result<Option<HashMap<Option<String>, Vec<(String, Kind)>>>, EtlError> {
-        let Some(w) = &self.wide.pivot else {
-            return Ok(None);
-        };
+    /// The query that lists the source's channels per chunk key, with the
+    /// widest kind of their formats (the pivot's rules, in SQL over the
+    /// source's rows); `None` for wide rows that no pivot here made.
+    pub fn channels_query(&self, key_column: Option<&str>) -> Option<RowsQuery> {
+        let w = self.wide.pivot.as_ref()?;
         let key = key_column.map_or("NULL::text".to_string(), |k| format!("{}::text", ident(k)));
         let kinds = [Kind::Bool, Kind::Int, Kind::Float, Kind::Text];
         let kind = w
@@ -38,17 +34,18 @@ impl Wide {
             .join(", ");
         let name = ident(&w.name_column);
         let format = ident(&w.format_column);
-        let Some(rows) = source
-            .sql_rows(None, &|rows| {
-                format!(
-                    "SELECT {key}, {name}::text, max(CASE {format} {kind} END)::text FROM {rows} \
-                     WHERE {name} IS NOT NULL AND {format} IN ({formats}) GROUP BY 1, 2"
-                )
-            })
-            .await?
-        else {
-            return Ok(None);
-        };
+        Some(Arc::new(move |rows| {
+            format!(
+                "SELECT {key}, {name}::text, max(CASE {format} {kind} END)::text FROM {rows} \
+                 WHERE {name} IS NOT NULL AND {format} IN ({formats}) GROUP BY 1, 2"
+            )
+        }))
+    }
+
+    /// The source's channels per chunk key, from the rows of
+    /// [`Wide::channels_query`].
+    pub fn channels_from(rows: &Rows) -> HashMap<Option<String>, Vec<(String, Kind)>> {
+        let kinds = [Kind::Bool, Kind::Int, Kind::Float, Kind::Text];
         let mut out: HashMap<Option<String>, Vec<(String, Kind)>> = HashMap::new();
         for r in rows {
             let k: usize = r[2].as_deref().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -56,7 +53,7 @@ impl Wide {
                 .or_default()
                 .push((r[1].clone().unwrap_or_default(), kinds[k.min(3)]));
         }
-        Ok(Some(out))
+        out
     }
 
     /// What a run would change in a key's wide tables for these channels:
@@ -115,19 +112,14 @@ impl Wide {
         Ok(lines)
     }
 
-    /// One chunk's wide rows, and per channel its cells and an
-    /// order-independent checksum of their (index, value), in the target and
-    /// as the source's readings imply them by the pivot's rules (see
-    /// [`crate::transform::pivot`]): values compare as PostgreSQL prints
-    /// them in the column's type, so a changed value, a lost row or a value
-    /// in another channel's column differs.
-    pub async fn verify(
-        &self,
-        client: &Client,
-        base: &TableName,
-        chunk: &Chunk,
-        source: &dyn crate::source::Source,
-    ) -> Result<crate::verify::Comparison, EtlError> {
+    /// What `etl verify` reads of the source to compare one chunk's wide
+    /// rows: their count, and per channel its cells and an
+    /// order-independent checksum of their (index, value), as the source's
+    /// readings imply them by the pivot's rules (see `etl_transform::pivot`).
+    /// [`Wide::verify`] reads the same of the target: values compare as
+    /// PostgreSQL prints them in the column's type, so a changed value, a
+    /// lost row or a value in another channel's column differs.
+    pub fn verify_queries(&self) -> Result<Vec<RowsQuery>, EtlError> {
         let w = match &self.wide.pivot {
             Some(w) if w.only_stage => w,
             Some(_) => return Err(EtlError::Schema(
@@ -166,18 +158,10 @@ impl Wide {
             })
             .collect::<Vec<_>>()
             .join(" OR ");
-        let rows = source
-            .sql_rows(Some(chunk), &|rows| {
-                format!("SELECT count(DISTINCT {index_row})::text FROM {rows}")
-            })
-            .await?
-            .ok_or_else(|| {
-                EtlError::Schema("verify for a pivot needs a PostgreSQL source".into())
-            })?;
-        let source_rows: u64 = rows[0][0]
-            .as_deref()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let distinct: RowsQuery = {
+            let index_row = index_row.clone();
+            Arc::new(move |rows| format!("SELECT count(DISTINCT {index_row})::text FROM {rows}"))
+        };
         // Each (row, channel) cell's value as the pivot makes it, in each
         // kind a column can have (the greatest of its readings, narrower
         // formats converted as PostgreSQL casts them); the target's kind
@@ -212,22 +196,49 @@ impl Wide {
             format!("coalesce(sum(hashtextextended(i || '|' || {v}::text, 0)::numeric), 0)::text")
         };
         let name = ident(&w.name_column);
-        let cells = source
-            .sql_rows(Some(chunk), &|rows| {
-                format!(
-                    "SELECT n::text, count(*)::text, {}, {}, {}, {} FROM (\
-                     SELECT {name} AS n, ROW({index_list})::text AS i, bool_or({vb}) AS vb, max({vi}) AS vi, \
-                     max({vf}) AS vf, max(({vt}) COLLATE \"C\") AS vt \
-                     FROM {rows} WHERE {name} IS NOT NULL AND ({has_value}) GROUP BY 1, 2) AS cells GROUP BY 1",
-                    hash("vb"),
-                    hash("vi"),
-                    hash("vf"),
-                    hash("vt"),
-                    index_list = index_row.trim_start_matches('(').trim_end_matches(')')
-                )
-            })
-            .await?
-            .unwrap_or_default();
+        let index_list = index_row
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .to_string();
+        let hashes = [hash("vb"), hash("vi"), hash("vf"), hash("vt")];
+        let cells: RowsQuery = Arc::new(move |rows| {
+            format!(
+                "SELECT n::text, count(*)::text, {}, {}, {}, {} FROM (\
+                 SELECT {name} AS n, ROW({index_list})::text AS i, bool_or({vb}) AS vb, max({vi}) AS vi, \
+                 max({vf}) AS vf, max(({vt}) COLLATE \"C\") AS vt \
+                 FROM {rows} WHERE {name} IS NOT NULL AND ({has_value}) GROUP BY 1, 2) AS cells GROUP BY 1",
+                hashes[0], hashes[1], hashes[2], hashes[3],
+            )
+        });
+        Ok(vec![distinct, cells])
+    }
+
+    /// One chunk's wide tables compared with the rows of
+    /// [`Wide::verify_queries`] over the source.
+    pub async fn verify(
+        &self,
+        client: &Client,
+        base: &TableName,
+        chunk: &Chunk,
+        source: Vec<Rows>,
+    ) -> Result<crate::verify::Comparison, EtlError> {
+        let [rows, cells]: [Rows; 2] = source.try_into().map_err(|_| {
+            EtlError::Bug("a pivot's verify takes the rows of its two queries".into())
+        })?;
+        let source_rows: u64 = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let index_row = format!(
+            "({})",
+            self.index_names()
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let layout = self.load(client, base).await?;
         let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for r in cells {

@@ -48,28 +48,7 @@ const SAMPLE_ROWS: usize = 10_000;
 // (Tiny in unit tests, so records straddle the reads.)
 const BLOCK: usize = if cfg!(test) { 61 } else { 1 << 20 };
 
-/// How a file is compressed, by its name's extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn of(path: &Path) -> Compression {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("gz" | "gzip") => Compression::Gzip,
-            Some("zst" | "zstd") => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-}
+pub use etl_base::compression::Compression;
 
 /// A file's stem without its compression and CSV extensions:
 /// `orders.csv.gz` -> `orders`.

@@ -1,0 +1,89 @@
+//! `etl verify` and `etl plan` read the source for the sinks: a sink says
+//! what it compares a chunk by ([`Basis`]) or what query it plans with
+//! ([`Sink::source_query`]); the runner reads that of the source and hands
+//! the sink the answer, so no sink sees a source. A file sink's chunk is
+//! compared here: the source's batches against the file read back.
+
+use futures_util::StreamExt;
+
+use crate::error::EtlError;
+use crate::plan::Chunk;
+use crate::sink::Sink;
+use crate::source::Source;
+use crate::verify::{ArrowChecksum, Basis, Comparison, Rows, SourceSide, WrittenFile};
+
+/// One chunk of one sink compared with the source.
+pub(super) async fn compare(
+    source: &dyn Source,
+    sink: &dyn Sink,
+    chunk: &Chunk,
+) -> Result<Comparison, EtlError> {
+    let side = match sink.verify_basis(chunk).await? {
+        Basis::File(file) => return compare_file(source, chunk, &file).await,
+        Basis::Sql { columns } => match source.sql_checksum(chunk, &columns).await? {
+            Some(sum) => SourceSide::Checksum(sum),
+            // A source without SQL checksums (ODBC) is compared by counts.
+            None => match source.count(chunk).await? {
+                Some(rows) => SourceSide::Count(rows),
+                None => return Err(EtlError::Schema(
+                    "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
+                        .into(),
+                )),
+            },
+        },
+        Basis::Queries(queries) => {
+            let mut answers = Vec::with_capacity(queries.len());
+            for query in queries {
+                let rows = source.sql_rows(Some(chunk), &*query).await?.ok_or_else(|| {
+                    EtlError::Schema(format!(
+                        "{} compares chunks by SQL over the source's rows (a pivot's wide tables); this source has no SQL: verify a pivot read from PostgreSQL",
+                        sink.name()
+                    ))
+                })?;
+                answers.push(rows);
+            }
+            SourceSide::Rows(answers)
+        }
+    };
+    sink.verify(chunk, side).await
+}
+
+/// The source's batches against the file a sink wrote, both as Arrow
+/// rows; no file: nothing in the target.
+async fn compare_file(
+    source: &dyn Source,
+    chunk: &Chunk,
+    file: &WrittenFile,
+) -> Result<Comparison, EtlError> {
+    let mut expected = ArrowChecksum::new();
+    let mut stream = source.open(chunk).await?;
+    while let Some(batch) = stream.next().await {
+        expected.add(&batch?)?;
+    }
+    let target = if file.path.is_file() {
+        let mut sum = ArrowChecksum::new();
+        for batch in crate::source::read_back(file)? {
+            sum.add(&batch?)?;
+        }
+        Some(sum.finish())
+    } else {
+        None
+    };
+    Ok(Comparison {
+        counts_only: false,
+        source: expected.finish(),
+        target,
+    })
+}
+
+/// The rows of the sink's [`Sink::source_query`] over all the source's
+/// rows; `None` when it has none or the source has no SQL.
+pub(super) async fn source_rows(
+    source: &dyn Source,
+    sink: &dyn Sink,
+) -> Result<Option<Rows>, EtlError> {
+    match sink.source_query() {
+        Some(query) => source.sql_rows(None, &*query).await,
+        None => Ok(None),
+    }
+}
