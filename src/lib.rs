@@ -25,6 +25,7 @@ pub use etl_model::{verify, wide};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
 pub use etl_schema as schema;
+pub use etl_sink as sink;
 pub use etl_source as source;
 pub use etl_transform as transform;
 
@@ -37,5 +38,4 @@ pub mod logging;
 pub mod migrate;
 pub mod preflight;
 pub mod run;
-pub mod sink;
 pub mod status;

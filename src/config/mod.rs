@@ -468,15 +468,6 @@ const fn default_row_group_rows() -> usize {
     1_000_000
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParquetCompression {
-    #[default]
-    Zstd,
-    Snappy,
-    None,
-}
-
 /// `[[sinks]]` with `type = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -527,96 +518,7 @@ pub struct PostgresSinkConfig {
     pub fk_handling: Option<FkHandling>,
 }
 
-/// How a load into existing tables gets past their foreign keys.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FkHandling {
-    /// Parents load before their children, one level of the foreign-key
-    /// graph at a time; the target's triggers fire.
-    #[default]
-    Order,
-    /// Every chunk with `session_replication_role = replica`: neither
-    /// foreign keys nor triggers fire (needs a superuser).
-    ReplicaRole,
-    /// The foreign keys dropped before the data (each under the sink's
-    /// lock_timeout; one that stays busy is kept and named with the session
-    /// holding it), added back `NOT VALID` and validated after it.
-    DropRecreate,
-}
-
-impl FkHandling {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FkHandling::Order => "order",
-            FkHandling::ReplicaRole => "replica-role",
-            FkHandling::DropRecreate => "drop-recreate",
-        }
-    }
-}
-
-/// `[sinks.timeouts]`, applied to every chunk transaction and DDL statement.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkTimeouts {
-    /// Longest wait for a lock (PostgreSQL `lock_timeout`); a chunk that
-    /// times out is retried like any transient failure. Default 30; 0 waits forever.
-    #[serde(default = "default_lock_timeout_secs")]
-    pub lock_timeout_secs: f64,
-    /// Longest a single statement may run (`statement_timeout`). Default 0: no limit.
-    #[serde(default)]
-    pub statement_timeout_secs: f64,
-}
-
-impl Default for SinkTimeouts {
-    fn default() -> Self {
-        SinkTimeouts {
-            lock_timeout_secs: default_lock_timeout_secs(),
-            statement_timeout_secs: 0.0,
-        }
-    }
-}
-
-const fn default_lock_timeout_secs() -> f64 {
-    30.0
-}
-
-impl SinkTimeouts {
-    /// `SET LOCAL` statements for a transaction.
-    pub fn set_local(&self) -> String {
-        format!(
-            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
-            (self.lock_timeout_secs * 1000.0).round() as u64,
-            (self.statement_timeout_secs * 1000.0).round() as u64
-        )
-    }
-}
-
-/// How a chunk's rows meet the rows already in the target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkMode {
-    /// Each chunk replaces its own window: the target rows in the chunk's
-    /// time window (and key) are deleted, then the chunk's rows are copied,
-    /// in one transaction. Running a chunk twice never duplicates rows.
-    #[default]
-    Append,
-    /// Rows are merged on the primary key: new keys inserted, existing
-    /// rows updated.
-    Upsert,
-    /// The target is truncated once when `etl run` starts, then loaded as
-    /// with append. `etl rerun` does not truncate.
-    Replace,
-}
-
-impl SinkMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkMode::Append => "append",
-            SinkMode::Upsert => "upsert",
-            SinkMode::Replace => "replace",
-        }
-    }
-}
+pub use etl_sink::spec::{FkHandling, ParquetCompression, SinkMode, SinkTimeouts};
 
 /// A pipeline file that could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -51,84 +51,9 @@ pub use etl_source::spec::{
     AccessSpec, OdbcRelation, OdbcSpec, PgDatabaseSpec, Relation, ValidatedSource,
 };
 
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum ValidatedSink {
-    Postgres(PostgresSinkSpec),
-    Parquet(ParquetSinkSpec),
-    Csv(CsvSinkSpec),
-}
-
-#[derive(Debug, Clone)]
-pub struct CsvSinkSpec {
-    pub path: String,
-    pub header: bool,
-    pub delimiter: u8,
-    pub null: String,
-    pub encoding: &'static encoding_rs::Encoding,
-}
-
-#[derive(Debug, Clone)]
-pub struct ParquetSinkSpec {
-    pub path: String,
-    pub compression: super::ParquetCompression,
-    pub row_group_rows: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct PostgresSinkSpec {
-    pub endpoint: Endpoint,
-    pub table: TableTemplate,
-    pub mode: SinkMode,
-    pub create_table: bool,
-    pub primary_key: Option<Vec<String>>,
-    pub timeouts: super::SinkTimeouts,
-    pub analyze_after: bool,
-    /// A whole PostgreSQL database into existing tables.
-    pub fk_handling: super::FkHandling,
-    /// Set by a migration into existing tables: a whole table's chunk
-    /// empties it with DELETE (TRUNCATE refuses a table a foreign key
-    /// references), and each chunk runs with `session_replication_role =
-    /// replica` when `replica_role`.
-    pub whole_by_delete: bool,
-    pub replica_role: bool,
-}
-
-/// A target table name that may hold `{key}`.
-#[derive(Debug, Clone)]
-pub struct TableTemplate(String);
-
-impl TableTemplate {
-    /// Exactly this table, whatever the chunk's key.
-    pub fn fixed(table: &TableName) -> TableTemplate {
-        TableTemplate(table.qualified())
-    }
-
-    pub fn has_key(&self) -> bool {
-        self.0.contains("{key}")
-    }
-
-    /// The table for a chunk's key. A key is placed inside the name's last
-    /// part as plain text (the name is quoted whole), so any key is safe.
-    pub fn render(&self, key: Option<&str>) -> Result<TableName, String> {
-        if !self.has_key() {
-            return TableName::parse(&self.0);
-        }
-        // Parse with a placeholder, then put the key into the parsed parts.
-        const MARK: &str = "etl_key_placeholder";
-        let mut table = TableName::parse(&self.0.replace("{key}", MARK))?;
-        let key = key.unwrap_or("null");
-        table.name = table.name.replace(MARK, key);
-        if let Some(schema) = &mut table.schema {
-            *schema = schema.replace(MARK, key);
-        }
-        Ok(table)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use etl_sink::spec::{
+    CsvSinkSpec, ParquetSinkSpec, PostgresSinkSpec, TableTemplate, ValidatedSink,
+};
 
 struct Collector<'a> {
     text: &'a str,

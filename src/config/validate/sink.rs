@@ -115,7 +115,7 @@ pub(super) fn sink(
                     sslkey: &s.sslkey,
                 },
             );
-            let mut table = TableTemplate(s.table.clone());
+            let mut table = TableTemplate::new(s.table.clone());
             // A CSV source's byte ranges are keyed by file stem; its
             // time windows by the key column.
             if shape.csv_windows && s.table.contains("{file}") {
@@ -131,7 +131,7 @@ pub(super) fn sink(
                         "a CSV source has no key column; use {file} for each file's stem",
                     );
                 }
-                table = TableTemplate(s.table.replace("{file}", "{key}"));
+                table = TableTemplate::new(s.table.replace("{file}", "{key}"));
             }
             if shape.pg_database {
                 if s.table.replace(' ', "") != "{schema}.{table}" {
@@ -140,7 +140,7 @@ pub(super) fn sink(
                 if s.mode != SinkMode::Append {
                     c.add(&key("mode"), "a whole PostgreSQL database loads each table (or range of its key) once, replacing it when it runs again; use mode = \"append\"");
                 }
-                table = TableTemplate("{key}".into());
+                table = TableTemplate::new("{key}");
             } else if let Some(whole) = shape.odbc_tables {
                 if s.table.contains("{key}") {
                     c.add(
@@ -159,10 +159,10 @@ pub(super) fn sink(
                     c.add(&key("mode"), "upsert needs time-window chunks on an ODBC source (add [chunks] time_column); without them use append (each table or query is replaced whole when it runs again) or replace");
                 }
                 // The source table's name takes the key's place.
-                table = TableTemplate(s.table.replace("{table}", "{key}"));
+                table = TableTemplate::new(s.table.replace("{table}", "{key}"));
             }
             if let Some(t) = &shape.odbc_table {
-                table = TableTemplate(s.table.replace("{table}", t));
+                table = TableTemplate::new(s.table.replace("{table}", t));
             } else if shape.odbc_windows && s.table.contains("{table}") {
                 c.add(
                     &key("table"),
@@ -172,7 +172,7 @@ pub(super) fn sink(
             if let Err(e) = table.render(Some("k")) {
                 c.add(&key("table"), e);
             }
-            let rest = table.0.replace("{key}", "");
+            let rest = table.as_str().replace("{key}", "");
             if rest.contains('{') || rest.contains('}') {
                 c.add(
                     &key("table"),

@@ -17,8 +17,8 @@ use arrow::datatypes::{
     TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt8Type,
 };
 
-use crate::config::validate::CsvSinkSpec;
-use crate::error::EtlError;
+use crate::spec::CsvSinkSpec;
+use etl_pg::error::EtlError;
 
 /// Whether the writer has a CSV form for a column of this type.
 fn writable(t: &DataType) -> bool {
@@ -323,7 +323,7 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
             let v = a.as_primitive::<Float32Type>().value(row);
             out.push_str(&float_text(v as f64, v.is_finite().then(|| v.to_string())))
         }
-        DataType::Float64 => out.push_str(&crate::pg::text::pg_float_text(
+        DataType::Float64 => out.push_str(&etl_pg::text::pg_float_text(
             a.as_primitive::<Float64Type>().value(row),
         )),
         DataType::Decimal128(_, s) => {
@@ -356,7 +356,7 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
                     .value(row)
                     .div_euclid(1_000),
             };
-            out.push_str(&crate::time::format_timestamp(micros));
+            out.push_str(&etl_base::time::format_timestamp(micros));
             if tz.is_some() {
                 out.push_str("+00");
             }

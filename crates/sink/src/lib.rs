@@ -1,10 +1,20 @@
 //! Sinks: where rows go. A sink begins a chunk, takes its batches, and
 //! commits it atomically: a writer dropped without commit leaves no trace.
+//!
+//! - [`postgres`] binary `COPY ... FROM STDIN` in one transaction per chunk
+//!   with its [`ledger`] row (append, upsert, replace; tables created and
+//!   widened as needed); [`wide`] a pivot's wide tables.
+//! - [`file`] one Parquet or CSV file per chunk, renamed into place.
+//! - [`spec`] the sinks as the pipeline file's validation leaves them.
+//!
+//! Must not know: any source (what `etl verify` and `etl plan` need of the
+//! source is asked through `etl_model::verify`), the transforms, the runner.
 
 pub mod created;
 pub mod file;
 pub mod ledger;
 pub mod postgres;
+pub mod spec;
 pub mod wide;
 
 use std::collections::HashSet;
@@ -14,10 +24,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 
-use crate::config::validate::{Chunking, ValidatedSink};
-use crate::error::EtlError;
-use crate::plan::Chunk;
-use crate::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
+use crate::spec::ValidatedSink;
+use etl_base::plan::Chunk;
+use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
+use etl_model::Chunking;
+use etl_pg::error::EtlError;
 
 /// A change to a pipeline's cutoff.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,7 +109,7 @@ pub trait Sink: Send + Sync {
     }
     /// Wide rows: the chunks among `chunks` that wrote numbers into a
     /// column a later chunk widened to text, where as text another value
-    /// is the greatest ([`crate::wide::AMBIGUOUS_METADATA`]): they run
+    /// is the greatest ([`etl_model::wide::AMBIGUOUS_METADATA`]): they run
     /// again, pivoted with the channel as text.
     async fn stale(&self, _chunks: &[Chunk]) -> Result<Vec<Chunk>, EtlError> {
         Ok(Vec::new())
@@ -141,7 +152,7 @@ pub struct SinkContext {
     /// auto-numbered columns; loaded values keep theirs).
     pub identity: Vec<String>,
     pub chunking: Chunking,
-    /// Set when the rows are wide ([`crate::wide`]: a pivot's, or a staged
+    /// Set when the rows are wide ([`etl_model::wide`]: a pivot's, or a staged
     /// pivot's read back): sinks write wide tables.
     pub wide: Option<Arc<wide::WideSpec>>,
     /// Set when the source hands its chunks over as COPY data and no

@@ -6,9 +6,9 @@
 
 use tokio_postgres::Client;
 
-use crate::config::SinkTimeouts;
-use crate::error::EtlError;
-use crate::sql::{literal, TableName};
+use crate::spec::SinkTimeouts;
+use etl_base::sql::{literal, TableName};
+use etl_pg::error::EtlError;
 
 /// The phase under which created tables are recorded.
 pub const PHASE: &str = "create";

@@ -8,7 +8,7 @@ impl Wide {
     /// A writer for one chunk; nothing is sent until its first batch (or commit).
     pub fn writer(
         self: &Arc<Self>,
-        client: crate::pg::Conn,
+        client: etl_pg::Conn,
         pool: Arc<Pool>,
         base: TableName,
         chunk: Chunk,
@@ -39,7 +39,7 @@ struct Started {
 
 pub struct WideWriter {
     wide: Arc<Wide>,
-    client: crate::pg::Conn,
+    client: etl_pg::Conn,
     pool: Arc<Pool>,
     base: TableName,
     chunk: Chunk,
@@ -276,7 +276,7 @@ impl ChunkWriter for WideWriter {
                 names.push(f.name().clone());
             }
             for (column, at, kind) in &cols {
-                let a = crate::wide::conform(batch.column(*at), *kind)?;
+                let a = etl_model::wide::conform(batch.column(*at), *kind)?;
                 fields.push(Field::new(column, a.data_type().clone(), true));
                 types.push(pg_type(*kind));
                 arrays.push(a);

@@ -3,7 +3,7 @@
 //! run would make, and one chunk's rows and cells in both.
 
 use super::*;
-use crate::verify::{Rows, RowsQuery};
+use etl_model::verify::{Rows, RowsQuery};
 
 impl Wide {
     /// The query that lists the source's channels per chunk key, with the
@@ -221,7 +221,7 @@ impl Wide {
         base: &TableName,
         chunk: &Chunk,
         source: Vec<Rows>,
-    ) -> Result<crate::verify::Comparison, EtlError> {
+    ) -> Result<etl_model::verify::Comparison, EtlError> {
         let [rows, cells]: [Rows; 2] = source.try_into().map_err(|_| {
             EtlError::Bug("a pivot's verify takes the rows of its two queries".into())
         })?;
@@ -264,12 +264,12 @@ impl Wide {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let expected_sum = crate::verify::Checksum {
+        let expected_sum = etl_model::verify::Checksum {
             rows: source_rows,
             sum: sum(&expected),
         };
         if !layout.parts.contains_key(&base.qualified()) {
-            return Ok(crate::verify::Comparison {
+            return Ok(etl_model::verify::Comparison {
                 counts_only: false,
                 source: expected_sum,
                 target: None,
@@ -323,10 +323,10 @@ impl Wide {
                 );
             }
         }
-        Ok(crate::verify::Comparison {
+        Ok(etl_model::verify::Comparison {
             counts_only: false,
             source: expected_sum,
-            target: Some(crate::verify::Checksum {
+            target: Some(etl_model::verify::Checksum {
                 rows: target_rows as u64,
                 sum: sum(&found),
             }),

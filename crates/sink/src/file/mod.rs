@@ -24,11 +24,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
-use crate::config::validate::{CsvSinkSpec, ParquetSinkSpec};
-use crate::config::ParquetCompression;
-use crate::error::EtlError;
-use crate::plan::Chunk;
-use crate::verify::{Basis, Comparison, FileFormat, Rows, SourceSide, WrittenFile};
+use crate::spec::ParquetCompression;
+use crate::spec::{CsvSinkSpec, ParquetSinkSpec};
+use etl_base::plan::Chunk;
+use etl_model::verify::{Basis, Comparison, FileFormat, Rows, SourceSide, WrittenFile};
+use etl_pg::error::EtlError;
 
 /// What a file sink writes.
 #[derive(Debug, Clone)]
@@ -299,7 +299,7 @@ impl Sink for FileSink {
         };
         // Wide rows keyed per chunk lack the key column: the file says it.
         let key = match (&self.ctx.wide, &self.ctx.chunking.key_column) {
-            (Some(_), Some(column)) => Some(crate::wide::ChunkKey {
+            (Some(_), Some(column)) => Some(etl_model::wide::ChunkKey {
                 column: column.clone(),
                 value: chunk.key.clone(),
             }),
@@ -325,7 +325,7 @@ enum Encoder {
 
 struct FileChunkWriter {
     /// The chunk's key, written into the schema of rows that lack its column.
-    key: Option<crate::wide::ChunkKey>,
+    key: Option<etl_model::wide::ChunkKey>,
     encoder: Option<Encoder>,
     /// The file's columns (a pivot's chunk starts the file over with its own).
     schema: arrow::datatypes::SchemaRef,

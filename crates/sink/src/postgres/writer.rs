@@ -5,7 +5,7 @@
 use super::*;
 
 pub(super) struct PostgresChunkWriter {
-    pub(super) client: crate::pg::Conn,
+    pub(super) client: etl_pg::Conn,
     pub(super) pool: Arc<Pool>,
     pub(super) sink: Pin<Box<CopyInSink<Bytes>>>,
     pub(super) buf: BytesMut,
@@ -50,7 +50,7 @@ impl PostgresChunkWriter {
             return Err(EtlError::pg(self.context("sending rows"))(e));
         }
         if first {
-            crate::hooks::after_first_send();
+            etl_base::hooks::after_first_send();
         }
         Ok(())
     }

@@ -30,16 +30,16 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::postgres::{create_table_sql, explain_busy, read_columns, CatalogColumn};
 use super::{ledger, ChunkStats, ChunkWriter};
-use crate::config::validate::PostgresSinkSpec;
-use crate::config::SinkMode;
-use crate::error::EtlError;
-use crate::pg::text::fit_identifier;
-use crate::pg::Pool;
-use crate::pg_binary::encode::CopyEncoder;
-use crate::pg_binary::PgType;
-use crate::plan::{chunk_filter, Chunk};
-use crate::sql::{ident, literal, TableName};
-use crate::transform::pivot::Kind;
+use crate::spec::PostgresSinkSpec;
+use crate::spec::SinkMode;
+use etl_base::plan::{chunk_filter, Chunk};
+use etl_base::sql::{ident, literal, TableName};
+use etl_model::wide::Kind;
+use etl_pg::error::EtlError;
+use etl_pg::pg_binary::encode::CopyEncoder;
+use etl_pg::pg_binary::PgType;
+use etl_pg::text::fit_identifier;
+use etl_pg::Pool;
 
 mod text;
 mod verify;
@@ -57,13 +57,13 @@ pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
       chunk_key text, chunk_start bigint NOT NULL, chunk_end bigint NOT NULL)";
 
 /// Wide rows as the sink writes them: the index and how to split value
-/// columns (from the rows' schema, [`crate::wide::WideLayout`]), and the
+/// columns (from the rows' schema, [`etl_model::wide::WideLayout`]), and the
 /// rules of the pivot that made them from the source, when this pipeline
 /// pivots (for `etl plan`'s channels and `etl verify`).
 #[derive(Debug)]
 pub struct WideSpec {
     pub index: Vec<FieldRef>,
-    pub layout: crate::wide::WideLayout,
+    pub layout: etl_model::wide::WideLayout,
     pub pivot: Option<PivotRules>,
 }
 
@@ -196,7 +196,7 @@ impl Wide {
         }
         match read_columns(client, base).await? {
             Some(columns) => {
-                let pk = crate::pg::primary_key(client, &base.qualified())
+                let pk = etl_pg::primary_key(client, &base.qualified())
                     .await
                     .map_err(EtlError::pg(format!("reading the primary key of {base}")))?;
                 if pk != index {
@@ -231,7 +231,7 @@ impl Wide {
             self.spec.timeouts.set_local(),
             super::created::record(&self.pipeline, &table.qualified(), &create)
         );
-        crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
+        etl_pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
             .await
             .map_err(EtlError::pg(format!("creating wide table {table}")))
     }

@@ -2,7 +2,7 @@
 //! count, for sources without SQL) in the source and in the table.
 
 use super::*;
-use crate::verify::{Basis, SourceSide};
+use etl_model::verify::{Basis, SourceSide};
 
 impl PostgresSink {
     /// What one chunk is compared by: a pivot's wide tables cell by cell
@@ -28,7 +28,7 @@ impl PostgresSink {
         &self,
         chunk: &Chunk,
         source: SourceSide,
-    ) -> Result<crate::verify::Comparison, EtlError> {
+    ) -> Result<etl_model::verify::Comparison, EtlError> {
         let table = self.table_for(chunk)?;
         let (expected, counts_only) = match (source, &self.wide) {
             (SourceSide::Rows(rows), Some(wide)) => {
@@ -39,7 +39,7 @@ impl PostgresSink {
             }
             (SourceSide::Checksum(sum), None) => (sum, false),
             (SourceSide::Count(rows), None) => (
-                crate::verify::Checksum {
+                etl_model::verify::Checksum {
                     rows,
                     sum: String::new(),
                 },
@@ -73,7 +73,7 @@ impl PostgresSink {
                         table.qualified()
                     )
                 } else {
-                    crate::verify::sql(&columns, &table.qualified(), &filter)
+                    etl_model::verify::sql(&columns, &table.qualified(), &filter)
                 };
                 let row = client
                     .query_one(&sql, &[])
@@ -82,14 +82,14 @@ impl PostgresSink {
                         "checksumming chunk {chunk} in {}",
                         table.qualified()
                     )))?;
-                Some(crate::verify::Checksum {
+                Some(etl_model::verify::Checksum {
                     rows: row.get::<_, i64>(0) as u64,
                     sum: row.get(1),
                 })
             }
         };
         self.pool.put(client);
-        Ok(crate::verify::Comparison {
+        Ok(etl_model::verify::Comparison {
             source: expected,
             target,
             counts_only,

@@ -8,7 +8,7 @@ pub(super) async fn read_primary_key(
     client: &Client,
     table: &TableName,
 ) -> Result<Vec<String>, EtlError> {
-    crate::pg::primary_key(client, &table.qualified())
+    etl_pg::primary_key(client, &table.qualified())
         .await
         .map_err(EtlError::pg(format!(
             "reading the primary key of {}",
@@ -66,10 +66,10 @@ pub fn create_table_sql(
 
 /// The PostgreSQL type for an Arrow field: the source's own type name when
 /// it came from PostgreSQL, else the closest type that holds every value.
-pub(crate) fn ddl_type(field: &Field) -> Result<String, String> {
+pub fn ddl_type(field: &Field) -> Result<String, String> {
     // Text from data (a Parquet file's metadata): checked, written again.
     if let Some(t) = field.metadata().get(PG_TYPE_METADATA) {
-        return crate::sql::type_name(t)
+        return etl_base::sql::type_name(t)
             .map_err(|e| format!("field metadata {PG_TYPE_METADATA}: {e}"));
     }
     let is_uuid = field
@@ -107,7 +107,7 @@ pub(crate) fn ddl_type(field: &Field) -> Result<String, String> {
 }
 
 /// The table's columns, or `None` when it does not exist.
-pub(crate) async fn read_columns(
+pub async fn read_columns(
     client: &Client,
     table: &TableName,
 ) -> Result<Option<Vec<CatalogColumn>>, EtlError> {

@@ -5,7 +5,7 @@
 //! boolean reading prints `true`, not 1. So a chunk whose channel is text
 //! in the target already is pivoted with the channel as text
 //! ([`Wide::text_channels`], asked before the chunk runs). A chunk that
-//! wrote such cells as numbers ([`crate::wide::AMBIGUOUS_METADATA`]) is
+//! wrote such cells as numbers ([`etl_model::wide::AMBIGUOUS_METADATA`]) is
 //! recorded in `etl.wide_text_pending` (made with `etl.column_map`) in
 //! its transaction; once a later
 //! chunk has widened that column to text, [`Wide::stale`] names it and the

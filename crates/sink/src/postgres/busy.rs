@@ -2,15 +2,15 @@
 
 use tokio_postgres::Client;
 
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// Turns a lock timeout into an error that names the table and the
 /// sessions holding its locks (read after rolling back, so they may have
 /// moved on); other errors pass through.
-pub(crate) async fn explain_busy(
+pub async fn explain_busy(
     client: &Client,
     qualified: &str,
-    timeouts: &crate::config::SinkTimeouts,
+    timeouts: &crate::spec::SinkTimeouts,
     e: EtlError,
 ) -> EtlError {
     if e.sqlstate() != Some("55P03") {

@@ -20,15 +20,15 @@ use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
 use super::{ledger, ChunkStats, ChunkWriter, Sink, SinkContext};
-use crate::config::validate::PostgresSinkSpec;
-use crate::config::SinkMode;
-use crate::error::EtlError;
-use crate::pg::Pool;
-use crate::pg_binary::encode::CopyEncoder;
-use crate::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
-use crate::plan::{chunk_filter, Chunk};
-use crate::sql::{ident, TableName};
-use crate::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
+use crate::spec::PostgresSinkSpec;
+use crate::spec::SinkMode;
+use etl_base::plan::{chunk_filter, Chunk};
+use etl_base::sql::{ident, TableName};
+use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
+use etl_pg::error::EtlError;
+use etl_pg::pg_binary::encode::CopyEncoder;
+use etl_pg::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
+use etl_pg::Pool;
 
 mod busy;
 mod ddl;
@@ -36,10 +36,10 @@ mod forward;
 mod verify;
 mod writer;
 
-pub(crate) use busy::explain_busy;
+pub use busy::explain_busy;
 pub use ddl::create_table_sql;
-pub(crate) use ddl::ddl_type;
-pub(crate) use ddl::read_columns;
+pub use ddl::ddl_type;
+pub use ddl::read_columns;
 use ddl::read_primary_key;
 use forward::copy_target;
 use writer::PostgresChunkWriter;
@@ -75,7 +75,7 @@ struct Target {
 
 /// A column as the target's catalog describes it.
 #[derive(Debug, Clone)]
-pub(crate) struct CatalogColumn {
+pub struct CatalogColumn {
     pub name: String,
     pub info: TypeInfo,
 }
@@ -119,10 +119,10 @@ impl PostgresSink {
         // timestamp key, compared as a timestamp without zone as read).
         if let Some(k) = &self.ctx.chunking.range_column {
             let bound = |v: i64| match chunk.unit {
-                crate::plan::Unit::Time => crate::time::sql_literal(v, false),
+                etl_base::plan::Unit::Time => etl_base::time::sql_literal(v, false),
                 _ => v.to_string(),
             };
-            return crate::plan::range_condition(&ident(k), chunk, bound);
+            return etl_base::plan::range_condition(&ident(k), chunk, bound);
         }
         chunk_filter(
             &self.ctx.chunking.time_column,
@@ -193,7 +193,7 @@ impl PostgresSink {
                     self.spec.timeouts.set_local(),
                     super::created::record(&self.ctx.pipeline, &table.qualified(), &ddl)
                 );
-                crate::pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
+                etl_pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
                     .await
                     .map_err(EtlError::pg(format!("creating target table {table}")))?;
                 read_columns(client, table).await?.ok_or_else(|| {
@@ -344,12 +344,9 @@ impl PostgresSink {
     /// every key's when all keys share one table.
     fn channels_of(
         &self,
-        by_key: &std::collections::HashMap<
-            Option<String>,
-            Vec<(String, crate::transform::pivot::Kind)>,
-        >,
+        by_key: &std::collections::HashMap<Option<String>, Vec<(String, etl_model::wide::Kind)>>,
         chunk: &Chunk,
-    ) -> Vec<(String, crate::transform::pivot::Kind)> {
+    ) -> Vec<(String, etl_model::wide::Kind)> {
         if self.ctx.chunking.key_column.is_some() && !self.spec.table.has_key() {
             by_key.values().flatten().cloned().collect()
         } else {
@@ -439,7 +436,7 @@ impl Sink for PostgresSink {
         let client = self.pool.get().await?;
         self.ensure_ledger(&client).await?;
         if self.wide.is_some() {
-            crate::pg::locked_ddl(&client, "etl.column_map", super::wide::COLUMN_MAP_DDL)
+            etl_pg::locked_ddl(&client, "etl.column_map", super::wide::COLUMN_MAP_DDL)
                 .await
                 .map_err(EtlError::pg(format!(
                     "creating etl.column_map on {}",
@@ -458,7 +455,7 @@ impl Sink for PostgresSink {
                                 "BEGIN; {}; TRUNCATE {}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
                                 self.spec.timeouts.set_local(),
                                 parts.join(", "),
-                                crate::sql::literal(&qualified)
+                                etl_base::sql::literal(&qualified)
                             ))
                             .await
                             .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
@@ -482,7 +479,7 @@ impl Sink for PostgresSink {
                     .batch_execute(&format!(
                         "BEGIN; {}; TRUNCATE {qualified}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
                         self.spec.timeouts.set_local(),
-                        crate::sql::literal(&qualified)
+                        etl_base::sql::literal(&qualified)
                     ))
                     .await
                     .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
@@ -769,7 +766,7 @@ impl PostgresSink {
                 .await
                 .map_err(EtlError::pg(context("checking the ledger")))?;
             if overlap
-                && chunk.unit != crate::plan::Unit::Time
+                && chunk.unit != etl_base::plan::Unit::Time
                 && self.ctx.chunking.range_column.is_none()
             {
                 return Err(EtlError::Schema(format!(

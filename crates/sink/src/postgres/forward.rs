@@ -2,8 +2,8 @@
 //! source as it arrives (no Arrow in between).
 
 use super::{CatalogColumn, Target};
-use crate::error::EtlError;
-use crate::sql::{ident, TableName};
+use etl_base::sql::{ident, TableName};
+use etl_pg::error::EtlError;
 
 /// The target of COPY data forwarded from the source: every column the
 /// source sends must be in the table; the server checks the values.

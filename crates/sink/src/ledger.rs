@@ -18,9 +18,9 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
-use crate::plan::Chunk;
+use etl_base::plan::Chunk;
 
-/// Run with [`crate::pg::locked_ddl`].
+/// Run with [`etl_pg::locked_ddl`].
 pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
     CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
       pipeline text NOT NULL, target text NOT NULL, chunk_key text, \
@@ -64,7 +64,7 @@ pub async fn ensure(client: &Client) -> Result<Result<(), String>, tokio_postgre
     if let Some(why) = unsupported_server(row.get(0), row.get(1)) {
         return Ok(Err(why));
     }
-    crate::pg::locked_ddl(client, "etl.chunk_ledger", DDL).await?;
+    etl_pg::locked_ddl(client, "etl.chunk_ledger", DDL).await?;
     Ok(Ok(()))
 }
 
@@ -346,8 +346,8 @@ pub async fn states(
         .map(|r| ChunkState {
             target: r.get(0),
             key: r.get(1),
-            start: crate::time::format_timestamp(r.get(2)),
-            end: crate::time::format_timestamp(r.get(3)),
+            start: etl_base::time::format_timestamp(r.get(2)),
+            end: etl_base::time::format_timestamp(r.get(3)),
             status: r.get(4),
             rows: r.get(5),
             attempts: r.get(6),
