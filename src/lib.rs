@@ -24,12 +24,13 @@ pub use etl_base::{plan, sql, time};
 pub use etl_model::{verify, wide};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
+pub use etl_run as run;
+pub use etl_run::checks;
 pub use etl_schema as schema;
 pub use etl_sink as sink;
 pub use etl_source as source;
 pub use etl_transform as transform;
 
-pub mod checks;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "fuzzing")]
@@ -37,5 +38,4 @@ pub mod fuzz;
 pub mod logging;
 pub mod migrate;
 pub mod preflight;
-pub mod run;
 pub mod status;

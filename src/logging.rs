@@ -11,19 +11,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
-use indicatif::{MultiProgress, ProgressDrawTarget};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Every progress bar of the process (a backfill's and follow mode's
-/// loads run at once): log lines are written with the bars suspended.
-pub fn bars() -> &'static MultiProgress {
-    static BARS: OnceLock<MultiProgress> = OnceLock::new();
-    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
-}
+use etl_run::summary::bars;
 
 /// Log lines as JSON objects, or readable text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

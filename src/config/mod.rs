@@ -38,29 +38,7 @@ pub struct Pipeline {
     pub checks: Vec<CheckConfig>,
 }
 
-/// `[[checks]]`: exactly one of `not_null`, `unique` and `sql`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckConfig {
-    /// Shown in the report; default: the rule and table.
-    #[serde(default, deserialize_with = "env::opt_string")]
-    pub name: Option<String>,
-    /// `schema.table` for not_null and unique; default: the sink's table,
-    /// when it names one table.
-    #[serde(default, deserialize_with = "env::opt_string")]
-    pub table: Option<String>,
-    /// Columns that must hold a value (NULL and the empty string fail).
-    #[serde(default)]
-    pub not_null: Option<Vec<String>>,
-    /// Columns whose values together must be unique (rows with a NULL in
-    /// them are not compared, as in PostgreSQL).
-    #[serde(default)]
-    pub unique: Option<Vec<String>>,
-    /// A query (run on the target) returning the rows that break the rule;
-    /// the check passes when it returns none.
-    #[serde(default, deserialize_with = "env::opt_string")]
-    pub sql: Option<String>,
-}
+pub use etl_run::checks::CheckConfig;
 
 /// A source, chosen by `type`.
 #[derive(Debug, Clone, Deserialize)]

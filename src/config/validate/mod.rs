@@ -30,17 +30,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A pipeline whose values all make sense; building it only connects.
-#[derive(Debug, Clone)]
-pub struct ValidatedPipeline {
-    pub name: String,
-    pub source: ValidatedSource,
-    pub chunks: Chunking,
-    pub transforms: Vec<ValidatedTransform>,
-    pub sinks: Vec<ValidatedSink>,
-    pub checks: Vec<crate::checks::Check>,
-}
-
+pub use etl_run::ValidatedPipeline;
 pub use etl_transform::spec::{PivotSpec, ValidatedTransform};
 
 /// PostgreSQL's limit on columns per table.

@@ -4,10 +4,35 @@
 //! query that must return no rows. Each failure reports how many rows
 //! break the rule and a few of them.
 
-use crate::config::validate::PostgresSinkSpec;
-use crate::config::CheckConfig;
-use crate::error::EtlError;
-use crate::sql::{ident, TableName};
+use etl_base::env;
+use etl_base::sql::{ident, TableName};
+use etl_pg::error::EtlError;
+use etl_sink::spec::PostgresSinkSpec;
+use serde::Deserialize;
+
+/// `[[checks]]`: exactly one of `not_null`, `unique` and `sql`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Shown in the report; default: the rule and table.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub name: Option<String>,
+    /// `schema.table` for not_null and unique; default: the sink's table,
+    /// when it names one table.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub table: Option<String>,
+    /// Columns that must hold a value (NULL and the empty string fail).
+    #[serde(default)]
+    pub not_null: Option<Vec<String>>,
+    /// Columns whose values together must be unique (rows with a NULL in
+    /// them are not compared, as in PostgreSQL).
+    #[serde(default)]
+    pub unique: Option<Vec<String>>,
+    /// A query (run on the target) returning the rows that break the rule;
+    /// the check passes when it returns none.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub sql: Option<String>,
+}
 
 /// Example rows shown per failed check.
 const EXAMPLES: i64 = 5;
@@ -158,7 +183,7 @@ pub fn run(
     if checks.is_empty() {
         return Ok(Vec::new());
     }
-    crate::pg::block_on(async {
+    etl_pg::block_on(async {
         let mut findings = Vec::new();
         for sink in sinks {
             for check in checks {
@@ -168,7 +193,7 @@ pub fn run(
                 );
                 let (rule, name) = (&check.rule, &check.name);
                 // Ok(Err): the server refused the check's query.
-                let found = crate::retry::on_session(
+                let found = etl_pg::retry::on_session(
                     &sink.endpoint,
                     "etl checks",
                     retry,
@@ -208,7 +233,7 @@ pub fn run(
                         finding.rows = rows;
                         finding.examples = examples;
                     }
-                    Err(e) => finding.error = Some(crate::error::pg_message(&e)),
+                    Err(e) => finding.error = Some(etl_pg::error::pg_message(&e)),
                 }
                 findings.push(finding);
             }
@@ -322,10 +347,10 @@ pub fn render(findings: &[Finding]) -> String {
             (None, _) if f.failing == 0 => String::new(),
             (None, Some(rows)) => format!(
                 ": {} duplicated values in {} rows",
-                crate::run::summary::thousands(f.failing),
-                crate::run::summary::thousands(rows)
+                crate::summary::thousands(f.failing),
+                crate::summary::thousands(rows)
             ),
-            (None, None) => format!(": {} rows", crate::run::summary::thousands(f.failing)),
+            (None, None) => format!(": {} rows", crate::summary::thousands(f.failing)),
         };
         let state = if f.ok() { "ok    " } else { "FAILED" };
         out.push_str(&format!("  {state}  {}{what}  ({})\n", f.check, f.target));

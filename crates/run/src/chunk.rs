@@ -17,7 +17,7 @@ enum Msg {
 /// One chunk for the reader thread: stream it into `tx`.
 struct ReadJob {
     source: Arc<dyn Source>,
-    transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
+    transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     chunk: Chunk,
     notes: Notes,
     /// Forward the source's COPY data, no batches.
@@ -68,7 +68,7 @@ async fn read_chunk(job: ReadJob) {
         return read_copy(&*source, &chunk, tx).await;
     }
     let opened = async {
-        let mut flow = crate::transform::Flow::Stream(source.open(&chunk).await?);
+        let mut flow = etl_transform::Flow::Stream(source.open(&chunk).await?);
         for t in transforms.iter() {
             flow = t.apply(flow, notes.clone()).await?;
         }
@@ -105,7 +105,7 @@ async fn read_copy(source: &dyn Source, chunk: &Chunk, tx: tokio::sync::mpsc::Se
     let Some(through) = source.copy_through() else {
         return;
     };
-    let mut walker = crate::pg_binary::rows::RowWalker::new(through.format);
+    let mut walker = etl_pg::pg_binary::rows::RowWalker::new(through.format);
     let read = async {
         let mut stream = source.open_copy(chunk).await?;
         let mut piece = bytes::BytesMut::with_capacity(COPY_PIECE + 64 * 1024);
@@ -149,7 +149,7 @@ async fn read_copy(source: &dyn Source, chunk: &Chunk, tx: tokio::sync::mpsc::Se
 /// reader stops) and the uncommitted writers (their transactions roll back).
 pub(super) async fn run_chunk(
     source: &Arc<dyn Source>,
-    transforms: &Arc<Vec<Arc<dyn crate::transform::Transform>>>,
+    transforms: &Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     sinks: &[Arc<dyn Sink>],
     chunk: &Chunk,
     redo: bool,
@@ -229,7 +229,7 @@ pub(super) async fn run_chunk(
     for w in writers {
         bytes += w.commit().await?.bytes;
     }
-    crate::hooks::after_commit(chunk.key.as_deref());
+    etl_base::hooks::after_commit(chunk.key.as_deref());
     let notes = notes
         .lock()
         .expect("no panic while holding the lock")
@@ -239,8 +239,8 @@ pub(super) async fn run_chunk(
 
 /// Adds one chunk's pivot counts to the run's.
 pub(super) fn add_counts(
-    total: &mut crate::transform::pivot::PivotCounts,
-    c: &crate::transform::pivot::PivotCounts,
+    total: &mut etl_transform::pivot::PivotCounts,
+    c: &etl_transform::pivot::PivotCounts,
 ) {
     total.input_rows += c.input_rows;
     total.wide_rows += c.wide_rows;

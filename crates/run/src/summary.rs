@@ -30,7 +30,7 @@ impl Progress {
     pub fn new(total: usize, expected_rows: Option<u64>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             // In the process's one set of bars, which log lines suspend.
-            let bar = crate::logging::bars().add(ProgressBar::new(total as u64));
+            let bar = bars().add(ProgressBar::new(total as u64));
             bar.set_style(
                 ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:30}] {pos}/{len} chunks {msg} (eta {eta})",
@@ -110,7 +110,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
-            crate::logging::bars().remove(bar);
+            bars().remove(bar);
         }
     }
 }
@@ -131,7 +131,7 @@ fn log_interval() -> Duration {
 /// The summary's line of the most connections open at once to each
 /// endpoint (the pool's bound holds them), when any was made.
 pub fn connections_line() -> Option<String> {
-    let peaks = crate::pg::peaks();
+    let peaks = etl_pg::peaks();
     if peaks.is_empty() {
         return None;
     }
@@ -142,7 +142,7 @@ pub fn connections_line() -> Option<String> {
     Some(format!(
         "  connections  {} (at most {} each)\n",
         each.join(", "),
-        crate::pg::limit()
+        etl_pg::limit()
     ))
 }
 
@@ -265,6 +265,15 @@ pub fn render(pipeline: &str, report: &RunReport) -> String {
         s.push_str(&format!("  peak memory  {}\n", bytes(peak)));
     }
     s
+}
+
+/// Every progress bar of the process (a backfill's and follow mode's
+/// loads run at once): log lines are written with the bars suspended.
+pub fn bars() -> &'static indicatif::MultiProgress {
+    static BARS: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::plan::Chunk;
-use crate::time::parse_timestamp;
 use etl_base::csv_line::split;
+use etl_base::plan::Chunk;
+use etl_base::time::parse_timestamp;
 
 /// Writes `chunks` to `path` atomically.
 pub fn write(path: &Path, chunks: &[Chunk]) -> std::io::Result<()> {
@@ -111,8 +111,8 @@ pub fn parse(text: &str) -> Result<Vec<Chunk>, (usize, String)> {
         }
         // A range unbounded below or above (the first and last of a key's).
         let unbounded = |text: &str| match text {
-            "-infinity" => Some(crate::plan::BELOW),
-            "infinity" => Some(crate::plan::ABOVE),
+            "-infinity" => Some(etl_base::plan::BELOW),
+            "infinity" => Some(etl_base::plan::ABOVE),
             _ => None,
         };
         let (lo, hi) = (unbounded(start_text), unbounded(end_text));
@@ -200,7 +200,7 @@ fn looks_like_header(fields: &[Option<String>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::format_timestamp;
+    use etl_base::time::format_timestamp;
 
     #[test]
     fn reads_the_files_users_keep() {
@@ -233,10 +233,10 @@ mod tests {
             Chunk::window(None, 0, 86_400_000_000),
             Chunk::whole(Some("orders".into())),
             Chunk::range(Some("big table".into()), -5, 1_000_000),
-            Chunk::range(Some("big".into()), crate::plan::BELOW, 1001),
-            Chunk::range(Some("big".into()), 2001, crate::plan::ABOVE),
-            Chunk::window(Some("days".into()), crate::plan::BELOW, 86_400_000_000),
-            Chunk::window(Some("days".into()), 86_400_000_000, crate::plan::ABOVE),
+            Chunk::range(Some("big".into()), etl_base::plan::BELOW, 1001),
+            Chunk::range(Some("big".into()), 2001, etl_base::plan::ABOVE),
+            Chunk::window(Some("days".into()), etl_base::plan::BELOW, 86_400_000_000),
+            Chunk::window(Some("days".into()), 86_400_000_000, etl_base::plan::ABOVE),
             Chunk::part(Some("codes".into()), 3),
             // A key with a newline and quotes reads back whole (it did not).
             Chunk::window(Some("line one\nline \"two\"".into()), 0, 1),

@@ -6,11 +6,11 @@
 
 use futures_util::StreamExt;
 
-use crate::error::EtlError;
-use crate::plan::Chunk;
-use crate::sink::Sink;
-use crate::source::Source;
-use crate::verify::{ArrowChecksum, Basis, Comparison, Rows, SourceSide, WrittenFile};
+use etl_base::plan::Chunk;
+use etl_model::verify::{ArrowChecksum, Basis, Comparison, Rows, SourceSide, WrittenFile};
+use etl_pg::error::EtlError;
+use etl_sink::Sink;
+use etl_source::Source;
 
 /// One chunk of one sink compared with the source.
 pub(super) async fn compare(
@@ -62,7 +62,7 @@ async fn compare_file(
     }
     let target = if file.path.is_file() {
         let mut sum = ArrowChecksum::new();
-        for batch in crate::source::read_back(file)? {
+        for batch in etl_source::read_back(file)? {
             sum.add(&batch?)?;
         }
         Some(sum.finish())

@@ -5,11 +5,26 @@
 //! cross-thread wake-up per COPY message. A chunk that fails is
 //! rolled back (its writers are dropped uncommitted), recorded with its
 //! error, and the run goes on.
+//!
+//! - [`Runner`] builds a pipeline's source, transforms and sinks, plans,
+//!   claims, runs and verifies chunks; [`run_jobs`] runs several at once.
+//! - [`failed_csv`] the failed-chunk file `etl rerun` reads;
+//!   [`summary`] progress bars and the run's summary lines;
+//!   [`checks`] the `[[checks]]` rules run on the targets after a load.
+//! - `verify` reads the source for the sinks' comparisons (no sink sees a
+//!   source).
+//!
+//! Must not know: the command line, a whole-database migration's phases
+//! (they call this runner), the pipeline file's text.
 
+pub mod checks;
 mod chunk;
 pub mod failed_csv;
+mod pipeline;
 pub mod summary;
 mod verify;
+
+pub use pipeline::ValidatedPipeline;
 
 use chunk::{add_counts, run_chunk};
 
@@ -21,20 +36,19 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use futures_util::StreamExt;
 
-use crate::config::ValidatedPipeline;
-use crate::error::EtlError;
-use crate::pg::block_on;
-use crate::plan::{Chunk, Plan};
-use crate::retry::{retry_step, with_retries};
-use crate::sink::{self, ChunkStats, Sink, SinkContext};
-use crate::source::{self, Source};
-use crate::transform::{ChunkNotes, Notes};
+use etl_base::plan::{Chunk, Plan};
+use etl_pg::block_on;
+use etl_pg::error::EtlError;
+use etl_pg::retry::{retry_step, with_retries};
+use etl_sink::{self as sink, ChunkStats, Sink, SinkContext};
+use etl_source::{self as source, Source};
+use etl_transform::{ChunkNotes, Notes};
 
 /// A pipeline with its connections made and its schema known.
 pub struct Runner {
     pub pipeline: ValidatedPipeline,
     source: Arc<dyn Source>,
-    transforms: Arc<Vec<Arc<dyn crate::transform::Transform>>>,
+    transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     sinks: Vec<Arc<dyn Sink>>,
 }
 
@@ -61,7 +75,7 @@ pub struct RunReport {
     pub elapsed: Duration,
     pub peak_memory_bytes: Option<u64>,
     /// What a pivot stage did in the committed chunks.
-    pub pivot: Option<crate::transform::pivot::PivotCounts>,
+    pub pivot: Option<etl_transform::pivot::PivotCounts>,
     /// What the source counted (text replaced or cut, invalid dates).
     pub source: source::SourceCounts,
 }
@@ -119,7 +133,7 @@ impl Runner {
         source: Arc<dyn Source>,
         identity: Vec<String>,
     ) -> Result<Self, EtlError> {
-        let transforms = Arc::new(block_on(crate::transform::build(
+        let transforms = Arc::new(block_on(etl_transform::build(
             &pipeline.transforms,
             source.schema(),
         ))?);
@@ -156,10 +170,7 @@ impl Runner {
     }
 
     /// The index-driven plan for `etl run`, when the source has one.
-    pub fn plan_by_index(
-        &self,
-        chunking: &crate::config::validate::Chunking,
-    ) -> Result<Option<Plan>, EtlError> {
+    pub fn plan_by_index(&self, chunking: &etl_model::Chunking) -> Result<Option<Plan>, EtlError> {
         let plan = block_on(self.step("planning by the source's index failed", || {
             self.source.plan_by_index(chunking)
         }))?;
@@ -167,19 +178,13 @@ impl Runner {
     }
 
     /// Plans with other chunk settings (follow mode's windows).
-    pub fn plan_with(
-        &self,
-        chunking: &crate::config::validate::Chunking,
-    ) -> Result<Plan, EtlError> {
+    pub fn plan_with(&self, chunking: &etl_model::Chunking) -> Result<Plan, EtlError> {
         block_on(self.plan_async(chunking))
     }
 
     /// [`Runner::plan_with`] on the caller's runtime (a migration plans
     /// its tables a few at a time).
-    pub async fn plan_async(
-        &self,
-        chunking: &crate::config::validate::Chunking,
-    ) -> Result<Plan, EtlError> {
+    pub async fn plan_async(&self, chunking: &etl_model::Chunking) -> Result<Plan, EtlError> {
         let plan = self
             .step("planning the chunks failed", || self.source.plan(chunking))
             .await?;
@@ -202,7 +207,7 @@ impl Runner {
         })
     }
 
-    pub fn set_cutoff(&self, change: crate::sink::CutoffChange) -> Result<(), EtlError> {
+    pub fn set_cutoff(&self, change: etl_sink::CutoffChange) -> Result<(), EtlError> {
         block_on(async {
             for s in &self.sinks {
                 self.step("setting the cutoff failed", || s.set_cutoff(change))
@@ -237,7 +242,7 @@ impl Runner {
     pub fn verify(
         &self,
         chunks: &[Chunk],
-    ) -> Result<Vec<(Chunk, String, crate::verify::Comparison)>, EtlError> {
+    ) -> Result<Vec<(Chunk, String, etl_model::verify::Comparison)>, EtlError> {
         // Wide rows: the sinks say whether they can compare them.
         let wide = self.transforms.iter().any(|t| t.pivot().is_some());
         if !self.transforms.is_empty() && !wide {
@@ -247,7 +252,7 @@ impl Runner {
                     .into(),
             ));
         }
-        crate::hooks::phase("verify");
+        etl_base::hooks::phase("verify");
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
         let pool = worker_pool(
@@ -284,8 +289,10 @@ impl Runner {
     /// cannot resume, it starts over.
     pub fn truncates(&self) -> bool {
         self.pipeline.sinks.iter().any(|s| match s {
-            crate::config::ValidatedSink::Postgres(p) => p.mode == crate::config::SinkMode::Replace,
-            crate::config::ValidatedSink::Parquet(_) | crate::config::ValidatedSink::Csv(_) => {
+            etl_sink::spec::ValidatedSink::Postgres(p) => {
+                p.mode == etl_sink::spec::SinkMode::Replace
+            }
+            etl_sink::spec::ValidatedSink::Parquet(_) | etl_sink::spec::ValidatedSink::Csv(_) => {
                 false
             }
         })
@@ -315,13 +322,13 @@ impl Runner {
             .transforms
             .last()
             .map_or_else(|| self.source.schema(), |t| t.output_schema());
-        if crate::wide::WideLayout::of(&schema).is_ok_and(|w| w.is_some()) {
+        if etl_model::wide::WideLayout::of(&schema).is_ok_and(|w| w.is_some()) {
             return (true, Vec::new());
         }
         let mut types: Vec<String> = schema
             .fields()
             .iter()
-            .filter_map(|f| crate::sink::postgres::ddl_type(f).ok())
+            .filter_map(|f| etl_sink::postgres::ddl_type(f).ok())
             .collect();
         types.sort();
         types.dedup();
@@ -363,7 +370,7 @@ pub fn run_jobs(
     options: &RunOptions,
 ) -> Result<RunReport, EtlError> {
     let started = Instant::now();
-    crate::hooks::phase("create");
+    etl_base::hooks::phase("create");
     for (runner, chunks) in groups {
         if chunks.is_empty() {
             continue;
@@ -390,14 +397,14 @@ pub fn run_jobs(
         .clamp(1, jobs.len().max(1));
     // This thread waits for the workers: its idle connections would hold
     // slots of the pools they need.
-    block_on(crate::pg::close_idle_here());
+    block_on(etl_pg::close_idle_here());
     let pool = worker_pool(workers, "etl-worker")?;
     let rows = AtomicU64::new(0);
     let bytes_written = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     let done = AtomicUsize::new(0);
     let elsewhere = AtomicUsize::new(0);
-    let pivot = Mutex::new(None::<crate::transform::pivot::PivotCounts>);
+    let pivot = Mutex::new(None::<etl_transform::pivot::PivotCounts>);
     let progress = summary::Progress::new(jobs.len(), options.expected_rows);
     let name = groups.first().map_or("", |(r, _)| r.pipeline.name.as_str());
     tracing::info!(pipeline = %name, chunks = jobs.len(), workers, "Run started.");
@@ -466,7 +473,7 @@ pub fn run_jobs(
         }
     });
     };
-    crate::hooks::phase("data");
+    etl_base::hooks::phase("data");
     round(&jobs, false);
     if !STOP.load(Ordering::SeqCst) {
         let failed_now: HashSet<Chunk> = failed
@@ -508,7 +515,7 @@ pub fn run_jobs(
         .into_inner()
         .expect("no panic while holding the lock");
     if !options.skip_analyze {
-        crate::hooks::phase("analyze");
+        etl_base::hooks::phase("analyze");
         let failed: HashSet<&Chunk> = failed.iter().map(|f| &f.chunk).collect();
         for (runner, chunks) in groups {
             let written: Vec<Chunk> = chunks
@@ -575,9 +582,9 @@ fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::ThreadPool, 
 /// carries, with the rules of the pipeline's pivot when it has one.
 fn wide_spec(
     schema: &arrow::datatypes::Schema,
-    transforms: &[Arc<dyn crate::transform::Transform>],
+    transforms: &[Arc<dyn etl_transform::Transform>],
 ) -> Result<Option<Arc<sink::wide::WideSpec>>, EtlError> {
-    let Some(layout) = crate::wide::WideLayout::of(schema)? else {
+    let Some(layout) = etl_model::wide::WideLayout::of(schema)? else {
         return Ok(None);
     };
     let columns = layout.columns(schema, "the wide rows' schema")?;
@@ -701,7 +708,7 @@ impl Runner {
 }
 
 /// The plan's chunks of the keys `--key` names, when it names any.
-fn only_keys(mut plan: Plan, chunking: &crate::config::validate::Chunking) -> Plan {
+fn only_keys(mut plan: Plan, chunking: &etl_model::Chunking) -> Plan {
     if let Some(keys) = &chunking.only_keys {
         plan.chunks
             .retain(|c| c.chunk.key.as_ref().is_some_and(|k| keys.contains(k)));
