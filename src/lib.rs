@@ -21,6 +21,7 @@
 //! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
 pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
+pub use etl_migrate as migrate;
 pub use etl_model::{verify, wide};
 pub use etl_pg as pg;
 pub use etl_pg::{error, pg_binary, retry};
@@ -36,6 +37,5 @@ pub mod config;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod logging;
-pub mod migrate;
 pub mod preflight;
 pub mod status;

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use tokio_postgres::Client;
 
 use super::{Checks, Finish, Migration};
-use crate::error::EtlError;
-use crate::source::catalog::ForeignKey;
-use crate::sql::{ident, literal, TableName};
+use etl_base::sql::{ident, literal, TableName};
+use etl_pg::error::EtlError;
+use etl_source::catalog::ForeignKey;
 
 impl Migration {
     /// Primary keys, indexes and foreign keys, in that order: (what, SQL,
@@ -19,7 +19,7 @@ impl Migration {
         let mut out = Vec::new();
         let mut taken = BTreeSet::new();
         let mut fit = |name: String| {
-            let n = crate::pg::text::fit_identifier(&name, &|n| taken.contains(n));
+            let n = etl_pg::text::fit_identifier(&name, &|n| taken.contains(n));
             taken.insert(n.clone());
             n
         };
@@ -148,7 +148,7 @@ impl Migration {
     /// `etl.phase_log` with its statement (and error), which `etl status`
     /// shows.
     pub async fn finish(&self) -> Result<Finish, EtlError> {
-        crate::hooks::phase("post-data");
+        etl_base::hooks::phase("post-data");
         let client = self.client().await?;
         let mut finish = Finish::default();
         // One process finishes at a time (several may share the plan and
@@ -157,7 +157,7 @@ impl Migration {
         client
             .batch_execute(&format!(
                 "SELECT pg_advisory_lock(hashtext({}))",
-                crate::sql::literal(&format!("etl finish {}", self.pipeline))
+                etl_base::sql::literal(&format!("etl finish {}", self.pipeline))
             ))
             .await
             .map_err(EtlError::pg(
@@ -205,7 +205,7 @@ impl Migration {
                 }
             }
         }
-        crate::hooks::phase("sequences");
+        etl_base::hooks::phase("sequences");
         for (column, sql) in self.sequence_sql() {
             let next: Option<i64> = client
                 .query_opt(&sql, &[])
@@ -224,7 +224,7 @@ impl Migration {
                 ),
             }
         }
-        crate::hooks::phase("verify");
+        etl_base::hooks::phase("verify");
         finish.checks = self.checks(&client, false).await?;
         for (table, equal) in &finish.checks.checksums {
             let differs = (!equal).then_some("checksum differs from the source's");
@@ -271,7 +271,7 @@ impl Migration {
         statement: &str,
         error: Option<&str>,
     ) -> Result<(), EtlError> {
-        crate::sink::ledger::record_phase(client, &self.pipeline, phase, item, statement, error)
+        etl_sink::ledger::record_phase(client, &self.pipeline, phase, item, statement, error)
             .await
             .map_err(EtlError::pg(format!(
                 "recording the {phase} step {item:?} in etl.phase_log"
@@ -370,7 +370,7 @@ impl Migration {
 }
 
 fn fk_name(fk: &ForeignKey) -> String {
-    crate::pg::text::fit_identifier(&fk.name, &|_| false)
+    etl_pg::text::fit_identifier(&fk.name, &|_| false)
 }
 
 fn qualified(t: &TableName) -> String {

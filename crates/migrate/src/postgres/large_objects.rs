@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use tokio_postgres::Client;
 
 use super::super::{Finish, Migration};
-use crate::error::EtlError;
+use etl_pg::error::EtlError;
 
 /// Bytes read and written per round trip.
 const PIECE: i32 = 1 << 20;
@@ -62,14 +62,14 @@ impl Migration {
             if let Some(comment) = r.get::<_, Option<String>>(2) {
                 around.push(format!(
                     "COMMENT ON LARGE OBJECT {oid} IS {}",
-                    crate::sql::literal(&comment)
+                    etl_base::sql::literal(&comment)
                 ));
             }
             if spec.owners {
                 let owner: String = r.get(1);
                 around.push(format!(
                     "ALTER LARGE OBJECT {oid} OWNER TO {}",
-                    crate::sql::ident(&owner)
+                    etl_base::sql::ident(&owner)
                 ));
             }
             if spec.grants {
@@ -104,7 +104,7 @@ impl Migration {
     pub(crate) async fn count_large_objects(
         &self,
         client: &Client,
-        checks: &mut crate::migrate::Checks,
+        checks: &mut crate::Checks,
     ) -> Result<(), EtlError> {
         let (spec, _) = self.pg_origin()?;
         if !spec.large_objects {

@@ -21,9 +21,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use tokio_postgres::Client;
 
-use crate::config::FkHandling;
-use crate::error::EtlError;
-use crate::migrate::{Checks, Finish, Migration, Origin};
+use crate::{Checks, Finish, Migration, Origin};
+use etl_pg::error::EtlError;
+use etl_sink::spec::FkHandling;
 
 /// A foreign key on the target, in the catalog's terms. `drop-recreate`
 /// records it as JSON in `etl.phase_log` before dropping it, and a resumed
@@ -91,7 +91,7 @@ impl FkAction {
 fn idents(names: &[String]) -> String {
     names
         .iter()
-        .map(|n| crate::sql::ident(n))
+        .map(|n| etl_base::sql::ident(n))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -109,16 +109,16 @@ impl TargetFk {
     pub fn table_sql(&self) -> String {
         format!(
             "{}.{}",
-            crate::sql::ident(&self.schema),
-            crate::sql::ident(&self.relname)
+            etl_base::sql::ident(&self.schema),
+            etl_base::sql::ident(&self.relname)
         )
     }
 
     pub fn parent_sql(&self) -> String {
         format!(
             "{}.{}",
-            crate::sql::ident(&self.parent_schema),
-            crate::sql::ident(&self.parent_relname)
+            etl_base::sql::ident(&self.parent_schema),
+            etl_base::sql::ident(&self.parent_relname)
         )
     }
 
@@ -127,7 +127,7 @@ impl TargetFk {
         let mut sql = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
             self.table_sql(),
-            crate::sql::ident(&self.name),
+            etl_base::sql::ident(&self.name),
             idents(&self.columns),
             self.parent_sql(),
             idents(&self.parent_columns)
@@ -257,7 +257,7 @@ impl Migration {
                 )));
             }
         }
-        crate::sink::ledger::ensure(client)
+        etl_sink::ledger::ensure(client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Schema)?;
@@ -283,7 +283,7 @@ impl Migration {
                         "SET lock_timeout = {}; ALTER TABLE {} DROP CONSTRAINT {}",
                         (self.sink.timeouts.lock_timeout_secs * 1000.0).round() as u64,
                         fk.table_sql(),
-                        crate::sql::ident(&fk.name)
+                        etl_base::sql::ident(&fk.name)
                     );
                     match client.batch_execute(&sql).await {
                         Ok(()) => {
@@ -291,7 +291,7 @@ impl Migration {
                         }
                         Err(e) => {
                             let e = EtlError::pg(format!("dropping foreign key {}", fk.item()))(e);
-                            let busy = crate::sink::postgres::explain_busy(
+                            let busy = etl_sink::postgres::explain_busy(
                                 client,
                                 &fk.table_sql(),
                                 &self.sink.timeouts,
@@ -342,7 +342,7 @@ impl Migration {
             let item = format!("{table} {name}");
             let on = format!(
                 "ALTER TABLE {table} ENABLE TRIGGER {}",
-                crate::sql::ident(&name)
+                etl_base::sql::ident(&name)
             );
             self.record(
                 client,
@@ -354,13 +354,12 @@ impl Migration {
             .await?;
             let off = format!(
                 "ALTER TABLE {table} DISABLE TRIGGER {}",
-                crate::sql::ident(&name)
+                etl_base::sql::ident(&name)
             );
             if let Err(e) = client.batch_execute(&off).await {
                 let e = EtlError::pg(format!("disabling trigger {item}"))(e);
                 let busy =
-                    crate::sink::postgres::explain_busy(client, &table, &self.sink.timeouts, e)
-                        .await;
+                    etl_sink::postgres::explain_busy(client, &table, &self.sink.timeouts, e).await;
                 tracing::warn!(error = %busy, "Trigger left on: its table stayed busy; it fires on the load.");
                 self.record(
                     client,
@@ -402,7 +401,7 @@ impl Migration {
             let item = format!("{table} {name}");
             let on = format!(
                 "ALTER TABLE {table} ENABLE TRIGGER {}",
-                crate::sql::ident(&name)
+                etl_base::sql::ident(&name)
             );
             match client.batch_execute(&on).await {
                 Ok(()) => {
@@ -500,7 +499,7 @@ impl Migration {
             let validate = format!(
                 "ALTER TABLE {} VALIDATE CONSTRAINT {}",
                 fk.table_sql(),
-                crate::sql::ident(&fk.name)
+                etl_base::sql::ident(&fk.name)
             );
             let run = async {
                 if !present.contains(&item) {

@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::dump::{self, Dump, Entry, Section};
-use crate::error::EtlError;
-use crate::migrate::{Finish, Migration, Origin, TableSource};
+use crate::{Finish, Migration, Origin, TableSource};
+use etl_pg::error::EtlError;
 
 /// A post-data session: index builds sort in memory up to this much
 /// (the server's default, 64 MB, spills big indexes to disk); commits do
@@ -50,7 +50,7 @@ impl Migration {
                 "Pre-data (pg_dump --section=pre-data, in one transaction before the data): {}",
                 by_kind(&pre)
             ));
-            let missing = crate::pg::block_on(self.missing_extensions(&pre))?;
+            let missing = etl_pg::block_on(self.missing_extensions(&pre))?;
             if !missing.is_empty() {
                 lines.push(
                     "Cannot be created on the target (install these extensions there first):"
@@ -65,7 +65,7 @@ impl Migration {
                 "Pre-data: none (create_table = false: the tables exist on the target); foreign keys and triggers: fk_handling = \"{}\"",
                 self.sink.fk_handling.as_str()
             ));
-            let missing = crate::pg::block_on(self.missing_on_target())?;
+            let missing = etl_pg::block_on(self.missing_on_target())?;
             if !missing.is_empty() {
                 lines.push("Cannot be loaded (create them on the target first, or leave them out with source.exclude):".into());
                 for m in missing {
@@ -75,7 +75,7 @@ impl Migration {
         }
         lines.push(format!(
             "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row",
-            crate::run::summary::thousands(rows),
+            etl_run::summary::thousands(rows),
             self.workers
         ));
         if self.sink.create_table {
@@ -96,7 +96,7 @@ impl Migration {
         let client = self.client().await?;
         let mut missing = Vec::new();
         for t in &self.tables {
-            let columns = crate::sink::postgres::read_columns(&client, &t.target).await?;
+            let columns = etl_sink::postgres::read_columns(&client, &t.target).await?;
             let Some(columns) = columns else {
                 missing.push(format!(
                     "table {} does not exist on the target",
@@ -146,7 +146,7 @@ impl Migration {
 
     pub(super) fn pg_origin(
         &self,
-    ) -> Result<(&crate::config::validate::PgDatabaseSpec, &dump::Selection), EtlError> {
+    ) -> Result<(&etl_source::spec::PgDatabaseSpec, &dump::Selection), EtlError> {
         match &self.origin {
             Origin::Postgres(o) => Ok((&o.spec, &o.selection)),
             _ => Err(EtlError::Bug("a PostgreSQL phase on another origin".into())),
@@ -154,9 +154,9 @@ impl Migration {
     }
 
     /// A connection to the source database, for a phase that reads it.
-    pub(super) async fn pg_source(&self) -> Result<crate::pg::Conn, EtlError> {
+    pub(super) async fn pg_source(&self) -> Result<etl_pg::Conn, EtlError> {
         let (spec, _) = self.pg_origin()?;
-        let pool = crate::pg::Pool::new(spec.endpoint.clone(), &format!("etl {}", self.pipeline));
+        let pool = etl_pg::Pool::new(spec.endpoint.clone(), &format!("etl {}", self.pipeline));
         Ok(pool.get().await?)
     }
 
@@ -173,7 +173,7 @@ impl Migration {
         if !self.sink.create_table {
             return Ok(());
         }
-        crate::sink::ledger::ensure(client)
+        etl_sink::ledger::ensure(client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Schema)?;
@@ -220,7 +220,7 @@ impl Migration {
             client.batch_execute(&script).await?;
             // pg_dump's preamble empties search_path for the session.
             client.batch_execute("RESET search_path").await?;
-            crate::sink::ledger::record_phase(
+            etl_sink::ledger::record_phase(
                 client,
                 &self.pipeline,
                 "pre-data",
@@ -334,7 +334,7 @@ impl Migration {
         // Into existing tables too: a data-only restore fills them.
         let done = dump::done_items(client, &self.pipeline, "post-data").await?;
         self.refresh_views(client, &done, finish).await?;
-        crate::hooks::phase("sequences");
+        etl_base::hooks::phase("sequences");
         self.set_sequences(client, finish).await?;
         self.copy_large_objects(client, finish).await
     }
@@ -362,8 +362,8 @@ impl Migration {
             let item = format!("MATERIALIZED VIEW DATA {schema} {name}");
             let view = format!(
                 "{}.{}",
-                crate::sql::ident(&schema),
-                crate::sql::ident(&name)
+                etl_base::sql::ident(&schema),
+                etl_base::sql::ident(&name)
             );
             if done.contains(&item) {
                 continue;
@@ -420,7 +420,7 @@ impl Migration {
     /// unless the log shows the attempt before committed it.
     async fn apply_entry(
         &self,
-        idle: &std::sync::Mutex<Vec<crate::pg::Conn>>,
+        idle: &std::sync::Mutex<Vec<etl_pg::Conn>>,
         preamble: &str,
         e: &Entry,
     ) -> Result<Result<(), String>, EtlError> {
@@ -448,7 +448,7 @@ impl Migration {
 
     async fn try_entry(
         &self,
-        idle: &std::sync::Mutex<Vec<crate::pg::Conn>>,
+        idle: &std::sync::Mutex<Vec<etl_pg::Conn>>,
         preamble: &str,
         e: &Entry,
         retry: bool,
@@ -469,7 +469,7 @@ impl Migration {
         };
         let item = e.item();
         if retry
-            && crate::sink::ledger::phase_statement(&client, &self.pipeline, "post-data", &item)
+            && etl_sink::ledger::phase_statement(&client, &self.pipeline, "post-data", &item)
                 .await
                 .map_err(EtlError::pg("reading etl.phase_log"))?
                 .is_some()
@@ -482,9 +482,9 @@ impl Migration {
             client.batch_execute(preamble).await?;
             client.batch_execute("BEGIN").await?;
             client.batch_execute(&e.sql).await?;
-            crate::hooks::in_post_data();
+            etl_base::hooks::in_post_data();
             client.batch_execute("RESET search_path").await?;
-            crate::sink::ledger::record_phase(
+            etl_sink::ledger::record_phase(
                 &client,
                 &self.pipeline,
                 "post-data",
@@ -530,8 +530,8 @@ impl Migration {
             let (name, value): (String, i64) = (r.get(0), r.get(1));
             let sql = format!(
                 "SELECT setval({}, {value}, true) FROM (SELECT to_regclass({}) AS r) s WHERE r IS NOT NULL",
-                crate::sql::literal(&name),
-                crate::sql::literal(&name)
+                etl_base::sql::literal(&name),
+                etl_base::sql::literal(&name)
             );
             let set = client
                 .query_opt(&sql, &[])
@@ -553,7 +553,7 @@ impl Migration {
     pub(crate) async fn pg_checks(
         &self,
         client: &Client,
-        checks: &mut crate::migrate::Checks,
+        checks: &mut crate::Checks,
         thorough: bool,
     ) -> Result<(), EtlError> {
         for (t, source) in self.tables.iter().zip(&self.sources) {
@@ -575,14 +575,14 @@ impl Migration {
                 continue;
             }
             let columns: Vec<String> = t.schema.fields().iter().map(|f| f.name().clone()).collect();
-            let sql = crate::verify::sql(&columns, &target, "true");
+            let sql = etl_model::verify::sql(&columns, &target, "true");
             let (on_source, on_target) =
                 tokio::join!(source.checksum(None), client.query_one(&sql, &[]));
             let row = on_target.map_err(EtlError::pg(format!(
                 "checksumming target table {}",
                 t.target
             )))?;
-            let on_target = crate::verify::Checksum {
+            let on_target = etl_model::verify::Checksum {
                 rows: row.get::<_, i64>(0) as u64,
                 sum: row.get(1),
             };
@@ -597,7 +597,7 @@ impl Migration {
         self.count_large_objects(client, checks).await?;
         // A sequence owned by a column must be at or past the column's MAX.
         let loaded: HashSet<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
-        let behind = crate::pg::sequences::behind(client, |t| loaded.contains(t))
+        let behind = etl_pg::sequences::behind(client, |t| loaded.contains(t))
             .await
             .map_err(EtlError::pg("reading the target's sequences"))?;
         checks

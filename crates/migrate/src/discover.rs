@@ -9,14 +9,16 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 
 use super::{Migration, Origin, Table, TableSource};
-use crate::config::validate::{AccessSpec, OdbcRelation, OdbcSpec, PostgresSinkSpec};
-use crate::config::{ValidatedPipeline, ValidatedSink};
-use crate::error::EtlError;
-use crate::run::Runner;
-use crate::source::access::{AccessChild, AccessTable};
-use crate::source::catalog::{self, ForeignKey, Keys};
-use crate::source::odbc::{self, process, OdbcSource};
-use crate::source::Source;
+use etl_pg::error::EtlError;
+use etl_run::Runner;
+use etl_run::ValidatedPipeline;
+use etl_sink::spec::PostgresSinkSpec;
+use etl_sink::spec::ValidatedSink;
+use etl_source::access::{AccessChild, AccessTable};
+use etl_source::catalog::{self, ForeignKey, Keys};
+use etl_source::odbc::{self, process, OdbcSource};
+use etl_source::spec::{AccessSpec, OdbcRelation, OdbcSpec};
+use etl_source::Source;
 
 impl Migration {
     /// A discovered source: its tables in load order, each with its source
@@ -55,13 +57,9 @@ impl Migration {
             }
         };
         match &p.source {
-            crate::config::validate::ValidatedSource::Odbc(spec) => {
-                Self::discover_odbc(p, spec, sink)
-            }
-            crate::config::validate::ValidatedSource::Access(spec) => {
-                Self::discover_access(p, spec, sink)
-            }
-            crate::config::validate::ValidatedSource::PostgresDatabase(spec) => {
+            etl_source::spec::ValidatedSource::Odbc(spec) => Self::discover_odbc(p, spec, sink),
+            etl_source::spec::ValidatedSource::Access(spec) => Self::discover_access(p, spec, sink),
+            etl_source::spec::ValidatedSource::PostgresDatabase(spec) => {
                 Self::discover_postgres(p, spec, sink)
             }
             _ => Err(EtlError::Bug(
@@ -78,23 +76,22 @@ impl Migration {
         sink: PostgresSinkSpec,
     ) -> Result<Migration, EtlError> {
         let path = &spec.path;
-        let all = crate::source::access::table_names(path)?;
+        let all = etl_source::access::table_names(path)?;
         let names = select_tables(&all, &spec.include, &spec.exclude)?;
-        let mut catalog = crate::source::access::catalog(path, &names)?;
+        let mut catalog = etl_source::access::catalog(path, &names)?;
         // Complex columns become child tables: the parent reads without
         // them when it has a key to link them by.
         let mut children: BTreeMap<String, Arc<AccessChild>> = BTreeMap::new();
         let mut skip: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut reader = crate::source::access::open(path)?;
+        let mut reader = etl_source::access::open(path)?;
         for name in &names {
-            let (def, _) = crate::source::access::table_def(&mut reader, path, name)?;
+            let (def, _) = etl_source::access::table_def(&mut reader, path, name)?;
             let primary_key = catalog
                 .keys
                 .get(name)
                 .map(|k| k.primary_key.clone())
                 .unwrap_or_default();
-            for (column, complex) in crate::source::access::child_columns(&mut reader, path, &def)?
-            {
+            for (column, complex) in etl_source::access::child_columns(&mut reader, path, &def)? {
                 let child =
                     AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
                 if names.contains(&child.name) || children.contains_key(&child.name) {

@@ -37,16 +37,17 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::{Migration, Origin, Table, TableSource};
-use crate::config::validate::{PgDatabaseSpec, PostgresSinkSpec};
-use crate::config::ValidatedPipeline;
-use crate::error::EtlError;
-use crate::pg::block_on;
-use crate::pg::Pool;
-use crate::pg_binary::rows::CopyFormat;
-use crate::run::Runner;
-use crate::source::postgres::table::PgTable;
-use crate::source::Source;
-use crate::sql::TableName;
+use etl_base::sql::TableName;
+use etl_pg::block_on;
+use etl_pg::error::EtlError;
+use etl_pg::pg_binary::rows::CopyFormat;
+use etl_pg::Pool;
+use etl_run::Runner;
+use etl_run::ValidatedPipeline;
+use etl_sink::spec::PostgresSinkSpec;
+use etl_source::postgres::table::PgTable;
+use etl_source::spec::PgDatabaseSpec;
+use etl_source::Source;
 
 /// A PostgreSQL database, and what pg_dump is to dump of it.
 pub struct PgOrigin {
@@ -287,14 +288,14 @@ impl Migration {
             ));
             let mut config = p.clone();
             config.chunks.range_column = t.range_key.clone();
-            if let [crate::config::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
+            if let [etl_sink::spec::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
                 // The tables are pre-data's to create, not the sink's;
                 // existing tables meet the load as fk_handling says.
                 s.whole_by_delete = !s.create_table;
                 s.replica_role =
-                    !s.create_table && s.fk_handling == crate::config::FkHandling::ReplicaRole;
+                    !s.create_table && s.fk_handling == etl_sink::spec::FkHandling::ReplicaRole;
                 s.create_table = false;
-                s.table = crate::config::validate::TableTemplate::fixed(&table);
+                s.table = etl_sink::spec::TableTemplate::fixed(&table);
             }
             runners.push(Runner::with_source(config, source.clone(), Vec::new())?);
             described.push(Table {
@@ -306,12 +307,12 @@ impl Migration {
                 // Without an integer key, ranges of its blocks (ctid).
                 range_key: Some((
                     t.range_key.clone().unwrap_or_else(|| "ctid".into()),
-                    crate::source::odbc::KeyKind::Integer,
+                    etl_source::odbc::KeyKind::Integer,
                 )),
             });
             sources.push(TableSource::Postgres(source));
         }
-        let mut catalog = crate::source::catalog::Catalog {
+        let mut catalog = etl_source::catalog::Catalog {
             keys_from: "pg_dump --section=post-data".into(),
             ..Default::default()
         };

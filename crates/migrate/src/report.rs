@@ -3,9 +3,9 @@
 use std::fmt::Write;
 
 use super::Migration;
-use crate::run::summary::{bytes, thousands};
-use crate::run::RunReport;
-use crate::source::odbc::process::ReadStats;
+use etl_run::summary::{bytes, thousands};
+use etl_run::RunReport;
+use etl_source::odbc::process::ReadStats;
 
 /// What a migration's run did.
 #[derive(Debug, Default)]
@@ -117,7 +117,7 @@ pub fn render(m: &Migration, r: &Report) -> String {
         thousands((r.run.rows as f64 / secs.max(1e-3)) as u64)
     );
     if let super::Origin::Odbc(spec) = &m.origin {
-        for line in crate::source::odbc::count_lines(&r.read, &spec.options) {
+        for line in etl_source::odbc::count_lines(&r.read, &spec.options) {
             let _ = writeln!(s, "  {line}");
         }
     }
@@ -202,10 +202,10 @@ pub fn render(m: &Migration, r: &Report) -> String {
             }
         }
     }
-    if let Some(line) = crate::run::summary::connections_line() {
+    if let Some(line) = etl_run::summary::connections_line() {
         s.push_str(&line);
     }
-    if let Some(peak) = crate::run::summary::peak_memory_bytes() {
+    if let Some(peak) = etl_run::summary::peak_memory_bytes() {
         let _ = writeln!(s, "  peak memory  {}", bytes(peak));
     }
     s

@@ -1,7 +1,7 @@
 //! A migration: a whole ODBC database (or a list of tables, or a query),
 //! or an Access file read natively,
 //! moved into PostgreSQL as phases around the one chunk runner
-//! ([`crate::run::run_jobs`]), in this order, as `etl plan` shows them:
+//! ([`etl_run::run_jobs`]), in this order, as `etl plan` shows them:
 //!
 //! 1. **discover**: the source's catalog (tables, primary keys, indexes,
 //!    foreign keys, auto-numbered columns; MDBTools' from `mdb-schema`),
@@ -34,7 +34,10 @@
 //! the ledger and the CSV are the runner's. Phase 1 is in [`discover`]
 //! (per origin), what `etl plan` prints in [`plan`], phases 4 and 5 in
 //! [`constraints`], the summary in [`report`]; here, the data phase and
-//! what ties them together.
+//! what ties them together. A whole PostgreSQL database is [`postgres`].
+//!
+//! Must not know: the command line or the pipeline file's text; every
+//! chunk of data goes through `etl-run`, never a loop of its own.
 
 mod constraints;
 mod discover;
@@ -49,15 +52,16 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 
-use crate::config::validate::{AccessSpec, OdbcSpec, PostgresSinkSpec};
-use crate::error::EtlError;
-use crate::pg::block_on;
-use crate::plan::{Chunk, PlannedChunk};
-use crate::run::{RunOptions, Runner};
-use crate::source::access::{AccessChild, AccessTable};
-use crate::source::catalog::{self, ForeignKey, Keys};
-use crate::source::odbc::{self, process, OdbcSource};
-use crate::sql::TableName;
+use etl_base::plan::{Chunk, PlannedChunk};
+use etl_base::sql::TableName;
+use etl_pg::block_on;
+use etl_pg::error::EtlError;
+use etl_run::{RunOptions, Runner};
+use etl_sink::spec::PostgresSinkSpec;
+use etl_source::access::{AccessChild, AccessTable};
+use etl_source::catalog::{self, ForeignKey, Keys};
+use etl_source::odbc::{self, process, OdbcSource};
+use etl_source::spec::{AccessSpec, OdbcSpec};
 
 /// One source table (or the query) and its target.
 pub struct Table {
@@ -96,7 +100,7 @@ enum TableSource {
     Access(Arc<AccessTable>),
     /// A complex column of an Access table, as a table.
     AccessChild(Arc<AccessChild>),
-    Postgres(Arc<crate::source::postgres::table::PgTable>),
+    Postgres(Arc<etl_source::postgres::table::PgTable>),
 }
 
 impl TableSource {
@@ -208,7 +212,7 @@ impl Migration {
             return Ok(());
         }
         let client = self.client().await?;
-        crate::sink::ledger::ensure(&client)
+        etl_sink::ledger::ensure(&client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Schema)?;
@@ -217,7 +221,7 @@ impl Migration {
             let kept = match redo {
                 true => None,
                 false => {
-                    crate::sink::ledger::phase_statement(&client, &self.pipeline, "discover", &item)
+                    etl_sink::ledger::phase_statement(&client, &self.pipeline, "discover", &item)
                         .await
                         .map_err(EtlError::pg("reading etl.phase_log"))?
                 }
@@ -271,7 +275,7 @@ impl Migration {
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         let mut report = Report::default();
-        crate::hooks::phase("plan");
+        etl_base::hooks::phase("plan");
         // The target's clock before the ledger is read: a chunk done after
         // it was done by another process sharing the plan.
         let planned_at = self.server_now()?;
@@ -324,7 +328,7 @@ impl Migration {
         // tables with foreign keys: parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
-            crate::hooks::phase("pre-data");
+            etl_base::hooks::phase("pre-data");
             levels = block_on(self.step("the pre-data phase failed", || async {
                 let client = self.client().await?;
                 self.pre_data(&client).await?;
@@ -342,7 +346,7 @@ impl Migration {
         let workers = workers.unwrap_or(self.workers.max(self.readers()));
         // Reader processes may run more workers than [chunks] has: each
         // needs its target connection.
-        crate::pg::set_limit(crate::pg::limit().max(workers + 1));
+        etl_pg::set_limit(etl_pg::limit().max(workers + 1));
         let options = RunOptions {
             workers: Some(workers),
             redo: redo || only.is_some(),
@@ -365,8 +369,8 @@ impl Migration {
                     "Loading a level of the foreign-key graph."
                 );
             }
-            report.run.absorb(crate::run::run_jobs(&groups, &options)?);
-            if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            report.run.absorb(etl_run::run_jobs(&groups, &options)?);
+            if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
         }
@@ -387,7 +391,7 @@ impl Migration {
         for s in &self.sources {
             report.read.add(s.read_stats());
         }
-        if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst)
+        if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst)
             && report.run.chunks_not_started() > 0
         {
             return Ok(report);
@@ -512,8 +516,8 @@ impl Migration {
         let (retries, backoff) = self
             .runners
             .first()
-            .map_or(crate::retry::COMMAND, |r| r.pipeline.chunks.retry());
-        crate::retry::retry_step(retries, backoff, what, attempt).await
+            .map_or(etl_pg::retry::COMMAND, |r| r.pipeline.chunks.retry());
+        etl_pg::retry::retry_step(retries, backoff, what, attempt).await
     }
 
     /// The target server's clock, as text.
@@ -530,8 +534,8 @@ impl Migration {
 
     /// A session of the target from the run's pool (counted in its
     /// bound); closed when dropped, so its settings never reach a chunk.
-    async fn client(&self) -> Result<crate::pg::Conn, EtlError> {
-        let pool = crate::pg::Pool::new(
+    async fn client(&self) -> Result<etl_pg::Conn, EtlError> {
+        let pool = etl_pg::Pool::new(
             self.sink.endpoint.clone(),
             &format!("etl {}", self.pipeline),
         );
@@ -540,7 +544,7 @@ impl Migration {
 
     /// `etl verify` for a migration: the checks alone.
     pub fn verify(&self) -> Result<Checks, EtlError> {
-        crate::hooks::phase("verify");
+        etl_base::hooks::phase("verify");
         block_on(self.step("verifying failed", || async {
             let client = self.client().await?;
             self.checks(&client, true).await
@@ -558,7 +562,7 @@ impl Migration {
 /// emptied (issue 30) and no process waits behind another's chunk; its
 /// ranges then replace their own rows instead.
 fn empty_sql(target: &str, how: &str, planned_at: &str) -> String {
-    let t = crate::sql::literal(target);
+    let t = etl_base::sql::literal(target);
     let busy = format!(
         "IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
            IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
@@ -568,7 +572,7 @@ fn empty_sql(target: &str, how: &str, planned_at: &str) -> String {
              RAISE LOG 'etl: another process loads %; not emptied', {t}; RETURN; \
            END IF; \
          END IF;",
-        at = crate::sql::literal(planned_at),
+        at = etl_base::sql::literal(planned_at),
     );
     // TRUNCATE locks it whole anyway; DELETE needs only to wait for
     // writers in flight (SHARE), letting readers be.

@@ -9,9 +9,9 @@ use std::process::Command;
 
 use tokio_postgres::Client;
 
-use crate::config::validate::PgDatabaseSpec;
-use crate::error::EtlError;
-use crate::sql::TableName;
+use etl_base::sql::TableName;
+use etl_pg::error::EtlError;
+use etl_source::spec::PgDatabaseSpec;
 
 /// `pg_dump`'s two sections around the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

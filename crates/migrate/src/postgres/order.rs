@@ -143,7 +143,7 @@ fn created_index(e: &Entry) -> Option<(String, String)> {
         _ => return None,
     };
     // An index lives in its table's schema; pg_dump names it unqualified.
-    let (schema, _) = crate::schema::catalog::split_member(table);
+    let (schema, _) = etl_schema::catalog::split_member(table);
     if schema.is_empty() {
         return None;
     }

@@ -2,10 +2,10 @@
 //! with its columns and chunks, the DDL, and what follows the data.
 
 use super::{catalog, Migration, Origin};
-use crate::error::EtlError;
-use crate::plan::PlannedChunk;
-use crate::run::summary::{bytes, thousands};
-use crate::source::odbc;
+use etl_base::plan::PlannedChunk;
+use etl_pg::error::EtlError;
+use etl_run::summary::{bytes, thousands};
+use etl_source::odbc;
 
 impl Migration {
     /// What `etl plan` shows: the phases in order, each table with its
@@ -46,7 +46,7 @@ impl Migration {
                 "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records; text: {}",
                 spec.path.display(),
                 thousands(spec.options.batch_rows as u64),
-                crate::source::access::text_encoding(&spec.path, &spec.options)
+                etl_source::access::text_encoding(&spec.path, &spec.options)
                     .unwrap_or_else(|e| e.to_string())
             )),
             Origin::Postgres(o) => lines.push(format!(
@@ -85,7 +85,7 @@ impl Migration {
                 thousands(rows)
             ));
             for (field, odbc_type) in t.schema.fields().iter().zip(&t.odbc_types) {
-                let pg = crate::sink::postgres::ddl_type(field).unwrap_or_else(|e| e);
+                let pg = etl_sink::postgres::ddl_type(field).unwrap_or_else(|e| e);
                 let mut notes = Vec::new();
                 if t.keys.primary_key.contains(field.name()) {
                     notes.push("primary key");
@@ -124,12 +124,7 @@ impl Migration {
         for t in &self.tables {
             lines.push(format!(
                 "  {}",
-                crate::sink::postgres::create_table_sql(
-                    &t.target,
-                    &t.schema,
-                    &[],
-                    &t.keys.identity
-                )?
+                etl_sink::postgres::create_table_sql(&t.target, &t.schema, &[], &t.keys.identity)?
             ));
         }
         lines.push(format!(
