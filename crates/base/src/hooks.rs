@@ -8,6 +8,7 @@
 //! entry's transaction, `schema-apply:N` after the N-th statement of `etl
 //! schema apply`, `schema-commit:N` before the N-th one's COMMIT, and
 //! `session:N:PHASE` as the pool hands out its N-th session in a phase.
+//! `ETL_PROGRESS_SECS` sets how often progress is logged ([`progress_secs`]).
 //! Unset in normal use. Kept at the bottom of the crate (the pool calls
 //! it), so nothing below `run` depends on `run`.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,18 +24,34 @@ static SCHEMA_COMMITS: AtomicU64 = AtomicU64::new(0);
 static PHASE: std::sync::Mutex<&str> = std::sync::Mutex::new("");
 
 /// Read only where the `test-hooks` feature is on (the tests turn it
-/// on; a release build has no hook).
+/// on); a release build has no hook and reads no test variable.
+#[cfg(feature = "test-hooks")]
 fn at() -> &'static Option<(String, u64, Option<String>)> {
     AT.get_or_init(|| {
-        if !cfg!(feature = "test-hooks") {
-            return None;
-        }
         let v = std::env::var("ETL_TEST_PAUSE_AT").ok()?;
         let mut parts = v.splitn(3, ':');
         let what = parts.next()?.to_string();
         let n = parts.next()?.parse().ok()?;
         Some((what, n, parts.next().map(str::to_string)))
     })
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn at() -> &'static Option<(String, u64, Option<String>)> {
+    AT.get_or_init(|| None)
+}
+
+/// `ETL_PROGRESS_SECS`: how often a run without a terminal logs its
+/// progress, where the tests set it (0: inside every chunk); `None` in a
+/// release build.
+pub fn progress_secs() -> Option<f64> {
+    if !cfg!(feature = "test-hooks") {
+        return None;
+    }
+    std::env::var("ETL_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &f64| *v >= 0.0)
 }
 
 /// Parks until the file named by `ETL_TEST_RESUME_FILE` exists, or forever.

@@ -115,17 +115,11 @@ impl Progress {
     }
 }
 
-/// How often progress is logged without a terminal: 10 s, or
-/// `ETL_PROGRESS_SECS` (the tests set 0 to see progress inside a chunk).
+/// How often progress is logged without a terminal: 10 s (a test build
+/// may set another, [`etl_base::hooks::progress_secs`]).
 fn log_interval() -> Duration {
     static SECS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    Duration::from_secs_f64(*SECS.get_or_init(|| {
-        std::env::var("ETL_PROGRESS_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|v: &f64| *v >= 0.0)
-            .unwrap_or(10.0)
-    }))
+    Duration::from_secs_f64(*SECS.get_or_init(|| etl_base::hooks::progress_secs().unwrap_or(10.0)))
 }
 
 /// The summary's line of the most connections open at once to each

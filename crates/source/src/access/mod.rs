@@ -38,9 +38,15 @@ pub use complex::{child_columns, AccessChild};
 pub use values::arrow_type;
 use values::Recode;
 
+/// An Access file's error: reading it failed (I/O, retried where any
+/// I/O error would be: [`EtlError::is_transient`]), or its bytes are not
+/// what the format says.
 fn file_error(path: &Path, what: &str) -> impl FnOnce(jetdb::FileError) -> EtlError {
     let context = format!("{}: {what}", path.display());
-    move |e| EtlError::Schema(format!("{context}: {e}"))
+    move |e| match e {
+        jetdb::FileError::Io(source) => EtlError::Io { context, source },
+        other => EtlError::Schema(format!("{context}: {other}")),
+    }
 }
 
 pub fn open(path: &Path) -> Result<PageReader, EtlError> {
@@ -363,5 +369,32 @@ impl Source for AccessTable {
             .lock()
             .expect("no panic while holding the lock")
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_retried_a_broken_one_is_not() {
+        let path = Path::new("db.accdb");
+        let lost = file_error(path, "reading table \"t\"")(jetdb::FileError::Io(
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        ));
+        assert!(lost.is_transient(), "{lost:?}");
+        assert!(
+            lost.to_string()
+                .starts_with("db.accdb: reading table \"t\""),
+            "{lost}"
+        );
+        let missing = file_error(path, "opening the Access file")(jetdb::FileError::Io(
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+        assert!(!missing.is_transient());
+        let broken = file_error(path, "reading the catalog")(jetdb::FileError::TableNotFound {
+            name: "x".into(),
+        });
+        assert!(!broken.is_transient());
     }
 }

@@ -412,13 +412,10 @@ impl Batches {
         let mut rows = TableRows::new(&self.def, &self.calculated).starting_at(self.position);
         let table = &self.def.name;
         while builders.first().map_or(0, Builder::len) < self.batch_rows {
-            let row = rows.next_row(&mut self.reader).map_err(|e| {
-                EtlError::Schema(format!(
-                    "{}: table {table:?}, after row {}: {e}",
-                    self.path.display(),
-                    self.read
-                ))
-            })?;
+            let row = rows.next_row(&mut self.reader).map_err(super::file_error(
+                &self.path,
+                &format!("table {table:?}, after row {}", self.read),
+            ))?;
             let Some(row) = row else { break };
             self.read += 1;
             let mut values = row.values;
