@@ -11,6 +11,7 @@ mod csv;
 mod failures;
 mod faults;
 mod follow;
+mod layout;
 mod migrate;
 mod odbc;
 mod odbc_chunks;

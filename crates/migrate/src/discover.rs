@@ -16,6 +16,7 @@ use etl_sink::spec::PostgresSinkSpec;
 use etl_sink::spec::ValidatedSink;
 use etl_source::access::{AccessChild, AccessTable};
 use etl_source::catalog::{self, ForeignKey, Keys};
+use etl_source::odbc::catalog as odbc_catalog;
 use etl_source::odbc::{self, process, OdbcSource};
 use etl_source::spec::{AccessSpec, OdbcRelation, OdbcSpec};
 use etl_source::Source;
@@ -183,17 +184,17 @@ impl Migration {
                 (Vec::new(), catalog::Catalog::default())
             }
             OdbcRelation::Tables { include, exclude } => {
-                let all = catalog::user_tables(&connection, encoding)?;
+                let all = odbc_catalog::user_tables(&connection, encoding)?;
                 let names = select_tables(&all, include, exclude)?;
-                let catalog = if catalog::is_mdbtools(&spec.connection_string) {
-                    let file = catalog::dbq(&spec.connection_string).ok_or_else(|| {
+                let catalog = if odbc_catalog::is_mdbtools(&spec.connection_string) {
+                    let file = odbc_catalog::dbq(&spec.connection_string).ok_or_else(|| {
                         EtlError::Schema(
                             "the MDBTools connection string has no DBQ=<file>; etl reads the Access file's keys from it".into(),
                         )
                     })?;
-                    catalog::from_mdb_schema(std::path::Path::new(&file), &names)?
+                    odbc_catalog::from_mdb_schema(std::path::Path::new(&file), &names)?
                 } else {
-                    catalog::from_odbc(&connection, &names, encoding)?
+                    odbc_catalog::from_odbc(&connection, &names, encoding)?
                 };
                 (names, catalog)
             }

@@ -59,7 +59,7 @@ use etl_pg::error::EtlError;
 use etl_run::{RunOptions, Runner};
 use etl_sink::spec::PostgresSinkSpec;
 use etl_source::access::{AccessChild, AccessTable};
-use etl_source::catalog::{self, ForeignKey, Keys};
+use etl_source::catalog::{ForeignKey, Keys};
 use etl_source::odbc::{self, process, OdbcSource};
 use etl_source::spec::{AccessSpec, OdbcSpec};
 

@@ -1,7 +1,7 @@
 //! What `etl plan` shows of a migration: the phases in order, each table
 //! with its columns and chunks, the DDL, and what follows the data.
 
-use super::{catalog, Migration, Origin};
+use super::{Migration, Origin};
 use etl_base::plan::PlannedChunk;
 use etl_pg::error::EtlError;
 use etl_run::summary::{bytes, thousands};
@@ -35,7 +35,7 @@ impl Migration {
                     bytes(o.max_text_bytes as u64),
                     if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
                 ));
-                if catalog::is_mdbtools(&spec.connection_string) {
+                if odbc::catalog::is_mdbtools(&spec.connection_string) {
                     lines.push(format!(
                         "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
                         std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
@@ -85,7 +85,7 @@ impl Migration {
                 thousands(rows)
             ));
             for (field, odbc_type) in t.schema.fields().iter().zip(&t.odbc_types) {
-                let pg = etl_sink::postgres::ddl_type(field).unwrap_or_else(|e| e);
+                let pg = etl_pg::ddl::ddl_type(field).unwrap_or_else(|e| e);
                 let mut notes = Vec::new();
                 if t.keys.primary_key.contains(field.name()) {
                     notes.push("primary key");
@@ -124,7 +124,7 @@ impl Migration {
         for t in &self.tables {
             lines.push(format!(
                 "  {}",
-                etl_sink::postgres::create_table_sql(&t.target, &t.schema, &[], &t.keys.identity)?
+                etl_pg::ddl::create_table_sql(&t.target, &t.schema, &[], &t.keys.identity)?
             ));
         }
         lines.push(format!(

@@ -7,12 +7,14 @@
 //!   ([`error::EtlError::is_transient`]), backoff, a fresh session per try.
 //! - [`pg_binary`] the binary COPY codecs (Arrow arrays in and out, sans-IO).
 //! - [`sessions`] and [`sequences`]: reading and ending sessions, sequences.
+//! - [`ddl`] the one place that makes table DDL and reads a table's columns.
 //! - [`text`] PostgreSQL's text rules (float8out, identifier length);
 //!   [`block_on`] runs a future on this thread's runtime, where its pooled
 //!   sessions live.
 //!
 //! Must not know: sources other than PostgreSQL, sinks, the ledger, the
 //! runner, DataFusion, the pipeline file.
+pub mod ddl;
 mod endpoint;
 pub mod error;
 pub mod pg_binary;

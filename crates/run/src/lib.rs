@@ -328,7 +328,7 @@ impl Runner {
         let mut types: Vec<String> = schema
             .fields()
             .iter()
-            .filter_map(|f| etl_sink::postgres::ddl_type(f).ok())
+            .filter_map(|f| etl_pg::ddl::ddl_type(f).ok())
             .collect();
         types.sort();
         types.dedup();

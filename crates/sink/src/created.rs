@@ -103,7 +103,8 @@ pub async fn drop_tables(
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
-            let e = super::postgres::explain_busy(client, &names[0], timeouts, e).await;
+            let e =
+                etl_pg::ddl::explain_busy(client, &names[0], timeouts.lock_timeout_secs, e).await;
             if e.sqlstate() == Some("2BP01") {
                 return Err(EtlError::Schema(format!(
                     "{e}\nother objects (views, foreign keys from tables this pipeline did not create) depend on these tables; drop those first, nothing was dropped"

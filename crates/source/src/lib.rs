@@ -6,6 +6,7 @@ pub mod access;
 pub mod catalog;
 pub mod csv;
 pub mod odbc;
+mod options;
 pub mod parquet;
 pub mod postgres;
 mod read_back;
@@ -180,8 +181,20 @@ pub async fn build(
     chunking: &Chunking,
 ) -> Result<Arc<dyn Source>, EtlError> {
     match source {
-        ValidatedSource::Postgres { .. } => Ok(Arc::new(
-            postgres::PostgresSource::build(source, chunking).await?,
+        ValidatedSource::Postgres {
+            endpoint,
+            relation,
+            batch_rows,
+            batch_bytes,
+        } => Ok(Arc::new(
+            postgres::PostgresSource::build(
+                endpoint,
+                relation,
+                *batch_rows,
+                *batch_bytes,
+                chunking,
+            )
+            .await?,
         )),
         ValidatedSource::Parquet {
             pattern,

@@ -291,10 +291,10 @@ impl Migration {
                         }
                         Err(e) => {
                             let e = EtlError::pg(format!("dropping foreign key {}", fk.item()))(e);
-                            let busy = etl_sink::postgres::explain_busy(
+                            let busy = etl_pg::ddl::explain_busy(
                                 client,
                                 &fk.table_sql(),
-                                &self.sink.timeouts,
+                                self.sink.timeouts.lock_timeout_secs,
                                 e,
                             )
                             .await;
@@ -358,8 +358,13 @@ impl Migration {
             );
             if let Err(e) = client.batch_execute(&off).await {
                 let e = EtlError::pg(format!("disabling trigger {item}"))(e);
-                let busy =
-                    etl_sink::postgres::explain_busy(client, &table, &self.sink.timeouts, e).await;
+                let busy = etl_pg::ddl::explain_busy(
+                    client,
+                    &table,
+                    self.sink.timeouts.lock_timeout_secs,
+                    e,
+                )
+                .await;
                 tracing::warn!(error = %busy, "Trigger left on: its table stayed busy; it fires on the load.");
                 self.record(
                     client,

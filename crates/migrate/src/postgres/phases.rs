@@ -96,7 +96,7 @@ impl Migration {
         let client = self.client().await?;
         let mut missing = Vec::new();
         for t in &self.tables {
-            let columns = etl_sink::postgres::read_columns(&client, &t.target).await?;
+            let columns = etl_pg::ddl::read_columns(&client, &t.target).await?;
             let Some(columns) = columns else {
                 missing.push(format!(
                     "table {} does not exist on the target",

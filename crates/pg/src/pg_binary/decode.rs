@@ -41,6 +41,9 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("the stream ended without its end-of-data marker")]
     MissingTrailer,
+    /// COPY data walked row by row ([`super::rows::RowWalker`]) is cut or bent.
+    #[error("the source's COPY data is not whole: {0}")]
+    Broken(String),
     #[error("building the record batch failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }

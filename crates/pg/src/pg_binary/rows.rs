@@ -4,7 +4,7 @@
 //! trailer; text: whole lines), so a truncated stream is an error, not a
 //! chunk committed short.
 
-use crate::error::EtlError;
+use super::decode::DecodeError;
 
 use super::SIGNATURE;
 
@@ -72,7 +72,7 @@ impl RowWalker {
     }
 
     /// Walks one piece; returns the rows it completed.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<u64, EtlError> {
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<u64, DecodeError> {
         let before = self.rows;
         if self.format == CopyFormat::Text {
             // A text row ends at a newline; newlines inside values are
@@ -157,7 +157,7 @@ impl RowWalker {
     }
 
     /// After the last piece: the stream ended where a row does.
-    pub fn finish(&self) -> Result<u64, EtlError> {
+    pub fn finish(&self) -> Result<u64, DecodeError> {
         match (self.format, self.state) {
             (CopyFormat::Text, _) if self.at_line_start => Ok(self.rows),
             (CopyFormat::Text, _) => Err(broken("its last row has no end of line")),
@@ -207,8 +207,8 @@ fn whole_tuple(bytes: &[u8]) -> Option<usize> {
     (at <= bytes.len()).then_some(at)
 }
 
-fn broken(what: &str) -> EtlError {
-    EtlError::Schema(format!("the source's COPY data is not whole: {what}"))
+fn broken(what: &str) -> DecodeError {
+    DecodeError::Broken(what.to_string())
 }
 
 #[cfg(test)]

@@ -27,20 +27,14 @@ use etl_base::sql::{ident, TableName};
 use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::encode::CopyEncoder;
-use etl_pg::pg_binary::{PgType, TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
+use etl_pg::pg_binary::PgType;
 use etl_pg::Pool;
 
-mod busy;
-mod ddl;
 mod forward;
 mod verify;
 mod writer;
 
-pub use busy::explain_busy;
-pub use ddl::create_table_sql;
-pub use ddl::ddl_type;
-pub use ddl::read_columns;
-use ddl::read_primary_key;
+use etl_pg::ddl::{create_table_sql, explain_busy, read_columns, read_primary_key, CatalogColumn};
 use forward::copy_target;
 use writer::PostgresChunkWriter;
 
@@ -71,13 +65,6 @@ struct Target {
     stage_sql: Option<String>,
     /// ...and the statement that merges it on the primary key.
     merge_sql: Option<String>,
-}
-
-/// A column as the target's catalog describes it.
-#[derive(Debug, Clone)]
-pub struct CatalogColumn {
-    pub name: String,
-    pub info: TypeInfo,
 }
 
 impl PostgresSink {
@@ -460,9 +447,13 @@ impl Sink for PostgresSink {
                             .await
                             .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
                         if let Err(e) = truncated {
-                            return Err(
-                                explain_busy(&client, &qualified, &self.spec.timeouts, e).await
-                            );
+                            return Err(explain_busy(
+                                &client,
+                                &qualified,
+                                self.spec.timeouts.lock_timeout_secs,
+                                e,
+                            )
+                            .await);
                         }
                     }
                 }
@@ -484,7 +475,13 @@ impl Sink for PostgresSink {
                     .await
                     .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
                 if let Err(e) = truncated {
-                    return Err(explain_busy(&client, &qualified, &self.spec.timeouts, e).await);
+                    return Err(explain_busy(
+                        &client,
+                        &qualified,
+                        self.spec.timeouts.lock_timeout_secs,
+                        e,
+                    )
+                    .await);
                 }
             }
             // Create (if allowed) and check every target before the first
@@ -629,7 +626,13 @@ impl Sink for PostgresSink {
         let sink = match self.open_copy(&client, chunk, &target).await {
             Ok(sink) => sink,
             Err(e) => {
-                return Err(explain_busy(&client, &target.qualified, &self.spec.timeouts, e).await)
+                return Err(explain_busy(
+                    &client,
+                    &target.qualified,
+                    self.spec.timeouts.lock_timeout_secs,
+                    e,
+                )
+                .await)
             }
         };
         let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);

@@ -28,13 +28,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::postgres::{create_table_sql, explain_busy, read_columns, CatalogColumn};
 use super::{ledger, ChunkStats, ChunkWriter};
 use crate::spec::PostgresSinkSpec;
 use crate::spec::SinkMode;
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, literal, TableName};
 use etl_model::wide::Kind;
+use etl_pg::ddl::{create_table_sql, explain_busy, read_columns, CatalogColumn};
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::encode::CopyEncoder;
 use etl_pg::pg_binary::PgType;
@@ -372,7 +372,9 @@ impl Wide {
         .await;
         if let Err(e) = changed {
             let _ = client.batch_execute("ROLLBACK").await;
-            return Err(explain_busy(client, &qualified, &self.spec.timeouts, e).await);
+            return Err(
+                explain_busy(client, &qualified, self.spec.timeouts.lock_timeout_secs, e).await,
+            );
         }
         Ok(())
     }

@@ -82,7 +82,9 @@ impl WideWriter {
                 self.context("waiting for the wide tables' layout"),
             ));
         if let Err(e) = locked {
-            return Err(explain_busy(&self.client, &base_q, &w.spec.timeouts, e).await);
+            return Err(
+                explain_busy(&self.client, &base_q, w.spec.timeouts.lock_timeout_secs, e).await,
+            );
         }
         let layout = w.load(&self.client, &self.base).await?;
         for (channel, kind) in channels {
@@ -128,7 +130,13 @@ impl WideWriter {
                         .await;
                     if let Err(e) = deleted {
                         let e = EtlError::pg(self.context("deleting the window's earlier rows"))(e);
-                        return Err(explain_busy(&self.client, part, &w.spec.timeouts, e).await);
+                        return Err(explain_busy(
+                            &self.client,
+                            part,
+                            w.spec.timeouts.lock_timeout_secs,
+                            e,
+                        )
+                        .await);
                     }
                 }
             }

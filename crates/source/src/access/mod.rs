@@ -38,6 +38,15 @@ pub use complex::{child_columns, AccessChild};
 pub use values::arrow_type;
 use values::Recode;
 
+/// An Access file read natively, table by table.
+#[derive(Debug, Clone)]
+pub struct AccessSpec {
+    pub path: PathBuf,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub options: ReadOptions,
+}
+
 /// An Access file's error: reading it failed (I/O, retried where any
 /// I/O error would be: [`EtlError::is_transient`]), or its bytes are not
 /// what the format says.

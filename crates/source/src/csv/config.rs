@@ -9,7 +9,7 @@ use super::types::ColType;
 use super::CsvSpec;
 use serde::Deserialize;
 
-use crate::spec::{
+use crate::options::{
     default_batch_rows, default_delimiter, default_encoding, default_quote, default_true,
     OnInvalidText,
 };

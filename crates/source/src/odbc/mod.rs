@@ -16,6 +16,7 @@
 //! A whole database (`tables = ["*"]`) is read by `etl::migrate`, table
 //! by table, through the same reader.
 
+pub mod catalog;
 pub mod process;
 mod read;
 mod source;
@@ -32,15 +33,38 @@ pub use values::round_to_micros;
 
 use std::collections::BTreeMap;
 
-use crate::spec::OdbcSpec;
 use process::ReadStats;
+
+/// An ODBC source whose settings make sense (the driver is reached only
+/// when the run starts).
+#[derive(Debug, Clone)]
+pub struct OdbcSpec {
+    pub connection_string: String,
+    pub relation: OdbcRelation,
+    /// The encoding label as written (`cp949`).
+    pub encoding_label: String,
+    pub options: OdbcOptions,
+    /// Connections reading one big table at once (ranges of its key).
+    pub readers: usize,
+}
+
+/// What an ODBC source reads.
+#[derive(Debug, Clone)]
+pub enum OdbcRelation {
+    Query(String),
+    /// Table names or `*`, and names left out.
+    Tables {
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
+}
 
 /// The spec as its driver needs it: MDBTools is read row by row and hands
 /// out UTF-8 (the file's code page becomes `MDB_JET3_CHARSET`); SQLite
 /// without `StepAPI=1` holds a whole result in memory (warned).
 pub fn prepare(spec: &OdbcSpec) -> OdbcSpec {
     let mut spec = spec.clone();
-    if crate::catalog::is_mdbtools(&spec.connection_string) {
+    if catalog::is_mdbtools(&spec.connection_string) {
         // MDBTools refuses row arrays: it is read one row at a time.
         spec.options.row_by_row = true;
         mdbtools_code_page(&mut spec.options);

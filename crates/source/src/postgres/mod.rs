@@ -18,15 +18,36 @@ use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::CopyOutStream;
 
 use super::{BatchStream, Source};
-use crate::spec::{Relation, ValidatedSource};
 use etl_base::plan::{chunk_filter, window_chunk, window_starts, Chunk, Plan, PlannedChunk};
-use etl_base::sql::ident;
+use etl_base::sql::{ident, TableName};
 use etl_base::time::{sql_literal, Micros, MICROS_PER_SEC};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::decode::CopyDecoder;
 use etl_pg::pg_binary::{PgType, TypeInfo, PG_TYPE_METADATA};
-use etl_pg::Pool;
+use etl_pg::{Endpoint, Pool};
+
+/// What rows a source reads.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    Query(String),
+    Table(TableName),
+}
+
+/// A PostgreSQL database moved with everything in it.
+#[derive(Debug, Clone)]
+pub struct PgDatabaseSpec {
+    pub endpoint: Endpoint,
+    /// Names or glob patterns of tables (`*`: all); empty with `schemas`.
+    pub tables: Vec<String>,
+    /// Names or glob patterns of schemas; empty: every schema.
+    pub schemas: Vec<String>,
+    pub exclude: Vec<String>,
+    pub owners: bool,
+    pub grants: bool,
+    /// Copy the database's large objects (`source.large_objects`).
+    pub large_objects: bool,
+}
 
 pub struct PostgresSource {
     pool: Arc<Pool>,
@@ -50,18 +71,13 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     /// Connects and describes the query's columns.
-    pub async fn build(source: &ValidatedSource, chunking: &Chunking) -> Result<Self, EtlError> {
-        let ValidatedSource::Postgres {
-            endpoint,
-            relation,
-            batch_rows,
-            batch_bytes,
-        } = source
-        else {
-            return Err(EtlError::Bug(
-                "PostgresSource::build called for another source".into(),
-            ));
-        };
+    pub async fn build(
+        endpoint: &Endpoint,
+        relation: &Relation,
+        batch_rows: usize,
+        batch_bytes: usize,
+        chunking: &Chunking,
+    ) -> Result<Self, EtlError> {
         let pool = Pool::new(endpoint.clone(), "etl source");
         let client = pool.get().await?;
         let from = match relation {
@@ -229,8 +245,8 @@ impl PostgresSource {
             time_column: chunking.time_column.clone(),
             time_has_zone,
             key_column: chunking.key_column.clone(),
-            batch_rows: *batch_rows,
-            batch_bytes: *batch_bytes,
+            batch_rows,
+            batch_bytes,
             bytes_read: Arc::default(),
             oids,
         })

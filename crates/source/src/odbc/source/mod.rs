@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use super::process::{self, ReadRequest, ReadStats};
 use super::stream::ReaderStream;
 use super::{connect, count_lines, prepare, quote_char, quote_with, Param};
-use crate::spec::{OdbcRelation, OdbcSpec};
+use crate::odbc::{OdbcRelation, OdbcSpec};
 use crate::{BatchStream, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_base::time::Micros;

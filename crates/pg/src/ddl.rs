@@ -1,14 +1,24 @@
-//! The DDL the sink writes (a created table's columns from the Arrow
-//! schema, keeping the source's PostgreSQL types where the batches carry
-//! them) and what it reads of the target's catalog (columns, primary key).
+//! The one place that makes table DDL (a created table's columns from the
+//! Arrow schema, keeping the source's PostgreSQL types where the batches
+//! carry them) and reads a target table's catalog (columns, primary key),
+//! and tells a lock timeout as the sessions holding the table.
 
-use super::*;
+use arrow::datatypes::{DataType, Field};
+use etl_base::sql::{ident, TableName};
+use tokio_postgres::Client;
 
-pub(super) async fn read_primary_key(
-    client: &Client,
-    table: &TableName,
-) -> Result<Vec<String>, EtlError> {
-    etl_pg::primary_key(client, &table.qualified())
+use crate::error::EtlError;
+use crate::pg_binary::{TypeInfo, EXTENSION_NAME, PG_TYPE_METADATA};
+
+/// A target column as the catalog has it.
+#[derive(Debug, Clone)]
+pub struct CatalogColumn {
+    pub name: String,
+    pub info: TypeInfo,
+}
+
+pub async fn read_primary_key(client: &Client, table: &TableName) -> Result<Vec<String>, EtlError> {
+    crate::primary_key(client, &table.qualified())
         .await
         .map_err(EtlError::pg(format!(
             "reading the primary key of {}",
@@ -165,6 +175,38 @@ pub async fn read_columns(
             })
             .collect(),
     ))
+}
+
+/// Turns a lock timeout into an error that names the table and the
+/// sessions holding its locks (read after rolling back, so they may have
+/// moved on); other errors pass through.
+pub async fn explain_busy(
+    client: &Client,
+    qualified: &str,
+    lock_timeout_secs: f64,
+    e: EtlError,
+) -> EtlError {
+    if e.sqlstate() != Some("55P03") {
+        return e;
+    }
+    let _ = client.batch_execute("ROLLBACK").await;
+    let holders = client
+        .query_one(
+            "SELECT string_agg(DISTINCT 'pid ' || l.pid || coalesce(' (' || nullif(a.application_name, '') || ')', ''), ', ') \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid()",
+            &[&qualified],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_else(|| "another session (gone before etl could look)".to_string());
+    EtlError::Busy {
+        table: qualified.to_string(),
+        holders,
+        lock_timeout_secs,
+        last: Box::new(e),
+    }
 }
 
 #[cfg(test)]
