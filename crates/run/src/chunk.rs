@@ -102,12 +102,12 @@ const COPY_PIECE: usize = 1 << 20;
 /// A chunk as COPY data: the server's messages gathered into pieces,
 /// their rows counted, the stream checked whole before `Done`.
 async fn read_copy(source: &dyn Source, chunk: &Chunk, tx: tokio::sync::mpsc::Sender<Msg>) {
-    let Some(through) = source.copy_through() else {
+    let Some(copy_out) = source.copy_out() else {
         return;
     };
-    let mut walker = etl_pg::pg_binary::rows::RowWalker::new(through.format);
+    let mut walker = etl_pg::pg_binary::rows::RowWalker::new(copy_out.through().format);
     let read = async {
-        let mut stream = source.open_copy(chunk).await?;
+        let mut stream = copy_out.open_copy(chunk).await?;
         let mut piece = bytes::BytesMut::with_capacity(COPY_PIECE + 64 * 1024);
         let mut rows = 0;
         while let Some(data) = stream.next().await {
@@ -166,7 +166,7 @@ pub(super) async fn run_chunk(
     }
     // The source's COPY data goes through as it comes when every writer
     // takes it (same columns, same types) and nothing transforms it.
-    let copy = source.copy_through().is_some()
+    let copy = source.copy_out().is_some()
         && transforms.is_empty()
         && writers.iter().all(|w| w.can_copy());
     if copy {

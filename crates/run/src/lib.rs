@@ -148,7 +148,10 @@ impl Runner {
             identity,
             chunking: pipeline.chunks.clone(),
             wide,
-            copy: source.copy_through().filter(|_| transforms.is_empty()),
+            copy: source
+                .copy_out()
+                .filter(|_| transforms.is_empty())
+                .map(|c| c.through()),
         });
         let sinks = block_on(async {
             let mut sinks = Vec::new();

@@ -20,27 +20,25 @@ pub(super) async fn compare(
 ) -> Result<Comparison, EtlError> {
     let side = match sink.verify_basis(chunk).await? {
         Basis::File(file) => return compare_file(source, chunk, &file).await,
-        Basis::Sql { columns } => match source.sql_checksum(chunk, &columns).await? {
-            Some(sum) => SourceSide::Checksum(sum),
+        Basis::Sql { columns } => match (source.sql(), source.counting()) {
+            (Some(sql), _) => SourceSide::Checksum(sql.sql_checksum(chunk, &columns).await?),
             // A source without SQL checksums (ODBC) is compared by counts.
-            None => match source.count(chunk).await? {
+            (None, Some(counting)) => match counting.count(chunk).await? {
                 Some(rows) => SourceSide::Count(rows),
-                None => return Err(EtlError::Schema(
-                    "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
-                        .into(),
-                )),
+                None => return Err(no_count()),
             },
+            (None, None) => return Err(no_count()),
         },
         Basis::Queries(queries) => {
             let mut answers = Vec::with_capacity(queries.len());
             for query in queries {
-                let rows = source.sql_rows(Some(chunk), &*query).await?.ok_or_else(|| {
+                let sql = source.sql().ok_or_else(|| {
                     EtlError::Schema(format!(
                         "{} compares chunks by SQL over the source's rows (a pivot's wide tables); this source has no SQL: verify a pivot read from PostgreSQL",
                         sink.name()
                     ))
                 })?;
-                answers.push(rows);
+                answers.push(sql.sql_rows(Some(chunk), &*query).await?);
             }
             SourceSide::Rows(answers)
         }
@@ -83,7 +81,18 @@ pub(super) async fn source_rows(
     sink: &dyn Sink,
 ) -> Result<Option<Rows>, EtlError> {
     match sink.source_query() {
-        Some(query) => source.sql_rows(None, &*query).await,
+        Some(query) => match source.sql() {
+            Some(sql) => Ok(Some(sql.sql_rows(None, &*query).await?)),
+            None => Ok(None),
+        },
         None => Ok(None),
     }
+}
+
+/// A source that can neither checksum nor count a chunk's rows.
+fn no_count() -> EtlError {
+    EtlError::Schema(
+        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
+            .into(),
+    )
 }

@@ -54,45 +54,21 @@ pub trait Source: Send + Sync {
     }
     /// Streams one chunk's rows; the stream ends when the chunk is exhausted.
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError>;
-    /// Count and checksum of one chunk's rows over `columns`, computed by
-    /// the source itself ([`etl_model::verify::sql`]); `None` when the source
-    /// cannot (a file source).
-    async fn sql_checksum(
-        &self,
-        _chunk: &Chunk,
-        _columns: &[String],
-    ) -> Result<Option<etl_model::verify::Checksum>, EtlError> {
-        Ok(None)
-    }
-    /// The number of one chunk's rows, counted by the source itself; `None`
-    /// when it cannot (a file source). Verify's fallback where a source
-    /// has no SQL checksum.
-    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(None)
-    }
-    /// Runs the query `sql` writes around the chunk's rows (all rows
-    /// without a chunk), given as a relation to select from: `(SELECT *
-    /// FROM <the source> WHERE <chunk's rows>) AS rows`; each value must
-    /// be text. `None` when the source has no SQL (a file source).
-    async fn sql_rows(
-        &self,
-        _chunk: Option<&Chunk>,
-        _sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
-    ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
-        Ok(None)
-    }
-    /// When the source hands its chunks over as PostgreSQL COPY data (a
-    /// PostgreSQL table into a table of the same types): the run forwards
-    /// the bytes as they arrive, no Arrow in between, and a sink writes
-    /// them with `COPY ... FROM STDIN` of that format.
-    fn copy_through(&self) -> Option<CopyThrough> {
+    /// Its SQL over its own rows, when it has SQL (PostgreSQL): what
+    /// `etl verify` checksums and a sink's queries read.
+    fn sql(&self) -> Option<&dyn SqlRows> {
         None
     }
-    /// One chunk as COPY data, when [`Source::copy_through`] says so.
-    async fn open_copy(&self, _chunk: &Chunk) -> Result<CopyStream, EtlError> {
-        Err(EtlError::Bug(
-            "open_copy on a source that does not hand over COPY data".into(),
-        ))
+    /// Its chunks as PostgreSQL COPY data, when it can hand them over so
+    /// (a PostgreSQL table into a table of the same types): the run
+    /// forwards the bytes as they arrive, no Arrow in between.
+    fn copy_out(&self) -> Option<&dyn CopyOut> {
+        None
+    }
+    /// Counting a chunk's rows itself, when it can (verify's fallback
+    /// where a source has no SQL checksum).
+    fn counting(&self) -> Option<&dyn Counting> {
+        None
     }
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
@@ -101,6 +77,46 @@ pub trait Source: Send + Sync {
     fn counts(&self) -> SourceCounts {
         SourceCounts::default()
     }
+}
+
+/// A source's SQL over its own rows ([`Source::sql`]).
+#[async_trait]
+pub trait SqlRows: Send + Sync {
+    /// Count and checksum of one chunk's rows over `columns`
+    /// ([`etl_model::verify::sql`]).
+    async fn sql_checksum(
+        &self,
+        chunk: &Chunk,
+        columns: &[String],
+    ) -> Result<etl_model::verify::Checksum, EtlError>;
+    /// Runs the query `sql` writes around the chunk's rows (all rows
+    /// without a chunk), given as a relation to select from: `(SELECT *
+    /// FROM <the source> WHERE <chunk's rows>) AS rows`; each value must
+    /// be text.
+    async fn sql_rows(
+        &self,
+        chunk: Option<&Chunk>,
+        sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
+    ) -> Result<etl_model::verify::Rows, EtlError>;
+}
+
+/// A source that hands its chunks over as PostgreSQL COPY data
+/// ([`Source::copy_out`]); a sink writes them with `COPY ... FROM STDIN`
+/// of that format.
+#[async_trait]
+pub trait CopyOut: Send + Sync {
+    /// The format, and the columns in the order of their values.
+    fn through(&self) -> CopyThrough;
+    /// One chunk as COPY data.
+    async fn open_copy(&self, chunk: &Chunk) -> Result<CopyStream, EtlError>;
+}
+
+/// A source that counts a chunk's rows itself ([`Source::counting`]).
+#[async_trait]
+pub trait Counting: Send + Sync {
+    /// The number of one chunk's rows; `None` where this chunk has no
+    /// count (a CSV byte range).
+    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError>;
 }
 
 /// A chunk read a batch at a time by a file source, with a last step

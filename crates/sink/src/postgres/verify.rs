@@ -11,14 +11,19 @@ impl PostgresSink {
         if let Some(wide) = &self.wide {
             return Ok(Basis::Queries(wide.verify_queries()?));
         }
-        let columns = self
-            .ctx
+        Ok(Basis::Sql {
+            columns: self.verified_columns(),
+        })
+    }
+
+    /// The columns a chunk's checksum covers: every column the sink writes.
+    fn verified_columns(&self) -> Vec<String> {
+        self.ctx
             .schema
             .fields()
             .iter()
             .map(|f| f.name().clone())
-            .collect();
-        Ok(Basis::Sql { columns })
+            .collect()
     }
 
     /// One chunk compared: the source's checksum (or count, for sources
@@ -51,13 +56,7 @@ impl PostgresSink {
                 )))
             }
         };
-        let columns: Vec<String> = self
-            .ctx
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let columns = self.verified_columns();
         let client = self.pool.get().await?;
         let target = match read_columns(&client, &table).await? {
             None => None,

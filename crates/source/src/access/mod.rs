@@ -27,7 +27,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use jetdb::{ColumnType, PageReader, TableDef};
 
-use super::{BatchStream, Source, SourceCounts};
+use super::{BatchStream, Counting, Source, SourceCounts};
 use crate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
 use crate::odbc::Cast;
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
@@ -365,10 +365,6 @@ impl Source for AccessTable {
         ))))
     }
 
-    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(Some(self.rows()))
-    }
-
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
     }
@@ -378,6 +374,17 @@ impl Source for AccessTable {
             .lock()
             .expect("no panic while holding the lock")
             .clone()
+    }
+
+    fn counting(&self) -> Option<&dyn Counting> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Counting for AccessTable {
+    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
+        Ok(Some(self.rows()))
     }
 }
 

@@ -37,7 +37,7 @@ use encoding_rs::Encoding;
 use self::parse::{Dialect, Scanner};
 use self::read::{span_reader, ChunkBatches, RangeReader, WindowReads};
 use self::types::ColType;
-use super::{BatchStream, Source, SourceCounts};
+use super::{BatchStream, Counting, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, PlannedChunk, Unit};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
@@ -585,6 +585,24 @@ impl Source for CsvSource {
         ))))
     }
 
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> SourceCounts {
+        self.counts
+            .lock()
+            .expect("no panic while holding the lock")
+            .clone()
+    }
+
+    fn counting(&self) -> Option<&dyn Counting> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Counting for CsvSource {
     /// A time window's records, as the plan counted them (lines rejected
     /// while loading make the target's count differ, as they should). A
     /// byte range has no count: the target has no column to find its rows.
@@ -602,17 +620,6 @@ impl Source for CsvSource {
                 .get(&(chunk.key.clone(), chunk.start))
                 .map(|c| c.rows)
         }))
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
-    }
-
-    fn counts(&self) -> SourceCounts {
-        self.counts
-            .lock()
-            .expect("no panic while holding the lock")
-            .clone()
     }
 }
 

@@ -17,7 +17,7 @@ use futures_util::Stream;
 use tokio_postgres::types::{Kind, Type};
 use tokio_postgres::CopyOutStream;
 
-use super::{BatchStream, Source};
+use super::{BatchStream, CopyOut, Source, SqlRows};
 use etl_base::plan::{chunk_filter, window_chunk, window_starts, Chunk, Plan, PlannedChunk};
 use etl_base::sql::{ident, TableName};
 use etl_base::time::{sql_literal, Micros, MICROS_PER_SEC};
@@ -596,11 +596,59 @@ impl Source for PostgresSource {
         }))
     }
 
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn sql(&self) -> Option<&dyn SqlRows> {
+        Some(self)
+    }
+
+    fn copy_out(&self) -> Option<&dyn CopyOut> {
+        // Built-in types only: their binary form is the same on every server.
+        let built_in = self.oids.iter().all(|o| *o < 16384);
+        built_in.then_some(self as &dyn CopyOut)
+    }
+}
+
+#[async_trait]
+impl CopyOut for PostgresSource {
+    fn through(&self) -> crate::CopyThrough {
+        crate::CopyThrough {
+            format: etl_pg::pg_binary::rows::CopyFormat::Binary,
+            columns: self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            oids: self.oids.clone(),
+        }
+    }
+    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::CopyStream, EtlError> {
+        let client = self.pool.get().await?;
+        client
+            .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(EtlError::pg("setting up the source session"))?;
+        copy_bytes(
+            &self.pool,
+            client,
+            &self.copy_statement(chunk),
+            &self.bytes_read,
+            format!("the source for chunk {chunk}"),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl SqlRows for PostgresSource {
     async fn sql_checksum(
         &self,
         chunk: &Chunk,
         columns: &[String],
-    ) -> Result<Option<etl_model::verify::Checksum>, EtlError> {
+    ) -> Result<etl_model::verify::Checksum, EtlError> {
         let client = self.pool.get().await?;
         let filter = chunk_filter(
             &self.time_column,
@@ -615,17 +663,16 @@ impl Source for PostgresSource {
                 "checksumming chunk {chunk} in the source"
             )))?;
         self.pool.put(client);
-        Ok(Some(etl_model::verify::Checksum {
+        Ok(etl_model::verify::Checksum {
             rows: row.get::<_, i64>(0) as u64,
             sum: row.get(1),
-        }))
+        })
     }
-
     async fn sql_rows(
         &self,
         chunk: Option<&Chunk>,
         sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
-    ) -> Result<Option<Vec<Vec<Option<String>>>>, EtlError> {
+    ) -> Result<etl_model::verify::Rows, EtlError> {
         let filter = match chunk {
             Some(chunk) => chunk_filter(
                 &self.time_column,
@@ -646,52 +693,14 @@ impl Source for PostgresSource {
                 None => "querying the source".to_string(),
             }))?;
         self.pool.put(client);
-        Ok(Some(
-            rows.iter()
-                .map(|r| {
-                    (0..r.len())
-                        .map(|i| r.get::<_, Option<String>>(i))
-                        .collect()
-                })
-                .collect(),
-        ))
-    }
-
-    /// Built-in types only: their binary form is the same on every server.
-    fn copy_through(&self) -> Option<crate::CopyThrough> {
-        self.oids
+        Ok(rows
             .iter()
-            .all(|o| *o < 16384)
-            .then(|| crate::CopyThrough {
-                format: etl_pg::pg_binary::rows::CopyFormat::Binary,
-                columns: self
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect(),
-                oids: self.oids.clone(),
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.get::<_, Option<String>>(i))
+                    .collect()
             })
-    }
-
-    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::CopyStream, EtlError> {
-        let client = self.pool.get().await?;
-        client
-            .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
-            .await
-            .map_err(EtlError::pg("setting up the source session"))?;
-        copy_bytes(
-            &self.pool,
-            client,
-            &self.copy_statement(chunk),
-            &self.bytes_read,
-            format!("the source for chunk {chunk}"),
-        )
-        .await
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
+            .collect())
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 
-use crate::{BatchStream, CopyStream, CopyThrough, Source};
+use crate::{BatchStream, CopyOut, CopyStream, CopyThrough, Counting, Source};
 use etl_base::plan::{Chunk, Plan, PlannedChunk, Unit};
 use etl_base::sql::{ident, TableName};
 use etl_model::Chunking;
@@ -212,14 +212,28 @@ impl Source for PgTable {
         )))
     }
 
-    fn copy_through(&self) -> Option<CopyThrough> {
-        Some(CopyThrough {
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn counting(&self) -> Option<&dyn Counting> {
+        Some(self)
+    }
+
+    fn copy_out(&self) -> Option<&dyn CopyOut> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl CopyOut for PgTable {
+    fn through(&self) -> CopyThrough {
+        CopyThrough {
             format: self.format,
             columns: self.columns.clone(),
             oids: Vec::new(),
-        })
+        }
     }
-
     async fn open_copy(&self, chunk: &Chunk) -> Result<CopyStream, EtlError> {
         let client = self.pool.get().await?;
         client
@@ -250,12 +264,11 @@ impl Source for PgTable {
         )
         .await
     }
+}
 
+#[async_trait]
+impl Counting for PgTable {
     async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
         Ok(Some(self.checksum(Some(chunk)).await?.rows))
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
     }
 }

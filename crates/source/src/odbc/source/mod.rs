@@ -28,7 +28,7 @@ use super::process::{self, ReadRequest, ReadStats};
 use super::stream::ReaderStream;
 use super::{connect, count_lines, prepare, quote_char, quote_with, Param};
 use crate::odbc::{OdbcRelation, OdbcSpec};
-use crate::{BatchStream, Source, SourceCounts};
+use crate::{BatchStream, Counting, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_base::time::Micros;
 use etl_model::Chunking;
@@ -716,6 +716,26 @@ impl Source for OdbcSource {
         }))
     }
 
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn counts(&self) -> SourceCounts {
+        let stats = self.stats.lock().expect("no panic while holding the lock");
+        SourceCounts {
+            lines: count_lines(&stats, &self.spec.options),
+            values_changed: stats.values_changed(),
+            rows_rejected: 0,
+        }
+    }
+
+    fn counting(&self) -> Option<&dyn Counting> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Counting for OdbcSource {
     /// The chunk's SELECT as a `COUNT(*)` (a query source: of the query
     /// as a derived table).
     async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
@@ -727,19 +747,6 @@ impl Source for OdbcSource {
         match self.integers_with(&select, params)?[..] {
             [Some(n)] if n >= 0 => Ok(Some(n as u64)),
             _ => Err(EtlError::Schema(format!("{select:?} returned no count"))),
-        }
-    }
-
-    fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
-    }
-
-    fn counts(&self) -> SourceCounts {
-        let stats = self.stats.lock().expect("no panic while holding the lock");
-        SourceCounts {
-            lines: count_lines(&stats, &self.spec.options),
-            values_changed: stats.values_changed(),
-            rows_rejected: 0,
         }
     }
 }
