@@ -209,3 +209,11 @@ impl PartitionStream for OneShot {
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
+
+/// Whether `query` parses as SQL (the pipeline file's check, before any
+/// connection); the parser's message when it does not.
+pub fn check_syntax(query: &str) -> Result<(), String> {
+    datafusion::sql::parser::DFParser::parse_sql(query)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -249,7 +249,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 let key = format!("transforms[{i}].query");
                 if t.query.trim().is_empty() {
                     c.add(&key, "is empty; write a query over the table `input`");
-                } else if let Err(e) = datafusion::sql::parser::DFParser::parse_sql(&t.query) {
+                } else if let Err(e) = etl_transform::sql::check_syntax(&t.query) {
                     c.add(&key, format!("is not valid SQL: {e}"));
                 }
                 transforms.push(ValidatedTransform::Sql { query: t.query });
