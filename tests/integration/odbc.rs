@@ -10,9 +10,7 @@ use etl::source::odbc::{open, OdbcOptions};
 
 use crate::support::{psql, repo, TestDb};
 
-/// The shared sample files: `ETL_FIXTURES`, else `../shared/fixtures` beside
-/// the clone (or the workspace's). They are not ours to copy into the repo.
-/// The shared sample files: `ETL_FIXTURES`, else `../shared/fixtures`
+/// The shared sample files (not ours to copy into the repo): `ETL_FIXTURES`, else `../shared/fixtures`
 /// beside the clone. Missing, the test that needs them fails: it never
 /// passes by skipping.
 pub fn fixtures() -> PathBuf {

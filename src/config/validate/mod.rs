@@ -66,7 +66,6 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         text,
         problems: Vec::new(),
     };
-
     if p.name.is_empty()
         || !p
             .name
@@ -82,6 +81,93 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
+    let kind = kind(&mut c, &p);
+    let failed_csv = p
+        .chunks
+        .as_ref()
+        .map_or_else(|| "failed_chunks.csv".to_string(), |c| c.failed_csv.clone());
+    let source = source::source(&mut c, p.source, &failed_csv);
+    let Chunks {
+        config: ch,
+        interval,
+        start,
+        end,
+    } = chunks(&mut c, p.chunks, &kind, !p.transforms.is_empty());
+    let transforms = transforms(&mut c, p.transforms, ch.key_column.as_ref(), &p.sinks);
+    if p.sinks.is_empty() {
+        c.add("sinks", "no sink is configured; add a [[sinks]] table");
+    }
+    let mut sinks = Vec::new();
+    let shape = sink::Shape {
+        is_migration: kind.is_migration,
+        csv_windows: kind.csv_windows,
+        csv_ranges: kind.csv_ranges,
+        odbc_windows: kind.odbc_windows,
+        odbc_tables: kind.odbc_tables,
+        odbc_table: kind.odbc_table.clone(),
+        key_column: ch.key_column.is_some(),
+        pg_database: kind.pg_database,
+    };
+    for (i, s) in p.sinks.into_iter().enumerate() {
+        sinks.extend(sink::sink(&mut c, i, s, &shape));
+    }
+
+    let checks = checks(&mut c, p.checks, &sinks);
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(ValidatedPipeline {
+        name: p.name,
+        checks,
+        transforms,
+        source: match source.expect("no problems means the source was valid") {
+            ValidatedSource::Csv(mut spec) if kind.csv_windows => {
+                spec.windows = Some(crate::source::csv::windows::WindowSpec {
+                    time_column: ch.time_column.clone().unwrap_or_default(),
+                    key_column: ch.key_column.clone(),
+                    interval: interval.expect("no problems means the interval parsed"),
+                    start: start.flatten(),
+                    end: end.flatten(),
+                });
+                ValidatedSource::Csv(spec)
+            }
+            other => other,
+        },
+        chunks: Chunking {
+            time_column: ch.time_column.unwrap_or_default(),
+            interval: interval.expect("no problems means the interval parsed"),
+            key_column: ch.key_column,
+            range_column: None,
+            range_rows: ch.range_rows,
+            only_keys: None,
+            start: start.flatten(),
+            end: end.flatten(),
+            workers: ch.workers,
+            max_connections: ch.max_connections,
+            retries: ch.retries,
+            retry_backoff: std::time::Duration::from_secs_f64(
+                ch.retry_backoff_secs.clamp(0.0, 3600.0),
+            ),
+            failed_csv: PathBuf::from(ch.failed_csv),
+        },
+        sinks,
+    })
+}
+
+/// What kind of run the source makes; the other sections' checks depend on it.
+struct Kind {
+    odbc_windows: bool,
+    pg_database: bool,
+    is_migration: bool,
+    odbc_tables: Option<bool>,
+    odbc_table: Option<String>,
+    is_csv: bool,
+    csv_windows: bool,
+    csv_ranges: bool,
+}
+
+fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
     // An ODBC source with [chunks] time_column runs time windows through
     // the chunk runner like any source; without one it is a migration:
     // one chunk per table (or one for its query).
@@ -121,16 +207,37 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             .and_then(|c| c.time_column.as_deref())
             .is_some_and(|t| !t.trim().is_empty());
     let csv_ranges = is_csv && !csv_windows;
-    let failed_csv = p
-        .chunks
-        .as_ref()
-        .map_or_else(|| "failed_chunks.csv".to_string(), |c| c.failed_csv.clone());
-    let source = source::source(&mut c, p.source, &failed_csv);
+    Kind {
+        odbc_windows,
+        pg_database,
+        is_migration,
+        odbc_tables,
+        odbc_table,
+        is_csv,
+        csv_windows,
+        csv_ranges,
+    }
+}
 
-    let ch = match p.chunks {
+/// `[chunks]` checked, with its interval and bounds parsed (`None` where
+/// they did not parse; the problem is collected).
+struct Chunks {
+    config: super::ChunksConfig,
+    interval: Option<etl_base::time::Micros>,
+    start: Option<Option<etl_base::time::Micros>>,
+    end: Option<Option<etl_base::time::Micros>>,
+}
+
+fn chunks(
+    c: &mut Collector<'_>,
+    chunks: Option<super::ChunksConfig>,
+    kind: &Kind,
+    has_transforms: bool,
+) -> Chunks {
+    let ch = match chunks {
         Some(ch) => ch,
         None => {
-            if !is_migration && !is_csv {
+            if !kind.is_migration && !kind.is_csv {
                 c.add(
                     "chunks",
                     "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
@@ -139,7 +246,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             toml::from_str::<super::ChunksConfig>("").expect("every [chunks] key has a default")
         }
     };
-    if is_migration {
+    if kind.is_migration {
         for (k, set) in [
             ("time_column", ch.time_column.is_some()),
             ("key_column", ch.key_column.is_some()),
@@ -150,10 +257,10 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 c.add(&format!("chunks.{k}"), "without [chunks] time_column an ODBC source runs one chunk per table (or one for its query); add time_column for time windows, or leave this out");
             }
         }
-        if !p.transforms.is_empty() {
+        if has_transforms {
             c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
         }
-    } else if is_csv && !csv_windows {
+    } else if kind.is_csv && !kind.csv_windows {
         for (k, set) in [
             ("key_column", ch.key_column.is_some()),
             ("start", ch.start.is_some()),
@@ -241,9 +348,24 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
+    Chunks {
+        config: ch,
+        interval,
+        start,
+        end,
+    }
+}
+
+/// `[[transforms]]`, in order.
+fn transforms(
+    c: &mut Collector<'_>,
+    stages: Vec<TransformConfig>,
+    key_column: Option<&String>,
+    sinks: &[SinkConfig],
+) -> Vec<ValidatedTransform> {
     let mut transforms = Vec::new();
     let mut pivots_before = 0;
-    for (i, t) in p.transforms.into_iter().enumerate() {
+    for (i, t) in stages.into_iter().enumerate() {
         match t {
             TransformConfig::Sql(t) => {
                 let key = format!("transforms[{i}].query");
@@ -255,83 +377,92 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 transforms.push(ValidatedTransform::Sql { query: t.query });
             }
             TransformConfig::Pivot(t) => {
-                let key = |k: &str| format!("transforms[{i}].{k}");
-                if pivots_before > 0 {
-                    c.add(&key("type"), "a pipeline pivots once: a second pivot would read wide rows; remove it, or pivot in one stage with more values");
-                }
+                let first = pivots_before == 0;
                 pivots_before += 1;
-                if t.index.is_empty() || t.index.iter().any(|c| c.trim().is_empty()) {
-                    c.add(
-                        &key("index"),
-                        "must list the wide table's key columns, like [\"created_time\"]",
-                    );
-                }
-                for (k, v) in [
-                    ("name_column", &t.name_column),
-                    ("format_column", &t.format_column),
-                ] {
-                    if v.trim().is_empty() {
-                        c.add(&key(k), "is empty; name a column of the input");
-                    }
-                }
-                if t.values.is_empty() {
-                    c.add(&key("values"), "is empty; map each format to its value column, like { Decimal = \"double_v\" }");
-                }
-                let limit = MAX_TABLE_COLUMNS.saturating_sub(t.index.len());
-                if t.max_columns == 0 || t.max_columns > limit {
-                    c.add(&key("max_columns"), format!("{} is out of range; use 1 to {limit} (PostgreSQL allows {MAX_TABLE_COLUMNS} columns per table, {} of them the index)", t.max_columns, t.index.len()));
-                }
-                if let Some(k) = &ch.key_column {
-                    if !t.index.contains(k)
-                        && !p.sinks.iter().all(|s| match s {
-                            SinkConfig::Postgres(s) => s.table.contains("{key}"),
-                            SinkConfig::Parquet(_) | SinkConfig::Csv(_) => true,
-                        })
-                    {
-                        c.add(&key("index"), format!("chunks are per {k:?}, which is not in the index, so every sink table needs {{key}} (one wide table per key); or add {k:?} to index"));
-                    }
-                }
-                for (j, s) in p.sinks.iter().enumerate() {
-                    match s {
-                        SinkConfig::Parquet(_) | SinkConfig::Csv(_) => {}
-                        SinkConfig::Postgres(s) => {
-                            if s.primary_key.as_ref().is_some_and(|pk| *pk != t.index) {
-                                c.add(&format!("sinks[{j}].primary_key"), "a pivot's tables are keyed by the pivot's index; leave primary_key out");
-                            }
-                        }
-                    }
-                }
-                transforms.push(ValidatedTransform::Pivot(PivotSpec {
-                    index: t.index,
-                    name_column: t.name_column,
-                    format_column: t.format_column,
-                    values: t.values.into_iter().collect(),
-                    text: t.column_types == super::ColumnTypes::Text,
-                    max_columns: t.max_columns,
-                    column_groups: t.column_groups.map(PathBuf::from),
-                }));
+                transforms.push(pivot(c, i, t, first, key_column, sinks));
             }
         }
     }
+    transforms
+}
 
-    if p.sinks.is_empty() {
-        c.add("sinks", "no sink is configured; add a [[sinks]] table");
+/// One `type = "pivot"` stage; `first`: no pivot came before it.
+fn pivot(
+    c: &mut Collector<'_>,
+    i: usize,
+    t: super::PivotTransformConfig,
+    first: bool,
+    key_column: Option<&String>,
+    sinks: &[SinkConfig],
+) -> ValidatedTransform {
+    let key = |k: &str| format!("transforms[{i}].{k}");
+    if !first {
+        c.add(&key("type"), "a pipeline pivots once: a second pivot would read wide rows; remove it, or pivot in one stage with more values");
     }
-    let mut sinks = Vec::new();
-    let shape = sink::Shape {
-        is_migration,
-        csv_windows,
-        csv_ranges,
-        odbc_windows,
-        odbc_tables,
-        odbc_table,
-        key_column: ch.key_column.is_some(),
-        pg_database,
-    };
-    for (i, s) in p.sinks.into_iter().enumerate() {
-        sinks.extend(sink::sink(&mut c, i, s, &shape));
+    if t.index.is_empty() || t.index.iter().any(|c| c.trim().is_empty()) {
+        c.add(
+            &key("index"),
+            "must list the wide table's key columns, like [\"created_time\"]",
+        );
     }
+    for (k, v) in [
+        ("name_column", &t.name_column),
+        ("format_column", &t.format_column),
+    ] {
+        if v.trim().is_empty() {
+            c.add(&key(k), "is empty; name a column of the input");
+        }
+    }
+    if t.values.is_empty() {
+        c.add(
+            &key("values"),
+            "is empty; map each format to its value column, like { Decimal = \"double_v\" }",
+        );
+    }
+    let limit = MAX_TABLE_COLUMNS.saturating_sub(t.index.len());
+    if t.max_columns == 0 || t.max_columns > limit {
+        c.add(&key("max_columns"), format!("{} is out of range; use 1 to {limit} (PostgreSQL allows {MAX_TABLE_COLUMNS} columns per table, {} of them the index)", t.max_columns, t.index.len()));
+    }
+    if let Some(k) = key_column {
+        if !t.index.contains(k)
+            && !sinks.iter().all(|s| match s {
+                SinkConfig::Postgres(s) => s.table.contains("{key}"),
+                SinkConfig::Parquet(_) | SinkConfig::Csv(_) => true,
+            })
+        {
+            c.add(&key("index"), format!("chunks are per {k:?}, which is not in the index, so every sink table needs {{key}} (one wide table per key); or add {k:?} to index"));
+        }
+    }
+    for (j, s) in sinks.iter().enumerate() {
+        match s {
+            SinkConfig::Parquet(_) | SinkConfig::Csv(_) => {}
+            SinkConfig::Postgres(s) => {
+                if s.primary_key.as_ref().is_some_and(|pk| *pk != t.index) {
+                    c.add(
+                        &format!("sinks[{j}].primary_key"),
+                        "a pivot's tables are keyed by the pivot's index; leave primary_key out",
+                    );
+                }
+            }
+        }
+    }
+    ValidatedTransform::Pivot(PivotSpec {
+        index: t.index,
+        name_column: t.name_column,
+        format_column: t.format_column,
+        values: t.values.into_iter().collect(),
+        text: t.column_types == super::ColumnTypes::Text,
+        max_columns: t.max_columns,
+        column_groups: t.column_groups.map(PathBuf::from),
+    })
+}
 
+/// `[[checks]]`, against the validated sinks.
+fn checks(
+    c: &mut Collector<'_>,
+    raw: Vec<super::CheckConfig>,
+    sinks: &[ValidatedSink],
+) -> Vec<crate::checks::Check> {
     // A check's default table: the first PostgreSQL sink's, when it names one table.
     let default_table = sinks.iter().find_map(|s| match s {
         ValidatedSink::Postgres(p) if !p.table.as_str().contains('{') => {
@@ -340,7 +471,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         _ => None,
     });
     let mut checks = Vec::new();
-    for (i, raw) in p.checks.into_iter().enumerate() {
+    for (i, raw) in raw.into_iter().enumerate() {
         match crate::checks::validate(i, raw, default_table.as_deref()) {
             Ok(mut found) => checks.append(&mut found),
             Err(problems) => {
@@ -361,45 +492,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         );
     }
 
-    if !c.problems.is_empty() {
-        return Err(c.problems);
-    }
-    Ok(ValidatedPipeline {
-        name: p.name,
-        checks,
-        transforms,
-        source: match source.expect("no problems means the source was valid") {
-            ValidatedSource::Csv(mut spec) if csv_windows => {
-                spec.windows = Some(crate::source::csv::windows::WindowSpec {
-                    time_column: ch.time_column.clone().unwrap_or_default(),
-                    key_column: ch.key_column.clone(),
-                    interval: interval.expect("no problems means the interval parsed"),
-                    start: start.flatten(),
-                    end: end.flatten(),
-                });
-                ValidatedSource::Csv(spec)
-            }
-            other => other,
-        },
-        chunks: Chunking {
-            time_column: ch.time_column.unwrap_or_default(),
-            interval: interval.expect("no problems means the interval parsed"),
-            key_column: ch.key_column,
-            range_column: None,
-            range_rows: ch.range_rows,
-            only_keys: None,
-            start: start.flatten(),
-            end: end.flatten(),
-            workers: ch.workers,
-            max_connections: ch.max_connections,
-            retries: ch.retries,
-            retry_backoff: std::time::Duration::from_secs_f64(
-                ch.retry_backoff_secs.clamp(0.0, 3600.0),
-            ),
-            failed_csv: PathBuf::from(ch.failed_csv),
-        },
-        sinks,
-    })
+    checks
 }
 
 /// A file sink's `path`: placeholders only from the list, a file of its own
