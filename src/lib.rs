@@ -1,24 +1,18 @@
-//! etl moves data into PostgreSQL fast and safely, driven by one pipeline file.
+//! etl moves data into PostgreSQL fast and safely, driven by one pipeline
+//! file. This crate is the binary's: [`cli`] the command line, [`config`]
+//! the pipeline file (parsed with serde, then every value checked without a
+//! connection, each problem with its line and key), [`preflight`],
+//! [`status`], [`logging`]. The work is done by the workspace's crates,
+//! layered so each uses only those before it (README, "Layout"):
 //!
-//! - [`config`] parses the file (serde), then checks every value without a
-//!   connection, each problem with its line and key.
-//! - [`source`] streams Arrow record batches per chunk: PostgreSQL through
-//!   binary `COPY (...) TO STDOUT` decoded by [`pg_binary`], Parquet files,
-//!   or any ODBC driver (narrow text decoded from a code page).
-//! - [`plan`] cuts the source into chunks: half-open time windows, per key;
-//!   ranges of an integer key; whole tables.
-//! - [`transform`] runs SQL stages on DataFusion inside each chunk.
-//! - [`run`] gives chunks to a rayon pool; each worker drives a chunk end to
-//!   end (a reader thread decodes while the worker encodes and writes),
-//!   retries transient failures, and records the rest in the failed-chunk CSV.
-//! - [`sink`] commits each chunk atomically: one PostgreSQL transaction around
-//!   binary `COPY ... FROM STDIN` with its [`sink::ledger`] row, or one Parquet
-//!   file renamed into place.
-//! - [`migrate`] moves a whole ODBC database as phases around [`run`]:
-//!   discover, create, data (the chunks), constraints, sequences, verify.
-//! - [`schema`] diffs two PostgreSQL schemas, plans the change graded by
-//!   risk, and applies it under short lock timeouts.
-//! - [`verify`] compares source and targets per chunk; [`cli`] is the command line.
+//! `etl-base` (quoting, time, the range splitter) -> `etl-pg` (endpoints,
+//! the pool, COPY codecs, DDL, errors, the retry helper) -> `etl-model`
+//! (chunking, rows between layers, checksums) -> `etl-schema`, and the
+//! siblings `etl-source`, `etl-transform`, `etl-sink` -> `etl-run` (the one
+//! chunk runner) -> `etl-migrate` (whole databases as phases around it).
+//!
+//! They are re-exported here under the module names they had when this
+//! was one crate (`etl::source`, `etl::pg`, ...), for the tests and benches.
 pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
 pub use etl_migrate as migrate;
