@@ -147,6 +147,23 @@ impl PostgresSink {
             .collect()
     }
 
+    /// Each table these chunks write, once, with the first chunk that
+    /// names it (a wide table's channels are that chunk key's).
+    fn first_chunk_per_table<'a>(
+        &self,
+        chunks: &'a [Chunk],
+    ) -> Result<Vec<(TableName, &'a Chunk)>, EtlError> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let table = self.table_for(chunk)?;
+            if seen.insert(table.qualified()) {
+                out.push((table, chunk));
+            }
+        }
+        Ok(out)
+    }
+
     fn primary_key(&self, catalog_pk: Vec<String>) -> Vec<String> {
         match &self.spec.primary_key {
             Some(pk) => pk.clone(),
@@ -370,12 +387,7 @@ impl Sink for PostgresSink {
             // Channels per key, read from the source in SQL; their columns
             // are planned as a run would place them.
             let channels = source.map(super::wide::Wide::channels_from);
-            let mut seen = BTreeSet::new();
-            for chunk in chunks {
-                let table = self.table_for(chunk)?;
-                if !seen.insert(table.qualified()) {
-                    continue;
-                }
+            for (table, chunk) in self.first_chunk_per_table(chunks)? {
                 match &channels {
                     Some(by_key) => {
                         let mine = self.channels_of(by_key, chunk);
@@ -534,12 +546,7 @@ impl Sink for PostgresSink {
         let mut lines = Vec::new();
         if let Some(wide) = &self.wide {
             let channels = source.map(super::wide::Wide::channels_from);
-            let mut seen = BTreeSet::new();
-            for chunk in chunks {
-                let table = self.table_for(chunk)?;
-                if !seen.insert(table.qualified()) {
-                    continue;
-                }
+            for (table, chunk) in self.first_chunk_per_table(chunks)? {
                 let Some(by_key) = &channels else {
                     lines.push(format!(
                         "wide table {table}: created with its index; this source cannot list its channels up front, so their columns are added as chunks bring them"
