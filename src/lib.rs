@@ -7,14 +7,15 @@
 //!
 //! `etl-base` (quoting, time, the range splitter) -> `etl-pg` (endpoints,
 //! the pool, COPY codecs, DDL, errors, the retry helper) -> `etl-model`
-//! (chunking, rows between layers, checksums) -> `etl-schema`, and the
-//! siblings `etl-source`, `etl-transform`, `etl-sink` -> `etl-run` (the one
-//! chunk runner) -> `etl-migrate` (whole databases as phases around it).
+//! (chunking, rows between layers, checksums, the ledger's traits) ->
+//! `etl-schema`, and the siblings `etl-source`, `etl-transform`,
+//! `etl-sink`, `etl-ledger` -> `etl-run` (the one chunk runner) -> `etl-migrate` (whole databases as phases around it).
 //!
 //! They are re-exported here under the module names they had when this
 //! was one crate (`etl::source`, `etl::pg`, ...), for the tests and benches.
 pub(crate) use etl_base::hooks;
 pub use etl_base::{plan, sql, time};
+pub use etl_ledger as ledger;
 pub use etl_migrate as migrate;
 pub use etl_model::{verify, wide};
 pub use etl_pg as pg;

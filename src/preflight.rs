@@ -198,7 +198,7 @@ pub async fn postgres_sink(
         .await
     {
         Ok(r) => out.push(
-            match crate::sink::ledger::unsupported_server(r.get(0), r.get(1)) {
+            match etl_ledger::sql::unsupported_server(r.get(0), r.get(1)) {
                 Some(why) => Finding::new(Verdict::Fail, "server version", place, why),
                 None => Finding::new(
                     Verdict::Pass,

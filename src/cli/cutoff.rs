@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::{load, Outcome};
 use crate::run::Runner;
-use crate::sink::CutoffChange;
 use crate::time::{format_timestamp, parse_timestamp};
+use etl_model::ledger::CutoffChange;
 
 pub(super) fn show(path: &Path) -> anyhow::Result<Outcome> {
     let runner = Runner::build(load(path)?)?;

@@ -35,7 +35,7 @@ pub(super) fn record_peaks(
             retry,
             "recording the peak connections failed",
             |client| async move {
-                crate::sink::ledger::record_connections(&client, pipeline, peaks, limit)
+                etl_ledger::sql::record_connections(&client, pipeline, peaks, limit)
                     .await
                     .map_err(crate::error::EtlError::pg(
                         "recording the peak connections in etl.phase_log",

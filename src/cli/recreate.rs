@@ -6,7 +6,7 @@
 use std::io::BufRead as _;
 
 use crate::config::{ValidatedPipeline, ValidatedSink};
-use crate::sink::created;
+use etl_ledger::created;
 
 pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Result<()> {
     let name = &pipeline.name;
@@ -56,7 +56,16 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
             "etl recreate",
             retry,
             "dropping the tables failed",
-            |client| async move { created::drop_tables(&client, name, tables, &spec.timeouts).await },
+            |client| async move {
+                created::drop_tables(
+                    &client,
+                    name,
+                    tables,
+                    &spec.timeouts.set_local(),
+                    spec.timeouts.lock_timeout_secs,
+                )
+                .await
+            },
         ))?;
         out!("Dropped {} tables on {}", tables.len(), spec.endpoint);
     }

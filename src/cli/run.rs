@@ -86,7 +86,7 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         (Some(c), _) => Some(c),
         (None, Some(_)) => {
             let c = now_micros();
-            runner.set_cutoff(crate::sink::CutoffChange::Forward(c))?;
+            runner.set_cutoff(etl_model::ledger::CutoffChange::Forward(c))?;
             Some(c)
         }
         (None, None) => None,
@@ -302,7 +302,7 @@ fn follow_loop(
         });
         match tick {
             Ok(report) if report.failed.is_empty() && report.chunks_not_started() == 0 => {
-                runner.set_cutoff(crate::sink::CutoffChange::Forward(now))?;
+                runner.set_cutoff(etl_model::ledger::CutoffChange::Forward(now))?;
                 cutoff = now;
                 tracing::info!(
                     rows = report.rows,

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::{duration, LedgerStatus};
 use crate::run::summary::thousands;
-use crate::sink::ledger::ChunkState;
+use etl_ledger::sql::ChunkState;
 
 /// A state's colour, shared by the grid and its legend.
 pub const DONE: &str = "#2e7d32";

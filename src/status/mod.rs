@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use tokio_postgres::Client;
 
 use crate::error::EtlError;
-use crate::sink::ledger::{self, ChunkState, PhaseStep};
+use etl_ledger::sql::{self as ledger, ChunkState, PhaseStep};
 
 /// One ledger's account of a pipeline.
 #[derive(Debug, serde::Serialize)]

@@ -2,7 +2,8 @@
 //! imports one above it; these tests keep what Cargo cannot see. Inside
 //! each crate, no import circle between its top-level modules (counted from
 //! `crate::x` paths, and `super::x` in a top-level module's own files),
-//! and source, transform and sink stay siblings (none depends on another).
+//! and source, transform, sink and ledger stay siblings (none depends on
+//! another).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -174,14 +175,27 @@ fn the_circle_finder_finds_a_circle() {
 }
 
 #[test]
-fn source_transform_and_sink_are_siblings() {
+fn source_transform_sink_and_ledger_are_siblings() {
     let manifest = |name: &str| {
         std::fs::read_to_string(checkout().join("crates").join(name).join("Cargo.toml")).unwrap()
     };
     for (name, others) in [
-        ("source", ["etl-transform", "etl-sink", "etl-run"]),
-        ("transform", ["etl-source", "etl-sink", "etl-run"]),
-        ("sink", ["etl-source", "etl-transform", "etl-run"]),
+        (
+            "source",
+            ["etl-transform", "etl-sink", "etl-ledger", "etl-run"],
+        ),
+        (
+            "transform",
+            ["etl-source", "etl-sink", "etl-ledger", "etl-run"],
+        ),
+        (
+            "sink",
+            ["etl-source", "etl-transform", "etl-ledger", "etl-run"],
+        ),
+        (
+            "ledger",
+            ["etl-source", "etl-transform", "etl-sink", "etl-run"],
+        ),
     ] {
         let text = manifest(name);
         for other in others {
@@ -199,6 +213,7 @@ fn source_transform_and_sink_are_siblings() {
         .expect("the root manifest has [dependencies]");
     for (what, text) in [
         ("crates/sink", manifest("sink")),
+        ("crates/ledger", manifest("ledger")),
         ("crates/schema", manifest("schema")),
         ("crates/source", manifest("source")),
         ("the binary", root_dependencies.to_string()),

@@ -393,3 +393,112 @@ fn a_crafted_type_name_in_a_parquet_file_is_refused_and_nothing_runs() {
         "t"
     );
 }
+
+#[test]
+fn a_file_sinks_cutoff_persists_beside_its_files_and_follow_moves_it() {
+    // Given 2 ships x 3 days and a pipeline whose only sink is Parquet files
+    let db = TestDb::new("parquet_cutoff");
+    db.load_timeseries(2, 3, 3 * 1440);
+    let p = db.dir.path().join("files.toml");
+    std::fs::write(
+        &p,
+        "name = \"ships-files\"\n\
+         [source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"tenant.tbl_data_timeseries\"\n\
+         [chunks]\ntime_column = \"created_time\"\ninterval = \"24h\"\nkey_column = \"ship_id\"\n\
+         [[sinks]]\ntype = \"parquet\"\npath = \"out/{key}/{start}.parquet\"\n",
+    )
+    .unwrap();
+    let p = p.to_str().unwrap();
+    let out = db.dir.path().join("out");
+
+    // When the cutoff is set by hand, then read by another process
+    let set = db.etl(&["cutoff", "set", p, "2025-06-02 00:00:00"]);
+    assert_eq!(set.code, 0, "{set:?}");
+    let show = db.etl(&["cutoff", "show", p]);
+
+    // Then it was kept in the sink's folder, not in memory
+    assert!(show.stdout.contains("2025-06-02 00:00:00 UTC"), "{show:?}");
+    let file = out.join(".etl/ships-files.cutoff");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        "1748822400000000"
+    );
+
+    // When a plain run follows
+    let run = db.etl(&["run", p]);
+
+    // Then the backfill stopped at the cutoff: the first day's files only
+    assert_eq!(run.code, 0, "{run:?}");
+    let names = |dir: &Path| -> Vec<String> {
+        files(dir)
+            .iter()
+            .map(|f| f.strip_prefix(dir).unwrap().display().to_string())
+            .filter(|f| !f.starts_with(".etl"))
+            .collect()
+    };
+    assert_eq!(
+        names(&out),
+        [
+            "IMO9900001/20250601T000000Z.parquet",
+            "IMO9900002/20250601T000000Z.parquet"
+        ]
+    );
+
+    // When run --follow loads from the cutoff and is stopped
+    let (mut child, _log) = crate::support::spawn_etl(
+        &db,
+        &[
+            "run",
+            "--follow",
+            "--interval-secs",
+            "1",
+            "--lag-secs",
+            "0",
+            p,
+        ],
+        &[],
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let moved = || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .is_some_and(|c| c > 1_748_822_400_000_000)
+    };
+    while !moved() {
+        assert!(std::time::Instant::now() < until, "the cutoff never moved");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+
+    // Then the later rows are in one file per ship from the cutoff, the
+    // cutoff moved forward in the file, and every row is in some file
+    assert_eq!(status.code(), Some(0));
+    let later: Vec<String> = names(&out)
+        .into_iter()
+        .filter(|n| n.contains("20250602T000000Z"))
+        .collect();
+    assert_eq!(later.len(), 2, "{:?}", names(&out));
+    let rows: usize = files(&out)
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .map(|f| {
+            parquet_rows(f)
+                .1
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(rows, 2 * 3 * 3 * 1440);
+    let show = db.etl(&["cutoff", "show", p]);
+    assert!(!show.stdout.contains("2025-06-02 00:00:00 UTC"), "{show:?}");
+
+    // And clear removes the file
+    assert_eq!(db.etl(&["cutoff", "clear", p]).code, 0);
+    assert!(!file.exists());
+}

@@ -271,7 +271,7 @@ impl Migration {
         statement: &str,
         error: Option<&str>,
     ) -> Result<(), EtlError> {
-        etl_sink::ledger::record_phase(client, &self.pipeline, phase, item, statement, error)
+        etl_ledger::sql::record_phase(client, &self.pipeline, phase, item, statement, error)
             .await
             .map_err(EtlError::pg(format!(
                 "recording the {phase} step {item:?} in etl.phase_log"

@@ -52,7 +52,7 @@ impl Migration {
         let sink = match p.sinks.as_slice() {
             [ValidatedSink::Postgres(s)] => s.clone(),
             _ => {
-                return Err(EtlError::Schema(
+                return Err(EtlError::Config(
                     "a migration needs exactly one [[sinks]] of type postgres".into(),
                 ))
             }
@@ -96,7 +96,7 @@ impl Migration {
                 let child =
                     AccessChild::open(path, name, &column, complex, &primary_key, &spec.options)?;
                 if names.contains(&child.name) || children.contains_key(&child.name) {
-                    return Err(EtlError::Schema(format!(
+                    return Err(EtlError::Config(format!(
                         "{}: complex column {column:?} of {name:?} becomes child table {:?}, which is also the name of a table in the file; exclude one of them (source.exclude) or rename it in Access",
                         path.display(),
                         child.name
@@ -122,7 +122,7 @@ impl Migration {
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
         for name in order {
             let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
+                EtlError::Config(format!("sinks.table for source table {name:?}: {e}"))
             })?;
             let (source, access_types, table): (Arc<dyn Source>, _, _) = match children.get(&name) {
                 Some(child) => (
@@ -188,7 +188,7 @@ impl Migration {
                 let names = select_tables(&all, include, exclude)?;
                 let catalog = if odbc_catalog::is_mdbtools(&spec.connection_string) {
                     let file = odbc_catalog::dbq(&spec.connection_string).ok_or_else(|| {
-                        EtlError::Schema(
+                        EtlError::Config(
                             "the MDBTools connection string has no DBQ=<file>; etl reads the Access file's keys from it".into(),
                         )
                     })?;
@@ -212,7 +212,7 @@ impl Migration {
         let (mut sources, mut runners) = (Vec::new(), Vec::new());
         for (name, select) in tables {
             let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Schema(format!("sinks.table for source table {name:?}: {e}"))
+                EtlError::Config(format!("sinks.table for source table {name:?}: {e}"))
             })?;
             let mut options = spec.options.clone();
             options.batch_rows = 1;
@@ -220,7 +220,7 @@ impl Migration {
             let reader =
                 process::ReadRequest::new(&spec.connection_string, &select, table, &options)
                     .open()
-                    .map_err(|e| EtlError::Schema(format!("source table {name:?}: {e}")))?;
+                    .map_err(|e| EtlError::Config(format!("source table {name:?}: {e}")))?;
             let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
             for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
                 if *auto && !keys.identity.contains(field.name()) {
@@ -326,7 +326,7 @@ pub(super) fn select_tables(
     } else {
         let missing: Vec<&String> = include.iter().filter(|t| !all.contains(t)).collect();
         if !missing.is_empty() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "source.tables names {missing:?}, which the source does not have; its tables are: {all:?}"
             )));
         }
@@ -342,7 +342,7 @@ pub(super) fn select_tables(
     }
     names.retain(|t| !exclude.contains(t));
     if names.is_empty() {
-        return Err(EtlError::Schema(
+        return Err(EtlError::Config(
             "the source has no user tables left to load (check source.tables and source.exclude)"
                 .into(),
         ));
@@ -375,7 +375,7 @@ fn check_keys(
     if missing.is_empty() {
         return Ok(());
     }
-    Err(EtlError::Schema(format!(
+    Err(EtlError::Config(format!(
         "source table {table:?}: its keys name columns {missing:?}, which its SELECT * does not return"
     )))
 }

@@ -212,16 +212,16 @@ impl Migration {
             return Ok(());
         }
         let client = self.client().await?;
-        etl_sink::ledger::ensure(&client)
+        etl_ledger::sql::ensure(&client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
-            .map_err(EtlError::Schema)?;
+            .map_err(EtlError::Config)?;
         for i in text {
             let item = format!("cuts of {}", self.tables[i].source);
             let kept = match redo {
                 true => None,
                 false => {
-                    etl_sink::ledger::phase_statement(&client, &self.pipeline, "discover", &item)
+                    etl_ledger::sql::phase_statement(&client, &self.pipeline, "discover", &item)
                         .await
                         .map_err(EtlError::pg("reading etl.phase_log"))?
                 }
@@ -230,7 +230,7 @@ impl Migration {
             match kept.map(|json| serde_json::from_str::<Vec<String>>(&json)) {
                 Some(Ok(cuts)) => source.set_cuts(cuts),
                 Some(Err(e)) => {
-                    return Err(EtlError::Schema(format!(
+                    return Err(EtlError::Changed(format!(
                         "etl.phase_log holds the cuts of {:?} as something other than a JSON list of text ({e}); run etl run --restart to cut the table again",
                         self.tables[i].source
                     )))
@@ -287,7 +287,7 @@ impl Migration {
             Some(listed) => {
                 for chunk in listed {
                     let Some(i) = chunk.key.as_deref().and_then(|k| self.index(k)) else {
-                        return Err(EtlError::Schema(format!(
+                        return Err(EtlError::Changed(format!(
                             "chunk {chunk} does not name a table of this migration; its tables are: {:?}",
                             self.tables.iter().map(|t| &t.source).collect::<Vec<_>>()
                         )));
@@ -440,7 +440,9 @@ impl Migration {
                 false => "TRUNCATE ONLY",
             };
             client
-                .batch_execute(&empty_sql(&target, empty, planned_at))
+                .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
+                    &target, empty, planned_at,
+                ))
                 .await
                 .map_err(EtlError::pg(format!(
                     "emptying {target} before its ranges load"
@@ -468,7 +470,11 @@ impl Migration {
                 }
                 let target = self.tables[*i].target.qualified();
                 client
-                    .batch_execute(&empty_sql(&target, "DELETE FROM ONLY", planned_at))
+                    .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
+                        &target,
+                        "DELETE FROM ONLY",
+                        planned_at,
+                    ))
                     .await
                     .map_err(EtlError::pg(format!(
                         "emptying {target} before it loads (children first)"
@@ -549,63 +555,5 @@ impl Migration {
             let client = self.client().await?;
             self.checks(&client, true).await
         }))
-    }
-}
-
-/// Empties a target table (`how`: `TRUNCATE ONLY` or `DELETE FROM ONLY`)
-/// where it exists, and marks its chunks in the ledger as not loaded;
-/// unless another process sharing the plan has a chunk of it in flight
-/// (claimed by a live session) or done since `planned_at` (this run's
-/// reading of the ledger). Checked at once, then decided again under a
-/// lock on the table (SHARE, or TRUNCATE's own ACCESS EXCLUSIVE) that
-/// waits for writers in flight, so nothing another process committed is
-/// emptied (issue 30) and no process waits behind another's chunk; its
-/// ranges then replace their own rows instead.
-fn empty_sql(target: &str, how: &str, planned_at: &str) -> String {
-    let t = etl_base::sql::literal(target);
-    let busy = format!(
-        "IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-           IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
-              (l.status = 'done' AND l.finished_at >= {at}::timestamptz) \
-              OR (l.status = 'running' AND l.claimed_pid IS NOT NULL AND l.claimed_pid <> pg_backend_pid() \
-                  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.claimed_pid)))) THEN \
-             RAISE LOG 'etl: another process loads %; not emptied', {t}; RETURN; \
-           END IF; \
-         END IF;",
-        at = etl_base::sql::literal(planned_at),
-    );
-    // TRUNCATE locks it whole anyway; DELETE needs only to wait for
-    // writers in flight (SHARE), letting readers be.
-    let mode = match how.starts_with("TRUNCATE") {
-        true => "ACCESS EXCLUSIVE",
-        false => "SHARE",
-    };
-    // Checked first without the lock (a chunk in flight holds a live
-    // claim, committed before its data: no wait behind it), then again
-    // under it (a chunk claimed in between).
-    format!(
-        "DO $$ BEGIN \
-         IF to_regclass({t}) IS NULL THEN RETURN; END IF; \
-         {busy} \
-         LOCK TABLE {target} IN {mode} MODE; \
-         {busy} \
-         {how} {target}; \
-         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn emptying_checks_the_ledger_under_the_tables_lock() {
-        let sql = super::empty_sql("\"s\".\"t\"", "TRUNCATE ONLY", "2026-01-01 00:00:00+00");
-        let lock = sql
-            .find("LOCK TABLE \"s\".\"t\" IN ACCESS EXCLUSIVE MODE")
-            .unwrap();
-        let check = "l.finished_at >= '2026-01-01 00:00:00+00'";
-        let (before, after) = (sql.find(check).unwrap(), sql.rfind(check).unwrap());
-        let empty = sql.find("TRUNCATE ONLY \"s\".\"t\"").unwrap();
-        assert!(before < lock && lock < after && after < empty, "{sql}");
     }
 }

@@ -8,10 +8,12 @@
 //! - [`BatchStream`] one chunk's rows between the layers; [`CopyThrough`]
 //!   a chunk handed over as PostgreSQL COPY data instead.
 //! - [`verify`] row counts and order-free checksums, compared per chunk.
+//! - [`ledger`] the ledger as the runner and a chunk's writer use it.
 //!
-//! Must not know: any particular source, transform, sink, the ledger or
+//! Must not know: any particular source, transform, sink, ledger store or
 //! the runner; it may use Arrow and `etl-pg`'s text rules.
 mod chunking;
+pub mod ledger;
 pub mod verify;
 pub mod wide;
 

@@ -66,14 +66,14 @@ impl ArrowChecksum {
                     .collect();
                 self.converter.insert(
                     RowConverter::new(fields).map_err(|e| {
-                        EtlError::Schema(format!("cannot checksum these columns: {e}"))
+                        EtlError::Config(format!("cannot checksum these columns: {e}"))
                     })?,
                 )
             }
         };
         let rows = converter
             .convert_columns(batch.columns())
-            .map_err(|e| EtlError::Schema(format!("cannot checksum these columns: {e}")))?;
+            .map_err(|e| EtlError::Config(format!("cannot checksum these columns: {e}")))?;
         for row in rows.iter() {
             // SipHash with fixed keys: the same bytes hash the same in one process.
             #[allow(deprecated)]

@@ -134,7 +134,7 @@ impl WideLayout {
             return Ok(None);
         };
         serde_json::from_str(text).map(Some).map_err(|e| {
-            EtlError::Schema(format!(
+            EtlError::Changed(format!(
                 "schema metadata {WIDE_METADATA} is not etl's ({e}): the data was not written by etl, or was changed since"
             ))
         })
@@ -158,7 +158,7 @@ impl WideLayout {
         let mut index = Vec::with_capacity(self.index.len());
         for name in &self.index {
             index.push(schema.index_of(name).map_err(|_| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "{what}: wide rows lack the index column {name:?} (columns: {}); a SQL stage after the pivot must keep {}",
                     names(schema),
                     self.index.join(", ")
@@ -172,7 +172,7 @@ impl WideLayout {
                 continue;
             }
             let kind = Kind::of(f.data_type()).ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "{what}: wide column {:?} is {}; wide tables take boolean, bigint, double precision or text columns: cast it in the SQL stage (CAST(... AS DOUBLE) or AS VARCHAR)",
                     f.name(),
                     f.data_type()
@@ -196,7 +196,7 @@ impl WideLayout {
 /// (`true` -> 1), numbers to text as PostgreSQL prints them (`1e+20`).
 pub fn conform(array: &ArrayRef, kind: Kind) -> Result<ArrayRef, EtlError> {
     let wrap = |e: arrow::error::ArrowError| {
-        EtlError::Schema(format!(
+        EtlError::Data(format!(
             "converting a column's values to {}: {e}",
             kind.pg_type()
         ))
@@ -265,7 +265,7 @@ impl ChunkKey {
             return Ok(None);
         };
         serde_json::from_str(text).map(Some).map_err(|e| {
-            EtlError::Schema(format!(
+            EtlError::Changed(format!(
                 "schema metadata {KEY_METADATA} is not etl's ({e}): the file was not written by etl, or was changed since"
             ))
         })
@@ -279,6 +279,20 @@ impl ChunkKey {
         );
         Schema::new_with_metadata(schema.fields().clone(), metadata)
     }
+}
+
+/// What a pivot reads from the narrow source.
+#[derive(Debug)]
+pub struct PivotRules {
+    pub name_column: String,
+    pub format_column: String,
+    /// (format, value column, its kind).
+    pub formats: Vec<(String, String, Kind)>,
+    /// `column_types = "text"`.
+    pub text: bool,
+    /// Whether the pivot reads the source's rows as they are and nothing
+    /// follows it: `etl verify` can then compare its tables with them.
+    pub only_stage: bool,
 }
 
 #[cfg(test)]

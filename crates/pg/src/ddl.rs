@@ -54,7 +54,7 @@ pub fn create_table_sql(
         }
     }
     if !problems.is_empty() {
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Config(format!(
             "cannot create table {table}:\n  {}",
             problems.join("\n  ")
         )));

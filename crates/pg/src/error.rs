@@ -20,14 +20,33 @@ pub enum EtlError {
     Decode(#[from] DecodeError),
     #[error("encoding rows for the target: {0}")]
     Encode(#[from] EncodeError),
-    /// The source and target do not fit together, or a column cannot be carried.
+    /// Bad input or configuration: a setting of the pipeline file, or a
+    /// source or target that does not fit it. The message names where and
+    /// what to change; trying again cannot help.
     #[error("{0}")]
-    Schema(String),
+    Config(String),
+    /// A value, row or line of the source that cannot be carried as it is;
+    /// the message names the file or table, the row or line, the column,
+    /// and the setting that would take it.
+    #[error("{0}")]
+    Data(String),
+    /// What was planned or recorded no longer matches what is there (a
+    /// file changed since the plan, etl's own records edited by hand); the
+    /// message says what to run again.
+    #[error("{0}")]
+    Changed(String),
+    /// A program etl runs (pg_dump, mdb-schema) is missing or failed.
+    #[error("{0}")]
+    Tool(String),
+    /// A reader stopped because the load gave up on its chunk (another
+    /// reader of it failed first, with the error that counts).
+    #[error("stopped: the load gave up on this chunk")]
+    Stopped,
     /// A value did not fit its column's fetch buffer, which started small
     /// and may grow: the chunk is read again, at once, with buffers of
     /// `bytes` for `column` (not a failure; see
     /// `etl::source::odbc::ADAPTIVE_BYTES`).
-    #[error("read again with larger fetch buffers: {{\"column\":{column:?},\"bytes\":{bytes}}}")]
+    #[error("read again with larger fetch buffers: {bytes} bytes for column {column:?}")]
     ReadAgain { column: String, bytes: usize },
     /// An ODBC driver call failed; `state` is the driver's SQLSTATE.
     #[error("{context}: {message}")]
@@ -57,6 +76,37 @@ pub enum EtlError {
     Io {
         context: String,
         source: std::io::Error,
+    },
+}
+
+/// [`EtlError`] as JSON between processes ([`EtlError::carry`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Carried {
+    Odbc {
+        context: String,
+        state: Option<String>,
+        message: String,
+    },
+    ReadAgain {
+        column: String,
+        bytes: usize,
+    },
+    Config {
+        message: String,
+    },
+    Data {
+        message: String,
+    },
+    Changed {
+        message: String,
+    },
+    Bug {
+        message: String,
+    },
+    Other {
+        message: String,
+        transient: bool,
     },
 }
 
@@ -133,41 +183,76 @@ impl EtlError {
         }
     }
 
-    /// A [`EtlError::ReadAgain`] read back from its text (a reader
-    /// process's last words).
-    pub fn read_again_from(text: &str) -> Option<EtlError> {
-        let json = text
-            .split("read again with larger fetch buffers: ")
-            .nth(1)?
-            .lines()
-            .next()?;
-        let v: serde_json::Value = serde_json::from_str(json).ok()?;
-        Some(EtlError::ReadAgain {
-            column: v.get("column")?.as_str()?.to_string(),
-            bytes: v.get("bytes")?.as_u64()? as usize,
-        })
+    /// The error as JSON, to cross a process boundary (an ODBC reader
+    /// process to the loading process) with its kind and the values that
+    /// locate it: [`EtlError::carried`] gives the same error back, so the
+    /// loading process decides on retries as if it had failed itself.
+    pub fn carry(&self) -> String {
+        let message = self.to_string();
+        let carried = match self {
+            EtlError::Odbc {
+                context,
+                state,
+                message,
+            } => Carried::Odbc {
+                context: context.clone(),
+                state: state.clone(),
+                message: message.clone(),
+            },
+            EtlError::ReadAgain { column, bytes } => Carried::ReadAgain {
+                column: column.clone(),
+                bytes: *bytes,
+            },
+            EtlError::Config(_) => Carried::Config { message },
+            EtlError::Data(_) => Carried::Data { message },
+            EtlError::Changed(_) => Carried::Changed { message },
+            EtlError::Bug(m) => Carried::Bug { message: m.clone() },
+            other => Carried::Other {
+                message,
+                transient: other.is_transient(),
+            },
+        };
+        serde_json::to_string(&carried).expect("plain strings and numbers serialize")
     }
 
-    /// An ODBC error that arrived as text (from a reader process): its
-    /// SQLSTATE read back from odbc-api's "State: XXXXX" when it is there.
-    pub fn odbc_text(context: impl Into<String>, message: String) -> EtlError {
-        let state = message
-            .split("State: ")
-            .nth(1)
-            .map(|rest| rest.chars().take(5).collect::<String>())
-            .filter(|s| s.len() == 5 && s.chars().all(|c| c.is_ascii_alphanumeric()));
-        EtlError::Odbc {
-            context: context.into(),
-            state,
-            message,
-        }
+    /// An error [`EtlError::carry`] wrote, or `None` when `json` is not one.
+    pub fn carried(json: &str) -> Option<EtlError> {
+        Some(match serde_json::from_str::<Carried>(json).ok()? {
+            Carried::Odbc {
+                context,
+                state,
+                message,
+            } => EtlError::Odbc {
+                context,
+                state,
+                message,
+            },
+            Carried::ReadAgain { column, bytes } => EtlError::ReadAgain { column, bytes },
+            Carried::Config { message } => EtlError::Config(message),
+            Carried::Data { message } => EtlError::Data(message),
+            Carried::Changed { message } => EtlError::Changed(message),
+            Carried::Bug { message } => EtlError::Bug(message),
+            // Transient as it was: an I/O fault of the kind that is.
+            Carried::Other { message, transient } => EtlError::Io {
+                context: "in the reader process".into(),
+                source: std::io::Error::new(
+                    match transient {
+                        true => std::io::ErrorKind::Interrupted,
+                        false => std::io::ErrorKind::Other,
+                    },
+                    message,
+                ),
+            },
+        })
     }
 
     /// The same error with `prefix` before its message: whose rows, which
     /// part. Typed errors keep their type.
     pub fn in_context(self, prefix: &str) -> EtlError {
         match self {
-            EtlError::Schema(m) => EtlError::Schema(format!("{prefix}: {m}")),
+            EtlError::Config(m) => EtlError::Config(format!("{prefix}: {m}")),
+            EtlError::Data(m) => EtlError::Data(format!("{prefix}: {m}")),
+            EtlError::Changed(m) => EtlError::Changed(format!("{prefix}: {m}")),
             EtlError::Odbc {
                 context,
                 state,
@@ -226,17 +311,15 @@ mod tests {
 
     #[test]
     fn odbc_errors_are_transient_by_their_sqlstate() {
-        let lost = EtlError::odbc_text(
-            "reading",
-            "ODBC emitted an error calling 'SQLFetch':\nState: 08S01, Native error: 0, Message: lost".into(),
-        );
+        let odbc = |state: Option<&str>| EtlError::Odbc {
+            context: "reading".into(),
+            state: state.map(String::from),
+            message: "ODBC emitted an error calling 'SQLFetch'".into(),
+        };
+        let lost = odbc(Some("08S01"));
         assert!(lost.is_transient(), "{lost:?}");
-        let syntax = EtlError::odbc_text(
-            "reading",
-            "State: 42000, Native error: 1, Message: syntax".into(),
-        );
-        assert!(!syntax.is_transient());
-        assert!(!EtlError::odbc_text("reading", "a crash".into()).is_transient());
+        assert!(!odbc(Some("42000")).is_transient());
+        assert!(!odbc(None).is_transient());
         // Context is added in front; the state stays.
         let e = lost.in_context("source table \"t\"");
         assert!(
@@ -244,6 +327,44 @@ mod tests {
             "{e}"
         );
         assert!(e.is_transient());
+    }
+
+    #[test]
+    fn an_error_carried_between_processes_keeps_its_kind_and_values() {
+        let odbc = EtlError::Odbc {
+            context: "rows of \"t\"".into(),
+            state: Some("08S01".into()),
+            message: "lost".into(),
+        };
+        let back = EtlError::carried(&odbc.carry()).unwrap();
+        assert!(
+            matches!(&back, EtlError::Odbc { state: Some(s), context, .. } if s == "08S01" && context == "rows of \"t\""),
+            "{back:?}"
+        );
+        assert!(back.is_transient());
+        let again = EtlError::ReadAgain {
+            column: "memo".into(),
+            bytes: 65536,
+        };
+        assert!(matches!(
+            EtlError::carried(&again.carry()),
+            Some(EtlError::ReadAgain { bytes: 65536, column }) if column == "memo"
+        ));
+        let data =
+            EtlError::Data("column \"x\": row 3 holds bytes that are not valid EUC-KR".into());
+        let back = EtlError::carried(&data.carry()).unwrap();
+        assert!(
+            matches!(&back, EtlError::Data(m) if m.contains("row 3")),
+            "{back:?}"
+        );
+        assert!(!back.is_transient());
+        let reset = EtlError::Io {
+            context: "writing rows".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        };
+        assert!(EtlError::carried(&reset.carry()).unwrap().is_transient());
+        assert!(EtlError::carried("a crash").is_none());
+        assert!(EtlError::carried("{\"kind\":\"odbc\"}").is_none());
     }
 
     #[test]

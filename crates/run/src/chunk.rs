@@ -177,11 +177,11 @@ pub(super) async fn run_chunk(
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
     let notes = Notes::default();
-    if transforms.iter().any(|t| t.pivot().is_some()) {
+    if transforms.iter().any(|t| t.pivot_rules().is_some()) {
         // Channels the targets have as text are pivoted as text.
         let mut text = std::collections::HashSet::new();
-        for s in sinks {
-            text.extend(s.text_channels(chunk).await?);
+        for w in sinks.iter().filter_map(|s| s.wide()) {
+            text.extend(w.text_channels(chunk).await?);
         }
         notes
             .lock()

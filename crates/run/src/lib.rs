@@ -37,9 +37,12 @@ use arrow::array::RecordBatch;
 use futures_util::StreamExt;
 
 use etl_base::plan::{Chunk, Plan};
+use etl_ledger::{FileLedger, PgLedger};
+use etl_model::ledger::{CutoffChange, Ledger};
 use etl_pg::block_on;
 use etl_pg::error::EtlError;
 use etl_pg::retry::{retry_step, with_retries};
+use etl_sink::spec::ValidatedSink;
 use etl_sink::{self as sink, ChunkStats, Sink, SinkContext};
 use etl_source::{self as source, Source};
 use etl_transform::{ChunkNotes, Notes};
@@ -50,6 +53,8 @@ pub struct Runner {
     source: Arc<dyn Source>,
     transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     sinks: Vec<Arc<dyn Sink>>,
+    /// Each sink's ledger, in the order of `sinks`.
+    ledgers: Vec<Arc<dyn Ledger>>,
 }
 
 /// A chunk that failed, with the error that failed it.
@@ -153,19 +158,23 @@ impl Runner {
                 .filter(|_| transforms.is_empty())
                 .map(|c| c.through()),
         });
-        let sinks = block_on(async {
-            let mut sinks = Vec::new();
-            for s in &pipeline.sinks {
-                sinks.push(sink::build(s, context.clone()).await?);
-            }
-            Ok::<_, EtlError>(sinks)
-        })?;
+        let (sinks, ledgers) = pipeline
+            .sinks
+            .iter()
+            .map(|s| build_sink(s, &context))
+            .unzip();
         Ok(Runner {
             pipeline,
             source,
             transforms,
             sinks,
+            ledgers,
         })
+    }
+
+    /// Each sink with its ledger.
+    fn outputs(&self) -> impl Iterator<Item = (&Arc<dyn Sink>, &Arc<dyn Ledger>)> {
+        self.sinks.iter().zip(&self.ledgers)
     }
 
     pub fn source(&self) -> &dyn Source {
@@ -198,9 +207,9 @@ impl Runner {
     pub fn cutoff(&self) -> Result<Option<i64>, EtlError> {
         block_on(async {
             let mut cutoff: Option<i64> = None;
-            for s in &self.sinks {
+            for l in &self.ledgers {
                 let found = self
-                    .step("reading the cutoff failed", || s.cutoff())
+                    .step("reading the cutoff failed", || l.cutoff())
                     .await?;
                 if let Some(c) = found {
                     cutoff = Some(cutoff.map_or(c, |m| m.min(c)));
@@ -210,10 +219,10 @@ impl Runner {
         })
     }
 
-    pub fn set_cutoff(&self, change: etl_sink::CutoffChange) -> Result<(), EtlError> {
+    pub fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError> {
         block_on(async {
-            for s in &self.sinks {
-                self.step("setting the cutoff failed", || s.set_cutoff(change))
+            for l in &self.ledgers {
+                self.step("setting the cutoff failed", || l.set_cutoff(change))
                     .await?;
             }
             Ok(())
@@ -229,11 +238,13 @@ impl Runner {
     pub fn committed_by_sink(&self, chunks: &[Chunk]) -> Result<Vec<HashSet<Chunk>>, EtlError> {
         block_on(async {
             let mut all = Vec::with_capacity(self.sinks.len());
-            for s in &self.sinks {
+            for (s, l) in self.outputs() {
+                let entries = chunks
+                    .iter()
+                    .map(|c| Ok((s.target(c)?, c.clone())))
+                    .collect::<Result<Vec<_>, EtlError>>()?;
                 let done = self
-                    .step("reading the ledger failed", || {
-                        s.committed(&self.pipeline.name, chunks)
-                    })
+                    .step("reading the ledger failed", || l.committed(&entries))
                     .await?;
                 all.push(done);
             }
@@ -247,9 +258,9 @@ impl Runner {
         chunks: &[Chunk],
     ) -> Result<Vec<(Chunk, String, etl_model::verify::Comparison)>, EtlError> {
         // Wide rows: the sinks say whether they can compare them.
-        let wide = self.transforms.iter().any(|t| t.pivot().is_some());
+        let wide = self.transforms.iter().any(|t| t.pivot_rules().is_some());
         if !self.transforms.is_empty() && !wide {
-            return Err(EtlError::Schema(
+            return Err(EtlError::Config(
                 "etl verify compares the source's rows with the targets'; this pipeline has [[transforms]], \
                  which change them, so it cannot be verified this way yet"
                     .into(),
@@ -346,9 +357,15 @@ impl Runner {
             for s in &self.sinks {
                 let created = self
                     .step("creating the targets failed", || async {
-                        s.prepare_run(chunks, false).await?;
+                        s.prepare(chunks, false).await?;
+                        let Some(tables) = s.tables() else {
+                            return Ok(vec![format!(
+                                "{}: one file per chunk, written with its data; nothing to create ahead",
+                                s.name()
+                            )]);
+                        };
                         let rows = verify::source_rows(self.source.as_ref(), s.as_ref()).await?;
-                        s.create_ahead(chunks, rows.as_ref()).await
+                        tables.create_ahead(chunks, rows.as_ref()).await
                     })
                     .await?;
                 lines.extend(created);
@@ -382,7 +399,7 @@ pub fn run_jobs(
             for s in &runner.sinks {
                 runner
                     .step("preparing the targets failed", || {
-                        s.prepare_run(chunks, options.truncate)
+                        s.prepare(chunks, options.truncate)
                     })
                     .await?;
             }
@@ -493,9 +510,9 @@ pub fn run_jobs(
                 .cloned()
                 .collect();
             let mut found: Vec<Chunk> = Vec::new();
-            for s in &runner.sinks {
+            for w in runner.sinks.iter().filter_map(|s| s.wide()) {
                 let stale =
-                    block_on(runner.step("reading the widened columns failed", || s.stale(&ok)))?;
+                    block_on(runner.step("reading the widened columns failed", || w.stale(&ok)))?;
                 for c in stale {
                     if !found.contains(&c) {
                         found.push(c);
@@ -526,8 +543,8 @@ pub fn run_jobs(
                 .filter(|c| !failed.contains(c))
                 .cloned()
                 .collect();
-            for s in &runner.sinks {
-                let tables = block_on(runner.step("ANALYZE failed", || s.analyze(&written)))?;
+            for t in runner.sinks.iter().filter_map(|s| s.tables()) {
+                let tables = block_on(runner.step("ANALYZE failed", || t.analyze(&written)))?;
                 if !tables.is_empty() {
                     tracing::info!(tables = tables.len(), "ANALYZE done (analyze_after).");
                     tracing::debug!(tables = %tables.join(", "), "Analyzed.");
@@ -569,6 +586,32 @@ pub fn run_jobs(
     })
 }
 
+/// A sink of the pipeline with its ledger: a PostgreSQL target keeps it in
+/// its database and its writers join it in each chunk's transaction; a
+/// file sink's is its files, and its cutoff beside them.
+fn build_sink(
+    spec: &ValidatedSink,
+    context: &Arc<SinkContext>,
+) -> (Arc<dyn Sink>, Arc<dyn Ledger>) {
+    let pipeline = &context.pipeline;
+    match spec {
+        ValidatedSink::Postgres(spec) => {
+            let ledger = PgLedger::new(spec.endpoint.clone(), pipeline);
+            let sink =
+                sink::postgres::PostgresSink::new(spec.clone(), context.clone(), ledger.clone());
+            (Arc::new(sink), ledger)
+        }
+        ValidatedSink::Parquet(spec) => (
+            Arc::new(sink::file::FileSink::parquet(spec.clone(), context.clone())),
+            Arc::new(FileLedger::new(&spec.path, pipeline)),
+        ),
+        ValidatedSink::Csv(spec) => (
+            Arc::new(sink::file::FileSink::csv(spec.clone(), context.clone())),
+            Arc::new(FileLedger::new(&spec.path, pipeline)),
+        ),
+    }
+}
+
 /// A rayon pool of `threads` threads named `{name}-{i}`.
 fn worker_pool(threads: usize, name: &'static str) -> Result<rayon::ThreadPool, EtlError> {
     rayon::ThreadPoolBuilder::new()
@@ -596,16 +639,14 @@ fn wide_spec(
         .iter()
         .map(|&i| Arc::new(schema.field(i).clone().with_nullable(false)))
         .collect();
-    let pivot = transforms
-        .iter()
-        .find_map(|t| t.pivot())
-        .map(|p| sink::wide::PivotRules {
-            name_column: p.spec().name_column.clone(),
-            format_column: p.spec().format_column.clone(),
-            formats: p.formats(),
-            text: p.spec().text,
-            only_stage: transforms.len() == 1,
-        });
+    let pivot =
+        transforms
+            .iter()
+            .find_map(|t| t.pivot_rules())
+            .map(|p| etl_model::wide::PivotRules {
+                only_stage: transforms.len() == 1,
+                ..p
+            });
     Ok(Some(Arc::new(sink::wide::WideSpec {
         index,
         layout,
@@ -661,10 +702,10 @@ impl Runner {
     /// reached just now is logged, the chunk's error is what counts.
     fn record_failure(&self, chunk: &Chunk, error: &EtlError) {
         let message = error.to_string();
-        for s in &self.sinks {
+        for (s, l) in self.outputs() {
             let recorded = block_on(
-                self.step("recording a failed chunk in the ledger failed", || {
-                    s.record_failure(chunk, &message)
+                self.step("recording a failed chunk in the ledger failed", || async {
+                    l.record_failure(&s.target(chunk)?, chunk, &message).await
                 }),
             );
             if let Err(e) = recorded {

@@ -1,6 +1,6 @@
 //! `etl verify` and `etl plan` read the source for the sinks: a sink says
 //! what it compares a chunk by ([`Basis`]) or what query it plans with
-//! ([`Sink::source_query`]); the runner reads that of the source and hands
+//! ([`etl_sink::WideTables::source_query`]); the runner reads that of the source and hands
 //! the sink the answer, so no sink sees a source. A file sink's chunk is
 //! compared here: the source's batches against the file read back.
 
@@ -33,7 +33,7 @@ pub(super) async fn compare(
             let mut answers = Vec::with_capacity(queries.len());
             for query in queries {
                 let sql = source.sql().ok_or_else(|| {
-                    EtlError::Schema(format!(
+                    EtlError::Config(format!(
                         "{} compares chunks by SQL over the source's rows (a pivot's wide tables); this source has no SQL: verify a pivot read from PostgreSQL",
                         sink.name()
                     ))
@@ -43,7 +43,13 @@ pub(super) async fn compare(
             SourceSide::Rows(answers)
         }
     };
-    sink.verify(chunk, side).await
+    match sink.tables() {
+        Some(tables) => tables.verify(chunk, side).await,
+        None => Err(EtlError::Bug(format!(
+            "chunk {chunk}: {} gave a basis of SQL but has no tables to compare it in",
+            sink.name()
+        ))),
+    }
 }
 
 /// The source's batches against the file a sink wrote, both as Arrow
@@ -74,13 +80,13 @@ async fn compare_file(
     })
 }
 
-/// The rows of the sink's [`Sink::source_query`] over all the source's
+/// The rows of the sink's [`etl_sink::WideTables::source_query`] over all the source's
 /// rows; `None` when it has none or the source has no SQL.
 pub(super) async fn source_rows(
     source: &dyn Source,
     sink: &dyn Sink,
 ) -> Result<Option<Rows>, EtlError> {
-    match sink.source_query() {
+    match sink.wide().and_then(|w| w.source_query()) {
         Some(query) => match source.sql() {
             Some(sql) => Ok(Some(sql.sql_rows(None, &*query).await?)),
             None => Ok(None),
@@ -91,7 +97,7 @@ pub(super) async fn source_rows(
 
 /// A source that can neither checksum nor count a chunk's rows.
 fn no_count() -> EtlError {
-    EtlError::Schema(
+    EtlError::Config(
         "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
             .into(),
     )

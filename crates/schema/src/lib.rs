@@ -187,7 +187,7 @@ impl From<SchemaError> for etl_pg::error::EtlError {
             SchemaError::Postgres { context, source } => EtlError::Postgres { context, source },
             SchemaError::Io { context, source } => EtlError::Io { context, source },
             SchemaError::Etl(e) => e,
-            SchemaError::Targets(why) => EtlError::Schema(why),
+            SchemaError::Targets(why) => EtlError::Config(why),
         }
     }
 }

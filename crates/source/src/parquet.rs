@@ -76,7 +76,7 @@ fn union_schema(schemas: &[(PathBuf, SchemaRef)]) -> Result<Schema, EtlError> {
     let layout = WideLayout::of(&first.1)?;
     for (path, schema) in schemas {
         if WideLayout::of(schema)? != layout {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "{} and {} hold different kinds of rows (wide rows of another layout, or not wide); load them with two pipelines",
                 first.0.display(),
                 path.display()
@@ -95,7 +95,7 @@ fn union_schema(schemas: &[(PathBuf, SchemaRef)]) -> Result<Schema, EtlError> {
                             }
                         }
                         _ => {
-                            return Err(EtlError::Schema(format!(
+                            return Err(EtlError::Config(format!(
                                 "column {:?} is {} in {} but {} in {}; every file of source.path must give a column one type (or types a pivot widens: boolean, integer, floating point, text)",
                                 f.name(),
                                 u.data_type(),
@@ -141,7 +141,7 @@ fn check_type_names(path: &std::path::Path, schema: &SchemaRef) -> Result<(), Et
     for field in schema.fields() {
         if let Some(t) = field.metadata().get(etl_pg::pg_binary::PG_TYPE_METADATA) {
             etl_base::sql::type_name(t).map_err(|e| {
-                EtlError::Schema(format!(
+                EtlError::Changed(format!(
                     "{}: column {:?}: field metadata {}: {e}; the file was not written by etl, or was changed since: remove the metadata or stage the file again",
                     path.display(),
                     field.name(),
@@ -158,7 +158,7 @@ impl ParquetSource {
     pub fn build(pattern: &str, batch_rows: usize, chunking: &Chunking) -> Result<Self, EtlError> {
         let mut paths: Vec<PathBuf> = glob::glob(pattern)
             .map_err(|e| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "source.path {pattern:?} is not a glob pattern: {e}"
                 ))
             })?
@@ -167,7 +167,7 @@ impl ParquetSource {
             .collect();
         paths.sort();
         if paths.is_empty() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "source.path {pattern:?} matches no file"
             )));
         }
@@ -183,7 +183,7 @@ impl ParquetSource {
         let mut files = Vec::with_capacity(paths.len());
         for (path, file_schema) in schemas {
             let time_index = file_schema.index_of(&time_name).map_err(|_| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "chunks.time_column {time_name:?} is not a column of {}",
                     path.display()
                 ))
@@ -192,7 +192,7 @@ impl ParquetSource {
                 file_schema.field(time_index).data_type(),
                 DataType::Timestamp(_, _)
             ) {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "chunks.time_column {time_name:?} is {} in {}; chunks are cut on a timestamp column",
                     file_schema.field(time_index).data_type(),
                     path.display()
@@ -204,7 +204,7 @@ impl ParquetSource {
                     (Ok(i), _) => FileKey::Column(i),
                     (Err(_), Some(fixed)) if fixed.column == *k => FileKey::Fixed(fixed.value),
                     _ => {
-                        return Err(EtlError::Schema(format!(
+                        return Err(EtlError::Config(format!(
                             "chunks.key_column {k:?} is not a column of {}",
                             path.display()
                         )))
@@ -280,7 +280,7 @@ fn micros(column: &ArrayRef) -> Result<arrow::array::TimestampMicrosecondArray, 
             .as_primitive::<TimestampNanosecondType>()
             .unary(|v| v.div_euclid(1_000)),
         other => {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "time column is {other}, not a timestamp"
             )))
         }
@@ -296,7 +296,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, EtlErr
 /// A key column as text, the form chunk keys take.
 fn keys(column: &ArrayRef) -> Result<StringArray, EtlError> {
     let c = cast(column, &DataType::Utf8)
-        .map_err(|e| EtlError::Schema(format!("key column cannot be read as text: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("key column cannot be read as text: {e}")))?;
     Ok(c.as_string::<i32>().clone())
 }
 
@@ -406,12 +406,8 @@ impl Source for ParquetSource {
                                 source: std::io::Error::other(e),
                             })?;
                             let batch = in_chunk(&batch, time_index, key_index, &chunk)?;
-                            conform(&batch, &union, wide).map_err(|e| match e {
-                                EtlError::Schema(m) => {
-                                    EtlError::Schema(format!("{}: {m}", path.display()))
-                                }
-                                other => other,
-                            })
+                            conform(&batch, &union, wide)
+                                .map_err(|e| e.in_context(&path.display().to_string()))
                         })),
                     };
                 batches
@@ -456,7 +452,7 @@ fn conform(batch: &RecordBatch, union: &Schema, wide: bool) -> Result<RecordBatc
     }
     let schema = Schema::new_with_metadata(fields, union.metadata().clone());
     RecordBatch::try_new(Arc::new(schema), columns)
-        .map_err(|e| EtlError::Schema(format!("a batch in the union of the files' columns: {e}")))
+        .map_err(|e| EtlError::Bug(format!("a batch in the union of the files' columns: {e}")))
 }
 
 /// The rows of `batch` inside the chunk's window (and key).
@@ -466,9 +462,8 @@ fn in_chunk(
     key_index: Option<usize>,
     chunk: &Chunk,
 ) -> Result<RecordBatch, EtlError> {
-    let arrow_err = |e: arrow::error::ArrowError| {
-        EtlError::Schema(format!("filtering a batch to its chunk: {e}"))
-    };
+    let arrow_err =
+        |e: arrow::error::ArrowError| EtlError::Bug(format!("filtering a batch to its chunk: {e}"));
     let times = micros(batch.column(time_index))?;
     let start = arrow::array::TimestampMicrosecondArray::new_scalar(chunk.start);
     let end = arrow::array::TimestampMicrosecondArray::new_scalar(chunk.end);

@@ -91,7 +91,7 @@ fn read_csv(
         .iter()
         .map(|f| {
             col_type(f.data_type()).ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "column {} ({}) has no CSV form to read back",
                     f.name(),
                     f.data_type()
@@ -111,7 +111,7 @@ fn read_csv(
             .zip(schema.fields())
             .map(|(c, f)| {
                 arrow::compute::cast(c, f.data_type())
-                    .map_err(|e| EtlError::Schema(format!("reading column {} back: {e}", f.name())))
+                    .map_err(|e| EtlError::Config(format!("reading column {} back: {e}", f.name())))
             })
             .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(schema.clone(), columns).map_err(|e| {

@@ -33,9 +33,10 @@ pub trait Transform: Send + Sync {
     /// Runs the stage over one chunk's rows; what it notices about the
     /// chunk's rows goes into `notes`.
     async fn apply(&self, input: Flow, notes: Notes) -> Result<Flow, EtlError>;
-    /// The pivot stage, when this is one: its batches' columns change from
-    /// chunk to chunk, and sinks write them as wide tables.
-    fn pivot(&self) -> Option<&pivot::Pivot> {
+    /// What a pivot stage reads from the narrow rows, when this is one:
+    /// its batches' columns change from chunk to chunk, and sinks write
+    /// them as wide tables (`only_stage` is the runner's to set).
+    fn pivot_rules(&self) -> Option<etl_model::wide::PivotRules> {
         None
     }
 }

@@ -110,15 +110,15 @@ pub fn run_pg_dump(
     let env = spec
         .endpoint
         .libpq_env("etl pg_dump")
-        .map_err(|e| EtlError::Schema(e.to_string()))?;
+        .map_err(|e| EtlError::Config(e.to_string()))?;
     cmd.envs(env);
     let out = cmd.output().map_err(|e| {
-        EtlError::Schema(format!(
+        EtlError::Tool(format!(
             "cannot run pg_dump ({e}); a whole PostgreSQL database takes its DDL from pg_dump: install the PostgreSQL client of the source's version or newer (Debian: postgresql-client)"
         ))
     })?;
     if !out.status.success() {
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Tool(format!(
             "pg_dump --section={} of {} failed: {}",
             section.arg(),
             spec.endpoint,
@@ -126,7 +126,7 @@ pub fn run_pg_dump(
         )));
     }
     let text = String::from_utf8(out.stdout)
-        .map_err(|e| EtlError::Schema(format!("pg_dump wrote text that is not UTF-8: {e}")))?;
+        .map_err(|e| EtlError::Tool(format!("pg_dump wrote text that is not UTF-8: {e}")))?;
     Ok(split(&text))
 }
 

@@ -251,16 +251,16 @@ impl Migration {
                 .map_err(EtlError::pg("reading the target role's attributes"))?
                 .get(0);
             if !superuser {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "fk_handling = \"replica-role\" loads with session_replication_role = replica, which only a superuser may set, and the user etl connects as on {} is not one: connect as a superuser, or use fk_handling = \"order\" or \"drop-recreate\"",
                     self.sink.endpoint
                 )));
             }
         }
-        etl_sink::ledger::ensure(client)
+        etl_ledger::sql::ensure(client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
-            .map_err(EtlError::Schema)?;
+            .map_err(EtlError::Config)?;
         match handling {
             FkHandling::ReplicaRole => Ok(all),
             FkHandling::Order => Ok(self.levels(&self.our_fks(client).await?)),

@@ -166,7 +166,7 @@ pub fn select(
     };
     for p in &spec.tables {
         if !all.iter().any(|t| t.matches(p)) {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "source.tables: {p:?} names no table of the source; its tables are: {:?}",
                 all.iter()
                     .map(SourceTable::qualified_name)
@@ -190,7 +190,7 @@ pub fn select(
         .cloned()
         .collect();
     if chosen.is_empty() {
-        return Err(EtlError::Schema(
+        return Err(EtlError::Config(
             "the source has no tables left to move (check source.tables, source.schemas and source.exclude)".into(),
         ));
     }

@@ -173,10 +173,10 @@ impl Migration {
         if !self.sink.create_table {
             return Ok(());
         }
-        etl_sink::ledger::ensure(client)
+        etl_ledger::sql::ensure(client)
             .await
             .map_err(EtlError::pg("creating the ledger"))?
-            .map_err(EtlError::Schema)?;
+            .map_err(EtlError::Config)?;
         let done = dump::done_items(client, &self.pipeline, "pre-data").await?;
         if done.contains(PRE_DATA_ITEM) {
             tracing::info!("The pre-data objects were created by an earlier run.");
@@ -220,7 +220,7 @@ impl Migration {
             client.batch_execute(&script).await?;
             // pg_dump's preamble empties search_path for the session.
             client.batch_execute("RESET search_path").await?;
-            etl_sink::ledger::record_phase(
+            etl_ledger::sql::record_phase(
                 client,
                 &self.pipeline,
                 "pre-data",
@@ -241,7 +241,7 @@ impl Migration {
                 // Tried again by the caller.
                 return Err(e);
             }
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "{e}\n  the target must not have these objects yet: use an empty database, or create them yourself and set create_table = false in [[sinks]]"
             )));
         }
@@ -469,7 +469,7 @@ impl Migration {
         };
         let item = e.item();
         if retry
-            && etl_sink::ledger::phase_statement(&client, &self.pipeline, "post-data", &item)
+            && etl_ledger::sql::phase_statement(&client, &self.pipeline, "post-data", &item)
                 .await
                 .map_err(EtlError::pg("reading etl.phase_log"))?
                 .is_some()
@@ -484,7 +484,7 @@ impl Migration {
             client.batch_execute(&e.sql).await?;
             etl_base::hooks::in_post_data();
             client.batch_execute("RESET search_path").await?;
-            etl_sink::ledger::record_phase(
+            etl_ledger::sql::record_phase(
                 &client,
                 &self.pipeline,
                 "post-data",

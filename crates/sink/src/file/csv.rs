@@ -53,7 +53,7 @@ pub fn check_schema(schema: &SchemaRef) -> Result<(), EtlError> {
     if bad.is_empty() {
         return Ok(());
     }
-    Err(EtlError::Schema(format!(
+    Err(EtlError::Config(format!(
         "the CSV sink writes text, numbers, booleans, dates and timestamps; these columns are none of them: {}; cast them in a SQL stage (CAST(x AS VARCHAR))",
         bad.join(", ")
     )))
@@ -233,7 +233,7 @@ impl CsvEncoder {
                 .chars()
                 .find(|c| lacks(c.encode_utf8(&mut [0; 4])))
                 .unwrap_or('?');
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Data(format!(
                 "{}: {what} holds {c:?} (U+{:04X}), which {} cannot write{}; write the file in utf-8, or replace the character in a SQL stage",
                 self.path.display(),
                 c as u32,
@@ -336,7 +336,7 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
                 .expect("a date")
                 .checked_add_signed(chrono::Duration::days(days as i64))
                 .ok_or_else(|| {
-                    EtlError::Schema(format!("date {days} days from 1970 is out of range"))
+                    EtlError::Data(format!("date {days} days from 1970 is out of range"))
                 })?;
             write!(out, "{}", d.format("%Y-%m-%d")).expect("a string")
         }
@@ -362,7 +362,7 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
             }
         }
         other => {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "a {other} value has no CSV form here; cast it in a SQL stage"
             )))
         }

@@ -12,7 +12,6 @@
 
 pub mod csv;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
 use crate::spec::ParquetCompression;
 use crate::spec::{CsvSinkSpec, ParquetSinkSpec};
 use etl_base::plan::Chunk;
-use etl_model::verify::{Basis, Comparison, FileFormat, Rows, SourceSide, WrittenFile};
+use etl_model::verify::{Basis, FileFormat, Rows, WrittenFile};
 use etl_pg::error::EtlError;
 
 /// What a file sink writes.
@@ -180,43 +179,13 @@ impl Sink for FileSink {
         )])
     }
 
-    async fn prepare_run(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
+    /// Nothing to create ahead: each chunk's file is written with its data.
+    async fn prepare(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
         Ok(())
     }
 
-    async fn analyze(&self, _chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
-        Ok(Vec::new())
-    }
-
-    async fn create_ahead(
-        &self,
-        _chunks: &[Chunk],
-        _source: Option<&Rows>,
-    ) -> Result<Vec<String>, EtlError> {
-        Ok(vec![format!(
-            "{}: one file per chunk, written with its data; nothing to create ahead",
-            self.name()
-        )])
-    }
-
-    async fn committed(
-        &self,
-        _pipeline: &str,
-        chunks: &[Chunk],
-    ) -> Result<HashSet<Chunk>, EtlError> {
-        Ok(chunks
-            .iter()
-            .filter(|c| self.path_for(c).is_file())
-            .cloned()
-            .collect())
-    }
-
-    async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
-        Ok(None)
-    }
-
-    async fn set_cutoff(&self, _change: super::CutoffChange) -> Result<(), EtlError> {
-        Ok(())
+    fn target(&self, chunk: &Chunk) -> Result<String, EtlError> {
+        Ok(self.path_for(chunk).display().to_string())
     }
 
     fn name(&self) -> String {
@@ -228,7 +197,7 @@ impl Sink for FileSink {
 
     async fn verify_basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
         if self.ctx.wide.is_some() {
-            return Err(EtlError::Schema(
+            return Err(EtlError::Config(
                 "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"
                     .into(),
             ));
@@ -250,17 +219,6 @@ impl Sink for FileSink {
             schema: self.ctx.schema.clone(),
             format,
         }))
-    }
-
-    async fn verify(&self, chunk: &Chunk, _source: SourceSide) -> Result<Comparison, EtlError> {
-        Err(EtlError::Bug(format!(
-            "chunk {chunk}: a file sink's chunks are compared by the runner, reading the file back"
-        )))
-    }
-
-    async fn record_failure(&self, _chunk: &Chunk, _error: &str) -> Result<(), EtlError> {
-        // A failed chunk leaves no file; the failed-chunk CSV records it.
-        Ok(())
     }
 
     async fn begin(
@@ -285,7 +243,7 @@ impl Sink for FileSink {
                 let writer =
                     ArrowWriter::try_new(file, self.ctx.schema.clone(), Some(properties(spec)))
                         .map_err(|e| {
-                            EtlError::Schema(format!(
+                            EtlError::Config(format!(
                                 "cannot write chunk {chunk} as Parquet to {}: {e}",
                                 path.display()
                             ))
@@ -368,7 +326,7 @@ impl ChunkWriter for FileChunkWriter {
                     .map_err(io(format!("creating {}", self.tmp.display())))?;
                 let writer = ArrowWriter::try_new(file, batch.schema(), Some(properties.clone()))
                     .map_err(|e| {
-                    EtlError::Schema(format!(
+                    EtlError::Config(format!(
                         "cannot write {} as Parquet: {e}",
                         self.tmp.display()
                     ))

@@ -18,7 +18,7 @@ pub(super) fn copy_target(
         .filter(|c| !columns.iter().any(|t| t.name == **c))
         .collect();
     if !missing.is_empty() {
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Config(format!(
             "target table {table} has no column {missing:?}, which the source table has; add them to the target (or leave the table out with source.exclude)"
         )));
     }

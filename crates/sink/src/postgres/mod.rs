@@ -1,14 +1,15 @@
 //! PostgreSQL sink: each chunk is one transaction around
 //! `COPY table (columns) FROM STDIN (FORMAT binary)`.
 //!
-//! Each chunk is claimed in the ledger first ([`ledger`]), and marked done
+//! Each chunk is claimed in the ledger first (`etl_model::ledger::InTransaction`, on the
+//! chunk's own session), and marked done
 //! in its own data transaction. Modes (see [`SinkMode`]): append and
 //! replace copy straight into the table; a chunk whose window overlaps a
 //! chunk loaded before deletes that window first, so running a chunk twice
 //! never duplicates rows and a first load never pays for a DELETE. Upsert
 //! copies into a temporary table and merges on the primary key.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -19,11 +20,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::{ledger, ChunkStats, ChunkWriter, Sink, SinkContext};
+use super::{ChunkStats, ChunkWriter, Sink, SinkContext, Tables, WideTables};
 use crate::spec::PostgresSinkSpec;
 use crate::spec::SinkMode;
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, TableName};
+use etl_model::ledger::InTransaction;
 use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::encode::CopyEncoder;
@@ -45,6 +47,8 @@ pub struct PostgresSink {
     spec: PostgresSinkSpec,
     ctx: Arc<SinkContext>,
     pool: Arc<Pool>,
+    /// The target's ledger, joined inside each chunk's transaction.
+    ledger: Arc<dyn InTransaction>,
     targets: tokio::sync::Mutex<HashMap<TableName, Arc<Target>>>,
     time_has_zone: bool,
     /// A pivot's wide tables, when the pipeline ends with one.
@@ -68,7 +72,11 @@ struct Target {
 }
 
 impl PostgresSink {
-    pub fn new(spec: PostgresSinkSpec, ctx: Arc<SinkContext>) -> Self {
+    pub fn new(
+        spec: PostgresSinkSpec,
+        ctx: Arc<SinkContext>,
+        ledger: Arc<dyn InTransaction>,
+    ) -> Self {
         let time_has_zone = ctx
             .schema
             .field_with_name(&ctx.chunking.time_column)
@@ -88,16 +96,26 @@ impl PostgresSink {
                 ctx.chunking.time_column.clone(),
                 time_has_zone,
                 key_column,
+                ledger.clone(),
             ))
         });
         PostgresSink {
             spec,
             ctx,
             pool,
+            ledger,
             targets: Default::default(),
             time_has_zone,
             wide,
         }
+    }
+
+    /// The wide tables' state: asked for only through [`Sink::wide`],
+    /// which has it only when the rows are wide.
+    fn wide_part(&self) -> Result<&super::wide::Wide, EtlError> {
+        self.wide
+            .as_deref()
+            .ok_or_else(|| EtlError::Bug("wide tables asked of a sink of plain rows".into()))
     }
 
     /// The condition selecting a chunk's rows in the target.
@@ -121,7 +139,7 @@ impl PostgresSink {
 
     fn table_for(&self, chunk: &Chunk) -> Result<TableName, EtlError> {
         let table = self.spec.table.render(chunk.key.as_deref()).map_err(|e| {
-            EtlError::Schema(format!(
+            EtlError::Config(format!(
                 "sinks.table {:?} for key {:?}: {e}",
                 self.spec.table.as_str(),
                 chunk.key
@@ -182,7 +200,11 @@ impl PostgresSink {
     }
 
     /// The table's checked plan, creating the table first if allowed.
-    async fn target(&self, client: &Client, table: &TableName) -> Result<Arc<Target>, EtlError> {
+    async fn checked_target(
+        &self,
+        client: &Client,
+        table: &TableName,
+    ) -> Result<Arc<Target>, EtlError> {
         let mut targets = self.targets.lock().await;
         if let Some(t) = targets.get(table) {
             return Ok(t.clone());
@@ -195,17 +217,17 @@ impl PostgresSink {
                 let sql = format!(
                     "{}; {ddl}; {}",
                     self.spec.timeouts.set_local(),
-                    super::created::record(&self.ctx.pipeline, &table.qualified(), &ddl)
+                    self.ledger.created_sql(&table.qualified(), &ddl)
                 );
                 etl_pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
                     .await
                     .map_err(EtlError::pg(format!("creating target table {table}")))?;
                 read_columns(client, table).await?.ok_or_else(|| {
-                    EtlError::Schema(format!("target table {table} is missing right after it was created"))
+                    EtlError::Changed(format!("target table {table} is missing right after it was created"))
                 })?
             }
             None => {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "target table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
                     self.spec.endpoint
                 )))
@@ -287,7 +309,7 @@ impl PostgresSink {
             }
         }
         if !problems.is_empty() {
-            return Err(EtlError::Schema(problems.join("\n  ")));
+            return Err(EtlError::Config(problems.join("\n  ")));
         }
         // The source's bytes fit when every column is of the type the
         // source sends: binary COPY data is per type.
@@ -357,23 +379,24 @@ impl PostgresSink {
             by_key.get(&chunk.key).cloned().unwrap_or_default()
         }
     }
-
-    async fn ensure_ledger(&self, client: &Client) -> Result<(), EtlError> {
-        ledger::ensure(client)
-            .await
-            .map_err(EtlError::pg(format!(
-                "creating etl.chunk_ledger on {}",
-                self.spec.endpoint
-            )))?
-            .map_err(|why| EtlError::Schema(format!("{}: {why}", self.spec.endpoint)))
-    }
 }
 
 #[async_trait]
 impl Sink for PostgresSink {
-    fn source_query(&self) -> Option<RowsQuery> {
-        let key_column = self.ctx.chunking.key_column.as_deref();
-        self.wide.as_ref()?.channels_query(key_column)
+    fn name(&self) -> String {
+        format!("{} {}", self.spec.endpoint, self.spec.table.as_str())
+    }
+
+    fn target(&self, chunk: &Chunk) -> Result<String, EtlError> {
+        Ok(self.table_for(chunk)?.qualified())
+    }
+
+    fn tables(&self) -> Option<&dyn Tables> {
+        Some(self)
+    }
+
+    fn wide(&self) -> Option<&dyn WideTables> {
+        self.wide.as_ref().map(|_| self as &dyn WideTables)
     }
 
     async fn describe(
@@ -420,7 +443,7 @@ impl Sink for PostgresSink {
                     lines.push(format!("{};", create_table_sql(&table, &self.ctx.schema, &self.primary_key(Vec::new()), &self.ctx.identity)?));
                 }
                 None => {
-                    return Err(EtlError::Schema(format!(
+                    return Err(EtlError::Config(format!(
                         "target table {table} does not exist on {}; create it, or set create_table = true in [[sinks]]",
                         self.spec.endpoint
                     )))
@@ -431,9 +454,9 @@ impl Sink for PostgresSink {
         Ok(lines)
     }
 
-    async fn prepare_run(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError> {
+    async fn prepare(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
-        self.ensure_ledger(&client).await?;
+        self.ledger.ensure(&client).await?;
         if self.wide.is_some() {
             etl_pg::locked_ddl(&client, "etl.column_map", super::wide::COLUMN_MAP_DDL)
                 .await
@@ -451,13 +474,15 @@ impl Sink for PostgresSink {
                         tracing::info!(table = %qualified, parts = parts.len(), "Truncating wide tables (mode replace).");
                         let truncated = client
                             .batch_execute(&format!(
-                                "BEGIN; {}; TRUNCATE {}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                                "BEGIN; {}; TRUNCATE {}; {}; COMMIT",
                                 self.spec.timeouts.set_local(),
                                 parts.join(", "),
-                                etl_base::sql::literal(&qualified)
+                                self.ledger.forget_sql(&qualified)
                             ))
                             .await
-                            .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
+                            .map_err(EtlError::pg(format!(
+                                "truncating {qualified} (mode replace)"
+                            )));
                         if let Err(e) = truncated {
                             return Err(explain_busy(
                                 &client,
@@ -480,12 +505,14 @@ impl Sink for PostgresSink {
                 tracing::info!(table = %qualified, "Truncating target table (mode replace).");
                 let truncated = client
                     .batch_execute(&format!(
-                        "BEGIN; {}; TRUNCATE {qualified}; DELETE FROM etl.chunk_ledger WHERE target = {}; COMMIT",
+                        "BEGIN; {}; TRUNCATE {qualified}; {}; COMMIT",
                         self.spec.timeouts.set_local(),
-                        etl_base::sql::literal(&qualified)
+                        self.ledger.forget_sql(&qualified)
                     ))
                     .await
-                    .map_err(EtlError::pg(format!("truncating {qualified} (mode replace)")));
+                    .map_err(EtlError::pg(format!(
+                        "truncating {qualified} (mode replace)"
+                    )));
                 if let Err(e) = truncated {
                     return Err(explain_busy(
                         &client,
@@ -499,44 +526,79 @@ impl Sink for PostgresSink {
             // Create (if allowed) and check every target before the first
             // chunk: a table that does not fit is a configuration error, not
             // something to find out once per chunk.
-            self.target(&client, &table).await?;
+            self.checked_target(&client, &table).await?;
         }
         let mut registered = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             registered.push((self.table_for(chunk)?.qualified(), chunk.clone()));
         }
-        ledger::register(&client, &self.ctx.pipeline, &registered)
-            .await
-            .map_err(EtlError::pg(
-                "registering the run's chunks in etl.chunk_ledger",
-            ))?;
+        self.ledger.register(&client, &registered).await?;
         self.pool.put(client);
         Ok(())
     }
 
-    async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
-        if !self.spec.analyze_after || chunks.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn begin(
+        &self,
+        chunk: &Chunk,
+        redo: bool,
+    ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
+        let table = self.table_for(chunk)?;
         let client = self.pool.get().await?;
-        let mut tables = Vec::new();
-        for table in self.tables_for(chunks)? {
-            match &self.wide {
-                Some(wide) => tables.extend(wide.parts(&client, &table).await?),
-                None => tables.push(table.qualified()),
+        // A plain table is checked (and created) before the claim; a wide
+        // table's columns are made by its writer, from the chunk's channels.
+        let target = match &self.wide {
+            Some(_) => None,
+            None => Some(self.checked_target(&client, &table).await?),
+        };
+        let claimed = self
+            .ledger
+            .claim(&client, &table.qualified(), chunk, redo)
+            .await?;
+        if !claimed {
+            self.pool.put(client);
+            return Ok(None);
+        }
+        if let Some(wide) = &self.wide {
+            let writer = wide.writer(client, self.pool.clone(), table, chunk.clone());
+            return Ok(Some(Box::new(writer)));
+        }
+        let target = target.expect("a plain table's target is checked above");
+        let sink = match self.open_copy(&client, chunk, &target).await {
+            Ok(sink) => sink,
+            Err(e) => {
+                return Err(explain_busy(
+                    &client,
+                    &target.qualified,
+                    self.spec.timeouts.lock_timeout_secs,
+                    e,
+                )
+                .await)
             }
+        };
+        let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
+        if target.encoder.is_some() {
+            CopyEncoder::write_header(&mut buf);
         }
-        for table in &tables {
-            // ANALYZE takes SHARE UPDATE EXCLUSIVE: reads and writes go on.
-            client
-                .batch_execute(&format!("ANALYZE {table}"))
-                .await
-                .map_err(EtlError::pg(format!("ANALYZE {table} (analyze_after)")))?;
-        }
-        self.pool.put(client);
-        Ok(tables)
+        Ok(Some(Box::new(PostgresChunkWriter {
+            client,
+            pool: self.pool.clone(),
+            sink: Box::pin(sink),
+            buf,
+            target,
+            chunk: chunk.clone(),
+            ledger: self.ledger.clone(),
+            bytes: 0,
+            raw: false,
+        })))
     }
 
+    async fn verify_basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
+        self.verify_basis_of()
+    }
+}
+
+#[async_trait]
+impl Tables for PostgresSink {
     async fn create_ahead(
         &self,
         chunks: &[Chunk],
@@ -573,150 +635,43 @@ impl Sink for PostgresSink {
         Ok(lines)
     }
 
-    async fn committed(
-        &self,
-        pipeline: &str,
-        chunks: &[Chunk],
-    ) -> Result<HashSet<Chunk>, EtlError> {
-        let client = self.pool.get().await?;
-        let context = format!("reading etl.chunk_ledger on {}", self.spec.endpoint);
-        if !ledger::exists(&client)
-            .await
-            .map_err(EtlError::pg(context.clone()))?
-        {
-            self.pool.put(client);
-            return Ok(HashSet::new());
+    async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
+        if !self.spec.analyze_after || chunks.is_empty() {
+            return Ok(Vec::new());
         }
-        let done = ledger::done(&client, pipeline)
-            .await
-            .map_err(EtlError::pg(context))?;
-        self.pool.put(client);
-        let mut committed = HashSet::new();
-        for chunk in chunks {
-            let target = self.table_for(chunk)?.qualified();
-            if done.contains(&(target, chunk.key.clone(), chunk.start, chunk.end)) {
-                committed.insert(chunk.clone());
+        let client = self.pool.get().await?;
+        let mut tables = Vec::new();
+        for table in self.tables_for(chunks)? {
+            match &self.wide {
+                Some(wide) => tables.extend(wide.parts(&client, &table).await?),
+                None => tables.push(table.qualified()),
             }
         }
-        Ok(committed)
-    }
-
-    async fn begin(
-        &self,
-        chunk: &Chunk,
-        redo: bool,
-    ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError> {
-        let table = self.table_for(chunk)?;
-        let client = self.pool.get().await?;
-        // A plain table is checked (and created) before the claim; a wide
-        // table's columns are made by its writer, from the chunk's channels.
-        let target = match &self.wide {
-            Some(_) => None,
-            None => Some(self.target(&client, &table).await?),
-        };
-        let qualified = table.qualified();
-        let row = ledger::Row::new(&self.ctx.pipeline, &qualified, chunk);
-        let claimed = ledger::claim(&client, &row, redo)
-            .await
-            .map_err(EtlError::pg(format!(
-                "claiming chunk {chunk} in etl.chunk_ledger"
-            )))?;
-        if !claimed {
-            self.pool.put(client);
-            return Ok(None);
+        for table in &tables {
+            // ANALYZE takes SHARE UPDATE EXCLUSIVE: reads and writes go on.
+            client
+                .batch_execute(&format!("ANALYZE {table}"))
+                .await
+                .map_err(EtlError::pg(format!("ANALYZE {table} (analyze_after)")))?;
         }
-        if let Some(wide) = &self.wide {
-            let writer = wide.writer(client, self.pool.clone(), table, chunk.clone());
-            return Ok(Some(Box::new(writer)));
-        }
-        let target = target.expect("a plain table's target is checked above");
-        let sink = match self.open_copy(&client, chunk, &target).await {
-            Ok(sink) => sink,
-            Err(e) => {
-                return Err(explain_busy(
-                    &client,
-                    &target.qualified,
-                    self.spec.timeouts.lock_timeout_secs,
-                    e,
-                )
-                .await)
-            }
-        };
-        let mut buf = BytesMut::with_capacity(SEND_BYTES + 64 * 1024);
-        if target.encoder.is_some() {
-            CopyEncoder::write_header(&mut buf);
-        }
-        Ok(Some(Box::new(PostgresChunkWriter {
-            client,
-            pool: self.pool.clone(),
-            sink: Box::pin(sink),
-            buf,
-            target,
-            chunk: chunk.clone(),
-            pipeline: self.ctx.pipeline.clone(),
-            bytes: 0,
-            raw: false,
-        })))
-    }
-
-    async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
-        let client = self.pool.get().await?;
-        self.ensure_ledger(&client).await?;
-        let cutoff = ledger::cutoff(&client, &self.ctx.pipeline)
-            .await
-            .map_err(EtlError::pg(format!(
-                "reading the cutoff on {}",
-                self.spec.endpoint
-            )))?;
         self.pool.put(client);
-        Ok(cutoff)
-    }
-
-    async fn set_cutoff(&self, change: super::CutoffChange) -> Result<(), EtlError> {
-        let client = self.pool.get().await?;
-        self.ensure_ledger(&client).await?;
-        ledger::set_cutoff(&client, &self.ctx.pipeline, change)
-            .await
-            .map_err(EtlError::pg(format!(
-                "saving the cutoff on {}",
-                self.spec.endpoint
-            )))?;
-        self.pool.put(client);
-        Ok(())
-    }
-
-    fn name(&self) -> String {
-        format!("{} {}", self.spec.endpoint, self.spec.table.as_str())
-    }
-
-    async fn verify_basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
-        self.verify_basis_of()
+        Ok(tables)
     }
 
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError> {
         self.verify_chunk(chunk, source).await
     }
+}
 
-    async fn record_failure(&self, chunk: &Chunk, error: &str) -> Result<(), EtlError> {
-        let client = self.pool.get().await?;
-        let target = self.table_for(chunk)?.qualified();
-        ledger::mark_failed(
-            &client,
-            &ledger::Row::new(&self.ctx.pipeline, &target, chunk),
-            error,
-        )
-        .await
-        .map_err(EtlError::pg(format!(
-            "recording the failure of chunk {chunk} in etl.chunk_ledger"
-        )))?;
-        self.pool.put(client);
-        Ok(())
+#[async_trait]
+impl WideTables for PostgresSink {
+    fn source_query(&self) -> Option<RowsQuery> {
+        let key_column = self.ctx.chunking.key_column.as_deref();
+        self.wide.as_ref()?.channels_query(key_column)
     }
 
     async fn text_channels(&self, chunk: &Chunk) -> Result<Vec<String>, EtlError> {
-        let Some(wide) = &self.wide else {
-            return Ok(Vec::new());
-        };
+        let wide = self.wide_part()?;
         let client = self.pool.get().await?;
         let channels = wide.text_channels(&client, &self.table_for(chunk)?).await?;
         self.pool.put(client);
@@ -724,9 +679,7 @@ impl Sink for PostgresSink {
     }
 
     async fn stale(&self, chunks: &[Chunk]) -> Result<Vec<Chunk>, EtlError> {
-        let Some(wide) = &self.wide else {
-            return Ok(Vec::new());
-        };
+        let wide = self.wide_part()?;
         let client = self.pool.get().await?;
         let stale = wide.stale(&client, chunks).await?;
         self.pool.put(client);
@@ -771,15 +724,15 @@ impl PostgresSink {
                 .await
                 .map_err(EtlError::pg(context("emptying the target")))?;
         } else {
-            let row = ledger::Row::new(&self.ctx.pipeline, &target.qualified, chunk);
-            let overlap = ledger::lock_window(client, &row)
-                .await
-                .map_err(EtlError::pg(context("checking the ledger")))?;
+            let overlap = self
+                .ledger
+                .lock_window(client, &target.qualified, chunk)
+                .await?;
             if overlap
                 && chunk.unit != etl_base::plan::Unit::Time
                 && self.ctx.chunking.range_column.is_none()
             {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Changed(format!(
                     "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid, or parts cut at text keys): the source changed since the ranges were planned; run etl run --restart to load the table again",
                     target.qualified
                 )));

@@ -11,7 +11,7 @@ pub(super) struct PostgresChunkWriter {
     pub(super) buf: BytesMut,
     pub(super) target: Arc<Target>,
     pub(super) chunk: Chunk,
-    pub(super) pipeline: String,
+    pub(super) ledger: Arc<dyn InTransaction>,
     pub(super) bytes: u64,
     /// Taking the source's COPY data as is ([`ChunkWriter::start_copy`]).
     pub(super) raw: bool,
@@ -112,11 +112,9 @@ impl ChunkWriter for PostgresChunkWriter {
                 .await
                 .map_err(EtlError::pg(context))?;
         }
-        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
-        let row = ledger::Row::new(&self.pipeline, &self.target.qualified, &self.chunk);
-        ledger::commit_done(&self.client, &row, rows)
-            .await
-            .map_err(EtlError::pg(context))?;
+        self.ledger
+            .commit_done(&self.client, &self.target.qualified, &self.chunk, rows)
+            .await?;
         let PostgresChunkWriter {
             client,
             pool,

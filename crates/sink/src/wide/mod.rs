@@ -28,11 +28,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::{ledger, ChunkStats, ChunkWriter};
+use super::{ChunkStats, ChunkWriter};
 use crate::spec::PostgresSinkSpec;
 use crate::spec::SinkMode;
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, literal, TableName};
+use etl_model::ledger::InTransaction;
 use etl_model::wide::Kind;
 use etl_pg::ddl::{create_table_sql, explain_busy, read_columns, CatalogColumn};
 use etl_pg::error::EtlError;
@@ -64,21 +65,7 @@ pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
 pub struct WideSpec {
     pub index: Vec<FieldRef>,
     pub layout: etl_model::wide::WideLayout,
-    pub pivot: Option<PivotRules>,
-}
-
-/// What a pivot reads from the narrow source.
-#[derive(Debug)]
-pub struct PivotRules {
-    pub name_column: String,
-    pub format_column: String,
-    /// (format, value column, its kind).
-    pub formats: Vec<(String, String, Kind)>,
-    /// `column_types = "text"`.
-    pub text: bool,
-    /// Whether the pivot reads the source's rows as they are and nothing
-    /// follows it: `etl verify` can then compare its tables with them.
-    pub only_stage: bool,
+    pub pivot: Option<etl_model::wide::PivotRules>,
 }
 
 /// Where a channel's values go.
@@ -113,6 +100,8 @@ pub struct Wide {
     pub time_has_zone: bool,
     /// The chunk key's column, when it is part of the index.
     pub key_column: Option<String>,
+    /// The target's ledger, joined inside each chunk's transaction.
+    pub ledger: Arc<dyn InTransaction>,
     layouts: tokio::sync::Mutex<HashMap<String, Layout>>,
 }
 
@@ -167,6 +156,7 @@ impl Wide {
         time_column: String,
         time_has_zone: bool,
         key_column: Option<String>,
+        ledger: Arc<dyn InTransaction>,
     ) -> Self {
         Wide {
             spec,
@@ -175,6 +165,7 @@ impl Wide {
             time_column,
             time_has_zone,
             key_column,
+            ledger,
             layouts: Default::default(),
         }
     }
@@ -188,7 +179,7 @@ impl Wide {
     pub async fn prepare(&self, client: &Client, base: &TableName) -> Result<(), EtlError> {
         let index = self.index_names();
         if self.spec.mode != SinkMode::Upsert && !index.contains(&self.time_column) {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "mode {} replaces a chunk's window when it runs again, so the pivot's index needs the time column {:?}; add it to index or use mode = \"upsert\"",
                 self.spec.mode.as_str(),
                 self.time_column
@@ -200,7 +191,7 @@ impl Wide {
                     .await
                     .map_err(EtlError::pg(format!("reading the primary key of {base}")))?;
                 if pk != index {
-                    return Err(EtlError::Schema(format!(
+                    return Err(EtlError::Config(format!(
                         "wide table {base} has primary key ({}), but the pivot's index is ({}); they must be the same",
                         pk.join(", "),
                         index.join(", ")
@@ -208,7 +199,7 @@ impl Wide {
                 }
                 for f in &self.wide.index {
                     if !columns.iter().any(|c| c.name == *f.name()) {
-                        return Err(EtlError::Schema(format!(
+                        return Err(EtlError::Config(format!(
                             "wide table {base} has no index column {:?}",
                             f.name()
                         )));
@@ -217,7 +208,7 @@ impl Wide {
                 Ok(())
             }
             None if self.spec.create_table => self.create_part(client, base).await,
-            None => Err(EtlError::Schema(format!(
+            None => Err(EtlError::Config(format!(
                 "wide table {base} does not exist on {}; create it, or set create_table = true in [[sinks]]",
                 self.spec.endpoint
             ))),
@@ -229,7 +220,7 @@ impl Wide {
         let sql = format!(
             "{}; {create}; {}",
             self.spec.timeouts.set_local(),
-            super::created::record(&self.pipeline, &table.qualified(), &create)
+            self.ledger.created_sql(&table.qualified(), &create)
         );
         etl_pg::locked_ddl(client, &format!("etl ddl {table}"), &sql)
             .await
@@ -270,11 +261,11 @@ impl Wide {
         tables.insert(qualified.clone());
         for t in tables {
             let table = TableName::parse(&t)
-                .map_err(|e| EtlError::Schema(format!("etl.column_map names table {t:?}: {e}")))?;
+                .map_err(|e| EtlError::Changed(format!("etl.column_map names table {t:?}: {e}")))?;
             // Names from the map go into SQL as etl wrote them (quoted
             // parts) or not at all.
             if table.qualified() != t {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Changed(format!(
                     "etl.column_map names table {t:?} for base_table = {qualified:?}, not a name as etl writes it ({}); the map was changed by hand: restore the row, or drop the map's rows for base_table = {qualified:?} (and its wide tables) to start that table over",
                     table.qualified()
                 )));
@@ -292,13 +283,13 @@ impl Wide {
         for r in &mapped {
             let (part, column, channel): (String, String, String) = (r.get(0), r.get(1), r.get(2));
             let Some(p) = layout.parts.get_mut(&part) else {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Changed(format!(
                     "etl.column_map places channel {channel:?} in table {part}, which does not exist; drop the map's rows for base_table = {qualified:?} to start that table over"
                 )));
             };
             let found = p.columns.iter().find(|c| c.name == column);
             let Some(kind) = found.and_then(kind_of) else {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Changed(format!(
                     "etl.column_map places channel {channel:?} in column {column:?} of {part}, which is missing or not boolean, bigint, double precision or text"
                 )));
             };
@@ -426,7 +417,7 @@ impl Wide {
                 let existing = layout.parts.get(&q);
                 if existing.is_none() && !created.contains_key(&q) {
                     if group.is_none() && seq == 1 && !self.spec.create_table {
-                        return Err(EtlError::Schema(format!(
+                        return Err(EtlError::Config(format!(
                             "wide table {base} does not exist; create it, or set create_table = true in [[sinks]]"
                         )));
                     }
@@ -453,7 +444,7 @@ impl Wide {
                 let column = match adopt {
                     Some(c) => {
                         let Some(have) = kind_of(c) else {
-                            return Err(EtlError::Schema(format!(
+                            return Err(EtlError::Config(format!(
                                 "column {:?} of {q} is of type {}, which a pivot cannot write; rename or drop it",
                                 c.name, c.info.name
                             )));
@@ -482,7 +473,7 @@ impl Wide {
         let mut out = Vec::new();
         for table in created.values() {
             let create = self.create_sql(table)?;
-            let record = super::created::record(&self.pipeline, &table.qualified(), &create);
+            let record = self.ledger.created_sql(&table.qualified(), &create);
             out.push(create);
             out.push(record);
         }

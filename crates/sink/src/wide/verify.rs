@@ -69,7 +69,7 @@ impl Wide {
         if let std::collections::btree_map::Entry::Vacant(e) = layout.parts.entry(base.qualified())
         {
             if !self.spec.create_table {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "wide table {base} does not exist on {}; create it, or set create_table = true in [[sinks]]",
                     self.spec.endpoint
                 )));
@@ -122,17 +122,17 @@ impl Wide {
     pub fn verify_queries(&self) -> Result<Vec<RowsQuery>, EtlError> {
         let w = match &self.wide.pivot {
             Some(w) if w.only_stage => w,
-            Some(_) => return Err(EtlError::Schema(
+            Some(_) => return Err(EtlError::Config(
                 "etl verify compares wide tables with the narrow readings they were pivoted from; this pipeline has SQL stages around its pivot, which change them, so it cannot be verified this way"
                     .into(),
             )),
-            None => return Err(EtlError::Schema(
+            None => return Err(EtlError::Config(
                 "etl verify compares wide tables with the narrow readings they were pivoted from; this pipeline loads wide rows it did not pivot (a staging folder): verify the pipeline that pivoted them".into(),
             )),
         };
         let index = self.index_names();
         if !index.contains(&self.time_column) {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "etl verify compares chunks by their time window, so the pivot's index needs the time column {:?}",
                 self.time_column
             )));

@@ -112,10 +112,10 @@ impl WideWriter {
                 stages.insert(part.clone(), stage);
             }
         } else {
-            let row = ledger::Row::new(&w.pipeline, &base_q, &self.chunk);
-            let overlap = ledger::lock_window(&self.client, &row)
-                .await
-                .map_err(EtlError::pg(self.context("checking the ledger")))?;
+            let overlap = w
+                .ledger
+                .lock_window(&self.client, &base_q, &self.chunk)
+                .await?;
             if overlap {
                 let filter = chunk_filter(
                     &w.time_column,
@@ -270,13 +270,13 @@ impl ChunkWriter for WideWriter {
                     .iter()
                     .find(|c| c.name == *f.name())
                     .ok_or_else(|| {
-                        EtlError::Schema(format!(
+                        EtlError::Config(format!(
                             "wide table {part} has no index column {:?}",
                             f.name()
                         ))
                     })?;
                 let t = PgType::from_type_info(&c.info).map_err(|e| {
-                    EtlError::Schema(format!("index column {:?} of {part}: {e}", f.name()))
+                    EtlError::Bug(format!("index column {:?} of {part}: {e}", f.name()))
                 })?;
                 fields.push(f.as_ref().clone());
                 types.push(t);
@@ -292,7 +292,7 @@ impl ChunkWriter for WideWriter {
             }
             let pairs: Vec<(&Field, &PgType)> = fields.iter().zip(&types).collect();
             let encoder = CopyEncoder::new(&pairs)
-                .map_err(|e| EtlError::Schema(format!("{e} (wide table {part})")))?;
+                .map_err(|e| EtlError::Bug(format!("{e} (wide table {part})")))?;
             let projected = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), arrays)
                 .map_err(|e| EtlError::Bug(format!("projecting a wide batch: {e}")))?;
             let mut buf = BytesMut::new();
@@ -354,11 +354,10 @@ impl ChunkWriter for WideWriter {
                 .map_err(EtlError::pg(context))?;
         }
         let base_q = self.base.qualified();
-        let row = ledger::Row::new(&self.wide.pipeline, &base_q, &self.chunk);
-        let context = self.context("recording the chunk in etl.chunk_ledger and committing");
-        ledger::commit_done(&self.client, &row, self.rows)
-            .await
-            .map_err(EtlError::pg(context))?;
+        self.wide
+            .ledger
+            .commit_done(&self.client, &base_q, &self.chunk, self.rows)
+            .await?;
         let WideWriter {
             client,
             pool,

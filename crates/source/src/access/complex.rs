@@ -156,7 +156,7 @@ impl AccessChild {
         };
         for (n, t, a) in value_fields {
             if fields.iter().any(|f| f.name() == n) {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "{}: the key of {parent:?} has a column named {n:?}, which child table {name:?} of complex column {column:?} also needs; exclude the table or rename the column in Access",
                     path.display()
                 )));
@@ -252,7 +252,7 @@ fn value_type(
         .first()
         .and_then(|c| arrow_type(c.col_type, c))
         .ok_or_else(|| {
-            EtlError::Schema(format!(
+            EtlError::Config(format!(
                 "{}: multi-value type table {type_table:?} holds a type etl cannot read; exclude the table",
                 path.display()
             ))
@@ -290,7 +290,7 @@ impl Source for AccessChild {
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
         if chunk != &self.chunk() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Changed(format!(
                 "chunk {chunk} is not child table {:?} of {} read whole",
                 self.name,
                 self.inner.path.display()
@@ -408,7 +408,7 @@ impl ChildBatches {
                 let cells = key.iter().cloned().chain([ordinal]).chain(item);
                 for ((b, v), f) in builders.iter_mut().zip(cells).zip(child.schema.fields()) {
                     b.append(v, &mut self.nuls).map_err(|why| {
-                        EtlError::Schema(format!(
+                        EtlError::Data(format!(
                             "{}: child table {:?}, value {}, column {:?}: {why}",
                             child.path.display(),
                             child.name,
@@ -436,7 +436,7 @@ impl ChildBatches {
         // every value a second time).
         if let Some(&planned) = child.rows.get() {
             if self.read != planned {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Changed(format!(
                     "{}: child table {:?}: read {} values where the plan counted {planned}; the file changed since",
                     child.path.display(),
                     child.name,

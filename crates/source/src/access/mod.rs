@@ -54,7 +54,7 @@ fn file_error(path: &Path, what: &str) -> impl FnOnce(jetdb::FileError) -> EtlEr
     let context = format!("{}: {what}", path.display());
     move |e| match e {
         jetdb::FileError::Io(source) => EtlError::Io { context, source },
-        other => EtlError::Schema(format!("{context}: {other}")),
+        other => EtlError::Config(format!("{context}: {other}")),
     }
 }
 
@@ -214,7 +214,7 @@ fn text_encoding_of(
     Ok(match (reader.text_encoding().jet3_code_page(), options.encoding) {
         (None, None) => "Unicode (Access 2000 and later)".into(),
         (None, Some(_)) => {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "{}: source.encoding applies to Access 97 (Jet3) files, whose text is in a code page; this file stores Unicode: remove source.encoding",
                 path.display()
             )))
@@ -279,7 +279,7 @@ impl AccessTable {
                 None => arrow_type(t, c),
             };
             let arrow = arrow.ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "{}: table {name:?} column {:?} has an Access type etl cannot read ({t:?}); read it as bytes with [source.casts] \"{name}.{}\" = \"binary\", exclude the table, or read it through the MDBTools ODBC route",
                     path.display(),
                     c.name,
@@ -335,7 +335,7 @@ impl Source for AccessTable {
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
         if chunk != &self.chunk() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Changed(format!(
                 "chunk {chunk} is not table {:?} of {} read whole",
                 self.def.name,
                 self.path.display()

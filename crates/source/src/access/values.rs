@@ -438,7 +438,7 @@ impl Batches {
                 })();
                 read.and_then(|v| b.append(v, &mut self.nuls))
                     .map_err(|why| {
-                        EtlError::Schema(format!(
+                        EtlError::Data(format!(
                             "{}: table {table:?}, row {}, column {:?}: {why}",
                             self.path.display(),
                             self.read,
@@ -451,7 +451,7 @@ impl Batches {
             }
         }
         if rows.skipped_rows() > 0 {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Data(format!(
                 "{}: table {table:?}: {} row(s) could not be decoded (near row {}); the file may be damaged: compact and repair it in Access, or read it through the MDBTools ODBC route",
                 self.path.display(),
                 rows.skipped_rows(),
@@ -473,7 +473,7 @@ impl Batches {
     fn finish(&mut self) -> Result<(), EtlError> {
         let recorded = u64::from(self.def.num_rows);
         if self.read != recorded {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Data(format!(
                 "{}: table {:?}: read {} rows where its header records {recorded}; the file may be damaged: compact and repair it in Access",
                 self.path.display(),
                 self.def.name,

@@ -142,13 +142,13 @@ impl CsvSource {
     /// types (from `[source.columns]`, else a sample of the first file).
     pub fn build(spec: &CsvSpec) -> Result<CsvSource, EtlError> {
         let mut paths: Vec<PathBuf> = glob::glob(&spec.pattern)
-            .map_err(|e| EtlError::Schema(format!("source.path {:?}: {e}", spec.pattern)))?
+            .map_err(|e| EtlError::Config(format!("source.path {:?}: {e}", spec.pattern)))?
             .filter_map(Result::ok)
             .filter(|p| p.is_file())
             .collect();
         paths.sort();
         if paths.is_empty() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "source.path {:?} matches no file (relative to {})",
                 spec.pattern,
                 std::env::current_dir()
@@ -163,7 +163,7 @@ impl CsvSource {
             let stem = stem(&path);
             let compressed = Compression::of(&path) != Compression::None;
             if let Some(other) = files.iter().find(|f: &&CsvFile| f.stem == stem) {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "{} and {} have the same name {stem:?}, which names a file's chunks and its {{file}} table; rename one or narrow source.path",
                     other.path.display(),
                     path.display()
@@ -209,7 +209,7 @@ impl CsvSource {
             match (&header, names) {
                 (None, Some(n)) => header = Some((path.clone(), n)),
                 (Some((first, h)), Some(n)) if *h != n => {
-                    return Err(EtlError::Schema(format!(
+                    return Err(EtlError::Config(format!(
                         "the header of {} ({}) differs from that of {} ({}); every file of one source has the same columns: load them with separate pipelines",
                         path.display(),
                         n.join(","),
@@ -248,7 +248,7 @@ impl CsvSource {
             }
         };
         if header_names.is_empty() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "{} holds no header and no record; nothing to load",
                 spec.pattern
             )));
@@ -256,7 +256,7 @@ impl CsvSource {
         let (names, renamed) = types::column_names(&header_names);
         for (named, _) in &spec.columns {
             if !names.contains(named) {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "[source.columns] names {named:?}, which is not a column of {}; its columns are {}",
                     spec.pattern,
                     names.join(", ")
@@ -328,7 +328,7 @@ impl CsvSource {
             .iter()
             .find(|f| Some(&f.stem) == chunk.key.as_ref())
             .ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Changed(format!(
                     "chunk {chunk} names no file of {}; its files are {}",
                     self.spec.pattern,
                     self.files
@@ -378,7 +378,7 @@ impl CsvSource {
         };
         let columns = windows::Columns::of(self, w)?;
         let Some((spans, filter)) = windows::chunk_reads(&found, columns, chunk) else {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Changed(format!(
                 "chunk {chunk} is not a window of {} in [chunks] time_column {:?} (its rows are gone, or the interval or start changed since it was planned); run etl plan again",
                 self.spec.pattern, w.time_column
             )));
@@ -552,14 +552,14 @@ impl Source for CsvSource {
             return self.open_window(w, chunk);
         }
         if chunk.unit != Unit::Key {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "chunk {chunk} is not a byte range of a CSV file; a CSV source runs ranges of its files"
             )));
         }
         let file = self.file(chunk)?;
         let (start, end) = (chunk.start as u64, (chunk.end as u64).min(file.size));
         if start < file.data_start || start > end {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Changed(format!(
                 "chunk {chunk} is outside the records of {} (bytes {} to {}): the file changed since the plan; run etl plan again",
                 file.path.display(),
                 file.data_start,
@@ -567,7 +567,7 @@ impl Source for CsvSource {
             )));
         }
         if file.compressed && (start != 0 || end != file.size) {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Changed(format!(
                 "chunk {chunk} is part of compressed file {}, which runs whole (bytes 0 to {}): the file changed since the plan; run etl plan again",
                 file.path.display(),
                 file.size

@@ -126,7 +126,7 @@ impl RangeReader {
                         // them, so a sample stops short of it.
                         let line = self.parser.line()
                             + self.text.bytes().filter(|b| *b == b'\n').count() as u64;
-                        self.invalid = Some(EtlError::Schema(format!(
+                        self.invalid = Some(EtlError::Data(format!(
                             "{}, line {line}: bytes that are not valid {} (after {:?}); set source.encoding to the file's code page, or on_invalid_text = \"replace\" to load them as U+FFFD",
                             self.path.display(),
                             self.decoder.encoding().name(),
@@ -174,7 +174,7 @@ impl RangeReader {
                     if self.eof {
                         if self.at < self.text.len() {
                             let line = self.parser.line();
-                            return Err(EtlError::Schema(format!(
+                            return Err(EtlError::Data(format!(
                                 "{}, line {line}: a quoted field is not closed before the end of the file (or of the range planned); close the quote, or check source.quote",
                                 self.path.display()
                             )));
@@ -357,7 +357,7 @@ impl ChunkBatches {
     /// A line that does not parse: the chunk's error, or kept aside.
     fn bad(&mut self, line: u64, why: String) -> Result<(), EtlError> {
         match self.spec.on_bad_line {
-            OnBadLine::Fail => Err(EtlError::Schema(format!(
+            OnBadLine::Fail => Err(EtlError::Data(format!(
                 "{}, line {line}: {why}; fix the line, or set on_bad_line = \"skip\" to keep such lines in a reject file",
                 self.reader.path.display()
             ))),

@@ -111,7 +111,7 @@ impl Columns {
             .collect();
         let find = |key: &str, name: &str| {
             names.iter().position(|n| *n == name).ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Config(format!(
                     "chunks.{key} {name:?} is not a column of {}; its columns are {}",
                     source.spec.pattern,
                     names.join(", ")
@@ -124,7 +124,7 @@ impl Columns {
             time_type,
             ColType::Timestamp | ColType::Timestamptz | ColType::Date
         ) {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "chunks.time_column {:?} of {} is read as {}, not a time; set its type in [source.columns]: {:?} = \"timestamptz\" (or \"timestamp\", \"date\")",
                 w.time_column,
                 source.spec.pattern,
@@ -289,10 +289,10 @@ pub fn scan(
             scan.record(&carry, pos, line, header);
         }
         if let Some(e) = scan.error {
-            return Err(EtlError::Schema(e));
+            return Err(EtlError::Data(e));
         }
         if let Some((_, l)) = scan.orphans.first() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Data(format!(
                 "{}: no record has a readable {} (line {l} is the first of {} that do not); check the file's columns, or leave [chunks] time_column out to load it in byte ranges",
                 file.path.display(),
                 w.time_column,

@@ -91,7 +91,7 @@ pub fn from_odbc(
                 )
             },
         )
-        .map_err(|e| EtlError::Schema(format!("{context}: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
         let mut pk: Vec<(i16, String)> = rows
             .into_iter()
             .map(|r| (key_seq(&r[1]), r[0].clone()))
@@ -123,7 +123,7 @@ pub fn from_odbc(
                 )
             },
         )
-        .map_err(|e| EtlError::Schema(format!("{context}: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
         // (child table, constraint name) -> (position, parent column, child column)
         type Columns = Vec<(i16, String, String)>;
         let mut by_name: BTreeMap<(String, String), Columns> = BTreeMap::new();
@@ -178,11 +178,11 @@ pub fn from_mdb_schema(file: &Path, tables: &[String]) -> Result<Catalog, EtlErr
         .arg(file)
         .arg("mysql")
         .output()
-        .map_err(|e| EtlError::Schema(format!(
+        .map_err(|e| EtlError::Tool(format!(
             "the MDBTools ODBC driver cannot list keys (its SQLPrimaryKeys and SQLForeignKeys are stubs), so etl reads them with mdb-schema, which failed to start: {e}; install mdbtools (Debian: apt install mdbtools)"
         )))?;
     if !output.status.success() {
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Tool(format!(
             "mdb-schema {} failed: {}",
             file.display(),
             String::from_utf8_lossy(&output.stderr).trim()

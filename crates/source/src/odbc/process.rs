@@ -98,7 +98,7 @@ impl ReadRequest {
         o.text_buffers = self.text_buffers.clone();
         for (column, cast) in &self.casts {
             o.casts
-                .insert(column.clone(), Cast::parse(cast).map_err(EtlError::Schema)?);
+                .insert(column.clone(), Cast::parse(cast).map_err(EtlError::Config)?);
         }
         Ok(o)
     }
@@ -218,6 +218,9 @@ pub fn in_thread(
 
 /// The last stderr line of a child reader: its counts, as JSON.
 const STATS_LINE: &str = "etl-odbc-read stats: ";
+/// The stderr line that carries a reader's error as data
+/// ([`EtlError::carry`]).
+const ERROR_LINE: &str = "etl-odbc-read error: ";
 
 /// Starts a reader of `request` as a child process (this executable's
 /// `odbc-read`), and a thread that sends its batches on.
@@ -250,13 +253,16 @@ pub fn in_child(
             // below says how, which says more than this write's EPIPE.
             let sent = stdin.write_all(&request);
             drop(stdin);
-            // Its warnings are passed on as they come; its counts and its
-            // error (from "etl: " on, which may run over lines) kept.
+            // Its warnings are passed on as they come; its counts, its
+            // error as data, and its words for people (from "etl: " on,
+            // which may run over lines) kept.
             let log = std::thread::spawn(move || {
-                let (mut stats, mut error) = (None, Vec::new());
+                let (mut stats, mut carried, mut error) = (None, None, Vec::new());
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(json) = line.strip_prefix(STATS_LINE) {
                         stats = Some(json.to_string());
+                    } else if let Some(json) = line.strip_prefix(ERROR_LINE) {
+                        carried = Some(json.to_string());
                     } else if let Some(first) = line.strip_prefix("etl: ") {
                         error.push(first.to_string());
                     } else if !error.is_empty() {
@@ -265,7 +271,7 @@ pub fn in_child(
                         eprintln!("{line}");
                     }
                 }
-                (stats, error)
+                (stats, carried, error)
             });
             // Dropping the stream closes the pipe: a child still writing
             // ends on it.
@@ -293,13 +299,13 @@ pub fn in_child(
                 // The load gave up (another reader failed): stop this one.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(in_part(&part, EtlError::Schema("stopped".into())));
+                return Err(in_part(&part, EtlError::Stopped));
             }
             // A broken stream is never taken as the end: the child died
             // (its status and words say why), or its output is not what
             // etl writes.
             let status = child.wait().map_err(io("waiting for the reader process"))?;
-            let (stats, said) = log.join().unwrap_or_default();
+            let (stats, carried, said) = log.join().unwrap_or_default();
             let ended = if said.is_empty() {
                 format!("the reader process (etl odbc-read) ended with {status}; a driver crash?")
             } else {
@@ -314,18 +320,21 @@ pub fn in_child(
                 (Some(e), false) => Some(format!("{ended} (its rows broke off: {e})")),
             };
             if let Some(error) = error {
-                // A driver error keeps its SQLSTATE (and so whether it is
-                // worth trying again); a crash or a broken stream has none.
-                let typed = || {
-                    if let Some(again) = EtlError::read_again_from(&error) {
-                        return again;
-                    }
-                    let e = if error.contains("State: ") {
-                        EtlError::odbc_text("the reader process", error.clone())
-                    } else {
-                        EtlError::Schema(error.clone())
-                    };
-                    in_part(&part, e)
+                // The reader's own error as it wrote it (a driver error
+                // keeps its SQLSTATE, and so whether it is worth trying
+                // again); a crash or a broken stream is a driver error
+                // without one.
+                let typed = || match carried.as_deref().and_then(EtlError::carried) {
+                    Some(again @ EtlError::ReadAgain { .. }) => again,
+                    Some(e) => in_part(&part, e),
+                    None => in_part(
+                        &part,
+                        EtlError::Odbc {
+                            context: "the reader process".into(),
+                            state: None,
+                            message: error.clone(),
+                        },
+                    ),
                 };
                 // The loading thread may still be waiting for batches.
                 let _ = batches.blocking_send(Err(typed()));
@@ -345,8 +354,13 @@ pub fn in_child(
 }
 
 /// `etl odbc-read`: reads a request on stdin, writes the rows as an Arrow
-/// IPC stream on stdout and its counts as the last stderr line.
+/// IPC stream on stdout and its counts as the last stderr line; an error
+/// goes to stderr as data (for the loading process) before its words.
 pub fn child_main() -> Result<(), EtlError> {
+    read_to_stdout().inspect_err(|e| eprintln!("{ERROR_LINE}{}", e.carry()))
+}
+
+fn read_to_stdout() -> Result<(), EtlError> {
     let io = |context: &'static str| {
         move |source| EtlError::Io {
             context: context.into(),
@@ -358,7 +372,7 @@ pub fn child_main() -> Result<(), EtlError> {
     // stdout or killing it.
     let _ = ctrlc::set_handler(|| {});
     let request: ReadRequest = serde_json::from_reader(std::io::stdin().lock())
-        .map_err(|e| EtlError::Schema(format!("etl odbc-read: a bad request on stdin: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("etl odbc-read: a bad request on stdin: {e}")))?;
     let mut reader = request.open()?;
     let stdout = std::io::stdout().lock();
     let mut writer = arrow::ipc::writer::StreamWriter::try_new(

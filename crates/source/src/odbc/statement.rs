@@ -57,7 +57,7 @@ pub fn encode_sql<'a>(
                 encoding.encode(c.encode_utf8(&mut buf)).2
             })
             .collect();
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Config(format!(
             "the SQL {sql:?} holds characters that {} cannot encode ({bad:?}), so the source could not read it; rename the table or column, or change encoding",
             encoding.name()
         )));
@@ -200,7 +200,7 @@ pub fn execute<S: odbc_api::handles::Statement>(
 ) -> Result<Option<odbc_api::CursorImpl<S>>, EtlError> {
     let bytes = encode_sql(sql, encoding)?;
     let length = i32::try_from(bytes.len())
-        .map_err(|_| EtlError::Schema(format!("the SQL {sql:?} is too long for ODBC")))?;
+        .map_err(|_| EtlError::Config(format!("the SQL {sql:?} is too long for ODBC")))?;
     let buffers = parameter_buffers(params, encoding)?;
     let failed = |e: odbc_api::Error| {
         let bound: Vec<String> = params.iter().map(|p| p.to_string()).collect();
@@ -266,7 +266,7 @@ pub fn catalog_rows(
             Some(b) if b.is_empty() => Ok((std::ptr::null(), 0)),
             Some(b) => i16::try_from(b.len())
                 .map(|l| (b.as_ptr(), l))
-                .map_err(|_| EtlError::Schema(format!("a name for {function} is too long"))),
+                .map_err(|_| EtlError::Config(format!("a name for {function} is too long"))),
         })
         .collect::<Result<_, _>>()?;
     let statement = connection.preallocate().map_err(context)?.into_handle();

@@ -99,7 +99,7 @@ impl Stream for ReaderStream {
 fn check_bounds(batch: &RecordBatch, column: usize, chunk: &Chunk) -> Result<(), EtlError> {
     let values = batch.column(column);
     let outside = |found: Option<i64>| {
-        EtlError::Schema(format!(
+        EtlError::Data(format!(
             "chunk {chunk}: the driver returned a row whose {} is {}, outside the chunk; it compares values differently from etl (times stored as text in another format?). Cast the column in `query` so the driver compares real values",
             if chunk.unit == Unit::Time { "time" } else { "key" },
             found.map_or("NULL".to_string(), |v| chunk.bound(v))
@@ -108,9 +108,8 @@ fn check_bounds(batch: &RecordBatch, column: usize, chunk: &Chunk) -> Result<(),
     let inside = |v: i64| chunk.holds(v);
     match chunk.unit {
         Unit::Key => {
-            let keys = arrow::compute::cast(values, &DataType::Int64).map_err(|e| {
-                EtlError::Schema(format!("reading the key column as integers: {e}"))
-            })?;
+            let keys = arrow::compute::cast(values, &DataType::Int64)
+                .map_err(|e| EtlError::Bug(format!("reading the key column as integers: {e}")))?;
             let keys = keys.as_primitive::<arrow::datatypes::Int64Type>();
             for i in 0..keys.len() {
                 let v = (!keys.is_null(i)).then(|| keys.value(i));

@@ -26,7 +26,7 @@ pub(super) fn check_scale(
             .split_once('.')
             .map_or(0, |(_, f)| f.trim_end_matches('0').len());
         if digits > scale.max(0) as usize {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Data(format!(
                 "column {name:?}: row {} holds {v}, which has more decimal places than the driver's declared scale {scale}; read it as text with [source.casts] (\"{name}\" = \"text\") or cast it in the query",
                 first_row + r as u64 + 1
             )));
@@ -82,7 +82,7 @@ pub fn decode_texts<'a>(
             None => {
                 let shown: Vec<String> =
                     bytes.iter().take(32).map(|b| format!("{b:02x}")).collect();
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Data(format!(
                     "column {name:?}: row {} holds bytes that are not valid {} ({}{}); set on_invalid_text = \"replace\" to load them as U+FFFD, or fix encoding",
                     first_row + r as u64 + 1,
                     encoding.name(),
@@ -195,7 +195,7 @@ pub(super) fn parse_texts<'a>(
                     None => b.append_null(),
                     Some(v) => {
                         let bytes = parse_guid(&v).ok_or_else(|| {
-                            EtlError::Schema(format!(
+                            EtlError::Data(format!(
                                 "column {name:?}: row {} holds {v:?}, which is not a GUID; read it as text with [source.casts]",
                                 first_row + r as u64 + 1
                             ))
@@ -288,7 +288,7 @@ pub(super) fn cap_value<'a>(
         return Ok(value);
     }
     if !options.truncate_long {
-        return Err(EtlError::Schema(format!(
+        return Err(EtlError::Data(format!(
             "column {column:?}: row {row} holds a value longer than max_text_bytes = {max}; raise max_text_bytes, or set on_long_value = \"truncate\" to cut such values (counted)"
         )));
     }

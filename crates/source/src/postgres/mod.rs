@@ -128,7 +128,7 @@ impl PostgresSource {
             }
         }
         if !problems.is_empty() {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "the source has columns etl cannot carry:\n  {}",
                 problems.join("\n  ")
             )));
@@ -181,7 +181,7 @@ impl PostgresSource {
         let schema = Arc::new(Schema::new(fields));
 
         let time_index = schema.index_of(&chunking.time_column).map_err(|_| {
-            EtlError::Schema(format!(
+            EtlError::Config(format!(
                 "chunks.time_column {:?} is not a column of the source; its columns are: {}",
                 chunking.time_column,
                 column_list(&schema)
@@ -191,7 +191,7 @@ impl PostgresSource {
             PgType::Timestamptz => true,
             PgType::Timestamp => false,
             other => {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "chunks.time_column {:?} is {other:?}; chunks are cut on a timestamp or timestamptz column",
                     chunking.time_column
                 )))
@@ -199,7 +199,7 @@ impl PostgresSource {
         };
         if let Some(key) = &chunking.key_column {
             if schema.index_of(key).is_err() {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "chunks.key_column {key:?} is not a column of the source; its columns are: {}",
                     column_list(&schema)
                 )));

@@ -210,7 +210,7 @@ pub fn read_column_groups(
     let mut groups = std::collections::BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let bad = |what: &str| {
-            EtlError::Schema(format!(
+            EtlError::Config(format!(
                 "column_groups file {}, line {}: {what}; write `channel,group`",
                 path.display(),
                 n + 1
@@ -262,8 +262,14 @@ impl Transform for Pivot {
         Arc::new(self.layout.mark(&Schema::new(self.index_fields.clone())))
     }
 
-    fn pivot(&self) -> Option<&Pivot> {
-        Some(self)
+    fn pivot_rules(&self) -> Option<etl_model::wide::PivotRules> {
+        Some(etl_model::wide::PivotRules {
+            name_column: self.spec.name_column.clone(),
+            format_column: self.spec.format_column.clone(),
+            formats: self.formats(),
+            text: self.spec.text,
+            only_stage: false,
+        })
     }
 
     /// Pass one here; pass two when the plan reading the returned table

@@ -122,7 +122,7 @@ impl Cast {
 impl OdbcOptions {
     /// Options for an encoding label (`cp949`, `utf-8`, ...).
     pub fn new(encoding: &str) -> Result<Self, EtlError> {
-        let encoding = crate::encoding_for(encoding).map_err(EtlError::Schema)?;
+        let encoding = crate::encoding_for(encoding).map_err(EtlError::Config)?;
         Ok(OdbcOptions {
             encoding,
             replace_invalid: false,
@@ -228,7 +228,7 @@ pub fn open_table(
         .map_err(odbc_error("allocating an ODBC statement"))?
         .into_handle();
     let mut cursor = execute(statement, query, params, options.encoding)?.ok_or_else(|| {
-        EtlError::Schema(format!(
+        EtlError::Config(format!(
             "the ODBC query {query:?} returns no rows (is it a SELECT?)"
         ))
     })?;
@@ -250,7 +250,7 @@ pub fn open_table(
             .describe_col(i, &mut description)
             .map_err(odbc_error("describing the query"))?;
         let name = decode_name(&description.name, options.encoding)
-            .map_err(|e| EtlError::Schema(format!("column {i}: {e}")))?;
+            .map_err(|e| EtlError::Config(format!("column {i}: {e}")))?;
         let t = description.data_type;
         auto_unique.push(is_auto_unique(&mut cursor, i));
         odbc_types.push(format!("{t:?}"));
@@ -430,7 +430,7 @@ pub fn open_table(
         adaptive.push(is_adaptive);
     }
     if !problems.is_empty() {
-        return Err(EtlError::Schema(problems.join("\n  ")));
+        return Err(EtlError::Config(problems.join("\n  ")));
     }
     // Rows per batch: batch_rows, or fewer when a row's buffers are wide.
     let row_bytes: usize = descs
@@ -503,7 +503,7 @@ impl OdbcReader {
         for (i, col) in self.columns.iter().enumerate() {
             let name = self.schema.field(i).name();
             let slice = buffer.column(i);
-            let bad = |what: &str| EtlError::Schema(format!("column {name:?}: {what}"));
+            let bad = |what: &str| EtlError::Config(format!("column {name:?}: {what}"));
             let array: ArrayRef = match col {
                 Col::Bool => {
                     let mut b = BooleanBuilder::with_capacity(rows);

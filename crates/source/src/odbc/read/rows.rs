@@ -34,7 +34,7 @@ impl OdbcReader {
                 let number = i as u16 + 1;
                 let row_number = self.rows_read + rows as u64 + 1;
                 let fetch_error = |e: odbc_api::Error| {
-                    EtlError::Schema(format!(
+                    EtlError::Data(format!(
                         "column {:?}, row {row_number}: {e}",
                         self.schema.field(i).name()
                     ))
@@ -123,14 +123,14 @@ impl OdbcReader {
                     };
                     let parsed =
                         arrow::compute::cast_with_options(&text, field.data_type(), &options)
-                            .map_err(|e| EtlError::Schema(format!("column {name:?}: {e}")))?;
+                            .map_err(|e| EtlError::Data(format!("column {name:?}: {e}")))?;
                     for r in 0..rows {
                         if text.is_valid(r) && parsed.is_null(r) {
                             let row = first_row + r as u64 + 1;
                             if matches!(col, Col::Date | Col::Timestamp | Col::Time) {
                                 invalid_date(&mut self.invalid_dates, name, row, text.value(r));
                             } else {
-                                return Err(EtlError::Schema(format!(
+                                return Err(EtlError::Data(format!(
                                     "column {name:?}: row {row} holds {:?}, which is not a {}",
                                     text.value(r),
                                     field.data_type()

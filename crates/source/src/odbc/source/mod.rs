@@ -173,7 +173,7 @@ impl OdbcSource {
                 .field_with_name(name)
                 .map(|f| f.data_type().clone())
                 .map_err(|_| {
-                    EtlError::Schema(format!(
+                    EtlError::Config(format!(
                         "chunks.{what} {name:?} is not a column of the source; its columns are: {:?}",
                         schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
                     ))
@@ -183,7 +183,7 @@ impl OdbcSource {
             DataType::Timestamp(TimeUnit::Microsecond, _) => TimeKind::Timestamp,
             DataType::Date32 => TimeKind::Date,
             other => {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "chunks.time_column {:?} is read as {other}, not a timestamp or date; name a TIMESTAMP or DATE column (a text column holding times: cast it in `query`)",
                     chunking.time_column
                 )))
@@ -196,7 +196,7 @@ impl OdbcSource {
                     DataType::Int16 | DataType::Int32 | DataType::Int64 => true,
                     DataType::Utf8 => false,
                     other => {
-                        return Err(EtlError::Schema(format!(
+                        return Err(EtlError::Config(format!(
                             "chunks.key_column {k:?} is read as {other}; an ODBC key must be an integer or text column"
                         )))
                     }
@@ -382,7 +382,7 @@ impl OdbcSource {
                             .parse()
                             .map(Some)
                             .map_err(|_| {
-                                EtlError::Schema(format!(
+                                EtlError::Config(format!(
                                     "{select:?} returned {text:?}, not an integer"
                                 ))
                             }),
@@ -392,7 +392,7 @@ impl OdbcSource {
             }
             Ok(())
         })?;
-        values.ok_or_else(|| EtlError::Schema(format!("{select:?} returned no row")))
+        values.ok_or_else(|| EtlError::Config(format!("{select:?} returned no row")))
     }
 
     /// Whether `select` runs (a column or feature the driver may lack).
@@ -410,7 +410,7 @@ impl OdbcSource {
         let select = format!("SELECT COUNT(*) FROM {}", self.from);
         match self.integers(&select)?[..] {
             [Some(n)] if n >= 0 => Ok(n as u64),
-            _ => Err(EtlError::Schema(format!("{select:?} returned no count"))),
+            _ => Err(EtlError::Config(format!("{select:?} returned no count"))),
         }
     }
 
@@ -451,7 +451,7 @@ impl OdbcSource {
                     .ok()
                     .filter(|p| *p <= cuts.len() && chunk.unit == etl_base::plan::Unit::Part)
                     .ok_or_else(|| {
-                        EtlError::Schema(format!(
+                        EtlError::Changed(format!(
                             "chunk {chunk} is not one of the {} parts {} is cut into",
                             cuts.len() + 1,
                             self.label()
@@ -492,7 +492,7 @@ impl OdbcSource {
                         None => sql.push_str(&format!(" AND {k} IS NULL")),
                         Some(v) if *integer => {
                             let v = v.parse().map_err(|_| {
-                                EtlError::Schema(format!(
+                                EtlError::Config(format!(
                                     "chunk {chunk}: key {v:?} is not an integer, but {:?} is an integer column",
                                     key_column.as_deref().unwrap_or("")
                                 ))
@@ -523,7 +523,7 @@ pub fn describe(spec: &OdbcSpec, from: &str, table: Option<&str>) -> Result<Sche
         &options,
     )
     .open()
-    .map_err(|e| EtlError::Schema(format!("describing the ODBC source: {e}")))?;
+    .map_err(|e| EtlError::Config(format!("describing the ODBC source: {e}")))?;
     Ok(described.schema())
 }
 
@@ -562,7 +562,7 @@ fn time_param(kind: TimeKind, text_times: bool, t: Micros) -> Result<Param, EtlE
 fn day_at_or_after(t: Micros) -> Result<i32, EtlError> {
     let days = t.div_euclid(DAY) + i64::from(t.rem_euclid(DAY) != 0);
     i32::try_from(days)
-        .map_err(|_| EtlError::Schema(format!("chunk bound {t} µs is out of the date range")))
+        .map_err(|_| EtlError::Config(format!("chunk bound {t} µs is out of the date range")))
 }
 
 /// Row `i` of a time column as µs since 1970: a timestamp, a date, or text
@@ -584,13 +584,13 @@ pub(super) fn micros_at(array: &ArrayRef, i: usize) -> Result<Option<Micros>, Et
         DataType::Utf8 => {
             let text = array.as_string::<i32>().value(i);
             etl_base::time::parse_timestamp(text).map_err(|e| {
-                EtlError::Schema(format!(
+                EtlError::Data(format!(
                     "the driver returned the time {text:?}, which etl cannot read: {e}"
                 ))
             })?
         }
         other => {
-            return Err(EtlError::Schema(format!(
+            return Err(EtlError::Config(format!(
                 "the driver returned a time column as {other}, not a timestamp"
             )))
         }
@@ -603,7 +603,7 @@ fn key_at(array: &ArrayRef, i: usize) -> Result<Option<String>, EtlError> {
         return Ok(None);
     }
     let text = arrow::compute::cast(&array.slice(i, 1), &DataType::Utf8)
-        .map_err(|e| EtlError::Schema(format!("reading a key value as text: {e}")))?;
+        .map_err(|e| EtlError::Bug(format!("reading a key value as text: {e}")))?;
     Ok(Some(text.as_string::<i32>().value(0).to_string()))
 }
 
@@ -679,7 +679,7 @@ impl Source for OdbcSource {
             }
             Ok(())
         })
-        .map_err(|e| EtlError::Schema(format!("finding the source's time range per key: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("finding the source's time range per key: {e}")))?;
         Ok(Some(finish_plan(plan, chunking)))
     }
 
@@ -746,7 +746,7 @@ impl Counting for OdbcSource {
         };
         match self.integers_with(&select, params)?[..] {
             [Some(n)] if n >= 0 => Ok(Some(n as u64)),
-            _ => Err(EtlError::Schema(format!("{select:?} returned no count"))),
+            _ => Err(EtlError::Config(format!("{select:?} returned no count"))),
         }
     }
 }

@@ -46,7 +46,7 @@ impl OdbcSource {
             }
             Ok(())
         })
-        .map_err(|e| EtlError::Schema(format!("counting the source's rows per chunk: {e}")))?;
+        .map_err(|e| EtlError::Config(format!("counting the source's rows per chunk: {e}")))?;
         let plan = Plan {
             chunks: windows
                 .into_iter()
@@ -177,7 +177,7 @@ impl OdbcSource {
             }
             Ok(())
         })
-        .map_err(|e| EtlError::Schema(format!("{}: finding its key's range: {e}", self.label())))?;
+        .map_err(|e| EtlError::Config(format!("{}: finding its key's range: {e}", self.label())))?;
         Ok(match row {
             Some((Some(min), Some(max), Some(count), Some(keyed))) if keyed == count => {
                 (Some((min, max)), count as u64)
@@ -246,7 +246,7 @@ impl OdbcSource {
             },
         )
         .map_err(|e| {
-            EtlError::Schema(format!(
+            EtlError::Config(format!(
                 "{}: cutting it at values of {k}: {e}",
                 self.label()
             ))

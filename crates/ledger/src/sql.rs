@@ -1,4 +1,4 @@
-//! The chunk ledger, `etl.chunk_ledger` in the target database: one row per
+//! The ledger's SQL: `etl.chunk_ledger` in the target database: one row per
 //! chunk of a pipeline and target table, with its state.
 //!
 //! - A run first registers its chunks (`pending`), committed.
@@ -19,6 +19,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use etl_base::plan::Chunk;
+use etl_base::sql::literal;
+use etl_model::ledger::CutoffChange;
 
 /// Run with [`etl_pg::locked_ddl`].
 pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
@@ -196,9 +198,9 @@ pub async fn cutoff(client: &Client, pipeline: &str) -> Result<Option<i64>, toki
 pub async fn set_cutoff(
     client: &Client,
     pipeline: &str,
-    change: super::CutoffChange,
+    change: CutoffChange,
 ) -> Result<(), tokio_postgres::Error> {
-    use super::CutoffChange::*;
+    use CutoffChange::*;
     let (sql, cutoff) = match change {
         Forward(c) => (
             "INSERT INTO etl.cutoff (pipeline, cutoff) VALUES ($1, $2) ON CONFLICT (pipeline) \
@@ -221,7 +223,6 @@ pub async fn set_cutoff(
     Ok(())
 }
 
-/// Marks the chunk done, inside its data transaction.
 /// Marks the chunk done and commits its transaction: its rows and its
 /// ledger row become visible together.
 pub async fn commit_done(
@@ -233,6 +234,7 @@ pub async fn commit_done(
     client.batch_execute("COMMIT").await
 }
 
+/// Marks the chunk done, inside its data transaction.
 pub async fn mark_done(
     client: &Client,
     row: &Row<'_>,
@@ -268,12 +270,56 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// Forgets a truncated table's chunks (replace mode).
-pub async fn forget_target(client: &Client, target: &str) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute("DELETE FROM etl.chunk_ledger WHERE target = $1", &[&target])
-        .await?;
-    Ok(())
+/// SQL that forgets every pipeline's chunks of `target` (a table emptied
+/// in the same transaction: replace mode).
+pub fn forget_sql(target: &str) -> String {
+    format!(
+        "DELETE FROM etl.chunk_ledger WHERE target = {}",
+        literal(target)
+    )
+}
+
+/// Empties a target table (`how`: `TRUNCATE ONLY` or `DELETE FROM ONLY`)
+/// where it exists, and marks its chunks in the ledger as not loaded;
+/// unless another process sharing the plan has a chunk of it in flight
+/// (claimed by a live session) or done since `planned_at` (this run's
+/// reading of the ledger). Checked at once, then decided again under a
+/// lock on the table (SHARE, or TRUNCATE's own ACCESS EXCLUSIVE) that
+/// waits for writers in flight, so nothing another process committed is
+/// emptied (issue 30) and no process waits behind another's chunk; its
+/// ranges then replace their own rows instead.
+pub fn empty_unless_busy_sql(target: &str, how: &str, planned_at: &str) -> String {
+    let t = literal(target);
+    let busy = format!(
+        "IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+           IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
+              (l.status = 'done' AND l.finished_at >= {at}::timestamptz) \
+              OR (l.status = 'running' AND l.claimed_pid IS NOT NULL AND l.claimed_pid <> pg_backend_pid() \
+                  AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.claimed_pid)))) THEN \
+             RAISE LOG 'etl: another process loads %; not emptied', {t}; RETURN; \
+           END IF; \
+         END IF;",
+        at = literal(planned_at),
+    );
+    // TRUNCATE locks it whole anyway; DELETE needs only to wait for
+    // writers in flight (SHARE), letting readers be.
+    let mode = match how.starts_with("TRUNCATE") {
+        true => "ACCESS EXCLUSIVE",
+        false => "SHARE",
+    };
+    // Checked first without the lock (a chunk in flight holds a live
+    // claim, committed before its data: no wait behind it), then again
+    // under it (a chunk claimed in between).
+    format!(
+        "DO $$ BEGIN \
+         IF to_regclass({t}) IS NULL THEN RETURN; END IF; \
+         {busy} \
+         LOCK TABLE {target} IN {mode} MODE; \
+         {busy} \
+         {how} {target}; \
+         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
+           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$"
+    )
 }
 
 /// Whether the ledger table exists yet.
@@ -497,8 +543,20 @@ pub async fn phases(
 }
 
 #[cfg(test)]
-mod version_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn emptying_checks_the_ledger_under_the_tables_lock() {
+        let sql = empty_unless_busy_sql("\"s\".\"t\"", "TRUNCATE ONLY", "2026-01-01 00:00:00+00");
+        let lock = sql
+            .find("LOCK TABLE \"s\".\"t\" IN ACCESS EXCLUSIVE MODE")
+            .unwrap();
+        let check = "l.finished_at >= '2026-01-01 00:00:00+00'";
+        let (before, after) = (sql.find(check).unwrap(), sql.rfind(check).unwrap());
+        let empty = sql.find("TRUNCATE ONLY \"s\".\"t\"").unwrap();
+        assert!(before < lock && lock < after && after < empty, "{sql}");
+    }
 
     #[test]
     fn servers_before_15_are_refused_with_the_reason() {

@@ -6,7 +6,6 @@
 
 use tokio_postgres::Client;
 
-use crate::spec::SinkTimeouts;
 use etl_base::sql::{literal, TableName};
 use etl_pg::error::EtlError;
 
@@ -54,7 +53,7 @@ pub async fn tables(client: &Client, pipeline: &str) -> Result<Vec<TableName>, E
             .ok()
             .filter(|t| t.qualified() == item)
             .ok_or_else(|| {
-                EtlError::Schema(format!(
+                EtlError::Changed(format!(
                     "etl.phase_log records table {item:?} as created by pipeline {pipeline:?}, which is not a name as etl writes it; the log was changed by hand: delete that row (phase 'create') and drop the table yourself"
                 ))
             })?;
@@ -70,7 +69,8 @@ pub async fn drop_tables(
     client: &Client,
     pipeline: &str,
     tables: &[TableName],
-    timeouts: &SinkTimeouts,
+    set_local: &str,
+    lock_timeout_secs: f64,
 ) -> Result<(), EtlError> {
     if tables.is_empty() {
         return Ok(());
@@ -91,7 +91,7 @@ pub async fn drop_tables(
          DELETE FROM etl.chunk_ledger WHERE pipeline = {p} AND target IN ({list}); \
          DELETE FROM etl.phase_log WHERE pipeline = {p} AND (phase <> {phase} OR item IN ({list})); \
          DELETE FROM etl.cutoff WHERE pipeline = {p}; COMMIT",
-        timeouts.set_local(),
+        set_local,
         names.join(", "),
         phase = literal(PHASE),
     );
@@ -103,10 +103,9 @@ pub async fn drop_tables(
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
-            let e =
-                etl_pg::ddl::explain_busy(client, &names[0], timeouts.lock_timeout_secs, e).await;
+            let e = etl_pg::ddl::explain_busy(client, &names[0], lock_timeout_secs, e).await;
             if e.sqlstate() == Some("2BP01") {
-                return Err(EtlError::Schema(format!(
+                return Err(EtlError::Config(format!(
                     "{e}\nother objects (views, foreign keys from tables this pipeline did not create) depend on these tables; drop those first, nothing was dropped"
                 )));
             }

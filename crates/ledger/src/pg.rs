@@ -1,0 +1,179 @@
+//! A PostgreSQL target's ledger: the runner's view ([`Ledger`]) on a
+//! pooled session, and the chunk writers' ([`InTransaction`]) on theirs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_postgres::Client;
+
+use crate::sql::{self, Row};
+use etl_base::plan::Chunk;
+use etl_model::ledger::{CutoffChange, Entry, InTransaction, Ledger};
+use etl_pg::error::EtlError;
+use etl_pg::{Endpoint, Pool};
+
+/// The ledger of one pipeline in one PostgreSQL target.
+pub struct PgLedger {
+    pool: Arc<Pool>,
+    pipeline: String,
+}
+
+impl PgLedger {
+    pub fn new(endpoint: Endpoint, pipeline: &str) -> Arc<Self> {
+        Arc::new(PgLedger {
+            pool: Pool::new(endpoint, &format!("etl {pipeline}")),
+            pipeline: pipeline.to_string(),
+        })
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        self.pool.endpoint()
+    }
+
+    /// The statement that records, inside the creating transaction, that
+    /// this pipeline created `table`.
+    pub fn created_sql(&self, table: &str, statement: &str) -> String {
+        crate::created::record(&self.pipeline, table, statement)
+    }
+}
+
+#[async_trait]
+impl Ledger for PgLedger {
+    fn name(&self) -> String {
+        format!("etl.chunk_ledger on {}", self.endpoint())
+    }
+
+    async fn committed(&self, entries: &[Entry]) -> Result<HashSet<Chunk>, EtlError> {
+        let client = self.pool.get().await?;
+        let context = format!("reading etl.chunk_ledger on {}", self.endpoint());
+        if !sql::exists(&client)
+            .await
+            .map_err(EtlError::pg(context.clone()))?
+        {
+            self.pool.put(client);
+            return Ok(HashSet::new());
+        }
+        let done = sql::done(&client, &self.pipeline)
+            .await
+            .map_err(EtlError::pg(context))?;
+        self.pool.put(client);
+        Ok(entries
+            .iter()
+            .filter(|(target, c)| done.contains(&(target.clone(), c.key.clone(), c.start, c.end)))
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn record_failure(
+        &self,
+        target: &str,
+        chunk: &Chunk,
+        error: &str,
+    ) -> Result<(), EtlError> {
+        let client = self.pool.get().await?;
+        sql::mark_failed(&client, &Row::new(&self.pipeline, target, chunk), error)
+            .await
+            .map_err(EtlError::pg(format!(
+                "recording the failure of chunk {chunk} in etl.chunk_ledger"
+            )))?;
+        self.pool.put(client);
+        Ok(())
+    }
+
+    async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
+        let client = self.pool.get().await?;
+        self.ensure(&client).await?;
+        let cutoff = sql::cutoff(&client, &self.pipeline)
+            .await
+            .map_err(EtlError::pg(format!(
+                "reading the cutoff on {}",
+                self.endpoint()
+            )))?;
+        self.pool.put(client);
+        Ok(cutoff)
+    }
+
+    async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError> {
+        let client = self.pool.get().await?;
+        self.ensure(&client).await?;
+        sql::set_cutoff(&client, &self.pipeline, change)
+            .await
+            .map_err(EtlError::pg(format!(
+                "saving the cutoff on {}",
+                self.endpoint()
+            )))?;
+        self.pool.put(client);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl InTransaction for PgLedger {
+    async fn ensure(&self, client: &Client) -> Result<(), EtlError> {
+        sql::ensure(client)
+            .await
+            .map_err(EtlError::pg(format!(
+                "creating etl.chunk_ledger on {}",
+                self.endpoint()
+            )))?
+            .map_err(|why| EtlError::Config(format!("{}: {why}", self.endpoint())))
+    }
+
+    async fn register(&self, client: &Client, entries: &[Entry]) -> Result<(), EtlError> {
+        sql::register(client, &self.pipeline, entries)
+            .await
+            .map_err(EtlError::pg(
+                "registering the run's chunks in etl.chunk_ledger",
+            ))
+    }
+
+    async fn claim(
+        &self,
+        client: &Client,
+        target: &str,
+        chunk: &Chunk,
+        redo: bool,
+    ) -> Result<bool, EtlError> {
+        sql::claim(client, &Row::new(&self.pipeline, target, chunk), redo)
+            .await
+            .map_err(EtlError::pg(format!(
+                "claiming chunk {chunk} in etl.chunk_ledger"
+            )))
+    }
+
+    async fn lock_window(
+        &self,
+        client: &Client,
+        target: &str,
+        chunk: &Chunk,
+    ) -> Result<bool, EtlError> {
+        sql::lock_window(client, &Row::new(&self.pipeline, target, chunk))
+            .await
+            .map_err(EtlError::pg(format!(
+                "checking the ledger for chunk {chunk} into {target}"
+            )))
+    }
+
+    async fn commit_done(
+        &self,
+        client: &Client,
+        target: &str,
+        chunk: &Chunk,
+        rows: u64,
+    ) -> Result<(), EtlError> {
+        sql::commit_done(client, &Row::new(&self.pipeline, target, chunk), rows)
+            .await
+            .map_err(EtlError::pg(format!(
+                "recording chunk {chunk} into {target} in etl.chunk_ledger and committing"
+            )))
+    }
+
+    fn forget_sql(&self, target: &str) -> String {
+        sql::forget_sql(target)
+    }
+
+    fn created_sql(&self, table: &str, statement: &str) -> String {
+        PgLedger::created_sql(self, table, statement)
+    }
+}
