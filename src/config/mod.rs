@@ -57,137 +57,14 @@ pub enum SourceConfig {
     Access(AccessSourceConfig),
 }
 
-/// `[source]` with `type = "access"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessSourceConfig {
-    /// The `.mdb` or `.accdb` file.
-    #[serde(deserialize_with = "env::string")]
-    pub path: String,
-    /// `["*"]` (the default) for every user table, or a list.
-    #[serde(default = "every_table")]
-    pub tables: Vec<String>,
-    /// Tables left out.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Rows per batch. Default 10,000.
-    #[serde(default = "default_odbc_batch_rows")]
-    pub batch_rows: usize,
-    /// Access 97 (Jet3) files: the code page of their text, where the
-    /// header names none or the wrong one (`cp949`). Later files store
-    /// Unicode.
-    #[serde(default)]
-    pub encoding: Option<String>,
-    /// Bytes not valid in `encoding`: an error (default) or U+FFFD,
-    /// counted.
-    #[serde(default)]
-    pub on_invalid_text: OnInvalidText,
-    /// Columns read another way: `"Table.Column" = "text"` (or
-    /// `"binary"`), as for ODBC.
-    #[serde(default)]
-    pub casts: std::collections::BTreeMap<String, String>,
-}
-
-fn every_table() -> Vec<String> {
-    vec!["*".to_string()]
-}
-
-/// `[source]` with `type = "odbc"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OdbcSourceConfig {
-    /// An ODBC connection string (`Driver={MDBTools};DBQ=file.mdb;`) or
-    /// `DSN=name;`; a password via `${ENV}`.
-    #[serde(deserialize_with = "env::string")]
-    pub connection_string: String,
-    /// One query whose rows are loaded into the sink's table. Exactly one
-    /// of `query` and `tables`.
-    #[serde(default, deserialize_with = "env::opt_string")]
-    pub query: Option<String>,
-    /// Whole-database migration: `["*"]` for every user table, or a list.
-    #[serde(default)]
-    pub tables: Option<Vec<String>>,
-    /// Tables left out of `tables`.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Code page of the source's narrow text (any encoding_rs label, and
-    /// cp949/uhc/ms949). Default utf-8.
-    #[serde(default = "default_encoding", deserialize_with = "env::string")]
-    pub encoding: String,
-    /// `error` (default) or `replace` (U+FFFD, counted per column).
-    #[serde(default)]
-    pub on_invalid_text: OnInvalidText,
-    /// Rows per batch fetched from the driver. Default 10,000.
-    #[serde(default = "default_odbc_batch_rows")]
-    pub batch_rows: usize,
-    /// Bytes of fetch buffers per batch; whichever limit is smaller wins.
-    /// Default 32 MiB.
-    #[serde(default = "default_batch_bytes")]
-    pub batch_bytes: usize,
-    /// The longest text or binary value, in bytes (see `on_long_value`).
-    /// Also the fetch buffer of a text column with a long declared length,
-    /// so it sizes batches. Default 65,536.
-    #[serde(default = "default_max_text_bytes")]
-    pub max_text_bytes: usize,
-    /// With more than 1, every chunk is read by a child process (`etl
-    /// odbc-read`), and a migration runs at least this many chunks at once
-    /// (big tables cut into at least this many ranges): drivers that
-    /// serialise threads (SQLite) read in parallel only as processes, and
-    /// a driver crash fails its chunk, not the run. 1: threads. Default:
-    /// 2 for SQLite's driver (it takes a process-wide lock on every
-    /// allocation), 1 for others.
-    #[serde(default = "default_readers")]
-    pub readers: usize,
-    /// A value longer than `max_text_bytes`: `error` (default: its table
-    /// fails, naming column and row) or `truncate` (cut to the limit on a
-    /// character boundary, counted per column in the summary).
-    #[serde(default)]
-    pub on_long_value: OnLongValue,
-    /// `[source.casts]`: columns read another way than their ODBC type says,
-    /// `"Table.Column" = "text"` (or `"Column"` for every table); `text`
-    /// or `binary`. For types etl cannot map.
-    #[serde(default)]
-    pub casts: std::collections::BTreeMap<String, String>,
-}
-
+pub use etl_source::access::config::AccessSourceConfig;
 pub use etl_source::csv::config::CsvSourceConfig;
+pub use etl_source::odbc::config::{OdbcSourceConfig, OnLongValue};
+pub use etl_source::parquet::config::ParquetSourceConfig;
 pub use etl_source::spec::OnInvalidText;
-use etl_source::spec::{default_batch_rows, default_delimiter, default_encoding, default_true};
-
-/// What to do with a text or binary value longer than `max_text_bytes`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnLongValue {
-    #[default]
-    Error,
-    Truncate,
-}
-
-/// 0: chosen by driver (SQLite: processes; others: threads).
-const fn default_readers() -> usize {
-    0
-}
-
-const fn default_odbc_batch_rows() -> usize {
-    10_000
-}
-
-const fn default_max_text_bytes() -> usize {
-    65_536
-}
-
-/// `[source]` with `type = "parquet"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParquetSourceConfig {
-    /// A glob of the files, like `staging/**/*.parquet`, relative to the
-    /// working directory. Every file must have the same columns.
-    #[serde(deserialize_with = "env::string")]
-    pub path: String,
-    /// Rows per batch read from a file. Default 65536.
-    #[serde(default = "default_batch_rows")]
-    pub batch_rows: usize,
-}
+use etl_source::spec::{
+    default_batch_bytes, default_batch_rows, default_delimiter, default_encoding, default_true,
+};
 
 /// `[source]` with `type = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,10 +127,6 @@ pub struct PostgresSourceConfig {
     /// the batch. Default 32 MiB.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
-}
-
-const fn default_batch_bytes() -> usize {
-    32 * 1024 * 1024
 }
 
 /// `[chunks]`: time windows, optionally per key, run by a worker pool.

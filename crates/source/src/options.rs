@@ -32,3 +32,16 @@ pub fn default_encoding() -> String {
 pub const fn default_batch_rows() -> usize {
     65_536
 }
+
+/// Bytes of fetch buffers per batch (ODBC, PostgreSQL): 32 MiB.
+pub const fn default_batch_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+/// The problems of one `[source]` table: (key, message) pairs.
+pub type Problems = Vec<(String, String)>;
+
+/// Notes a problem of `key` (`source.path`) with what to change.
+pub fn add(problems: &mut Problems, key: &str, message: impl Into<String>) {
+    problems.push((key.to_string(), message.into()));
+}

@@ -27,195 +27,231 @@ pub(super) fn sink(
     shape: &Shape,
 ) -> Option<ValidatedSink> {
     match sink {
-        SinkConfig::Parquet(s) => {
-            if shape.is_migration {
-                c.add(
-                    &format!("sinks[{i}].type"),
-                    "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
-                );
-            }
-            file_path(
-                c,
-                i,
-                &s.path,
-                shape.key_column || shape.csv_ranges,
-                "parquet",
+        SinkConfig::Parquet(s) => parquet(c, i, s, shape),
+        SinkConfig::Csv(s) => csv(c, i, s, shape),
+        SinkConfig::Postgres(s) => postgres(c, i, s, shape),
+    }
+}
+
+fn parquet(
+    c: &mut Collector<'_>,
+    i: usize,
+    s: crate::config::ParquetSinkConfig,
+    shape: &Shape,
+) -> Option<ValidatedSink> {
+    if shape.is_migration {
+        c.add(
+            &format!("sinks[{i}].type"),
+            "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
+        );
+    }
+    file_path(
+        c,
+        i,
+        &s.path,
+        shape.key_column || shape.csv_ranges,
+        "parquet",
+    );
+    if s.row_group_rows == 0 {
+        c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
+    }
+    Some(ValidatedSink::Parquet(ParquetSinkSpec {
+        path: s.path,
+        compression: s.compression,
+        row_group_rows: s.row_group_rows,
+    }))
+}
+
+fn csv(
+    c: &mut Collector<'_>,
+    i: usize,
+    s: crate::config::CsvSinkConfig,
+    shape: &Shape,
+) -> Option<ValidatedSink> {
+    if shape.is_migration {
+        c.add(
+            &format!("sinks[{i}].type"),
+            "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
+        );
+    }
+    file_path(c, i, &s.path, shape.key_column || shape.csv_ranges, "csv");
+    let key = |k: &str| format!("sinks[{i}].{k}");
+    let delimiter = match s.delimiter.as_bytes() {
+        [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Some(*b),
+        _ => {
+            c.add(
+                &key("delimiter"),
+                format!(
+                    "{:?} must be one ASCII character other than a quote or a line break",
+                    s.delimiter
+                ),
             );
-            if s.row_group_rows == 0 {
-                c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
-            }
-            return Some(ValidatedSink::Parquet(ParquetSinkSpec {
-                path: s.path,
-                compression: s.compression,
-                row_group_rows: s.row_group_rows,
-            }));
+            None
         }
-        SinkConfig::Csv(s) => {
-            if shape.is_migration {
-                c.add(
-                    &format!("sinks[{i}].type"),
-                    "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
-                );
-            }
-            file_path(c, i, &s.path, shape.key_column || shape.csv_ranges, "csv");
-            let key = |k: &str| format!("sinks[{i}].{k}");
-            let delimiter = match s.delimiter.as_bytes() {
-                [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Some(*b),
-                _ => {
-                    c.add(
-                        &key("delimiter"),
-                        format!(
-                            "{:?} must be one ASCII character other than a quote or a line break",
-                            s.delimiter
-                        ),
-                    );
-                    None
-                }
-            };
-            let encoding = match crate::source::encoding_for(&s.encoding) {
-                Ok(e) if e.is_ascii_compatible() && e.output_encoding() == e => Some(e),
-                Ok(_) => {
-                    c.add(&key("encoding"), format!("{:?} cannot be written here (UTF-16 and replacement are read-only in encoding_rs); use utf-8 or a legacy code page", s.encoding));
-                    None
-                }
-                Err(e) => {
-                    c.add(&key("encoding"), e);
-                    None
-                }
-            };
-            if s.null.contains(['"', '\n', '\r'])
-                || delimiter.is_some_and(|d| s.null.as_bytes().contains(&d))
-            {
-                c.add(
-                    &key("null"),
-                    "must not hold a quote, a line break or the delimiter",
-                );
-            }
-            if let (Some(delimiter), Some(encoding)) = (delimiter, encoding) {
-                return Some(ValidatedSink::Csv(CsvSinkSpec {
-                    path: s.path,
-                    header: s.header,
-                    delimiter,
-                    null: s.null,
-                    encoding,
-                }));
-            }
+    };
+    let encoding = match crate::source::encoding_for(&s.encoding) {
+        Ok(e) if e.is_ascii_compatible() && e.output_encoding() == e => Some(e),
+        Ok(_) => {
+            c.add(&key("encoding"), format!("{:?} cannot be written here (UTF-16 and replacement are read-only in encoding_rs); use utf-8 or a legacy code page", s.encoding));
+            None
         }
-        SinkConfig::Postgres(s) => {
-            let key = |k: &str| format!("sinks[{i}].{k}");
-            let endpoint = endpoint(
-                c,
-                &key("url"),
-                &s.url,
-                s.password_env.clone(),
-                TlsKeys {
-                    sslmode: &s.sslmode,
-                    sslrootcert: &s.sslrootcert,
-                    sslcert: &s.sslcert,
-                    sslkey: &s.sslkey,
-                },
-            );
-            let mut table = TableTemplate::new(s.table.clone());
-            // A CSV source's byte ranges are keyed by file stem; its
-            // time windows by the key column.
-            if shape.csv_windows && s.table.contains("{file}") {
-                c.add(
-                    &key("table"),
-                    "with [chunks] time_column a CSV source's chunks are time windows of all its files, keyed by key_column; use {key} with a key_column, or leave time_column out for {file}",
-                );
-            }
-            if shape.csv_ranges {
-                if s.table.contains("{key}") {
-                    c.add(
-                        &key("table"),
-                        "a CSV source has no key column; use {file} for each file's stem",
-                    );
-                }
-                table = TableTemplate::new(s.table.replace("{file}", "{key}"));
-            }
-            if shape.pg_database {
-                if s.table.replace(' ', "") != "{schema}.{table}" {
-                    c.add(&key("table"), "a whole PostgreSQL database keeps its schemas and table names (its DDL, views and functions name them); write table = \"{schema}.{table}\"");
-                }
-                if s.mode != SinkMode::Append {
-                    c.add(&key("mode"), "a whole PostgreSQL database loads each table (or range of its key) once, replacing it when it runs again; use mode = \"append\"");
-                }
-                table = TableTemplate::new("{key}");
-            } else if let Some(whole) = shape.odbc_tables {
-                if s.table.contains("{key}") {
-                    c.add(
-                        &key("table"),
-                        "an ODBC source has no key; use {table} for the source table's name",
-                    );
-                } else if s.table.contains("{table}") && !whole {
-                    c.add(
-                        &key("table"),
-                        "uses {table}, but the source reads a query; name the target table",
-                    );
-                } else if !s.table.contains("{table}") && whole {
-                    c.add(&key("table"), "a whole-database source loads many tables; write the target as \"schema.{table}\"");
-                }
-                if s.mode == SinkMode::Upsert {
-                    c.add(&key("mode"), "upsert needs time-window chunks on an ODBC source (add [chunks] time_column); without them use append (each table or query is replaced whole when it runs again) or replace");
-                }
-                // The source table's name takes the key's place.
-                table = TableTemplate::new(s.table.replace("{table}", "{key}"));
-            }
-            if let Some(t) = &shape.odbc_table {
-                table = TableTemplate::new(s.table.replace("{table}", t));
-            } else if shape.odbc_windows && s.table.contains("{table}") {
-                c.add(
-                    &key("table"),
-                    "uses {table}, but the source reads a query; name the target table",
-                );
-            }
-            if let Err(e) = table.render(Some("k")) {
-                c.add(&key("table"), e);
-            }
-            let rest = table.as_str().replace("{key}", "");
-            if rest.contains('{') || rest.contains('}') {
-                c.add(
-                    &key("table"),
-                    format!("{:?} holds a placeholder other than {{key}}", s.table),
-                );
-            }
-            if table.has_key() && !shape.key_column && !shape.is_migration && !shape.csv_ranges {
-                c.add(&key("table"), "uses {key} but [chunks] has no key_column");
-            }
-            if s.fk_handling.is_some() && (!shape.pg_database || s.create_table) {
-                c.add(&key("fk_handling"), "applies to a whole PostgreSQL database loaded into tables that exist (create_table = false); leave it out");
-            }
-            if let Some(pk) = &s.primary_key {
-                if pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()) {
-                    c.add(&key("primary_key"), "must list one or more column names");
-                }
-            }
-            for (name, v) in [
-                ("lock_timeout_secs", s.timeouts.lock_timeout_secs),
-                ("statement_timeout_secs", s.timeouts.statement_timeout_secs),
-            ] {
-                if !(0.0..=86_400.0).contains(&v) {
-                    c.add(
-                        &key(&format!("timeouts.{name}")),
-                        format!("{v} is out of range; use 0 (no limit) to 86400"),
-                    );
-                }
-            }
-            if let Some(endpoint) = endpoint {
-                return Some(ValidatedSink::Postgres(PostgresSinkSpec {
-                    endpoint,
-                    table,
-                    mode: s.mode,
-                    create_table: s.create_table,
-                    primary_key: s.primary_key,
-                    timeouts: s.timeouts,
-                    analyze_after: s.analyze_after,
-                    fk_handling: s.fk_handling.unwrap_or_default(),
-                    whole_by_delete: false,
-                    replica_role: false,
-                }));
-            }
+        Err(e) => {
+            c.add(&key("encoding"), e);
+            None
+        }
+    };
+    if s.null.contains(['"', '\n', '\r'])
+        || delimiter.is_some_and(|d| s.null.as_bytes().contains(&d))
+    {
+        c.add(
+            &key("null"),
+            "must not hold a quote, a line break or the delimiter",
+        );
+    }
+    let (delimiter, encoding) = delimiter.zip(encoding)?;
+    Some(ValidatedSink::Csv(CsvSinkSpec {
+        path: s.path,
+        header: s.header,
+        delimiter,
+        null: s.null,
+        encoding,
+    }))
+}
+
+fn postgres(
+    c: &mut Collector<'_>,
+    i: usize,
+    s: crate::config::PostgresSinkConfig,
+    shape: &Shape,
+) -> Option<ValidatedSink> {
+    let key = |k: &str| format!("sinks[{i}].{k}");
+    let endpoint = endpoint(
+        c,
+        &key("url"),
+        &s.url,
+        s.password_env.clone(),
+        TlsKeys {
+            sslmode: &s.sslmode,
+            sslrootcert: &s.sslrootcert,
+            sslcert: &s.sslcert,
+            sslkey: &s.sslkey,
+        },
+    );
+    let table = table_template(c, i, &s, shape);
+    if s.fk_handling.is_some() && (!shape.pg_database || s.create_table) {
+        c.add(&key("fk_handling"), "applies to a whole PostgreSQL database loaded into tables that exist (create_table = false); leave it out");
+    }
+    if let Some(pk) = &s.primary_key {
+        if pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()) {
+            c.add(&key("primary_key"), "must list one or more column names");
         }
     }
-    None
+    for (name, v) in [
+        ("lock_timeout_secs", s.timeouts.lock_timeout_secs),
+        ("statement_timeout_secs", s.timeouts.statement_timeout_secs),
+    ] {
+        if !(0.0..=86_400.0).contains(&v) {
+            c.add(
+                &key(&format!("timeouts.{name}")),
+                format!("{v} is out of range; use 0 (no limit) to 86400"),
+            );
+        }
+    }
+    endpoint.map(|endpoint| {
+        ValidatedSink::Postgres(PostgresSinkSpec {
+            endpoint,
+            table,
+            mode: s.mode,
+            create_table: s.create_table,
+            primary_key: s.primary_key,
+            timeouts: s.timeouts,
+            analyze_after: s.analyze_after,
+            fk_handling: s.fk_handling.unwrap_or_default(),
+            whole_by_delete: false,
+            replica_role: false,
+        })
+    })
+}
+
+/// The sink's table with its placeholders as the source fills them: a
+/// CSV file's stem, an ODBC table's name, a whole database's tables all
+/// become the chunk's key.
+fn table_template(
+    c: &mut Collector<'_>,
+    i: usize,
+    s: &crate::config::PostgresSinkConfig,
+    shape: &Shape,
+) -> TableTemplate {
+    let key = |k: &str| format!("sinks[{i}].{k}");
+    let mut table = TableTemplate::new(s.table.clone());
+    // A CSV source's byte ranges are keyed by file stem; its
+    // time windows by the key column.
+    if shape.csv_windows && s.table.contains("{file}") {
+        c.add(
+            &key("table"),
+            "with [chunks] time_column a CSV source's chunks are time windows of all its files, keyed by key_column; use {key} with a key_column, or leave time_column out for {file}",
+        );
+    }
+    if shape.csv_ranges {
+        if s.table.contains("{key}") {
+            c.add(
+                &key("table"),
+                "a CSV source has no key column; use {file} for each file's stem",
+            );
+        }
+        table = TableTemplate::new(s.table.replace("{file}", "{key}"));
+    }
+    if shape.pg_database {
+        if s.table.replace(' ', "") != "{schema}.{table}" {
+            c.add(&key("table"), "a whole PostgreSQL database keeps its schemas and table names (its DDL, views and functions name them); write table = \"{schema}.{table}\"");
+        }
+        if s.mode != SinkMode::Append {
+            c.add(&key("mode"), "a whole PostgreSQL database loads each table (or range of its key) once, replacing it when it runs again; use mode = \"append\"");
+        }
+        table = TableTemplate::new("{key}");
+    } else if let Some(whole) = shape.odbc_tables {
+        if s.table.contains("{key}") {
+            c.add(
+                &key("table"),
+                "an ODBC source has no key; use {table} for the source table's name",
+            );
+        } else if s.table.contains("{table}") && !whole {
+            c.add(
+                &key("table"),
+                "uses {table}, but the source reads a query; name the target table",
+            );
+        } else if !s.table.contains("{table}") && whole {
+            c.add(
+                &key("table"),
+                "a whole-database source loads many tables; write the target as \"schema.{table}\"",
+            );
+        }
+        if s.mode == SinkMode::Upsert {
+            c.add(&key("mode"), "upsert needs time-window chunks on an ODBC source (add [chunks] time_column); without them use append (each table or query is replaced whole when it runs again) or replace");
+        }
+        // The source table's name takes the key's place.
+        table = TableTemplate::new(s.table.replace("{table}", "{key}"));
+    }
+    if let Some(t) = &shape.odbc_table {
+        table = TableTemplate::new(s.table.replace("{table}", t));
+    } else if shape.odbc_windows && s.table.contains("{table}") {
+        c.add(
+            &key("table"),
+            "uses {table}, but the source reads a query; name the target table",
+        );
+    }
+    if let Err(e) = table.render(Some("k")) {
+        c.add(&key("table"), e);
+    }
+    let rest = table.as_str().replace("{key}", "");
+    if rest.contains('{') || rest.contains('}') {
+        c.add(
+            &key("table"),
+            format!("{:?} holds a placeholder other than {{key}}", s.table),
+        );
+    }
+    if table.has_key() && !shape.key_column && !shape.is_migration && !shape.csv_ranges {
+        c.add(&key("table"), "uses {key} but [chunks] has no key_column");
+    }
+    table
 }

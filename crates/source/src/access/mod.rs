@@ -16,6 +16,7 @@
 //! encoding override for Access 97, ranges of big tables.
 
 mod complex;
+pub mod config;
 mod values;
 
 use std::collections::{BTreeMap, HashMap};

@@ -17,6 +17,7 @@
 //! by table, through the same reader.
 
 pub mod catalog;
+pub mod config;
 pub mod process;
 mod read;
 mod source;

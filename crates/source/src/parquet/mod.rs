@@ -13,6 +13,8 @@
 //! file's own columns, so wide tables get the columns the chunk had; other
 //! rows get the union's, NULL where a file has none.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
