@@ -6,7 +6,9 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{assert_copied, psql, repo, spawn_etl, wait_for_line, TestDb};
+use crate::support::{
+    assert_copied, eventually, psql, repo, spawn_etl, stop, wait_for_line, TestDb,
+};
 
 fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     spawn_etl(
@@ -22,15 +24,6 @@ fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<Strin
         ],
         &[],
     )
-}
-
-/// Waits until `check` holds, or panics after a minute.
-fn eventually(what: &str, check: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn count(url: &str) -> String {
@@ -133,17 +126,6 @@ fn a_backfill_beside_follow_writes_no_row_twice() {
 
     // Then every row is there exactly once
     assert_copied(&db);
-}
-
-fn stop(child: &mut Child) -> (Option<i32>, String) {
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    (status.code(), stdout)
 }
 
 #[test]

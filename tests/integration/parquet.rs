@@ -458,26 +458,17 @@ fn a_file_sinks_cutoff_persists_beside_its_files_and_follow_moves_it() {
         ],
         &[],
     );
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let moved = || {
+    crate::support::eventually("the cutoff to move", || {
         std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| t.trim().parse::<i64>().ok())
             .is_some_and(|c| c > 1_748_822_400_000_000)
-    };
-    while !moved() {
-        assert!(std::time::Instant::now() < until, "the cutoff never moved");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    });
+    let (code, stdout) = crate::support::stop(&mut child);
 
     // Then the later rows are in one file per ship from the cutoff, the
     // cutoff moved forward in the file, and every row is in some file
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(code, Some(0), "{stdout}");
     let later: Vec<String> = names(&out)
         .into_iter()
         .filter(|n| n.contains("20250602T000000Z"))

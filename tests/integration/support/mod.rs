@@ -438,3 +438,28 @@ impl Drop for OwnServer {
         }
     }
 }
+
+/// Waits until `check` holds, or panics after a minute.
+pub fn eventually(what: &str, check: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Ctrl-C to a spawned etl ([`spawn_etl`]): its exit code and what it
+/// printed.
+pub fn stop(child: &mut std::process::Child) -> (Option<i32>, String) {
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    (status.code(), stdout)
+}
