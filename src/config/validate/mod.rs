@@ -223,10 +223,16 @@ fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
 /// they did not parse; the problem is collected).
 struct Chunks {
     config: super::ChunksConfig,
-    interval: Option<etl_base::time::Micros>,
-    start: Option<Option<etl_base::time::Micros>>,
-    end: Option<Option<etl_base::time::Micros>>,
+    interval: Option<Micros>,
+    start: Bound,
+    end: Bound,
 }
+
+use etl_base::time::Micros;
+
+/// A window's start or end: `None` when it has problems, `Some(None)`
+/// when not set.
+type Bound = Option<Option<Micros>>;
 
 fn chunks(
     c: &mut Collector<'_>,
@@ -246,6 +252,25 @@ fn chunks(
             toml::from_str::<super::ChunksConfig>("").expect("every [chunks] key has a default")
         }
     };
+    chunk_columns(c, &ch, kind, has_transforms);
+    let (interval, start, end) = window(c, &ch);
+    run_limits(c, &ch);
+
+    Chunks {
+        config: ch,
+        interval,
+        start,
+        end,
+    }
+}
+
+/// `[chunks]`'s columns, as the source's kind allows them.
+fn chunk_columns(
+    c: &mut Collector<'_>,
+    ch: &super::ChunksConfig,
+    kind: &Kind,
+    has_transforms: bool,
+) {
     if kind.is_migration {
         for (k, set) in [
             ("time_column", ch.time_column.is_some()),
@@ -290,6 +315,11 @@ fn chunks(
             "is empty; name a column or leave the key out",
         );
     }
+}
+
+/// `[chunks]`'s interval, start and end: each `None` where it has
+/// problems (collected); start and end `Some(None)` where not set.
+fn window(c: &mut Collector<'_>, ch: &super::ChunksConfig) -> (Option<Micros>, Bound, Bound) {
     let interval = time::parse_interval(&ch.interval)
         .map_err(|e| c.add("chunks.interval", e))
         .ok();
@@ -314,6 +344,11 @@ fn chunks(
             );
         }
     }
+    (interval, start, end)
+}
+
+/// `[chunks]`'s workers, connections, retries and files.
+fn run_limits(c: &mut Collector<'_>, ch: &super::ChunksConfig) {
     if !(1..=256).contains(&ch.workers) {
         c.add(
             "chunks.workers",
@@ -346,13 +381,6 @@ fn chunks(
             "chunks.failed_csv",
             "is empty; name a file for failed chunks",
         );
-    }
-
-    Chunks {
-        config: ch,
-        interval,
-        start,
-        end,
     }
 }
 

@@ -98,43 +98,12 @@ pub fn validate(s: OdbcSourceConfig) -> Result<OdbcSpec, Problems> {
             "is empty; write one like \"Driver={MDBTools};DBQ=data.mdb;\" or \"DSN=name;\"",
         );
     }
-    let relation = match (s.query, s.tables) {
-        (Some(q), None) if q.trim().is_empty() => {
-            add(&mut problems, "source.query", "is empty; write a SELECT");
-            None
-        }
-        (Some(q), None) => Some(OdbcRelation::Query(
-            q.trim().trim_end_matches(';').to_string(),
-        )),
-        (None, Some(t)) if t.is_empty() || t.iter().any(|t| t.trim().is_empty()) => {
-            add(
-                &mut problems,
-                "source.tables",
-                "must list table names, or be [\"*\"] for every user table",
-            );
-            None
-        }
-        (None, Some(t)) => Some(OdbcRelation::Tables {
-            include: t,
-            exclude: s.exclude.clone(),
-        }),
-        (Some(_), Some(_)) => {
-            add(
-                &mut problems,
-                "source.query",
-                "give either `query` or `tables`, not both",
-            );
-            None
-        }
-        (None, None) => {
-            add(
-                &mut problems,
-                "source",
-                "needs `query` (a SELECT) or `tables` ([\"*\"] for the whole database)",
-            );
-            None
-        }
-    };
+    let relation = relation(
+        &mut problems,
+        s.query.as_deref(),
+        s.tables.as_deref(),
+        &s.exclude,
+    );
     if !s.exclude.is_empty() && !matches!(relation, Some(OdbcRelation::Tables { .. })) {
         add(
             &mut problems,
@@ -142,28 +111,7 @@ pub fn validate(s: OdbcSourceConfig) -> Result<OdbcSpec, Problems> {
             "only applies with `tables`",
         );
     }
-    let options = match super::OdbcOptions::new(&s.encoding) {
-        Ok(mut o) => {
-            o.replace_invalid = s.on_invalid_text == OnInvalidText::Replace;
-            o.batch_rows = s.batch_rows;
-            o.batch_bytes = s.batch_bytes;
-            o.max_text_bytes = s.max_text_bytes;
-            o.truncate_long = s.on_long_value == OnLongValue::Truncate;
-            for (column, cast) in &s.casts {
-                match super::Cast::parse(cast) {
-                    Ok(cast) => {
-                        o.casts.insert(column.clone(), cast);
-                    }
-                    Err(e) => add(&mut problems, &format!("source.casts.{column}"), e),
-                }
-            }
-            Some(o)
-        }
-        Err(e) => {
-            add(&mut problems, "source.encoding", e.to_string());
-            None
-        }
-    };
+    let options = options(&mut problems, &s);
     if s.batch_rows == 0 {
         add(&mut problems, "source.batch_rows", "must be at least 1");
     }
@@ -189,5 +137,77 @@ pub fn validate(s: OdbcSourceConfig) -> Result<OdbcSpec, Problems> {
             readers: s.readers,
         }),
         _ => Err(problems),
+    }
+}
+
+/// What the source reads: a query, or tables.
+fn relation(
+    problems: &mut Problems,
+    query: Option<&str>,
+    tables: Option<&[String]>,
+    exclude: &[String],
+) -> Option<OdbcRelation> {
+    match (query, tables) {
+        (Some(q), None) if q.trim().is_empty() => {
+            add(problems, "source.query", "is empty; write a SELECT");
+            None
+        }
+        (Some(q), None) => Some(OdbcRelation::Query(
+            q.trim().trim_end_matches(';').to_string(),
+        )),
+        (None, Some(t)) if t.is_empty() || t.iter().any(|t| t.trim().is_empty()) => {
+            add(
+                problems,
+                "source.tables",
+                "must list table names, or be [\"*\"] for every user table",
+            );
+            None
+        }
+        (None, Some(t)) => Some(OdbcRelation::Tables {
+            include: t.to_vec(),
+            exclude: exclude.to_vec(),
+        }),
+        (Some(_), Some(_)) => {
+            add(
+                problems,
+                "source.query",
+                "give either `query` or `tables`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            add(
+                problems,
+                "source",
+                "needs `query` (a SELECT) or `tables` ([\"*\"] for the whole database)",
+            );
+            None
+        }
+    }
+}
+
+/// How the driver's values are read: code page, buffers, casts.
+fn options(problems: &mut Problems, s: &OdbcSourceConfig) -> Option<super::OdbcOptions> {
+    match super::OdbcOptions::new(&s.encoding) {
+        Ok(mut o) => {
+            o.replace_invalid = s.on_invalid_text == OnInvalidText::Replace;
+            o.batch_rows = s.batch_rows;
+            o.batch_bytes = s.batch_bytes;
+            o.max_text_bytes = s.max_text_bytes;
+            o.truncate_long = s.on_long_value == OnLongValue::Truncate;
+            for (column, cast) in &s.casts {
+                match super::Cast::parse(cast) {
+                    Ok(cast) => {
+                        o.casts.insert(column.clone(), cast);
+                    }
+                    Err(e) => add(problems, &format!("source.casts.{column}"), e),
+                }
+            }
+            Some(o)
+        }
+        Err(e) => {
+            add(problems, "source.encoding", e.to_string());
+            None
+        }
     }
 }
