@@ -110,6 +110,34 @@ impl PostgresSink {
         }
     }
 
+    /// Replace mode as a run starts: empties `tables` (the table, or a
+    /// wide table's parts) and forgets `table`'s chunks in the ledger, in
+    /// one transaction under the sink's timeouts.
+    async fn truncate_replaced(
+        &self,
+        client: &Client,
+        table: &TableName,
+        tables: &str,
+    ) -> Result<(), EtlError> {
+        let qualified = table.qualified();
+        let truncated = client
+            .batch_execute(&format!(
+                "BEGIN; {}; TRUNCATE {tables}; {}; COMMIT",
+                self.spec.timeouts.set_local(),
+                self.ledger.forget_sql(&qualified)
+            ))
+            .await
+            .map_err(EtlError::pg(format!(
+                "truncating {qualified} (mode replace)"
+            )));
+        match truncated {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                Err(explain_busy(client, &qualified, self.spec.timeouts.lock_timeout_secs, e).await)
+            }
+        }
+    }
+
     /// The wide tables' state: asked for only through [`Sink::wide`],
     /// which has it only when the rows are wide.
     fn wide_part(&self) -> Result<&super::wide::Wide, EtlError> {
@@ -470,28 +498,9 @@ impl Sink for PostgresSink {
                 if truncate && self.spec.mode == SinkMode::Replace {
                     let parts = wide.parts(&client, &table).await?;
                     if !parts.is_empty() {
-                        let qualified = table.qualified();
-                        tracing::info!(table = %qualified, parts = parts.len(), "Truncating wide tables (mode replace).");
-                        let truncated = client
-                            .batch_execute(&format!(
-                                "BEGIN; {}; TRUNCATE {}; {}; COMMIT",
-                                self.spec.timeouts.set_local(),
-                                parts.join(", "),
-                                self.ledger.forget_sql(&qualified)
-                            ))
-                            .await
-                            .map_err(EtlError::pg(format!(
-                                "truncating {qualified} (mode replace)"
-                            )));
-                        if let Err(e) = truncated {
-                            return Err(explain_busy(
-                                &client,
-                                &qualified,
-                                self.spec.timeouts.lock_timeout_secs,
-                                e,
-                            )
-                            .await);
-                        }
+                        tracing::info!(table = %table, parts = parts.len(), "Truncating wide tables (mode replace).");
+                        self.truncate_replaced(&client, &table, &parts.join(", "))
+                            .await?;
                     }
                 }
                 wide.prepare(&client, &table).await?;
@@ -501,27 +510,9 @@ impl Sink for PostgresSink {
                 && self.spec.mode == SinkMode::Replace
                 && read_columns(&client, &table).await?.is_some()
             {
-                let qualified = table.qualified();
-                tracing::info!(table = %qualified, "Truncating target table (mode replace).");
-                let truncated = client
-                    .batch_execute(&format!(
-                        "BEGIN; {}; TRUNCATE {qualified}; {}; COMMIT",
-                        self.spec.timeouts.set_local(),
-                        self.ledger.forget_sql(&qualified)
-                    ))
-                    .await
-                    .map_err(EtlError::pg(format!(
-                        "truncating {qualified} (mode replace)"
-                    )));
-                if let Err(e) = truncated {
-                    return Err(explain_busy(
-                        &client,
-                        &qualified,
-                        self.spec.timeouts.lock_timeout_secs,
-                        e,
-                    )
-                    .await);
-                }
+                tracing::info!(table = %table, "Truncating target table (mode replace).");
+                self.truncate_replaced(&client, &table, &table.qualified())
+                    .await?;
             }
             // Create (if allowed) and check every target before the first
             // chunk: a table that does not fit is a configuration error, not
