@@ -800,16 +800,10 @@ fn follow_keeps_loading_an_odbc_source_and_stops_on_ctrl_c() {
     eventually("the late row", "651");
 
     // And Ctrl-C is pressed
-    std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let (code, stdout) = crate::support::stop(&mut child);
 
     // Then it stops with exit code 0 and the target equals the source
-    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains("Follow stopped by Ctrl-C; cutoff "),
         "{stdout}"
