@@ -156,6 +156,16 @@ impl Plan {
     pub fn rows(&self) -> u64 {
         self.chunks.iter().map(|c| c.rows).sum()
     }
+
+    /// Orders the chunks by start, then key, and sets `range` to the span
+    /// they cover: what every planner of time windows does last.
+    pub fn order_and_span(&mut self) {
+        self.chunks
+            .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
+        let first = self.chunks.iter().map(|c| c.chunk.start).min();
+        let last = self.chunks.iter().map(|c| c.chunk.end).max();
+        self.range = first.zip(last);
+    }
 }
 
 /// The lower bound of a first range: unbounded below. Within both

@@ -419,11 +419,7 @@ pub fn plan(windows: &WindowPlan) -> Plan {
             rows: c.rows,
         })
         .collect();
-    plan.chunks
-        .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
-    let first = plan.chunks.iter().map(|c| c.chunk.start).min();
-    let last = plan.chunks.iter().map(|c| c.chunk.end).max();
-    plan.range = first.zip(last);
+    plan.order_and_span();
     plan
 }
 
