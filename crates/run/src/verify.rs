@@ -18,7 +18,13 @@ pub(super) async fn compare(
     sink: &dyn Sink,
     chunk: &Chunk,
 ) -> Result<Comparison, EtlError> {
-    let side = match sink.verify_basis(chunk).await? {
+    let Some(verifiable) = sink.verifiable() else {
+        return Err(EtlError::Config(format!(
+            "{} cannot be compared with the source: etl verify checks PostgreSQL, Parquet and CSV sinks",
+            sink.name()
+        )));
+    };
+    let side = match verifiable.basis(chunk)? {
         Basis::File(file) => return compare_file(source, chunk, &file).await,
         Basis::Sql { columns } => match (source.sql(), source.counting()) {
             (Some(sql), _) => SourceSide::Checksum(sql.sql_checksum(chunk, &columns).await?),

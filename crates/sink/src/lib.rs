@@ -28,9 +28,10 @@ use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
 
-/// Where rows go: a sink plans its targets, prepares them once, and
-/// begins one writer per chunk. What else a sink can do is an ability the
-/// runner asks for ([`Sink::tables`], [`Sink::wide`]); which chunks are
+/// Where rows go: a sink names the target of each chunk and begins one
+/// writer per chunk (three required methods). What else a sink can do is
+/// an ability the runner asks for ([`Sink::verifiable`], [`Sink::tables`],
+/// [`Sink::wide`]); which chunks are
 /// committed, failures and the cutoff are the ledger's
 /// ([`etl_model::ledger`]), keyed by [`Sink::target`].
 #[async_trait]
@@ -40,19 +41,6 @@ pub trait Sink: Send + Sync {
     /// The target `chunk` is written to (a qualified table, or a file's
     /// path), as the ledger records it.
     fn target(&self, chunk: &Chunk) -> Result<String, EtlError>;
-    /// What the sink would do for these chunks (tables, DDL), without
-    /// writing anything: the sink's part of `etl plan`.
-    /// `source`: the rows of [`WideTables::source_query`] over the source,
-    /// when the sink has one and the source has SQL.
-    async fn describe(
-        &self,
-        chunks: &[Chunk],
-        source: Option<&Rows>,
-    ) -> Result<Vec<String>, EtlError>;
-    /// Runs once before the first chunk: creates and checks the targets of
-    /// `chunks` and registers them in the ledger; with `truncate` (`etl
-    /// run`, not `etl rerun`), replace mode truncates them.
-    async fn prepare(&self, chunks: &[Chunk], truncate: bool) -> Result<(), EtlError>;
     /// Claims and starts one chunk. `None` when another live process holds
     /// it, or it is done and `redo` (a rerun or `--restart`) is not set.
     async fn begin(
@@ -60,9 +48,28 @@ pub trait Sink: Send + Sync {
         chunk: &Chunk,
         redo: bool,
     ) -> Result<Option<Box<dyn ChunkWriter>>, EtlError>;
-    /// What `etl verify` compares one chunk by; the runner reads the
-    /// source's side accordingly (a [`Basis::File`] it compares itself).
-    async fn verify_basis(&self, chunk: &Chunk) -> Result<Basis, EtlError>;
+    /// Runs once before the first chunk: creates and checks the targets of
+    /// `chunks` and registers them in the ledger; with `truncate` (`etl
+    /// run`, not `etl rerun`), replace mode truncates them. A sink whose
+    /// chunks make their own targets (a file per chunk) has nothing to do.
+    async fn prepare(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
+        Ok(())
+    }
+    /// What the sink would do for these chunks (tables, DDL), without
+    /// writing anything: the sink's part of `etl plan`.
+    /// `source`: the rows of [`WideTables::source_query`] over the source,
+    /// when the sink has one and the source has SQL.
+    async fn describe(
+        &self,
+        chunks: &[Chunk],
+        _source: Option<&Rows>,
+    ) -> Result<Vec<String>, EtlError> {
+        Ok(vec![format!("{} ({} chunks)", self.name(), chunks.len())])
+    }
+    /// A sink whose chunks `etl verify` can compare with the source.
+    fn verifiable(&self) -> Option<&dyn Verifiable> {
+        None
+    }
     /// A sink of database tables: DDL ahead, ANALYZE, comparing in SQL.
     fn tables(&self) -> Option<&dyn Tables> {
         None
@@ -71,6 +78,14 @@ pub trait Sink: Send + Sync {
     fn wide(&self) -> Option<&dyn WideTables> {
         None
     }
+}
+
+/// The ability of a sink whose chunks `etl verify` compares.
+pub trait Verifiable: Send + Sync {
+    /// What one chunk is compared by; the runner reads the source's side
+    /// accordingly (a [`Basis::File`] it compares itself, the others in
+    /// [`Tables::verify`]).
+    fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError>;
 }
 
 /// The ability of a sink that writes database tables.

@@ -22,7 +22,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::{ChunkStats, ChunkWriter, Sink, SinkContext};
+use super::{ChunkStats, ChunkWriter, Sink, SinkContext, Verifiable};
 use crate::spec::ParquetCompression;
 use crate::spec::{CsvSinkSpec, ParquetSinkSpec};
 use etl_base::plan::Chunk;
@@ -179,11 +179,6 @@ impl Sink for FileSink {
         )])
     }
 
-    /// Nothing to create ahead: each chunk's file is written with its data.
-    async fn prepare(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
-        Ok(())
-    }
-
     fn target(&self, chunk: &Chunk) -> Result<String, EtlError> {
         Ok(self.path_for(chunk).display().to_string())
     }
@@ -195,30 +190,8 @@ impl Sink for FileSink {
         }
     }
 
-    async fn verify_basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
-        if self.ctx.wide.is_some() {
-            return Err(EtlError::Config(
-                "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"
-                    .into(),
-            ));
-        }
-        let format = match &self.format {
-            Format::Parquet(_) => FileFormat::Parquet,
-            Format::Csv(spec) => {
-                csv::check_schema(&self.ctx.schema)?;
-                FileFormat::Csv {
-                    encoding: spec.encoding,
-                    header: spec.header,
-                    delimiter: spec.delimiter,
-                    null: spec.null.clone(),
-                }
-            }
-        };
-        Ok(Basis::File(WrittenFile {
-            path: self.path_for(chunk),
-            schema: self.ctx.schema.clone(),
-            format,
-        }))
+    fn verifiable(&self) -> Option<&dyn Verifiable> {
+        Some(self)
     }
 
     async fn begin(
@@ -272,6 +245,34 @@ impl Sink for FileSink {
             dir,
             rows: 0,
         })))
+    }
+}
+
+impl Verifiable for FileSink {
+    fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
+        if self.ctx.wide.is_some() {
+            return Err(EtlError::Config(
+                "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"
+                    .into(),
+            ));
+        }
+        let format = match &self.format {
+            Format::Parquet(_) => FileFormat::Parquet,
+            Format::Csv(spec) => {
+                csv::check_schema(&self.ctx.schema)?;
+                FileFormat::Csv {
+                    encoding: spec.encoding,
+                    header: spec.header,
+                    delimiter: spec.delimiter,
+                    null: spec.null.clone(),
+                }
+            }
+        };
+        Ok(Basis::File(WrittenFile {
+            path: self.path_for(chunk),
+            schema: self.ctx.schema.clone(),
+            format,
+        }))
     }
 }
 

@@ -20,13 +20,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
 
-use super::{ChunkStats, ChunkWriter, Sink, SinkContext, Tables, WideTables};
+use super::{ChunkStats, ChunkWriter, Sink, SinkContext, Tables, Verifiable, WideTables};
 use crate::spec::PostgresSinkSpec;
 use crate::spec::SinkMode;
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, TableName};
 use etl_model::ledger::InTransaction;
-use etl_model::verify::{Basis, Comparison, Rows, RowsQuery, SourceSide};
+use etl_model::verify::{Comparison, Rows, RowsQuery, SourceSide};
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::encode::CopyEncoder;
 use etl_pg::pg_binary::PgType;
@@ -419,6 +419,10 @@ impl Sink for PostgresSink {
         Ok(self.table_for(chunk)?.qualified())
     }
 
+    fn verifiable(&self) -> Option<&dyn Verifiable> {
+        Some(self)
+    }
+
     fn tables(&self) -> Option<&dyn Tables> {
         Some(self)
     }
@@ -581,10 +585,6 @@ impl Sink for PostgresSink {
             bytes: 0,
             raw: false,
         })))
-    }
-
-    async fn verify_basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
-        self.verify_basis_of()
     }
 }
 

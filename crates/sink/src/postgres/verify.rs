@@ -4,10 +4,10 @@
 use super::*;
 use etl_model::verify::{Basis, SourceSide};
 
-impl PostgresSink {
+impl Verifiable for PostgresSink {
     /// What one chunk is compared by: a pivot's wide tables cell by cell
     /// (queries over the source's rows), else a checksum of the columns.
-    pub(super) fn verify_basis_of(&self) -> Result<Basis, EtlError> {
+    fn basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
         if let Some(wide) = &self.wide {
             return Ok(Basis::Queries(wide.verify_queries()?));
         }
@@ -15,7 +15,9 @@ impl PostgresSink {
             columns: self.verified_columns(),
         })
     }
+}
 
+impl PostgresSink {
     /// The columns a chunk's checksum covers: every column the sink writes.
     fn verified_columns(&self) -> Vec<String> {
         self.ctx
