@@ -1,13 +1,13 @@
 //! The `etl` binary: parse the command line, set up logging, run, and turn
 //! the outcome into an exit code (0: every chunk done, or follow mode
-//! stopped by Ctrl-C; 1: the run finished but chunks failed, or the
+//! stopped by Ctrl-C or SIGTERM; 1: the run finished but chunks failed, or the
 //! loaded data breaks a `[[checks]]` rule (also `etl verify`); 2:
 //! configuration or fatal error; 3: every chunk done, but a pivot left
 //! source readings out, or an ODBC driver returned invalid dates that were
 //! loaded as NULL, counted in the summary; 1 also: `etl schema diff`
 //! found differences; 4: `etl schema apply` refused (above --max-risk, or
 //! a statement would fail on the data); 5: `etl schema apply` skipped
-//! statements blocked by other sessions; 130: Ctrl-C stopped a run,
+//! statements blocked by other sessions; 130: Ctrl-C or SIGTERM stopped a run,
 //! which resumes).
 
 use std::process::ExitCode;

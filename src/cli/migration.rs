@@ -80,7 +80,7 @@ pub(super) fn rerun(
     chunks: &[Chunk],
     dry_run: bool,
 ) -> anyhow::Result<Outcome> {
-    crate::run::install_ctrl_c();
+    crate::run::install_stop_signals();
     if dry_run {
         return would("reload", "chunk", &pipeline.name, chunks);
     }
@@ -162,7 +162,7 @@ fn end(
         return Ok(outcome);
     }
     if crate::run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
-        out!("Stopped by Ctrl-C; run the same command to resume.");
+        out!("Stopped (Ctrl-C or SIGTERM); run the same command to resume.");
         return Ok(Outcome::Interrupted);
     }
     if let Some(f) = &report.finish {

@@ -213,7 +213,8 @@ pub enum Outcome {
     ChunksFailed,
     /// Every chunk done, but the loaded data breaks a `[[checks]]` rule.
     ChecksFailed,
-    /// Ctrl-C stopped the run before every chunk started; `etl run` resumes.
+    /// Ctrl-C or SIGTERM stopped the run before every chunk started; `etl
+    /// run` resumes.
     Interrupted,
     /// Every chunk done, but a pivot left readings out (unknown format,
     /// NULL value, name or index); the summary counts them.

@@ -26,7 +26,7 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
             anyhow::bail!("--interval-secs must be 1 to 86400 and --lag-secs 0 to 2592000");
         }
     }
-    crate::run::install_ctrl_c();
+    crate::run::install_stop_signals();
     let pipeline = load_keys(path, keys)?;
     super::bound_connections(&pipeline, workers);
     if !keys.is_empty() && follow.is_some() {
@@ -116,9 +116,9 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         };
         match &backfill {
             Ok((_, true)) => tracing::warn!(
-                "Backfill stopped by Ctrl-C before every chunk started; run the same command to resume it."
+                "Backfill stopped (Ctrl-C or SIGTERM) before every chunk started; run the same command to resume it."
             ),
-            Ok(_) => tracing::info!("Backfill done; following goes on until Ctrl-C."),
+            Ok(_) => tracing::info!("Backfill done; following goes on until Ctrl-C or SIGTERM."),
             // The backfill could not run at all (no plan, no ledger): stop
             // following too and report it.
             Err(_) => crate::run::STOP.store(true, std::sync::atomic::Ordering::SeqCst),
@@ -237,7 +237,7 @@ fn backfill(
     };
     if interrupted && !following {
         out!(
-            "Stopped by Ctrl-C: {} chunks not started; run the same command to resume.",
+            "Stopped (Ctrl-C or SIGTERM): {} chunks not started; run the same command to resume.",
             report.chunks_not_started()
         );
         return Ok((Outcome::Interrupted, true));
@@ -326,7 +326,7 @@ fn follow_loop(
         }
     }
     out!(
-        "Follow stopped by Ctrl-C; cutoff {}",
+        "Follow stopped (Ctrl-C or SIGTERM); cutoff {}",
         format_timestamp(cutoff)
     );
     Ok(Outcome::Success)

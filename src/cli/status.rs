@@ -21,7 +21,7 @@ pub(super) fn status(
         if !(0.5..=86_400.0).contains(&secs) {
             anyhow::bail!("--watch takes 0.5 to 86400 seconds");
         }
-        crate::run::install_ctrl_c();
+        crate::run::install_stop_signals();
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     loop {

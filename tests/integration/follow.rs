@@ -74,7 +74,7 @@ fn follow_loads_new_and_late_rows_and_stops_cleanly() {
     assert_eq!(status.code(), Some(0), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
-        stdout.contains("Follow stopped by Ctrl-C; cutoff "),
+        stdout.contains("Follow stopped (Ctrl-C or SIGTERM); cutoff "),
         "{stdout}"
     );
     assert_copied(&db);
@@ -279,5 +279,56 @@ fn follow_loads_new_rows_while_the_backfill_is_still_running() {
 
     // Then every row is there exactly once
     assert_eq!(code, Some(0), "{stdout}");
+    assert_copied(&db);
+}
+
+/// The shipped systemd unit's command line follows, and its stop signal
+/// ends the run cleanly with an exit status systemd counts as success.
+#[test]
+fn the_shipped_systemd_unit_follows_and_stops_on_its_kill_signal() {
+    // Given the unit's ExecStart with the instance's pipeline, running
+    let unit = std::fs::read_to_string(repo().join("docs/systemd/etl-follow@.service")).unwrap();
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the unit has no {key}="))
+            .to_string()
+    };
+    let exec = setting("ExecStart");
+    let pipeline = repo().join("pipelines/ships-copy.toml");
+    let args: Vec<String> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|a| match a {
+            "/etc/etl/%i.toml" => pipeline.to_str().unwrap().to_string(),
+            _ => a.to_string(),
+        })
+        .collect();
+    assert!(
+        args.iter().any(|a| a.ends_with("ships-copy.toml")),
+        "ExecStart names /etc/etl/%i.toml: {exec}"
+    );
+    let db = TestDb::new("follow_systemd");
+    db.load_timeseries(2, 3, 1440);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut child, _log) = spawn_etl(&db, &args, &[]);
+    eventually("the backfill", || {
+        psql(
+            &db.dst,
+            "SELECT to_regclass('tenant.tbl_data_timeseries') IS NOT NULL",
+        ) == "t"
+            && count(&db.dst) == "8640"
+    });
+
+    // When systemctl stop sends the unit's KillSignal
+    let signal = setting("KillSignal");
+    let (code, stdout) = crate::support::stop_with(&mut child, signal.trim_start_matches("SIG"));
+
+    // Then etl exits 0 with its summary, the rows all there
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("Follow stopped (Ctrl-C or SIGTERM); cutoff "),
+        "{stdout}"
+    );
     assert_copied(&db);
 }

@@ -805,7 +805,7 @@ fn follow_keeps_loading_an_odbc_source_and_stops_on_ctrl_c() {
     // Then it stops with exit code 0 and the target equals the source
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
-        stdout.contains("Follow stopped by Ctrl-C; cutoff "),
+        stdout.contains("Follow stopped (Ctrl-C or SIGTERM); cutoff "),
         "{stdout}"
     );
     assert_same_rows(&target_rows(&db), &expected_rows(&file));

@@ -225,8 +225,19 @@ fn status_shows_running_then_pending_after_a_kill() {
 
 #[test]
 fn ctrl_c_finishes_the_chunk_in_flight_and_the_run_resumes() {
+    stops_after_the_chunk_in_flight_and_resumes("INT", "resume_ctrl_c");
+}
+
+/// A service manager (systemd's `KillSignal`, `kill`) stops etl with
+/// SIGTERM: the same as Ctrl-C.
+#[test]
+fn sigterm_finishes_the_chunk_in_flight_and_the_run_resumes() {
+    stops_after_the_chunk_in_flight_and_resumes("TERM", "resume_sigterm");
+}
+
+fn stops_after_the_chunk_in_flight_and_resumes(signal: &str, name: &str) {
     // Given a run parked right after its first commit
-    let db = TestDb::new("resume_ctrl_c");
+    let db = TestDb::new(name);
     db.load_timeseries(2, 20, 3 * 1440);
     let p = pipeline(&db);
     let go = db.dir.path().join("go");
@@ -240,9 +251,9 @@ fn ctrl_c_finishes_the_chunk_in_flight_and_the_run_resumes() {
     );
     wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
 
-    // When Ctrl-C arrives, then the worker may go on
+    // When the signal arrives, then the worker may go on
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     wait_for_line(&lines, "etl: stopping after the chunks in flight");
@@ -254,7 +265,9 @@ fn ctrl_c_finishes_the_chunk_in_flight_and_the_run_resumes() {
     assert_eq!(out.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("1 done, 0 failed, of 6"), "{stdout}");
     assert!(
-        stdout.contains("Stopped by Ctrl-C: 5 chunks not started; run the same command to resume."),
+        stdout.contains(
+            "Stopped (Ctrl-C or SIGTERM): 5 chunks not started; run the same command to resume."
+        ),
         "{stdout}"
     );
 

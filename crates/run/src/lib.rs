@@ -654,21 +654,26 @@ fn wide_spec(
     })))
 }
 
-/// Set by Ctrl-C: workers finish the chunks in flight and take no more.
+/// Set by Ctrl-C, SIGTERM or SIGHUP: workers finish the chunks in flight
+/// and take no more.
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Ctrl-C once: stop after the chunks in flight (they commit or roll back
-/// whole). Twice: exit at once; open transactions roll back on the server.
-pub fn install_ctrl_c() {
+/// Ctrl-C (SIGINT), SIGTERM (a service manager stopping `etl run
+/// --follow`, `kill`) or SIGHUP once: stop after the chunks in flight
+/// (they commit or roll back whole). Twice: exit at once; open
+/// transactions roll back on the server.
+pub fn install_stop_signals() {
     let result = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("etl: stopped at once; chunks in flight are rolled back");
             std::process::exit(130);
         }
-        eprintln!("etl: stopping after the chunks in flight (Ctrl-C again to stop at once)");
+        eprintln!(
+            "etl: stopping after the chunks in flight (Ctrl-C or SIGTERM again to stop at once)"
+        );
     });
     if let Err(e) = result {
-        tracing::warn!(error = %e, "Ctrl-C handler not installed.");
+        tracing::warn!(error = %e, "The Ctrl-C and SIGTERM handler is not installed.");
     }
 }
 

@@ -454,8 +454,13 @@ pub fn eventually(what: &str, check: impl Fn() -> bool) {
 /// Ctrl-C to a spawned etl ([`spawn_etl`]): its exit code and what it
 /// printed.
 pub fn stop(child: &mut std::process::Child) -> (Option<i32>, String) {
+    stop_with(child, "INT")
+}
+
+/// [`stop`] by another signal (`TERM`: a service manager's stop).
+pub fn stop_with(child: &mut std::process::Child, signal: &str) -> (Option<i32>, String) {
     std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     let status = child.wait().unwrap();

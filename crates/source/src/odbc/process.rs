@@ -367,7 +367,8 @@ fn read_to_stdout() -> Result<(), EtlError> {
             source,
         }
     };
-    // Ctrl-C reaches the whole process group: the loading process decides
+    // Ctrl-C (and a service manager's SIGTERM) reaches the whole process
+    // group: the loading process decides
     // (it lets running tables finish), and ends this one by closing its
     // stdout or killing it.
     let _ = ctrlc::set_handler(|| {});
