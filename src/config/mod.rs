@@ -359,9 +359,11 @@ pub struct PostgresSinkConfig {
     #[serde(default)]
     pub timeouts: SinkTimeouts,
     /// Run ANALYZE on every table the run wrote, once the load is done
-    /// (not after each follow-mode load). Default false.
+    /// (not after each follow-mode load); a migration (a whole database,
+    /// an Access file, ODBC tables) runs VACUUM (ANALYZE). Default: true
+    /// for a migration, false otherwise.
     #[serde(default)]
-    pub analyze_after: bool,
+    pub analyze_after: Option<bool>,
     /// A whole PostgreSQL database into tables that exist
     /// (`create_table = false`): how the target's foreign keys and
     /// triggers meet the load. Default "order".

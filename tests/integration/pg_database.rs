@@ -104,6 +104,7 @@ fn whole_database_moves_with_everything_in_it() {
         "1 TRIGGER",
         "2 FK CONSTRAINT",
         "partitioned tables created with their partitions",
+        "After the data: VACUUM (ANALYZE) of each table loaded (analyze_after = false leaves it to autovacuum)",
         "Nothing was written.",
     ] {
         assert!(plan.stdout.contains(want), "{want}: {plan:?}");
@@ -130,6 +131,15 @@ fn whole_database_moves_with_everything_in_it() {
     );
     assert_eq!(psql(&db.dst, "SELECT n FROM sales.counters"), "30000");
     assert_eq!(psql(&db.dst, "SELECT count(*) FROM sales.orders"), "28500");
+    // Vacuumed and analyzed by hand, not left to autovacuum (as pgcopydb)
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL \
+             FROM pg_stat_user_tables WHERE relid = 'sales.customers'::regclass"
+        ),
+        "t"
+    );
     assert_eq!(
         psql(&db.dst, "SELECT count(*) > 0 FROM sales.order_totals"),
         "t"

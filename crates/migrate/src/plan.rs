@@ -133,6 +133,7 @@ impl Migration {
             self.workers.max(self.readers()),
             if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
         ));
+        lines.extend(self.after_load_line());
         lines.push("Constraints, once every chunk is done:".into());
         for (_, sql, _) in self.constraint_sql() {
             lines.push(format!("  {sql}"));
@@ -146,6 +147,17 @@ impl Migration {
             self.foreign_keys.len()
         ));
         Ok(lines)
+    }
+
+    /// What runs on each loaded table once the data is in, when anything.
+    pub(crate) fn after_load_line(&self) -> Option<String> {
+        match self.sink.after_load {
+            etl_sink::spec::AfterLoad::Nothing => None,
+            after => Some(format!(
+                "After the data: {} of each table loaded (analyze_after = false leaves it to autovacuum)",
+                after.as_str()
+            )),
+        }
     }
 
     /// Table `i`'s ranges as `etl plan` lists them.

@@ -546,7 +546,10 @@ pub fn run_jobs(
             for t in runner.sinks.iter().filter_map(|s| s.tables()) {
                 let tables = block_on(runner.step("ANALYZE failed", || t.analyze(&written)))?;
                 if !tables.is_empty() {
-                    tracing::info!(tables = tables.len(), "ANALYZE done (analyze_after).");
+                    tracing::info!(
+                        tables = tables.len(),
+                        "ANALYZE or VACUUM (ANALYZE) done (analyze_after)."
+                    );
                     tracing::debug!(tables = %tables.join(", "), "Analyzed.");
                 }
             }

@@ -100,7 +100,8 @@ pub trait Tables: Send + Sync {
         chunks: &[Chunk],
         source: Option<&Rows>,
     ) -> Result<Vec<String>, EtlError>;
-    /// After a load (`analyze_after`): ANALYZE every table these chunks
+    /// After a load (`analyze_after`): ANALYZE (or VACUUM (ANALYZE), for a
+    /// migration) every table these chunks
     /// wrote; returns their names.
     async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
     /// Compares one chunk in this sink with the source's side of it (for a

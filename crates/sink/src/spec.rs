@@ -131,6 +131,31 @@ pub struct ParquetSinkSpec {
     pub row_group_rows: usize,
 }
 
+/// What runs on every table a load wrote, once every chunk is done
+/// (`analyze_after`; follow mode's small loads leave it to autovacuum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLoad {
+    Nothing,
+    /// `ANALYZE`: the planner's statistics (a pipeline's `analyze_after =
+    /// true`).
+    Analyze,
+    /// `VACUUM (ANALYZE)`: statistics, and the visibility map that lets
+    /// index-only scans skip the heap, as pgcopydb leaves a clone (a
+    /// migration's default).
+    VacuumAnalyze,
+}
+
+impl AfterLoad {
+    /// The statement's name, as logs and the plan give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterLoad::Nothing => "nothing",
+            AfterLoad::Analyze => "ANALYZE",
+            AfterLoad::VacuumAnalyze => "VACUUM (ANALYZE)",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PostgresSinkSpec {
     pub endpoint: Endpoint,
@@ -139,7 +164,8 @@ pub struct PostgresSinkSpec {
     pub create_table: bool,
     pub primary_key: Option<Vec<String>>,
     pub timeouts: SinkTimeouts,
-    pub analyze_after: bool,
+    /// What runs on each table once a load is done (`analyze_after`).
+    pub after_load: AfterLoad,
     /// A whole PostgreSQL database into existing tables.
     pub fk_handling: FkHandling,
     /// Set by a migration into existing tables: a whole table's chunk

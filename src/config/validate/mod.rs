@@ -42,7 +42,7 @@ pub use etl_source::spec::{
 };
 
 pub use etl_sink::spec::{
-    CsvSinkSpec, ParquetSinkSpec, PostgresSinkSpec, TableTemplate, ValidatedSink,
+    AfterLoad, CsvSinkSpec, ParquetSinkSpec, PostgresSinkSpec, TableTemplate, ValidatedSink,
 };
 
 struct Collector<'a> {
@@ -665,6 +665,37 @@ table = "wide.t_{key}"
                 "line 12, chunks.workers: 0 is out of range; use 1 to 256",
                 "line 18, sinks[0].table: \"wide.t_{ship}\" holds a placeholder other than {key}",
             ]
+        );
+    }
+
+    #[test]
+    fn a_migration_vacuums_and_analyzes_by_default_a_pipeline_when_asked() {
+        let database = GOOD
+            .replace(
+                "table = \"tenant.tbl_data_timeseries\"",
+                "tables = [\"*\"]",
+            )
+            .replace("table = \"wide.t_{key}\"", "table = \"{schema}.{table}\"")
+            .replace(
+                "[chunks]\ntime_column = \"created_time\"\ninterval = \"24h\"\nkey_column = \"ship_id\"\n",
+                "",
+            );
+        let after = |text: &str| {
+            let p = validate(crate::config::parse(text).unwrap(), text).unwrap();
+            let ValidatedSink::Postgres(s) = &p.sinks[0] else {
+                panic!("the first sink is postgres")
+            };
+            s.after_load
+        };
+        assert_eq!(after(&database), AfterLoad::VacuumAnalyze);
+        assert_eq!(
+            after(&format!("{database}analyze_after = false\n")),
+            AfterLoad::Nothing
+        );
+        assert_eq!(after(GOOD), AfterLoad::Nothing);
+        assert_eq!(
+            after(&format!("{GOOD}analyze_after = true\n")),
+            AfterLoad::Analyze
         );
     }
 

@@ -165,7 +165,11 @@ fn postgres(
             create_table: s.create_table,
             primary_key: s.primary_key,
             timeouts: s.timeouts,
-            analyze_after: s.analyze_after,
+            after_load: match s.analyze_after.unwrap_or(shape.is_migration) {
+                false => AfterLoad::Nothing,
+                true if shape.is_migration => AfterLoad::VacuumAnalyze,
+                true => AfterLoad::Analyze,
+            },
             fk_handling: s.fk_handling.unwrap_or_default(),
             whole_by_delete: false,
             replica_role: false,

@@ -78,6 +78,7 @@ impl Migration {
             etl_run::summary::thousands(rows),
             self.workers
         ));
+        lines.extend(self.after_load_line());
         if self.sink.create_table {
             lines.push(format!(
                 "Post-data (pg_dump --section=post-data, once every chunk is done; indexes {} at a time): {}",

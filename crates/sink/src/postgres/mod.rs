@@ -22,7 +22,7 @@ use tokio_postgres::{Client, CopyInSink};
 
 use super::{ChunkStats, ChunkWriter, Sink, SinkContext, Tables, Verifiable, WideTables};
 use crate::spec::PostgresSinkSpec;
-use crate::spec::SinkMode;
+use crate::spec::{AfterLoad, SinkMode};
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, TableName};
 use etl_model::ledger::InTransaction;
@@ -627,7 +627,8 @@ impl Tables for PostgresSink {
     }
 
     async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError> {
-        if !self.spec.analyze_after || chunks.is_empty() {
+        let statement = self.spec.after_load.as_str();
+        if self.spec.after_load == AfterLoad::Nothing || chunks.is_empty() {
             return Ok(Vec::new());
         }
         let client = self.pool.get().await?;
@@ -639,11 +640,12 @@ impl Tables for PostgresSink {
             }
         }
         for table in &tables {
-            // ANALYZE takes SHARE UPDATE EXCLUSIVE: reads and writes go on.
+            // Both take SHARE UPDATE EXCLUSIVE: reads and writes go on.
+            // One statement per call: VACUUM refuses a transaction block.
             client
-                .batch_execute(&format!("ANALYZE {table}"))
+                .batch_execute(&format!("{statement} {table}"))
                 .await
-                .map_err(EtlError::pg(format!("ANALYZE {table} (analyze_after)")))?;
+                .map_err(EtlError::pg(format!("{statement} {table} (analyze_after)")))?;
         }
         self.pool.put(client);
         Ok(tables)
