@@ -1,6 +1,7 @@
 //! The `etl` binary: parse the command line, set up logging, run, and turn
 //! the outcome into an exit code (0: every chunk done, or follow mode
-//! stopped by Ctrl-C or SIGTERM; 1: the run finished but chunks failed, or the
+//! stopped by Ctrl-C or SIGTERM; 1: the run finished but chunks failed, `etl
+//! db kill` could not end some sessions, or the
 //! loaded data breaks a `[[checks]]` rule (also `etl verify`); 2:
 //! configuration or fatal error; 3: every chunk done, but a pivot left
 //! source readings out, or an ODBC driver returned invalid dates that were
@@ -31,7 +32,9 @@ fn main() -> ExitCode {
     }
     match cli::run(args) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::ChunksFailed | Outcome::ChecksFailed) => ExitCode::from(1),
+        Ok(Outcome::ChunksFailed | Outcome::ChecksFailed | Outcome::NotAllDone) => {
+            ExitCode::from(1)
+        }
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::RowsNotPivoted | Outcome::ValuesChanged) => ExitCode::from(3),
         Ok(Outcome::Refused) => ExitCode::from(4),

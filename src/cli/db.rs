@@ -30,21 +30,37 @@ pub enum DbAction {
         #[arg(long)]
         json: bool,
     },
-    /// Terminate sessions idle in a transaction (they hold their locks and
-    /// block DDL); never etl's own or its caller's. Asks first unless --yes.
+    /// Terminate sessions in the way of a change: idle in a transaction
+    /// (they hold their locks and block DDL) or idle (an application's
+    /// pool, such as PostgREST's, before DDL); never etl's own or its
+    /// caller's, nor a superuser's unless --include-superusers. Asks first
+    /// unless --yes; a session it may not end is reported and the others
+    /// go on (exit code 1).
+    #[command(group(
+        clap::ArgGroup::new("which")
+            .required(true)
+            .multiple(true)
+            .args(["idle_in_transaction", "idle"])
+    ))]
     Kill {
         db: String,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Required: which sessions (the only kind etl ends).
-        #[arg(long, required = true)]
+        /// Sessions idle inside a transaction.
+        #[arg(long)]
         idle_in_transaction: bool,
-        /// Only those idle this long or longer (30s, 5m, 2h).
+        /// Sessions idle outside a transaction.
+        #[arg(long)]
+        idle: bool,
+        /// Only those in that state this long or longer (30s, 5m, 2h).
         #[arg(long, default_value = "5m", value_parser = parse_age)]
         older_than: i64,
         /// Only sessions of this application name.
         #[arg(long, value_name = "NAME")]
         app: Option<String>,
+        /// Superusers' sessions too (spared otherwise).
+        #[arg(long)]
+        include_superusers: bool,
         /// List them, end none.
         #[arg(long)]
         dry_run: bool,
@@ -113,80 +129,23 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
         DbAction::Kill {
             db,
             config,
-            idle_in_transaction: _,
+            idle_in_transaction,
+            idle,
             older_than,
             app,
+            include_superusers,
             dry_run,
             yes,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            let all = list_sessions(&target.endpoint, "etl db kill", false)?;
-            let callers = sessions::caller_ports();
-            let (chosen, spared): (Vec<&Session>, Vec<&Session>) = all
-                .iter()
-                .filter(|s| s.state.starts_with("idle in transaction"))
-                .filter(|s| s.state_secs >= older_than)
-                .filter(|s| app.as_ref().is_none_or(|a| *a == s.application))
-                .partition(|s| sessions::protected(s, &callers).is_none());
-            for s in &spared {
-                let why = sessions::protected(s, &callers).unwrap_or_default();
-                out!("spared: pid {} ({}): {why}", s.pid, s.application);
-            }
-            if chosen.is_empty() {
-                out!("no session idle in transaction for {older_than} s or more");
-                return Ok(Outcome::Success);
-            }
-            for s in &chosen {
-                out!(
-                    "pid {} {} ({}, {}): idle in transaction for {} s, last query: {}",
-                    s.pid,
-                    s.user,
-                    s.application,
-                    s.client,
-                    s.state_secs,
-                    cut(&s.query, 100)
-                );
-            }
-            if dry_run {
-                out!("--dry-run: {} session(s) would be terminated", chosen.len());
-                return Ok(Outcome::Success);
-            }
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    anyhow::bail!(
-                        "etl db kill terminates {} session(s) of {}; confirm with --yes (stdin is not a terminal to ask on)",
-                        chosen.len(),
-                        target.name
-                    );
-                }
-                eprint!("Terminate {} session(s)? Type yes: ", chosen.len());
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if answer.trim() != "yes" {
-                    eprintln!("etl: none terminated");
-                    return Ok(Outcome::Refused);
-                }
-            }
-            for s in chosen {
-                let pid = s.pid;
-                let ended = crate::pg::block_on(crate::retry::on_session(
-                    &target.endpoint,
-                    "etl db kill",
-                    crate::retry::COMMAND,
-                    "terminating a session failed",
-                    |client| async move {
-                        sessions::terminate(&client, pid)
-                            .await
-                            .map_err(crate::error::EtlError::pg(format!("terminating pid {pid}")))
-                    },
-                ))?;
-                out!(
-                    "pid {}: {}",
-                    s.pid,
-                    if ended { "terminated" } else { "already gone" }
-                );
-            }
-            Ok(Outcome::Success)
+            let wanted = Wanted {
+                idle_in_transaction,
+                idle,
+                older_than,
+                app,
+                include_superusers,
+            };
+            kill(&target, &wanted, dry_run, yes)
         }
         DbAction::FixSequences {
             db,
@@ -236,6 +195,137 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             Ok(Outcome::Success)
         }
     }
+}
+
+/// Which sessions `etl db kill` ends.
+struct Wanted {
+    idle_in_transaction: bool,
+    idle: bool,
+    older_than: i64,
+    app: Option<String>,
+    include_superusers: bool,
+}
+
+impl Wanted {
+    fn state_fits(&self, s: &Session) -> bool {
+        (self.idle_in_transaction && s.state.starts_with("idle in transaction"))
+            || (self.idle && s.state == "idle")
+    }
+
+    /// Why a session that fits must be left alone, if it must.
+    fn spare(&self, s: &Session, callers: &[u16]) -> Option<&'static str> {
+        sessions::protected(s, callers).or(match s.superuser && !self.include_superusers {
+            true => Some("a superuser's session (--include-superusers ends it too)"),
+            false => None,
+        })
+    }
+
+    fn states(&self) -> &'static str {
+        match (self.idle_in_transaction, self.idle) {
+            (true, true) => "idle or idle in transaction",
+            (true, false) => "idle in transaction",
+            _ => "idle",
+        }
+    }
+}
+
+fn kill(
+    target: &targets::Target,
+    wanted: &Wanted,
+    dry_run: bool,
+    yes: bool,
+) -> anyhow::Result<Outcome> {
+    let all = list_sessions(&target.endpoint, "etl db kill", false)?;
+    let callers = sessions::caller_ports();
+    let (chosen, spared): (Vec<&Session>, Vec<&Session>) = all
+        .iter()
+        .filter(|s| wanted.state_fits(s))
+        .filter(|s| s.state_secs >= wanted.older_than)
+        .filter(|s| wanted.app.as_ref().is_none_or(|a| *a == s.application))
+        .partition(|s| wanted.spare(s, &callers).is_none());
+    for s in &spared {
+        let why = wanted.spare(s, &callers).unwrap_or_default();
+        out!("spared: pid {} ({}): {why}", s.pid, s.application);
+    }
+    // pg_stat_activity hides other roles' state from a plain role.
+    let hidden = all.iter().filter(|s| s.state.is_empty()).count();
+    if hidden > 0 {
+        out!("not considered: {hidden} session(s) of other roles whose state this role may not see (a member of pg_read_all_stats may)");
+    }
+    if chosen.is_empty() {
+        out!(
+            "no session {} for {} s or more",
+            wanted.states(),
+            wanted.older_than
+        );
+        return Ok(Outcome::Success);
+    }
+    for s in &chosen {
+        out!(
+            "pid {} {} ({}, {}): {} for {} s, last query: {}",
+            s.pid,
+            s.user,
+            s.application,
+            s.client,
+            s.state,
+            s.state_secs,
+            cut(&s.query, 100)
+        );
+    }
+    if dry_run {
+        out!("--dry-run: {} session(s) would be terminated", chosen.len());
+        return Ok(Outcome::Success);
+    }
+    if !yes && !confirmed(chosen.len(), &target.name)? {
+        eprintln!("etl: none terminated");
+        return Ok(Outcome::Refused);
+    }
+    let mut refused = 0;
+    for s in &chosen {
+        let pid = s.pid;
+        let ended = crate::pg::block_on(crate::retry::on_session(
+            &target.endpoint,
+            "etl db kill",
+            crate::retry::COMMAND,
+            "terminating a session failed",
+            |client| async move {
+                sessions::terminate(&client, pid)
+                    .await
+                    .map_err(crate::error::EtlError::pg(format!("terminating pid {pid}")))
+            },
+        ));
+        match ended {
+            Ok(true) => out!("pid {pid}: terminated"),
+            Ok(false) => out!("pid {pid}: already gone"),
+            // Not this role's to end (another role's, a superuser's): the
+            // others go on.
+            Err(e) => {
+                refused += 1;
+                out!("pid {pid}: not terminated: {e}");
+            }
+        }
+    }
+    if refused > 0 {
+        out!(
+            "{refused} of {} session(s) not terminated: connect as their role, a member of pg_signal_backend, or a superuser",
+            chosen.len()
+        );
+        return Ok(Outcome::NotAllDone);
+    }
+    Ok(Outcome::Success)
+}
+
+/// Asks on the terminal; refused when stdin is not one.
+fn confirmed(count: usize, name: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "etl db kill terminates {count} session(s) of {name}; confirm with --yes (stdin is not a terminal to ask on)"
+        );
+    }
+    eprint!("Terminate {count} session(s)? Type yes: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
 }
 
 fn cut(s: &str, n: usize) -> String {

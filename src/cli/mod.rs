@@ -225,6 +225,9 @@ pub enum Outcome {
     /// `etl schema apply` skipped statements that stayed blocked by other
     /// sessions; running it again applies them.
     Blocked,
+    /// A command did part of what it was asked and names the rest (`etl db
+    /// kill`: sessions this role may not end).
+    NotAllDone,
     /// Every table loaded, but some values did not load as they were
     /// (invalid dates from the driver, loaded as NULL); the summary counts them.
     ValuesChanged,

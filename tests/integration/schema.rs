@@ -509,6 +509,96 @@ fn a_killed_apply_resumes_and_runs_nothing_twice() {
 }
 
 #[test]
+fn db_kill_ends_idle_sessions_spares_superusers_and_goes_past_those_it_may_not_end() {
+    // Given idle sessions of two plain roles and of a superuser, and one
+    // idle in a transaction; the first role may see every session's state
+    // (pg_read_all_stats) but end only its own
+    let db = TestDb::new("db_kill");
+    psql(
+        &db.dst,
+        "DROP ROLE IF EXISTS kill_a; DROP ROLE IF EXISTS kill_b; \
+         CREATE ROLE kill_a LOGIN; CREATE ROLE kill_b LOGIN; GRANT pg_read_all_stats TO kill_a",
+    );
+    let as_role = |role: &str| db.dst.replace("://etl@", &format!("://{role}@"));
+    let (other, _) = hold_open(&as_role("kill_b"), "b-idle", "SELECT 1;");
+    let (su, _) = hold_open(&db.dst, "su-idle", "SELECT 1;");
+    let (mine, _) = hold_open(&as_role("kill_a"), "a-idle", "SELECT 1;");
+    let (mine_tx, _) = hold_open(&as_role("kill_a"), "a-tx", "BEGIN; SELECT 1;");
+    let pid = |app: &str| {
+        psql(
+            &db.dst,
+            &format!("SELECT pid FROM pg_stat_activity WHERE application_name = '{app}'"),
+        )
+    };
+    let (other_pid, su_pid, mine_pid, tx_pid) =
+        (pid("b-idle"), pid("su-idle"), pid("a-idle"), pid("a-tx"));
+    let kill = |url: &str, args: &[&str]| {
+        let mut all = vec!["db", "kill", url, "--older-than", "0s", "--yes"];
+        all.extend_from_slice(args);
+        db.etl(&all)
+    };
+
+    // When kill_a ends the idle sessions
+    let out = kill(&as_role("kill_a"), &["--idle"]);
+
+    // Then its own role's idle session ends, the superuser's is spared, the
+    // other role's is refused and reported while the rest go on, and the
+    // one idle in a transaction was not asked for
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "spared: pid {su_pid} (su-idle): a superuser's session (--include-superusers ends it too)"
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("pid {other_pid}: not terminated: ")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!("pid {mine_pid}: terminated")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("1 of 2 session(s) not terminated"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains(&tx_pid), "{out:?}");
+    assert_eq!(pid("a-idle"), "");
+    assert_eq!(pid("b-idle"), other_pid);
+    assert_eq!(pid("a-tx"), tx_pid);
+
+    // When a superuser asks for both states, superusers' sessions included
+    let out = kill(
+        &db.dst,
+        &["--idle", "--idle-in-transaction", "--include-superusers"],
+    );
+
+    // Then every one of them ends
+    assert_eq!(out.code, 0, "{out:?}");
+    for (app, p) in [
+        ("b-idle", &other_pid),
+        ("su-idle", &su_pid),
+        ("a-tx", &tx_pid),
+    ] {
+        assert!(
+            out.stdout.contains(&format!("pid {p}: terminated")),
+            "{app}: {out:?}"
+        );
+        assert_eq!(pid(app), "", "{app}");
+    }
+
+    // And a kill without a state to end is refused by the command line
+    let bare = db.etl(&["db", "kill", &db.dst, "--yes"]);
+    assert_eq!(bare.code, 2, "{bare:?}");
+    assert!(bare.stderr.contains("--idle-in-transaction"), "{bare:?}");
+    for mut c in [other, su, mine, mine_tx] {
+        let _ = (c.kill(), c.wait());
+    }
+}
+
+#[test]
 fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
     let db = TestDb::new("schema_db");
     psql(
@@ -548,6 +638,7 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
         "kill",
         &db.dst,
         "--idle-in-transaction",
+        "--include-superusers",
         "--older-than",
         "0s",
         "--dry-run",
@@ -569,6 +660,7 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
         "kill",
         &db.dst,
         "--idle-in-transaction",
+        "--include-superusers",
         "--older-than",
         "0s",
     ]);
@@ -579,6 +671,7 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
         "kill",
         &db.dst,
         "--idle-in-transaction",
+        "--include-superusers",
         "--older-than",
         "0s",
         "--yes",
@@ -595,7 +688,7 @@ fn db_lists_sessions_ends_idle_transactions_but_etls_own_and_fixes_sequences() {
     let _ = (idle.kill(), own.kill(), idle.wait(), own.wait());
     // A psql session that runs etl itself, idle in its transaction: spared.
     let script = format!(
-        "SET application_name = 'caller';\nBEGIN;\nSELECT 1;\n\\! sleep 1; {} db kill {} --idle-in-transaction --older-than 0s --yes\nCOMMIT;\n",
+        "SET application_name = 'caller';\nBEGIN;\nSELECT 1;\n\\! sleep 1; {} db kill {} --idle-in-transaction --include-superusers --older-than 0s --yes\nCOMMIT;\n",
         env!("CARGO_BIN_EXE_etl"),
         db.dst
     );

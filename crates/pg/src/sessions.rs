@@ -8,6 +8,9 @@ use tokio_postgres::Client;
 pub struct Session {
     pub pid: i32,
     pub user: String,
+    /// Whether its role is a superuser (`etl db kill` spares those unless
+    /// told otherwise).
+    pub superuser: bool,
     pub application: String,
     pub client: String,
     /// The client's TCP port (-1 over a Unix socket).
@@ -34,8 +37,9 @@ pub async fn list(client: &Client, locks: bool) -> Result<Vec<Session>, tokio_po
              coalesce(host(a.client_addr), 'local'), coalesce(a.client_port, -1), coalesce(a.state, ''), \
              coalesce(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start))::int8, 0), \
              coalesce(extract(epoch FROM now() - a.state_change)::int8, 0), \
-             regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), pg_blocking_pids(a.pid) \
-             FROM pg_stat_activity a WHERE a.datname = current_database() AND a.backend_type = 'client backend' \
+             regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), pg_blocking_pids(a.pid), \
+             coalesce(r.rolsuper, false) \
+             FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid WHERE a.datname = current_database() AND a.backend_type = 'client backend' \
              AND a.pid <> pg_backend_pid() ORDER BY 7 DESC, a.pid",
             &[],
         )
@@ -53,6 +57,7 @@ pub async fn list(client: &Client, locks: bool) -> Result<Vec<Session>, tokio_po
             state_secs: r.get(7),
             query: r.get(8),
             waiting_for: r.get(9),
+            superuser: r.get(10),
             locks: Vec::new(),
         })
         .collect();
