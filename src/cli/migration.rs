@@ -22,6 +22,7 @@ pub(super) fn plan(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
             crate::migrate::Origin::Odbc(_) => "an ODBC source",
             crate::migrate::Origin::Access(_) => "an Access file",
             crate::migrate::Origin::Postgres(..) => "a PostgreSQL database",
+            crate::migrate::Origin::Csv(_) => "CSV files",
         }
     );
     for line in m.plan_lines()? {
@@ -170,7 +171,9 @@ fn end(
             return Ok(Outcome::ChunksFailed);
         }
     }
-    if report.values_changed() > 0 {
+    // Values the source changed or lines it left out (counted by the
+    // runner's summary, or by the ODBC readers').
+    if outcome == Outcome::ValuesChanged || report.values_changed() > 0 {
         return Ok(Outcome::ValuesChanged);
     }
     Ok(Outcome::Success)

@@ -206,6 +206,7 @@ pub enum CutoffAction {
 }
 
 /// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Every chunk done.
     Success,
@@ -364,12 +365,18 @@ fn validate(path: &Path) -> anyhow::Result<Outcome> {
 
 /// An ODBC source without time windows: a migration, one chunk per table
 /// (or one for its query). With `[chunks] time_column` an ODBC source runs
-/// through the chunk runner like every other source.
+/// through the chunk runner like every other source. CSV files in byte
+/// ranges into a PostgreSQL table per file (`{file}`): a migration whose
+/// tables are the files, each with its own columns.
 fn is_migration(p: &ValidatedPipeline) -> bool {
-    match p.source {
+    match &p.source {
         config::validate::ValidatedSource::Odbc(_) => p.chunks.time_column.is_empty(),
         config::validate::ValidatedSource::Access(_)
         | config::validate::ValidatedSource::PostgresDatabase(_) => true,
+        config::validate::ValidatedSource::Csv(spec) => {
+            spec.windows.is_none()
+                && matches!(p.sinks.as_slice(), [config::validate::ValidatedSink::Postgres(s)] if s.table.has_key())
+        }
         _ => false,
     }
 }

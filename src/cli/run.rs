@@ -43,12 +43,6 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         super::recreate::recreate(&pipeline, yes)?;
     }
     let failed_path = pipeline.chunks.failed_csv.clone();
-    if is_migration(&pipeline) {
-        if flags.ddl_only {
-            return migration::create_only(&pipeline);
-        }
-        return migration::run(path, &pipeline, workers, restart, follow.is_some());
-    }
     if follow.is_some()
         && matches!(
             pipeline.source,
@@ -69,6 +63,12 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         anyhow::bail!(
             "--restart redoes chunks in place, but a CSV file's byte ranges leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\""
         );
+    }
+    if is_migration(&pipeline) {
+        if flags.ddl_only {
+            return migration::create_only(&pipeline);
+        }
+        return migration::run(path, &pipeline, workers, restart, follow.is_some());
     }
     let runner = Runner::build(pipeline)?;
     if flags.ddl_only {

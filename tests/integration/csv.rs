@@ -16,6 +16,17 @@ fn pipeline(db: &TestDb, source_extra: &str, chunks_extra: &str) -> String {
     db.pipeline("csv.toml", &text).to_str().unwrap().to_string()
 }
 
+/// Whether the plan lists a column as `name type origin` (its columns
+/// are padded to line up).
+fn shows_column(plan: &str, column: &str) -> bool {
+    plan.lines().any(|l| {
+        l.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .starts_with(column)
+    })
+}
+
 fn write(db: &TestDb, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let dir = db.dir.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
@@ -83,7 +94,7 @@ fn a_cp949_export_loads_exactly_as_psql_copy_loads_it() {
         "금액 numeric(38,2) inferred",
         "등록일 date inferred",
     ] {
-        assert!(plan.stdout.contains(column), "{column}: {plan:?}");
+        assert!(shows_column(&plan.stdout, column), "{column}: {plan:?}");
     }
     assert_eq!(run.code, 0, "{run:?}");
     psql_copy(
@@ -182,6 +193,108 @@ fn bad_lines_fail_their_range_or_go_to_the_reject_file() {
             .iter()
             .any(|l| l.contains(",21,\"column \"\"amount\"\": \"\"12x\"\" is not a bigint")),
         "{rejects}"
+    );
+}
+
+#[test]
+fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
+    let fixtures = fixtures();
+    // Given two CP949 exports of different shapes in one folder: people
+    // with amounts, and codes (leading zeros) with notes holding commas,
+    // quotes and newlines, dates and counts
+    let db = TestDb::new("csv_folder");
+    let korean = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
+    let lines: Vec<&str> = korean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut people = String::from("번호,이름,금액\n");
+    let mut codes = String::from("코드,설명,등록일,수량\n");
+    for (i, line) in lines.iter().enumerate() {
+        let name: String = line.chars().take(6).collect();
+        people.push_str(&format!(
+            "{},{},{}.{:02}\n",
+            i + 1,
+            name.replace(',', " "),
+            i * 7,
+            i % 100
+        ));
+        codes.push_str(&format!(
+            "{:05},\"{}, \"\"{}\"\"\n{}\",2025-07-{:02},{}\n",
+            i * 37,
+            line.replace('"', "\"\""),
+            i,
+            name.replace('"', "\"\""),
+            i % 28 + 1,
+            i * 3
+        ));
+    }
+    let mut files = Vec::new();
+    for (name, text) in [("people.csv", &people), ("codes.csv", &codes)] {
+        let (bytes, _, unmappable) = encoding_rs::EUC_KR.encode(text);
+        assert!(!unmappable, "the fixture's text is all in CP949");
+        files.push((name.trim_end_matches(".csv"), write(&db, name, &bytes)));
+    }
+    let p = pipeline(&db, "encoding = \"cp949\"", "range_rows = 7");
+
+    // When it is planned, loaded and verified
+    let plan = db.etl(&["plan", &p]);
+    let run = db.etl(&["run", &p]);
+    let verify = db.etl(&["verify", &p]);
+
+    // Then each file is a table with its own columns and types, cut into
+    // its own ranges, loaded exactly as psql's \copy ... ENCODING 'UHC'
+    // loads it, and verify agrees
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("2 tables from CSV files"), "{plan:?}");
+    for column in [
+        "번호 bigint inferred",
+        "금액 numeric(38,2) inferred",
+        "코드 text inferred",
+        "등록일 date inferred",
+        "수량 bigint inferred",
+    ] {
+        assert!(shows_column(&plan.stdout, column), "{column}: {plan:?}");
+    }
+    assert!(
+        plan.stdout.contains("codes -> \"public\".\"codes\""),
+        "{plan:?}"
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Migration csv done"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("2 of 2 tables have the source's row count"),
+        "{run:?}"
+    );
+    for (table, file) in &files {
+        let copied = format!("copied_{table}");
+        psql_copy(&db, table, &copied, file, "HEADER true, ENCODING 'UHC'");
+        let order = if *table == "people" {
+            "번호"
+        } else {
+            "코드"
+        };
+        assert_eq!(
+            fingerprint(&db.dst, table, order),
+            fingerprint(&db.dst, &copied, order),
+            "{table}"
+        );
+    }
+    assert_eq!(verify.code, 0, "{verify:?}");
+
+    // And without {file} the files must share their columns: the error
+    // says how to load each as its own table
+    let one = db.pipeline(
+        "one.toml",
+        &std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("public.{file}", "public.everything"),
+    );
+    let refused = db.etl(&["run", one.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("put {file} in the PostgreSQL sink's table"),
+        "{refused:?}"
     );
 }
 
@@ -655,7 +768,10 @@ fn a_value_past_the_inference_sample_that_breaks_its_type_fails_its_range() {
     // Then the plan infers bigint from the sample; the range holding the
     // value fails naming file, line, column and the [source.columns] line
     // to write, and nothing of it loads as NULL
-    assert!(plan.stdout.contains("code bigint inferred"), "{plan:?}");
+    assert!(
+        shows_column(&plan.stdout, "code bigint inferred"),
+        "{plan:?}"
+    );
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("2 done, 1 failed, of 3"), "{run:?}");
     assert!(

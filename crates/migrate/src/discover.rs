@@ -16,6 +16,7 @@ use etl_sink::spec::PostgresSinkSpec;
 use etl_sink::spec::ValidatedSink;
 use etl_source::access::{AccessChild, AccessTable};
 use etl_source::catalog::{self, ForeignKey, Keys};
+use etl_source::csv::{CsvSource, CsvSpec};
 use etl_source::odbc::catalog as odbc_catalog;
 use etl_source::odbc::{self, process, OdbcSource};
 use etl_source::spec::{AccessSpec, OdbcRelation, OdbcSpec};
@@ -63,6 +64,7 @@ impl Migration {
             etl_source::spec::ValidatedSource::PostgresDatabase(spec) => {
                 Self::discover_postgres(p, spec, sink)
             }
+            etl_source::spec::ValidatedSource::Csv(spec) => Self::discover_csv(p, spec, sink),
             _ => Err(EtlError::Bug(
                 "Migration::discover on a source that is not a database".into(),
             )),
@@ -148,7 +150,7 @@ impl Migration {
                 source: name,
                 target,
                 schema: source.schema(),
-                odbc_types: access_types,
+                source_types: access_types,
                 keys,
             });
             sources.push(table);
@@ -159,6 +161,50 @@ impl Migration {
             sink,
             (described, sources, runners),
             cycle,
+            catalog,
+        ))
+    }
+
+    /// CSV files, each a table of its own: its header, its types (inferred
+    /// from its own sample), its byte ranges; no keys, in name order.
+    fn discover_csv(
+        p: &ValidatedPipeline,
+        spec: &CsvSpec,
+        sink: PostgresSinkSpec,
+    ) -> Result<Migration, EtlError> {
+        let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
+        for file in CsvSource::per_file(spec)? {
+            let file = Arc::new(file);
+            let name = file
+                .paths()
+                .next()
+                .map(etl_source::csv::stem)
+                .unwrap_or_default();
+            let target = sink
+                .table
+                .render(Some(&name))
+                .map_err(|e| EtlError::Config(format!("sinks.table for file {name:?}: {e}")))?;
+            runners.push(Runner::with_source(p.clone(), file.clone(), Vec::new())?);
+            described.push(Table {
+                range_key: None,
+                source: name,
+                target,
+                schema: file.schema(),
+                source_types: file.types_described(),
+                keys: Keys::default(),
+            });
+            sources.push(TableSource::Csv(file));
+        }
+        let catalog = catalog::Catalog {
+            keys_from: "none: CSV files have no keys".into(),
+            ..Default::default()
+        };
+        Ok(Migration::assemble(
+            p,
+            Origin::Csv(spec.clone()),
+            sink,
+            (described, sources, runners),
+            Vec::new(),
             catalog,
         ))
     }
@@ -299,7 +345,7 @@ impl Migration {
                 source: name,
                 target,
                 schema: reader.schema(),
-                odbc_types: reader.odbc_types.clone(),
+                source_types: reader.source_types.clone(),
                 keys,
             });
         }

@@ -49,6 +49,13 @@ impl Migration {
                 etl_source::access::text_encoding(&spec.path, &spec.options)
                     .unwrap_or_else(|e| e.to_string())
             )),
+            Origin::Csv(spec) => lines.push(format!(
+                "Source: CSV files {} ({}{}), each a table of its own with its own header and types, read as COPY ... CSV reads them, in byte ranges of about {} records",
+                spec.pattern,
+                spec.encoding.name(),
+                if spec.header { ", with a header" } else { "" },
+                thousands(self.runners.first().map_or(0, |r| r.pipeline.chunks.range_rows))
+            )),
             Origin::Postgres(o) => lines.push(format!(
                 "Source: PostgreSQL {}, each table handed over as COPY data (binary where every column type reads back the same on another server, text otherwise); the objects around the data from pg_dump{}{}",
                 o.spec.endpoint,
@@ -75,6 +82,8 @@ impl Migration {
                     planned.len(),
                     self.ranges(i, *kind, &planned)?
                 ),
+                // A CSV file's byte ranges.
+                (None, [_, _, ..]) => format!(", {} chunks by byte ranges", planned.len()),
                 _ => String::new(),
             };
             lines.push(format!(
@@ -84,7 +93,7 @@ impl Migration {
                 t.target.qualified(),
                 thousands(rows)
             ));
-            for (field, odbc_type) in t.schema.fields().iter().zip(&t.odbc_types) {
+            for (field, odbc_type) in t.schema.fields().iter().zip(&t.source_types) {
                 let pg = etl_pg::ddl::ddl_type(field).unwrap_or_else(|e| e);
                 let mut notes = Vec::new();
                 if t.keys.primary_key.contains(field.name()) {

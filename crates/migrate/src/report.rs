@@ -109,6 +109,18 @@ pub fn render(m: &Migration, r: &Report) -> String {
         r.run.failed.len(),
         r.run.chunks_total
     );
+    if r.run.chunks_skipped > 0 {
+        let _ = writeln!(
+            s,
+            "  skipped      {} chunks done by an earlier run{}",
+            r.run.chunks_skipped,
+            match m.origin {
+                // Byte ranges leave nothing to find their rows by.
+                super::Origin::Csv(_) => "",
+                _ => " (etl run --restart redoes them)",
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "  rows         {} ({} written) in {secs:.1} s, {} rows/s",

@@ -302,7 +302,7 @@ impl Migration {
                 source: source.name.clone(),
                 target: table,
                 schema: source.schema(),
-                odbc_types: Vec::new(),
+                source_types: Vec::new(),
                 keys: Default::default(),
                 // Without an integer key, ranges of its blocks (ctid).
                 range_key: Some((

@@ -133,6 +133,38 @@ pub struct CsvSource {
     windows: Mutex<Option<Arc<windows::WindowPlan>>>,
 }
 
+/// The files `spec.pattern` matches, in name order; refused when none
+/// does, or two share a stem (it names a file's chunks and its table).
+fn matched(spec: &CsvSpec) -> Result<Vec<PathBuf>, EtlError> {
+    let mut paths: Vec<PathBuf> = glob::glob(&spec.pattern)
+        .map_err(|e| EtlError::Config(format!("source.path {:?}: {e}", spec.pattern)))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(EtlError::Config(format!(
+            "source.path {:?} matches no file (relative to {})",
+            spec.pattern,
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        )));
+    }
+    let mut seen: HashMap<String, &PathBuf> = HashMap::new();
+    for path in &paths {
+        let stem = stem(path);
+        if let Some(other) = seen.insert(stem.clone(), path) {
+            return Err(EtlError::Config(format!(
+                "{} and {} have the same name {stem:?}, which names a file's chunks and its {{file}} table; rename one or narrow source.path",
+                other.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(paths)
+}
+
 fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
     move |source| EtlError::Io { context, source }
 }
@@ -140,35 +172,49 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> EtlError {
 impl CsvSource {
     /// Finds the files, reads each header, and settles the columns'
     /// types (from `[source.columns]`, else a sample of the first file).
+    /// Every file has the same columns.
     pub fn build(spec: &CsvSpec) -> Result<CsvSource, EtlError> {
-        let mut paths: Vec<PathBuf> = glob::glob(&spec.pattern)
-            .map_err(|e| EtlError::Config(format!("source.path {:?}: {e}", spec.pattern)))?
-            .filter_map(Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            return Err(EtlError::Config(format!(
-                "source.path {:?} matches no file (relative to {})",
-                spec.pattern,
-                std::env::current_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default()
-            )));
+        Self::of_files(spec, matched(spec)?, Arc::default(), true)
+    }
+
+    /// Each file of the glob as a source of its own, with its own header
+    /// and types (a `[source.columns]` type applies to the files that have
+    /// the column), sharing one reject file: a glob whose files each load
+    /// into a table of their own (`{file}` in the sink's table).
+    pub fn per_file(spec: &CsvSpec) -> Result<Vec<CsvSource>, EtlError> {
+        let rejects: Arc<Mutex<read::Rejects>> = Arc::default();
+        let sources = matched(spec)?
+            .into_iter()
+            .map(|path| Self::of_files(spec, vec![path], rejects.clone(), false))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (named, _) in &spec.columns {
+            if !sources
+                .iter()
+                .any(|s| s.schema.field_with_name(named).is_ok())
+            {
+                return Err(EtlError::Config(format!(
+                    "[source.columns] names {named:?}, which is not a column of any file of {}",
+                    spec.pattern
+                )));
+            }
         }
+        Ok(sources)
+    }
+
+    /// `paths` read as one source; with `every_column`, each
+    /// `[source.columns]` name must be one of their columns.
+    fn of_files(
+        spec: &CsvSpec,
+        paths: Vec<PathBuf>,
+        rejects: Arc<Mutex<read::Rejects>>,
+        every_column: bool,
+    ) -> Result<CsvSource, EtlError> {
         let mut files = Vec::new();
         let mut header: Option<(PathBuf, Vec<String>)> = None;
         let mut sample: Vec<Vec<Option<String>>> = Vec::new();
         for path in paths {
             let stem = stem(&path);
             let compressed = Compression::of(&path) != Compression::None;
-            if let Some(other) = files.iter().find(|f: &&CsvFile| f.stem == stem) {
-                return Err(EtlError::Config(format!(
-                    "{} and {} have the same name {stem:?}, which names a file's chunks and its {{file}} table; rename one or narrow source.path",
-                    other.path.display(),
-                    path.display()
-                )));
-            }
             let size = std::fs::metadata(&path)
                 .map_err(io(format!("reading {}", path.display())))?
                 .len();
@@ -210,7 +256,7 @@ impl CsvSource {
                 (None, Some(n)) => header = Some((path.clone(), n)),
                 (Some((first, h)), Some(n)) if *h != n => {
                     return Err(EtlError::Config(format!(
-                        "the header of {} ({}) differs from that of {} ({}); every file of one source has the same columns: load them with separate pipelines",
+                        "the header of {} ({}) differs from that of {} ({}); the files of one source share their columns unless each loads into a table of its own: put {{file}} in the PostgreSQL sink's table (table = \"import.{{file}}\")",
                         path.display(),
                         n.join(","),
                         first.display(),
@@ -255,7 +301,7 @@ impl CsvSource {
         }
         let (names, renamed) = types::column_names(&header_names);
         for (named, _) in &spec.columns {
-            if !names.contains(named) {
+            if every_column && !names.contains(named) {
                 return Err(EtlError::Config(format!(
                     "[source.columns] names {named:?}, which is not a column of {}; its columns are {}",
                     spec.pattern,
@@ -290,13 +336,147 @@ impl CsvSource {
             lines: Mutex::new(HashMap::new()),
             bytes_read: Arc::new(AtomicU64::new(0)),
             counts: Arc::new(Mutex::new(SourceCounts::default())),
-            rejects: Arc::default(),
+            rejects,
             windows: Mutex::new(None),
         })
     }
 
+    /// The records of every file the target should hold, for a
+    /// migration's count of the source: as the plan counts them, less the
+    /// lines the reject file holds for these files (`on_bad_line =
+    /// "skip"`; each line once, however often its range ran).
+    pub fn records(&self) -> Result<u64, EtlError> {
+        let records: u64 = self.ranges(u64::MAX)?.chunks.iter().map(|c| c.rows).sum();
+        Ok(records.saturating_sub(self.rejected_lines()?))
+    }
+
+    /// The distinct lines of these files in the reject file.
+    fn rejected_lines(&self) -> Result<u64, EtlError> {
+        let path = &self.spec.rejects;
+        if self.spec.on_bad_line != OnBadLine::Skip || !path.is_file() {
+            return Ok(0);
+        }
+        let mine: std::collections::HashSet<String> = self
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        let types = [ColType::Text, ColType::Bigint, ColType::Text, ColType::Text];
+        let mut seen = std::collections::HashSet::new();
+        for batch in read_file(path, encoding_rs::UTF_8, true, b',', "", &types)? {
+            let batch = batch?;
+            let files = arrow::array::AsArray::as_string::<i32>(batch.column(0));
+            let lines =
+                arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(1));
+            for row in 0..batch.num_rows() {
+                if mine.contains(files.value(row)) {
+                    seen.insert((files.value(row).to_string(), lines.value(row)));
+                }
+            }
+        }
+        Ok(seen.len() as u64)
+    }
+
+    /// One scan of each file: a range ends at the record boundary after
+    /// every `range_rows` records; a compressed file is one range.
+    fn ranges(&self, range_rows: u64) -> Result<Plan, EtlError> {
+        let mut plan = Plan::default();
+        for file in &self.files {
+            if file.compressed {
+                // One chunk: the whole file, its records counted.
+                let mut f = open_read(&file.path)?;
+                let mut scanner = Scanner::new(self.spec.dialect);
+                let (mut rows, mut last) = (0u64, b'\n');
+                let mut buf = vec![0u8; BLOCK];
+                loop {
+                    let n = f
+                        .read(&mut buf)
+                        .map_err(io(format!("reading {}", file.path.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    scanner.scan(&buf[..n], |_| rows += 1);
+                    last = buf[n - 1];
+                }
+                rows += u64::from(last != b'\n');
+                rows = rows.saturating_sub(u64::from(self.spec.header));
+                if file.size > 0 {
+                    plan.chunks.push(PlannedChunk {
+                        chunk: Chunk::range(Some(file.stem.clone()), 0, file.size as i64),
+                        rows,
+                    });
+                }
+                continue;
+            }
+            let mut f =
+                File::open(&file.path).map_err(io(format!("opening {}", file.path.display())))?;
+            f.seek(SeekFrom::Start(file.data_start))
+                .map_err(io(format!("reading {}", file.path.display())))?;
+            let mut scanner = Scanner::new(self.spec.dialect);
+            let mut buf = vec![0u8; BLOCK];
+            let (mut pos, mut start, mut rows, mut line) =
+                (file.data_start, file.data_start, 0u64, file.data_line);
+            let mut cuts: Vec<(u64, u64, u64, u64)> = Vec::new();
+            let mut start_line = line;
+            let mut last_byte = b'\n';
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .map_err(io(format!("reading {}", file.path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                scanner.scan(&buf[..n], |i| {
+                    rows += 1;
+                    if rows == range_rows {
+                        let end = pos + i as u64 + 1;
+                        cuts.push((start, end, rows, start_line));
+                        start = end;
+                        rows = 0;
+                        start_line = line + newlines(&buf[..=i]);
+                    }
+                });
+                line += newlines(&buf[..n]);
+                last_byte = buf[n - 1];
+                pos += n as u64;
+            }
+            // A last record without its newline.
+            if pos > start && last_byte != b'\n' {
+                rows += 1;
+            }
+            if pos > start {
+                cuts.push((start, pos, rows, start_line));
+            }
+            let mut lines = self.lines.lock().expect("no panic while holding the lock");
+            for (s, e, rows, l) in cuts {
+                lines.insert((file.stem.clone(), s as i64), l);
+                plan.chunks.push(PlannedChunk {
+                    chunk: Chunk::range(Some(file.stem.clone()), s as i64, e as i64),
+                    rows,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The files this source reads.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.path.as_path())
+    }
+
     /// Each column with its type and where the type came from, for `etl plan`.
     fn columns_described(&self) -> Vec<String> {
+        self.schema
+            .fields()
+            .iter()
+            .zip(self.types_described())
+            .map(|(f, t)| format!("{} {t}", f.name()))
+            .collect()
+    }
+
+    /// Each column's type and where it came from (`bigint inferred`, `text
+    /// from [source.columns]`, the header when it was renamed).
+    pub fn types_described(&self) -> Vec<String> {
         self.schema
             .fields()
             .iter()
@@ -310,8 +490,7 @@ impl CsvSource {
                     .map(|(h, _)| format!(" (header {h:?})"))
                     .unwrap_or_default();
                 format!(
-                    "{} {}{}{renamed}",
-                    f.name(),
+                    "{}{}{renamed}",
                     t.name(),
                     if given {
                         " from [source.columns]"
@@ -468,83 +647,7 @@ impl Source for CsvSource {
                 .expect("no panic while holding the lock") = Some(Arc::new(found));
             return Ok(plan);
         }
-        let mut plan = Plan::default();
-        for file in &self.files {
-            if file.compressed {
-                // One chunk: the whole file, its records counted.
-                let mut f = open_read(&file.path)?;
-                let mut scanner = Scanner::new(self.spec.dialect);
-                let (mut rows, mut last) = (0u64, b'\n');
-                let mut buf = vec![0u8; BLOCK];
-                loop {
-                    let n = f
-                        .read(&mut buf)
-                        .map_err(io(format!("reading {}", file.path.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    scanner.scan(&buf[..n], |_| rows += 1);
-                    last = buf[n - 1];
-                }
-                rows += u64::from(last != b'\n');
-                rows = rows.saturating_sub(u64::from(self.spec.header));
-                if file.size > 0 {
-                    plan.chunks.push(PlannedChunk {
-                        chunk: Chunk::range(Some(file.stem.clone()), 0, file.size as i64),
-                        rows,
-                    });
-                }
-                continue;
-            }
-            let mut f =
-                File::open(&file.path).map_err(io(format!("opening {}", file.path.display())))?;
-            f.seek(SeekFrom::Start(file.data_start))
-                .map_err(io(format!("reading {}", file.path.display())))?;
-            let mut scanner = Scanner::new(self.spec.dialect);
-            let mut buf = vec![0u8; BLOCK];
-            let (mut pos, mut start, mut rows, mut line) =
-                (file.data_start, file.data_start, 0u64, file.data_line);
-            let mut cuts: Vec<(u64, u64, u64, u64)> = Vec::new();
-            let mut start_line = line;
-            let mut last_byte = b'\n';
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(io(format!("reading {}", file.path.display())))?;
-                if n == 0 {
-                    break;
-                }
-                scanner.scan(&buf[..n], |i| {
-                    rows += 1;
-                    if rows == chunking.range_rows {
-                        let end = pos + i as u64 + 1;
-                        cuts.push((start, end, rows, start_line));
-                        start = end;
-                        rows = 0;
-                        start_line = line + newlines(&buf[..=i]);
-                    }
-                });
-                line += newlines(&buf[..n]);
-                last_byte = buf[n - 1];
-                pos += n as u64;
-            }
-            // A last record without its newline.
-            if pos > start && last_byte != b'\n' {
-                rows += 1;
-            }
-            if pos > start {
-                cuts.push((start, pos, rows, start_line));
-            }
-            let mut lines = self.lines.lock().expect("no panic while holding the lock");
-            for (s, e, rows, l) in cuts {
-                lines.insert((file.stem.clone(), s as i64), l);
-                plan.chunks.push(PlannedChunk {
-                    chunk: Chunk::range(Some(file.stem.clone()), s as i64, e as i64),
-                    rows,
-                });
-            }
-        }
-        Ok(plan)
+        self.ranges(chunking.range_rows)
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
