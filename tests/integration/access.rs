@@ -313,6 +313,60 @@ fn complex_sample() -> std::path::PathBuf {
 }
 
 #[test]
+fn northwind_2007_reloads_into_tables_made_beforehand_under_each_fk_handling() {
+    let file = complex_sample();
+    // Given Northwind 2007 in a schema made beforehand, its foreign keys in
+    // place and its rows loaded (the first run's tables and keys)
+    let db = TestDb::new("access_existing");
+    let made = migrate(&db, "access-native.toml", &file, &["run"]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let before = tables(&db.dst);
+    let keys = "SELECT count(*) || ' ' || count(*) FILTER (WHERE convalidated) FROM pg_constraint \
+                WHERE contype = 'f' AND connamespace = 'public'::regnamespace";
+    let keys_before = psql(&db.dst, keys);
+    assert_ne!(keys_before, "0 0", "the sample has relationships");
+    let shipped = std::fs::read_to_string(repo().join("pipelines/access-native.toml")).unwrap();
+
+    for handling in ["order", "drop-recreate", "replica-role"] {
+        // When the file loads again into those tables, with create_table =
+        // false and this fk_handling (a pipeline of its own: a fresh ledger)
+        let text = shipped
+            .replace(
+                "name = \"access-native\"",
+                &format!("name = \"existing-{handling}\""),
+            )
+            .replace(
+                "create_table = true",
+                &format!("create_table = false\nfk_handling = \"{handling}\""),
+            );
+        let p = db.pipeline(&format!("{handling}.toml"), &text);
+        let p = p.to_str().unwrap();
+        let env = [
+            ("ETL_DST_URL", db.dst.as_str()),
+            ("ETL_ACCESS_FILE", file.to_str().unwrap()),
+        ];
+        let plan = etl_in(db.dir.path(), &["plan", p], &env);
+        let out = etl_in(db.dir.path(), &["run", p], &env);
+
+        // Then the referenced tables were emptied children first and
+        // reloaded parents first: every table as it was, every foreign key
+        // still there and valid, no orphan row, nothing created
+        assert_eq!(plan.code, 0, "{handling}: {plan:?}");
+        assert!(
+            plan.stdout.contains(&format!(
+                "Create: none (create_table = false: the tables exist on the target, with their own keys); foreign keys and triggers: fk_handling = \"{handling}\"; whole tables emptied with DELETE, children first"
+            )),
+            "{handling}: {plan:?}"
+        );
+        assert_eq!(out.code, 0, "{handling}: {out:?}");
+        assert!(out.stdout.contains(" done\n"), "{handling}: {out:?}");
+        assert!(out.stdout.contains(" 0 orphan rows"), "{handling}: {out:?}");
+        assert_eq!(tables(&db.dst), before, "{handling}");
+        assert_eq!(psql(&db.dst, keys), keys_before, "{handling}");
+    }
+}
+
+#[test]
 fn complex_columns_become_child_tables_and_the_files_keys_hold() {
     let file = complex_sample();
     // Given Northwind 2007 migrated through MDBTools

@@ -264,7 +264,7 @@ fn whole_postgres_database_settings_are_checked_with_their_lines() {
         "line 8, source.exclude: \"[x\" is not a glob pattern",
         "line 13, sinks[0].table: a whole PostgreSQL database keeps its schemas and table names",
         "line 14, sinks[0].mode: a whole PostgreSQL database loads each table (or range of its key) once",
-        "line 15, sinks[0].fk_handling: applies to a whole PostgreSQL database loaded into tables that exist",
+        "line 15, sinks[0].fk_handling: applies to a migration (a whole database, an Access file, ODBC tables, or CSV files with {file}) loaded into tables that exist",
     ] {
         assert!(out.stderr.contains(want), "{want}: {out:?}");
     }

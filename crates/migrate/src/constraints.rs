@@ -17,6 +17,10 @@ impl Migration {
     /// a query that returns a row when it exists already).
     pub fn constraint_sql(&self) -> Vec<(String, String, Option<String>)> {
         let mut out = Vec::new();
+        // Tables made beforehand keep the keys and indexes they were made with.
+        if !self.sink.create_table {
+            return out;
+        }
         let mut taken = BTreeSet::new();
         let mut fit = |name: String| {
             let n = etl_pg::text::fit_identifier(&name, &|n| taken.contains(n));
@@ -173,8 +177,9 @@ impl Migration {
             .map_err(EtlError::pg("setting timeouts"))?;
         if matches!(self.origin, super::Origin::Postgres(..)) {
             self.post_data(&client, &mut finish).await?;
-            self.restore_fks(&client, &mut finish).await?;
         }
+        // drop-recreate's keys back, its triggers on (existing tables).
+        self.restore_fks(&client, &mut finish).await?;
         for (what, sql, exists) in self.constraint_sql() {
             if let Some(q) = exists {
                 let found = client
@@ -296,6 +301,10 @@ impl Migration {
             }
             return Ok(checks);
         }
+        // Into existing tables: the target's own foreign keys.
+        if !self.sink.create_table {
+            self.fk_orphans(client, &mut checks).await?;
+        }
         for (t, source) in self.tables.iter().zip(&self.sources) {
             let source = source.count()?;
             let target: i64 = client
@@ -310,7 +319,7 @@ impl Migration {
                 .counts
                 .push((t.source.clone(), source, target as u64));
         }
-        for fk in &self.foreign_keys {
+        for fk in self.foreign_keys.iter().filter(|_| self.sink.create_table) {
             let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent))
             else {
                 continue;
@@ -344,6 +353,11 @@ impl Migration {
         client: &Client,
         loading: &BTreeSet<&str>,
     ) -> Result<(), EtlError> {
+        // Tables made beforehand: their keys are the target's, handled as
+        // fk_handling says, never dropped here.
+        if !self.sink.create_table {
+            return Ok(());
+        }
         for fk in &self.foreign_keys {
             if !(loading.contains(fk.table.as_str()) || loading.contains(fk.parent.as_str())) {
                 continue;

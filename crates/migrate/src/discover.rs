@@ -58,6 +58,7 @@ impl Migration {
                 ))
             }
         };
+        let p = &into_existing(p);
         match &p.source {
             etl_source::spec::ValidatedSource::Odbc(spec) => Self::discover_odbc(p, spec, sink),
             etl_source::spec::ValidatedSource::Access(spec) => Self::discover_access(p, spec, sink),
@@ -362,6 +363,21 @@ impl Migration {
 
 /// The tables `include` names (`*`: all of them) but `exclude`, checked
 /// against those the source has.
+/// The pipeline as each table's runner loads it: into existing tables
+/// (`create_table = false`), a whole table's chunk empties its table with
+/// DELETE (TRUNCATE refuses a table another's foreign key references), and
+/// with `fk_handling = "replica-role"` each chunk runs with
+/// `session_replication_role = replica`.
+pub(super) fn into_existing(p: &ValidatedPipeline) -> ValidatedPipeline {
+    let mut p = p.clone();
+    if let [ValidatedSink::Postgres(s)] = p.sinks.as_mut_slice() {
+        s.whole_by_delete = !s.create_table;
+        s.replica_role =
+            !s.create_table && s.fk_handling == etl_sink::spec::FkHandling::ReplicaRole;
+    }
+    p
+}
+
 pub(super) fn select_tables(
     all: &[String],
     include: &[String],

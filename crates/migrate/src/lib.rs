@@ -340,15 +340,22 @@ impl Migration {
         // The tables load in levels (a PostgreSQL database into existing
         // tables with foreign keys: parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
-        if matches!(self.origin, Origin::Postgres(..)) && !todo.is_empty() {
-            etl_base::hooks::phase("pre-data");
+        let postgres = matches!(self.origin, Origin::Postgres(..));
+        if (postgres || !self.sink.create_table) && !todo.is_empty() {
+            if postgres {
+                etl_base::hooks::phase("pre-data");
+            }
             levels = block_on(self.step("the pre-data phase failed", || async {
                 let client = self.client().await?;
-                self.pre_data(&client).await?;
+                if postgres {
+                    self.pre_data(&client).await?;
+                }
                 self.prepare_existing(&client).await
             }))?;
         }
-        if matches!(self.origin, Origin::Postgres(..)) && !self.sink.create_table {
+        // Into existing tables, whole tables are emptied children first (a
+        // CSV file's ranges add to their table; they empty nothing).
+        if !self.sink.create_table && !matches!(self.origin, Origin::Csv(_)) {
             block_on(self.step("emptying the tables before the data failed", || {
                 self.empty_children_first(&todo, &levels, &planned_at)
             }))?;
@@ -447,10 +454,9 @@ impl Migration {
             // Emptied, none of its ranges is loaded any more (with DELETE
             // where the target's foreign keys forbid TRUNCATE).
             let target = t.target.qualified();
-            let empty = match matches!(self.origin, Origin::Postgres(_)) && !self.sink.create_table
-            {
-                true => "DELETE FROM ONLY",
-                false => "TRUNCATE ONLY",
+            let empty = match self.sink.create_table {
+                false => "DELETE FROM ONLY",
+                true => "TRUNCATE ONLY",
             };
             client
                 .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
@@ -476,6 +482,15 @@ impl Migration {
         planned_at: &str,
     ) -> Result<(), EtlError> {
         let client = self.client().await?;
+        // Under replica-role the tables load in one level: they are
+        // emptied as they load, with the keys not firing (a superuser's
+        // session; this one is closed after).
+        if self.fk_handling() == Some(etl_sink::spec::FkHandling::ReplicaRole) {
+            client
+                .batch_execute("SET session_replication_role = replica")
+                .await
+                .map_err(EtlError::pg("setting session_replication_role"))?;
+        }
         for level in levels.iter().rev() {
             for (i, _, all) in todo.iter().filter(|(i, _, _)| level.contains(i)) {
                 if !*all {

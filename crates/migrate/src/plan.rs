@@ -129,12 +129,24 @@ impl Migration {
         if matches!(self.origin, Origin::Postgres(..)) {
             return self.pg_plan_lines(lines, total, chunks);
         }
-        lines.push("Create (tables that do not exist yet):".into());
-        for t in &self.tables {
-            lines.push(format!(
-                "  {}",
-                etl_pg::ddl::create_table_sql(&t.target, &t.schema, &[], &t.keys.identity)?
-            ));
+        match self.fk_handling() {
+            Some(handling) => lines.push(format!(
+                "Create: none (create_table = false: the tables exist on the target, with their own keys); foreign keys and triggers: fk_handling = \"{}\"{}",
+                handling.as_str(),
+                match &self.origin {
+                    Origin::Csv(_) => "; each file's rows are added to its table",
+                    _ => "; whole tables emptied with DELETE, children first, before any loads",
+                }
+            )),
+            None => {
+                lines.push("Create (tables that do not exist yet):".into());
+                for t in &self.tables {
+                    lines.push(format!(
+                        "  {}",
+                        etl_pg::ddl::create_table_sql(&t.target, &t.schema, &[], &t.keys.identity)?
+                    ));
+                }
+            }
         }
         lines.push(format!(
             "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",

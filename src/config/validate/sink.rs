@@ -138,8 +138,11 @@ fn postgres(
         },
     );
     let table = table_template(c, i, &s, shape);
-    if s.fk_handling.is_some() && (!shape.pg_database || s.create_table) {
-        c.add(&key("fk_handling"), "applies to a whole PostgreSQL database loaded into tables that exist (create_table = false); leave it out");
+    // A migration: its tables are a database's, an Access file's, ODBC
+    // tables or CSV files (`{file}`).
+    let migration = shape.is_migration || (shape.csv_ranges && table.has_key());
+    if s.fk_handling.is_some() && (!migration || s.create_table) {
+        c.add(&key("fk_handling"), "applies to a migration (a whole database, an Access file, ODBC tables, or CSV files with {file}) loaded into tables that exist (create_table = false); leave it out");
     }
     if let Some(pk) = &s.primary_key {
         if pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()) {

@@ -1,7 +1,8 @@
-//! A whole PostgreSQL database into tables that exist on the target
-//! (`create_table = false`, the way people use `pg_restore --data-only`):
-//! no DDL is run but for the target's foreign keys, which meet the load as
-//! `fk_handling` says:
+//! A migration into tables that exist on the target (`create_table =
+//! false`: a whole PostgreSQL database the way people use `pg_restore
+//! --data-only`, or an Access file, ODBC tables or CSV files into a schema
+//! made beforehand): no DDL is run but for the target's foreign keys,
+//! which meet the load as `fk_handling` says:
 //!
 //! - `order`: one level of the foreign-key graph at a time, parents
 //!   first (a run of the runner per level); the target's triggers fire.
@@ -200,32 +201,36 @@ pub async fn target_fks(client: &Client) -> Result<Vec<TargetFk>, EtlError> {
 }
 
 impl Migration {
-    fn fk_handling(&self) -> Option<FkHandling> {
+    pub(crate) fn fk_handling(&self) -> Option<FkHandling> {
+        (!self.sink.create_table).then_some(self.sink.fk_handling)
+    }
+
+    /// Table `i`'s target as the target's foreign keys name it
+    /// (`schema.table`; a partition's root, which the keys name).
+    fn fk_name(&self, i: usize) -> String {
+        let t = &self.tables[i];
         match &self.origin {
-            Origin::Postgres(_) if !self.sink.create_table => Some(self.sink.fk_handling),
-            _ => None,
+            Origin::Postgres(o) => o.roots.get(&t.source).unwrap_or(&t.source).to_string(),
+            _ => format!(
+                "{}.{}",
+                t.target.schema.as_deref().unwrap_or("public"),
+                t.target.name
+            ),
         }
     }
 
-    /// A table's name, or its partition root's: foreign keys name the root.
-    fn root_of<'a>(&'a self, table: &'a str) -> &'a str {
-        match &self.origin {
-            Origin::Postgres(o) => o.roots.get(table).map_or(table, String::as_str),
-            _ => table,
-        }
+    /// Every table's [`Migration::fk_name`].
+    fn fk_names(&self) -> HashSet<String> {
+        (0..self.tables.len()).map(|i| self.fk_name(i)).collect()
     }
 
     /// Foreign keys that touch the tables of this migration.
     async fn our_fks(&self, client: &Client) -> Result<Vec<TargetFk>, EtlError> {
-        let ours: HashSet<&str> = self
-            .tables
-            .iter()
-            .map(|t| self.root_of(&t.source))
-            .collect();
+        let ours = self.fk_names();
         Ok(target_fks(client)
             .await?
             .into_iter()
-            .filter(|f| ours.contains(f.table().as_str()) || ours.contains(f.parent().as_str()))
+            .filter(|f| ours.contains(&f.table()) || ours.contains(&f.parent()))
             .collect())
     }
 
@@ -431,7 +436,7 @@ impl Migration {
         let mut level: BTreeMap<usize, usize> = (0..self.tables.len()).map(|i| (i, 0)).collect();
         let index_of = |name: &str| -> Vec<usize> {
             (0..self.tables.len())
-                .filter(|i| self.root_of(&self.tables[*i].source) == name)
+                .filter(|i| self.fk_name(*i) == name)
                 .collect()
         };
         // Longest path from a root, at most one pass per table (a cycle
@@ -483,11 +488,8 @@ impl Migration {
             .iter()
             .map(TargetFk::item)
             .collect();
-        let ours: HashSet<&str> = self
-            .tables
-            .iter()
-            .map(|t| self.root_of(&t.source))
-            .collect();
+        let names = self.fk_names();
+        let ours: HashSet<&str> = names.iter().map(String::as_str).collect();
         for r in rows {
             let (item, recorded): (String, String) = (r.get(0), r.get(1));
             let fk = match recorded_fk(&item, &recorded, &ours) {

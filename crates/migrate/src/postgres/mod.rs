@@ -289,11 +289,8 @@ impl Migration {
             let mut config = p.clone();
             config.chunks.range_column = t.range_key.clone();
             if let [etl_sink::spec::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
-                // The tables are pre-data's to create, not the sink's;
-                // existing tables meet the load as fk_handling says.
-                s.whole_by_delete = !s.create_table;
-                s.replica_role =
-                    !s.create_table && s.fk_handling == etl_sink::spec::FkHandling::ReplicaRole;
+                // The tables are pre-data's to create, not the sink's
+                // (existing tables meet the load as `into_existing` set).
                 s.create_table = false;
                 s.table = etl_sink::spec::TableTemplate::fixed(&table);
             }
