@@ -27,6 +27,7 @@ macro_rules! out_raw {
 mod cutoff;
 mod db;
 mod finish;
+mod forget;
 mod migration;
 mod plan;
 mod preflight;
@@ -170,6 +171,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a finished pipeline from its targets' ledgers: its rows of
+    /// etl.chunk_ledger, etl.phase_log and etl.cutoff (and a file sink's
+    /// cutoff file); the schema etl goes once nothing in it holds a row.
+    /// The loaded data stays. Asks first unless --yes.
+    Forget {
+        pipeline: PathBuf,
+        /// Confirm without a prompt.
+        #[arg(long)]
+        yes: bool,
+    },
     /// The follow cutoff by hand: backfill loads below it, run --follow
     /// from it onward.
     Cutoff {
@@ -302,6 +313,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             delay_secs,
         } => rerun::rerun(&pipeline, &failed_csv, dry_run, &keys, delay_secs),
         Command::Preflight { pipeline, json } => preflight::preflight(&pipeline, json),
+        Command::Forget { pipeline, yes } => forget::forget(&pipeline, yes),
         Command::Cutoff { action } => match action {
             CutoffAction::Show { pipeline } => cutoff::show(&pipeline),
             CutoffAction::Set { pipeline, time } => cutoff::set(&pipeline, &time),

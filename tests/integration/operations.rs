@@ -224,6 +224,103 @@ fn recreate_drops_only_what_the_pipeline_created_after_a_typed_confirmation() {
 }
 
 #[test]
+fn forget_removes_a_finished_pipelines_ledger_and_the_etl_schema_once_empty() {
+    // Given two pipelines loaded into one target (a copy, and a pivot
+    // whose wide tables keep their channel map in etl.column_map)
+    let db = TestDb::new("forget");
+    db.load_timeseries(2, 3, 60);
+    let copy = repo().join("pipelines/ships-copy.toml");
+    let copy = copy.to_str().unwrap();
+    let wide = repo().join("pipelines/ships-wide.toml");
+    let wide = wide.to_str().unwrap();
+    assert_eq!(db.etl(&["run", copy]).code, 0);
+    assert_eq!(db.etl(&["run", wide]).code, 0);
+    let rows = |pipeline: &str| {
+        psql(
+            &db.dst,
+            &format!(
+                "SELECT (SELECT count(*) FROM etl.chunk_ledger WHERE pipeline = '{pipeline}') \
+                 + (SELECT count(*) FROM etl.phase_log WHERE pipeline = '{pipeline}')"
+            ),
+        )
+    };
+    let schema = || psql(&db.dst, "SELECT to_regnamespace('etl') IS NOT NULL");
+
+    // When forget gets no answer: nothing is deleted
+    let silent = db.etl_typing(&["forget", copy], "");
+    assert_eq!(silent.code, 2, "{silent:?}");
+    assert!(
+        silent.stderr.contains("etl forget was not confirmed"),
+        "{silent:?}"
+    );
+    assert_ne!(rows("ships-copy"), "0");
+
+    // When a run of the copy is parked inside a chunk: refused, naming it
+    let go = db.dir.path().join("go");
+    let (mut child, lines) = crate::support::spawn_etl(
+        &db,
+        &["run", "--restart", "--workers", "1", copy],
+        &[
+            ("ETL_TEST_PAUSE_AT", "write:1"),
+            ("ETL_TEST_RESUME_FILE", go.to_str().unwrap()),
+        ],
+    );
+    crate::support::wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    let busy = db.etl(&["forget", copy, "--yes"]);
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(busy.code, 2, "{busy:?}");
+    assert!(
+        busy.stderr
+            .contains("has chunks running in live etl processes"),
+        "{busy:?}"
+    );
+
+    // When the copy is forgotten: its rows go, the pivot's stay, and so does the schema
+    let first = db.etl(&["forget", copy, "--yes"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first
+            .stdout
+            .contains("kept schema etl: etl.chunk_ledger holds rows"),
+        "{first:?}"
+    );
+    assert_eq!(rows("ships-copy"), "0");
+    assert_ne!(rows("ships-wide"), "0");
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM tenant.tbl_data_timeseries"),
+        "360",
+        "the data stays"
+    );
+
+    // And the pivot forgotten too: its column map keeps the schema (its
+    // wide tables need it); emptied, the schema goes
+    let second = db.etl_typing(&["forget", wide], "ships-wide\n");
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(
+        second
+            .stdout
+            .contains("kept schema etl: etl.column_map holds rows"),
+        "{second:?}"
+    );
+    psql(&db.dst, "DELETE FROM etl.column_map");
+    let empty = db.etl(&["forget", wide, "--yes"]);
+    assert!(empty.stdout.contains("nothing to forget"), "{empty:?}");
+    psql(
+        &db.dst,
+        "INSERT INTO etl.cutoff (pipeline, cutoff) VALUES ('ships-wide', now())",
+    );
+    let last = db.etl(&["forget", wide, "--yes"]);
+    assert_eq!(last.code, 0, "{last:?}");
+    assert!(
+        last.stdout
+            .contains("dropped schema etl: nothing else was in it"),
+        "{last:?}"
+    );
+    assert_eq!(schema(), "f");
+}
+
+#[test]
 fn checks_report_each_failure_with_its_count_and_examples_after_run_and_on_verify() {
     // Given readings of one ship, one of them with an empty value_format
     let db = TestDb::new("checks");

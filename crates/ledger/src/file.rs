@@ -106,6 +106,26 @@ impl Ledger for FileLedger {
         })
     }
 
+    /// The cutoff file, and its `.etl` folder once empty; the chunks'
+    /// files are the data, and stay.
+    async fn forget(&self, apply: bool) -> Result<Vec<String>, EtlError> {
+        if !self.cutoff.is_file() {
+            return Ok(Vec::new());
+        }
+        if !apply {
+            return Ok(vec![format!("the cutoff file {}", self.cutoff.display())]);
+        }
+        self.set_cutoff(CutoffChange::Clear).await?;
+        if let Some(dir) = self.cutoff.parent() {
+            // Only when empty: another pipeline's cutoff may be beside it.
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(vec![format!(
+            "deleted the cutoff file {}",
+            self.cutoff.display()
+        )])
+    }
+
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError> {
         match change {
             CutoffChange::Forward(c) => match self.cutoff().await? {

@@ -9,12 +9,15 @@
 //! - [`file`] a file sink's ledger: the files are the record of their
 //!   chunks (a chunk's file exists only once complete), the cutoff a small
 //!   file beside them.
+//! - [`forget`] `etl forget`: a pipeline's rows out of a target's ledger,
+//!   and the schema `etl` dropped once empty.
 //!
 //! Must not know: sources, transforms, sinks or the runner; it sees chunks
 //! and the names of their targets.
 
 pub mod created;
 pub mod file;
+pub mod forget;
 pub mod pg;
 pub mod sql;
 

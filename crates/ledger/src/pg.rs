@@ -94,6 +94,16 @@ impl Ledger for PgLedger {
         Ok(cutoff)
     }
 
+    async fn forget(&self, apply: bool) -> Result<Vec<String>, EtlError> {
+        let client = self.pool.get().await?;
+        let lines = match apply {
+            true => crate::forget::forget(&client, &self.pipeline).await?,
+            false => crate::forget::held(&client, &self.pipeline).await?,
+        };
+        self.pool.put(client);
+        Ok(lines)
+    }
+
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         self.ensure(&client).await?;

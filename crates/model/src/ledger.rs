@@ -55,6 +55,10 @@ pub trait Ledger: Send + Sync {
     /// Moves the cutoff (follow mode: forward only), or sets or clears it
     /// by hand (`etl cutoff`).
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError>;
+    /// `etl forget`: what the ledger holds of the pipeline, for people;
+    /// with `apply`, removed (and what was removed). Refused while a live
+    /// process runs its chunks.
+    async fn forget(&self, apply: bool) -> Result<Vec<String>, EtlError>;
 }
 
 /// The ledger of a PostgreSQL target, as its chunk writers join it on

@@ -604,14 +604,24 @@ fn build_sink(
                 sink::postgres::PostgresSink::new(spec.clone(), context.clone(), ledger.clone());
             (Arc::new(sink), ledger)
         }
-        ValidatedSink::Parquet(spec) => (
-            Arc::new(sink::file::FileSink::parquet(spec.clone(), context.clone())),
-            Arc::new(FileLedger::new(&spec.path, pipeline)),
+        ValidatedSink::Parquet(s) => (
+            Arc::new(sink::file::FileSink::parquet(s.clone(), context.clone())),
+            ledger(spec, pipeline),
         ),
-        ValidatedSink::Csv(spec) => (
-            Arc::new(sink::file::FileSink::csv(spec.clone(), context.clone())),
-            Arc::new(FileLedger::new(&spec.path, pipeline)),
+        ValidatedSink::Csv(s) => (
+            Arc::new(sink::file::FileSink::csv(s.clone(), context.clone())),
+            ledger(spec, pipeline),
         ),
+    }
+}
+
+/// The ledger of one sink of `pipeline`, as [`build_sink`] gives it, for
+/// what needs no source (`etl forget`).
+pub fn ledger(spec: &ValidatedSink, pipeline: &str) -> Arc<dyn Ledger> {
+    match spec {
+        ValidatedSink::Postgres(s) => PgLedger::new(s.endpoint.clone(), pipeline),
+        ValidatedSink::Parquet(s) => Arc::new(FileLedger::new(&s.path, pipeline)),
+        ValidatedSink::Csv(s) => Arc::new(FileLedger::new(&s.path, pipeline)),
     }
 }
 
