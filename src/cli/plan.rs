@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::{is_migration, load_keys, migration, Outcome};
 use crate::plan::Chunk;
+use crate::run::human::duration;
 use crate::run::summary::thousands;
 use crate::run::Runner;
 use crate::time::format_timestamp;
@@ -61,6 +62,7 @@ pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
             p.chunks.time_column
         );
     }
+    estimate(&runner, &plan)?;
     let columns = runner.source().describe();
     if !columns.is_empty() {
         out!("\nSource columns:");
@@ -74,4 +76,55 @@ pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
         out!("  {line}");
     }
     Ok(Outcome::Success)
+}
+
+/// The time the chunks not done yet would take, in total and per key,
+/// with what the pace is known from ([`crate::run::estimate`]).
+fn estimate(runner: &Runner, plan: &crate::plan::Plan) -> anyhow::Result<()> {
+    let workers = runner.pipeline.chunks.workers;
+    let all: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
+    let by_sink = runner.committed_by_sink(&all)?;
+    let left: Vec<&crate::plan::PlannedChunk> = plan
+        .chunks
+        .iter()
+        .filter(|c| !by_sink.iter().all(|s| s.contains(&c.chunk)))
+        .collect();
+    let rows: u64 = left.iter().map(|c| c.rows).sum();
+    let Some(pace) = runner.pace(plan, true)? else {
+        out!("\nEstimate: none yet (no chunk of the plan holds rows to time)");
+        return Ok(());
+    };
+    if left.is_empty() {
+        out!(
+            "\nEstimate: nothing left, every chunk is done (--restart would take {} on {workers} workers); basis: {}",
+            duration(pace.secs(plan.rows(), plan.chunks.len(), workers)),
+            pace.basis
+        );
+        return Ok(());
+    }
+    out!(
+        "\nEstimate: {} for {} chunks ({} rows) left on {workers} workers; basis: {}",
+        duration(pace.secs(rows, left.len(), workers)),
+        left.len(),
+        thousands(rows),
+        pace.basis
+    );
+    let mut keys: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+    for c in &left {
+        let k = keys
+            .entry(c.chunk.key.as_deref().unwrap_or(""))
+            .or_default();
+        k.0 += 1;
+        k.1 += c.rows;
+    }
+    if keys.len() > 1 {
+        for (key, (chunks, rows)) in keys {
+            out!(
+                "  {key}: {} for {chunks} chunks ({} rows) on one worker",
+                duration(pace.secs(rows, 1, 1)),
+                thousands(rows)
+            );
+        }
+    }
+    Ok(())
 }

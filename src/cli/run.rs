@@ -204,12 +204,19 @@ fn backfill(
         .iter()
         .filter(|c| !done.contains(&c.chunk))
         .collect();
+    // The pace of earlier runs of this plan, for the time left.
+    let pool = workers
+        .unwrap_or(runner.pipeline.chunks.workers)
+        .min(todo.len())
+        .max(1);
+    let recorded = runner.recorded(&plan)?;
     let options = RunOptions {
         workers,
         truncate: true,
         redo: restart,
         redo_chunks: partly.difference(&done).cloned().collect(),
         expected_rows: counted.then(|| todo.iter().map(|c| c.rows).sum()),
+        prior: (recorded.chunks > 0).then_some((recorded, pool)),
         ..Default::default()
     };
     let chunks = todo.into_iter().map(|c| c.chunk.clone()).collect();

@@ -244,6 +244,13 @@ fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
     // loads it, and verify agrees
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(plan.stdout.contains("2 tables from CSV files"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("Estimate: ~")
+            && plan
+                .stdout
+                .contains("for the data on 2 workers; basis: a read of "),
+        "{plan:?}"
+    );
     for column in [
         "번호 bigint inferred",
         "금액 numeric(38,2) inferred",

@@ -321,6 +321,78 @@ fn forget_removes_a_finished_pipelines_ledger_and_the_etl_schema_once_empty() {
 }
 
 #[test]
+fn plan_estimates_the_time_left_from_a_sample_then_from_the_ledger_and_progress_uses_it() {
+    // Given three ships over two days, nothing loaded
+    let db = TestDb::new("estimate");
+    db.load_timeseries(3, 2, 2 * 1440);
+    let p = repo().join("pipelines/ships-copy.toml");
+    let p = p.to_str().unwrap();
+    let estimate = |out: &crate::support::Output| -> String {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("Estimate: "))
+            .unwrap_or_else(|| panic!("no estimate: {out:?}"))
+            .to_string()
+    };
+
+    // When planned before any run: timed by a short read of the source
+    let first = db.etl(&["plan", p]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let line = estimate(&first);
+    assert!(
+        line.contains("for 6 chunks (17,280 rows) left on 2 workers; basis: a read of 2,880 rows of chunk IMO9900001 "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("writing not measured (no chunk of this plan done here yet)"),
+        "{line}"
+    );
+
+    // When one ship is loaded and the plan asked again: timed by the
+    // ledger's record of that ship's chunks, per ship left
+    assert_eq!(db.etl(&["run", p, "--key", "IMO9900001"]).code, 0);
+    let second = db.etl(&["plan", p]);
+    let line = estimate(&second);
+    assert!(
+        line.contains("for 4 chunks (11,520 rows) left on 2 workers; basis: 2 chunks of this plan done before, "),
+        "{line}"
+    );
+    for key in ["IMO9900002", "IMO9900003"] {
+        assert!(
+            second.stdout.contains(&format!("  {key}: ~")),
+            "{key}: {second:?}"
+        );
+    }
+    assert!(!second.stdout.contains("  IMO9900001: ~"), "{second:?}");
+
+    // And the run's progress says the time left from the first line on
+    let rest = crate::support::etl_in(
+        db.dir.path(),
+        &["run", p],
+        &[
+            ("ETL_DST_URL", &db.dst),
+            ("ETL_SRC_URL", &db.src),
+            ("ETL_PROGRESS_SECS", "0"),
+        ],
+    );
+    assert_eq!(rest.code, 0, "{rest:?}");
+    let first_progress = rest
+        .stderr
+        .lines()
+        .find(|l| l.contains("Progress: "))
+        .unwrap_or_else(|| panic!("no progress line: {rest:?}"));
+    assert!(first_progress.contains(" left."), "{first_progress}");
+
+    // And with every chunk done the plan says so
+    let done = db.etl(&["plan", p]);
+    assert!(
+        estimate(&done)
+            .starts_with("Estimate: nothing left, every chunk is done (--restart would take ~"),
+        "{done:?}"
+    );
+}
+
+#[test]
 fn checks_report_each_failure_with_its_count_and_examples_after_run_and_on_verify() {
     // Given readings of one ship, one of them with an empty value_format
     let db = TestDb::new("checks");

@@ -31,6 +31,24 @@ impl PgLedger {
         self.pool.endpoint()
     }
 
+    /// A session to read the ledger on, or `None` before it exists (nothing
+    /// recorded yet); given back to the pool by the caller.
+    async fn reading(&self) -> Result<Option<etl_pg::Conn>, EtlError> {
+        let client = self.pool.get().await?;
+        let exists = sql::exists(&client)
+            .await
+            .map_err(EtlError::pg(self.reading_context()))?;
+        if !exists {
+            self.pool.put(client);
+            return Ok(None);
+        }
+        Ok(Some(client))
+    }
+
+    fn reading_context(&self) -> String {
+        format!("reading etl.chunk_ledger on {}", self.endpoint())
+    }
+
     /// The statement that records, inside the creating transaction, that
     /// this pipeline created `table`.
     pub fn created_sql(&self, table: &str, statement: &str) -> String {
@@ -45,18 +63,12 @@ impl Ledger for PgLedger {
     }
 
     async fn committed(&self, entries: &[Entry]) -> Result<HashSet<Chunk>, EtlError> {
-        let client = self.pool.get().await?;
-        let context = format!("reading etl.chunk_ledger on {}", self.endpoint());
-        if !sql::exists(&client)
-            .await
-            .map_err(EtlError::pg(context.clone()))?
-        {
-            self.pool.put(client);
+        let Some(client) = self.reading().await? else {
             return Ok(HashSet::new());
-        }
+        };
         let done = sql::done(&client, &self.pipeline)
             .await
-            .map_err(EtlError::pg(context))?;
+            .map_err(EtlError::pg(self.reading_context()))?;
         self.pool.put(client);
         Ok(entries
             .iter()
@@ -92,6 +104,23 @@ impl Ledger for PgLedger {
             )))?;
         self.pool.put(client);
         Ok(cutoff)
+    }
+
+    async fn durations(&self, entries: &[Entry]) -> Result<Vec<(Chunk, f64)>, EtlError> {
+        let Some(client) = self.reading().await? else {
+            return Ok(Vec::new());
+        };
+        let took = sql::durations(&client, &self.pipeline)
+            .await
+            .map_err(EtlError::pg(self.reading_context()))?;
+        self.pool.put(client);
+        Ok(entries
+            .iter()
+            .filter_map(|(target, c)| {
+                took.get(&(target.clone(), c.key.clone(), c.start, c.end))
+                    .map(|secs| (c.clone(), *secs))
+            })
+            .collect())
     }
 
     async fn forget(&self, apply: bool) -> Result<Vec<String>, EtlError> {

@@ -348,6 +348,27 @@ pub async fn done(
         .collect())
 }
 
+/// `(target, key, start µs, end µs) -> seconds` from claim to commit of
+/// the pipeline's done chunks.
+pub async fn durations(
+    client: &Client,
+    pipeline: &str,
+) -> Result<std::collections::HashMap<(String, Option<String>, i64, i64), f64>, tokio_postgres::Error>
+{
+    Ok(client
+        .query(
+            "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
+             (extract(epoch FROM end_at) * 1000000)::int8, \
+             extract(epoch FROM finished_at - started_at)::float8 FROM etl.chunk_ledger \
+             WHERE pipeline = $1 AND status = 'done' AND finished_at > started_at",
+            &[&pipeline],
+        )
+        .await?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4)))
+        .collect())
+}
+
 /// One chunk's state, for `etl status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChunkState {

@@ -2,8 +2,10 @@
 //! with its columns and chunks, the DDL, and what follows the data.
 
 use super::{Migration, Origin};
-use etl_base::plan::PlannedChunk;
+use etl_base::plan::{Plan, PlannedChunk};
 use etl_pg::error::EtlError;
+use etl_run::estimate::{Pace, Recorded};
+use etl_run::human::duration;
 use etl_run::summary::{bytes, thousands};
 use etl_source::odbc;
 
@@ -72,7 +74,8 @@ impl Migration {
         ));
         let (mut total, mut chunks) = (0, 0);
         let all = self.chunks_of_all(true)?;
-        for ((i, t), planned) in self.tables.iter().enumerate().zip(all) {
+        let pace = self.pace(&all)?;
+        for ((i, t), planned) in self.tables.iter().enumerate().zip(&all) {
             let rows: u64 = planned.iter().map(|c| c.rows).sum();
             total += rows;
             chunks += planned.len();
@@ -80,7 +83,7 @@ impl Migration {
                 (Some((k, kind)), [_, _, ..]) => format!(
                     ", {} chunks by ranges of {k:?}: {}",
                     planned.len(),
-                    self.ranges(i, *kind, &planned)?
+                    self.ranges(i, *kind, planned)?
                 ),
                 // A CSV file's byte ranges.
                 (None, [_, _, ..]) => format!(", {} chunks by byte ranges", planned.len()),
@@ -126,6 +129,7 @@ impl Migration {
                 lines.push(format!("  {l}"));
             }
         }
+        lines.extend(self.estimate_lines(pace.as_ref(), &all));
         if matches!(self.origin, Origin::Postgres(..)) {
             return self.pg_plan_lines(lines, total, chunks);
         }
@@ -168,6 +172,62 @@ impl Migration {
             self.foreign_keys.len()
         ));
         Ok(lines)
+    }
+
+    /// The data phase's time in total and per table (with rows), and what
+    /// the pace is known from.
+    fn estimate_lines(&self, pace: Option<&Pace>, all: &[Vec<PlannedChunk>]) -> Vec<String> {
+        let Some(p) = pace else {
+            return vec!["Estimate: none yet (a table of a whole PostgreSQL database is timed by its first run here)".into()];
+        };
+        let workers = self.workers.max(self.readers());
+        let rows = |planned: &Vec<PlannedChunk>| planned.iter().map(|c| c.rows).sum::<u64>();
+        let total: u64 = all.iter().map(rows).sum();
+        let chunks: usize = all.iter().map(Vec::len).sum();
+        let mut lines = vec![format!(
+            "Estimate: {} for the data on {workers} workers; basis: {}",
+            duration(p.secs(total, chunks, workers)),
+            p.basis
+        )];
+        for (t, planned) in self.tables.iter().zip(all) {
+            if rows(planned) > 0 {
+                lines.push(format!(
+                    "  {}: {} on one worker",
+                    t.source,
+                    duration(p.secs(rows(planned), 1, 1))
+                ));
+            }
+        }
+        lines
+    }
+
+    /// The pace of this migration here: its chunks the ledger has done,
+    /// else a short read of the first table with rows (not a PostgreSQL
+    /// database's tables: they hand over COPY data).
+    fn pace(&self, all: &[Vec<PlannedChunk>]) -> Result<Option<Pace>, EtlError> {
+        let plan_of = |planned: &Vec<PlannedChunk>| Plan {
+            chunks: planned.clone(),
+            ..Default::default()
+        };
+        let mut recorded = Recorded::default();
+        for (runner, planned) in self.runners.iter().zip(all) {
+            recorded.add(runner.recorded(&plan_of(planned))?);
+        }
+        if let Some(p) = recorded.pace() {
+            return Ok(Some(p));
+        }
+        if matches!(self.origin, Origin::Postgres(..)) {
+            return Ok(None);
+        }
+        match self
+            .runners
+            .iter()
+            .zip(all)
+            .find(|(_, planned)| planned.iter().any(|c| c.rows > 0))
+        {
+            Some((runner, planned)) => runner.sampled_pace(&plan_of(planned)),
+            None => Ok(None),
+        }
     }
 
     /// What runs on each loaded table once the data is in, when anything.

@@ -55,6 +55,12 @@ pub trait Ledger: Send + Sync {
     /// Moves the cutoff (follow mode: forward only), or sets or clears it
     /// by hand (`etl cutoff`).
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError>;
+    /// The seconds each chunk among `entries` took when it committed (from
+    /// its claim to its commit), where the ledger keeps that: what `etl
+    /// plan` and the progress display estimate a run's time from.
+    async fn durations(&self, _entries: &[Entry]) -> Result<Vec<(Chunk, f64)>, EtlError> {
+        Ok(Vec::new())
+    }
     /// `etl forget`: what the ledger holds of the pipeline, for people;
     /// with `apply`, removed (and what was removed). Refused while a live
     /// process runs its chunks.

@@ -19,7 +19,9 @@
 
 pub mod checks;
 mod chunk;
+pub mod estimate;
 pub mod failed_csv;
+pub mod human;
 mod pipeline;
 pub mod summary;
 mod verify;
@@ -100,6 +102,10 @@ pub struct RunOptions {
     pub redo_chunks: HashSet<Chunk>,
     /// Rows the plan expects, for the progress display.
     pub expected_rows: Option<u64>,
+    /// The pace of earlier runs of these chunks ([`estimate::Recorded`])
+    /// and the workers that will share them: the progress display's time
+    /// left until the run has a pace of its own.
+    pub prior: Option<(estimate::Recorded, usize)>,
     /// Follow mode's small loads leave ANALYZE (`analyze_after`) to autovacuum.
     pub skip_analyze: bool,
 }
@@ -425,7 +431,7 @@ pub fn run_jobs(
     let done = AtomicUsize::new(0);
     let elsewhere = AtomicUsize::new(0);
     let pivot = Mutex::new(None::<etl_transform::pivot::PivotCounts>);
-    let progress = summary::Progress::new(jobs.len(), options.expected_rows);
+    let progress = summary::Progress::new(jobs.len(), options.expected_rows, options.prior);
     let name = groups.first().map_or("", |(r, _)| r.pipeline.name.as_str());
     tracing::info!(pipeline = %name, chunks = jobs.len(), workers, "Run started.");
     // A round runs `jobs` on the pool. The second ("again") runs chunks a

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::RunReport;
+pub use crate::human::thousands;
 
 /// Progress of a run: a bar on a terminal, else an INFO line at most every
 /// ten seconds. Rows count as they are written, inside long chunks too.
@@ -22,18 +23,24 @@ pub struct Progress {
     rows: AtomicU64,
     /// Rows written by chunks still running (gone again when they end).
     in_flight: AtomicU64,
+    /// Earlier runs' pace of these chunks, and the workers sharing them.
+    prior: Option<(crate::estimate::Recorded, usize)>,
     last_log: Mutex<Instant>,
     started: Instant,
 }
 
 impl Progress {
-    pub fn new(total: usize, expected_rows: Option<u64>) -> Self {
+    pub fn new(
+        total: usize,
+        expected_rows: Option<u64>,
+        prior: Option<(crate::estimate::Recorded, usize)>,
+    ) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             // In the process's one set of bars, which log lines suspend.
             let bar = bars().add(ProgressBar::new(total as u64));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} chunks {msg} (eta {eta})",
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} chunks {msg}",
                 )
                 .expect("the template is valid")
                 .progress_chars("=> "),
@@ -44,6 +51,7 @@ impl Progress {
             bar,
             total,
             expected_rows,
+            prior,
             chunks: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             rows: AtomicU64::new(0),
@@ -76,15 +84,19 @@ impl Progress {
         let chunks = self.chunks.load(Ordering::Relaxed);
         let failures = self.failed.load(Ordering::Relaxed);
         let rows = self.rows.load(Ordering::Relaxed) + self.in_flight.load(Ordering::Relaxed);
-        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = rows as f64 / elapsed;
+        let left = self.time_left(chunks, rows, elapsed);
         let message = || {
             format!(
-                "{} rows{}, {}/s{}",
+                "{} rows{}, {}/s{}{}",
                 thousands(rows),
                 self.expected_rows
                     .map(|e| format!(" of {}", thousands(e)))
                     .unwrap_or_default(),
                 thousands(rate as u64),
+                left.map(|s| format!(", {} left", crate::human::duration(s)))
+                    .unwrap_or_default(),
                 if failures > 0 {
                     format!(", {failures} failed")
                 } else {
@@ -104,6 +116,33 @@ impl Progress {
         if last.elapsed() >= log_interval() || last_chunk {
             *last = Instant::now();
             tracing::info!("Progress: {chunks}/{} chunks, {}.", self.total, message());
+        }
+    }
+
+    /// Seconds left: by rows when the plan counted them, else by chunks;
+    /// at the run's own pace once it has one (5 s in, something done),
+    /// at the earlier runs' until then.
+    fn time_left(&self, chunks: usize, rows: u64, elapsed: f64) -> Option<f64> {
+        let own = elapsed >= 5.0;
+        let chunks_left = self.total.saturating_sub(chunks) as f64;
+        match self.expected_rows {
+            Some(expected) => {
+                let left = expected.saturating_sub(rows) as f64;
+                match (own && rows > 0, &self.prior) {
+                    (true, _) => Some(left * elapsed / rows as f64),
+                    (false, Some((r, pool))) if r.rows > 0 && r.secs > 0.0 => {
+                        Some(left * r.secs / r.rows as f64 / *pool as f64)
+                    }
+                    _ => None,
+                }
+            }
+            None => match (own && chunks > 0, &self.prior) {
+                (true, _) => Some(chunks_left * elapsed / chunks as f64),
+                (false, Some((r, pool))) if r.chunks > 0 => {
+                    Some(chunks_left * r.secs / r.chunks as f64 / *pool as f64)
+                }
+                _ => None,
+            },
         }
     }
 
@@ -146,19 +185,6 @@ pub fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// `12,345,678`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `1.5 GiB`.
