@@ -3,7 +3,6 @@
 //! after the user types the pipeline's name or passes `--yes`. The data
 //! stays; `etl run --recreate` is what drops tables.
 
-use std::io::BufRead as _;
 use std::path::Path;
 
 use super::{load, Outcome};
@@ -41,16 +40,7 @@ pub(super) fn forget(path: &Path, yes: bool) -> anyhow::Result<Outcome> {
         }
     }
     if !yes {
-        out_raw!("Type the pipeline name ({name}) to forget it: ");
-        std::io::Write::flush(&mut std::io::stdout())?;
-        let mut typed = String::new();
-        std::io::stdin().lock().read_line(&mut typed)?;
-        if typed.trim() != name {
-            anyhow::bail!(
-                "etl forget was not confirmed (typed {:?}, not the pipeline name {name:?}); nothing was deleted. Type the name, or pass --yes",
-                typed.trim()
-            );
-        }
+        super::confirm_by_name(name, "forget it", "etl forget")?;
     }
     for (ledger, _) in &held {
         // One transaction per target: tried again whole after a lost session.

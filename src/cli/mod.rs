@@ -328,6 +328,24 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Asks for the pipeline's name before something that cannot be undone
+/// (`--recreate`, `etl forget`); an error naming `what` when another
+/// answer (or none) comes.
+fn confirm_by_name(name: &str, prompt: &str, what: &str) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    out_raw!("Type the pipeline name ({name}) to {prompt}: ");
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let mut typed = String::new();
+    std::io::stdin().lock().read_line(&mut typed)?;
+    if typed.trim() != name {
+        anyhow::bail!(
+            "{what} was not confirmed (typed {:?}, not the pipeline name {name:?}); nothing was changed. Type the name, or pass --yes to confirm without a prompt",
+            typed.trim()
+        );
+    }
+    Ok(())
+}
+
 fn load(path: &Path) -> anyhow::Result<ValidatedPipeline> {
     let p = config::load_validated(path)?;
     bound_connections(&p, None);

@@ -3,8 +3,6 @@
 //! ledger entries, after the user types the pipeline's name or passes
 //! `--yes`. Tables the pipeline found already there are never dropped.
 
-use std::io::BufRead as _;
-
 use crate::config::{ValidatedPipeline, ValidatedSink};
 use etl_ledger::created;
 
@@ -38,16 +36,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
         }
     }
     if !yes {
-        out_raw!("Type the pipeline name ({name}) to drop them: ");
-        std::io::Write::flush(&mut std::io::stdout())?;
-        let mut typed = String::new();
-        std::io::stdin().lock().read_line(&mut typed)?;
-        if typed.trim() != name {
-            anyhow::bail!(
-                "--recreate was not confirmed (typed {:?}, not the pipeline name {name:?}); nothing was dropped. Type the name, or pass --yes to confirm without a prompt",
-                typed.trim()
-            );
-        }
+        super::confirm_by_name(name, "drop them", "--recreate")?;
     }
     for (spec, tables) in &found {
         // One transaction: tried again whole after a lost session.

@@ -26,6 +26,17 @@ fn spawn_follow(db: &TestDb, p: &str) -> (Child, std::sync::mpsc::Receiver<Strin
     )
 }
 
+/// Waits until the target table exists and holds `rows` rows.
+fn backfilled(db: &TestDb, rows: &str) {
+    eventually("the backfill", || {
+        psql(
+            &db.dst,
+            "SELECT to_regclass('tenant.tbl_data_timeseries') IS NOT NULL",
+        ) == "t"
+            && count(&db.dst) == rows
+    });
+}
+
 fn count(url: &str) -> String {
     psql(url, "SELECT count(*) FROM tenant.tbl_data_timeseries")
 }
@@ -38,13 +49,7 @@ fn follow_loads_new_and_late_rows_and_stops_cleanly() {
     let p = repo().join("pipelines/ships-copy.toml");
     let p = p.to_str().unwrap();
     let (mut child, _log) = spawn_follow(&db, p);
-    eventually("the backfill", || {
-        psql(
-            &db.dst,
-            "SELECT to_regclass('tenant.tbl_data_timeseries') IS NOT NULL",
-        ) == "t"
-            && count(&db.dst) == "8640"
-    });
+    backfilled(&db, "8640");
 
     // When new rows arrive, and then a late row for a minute already loaded
     psql(
@@ -312,13 +317,7 @@ fn the_shipped_systemd_unit_follows_and_stops_on_its_kill_signal() {
     db.load_timeseries(2, 3, 1440);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut child, _log) = spawn_etl(&db, &args, &[]);
-    eventually("the backfill", || {
-        psql(
-            &db.dst,
-            "SELECT to_regclass('tenant.tbl_data_timeseries') IS NOT NULL",
-        ) == "t"
-            && count(&db.dst) == "8640"
-    });
+    backfilled(&db, "8640");
 
     // When systemctl stop sends the unit's KillSignal
     let signal = setting("KillSignal");
