@@ -346,7 +346,7 @@ impl Migration {
                 source: name,
                 target,
                 schema: reader.schema(),
-                source_types: reader.source_types.clone(),
+                source_types: reader.odbc_types.clone(),
                 keys,
             });
         }
@@ -361,8 +361,6 @@ impl Migration {
     }
 }
 
-/// The tables `include` names (`*`: all of them) but `exclude`, checked
-/// against those the source has.
 /// The pipeline as each table's runner loads it: into existing tables
 /// (`create_table = false`), a whole table's chunk empties its table with
 /// DELETE (TRUNCATE refuses a table another's foreign key references), and
@@ -378,6 +376,8 @@ pub(super) fn into_existing(p: &ValidatedPipeline) -> ValidatedPipeline {
     p
 }
 
+/// The tables `include` names (`*`: all of them) but `exclude`, checked
+/// against those the source has.
 pub(super) fn select_tables(
     all: &[String],
     include: &[String],

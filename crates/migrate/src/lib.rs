@@ -1,5 +1,5 @@
 //! A migration: a whole ODBC database (or a list of tables, or a query),
-//! or an Access file read natively,
+//! an Access file read natively, or CSV files each into a table of its own,
 //! moved into PostgreSQL as phases around the one chunk runner
 //! ([`etl_run::run_jobs`]), in this order, as `etl plan` shows them:
 //!
@@ -70,7 +70,8 @@ pub struct Table {
     pub source: String,
     pub target: TableName,
     pub schema: SchemaRef,
-    /// The driver's type of each column.
+    /// The source's type of each column, as the plan shows it (the
+    /// driver's, Access's, a CSV file's with where it came from).
     pub source_types: Vec<String>,
     pub keys: Keys,
     /// A single-column primary key (integer, time or text), or SQLite's
@@ -337,8 +338,8 @@ impl Migration {
                 }
             }
         }
-        // The tables load in levels (a PostgreSQL database into existing
-        // tables with foreign keys: parents first), else all at once.
+        // The tables load in levels (into existing tables with foreign
+        // keys, fk_handling = "order": parents first), else all at once.
         let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
         let postgres = matches!(self.origin, Origin::Postgres(..));
         if (postgres || !self.sink.create_table) && !todo.is_empty() {

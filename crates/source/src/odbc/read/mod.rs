@@ -202,7 +202,7 @@ pub struct OdbcReader {
     /// Columns the driver says are auto-numbered (SQL_DESC_AUTO_UNIQUE_VALUE).
     pub auto_unique: Vec<bool>,
     /// The driver's type of each column, as etl read it, for plans.
-    pub source_types: Vec<String>,
+    pub odbc_types: Vec<String>,
 }
 
 /// Connects, runs `query` and describes its columns.
@@ -240,7 +240,7 @@ pub fn open_table(
     let mut descs = Vec::new();
     let mut problems = Vec::new();
     let mut auto_unique = Vec::new();
-    let mut source_types = Vec::new();
+    let mut odbc_types = Vec::new();
     let mut adaptive = Vec::new();
     for i in 1..=n {
         // SQLDescribeCol, not SQLColAttribute: MDBTools lacks the latter.
@@ -253,7 +253,7 @@ pub fn open_table(
             .map_err(|e| EtlError::Config(format!("column {i}: {e}")))?;
         let t = description.data_type;
         auto_unique.push(is_auto_unique(&mut cursor, i));
-        source_types.push(format!("{t:?}"));
+        odbc_types.push(format!("{t:?}"));
         let t = match options.cast_for(table, &name) {
             None => t,
             Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
@@ -477,7 +477,7 @@ pub fn open_table(
         truncated: BTreeMap::new(),
         invalid_dates: BTreeMap::new(),
         auto_unique,
-        source_types,
+        odbc_types,
     })
 }
 
