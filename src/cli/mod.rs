@@ -199,6 +199,16 @@ pub enum Command {
         #[command(subcommand)]
         action: db::DbAction,
     },
+    /// A completion script for SHELL on stdout, from the command line's
+    /// own definitions: `etl completions bash >
+    /// ~/.local/share/bash-completion/completions/etl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, from the command line's own
+    /// definitions: `etl man > ~/.local/share/man/man1/etl.1`.
+    Man,
     /// Internal: one ODBC reader of a migration (a request on stdin, Arrow
     /// IPC on stdout); started by `etl run` for `readers` > 1.
     #[command(hide = true)]
@@ -321,6 +331,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         },
         Command::Schema { action } => schema::schema(action),
         Command::Db { action } => db::db(action),
+        Command::Completions { shell } => {
+            let mut command = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "etl", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
+        Command::Man => {
+            let command = <Args as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(Outcome::Success)
+        }
         Command::OdbcRead => {
             crate::source::odbc::process::child_main()?;
             Ok(Outcome::Success)

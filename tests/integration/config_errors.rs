@@ -279,3 +279,39 @@ fn whole_postgres_database_settings_are_checked_with_their_lines() {
         "{out:?}"
     );
 }
+
+/// Shell completions and the manual page come from the command line's own
+/// definitions, so they name every command (a new one included) and
+/// parse in their shell.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| crate::support::etl_in(dir.path(), args, &[]);
+    let commands = [
+        "run", "plan", "verify", "rerun", "forget", "cutoff", "schema", "db",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {out:?}");
+        for c in commands {
+            assert!(out.stdout.contains(c), "{shell} lacks {c}");
+        }
+    }
+    let bash = dir.path().join("etl.bash");
+    std::fs::write(&bash, run(&["completions", "bash"]).stdout).unwrap();
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&bash)
+        .status()
+        .unwrap();
+    assert!(parsed.success(), "the bash completion does not parse");
+    let man = run(&["man"]);
+    assert_eq!(man.code, 0, "{man:?}");
+    assert!(man.stdout.contains(".TH etl 1"), "{man:?}");
+    for c in commands {
+        assert!(
+            man.stdout.contains(&format!("etl\\-{c}(1)")),
+            "the man page lacks {c}"
+        );
+    }
+}
