@@ -179,6 +179,30 @@ pub struct SourceCounts {
 /// The encoding of a label: any encoding_rs (WHATWG) label, and the
 /// Windows code page names cp949/uhc/ms949 (encoding_rs's EUC-KR is the
 /// whole of CP949, with 똠 and 펲).
+/// The files a source's `path` glob matches, in name order; refused when
+/// it matches none (a file source with nothing to read is a mistake).
+pub fn files_matching(pattern: &str) -> Result<Vec<std::path::PathBuf>, EtlError> {
+    let mut paths: Vec<std::path::PathBuf> = glob::glob(pattern)
+        .map_err(|e| {
+            EtlError::Config(format!(
+                "source.path {pattern:?} is not a glob pattern: {e}"
+            ))
+        })?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(EtlError::Config(format!(
+            "source.path {pattern:?} matches no file (relative to {})",
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        )));
+    }
+    Ok(paths)
+}
+
 pub fn encoding_for(label: &str) -> Result<&'static encoding_rs::Encoding, String> {
     let l = match label.to_ascii_lowercase().as_str() {
         "cp949" | "uhc" | "ms949" | "windows949" => "windows-949".to_string(),

@@ -138,21 +138,7 @@ pub struct CsvSource {
 /// The files `spec.pattern` matches, in name order; refused when none
 /// does, or two share a stem (it names a file's chunks and its table).
 fn matched(spec: &CsvSpec) -> Result<Vec<PathBuf>, EtlError> {
-    let mut paths: Vec<PathBuf> = glob::glob(&spec.pattern)
-        .map_err(|e| EtlError::Config(format!("source.path {:?}: {e}", spec.pattern)))?
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file())
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
-        return Err(EtlError::Config(format!(
-            "source.path {:?} matches no file (relative to {})",
-            spec.pattern,
-            std::env::current_dir()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default()
-        )));
-    }
+    let paths = crate::files_matching(&spec.pattern)?;
     let mut seen: HashMap<String, &PathBuf> = HashMap::new();
     for path in &paths {
         let stem = stem(path);

@@ -158,21 +158,7 @@ fn check_type_names(path: &std::path::Path, schema: &SchemaRef) -> Result<(), Et
 impl ParquetSource {
     /// Finds the files and checks they share one schema with a usable time column.
     pub fn build(pattern: &str, batch_rows: usize, chunking: &Chunking) -> Result<Self, EtlError> {
-        let mut paths: Vec<PathBuf> = glob::glob(pattern)
-            .map_err(|e| {
-                EtlError::Config(format!(
-                    "source.path {pattern:?} is not a glob pattern: {e}"
-                ))
-            })?
-            .filter_map(Result::ok)
-            .filter(|p| p.is_file())
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            return Err(EtlError::Config(format!(
-                "source.path {pattern:?} matches no file"
-            )));
-        }
+        let paths = crate::files_matching(pattern)?;
         let mut schemas = Vec::with_capacity(paths.len());
         for path in &paths {
             let schema = open(path)?.schema().clone();
