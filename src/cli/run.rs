@@ -54,6 +54,11 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
             "--follow polls a database for rows newer than the cutoff, which files do not have: drop --follow, and load new files by a run whose source.path names them"
         );
     }
+    if follow.is_some() && !is_migration(&pipeline) && pipeline.chunks.time_column.is_empty() {
+        anyhow::bail!(
+            "--follow loads rows newer than the cutoff by [chunks] time_column, and this pipeline has none (its source is read whole); add time_column, or drop --follow"
+        );
+    }
     if restart
         && matches!(
             pipeline.source,

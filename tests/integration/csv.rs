@@ -887,3 +887,89 @@ fn follow_is_refused_on_files_with_what_to_do_instead() {
         "0"
     );
 }
+
+#[test]
+fn a_table_without_a_time_column_exports_whole_equal_to_psql_copy() {
+    // Given a lookup table with no time column to cut on: text with commas,
+    // quotes and newlines, an empty string beside NULLs, numerics, times
+    let db = TestDb::new("csv_whole");
+    psql(
+        &db.src,
+        "CREATE TABLE public.lookup (id int PRIMARY KEY, name text, price numeric(10,2), at timestamptz, ok boolean); \
+         INSERT INTO public.lookup SELECT i, 'n' || i || ', \"q\"' || CASE WHEN i % 7 = 0 THEN E'\\nline' ELSE '' END, \
+           i * 1.5, '2025-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', i % 2 = 0 FROM generate_series(1, 1000) i; \
+         INSERT INTO public.lookup VALUES (1001, NULL, NULL, NULL, NULL), (1002, '', 0, NULL, true)",
+    );
+    let p = db.pipeline(
+        "lookup.toml",
+        "name = \"lookup\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"public.lookup\"\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"out/lookup.csv\"\n\
+         [[sinks]]\ntype = \"parquet\"\npath = \"out/lookup.parquet\"\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"public.lookup\"\ncreate_table = true\n",
+    );
+    let p = p.to_str().unwrap();
+
+    // When planned, run and verified
+    let plan = db.etl(&["plan", p]);
+    let run = db.etl(&["run", p]);
+    let verify = db.etl(&["verify", p]);
+    let again = db.etl(&["run", p]);
+
+    // Then the table is one chunk; the CSV file equals psql's \copy ...
+    // CSV HEADER byte for byte, the Parquet file and the table read back
+    // equal, and a second run has nothing to do
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .starts_with("Pipeline lookup: 1 chunks, 1,002 rows\n"),
+        "{plan:?}"
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let copied = db.dir.path().join("copied.csv");
+    psql(
+        &db.src,
+        &format!("\\copy public.lookup TO '{}' CSV HEADER", copied.display()),
+    );
+    assert_eq!(
+        std::fs::read(db.dir.path().join("out/lookup.csv")).unwrap(),
+        std::fs::read(&copied).unwrap()
+    );
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.contains("3 equal, 0 differ"), "{verify:?}");
+    assert_eq!(
+        fingerprint(&db.dst, "public.lookup", "id"),
+        fingerprint(&db.src, "public.lookup", "id")
+    );
+    assert!(
+        again
+            .stdout
+            .contains("skipped      1 chunks done by an earlier run"),
+        "{again:?}"
+    );
+
+    // And what needs a time column says so
+    let follow = db.etl(&["run", "--follow", p]);
+    assert_eq!(follow.code, 2, "{follow:?}");
+    assert!(
+        follow
+            .stderr
+            .contains("and this pipeline has none (its source is read whole)"),
+        "{follow:?}"
+    );
+    let keyed = db.pipeline(
+        "keyed.toml",
+        &std::fs::read_to_string(p).unwrap().replacen(
+            "[[sinks]]",
+            "[chunks]\nkey_column = \"id\"\n[[sinks]]",
+            1,
+        ),
+    );
+    let refused = db.etl(&["validate", keyed.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains(
+            "chunks.key_column: without [chunks] time_column a PostgreSQL table or query is read whole, in one chunk"
+        ),
+        "{refused:?}"
+    );
+}

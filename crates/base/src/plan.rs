@@ -347,12 +347,18 @@ pub fn chunk_filter(
 ) -> String {
     use crate::sql::{ident, literal};
     use crate::time::sql_literal;
-    let t = ident(time_column);
-    let mut filter = format!(
-        "{t} >= {} AND {t} < {}",
-        sql_literal(chunk.start, time_has_zone),
-        sql_literal(chunk.end, time_has_zone)
-    );
+    // A source read whole (no time column) has one chunk: every row.
+    let mut filter = match chunk.is_whole() {
+        true => "true".to_string(),
+        false => {
+            let t = ident(time_column);
+            format!(
+                "{t} >= {} AND {t} < {}",
+                sql_literal(chunk.start, time_has_zone),
+                sql_literal(chunk.end, time_has_zone)
+            )
+        }
+    };
     if let Some(k) = key_column {
         match &chunk.key {
             Some(v) => filter.push_str(&format!(" AND {} = {}", ident(k), literal(v))),

@@ -107,6 +107,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         odbc_table: kind.odbc_table.clone(),
         key_column: ch.key_column.is_some(),
         pg_database: kind.pg_database,
+        one_chunk: kind.pg_whole,
     };
     for (i, s) in p.sinks.into_iter().enumerate() {
         sinks.extend(sink::sink(&mut c, i, s, &shape));
@@ -165,6 +166,9 @@ struct Kind {
     is_csv: bool,
     csv_windows: bool,
     csv_ranges: bool,
+    /// A PostgreSQL table or query without [chunks] time_column: read
+    /// whole, in one chunk.
+    pg_whole: bool,
 }
 
 fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
@@ -207,7 +211,14 @@ fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
             .and_then(|c| c.time_column.as_deref())
             .is_some_and(|t| !t.trim().is_empty());
     let csv_ranges = is_csv && !csv_windows;
+    let pg_whole = matches!(&p.source, SourceConfig::Postgres(_))
+        && !pg_database
+        && p.chunks
+            .as_ref()
+            .and_then(|c| c.time_column.as_deref())
+            .is_none_or(|t| t.trim().is_empty());
     Kind {
+        pg_whole,
         odbc_windows,
         pg_database,
         is_migration,
@@ -243,7 +254,7 @@ fn chunks(
     let ch = match chunks {
         Some(ch) => ch,
         None => {
-            if !kind.is_migration && !kind.is_csv {
+            if !kind.is_migration && !kind.is_csv && !kind.pg_whole {
                 c.add(
                     "chunks",
                     "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
@@ -293,6 +304,16 @@ fn chunk_columns(
         ] {
             if set {
                 c.add(&format!("chunks.{k}"), "without [chunks] time_column a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); add time_column for time windows, or leave this out");
+            }
+        }
+    } else if kind.pg_whole {
+        for (k, set) in [
+            ("key_column", ch.key_column.is_some()),
+            ("start", ch.start.is_some()),
+            ("end", ch.end.is_some()),
+        ] {
+            if set {
+                c.add(&format!("chunks.{k}"), "without [chunks] time_column a PostgreSQL table or query is read whole, in one chunk; add time_column (a timestamp column) for time windows, or leave this out");
             }
         }
     } else if ch
@@ -525,7 +546,8 @@ fn checks(
 
 /// A file sink's `path`: placeholders only from the list, a file of its own
 /// for every chunk.
-fn file_path(c: &mut Collector<'_>, i: usize, path: &str, per_key: bool, ext: &str) {
+fn file_path(c: &mut Collector<'_>, i: usize, path: &str, shape: &sink::Shape, ext: &str) {
+    let per_key = shape.key_column || shape.csv_ranges;
     let key = format!("sinks[{i}].path");
     let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
         .iter()
@@ -544,7 +566,7 @@ fn file_path(c: &mut Collector<'_>, i: usize, path: &str, per_key: bool, ext: &s
                 "{path:?} holds a placeholder other than {{pipeline}}, {{key}}, {{start}}, {{end}}"
             ),
         );
-    } else if !path.contains("{start}") && !path.contains("{end}") {
+    } else if !path.contains("{start}") && !path.contains("{end}") && !shape.one_chunk {
         c.add(
             &key,
             format!(

@@ -17,6 +17,9 @@ pub(super) struct Shape {
     pub key_column: bool,
     /// A whole PostgreSQL database: its tables keep their schemas and names.
     pub pg_database: bool,
+    /// The source is read whole, in one chunk (a PostgreSQL table or query
+    /// without [chunks] time_column): a file sink's path may be fixed.
+    pub one_chunk: bool,
 }
 
 /// Sink `i` checked; `None` when it has problems (collected).
@@ -45,13 +48,7 @@ fn parquet(
             "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
         );
     }
-    file_path(
-        c,
-        i,
-        &s.path,
-        shape.key_column || shape.csv_ranges,
-        "parquet",
-    );
+    file_path(c, i, &s.path, shape, "parquet");
     if s.row_group_rows == 0 {
         c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
     }
@@ -74,7 +71,7 @@ fn csv(
             "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
         );
     }
-    file_path(c, i, &s.path, shape.key_column || shape.csv_ranges, "csv");
+    file_path(c, i, &s.path, shape, "csv");
     let key = |k: &str| format!("sinks[{i}].{k}");
     let delimiter = match s.delimiter.as_bytes() {
         [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => Some(*b),

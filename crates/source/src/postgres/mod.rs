@@ -180,22 +180,11 @@ impl PostgresSource {
             .collect();
         let schema = Arc::new(Schema::new(fields));
 
-        let time_index = schema.index_of(&chunking.time_column).map_err(|_| {
-            EtlError::Config(format!(
-                "chunks.time_column {:?} is not a column of the source; its columns are: {}",
-                chunking.time_column,
-                column_list(&schema)
-            ))
-        })?;
-        let time_has_zone = match &types[time_index] {
-            PgType::Timestamptz => true,
-            PgType::Timestamp => false,
-            other => {
-                return Err(EtlError::Config(format!(
-                    "chunks.time_column {:?} is {other:?}; chunks are cut on a timestamp or timestamptz column",
-                    chunking.time_column
-                )))
-            }
+        // Without a time column the relation is read whole, one chunk.
+        let whole = chunking.time_column.is_empty();
+        let time_has_zone = match whole {
+            true => false,
+            false => time_zone(&schema, &types, &chunking.time_column)?,
         };
         if let Some(key) = &chunking.key_column {
             if schema.index_of(key).is_err() {
@@ -217,6 +206,7 @@ impl PostgresSource {
             Relation::Query(_) => Vec::new(),
         };
         let indexed = match relation {
+            Relation::Table(_) if whole => false,
             Relation::Table(t) => client
                 .query_one(
                     "SELECT coalesce((SELECT attnotnull FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2), false) \
@@ -424,6 +414,44 @@ fn array_oid_of(t: &Type) -> Option<u32> {
     })
 }
 
+impl PostgresSource {
+    /// A relation read whole: one chunk, its rows counted.
+    async fn plan_whole(&self) -> Result<Plan, EtlError> {
+        let client = self.pool.get().await?;
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
+            .await
+            .map_err(EtlError::pg("counting the rows of the source"))?
+            .get(0);
+        self.pool.put(client);
+        Ok(Plan {
+            chunks: vec![PlannedChunk {
+                chunk: Chunk::whole(None),
+                rows: rows as u64,
+            }],
+            ..Plan::default()
+        })
+    }
+}
+
+/// Whether `time_column` of the source is a `timestamptz` (true) or a
+/// `timestamp` (false); refused when it is missing or another type.
+fn time_zone(schema: &Schema, types: &[PgType], time_column: &str) -> Result<bool, EtlError> {
+    let time_index = schema.index_of(time_column).map_err(|_| {
+        EtlError::Config(format!(
+            "chunks.time_column {time_column:?} is not a column of the source; its columns are: {}",
+            column_list(schema)
+        ))
+    })?;
+    match &types[time_index] {
+        PgType::Timestamptz => Ok(true),
+        PgType::Timestamp => Ok(false),
+        other => Err(EtlError::Config(format!(
+            "chunks.time_column {time_column:?} is {other:?}; chunks are cut on a timestamp or timestamptz column"
+        ))),
+    }
+}
+
 #[async_trait]
 impl Source for PostgresSource {
     fn schema(&self) -> SchemaRef {
@@ -435,6 +463,9 @@ impl Source for PostgresSource {
     }
 
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        if self.time_column.is_empty() {
+            return self.plan_whole().await;
+        }
         // One scan: rows binned into windows aligned to the configured start,
         // or else to whole intervals since 1970-01-01 UTC. Rows with a NULL
         // or infinite time, or outside [start, end), get no window.
