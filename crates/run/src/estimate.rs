@@ -98,15 +98,15 @@ impl Runner {
             .map(|c| Ok((sink.target(&c.chunk)?, c.chunk.clone())))
             .collect::<Result<Vec<_>, EtlError>>()?;
         let took = block_on(self.step("reading the ledger failed", || ledger.durations(&entries)))?;
-        let rows_of = |chunk: &Chunk| {
-            plan.chunks
-                .iter()
-                .find(|c| &c.chunk == chunk)
-                .map_or(0, |c| c.rows)
-        };
+        // (a plan may hold many thousands of chunks: looked up, not searched)
+        let rows_of: std::collections::HashMap<&Chunk, u64> =
+            plan.chunks.iter().map(|c| (&c.chunk, c.rows)).collect();
         Ok(Recorded {
             chunks: took.len(),
-            rows: took.iter().map(|(c, _)| rows_of(c)).sum(),
+            rows: took
+                .iter()
+                .map(|(c, _)| rows_of.get(c).copied().unwrap_or(0))
+                .sum(),
             secs: took.iter().map(|(_, s)| s).sum(),
         })
     }

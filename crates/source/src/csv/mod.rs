@@ -688,6 +688,27 @@ fn header_end(d: Dialect, path: &Path, size: u64) -> Result<(u64, u64), EtlError
     }
 }
 
+/// Reads `reader` to its end in blocks of [`BLOCK`] bytes, each handed to
+/// `f`: the one read loop of the plan's scans.
+fn each_block(
+    reader: &mut impl Read,
+    path: &Path,
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), EtlError> {
+    // (on the heap: 1 MiB outside unit tests)
+    #[allow(clippy::useless_vec)]
+    let mut buf = vec![0u8; BLOCK];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
+        if n == 0 {
+            return Ok(());
+        }
+        f(&buf[..n]);
+    }
+}
+
 /// The line feeds in `bytes`.
 fn newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64

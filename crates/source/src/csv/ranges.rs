@@ -4,11 +4,11 @@
 //! lines).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 
 use super::parse::Scanner;
 use super::types::ColType;
-use super::{io, newlines, open_read, read_file, CsvSource, OnBadLine, BLOCK};
+use super::{each_block, io, newlines, open_read, read_file, CsvSource, OnBadLine};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_pg::error::EtlError;
 
@@ -59,17 +59,10 @@ impl CsvSource {
                 let mut f = open_read(&file.path)?;
                 let mut scanner = Scanner::new(self.spec.dialect);
                 let (mut rows, mut last) = (0u64, b'\n');
-                let mut buf = vec![0u8; BLOCK];
-                loop {
-                    let n = f
-                        .read(&mut buf)
-                        .map_err(io(format!("reading {}", file.path.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    scanner.scan(&buf[..n], |_| rows += 1);
-                    last = buf[n - 1];
-                }
+                each_block(&mut f, &file.path, |block| {
+                    scanner.scan(block, |_| rows += 1);
+                    last = block[block.len() - 1];
+                })?;
                 rows += u64::from(last != b'\n');
                 rows = rows.saturating_sub(u64::from(self.spec.header));
                 if file.size > 0 {
@@ -85,33 +78,26 @@ impl CsvSource {
             f.seek(SeekFrom::Start(file.data_start))
                 .map_err(io(format!("reading {}", file.path.display())))?;
             let mut scanner = Scanner::new(self.spec.dialect);
-            let mut buf = vec![0u8; BLOCK];
             let (mut pos, mut start, mut rows, mut line) =
                 (file.data_start, file.data_start, 0u64, file.data_line);
             let mut cuts: Vec<(u64, u64, u64, u64)> = Vec::new();
             let mut start_line = line;
             let mut last_byte = b'\n';
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .map_err(io(format!("reading {}", file.path.display())))?;
-                if n == 0 {
-                    break;
-                }
-                scanner.scan(&buf[..n], |i| {
+            each_block(&mut f, &file.path, |block| {
+                scanner.scan(block, |i| {
                     rows += 1;
                     if rows == range_rows {
                         let end = pos + i as u64 + 1;
                         cuts.push((start, end, rows, start_line));
                         start = end;
                         rows = 0;
-                        start_line = line + newlines(&buf[..=i]);
+                        start_line = line + newlines(&block[..=i]);
                     }
                 });
-                line += newlines(&buf[..n]);
-                last_byte = buf[n - 1];
-                pos += n as u64;
-            }
+                line += newlines(block);
+                last_byte = block[block.len() - 1];
+                pos += block.len() as u64;
+            })?;
             // A last record without its newline.
             if pos > start && last_byte != b'\n' {
                 rows += 1;

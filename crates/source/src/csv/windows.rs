@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::parse::{Found, Parser, Record, Scanner};
 use super::types::{self, ColType, Value};
-use super::{io, newlines, open_read, CsvSource, OnBadLine, BLOCK};
+use super::{io, newlines, open_read, CsvSource, OnBadLine};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_base::time::Micros;
 use etl_pg::error::EtlError;
@@ -252,28 +252,21 @@ pub fn scan(
             error: None,
         };
         let mut scanner = Scanner::new(spec.dialect);
-        let mut buf = vec![0u8; BLOCK];
         let mut carry: Vec<u8> = Vec::new();
         // Byte and line where the record being gathered starts.
         let (mut pos, mut line) = (file.data_start, file.data_line);
         // A compressed file is read from its start, header and all.
         let mut header = file.compressed && spec.header;
         let mut ends = Vec::new();
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(io(format!("reading {}", file.path.display())))?;
-            if n == 0 {
-                break;
-            }
+        super::each_block(&mut f, &file.path, |block| {
             ends.clear();
-            scanner.scan(&buf[..n], |i| ends.push(i));
+            scanner.scan(block, |i| ends.push(i));
             let mut from = 0;
             for &i in &ends {
                 let bytes: &[u8] = if carry.is_empty() {
-                    &buf[from..=i]
+                    &block[from..=i]
                 } else {
-                    carry.extend_from_slice(&buf[from..=i]);
+                    carry.extend_from_slice(&block[from..=i]);
                     &carry
                 };
                 scan.record(bytes, pos, line, header);
@@ -283,8 +276,8 @@ pub fn scan(
                 carry.clear();
                 from = i + 1;
             }
-            carry.extend_from_slice(&buf[from..n]);
-        }
+            carry.extend_from_slice(&block[from..]);
+        })?;
         if !carry.is_empty() {
             scan.record(&carry, pos, line, header);
         }

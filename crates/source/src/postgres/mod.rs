@@ -3,6 +3,7 @@
 //! tables of a whole database are [`table::PgTable`]s, handed over as COPY
 //! data.
 
+mod plan;
 pub mod table;
 
 use std::pin::Pin;
@@ -414,26 +415,6 @@ fn array_oid_of(t: &Type) -> Option<u32> {
     })
 }
 
-impl PostgresSource {
-    /// A relation read whole: one chunk, its rows counted.
-    async fn plan_whole(&self) -> Result<Plan, EtlError> {
-        let client = self.pool.get().await?;
-        let rows: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
-            .await
-            .map_err(EtlError::pg("counting the rows of the source"))?
-            .get(0);
-        self.pool.put(client);
-        Ok(Plan {
-            chunks: vec![PlannedChunk {
-                chunk: Chunk::whole(None),
-                rows: rows as u64,
-            }],
-            ..Plan::default()
-        })
-    }
-}
-
 /// Whether `time_column` of the source is a `timestamptz` (true) or a
 /// `timestamp` (false); refused when it is missing or another type.
 fn time_zone(schema: &Schema, types: &[PgType], time_column: &str) -> Result<bool, EtlError> {
@@ -463,136 +444,14 @@ impl Source for PostgresSource {
     }
 
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
-        if self.time_column.is_empty() {
-            return self.plan_whole().await;
+        match self.time_column.is_empty() {
+            true => self.plan_whole().await,
+            false => self.plan_windows(chunking).await,
         }
-        // One scan: rows binned into windows aligned to the configured start,
-        // or else to whole intervals since 1970-01-01 UTC. Rows with a NULL
-        // or infinite time, or outside [start, end), get no window.
-        let client = self.pool.get().await?;
-        let t = ident(&self.time_column);
-        let interval = chunking.interval;
-        let typ = if self.time_has_zone {
-            "timestamptz"
-        } else {
-            "timestamp"
-        };
-        let bound = |b: Option<Micros>, infinite: &str| match b {
-            Some(m) => self.lit(m),
-            None => format!("'{infinite}'::{typ}"),
-        };
-        let (lower, upper) = (
-            bound(chunking.start, "-infinity"),
-            bound(chunking.end, "infinity"),
-        );
-        let origin = self.lit(chunking.start.unwrap_or(0));
-        let key = match &self.key_column {
-            Some(k) => format!("{}::text", ident(k)),
-            None => "NULL::text".to_string(),
-        };
-        let sql = format!(
-            "SELECT k, (extract(epoch FROM b) * 1000000)::int8, count(*) FROM (SELECT {key} AS k, \
-             CASE WHEN {t} >= {lower} AND {t} < {upper} AND isfinite({t}) \
-             THEN date_bin('{secs} seconds'::interval, {t}, {origin}) END AS b \
-             FROM {from}) AS q GROUP BY k, b",
-            secs = interval / MICROS_PER_SEC,
-            from = self.from
-        );
-        let rows = client
-            .query(&sql, &[])
-            .await
-            .map_err(EtlError::pg("counting the source's rows per chunk"))?;
-        self.pool.put(client);
-        let end = chunking.end.unwrap_or(i64::MAX);
-        let mut plan = Plan::default();
-        for row in rows {
-            let key: Option<String> = row.get(0);
-            let window: Option<i64> = row.get(1);
-            let count: i64 = row.get(2);
-            match window {
-                Some(start) => plan.chunks.push(PlannedChunk {
-                    chunk: window_chunk(key, start, interval, end),
-                    rows: count as u64,
-                }),
-                None => plan.rows_outside += count as u64,
-            }
-        }
-        plan.chunks
-            .sort_by(|a, b| (a.chunk.start, &a.chunk.key).cmp(&(b.chunk.start, &b.chunk.key)));
-        let first = plan.chunks.iter().map(|c| c.chunk.start).min();
-        let last = plan.chunks.iter().map(|c| c.chunk.end).max();
-        plan.range = match (chunking.start.or(first), chunking.end.or(last)) {
-            (Some(s), Some(e)) => Some((s, e)),
-            _ => None,
-        };
-        Ok(plan)
     }
 
     async fn plan_by_index(&self, chunking: &Chunking) -> Result<Option<Plan>, EtlError> {
-        if !self.indexed || chunking.start.is_some() || chunking.end.is_some() {
-            return Ok(None);
-        }
-        let client = self.pool.get().await?;
-        let t = ident(&self.time_column);
-        let keys: Vec<Option<String>> = match &self.key_column {
-            None => vec![None],
-            Some(k) => {
-                let k = ident(k);
-                // A loose index scan: one index probe per distinct key.
-                let sql = format!(
-                    "WITH RECURSIVE keys AS ( \
-                       (SELECT {k} AS v FROM {from} WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) \
-                       UNION ALL \
-                       SELECT (SELECT {k} FROM {from} WHERE {k} > keys.v ORDER BY {k} LIMIT 1) FROM keys WHERE keys.v IS NOT NULL) \
-                     SELECT v::text FROM keys WHERE v IS NOT NULL \
-                     UNION ALL SELECT NULL::text WHERE EXISTS (SELECT 1 FROM {from} WHERE {k} IS NULL)",
-                    from = self.from
-                );
-                client
-                    .query(&sql, &[])
-                    .await
-                    .map_err(EtlError::pg("finding the source's keys by index"))?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect()
-            }
-        };
-        let interval = chunking.interval;
-        let mut plan = Plan::default();
-        for key in keys {
-            let condition = match (&self.key_column, &key) {
-                (Some(k), Some(v)) => format!("{} = {} AND ", ident(k), etl_base::sql::literal(v)),
-                (Some(k), None) => format!("{} IS NULL AND ", ident(k)),
-                (None, _) => String::new(),
-            };
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT (SELECT (extract(epoch FROM min({t})) * 1000000)::int8 FROM {from} WHERE {condition}{t} > '-infinity' AND {t} < 'infinity'), \
-                         (SELECT (extract(epoch FROM max({t})) * 1000000)::int8 FROM {from} WHERE {condition}{t} > '-infinity' AND {t} < 'infinity'), \
-                         (SELECT count(*) FROM {from} WHERE {condition}{t} IN ('infinity', '-infinity'))",
-                        from = self.from
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(EtlError::pg("finding the source's time range by index"))?;
-            let (min, max, infinite): (Option<i64>, Option<i64>, i64) =
-                (row.get(0), row.get(1), row.get(2));
-            plan.rows_outside += infinite as u64;
-            let (Some(min), Some(max)) = (min, max) else {
-                continue;
-            };
-            for start in window_starts(min, max, 0, interval) {
-                plan.chunks.push(PlannedChunk {
-                    chunk: window_chunk(key.clone(), start, interval, i64::MAX),
-                    rows: 0,
-                });
-            }
-        }
-        self.pool.put(client);
-        plan.order_and_span();
-        Ok(Some(plan))
+        self.plan_index(chunking).await
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
