@@ -371,9 +371,11 @@ pub fn assert_copied(db: &TestDb) {
 }
 
 /// Runs `sql` in the SQLite database `file` with the `sqlite3` CLI; its
-/// output, trimmed.
+/// output, trimmed. It waits up to 30 s for a lock an etl reader still
+/// holds (a reader process may be closing its cursor when a test writes).
 pub fn sqlite(file: &Path, sql: &str) -> String {
     let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 30000"])
         .arg(file)
         .arg(sql)
         .output()
