@@ -226,14 +226,21 @@ pub async fn postgres_sink(
             return out;
         }
     };
-    // The ledger: etl.chunk_ledger, created on first use.
+    // The ledger: etl.chunk_ledger (in ledger_schema), created on first use.
+    let schema = &spec.ledger_schema;
+    let what = format!("the ledger ({})", schema.table("chunk_ledger"));
     out.push(
-        match schema_access(client, "etl", &user, "the ledger (etl.chunk_ledger)").await {
+        match schema_access(client, schema.name(), &user, &what).await {
             Ok(f) => Finding {
                 place: place.to_string(),
                 ..f
             },
-            Err(e) => Finding::new(Verdict::Fail, "ledger schema etl", place, pg_message(&e)),
+            Err(e) => Finding::new(
+                Verdict::Fail,
+                &format!("ledger schema {schema}"),
+                place,
+                pg_message(&e),
+            ),
         },
     );
     // The target table, or its schema when the name holds a placeholder.

@@ -20,7 +20,7 @@ pub(super) fn rerun_csv_path(csv: &Path) -> PathBuf {
 /// sink's ledger for `etl status`; a failure to write them is a warning.
 pub(super) fn record_peaks(
     pipeline: &str,
-    ledgers: &[&crate::pg::Endpoint],
+    ledgers: &[&etl_sink::spec::PostgresSinkSpec],
     retry: (u32, std::time::Duration),
 ) {
     let peaks = crate::pg::peaks();
@@ -28,18 +28,21 @@ pub(super) fn record_peaks(
         return;
     }
     let (peaks, limit) = (&peaks, crate::pg::limit());
-    for endpoint in ledgers {
+    for spec in ledgers {
+        let schema = &spec.ledger_schema;
         let recorded = crate::pg::block_on(crate::retry::on_session(
-            endpoint,
+            &spec.endpoint,
             "etl run",
             retry,
             "recording the peak connections failed",
             |client| async move {
-                etl_ledger::sql::record_connections(&client, pipeline, peaks, limit)
+                let db = etl_model::ledger::SchemaClient::new(&client, schema);
+                etl_ledger::sql::record_connections(db, pipeline, peaks, limit)
                     .await
-                    .map_err(crate::error::EtlError::pg(
-                        "recording the peak connections in etl.phase_log",
-                    ))
+                    .map_err(crate::error::EtlError::pg(format!(
+                        "recording the peak connections in {}",
+                        schema.table("phase_log")
+                    )))
             },
         ));
         if let Err(e) = recorded {
@@ -49,12 +52,14 @@ pub(super) fn record_peaks(
 }
 
 /// The PostgreSQL sinks' endpoints: where a pipeline's ledgers are.
-pub(super) fn ledgers(pipeline: &crate::config::ValidatedPipeline) -> Vec<&crate::pg::Endpoint> {
+pub(super) fn ledgers(
+    pipeline: &crate::config::ValidatedPipeline,
+) -> Vec<&etl_sink::spec::PostgresSinkSpec> {
     pipeline
         .sinks
         .iter()
         .filter_map(|s| match s {
-            crate::config::ValidatedSink::Postgres(p) => Some(&p.endpoint),
+            crate::config::ValidatedSink::Postgres(p) => Some(p),
             _ => None,
         })
         .collect()

@@ -5,6 +5,7 @@
 
 use crate::config::{ValidatedPipeline, ValidatedSink};
 use etl_ledger::created;
+use etl_model::ledger::SchemaClient;
 
 pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Result<()> {
     let name = &pipeline.name;
@@ -19,7 +20,10 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
             "etl recreate",
             retry,
             "reading the tables the pipeline created failed",
-            |client| async move { created::tables(&client, name).await },
+            |client| async move {
+                let db = SchemaClient::new(&client, &spec.ledger_schema);
+                created::tables(db, name).await
+            },
         ))?;
         if !tables.is_empty() {
             found.push((spec, tables));
@@ -29,7 +33,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
         tracing::info!(pipeline = %name, "--recreate: no table this pipeline created is there (etl records the tables it creates); nothing to drop.");
         return Ok(());
     }
-    out!("--recreate drops these tables that pipeline {name} created, with all their rows, their etl.column_map rows and their ledger entries (the run then loads everything again):");
+    out!("--recreate drops these tables that pipeline {name} created, with all their rows, their rows in the pivot's column map and their ledger entries (the run then loads everything again):");
     for (spec, tables) in &found {
         for t in tables {
             out!("  {t} on {}", spec.endpoint);
@@ -47,7 +51,7 @@ pub(super) fn recreate(pipeline: &ValidatedPipeline, yes: bool) -> anyhow::Resul
             "dropping the tables failed",
             |client| async move {
                 created::drop_tables(
-                    &client,
+                    SchemaClient::new(&client, &spec.ledger_schema),
                     name,
                     tables,
                     &spec.timeouts.set_local(),

@@ -87,21 +87,29 @@ fn read(pipeline: &crate::config::ValidatedPipeline) -> anyhow::Result<Vec<Ledge
         let crate::config::ValidatedSink::Postgres(spec) = sink else {
             continue;
         };
-        let ledger = spec.endpoint.to_string();
+        let ledger = format!(
+            "{} on {}",
+            spec.ledger_schema.table("chunk_ledger"),
+            spec.endpoint
+        );
         let (ledger, name, keys) = (&ledger, &pipeline.name, pipeline.chunks.only_keys.as_ref());
+        let schema = &spec.ledger_schema;
         out.push(crate::pg::block_on(crate::retry::on_session(
             &spec.endpoint,
             "etl status",
             pipeline.chunks.retry(),
             "reading the ledger failed",
-            |client| async move { crate::status::read(&client, ledger, name, keys).await },
+            |client| async move {
+                let db = etl_model::ledger::SchemaClient::new(&client, schema);
+                crate::status::read(db, ledger, name, keys).await
+            },
         ))?);
     }
     Ok(out)
 }
 
 fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
-    out!("Pipeline {pipeline}, ledger on {}", l.ledger);
+    out!("Pipeline {pipeline}, ledger {}", l.ledger);
     match &l.cutoff {
         Some(c) => out!("  cutoff {c}: backfill below it, follow mode from it on"),
         None => out!("  no cutoff: follow mode has not run"),

@@ -360,7 +360,8 @@ pub struct PostgresSinkConfig {
     pub timeouts: SinkTimeouts,
     /// Run ANALYZE on every table the run wrote, once the load is done
     /// (not after each follow-mode load); a migration (a whole database,
-    /// an Access file, ODBC tables) runs VACUUM (ANALYZE). Default: true
+    /// an Access file, ODBC tables, CSV files with `{file}`) runs VACUUM
+    /// (ANALYZE). Default: true
     /// for a migration, false otherwise.
     #[serde(default)]
     pub analyze_after: Option<bool>,
@@ -369,6 +370,10 @@ pub struct PostgresSinkConfig {
     /// triggers meet the load. Default "order".
     #[serde(default)]
     pub fk_handling: Option<FkHandling>,
+    /// The schema of the target that holds etl's own tables (chunk
+    /// ledger, cutoff, phase log, the pivot's column map). Default `etl`.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub ledger_schema: Option<String>,
 }
 
 pub use etl_sink::spec::{FkHandling, ParquetCompression, SinkMode, SinkTimeouts};

@@ -72,7 +72,7 @@ fn section(h: &mut String, l: &LedgerStatus) {
     let t = &l.total;
     let _ = write!(
         h,
-        "<h2>Ledger on {}</h2>\n<p>{} of {} chunks done, {} failed, {} pending, {} running; {} rows{}{}. {}</p>\n",
+        "<h2>Ledger {}</h2>\n<p>{} of {} chunks done, {} failed, {} pending, {} running; {} rows{}{}. {}</p>\n",
         escape(&l.ledger),
         t.done,
         t.done + t.failed + t.pending + t.running,

@@ -8,7 +8,7 @@ pub mod html;
 
 use std::collections::{BTreeMap, HashSet};
 
-use tokio_postgres::Client;
+use etl_model::ledger::SchemaClient;
 
 use crate::error::EtlError;
 use etl_ledger::sql::{self as ledger, ChunkState, PhaseStep};
@@ -60,12 +60,12 @@ pub struct TableSize {
 /// Reads the ledger of `pipeline` (only `keys` when given). `None` when the
 /// target has no ledger yet.
 pub async fn read(
-    client: &Client,
+    db: SchemaClient<'_>,
     ledger_name: &str,
     pipeline: &str,
     keys: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<LedgerStatus, EtlError> {
-    let context = format!("reading etl.chunk_ledger on {ledger_name}");
+    let context = format!("reading {ledger_name}");
     let empty = || LedgerStatus {
         ledger: ledger_name.to_string(),
         cutoff: None,
@@ -79,31 +79,29 @@ pub async fn read(
         phases: Vec::new(),
         connections: Vec::new(),
     };
-    if !ledger::exists(client)
+    if !ledger::exists(db)
         .await
         .map_err(EtlError::pg(context.clone()))?
     {
         return Ok(empty());
     }
-    let mut chunks = ledger::states(client, pipeline)
+    let mut chunks = ledger::states(db, pipeline)
         .await
         .map_err(EtlError::pg(context.clone()))?;
     if let Some(keys) = keys {
         chunks.retain(|s| s.key.as_ref().is_some_and(|k| keys.contains(k)));
     }
-    let cutoff = ledger::cutoff(client, pipeline)
+    let cutoff = ledger::cutoff(db, pipeline)
         .await
         .map_err(EtlError::pg(context.clone()))?
         .map(crate::time::format_timestamp);
-    let phases = ledger::phases(client, pipeline)
+    let phases = ledger::phases(db, pipeline)
         .await
         .map_err(EtlError::pg(context.clone()))?;
-    let connections = ledger::connections(client, pipeline)
+    let connections = ledger::connections(db, pipeline)
         .await
         .map_err(EtlError::pg(context.clone()))?;
-    let tables = sizes(client, &chunks)
-        .await
-        .map_err(EtlError::pg(context))?;
+    let tables = sizes(db, &chunks).await.map_err(EtlError::pg(context))?;
     let mut keys = by_key(&chunks);
     // A table written by one key alone counts as that key's size.
     for k in &mut keys {
@@ -183,7 +181,7 @@ fn tally<'a>(key: &str, chunks: impl Iterator<Item = &'a ChunkState>) -> KeyStat
 
 /// Sizes of the target tables the chunks name, with a wide table's parts.
 async fn sizes(
-    client: &Client,
+    db: SchemaClient<'_>,
     chunks: &[ChunkState],
 ) -> Result<Vec<TableSize>, tokio_postgres::Error> {
     let mut keys_of: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
@@ -194,7 +192,7 @@ async fn sizes(
             .insert(c.key.as_deref().unwrap_or(""));
     }
     let names: Vec<String> = keys_of.keys().map(|t| t.to_string()).collect();
-    let has_map: bool = client
+    let has_map: bool = db
         .query_one("SELECT to_regclass('etl.column_map') IS NOT NULL", &[])
         .await?
         .get(0);
@@ -205,7 +203,7 @@ async fn sizes(
     } else {
         "0"
     };
-    let rows = client
+    let rows = db
         .query(
             &format!(
                 "SELECT t, coalesce(pg_total_relation_size(to_regclass(t)), 0)::int8 + {parts}, \

@@ -754,3 +754,74 @@ fn on_a_terminal_log_lines_are_whole_and_the_progress_bar_is_drawn_around_them()
     assert!(!rows.iter().any(|r| r.contains("(eta ")), "{rows:#?}");
     assert_copied(&db);
 }
+
+#[test]
+fn a_pivot_keeps_its_ledger_and_column_map_in_the_ledger_schema() {
+    // Given the shipped pivot with ledger_schema = "etl_ops"
+    let db = TestDb::new("ledger_schema_pivot");
+    db.load_timeseries(2, 2, 60);
+    let text = std::fs::read_to_string(repo().join("pipelines/ships-wide.toml")).unwrap()
+        + "ledger_schema = \"etl_ops\"\n";
+    let p = db.pipeline("wide.toml", &text);
+    let p = p.to_str().unwrap();
+    let namespaces = || {
+        psql(
+            &db.dst,
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname LIKE 'etl%'",
+        )
+    };
+
+    // When it runs, and runs again
+    let out = db.etl(&["run", p]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let again = db.etl(&["run", p]);
+    assert_eq!(again.code, 0, "{again:?}");
+
+    // Then etl's tables are in etl_ops, none in a schema etl, and the
+    // second run skipped every chunk
+    assert_eq!(namespaces(), "etl_ops");
+    assert!(
+        again
+            .stdout
+            .contains("skipped      2 chunks done by an earlier run"),
+        "{again:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT (SELECT count(DISTINCT base_table) FROM etl_ops.column_map) || ' ' || \
+             (SELECT count(*) FROM etl_ops.chunk_ledger WHERE status = 'done') || ' ' || \
+             (SELECT count(*) FROM etl_ops.phase_log WHERE phase = 'create')"
+        ),
+        "2 2 2"
+    );
+    let status = db.etl(&["status", p]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("2 done"), "{status:?}");
+
+    // And --recreate drops the tables it created and their rows in
+    // etl_ops, then loads them again
+    let recreate = db.etl(&["run", p, "--recreate", "--yes"]);
+    assert_eq!(recreate.code, 0, "{recreate:?}");
+    assert!(
+        recreate.stdout.contains("Dropped 2 tables on "),
+        "{recreate:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FROM etl_ops.chunk_ledger WHERE status = 'done'"
+        ),
+        "2"
+    );
+
+    // And a schema name that would need quoting is refused, naming the key
+    let bad = db.pipeline("bad.toml", &text.replace("etl_ops", "Etl-Ops"));
+    let bad = db.etl(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr.contains("sinks[0].ledger_schema")
+            && bad.stderr.contains("use lower-case letters, digits and _"),
+        "{bad:?}"
+    );
+}

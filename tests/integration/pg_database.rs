@@ -666,3 +666,86 @@ fn a_resumed_run_never_runs_sql_read_back_from_the_ledger() {
         "{rerun:?}"
     );
 }
+
+#[test]
+fn a_clone_with_its_ledger_in_another_schema_carries_nothing_of_etl_after_forget() {
+    // Given a source with every object kind, and the pipeline keeping etl's
+    // tables in the target's schema etl_clone (ledger_schema)
+    let db = TestDb::new("pgdb_ledger_schema");
+    load(&db, 3_000);
+    let text = std::fs::read_to_string(pipeline()).unwrap() + "ledger_schema = \"etl_clone\"\n";
+    let p = db.pipeline("clone.toml", &text);
+    let p = p.to_str().unwrap();
+    let namespaces = || {
+        psql(
+            &db.dst,
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname LIKE 'etl%'",
+        )
+    };
+
+    // When a run is killed after its first chunk commits, and run again
+    let go = db.dir.path().join("go");
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", p, "--workers", "1"],
+        &[
+            ("ETL_TEST_PAUSE_AT", "commit:1"),
+            ("ETL_TEST_RESUME_FILE", go.to_str().unwrap()),
+        ],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(namespaces(), "etl_clone", "no schema etl is made");
+    let done_before: i64 = psql(
+        &db.dst,
+        "SELECT count(*) FROM etl_clone.chunk_ledger WHERE status = 'done'",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(done_before, 1, "the first chunk is recorded in etl_clone");
+    let out = db.etl(&["run", p]);
+
+    // Then it ends, its ledger in etl_clone alone
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("tables       10 loaded, 1 skipped (done before), 0 failed, of 11"),
+        "{out:?}"
+    );
+    assert_eq!(namespaces(), "etl_clone");
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE status <> 'done') || ' ' || count(*) FROM etl_clone.chunk_ledger"
+        ),
+        "0 11"
+    );
+    let status = db.etl(&["status", p]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.starts_with(
+            "Pipeline postgres-database, ledger etl_clone.chunk_ledger on postgresql://"
+        ),
+        "{status:?}"
+    );
+    let again = db.etl(&["run", p]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stdout.contains("0 loaded, 11 skipped (done before)"),
+        "{again:?}"
+    );
+
+    // When the pipeline is forgotten: the schema goes, and the target
+    // equals the source table by table and in pg_dump --schema-only
+    let forget = db.etl(&["forget", p, "--yes"]);
+    assert_eq!(forget.code, 0, "{forget:?}");
+    assert!(
+        forget
+            .stdout
+            .contains("dropped schema etl_clone: nothing else was in it"),
+        "{forget:?}"
+    );
+    assert_eq!(namespaces(), "");
+    assert_equal(&db);
+}

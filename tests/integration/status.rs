@@ -158,7 +158,10 @@ fn status_shows_pace_and_size_watches_and_draws_the_run_as_a_page_chromium_rende
                 break;
             }
             all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let _ = tx.send(all.matches("Pipeline ships-copy, ledger on").count());
+            let _ = tx.send(
+                all.matches("Pipeline ships-copy, ledger etl.chunk_ledger on")
+                    .count(),
+            );
         }
     });
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use crate::sql::{self, Row};
 use etl_base::plan::Chunk;
-use etl_model::ledger::{CutoffChange, Entry, InTransaction, Ledger};
+use etl_model::ledger::{CutoffChange, Entry, InTransaction, Ledger, LedgerSchema, SchemaClient};
 use etl_pg::error::EtlError;
 use etl_pg::{Endpoint, Pool};
 
@@ -17,14 +17,22 @@ use etl_pg::{Endpoint, Pool};
 pub struct PgLedger {
     pool: Arc<Pool>,
     pipeline: String,
+    schema: LedgerSchema,
 }
 
 impl PgLedger {
-    pub fn new(endpoint: Endpoint, pipeline: &str) -> Arc<Self> {
+    /// The ledger of `pipeline` in the `schema` of `endpoint`'s database.
+    pub fn new(endpoint: Endpoint, pipeline: &str, schema: LedgerSchema) -> Arc<Self> {
         Arc::new(PgLedger {
             pool: Pool::new(endpoint, &format!("etl {pipeline}")),
             pipeline: pipeline.to_string(),
+            schema,
         })
+    }
+
+    /// `client` with this ledger's schema.
+    fn on<'a>(&'a self, client: &'a Client) -> SchemaClient<'a> {
+        SchemaClient::new(client, &self.schema)
     }
 
     fn endpoint(&self) -> &Endpoint {
@@ -35,7 +43,7 @@ impl PgLedger {
     /// recorded yet); given back to the pool by the caller.
     async fn reading(&self) -> Result<Option<etl_pg::Conn>, EtlError> {
         let client = self.pool.get().await?;
-        let exists = sql::exists(&client)
+        let exists = sql::exists(self.on(&client))
             .await
             .map_err(EtlError::pg(self.reading_context()))?;
         if !exists {
@@ -46,27 +54,35 @@ impl PgLedger {
     }
 
     fn reading_context(&self) -> String {
-        format!("reading etl.chunk_ledger on {}", self.endpoint())
+        format!(
+            "reading {} on {}",
+            self.schema.table("chunk_ledger"),
+            self.endpoint()
+        )
     }
 
     /// The statement that records, inside the creating transaction, that
     /// this pipeline created `table`.
     pub fn created_sql(&self, table: &str, statement: &str) -> String {
-        crate::created::record(&self.pipeline, table, statement)
+        crate::created::record(&self.schema, &self.pipeline, table, statement)
     }
 }
 
 #[async_trait]
 impl Ledger for PgLedger {
     fn name(&self) -> String {
-        format!("etl.chunk_ledger on {}", self.endpoint())
+        format!(
+            "{} on {}",
+            self.schema.table("chunk_ledger"),
+            self.endpoint()
+        )
     }
 
     async fn committed(&self, entries: &[Entry]) -> Result<HashSet<Chunk>, EtlError> {
         let Some(client) = self.reading().await? else {
             return Ok(HashSet::new());
         };
-        let done = sql::done(&client, &self.pipeline)
+        let done = sql::done(self.on(&client), &self.pipeline)
             .await
             .map_err(EtlError::pg(self.reading_context()))?;
         self.pool.put(client);
@@ -84,11 +100,15 @@ impl Ledger for PgLedger {
         error: &str,
     ) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
-        sql::mark_failed(&client, &Row::new(&self.pipeline, target, chunk), error)
-            .await
-            .map_err(EtlError::pg(format!(
-                "recording the failure of chunk {chunk} in etl.chunk_ledger"
-            )))?;
+        sql::mark_failed(
+            self.on(&client),
+            &Row::new(&self.pipeline, target, chunk),
+            error,
+        )
+        .await
+        .map_err(EtlError::pg(self.schema.sql(&format!(
+            "recording the failure of chunk {chunk} in etl.chunk_ledger"
+        ))))?;
         self.pool.put(client);
         Ok(())
     }
@@ -96,7 +116,7 @@ impl Ledger for PgLedger {
     async fn cutoff(&self) -> Result<Option<i64>, EtlError> {
         let client = self.pool.get().await?;
         self.ensure(&client).await?;
-        let cutoff = sql::cutoff(&client, &self.pipeline)
+        let cutoff = sql::cutoff(self.on(&client), &self.pipeline)
             .await
             .map_err(EtlError::pg(format!(
                 "reading the cutoff on {}",
@@ -110,7 +130,7 @@ impl Ledger for PgLedger {
         let Some(client) = self.reading().await? else {
             return Ok(Vec::new());
         };
-        let took = sql::durations(&client, &self.pipeline)
+        let took = sql::durations(self.on(&client), &self.pipeline)
             .await
             .map_err(EtlError::pg(self.reading_context()))?;
         self.pool.put(client);
@@ -126,8 +146,8 @@ impl Ledger for PgLedger {
     async fn forget(&self, apply: bool) -> Result<Vec<String>, EtlError> {
         let client = self.pool.get().await?;
         let lines = match apply {
-            true => crate::forget::forget(&client, &self.pipeline).await?,
-            false => crate::forget::held(&client, &self.pipeline).await?,
+            true => crate::forget::forget(self.on(&client), &self.pipeline).await?,
+            false => crate::forget::held(self.on(&client), &self.pipeline).await?,
         };
         self.pool.put(client);
         Ok(lines)
@@ -136,7 +156,7 @@ impl Ledger for PgLedger {
     async fn set_cutoff(&self, change: CutoffChange) -> Result<(), EtlError> {
         let client = self.pool.get().await?;
         self.ensure(&client).await?;
-        sql::set_cutoff(&client, &self.pipeline, change)
+        sql::set_cutoff(self.on(&client), &self.pipeline, change)
             .await
             .map_err(EtlError::pg(format!(
                 "saving the cutoff on {}",
@@ -150,20 +170,22 @@ impl Ledger for PgLedger {
 #[async_trait]
 impl InTransaction for PgLedger {
     async fn ensure(&self, client: &Client) -> Result<(), EtlError> {
-        sql::ensure(client)
+        sql::ensure(self.on(client))
             .await
             .map_err(EtlError::pg(format!(
-                "creating etl.chunk_ledger on {}",
+                "creating {} on {}",
+                self.schema.table("chunk_ledger"),
                 self.endpoint()
             )))?
             .map_err(|why| EtlError::Config(format!("{}: {why}", self.endpoint())))
     }
 
     async fn register(&self, client: &Client, entries: &[Entry]) -> Result<(), EtlError> {
-        sql::register(client, &self.pipeline, entries)
+        sql::register(self.on(client), &self.pipeline, entries)
             .await
             .map_err(EtlError::pg(
-                "registering the run's chunks in etl.chunk_ledger",
+                self.schema
+                    .sql("registering the run's chunks in etl.chunk_ledger"),
             ))
     }
 
@@ -174,11 +196,16 @@ impl InTransaction for PgLedger {
         chunk: &Chunk,
         redo: bool,
     ) -> Result<bool, EtlError> {
-        sql::claim(client, &Row::new(&self.pipeline, target, chunk), redo)
-            .await
-            .map_err(EtlError::pg(format!(
-                "claiming chunk {chunk} in etl.chunk_ledger"
-            )))
+        sql::claim(
+            self.on(client),
+            &Row::new(&self.pipeline, target, chunk),
+            redo,
+        )
+        .await
+        .map_err(EtlError::pg(
+            self.schema
+                .sql(&format!("claiming chunk {chunk} in etl.chunk_ledger")),
+        ))
     }
 
     async fn lock_window(
@@ -187,7 +214,7 @@ impl InTransaction for PgLedger {
         target: &str,
         chunk: &Chunk,
     ) -> Result<bool, EtlError> {
-        sql::lock_window(client, &Row::new(&self.pipeline, target, chunk))
+        sql::lock_window(self.on(client), &Row::new(&self.pipeline, target, chunk))
             .await
             .map_err(EtlError::pg(format!(
                 "checking the ledger for chunk {chunk} into {target}"
@@ -201,15 +228,19 @@ impl InTransaction for PgLedger {
         chunk: &Chunk,
         rows: u64,
     ) -> Result<(), EtlError> {
-        sql::commit_done(client, &Row::new(&self.pipeline, target, chunk), rows)
-            .await
-            .map_err(EtlError::pg(format!(
-                "recording chunk {chunk} into {target} in etl.chunk_ledger and committing"
-            )))
+        sql::commit_done(
+            self.on(client),
+            &Row::new(&self.pipeline, target, chunk),
+            rows,
+        )
+        .await
+        .map_err(EtlError::pg(self.schema.sql(&format!(
+            "recording chunk {chunk} into {target} in etl.chunk_ledger and committing"
+        ))))
     }
 
     fn forget_sql(&self, target: &str) -> String {
-        sql::forget_sql(target)
+        sql::forget_sql(&self.schema, target)
     }
 
     fn created_sql(&self, table: &str, statement: &str) -> String {

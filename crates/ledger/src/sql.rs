@@ -16,15 +16,13 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Client;
 
 use etl_base::plan::Chunk;
 use etl_base::sql::literal;
-use etl_model::ledger::CutoffChange;
+use etl_model::ledger::{CutoffChange, LedgerSchema, SchemaClient};
 
-/// Run with [`etl_pg::locked_ddl`].
-pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
-    CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
+/// The ledger's tables, in the schema's DDL by [`ddl`].
+const TABLES: &str = "CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
       pipeline text NOT NULL, target text NOT NULL, chunk_key text, \
       start_at timestamptz NOT NULL, end_at timestamptz NOT NULL, \
       status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')), \
@@ -41,6 +39,12 @@ pub const DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
       statement text, error text, finished_at timestamptz NOT NULL DEFAULT now(), \
       PRIMARY KEY (pipeline, phase, item))";
 
+/// Creates the schema and the ledger's tables; run with
+/// [`etl_pg::locked_ddl`].
+pub fn ddl(schema: &LedgerSchema) -> String {
+    format!("{}; {}", schema.create(), schema.sql(TABLES))
+}
+
 /// The oldest PostgreSQL a target may run: the ledger's `UNIQUE NULLS NOT
 /// DISTINCT` (one row per chunk, a NULL key included) came in 15.
 pub const MIN_SERVER_VERSION: i32 = 150000;
@@ -56,8 +60,8 @@ pub fn unsupported_server(version_num: i32, version: &str) -> Option<String> {
 
 /// Checks the server, then creates the ledger's tables if missing (run
 /// under an advisory lock: concurrent runs create them once).
-pub async fn ensure(client: &Client) -> Result<Result<(), String>, tokio_postgres::Error> {
-    let row = client
+pub async fn ensure(db: SchemaClient<'_>) -> Result<Result<(), String>, tokio_postgres::Error> {
+    let row = db
         .query_one(
             "SELECT current_setting('server_version_num')::int4, current_setting('server_version')",
             &[],
@@ -66,7 +70,7 @@ pub async fn ensure(client: &Client) -> Result<Result<(), String>, tokio_postgre
     if let Some(why) = unsupported_server(row.get(0), row.get(1)) {
         return Ok(Err(why));
     }
-    etl_pg::locked_ddl(client, "etl.chunk_ledger", DDL).await?;
+    etl_pg::locked_ddl(db.client, &db.schema.table("chunk_ledger"), &ddl(db.schema)).await?;
     Ok(Ok(()))
 }
 
@@ -100,7 +104,7 @@ const IDENTITY: &str =
 
 /// Registers chunks as pending; rows already there are left as they are.
 pub async fn register(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     chunks: &[(String, Chunk)],
 ) -> Result<(), tokio_postgres::Error> {
@@ -108,7 +112,7 @@ pub async fn register(
     let keys: Vec<Option<&str>> = chunks.iter().map(|(_, c)| c.key.as_deref()).collect();
     let starts: Vec<DateTime<Utc>> = chunks.iter().map(|(_, c)| micros(c.start)).collect();
     let ends: Vec<DateTime<Utc>> = chunks.iter().map(|(_, c)| micros(c.end)).collect();
-    client
+    db
         .execute(
             "INSERT INTO etl.chunk_ledger (pipeline, target, chunk_key, start_at, end_at) \
              SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) \
@@ -125,7 +129,7 @@ pub async fn register(
 /// commits asynchronously, or deleted by hand) is registered again and
 /// claimed: it is never skipped as if another process had it.
 pub async fn claim(
-    client: &Client,
+    db: SchemaClient<'_>,
     row: &Row<'_>,
     redo: bool,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -144,10 +148,10 @@ pub async fn claim(
          AND (status <> 'running' OR claimed_pid IS NULL \
               OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = claimed_pid))"
     );
-    if client.execute(&update, &params).await? == 1 {
+    if db.execute(&update, &params).await? == 1 {
         return Ok(true);
     }
-    let missing = client
+    let missing = db
         .execute(
             "INSERT INTO etl.chunk_ledger (pipeline, target, chunk_key, start_at, end_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -161,7 +165,7 @@ pub async fn claim(
         target_table = row.target,
         "A chunk registered for this run was not in etl.chunk_ledger (the target lost it in a crash, or it was deleted); registered again."
     );
-    Ok(client.execute(&update, &params).await? == 1)
+    Ok(db.execute(&update, &params).await? == 1)
 }
 
 /// Inside the chunk's transaction: locks the ledger rows of every window
@@ -170,8 +174,11 @@ pub async fn claim(
 /// overlapping windows (a backfill and a follow process, say) therefore
 /// run one after the other, and the second replaces what the first wrote
 /// instead of adding to it.
-pub async fn lock_window(client: &Client, row: &Row<'_>) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
+pub async fn lock_window(
+    db: SchemaClient<'_>,
+    row: &Row<'_>,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(db
         .query_one(
             "SELECT coalesce(bool_or(loaded), false) FROM (SELECT loaded FROM etl.chunk_ledger \
              WHERE target = $1 AND chunk_key IS NOT DISTINCT FROM $2 AND start_at < $4 AND end_at > $3 \
@@ -183,8 +190,11 @@ pub async fn lock_window(client: &Client, row: &Row<'_>) -> Result<bool, tokio_p
 }
 
 /// The pipeline's persisted cutoff (µs): follow mode loads from it onward.
-pub async fn cutoff(client: &Client, pipeline: &str) -> Result<Option<i64>, tokio_postgres::Error> {
-    Ok(client
+pub async fn cutoff(
+    db: SchemaClient<'_>,
+    pipeline: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    Ok(db
         .query_opt(
             "SELECT (extract(epoch FROM cutoff) * 1000000)::int8 FROM etl.cutoff WHERE pipeline = $1",
             &[&pipeline],
@@ -196,7 +206,7 @@ pub async fn cutoff(client: &Client, pipeline: &str) -> Result<Option<i64>, toki
 /// Persists the pipeline's cutoff: forward only (follow mode), or as set
 /// or cleared by hand.
 pub async fn set_cutoff(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     change: CutoffChange,
 ) -> Result<(), tokio_postgres::Error> {
@@ -213,34 +223,34 @@ pub async fn set_cutoff(
             c,
         ),
         Clear => {
-            client
+            db
                 .execute("DELETE FROM etl.cutoff WHERE pipeline = $1", &[&pipeline])
                 .await?;
             return Ok(());
         }
     };
-    client.execute(sql, &[&pipeline, &micros(cutoff)]).await?;
+    db.execute(sql, &[&pipeline, &micros(cutoff)]).await?;
     Ok(())
 }
 
 /// Marks the chunk done and commits its transaction: its rows and its
 /// ledger row become visible together.
 pub async fn commit_done(
-    client: &Client,
+    db: SchemaClient<'_>,
     row: &Row<'_>,
     rows: u64,
 ) -> Result<(), tokio_postgres::Error> {
-    mark_done(client, row, rows).await?;
-    client.batch_execute("COMMIT").await
+    mark_done(db, row, rows).await?;
+    db.batch_execute("COMMIT").await
 }
 
 /// Marks the chunk done, inside its data transaction.
 pub async fn mark_done(
-    client: &Client,
+    db: SchemaClient<'_>,
     row: &Row<'_>,
     rows: u64,
 ) -> Result<(), tokio_postgres::Error> {
-    client
+    db
         .execute(
             &format!(
                 "UPDATE etl.chunk_ledger SET status = 'done', loaded = true, rows = $6, last_error = NULL, \
@@ -254,27 +264,34 @@ pub async fn mark_done(
 
 /// Marks a failed attempt, after its transaction was rolled back.
 pub async fn mark_failed(
-    client: &Client,
+    db: SchemaClient<'_>,
     row: &Row<'_>,
     error: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            &format!(
-                "UPDATE etl.chunk_ledger SET status = 'failed', last_error = $6, claimed_pid = NULL, \
+    db.execute(
+        &format!(
+            "UPDATE etl.chunk_ledger SET status = 'failed', last_error = $6, claimed_pid = NULL, \
                  finished_at = clock_timestamp() WHERE {IDENTITY}"
-            ),
-            &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &error],
-        )
-        .await?;
+        ),
+        &[
+            &row.pipeline,
+            &row.target,
+            row.key,
+            &row.start,
+            &row.end,
+            &error,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
 /// SQL that forgets every pipeline's chunks of `target` (a table emptied
 /// in the same transaction: replace mode).
-pub fn forget_sql(target: &str) -> String {
+pub fn forget_sql(schema: &LedgerSchema, target: &str) -> String {
     format!(
-        "DELETE FROM etl.chunk_ledger WHERE target = {}",
+        "DELETE FROM {}.chunk_ledger WHERE target = {}",
+        schema.name(),
         literal(target)
     )
 }
@@ -288,11 +305,16 @@ pub fn forget_sql(target: &str) -> String {
 /// waits for writers in flight, so nothing another process committed is
 /// emptied (issue 30) and no process waits behind another's chunk; its
 /// ranges then replace their own rows instead.
-pub fn empty_unless_busy_sql(target: &str, how: &str, planned_at: &str) -> String {
+pub fn empty_unless_busy_sql(
+    schema: &LedgerSchema,
+    target: &str,
+    how: &str,
+    planned_at: &str,
+) -> String {
     let t = literal(target);
     let busy = format!(
-        "IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-           IF EXISTS (SELECT 1 FROM etl.chunk_ledger l WHERE l.target = {t} AND ( \
+        "IF to_regclass('{s}.chunk_ledger') IS NOT NULL THEN \
+           IF EXISTS (SELECT 1 FROM {s}.chunk_ledger l WHERE l.target = {t} AND ( \
               (l.status = 'done' AND l.finished_at >= {at}::timestamptz) \
               OR (l.status = 'running' AND l.claimed_pid IS NOT NULL AND l.claimed_pid <> pg_backend_pid() \
                   AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.claimed_pid)))) THEN \
@@ -300,6 +322,7 @@ pub fn empty_unless_busy_sql(target: &str, how: &str, planned_at: &str) -> Strin
            END IF; \
          END IF;",
         at = literal(planned_at),
+        s = schema.name(),
     );
     // TRUNCATE locks it whole anyway; DELETE needs only to wait for
     // writers in flight (SHARE), letting readers be.
@@ -317,14 +340,15 @@ pub fn empty_unless_busy_sql(target: &str, how: &str, planned_at: &str) -> Strin
          LOCK TABLE {target} IN {mode} MODE; \
          {busy} \
          {how} {target}; \
-         IF to_regclass('etl.chunk_ledger') IS NOT NULL THEN \
-           UPDATE etl.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$"
+         IF to_regclass('{s}.chunk_ledger') IS NOT NULL THEN \
+           UPDATE {s}.chunk_ledger SET loaded = false WHERE target = {t} AND loaded; END IF; END $$",
+        s = schema.name(),
     )
 }
 
 /// Whether the ledger table exists yet.
-pub async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
+pub async fn exists(db: SchemaClient<'_>) -> Result<bool, tokio_postgres::Error> {
+    Ok(db
         .query_one("SELECT to_regclass('etl.chunk_ledger') IS NOT NULL", &[])
         .await?
         .get(0))
@@ -332,10 +356,10 @@ pub async fn exists(client: &Client) -> Result<bool, tokio_postgres::Error> {
 
 /// `(target, key, start µs, end µs)` of the pipeline's done chunks.
 pub async fn done(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
 ) -> Result<HashSet<(String, Option<String>, i64, i64)>, tokio_postgres::Error> {
-    Ok(client
+    Ok(db
         .query(
             "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
              (extract(epoch FROM end_at) * 1000000)::int8 FROM etl.chunk_ledger \
@@ -351,11 +375,11 @@ pub async fn done(
 /// `(target, key, start µs, end µs) -> seconds` from claim to commit of
 /// the pipeline's done chunks.
 pub async fn durations(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
 ) -> Result<std::collections::HashMap<(String, Option<String>, i64, i64), f64>, tokio_postgres::Error>
 {
-    Ok(client
+    Ok(db
         .query(
             "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
              (extract(epoch FROM end_at) * 1000000)::int8, \
@@ -393,10 +417,10 @@ pub struct ChunkState {
 
 /// Every chunk of a pipeline, ordered by key and start.
 pub async fn states(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
 ) -> Result<Vec<ChunkState>, tokio_postgres::Error> {
-    let rows = client
+    let rows = db
         .query(
             "SELECT target, chunk_key, (extract(epoch FROM start_at) * 1000000)::int8, \
              (extract(epoch FROM end_at) * 1000000)::int8, \
@@ -432,7 +456,7 @@ pub async fn states(
 /// `sequences`, `verify`): the statement and, when it failed, the error.
 /// The last outcome of each step is kept.
 pub async fn record_phase(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     phase: &str,
     item: &str,
@@ -440,7 +464,7 @@ pub async fn record_phase(
     error: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     let status = if error.is_some() { "failed" } else { "done" };
-    client
+    db
         .execute(
             "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement, error) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, phase, item) DO UPDATE \
@@ -453,12 +477,12 @@ pub async fn record_phase(
 
 /// The statement recorded for one step, if it is recorded as done.
 pub async fn phase_statement(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     phase: &str,
     item: &str,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    Ok(client
+    Ok(db
         .query_opt(
             "SELECT statement FROM etl.phase_log WHERE pipeline = $1 AND phase = $2 AND item = $3 AND status = 'done'",
             &[&pipeline, &phase, &item],
@@ -471,7 +495,7 @@ pub async fn phase_statement(
 /// `connections` of `etl.phase_log`: the endpoint, and `peak N of at
 /// most M`), for `etl status`.
 pub async fn record_connections(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     peaks: &[(String, usize)],
     limit: usize,
@@ -481,7 +505,7 @@ pub async fn record_connections(
         .iter()
         .map(|(_, n)| format!("peak {n} of at most {limit}"))
         .collect();
-    client
+    db
         .execute(
             "WITH gone AS (DELETE FROM etl.phase_log WHERE pipeline = $1 AND phase = 'connections') \
              INSERT INTO etl.phase_log (pipeline, phase, item, status, statement) \
@@ -496,10 +520,10 @@ pub async fn record_connections(
 /// The last run's peak connections: (endpoint, `peak N of at most M`,
 /// when it ended).
 pub async fn connections(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
 ) -> Result<Vec<ConnectionPeak>, tokio_postgres::Error> {
-    Ok(client
+    Ok(db
         .query(
             "SELECT item, coalesce(statement, ''), to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') \
              FROM etl.phase_log WHERE pipeline = $1 AND phase = 'connections' ORDER BY item",
@@ -536,17 +560,17 @@ pub struct PhaseStep {
 
 /// The recorded steps of `pipeline`'s phases, in the phases' order.
 pub async fn phases(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
 ) -> Result<Vec<PhaseStep>, tokio_postgres::Error> {
-    let exists: bool = client
+    let exists: bool = db
         .query_one("SELECT to_regclass('etl.phase_log') IS NOT NULL", &[])
         .await?
         .get(0);
     if !exists {
         return Ok(Vec::new());
     }
-    Ok(client
+    Ok(db
         .query(
             "SELECT phase, item, status, error FROM etl.phase_log WHERE pipeline = $1 AND phase <> 'connections' \
              ORDER BY array_position(ARRAY['discover', 'create', 'constraints', 'sequences', 'verify'], phase), finished_at, item",
@@ -569,7 +593,12 @@ mod tests {
 
     #[test]
     fn emptying_checks_the_ledger_under_the_tables_lock() {
-        let sql = empty_unless_busy_sql("\"s\".\"t\"", "TRUNCATE ONLY", "2026-01-01 00:00:00+00");
+        let sql = empty_unless_busy_sql(
+            &LedgerSchema::default(),
+            "\"s\".\"t\"",
+            "TRUNCATE ONLY",
+            "2026-01-01 00:00:00+00",
+        );
         let lock = sql
             .find("LOCK TABLE \"s\".\"t\" IN ACCESS EXCLUSIVE MODE")
             .unwrap();

@@ -276,11 +276,18 @@ impl Migration {
         statement: &str,
         error: Option<&str>,
     ) -> Result<(), EtlError> {
-        etl_ledger::sql::record_phase(client, &self.pipeline, phase, item, statement, error)
-            .await
-            .map_err(EtlError::pg(format!(
-                "recording the {phase} step {item:?} in etl.phase_log"
-            )))
+        etl_ledger::sql::record_phase(
+            self.ledger(client),
+            &self.pipeline,
+            phase,
+            item,
+            statement,
+            error,
+        )
+        .await
+        .map_err(EtlError::pg(format!(
+            "recording the {phase} step {item:?} in etl.phase_log"
+        )))
     }
 
     /// Row counts against the source, orphans per foreign key.

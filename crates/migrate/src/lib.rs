@@ -54,6 +54,7 @@ use arrow::datatypes::SchemaRef;
 
 use etl_base::plan::{Chunk, PlannedChunk};
 use etl_base::sql::TableName;
+use etl_model::ledger::SchemaClient;
 use etl_pg::block_on;
 use etl_pg::error::EtlError;
 use etl_run::{RunOptions, Runner};
@@ -166,6 +167,11 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// `client` with etl's own tables in the sink's `ledger_schema`.
+    fn ledger<'a>(&'a self, client: &'a tokio_postgres::Client) -> SchemaClient<'a> {
+        SchemaClient::new(client, &self.sink.ledger_schema)
+    }
+
     /// Reader processes per chunk (ODBC's `readers`; 1 otherwise).
     fn readers(&self) -> usize {
         match &self.origin {
@@ -225,7 +231,7 @@ impl Migration {
             return Ok(());
         }
         let client = self.client().await?;
-        etl_ledger::sql::ensure(&client)
+        etl_ledger::sql::ensure(self.ledger(&client))
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Config)?;
@@ -233,11 +239,14 @@ impl Migration {
             let item = format!("cuts of {}", self.tables[i].source);
             let kept = match redo {
                 true => None,
-                false => {
-                    etl_ledger::sql::phase_statement(&client, &self.pipeline, "discover", &item)
-                        .await
-                        .map_err(EtlError::pg("reading etl.phase_log"))?
-                }
+                false => etl_ledger::sql::phase_statement(
+                    self.ledger(&client),
+                    &self.pipeline,
+                    "discover",
+                    &item,
+                )
+                .await
+                .map_err(EtlError::pg("reading etl.phase_log"))?,
             };
             let source = self.sources[i].odbc()?;
             match kept.map(|json| serde_json::from_str::<Vec<String>>(&json)) {
@@ -461,7 +470,10 @@ impl Migration {
             };
             client
                 .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
-                    &target, empty, planned_at,
+                    &self.sink.ledger_schema,
+                    &target,
+                    empty,
+                    planned_at,
                 ))
                 .await
                 .map_err(EtlError::pg(format!(
@@ -500,6 +512,7 @@ impl Migration {
                 let target = self.tables[*i].target.qualified();
                 client
                     .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
+                        &self.sink.ledger_schema,
                         &target,
                         "DELETE FROM ONLY",
                         planned_at,

@@ -605,7 +605,7 @@ fn build_sink(
     let pipeline = &context.pipeline;
     match spec {
         ValidatedSink::Postgres(spec) => {
-            let ledger = PgLedger::new(spec.endpoint.clone(), pipeline);
+            let ledger = PgLedger::new(spec.endpoint.clone(), pipeline, spec.ledger_schema.clone());
             let sink =
                 sink::postgres::PostgresSink::new(spec.clone(), context.clone(), ledger.clone());
             (Arc::new(sink), ledger)
@@ -625,7 +625,9 @@ fn build_sink(
 /// what needs no source (`etl forget`).
 pub fn ledger(spec: &ValidatedSink, pipeline: &str) -> Arc<dyn Ledger> {
     match spec {
-        ValidatedSink::Postgres(s) => PgLedger::new(s.endpoint.clone(), pipeline),
+        ValidatedSink::Postgres(s) => {
+            PgLedger::new(s.endpoint.clone(), pipeline, s.ledger_schema.clone())
+        }
         ValidatedSink::Parquet(s) => Arc::new(FileLedger::new(&s.path, pipeline)),
         ValidatedSink::Csv(s) => Arc::new(FileLedger::new(&s.path, pipeline)),
     }

@@ -4,6 +4,7 @@
 //! The command line's config layer builds these; [`crate::build`] opens them.
 
 use etl_base::sql::TableName;
+use etl_model::ledger::LedgerSchema;
 use etl_pg::Endpoint;
 use serde::Deserialize;
 
@@ -174,6 +175,8 @@ pub struct PostgresSinkSpec {
     /// replica` when `replica_role`.
     pub whole_by_delete: bool,
     pub replica_role: bool,
+    /// The schema that holds etl's own tables in the target (`ledger_schema`).
+    pub ledger_schema: LedgerSchema,
 }
 
 /// A target table name that may hold `{key}`.

@@ -2,6 +2,7 @@
 //! makes of them (a migration, byte ranges of files, time windows).
 
 use super::*;
+use etl_model::ledger::LedgerSchema;
 
 /// What the source and `[chunks]` make of the sinks' settings.
 pub(super) struct Shape {
@@ -157,6 +158,14 @@ fn postgres(
             );
         }
     }
+    let ledger_schema = match s.ledger_schema.as_deref().map(LedgerSchema::new) {
+        None => LedgerSchema::default(),
+        Some(Ok(schema)) => schema,
+        Some(Err(why)) => {
+            c.add(&key("ledger_schema"), why);
+            LedgerSchema::default()
+        }
+    };
     endpoint.map(|endpoint| {
         ValidatedSink::Postgres(PostgresSinkSpec {
             endpoint,
@@ -165,14 +174,15 @@ fn postgres(
             create_table: s.create_table,
             primary_key: s.primary_key,
             timeouts: s.timeouts,
-            after_load: match s.analyze_after.unwrap_or(shape.is_migration) {
+            after_load: match s.analyze_after.unwrap_or(migration) {
                 false => AfterLoad::Nothing,
-                true if shape.is_migration => AfterLoad::VacuumAnalyze,
+                true if migration => AfterLoad::VacuumAnalyze,
                 true => AfterLoad::Analyze,
             },
             fk_handling: s.fk_handling.unwrap_or_default(),
             whole_by_delete: false,
             replica_role: false,
+            ledger_schema,
         })
     })
 }

@@ -7,9 +7,8 @@
 use std::collections::HashSet;
 use std::process::Command;
 
-use tokio_postgres::Client;
-
 use etl_base::sql::TableName;
+use etl_model::ledger::SchemaClient;
 use etl_pg::error::EtlError;
 use etl_source::spec::PgDatabaseSpec;
 
@@ -192,11 +191,11 @@ fn header(line: &str) -> Option<(String, String)> {
 
 /// The items of `phase` recorded as done for `pipeline`.
 pub async fn done_items(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     phase: &str,
 ) -> Result<HashSet<String>, EtlError> {
-    let rows = client
+    let rows = db
         .query(
             "SELECT item FROM etl.phase_log WHERE pipeline = $1 AND phase = $2 AND status = 'done'",
             &[&pipeline, &phase],

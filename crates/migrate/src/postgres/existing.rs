@@ -262,7 +262,7 @@ impl Migration {
                 )));
             }
         }
-        etl_ledger::sql::ensure(client)
+        etl_ledger::sql::ensure(self.ledger(client))
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Config)?;
@@ -332,7 +332,8 @@ impl Migration {
     /// table stays busy keeps firing, with a warning naming the holders.
     async fn triggers_off(&self, client: &Client) -> Result<(), EtlError> {
         let tables: Vec<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
-        let rows = client
+        let rows = self
+            .ledger(client)
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname), t.tgname::text FROM pg_trigger t \
                  JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -393,7 +394,8 @@ impl Migration {
         finish: &mut Finish,
     ) -> Result<(), EtlError> {
         let tables: Vec<String> = self.tables.iter().map(|t| t.target.qualified()).collect();
-        let rows = client
+        let rows = self
+            .ledger(client)
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname), t.tgname::text FROM pg_trigger t \
                  JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -475,7 +477,8 @@ impl Migration {
             return Ok(());
         }
         self.triggers_on(client, finish).await?;
-        let rows = client
+        let rows = self
+            .ledger(client)
             .query(
                 "SELECT item, statement FROM etl.phase_log WHERE pipeline = $1 AND phase = 'fk-drop' \
                  AND status = 'failed' AND statement <> '' ORDER BY item",

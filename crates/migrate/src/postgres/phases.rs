@@ -174,11 +174,11 @@ impl Migration {
         if !self.sink.create_table {
             return Ok(());
         }
-        etl_ledger::sql::ensure(client)
+        etl_ledger::sql::ensure(self.ledger(client))
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Config)?;
-        let done = dump::done_items(client, &self.pipeline, "pre-data").await?;
+        let done = dump::done_items(self.ledger(client), &self.pipeline, "pre-data").await?;
         if done.contains(PRE_DATA_ITEM) {
             tracing::info!("The pre-data objects were created by an earlier run.");
             return Ok(());
@@ -206,7 +206,8 @@ impl Migration {
             client
                 .execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock])
                 .await?;
-            let done = client
+            let done = self
+                .ledger(client)
                 .query_opt(
                     "SELECT 1 FROM etl.phase_log WHERE pipeline = $1 AND phase = 'pre-data' AND item = $2 AND status = 'done'",
                     &[&self.pipeline, &PRE_DATA_ITEM],
@@ -222,7 +223,7 @@ impl Migration {
             // pg_dump's preamble empties search_path for the session.
             client.batch_execute("RESET search_path").await?;
             etl_ledger::sql::record_phase(
-                client,
+                self.ledger(client),
                 &self.pipeline,
                 "pre-data",
                 PRE_DATA_ITEM,
@@ -271,7 +272,7 @@ impl Migration {
                 Some(d) => d,
                 None => self.pg_dump(Section::PostData)?,
             };
-            let done = dump::done_items(client, &self.pipeline, "post-data").await?;
+            let done = dump::done_items(self.ledger(client), &self.pipeline, "post-data").await?;
             let todo: Vec<&Entry> = dump
                 .entries
                 .iter()
@@ -333,7 +334,7 @@ impl Migration {
             durable(client).await?;
         }
         // Into existing tables too: a data-only restore fills them.
-        let done = dump::done_items(client, &self.pipeline, "post-data").await?;
+        let done = dump::done_items(self.ledger(client), &self.pipeline, "post-data").await?;
         self.refresh_views(client, &done, finish).await?;
         etl_base::hooks::phase("sequences");
         self.set_sequences(client, finish).await?;
@@ -470,10 +471,15 @@ impl Migration {
         };
         let item = e.item();
         if retry
-            && etl_ledger::sql::phase_statement(&client, &self.pipeline, "post-data", &item)
-                .await
-                .map_err(EtlError::pg("reading etl.phase_log"))?
-                .is_some()
+            && etl_ledger::sql::phase_statement(
+                self.ledger(&client),
+                &self.pipeline,
+                "post-data",
+                &item,
+            )
+            .await
+            .map_err(EtlError::pg("reading etl.phase_log"))?
+            .is_some()
         {
             idle.lock().expect("never held across a panic").push(client);
             return Ok(Ok(()));
@@ -486,7 +492,7 @@ impl Migration {
             etl_base::hooks::in_post_data();
             client.batch_execute("RESET search_path").await?;
             etl_ledger::sql::record_phase(
-                &client,
+                self.ledger(&client),
                 &self.pipeline,
                 "post-data",
                 &item,

@@ -490,10 +490,12 @@ impl Sink for PostgresSink {
         let client = self.pool.get().await?;
         self.ledger.ensure(&client).await?;
         if self.wide.is_some() {
-            etl_pg::locked_ddl(&client, "etl.column_map", super::wide::COLUMN_MAP_DDL)
+            let schema = &self.spec.ledger_schema;
+            let map = schema.table("column_map");
+            etl_pg::locked_ddl(&client, &map, &super::wide::column_map_ddl(schema))
                 .await
                 .map_err(EtlError::pg(format!(
-                    "creating etl.column_map on {}",
+                    "creating {map} on {}",
                     self.spec.endpoint
                 )))?;
         }

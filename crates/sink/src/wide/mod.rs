@@ -33,7 +33,7 @@ use crate::spec::PostgresSinkSpec;
 use crate::spec::SinkMode;
 use etl_base::plan::{chunk_filter, Chunk};
 use etl_base::sql::{ident, literal, TableName};
-use etl_model::ledger::InTransaction;
+use etl_model::ledger::{InTransaction, LedgerSchema, SchemaClient};
 use etl_model::wide::Kind;
 use etl_pg::ddl::{create_table_sql, explain_busy, read_columns, CatalogColumn};
 use etl_pg::error::EtlError;
@@ -48,14 +48,19 @@ mod writer;
 
 pub use writer::WideWriter;
 
-pub const COLUMN_MAP_DDL: &str = "CREATE SCHEMA IF NOT EXISTS etl; \
-    CREATE TABLE IF NOT EXISTS etl.column_map ( \
+const COLUMN_MAP_TABLES: &str = "CREATE TABLE IF NOT EXISTS etl.column_map ( \
       base_table text NOT NULL, table_name text NOT NULL, column_name text NOT NULL, \
       channel text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), \
       PRIMARY KEY (base_table, channel), UNIQUE (table_name, column_name)); \
     CREATE TABLE IF NOT EXISTS etl.wide_text_pending ( \
       pipeline text NOT NULL, base_table text NOT NULL, channel text NOT NULL, \
       chunk_key text, chunk_start bigint NOT NULL, chunk_end bigint NOT NULL)";
+
+/// Creates the column map's tables in the ledger's schema; run with
+/// [`etl_pg::locked_ddl`].
+pub fn column_map_ddl(schema: &LedgerSchema) -> String {
+    format!("{}; {}", schema.create(), schema.sql(COLUMN_MAP_TABLES))
+}
 
 /// Wide rows as the sink writes them: the index and how to split value
 /// columns (from the rows' schema, [`etl_model::wide::WideLayout`]), and the
@@ -241,8 +246,9 @@ impl Wide {
     /// Reads the layout from the target: etl.column_map and the catalog.
     async fn load(&self, client: &Client, base: &TableName) -> Result<Layout, EtlError> {
         let qualified = base.qualified();
-        let context = || format!("reading etl.column_map for {qualified}");
-        let mapped = client
+        let schema = &self.spec.ledger_schema;
+        let context = || format!("reading {} for {qualified}", schema.table("column_map"));
+        let mapped = SchemaClient::new(client, schema)
             .query(
                 "SELECT table_name, column_name, channel FROM etl.column_map \
                  WHERE base_table = $1 AND to_regclass('etl.column_map') IS NOT NULL",
@@ -493,7 +499,8 @@ impl Wide {
         out.extend(ddl);
         if !mapped.is_empty() {
             out.push(format!(
-                "INSERT INTO etl.column_map (base_table, table_name, column_name, channel) VALUES {}",
+                "INSERT INTO {}.column_map (base_table, table_name, column_name, channel) VALUES {}",
+                self.spec.ledger_schema.name(),
                 mapped
                     .iter()
                     .map(|(t, c, ch)| format!(

@@ -40,7 +40,7 @@ impl Wide {
     /// (`"schema"."table"`), so a column map changed by hand makes no error
     /// here (its chunks fail, naming it).
     pub async fn stale(&self, client: &Client, chunks: &[Chunk]) -> Result<Vec<Chunk>, EtlError> {
-        let rows = client
+        let rows = SchemaClient::new(client, &self.spec.ledger_schema)
             .query(
                 "SELECT DISTINCT p.chunk_key, p.chunk_start, p.chunk_end FROM etl.wide_text_pending p \
                  JOIN etl.column_map m ON m.base_table = p.base_table AND m.channel = p.channel \
@@ -69,7 +69,7 @@ impl Wide {
 /// recorded, then records the channels it writes as numbers that could
 /// print otherwise as text.
 pub(super) async fn record_pending(
-    client: &Client,
+    db: SchemaClient<'_>,
     pipeline: &str,
     base: &str,
     chunk: &Chunk,
@@ -77,18 +77,16 @@ pub(super) async fn record_pending(
 ) -> Result<(), tokio_postgres::Error> {
     let key = &chunk.key;
     if channels.is_empty() {
-        client
-            .execute(
-                "DELETE FROM etl.wide_text_pending WHERE pipeline = $1 AND base_table = $2 \
+        db.execute(
+            "DELETE FROM etl.wide_text_pending WHERE pipeline = $1 AND base_table = $2 \
                  AND chunk_key IS NOT DISTINCT FROM $3 AND chunk_start = $4 AND chunk_end = $5",
-                &[&pipeline, &base, key, &chunk.start, &chunk.end],
-            )
-            .await?;
+            &[&pipeline, &base, key, &chunk.start, &chunk.end],
+        )
+        .await?;
         return Ok(());
     }
     let channels: Vec<&str> = channels.to_vec();
-    client
-        .execute(
+    db.execute(
             "INSERT INTO etl.wide_text_pending SELECT $1, $2, c, $3, $4, $5 FROM unnest($6::text[]) AS c",
             &[&pipeline, &base, key, &chunk.start, &chunk.end, &channels],
         )

@@ -141,9 +141,15 @@ impl WideWriter {
                 }
             }
         }
-        text::record_pending(&self.client, &w.pipeline, &base_q, &self.chunk, &[])
-            .await
-            .map_err(EtlError::pg(self.context("clearing etl.wide_text_pending")))?;
+        text::record_pending(
+            SchemaClient::new(&self.client, &w.spec.ledger_schema),
+            &w.pipeline,
+            &base_q,
+            &self.chunk,
+            &[],
+        )
+        .await
+        .map_err(EtlError::pg(self.context("clearing etl.wide_text_pending")))?;
         self.started = Some(Started {
             pending: BTreeSet::new(),
             layout,
@@ -217,7 +223,7 @@ impl ChunkWriter for WideWriter {
         if !ambiguous.is_empty() {
             let base_q = self.base.qualified();
             text::record_pending(
-                &self.client,
+                SchemaClient::new(&self.client, &self.wide.spec.ledger_schema),
                 &self.wide.pipeline,
                 &base_q,
                 &self.chunk,
