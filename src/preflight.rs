@@ -11,6 +11,7 @@
 //! needs the server on this machine and a role that may read
 //! `data_directory`; otherwise the check says it cannot tell.
 
+use etl_base::human::bytes;
 use tokio_postgres::Client;
 
 use crate::config::validate::PostgresSinkSpec;
@@ -549,22 +550,6 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     // The field types differ between platforms (u32 on some).
     #[allow(clippy::unnecessary_cast)]
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-}
-
-/// `1.2 GB`, for people.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 /// The table for people: one line per check, failures first marked.

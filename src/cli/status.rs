@@ -161,7 +161,7 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into()),
             k.eta_secs.map(duration).unwrap_or_else(|| "-".into()),
             k.bytes
-                .map(crate::preflight::bytes)
+                .map(etl_base::human::bytes)
                 .unwrap_or_else(|| "-".into()),
         );
     }
@@ -169,7 +169,7 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
         out!(
             "  target {}: {}, {}, {} key{}",
             t.table,
-            crate::preflight::bytes(t.bytes),
+            etl_base::human::bytes(t.bytes),
             if t.rows_estimate < 0.0 {
                 "rows not estimated yet (no ANALYZE)".to_string()
             } else {

@@ -136,7 +136,7 @@ fn section(h: &mut String, l: &LedgerStatus) {
                 .map(|r| thousands((r * 3600.0) as u64))
                 .unwrap_or_default(),
             k.eta_secs.map(duration).unwrap_or_default(),
-            k.bytes.map(crate::preflight::bytes).unwrap_or_default(),
+            k.bytes.map(etl_base::human::bytes).unwrap_or_default(),
         );
     }
     h.push_str("</table>\n");
@@ -147,7 +147,7 @@ fn section(h: &mut String, l: &LedgerStatus) {
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&t.table),
-                crate::preflight::bytes(t.bytes),
+                etl_base::human::bytes(t.bytes),
                 if t.rows_estimate < 0.0 {
                     "not analyzed".into()
                 } else {

@@ -9,6 +9,7 @@
 //! - [`csv_line`] splits a line of the small CSV files etl reads itself.
 //! - [`env`] `${NAME}` in pipeline strings, from the environment.
 //! - [`hooks`] the test-only fault injection points.
+//! - [`human`] numbers, sizes and durations as people read them.
 //!
 //! Must not know: PostgreSQL sessions, Arrow, any source or sink, the
 //! ledger, the runner. No I/O here except the test hooks' resume file.
@@ -16,6 +17,7 @@ pub mod compression;
 pub mod csv_line;
 pub mod env;
 pub mod hooks;
+pub mod human;
 pub mod plan;
 pub mod sql;
 pub mod time;

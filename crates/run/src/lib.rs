@@ -21,7 +21,7 @@ pub mod checks;
 mod chunk;
 pub mod estimate;
 pub mod failed_csv;
-pub mod human;
+pub use etl_base::human;
 mod pipeline;
 pub mod summary;
 mod verify;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::RunReport;
-pub use crate::human::thousands;
+pub use crate::human::{bytes, thousands};
 
 /// Progress of a run: a bar on a terminal, else an INFO line at most every
 /// ten seconds. Rows count as they are written, inside long chunks too.
@@ -187,22 +187,6 @@ pub fn peak_memory_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `1.5 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 /// The end-of-run summary, for stdout.
 pub fn render(pipeline: &str, report: &RunReport) -> String {
     let secs = report.elapsed.as_secs_f64();
@@ -294,18 +278,4 @@ pub fn bars() -> &'static indicatif::MultiProgress {
     BARS.get_or_init(|| {
         indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(1234), "1,234");
-        assert_eq!(thousands(10_080_000), "10,080,000");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
-    }
 }

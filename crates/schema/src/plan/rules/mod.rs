@@ -15,6 +15,7 @@ use super::super::{Key, Kind, Risk};
 use super::{Lock, Options, Step};
 use crate::catalog::{split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View};
 use crate::diff::{not_null_helper, Change, Difference};
+use etl_base::human::{self, thousands_signed};
 
 const GIB: i64 = 1 << 30;
 const SMALL_BYTES: i64 = 100 << 20;
@@ -177,8 +178,8 @@ impl<'a> Rules<'a> {
         let size = if self.to.tables.contains_key(table) {
             format!(
                 "{table}: ~{} rows, {} on the target",
-                thousands(rows),
-                bytes_text(bytes)
+                thousands_signed(rows),
+                human::bytes(bytes.max(0) as u64)
             )
         } else {
             format!("{table}: new, empty")
@@ -194,14 +195,14 @@ impl<'a> Rules<'a> {
                     step.risk = step.risk.up();
                     step.reasons.push(format!(
                         "graded up: a large table (at least {} rows or 1 GiB)",
-                        thousands(self.options.large_rows)
+                        thousands_signed(self.options.large_rows)
                     ));
                 }
                 Some(false) if step.risk > Risk::Low => {
                     step.risk = step.risk.down();
                     step.reasons.push(format!(
                         "graded down: a small table (under {} rows and 100 MiB)",
-                        thousands(self.options.small_rows)
+                        thousands_signed(self.options.small_rows)
                     ));
                 }
                 _ => {}
@@ -234,37 +235,4 @@ pub(super) fn views_over(catalog: &Catalog, mut on: Vec<String>) -> Vec<String> 
         }
     }
     views
-}
-pub(super) fn thousands(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 && ch != '-' {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-pub(super) fn bytes_text(b: i64) -> String {
-    let b = b as f64;
-    if b >= GIB as f64 {
-        format!("{:.1} GiB", b / GIB as f64)
-    } else if b >= (1 << 20) as f64 {
-        format!("{:.1} MiB", b / (1 << 20) as f64)
-    } else {
-        format!("{:.0} kB", b / 1024.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn numbers_read_with_separators() {
-        assert_eq!(thousands(100_000_000), "100,000,000");
-        assert_eq!(thousands(10), "10");
-    }
 }

@@ -74,8 +74,8 @@ impl Rules<'_> {
                 let s = self.push(d, format!("DROP TABLE {n}"), "drop-table", Risk::VeryHigh);
                 s.reasons.push(format!(
                     "drops the table and its ~{} rows ({})",
-                    thousands(t.rows),
-                    bytes_text(t.bytes)
+                    thousands_signed(t.rows),
+                    human::bytes(t.bytes.max(0) as u64)
                 ));
                 self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
                 if let Some((p, _)) = parent {

@@ -1,5 +1,5 @@
-//! Numbers and times as people read them in summaries, plans and logs.
-//! Below every other module of the crate: it imports none.
+//! Numbers, sizes and times as people read them in summaries, plans and
+//! logs: the one place etl formats them.
 
 /// `12,345,678`.
 pub fn thousands(n: u64) -> String {
@@ -12,6 +12,31 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `-1,234`: a count that may be negative (the planner's `reltuples` is
+/// -1 before a table's first ANALYZE).
+pub fn thousands_signed(n: i64) -> String {
+    match n < 0 {
+        true => format!("-{}", thousands(n.unsigned_abs())),
+        false => thousands(n as u64),
+    }
+}
+
+/// `512 B`, `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// `~40 s`, `~12 min`, `~2 h 5 min`.
@@ -40,5 +65,13 @@ mod tests {
     fn thousands_are_grouped() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(12_345_678), "12,345,678");
+        assert_eq!(thousands_signed(-1), "-1");
+        assert_eq!(thousands_signed(-1234), "-1,234");
+    }
+
+    #[test]
+    fn sizes_in_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
     }
 }
