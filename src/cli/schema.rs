@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::Outcome;
 use crate::schema::catalog::{self, Catalog};
 use crate::schema::diff::{self, Difference};
-use crate::schema::plan::{self, Plan};
+use crate::schema::plan::{self, Pace, Plan};
 use crate::schema::rename::Rename;
 use crate::schema::targets::{self, Target};
 use crate::schema::{apply, Risk, SchemaError};
@@ -299,7 +299,11 @@ async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), S
         let mut plan = plan.clone();
         let pool = &c.pool;
         async move {
-            plan.check(&*pool.get().await?).await?;
+            let client = pool.get().await?;
+            plan.check(&client).await?;
+            if plan.steps.iter().any(|s| !s.work.is_empty()) {
+                plan.estimate(Pace::measure(&client).await?);
+            }
             Ok(plan)
         }
     })

@@ -165,6 +165,49 @@ fn diff_lists_each_kind_plan_grades_each_statement_and_apply_makes_them_equal() 
         "rewrite-type-change",
         "ALTER TABLE public.big ALTER COLUMN code TYPE bigint",
     );
+    // Each statement that scans, rewrites or indexes a table has its time
+    // at the pace measured on the target, and the plan its total and basis
+    let estimated = |sql: &str| -> bool {
+        let block = text.split("\n\n").find(|b| b.contains(sql)).unwrap();
+        block.lines().any(|l| l.starts_with("-- estimated: ~"))
+    };
+    assert!(estimated(
+        "ALTER TABLE public.big ALTER COLUMN code TYPE bigint"
+    ));
+    assert!(estimated("CREATE INDEX CONCURRENTLY big_name_trgm"));
+    assert!(!estimated("ADD COLUMN extra text"), "brief: {text}");
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("-- estimated time: ~"))
+        .unwrap_or_else(|| panic!("no total in {text}"));
+    assert!(
+        total.contains("statements that scan, rewrite or index a table")
+            && total.contains("basis: the target wrote a 200,000-row temporary table (")
+            && total.contains("waits for locks not counted"),
+        "{total}"
+    );
+    let json = db.etl(&["schema", "plan", "--json", &db.src, &db.dst]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let steps: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let secs = |sql: &str| -> f64 {
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["sql"].as_str().unwrap().contains(sql))
+            .unwrap()["estimate_secs"]
+            .as_f64()
+            .unwrap()
+    };
+    let (big, small) = (
+        secs("ALTER TABLE public.big ALTER COLUMN code TYPE bigint"),
+        secs("ALTER TABLE public.small ALTER COLUMN code TYPE bigint"),
+    );
+    assert!(
+        big > 10.0 * small && small > 0.0,
+        "big {big}, small {small}"
+    );
+
     graded(
         "medium",
         "rewrite-type-change",

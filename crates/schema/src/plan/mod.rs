@@ -17,10 +17,14 @@
 //! unique index, a type change, a foreign key, a CHECK), [`check`] counts
 //! the rows that would make it fail, on the target, and flags it.
 
+mod pace;
 mod rules;
+
+pub use pace::Pace;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use etl_base::human::duration;
 use tokio_postgres::Client;
 
 use super::catalog::Catalog;
@@ -61,6 +65,29 @@ impl Lock {
     }
 }
 
+/// What a statement does to its table's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Catalog only.
+    Brief,
+    /// Reads every row.
+    Scan,
+    /// Writes the table anew.
+    Rewrite,
+    /// Reads every row and builds an index of them.
+    Index,
+}
+
+/// The data a statement reads or writes on one table of the target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Work {
+    pub table: String,
+    pub effect: Effect,
+    /// The table's size on the target (with its indexes and TOAST).
+    pub bytes: i64,
+}
+
 /// One statement of the plan.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Step {
@@ -89,6 +116,11 @@ pub struct Step {
     pub(crate) cleanup: Option<String>,
     /// Steps (by `n`) that must have run first.
     pub after: Vec<usize>,
+    /// The tables it scans, rewrites or indexes, and their sizes.
+    pub work: Vec<Work>,
+    /// How long its work takes at the target's measured [`Pace`] (not
+    /// counting waits for locks), once [`Plan::estimate`] ran.
+    pub estimate_secs: Option<f64>,
     /// Drop-phase statements come before the rest.
     #[serde(skip)]
     pub(crate) drop_phase: bool,
@@ -125,6 +157,8 @@ impl Default for Options {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
     pub steps: Vec<Step>,
+    /// How the estimates were made, once [`Plan::estimate`] ran.
+    pub pace: Option<Pace>,
 }
 
 impl Plan {
@@ -140,7 +174,26 @@ impl Plan {
         let steps = rules::Rules::new(from, to, diffs, renames, options).steps();
         Plan {
             steps: order(steps, from, to),
+            pace: None,
         }
+    }
+
+    /// Each statement's time at the target's `pace`: the bytes it scans,
+    /// rewrites or indexes over the rate measured for that work.
+    pub fn estimate(&mut self, pace: Pace) {
+        for step in &mut self.steps {
+            step.estimate_secs = match step.work.is_empty() {
+                true => None,
+                false => Some(step.work.iter().map(|w| pace.secs(w)).sum()),
+            };
+        }
+        self.pace = Some(pace);
+    }
+
+    /// The estimated time of the whole plan, when estimated.
+    pub fn estimate_secs(&self) -> Option<f64> {
+        self.pace.as_ref()?;
+        Some(self.steps.iter().filter_map(|s| s.estimate_secs).sum())
     }
 
     /// Counts, on the target, the rows that would make a statement fail.
@@ -204,6 +257,19 @@ impl Plan {
                 format!(": {}", counts.join(", "))
             }
         ));
+        if let (Some(pace), Some(total)) = (&self.pace, self.estimate_secs()) {
+            let busy = self
+                .steps
+                .iter()
+                .filter(|s| s.estimate_secs.is_some())
+                .count();
+            out.push_str(&format!(
+                "-- estimated time: {} for the {busy} statement{} that scan, rewrite or index a table, the others brief (waits for locks not counted); {}\n",
+                duration(total),
+                if busy == 1 { "" } else { "s" },
+                pace.basis()
+            ));
+        }
         let failing = self.steps.iter().filter(|s| s.fails.is_some()).count();
         if failing > 0 {
             out.push_str(&format!(
@@ -231,6 +297,9 @@ impl Step {
             self.rule,
             self.reasons.join("; ")
         );
+        if let Some(secs) = self.estimate_secs {
+            out.push_str(&format!("-- estimated: {}\n", duration(secs)));
+        }
         if let Some(f) = &self.fails {
             out.push_str(&format!("-- FAILS: {f}\n"));
         }

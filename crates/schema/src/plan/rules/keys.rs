@@ -242,7 +242,7 @@ impl Rules<'_> {
                     "on a partitioned table CONCURRENTLY does not apply: every partition is locked against writes while it builds".into(),
                 );
                 s.rollback = Some(format!("DROP INDEX IF EXISTS {n}"));
-                self.on_table_last(&want.table.clone(), Lock::Share, Effect::Scan);
+                self.on_table_last(&want.table.clone(), Lock::Share, Effect::Index);
             } else {
                 let (rule, risk) = match want.unique {
                     true => ("create-unique-index", Risk::High),
@@ -260,7 +260,7 @@ impl Rules<'_> {
                 self.on_table_last(
                     &want.table.clone(),
                     Lock::ShareUpdateExclusive,
-                    Effect::Scan,
+                    Effect::Index,
                 );
             }
         }

@@ -12,24 +12,13 @@ use objects::*;
 
 use super::super::rename::Rename;
 use super::super::{Key, Kind, Risk};
-use super::{Lock, Options, Step};
+use super::{Effect, Lock, Options, Step, Work};
 use crate::catalog::{split_member, Catalog, Column, Constraint, Index, Table, TypeDef, View};
 use crate::diff::{not_null_helper, Change, Difference};
 use etl_base::human::{self, thousands_signed};
 
 const GIB: i64 = 1 << 30;
 const SMALL_BYTES: i64 = 100 << 20;
-
-/// What a statement does to its table's data.
-#[derive(Clone, Copy, PartialEq)]
-pub(super) enum Effect {
-    /// Catalog only.
-    Brief,
-    /// Reads every row.
-    Scan,
-    /// Writes the table anew.
-    Rewrite,
-}
 
 pub(super) struct Rules<'a> {
     from: &'a Catalog,
@@ -136,6 +125,8 @@ impl<'a> Rules<'a> {
             rollback: None,
             cleanup: None,
             after: Vec::new(),
+            work: Vec::new(),
+            estimate_secs: None,
             drop_phase: d.change == Change::Removed,
             needs: Vec::new(),
             check: None,
@@ -174,7 +165,15 @@ impl<'a> Rules<'a> {
             Effect::Brief => "catalog only, no scan",
             Effect::Scan => "scans the table",
             Effect::Rewrite => "rewrites the table and its indexes",
+            Effect::Index => "scans the table and builds the index",
         };
+        if effect != Effect::Brief && self.to.tables.contains_key(table) {
+            step.work.push(Work {
+                table: table.to_string(),
+                effect,
+                bytes: bytes.max(0),
+            });
+        }
         let size = if self.to.tables.contains_key(table) {
             format!(
                 "{table}: ~{} rows, {} on the target",
