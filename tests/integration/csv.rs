@@ -973,3 +973,112 @@ fn a_table_without_a_time_column_exports_whole_equal_to_psql_copy() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
+    // Given a table of the types the CSV sink cannot write from record
+    // batches (bytea, arrays, intervals, uuid; with enums and json, a user
+    // type and text), Korean text and odd values. (Ranges the source
+    // refuses, naming `::text`, which prints them as COPY does.)
+    let db = TestDb::new("csv_every_type");
+    let ddl = "CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy'); \
+         CREATE TABLE public.things (id int PRIMARY KEY, raw bytea, tags text[], nums int[], took interval, \
+           doc json, docb jsonb, uid uuid, mood public.mood, \
+           amount numeric, f float8, d date, name text)";
+    psql(&db.src, ddl);
+    psql(
+        &db.src,
+        "INSERT INTO public.things SELECT i, decode(md5(i::text), 'hex'), ARRAY['a,' || i, NULL, 'q\"' || i, ''], \
+           ARRAY[i, -i], make_interval(0, i % 13, 0, i % 40, i % 24, i % 60, i / 7.0), \
+           json_build_object('k', i, 's', E'line\\n' || i), jsonb_build_object('z', i), md5(i::text)::uuid, \
+           (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::public.mood, i * 1.000001, \
+           CASE i % 50 WHEN 0 THEN 'NaN'::float8 WHEN 1 THEN '-Infinity' ELSE i / 3.0 END, \
+           CASE WHEN i = 7 THEN 'infinity'::date ELSE '2025-01-01'::date + i END, '한국어 ' || i \
+         FROM generate_series(1, 500) i; \
+         INSERT INTO public.things (id) VALUES (501)",
+    );
+    let pipeline = |name: &str, sink: &str| {
+        db.pipeline(
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\n[source]\ntype = \"postgres\"\nurl = \"${{ETL_SRC_URL}}\"\ntable = \"public.things\"\n\
+                 [[sinks]]\ntype = \"csv\"\n{sink}\n"
+            ),
+        )
+    };
+    let plain = pipeline("plain", "path = \"out/things.csv\"");
+    let korean = pipeline(
+        "korean",
+        "path = \"out/things-cp949.csv\"\nencoding = \"cp949\"\ndelimiter = \";\"\nnull = \"\\\\N\"",
+    );
+
+    // When both are planned and run
+    let plan = db.etl(&["plan", plain.to_str().unwrap()]);
+    let runs = [plain.clone(), korean.clone()].map(|p| db.etl(&["run", p.to_str().unwrap()]));
+
+    // Then each file equals psql's \copy with the same options byte for byte
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("the server's CSV as it comes (COPY ... TO STDOUT (FORMAT csv))"),
+        "{plan:?}"
+    );
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("chunks       1 done"), "{run:?}");
+        assert!(run.stdout.contains("rows         501"), "{run:?}");
+    }
+    let copied = |name: &str, options: &str| {
+        let file = db.dir.path().join(name);
+        psql(
+            &db.src,
+            &format!("\\copy public.things TO '{}' {options}", file.display()),
+        );
+        std::fs::read(file).unwrap()
+    };
+    let written = std::fs::read(db.dir.path().join("out/things.csv")).unwrap();
+    assert_eq!(written, copied("copied.csv", "CSV HEADER"));
+    let korean_file = std::fs::read(db.dir.path().join("out/things-cp949.csv")).unwrap();
+    assert_eq!(
+        korean_file,
+        copied(
+            "copied-949.csv",
+            "(FORMAT csv, HEADER, DELIMITER ';', NULL '\\N', ENCODING 'UHC')"
+        )
+    );
+    let (text, _, bad) = encoding_rs::EUC_KR.decode(&korean_file);
+    assert!(!bad && text.contains("한국어 500"), "CP949 text");
+    let verify = db.etl(&["verify", plain.to_str().unwrap()]);
+    assert_eq!(verify.code, 2, "{verify:?}");
+    assert!(
+        verify.stderr.contains("raw (Binary)") && verify.stderr.contains("it is not compared yet"),
+        "{verify:?}"
+    );
+
+    // And each loads back into the same table exactly
+    psql(&db.dst, ddl);
+    psql(
+        &db.dst,
+        &format!(
+            "\\copy public.things FROM '{}' CSV HEADER",
+            db.dir.path().join("out/things.csv").display()
+        ),
+    );
+    let order = "id";
+    assert_eq!(
+        fingerprint(&db.dst, "public.things", order),
+        fingerprint(&db.src, "public.things", order)
+    );
+    psql(&db.dst, "TRUNCATE public.things");
+    psql(
+        &db.dst,
+        &format!(
+            "\\copy public.things FROM '{}' (FORMAT csv, HEADER, DELIMITER ';', NULL '\\N', ENCODING 'UHC')",
+            db.dir.path().join("out/things-cp949.csv").display()
+        ),
+    );
+    assert_eq!(
+        fingerprint(&db.dst, "public.things", order),
+        fingerprint(&db.src, "public.things", order)
+    );
+}

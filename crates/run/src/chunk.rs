@@ -4,6 +4,7 @@
 //! any error drops the writers uncommitted.
 
 use super::*;
+use etl_pg::pg_binary::rows::CsvCopy;
 
 /// What a worker's reader thread sends for a chunk.
 enum Msg {
@@ -20,8 +21,9 @@ struct ReadJob {
     transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     chunk: Chunk,
     notes: Notes,
-    /// Forward the source's COPY data, no batches.
-    copy: bool,
+    /// Forward the source's COPY data, no batches: in its own format, or
+    /// as the CSV the writers asked for.
+    copy: Option<Option<CsvCopy>>,
     tx: tokio::sync::mpsc::Sender<Msg>,
 }
 
@@ -64,8 +66,8 @@ async fn read_chunk(job: ReadJob) {
         copy,
         tx,
     } = job;
-    if copy {
-        return read_copy(&*source, &chunk, tx).await;
+    if let Some(csv) = copy {
+        return read_copy(&*source, &chunk, csv.as_ref(), tx).await;
     }
     let opened = async {
         let mut flow = etl_transform::Flow::Stream(source.open(&chunk).await?);
@@ -101,13 +103,19 @@ const COPY_PIECE: usize = 1 << 20;
 
 /// A chunk as COPY data: the server's messages gathered into pieces,
 /// their rows counted, the stream checked whole before `Done`.
-async fn read_copy(source: &dyn Source, chunk: &Chunk, tx: tokio::sync::mpsc::Sender<Msg>) {
+async fn read_copy(
+    source: &dyn Source,
+    chunk: &Chunk,
+    csv: Option<&CsvCopy>,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+) {
     let Some(copy_out) = source.copy_out() else {
         return;
     };
-    let mut walker = etl_pg::pg_binary::rows::RowWalker::new(copy_out.through().format);
+    let format = csv.map_or(copy_out.through().format, CsvCopy::format);
+    let mut walker = etl_pg::pg_binary::rows::RowWalker::new(format);
     let read = async {
-        let mut stream = copy_out.open_copy(chunk).await?;
+        let mut stream = copy_out.open_copy(chunk, csv).await?;
         let mut piece = bytes::BytesMut::with_capacity(COPY_PIECE + 64 * 1024);
         let mut rows = 0;
         while let Some(data) = stream.next().await {
@@ -166,9 +174,10 @@ pub(super) async fn run_chunk(
     }
     // The source's COPY data goes through as it comes when every writer
     // takes it (same columns, same types) and nothing transforms it.
+    let csv = writers.first().and_then(|w| w.copy_csv());
     let copy = source.copy_out().is_some()
         && transforms.is_empty()
-        && writers.iter().all(|w| w.can_copy());
+        && writers.iter().all(|w| w.can_copy() && w.copy_csv() == csv);
     if copy {
         tracing::debug!(chunk = %chunk, "The source's COPY data goes through as it comes.");
         for w in writers.iter_mut() {
@@ -193,12 +202,12 @@ pub(super) async fn run_chunk(
         transforms: transforms.clone(),
         chunk: chunk.clone(),
         notes: notes.clone(),
-        copy,
+        copy: copy.then_some(csv),
         tx,
     };
-    READER
-        .with(|reader| reader.send(job))
-        .map_err(|_| EtlError::Bug("the worker's reader thread is gone".into()))?;
+    if !READER.with(|reader| reader.send(job).is_ok()) {
+        return Err(EtlError::Bug("the worker's reader thread is gone".into()));
+    }
     let mut rows = 0u64;
     loop {
         match rx.recv().await {

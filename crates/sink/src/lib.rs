@@ -134,6 +134,12 @@ pub trait ChunkWriter: Send {
     fn can_copy(&self) -> bool {
         false
     }
+    /// The CSV this writer takes COPY data in (a CSV file: the server's
+    /// CSV as it comes); `None`: the source's own format. Every writer of
+    /// a chunk must ask for the same, or the chunk goes as record batches.
+    fn copy_csv(&self) -> Option<etl_pg::pg_binary::rows::CsvCopy> {
+        None
+    }
     /// The chunk's data will be the source's COPY data (asked of every
     /// writer when all [`ChunkWriter::can_copy`]).
     fn start_copy(&mut self) {}

@@ -26,6 +26,7 @@ use etl_model::Chunking;
 use etl_pg::error::EtlError;
 
 pub use etl_model::{BatchStream, CopyThrough};
+pub use etl_pg::pg_binary::rows::CsvCopy;
 pub use read_back::read_back;
 
 /// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
@@ -107,8 +108,11 @@ pub trait SqlRows: Send + Sync {
 pub trait CopyOut: Send + Sync {
     /// The format, and the columns in the order of their values.
     fn through(&self) -> CopyThrough;
-    /// One chunk as COPY data.
-    async fn open_copy(&self, chunk: &Chunk) -> Result<CopyStream, EtlError>;
+    /// One chunk as COPY data: in the source's own format
+    /// ([`CopyOut::through`]), or as the CSV `csv` asks for (a CSV file
+    /// sink writes the server's CSV as it comes).
+    async fn open_copy(&self, chunk: &Chunk, csv: Option<&CsvCopy>)
+        -> Result<CopyStream, EtlError>;
 }
 
 /// A source that counts a chunk's rows itself ([`Source::counting`]).

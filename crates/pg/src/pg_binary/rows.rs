@@ -1,18 +1,22 @@
 //! Row boundaries of COPY data forwarded as it arrives (a PostgreSQL table
-//! into a table of the same types): no value is decoded, the walk only
-//! counts rows and checks the stream is whole (binary: header, tuples,
-//! trailer; text: whole lines), so a truncated stream is an error, not a
-//! chunk committed short.
+//! into a table of the same types, or into a CSV file as the server prints
+//! it): no value is decoded, the walk only counts rows and checks the
+//! stream is whole (binary: header, tuples, trailer; text and CSV: whole
+//! lines), so a truncated stream is an error, not a chunk committed short.
 
 use super::decode::DecodeError;
 
 use super::SIGNATURE;
 
-/// COPY's two data formats etl forwards.
+/// COPY's data formats etl forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyFormat {
     Text,
     Binary,
+    /// CSV, its first line a header when `header`.
+    Csv {
+        header: bool,
+    },
 }
 
 impl CopyFormat {
@@ -21,7 +25,80 @@ impl CopyFormat {
         match self {
             CopyFormat::Text => "text",
             CopyFormat::Binary => "binary",
+            CopyFormat::Csv { .. } => "csv",
         }
+    }
+}
+
+/// COPY's CSV as a CSV file sink writes it: the options of a `COPY ... TO
+/// STDOUT` whose output is the file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvCopy {
+    pub header: bool,
+    pub delimiter: u8,
+    pub null: String,
+    /// The server's name of the file's encoding (`UTF8`, `UHC`, ...).
+    pub encoding: &'static str,
+}
+
+impl CsvCopy {
+    pub fn format(&self) -> CopyFormat {
+        CopyFormat::Csv {
+            header: self.header,
+        }
+    }
+
+    /// `FORMAT csv, HEADER true, DELIMITER ',', NULL '', ENCODING 'UTF8'`.
+    pub fn options(&self) -> String {
+        let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        format!(
+            "FORMAT csv, HEADER {}, DELIMITER {}, NULL {}, ENCODING {}",
+            self.header,
+            literal(&(self.delimiter as char).to_string()),
+            literal(&self.null),
+            literal(self.encoding)
+        )
+    }
+
+    /// The server's name of an encoding (WHATWG's label, as `encoding_rs`
+    /// names it), where the server has it.
+    pub fn server_encoding(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "UTF-8" => "UTF8",
+            // WHATWG's EUC-KR is windows-949 (UHC), a superset of EUC-KR.
+            "EUC-KR" => "UHC",
+            "Shift_JIS" => "SJIS",
+            "EUC-JP" => "EUC_JP",
+            "GBK" => "GBK",
+            "gb18030" => "GB18030",
+            "Big5" => "BIG5",
+            "KOI8-R" => "KOI8R",
+            "KOI8-U" => "KOI8U",
+            "windows-866" => "WIN866",
+            "windows-874" => "WIN874",
+            "windows-1250" => "WIN1250",
+            "windows-1251" => "WIN1251",
+            "windows-1252" => "WIN1252",
+            "windows-1253" => "WIN1253",
+            "windows-1254" => "WIN1254",
+            "windows-1255" => "WIN1255",
+            "windows-1256" => "WIN1256",
+            "windows-1257" => "WIN1257",
+            "windows-1258" => "WIN1258",
+            "ISO-8859-2" => "LATIN2",
+            "ISO-8859-3" => "LATIN3",
+            "ISO-8859-4" => "LATIN4",
+            "ISO-8859-5" => "ISO_8859_5",
+            "ISO-8859-6" => "ISO_8859_6",
+            "ISO-8859-7" => "ISO_8859_7",
+            "ISO-8859-8" => "ISO_8859_8",
+            "ISO-8859-10" => "LATIN6",
+            "ISO-8859-13" => "LATIN7",
+            "ISO-8859-14" => "LATIN8",
+            "ISO-8859-15" => "LATIN9",
+            "ISO-8859-16" => "LATIN10",
+            _ => return None,
+        })
     }
 }
 
@@ -50,8 +127,12 @@ pub struct RowWalker {
     /// Fields left after the current value is skipped.
     after_skip: Option<u16>,
     rows: u64,
-    /// Text: whether the last byte seen ends a line.
+    /// Text and CSV: whether the last byte seen ends a line.
     at_line_start: bool,
+    /// CSV: inside a quoted value (its line breaks are data).
+    in_quotes: bool,
+    /// CSV: the header line is still to come (not a row).
+    header_left: bool,
 }
 
 impl RowWalker {
@@ -63,6 +144,8 @@ impl RowWalker {
             after_skip: None,
             rows: 0,
             at_line_start: true,
+            in_quotes: false,
+            header_left: matches!(format, CopyFormat::Csv { header: true }),
         }
     }
 
@@ -80,6 +163,24 @@ impl RowWalker {
             self.rows += memchr::memchr_iter(b'\n', bytes).count() as u64;
             if let Some(last) = bytes.last() {
                 self.at_line_start = *last == b'\n';
+            }
+            return Ok(self.rows - before);
+        }
+        if let CopyFormat::Csv { .. } = self.format {
+            // A CSV row ends at a line break outside quotes; a quote inside
+            // a quoted value is doubled, so each one flips the state. No
+            // byte of a multibyte character in the encodings the server
+            // writes is a quote or a line break.
+            for at in memchr::memchr2_iter(b'"', b'\n', bytes) {
+                match bytes[at] {
+                    b'"' => self.in_quotes = !self.in_quotes,
+                    _ if self.in_quotes => {}
+                    _ if self.header_left => self.header_left = false,
+                    _ => self.rows += 1,
+                }
+            }
+            if let Some(last) = bytes.last() {
+                self.at_line_start = *last == b'\n' && !self.in_quotes;
             }
             return Ok(self.rows - before);
         }
@@ -159,8 +260,10 @@ impl RowWalker {
     /// After the last piece: the stream ended where a row does.
     pub fn finish(&self) -> Result<u64, DecodeError> {
         match (self.format, self.state) {
-            (CopyFormat::Text, _) if self.at_line_start => Ok(self.rows),
-            (CopyFormat::Text, _) => Err(broken("its last row has no end of line")),
+            (CopyFormat::Text | CopyFormat::Csv { .. }, _) if self.at_line_start => Ok(self.rows),
+            (CopyFormat::Text | CopyFormat::Csv { .. }, _) => {
+                Err(broken("its last row has no end of line"))
+            }
             (CopyFormat::Binary, State::End) => Ok(self.rows),
             (CopyFormat::Binary, _) => Err(broken(
                 "it ends inside a row, or before the trailer (the connection was cut?)",
@@ -301,5 +404,41 @@ mod tests {
         assert!(w.finish().is_err());
         assert_eq!(w.feed(b"\\N\n").unwrap(), 1);
         assert_eq!(w.finish().unwrap(), 2);
+    }
+
+    #[test]
+    fn csv_rows_end_at_line_breaks_outside_quotes_after_the_header() {
+        let mut w = RowWalker::new(CopyFormat::Csv { header: true });
+        // The header, a value with a line break and doubled quotes, split
+        // across pieces inside the quotes.
+        assert_eq!(w.feed(b"id,\"a\nb\"\n1,\"x\"\"\n").unwrap(), 0);
+        assert!(w.finish().is_err(), "inside quotes");
+        assert_eq!(w.feed(b"y\"\n2,\n3,").unwrap(), 2);
+        assert!(w.finish().is_err());
+        assert_eq!(w.feed(b"z\n").unwrap(), 1);
+        assert_eq!(w.finish().unwrap(), 3);
+        let mut bare = RowWalker::new(CopyFormat::Csv { header: false });
+        assert_eq!(bare.feed(b"1\n2\n").unwrap(), 2);
+        assert_eq!(
+            RowWalker::new(CopyFormat::Csv { header: true })
+                .finish()
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn csv_copy_options_quote_their_values() {
+        let c = CsvCopy {
+            header: true,
+            delimiter: b';',
+            null: "it's".into(),
+            encoding: CsvCopy::server_encoding("EUC-KR").unwrap(),
+        };
+        assert_eq!(
+            c.options(),
+            "FORMAT csv, HEADER true, DELIMITER ';', NULL 'it''s', ENCODING 'UHC'"
+        );
+        assert_eq!(CsvCopy::server_encoding("x-user-defined"), None);
     }
 }

@@ -155,6 +155,20 @@ impl CsvEncoder {
         Ok(())
     }
 
+    /// The chunk comes as the server's CSV, its header included (when the
+    /// file has one): nothing more to add.
+    pub fn start_copy(&mut self) {
+        self.header_done = true;
+    }
+
+    /// The server's CSV bytes, into the file as they are.
+    pub fn write_copy(&mut self, data: &[u8]) -> Result<(), EtlError> {
+        self.out.write_all(data).map_err(|e| EtlError::Io {
+            context: format!("writing {}", self.path.display()),
+            source: e,
+        })
+    }
+
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
         self.header(&batch.schema())?;
         let schema = batch.schema();

@@ -340,14 +340,17 @@ impl PostgresSink {
             return Err(EtlError::Config(problems.join("\n  ")));
         }
         // The source's bytes fit when every column is of the type the
-        // source sends: binary COPY data is per type.
+        // source sends: binary COPY data is per type. Built-in types only:
+        // their binary form is the same on every server (a user type's OID
+        // is the same on two servers only by chance).
         let copy_ok = mode != SinkMode::Upsert
             && self.ctx.copy.as_ref().is_some_and(|copy| {
                 copy.columns.len() == copy.oids.len()
                     && copy.columns.iter().zip(&copy.oids).all(|(name, oid)| {
-                        columns
-                            .iter()
-                            .any(|c| c.name == *name && c.info.oid == *oid)
+                        *oid < 16384
+                            && columns
+                                .iter()
+                                .any(|c| c.name == *name && c.info.oid == *oid)
                     })
             });
         let column_list = schema

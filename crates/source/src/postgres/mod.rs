@@ -248,9 +248,11 @@ impl PostgresSource {
     }
 
     /// The `COPY` statement that reads one chunk.
-    pub fn copy_statement(&self, chunk: &Chunk) -> String {
+    /// `COPY (the chunk's rows) TO STDOUT`, binary or as `csv` asks.
+    pub fn copy_statement(&self, chunk: &Chunk, csv: Option<&crate::CsvCopy>) -> String {
+        let options = csv.map_or_else(|| "FORMAT binary".to_string(), |c| c.options());
         format!(
-            "COPY (SELECT * FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT * FROM {} WHERE {}) TO STDOUT ({options})",
             self.from,
             chunk_filter(
                 &self.time_column,
@@ -463,7 +465,7 @@ impl Source for PostgresSource {
             .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
             .await
             .map_err(EtlError::pg("setting up the source session"))?;
-        let sql = self.copy_statement(chunk);
+        let sql = self.copy_statement(chunk, None);
         let inner = client.copy_out(&sql).await.map_err(EtlError::pg(format!(
             "starting COPY from the source for chunk {chunk}"
         )))?;
@@ -491,9 +493,9 @@ impl Source for PostgresSource {
     }
 
     fn copy_out(&self) -> Option<&dyn CopyOut> {
-        // Built-in types only: their binary form is the same on every server.
-        let built_in = self.oids.iter().all(|o| *o < 16384);
-        built_in.then_some(self as &dyn CopyOut)
+        // Every type: a PostgreSQL sink takes the binary bytes only into
+        // built-in types, a CSV sink the server's CSV of any.
+        Some(self)
     }
 }
 
@@ -511,7 +513,11 @@ impl CopyOut for PostgresSource {
             oids: self.oids.clone(),
         }
     }
-    async fn open_copy(&self, chunk: &Chunk) -> Result<crate::CopyStream, EtlError> {
+    async fn open_copy(
+        &self,
+        chunk: &Chunk,
+        csv: Option<&crate::CsvCopy>,
+    ) -> Result<crate::CopyStream, EtlError> {
         let client = self.pool.get().await?;
         client
             .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
@@ -520,7 +526,7 @@ impl CopyOut for PostgresSource {
         copy_bytes(
             &self.pool,
             client,
-            &self.copy_statement(chunk),
+            &self.copy_statement(chunk, csv),
             &self.bytes_read,
             format!("the source for chunk {chunk}"),
         )

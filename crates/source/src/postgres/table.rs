@@ -234,23 +234,27 @@ impl CopyOut for PgTable {
             oids: Vec::new(),
         }
     }
-    async fn open_copy(&self, chunk: &Chunk) -> Result<CopyStream, EtlError> {
+    async fn open_copy(
+        &self,
+        chunk: &Chunk,
+        csv: Option<&crate::CsvCopy>,
+    ) -> Result<CopyStream, EtlError> {
         let client = self.pool.get().await?;
         client
             .batch_execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
             .await
             .map_err(EtlError::pg("setting up the source session"))?;
-        let format = self.format.sql();
+        let options = csv.map_or_else(|| format!("FORMAT {}", self.format.sql()), |c| c.options());
         let sql = match chunk.unit {
             Unit::Key => format!(
-                "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
+                "COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT ({options})",
                 self.column_list(),
                 self.table.qualified(),
                 self.filter(chunk)
             ),
             // COPY of a table reads its own rows, not its children's.
             _ => format!(
-                "COPY {} ({}) TO STDOUT (FORMAT {format})",
+                "COPY {} ({}) TO STDOUT ({options})",
                 self.table.qualified(),
                 self.column_list()
             ),
