@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# The third-party samples the tests read: ETL_FIXTURES, ../shared/fixtures,
+# or fetched (pinned, sha256-checked) into a cache; else stop here, saying
+# in one line what to set.
+ETL_FIXTURES=$(scripts/fixtures.sh) || exit 1
+export ETL_FIXTURES
+
 # Style and lints, where the toolchain has the components (rustup's
 # rustfmt and clippy; a toolchain without them skips this, saying so).
 if cargo fmt --version >/dev/null 2>&1; then

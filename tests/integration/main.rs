@@ -10,6 +10,7 @@ mod copy;
 mod csv;
 mod failures;
 mod faults;
+mod fixtures_script;
 mod follow;
 mod layout;
 mod migrate;
