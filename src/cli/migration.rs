@@ -62,8 +62,14 @@ pub(super) fn run(
 pub(super) fn create_only(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcome> {
     let m = Migration::discover(pipeline)?;
     let lines = m.create_only()?;
+    let after = match m.origin {
+        etl_migrate::Origin::Postgres(..) if m.sink.create_table => {
+            "the source's indexes, keys and triggers made too"
+        }
+        _ => "constraints, indexes and sequences come after the data",
+    };
     out!(
-        "Pipeline {}: {} tables created; nothing loaded (--ddl-only); constraints, indexes and sequences come after the data",
+        "Pipeline {}: {} tables created; nothing loaded (--ddl-only); {after}",
         m.pipeline,
         m.tables.len()
     );

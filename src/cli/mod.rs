@@ -24,6 +24,7 @@ macro_rules! out_raw {
     }};
 }
 
+mod copy;
 mod cutoff;
 mod db;
 mod finish;
@@ -118,6 +119,41 @@ pub enum Command {
         /// cutoff, so rows committed late are not missed.
         #[arg(long, default_value_t = 300.0, requires = "follow")]
         lag_secs: f64,
+    },
+    /// The common moves without a pipeline file: a PostgreSQL database,
+    /// an Access or SQLite file, ODBC tables, or CSV files into PostgreSQL.
+    /// Runs the pipeline it stands for (written to .etl/copy/) as `etl run`
+    /// does; the same command again resumes it.
+    Copy {
+        /// A PostgreSQL URL, an ODBC connection string (Driver=...;), an
+        /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
+        /// file or a folder of them (each file its own table).
+        from: String,
+        /// A PostgreSQL URL.
+        to: String,
+        /// Only these tables (names or glob patterns; repeatable). Default: all.
+        #[arg(long = "tables", value_name = "PATTERN")]
+        tables: Vec<String>,
+        /// Leave out these tables (names or glob patterns; repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
+        /// Create the tables (a PostgreSQL source: its whole schema), load nothing.
+        #[arg(long, conflicts_with = "data_only")]
+        schema_only: bool,
+        /// Load into tables that exist; create nothing. Their foreign keys
+        /// and triggers are set aside for the load and put back after
+        /// (fk_handling = "drop-recreate").
+        #[arg(long)]
+        data_only: bool,
+        /// Worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Redo every chunk, also those an earlier run of the same command committed.
+        #[arg(long)]
+        restart: bool,
+        /// Print the pipeline it stands for and run nothing (to go on from).
+        #[arg(long)]
+        print_pipeline: bool,
     },
     /// Per key: chunks done, failed, pending and running, and each failed
     /// chunk's last error, from the ledger in the target.
@@ -303,6 +339,27 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 recreate: recreate.then_some(yes),
             },
         ),
+        Command::Copy {
+            from,
+            to,
+            tables,
+            exclude,
+            schema_only,
+            data_only,
+            workers,
+            restart,
+            print_pipeline,
+        } => copy::copy(copy::CopyArgs {
+            from,
+            to,
+            tables,
+            exclude,
+            schema_only,
+            data_only,
+            workers,
+            restart,
+            print_pipeline,
+        }),
         Command::Status {
             pipeline,
             keys,

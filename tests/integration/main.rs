@@ -7,6 +7,7 @@ mod access;
 mod config_errors;
 mod connections;
 mod copy;
+mod copy_command;
 mod csv;
 mod failures;
 mod faults;

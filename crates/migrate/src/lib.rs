@@ -271,6 +271,9 @@ impl Migration {
     /// loaded. Constraints, indexes and sequences wait for the data (they
     /// are the phases after it).
     pub fn create_only(&self) -> Result<Vec<String>, EtlError> {
+        if matches!(self.origin, Origin::Postgres(..)) && self.sink.create_table {
+            return self.schema_only();
+        }
         block_on(self.step("keeping the text keys' cuts failed", || {
             self.keep_cuts(false)
         }))?;
@@ -280,6 +283,31 @@ impl Migration {
             let chunks: Vec<Chunk> = chunks.into_iter().map(|c| c.chunk).collect();
             lines.extend(runner.create_only(&chunks)?);
         }
+        Ok(lines)
+    }
+
+    /// A PostgreSQL database's schema whole, as `pg_dump --schema-only`
+    /// has it: the pre-data section, then the post-data one (indexes,
+    /// keys, triggers) on the empty tables; each entry recorded, so a run
+    /// again adds only what is missing. A load into it after is one into
+    /// existing tables (`create_table = false`).
+    fn schema_only(&self) -> Result<Vec<String>, EtlError> {
+        etl_base::hooks::phase("pre-data");
+        block_on(self.step("the pre-data phase failed", || async {
+            self.pre_data(&*self.client().await?).await
+        }))?;
+        etl_base::hooks::phase("post-data");
+        let finish = block_on(self.step("the post-data phase failed", || async {
+            let mut finish = report::Finish::default();
+            self.post_data(&*self.client().await?, &mut finish).await?;
+            Ok(finish)
+        }))?;
+        let mut lines = vec![format!(
+            "the source's schema made on {}: pg_dump's pre-data section, then its post-data section ({} added)",
+            self.sink.endpoint,
+            finish.added.len()
+        )];
+        lines.extend(finish.problems.iter().map(|p| format!("  failed: {p}")));
         Ok(lines)
     }
 
