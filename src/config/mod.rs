@@ -172,6 +172,15 @@ pub struct ChunksConfig {
     /// `batch_rows` rows). Default 1,000,000.
     #[serde(default = "default_range_rows")]
     pub range_rows: u64,
+    /// A PostgreSQL `table` or `query` without `time_column`: cut into
+    /// ranges of this integer column, `range_width` values wide and aligned
+    /// to multiples of it (as time windows are to the interval, so a later
+    /// run cuts the same ranges), instead of one chunk of everything.
+    #[serde(default, deserialize_with = "env::opt_string")]
+    pub range_column: Option<String>,
+    /// The values of `range_column` each range holds.
+    #[serde(default)]
+    pub range_width: Option<u64>,
     /// The most connections the run opens to each PostgreSQL endpoint
     /// (server and database) at once. Default and ceiling: 2 x workers +
     /// 2; never below workers + 1.

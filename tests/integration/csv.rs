@@ -1082,3 +1082,133 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
         fingerprint(&db.src, "public.things", order)
     );
 }
+
+#[test]
+fn a_big_table_without_a_time_column_goes_in_ranges_of_its_key() {
+    // Given a table of 10,000 rows with an integer key and no time column
+    let db = TestDb::new("csv_key_ranges");
+    psql(
+        &db.src,
+        "CREATE TABLE public.parts (id bigint PRIMARY KEY, name text, weight numeric); \
+         INSERT INTO public.parts SELECT i * 3, 'part ' || i, i / 7.0 FROM generate_series(1, 10000) i",
+    );
+    let text = "name = \"parts\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"public.parts\"\n\
+         [chunks]\nrange_column = \"id\"\nrange_width = 9000\nworkers = 2\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"out/parts_{start}_{end}.csv\"\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"public.parts\"\ncreate_table = true\n";
+    let p = db.pipeline("parts.toml", text);
+    let p = p.to_str().unwrap();
+
+    // When planned and run; then rows arrive in a range that is done and
+    // past the highest, and it runs again, then again with --restart
+    let plan = db.etl(&["plan", p]);
+    let run = db.etl(&["run", p]);
+    psql(
+        &db.src,
+        "INSERT INTO public.parts SELECT i * 3, 'late ' || i, 0 FROM generate_series(10001, 10010) i; \
+         INSERT INTO public.parts VALUES (40000, 'past the end', 1)",
+    );
+    let next = db.etl(&["run", p]);
+    let again = db.etl(&["run", p, "--restart"]);
+    let verify = db.etl(&["verify", p]);
+
+    // Then the table is ranges of 9,000 of its key, each a file of its
+    // own; the next run cuts the same ranges and loads the new one alone,
+    // a restart replaces each file; together they hold every row once,
+    // and the target equals the source
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .starts_with("Pipeline parts: 4 chunks, 10,000 rows\n"),
+        "{plan:?}"
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(
+        next.stdout.contains("chunks       1 done, 0 failed, of 1")
+            && next
+                .stdout
+                .contains("skipped      4 chunks done by an earlier run"),
+        "{next:?}"
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    let mut files: Vec<String> = std::fs::read_dir(db.dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "parts_0_9000.csv",
+            "parts_18000_27000.csv",
+            "parts_27000_36000.csv",
+            "parts_36000_45000.csv",
+            "parts_9000_18000.csv"
+        ]
+    );
+    let mut lines: Vec<String> = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(db.dir.path().join("out").join(f)).unwrap();
+        let mut it = text.lines();
+        assert_eq!(it.next(), Some("id,name,weight"), "{f}");
+        lines.extend(it.map(str::to_string));
+    }
+    lines.sort();
+    let copied = db.dir.path().join("copied.csv");
+    psql(
+        &db.src,
+        &format!("\\copy public.parts TO '{}' CSV", copied.display()),
+    );
+    let mut want: Vec<String> = std::fs::read_to_string(&copied)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    want.sort();
+    assert_eq!(lines.len(), 10_011);
+    assert_eq!(lines, want);
+    assert_eq!(
+        fingerprint(&db.dst, "public.parts", "id"),
+        fingerprint(&db.src, "public.parts", "id")
+    );
+    assert_eq!(verify.code, 0, "{verify:?}");
+
+    // And a column a range cannot hold every row of is refused, naming it
+    psql(&db.src, "ALTER TABLE public.parts ADD COLUMN alt int; UPDATE public.parts SET alt = id WHERE id > 5");
+    let nulls = db.pipeline(
+        "nulls.toml",
+        &text.replace("range_column = \"id\"", "range_column = \"alt\""),
+    );
+    let refused = db.etl(&["plan", nulls.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("chunks.range_column \"alt\" is NULL in 1 rows of the source"),
+        "{refused:?}"
+    );
+    let text_col = db.pipeline(
+        "text.toml",
+        &text.replace("range_column = \"id\"", "range_column = \"name\""),
+    );
+    let refused = db.etl(&["plan", text_col.to_str().unwrap()]);
+    assert!(
+        refused
+            .stderr
+            .contains("chunks.range_column \"name\" is not an integer column"),
+        "{refused:?}"
+    );
+    let fixed = db.pipeline(
+        "fixed.toml",
+        &text.replace("parts_{start}_{end}.csv", "parts.csv"),
+    );
+    let refused = db.etl(&["validate", fixed.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("has no {start} or {end}, so every chunk would write the same file"),
+        "{refused:?}"
+    );
+}

@@ -14,8 +14,12 @@ pub struct Chunking {
     pub interval: Micros,
     pub key_column: Option<String>,
     /// The integer key whose ranges are the chunks (`Unit::Key`): set by
-    /// a migration for its big tables, not by the pipeline file.
+    /// a migration for its big tables, or by `[chunks] range_column`.
     pub range_column: Option<String>,
+    /// A PostgreSQL table or query read without a time column: the
+    /// values of `range_column` per range, aligned to multiples of it
+    /// (`[chunks] range_width`). `None`: a migration's own cuts.
+    pub range_width: Option<u64>,
     /// About this many rows per range (`[chunks] range_rows`).
     pub range_rows: u64,
     pub start: Option<Micros>,
@@ -44,6 +48,7 @@ impl Chunking {
             interval,
             key_column: None,
             range_column: None,
+            range_width: None,
             range_rows: 1_000_000,
             start: None,
             end: None,

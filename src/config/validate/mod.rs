@@ -107,7 +107,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         odbc_table: kind.odbc_table.clone(),
         key_column: ch.key_column.is_some(),
         pg_database: kind.pg_database,
-        one_chunk: kind.pg_whole,
+        one_chunk: kind.pg_whole && ch.range_column.is_none(),
     };
     for (i, s) in p.sinks.into_iter().enumerate() {
         sinks.extend(sink::sink(&mut c, i, s, &shape));
@@ -139,7 +139,8 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
             time_column: ch.time_column.unwrap_or_default(),
             interval: interval.expect("no problems means the interval parsed"),
             key_column: ch.key_column,
-            range_column: None,
+            range_column: ch.range_column,
+            range_width: ch.range_width,
             range_rows: ch.range_rows,
             only_keys: None,
             start: start.flatten(),
@@ -282,6 +283,25 @@ fn chunk_columns(
     kind: &Kind,
     has_transforms: bool,
 ) {
+    if ch.range_column.is_some() && !kind.pg_whole {
+        c.add("chunks.range_column", "cuts a PostgreSQL table or query read without [chunks] time_column into ranges of an integer column; leave it out here (a migration cuts its tables by their keys itself)");
+    }
+    if ch
+        .range_column
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        c.add(
+            "chunks.range_column",
+            "is empty; name an integer column, or leave it out",
+        );
+    }
+    match (&ch.range_column, ch.range_width) {
+        (Some(_), None) => c.add("chunks.range_width", "is missing: range_column needs the values each range holds, e.g. range_width = 1000000 (ranges are aligned to multiples of it, so a later run cuts the same ones)"),
+        (None, Some(_)) => c.add("chunks.range_width", "applies with range_column; leave it out"),
+        (Some(_), Some(0)) => c.add("chunks.range_width", "must be at least 1"),
+        _ => {}
+    }
     if kind.is_migration {
         for (k, set) in [
             ("time_column", ch.time_column.is_some()),

@@ -107,7 +107,7 @@ fn properties(spec: &ParquetSinkSpec) -> WriterProperties {
 
 /// The file of a chunk: `{pipeline}`, `{key}`, `{start}` and `{end}`
 /// replaced. Times read `20250601T000000Z` (with `.388958` when they have
-/// a fraction); a key keeps letters, digits, `.`, `_` and `-`, and every
+/// a fraction), a range's bounds its key values; a key keeps letters, digits, `.`, `_` and `-`, and every
 /// other byte becomes `%XX`, so no key can leave the folder or collide; the
 /// NULL key is `_`, so a key that is `_` alone becomes `%5F`.
 pub fn render_path(template: &str, pipeline: &str, chunk: &Chunk) -> String {
@@ -121,8 +121,20 @@ pub fn render_path(template: &str, pipeline: &str, chunk: &Chunk) -> String {
                 .map(escape_key)
                 .unwrap_or_else(|| "_".to_string()),
         )
-        .replace("{start}", &path_time(chunk.start))
-        .replace("{end}", &path_time(chunk.end))
+        .replace("{start}", &path_bound(chunk, chunk.start))
+        .replace("{end}", &path_bound(chunk, chunk.end))
+}
+
+/// A chunk's bound in a file name: a time, or a range's key value (`min`
+/// and `max` for the ends open below and above).
+fn path_bound(chunk: &Chunk, value: i64) -> String {
+    use etl_base::plan::{Unit, ABOVE, BELOW};
+    match chunk.unit {
+        Unit::Time => path_time(value),
+        _ if value <= BELOW => "min".into(),
+        _ if value >= ABOVE => "max".into(),
+        _ => value.to_string(),
+    }
 }
 
 fn escape_key(key: &str) -> String {
@@ -502,6 +514,17 @@ mod tests {
         assert_ne!(
             render_path(t, "p", &chunk(Some(""))),
             render_path(t, "p", &chunk(None))
+        );
+        // A range of a key column: its values, open ends named.
+        let r = "out/t_{start}_{end}.csv";
+        use etl_base::plan::{ABOVE, BELOW};
+        assert_eq!(
+            render_path(r, "p", &Chunk::range(None, BELOW, -5)),
+            "out/t_min_-5.csv"
+        );
+        assert_eq!(
+            render_path(r, "p", &Chunk::range(None, 10, ABOVE)),
+            "out/t_10_max.csv"
         );
     }
 }

@@ -68,6 +68,9 @@ pub struct PostgresSource {
     /// A table source whose btree index leads with (key, time), or time
     /// alone, and whose time column is NOT NULL: [`Source::plan_by_index`] works.
     indexed: bool,
+    /// Without a time column: the integer column whose ranges are the
+    /// chunks, and their width (`[chunks] range_column`, `range_width`).
+    range: Option<(String, u64)>,
 }
 
 impl PostgresSource {
@@ -187,6 +190,22 @@ impl PostgresSource {
             true => false,
             false => time_zone(&schema, &types, &chunking.time_column)?,
         };
+        if let Some(r) = &chunking.range_column {
+            let integer = schema
+                .field_with_name(r)
+                .ok()
+                .map(|f| f.data_type().is_integer());
+            if integer != Some(true) {
+                return Err(EtlError::Config(format!(
+                    "chunks.range_column {r:?} is {} of the source; name an integer column (smallint, integer, bigint) of: {}",
+                    match integer {
+                        Some(_) => "not an integer column",
+                        None => "not a column",
+                    },
+                    column_list(&schema)
+                )));
+            }
+        }
         if let Some(key) = &chunking.key_column {
             if schema.index_of(key).is_err() {
                 return Err(EtlError::Config(format!(
@@ -240,7 +259,24 @@ impl PostgresSource {
             batch_bytes,
             bytes_read: Arc::default(),
             oids,
+            range: chunking.range_column.clone().zip(chunking.range_width),
         })
+    }
+
+    /// The condition selecting a chunk's rows: its range of
+    /// `range_column`, or its window (and key).
+    fn filter(&self, chunk: &Chunk) -> String {
+        match &self.range {
+            Some((r, _)) if chunk.unit == etl_base::plan::Unit::Key => {
+                etl_base::plan::range_condition(&ident(r), chunk, |v| v.to_string())
+            }
+            _ => chunk_filter(
+                &self.time_column,
+                self.time_has_zone,
+                self.key_column.as_deref(),
+                chunk,
+            ),
+        }
     }
 
     fn lit(&self, t: Micros) -> String {
@@ -254,12 +290,7 @@ impl PostgresSource {
         format!(
             "COPY (SELECT * FROM {} WHERE {}) TO STDOUT ({options})",
             self.from,
-            chunk_filter(
-                &self.time_column,
-                self.time_has_zone,
-                self.key_column.as_deref(),
-                chunk
-            )
+            self.filter(chunk)
         )
     }
 }
@@ -542,12 +573,7 @@ impl SqlRows for PostgresSource {
         columns: &[String],
     ) -> Result<etl_model::verify::Checksum, EtlError> {
         let client = self.pool.get().await?;
-        let filter = chunk_filter(
-            &self.time_column,
-            self.time_has_zone,
-            self.key_column.as_deref(),
-            chunk,
-        );
+        let filter = self.filter(chunk);
         let row = client
             .query_one(&etl_model::verify::sql(columns, &self.from, &filter), &[])
             .await
@@ -566,12 +592,7 @@ impl SqlRows for PostgresSource {
         sql: &(dyn for<'r> Fn(&'r str) -> String + Send + Sync),
     ) -> Result<etl_model::verify::Rows, EtlError> {
         let filter = match chunk {
-            Some(chunk) => chunk_filter(
-                &self.time_column,
-                self.time_has_zone,
-                self.key_column.as_deref(),
-                chunk,
-            ),
+            Some(chunk) => self.filter(chunk),
             None => "true".to_string(),
         };
         let relation = format!("(SELECT * FROM {} WHERE {filter}) AS rows", self.from);
