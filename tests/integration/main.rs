@@ -9,6 +9,7 @@ mod connections;
 mod copy;
 mod copy_command;
 mod csv;
+mod docs;
 mod failures;
 mod faults;
 mod fixtures_script;
