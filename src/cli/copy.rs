@@ -101,6 +101,7 @@ fn strings(items: &[String]) -> Value {
 /// The pipeline `etl copy` stands for, as TOML.
 fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
     let from = classify(&a.from)?;
+    let into_files = !is_url(&a.to);
     for url in [&a.from, &a.to].into_iter().filter(|u| is_url(u)) {
         let authority = url
             .split("://")
@@ -116,8 +117,12 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
         );
     }
     anyhow::ensure!(
-        is_url(&a.to),
-        "etl copy: TO must be a PostgreSQL URL (postgresql://user@host:port/db); a whole database, an Access file, ODBC tables or CSV files go into PostgreSQL (for one table into files, write a pipeline with a CSV or Parquet sink)"
+        !into_files || !matches!(from, From::Csv(_)),
+        "etl copy: CSV files go into PostgreSQL: TO must be a PostgreSQL URL (postgresql://user@host:port/db)"
+    );
+    anyhow::ensure!(
+        !into_files || !(a.schema_only || a.data_only),
+        "etl copy: --schema-only and --data-only are for a PostgreSQL TO; into a folder each table is a CSV file"
     );
     let name = format!(
         "copy-{:016x}",
@@ -182,10 +187,20 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
         format!(".etl/copy/{name}.failed.csv").into(),
     );
     let mut sink = Table::new();
-    sink.insert("type".into(), "postgres".into());
-    sink.insert("url".into(), a.to.clone().into());
-    sink.insert("table".into(), target_table.into());
-    sink.insert("create_table".into(), (!a.data_only).into());
+    if into_files {
+        // A folder: each table a CSV file (a big table's key ranges a file
+        // each), `{start}` reading "all" for a table read whole.
+        sink.insert("type".into(), "csv".into());
+        sink.insert(
+            "path".into(),
+            format!("{}/{{table}}/{{start}}.csv", a.to.trim_end_matches('/')).into(),
+        );
+    } else {
+        sink.insert("type".into(), "postgres".into());
+        sink.insert("url".into(), a.to.clone().into());
+        sink.insert("table".into(), target_table.into());
+        sink.insert("create_table".into(), (!a.data_only).into());
+    }
     if a.data_only {
         // Into tables that exist with their keys and triggers: those are
         // set aside for the load and put back after, as pg_restore
@@ -297,10 +312,11 @@ mod tests {
         assert_ne!(a.0, c.0);
         let parsed = crate::config::parse(&a.1).unwrap();
         assert_eq!(parsed.name, a.0);
-        let e = pipeline(&args("postgresql://u@h/src", "out/"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("TO must be a PostgreSQL URL"), "{e}");
+        let (_, files) = pipeline(&args("postgresql://u@h/src", "out/")).unwrap();
+        assert!(
+            files.contains("path = \"out/{table}/{start}.csv\""),
+            "{files}"
+        );
         let e = pipeline(&args(
             "postgresql://u:secret@h:5432/src",
             "postgresql://u@h/dst",

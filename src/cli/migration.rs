@@ -63,7 +63,7 @@ pub(super) fn create_only(pipeline: &ValidatedPipeline) -> anyhow::Result<Outcom
     let m = Migration::discover(pipeline)?;
     let lines = m.create_only()?;
     let after = match m.origin {
-        etl_migrate::Origin::Postgres(..) if m.sink.create_table => {
+        etl_migrate::Origin::Postgres(..) if m.sink.as_ref().is_some_and(|s| s.create_table) => {
             "the source's indexes, keys and triggers made too"
         }
         _ => "constraints, indexes and sequences come after the data",

@@ -129,7 +129,8 @@ pub enum Command {
         /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
         /// file or a folder of them (each file its own table).
         from: String,
-        /// A PostgreSQL URL.
+        /// A PostgreSQL URL, or a folder: each table a CSV file
+        /// (FOLDER/TABLE/all.csv; a big table's key ranges a file each).
         to: String,
         /// Only these tables (names or glob patterns; repeatable). Default: all.
         #[arg(long = "tables", value_name = "PATTERN")]

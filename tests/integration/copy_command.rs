@@ -51,11 +51,24 @@ fn a_whole_database_is_one_command_the_same_command_resumes_and_its_pipeline_is_
         "{status:?}"
     );
 
+    // And into a folder, each table is CSV files
+    let files = db.etl(&["copy", &db.src, "export", "--tables", "sales.*"]);
+    assert_eq!(files.code, 0, "{files:?}");
+    assert!(
+        db.dir
+            .path()
+            .join("export/sales.customers/all.csv")
+            .exists(),
+        "{files:?}"
+    );
+
     // And what it cannot do, it says before anything runs
-    let refused = db.etl(&["copy", &db.src, "out/"]);
+    let csv = db.dir.path().join("some.csv");
+    std::fs::write(&csv, "a\n1\n").unwrap();
+    let refused = db.etl(&["copy", csv.to_str().unwrap(), "out/"]);
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(
-        refused.stderr.contains("TO must be a PostgreSQL URL"),
+        refused.stderr.contains("CSV files go into PostgreSQL"),
         "{refused:?}"
     );
     let secret = db.etl(&["copy", "postgresql://u:hunter2@127.0.0.1:1/x", &db.dst]);
@@ -119,5 +132,147 @@ fn sqlite_access_and_csv_files_are_one_command_each() {
             "SELECT string_agg(name, '|' ORDER BY id) || ' ' || (SELECT sum(depth) FROM public.ports) FROM public.cities"
         ),
         "Seoul|Busan, Korea 31.5"
+    );
+}
+
+/// The lines of a CSV file that are rows (a header first, no line
+/// breaks inside values: these tables have none).
+fn csv_rows(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file).unwrap().lines().count() - 1
+}
+
+#[test]
+fn a_whole_database_and_an_access_file_go_to_one_file_per_table() {
+    // Given the Access sample, and a PostgreSQL database with a big table
+    let db = TestDb::new("migrate_to_files");
+    crate::pg_database::load(&db, 3_000);
+    let nwind = crate::odbc::fixtures().join("access/nwind.mdb");
+    let access = db.pipeline(
+        "access.toml",
+        &format!(
+            "name = \"access-files\"\n[source]\ntype = \"access\"\npath = {:?}\ntables = [\"*\"]\n\
+             [[sinks]]\ntype = \"csv\"\npath = \"out/{{table}}/{{start}}.csv\"\n",
+            nwind.to_str().unwrap()
+        ),
+    );
+    let database = db.pipeline(
+        "database.toml",
+        "name = \"database-files\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntables = [\"sales.*\"]\n\
+         [chunks]\nrange_rows = 1000\nworkers = 2\n\
+         [[sinks]]\ntype = \"csv\"\npath = \"pg/{table}/{start}.csv\"\n",
+    );
+
+    // When each is planned and run, and run again
+    let plan = db.etl(&["plan", access.to_str().unwrap()]);
+    let runs = [&access, &database].map(|p| db.etl(&["run", p.to_str().unwrap()]));
+    let again = db.etl(&["run", access.to_str().unwrap()]);
+
+    // Then every Access table is a file with every row (OLE pictures as
+    // bytea hex), and the second run has nothing to do
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("Phases: discover, data (into files: no tables, keys or sequences to make)")
+            && plan
+                .stdout
+                .contains("Order Details -> out/Order%20Details/all.csv: 2,155 rows"),
+        "{plan:?}"
+    );
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains("done: every table in its files"),
+            "{run:?}"
+        );
+    }
+    let out = db.dir.path().join("out");
+    assert_eq!(csv_rows(&out.join("Order%20Details/all.csv")), 2155);
+    assert_eq!(csv_rows(&out.join("Shippers/all.csv")), 3);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 9);
+    let categories = std::fs::read_to_string(out.join("Categories/all.csv")).unwrap();
+    assert!(categories.contains(",\\x151c2f00"), "Picture as bytea hex");
+    assert!(
+        again.stdout.contains("0 loaded, 9 skipped (done before)"),
+        "{again:?}"
+    );
+    // And they load back through etl copy
+    let back = db.etl(&["copy", out.join("Categories").to_str().unwrap(), &db.dst]);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM public.\"all\""), "8");
+
+    // And the database's big table is in ranges of its key, each a file,
+    // together equal to the table (loaded back by \copy beside it)
+    let orders = db.dir.path().join("pg/sales.orders");
+    let mut files: Vec<_> = std::fs::read_dir(&orders)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    psql(
+        &db.src,
+        "CREATE TABLE sales.orders_back (LIKE sales.orders)",
+    );
+    for f in &files {
+        psql(
+            &db.src,
+            &format!("\\copy sales.orders_back FROM '{}' CSV HEADER", f.display()),
+        );
+    }
+    let fingerprint = |t: &str| {
+        psql(
+            &db.src,
+            &format!("SELECT count(*) || ' ' || md5(string_agg(o::text, '|' ORDER BY o::text)) FROM {t} o"),
+        )
+    };
+    assert_eq!(
+        fingerprint("sales.orders_back"),
+        fingerprint("sales.orders")
+    );
+
+    // And into Parquet the same way, read back by pyarrow
+    let parquet = db.pipeline(
+        "parquet.toml",
+        &std::fs::read_to_string(&access).unwrap().replace(
+            "type = \"csv\"\npath = \"out/{table}/{start}.csv\"",
+            "type = \"parquet\"\npath = \"pq/{table}/{start}.parquet\"",
+        ),
+    );
+    let run = db.etl(&["run", parquet.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rows = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, t.schema.field('Picture').type)",
+            db.dir.path().join("pq/Categories/all.parquet").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 with pyarrow");
+    assert_eq!(
+        String::from_utf8_lossy(&rows.stdout).trim(),
+        "8 binary",
+        "{rows:?}"
+    );
+
+    // And what a migration into files does not do, it says
+    let verify = db.etl(&["verify", access.to_str().unwrap()]);
+    assert_eq!(verify.code, 2, "{verify:?}");
+    assert!(
+        verify.stderr.contains("into files it has none yet"),
+        "{verify:?}"
+    );
+    let no_start = db.pipeline(
+        "no-start.toml",
+        &std::fs::read_to_string(&access)
+            .unwrap()
+            .replace("out/{table}/{start}.csv", "out/{table}.csv"),
+    );
+    let refused = db.etl(&["validate", no_start.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("put {table} and {start} in the path"),
+        "{refused:?}"
     );
 }

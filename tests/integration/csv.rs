@@ -1051,7 +1051,7 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
     let verify = db.etl(&["verify", plain.to_str().unwrap()]);
     assert_eq!(verify.code, 2, "{verify:?}");
     assert!(
-        verify.stderr.contains("raw (Binary)") && verify.stderr.contains("it is not compared yet"),
+        verify.stderr.contains("tags (List(") && verify.stderr.contains("it is not compared yet"),
         "{verify:?}"
     );
 

@@ -18,7 +18,7 @@ impl Migration {
     pub fn constraint_sql(&self) -> Vec<(String, String, Option<String>)> {
         let mut out = Vec::new();
         // Tables made beforehand keep the keys and indexes they were made with.
-        if !self.sink.create_table {
+        if !self.pg().create_table {
             return out;
         }
         let mut taken = BTreeSet::new();
@@ -170,8 +170,8 @@ impl Migration {
         client
             .batch_execute(&format!(
                 "SET lock_timeout = {}; SET statement_timeout = {}",
-                (self.sink.timeouts.lock_timeout_secs * 1000.0).round() as u64,
-                (self.sink.timeouts.statement_timeout_secs * 1000.0).round() as u64
+                (self.pg().timeouts.lock_timeout_secs * 1000.0).round() as u64,
+                (self.pg().timeouts.statement_timeout_secs * 1000.0).round() as u64
             ))
             .await
             .map_err(EtlError::pg("setting timeouts"))?;
@@ -301,15 +301,15 @@ impl Migration {
         if matches!(self.origin, super::Origin::Postgres(..)) {
             // Into existing tables, triggers and defaults may change rows:
             // the run checksums them too.
-            self.pg_checks(client, &mut checks, thorough || !self.sink.create_table)
+            self.pg_checks(client, &mut checks, thorough || !self.pg().create_table)
                 .await?;
-            if thorough || !self.sink.create_table {
+            if thorough || !self.pg().create_table {
                 self.fk_orphans(client, &mut checks).await?;
             }
             return Ok(checks);
         }
         // Into existing tables: the target's own foreign keys.
-        if !self.sink.create_table {
+        if !self.pg().create_table {
             self.fk_orphans(client, &mut checks).await?;
         }
         for (t, source) in self.tables.iter().zip(&self.sources) {
@@ -326,7 +326,7 @@ impl Migration {
                 .counts
                 .push((t.source.clone(), source, target as u64));
         }
-        for fk in self.foreign_keys.iter().filter(|_| self.sink.create_table) {
+        for fk in self.foreign_keys.iter().filter(|_| self.pg().create_table) {
             let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent))
             else {
                 continue;
@@ -362,7 +362,7 @@ impl Migration {
     ) -> Result<(), EtlError> {
         // Tables made beforehand: their keys are the target's, handled as
         // fk_handling says, never dropped here.
-        if !self.sink.create_table {
+        if !self.pg().create_table {
             return Ok(());
         }
         for fk in &self.foreign_keys {

@@ -22,13 +22,32 @@ use etl_source::odbc::{self, process, OdbcSource};
 use etl_source::spec::{AccessSpec, OdbcRelation, OdbcSpec};
 use etl_source::Source;
 
+/// The table a source table `name` loads into: the PostgreSQL sink's
+/// `table` rendered for it; into files, the name itself (for people: the
+/// file sink renders its paths from the chunk's key).
+fn target_name(
+    sink: &Option<PostgresSinkSpec>,
+    name: &str,
+) -> Result<etl_base::sql::TableName, EtlError> {
+    match sink {
+        Some(sink) => sink
+            .table
+            .render(Some(name))
+            .map_err(|e| EtlError::Config(format!("sinks.table for source table {name:?}: {e}"))),
+        None => Ok(etl_base::sql::TableName {
+            schema: None,
+            name: name.to_string(),
+        }),
+    }
+}
+
 impl Migration {
     /// A discovered source: its tables in load order, each with its source
     /// and runner, and what its catalog says.
     pub(super) fn assemble(
         p: &ValidatedPipeline,
         origin: Origin,
-        sink: PostgresSinkSpec,
+        sink: Option<PostgresSinkSpec>,
         (tables, sources, runners): (Vec<Table>, Vec<TableSource>, Vec<Runner>),
         cycle: Vec<String>,
         catalog: catalog::Catalog,
@@ -51,10 +70,11 @@ impl Migration {
     /// Reads the source's catalog and describes every table; writes nothing.
     pub fn discover(p: &ValidatedPipeline) -> Result<Migration, EtlError> {
         let sink = match p.sinks.as_slice() {
-            [ValidatedSink::Postgres(s)] => s.clone(),
+            [ValidatedSink::Postgres(s)] => Some(s.clone()),
+            [ValidatedSink::Csv(_) | ValidatedSink::Parquet(_)] => None,
             _ => {
                 return Err(EtlError::Config(
-                    "a migration needs exactly one [[sinks]] of type postgres".into(),
+                    "a migration needs exactly one [[sinks]]: postgres, or csv or parquet (a file per table)".into(),
                 ))
             }
         };
@@ -77,7 +97,7 @@ impl Migration {
     fn discover_access(
         p: &ValidatedPipeline,
         spec: &AccessSpec,
-        sink: PostgresSinkSpec,
+        sink: Option<PostgresSinkSpec>,
     ) -> Result<Migration, EtlError> {
         let path = &spec.path;
         let all = etl_source::access::table_names(path)?;
@@ -124,9 +144,7 @@ impl Migration {
         let (order, cycle) = catalog::load_order(&all_names, &catalog.foreign_keys);
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
         for name in order {
-            let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Config(format!("sinks.table for source table {name:?}: {e}"))
-            })?;
+            let target = target_name(&sink, &name)?;
             let (source, access_types, table): (Arc<dyn Source>, _, _) = match children.get(&name) {
                 Some(child) => (
                     child.clone(),
@@ -171,7 +189,7 @@ impl Migration {
     fn discover_csv(
         p: &ValidatedPipeline,
         spec: &CsvSpec,
-        sink: PostgresSinkSpec,
+        sink: Option<PostgresSinkSpec>,
     ) -> Result<Migration, EtlError> {
         let (mut described, mut sources, mut runners) = (Vec::new(), Vec::new(), Vec::new());
         for file in CsvSource::per_file(spec)? {
@@ -181,10 +199,7 @@ impl Migration {
                 .next()
                 .map(etl_source::csv::stem)
                 .unwrap_or_default();
-            let target = sink
-                .table
-                .render(Some(&name))
-                .map_err(|e| EtlError::Config(format!("sinks.table for file {name:?}: {e}")))?;
+            let target = target_name(&sink, &name)?;
             runners.push(Runner::with_source(p.clone(), file.clone(), Vec::new())?);
             described.push(Table {
                 range_key: None,
@@ -214,7 +229,7 @@ impl Migration {
     fn discover_odbc(
         p: &ValidatedPipeline,
         spec: &OdbcSpec,
-        sink: PostgresSinkSpec,
+        sink: Option<PostgresSinkSpec>,
     ) -> Result<Migration, EtlError> {
         let spec = &odbc::prepare(spec);
         let encoding = spec.options.encoding;
@@ -258,9 +273,7 @@ impl Migration {
         let mut described = Vec::new();
         let (mut sources, mut runners) = (Vec::new(), Vec::new());
         for (name, select) in tables {
-            let target = sink.table.render(Some(&name)).map_err(|e| {
-                EtlError::Config(format!("sinks.table for source table {name:?}: {e}"))
-            })?;
+            let target = target_name(&sink, &name)?;
             let mut options = spec.options.clone();
             options.batch_rows = 1;
             let table = (name != "query").then_some(name.as_str());

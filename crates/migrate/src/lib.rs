@@ -151,7 +151,9 @@ impl TableSource {
 pub struct Migration {
     pub pipeline: String,
     pub origin: Origin,
-    pub sink: PostgresSinkSpec,
+    /// The PostgreSQL target; `None`: files (a CSV or Parquet sink of one
+    /// file per table), which take the data phase alone.
+    pub sink: Option<PostgresSinkSpec>,
     workers: usize,
     /// In load order, parents first.
     pub tables: Vec<Table>,
@@ -167,9 +169,19 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// The PostgreSQL target, for the phases only it has (pre-data,
+    /// constraints, sequences, checks, the ledger's phase log): a
+    /// migration into files runs its data phase alone ([`Self::run`]) and
+    /// never reaches them.
+    pub fn pg(&self) -> &PostgresSinkSpec {
+        self.sink
+            .as_ref()
+            .expect("a migration into files runs only its data phase")
+    }
+
     /// `client` with etl's own tables in the sink's `ledger_schema`.
     fn ledger<'a>(&'a self, client: &'a tokio_postgres::Client) -> SchemaClient<'a> {
-        SchemaClient::new(client, &self.sink.ledger_schema)
+        SchemaClient::new(client, &self.pg().ledger_schema)
     }
 
     /// Reader processes per chunk (ODBC's `readers`; 1 otherwise).
@@ -271,7 +283,13 @@ impl Migration {
     /// loaded. Constraints, indexes and sequences wait for the data (they
     /// are the phases after it).
     pub fn create_only(&self) -> Result<Vec<String>, EtlError> {
-        if matches!(self.origin, Origin::Postgres(..)) && self.sink.create_table {
+        if self.sink.is_none() {
+            return Err(EtlError::Config(
+                "--ddl-only makes the target's tables; a migration into files has none to make"
+                    .into(),
+            ));
+        }
+        if matches!(self.origin, Origin::Postgres(..)) && self.pg().create_table {
             return self.schema_only();
         }
         block_on(self.step("keeping the text keys' cuts failed", || {
@@ -304,7 +322,7 @@ impl Migration {
         }))?;
         let mut lines = vec![format!(
             "the source's schema made on {}: pg_dump's pre-data section, then its post-data section ({} added)",
-            self.sink.endpoint,
+            self.pg().endpoint,
             finish.added.len()
         )];
         lines.extend(finish.problems.iter().map(|p| format!("  failed: {p}")));
@@ -320,10 +338,9 @@ impl Migration {
         redo: bool,
         workers: Option<usize>,
     ) -> Result<Report, EtlError> {
-        // Each table's chunks to run, and whether they are all of it.
-        let mut todo: Vec<(usize, Vec<Chunk>, bool)> = Vec::new();
-        // Every table's chunks, when planned here (not for a rerun).
-        let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
+        if self.sink.is_none() {
+            return self.run_files(only, redo, workers);
+        }
         let mut report = Report::default();
         etl_base::hooks::phase("plan");
         // The target's clock before the ledger is read: a chunk done after
@@ -333,6 +350,96 @@ impl Migration {
         block_on(self.step("keeping the text keys' cuts failed", || {
             self.keep_cuts(redo && only.is_none())
         }))?;
+        let (todo, planned_all) = self.todo(only, redo, &mut report)?;
+        // The tables load in levels (into existing tables with foreign
+        // keys, fk_handling = "order": parents first), else all at once.
+        let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
+        let postgres = matches!(self.origin, Origin::Postgres(..));
+        if (postgres || !self.pg().create_table) && !todo.is_empty() {
+            if postgres {
+                etl_base::hooks::phase("pre-data");
+            }
+            levels = block_on(self.step("the pre-data phase failed", || async {
+                let client = self.client().await?;
+                if postgres {
+                    self.pre_data(&client).await?;
+                }
+                self.prepare_existing(&client).await
+            }))?;
+        }
+        // Into existing tables, whole tables are emptied children first (a
+        // CSV file's ranges add to their table; they empty nothing).
+        if !self.pg().create_table && !matches!(self.origin, Origin::Csv(_)) {
+            block_on(self.step("emptying the tables before the data failed", || {
+                self.empty_children_first(&todo, &levels, &planned_at)
+            }))?;
+        }
+        block_on(self.step("preparing the tables for the data failed", || {
+            self.prepare_data(&todo, &planned_at)
+        }))?;
+        let workers = workers.unwrap_or(self.workers.max(self.readers()));
+        // Reader processes may run more workers than [chunks] has: each
+        // needs its target connection.
+        etl_pg::set_limit(etl_pg::limit().max(workers + 1));
+        let options = RunOptions {
+            workers: Some(workers),
+            redo: redo || only.is_some(),
+            ..Default::default()
+        };
+        for (n, level) in levels.iter().enumerate() {
+            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
+                .iter()
+                .filter(|(i, _, _)| level.contains(i))
+                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            if levels.len() > 1 {
+                tracing::info!(
+                    level = n + 1,
+                    of = levels.len(),
+                    tables = groups.len(),
+                    "Loading a level of the foreign-key graph."
+                );
+            }
+            report.run.absorb(etl_run::run_jobs(&groups, &options)?);
+            if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+        }
+        self.tally(&todo, &mut report);
+        if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst)
+            && report.run.chunks_not_started() > 0
+        {
+            return Ok(report);
+        }
+        if report.run.failed.is_empty() {
+            if self.all_done(planned_all.as_deref())? {
+                report.finish = Some(block_on(
+                    self.step("the phases after the data failed", || self.finish()),
+                )?);
+            } else {
+                tracing::warn!("Some chunks of the migration are not loaded yet; constraints, sequences and checks wait for them.");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Each table's chunks to run (those `only` lists, a rerun; else what
+    /// is planned and not done, unless `redo`), and whether they are all of
+    /// it; with every table's planned chunks when planned here.
+    #[allow(clippy::type_complexity)]
+    fn todo(
+        &self,
+        only: Option<&[Chunk]>,
+        redo: bool,
+        report: &mut Report,
+    ) -> Result<(Vec<(usize, Vec<Chunk>, bool)>, Option<Vec<Vec<Chunk>>>), EtlError> {
+        // Each table's chunks to run, and whether they are all of it.
+        let mut todo: Vec<(usize, Vec<Chunk>, bool)> = Vec::new();
+        // Every table's chunks, when planned here (not for a rerun).
+        let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         match only {
             Some(listed) => {
                 for chunk in listed {
@@ -375,72 +482,20 @@ impl Migration {
                 }
             }
         }
-        // The tables load in levels (into existing tables with foreign
-        // keys, fk_handling = "order": parents first), else all at once.
-        let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
-        let postgres = matches!(self.origin, Origin::Postgres(..));
-        if (postgres || !self.sink.create_table) && !todo.is_empty() {
-            if postgres {
-                etl_base::hooks::phase("pre-data");
-            }
-            levels = block_on(self.step("the pre-data phase failed", || async {
-                let client = self.client().await?;
-                if postgres {
-                    self.pre_data(&client).await?;
-                }
-                self.prepare_existing(&client).await
-            }))?;
-        }
-        // Into existing tables, whole tables are emptied children first (a
-        // CSV file's ranges add to their table; they empty nothing).
-        if !self.sink.create_table && !matches!(self.origin, Origin::Csv(_)) {
-            block_on(self.step("emptying the tables before the data failed", || {
-                self.empty_children_first(&todo, &levels, &planned_at)
-            }))?;
-        }
-        block_on(self.step("preparing the tables for the data failed", || {
-            self.prepare_data(&todo, &planned_at)
-        }))?;
-        let workers = workers.unwrap_or(self.workers.max(self.readers()));
-        // Reader processes may run more workers than [chunks] has: each
-        // needs its target connection.
-        etl_pg::set_limit(etl_pg::limit().max(workers + 1));
-        let options = RunOptions {
-            workers: Some(workers),
-            redo: redo || only.is_some(),
-            ..Default::default()
-        };
-        for (n, level) in levels.iter().enumerate() {
-            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
-                .iter()
-                .filter(|(i, _, _)| level.contains(i))
-                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
-                .collect();
-            if groups.is_empty() {
-                continue;
-            }
-            if levels.len() > 1 {
-                tracing::info!(
-                    level = n + 1,
-                    of = levels.len(),
-                    tables = groups.len(),
-                    "Loading a level of the foreign-key graph."
-                );
-            }
-            report.run.absorb(etl_run::run_jobs(&groups, &options)?);
-            if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
-        }
-        let failed: BTreeSet<&str> = report
+        Ok((todo, planned_all))
+    }
+
+    /// The tables loaded and failed of `todo`, and what the sources read.
+    fn tally(&self, todo: &[(usize, Vec<Chunk>, bool)], report: &mut Report) {
+        let failed: BTreeSet<String> = report
             .run
             .failed
             .iter()
-            .filter_map(|f| f.chunk.key.as_deref())
+            .filter_map(|f| f.chunk.key.clone())
             .collect();
-        for (i, _, _) in &todo {
+        for (i, _, _) in todo {
             let name = &self.tables[*i].source;
-            if failed.contains(name.as_str()) {
+            if failed.contains(name) {
                 report.failed_tables.push(name.clone());
             } else {
                 report.loaded.push(name.clone());
@@ -449,20 +504,33 @@ impl Migration {
         for s in &self.sources {
             report.read.add(s.read_stats());
         }
-        if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst)
-            && report.run.chunks_not_started() > 0
-        {
-            return Ok(report);
+    }
+
+    /// Into files: the data phase alone (there is no table to create, key
+    /// to add or sequence to set). Each table's chunks, whole or ranges of
+    /// its key, run as a pipeline's do; each chunk's file is its record.
+    fn run_files(
+        &self,
+        only: Option<&[Chunk]>,
+        redo: bool,
+        workers: Option<usize>,
+    ) -> Result<Report, EtlError> {
+        let mut report = Report::default();
+        etl_base::hooks::phase("plan");
+        let (todo, _) = self.todo(only, redo, &mut report)?;
+        let options = RunOptions {
+            workers: Some(workers.unwrap_or(self.workers.max(self.readers()))),
+            redo: redo || only.is_some(),
+            ..Default::default()
+        };
+        let groups: Vec<(&Runner, Vec<Chunk>)> = todo
+            .iter()
+            .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
+            .collect();
+        if !groups.is_empty() {
+            report.run.absorb(etl_run::run_jobs(&groups, &options)?);
         }
-        if report.run.failed.is_empty() {
-            if self.all_done(planned_all.as_deref())? {
-                report.finish = Some(block_on(
-                    self.step("the phases after the data failed", || self.finish()),
-                )?);
-            } else {
-                tracing::warn!("Some chunks of the migration are not loaded yet; constraints, sequences and checks wait for them.");
-            }
-        }
+        self.tally(&todo, &mut report);
         Ok(report)
     }
 
@@ -492,13 +560,13 @@ impl Migration {
             // Emptied, none of its ranges is loaded any more (with DELETE
             // where the target's foreign keys forbid TRUNCATE).
             let target = t.target.qualified();
-            let empty = match self.sink.create_table {
+            let empty = match self.pg().create_table {
                 false => "DELETE FROM ONLY",
                 true => "TRUNCATE ONLY",
             };
             client
                 .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
-                    &self.sink.ledger_schema,
+                    &self.pg().ledger_schema,
                     &target,
                     empty,
                     planned_at,
@@ -540,7 +608,7 @@ impl Migration {
                 let target = self.tables[*i].target.qualified();
                 client
                     .batch_execute(&etl_ledger::sql::empty_unless_busy_sql(
-                        &self.sink.ledger_schema,
+                        &self.pg().ledger_schema,
                         &target,
                         "DELETE FROM ONLY",
                         planned_at,
@@ -612,7 +680,7 @@ impl Migration {
     /// bound); closed when dropped, so its settings never reach a chunk.
     async fn client(&self) -> Result<etl_pg::Conn, EtlError> {
         let pool = etl_pg::Pool::new(
-            self.sink.endpoint.clone(),
+            self.pg().endpoint.clone(),
             &format!("etl {}", self.pipeline),
         );
         Ok(pool.get().await?)
@@ -620,6 +688,11 @@ impl Migration {
 
     /// `etl verify` for a migration: the checks alone.
     pub fn verify(&self) -> Result<Checks, EtlError> {
+        if self.sink.is_none() {
+            return Err(EtlError::Config(
+                "etl verify of a migration compares the tables of a PostgreSQL target; into files it has none yet (each chunk's file is written whole or not at all, and the run's summary counts the rows written)".into(),
+            ));
+        }
         etl_base::hooks::phase("verify");
         block_on(self.step("verifying failed", || async {
             let client = self.client().await?;

@@ -15,9 +15,13 @@ impl Migration {
     /// Reads only.
     pub fn plan_lines(&self) -> Result<Vec<String>, EtlError> {
         let mut lines = Vec::new();
+        let files = self.file_path();
         lines.push(
-            match self.origin {
-                Origin::Postgres(..) => {
+            match (&self.origin, &files) {
+                (_, Some(_)) => {
+                    "Phases: discover, data (into files: no tables, keys or sequences to make)"
+                }
+                (Origin::Postgres(..), None) => {
                     "Phases: discover, pre-data, data, post-data, sequences, verify"
                 }
                 _ => "Phases: discover, create, data, constraints, sequences, verify",
@@ -89,11 +93,16 @@ impl Migration {
                 (None, [_, _, ..]) => format!(", {} chunks by byte ranges", planned.len()),
                 _ => String::new(),
             };
+            let target = match (&files, planned.first()) {
+                (Some(path), Some(first)) => {
+                    etl_sink::file::render_path(path, &self.pipeline, &first.chunk)
+                }
+                _ => t.target.qualified(),
+            };
             lines.push(format!(
-                "  {:>3}. {} -> {}: {} rows{split}",
+                "  {:>3}. {} -> {target}: {} rows{split}",
                 i + 1,
                 t.source,
-                t.target.qualified(),
                 thousands(rows)
             ));
             for (field, odbc_type) in t.schema.fields().iter().zip(&t.source_types) {
@@ -130,6 +139,14 @@ impl Migration {
             }
         }
         lines.extend(self.estimate_lines(pace.as_ref(), &all));
+        if let Some(path) = &files {
+            lines.push(format!(
+                "Data: {} rows in {chunks} chunks, {} at a time, each chunk the file {path} names (written under a temporary name, then renamed: the file is the chunk's record)",
+                thousands(total),
+                self.workers.max(self.readers()),
+            ));
+            return Ok(lines);
+        }
         if matches!(self.origin, Origin::Postgres(..)) {
             return self.pg_plan_lines(lines, total, chunks);
         }
@@ -230,9 +247,24 @@ impl Migration {
         }
     }
 
+    /// Into files: the file sink's path, as written.
+    fn file_path(&self) -> Option<String> {
+        if self.sink.is_some() {
+            return None;
+        }
+        self.runners
+            .first()
+            .and_then(|r| r.pipeline.sinks.first())
+            .and_then(|s| match s {
+                etl_sink::spec::ValidatedSink::Csv(c) => Some(c.path.clone()),
+                etl_sink::spec::ValidatedSink::Parquet(p) => Some(p.path.clone()),
+                _ => None,
+            })
+    }
+
     /// What runs on each loaded table once the data is in, when anything.
     pub(crate) fn after_load_line(&self) -> Option<String> {
-        match self.sink.after_load {
+        match self.pg().after_load {
             etl_sink::spec::AfterLoad::Nothing => None,
             after => Some(format!(
                 "After the data: {} of each table loaded (analyze_after = false leaves it to autovacuum)",

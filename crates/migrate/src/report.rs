@@ -85,6 +85,8 @@ pub fn render(m: &Migration, r: &Report) -> String {
         .is_some_and(|f| !f.problems.is_empty() || !f.checks.ok())
     {
         "loaded, but checks found problems"
+    } else if m.sink.is_none() {
+        "done: every table in its files"
     } else if r.finish.is_none() && r.run.chunks_elsewhere > 0 {
         // The last process to load a chunk adds the constraints.
         "not done: this process loaded its chunks, another etl process still loads the others (etl status shows them)"
@@ -141,6 +143,8 @@ pub fn render(m: &Migration, r: &Report) -> String {
         }
     }
     match &r.finish {
+        // Into files: the data phase is all there is.
+        None if m.sink.is_none() => {}
         None if r.run.failed.is_empty() => {
             let _ = writeln!(
                 s,

@@ -569,8 +569,18 @@ fn checks(
 fn file_path(c: &mut Collector<'_>, i: usize, path: &str, shape: &sink::Shape, ext: &str) {
     let per_key = shape.key_column || shape.csv_ranges;
     let key = format!("sinks[{i}].path");
+    // A migration's chunks are its tables' (`{table}`, the chunk's key),
+    // whole or in ranges of their keys (`{start}`).
+    if shape.is_migration {
+        let table = path.contains("{table}") || path.contains("{key}");
+        if !table || !path.contains("{start}") {
+            c.add(&key, format!("{path:?}: a migration into files writes each table, and each range of a big table's key, to a file of its own: put {{table}} and {{start}} in the path, as \"out/{{table}}/{{start}}.{ext}\" ({{start}} reads \"all\" for a table read whole)"));
+            return;
+        }
+    }
     let rest = ["{pipeline}", "{key}", "{start}", "{end}"]
         .iter()
+        .chain(shape.is_migration.then_some(&"{table}"))
         .fold(path.to_string(), |r, p| r.replace(p, ""));
     if path.trim().is_empty() {
         c.add(

@@ -43,12 +43,6 @@ fn parquet(
     s: crate::config::ParquetSinkConfig,
     shape: &Shape,
 ) -> Option<ValidatedSink> {
-    if shape.is_migration {
-        c.add(
-            &format!("sinks[{i}].type"),
-            "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to stage time windows to Parquet",
-        );
-    }
     file_path(c, i, &s.path, shape, "parquet");
     if s.row_group_rows == 0 {
         c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
@@ -66,12 +60,6 @@ fn csv(
     s: crate::config::CsvSinkConfig,
     shape: &Shape,
 ) -> Option<ValidatedSink> {
-    if shape.is_migration {
-        c.add(
-            &format!("sinks[{i}].type"),
-            "a whole-table ODBC migration loads into PostgreSQL only; add [chunks] time_column to export time windows to CSV",
-        );
-    }
     file_path(c, i, &s.path, shape, "csv");
     let key = |k: &str| format!("sinks[{i}].{k}");
     let delimiter = match s.delimiter.as_bytes() {

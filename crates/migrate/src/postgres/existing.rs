@@ -202,7 +202,7 @@ pub async fn target_fks(client: &Client) -> Result<Vec<TargetFk>, EtlError> {
 
 impl Migration {
     pub(crate) fn fk_handling(&self) -> Option<FkHandling> {
-        (!self.sink.create_table).then_some(self.sink.fk_handling)
+        (!self.pg().create_table).then_some(self.pg().fk_handling)
     }
 
     /// Table `i`'s target as the target's foreign keys name it
@@ -258,7 +258,7 @@ impl Migration {
             if !superuser {
                 return Err(EtlError::Config(format!(
                     "fk_handling = \"replica-role\" loads with session_replication_role = replica, which only a superuser may set, and the user etl connects as on {} is not one: connect as a superuser, or use fk_handling = \"order\" or \"drop-recreate\"",
-                    self.sink.endpoint
+                    self.pg().endpoint
                 )));
             }
         }
@@ -286,7 +286,7 @@ impl Migration {
                     .await?;
                     let sql = format!(
                         "SET lock_timeout = {}; ALTER TABLE {} DROP CONSTRAINT {}",
-                        (self.sink.timeouts.lock_timeout_secs * 1000.0).round() as u64,
+                        (self.pg().timeouts.lock_timeout_secs * 1000.0).round() as u64,
                         fk.table_sql(),
                         etl_base::sql::ident(&fk.name)
                     );
@@ -299,7 +299,7 @@ impl Migration {
                             let busy = etl_pg::ddl::explain_busy(
                                 client,
                                 &fk.table_sql(),
-                                self.sink.timeouts.lock_timeout_secs,
+                                self.pg().timeouts.lock_timeout_secs,
                                 e,
                             )
                             .await;
@@ -367,7 +367,7 @@ impl Migration {
                 let busy = etl_pg::ddl::explain_busy(
                     client,
                     &table,
-                    self.sink.timeouts.lock_timeout_secs,
+                    self.pg().timeouts.lock_timeout_secs,
                     e,
                 )
                 .await;

@@ -240,7 +240,7 @@ impl Migration {
     pub(super) fn discover_postgres(
         p: &ValidatedPipeline,
         spec: &PgDatabaseSpec,
-        sink: PostgresSinkSpec,
+        sink: Option<PostgresSinkSpec>,
     ) -> Result<Migration, EtlError> {
         let pool = Pool::new(spec.endpoint.clone(), &format!("etl {}", p.name));
         let (all, namespaces) = block_on(async {
@@ -272,7 +272,7 @@ impl Migration {
             // Binary COPY only into the tables pre-data creates, of the
             // same types; text lets the server convert into tables of
             // other (compatible) types.
-            let format = if t.portable && sink.create_table {
+            let format = if t.portable && sink.as_ref().is_some_and(|s| s.create_table) {
                 CopyFormat::Binary
             } else {
                 CopyFormat::Text

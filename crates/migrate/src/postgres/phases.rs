@@ -45,7 +45,7 @@ impl Migration {
         };
         let pre = self.pg_dump(Section::PreData)?;
         let post = self.pg_dump(Section::PostData)?;
-        if self.sink.create_table {
+        if self.pg().create_table {
             lines.push(format!(
                 "Pre-data (pg_dump --section=pre-data, in one transaction before the data): {}",
                 by_kind(&pre)
@@ -63,7 +63,7 @@ impl Migration {
         } else {
             lines.push(format!(
                 "Pre-data: none (create_table = false: the tables exist on the target); foreign keys and triggers: fk_handling = \"{}\"",
-                self.sink.fk_handling.as_str()
+                self.pg().fk_handling.as_str()
             ));
             let missing = etl_pg::block_on(self.missing_on_target())?;
             if !missing.is_empty() {
@@ -79,7 +79,7 @@ impl Migration {
             self.workers
         ));
         lines.extend(self.after_load_line());
-        if self.sink.create_table {
+        if self.pg().create_table {
             lines.push(format!(
                 "Post-data (pg_dump --section=post-data, once every chunk is done; indexes {} at a time): {}",
                 self.workers,
@@ -171,7 +171,7 @@ impl Migration {
     /// on the target in one transaction (all of it or nothing), recorded
     /// in `etl.phase_log`; a run after that skips it.
     pub(crate) async fn pre_data(&self, client: &Client) -> Result<(), EtlError> {
-        if !self.sink.create_table {
+        if !self.pg().create_table {
             return Ok(());
         }
         etl_ledger::sql::ensure(self.ledger(client))
@@ -237,7 +237,7 @@ impl Migration {
             let _ = client.batch_execute("ROLLBACK").await;
             let e = EtlError::pg(format!(
                 "creating the source's objects on {} (pg_dump --section=pre-data, in one transaction: nothing was created)",
-                self.sink.endpoint
+                self.pg().endpoint
             ))(e);
             if e.is_transient() {
                 // Tried again by the caller.
@@ -259,7 +259,7 @@ impl Migration {
         client: &Client,
         finish: &mut Finish,
     ) -> Result<(), EtlError> {
-        if self.sink.create_table {
+        if self.pg().create_table {
             let kept = match &self.origin {
                 Origin::Postgres(o) => o
                     .post_data

@@ -39,6 +39,8 @@ fn writable(t: &DataType) -> bool {
             | DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
     ) || matches!(t, DataType::Decimal128(_, s) if *s >= 0)
 }
 
@@ -54,7 +56,7 @@ pub fn check_schema(schema: &SchemaRef) -> Result<(), EtlError> {
         return Ok(());
     }
     Err(EtlError::Config(format!(
-        "the CSV sink writes text, numbers, booleans, dates and timestamps; these columns are none of them: {}; cast them in a SQL stage (CAST(x AS VARCHAR))",
+        "the CSV sink writes text, numbers, booleans, dates, timestamps and bytes; these columns are none of them: {}; cast them in a SQL stage (CAST(x AS VARCHAR))",
         bad.join(", ")
     )))
 }
@@ -305,6 +307,17 @@ fn push_field(line: &mut String, value: &str, delimiter: u8, null: &str) {
 }
 
 /// One value as PostgreSQL prints it.
+/// Bytes as PostgreSQL's hex bytea: `\x0aff`.
+fn hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 + 2 * bytes.len());
+    out.push_str("\\x");
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+}
+
 fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
     use std::fmt::Write as _;
     match a.data_type() {
@@ -312,6 +325,9 @@ fn text(a: &dyn Array, row: usize, out: &mut String) -> Result<(), EtlError> {
         DataType::LargeUtf8 => out.push_str(a.as_string::<i64>().value(row)),
         DataType::Utf8View => out.push_str(a.as_string_view().value(row)),
         DataType::Boolean => out.push(if a.as_boolean().value(row) { 't' } else { 'f' }),
+        // As PostgreSQL prints bytea (bytea_output = hex): `\x` and hex.
+        DataType::Binary => hex(a.as_binary::<i32>().value(row), out),
+        DataType::LargeBinary => hex(a.as_binary::<i64>().value(row), out),
         DataType::Int8 => {
             write!(out, "{}", a.as_primitive::<Int8Type>().value(row)).expect("a string")
         }
