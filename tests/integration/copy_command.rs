@@ -229,6 +229,19 @@ fn a_whole_database_and_an_access_file_go_to_one_file_per_table() {
         fingerprint("sales.orders_back"),
         fingerprint("sales.orders")
     );
+    // A table with a range column read whole: the file is \copy's, byte
+    // for byte
+    let copied = db.dir.path().join("bookings.csv");
+    psql(
+        &db.src,
+        &format!("\\copy sales.bookings TO '{}' CSV HEADER", copied.display()),
+    );
+    let bookings = std::fs::read(db.dir.path().join("pg/sales.bookings/all.csv")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&bookings).contains(",\"[\""),
+        "a range in the file"
+    );
+    assert_eq!(bookings, std::fs::read(&copied).unwrap());
 
     // And into Parquet the same way, read back by pyarrow
     let parquet = db.pipeline(
