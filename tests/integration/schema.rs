@@ -1028,3 +1028,35 @@ fn an_index_build_stopped_by_a_lock_timeout_is_dropped_and_built_again() {
     );
     assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
 }
+
+#[test]
+fn a_table_never_analyzed_reads_rows_unknown_not_zero() {
+    // Given a target table with rows the planner has not counted
+    // (autovacuum off, no ANALYZE: reltuples = -1), and one to drop
+    let db = TestDb::new("schema_unanalyzed");
+    psql(&db.src, "CREATE TABLE public.u (id int, v bigint)");
+    psql(
+        &db.dst,
+        "CREATE TABLE public.u (id int, v int) WITH (autovacuum_enabled = off); \
+         INSERT INTO public.u SELECT g, g FROM generate_series(1, 5000) g; \
+         CREATE TABLE public.gone (id int) WITH (autovacuum_enabled = off); \
+         INSERT INTO public.gone SELECT generate_series(1, 10)",
+    );
+
+    // When planned
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+
+    // Then its size is said unknown, never "~0 rows", and graded by bytes
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(!plan.stdout.contains("~0 rows"), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("public.u: rows unknown (never analyzed; graded by its size),"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("drops the table and its rows (how many is unknown: never analyzed)"),
+        "{plan:?}"
+    );
+}

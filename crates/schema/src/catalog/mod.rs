@@ -69,7 +69,8 @@ pub struct Table {
     pub columns: Vec<Column>,
     pub constraints: BTreeMap<String, Constraint>,
     /// From the catalog (`reltuples`, `pg_total_relation_size`): the size
-    /// the risk of a statement is graded by.
+    /// the risk of a statement is graded by. `rows` is -1 for a table never
+    /// analyzed (the planner does not know): graded by its bytes alone.
     pub rows: i64,
     pub bytes: i64,
     /// Whether the table has a default partition (adding one scans it).
@@ -375,7 +376,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
                  CASE WHEN k.relispartition THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = k.oid) END, \
                  CASE WHEN k.relispartition THEN pg_get_expr(k.relpartbound, k.oid) END, \
                  (SELECT array_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i WHERE i.inhrelid = k.oid AND NOT k.relispartition), \
-                 greatest(k.reltuples, 0)::int8, pg_total_relation_size(k.oid), k.reltype, \
+                 (CASE WHEN k.reltuples < 0 THEN -1 ELSE k.reltuples END)::int8, pg_total_relation_size(k.oid), k.reltype, \
                  EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = k.oid AND pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT') \
                  FROM pg_class k WHERE k.relkind IN ('r', 'p') AND k.relnamespace {USER_NS} AND {}",
                 not_extension("pg_class", "k.oid")

@@ -176,8 +176,8 @@ impl<'a> Rules<'a> {
         }
         let size = if self.to.tables.contains_key(table) {
             format!(
-                "{table}: ~{} rows, {} on the target",
-                thousands_signed(rows),
+                "{table}: {}, {} on the target",
+                rows_text(rows),
                 human::bytes(bytes.max(0) as u64)
             )
         } else {
@@ -217,6 +217,14 @@ impl<'a> Rules<'a> {
         let mut step = self.out.pop().expect("a step was pushed");
         self.on_table(&mut step, table, lock, effect);
         self.out.push(step);
+    }
+}
+
+/// `~1,234 rows`, or that the planner does not know (never analyzed).
+pub(super) fn rows_text(rows: i64) -> String {
+    match rows < 0 {
+        true => "rows unknown (never analyzed; graded by its size)".into(),
+        false => format!("~{} rows", thousands_signed(rows)),
     }
 }
 

@@ -73,8 +73,11 @@ impl Rules<'_> {
                 let parent = t.partition_of.clone();
                 let s = self.push(d, format!("DROP TABLE {n}"), "drop-table", Risk::VeryHigh);
                 s.reasons.push(format!(
-                    "drops the table and its ~{} rows ({})",
-                    thousands_signed(t.rows),
+                    "drops the table and its {} ({})",
+                    match t.rows < 0 {
+                        true => "rows (how many is unknown: never analyzed)".to_string(),
+                        false => rows_text(t.rows),
+                    },
                     human::bytes(t.bytes.max(0) as u64)
                 ));
                 self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
