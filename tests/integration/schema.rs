@@ -1060,3 +1060,58 @@ fn a_table_never_analyzed_reads_rows_unknown_not_zero() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn a_keys_deferral_changes_in_place_and_a_unique_key_keeps_it() {
+    // Given a foreign key and a unique key made DEFERRABLE on FROM only
+    let db = TestDb::new("schema_deferral");
+    let tables = |deferral: &str| {
+        format!(
+            "CREATE TABLE public.p (id int PRIMARY KEY); \
+             CREATE TABLE public.c (id int, pid int, \
+               CONSTRAINT c_fk FOREIGN KEY (pid) REFERENCES public.p{fk}, \
+               CONSTRAINT c_u UNIQUE (id){u}); \
+             INSERT INTO public.p VALUES (1); INSERT INTO public.c VALUES (1, 1)",
+            fk = if deferral.is_empty() {
+                ""
+            } else {
+                " DEFERRABLE INITIALLY DEFERRED"
+            },
+            u = deferral
+        )
+    };
+    psql(&db.src, &tables(" DEFERRABLE"));
+    psql(&db.dst, &tables(""));
+
+    // When planned and applied
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+    let apply = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "medium",
+        "--yes",
+    ]);
+
+    // Then the foreign key's deferral is one brief ALTER CONSTRAINT (no
+    // drop, no scan), the unique key comes back DEFERRABLE, and the two
+    // schemas are equal
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("ALTER TABLE public.c ALTER CONSTRAINT c_fk DEFERRABLE INITIALLY DEFERRED;")
+            && !plan.stdout.contains("DROP CONSTRAINT c_fk"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("ADD CONSTRAINT c_u UNIQUE USING INDEX c_u DEFERRABLE;"),
+        "{plan:?}"
+    );
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+}

@@ -23,6 +23,26 @@ impl Rules<'_> {
                 if want.def == have.def {
                     // Added NOT VALID earlier (an apply stopped between).
                     self.validate(d, &table, &want);
+                } else if want.kind == 'f'
+                    && without_deferral(&want.def) == without_deferral(&have.def)
+                {
+                    // Only when it is checked changed: said in place,
+                    // nothing scanned, the rows already keep it.
+                    let wanted = match deferral(&want.def) {
+                        d if d.is_empty() => " NOT DEFERRABLE".to_string(),
+                        d => d,
+                    };
+                    let undo = match deferral(&have.def) {
+                        d if d.is_empty() => " NOT DEFERRABLE".to_string(),
+                        d => d,
+                    };
+                    let sql = format!("ALTER TABLE {table} ALTER CONSTRAINT {name}{wanted}");
+                    let s = self.push(d, sql, "alter-constraint-deferral", Risk::Low);
+                    s.reasons.push(
+                        "when the key is checked (deferral) changes; nothing is scanned".into(),
+                    );
+                    s.rollback = Some(format!("ALTER TABLE {table} ALTER CONSTRAINT {name}{undo}"));
+                    self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
                 } else {
                     self.drop_constraint(d, &table, &have);
                     self.out.last_mut().expect("pushed").drop_phase = true;
@@ -124,8 +144,10 @@ impl Rules<'_> {
                 } else {
                     "UNIQUE"
                 };
+                // The index carries no deferral: the constraint says it.
                 let sql = format!(
-                    "ALTER TABLE {table} ADD CONSTRAINT {name} {word} USING INDEX {index_name}"
+                    "ALTER TABLE {table} ADD CONSTRAINT {name} {word} USING INDEX {index_name}{}",
+                    deferral(&c.def)
                 );
                 let s = self.push(d, sql, "add-constraint-using-index", Risk::Medium);
                 s.reasons
@@ -306,6 +328,24 @@ pub(super) fn duplicates_check(table: &str, columns: &[String], primary: bool) -
             if primary { " or NULL" } else { "" }
         ),
     )
+}
+
+/// A constraint definition's deferral as `pg_get_constraintdef` prints
+/// it: ` DEFERRABLE INITIALLY DEFERRED`, ` DEFERRABLE`, or nothing.
+fn deferral(def: &str) -> String {
+    if def.ends_with(" DEFERRABLE INITIALLY DEFERRED") {
+        " DEFERRABLE INITIALLY DEFERRED".into()
+    } else if def.ends_with(" DEFERRABLE") {
+        " DEFERRABLE".into()
+    } else {
+        String::new()
+    }
+}
+
+/// The definition without its deferral.
+fn without_deferral(def: &str) -> &str {
+    def.trim_end_matches(" DEFERRABLE INITIALLY DEFERRED")
+        .trim_end_matches(" DEFERRABLE")
 }
 
 #[cfg(test)]
