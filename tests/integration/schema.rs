@@ -1115,3 +1115,38 @@ fn a_keys_deferral_changes_in_place_and_a_unique_key_keeps_it() {
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
 }
+
+#[test]
+fn a_sequence_a_default_still_uses_is_dropped_after_the_default() {
+    // Given a target whose column default draws from a sequence FROM lacks
+    let db = TestDb::new("schema_seq_default");
+    psql(&db.src, "CREATE TABLE public.t (id int, v int)");
+    psql(
+        &db.dst,
+        "CREATE SEQUENCE public.s; CREATE TABLE public.t (id int DEFAULT nextval('public.s'), v int); \
+         INSERT INTO public.t (v) VALUES (1)",
+    );
+
+    // When applied
+    let apply = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ]);
+
+    // Then the default goes first and the sequence after: equal schemas
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let plan = &apply.stdout;
+    let (default, sequence) = (
+        plan.find("ALTER TABLE public.t ALTER COLUMN id DROP DEFAULT")
+            .unwrap(),
+        plan.find("DROP SEQUENCE public.s").unwrap(),
+    );
+    assert!(default < sequence, "{plan}");
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+}

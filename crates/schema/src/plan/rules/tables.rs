@@ -286,6 +286,13 @@ impl Rules<'_> {
                 .default
                 .as_ref()
                 .map(|x| format!("ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {x}"));
+            // It lets go of what the old default uses: among the drops,
+            // before a sequence it names is dropped (the new default, if
+            // any, is set after, with the creates).
+            s.drop_phase = true;
+            if let Some(sequence) = have.default.as_deref().and_then(nextval_sequence) {
+                s.needs.push(Key::new(Kind::Sequence, &sequence));
+            }
             self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
         }
         if want.identity != have.identity && have.identity.is_some() && want.identity.is_none() {
@@ -659,9 +666,24 @@ pub(super) fn rewrites(old: &str, new: &str) -> bool {
     true
 }
 
+/// The sequence a default `nextval('public.s'::regclass)` draws from.
+fn nextval_sequence(default: &str) -> Option<String> {
+    let rest = default.split("nextval('").nth(1)?;
+    Some(rest.split("'::regclass").next()?.replace("''", "'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_names_its_sequence() {
+        assert_eq!(
+            nextval_sequence("nextval('public.s'::regclass)").as_deref(),
+            Some("public.s")
+        );
+        assert_eq!(nextval_sequence("now()"), None);
+    }
 
     #[test]
     pub(super) fn widening_a_varchar_or_numeric_does_not_rewrite() {
