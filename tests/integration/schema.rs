@@ -1150,3 +1150,58 @@ fn a_sequence_a_default_still_uses_is_dropped_after_the_default() {
     assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
     assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
 }
+
+#[test]
+fn a_column_moved_to_another_enum_goes_through_text_with_its_default() {
+    // Given a column of enum a on the target that FROM has of enum b
+    let db = TestDb::new("schema_enum_move");
+    let types = "CREATE TYPE public.a AS ENUM ('x', 'y', 'w'); CREATE TYPE public.b AS ENUM ('x', 'y', 'z');";
+    psql(
+        &db.src,
+        &format!("{types} CREATE TABLE public.t (id int, m public.b DEFAULT 'x')"),
+    );
+    psql(
+        &db.dst,
+        &format!(
+            "{types} CREATE TABLE public.t (id int, m public.a DEFAULT 'x'); \
+             INSERT INTO public.t VALUES (1, 'y'), (2, 'w'), (3, NULL)"
+        ),
+    );
+
+    // When planned while a value has no place in b
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+
+    // Then the change casts through text, and the value is counted
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("ALTER TABLE public.t ALTER COLUMN m TYPE public.b USING m::text::public.b;")
+            && plan
+                .stdout
+                .contains("-- FAILS: 1 values of public.t.m::text do not convert to public.b"),
+        "{plan:?}"
+    );
+
+    // When the value is changed and the plan applied: equal schemas, the
+    // values and the default moved
+    psql(&db.dst, "UPDATE public.t SET m = 'x' WHERE id = 2");
+    let apply = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(coalesce(m::text, '-'), ',' ORDER BY id) FROM public.t"
+        ),
+        "y,x,-"
+    );
+}

@@ -309,8 +309,14 @@ impl Rules<'_> {
                 self.phased_type_change(d, table, want, have);
             } else {
                 let rewrites = rewrites(&have.ty, &want.ty);
+                // An enum has no cast to another type but through text.
+                let enums = is_enum(self.to, &have.ty) || is_enum(self.from, &want.ty);
+                let from = match enums {
+                    true => format!("{col}::text"),
+                    false => col.to_string(),
+                };
                 let sql = format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {col}::{}",
+                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
                     want.ty,
                     strip_collate(&want.ty)
                 );
@@ -321,12 +327,12 @@ impl Rules<'_> {
                 let s = self.push(d, sql, rule, risk);
                 s.reasons.push(format!("{} -> {}", have.ty, want.ty));
                 s.rollback = Some(format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {col}::{}",
+                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
                     have.ty,
                     strip_collate(&have.ty)
                 ));
                 if rewrites {
-                    s.check = Some(converts_check(table, col, &want.ty));
+                    s.check = Some(converts_check(table, &from, &want.ty));
                 }
                 self.on_table_last(
                     table,
@@ -605,6 +611,14 @@ pub(super) fn converts_check(table: &str, col: &str, ty: &str) -> (String, Strin
             etl_base::sql::literal(strip_collate(ty))
         ),
         format!("{{n}} values of {table}.{col} do not convert to {ty}: change them first (or give the change a USING expression by hand)"),
+    )
+}
+
+/// Whether `ty` is an enum of `catalog`.
+fn is_enum(catalog: &Catalog, ty: &str) -> bool {
+    matches!(
+        catalog.types.get(strip_collate(ty)),
+        Some(crate::catalog::TypeDef::Enum(_))
     )
 }
 
