@@ -13,16 +13,37 @@ use toml::{Table, Value};
 use super::{Outcome, RunFlags};
 
 /// What `etl copy` was asked.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub struct CopyArgs {
+    /// A PostgreSQL URL, an ODBC connection string (Driver=...;), an
+    /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
+    /// file or a folder of them (each file its own table).
     pub from: String,
+    /// A PostgreSQL URL, or a folder: each table a CSV file
+    /// (FOLDER/TABLE/all.csv; a big table's key ranges a file each).
     pub to: String,
+    /// Only these tables (names or glob patterns; repeatable). Default: all.
+    #[arg(long = "tables", value_name = "PATTERN")]
     pub tables: Vec<String>,
+    /// Leave out these tables (names or glob patterns; repeatable).
+    #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Create the tables (a PostgreSQL source: its whole schema), load nothing.
+    #[arg(long, conflicts_with = "data_only")]
     pub schema_only: bool,
+    /// Load into tables that exist; create nothing. Their foreign keys
+    /// and triggers are set aside for the load and put back after
+    /// (fk_handling = "drop-recreate").
+    #[arg(long)]
     pub data_only: bool,
+    /// Worker threads.
+    #[arg(long)]
     pub workers: Option<usize>,
+    /// Redo every chunk, also those an earlier run of the same command committed.
+    #[arg(long)]
     pub restart: bool,
+    /// Print the pipeline it stands for and run nothing (to go on from).
+    #[arg(long)]
     pub print_pipeline: bool,
 }
 

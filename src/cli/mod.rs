@@ -124,38 +124,7 @@ pub enum Command {
     /// an Access or SQLite file, ODBC tables, or CSV files into PostgreSQL.
     /// Runs the pipeline it stands for (written to .etl/copy/) as `etl run`
     /// does; the same command again resumes it.
-    Copy {
-        /// A PostgreSQL URL, an ODBC connection string (Driver=...;), an
-        /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
-        /// file or a folder of them (each file its own table).
-        from: String,
-        /// A PostgreSQL URL, or a folder: each table a CSV file
-        /// (FOLDER/TABLE/all.csv; a big table's key ranges a file each).
-        to: String,
-        /// Only these tables (names or glob patterns; repeatable). Default: all.
-        #[arg(long = "tables", value_name = "PATTERN")]
-        tables: Vec<String>,
-        /// Leave out these tables (names or glob patterns; repeatable).
-        #[arg(long, value_name = "PATTERN")]
-        exclude: Vec<String>,
-        /// Create the tables (a PostgreSQL source: its whole schema), load nothing.
-        #[arg(long, conflicts_with = "data_only")]
-        schema_only: bool,
-        /// Load into tables that exist; create nothing. Their foreign keys
-        /// and triggers are set aside for the load and put back after
-        /// (fk_handling = "drop-recreate").
-        #[arg(long)]
-        data_only: bool,
-        /// Worker threads.
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Redo every chunk, also those an earlier run of the same command committed.
-        #[arg(long)]
-        restart: bool,
-        /// Print the pipeline it stands for and run nothing (to go on from).
-        #[arg(long)]
-        print_pipeline: bool,
-    },
+    Copy(copy::CopyArgs),
     /// Per key: chunks done, failed, pending and running, and each failed
     /// chunk's last error, from the ledger in the target.
     Status {
@@ -340,27 +309,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
                 recreate: recreate.then_some(yes),
             },
         ),
-        Command::Copy {
-            from,
-            to,
-            tables,
-            exclude,
-            schema_only,
-            data_only,
-            workers,
-            restart,
-            print_pipeline,
-        } => copy::copy(copy::CopyArgs {
-            from,
-            to,
-            tables,
-            exclude,
-            schema_only,
-            data_only,
-            workers,
-            restart,
-            print_pipeline,
-        }),
+        Command::Copy(args) => copy::copy(args),
         Command::Status {
             pipeline,
             keys,

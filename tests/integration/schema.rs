@@ -32,6 +32,27 @@ fn schema_dump(url: &str) -> String {
         .join("\n")
 }
 
+/// `etl schema apply` of every statement, whatever its grade.
+fn apply_all(db: &TestDb) -> crate::support::Output {
+    db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "very-high",
+        "--yes",
+    ])
+}
+
+/// A second diff finds nothing, and `pg_dump --schema-only` of both
+/// sides is the same.
+fn assert_equal_schemas(db: &TestDb) {
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+}
+
 /// The statements of a plan or history file (comments left out).
 pub(crate) fn statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -1111,9 +1132,7 @@ fn a_keys_deferral_changes_in_place_and_a_unique_key_keeps_it() {
         "{plan:?}"
     );
     assert_eq!(apply.code, 0, "{apply:?}");
-    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
-    assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+    assert_equal_schemas(&db);
 }
 
 #[test]
@@ -1128,15 +1147,7 @@ fn a_sequence_a_default_still_uses_is_dropped_after_the_default() {
     );
 
     // When applied
-    let apply = db.etl(&[
-        "schema",
-        "apply",
-        &db.src,
-        &db.dst,
-        "--max-risk",
-        "very-high",
-        "--yes",
-    ]);
+    let apply = apply_all(&db);
 
     // Then the default goes first and the sequence after: equal schemas
     assert_eq!(apply.code, 0, "{apply:?}");
@@ -1147,8 +1158,7 @@ fn a_sequence_a_default_still_uses_is_dropped_after_the_default() {
         plan.find("DROP SEQUENCE public.s").unwrap(),
     );
     assert!(default < sequence, "{plan}");
-    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
-    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+    assert_equal_schemas(&db);
 }
 
 #[test]
@@ -1185,18 +1195,9 @@ fn a_column_moved_to_another_enum_goes_through_text_with_its_default() {
     // When the value is changed and the plan applied: equal schemas, the
     // values and the default moved
     psql(&db.dst, "UPDATE public.t SET m = 'x' WHERE id = 2");
-    let apply = db.etl(&[
-        "schema",
-        "apply",
-        &db.src,
-        &db.dst,
-        "--max-risk",
-        "very-high",
-        "--yes",
-    ]);
+    let apply = apply_all(&db);
     assert_eq!(apply.code, 0, "{apply:?}");
-    assert_eq!(db.etl(&["schema", "diff", &db.src, &db.dst]).code, 0);
-    assert_eq!(schema_dump(&db.src), schema_dump(&db.dst));
+    assert_equal_schemas(&db);
     assert_eq!(
         psql(
             &db.dst,
