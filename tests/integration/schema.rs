@@ -1206,3 +1206,34 @@ fn a_column_moved_to_another_enum_goes_through_text_with_its_default() {
         "y,x,-"
     );
 }
+
+#[test]
+fn a_column_added_to_a_parent_reaches_its_children_through_it() {
+    // Given a parent with a child and a grandchild, FROM's parent with a
+    // new column
+    let db = TestDb::new("schema_inherit_add");
+    let tables = |extra: &str| {
+        format!(
+            "CREATE TABLE public.p (id int{extra}); CREATE TABLE public.c (bark text) INHERITS (public.p); \
+             CREATE TABLE public.g (x int) INHERITS (public.c)"
+        )
+    };
+    psql(&db.src, &tables(", extra text"));
+    psql(&db.dst, &tables(""));
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then one ADD COLUMN on the parent, none on the children, and the
+    // children inherit it as FROM's do
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("ALTER TABLE public.p ADD COLUMN extra text;")
+            && !apply.stdout.contains("ALTER TABLE public.c ADD COLUMN")
+            && !apply.stdout.contains("ALTER TABLE public.g ADD COLUMN"),
+        "{apply:?}"
+    );
+    assert_equal_schemas(&db);
+}

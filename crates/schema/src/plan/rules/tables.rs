@@ -187,6 +187,12 @@ impl Rules<'_> {
         let (table, col) = (table.to_string(), col.to_string());
         match d.change {
             Change::Added => {
+                if self.added_to_a_parent(&table, &col) {
+                    // The parent's ADD COLUMN adds it here too (inherited,
+                    // as FROM has it); added here first it would stay a
+                    // column of the child's own.
+                    return;
+                }
                 let c = self.from.tables[&table]
                     .column(&col)
                     .cloned()
@@ -248,6 +254,21 @@ impl Rules<'_> {
                 self.column_change(d, &table, &want, &have);
             }
         }
+    }
+
+    /// Whether `table` inherits (not as a partition) from a table that
+    /// gains column `col` in this plan.
+    fn added_to_a_parent(&self, table: &str, col: &str) -> bool {
+        let Some(t) = self.from.tables.get(table) else {
+            return false;
+        };
+        t.inherits.iter().any(|parent| {
+            self.diffs.iter().any(|d| {
+                d.key.kind == Kind::Column
+                    && d.change == Change::Added
+                    && split_member(&d.key.name) == (parent.as_str(), col)
+            })
+        })
     }
 
     pub(super) fn column_change(
