@@ -1237,3 +1237,35 @@ fn a_column_added_to_a_parent_reaches_its_children_through_it() {
     );
     assert_equal_schemas(&db);
 }
+
+#[test]
+fn a_materialized_view_made_again_keeps_its_index_and_comment() {
+    // Given a materialized view with a unique index and a comment over a
+    // column whose type changes
+    let db = TestDb::new("schema_matview_again");
+    let tables = |ty: &str| {
+        format!(
+            "CREATE TABLE public.t (id int PRIMARY KEY, v {ty}); INSERT INTO public.t VALUES (1, 1); \
+             CREATE MATERIALIZED VIEW public.mv AS SELECT id, v FROM public.t; \
+             CREATE UNIQUE INDEX mv_id ON public.mv (id); \
+             COMMENT ON MATERIALIZED VIEW public.mv IS 'per id'; COMMENT ON COLUMN public.mv.v IS 'the value'"
+        )
+    };
+    psql(&db.src, &tables("bigint"));
+    psql(&db.dst, &tables("int"));
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then the view is dropped, made again, and so are its index and
+    // comments: a second diff finds nothing
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply.stdout.contains("DROP MATERIALIZED VIEW public.mv;")
+            && apply
+                .stdout
+                .contains("CREATE UNIQUE INDEX CONCURRENTLY mv_id ON public.mv"),
+        "{apply:?}"
+    );
+    assert_equal_schemas(&db);
+}

@@ -741,7 +741,7 @@ fn comment_target(ty: &str, identity: &str) -> Option<String> {
     let keyword = match ty {
         "schema" => "SCHEMA",
         "table" => "TABLE",
-        "table column" => "COLUMN",
+        "table column" | "view column" | "materialized view column" => "COLUMN",
         "view" => "VIEW",
         "materialized view" => "MATERIALIZED VIEW",
         "index" => "INDEX",
