@@ -19,7 +19,7 @@ pub struct CopyArgs {
     /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
     /// file or a folder of them (each file its own table).
     pub from: String,
-    /// A PostgreSQL URL, or a folder: each table a CSV file
+    /// A PostgreSQL URL, or a folder: each table (or CSV file) CSV files
     /// (FOLDER/TABLE/all.csv; a big table's key ranges a file each).
     pub to: String,
     /// Only these tables (names or glob patterns; repeatable). Default: all.
@@ -138,10 +138,6 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
         );
     }
     anyhow::ensure!(
-        !into_files || !matches!(from, From::Csv(_)),
-        "etl copy: CSV files go into PostgreSQL: TO must be a PostgreSQL URL (postgresql://user@host:port/db)"
-    );
-    anyhow::ensure!(
         !into_files || !(a.schema_only || a.data_only),
         "etl copy: --schema-only and --data-only are for a PostgreSQL TO; into a folder each table is a CSV file"
     );
@@ -209,12 +205,13 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
     );
     let mut sink = Table::new();
     if into_files {
-        // A folder: each table a CSV file (a big table's key ranges a file
-        // each), `{start}` reading "all" for a table read whole.
+        // A folder: each table (or CSV file, re-encoded to UTF-8) a folder
+        // of CSV files, one per chunk: `all.csv` for a table read whole,
+        // else named by the first key value or byte offset of its range.
         sink.insert("type".into(), "csv".into());
         sink.insert(
             "path".into(),
-            format!("{}/{{table}}/{{start}}.csv", a.to.trim_end_matches('/')).into(),
+            format!("{}/{{key}}/{{start}}.csv", a.to.trim_end_matches('/')).into(),
         );
     } else {
         sink.insert("type".into(), "postgres".into());
@@ -335,7 +332,7 @@ mod tests {
         assert_eq!(parsed.name, a.0);
         let (_, files) = pipeline(&args("postgresql://u@h/src", "out/")).unwrap();
         assert!(
-            files.contains("path = \"out/{table}/{start}.csv\""),
+            files.contains("path = \"out/{key}/{start}.csv\""),
             "{files}"
         );
         let e = pipeline(&args(

@@ -62,13 +62,22 @@ fn a_whole_database_is_one_command_the_same_command_resumes_and_its_pipeline_is_
         "{files:?}"
     );
 
-    // And what it cannot do, it says before anything runs
+    // And a CSV file into a folder is itself again, as UTF-8
     let csv = db.dir.path().join("some.csv");
-    std::fs::write(&csv, "a\n1\n").unwrap();
-    let refused = db.etl(&["copy", csv.to_str().unwrap(), "out/"]);
+    std::fs::write(&csv, "a,b\n1,\"x, y\"\n").unwrap();
+    let again = db.etl(&["copy", csv.to_str().unwrap(), "again/"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let written: Vec<_> = std::fs::read_dir(db.dir.path().join("again/some"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(written, ["a,b\n1,\"x, y\"\n"]);
+
+    // And what it cannot do, it says before anything runs
+    let refused = db.etl(&["copy", &db.src, "out/", "--data-only"]);
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(
-        refused.stderr.contains("CSV files go into PostgreSQL"),
+        refused.stderr.contains("are for a PostgreSQL TO"),
         "{refused:?}"
     );
     let secret = db.etl(&["copy", "postgresql://u:hunter2@127.0.0.1:1/x", &db.dst]);
