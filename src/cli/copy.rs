@@ -36,6 +36,10 @@ pub struct CopyArgs {
     /// (fk_handling = "drop-recreate").
     #[arg(long)]
     pub data_only: bool,
+    /// The code page of CSV files or of an ODBC source's narrow text
+    /// (cp949, euc-kr, windows-1252, ...). Default UTF-8.
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
     /// Worker threads.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -144,8 +148,8 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
     let name = format!(
         "copy-{:016x}",
         fnv(&format!(
-            "{}\n{}\n{:?}\n{:?}\n{}",
-            a.from, a.to, a.tables, a.exclude, a.data_only
+            "{}\n{}\n{:?}\n{:?}\n{}\n{:?}",
+            a.from, a.to, a.tables, a.exclude, a.data_only, a.encoding
         ))
     );
     let tables = match a.tables.is_empty() {
@@ -194,6 +198,13 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
     };
     if !a.exclude.is_empty() {
         source.insert("exclude".into(), strings(&a.exclude));
+    }
+    if let Some(label) = &a.encoding {
+        anyhow::ensure!(
+            matches!(from, From::Csv(_) | From::Odbc(_)),
+            "etl copy: --encoding is the code page of CSV files or of an ODBC source's text; leave it out here"
+        );
+        source.insert("encoding".into(), label.clone().into());
     }
     let mut chunks = Table::new();
     if let Some(w) = a.workers {
@@ -297,6 +308,7 @@ mod tests {
             to: to.into(),
             tables: vec![],
             exclude: vec![],
+            encoding: None,
             schema_only: false,
             data_only: false,
             workers: None,

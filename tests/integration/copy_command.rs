@@ -107,15 +107,22 @@ fn sqlite_access_and_csv_files_are_one_command_each() {
     )
     .unwrap();
     std::fs::write(csv.join("ports.csv"), "code,depth\nKRPUS,17.5\nKRINC,14\n").unwrap();
+    let (korean, _, _) = encoding_rs::EUC_KR.encode("code,name\nKRPUS,부산항\nKRINC,인천항\n");
+    std::fs::write(csv.join("names.csv"), &korean).unwrap();
     let nwind = crate::odbc::fixtures().join("access/nwind.mdb");
 
-    // When each is copied with one command
+    // When each is copied with one command (the CSV files in CP949)
     let runs = [
-        lite.to_str().unwrap().to_string(),
-        nwind.to_str().unwrap().to_string(),
-        csv.to_str().unwrap().to_string(),
-    ]
-    .map(|from| db.etl(&["copy", &from, &db.dst]));
+        db.etl(&["copy", lite.to_str().unwrap(), &db.dst]),
+        db.etl(&["copy", nwind.to_str().unwrap(), &db.dst]),
+        db.etl(&[
+            "copy",
+            csv.to_str().unwrap(),
+            &db.dst,
+            "--encoding",
+            "cp949",
+        ]),
+    ];
 
     // Then each table is in the target with every row
     for run in &runs {
@@ -141,6 +148,13 @@ fn sqlite_access_and_csv_files_are_one_command_each() {
             "SELECT string_agg(name, '|' ORDER BY id) || ' ' || (SELECT sum(depth) FROM public.ports) FROM public.cities"
         ),
         "Seoul|Busan, Korea 31.5"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT string_agg(name, ',' ORDER BY code) FROM public.names"
+        ),
+        "인천항,부산항"
     );
 }
 
