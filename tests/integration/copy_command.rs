@@ -311,4 +311,17 @@ fn a_whole_database_and_an_access_file_go_to_one_file_per_table() {
             .contains("put {table} and {start} in the path"),
         "{refused:?}"
     );
+    let database_parquet = db.pipeline(
+        "database-parquet.toml",
+        &std::fs::read_to_string(&database).unwrap().replace(
+            "type = \"csv\"\npath = \"pg/{table}/{start}.csv\"",
+            "type = \"parquet\"\npath = \"pq/{table}/{start}.parquet\"",
+        ),
+    );
+    let refused = db.etl(&["validate", database_parquet.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("into Parquet not yet"),
+        "{refused:?}"
+    );
 }

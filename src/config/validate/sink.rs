@@ -43,6 +43,12 @@ fn parquet(
     s: crate::config::ParquetSinkConfig,
     shape: &Shape,
 ) -> Option<ValidatedSink> {
+    if shape.pg_database {
+        c.add(
+            &format!("sinks[{i}].type"),
+            "a whole PostgreSQL database goes into files as the server's own CSV (type = \"csv\"); into Parquet not yet (its tables are handed over as COPY data)",
+        );
+    }
     file_path(c, i, &s.path, shape, "parquet");
     if s.row_group_rows == 0 {
         c.add(&format!("sinks[{i}].row_group_rows"), "must be at least 1");
