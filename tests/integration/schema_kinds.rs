@@ -224,3 +224,47 @@ fn a_materialized_view_made_again_keeps_its_index_and_comment() {
     );
     assert_equal_schemas(&db);
 }
+
+#[test]
+fn new_tables_with_inheritance_children_and_row_security_are_made_whole() {
+    // Given FROM with a parent and its child, and a table with a policy
+    // and row-level security on; TO with none of them
+    let db = TestDb::new("schema_new_whole");
+    psql(
+        &db.src,
+        "CREATE TABLE public.p (id int PRIMARY KEY, v int); CREATE TABLE public.c (bark text) INHERITS (public.p); \
+         CREATE TABLE public.r (id int, owner text); ALTER TABLE public.r ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY r_own ON public.r USING (owner = current_user)",
+    );
+
+    // When applied with the policies compared
+    let apply = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--policies",
+        "--max-risk",
+        "medium",
+        "--yes",
+    ]);
+
+    // Then the child declares only its own column, security comes on after
+    // the policy (low: a new table), and the schemas are equal
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let plan = &apply.stdout;
+    assert!(
+        plan.contains("CREATE TABLE public.c (bark text) INHERITS (public.p);"),
+        "{plan}"
+    );
+    let (policy, security) = (
+        plan.find("CREATE POLICY r_own ON public.r").unwrap(),
+        plan.find("ALTER TABLE public.r ENABLE ROW LEVEL SECURITY")
+            .unwrap(),
+    );
+    assert!(policy < security, "{plan}");
+    assert!(plan.contains("] low row-security:"), "{plan}");
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst, "--policies"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_equal_schemas(&db);
+}

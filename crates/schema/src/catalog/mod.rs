@@ -40,6 +40,9 @@ pub struct Column {
     pub identity: Option<char>,
     /// The expression of a `GENERATED ALWAYS AS (...) STORED` column.
     pub generated: Option<String>,
+    /// Declared on this table (`attislocal`); false: only inherited from a
+    /// parent, so a created child leaves it to `INHERITS`.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -439,6 +442,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
             default: r.get(4),
             identity: r.get::<_, Option<String>>(5).and_then(|s| s.chars().next()),
             generated: r.get(6),
+            local: r.get(7),
         });
     }
     for r in client

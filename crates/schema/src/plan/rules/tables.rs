@@ -67,6 +67,10 @@ impl Rules<'_> {
                         }
                     }
                 }
+                // Row-level security of the new table, once its policies are in.
+                if t.row_security.is_some() {
+                    self.row_security(&n, None, t.row_security);
+                }
             }
             Change::Removed => {
                 let t = &self.to.tables[&n];
@@ -129,46 +133,7 @@ impl Rules<'_> {
                     }
                 }
                 if want.row_security != have.row_security {
-                    let mut sql = Vec::new();
-                    match (have.row_security, want.row_security) {
-                        (_, None) => {
-                            sql.push(format!("ALTER TABLE {n} DISABLE ROW LEVEL SECURITY"))
-                        }
-                        (None, Some(_)) => {
-                            sql.push(format!("ALTER TABLE {n} ENABLE ROW LEVEL SECURITY"))
-                        }
-                        _ => {}
-                    }
-                    match want.row_security {
-                        Some(true) => sql.push(format!("ALTER TABLE {n} FORCE ROW LEVEL SECURITY")),
-                        Some(false) if have.row_security == Some(true) => {
-                            sql.push(format!("ALTER TABLE {n} NO FORCE ROW LEVEL SECURITY"))
-                        }
-                        _ => {}
-                    }
-                    let on = want.row_security.is_some();
-                    // After the policies are in place (or before they go).
-                    let needs: Vec<Key> = self
-                        .from
-                        .policies
-                        .iter()
-                        .filter(|(_, p)| p.table == n)
-                        .map(|(k, _)| Key::new(Kind::Policy, k))
-                        .collect();
-                    // Keyed apart from the table: its policies need the
-                    // table, and it needs them.
-                    let rls = Difference {
-                        key: Key::new(Kind::Policy, &n),
-                        change: Change::Changed,
-                        detail: vec![],
-                    };
-                    let s = self.push(&rls, sql.join("; "), "row-security", Risk::High);
-                    s.reasons.push(match on {
-                        true => "from now on roles other than the owner see only the rows a policy lets them (none where no policy applies)".to_string(),
-                        false => "from now on every role with a grant sees every row".to_string(),
-                    });
-                    s.needs = needs;
-                    self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+                    self.row_security(&n, have.row_security, want.row_security);
                 }
                 if want.partitioned_by != have.partitioned_by {
                     let sql = format!("-- {n}: partitioning cannot change in place");
@@ -179,6 +144,53 @@ impl Rules<'_> {
                     ));
                 }
             }
+        }
+    }
+
+    /// Row-level security turned on, forced, or off on table `n`, after
+    /// its policies are in place (or before they go).
+    fn row_security(&mut self, n: &str, have: Option<bool>, want: Option<bool>) {
+        let n = n.to_string();
+        let mut sql = Vec::new();
+        match (have, want) {
+            (_, None) => sql.push(format!("ALTER TABLE {n} DISABLE ROW LEVEL SECURITY")),
+            (None, Some(_)) => sql.push(format!("ALTER TABLE {n} ENABLE ROW LEVEL SECURITY")),
+            _ => {}
+        }
+        match want {
+            Some(true) => sql.push(format!("ALTER TABLE {n} FORCE ROW LEVEL SECURITY")),
+            Some(false) if have == Some(true) => {
+                sql.push(format!("ALTER TABLE {n} NO FORCE ROW LEVEL SECURITY"))
+            }
+            _ => {}
+        }
+        let on = want.is_some();
+        // After the policies are in place (or before they go).
+        let needs: Vec<Key> = self
+            .from
+            .policies
+            .iter()
+            .filter(|(_, p)| p.table == n)
+            .map(|(k, _)| Key::new(Kind::Policy, k))
+            .collect();
+        // Keyed apart from the table: its policies need the
+        // table, and it needs them.
+        let rls = Difference {
+            key: Key::new(Kind::Policy, &n),
+            change: Change::Changed,
+            detail: vec![],
+        };
+        let s = self.push(&rls, sql.join("; "), "row-security", Risk::High);
+        s.reasons.push(match on {
+                true => "from now on roles other than the owner see only the rows a policy lets them (none where no policy applies)".to_string(),
+                false => "from now on every role with a grant sees every row".to_string(),
+            });
+        s.needs = needs;
+        self.on_table_last(&n, Lock::AccessExclusive, Effect::Brief);
+        if self.added_table(&n) {
+            let s = self.out.last_mut().expect("pushed");
+            s.risk = Risk::Low;
+            s.reasons.push("a new table: no one reads it yet".into());
         }
     }
 
@@ -660,7 +672,13 @@ pub(super) fn create_table(t: &Table) -> (String, Vec<Key>) {
         }
         return (sql, needs);
     }
-    let mut parts: Vec<String> = t.columns.iter().map(column_def).collect();
+    // A child declares only its own columns: the rest come by INHERITS.
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| c.local || t.inherits.is_empty())
+        .map(column_def)
+        .collect();
     parts.extend(cons);
     let mut sql = format!(
         "CREATE {}TABLE {n} ({})",
