@@ -8,8 +8,6 @@ mod objects;
 mod tables;
 mod types;
 
-use objects::*;
-
 use super::super::rename::Rename;
 use super::super::{Key, Kind, Risk};
 use super::{Effect, Lock, Options, Step, Work};

@@ -253,3 +253,93 @@ pub(super) fn drop_view(v: &View) -> String {
         false => format!("DROP VIEW {}", v.name),
     }
 }
+
+impl Rules<'_> {
+    /// A view on a table whose column changes type must be dropped first
+    /// and made again after (PostgreSQL refuses the change otherwise); the
+    /// views listed as changed are made again by [`Rules::view`].
+    pub(super) fn recreate_views_on(&mut self, table: &str) {
+        for v in views_over(self.to, vec![table.to_string()]) {
+            let listed = self
+                .diffs
+                .iter()
+                .any(|d| d.key.kind == Kind::View && d.key.name == v);
+            let already = self
+                .out
+                .iter()
+                .any(|s| s.key.kind == Kind::View && s.key.name == v);
+            if listed || already {
+                continue;
+            }
+            let d = Difference {
+                key: Key::new(Kind::View, &v),
+                change: Change::Changed,
+                detail: vec![],
+            };
+            let have = self.to.views[&v].clone();
+            let s = self.push(&d, drop_view(&have), "view-recreate", Risk::Medium);
+            s.drop_phase = true;
+            s.reasons.push(format!(
+                "{table} changes a column type under it: dropped and made again"
+            ));
+            if let Some(want) = self.from.views.get(&v).cloned() {
+                let s = self.push(&d, create_view(&want), "view-recreate", Risk::Medium);
+                s.reasons.push("made again after the type change".into());
+                self.view_members_again(&v);
+            }
+        }
+    }
+
+    /// What a view dropped and made again loses with it, made again as
+    /// FROM has it: a materialized view's indexes, comments (the view's and
+    /// its columns'), grants; each after the view.
+    fn view_members_again(&mut self, view: &str) {
+        let added = |kind, name: &String| Difference {
+            key: Key::new(kind, name),
+            change: Change::Added,
+            detail: vec![],
+        };
+        let first = self.out.len();
+        let indexes: Vec<String> = self
+            .from
+            .indexes
+            .iter()
+            .filter(|(_, i)| i.table == view)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &indexes {
+            self.index(&added(Kind::Index, k));
+        }
+        let comments: Vec<String> = self
+            .from
+            .comments
+            .keys()
+            .filter(|k| {
+                *k == &format!("VIEW {view}")
+                    || *k == &format!("MATERIALIZED VIEW {view}")
+                    || k.starts_with(&format!("COLUMN {view}."))
+            })
+            .cloned()
+            .collect();
+        for k in &comments {
+            self.comment(&added(Kind::Comment, k));
+        }
+        let grants: Vec<String> = self
+            .from
+            .grants
+            .keys()
+            .filter(|k| {
+                k.starts_with(&format!("TABLE {view} TO "))
+                    || k.starts_with(&format!("TABLE {view} FROM "))
+            })
+            .cloned()
+            .collect();
+        for k in &grants {
+            self.grant(&added(Kind::Grant, k));
+        }
+        for s in &mut self.out[first..] {
+            s.needs.push(Key::new(Kind::View, view));
+            s.reasons.push(format!("{view} is made again without it"));
+        }
+    }
+}
