@@ -136,7 +136,9 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
             .next()
             .unwrap_or("");
         anyhow::ensure!(
-            !authority.split('@').next().unwrap_or("").contains(':') || !authority.contains('@'),
+            !authority
+                .split_once('@')
+                .is_some_and(|(user, _)| user.contains(':')),
             "etl copy: {} holds a password, which the pipeline file would keep; give it in ~/.pgpass or PGPASSWORD instead",
             url.split('@').next_back().unwrap_or("")
         );

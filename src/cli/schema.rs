@@ -301,9 +301,6 @@ async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), S
         async move {
             let client = pool.get().await?;
             plan.check(&client).await?;
-            if plan.steps.iter().any(|s| !s.work.is_empty()) {
-                plan.estimate(Pace::measure(&client).await?);
-            }
             Ok(plan)
         }
     })
@@ -328,7 +325,17 @@ fn plan(
     output: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<Outcome> {
-    let (c, plan) = crate::pg::block_on(make_plan(pair, grading))?;
+    let (c, mut plan) = crate::pg::block_on(make_plan(pair, grading))?;
+    // The estimates are the plan's alone: apply does not write a sample
+    // table on the target it is about to change.
+    if plan.steps.iter().any(|s| !s.work.is_empty()) {
+        let pool = &c.pool;
+        let pace =
+            crate::pg::block_on(read_with("measuring the target's pace failed", || async {
+                Pace::measure(&*pool.get().await?).await
+            }))?;
+        plan.estimate(pace);
+    }
     let text = match json {
         true => serde_json::to_string_pretty(&plan.steps)? + "\n",
         false => plan.to_sql(&header(&c, "plan")),
