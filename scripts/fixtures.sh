@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prints the folder of the third-party sample files the tests read (Access
-# databases, a CP949 text and its UTF-8 twin: public, but not ours to put
-# in this repository; fixtures/README.md in ../shared lists them):
+# databases: public, but not ours to put in this repository;
+# fixtures/README.md in ../shared lists them). The Korean text the tests
+# need they make themselves (tests/integration/support/korean.rs, its CP949
+# bytes by Python's codec):
 #
 #   1. $ETL_FIXTURES, when set;
 #   2. else ../shared/fixtures beside the checkout ($ETL_FIXTURES_SHARED);
@@ -20,9 +22,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # path in the folder | repository/commit/path under the source | sha256
 FILES="access/nwind.mdb mdbtools/mdbtestdata/5ebf2d685ec628df72f4774b78abee96a866b837/data/nwind.mdb 4682dfc91be526e6508948cc53adf5c63d70fdf7f2cc1f1403ee76b66ac914b2
 access/ASampleDatabase.accdb mdbtools/mdbtestdata/5ebf2d685ec628df72f4774b78abee96a866b837/data/ASampleDatabase.accdb 3ee857f318f953758970e2981ba6435d0240212365d1f2110ccd571d6db6a9fb
-access/Northwind.accdb Yog964/Data_Migration_From_MAccess_To_Mysql/6eb84217b14bc6d6c31d901133054f22193e7d61/Northwind.accdb 4b19f0c079f673f90965f7e5af3cb13445dcb3a3558ac510fe9f45caf5a50fbc
-cp949/cp949.txt python/cpython/651e1a2e63001dfe1d2b3c4b8bdbd5b908b85aa9/Lib/test/cjkencodings/cp949.txt c9aef9d40b86c56d54db8d1c6b229322d74b3f761c31809dd8a76cb9d1a98008
-cp949/cp949-utf8.txt python/cpython/651e1a2e63001dfe1d2b3c4b8bdbd5b908b85aa9/Lib/test/cjkencodings/cp949-utf8.txt 175e984c0c7bd073f037b0aaa6df4d8aadacb6f1b8898484a567b5e70f5a5837"
+access/Northwind.accdb Yog964/Data_Migration_From_MAccess_To_Mysql/6eb84217b14bc6d6c31d901133054f22193e7d61/Northwind.accdb 4b19f0c079f673f90965f7e5af3cb13445dcb3a3558ac510fe9f45caf5a50fbc"
 
 # Whether every file is in folder $1 with its sum.
 complete() {
@@ -59,7 +59,7 @@ while read -r name url sum; do
   tmp="$cache/$name.part"
   if ! curl -fsL --retry 2 --connect-timeout 10 -o "$tmp" "$source/$url"; then
     rm -f "$tmp"
-    echo "fixtures.sh: cannot fetch $source/$url (no network?); set ETL_FIXTURES to a folder holding the shared samples (access/, cp949/), or put them at $shared" >&2
+    echo "fixtures.sh: cannot fetch $source/$url (no network?); set ETL_FIXTURES to a folder holding the shared samples (access/), or put them at $shared" >&2
     exit 1
   fi
   got=$(sha256sum "$tmp" | cut -d' ' -f1)

@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use crate::odbc::fixtures;
-use crate::support::{fingerprint, psql, spawn_etl, wait_for_line, TestDb};
+use crate::support::{cp949, fingerprint, korean_text, psql, spawn_etl, wait_for_line, TestDb};
 
 fn pipeline(db: &TestDb, source_extra: &str, chunks_extra: &str) -> String {
     let text = format!(
@@ -49,13 +48,11 @@ fn psql_copy(db: &TestDb, like: &str, table: &str, file: &Path, options: &str) {
 
 #[test]
 fn a_cp949_export_loads_exactly_as_psql_copy_loads_it() {
-    let fixtures = fixtures();
     // Given a CP949 file with Korean headers, quoted commas and newlines,
     // quoted empty strings beside unquoted empty fields, codes with
     // leading zeros and values with spaces around them
     let db = TestDb::new("csv_cp949");
-    let korean = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
-    let lines: Vec<&str> = korean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = korean_text().lines().collect();
     let mut text = String::from("번호,이름,우편번호,금액,메모,등록일\n");
     for (i, line) in lines.iter().enumerate() {
         let memo = format!("{line}, {}\n{line}", i);
@@ -76,9 +73,7 @@ fn a_cp949_export_loads_exactly_as_psql_copy_loads_it() {
             i % 28 + 1
         ));
     }
-    let (bytes, _, unmappable) = encoding_rs::EUC_KR.encode(&text);
-    assert!(!unmappable, "the fixture's text is all in CP949");
-    let file = write(&db, "orders.csv", &bytes);
+    let file = write(&db, "orders.csv", &cp949(&text));
     let p = pipeline(&db, "encoding = \"cp949\"", "");
 
     // When etl plans and loads it, and psql \copy loads it too
@@ -198,13 +193,11 @@ fn bad_lines_fail_their_range_or_go_to_the_reject_file() {
 
 #[test]
 fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
-    let fixtures = fixtures();
     // Given two CP949 exports of different shapes in one folder: people
     // with amounts, and codes (leading zeros) with notes holding commas,
     // quotes and newlines, dates and counts
     let db = TestDb::new("csv_folder");
-    let korean = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
-    let lines: Vec<&str> = korean.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = korean_text().lines().collect();
     let mut people = String::from("번호,이름,금액\n");
     let mut codes = String::from("코드,설명,등록일,수량\n");
     for (i, line) in lines.iter().enumerate() {
@@ -228,9 +221,10 @@ fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
     }
     let mut files = Vec::new();
     for (name, text) in [("people.csv", &people), ("codes.csv", &codes)] {
-        let (bytes, _, unmappable) = encoding_rs::EUC_KR.encode(text);
-        assert!(!unmappable, "the fixture's text is all in CP949");
-        files.push((name.trim_end_matches(".csv"), write(&db, name, &bytes)));
+        files.push((
+            name.trim_end_matches(".csv"),
+            write(&db, name, &cp949(text)),
+        ));
     }
     let p = pipeline(&db, "encoding = \"cp949\"", "range_rows = 7");
 

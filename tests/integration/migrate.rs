@@ -773,10 +773,9 @@ fn a_reader_process_that_dies_fails_only_its_range_and_rerun_loads_it() {
 
 #[test]
 fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
-    let fixtures = fixtures();
-    // Given the known Korean text in a PostgreSQL source read through the
-    // ANSI driver as UHC
-    let utf8 = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
+    // Given Korean text in a PostgreSQL source read through the ANSI
+    // driver as UHC
+    let utf8 = crate::support::korean_text();
     let db = TestDb::new("odbc_cp949_run");
     psql(
         &db.src,
@@ -797,7 +796,7 @@ fn cp949_text_loads_byte_exact_from_psqlodbc_into_a_table() {
     // When run
     let out = db.etl(&["run", pipeline.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
-    // Then the target's text equals the UTF-8 twin, line for line
+    // Then the target's text equals the UTF-8 text, line for line
     assert_eq!(
         psql(
             &db.dst,

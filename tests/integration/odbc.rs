@@ -19,8 +19,8 @@ pub fn fixtures() -> PathBuf {
         None => repo().join("../shared/fixtures"),
     };
     assert!(
-        dir.join("cp949/cp949-utf8.txt").exists() && dir.join("access").is_dir(),
-        "the shared sample files are not at {dir:?}: set ETL_FIXTURES to the folder holding cp949/ and access/"
+        dir.join("access").is_dir(),
+        "the shared sample files are not at {dir:?}: set ETL_FIXTURES to the folder holding access/ (scripts/fixtures.sh fetches it)"
     );
     dir
 }
@@ -64,13 +64,12 @@ pub fn psqlodbc_uhc(url: &str) -> String {
 
 #[test]
 fn cp949_text_round_trips_byte_exact_through_psqlodbc_with_uhc() {
-    let fixtures = fixtures();
-    // Given the known Korean text (with 똠 and 펲, which EUC-KR lacks) in PostgreSQL
-    let utf8 = std::fs::read_to_string(fixtures.join("cp949/cp949-utf8.txt")).unwrap();
-    let cp949 = std::fs::read(fixtures.join("cp949/cp949.txt")).unwrap();
+    // Given Korean text (with 똠 and 펲, which EUC-KR lacks) in PostgreSQL,
+    // whose CP949 bytes by Python's codec are those of etl's encoder
+    let utf8 = crate::support::korean_text();
     assert!(utf8.contains('똠') && utf8.contains('펲'));
-    let (encoded, _, _) = encoding_rs::EUC_KR.encode(&utf8);
-    assert_eq!(&encoded[..], &cp949[..], "the twins are the same text");
+    let (encoded, _, _) = encoding_rs::EUC_KR.encode(utf8);
+    assert_eq!(&encoded[..], &crate::support::cp949(utf8)[..]);
     let db = TestDb::new("odbc_cp949");
     psql(
         &db.src,
@@ -85,7 +84,7 @@ fn cp949_text_round_trips_byte_exact_through_psqlodbc_with_uhc() {
     // When read through the ANSI driver as CP949
     let batches = read_all(&connection, query, OdbcOptions::new("cp949").unwrap()).unwrap();
 
-    // Then every line equals the UTF-8 twin, byte for byte
+    // Then every line equals the UTF-8 text, byte for byte
     let lines: Vec<Option<String>> = utf8.split('\n').map(|l| Some(l.to_string())).collect();
     assert_eq!(texts(&batches, 1), lines);
 

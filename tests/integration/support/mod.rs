@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+mod korean;
+pub use korean::{cp949, korean_text};
+
 /// The server's base URL, without a database: `postgresql://etl@127.0.0.1:PORT`.
 fn server() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
