@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
 rows=$((ships * channels * minutes))
 
-scripts/install-deps.sh
+scripts/install-deps.sh --tests
 cargo build --release --locked -q
 etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl
 

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# Installs what etl's build, tests, demo and benchmarks need on Debian:
-# PostgreSQL 15, unixODBC with its drivers (psqlODBC, SQLite3, MDBTools,
-# FreeTDS), mold for fast links, openssl for the test server's certificates,
-# chromium for the test that renders `etl status --html`; pyarrow from PyPI
-# for the tests' independent Parquet reader. Skips what is already there.
+# Installs what etl needs on Debian, skipping what is already there.
+#
+#   scripts/install-deps.sh          the build and the main job (scripts/demo.sh):
+#                                    gcc for the crates that build C, unixODBC's
+#                                    library and headers (odbc-api links libodbc),
+#                                    mold (the linker .cargo/config.toml names),
+#                                    PostgreSQL 15 for the throwaway server,
+#                                    openssl for its certificates
+#   scripts/install-deps.sh --tests  and what the tests and benchmarks need: the
+#                                    ODBC drivers (psqlODBC, SQLite3, MDBTools,
+#                                    FreeTDS), sqlite3, mdbtools, python3 (CP949
+#                                    bytes by its codec), bc, chromium for the
+#                                    test that renders `etl status --html`, and
+#                                    pyarrow from PyPI, the tests' independent
+#                                    Parquet reader
 set -euo pipefail
 
-packages=(postgresql-15 postgresql-client-15 unixodbc unixodbc-dev odbc-postgresql libsqliteodbc
-          odbc-mdbtools mdbtools tdsodbc mold sqlite3 python3 bc openssl chromium)
+packages=(gcc libc6-dev unixodbc unixodbc-dev mold postgresql-15 postgresql-client-15 openssl)
+tests=0
+case "${1:-}" in
+  "") ;;
+  --tests) tests=1
+    packages+=(odbc-postgresql libsqliteodbc odbc-mdbtools mdbtools tdsodbc sqlite3 python3 python3-pip bc chromium) ;;
+  *) echo "install-deps: unknown argument $1 (none, or --tests)" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,8 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# pyarrow: the independent Parquet reader the tests check etl's files with.
-if ! python3 -c "import pyarrow" 2>/dev/null; then
+if [ $tests = 1 ] && ! python3 -c "import pyarrow" 2>/dev/null; then
   echo "install-deps: installing pyarrow (pip)" >&2
   python3 -m pip install --quiet --root-user-action=ignore pyarrow || python3 -m pip install --quiet --user pyarrow
 fi

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh --tests
 
 # The third-party samples the tests read: ETL_FIXTURES, ../shared/fixtures,
 # or fetched (pinned, sha256-checked) into a cache; else stop here, saying

@@ -94,13 +94,18 @@ fn a_table_without_a_time_column_exports_whole_equal_to_psql_copy() {
 fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
     // Given a table of the types the CSV sink cannot write from record
     // batches (bytea, arrays, intervals, uuid; with enums and json, a user
-    // type and text), Korean text and odd values. (Ranges the source
-    // refuses, naming `::text`, which prints them as COPY does.)
+    // type and text), of the types etl carries in no Arrow type (ranges,
+    // geometric and network types, money, xml, bit strings, a composite, an
+    // array of ranges: read as their text), and
+    // Korean text and odd values
     let db = TestDb::new("csv_every_type");
     let ddl = "CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy'); \
+         CREATE TYPE public.pair AS (a int, b text); \
          CREATE TABLE public.things (id int PRIMARY KEY, raw bytea, tags text[], nums int[], took interval, \
            doc json, docb jsonb, uid uuid, mood public.mood, \
-           amount numeric, f float8, d date, name text)";
+           amount numeric, f float8, d date, name text, \
+           span int4range, during tstzrange, at point, area box, net inet, mac macaddr, cost money, \
+           x xml, bits varbit, pair public.pair, spans int4range[])";
     psql(&db.src, ddl);
     psql(
         &db.src,
@@ -109,7 +114,12 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
            json_build_object('k', i, 's', E'line\\n' || i), jsonb_build_object('z', i), md5(i::text)::uuid, \
            (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::public.mood, i * 1.000001, \
            CASE i % 50 WHEN 0 THEN 'NaN'::float8 WHEN 1 THEN '-Infinity' ELSE i / 3.0 END, \
-           CASE WHEN i = 7 THEN 'infinity'::date ELSE '2025-01-01'::date + i END, '한국어 ' || i \
+           CASE WHEN i = 7 THEN 'infinity'::date ELSE '2025-01-01'::date + i END, '한국어 ' || i, \
+           int4range(i, i + i % 7), tstzrange('2025-01-01'::timestamptz + i * interval '1 h', NULL), \
+           point(i, -i / 3.0), box(point(0, 0), point(i, i)), ('10.0.' || i % 256 || '.1/24')::inet, \
+           ('08:00:2b:01:02:' || lpad(to_hex(i % 256), 2, '0'))::macaddr, (i * 1.25)::money, \
+           xmlelement(name r, xmlattributes(i AS n), '한 \"' || i || '\"'), (i % 64)::bit(6)::varbit, \
+           ROW(i, 'b,\"' || i)::public.pair, ARRAY[int4range(1, i), 'empty'] \
          FROM generate_series(1, 500) i; \
          INSERT INTO public.things (id) VALUES (501)",
     );
@@ -127,10 +137,23 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
         "korean",
         "path = \"out/things-cp949.csv\"\nencoding = \"cp949\"\ndelimiter = \";\"\nnull = \"\\\\N\"",
     );
+    let parquet = db.pipeline(
+        "parquet.toml",
+        "name = \"parquet\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\n\
+         query = \"SELECT id, span, during, at, net, pair, spans FROM public.things\"\n\
+         [[sinks]]\ntype = \"parquet\"\npath = \"out/things.parquet\"\n",
+    );
+    let into_postgres = db.pipeline(
+        "pg.toml",
+        "name = \"pg\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"public.things\"\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"${ETL_DST_URL}\"\ntable = \"public.copied\"\ncreate_table = true\n",
+    );
 
     // When both are planned and run
     let plan = db.etl(&["plan", plain.to_str().unwrap()]);
-    let runs = [plain.clone(), korean.clone()].map(|p| db.etl(&["run", p.to_str().unwrap()]));
+    let runs =
+        [plain.clone(), korean.clone(), parquet].map(|p| db.etl(&["run", p.to_str().unwrap()]));
+    let refused = db.etl(&["run", into_postgres.to_str().unwrap()]);
 
     // Then each file equals psql's \copy with the same options byte for byte
     assert_eq!(plan.code, 0, "{plan:?}");
@@ -164,6 +187,39 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
     );
     let (text, _, bad) = encoding_rs::EUC_KR.decode(&korean_file);
     assert!(!bad && text.contains("한국어 500"), "CP949 text");
+    // And the Parquet file holds the uncarried columns as their text
+    let (schema, batches) = crate::parquet::parquet_rows(&db.dir.path().join("out/things.parquet"));
+    assert_eq!(
+        schema.field_with_name("span").unwrap().data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 501);
+    let spans: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("span").unwrap();
+            let strings = column
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            strings
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(spans.iter().any(|v| v == "[10,13)"), "{spans:?}");
+    // And into a PostgreSQL sink they are refused, naming the column and the cast
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("column \"span\" (index 13) is of type int4range, which etl cannot carry")
+            && refused.stderr.contains("SELECT \"span\"::text"),
+        "{refused:?}"
+    );
     let verify = db.etl(&["verify", plain.to_str().unwrap()]);
     assert_eq!(verify.code, 2, "{verify:?}");
     assert!(

@@ -45,7 +45,7 @@ fn run_staging(db: &TestDb, args: &[&str]) -> crate::support::Output {
     )
 }
 
-fn parquet_rows(path: &Path) -> (arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>) {
+pub fn parquet_rows(path: &Path) -> (arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>) {
     let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let schema = reader.schema().clone();

@@ -230,12 +230,14 @@ pub async fn build(
             relation,
             batch_rows,
             batch_bytes,
+            uncarried_as_text,
         } => Ok(Arc::new(
             postgres::PostgresSource::build(
                 endpoint,
                 relation,
                 *batch_rows,
                 *batch_bytes,
+                *uncarried_as_text,
                 chunking,
             )
             .await?,

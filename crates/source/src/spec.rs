@@ -19,6 +19,11 @@ pub enum ValidatedSource {
         relation: Relation,
         batch_rows: usize,
         batch_bytes: usize,
+        /// Columns of types etl cannot carry in Arrow (ranges, geometric
+        /// types, ...) are read as their text (`::text`): set when every
+        /// sink is a file, which writes them as text; a PostgreSQL sink
+        /// would need the type itself, so there they are refused.
+        uncarried_as_text: bool,
     },
     Parquet {
         pattern: String,

@@ -133,6 +133,21 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
                 });
                 ValidatedSource::Csv(spec)
             }
+            ValidatedSource::Postgres {
+                endpoint,
+                relation,
+                batch_rows,
+                batch_bytes,
+                ..
+            } => ValidatedSource::Postgres {
+                endpoint,
+                relation,
+                batch_rows,
+                batch_bytes,
+                uncarried_as_text: !sinks
+                    .iter()
+                    .any(|s| matches!(s, ValidatedSink::Postgres(_))),
+            },
             other => other,
         },
         chunks: Chunking {

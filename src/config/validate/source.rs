@@ -98,6 +98,7 @@ fn postgres(
             relation,
             batch_rows: s.batch_rows,
             batch_bytes: s.batch_bytes,
+            uncarried_as_text: false,
         })
 }
 

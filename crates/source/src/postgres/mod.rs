@@ -54,6 +54,9 @@ pub struct PostgresSource {
     pool: Arc<Pool>,
     /// `schema.table`, or `(query) AS src`.
     from: String,
+    /// What a chunk selects from `from`: `*`, or the columns with those
+    /// of types etl cannot carry cast to text.
+    select: String,
     schema: SchemaRef,
     types: Vec<PgType>,
     primary_key: Vec<String>,
@@ -80,6 +83,7 @@ impl PostgresSource {
         relation: &Relation,
         batch_rows: usize,
         batch_bytes: usize,
+        uncarried_as_text: bool,
         chunking: &Chunking,
     ) -> Result<Self, EtlError> {
         let pool = Pool::new(endpoint.clone(), "etl source");
@@ -103,16 +107,25 @@ impl PostgresSource {
         let mut problems = Vec::new();
         let mut ddl_oids = Vec::new();
         let mut ddl_typmods = Vec::new();
+        let mut as_text = Vec::new();
         for (index, column) in statement.columns().iter().enumerate() {
             let info = type_info(column.type_(), column.type_modifier());
-            oids.push(info.oid);
             match PgType::from_type_info(&info) {
                 Ok(t) => {
+                    oids.push(info.oid);
                     fields.push(t.arrow_field(column.name()));
                     types.push(t);
                     let (oid, typmod) = ddl_type(column.type_(), column.type_modifier());
                     ddl_oids.push(oid);
                     ddl_typmods.push(typmod);
+                }
+                Err(_) if uncarried_as_text => {
+                    as_text.push(index);
+                    oids.push(Type::TEXT.oid());
+                    fields.push(PgType::Text.arrow_field(column.name()));
+                    types.push(PgType::Text);
+                    ddl_oids.push(Type::TEXT.oid());
+                    ddl_typmods.push(-1);
                 }
                 Err(e) => problems.push(format!(
                     "column {:?} (index {index}) is of type {}, which etl cannot carry; cast it in `query`, for example SELECT {}::text",
@@ -137,6 +150,19 @@ impl PostgresSource {
                 problems.join("\n  ")
             )));
         }
+        let select = match as_text.is_empty() {
+            true => "*".to_string(),
+            false => statement
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| match as_text.contains(&i) {
+                    true => format!("{0}::text AS {0}", ident(c.name())),
+                    false => ident(c.name()),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
 
         // The type names a created target table should use: `numeric(12,2)`,
         // `character varying(20)`, `jsonb`; enums become text (the target
@@ -249,6 +275,7 @@ impl PostgresSource {
             indexed,
             pool,
             from,
+            select,
             schema,
             types,
             primary_key,
@@ -288,7 +315,8 @@ impl PostgresSource {
     pub fn copy_statement(&self, chunk: &Chunk, csv: Option<&crate::CsvCopy>) -> String {
         let options = csv.map_or_else(|| "FORMAT binary".to_string(), |c| c.options());
         format!(
-            "COPY (SELECT * FROM {} WHERE {}) TO STDOUT ({options})",
+            "COPY (SELECT {} FROM {} WHERE {}) TO STDOUT ({options})",
+            self.select,
             self.from,
             self.filter(chunk)
         )
@@ -595,7 +623,10 @@ impl SqlRows for PostgresSource {
             Some(chunk) => self.filter(chunk),
             None => "true".to_string(),
         };
-        let relation = format!("(SELECT * FROM {} WHERE {filter}) AS rows", self.from);
+        let relation = format!(
+            "(SELECT {} FROM {} WHERE {filter}) AS rows",
+            self.select, self.from
+        );
         let query = sql(&relation);
         let client = self.pool.get().await?;
         let rows = client
