@@ -183,6 +183,9 @@ struct Compared {
     have: Catalog,
     diffs: Vec<Difference>,
     renames: Vec<Rename>,
+    /// Objects of the kinds etl schema does not make match that differ
+    /// (`+ collation public.ko`).
+    unread: Vec<String>,
     read: catalog::Read,
     /// Sessions of TO.
     pool: std::sync::Arc<crate::pg::Pool>,
@@ -240,6 +243,7 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
             }),
         }
     }
+    let unread = catalog::unread::differences(&wanted.unread, &have.unread);
     Ok(Compared {
         from,
         to,
@@ -247,6 +251,7 @@ async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
         have,
         diffs,
         renames,
+        unread,
         read: pair.read(),
         pool,
     })
@@ -260,11 +265,12 @@ fn diff(pair: &Pair, json: bool) -> anyhow::Result<Outcome> {
             serde_json::json!({
                 "from": c.from.endpoint.to_string(),
                 "to": c.to.endpoint.to_string(),
-                "equal": c.diffs.is_empty(),
+                "equal": c.diffs.is_empty() && c.unread.is_empty(),
                 "differences": c.diffs,
+                "not_made_to_match": c.unread,
             })
         );
-    } else if c.diffs.is_empty() {
+    } else if c.diffs.is_empty() && c.unread.is_empty() {
         out!("{} matches {}", c.to.name, c.from.name);
     } else {
         for d in &c.diffs {
@@ -277,8 +283,19 @@ fn diff(pair: &Pair, json: bool) -> anyhow::Result<Outcome> {
             c.from.name,
             c.to.name
         );
+        if !c.unread.is_empty() {
+            out!(
+                "{} of the kinds etl schema does not make match ({}) differ{}; make them by hand:",
+                c.unread.len(),
+                catalog::unread::KINDS,
+                if c.unread.len() == 1 { "s" } else { "" }
+            );
+            for line in &c.unread {
+                out!("  {line}");
+            }
+        }
     }
-    Ok(match c.diffs.is_empty() {
+    Ok(match c.diffs.is_empty() && c.unread.is_empty() {
         true => Outcome::Success,
         false => Outcome::ChecksFailed,
     })
@@ -308,15 +325,31 @@ async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), S
     Ok((c, plan))
 }
 
+/// The plan's first comment lines: what is made to match what, when, and
+/// what is not made to match (each such object that differs named).
 fn header(c: &Compared, what: &str) -> String {
-    format!(
-        "etl schema {what}: make {} ({}) match {} ({}), {}",
+    let mut text = format!(
+        "etl schema {what}: make {} ({}) match {} ({}), {}\n-- not made to match: {}{}",
         c.to.name,
         c.to.endpoint,
         c.from.name,
         c.from.endpoint,
-        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    )
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+        catalog::unread::KINDS,
+        match (c.read.grants, c.read.policies) {
+            (true, true) => "",
+            (false, true) => ", grants (--grants compares them)",
+            (true, false) => ", row-level security (--policies compares it)",
+            (false, false) => ", grants and row-level security (--grants, --policies compare them)",
+        }
+    );
+    if !c.unread.is_empty() {
+        text.push_str("\n-- of which these differ (make them by hand):");
+        for line in &c.unread {
+            text.push_str(&format!("\n--   {line}"));
+        }
+    }
+    text
 }
 
 fn plan(

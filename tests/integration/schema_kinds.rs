@@ -268,3 +268,195 @@ fn new_tables_with_inheritance_children_and_row_security_are_made_whole() {
     assert_eq!(again.code, 0, "{again:?}");
     assert_equal_schemas(&db);
 }
+
+#[test]
+fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_never_skipped() {
+    // Given FROM with a collation, an aggregate, an operator with its
+    // class, and default privileges that TO lacks or defines otherwise,
+    // beside one table both have alike
+    let db = TestDb::new("schema_unread");
+    let common = "CREATE TABLE public.t (id int); \
+         CREATE FUNCTION public.add2(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b'; \
+         CREATE FUNCTION public.lt2(a int, b int) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT a < b'";
+    psql(
+        &db.src,
+        &format!(
+            "{common}; CREATE COLLATION public.c2 FROM \"C\"; \
+             CREATE AGGREGATE public.total(int) (sfunc = public.add2, stype = int, initcond = '0'); \
+             CREATE OPERATOR public.<<< (leftarg = int, rightarg = int, function = public.lt2); \
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC"
+        ),
+    );
+    psql(
+        &db.dst,
+        &format!(
+            "{common}; CREATE AGGREGATE public.total(int) (sfunc = public.add2, stype = int, initcond = '1')"
+        ),
+    );
+
+    // When diffed and planned
+    let diff = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+
+    // Then the diff does not say they match: it names each one, and what to do
+    assert_eq!(diff.code, 1, "{diff:?}");
+    for line in [
+        "0 differences (",
+        "4 of the kinds etl schema does not make match (collations, aggregates, operators and their classes and families, default privileges, owners) differ; make them by hand:",
+        "  + collation public.c2",
+        "  ~ aggregate public.total(integer)",
+        "  + operator public.<<<(integer,integer)",
+        "  + default privileges of ",
+    ] {
+        assert!(diff.stdout.contains(line), "{line}: {diff:?}");
+    }
+    assert!(!diff.stdout.contains("matches"), "{diff:?}");
+    // And the plan's header lists the kinds not made to match and each one that differs
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for line in [
+        "-- not made to match: collations, aggregates, operators and their classes and families, default privileges, owners, grants and row-level security (--grants, --policies compare them)",
+        "-- of which these differ (make them by hand):",
+        "--   + collation public.c2",
+        "--   ~ aggregate public.total(integer)",
+    ] {
+        assert!(plan.stdout.contains(line), "{line}: {plan:?}");
+    }
+}
+
+#[test]
+fn an_extension_update_runs_and_a_downgrade_is_said_as_such_before_anything_runs() {
+    // Given citext older on TO than on FROM (its update scripts reach the
+    // newer version), and hstore newer on TO than on FROM
+    let db = TestDb::new("schema_ext_versions");
+    psql(
+        &db.src,
+        "CREATE EXTENSION citext; CREATE EXTENSION hstore VERSION '1.4'",
+    );
+    psql(
+        &db.dst,
+        "CREATE EXTENSION citext VERSION '1.4'; CREATE EXTENSION hstore",
+    );
+    let version = |url: &str, ext: &str| {
+        psql(
+            url,
+            &format!("SELECT extversion FROM pg_extension WHERE extname = '{ext}'"),
+        )
+    };
+
+    // When planned and applied
+    let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
+    let refused = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "high",
+        "--yes",
+    ]);
+
+    // Then the downgrade is marked FAILS, saying why and what to do, and
+    // nothing runs
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains(&format!(
+            "-- FAILS: no update script on TO's server goes from hstore {} to 1.4 (a downgrade: PostgreSQL has none); it reaches no other version: install hstore 1.4's files there, or drop the extension",
+            version(&db.dst, "hstore")
+        )),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout.contains("ALTER EXTENSION citext UPDATE TO '"),
+        "{plan:?}"
+    );
+    assert_eq!(refused.code, 4, "{refused:?}");
+    assert_eq!(version(&db.dst, "citext"), "1.4");
+
+    // And with hstore made alike by hand, the update runs and the two are equal
+    psql(
+        &db.dst,
+        "DROP EXTENSION hstore; CREATE EXTENSION hstore VERSION '1.4'",
+    );
+    let apply = db.etl(&[
+        "schema",
+        "apply",
+        &db.src,
+        &db.dst,
+        "--max-risk",
+        "high",
+        "--yes",
+    ]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_eq!(version(&db.dst, "citext"), version(&db.src, "citext"));
+    let again = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
+#[test]
+fn a_trigger_on_a_view_is_made_with_the_view_and_again_when_the_view_is_made_again() {
+    // Given a view with an INSTEAD OF trigger on both sides, over a table
+    // whose column changes type on FROM, and a second view whose trigger
+    // only FROM has
+    let db = TestDb::new("schema_view_trigger");
+    let schema = |v_type: &str, extra: &str| {
+        format!(
+            "CREATE TABLE public.t (id int, v {v_type}); \
+             CREATE FUNCTION public.t_ins() RETURNS trigger LANGUAGE plpgsql AS \
+               'BEGIN INSERT INTO public.t VALUES (NEW.id, NEW.v); RETURN NEW; END'; \
+             CREATE VIEW public.w AS SELECT id, v FROM public.t; \
+             CREATE TRIGGER w_ins INSTEAD OF INSERT ON public.w FOR EACH ROW EXECUTE FUNCTION public.t_ins(); \
+             CREATE VIEW public.w2 AS SELECT id FROM public.t; {extra}"
+        )
+    };
+    psql(
+        &db.src,
+        &schema(
+            "bigint",
+            "CREATE TRIGGER w2_ins INSTEAD OF INSERT ON public.w2 FOR EACH ROW EXECUTE FUNCTION public.t_ins();",
+        ),
+    );
+    psql(&db.dst, &schema("int", ""));
+    psql(&db.dst, "INSERT INTO public.t VALUES (1, 1)");
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then both triggers are there, the schemas are equal, and an insert
+    // through the view goes through its trigger
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_equal_schemas(&db);
+    psql(&db.dst, "INSERT INTO public.w VALUES (2, 2)");
+    assert_eq!(psql(&db.dst, "SELECT count(*) FROM public.t"), "2");
+}
+
+#[test]
+fn a_table_replaced_by_a_view_of_its_name_takes_the_views_on_it_along() {
+    // Given TO with a table x.data that two views read (one on the other),
+    // and FROM where x.data is a view over a new table with those views
+    // on it unchanged
+    let db = TestDb::new("schema_table_to_view");
+    let views = "CREATE VIEW x.recent AS SELECT id, v FROM x.data WHERE id > 10; \
+                 CREATE VIEW x.recent_ids AS SELECT id FROM x.recent; \
+                 COMMENT ON VIEW x.recent IS 'the last ones'";
+    psql(
+        &db.src,
+        &format!(
+            "CREATE SCHEMA x; CREATE TABLE x.data_v2 (id int PRIMARY KEY, v text, extra int); \
+             CREATE VIEW x.data AS SELECT id, v FROM x.data_v2; {views}"
+        ),
+    );
+    psql(
+        &db.dst,
+        &format!(
+            "CREATE SCHEMA x; CREATE TABLE x.data (id int PRIMARY KEY, v text); \
+             INSERT INTO x.data SELECT g, 'v' || g FROM generate_series(1, 20) g; {views}"
+        ),
+    );
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then the views on it are dropped first and made again after, whole
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_equal_schemas(&db);
+}

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::Client;
 
 mod access;
+pub mod unread;
 
 use super::{Key, Kind, SchemaError};
 use access::{grants, policies};
@@ -185,6 +186,9 @@ pub struct Catalog {
     pub schemas: BTreeMap<String, ()>,
     /// name -> (schema, version)
     pub extensions: BTreeMap<String, (String, String)>,
+    /// name -> the versions its update scripts on this server reach from
+    /// the installed one.
+    pub extension_updates: BTreeMap<String, Vec<String>>,
     pub types: BTreeMap<String, TypeDef>,
     pub sequences: BTreeMap<String, Sequence>,
     pub tables: BTreeMap<String, Table>,
@@ -202,6 +206,9 @@ pub struct Catalog {
     pub policies: BTreeMap<String, Policy>,
     /// The object each one needs (from `pg_depend`), by key.
     pub depends: BTreeMap<Key, Vec<Key>>,
+    /// Objects of the kinds not made to match ([`unread::KINDS`]), by
+    /// name, with their definitions: a plan names those that differ.
+    pub unread: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -299,7 +306,10 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
     }
     for r in client
         .query(
-            "SELECT e.oid, quote_ident(e.extname), quote_ident(n.nspname), e.extversion FROM pg_extension e \
+            "SELECT e.oid, quote_ident(e.extname), quote_ident(n.nspname), e.extversion, \
+             ARRAY(SELECT u.target FROM pg_extension_update_paths(e.extname) u \
+               WHERE u.source = e.extversion AND u.path IS NOT NULL ORDER BY u.target) \
+             FROM pg_extension e \
              JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'",
             &[],
         )
@@ -308,7 +318,8 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
     {
         let name: String = r.get(1);
         oids.insert(("pg_extension", r.get(0)), Key::new(Kind::Extension, &name));
-        c.extensions.insert(name, (r.get(2), r.get(3)));
+        c.extensions.insert(name.clone(), (r.get(2), r.get(3)));
+        c.extension_updates.insert(name, r.get(4));
     }
 
     // Types: enums, domains, composites, ranges.
@@ -590,7 +601,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
             },
         );
     }
-    // Functions and procedures (aggregates are not compared).
+    // Functions and procedures (aggregates: unread.rs).
     for r in client
         .query(
             &format!(
@@ -672,6 +683,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
     if what.policies {
         policies(client, &mut c).await?;
     }
+    c.unread = unread::read(client).await?;
 
     // Dependencies between the objects above: a view on its tables, a
     // default on its sequence, a foreign key on the table it references.

@@ -292,7 +292,7 @@ impl Rules<'_> {
 
     /// What a view dropped and made again loses with it, made again as
     /// FROM has it: a materialized view's indexes, comments (the view's and
-    /// its columns'), grants; each after the view.
+    /// its columns'), grants, triggers; each after the view.
     fn view_members_again(&mut self, view: &str) {
         let added = |kind, name: &String| Difference {
             key: Key::new(kind, name),
@@ -336,6 +336,24 @@ impl Rules<'_> {
             .collect();
         for k in &grants {
             self.grant(&added(Kind::Grant, k));
+        }
+        // Its triggers (INSTEAD OF on a view), but those the diff lists:
+        // the trigger rule makes them already.
+        let triggers: Vec<String> = self
+            .from
+            .triggers
+            .iter()
+            .filter(|(k, t)| {
+                t.table == view
+                    && !self
+                        .diffs
+                        .iter()
+                        .any(|d| d.key.kind == Kind::Trigger && &d.key.name == *k)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &triggers {
+            self.trigger(&added(Kind::Trigger, k));
         }
         for s in &mut self.out[first..] {
             s.needs.push(Key::new(Kind::View, view));

@@ -73,6 +73,10 @@ impl Rules<'_> {
                 }
             }
             Change::Removed => {
+                // Views on it that FROM keeps (over what replaces it, a
+                // view of the same name say) are dropped first and made
+                // again after: DROP TABLE refuses while they stand.
+                self.recreate_views_on(&n);
                 let t = &self.to.tables[&n];
                 let parent = t.partition_of.clone();
                 let s = self.push(d, format!("DROP TABLE {n}"), "drop-table", Risk::VeryHigh);

@@ -37,10 +37,30 @@ impl Rules<'_> {
                         "ALTER EXTENSION {n} UPDATE TO {}",
                         etl_base::sql::literal(&version)
                     );
+                    let reachable = self
+                        .to
+                        .extension_updates
+                        .get(&n)
+                        .cloned()
+                        .unwrap_or_default();
                     let s = self.push(d, sql, "update-extension", Risk::Medium);
                     s.reasons.push(format!(
                         "runs the extension's update script {have_version} -> {version}"
                     ));
+                    if !reachable.contains(&version) {
+                        s.fails = Some(format!(
+                            "no update script on TO's server goes from {n} {have_version} to {version}{}; {}: \
+                             install {n} {version}'s files there, or drop the extension and create it at {version} (its objects and the columns of its types go with it)",
+                            match newer(&have_version, &version) {
+                                true => " (a downgrade: PostgreSQL has none)",
+                                false => "",
+                            },
+                            match reachable.is_empty() {
+                                true => "it reaches no other version".to_string(),
+                                false => format!("it reaches {}", reachable.join(", ")),
+                            }
+                        ));
+                    }
                 }
                 if schema != have_schema {
                     let sql = format!("ALTER EXTENSION {n} SET SCHEMA {schema}");
@@ -443,5 +463,29 @@ pub(super) fn create_type(n: &str, def: &TypeDef) -> (String, String) {
             format!("CREATE TYPE {n} AS RANGE (SUBTYPE = {subtype})"),
             format!("DROP TYPE {n}"),
         ),
+    }
+}
+
+/// Whether version `a` is after `b`, comparing the numbers of dotted
+/// versions (`1.10` after `1.9`); other text compares as text.
+fn newer(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|p| p.parse().ok()).collect() };
+    match (parts(a), parts(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => a > b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newer;
+
+    #[test]
+    fn versions_compare_by_their_numbers() {
+        assert!(newer("1.10", "1.9"));
+        assert!(newer("1.8", "1.4"));
+        assert!(!newer("1.4", "1.8"));
+        assert!(!newer("2.0", "2.0"));
+        assert!(newer("beta2", "beta1"));
     }
 }
