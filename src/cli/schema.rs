@@ -103,30 +103,70 @@ pub enum SchemaAction {
         /// Apply without asking.
         #[arg(long)]
         yes: bool,
-        /// Seconds each statement waits for its lock before trying again.
-        #[arg(long, default_value_t = 3.0)]
-        lock_timeout: f64,
-        /// Seconds a statement holding a lock that blocks reads or writes
-        /// may run.
-        #[arg(long, default_value_t = 10.0)]
-        statement_timeout: f64,
-        /// Tries of a statement that stays blocked, per pass.
-        #[arg(long, default_value_t = 5)]
-        retries: u32,
-        /// Passes over the statements skipped as blocked.
-        #[arg(long, default_value_t = 3)]
-        passes: u32,
-        /// Seconds between passes.
-        #[arg(long, default_value_t = 10.0)]
-        pass_delay: f64,
-        /// Where the migrate/skip/rollback files go.
-        #[arg(long, value_name = "DIR", default_value = "history")]
-        history: PathBuf,
+        #[command(flatten)]
+        running: Running,
         /// First pg_dump the tables that high and very-high statements
         /// touch into this folder.
         #[arg(long, value_name = "DIR")]
         backup: Option<PathBuf>,
     },
+    /// Run a rollback file that apply wrote (history/rollback.*.sql) on
+    /// TARGET, as apply runs a plan (lock timeouts, skips, history); what
+    /// no statement undoes is named before anything runs.
+    Rollback {
+        /// The rollback file.
+        file: PathBuf,
+        /// The database to run it on: a URL or a target's name.
+        target: String,
+        /// The targets file, as for apply.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Refuse a file with a statement graded above this.
+        #[arg(long, default_value = "high", value_parser = risk_parser())]
+        max_risk: Risk,
+        /// Run without asking.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        running: Running,
+    },
+}
+
+/// How statements run on the target, for apply and rollback.
+#[derive(Debug, Args)]
+pub struct Running {
+    /// Seconds each statement waits for its lock before trying again.
+    #[arg(long, default_value_t = 3.0)]
+    lock_timeout: f64,
+    /// Seconds a statement holding a lock that blocks reads or writes
+    /// may run.
+    #[arg(long, default_value_t = 10.0)]
+    statement_timeout: f64,
+    /// Tries of a statement that stays blocked, per pass.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Passes over the statements skipped as blocked.
+    #[arg(long, default_value_t = 3)]
+    passes: u32,
+    /// Seconds between passes.
+    #[arg(long, default_value_t = 10.0)]
+    pass_delay: f64,
+    /// Where the migrate/skip/rollback files go.
+    #[arg(long, value_name = "DIR", default_value = "history")]
+    history: PathBuf,
+}
+
+impl Running {
+    fn options(self) -> anyhow::Result<apply::Options> {
+        Ok(apply::Options {
+            lock_timeout: secs(self.lock_timeout, "--lock-timeout")?,
+            statement_timeout: secs(self.statement_timeout, "--statement-timeout")?,
+            retries: self.retries,
+            passes: self.passes,
+            pass_delay: secs(self.pass_delay, "--pass-delay")?,
+            history: self.history,
+        })
+    }
 }
 
 pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
@@ -144,22 +184,10 @@ pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
             max_risk,
             allow,
             yes,
-            lock_timeout,
-            statement_timeout,
-            retries,
-            passes,
-            pass_delay,
-            history,
+            running,
             backup,
         } => {
-            let options = apply::Options {
-                lock_timeout: secs(lock_timeout, "--lock-timeout")?,
-                statement_timeout: secs(statement_timeout, "--statement-timeout")?,
-                retries,
-                passes,
-                pass_delay: secs(pass_delay, "--pass-delay")?,
-                history,
-            };
+            let options = running.options()?;
             let gate = Gate {
                 max_risk,
                 allow,
@@ -168,6 +196,21 @@ pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
             };
             apply(&pair, &grading, &gate, &options)
         }
+        SchemaAction::Rollback {
+            file,
+            target,
+            config,
+            max_risk,
+            yes,
+            running,
+        } => rollback(
+            &file,
+            &target,
+            config.as_deref(),
+            max_risk,
+            yes,
+            &running.options()?,
+        ),
     }
 }
 
@@ -449,24 +492,8 @@ fn apply(
         );
         return Ok(Outcome::Refused);
     }
-    if !gate.yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "etl schema apply changes {}; confirm with --yes (stdin is not a terminal to ask on)",
-                c.to.name
-            );
-        }
-        eprint!(
-            "Apply {} statements to {}? Type yes: ",
-            plan.steps.len(),
-            c.to.name
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            eprintln!("etl: nothing applied");
-            return Ok(Outcome::Refused);
-        }
+    if !confirmed(gate.yes, "apply", plan.steps.len(), &c.to.name)? {
+        return Ok(Outcome::Refused);
     }
     if let Some(dir) = &gate.backup {
         backup(&c, &plan, dir)?;
@@ -478,32 +505,8 @@ fn apply(
         options,
         &header(&c, "apply"),
     ))?;
-    eprintln!(
-        "{} of {} statements applied; history: {}",
-        report.applied.len(),
-        plan.steps.len(),
-        report
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if let Some((n, why)) = &report.failed {
-        anyhow::bail!(
-            "statement [{n}] failed: {why}\nthe statements before it ran (see the history); fix the cause and run etl schema apply again"
-        );
-    }
-    if !report.skipped.is_empty() {
-        for (n, why) in &report.skipped {
-            eprintln!("  skipped [{n}]: {why}");
-        }
-        eprintln!(
-            "etl: {} statement{} skipped as blocked; run etl schema apply again once the sessions named are gone",
-            report.skipped.len(),
-            if report.skipped.len() == 1 { "" } else { "s" }
-        );
-        return Ok(Outcome::Blocked);
+    if let Some(outcome) = reported(&report, &plan, "apply")? {
+        return Ok(outcome);
     }
     // The result must match, and no index may be left INVALID.
     let (left, invalid) = crate::pg::block_on(async {
@@ -536,6 +539,127 @@ fn apply(
     eprintln!("{} now matches {}", c.to.name, c.from.name);
     let _ = &c.have;
     Ok(Outcome::Success)
+}
+
+/// Whether to go on: `--yes`, or "yes" typed at the terminal.
+fn confirmed(yes: bool, command: &str, statements: usize, target: &str) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "etl schema {command} changes {target}; confirm with --yes (stdin is not a terminal to ask on)"
+        );
+    }
+    eprint!("Run {statements} statements on {target}? Type yes: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        eprintln!("etl: nothing run");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// What ran, where its history is, and the outcome when not all ran: a
+/// failed statement is an error, statements skipped as blocked exit 5.
+fn reported(report: &apply::Report, plan: &Plan, command: &str) -> anyhow::Result<Option<Outcome>> {
+    eprintln!(
+        "{} of {} statements applied; history: {}",
+        report.applied.len(),
+        plan.steps.len(),
+        report
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some((n, why)) = &report.failed {
+        anyhow::bail!(
+            "statement [{n}] failed: {why}\nthe statements before it ran (see the history); fix the cause and run etl schema {command} again"
+        );
+    }
+    if !report.skipped.is_empty() {
+        for (n, why) in &report.skipped {
+            eprintln!("  skipped [{n}]: {why}");
+        }
+        eprintln!(
+            "etl: {} statement{} skipped as blocked; run etl schema {command} again once the sessions named are gone",
+            report.skipped.len(),
+            if report.skipped.len() == 1 { "" } else { "s" }
+        );
+        return Ok(Some(Outcome::Blocked));
+    }
+    Ok(None)
+}
+
+/// `etl schema rollback FILE TARGET`: the file read back as a plan, what it
+/// cannot undo named first, then run as apply runs a plan.
+fn rollback(
+    file: &Path,
+    target: &str,
+    config: Option<&Path>,
+    max_risk: Risk,
+    yes: bool,
+    options: &apply::Options,
+) -> anyhow::Result<Outcome> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let rollback = plan::Rollback::parse(&text, &file.display().to_string())?;
+    let target = targets::resolve(target, config)?;
+    let header = format!(
+        "etl schema rollback {} on {} ({}), {}",
+        file.display(),
+        target.name,
+        target.endpoint,
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    if !rollback.irreversible.is_empty() {
+        eprintln!(
+            "etl: {} statement{} of that apply no statement undoes; restore {} from a --backup or by hand:\n  {}",
+            rollback.irreversible.len(),
+            if rollback.irreversible.len() == 1 { "" } else { "s" },
+            match rollback.irreversible.len() {
+                1 => "it",
+                _ => "them",
+            },
+            rollback.irreversible.join("\n  ")
+        );
+    }
+    let plan = rollback.plan;
+    if plan.steps.is_empty() {
+        eprintln!("etl: nothing in {} to run", file.display());
+        return Ok(Outcome::NotAllDone);
+    }
+    out_raw!("{}", plan.to_sql(&header));
+    let above: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.risk > max_risk)
+        .map(|s| format!("[{}] {} {}", s.n, s.risk, s.reasons.join("; ")))
+        .collect();
+    if !above.is_empty() {
+        eprintln!(
+            "etl: refused: {} statement{} above --max-risk {max_risk}; nothing was run:\n  {}",
+            above.len(),
+            if above.len() == 1 { " is" } else { "s are" },
+            above.join("\n  ")
+        );
+        return Ok(Outcome::Refused);
+    }
+    if !confirmed(yes, "rollback", plan.steps.len(), &target.name)? {
+        return Ok(Outcome::Refused);
+    }
+    let pool = crate::pg::Pool::new(target.endpoint.clone(), "etl schema");
+    let report = crate::pg::block_on(apply::apply(&plan, &target, &pool, options, &header))?;
+    if let Some(outcome) = reported(&report, &plan, "rollback")? {
+        return Ok(outcome);
+    }
+    Ok(match rollback.irreversible.is_empty() {
+        true => Outcome::Success,
+        false => Outcome::NotAllDone,
+    })
 }
 
 /// `pg_dump -Fc` of the existing tables that high and very-high statements

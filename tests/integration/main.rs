@@ -29,6 +29,7 @@ mod processes;
 mod resume;
 mod schema;
 mod schema_kinds;
+mod schema_rollback;
 mod status;
 mod tls;
 mod transforms;

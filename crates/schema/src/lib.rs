@@ -164,6 +164,9 @@ pub enum SchemaError {
     },
     #[error("{0}")]
     Targets(String),
+    /// A rollback file that is not as `etl schema apply` writes it.
+    #[error("{0}")]
+    RollbackFile(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -187,7 +190,7 @@ impl From<SchemaError> for etl_pg::error::EtlError {
             SchemaError::Postgres { context, source } => EtlError::Postgres { context, source },
             SchemaError::Io { context, source } => EtlError::Io { context, source },
             SchemaError::Etl(e) => e,
-            SchemaError::Targets(why) => EtlError::Config(why),
+            SchemaError::Targets(why) | SchemaError::RollbackFile(why) => EtlError::Config(why),
         }
     }
 }

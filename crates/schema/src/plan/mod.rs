@@ -18,9 +18,11 @@
 //! the rows that would make it fail, on the target, and flags it.
 
 mod pace;
+mod rollback;
 mod rules;
 
 pub use pace::Pace;
+pub use rollback::Rollback;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
