@@ -154,6 +154,12 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
     let runs =
         [plain.clone(), korean.clone(), parquet].map(|p| db.etl(&["run", p.to_str().unwrap()]));
     let refused = db.etl(&["run", into_postgres.to_str().unwrap()]);
+    let whole_parquet = db.pipeline(
+        "whole-parquet.toml",
+        "name = \"whole\"\n[source]\ntype = \"postgres\"\nurl = \"${ETL_SRC_URL}\"\ntable = \"public.things\"\n\
+         [[sinks]]\ntype = \"parquet\"\npath = \"out/whole.parquet\"\n",
+    );
+    let no_interval = db.etl(&["run", whole_parquet.to_str().unwrap()]);
 
     // Then each file equals psql's \copy with the same options byte for byte
     assert_eq!(plan.code, 0, "{plan:?}");
@@ -211,6 +217,19 @@ fn every_type_the_server_prints_goes_to_csv_as_the_server_prints_it() {
         })
         .collect();
     assert!(spans.iter().any(|v| v == "[10,13)"), "{spans:?}");
+    // And an interval, which Parquet cannot hold, is refused before any
+    // chunk runs, naming the column and the casts
+    assert_eq!(no_interval.code, 2, "{no_interval:?}");
+    assert!(
+        no_interval
+            .stderr
+            .contains("the Parquet sink cannot hold interval columns")
+            && no_interval
+                .stderr
+                .contains(": took; cast them in `query`, as text (SELECT took::text AS took)"),
+        "{no_interval:?}"
+    );
+    assert!(!db.dir.path().join("out/whole.parquet").exists());
     // And into a PostgreSQL sink they are refused, naming the column and the cast
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(

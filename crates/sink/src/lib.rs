@@ -51,7 +51,8 @@ pub trait Sink: Send + Sync {
     /// Runs once before the first chunk: creates and checks the targets of
     /// `chunks` and registers them in the ledger; with `truncate` (`etl
     /// run`, not `etl rerun`), replace mode truncates them. A sink whose
-    /// chunks make their own targets (a file per chunk) has nothing to do.
+    /// chunks make their own targets (a file per chunk) only checks that
+    /// they can hold every column.
     async fn prepare(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
         Ok(())
     }

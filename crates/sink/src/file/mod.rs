@@ -90,6 +90,39 @@ impl FileSink {
     }
 }
 
+/// Refuses, before anything is written, the columns Parquet cannot hold
+/// (an interval: months, days and microseconds together have no Parquet
+/// type; the parquet crate would fail every chunk), naming them and the
+/// cast that writes them.
+fn check_parquet(schema: &arrow::datatypes::Schema) -> Result<(), EtlError> {
+    use arrow::datatypes::{DataType, IntervalUnit};
+    fn interval(t: &DataType) -> bool {
+        match t {
+            DataType::Interval(IntervalUnit::MonthDayNano) => true,
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                interval(f.data_type())
+            }
+            DataType::Struct(fields) => fields.iter().any(|f| interval(f.data_type())),
+            _ => false,
+        }
+    }
+    let bad: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| interval(f.data_type()))
+        .map(|f| f.name().as_str())
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(EtlError::Config(format!(
+        "the Parquet sink cannot hold interval columns (Parquet has no type for months, days and microseconds together): {}; \
+         cast them in `query`, as text (SELECT {first}::text AS {first}) or as seconds (extract(epoch FROM {first}) AS {first}_secs)",
+        bad.join(", "),
+        first = bad[0]
+    )))
+}
+
 fn properties(spec: &ParquetSinkSpec) -> WriterProperties {
     {
         let compression = match spec.compression {
@@ -187,13 +220,16 @@ impl Sink for FileSink {
             .map(|c| self.path_for(c).display().to_string())
             .unwrap_or_default();
         let what = match &self.format {
-            Format::Parquet(p) => format!(
-                "parquet files {} ({} chunk files, {:?} compression, row groups of {} rows)",
-                self.path,
-                chunks.len(),
-                p.compression,
-                p.row_group_rows
-            ),
+            Format::Parquet(p) => {
+                check_parquet(&self.ctx.schema)?;
+                format!(
+                    "parquet files {} ({} chunk files, {:?} compression, row groups of {} rows)",
+                    self.path,
+                    chunks.len(),
+                    p.compression,
+                    p.row_group_rows
+                )
+            }
             Format::Csv(c) => {
                 let copied = match self.csv_copy() {
                     Some(_) => ", the server's CSV as it comes (COPY ... TO STDOUT (FORMAT csv))",
@@ -236,6 +272,17 @@ impl Sink for FileSink {
 
     fn verifiable(&self) -> Option<&dyn Verifiable> {
         Some(self)
+    }
+
+    /// Each chunk makes its own file; before the first, the columns are
+    /// checked against what the format holds, so a column it cannot hold
+    /// stops the run before anything is written, not chunk after chunk.
+    async fn prepare(&self, _chunks: &[Chunk], _truncate: bool) -> Result<(), EtlError> {
+        match (&self.format, self.csv_copy()) {
+            (Format::Parquet(_), _) => check_parquet(&self.ctx.schema),
+            (Format::Csv(_), None) => csv::check_schema(&self.ctx.schema),
+            (Format::Csv(_), Some(_)) => Ok(()),
+        }
     }
 
     async fn begin(
