@@ -345,15 +345,7 @@ fn an_extension_update_runs_and_a_downgrade_is_said_as_such_before_anything_runs
 
     // When planned and applied
     let plan = db.etl(&["schema", "plan", &db.src, &db.dst]);
-    let refused = db.etl(&[
-        "schema",
-        "apply",
-        &db.src,
-        &db.dst,
-        "--max-risk",
-        "high",
-        "--yes",
-    ]);
+    let refused = apply_all(&db);
 
     // Then the downgrade is marked FAILS, saying why and what to do, and
     // nothing runs
@@ -377,15 +369,7 @@ fn an_extension_update_runs_and_a_downgrade_is_said_as_such_before_anything_runs
         &db.dst,
         "DROP EXTENSION hstore; CREATE EXTENSION hstore VERSION '1.4'",
     );
-    let apply = db.etl(&[
-        "schema",
-        "apply",
-        &db.src,
-        &db.dst,
-        "--max-risk",
-        "high",
-        "--yes",
-    ]);
+    let apply = apply_all(&db);
     assert_eq!(apply.code, 0, "{apply:?}");
     assert_eq!(version(&db.dst, "citext"), version(&db.src, "citext"));
     let again = db.etl(&["schema", "diff", &db.src, &db.dst]);

@@ -1,7 +1,7 @@
 //! `etl schema rollback FILE TARGET`: a rollback file that apply wrote,
 //! run through the same machinery, what cannot be undone named first.
 
-use crate::schema::{history, schema_dump};
+use crate::schema::{apply_all, history, schema_dump};
 use crate::support::{psql, TestDb};
 
 #[test]
@@ -20,15 +20,7 @@ fn a_rollback_file_undoes_the_apply_and_names_what_it_cannot_undo_before_running
         "CREATE TABLE public.t (id int PRIMARY KEY, v int, w text); CREATE INDEX t_v ON public.t (v); \
          CREATE TABLE public.n (id int)",
     );
-    let apply = db.etl(&[
-        "schema",
-        "apply",
-        &db.src,
-        &db.dst,
-        "--max-risk",
-        "very-high",
-        "--yes",
-    ]);
+    let apply = apply_all(&db);
     assert_eq!(apply.code, 0, "{apply:?}");
     let files = history(&db, "rollback");
     assert_eq!(files.len(), 1, "{files:?}");
