@@ -476,20 +476,12 @@ fn apply(
         );
         return Ok(Outcome::Refused);
     }
-    let above: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| s.risk > gate.max_risk && !gate.allow.iter().any(|a| a == s.rule))
-        .map(|s| format!("[{}] {} {}", s.n, s.risk, s.rule))
-        .collect();
-    if !above.is_empty() {
-        eprintln!(
-            "etl: refused: {} statement{} above --max-risk {}; nothing was applied; raise --max-risk or --allow RULE for each:\n  {}",
-            above.len(),
-            if above.len() == 1 { " is" } else { "s are" },
-            gate.max_risk,
-            above.join("\n  ")
-        );
+    if above_max_risk(
+        &plan,
+        gate.max_risk,
+        &gate.allow,
+        "raise --max-risk or --allow RULE for each",
+    ) {
         return Ok(Outcome::Refused);
     }
     if !confirmed(gate.yes, "apply", plan.steps.len(), &c.to.name)? {
@@ -539,6 +531,26 @@ fn apply(
     eprintln!("{} now matches {}", c.to.name, c.from.name);
     let _ = &c.have;
     Ok(Outcome::Success)
+}
+
+/// Says which statements are graded above `max_risk` (but for `allow`ed
+/// rules), and what to do; true when there is one: nothing runs.
+fn above_max_risk(plan: &Plan, max_risk: Risk, allow: &[String], what_to_do: &str) -> bool {
+    let above: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.risk > max_risk && !allow.iter().any(|a| a == s.rule))
+        .map(|s| format!("[{}] {} {}: {}", s.n, s.risk, s.rule, s.reasons.join("; ")))
+        .collect();
+    if !above.is_empty() {
+        eprintln!(
+            "etl: refused: {} statement{} above --max-risk {max_risk}; nothing was run; {what_to_do}:\n  {}",
+            above.len(),
+            if above.len() == 1 { " is" } else { "s are" },
+            above.join("\n  ")
+        );
+    }
+    !above.is_empty()
 }
 
 /// Whether to go on: `--yes`, or "yes" typed at the terminal.
@@ -633,19 +645,7 @@ fn rollback(
         return Ok(Outcome::NotAllDone);
     }
     out_raw!("{}", plan.to_sql(&header));
-    let above: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| s.risk > max_risk)
-        .map(|s| format!("[{}] {} {}", s.n, s.risk, s.reasons.join("; ")))
-        .collect();
-    if !above.is_empty() {
-        eprintln!(
-            "etl: refused: {} statement{} above --max-risk {max_risk}; nothing was run:\n  {}",
-            above.len(),
-            if above.len() == 1 { " is" } else { "s are" },
-            above.join("\n  ")
-        );
+    if above_max_risk(&plan, max_risk, &[], "raise --max-risk to run them") {
         return Ok(Outcome::Refused);
     }
     if !confirmed(yes, "rollback", plan.steps.len(), &target.name)? {
