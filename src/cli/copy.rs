@@ -17,7 +17,8 @@ use super::{Outcome, RunFlags};
 pub struct CopyArgs {
     /// A PostgreSQL URL, an ODBC connection string (Driver=...;), an
     /// Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV
-    /// file or a folder of them (each file its own table).
+    /// file or a folder of them (each file its own table), a Parquet file
+    /// or a folder of them (one table, named after it).
     pub from: String,
     /// A PostgreSQL URL, or a folder: each table (or CSV file) CSV files
     /// (FOLDER/TABLE/all.csv; a big table's key ranges a file each).
@@ -60,6 +61,12 @@ enum From {
     Sqlite(PathBuf),
     /// A CSV file, or a folder's `*.csv` files: each its own table.
     Csv(String),
+    /// A Parquet file, or a folder's `*.parquet` files (in its subfolders
+    /// too, as etl stages them): one table, named after the folder.
+    Parquet {
+        glob: String,
+        table: String,
+    },
 }
 
 fn is_url(s: &str) -> bool {
@@ -95,6 +102,29 @@ fn classify(from: &str) -> anyhow::Result<From> {
         anyhow::ensure!(path.is_file(), "etl copy: no CSV file at {from}");
         return Ok(From::Csv(from.to_string()));
     }
+    // The table a Parquet file or folder goes into: its name in lower
+    // case, other than letters, digits and _ as _.
+    let table = |p: &Path| {
+        let name: String = p
+            .with_extension("")
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        match name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            true => format!("public.{name}"),
+            false => format!("public.t_{name}"),
+        }
+    };
+    if has_ext(&path, &[".parquet"]) {
+        anyhow::ensure!(path.is_file(), "etl copy: no Parquet file at {from}");
+        return Ok(From::Parquet {
+            glob: from.to_string(),
+            table: table(&path),
+        });
+    }
     if path.is_dir() {
         let csv = std::fs::read_dir(&path)?
             .filter_map(Result::ok)
@@ -102,12 +132,17 @@ fn classify(from: &str) -> anyhow::Result<From> {
         if csv {
             return Ok(From::Csv(format!("{}/*.csv*", from.trim_end_matches('/'))));
         }
-        anyhow::bail!(
-            "etl copy: the folder {from} holds no *.csv file (a Parquet folder needs [chunks] time_column: write a pipeline, as pipelines/staging-to-postgres.toml)"
-        );
+        let glob = format!("{}/**/*.parquet", from.trim_end_matches('/'));
+        if glob::glob(&glob).is_ok_and(|mut g| g.next().is_some()) {
+            return Ok(From::Parquet {
+                glob,
+                table: table(&std::fs::canonicalize(&path)?),
+            });
+        }
+        anyhow::bail!("etl copy: the folder {from} holds no *.csv or *.parquet file");
     }
     anyhow::bail!(
-        "etl copy: cannot tell what {from:?} is; give a PostgreSQL URL (postgresql://...), an ODBC connection string (Driver=...;...), an Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV file or a folder of them"
+        "etl copy: cannot tell what {from:?} is; give a PostgreSQL URL (postgresql://...), an ODBC connection string (Driver=...;...), an Access file (.accdb, .mdb), a SQLite file (.sqlite, .db), a CSV or Parquet file or a folder of them"
     )
 }
 
@@ -196,6 +231,15 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
             source.insert("path".into(), glob.clone().into());
             source.insert("header".into(), true.into());
             "public.{file}"
+        }
+        From::Parquet { glob, table } => {
+            anyhow::ensure!(
+                a.tables.is_empty() && a.exclude.is_empty(),
+                "etl copy: --tables and --exclude choose tables of a database; for Parquet files name the file, or their folder"
+            );
+            source.insert("type".into(), "parquet".into());
+            source.insert("path".into(), glob.clone().into());
+            table.as_str()
         }
     };
     if !a.exclude.is_empty() {

@@ -496,3 +496,84 @@ fn a_file_sinks_cutoff_persists_beside_its_files_and_follow_moves_it() {
     assert_eq!(db.etl(&["cutoff", "clear", p]).code, 0);
     assert!(!file.exists());
 }
+
+#[test]
+fn a_staging_folder_without_a_time_column_goes_file_by_file_into_a_table_or_csv_files() {
+    // Given a staging folder of 4 Parquet files (2 ships x 2 days), two of
+    // them with the same name in different folders
+    let db = TestDb::new("parquet_files");
+    db.load_timeseries(2, 3, 2 * 1440);
+    let staged = run_staging(&db, &["run"]);
+    assert_eq!(staged.code, 0, "{staged:?}");
+    let folder = "staging/ships-staging";
+
+    // When `etl copy` moves the folder into PostgreSQL (twice), and a
+    // pipeline without [chunks] writes the files out as CSV
+    let copied = db.etl(&["copy", folder, &db.dst]);
+    let again = db.etl(&["copy", folder, &db.dst]);
+    let csv = db.pipeline(
+        "files.toml",
+        &format!(
+            "name = \"files\"\n[source]\ntype = \"parquet\"\npath = \"{folder}/**/*.parquet\"\n\
+             [[sinks]]\ntype = \"csv\"\npath = \"out/{{key}}/{{start}}.csv\"\n"
+        ),
+    );
+    let plan = db.etl(&["plan", csv.to_str().unwrap()]);
+    let exported = db.etl(&["run", csv.to_str().unwrap()]);
+
+    // Then each file is a chunk keyed by its path, the table named after
+    // the folder equals the source, and the second copy finds it all done
+    assert_eq!(copied.code, 0, "{copied:?}");
+    assert!(copied.stdout.contains("chunks       4 done"), "{copied:?}");
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(
+        fingerprint(&db.dst, "public.ships_staging", ORDER),
+        fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
+    );
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.contains("IMO9900002/20250602T000000Z"),
+        "{plan:?}"
+    );
+    assert_eq!(exported.code, 0, "{exported:?}");
+    let out = db.dir.path().join("out");
+    let mut written: Vec<String> = Vec::new();
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let dir = entry.unwrap().path();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            lines += std::fs::read_to_string(&file).unwrap().lines().count() - 1;
+            written.push(file.strip_prefix(&out).unwrap().display().to_string());
+        }
+    }
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "IMO9900001%2F20250601T000000Z/0.csv",
+            "IMO9900001%2F20250602T000000Z/0.csv",
+            "IMO9900002%2F20250601T000000Z/0.csv",
+            "IMO9900002%2F20250602T000000Z/0.csv"
+        ]
+    );
+    assert_eq!(lines, 2 * 3 * 2 * 1440);
+
+    // And a key or a window without time_column is refused, saying why
+    let keyed = db.pipeline(
+        "keyed.toml",
+        &format!(
+            "name = \"keyed\"\n[source]\ntype = \"parquet\"\npath = \"{folder}/**/*.parquet\"\n\
+             [chunks]\nkey_column = \"ship_id\"\n\
+             [[sinks]]\ntype = \"csv\"\npath = \"out2/{{key}}/{{start}}.csv\"\n"
+        ),
+    );
+    let refused = db.etl(&["validate", keyed.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("without [chunks] time_column each Parquet file is a chunk of its own"),
+        "{refused:?}"
+    );
+}

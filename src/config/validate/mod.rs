@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use super::{Pipeline, SinkConfig, SinkMode, SourceConfig, TransformConfig};
 
+mod chunks;
 mod sink;
 mod source;
 use crate::pg::Endpoint;
 use crate::sql::TableName;
 use crate::time;
+use chunks::{chunks, Chunks};
 
 /// One thing wrong with a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         odbc_tables: kind.odbc_tables,
         odbc_table: kind.odbc_table.clone(),
         key_column: ch.key_column.is_some(),
+        parquet_files: kind.parquet_files,
         pg_database: kind.pg_database,
         one_chunk: kind.pg_whole && ch.range_column.is_none(),
     };
@@ -185,6 +188,9 @@ struct Kind {
     /// A PostgreSQL table or query without [chunks] time_column: read
     /// whole, in one chunk.
     pg_whole: bool,
+    /// Parquet files without [chunks] time_column: each file a chunk,
+    /// keyed by its name.
+    parquet_files: bool,
 }
 
 fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
@@ -233,8 +239,14 @@ fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
             .as_ref()
             .and_then(|c| c.time_column.as_deref())
             .is_none_or(|t| t.trim().is_empty());
+    let parquet_files = matches!(&p.source, SourceConfig::Parquet(_))
+        && p.chunks
+            .as_ref()
+            .and_then(|c| c.time_column.as_deref())
+            .is_none_or(|t| t.trim().is_empty());
     Kind {
         pg_whole,
+        parquet_files,
         odbc_windows,
         pg_database,
         is_migration,
@@ -243,200 +255,6 @@ fn kind(c: &mut Collector<'_>, p: &Pipeline) -> Kind {
         is_csv,
         csv_windows,
         csv_ranges,
-    }
-}
-
-/// `[chunks]` checked, with its interval and bounds parsed (`None` where
-/// they did not parse; the problem is collected).
-struct Chunks {
-    config: super::ChunksConfig,
-    interval: Option<Micros>,
-    start: Bound,
-    end: Bound,
-}
-
-use etl_base::time::Micros;
-
-/// A window's start or end: `None` when it has problems, `Some(None)`
-/// when not set.
-type Bound = Option<Option<Micros>>;
-
-fn chunks(
-    c: &mut Collector<'_>,
-    chunks: Option<super::ChunksConfig>,
-    kind: &Kind,
-    has_transforms: bool,
-) -> Chunks {
-    let ch = match chunks {
-        Some(ch) => ch,
-        None => {
-            if !kind.is_migration && !kind.is_csv && !kind.pg_whole {
-                c.add(
-                    "chunks",
-                    "is missing; add a [chunks] table with time_column, the timestamp column that chunks are cut on",
-                );
-            }
-            toml::from_str::<super::ChunksConfig>("").expect("every [chunks] key has a default")
-        }
-    };
-    chunk_columns(c, &ch, kind, has_transforms);
-    let (interval, start, end) = window(c, &ch);
-    run_limits(c, &ch);
-
-    Chunks {
-        config: ch,
-        interval,
-        start,
-        end,
-    }
-}
-
-/// `[chunks]`'s columns, as the source's kind allows them.
-fn chunk_columns(
-    c: &mut Collector<'_>,
-    ch: &super::ChunksConfig,
-    kind: &Kind,
-    has_transforms: bool,
-) {
-    if ch.range_column.is_some() && !kind.pg_whole {
-        c.add("chunks.range_column", "cuts a PostgreSQL table or query read without [chunks] time_column into ranges of an integer column; leave it out here (a migration cuts its tables by their keys itself)");
-    }
-    if ch
-        .range_column
-        .as_deref()
-        .is_some_and(|r| r.trim().is_empty())
-    {
-        c.add(
-            "chunks.range_column",
-            "is empty; name an integer column, or leave it out",
-        );
-    }
-    match (&ch.range_column, ch.range_width) {
-        (Some(_), None) => c.add("chunks.range_width", "is missing: range_column needs the values each range holds, e.g. range_width = 1000000 (ranges are aligned to multiples of it, so a later run cuts the same ones)"),
-        (None, Some(_)) => c.add("chunks.range_width", "applies with range_column; leave it out"),
-        (Some(_), Some(0)) => c.add("chunks.range_width", "must be at least 1"),
-        _ => {}
-    }
-    if kind.is_migration {
-        for (k, set) in [
-            ("time_column", ch.time_column.is_some()),
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column an ODBC source runs one chunk per table (or one for its query); add time_column for time windows, or leave this out");
-            }
-        }
-        if has_transforms {
-            c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
-        }
-    } else if kind.is_csv && !kind.csv_windows {
-        for (k, set) in [
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); add time_column for time windows, or leave this out");
-            }
-        }
-    } else if kind.pg_whole {
-        for (k, set) in [
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column a PostgreSQL table or query is read whole, in one chunk; add time_column (a timestamp column) for time windows, or leave this out");
-            }
-        }
-    } else if ch
-        .time_column
-        .as_deref()
-        .is_none_or(|t| t.trim().is_empty())
-    {
-        c.add(
-            "chunks.time_column",
-            "is missing or empty; name the timestamp column that chunks are cut on",
-        );
-    }
-    if ch
-        .key_column
-        .as_deref()
-        .is_some_and(|k| k.trim().is_empty())
-    {
-        c.add(
-            "chunks.key_column",
-            "is empty; name a column or leave the key out",
-        );
-    }
-}
-
-/// `[chunks]`'s interval, start and end: each `None` where it has
-/// problems (collected); start and end `Some(None)` where not set.
-fn window(c: &mut Collector<'_>, ch: &super::ChunksConfig) -> (Option<Micros>, Bound, Bound) {
-    let interval = time::parse_interval(&ch.interval)
-        .map_err(|e| c.add("chunks.interval", e))
-        .ok();
-    let mut bound = |key: &str, v: &Option<String>| match v {
-        None => Some(None),
-        Some(s) => time::parse_timestamp(s)
-            .map(Some)
-            .map_err(|e| c.add(key, e))
-            .ok(),
-    };
-    let start = bound("chunks.start", &ch.start);
-    let end = bound("chunks.end", &ch.end);
-    if let (Some(Some(s)), Some(Some(e))) = (start, end) {
-        if s >= e {
-            c.add(
-                "chunks.end",
-                format!(
-                    "{:?} is not after start {:?}",
-                    ch.end.as_deref().unwrap_or(""),
-                    ch.start.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    }
-    (interval, start, end)
-}
-
-/// `[chunks]`'s workers, connections, retries and files.
-fn run_limits(c: &mut Collector<'_>, ch: &super::ChunksConfig) {
-    if !(1..=256).contains(&ch.workers) {
-        c.add(
-            "chunks.workers",
-            format!("{} is out of range; use 1 to 256", ch.workers),
-        );
-    }
-    if ch.max_connections.is_some_and(|m| m < 2) {
-        c.add(
-            "chunks.max_connections",
-            "is below 2; etl needs a connection for a worker and one for its plan".to_string(),
-        );
-    }
-    if ch.retries > 100 {
-        c.add(
-            "chunks.retries",
-            format!("{} is out of range; use 0 to 100", ch.retries),
-        );
-    }
-    if !(0.0..=3600.0).contains(&ch.retry_backoff_secs) {
-        c.add(
-            "chunks.retry_backoff_secs",
-            format!("{} is out of range; use 0 to 3600", ch.retry_backoff_secs),
-        );
-    }
-    if ch.range_rows == 0 {
-        c.add("chunks.range_rows", "must be at least 1");
-    }
-    if ch.failed_csv.trim().is_empty() {
-        c.add(
-            "chunks.failed_csv",
-            "is empty; name a file for failed chunks",
-        );
     }
 }
 
@@ -582,7 +400,7 @@ fn checks(
 /// A file sink's `path`: placeholders only from the list, a file of its own
 /// for every chunk.
 fn file_path(c: &mut Collector<'_>, i: usize, path: &str, shape: &sink::Shape, ext: &str) {
-    let per_key = shape.key_column || shape.csv_ranges;
+    let per_key = shape.key_column || shape.csv_ranges || shape.parquet_files;
     let key = format!("sinks[{i}].path");
     // A migration's chunks are its tables' (`{table}`, the chunk's key),
     // whole or in ranges of their keys (`{start}`).
@@ -619,7 +437,7 @@ fn file_path(c: &mut Collector<'_>, i: usize, path: &str, shape: &sink::Shape, e
             ),
         );
     } else if per_key && !path.contains("{key}") {
-        c.add(&key, format!("{path:?} has no {{key}}, but chunks are per key (key_column, or a CSV source's files): chunks of different keys would write the same file"));
+        c.add(&key, format!("{path:?} has no {{key}}, but chunks are per key (key_column, or a CSV or Parquet source's files): chunks of different keys would write the same file"));
     }
 }
 

@@ -16,6 +16,8 @@ pub(super) struct Shape {
     pub odbc_table: Option<String>,
     /// `[chunks] key_column` is set.
     pub key_column: bool,
+    /// Parquet files read whole, each a chunk keyed by its name.
+    pub parquet_files: bool,
     /// A whole PostgreSQL database: its tables keep their schemas and names.
     pub pg_database: bool,
     /// The source is read whole, in one chunk (a PostgreSQL table or query

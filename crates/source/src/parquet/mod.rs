@@ -2,7 +2,10 @@
 //!
 //! Chunks are windows over the time column (and key), as for PostgreSQL;
 //! files that etl staged with the same `[chunks]` map one file to one
-//! chunk. Planning reads only the time and key columns of every file. A
+//! chunk. Without `[chunks] time_column` each file is a chunk of its own
+//! (part 0 of the key that is the file's path under the folder the files
+//! share, without `.parquet`), read whole, its rows counted from the
+//! file's footer. Planning reads only the time and key columns of every file. A
 //! chunk reads only the files whose time range overlaps its window, a
 //! batch at a time, and keeps the rows inside the window: memory is a
 //! batch, not a file.
@@ -49,10 +52,17 @@ pub struct ParquetSource {
 
 struct FileInfo {
     path: PathBuf,
+    /// The file's path under the folder all the files share, without
+    /// `.parquet` (`IMO9900001/20250601T000000Z`): its chunk's key when
+    /// the files are read whole.
+    stem: String,
     /// Earliest and latest time in the file; `None` when it has no time.
     range: Option<(Micros, Micros)>,
     bytes: u64,
-    time_index: usize,
+    /// Rows in the file (from its footer).
+    rows: u64,
+    /// `None` without `[chunks] time_column`: the file is read whole.
+    time_index: Option<usize>,
     key: FileKey,
 }
 
@@ -168,8 +178,36 @@ impl ParquetSource {
         let schema = union_schema(&schemas)?;
         let wide = WideLayout::of(&schema)?.is_some();
         let time_name = chunking.time_column.clone();
-        let mut files = Vec::with_capacity(paths.len());
+        let base = shared_folder(&paths);
+        let mut files: Vec<FileInfo> = Vec::with_capacity(paths.len());
         for (path, file_schema) in schemas {
+            let stem = path
+                .strip_prefix(&base)
+                .unwrap_or(&path)
+                .with_extension("")
+                .to_string_lossy()
+                .into_owned();
+            let rows = open(&path)?.metadata().file_metadata().num_rows().max(0) as u64;
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if time_name.is_empty() {
+                if let Some(other) = files.iter().find(|f| f.stem == stem) {
+                    return Err(EtlError::Config(format!(
+                        "{} and {} both read {stem:?} without their extension: without [chunks] time_column each file is a chunk keyed by its path; rename one, or match one of them",
+                        other.path.display(),
+                        path.display()
+                    )));
+                }
+                files.push(FileInfo {
+                    path,
+                    stem,
+                    range: None,
+                    bytes,
+                    rows,
+                    time_index: None,
+                    key: FileKey::None,
+                });
+                continue;
+            }
             let time_index = file_schema.index_of(&time_name).map_err(|_| {
                 EtlError::Config(format!(
                     "chunks.time_column {time_name:?} is not a column of {}",
@@ -199,7 +237,6 @@ impl ParquetSource {
                     }
                 },
             };
-            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let mut range: Option<(Micros, Micros)> = None;
             for batch in read_columns(&path, &[time_index], batch_rows)? {
                 let times = micros(column(&batch, &time_name)?)?;
@@ -209,9 +246,11 @@ impl ParquetSource {
             }
             files.push(FileInfo {
                 path,
+                stem,
                 range,
                 bytes,
-                time_index,
+                rows,
+                time_index: Some(time_index),
                 key,
             });
         }
@@ -224,6 +263,23 @@ impl ParquetSource {
             bytes_read: Arc::default(),
         })
     }
+}
+
+/// The folder every path is in (the longest shared one).
+fn shared_folder(paths: &[PathBuf]) -> PathBuf {
+    let mut base = paths
+        .first()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for p in paths {
+        while !p.starts_with(&base) {
+            if !base.pop() {
+                return PathBuf::new();
+            }
+        }
+    }
+    base
 }
 
 /// Reads only `columns` of a file.
@@ -299,6 +355,21 @@ impl Source for ParquetSource {
     }
 
     async fn plan(&self, chunking: &Chunking) -> Result<Plan, EtlError> {
+        if self.time_name.is_empty() {
+            let mut plan = Plan {
+                chunks: self
+                    .files
+                    .iter()
+                    .map(|f| PlannedChunk {
+                        chunk: Chunk::part(Some(f.stem.clone()), 0),
+                        rows: f.rows,
+                    })
+                    .collect(),
+                ..Plan::default()
+            };
+            plan.order_and_span();
+            return Ok(plan);
+        }
         let interval = chunking.interval;
         let origin = chunking.start.unwrap_or(0);
         let (lower, upper) = (
@@ -308,9 +379,12 @@ impl Source for ParquetSource {
         let mut counts: HashMap<(Option<String>, i64), u64> = HashMap::new();
         let mut plan = Plan::default();
         for file in &self.files {
+            let Some(time_index) = file.time_index else {
+                continue;
+            };
             let columns: Vec<usize> = match file.key {
-                FileKey::Column(k) => vec![file.time_index, k],
-                _ => vec![file.time_index],
+                FileKey::Column(k) => vec![time_index, k],
+                _ => vec![time_index],
             };
             // A projection keeps the file's column order: find columns by name.
             for batch in read_columns(&file.path, &columns, self.batch_rows)? {
@@ -348,16 +422,31 @@ impl Source for ParquetSource {
     }
 
     async fn open(&self, chunk: &Chunk) -> Result<BatchStream, EtlError> {
-        let files: Vec<(PathBuf, u64, usize, FileKey)> = self
+        let whole_files = self.time_name.is_empty();
+        if whole_files
+            && (chunk.unit != etl_base::plan::Unit::Part
+                || !self
+                    .files
+                    .iter()
+                    .any(|f| Some(&f.stem) == chunk.key.as_ref()))
+        {
+            return Err(EtlError::Changed(format!(
+                "chunk {chunk} names no file matched now (without [chunks] time_column each file is a chunk keyed by its name): the files changed since the plan; run etl plan again"
+            )));
+        }
+        let files: Vec<(PathBuf, u64, Option<usize>, FileKey)> = self
             .files
             .iter()
-            .filter(|f| {
-                f.range
-                    .is_some_and(|(min, max)| min < chunk.end && max >= chunk.start)
-                    && match &f.key {
-                        FileKey::Fixed(k) => *k == chunk.key,
-                        _ => true,
-                    }
+            .filter(|f| match whole_files {
+                true => Some(&f.stem) == chunk.key.as_ref(),
+                false => {
+                    f.range
+                        .is_some_and(|(min, max)| min < chunk.end && max >= chunk.start)
+                        && match &f.key {
+                            FileKey::Fixed(k) => *k == chunk.key,
+                            _ => true,
+                        }
+                }
             })
             .map(|f| (f.path.clone(), f.bytes, f.time_index, f.key.clone()))
             .collect();
@@ -389,7 +478,10 @@ impl Source for ParquetSource {
                                 context: format!("reading {}", path.display()),
                                 source: std::io::Error::other(e),
                             })?;
-                            let batch = in_chunk(&batch, time_index, key_index, &chunk)?;
+                            let batch = match time_index {
+                                Some(t) => in_chunk(&batch, t, key_index, &chunk)?,
+                                None => batch,
+                            };
                             conform(&batch, &union, wide)
                                 .map_err(|e| e.in_context(&path.display().to_string()))
                         })),
