@@ -75,52 +75,23 @@ fn chunk_columns(
         _ => {}
     }
     if kind.is_migration {
-        for (k, set) in [
-            ("time_column", ch.time_column.is_some()),
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column an ODBC source runs one chunk per table (or one for its query); add time_column for time windows, or leave this out");
-            }
+        let why = "without [chunks] time_column an ODBC source runs one chunk per table (or one for its query); add time_column for time windows, or leave this out";
+        if ch.time_column.is_some() {
+            c.add("chunks.time_column", why);
         }
+        windowless(c, ch, why);
         if has_transforms {
             c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column (and read one table or a query), or load into PostgreSQL first and transform from there");
         }
     } else if kind.is_csv && !kind.csv_windows {
-        for (k, set) in [
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); add time_column for time windows, or leave this out");
-            }
-        }
+        windowless(c, ch, "without [chunks] time_column a CSV source is cut into byte ranges of about range_rows records per file (the key is the file); add time_column for time windows, or leave this out");
     } else if kind.parquet_files {
-        for (k, set) in [
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column each Parquet file is a chunk of its own, read whole (the key is the file's name); add time_column for time windows, or leave this out");
-            }
-        }
+        windowless(c, ch, "without [chunks] time_column each Parquet file is a chunk of its own, read whole (the key is the file's path); add time_column for time windows, or leave this out");
         if has_transforms {
             c.add("transforms", "transforms run on time-window chunks; add [chunks] time_column to read the Parquet files in windows");
         }
     } else if kind.pg_whole {
-        for (k, set) in [
-            ("key_column", ch.key_column.is_some()),
-            ("start", ch.start.is_some()),
-            ("end", ch.end.is_some()),
-        ] {
-            if set {
-                c.add(&format!("chunks.{k}"), "without [chunks] time_column a PostgreSQL table or query is read whole, in one chunk; add time_column (a timestamp column) for time windows, or leave this out");
-            }
-        }
+        windowless(c, ch, "without [chunks] time_column a PostgreSQL table or query is read whole, in one chunk; add time_column (a timestamp column) for time windows, or leave this out");
     } else if ch
         .time_column
         .as_deref()
@@ -140,6 +111,20 @@ fn chunk_columns(
             "chunks.key_column",
             "is empty; name a column or leave the key out",
         );
+    }
+}
+
+/// Refuses with `why` each of key_column, start and end that is set: they
+/// cut time windows, and this source runs none.
+fn windowless(c: &mut Collector<'_>, ch: &crate::config::ChunksConfig, why: &str) {
+    for (k, set) in [
+        ("key_column", ch.key_column.is_some()),
+        ("start", ch.start.is_some()),
+        ("end", ch.end.is_some()),
+    ] {
+        if set {
+            c.add(&format!("chunks.{k}"), why);
+        }
     }
 }
 
