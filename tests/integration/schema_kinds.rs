@@ -444,3 +444,33 @@ fn a_table_replaced_by_a_view_of_its_name_takes_the_views_on_it_along() {
     assert_eq!(apply.code, 0, "{apply:?}");
     assert_equal_schemas(&db);
 }
+
+#[test]
+fn a_view_or_matview_made_again_for_its_new_columns_comes_back_with_its_members() {
+    // Given a materialized view with a unique index and a comment, and a
+    // view with a comment and an INSTEAD OF trigger, both of whose
+    // columns change on FROM (so neither can be replaced in place)
+    let db = TestDb::new("schema_view_members");
+    let schema = |m_cols: &str, v_cols: &str| {
+        format!(
+            "CREATE TABLE public.t (id int PRIMARY KEY, v int, w text); \
+             CREATE FUNCTION public.t_ins() RETURNS trigger LANGUAGE plpgsql AS \
+               'BEGIN INSERT INTO public.t (id) VALUES (NEW.id); RETURN NEW; END'; \
+             CREATE MATERIALIZED VIEW public.m AS SELECT {m_cols} FROM public.t; \
+             CREATE UNIQUE INDEX m_id ON public.m (id); \
+             COMMENT ON MATERIALIZED VIEW public.m IS 'for reports'; \
+             CREATE VIEW public.w AS SELECT {v_cols} FROM public.t; \
+             COMMENT ON VIEW public.w IS 'for the app'; \
+             CREATE TRIGGER w_ins INSTEAD OF INSERT ON public.w FOR EACH ROW EXECUTE FUNCTION public.t_ins()"
+        )
+    };
+    psql(&db.src, &schema("id, v, w", "id, w"));
+    psql(&db.dst, &schema("id, v", "id, v"));
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then both are made again whole: index, comments and trigger back
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert_equal_schemas(&db);
+}

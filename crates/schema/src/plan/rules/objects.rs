@@ -43,6 +43,7 @@ impl Rules<'_> {
                     );
                     let s = self.push(d, create_view(&want), "view-recreate", Risk::Medium);
                     s.reasons.push("made again".into());
+                    self.view_members_again(&n);
                 }
             }
         }
@@ -290,21 +291,29 @@ impl Rules<'_> {
         }
     }
 
-    /// What a view dropped and made again loses with it, made again as
-    /// FROM has it: a materialized view's indexes, comments (the view's and
-    /// its columns'), grants, triggers; each after the view.
+    /// What a view dropped and made again (under a type change, or for
+    /// its new columns) loses with it, made again as FROM has it: a
+    /// materialized view's indexes, comments (the view's and its
+    /// columns'), grants, triggers; each after the view. Those the diff
+    /// lists are made by their own rules.
     fn view_members_again(&mut self, view: &str) {
         let added = |kind, name: &String| Difference {
             key: Key::new(kind, name),
             change: Change::Added,
             detail: vec![],
         };
+        // A member the diff lists is made by its own rule.
+        let listed = |kind: Kind, name: &String| {
+            self.diffs
+                .iter()
+                .any(|d| d.key.kind == kind && &d.key.name == name)
+        };
         let first = self.out.len();
         let indexes: Vec<String> = self
             .from
             .indexes
             .iter()
-            .filter(|(_, i)| i.table == view)
+            .filter(|(k, i)| i.table == view && !listed(Kind::Index, k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &indexes {
@@ -315,9 +324,10 @@ impl Rules<'_> {
             .comments
             .keys()
             .filter(|k| {
-                *k == &format!("VIEW {view}")
+                (*k == &format!("VIEW {view}")
                     || *k == &format!("MATERIALIZED VIEW {view}")
-                    || k.starts_with(&format!("COLUMN {view}."))
+                    || k.starts_with(&format!("COLUMN {view}.")))
+                    && !listed(Kind::Comment, k)
             })
             .cloned()
             .collect();
@@ -329,27 +339,21 @@ impl Rules<'_> {
             .grants
             .keys()
             .filter(|k| {
-                k.starts_with(&format!("TABLE {view} TO "))
-                    || k.starts_with(&format!("TABLE {view} FROM "))
+                (k.starts_with(&format!("TABLE {view} TO "))
+                    || k.starts_with(&format!("TABLE {view} FROM ")))
+                    && !listed(Kind::Grant, k)
             })
             .cloned()
             .collect();
         for k in &grants {
             self.grant(&added(Kind::Grant, k));
         }
-        // Its triggers (INSTEAD OF on a view), but those the diff lists:
-        // the trigger rule makes them already.
+        // Its triggers (INSTEAD OF on a view).
         let triggers: Vec<String> = self
             .from
             .triggers
             .iter()
-            .filter(|(k, t)| {
-                t.table == view
-                    && !self
-                        .diffs
-                        .iter()
-                        .any(|d| d.key.kind == Kind::Trigger && &d.key.name == *k)
-            })
+            .filter(|(k, t)| t.table == view && !listed(Kind::Trigger, k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &triggers {
