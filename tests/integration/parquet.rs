@@ -558,6 +558,9 @@ fn a_staging_folder_without_a_time_column_goes_file_by_file_into_a_table_or_csv_
         ]
     );
     assert_eq!(lines, 2 * 3 * 2 * 1440);
+    // And verify reads each file again beside the CSV file it became
+    let verify = db.etl(&["verify", csv.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "{verify:?}");
 
     // And a key or a window without time_column is refused, saying why
     let keyed = db.pipeline(
