@@ -299,6 +299,18 @@ fn a_staging_folder_loads_back_into_a_fresh_database_exactly() {
         psql(&fresh.dst, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'tenant.tbl_data_timeseries'::regclass AND attname = 'created_time'"),
         "timestamp with time zone"
     );
+
+    // And verify counts each window in the files beside the table's: equal,
+    // then a row deleted from the table is found in its chunk
+    let verify = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    psql(
+        &fresh.dst,
+        "DELETE FROM tenant.tbl_data_timeseries WHERE ctid = (SELECT min(ctid) FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time >= '2025-06-02')",
+    );
+    let differs = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
+    assert_eq!(differs.code, 1, "{differs:?}");
+    assert!(differs.stdout.contains("IMO9900002"), "{differs:?}");
 }
 
 #[test]

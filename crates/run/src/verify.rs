@@ -104,7 +104,7 @@ pub(super) async fn source_rows(
 /// A source that can neither checksum nor count a chunk's rows.
 fn no_count() -> EtlError {
     EtlError::Config(
-        "this source can neither checksum nor count a chunk's rows; verify supports PostgreSQL, ODBC and Access sources, and CSV files read in time windows ([chunks] time_column), not byte ranges"
+        "this source can neither checksum nor count a chunk's rows in a PostgreSQL target; verify supports PostgreSQL, ODBC and Access sources, and CSV and Parquet files read in time windows ([chunks] time_column), not byte ranges or whole files (into CSV or Parquet files every source is compared value by value)"
             .into(),
     )
 }
