@@ -6,7 +6,7 @@
 //! marker lines, not the semicolons, part the statements); a `-- [n] RULE:
 //! no statement undoes it` line names what cannot be undone.
 
-use super::{Plan, Step, Work};
+use super::{Plan, Step};
 use crate::diff::Change;
 use crate::{Key, Kind, Risk, SchemaError};
 
@@ -122,7 +122,7 @@ fn step(n: usize, undoes: &str, sql: String) -> Step {
             1 => Vec::new(),
             n => vec![n - 1],
         },
-        work: Vec::<Work>::new(),
+        work: Vec::new(),
         estimate_secs: None,
         drop_phase: false,
         needs: Vec::new(),

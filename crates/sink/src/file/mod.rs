@@ -315,9 +315,7 @@ impl Sink for FileSink {
                 Encoder::Parquet(Box::new(writer), properties(spec))
             }
             Format::Csv(spec) => {
-                if self.csv_copy().is_none() {
-                    csv::check_schema(&self.ctx.schema)?;
-                }
+                // The columns were checked once, in prepare.
                 Encoder::Csv(csv::CsvEncoder::new(spec.clone(), file, path.clone())?)
             }
         };

@@ -169,25 +169,28 @@ impl ParquetSource {
     /// Finds the files and checks they share one schema with a usable time column.
     pub fn build(pattern: &str, batch_rows: usize, chunking: &Chunking) -> Result<Self, EtlError> {
         let paths = crate::files_matching(pattern)?;
+        // Each file's footer, read once: its schema and its row count.
         let mut schemas = Vec::with_capacity(paths.len());
+        let mut counts = Vec::with_capacity(paths.len());
         for path in &paths {
-            let schema = open(path)?.schema().clone();
+            let builder = open(path)?;
+            let schema = builder.schema().clone();
             check_type_names(path, &schema)?;
             schemas.push((path.clone(), schema));
+            counts.push(builder.metadata().file_metadata().num_rows().max(0) as u64);
         }
         let schema = union_schema(&schemas)?;
         let wide = WideLayout::of(&schema)?.is_some();
         let time_name = chunking.time_column.clone();
         let base = shared_folder(&paths);
         let mut files: Vec<FileInfo> = Vec::with_capacity(paths.len());
-        for (path, file_schema) in schemas {
+        for ((path, file_schema), rows) in schemas.into_iter().zip(counts) {
             let stem = path
                 .strip_prefix(&base)
                 .unwrap_or(&path)
                 .with_extension("")
                 .to_string_lossy()
                 .into_owned();
-            let rows = open(&path)?.metadata().file_metadata().num_rows().max(0) as u64;
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if time_name.is_empty() {
                 if let Some(other) = files.iter().find(|f| f.stem == stem) {
