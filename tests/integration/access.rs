@@ -291,8 +291,28 @@ fn the_native_route_migrates_the_samples_equal_to_the_mdbtools_route() {
             ),
             foreign_keys.to_string()
         );
+        // And verify compares every table value by value (the file's rows
+        // hashed as the target stores them, beside the table's), equal...
         let verify = migrate(&native, "access-native.toml", &file, &["verify"]);
         assert_eq!(verify.code, 0, "{verify:?}");
+        assert!(verify.stdout.contains("equal (checksum)"), "{verify:?}");
+        assert!(!verify.stdout.contains("differs"), "{verify:?}");
+        // ...and one value changed in one table is found, its count the same
+        if foreign_keys > 0 {
+            psql(
+                &native.dst,
+                "UPDATE \"Order Details\" SET \"Quantity\" = \"Quantity\" + 1 WHERE ctid = (SELECT min(ctid) FROM \"Order Details\")",
+            );
+            let verify = migrate(&native, "access-native.toml", &file, &["verify"]);
+            assert_eq!(verify.code, 1, "{verify:?}");
+            let line = verify
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("Order Details "))
+                .unwrap_or_else(|| panic!("{verify:?}"));
+            assert!(line.ends_with("differs (checksum)"), "{line}");
+            assert_eq!(verify.stdout.matches("differs").count(), 1, "{verify:?}");
+        }
     }
 }
 

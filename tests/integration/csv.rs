@@ -280,6 +280,26 @@ fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
         );
     }
     assert_eq!(verify.code, 0, "{verify:?}");
+    assert_eq!(
+        verify.stdout.matches("equal (checksum)").count(),
+        2,
+        "each file's records hashed as the table stores them, beside the table's: {verify:?}"
+    );
+
+    // And one Korean text changed in the target is found by verify (the
+    // count is the same)
+    psql(
+        &db.dst,
+        "UPDATE codes SET \"설명\" = \"설명\" || '.' WHERE \"코드\" = '00037'",
+    );
+    let changed = db.etl(&["verify", &p]);
+    assert_eq!(changed.code, 1, "{changed:?}");
+    let line = changed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("codes "))
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert!(line.ends_with("differs (checksum)"), "{line}");
 
     // And without {file} the files must share their columns: the error
     // says how to load each as its own table
@@ -585,10 +605,28 @@ fn time_windows_per_key_over_several_files_load_each_row_once() {
     );
 
     // And etl verify compares each window's records with its rows in the
-    // target; a row lost from one window is found
+    // target value by value: one value changed in one window is found (the
+    // count is the same), then a row lost from one window
     let verify = db.etl(&["verify", &p]);
     assert_eq!(verify.code, 0, "{verify:?}");
     assert!(verify.stdout.contains("7 equal, 0 differ"), "{verify:?}");
+    psql(
+        &db.dst,
+        "UPDATE w_s1 SET value = -value WHERE at = (SELECT min(at) FROM w_s1 WHERE at >= '2025-06-02 00:00+00' AND at < '2025-06-03 00:00+00' AND value <> 0)",
+    );
+    let changed = db.etl(&["verify", &p]);
+    assert_eq!(changed.code, 1, "{changed:?}");
+    assert!(changed.stdout.contains("6 equal, 1 differ"), "{changed:?}");
+    let row = changed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("s1 ") && l.contains("2025-06-02 00:00:00"))
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert!(row.contains("differs"), "{row}");
+    psql(
+        &db.dst,
+        "UPDATE w_s1 SET value = -value WHERE at = (SELECT min(at) FROM w_s1 WHERE at >= '2025-06-02 00:00+00' AND at < '2025-06-03 00:00+00' AND value <> 0)",
+    );
     psql(
         &db.dst,
         "DELETE FROM w_s2 WHERE ctid = (SELECT min(ctid) FROM w_s2 WHERE at >= '2025-06-02 00:00+00' AND at < '2025-06-03 00:00+00')",

@@ -410,7 +410,7 @@ create_table = true
 }
 
 #[test]
-fn verify_compares_odbc_windows_by_row_counts() {
+fn verify_compares_odbc_windows_value_by_value() {
     // Given the readings loaded in windows of a day per ship, no stage
     let db = TestDb::new("odbc_windows_verify");
     let file = readings(&db);
@@ -437,7 +437,7 @@ create_table = true
     let out = db.etl(&["run", p]);
     assert_eq!(out.code, 0, "{out:?}");
 
-    // When verified, every chunk's count matches, and it says how it compared
+    // When verified, every chunk's rows are equal
     let verify = db.etl(&["verify", p]);
     assert_eq!(verify.code, 0, "{verify:?}");
     assert!(
@@ -446,21 +446,31 @@ create_table = true
         ),
         "{verify:?}"
     );
+
+    // When one value changes in the target (the count stays), verify
+    // names its chunk: the rows are compared by value, not counted
+    psql(
+        &db.dst,
+        "UPDATE readings SET value = value + 0.001 WHERE ship_id = 2 AND created_time = '2025-06-01 05:00:00'",
+    );
+    let verify = db.etl(&["verify", p]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(verify.stdout.contains("8 equal, 1 differ"), "{verify:?}");
     assert!(
-        verify.stdout.contains("compared by count only"),
+        verify.stdout.contains("2    2025-06-01 00:00:00         2025-06-02 00:00:00                   72            72  differs"),
         "{verify:?}"
     );
 
-    // When a target row goes missing, verify names its chunk
+    // When a target row goes missing, verify names its chunk too
     psql(
         &db.dst,
         "DELETE FROM readings WHERE ship_id = 3 AND created_time = '2025-06-02 00:00:00'",
     );
     let verify = db.etl(&["verify", p]);
     assert_eq!(verify.code, 1, "{verify:?}");
-    assert!(verify.stdout.contains("8 equal, 1 differ"), "{verify:?}");
+    assert!(verify.stdout.contains("7 equal, 2 differ"), "{verify:?}");
     assert!(
-        verify.stdout.contains("3    2025-06-02 00:00:00         2025-06-03 00:00:00                   72            71  not read"),
+        verify.stdout.contains("3    2025-06-02 00:00:00         2025-06-03 00:00:00                   72            71  differs"),
         "{verify:?}"
     );
 }

@@ -300,10 +300,31 @@ fn a_staging_folder_loads_back_into_a_fresh_database_exactly() {
         "timestamp with time zone"
     );
 
-    // And verify counts each window in the files beside the table's: equal,
-    // then a row deleted from the table is found in its chunk
+    // And verify compares each window in the files with the table's rows,
+    // value by value: equal, then one value changed is found in its chunk,
+    // then a row deleted
     let verify = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
     assert_eq!(verify.code, 0, "{verify:?}");
+    psql(
+        &fresh.dst,
+        "UPDATE tenant.tbl_data_timeseries SET value_format = value_format || '!' WHERE ctid = (SELECT min(ctid) FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900001' AND created_time >= '2025-06-02')",
+    );
+    let changed = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
+    assert_eq!(changed.code, 1, "{changed:?}");
+    assert!(changed.stdout.contains("3 equal, 1 differ"), "{changed:?}");
+    let row = changed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("IMO9900001"))
+        .unwrap_or_else(|| panic!("{changed:?}"));
+    assert!(
+        row.contains("2025-06-02") && row.contains("differs"),
+        "{row}"
+    );
+    psql(
+        &fresh.dst,
+        "UPDATE tenant.tbl_data_timeseries SET value_format = rtrim(value_format, '!') WHERE value_format LIKE '%!'",
+    );
     psql(
         &fresh.dst,
         "DELETE FROM tenant.tbl_data_timeseries WHERE ctid = (SELECT min(ctid) FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time >= '2025-06-02')",

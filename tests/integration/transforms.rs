@@ -1,6 +1,7 @@
 //! SQL stages on DataFusion between source and sinks: the shipped example
 //! runs; bad SQL is caught by `validate`, unknown columns before any chunk,
-//! and a failing expression fails only its chunks.
+//! and a failing expression fails only its chunks; verify runs the stages
+//! again and compares their rows with the target's.
 
 use crate::support::{psql, repo, TestDb};
 
@@ -99,16 +100,44 @@ fn an_expression_that_fails_fails_its_chunks_only() {
 }
 
 #[test]
-fn verify_refuses_a_pipeline_with_stages() {
+fn verify_runs_the_stages_again_and_compares_their_rows_by_value() {
+    // Given the shipped SQL-stage pipeline run over two ships' day
     let db = TestDb::new("transforms_verify");
-    db.load_timeseries(1, 2, 60);
+    db.load_timeseries(2, 20, 1440);
     let p = repo().join("pipelines/ships-decimals.toml");
-    assert_eq!(db.etl(&["run", p.to_str().unwrap()]).code, 0);
-    let out = db.etl(&["verify", p.to_str().unwrap()]);
-    assert_eq!(out.code, 2, "{out:?}");
+    let p = p.to_str().unwrap();
+    assert_eq!(db.etl(&["run", p]).code, 0);
+
+    // When verified, each chunk's stage output equals the target's rows
+    let out = db.etl(&["verify", p]);
+    assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stderr
-            .contains("this pipeline has [[transforms]], which change them"),
+        out.stdout.contains(
+            "Verified 2 chunks of pipeline ships-decimals against 1 sink: 2 equal, 0 differ"
+        ),
         "{out:?}"
     );
+
+    // When one value changes in the target, its chunk differs, same count
+    psql(
+        &db.dst,
+        "UPDATE tenant.decimal_readings SET value = value + 1 \
+         WHERE (ship_id, created_time, data_channel_id) IN \
+           (SELECT ship_id, created_time, data_channel_id FROM tenant.decimal_readings WHERE ship_id = 'IMO9900002' LIMIT 1)",
+    );
+    let out = db.etl(&["verify", p]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("1 equal, 1 differ"), "{out:?}");
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("IMO9900002"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(row.contains("differs"), "{row}");
+    let counts: Vec<&str> = row
+        .split_whitespace()
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit() || c == ','))
+        .collect();
+    assert_eq!(counts.len(), 2, "{row}");
+    assert_eq!(counts[0], counts[1], "{row}");
 }

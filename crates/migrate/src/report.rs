@@ -41,8 +41,8 @@ pub struct Checks {
     pub counts: Vec<(String, u64, u64)>,
     /// (foreign key, child table, orphan rows)
     pub orphans: Vec<(String, String, u64)>,
-    /// (table, whether its checksum on the target equals the source's),
-    /// where both servers compute one (a PostgreSQL source).
+    /// (table, whether its checksum on the target equals the source's):
+    /// `etl verify`, and a PostgreSQL source's run into existing tables.
     pub checksums: Vec<(String, bool)>,
     /// Sequences the target would hand out again: behind their column's MAX.
     pub sequences_behind: Vec<String>,

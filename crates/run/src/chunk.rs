@@ -69,14 +69,7 @@ async fn read_chunk(job: ReadJob) {
     if let Some(csv) = copy {
         return read_copy(&*source, &chunk, csv.as_ref(), tx).await;
     }
-    let opened = async {
-        let mut flow = etl_transform::Flow::Stream(source.open(&chunk).await?);
-        for t in transforms.iter() {
-            flow = t.apply(flow, notes.clone()).await?;
-        }
-        flow.into_stream(transforms.len().saturating_sub(1)).await
-    };
-    let mut stream = match opened.await {
+    let mut stream = match open_flow(&*source, &transforms, &chunk, notes).await {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.send(Msg::Failed(e)).await;
@@ -95,6 +88,21 @@ async fn read_chunk(job: ReadJob) {
         }
     }
     let _ = tx.send(Msg::Done).await;
+}
+
+/// A chunk's rows as the sinks get them: the source's batches through
+/// every stage of the pipeline.
+pub(super) async fn open_flow(
+    source: &dyn Source,
+    transforms: &[Arc<dyn etl_transform::Transform>],
+    chunk: &Chunk,
+    notes: Notes,
+) -> Result<etl_model::BatchStream, EtlError> {
+    let mut flow = etl_transform::Flow::Stream(source.open(chunk).await?);
+    for t in transforms {
+        flow = t.apply(flow, notes.clone()).await?;
+    }
+    flow.into_stream(transforms.len().saturating_sub(1)).await
 }
 
 /// COPY data gathered into pieces of about this size before they cross

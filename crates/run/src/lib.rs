@@ -263,15 +263,6 @@ impl Runner {
         &self,
         chunks: &[Chunk],
     ) -> Result<Vec<(Chunk, String, etl_model::verify::Comparison)>, EtlError> {
-        // Wide rows: the sinks say whether they can compare them.
-        let wide = self.transforms.iter().any(|t| t.pivot_rules().is_some());
-        if !self.transforms.is_empty() && !wide {
-            return Err(EtlError::Config(
-                "etl verify compares the source's rows with the targets'; this pipeline has [[transforms]], \
-                 which change them, so it cannot be verified this way yet"
-                    .into(),
-            ));
-        }
         etl_base::hooks::phase("verify");
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
@@ -287,11 +278,17 @@ impl Runner {
                     self.sinks
                         .iter()
                         .map(|s| {
-                            let compared = block_on(
-                                self.step(&format!("comparing chunk {chunk} failed"), || {
-                                    verify::compare(self.source.as_ref(), s.as_ref(), chunk)
-                                }),
-                            )?;
+                            let compared = block_on(self.step(
+                                &format!("comparing chunk {chunk} failed"),
+                                || {
+                                    verify::compare(
+                                        self.source.as_ref(),
+                                        &self.transforms,
+                                        s.as_ref(),
+                                        chunk,
+                                    )
+                                },
+                            ))?;
                             Ok((chunk.clone(), s.name(), compared))
                         })
                         .collect()
@@ -301,6 +298,30 @@ impl Runner {
         let mut out = Vec::with_capacity(chunks.len() * self.sinks.len());
         for r in per_chunk {
             out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// Every planned chunk together against each sink's whole table, one
+    /// comparison per sink: for a table loaded whole by one pipeline (a
+    /// migration's table), whatever cut its chunks.
+    pub fn verify_whole(&self) -> Result<Vec<(String, etl_model::verify::Comparison)>, EtlError> {
+        etl_base::hooks::phase("verify");
+        let chunks: Vec<Chunk> = self.plan()?.chunks.into_iter().map(|c| c.chunk).collect();
+        let mut out = Vec::with_capacity(self.sinks.len());
+        for s in &self.sinks {
+            let compared = block_on(self.step(
+                &format!("comparing {} whole failed", s.name()),
+                || {
+                    verify::compare_whole(
+                        self.source.clone(),
+                        self.transforms.clone(),
+                        s.as_ref(),
+                        chunks.clone(),
+                    )
+                },
+            ))?;
+            out.push((s.name(), compared));
         }
         Ok(out)
     }

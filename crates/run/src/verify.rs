@@ -4,6 +4,8 @@
 //! the sink the answer, so no sink sees a source. A file sink's chunk is
 //! compared here: the source's batches against the file read back.
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 
 use etl_base::plan::Chunk;
@@ -12,9 +14,13 @@ use etl_pg::error::EtlError;
 use etl_sink::Sink;
 use etl_source::Source;
 
-/// One chunk of one sink compared with the source.
+/// One chunk of one sink compared with the source: in SQL on both sides
+/// where the source has SQL and nothing changes its rows on the way;
+/// else the chunk's rows as a run gives them to the sink (the source read
+/// through the pipeline's stages), which the sink hashes as it stores them.
 pub(super) async fn compare(
     source: &dyn Source,
+    transforms: &[Arc<dyn etl_transform::Transform>],
     sink: &dyn Sink,
     chunk: &Chunk,
 ) -> Result<Comparison, EtlError> {
@@ -25,15 +31,12 @@ pub(super) async fn compare(
         )));
     };
     let side = match verifiable.basis(chunk)? {
-        Basis::File(file) => return compare_file(source, chunk, &file).await,
-        Basis::Sql { columns } => match (source.sql(), source.counting()) {
-            (Some(sql), _) => SourceSide::Checksum(sql.sql_checksum(chunk, &columns).await?),
-            // A source without SQL checksums (ODBC) is compared by counts.
-            (None, Some(counting)) => match counting.count(chunk).await? {
-                Some(rows) => SourceSide::Count(rows),
-                None => return Err(no_count()),
-            },
-            (None, None) => return Err(no_count()),
+        Basis::File(file) => return compare_file(source, transforms, chunk, &file).await,
+        Basis::Sql { columns } => match source.sql().filter(|_| transforms.is_empty()) {
+            Some(sql) => SourceSide::Checksum(sql.sql_checksum(chunk, &columns).await?),
+            None => SourceSide::Batches(
+                super::chunk::open_flow(source, transforms, chunk, Default::default()).await?,
+            ),
         },
         Basis::Queries(queries) => {
             let mut answers = Vec::with_capacity(queries.len());
@@ -58,15 +61,48 @@ pub(super) async fn compare(
     }
 }
 
-/// The source's batches against the file a sink wrote, both as Arrow
-/// rows; no file: nothing in the target.
+/// Every chunk of `chunks` (all of one table) against the sink's whole
+/// table: the chunks' rows as a run gives them, one after another, hashed
+/// into one sum (a sum of row hashes adds up over chunks) beside the
+/// table's rows. For chunks the table cannot tell apart (a migration's
+/// parts of a text key, a file read whole).
+pub(super) async fn compare_whole(
+    source: Arc<dyn Source>,
+    transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
+    sink: &dyn Sink,
+    chunks: Vec<Chunk>,
+) -> Result<Comparison, EtlError> {
+    use futures_util::TryStreamExt;
+    let Some(tables) = sink.tables() else {
+        return Err(EtlError::Config(format!(
+            "{} has no tables to compare whole",
+            sink.name()
+        )));
+    };
+    let whole = Chunk::whole(chunks.first().and_then(|c| c.key.clone()));
+    let rows = futures_util::stream::iter(chunks)
+        .then(move |chunk| {
+            let (source, transforms) = (source.clone(), transforms.clone());
+            async move {
+                super::chunk::open_flow(&*source, &transforms, &chunk, Default::default()).await
+            }
+        })
+        .try_flatten();
+    tables
+        .verify(&whole, SourceSide::Batches(Box::pin(rows)))
+        .await
+}
+
+/// The chunk's rows as a run gives them against the file a sink wrote,
+/// both as Arrow rows; no file: nothing in the target.
 async fn compare_file(
     source: &dyn Source,
+    transforms: &[Arc<dyn etl_transform::Transform>],
     chunk: &Chunk,
     file: &WrittenFile,
 ) -> Result<Comparison, EtlError> {
     let mut expected = ArrowChecksum::new();
-    let mut stream = source.open(chunk).await?;
+    let mut stream = super::chunk::open_flow(source, transforms, chunk, Default::default()).await?;
     while let Some(batch) = stream.next().await {
         expected.add(&batch?)?;
     }
@@ -80,7 +116,6 @@ async fn compare_file(
         None
     };
     Ok(Comparison {
-        counts_only: false,
         source: expected.finish(),
         target,
     })
@@ -99,12 +134,4 @@ pub(super) async fn source_rows(
         },
         None => Ok(None),
     }
-}
-
-/// A source that can neither checksum nor count a chunk's rows.
-fn no_count() -> EtlError {
-    EtlError::Config(
-        "this source can neither checksum nor count a chunk's rows in a PostgreSQL target; verify supports PostgreSQL, ODBC and Access sources, and CSV and Parquet files read in time windows ([chunks] time_column), not byte ranges or whole files (into CSV or Parquet files every source is compared value by value)"
-            .into(),
-    )
 }

@@ -66,11 +66,6 @@ pub trait Source: Send + Sync {
     fn copy_out(&self) -> Option<&dyn CopyOut> {
         None
     }
-    /// Counting a chunk's rows itself, when it can (verify's fallback
-    /// where a source has no SQL checksum).
-    fn counting(&self) -> Option<&dyn Counting> {
-        None
-    }
     /// Bytes read from the source so far, over all chunks.
     fn bytes_read(&self) -> u64;
     /// Values the source did not read as they were (text replaced or cut,
@@ -113,14 +108,6 @@ pub trait CopyOut: Send + Sync {
     /// sink writes the server's CSV as it comes).
     async fn open_copy(&self, chunk: &Chunk, csv: Option<&CsvCopy>)
         -> Result<CopyStream, EtlError>;
-}
-
-/// A source that counts a chunk's rows itself ([`Source::counting`]).
-#[async_trait]
-pub trait Counting: Send + Sync {
-    /// The number of one chunk's rows; `None` where this chunk has no
-    /// count (a CSV byte range).
-    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError>;
 }
 
 /// A chunk read a batch at a time by a file source, with a last step

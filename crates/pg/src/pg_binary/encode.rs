@@ -70,13 +70,15 @@ struct ColumnPlan {
 #[derive(Debug, Clone)]
 pub struct CopyEncoder {
     columns: Vec<ColumnPlan>,
+    /// Each column as the target gives it back ([`PgType::arrow_field`]).
+    stored: arrow::datatypes::SchemaRef,
 }
 
 impl CopyEncoder {
     /// Plans each `(field, target type)` pair. Fails with the column name
     /// and both types when a field cannot be written to its column.
-    pub fn new(columns: &[(&Field, &PgType)]) -> Result<Self, String> {
-        let columns = columns
+    pub fn new(pairs: &[(&Field, &PgType)]) -> Result<Self, String> {
+        let columns = pairs
             .iter()
             .map(|(field, target)| {
                 let (encoder, cast_to) = plan(field.data_type(), target).map_err(|why| {
@@ -95,7 +97,74 @@ impl CopyEncoder {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(CopyEncoder { columns })
+        let stored = Arc::new(arrow::datatypes::Schema::new(
+            pairs
+                .iter()
+                .map(|(field, target)| target.arrow_field(field.name()))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(CopyEncoder { columns, stored })
+    }
+
+    /// The schema of [`CopyEncoder::stored`]: the target's columns as
+    /// [`super::decode::CopyDecoder`] reads them back.
+    pub fn stored_schema(&self) -> arrow::datatypes::SchemaRef {
+        self.stored.clone()
+    }
+
+    /// `batch` as the target stores it and gives it back: each column cast
+    /// as [`CopyEncoder::write_batch`] casts it, then carried in the Arrow
+    /// type the target's column decodes to (a numeric's scale, a time's
+    /// zone). `etl verify` hashes this beside the rows read back, so the
+    /// comparison is of what the target holds, not of how it got there.
+    pub fn stored(&self, batch: &RecordBatch) -> Result<RecordBatch, EncodeError> {
+        let cast_options = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (index, ((plan, array), field)) in self
+            .columns
+            .iter()
+            .zip(batch.columns())
+            .zip(self.stored.fields())
+            .enumerate()
+        {
+            let failed = |e: arrow::error::ArrowError| EncodeError {
+                column: plan.name.clone(),
+                index,
+                row: 0,
+                reason: format!("cast to {} failed: {e}", field.data_type()),
+            };
+            let mut array = match &plan.cast_to {
+                Some(t) => cast_with_options(array, t, &cast_options).map_err(failed)?,
+                None => array.clone(),
+            };
+            if array.data_type() != field.data_type() {
+                array = match (array.data_type(), field.data_type()) {
+                    // The encoder writes a time's microseconds as they are,
+                    // whatever zone the Arrow type names.
+                    (
+                        DataType::Timestamp(TimeUnit::Microsecond, _),
+                        DataType::Timestamp(_, zone),
+                    ) => Arc::new(
+                        array
+                            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                            .clone()
+                            .with_timezone_opt(zone.clone()),
+                    ),
+                    _ => cast_with_options(&array, field.data_type(), &cast_options)
+                        .map_err(failed)?,
+                };
+            }
+            columns.push(array);
+        }
+        RecordBatch::try_new(self.stored.clone(), columns).map_err(|e| EncodeError {
+            column: String::new(),
+            index: 0,
+            row: 0,
+            reason: e.to_string(),
+        })
     }
 
     /// The 19-byte header: signature, flags, no extension.

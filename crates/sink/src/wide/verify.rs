@@ -270,7 +270,6 @@ impl Wide {
         };
         if !layout.parts.contains_key(&base.qualified()) {
             return Ok(etl_model::verify::Comparison {
-                counts_only: false,
                 source: expected_sum,
                 target: None,
             });
@@ -324,7 +323,6 @@ impl Wide {
             }
         }
         Ok(etl_model::verify::Comparison {
-            counts_only: false,
             source: expected_sum,
             target: Some(etl_model::verify::Checksum {
                 rows: target_rows as u64,

@@ -32,7 +32,7 @@ use jetdb::{
 use super::values::{arrow_type, Builder};
 use super::{file_error, open, table_def};
 use crate::catalog::{Action, ForeignKey, Keys};
-use crate::{BatchStream, Counting, Source, SourceCounts};
+use crate::{BatchStream, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
@@ -319,17 +319,6 @@ impl Source for AccessChild {
             .lock()
             .expect("no panic while holding the lock")
             .clone()
-    }
-
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Counting for AccessChild {
-    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(Some(self.rows()?))
     }
 }
 

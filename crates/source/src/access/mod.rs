@@ -28,7 +28,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use jetdb::{ColumnType, PageReader, TableDef};
 
-use super::{BatchStream, Counting, Source, SourceCounts};
+use super::{BatchStream, Source, SourceCounts};
 use crate::catalog::{Action, Catalog, ForeignKey, Index, Keys};
 use crate::odbc::Cast;
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
@@ -375,17 +375,6 @@ impl Source for AccessTable {
             .lock()
             .expect("no panic while holding the lock")
             .clone()
-    }
-
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Counting for AccessTable {
-    async fn count(&self, _chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(Some(self.rows()))
     }
 }
 

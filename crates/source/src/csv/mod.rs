@@ -39,7 +39,7 @@ use encoding_rs::Encoding;
 use self::parse::{Dialect, Scanner};
 use self::read::{span_reader, ChunkBatches, RangeReader, WindowReads};
 use self::types::ColType;
-use super::{BatchStream, Counting, Source, SourceCounts};
+use super::{BatchStream, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, Unit};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
@@ -567,32 +567,6 @@ impl Source for CsvSource {
             .lock()
             .expect("no panic while holding the lock")
             .clone()
-    }
-
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Counting for CsvSource {
-    /// A time window's records, as the plan counted them (lines rejected
-    /// while loading make the target's count differ, as they should). A
-    /// byte range has no count: the target has no column to find its rows.
-    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        if self.spec.windows.is_none() || chunk.unit != Unit::Time {
-            return Ok(None);
-        }
-        let planned = self
-            .windows
-            .lock()
-            .expect("no panic while holding the lock")
-            .clone();
-        Ok(planned.and_then(|p| {
-            p.chunks
-                .get(&(chunk.key.clone(), chunk.start))
-                .map(|c| c.rows)
-        }))
     }
 }
 

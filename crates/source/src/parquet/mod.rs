@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 
-use super::{BatchStream, Counting, Source};
+use super::{BatchStream, Source};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_base::time::Micros;
 use etl_model::wide::{ChunkKey, Kind, WideLayout};
@@ -495,30 +495,8 @@ impl Source for ParquetSource {
         Ok(Box::pin(futures_util::stream::iter(batches)))
     }
 
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-
     fn bytes_read(&self) -> u64 {
         self.bytes_read.load(Ordering::Relaxed)
-    }
-}
-
-#[async_trait]
-impl Counting for ParquetSource {
-    /// A time window's rows, read from the files (its rows only, as the
-    /// chunk reads them). A file read whole has no count: the target has
-    /// no column to find that file's rows by.
-    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        if self.time_name.is_empty() || chunk.unit != etl_base::plan::Unit::Time {
-            return Ok(None);
-        }
-        let mut stream = self.open(chunk).await?;
-        let mut rows = 0u64;
-        while let Some(batch) = futures_util::StreamExt::next(&mut stream).await {
-            rows += batch?.num_rows() as u64;
-        }
-        Ok(Some(rows))
     }
 }
 

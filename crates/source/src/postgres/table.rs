@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 
-use crate::{BatchStream, CopyOut, CopyStream, CopyThrough, Counting, Source};
+use crate::{BatchStream, CopyOut, CopyStream, CopyThrough, Source};
 use etl_base::plan::{Chunk, Plan, PlannedChunk, Unit};
 use etl_base::sql::{ident, TableName};
 use etl_model::Chunking;
@@ -216,10 +216,6 @@ impl Source for PgTable {
         self.bytes_read.load(Ordering::Relaxed)
     }
 
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-
     fn copy_out(&self) -> Option<&dyn CopyOut> {
         Some(self)
     }
@@ -267,12 +263,5 @@ impl CopyOut for PgTable {
             format!("source table {} for chunk {chunk}", self.name),
         )
         .await
-    }
-}
-
-#[async_trait]
-impl Counting for PgTable {
-    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        Ok(Some(self.checksum(Some(chunk)).await?.rows))
     }
 }

@@ -28,7 +28,7 @@ use super::process::{self, ReadRequest, ReadStats};
 use super::stream::ReaderStream;
 use super::{connect, count_lines, prepare, quote_char, quote_with, Param};
 use crate::odbc::{OdbcRelation, OdbcSpec};
-use crate::{BatchStream, Counting, Source, SourceCounts};
+use crate::{BatchStream, Source, SourceCounts};
 use etl_base::plan::{Chunk, Plan, PlannedChunk};
 use etl_base::time::Micros;
 use etl_model::Chunking;
@@ -726,27 +726,6 @@ impl Source for OdbcSource {
             lines: count_lines(&stats, &self.spec.options),
             values_changed: stats.values_changed(),
             rows_rejected: 0,
-        }
-    }
-
-    fn counting(&self) -> Option<&dyn Counting> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Counting for OdbcSource {
-    /// The chunk's SELECT as a `COUNT(*)` (a query source: of the query
-    /// as a derived table).
-    async fn count(&self, chunk: &Chunk) -> Result<Option<u64>, EtlError> {
-        let (select, params) = self.chunk_select(chunk)?;
-        let (select, params) = match select.strip_prefix("SELECT * FROM ") {
-            Some(rest) => (format!("SELECT COUNT(*) FROM {rest}"), params),
-            None => (format!("SELECT COUNT(*) FROM ({select}) q"), params),
-        };
-        match self.integers_with(&select, params)?[..] {
-            [Some(n)] if n >= 0 => Ok(Some(n as u64)),
-            _ => Err(EtlError::Config(format!("{select:?} returned no count"))),
         }
     }
 }
