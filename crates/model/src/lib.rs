@@ -28,6 +28,9 @@ use futures_util::Stream;
 /// One chunk's rows, as a source gives them and a transform passes them on.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, EtlError>> + Send>>;
 
+/// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
+pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> + Send>>;
+
 /// What a source that hands its chunks over as COPY data gives: the
 /// format, and the columns in the order of their values.
 #[derive(Debug, Clone)]

@@ -151,10 +151,13 @@ pub type Rows = Vec<Vec<Option<String>>>;
 /// What a sink compares one chunk by, and so what the runner reads of the
 /// source: the sink never sees the source.
 pub enum Basis {
-    /// Count and checksum of these columns ([`sql`]) in the source, or,
-    /// where the source has no SQL or the pipeline has stages, the chunk's
-    /// rows as the run gives them ([`SourceSide::Batches`]).
-    Sql { columns: Vec<String> },
+    /// The chunk's rows as the run gives them ([`SourceSide::Batches`]),
+    /// which the sink hashes as it stores them ([`ArrowChecksum`]).
+    Rows,
+    /// The source's COPY data as is ([`SourceSide::Copy`]): the target's
+    /// columns are of the source's types, so the same values are the same
+    /// bytes on both servers ([`CopyChecksum`]).
+    Copy,
     /// The rows of these queries over the chunk's rows in the source (a
     /// pivot's wide tables, compared cell by cell).
     Queries(Vec<RowsQuery>),
@@ -187,13 +190,104 @@ pub enum FileFormat {
 
 /// The source's side of one chunk, as the runner read it for a [`Basis`].
 pub enum SourceSide {
-    Checksum(Checksum),
     /// The chunk's rows as the run gives them to the sink (the source read
     /// through the pipeline's stages): the sink hashes them as it would
     /// store them, beside its own rows read back.
     Batches(crate::BatchStream),
+    /// The source's binary COPY data of the chunk, hashed row by row
+    /// beside the target's.
+    Copy(crate::CopyStream),
     /// Each query's rows, in the order of [`Basis::Queries`].
     Rows(Vec<Rows>),
+}
+
+/// Accumulates a [`Checksum`] of binary COPY data fed piece by piece: each
+/// row's bytes (field count, lengths, values) hashed with xxh3, the hashes
+/// summed. Two servers print equal values of one built-in type as equal
+/// bytes, so this compares a source and a target of the same column types
+/// without decoding either.
+#[derive(Debug, Default)]
+pub struct CopyChecksum {
+    /// A row (or the header) split across pieces.
+    pending: Vec<u8>,
+    header_done: bool,
+    ended: bool,
+    rows: u64,
+    sum: u128,
+}
+
+impl CopyChecksum {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), EtlError> {
+        if self.pending.is_empty() {
+            let used = self.walk(bytes)?;
+            self.pending.extend_from_slice(&bytes[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(bytes);
+            let used = self.walk(&pending)?;
+            pending.drain(..used);
+            self.pending = pending;
+        }
+        Ok(())
+    }
+
+    /// Hashes the whole rows at the start of `bytes`; the bytes used.
+    fn walk(&mut self, bytes: &[u8]) -> Result<usize, EtlError> {
+        use etl_pg::pg_binary::{HEADER_LEN, SIGNATURE};
+        let broken = |what: &str| EtlError::Bug(format!("COPY data to checksum {what}"));
+        let mut at = 0;
+        if !self.header_done {
+            if bytes.len() < HEADER_LEN {
+                return Ok(0);
+            }
+            if &bytes[..SIGNATURE.len()] != SIGNATURE {
+                return Err(broken("does not start with the binary COPY signature"));
+            }
+            let ext = u32::from_be_bytes(bytes[15..19].try_into().expect("4 bytes")) as usize;
+            if bytes.len() < HEADER_LEN + ext {
+                return Ok(0);
+            }
+            at = HEADER_LEN + ext;
+            self.header_done = true;
+        }
+        while at < bytes.len() {
+            if self.ended {
+                return Err(broken("goes on after its trailer"));
+            }
+            if bytes[at..].starts_with(&[0xff, 0xff]) {
+                self.ended = true;
+                at += 2;
+                continue;
+            }
+            match etl_pg::pg_binary::rows::whole_tuple(&bytes[at..]) {
+                Some(len) => {
+                    let h = twox_hash::XxHash3_64::oneshot(&bytes[at..at + len]);
+                    self.sum = self.sum.wrapping_add(h as u128);
+                    self.rows += 1;
+                    at += len;
+                }
+                None => break,
+            }
+        }
+        Ok(at)
+    }
+
+    /// After the last piece: fails unless the data ended with its trailer.
+    pub fn finish(self) -> Result<Checksum, EtlError> {
+        if !self.ended || !self.pending.is_empty() {
+            return Err(EtlError::Bug(
+                "COPY data to checksum ended inside a row or before its trailer".into(),
+            ));
+        }
+        Ok(Checksum {
+            rows: self.rows,
+            sum: self.sum.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

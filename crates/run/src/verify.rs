@@ -14,10 +14,10 @@ use etl_pg::error::EtlError;
 use etl_sink::Sink;
 use etl_source::Source;
 
-/// One chunk of one sink compared with the source: in SQL on both sides
-/// where the source has SQL and nothing changes its rows on the way;
-/// else the chunk's rows as a run gives them to the sink (the source read
-/// through the pipeline's stages), which the sink hashes as it stores them.
+/// One chunk of one sink compared with the source: the source's COPY data
+/// where the sink's table takes it as is; else the chunk's rows as a run
+/// gives them to the sink (the source read through the pipeline's stages),
+/// which the sink hashes as it stores them.
 pub(super) async fn compare(
     source: &dyn Source,
     transforms: &[Arc<dyn etl_transform::Transform>],
@@ -30,14 +30,15 @@ pub(super) async fn compare(
             sink.name()
         )));
     };
-    let side = match verifiable.basis(chunk)? {
+    let side = match verifiable.basis(chunk).await? {
         Basis::File(file) => return compare_file(source, transforms, chunk, &file).await,
-        Basis::Sql { columns } => match source.sql().filter(|_| transforms.is_empty()) {
-            Some(sql) => SourceSide::Checksum(sql.sql_checksum(chunk, &columns).await?),
-            None => SourceSide::Batches(
-                super::chunk::open_flow(source, transforms, chunk, Default::default()).await?,
-            ),
-        },
+        Basis::Copy if transforms.is_empty() && source.copy_out().is_some() => {
+            let copy = source.copy_out().expect("checked just above");
+            SourceSide::Copy(copy.open_copy(chunk, None).await?)
+        }
+        Basis::Rows | Basis::Copy => SourceSide::Batches(
+            super::chunk::open_flow(source, transforms, chunk, Default::default()).await?,
+        ),
         Basis::Queries(queries) => {
             let mut answers = Vec::with_capacity(queries.len());
             for query in queries {
@@ -55,7 +56,7 @@ pub(super) async fn compare(
     match sink.tables() {
         Some(tables) => tables.verify(chunk, side).await,
         None => Err(EtlError::Bug(format!(
-            "chunk {chunk}: {} gave a basis of SQL but has no tables to compare it in",
+            "chunk {chunk}: {} compares by rows but has no tables to compare them in",
             sink.name()
         ))),
     }

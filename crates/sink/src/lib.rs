@@ -82,11 +82,12 @@ pub trait Sink: Send + Sync {
 }
 
 /// The ability of a sink whose chunks `etl verify` compares.
+#[async_trait]
 pub trait Verifiable: Send + Sync {
     /// What one chunk is compared by; the runner reads the source's side
     /// accordingly (a [`Basis::File`] it compares itself, the others in
     /// [`Tables::verify`]).
-    fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError>;
+    async fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError>;
 }
 
 /// The ability of a sink that writes database tables.

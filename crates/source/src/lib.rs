@@ -12,25 +12,20 @@ pub mod postgres;
 mod read_back;
 pub mod spec;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use futures_util::Stream;
 
 use crate::spec::ValidatedSource;
 use etl_base::plan::{Chunk, Plan};
 use etl_model::Chunking;
 use etl_pg::error::EtlError;
 
-pub use etl_model::{BatchStream, CopyThrough};
+pub use etl_model::{BatchStream, CopyStream, CopyThrough};
 pub use etl_pg::pg_binary::rows::CsvCopy;
 pub use read_back::read_back;
-
-/// One chunk as PostgreSQL COPY data, the bytes as the server sent them.
-pub type CopyStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EtlError>> + Send>>;
 
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -78,13 +73,6 @@ pub trait Source: Send + Sync {
 /// A source's SQL over its own rows ([`Source::sql`]).
 #[async_trait]
 pub trait SqlRows: Send + Sync {
-    /// Count and checksum of one chunk's rows over `columns`
-    /// ([`etl_model::verify::sql`]).
-    async fn sql_checksum(
-        &self,
-        chunk: &Chunk,
-        columns: &[String],
-    ) -> Result<etl_model::verify::Checksum, EtlError>;
     /// Runs the query `sql` writes around the chunk's rows (all rows
     /// without a chunk), given as a relation to select from: `(SELECT *
     /// FROM <the source> WHERE <chunk's rows>) AS rows`; each value must

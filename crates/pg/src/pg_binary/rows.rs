@@ -292,7 +292,7 @@ impl RowWalker {
 
 /// The length of the tuple `bytes` starts with, when all of it is there
 /// and well formed (anything else is left to the states, which report it).
-fn whole_tuple(bytes: &[u8]) -> Option<usize> {
+pub fn whole_tuple(bytes: &[u8]) -> Option<usize> {
     let fields = i16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
     if fields < 0 {
         return None;

@@ -340,8 +340,9 @@ impl Sink for FileSink {
     }
 }
 
+#[async_trait]
 impl Verifiable for FileSink {
-    fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
+    async fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
         if self.ctx.wide.is_some() {
             return Err(EtlError::Config(
                 "etl verify checks a pivot's PostgreSQL wide tables; its Parquet files are not compared yet"

@@ -2,41 +2,39 @@
 //! count, for sources without SQL) in the source and in the table.
 
 use super::*;
-use etl_model::verify::{Basis, SourceSide};
+use etl_model::verify::{ArrowChecksum, Basis, Checksum, CopyChecksum, SourceSide};
 
+#[async_trait]
 impl Verifiable for PostgresSink {
     /// What one chunk is compared by: a pivot's wide tables cell by cell
-    /// (queries over the source's rows), else a checksum of the columns.
-    fn basis(&self, _chunk: &Chunk) -> Result<Basis, EtlError> {
+    /// (queries over the source's rows); a table that takes the source's
+    /// COPY data as is by that data, row by row; else the chunk's rows as
+    /// the run gives them, as the table stores them.
+    async fn basis(&self, chunk: &Chunk) -> Result<Basis, EtlError> {
         if let Some(wide) = &self.wide {
             return Ok(Basis::Queries(wide.verify_queries()?));
         }
-        Ok(Basis::Sql {
-            columns: self.verified_columns(),
-        })
+        let table = self.table_for(chunk)?;
+        let client = self.pool.get().await?;
+        let copy = match read_columns(&client, &table).await? {
+            Some(_) => self.checked_target(&client, &table).await?.copy_ok,
+            None => false,
+        };
+        self.pool.put(client);
+        Ok(if copy { Basis::Copy } else { Basis::Rows })
     }
 }
 
 impl PostgresSink {
-    /// The columns a chunk's checksum covers: every column the sink writes.
-    fn verified_columns(&self) -> Vec<String> {
-        self.ctx
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    }
-
-    /// One chunk compared: the source's checksum in SQL with the same in
-    /// the target table, or the chunk's rows as the run gives them, hashed
-    /// as this table stores them, with the table's rows read back (a
-    /// pivot's wide tables compare cell by cell).
+    /// One chunk compared: the chunk's rows as the run gives them, hashed
+    /// as this table stores them, or the source's COPY data hashed row by
+    /// row, each beside the table's rows of the chunk read back at the same
+    /// time (a pivot's wide tables compare cell by cell).
     pub(super) async fn verify_chunk(
         &self,
         chunk: &Chunk,
         source: SourceSide,
-    ) -> Result<etl_model::verify::Comparison, EtlError> {
+    ) -> Result<Comparison, EtlError> {
         let table = self.table_for(chunk)?;
         if !self.selects(chunk) {
             return Err(EtlError::Config(format!(
@@ -52,32 +50,12 @@ impl PostgresSink {
         let client = self.pool.get().await?;
         let compared = match (source, &self.wide) {
             (SourceSide::Rows(rows), Some(wide)) => wide.verify(&client, &table, chunk, rows).await,
-            (SourceSide::Checksum(expected), None) => {
-                let target = match read_columns(&client, &table).await? {
-                    None => None,
-                    Some(_) => {
-                        let sql = etl_model::verify::sql(
-                            &self.verified_columns(),
-                            &table.qualified(),
-                            &filter,
-                        );
-                        let row = client.query_one(&sql, &[]).await.map_err(EtlError::pg(
-                            format!("checksumming chunk {chunk} in {}", table.qualified()),
-                        ))?;
-                        Some(etl_model::verify::Checksum {
-                            rows: row.get::<_, i64>(0) as u64,
-                            sum: row.get(1),
-                        })
-                    }
-                };
-                Ok(etl_model::verify::Comparison {
-                    source: expected,
-                    target,
-                })
-            }
             (SourceSide::Batches(batches), None) => {
                 self.compare_batches(&client, &table, chunk, &filter, batches)
                     .await
+            }
+            (SourceSide::Copy(data), None) => {
+                self.compare_copy(&client, &table, &filter, data).await
             }
             _ => Err(EtlError::Bug(format!(
                 "chunk {chunk}: the source's side does not match what the PostgreSQL sink compares by"
@@ -106,15 +84,15 @@ impl PostgresSink {
         chunk: &Chunk,
         filter: &str,
         mut batches: etl_model::BatchStream,
-    ) -> Result<etl_model::verify::Comparison, EtlError> {
+    ) -> Result<Comparison, EtlError> {
         use futures_util::StreamExt;
         let Some(columns) = read_columns(client, table).await? else {
             // No table: the source's rows are counted and hashed as they come.
-            let mut expected = etl_model::verify::ArrowChecksum::new();
+            let mut expected = ArrowChecksum::new();
             while let Some(batch) = batches.next().await {
                 expected.add(&batch?)?;
             }
-            return Ok(etl_model::verify::Comparison {
+            return Ok(Comparison {
                 source: expected.finish(),
                 target: None,
             });
@@ -126,7 +104,7 @@ impl PostgresSink {
             ))
         })?;
         let expected = async {
-            let mut sum = etl_model::verify::ArrowChecksum::new();
+            let mut sum = ArrowChecksum::new();
             while let Some(batch) = batches.next().await {
                 let stored = encoder.stored(&batch?).map_err(|e| {
                     EtlError::Config(format!("chunk {chunk} as {table} stores it: {e}"))
@@ -137,24 +115,96 @@ impl PostgresSink {
         };
         let (expected, found) = tokio::join!(
             expected,
-            self.read_back(table, &columns, encoder.stored_schema(), filter)
+            self.read_back_rows(table, &columns, encoder.stored_schema(), filter)
         );
-        Ok(etl_model::verify::Comparison {
+        Ok(Comparison {
             source: expected?,
             target: Some(found?),
         })
     }
 
-    /// The checksum of the table's rows where `filter`, read in binary
-    /// and decoded as the run would decode them, on a connection of its own.
+    /// The source's COPY data and the table's rows where `filter`, both
+    /// in binary, hashed row by row at the same time.
+    async fn compare_copy(
+        &self,
+        client: &Client,
+        table: &TableName,
+        filter: &str,
+        mut data: etl_model::CopyStream,
+    ) -> Result<Comparison, EtlError> {
+        use futures_util::StreamExt;
+        let Some(columns) = read_columns(client, table).await? else {
+            return Err(EtlError::Changed(format!("target table {table} is gone")));
+        };
+        let expected = async {
+            let mut sum = CopyChecksum::new();
+            while let Some(piece) = data.next().await {
+                sum.feed(&piece?)?;
+            }
+            sum.finish()
+        };
+        let found = async {
+            let mut sum = CopyChecksum::new();
+            self.read_back(table, &columns, filter, |piece| sum.feed(piece))
+                .await?;
+            sum.finish()
+        };
+        let (expected, found) = tokio::join!(expected, found);
+        Ok(Comparison {
+            source: expected?,
+            target: Some(found?),
+        })
+    }
+
+    /// The table's rows where `filter` in binary COPY data, each piece
+    /// handed to `take`, on a connection of its own. The columns are the
+    /// sink's, in its order.
     async fn read_back(
+        &self,
+        table: &TableName,
+        columns: &[CatalogColumn],
+        filter: &str,
+        mut take: impl FnMut(&[u8]) -> Result<(), EtlError>,
+    ) -> Result<(), EtlError> {
+        use futures_util::StreamExt;
+        let mut list = Vec::new();
+        for field in self.ctx.schema.fields() {
+            if !columns.iter().any(|c| c.name == *field.name()) {
+                return Err(EtlError::Changed(format!(
+                    "column {:?} of {table} is gone",
+                    field.name()
+                )));
+            }
+            list.push(ident(field.name()));
+        }
+        let sql = format!(
+            "COPY (SELECT {} FROM {} WHERE {filter}) TO STDOUT (FORMAT binary)",
+            list.join(", "),
+            table.qualified()
+        );
+        let context = format!("reading back {} where {filter}", table.qualified());
+        let client = self.pool.get().await?;
+        let stream = client
+            .copy_out(&sql)
+            .await
+            .map_err(EtlError::pg(context.clone()))?;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(piece) = stream.next().await {
+            take(&piece.map_err(EtlError::pg(context.clone()))?)?;
+        }
+        self.pool.put(client);
+        Ok(())
+    }
+
+    /// The table's rows where `filter`, decoded as a run decodes them
+    /// and hashed as Arrow rows.
+    async fn read_back_rows(
         &self,
         table: &TableName,
         columns: &[CatalogColumn],
         schema: arrow::datatypes::SchemaRef,
         filter: &str,
-    ) -> Result<etl_model::verify::Checksum, EtlError> {
-        use futures_util::StreamExt;
+    ) -> Result<Checksum, EtlError> {
         let mut types = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
             let column = columns.iter().find(|c| c.name == *field.name());
@@ -166,40 +216,23 @@ impl PostgresSink {
                 EtlError::Changed(format!("column {:?} of {table} is gone", field.name()))
             })?);
         }
-        let list = schema
-            .fields()
-            .iter()
-            .map(|f| ident(f.name()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "COPY (SELECT {list} FROM {} WHERE {filter}) TO STDOUT (FORMAT binary)",
-            table.qualified()
-        );
-        let context = format!("reading back {} where {filter}", table.qualified());
-        let client = self.pool.get().await?;
         let mut decoder =
             etl_pg::pg_binary::decode::CopyDecoder::new(schema, &types, 8192, 8 << 20);
-        let mut sum = etl_model::verify::ArrowChecksum::new();
-        let decoded =
-            |e: etl_pg::pg_binary::decode::DecodeError| EtlError::Bug(format!("{context}: {e}"));
-        let stream = client
-            .copy_out(&sql)
-            .await
-            .map_err(EtlError::pg(context.clone()))?;
-        let mut stream = std::pin::pin!(stream);
-        while let Some(bytes) = stream.next().await {
-            decoder
-                .feed(&bytes.map_err(EtlError::pg(context.clone()))?)
-                .map_err(decoded)?;
+        let mut sum = ArrowChecksum::new();
+        let decoded = |e: etl_pg::pg_binary::decode::DecodeError| {
+            EtlError::Bug(format!("reading back {table}: {e}"))
+        };
+        self.read_back(table, columns, filter, |piece| {
+            decoder.feed(piece).map_err(decoded)?;
             while let Some(batch) = decoder.next_batch().map_err(decoded)? {
                 sum.add(&batch)?;
             }
-        }
+            Ok(())
+        })
+        .await?;
         while let Some(batch) = decoder.finish().map_err(decoded)? {
             sum.add(&batch)?;
         }
-        self.pool.put(client);
         Ok(sum.finish())
     }
 }

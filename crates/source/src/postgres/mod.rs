@@ -595,25 +595,6 @@ impl CopyOut for PostgresSource {
 
 #[async_trait]
 impl SqlRows for PostgresSource {
-    async fn sql_checksum(
-        &self,
-        chunk: &Chunk,
-        columns: &[String],
-    ) -> Result<etl_model::verify::Checksum, EtlError> {
-        let client = self.pool.get().await?;
-        let filter = self.filter(chunk);
-        let row = client
-            .query_one(&etl_model::verify::sql(columns, &self.from, &filter), &[])
-            .await
-            .map_err(EtlError::pg(format!(
-                "checksumming chunk {chunk} in the source"
-            )))?;
-        self.pool.put(client);
-        Ok(etl_model::verify::Checksum {
-            rows: row.get::<_, i64>(0) as u64,
-            sum: row.get(1),
-        })
-    }
     async fn sql_rows(
         &self,
         chunk: Option<&Chunk>,
