@@ -153,6 +153,10 @@ pub enum Command {
         /// Check only this many chunks, picked at random.
         #[arg(long)]
         sample: Option<usize>,
+        /// Compare the target's rows with the checksums their chunks
+        /// recorded when they were loaded, without reading the source.
+        #[arg(long)]
+        quick: bool,
     },
     /// Run exactly the chunks listed in a failed-chunk CSV (key,start,end).
     Rerun {
@@ -321,7 +325,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             pipeline,
             keys,
             sample,
-        } => verify::verify(&pipeline, &keys, sample),
+            quick,
+        } => verify::verify(&pipeline, &keys, sample, quick),
         Command::Rerun {
             pipeline,
             failed_csv,

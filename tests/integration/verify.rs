@@ -22,6 +22,24 @@ fn verify_finds_a_changed_value_and_a_missing_row() {
         "Verified 6 chunks of pipeline ships-copy against 1 sink: 6 equal, 0 differ\n"
     );
 
+    // And --quick, from the checksums recorded as the chunks committed
+    // (the source's COPY data, row by row), agrees without the source
+    let quick = db.etl(&["verify", "--quick", p]);
+    assert_eq!(quick.code, 0, "{quick:?}");
+    assert!(
+        quick.stdout.starts_with(
+            "Verified 6 chunks of pipeline ships-copy against 1 sink: 6 equal, 0 differ\nThe target's rows were compared with the checksums recorded"
+        ),
+        "{quick:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE checksum LIKE 'copy1 4320 %') FROM etl.chunk_ledger"
+        ),
+        "6"
+    );
+
     // When one value changes in one chunk and a row disappears from another
     psql(&db.dst, "UPDATE tenant.tbl_data_timeseries SET str_v = 'tampered' WHERE ship_id = 'IMO9900001' AND created_time = '2025-06-02 10:00:00+00' AND data_channel_id = 'ch_0001'");
     psql(&db.dst, "DELETE FROM tenant.tbl_data_timeseries WHERE ship_id = 'IMO9900002' AND created_time = '2025-06-03 23:59:00+00' AND data_channel_id = 'ch_0003'");
@@ -37,6 +55,23 @@ fn verify_finds_a_changed_value_and_a_missing_row() {
     );
     assert!(bad.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs "), "{bad:?}");
     assert!(bad.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{bad:?}");
+
+    // And --quick finds the same two chunks, the source unread
+    let quick = db.etl(&["verify", "--quick", p]);
+    assert_eq!(quick.code, 1, "{quick:?}");
+    assert!(quick.stdout.contains("4 equal, 2 differ"), "{quick:?}");
+    assert!(quick.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs "), "{quick:?}");
+    assert!(quick.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{quick:?}");
+
+    // And a chunk without a recorded checksum is said to be unverified
+    psql(&db.dst, "UPDATE etl.chunk_ledger SET checksum = NULL WHERE chunk_key = 'IMO9900002' AND start_at = '2025-06-01 00:00:00+00'");
+    let quick = db.etl(&["verify", "--quick", "--key", "IMO9900002", p]);
+    assert_eq!(quick.code, 1, "{quick:?}");
+    assert!(quick.stdout.contains("1 equal, 1 differ"), "{quick:?}");
+    assert!(
+        quick.stdout.contains("1 chunk recorded no checksum (not loaded yet, or loaded by an etl before checksums were recorded): run etl verify without --quick for it."),
+        "{quick:?}"
+    );
 
     // And a sample checks only that many chunks
     let sample = db.etl(&["verify", "--sample", "2", p]);

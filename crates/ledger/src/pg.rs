@@ -227,16 +227,31 @@ impl InTransaction for PgLedger {
         target: &str,
         chunk: &Chunk,
         rows: u64,
+        checksum: Option<&str>,
     ) -> Result<(), EtlError> {
         sql::commit_done(
             self.on(client),
             &Row::new(&self.pipeline, target, chunk),
             rows,
+            checksum,
         )
         .await
         .map_err(EtlError::pg(self.schema.sql(&format!(
             "recording chunk {chunk} into {target} in etl.chunk_ledger and committing"
         ))))
+    }
+
+    async fn recorded(
+        &self,
+        client: &Client,
+        target: &str,
+        chunk: &Chunk,
+    ) -> Result<Option<String>, EtlError> {
+        sql::recorded(self.on(client), &Row::new(&self.pipeline, target, chunk))
+            .await
+            .map_err(EtlError::pg(self.schema.sql(&format!(
+                "reading the checksum recorded for chunk {chunk} into {target} in etl.chunk_ledger"
+            ))))
     }
 
     fn forget_sql(&self, target: &str) -> String {

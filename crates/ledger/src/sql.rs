@@ -28,8 +28,10 @@ const TABLES: &str = "CREATE TABLE IF NOT EXISTS etl.chunk_ledger ( \
       status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')), \
       loaded boolean NOT NULL DEFAULT false, \
       rows bigint, attempts integer NOT NULL DEFAULT 0, last_error text, claimed_pid integer, \
-      started_at timestamptz, finished_at timestamptz, \
+      started_at timestamptz, finished_at timestamptz, checksum text, \
       UNIQUE NULLS NOT DISTINCT (pipeline, target, chunk_key, start_at, end_at)); \
+    DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'etl.chunk_ledger'::regclass \
+      AND attname = 'checksum') THEN ALTER TABLE etl.chunk_ledger ADD COLUMN checksum text; END IF; END $$; \
     CREATE INDEX IF NOT EXISTS chunk_ledger_window ON etl.chunk_ledger (target, chunk_key, start_at); \
     CREATE TABLE IF NOT EXISTS etl.cutoff ( \
       pipeline text PRIMARY KEY, cutoff timestamptz NOT NULL, updated_at timestamptz NOT NULL DEFAULT now()); \
@@ -239,8 +241,9 @@ pub async fn commit_done(
     db: SchemaClient<'_>,
     row: &Row<'_>,
     rows: u64,
+    checksum: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    mark_done(db, row, rows).await?;
+    mark_done(db, row, rows, checksum).await?;
     db.batch_execute("COMMIT").await
 }
 
@@ -249,17 +252,36 @@ pub async fn mark_done(
     db: SchemaClient<'_>,
     row: &Row<'_>,
     rows: u64,
+    checksum: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     db
         .execute(
             &format!(
                 "UPDATE etl.chunk_ledger SET status = 'done', loaded = true, rows = $6, last_error = NULL, \
-                 claimed_pid = NULL, finished_at = clock_timestamp() WHERE {IDENTITY}"
+                 claimed_pid = NULL, finished_at = clock_timestamp(), checksum = $7 WHERE {IDENTITY}"
             ),
-            &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &(rows as i64)],
+            &[&row.pipeline, &row.target, row.key, &row.start, &row.end, &(rows as i64), &checksum],
         )
         .await?;
     Ok(())
+}
+
+/// The checksum a chunk's writer recorded when it committed; `None` when
+/// the chunk is not done or was loaded without one.
+pub async fn recorded(
+    db: SchemaClient<'_>,
+    row: &Row<'_>,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let found = db
+        .query_opt(
+            &format!(
+                "SELECT checksum FROM etl.chunk_ledger \
+                 WHERE {IDENTITY} AND status = 'done' AND checksum IS NOT NULL"
+            ),
+            &[&row.pipeline, &row.target, row.key, &row.start, &row.end],
+        )
+        .await?;
+    Ok(found.map(|r| r.get(0)))
 }
 
 /// Marks a failed attempt, after its transaction was rolled back.

@@ -232,7 +232,8 @@ pub trait InTransaction: Send + Sync {
         target: &str,
         chunk: &Chunk,
     ) -> Result<bool, EtlError>;
-    /// Inside the chunk's transaction: marks it done with its rows, then
+    /// Inside the chunk's transaction: marks it done with its rows and
+    /// the checksum of what it wrote ([`crate::verify::Recorded`]), then
     /// commits the transaction.
     async fn commit_done(
         &self,
@@ -240,7 +241,15 @@ pub trait InTransaction: Send + Sync {
         target: &str,
         chunk: &Chunk,
         rows: u64,
+        checksum: Option<&str>,
     ) -> Result<(), EtlError>;
+    /// The checksum recorded with a done chunk, if any.
+    async fn recorded(
+        &self,
+        client: &Client,
+        target: &str,
+        chunk: &Chunk,
+    ) -> Result<Option<String>, EtlError>;
     /// SQL that forgets every chunk of `target` (a table emptied in the
     /// same transaction: replace mode).
     fn forget_sql(&self, target: &str) -> String;

@@ -201,6 +201,48 @@ pub enum SourceSide {
     Rows(Vec<Rows>),
 }
 
+/// The checksum of what a chunk's writer committed, as the ledger keeps
+/// it (`etl verify --quick` hashes the target's rows again the same way):
+/// `rows1 <rows> <sum>` for record batches as the table stores them
+/// ([`ArrowChecksum`]), `copy1 <rows> <sum>` for the source's COPY data
+/// ([`CopyChecksum`]). The digit names the format; a later etl that hashes
+/// otherwise names a new one and reads the old ones as not comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Rows(Checksum),
+    Copy(Checksum),
+}
+
+impl Recorded {
+    pub fn text(&self) -> String {
+        let (kind, c) = match self {
+            Recorded::Rows(c) => ("rows1", c),
+            Recorded::Copy(c) => ("copy1", c),
+        };
+        format!("{kind} {} {}", c.rows, c.sum)
+    }
+
+    /// `None` for a text of a format this etl does not hash.
+    pub fn parse(text: &str) -> Option<Recorded> {
+        let mut parts = text.split(' ');
+        let kind = parts.next()?;
+        let rows = parts.next()?.parse().ok()?;
+        let sum = parts.next()?.to_string();
+        let checksum = Checksum { rows, sum };
+        match kind {
+            "rows1" => Some(Recorded::Rows(checksum)),
+            "copy1" => Some(Recorded::Copy(checksum)),
+            _ => None,
+        }
+    }
+
+    pub fn checksum(&self) -> &Checksum {
+        match self {
+            Recorded::Rows(c) | Recorded::Copy(c) => c,
+        }
+    }
+}
+
 /// Accumulates a [`Checksum`] of binary COPY data fed piece by piece: each
 /// row's bytes (field count, lengths, values) hashed with xxh3, the hashes
 /// summed. Two servers print equal values of one built-in type as equal

@@ -62,6 +62,21 @@ pub(super) async fn compare(
     }
 }
 
+/// `etl verify --quick`: the chunk in the sink against the checksum its
+/// writer recorded; `None` when none was.
+pub(super) async fn compare_recorded(
+    sink: &dyn Sink,
+    chunk: &Chunk,
+) -> Result<Option<Comparison>, EtlError> {
+    match sink.tables() {
+        Some(tables) => tables.verify_recorded(chunk).await,
+        None => Err(EtlError::Config(format!(
+            "etl verify --quick compares a PostgreSQL target's rows with the checksums recorded in its ledger; {} keeps no ledger of checksums: run etl verify without --quick",
+            sink.name()
+        ))),
+    }
+}
+
 /// Every chunk of `chunks` (all of one table) against the sink's whole
 /// table: the chunks' rows as a run gives them, one after another, hashed
 /// into one sum (a sum of row hashes adds up over chunks) beside the

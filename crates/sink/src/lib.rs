@@ -107,8 +107,12 @@ pub trait Tables: Send + Sync {
     /// wrote; returns their names.
     async fn analyze(&self, chunks: &[Chunk]) -> Result<Vec<String>, EtlError>;
     /// Compares one chunk in this sink with the source's side of it (for a
-    /// [`Basis::Sql`] or [`Basis::Queries`]).
+    /// [`Basis::Rows`], [`Basis::Copy`] or [`Basis::Queries`]).
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError>;
+    /// `etl verify --quick`: the chunk's rows in the table now against the
+    /// checksum its writer recorded in the ledger, the source unread;
+    /// `None` when none was recorded.
+    async fn verify_recorded(&self, chunk: &Chunk) -> Result<Option<Comparison>, EtlError>;
 }
 
 /// The ability of a sink that writes wide rows ([`etl_model::wide`]) into

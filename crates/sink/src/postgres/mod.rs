@@ -589,6 +589,7 @@ impl Sink for PostgresSink {
             ledger: self.ledger.clone(),
             bytes: 0,
             raw: false,
+            sum: writer::Sum::Rows(Default::default()),
         })))
     }
 }
@@ -658,6 +659,10 @@ impl Tables for PostgresSink {
 
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError> {
         self.verify_chunk(chunk, source).await
+    }
+
+    async fn verify_recorded(&self, chunk: &Chunk) -> Result<Option<Comparison>, EtlError> {
+        self.verify_against_record(chunk).await
     }
 }
 

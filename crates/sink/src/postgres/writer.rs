@@ -3,6 +3,7 @@
 //! chunk's transaction.
 
 use super::*;
+use etl_model::verify::{ArrowChecksum, CopyChecksum, Recorded};
 
 pub(super) struct PostgresChunkWriter {
     pub(super) client: etl_pg::Conn,
@@ -15,6 +16,18 @@ pub(super) struct PostgresChunkWriter {
     pub(super) bytes: u64,
     /// Taking the source's COPY data as is ([`ChunkWriter::start_copy`]).
     pub(super) raw: bool,
+    /// The checksum of what the chunk writes, recorded in its ledger row.
+    pub(super) sum: Sum,
+}
+
+/// A chunk's checksum as its writer computes it ([`Recorded`]).
+pub(super) enum Sum {
+    /// Record batches as the table stores them.
+    Rows(ArrowChecksum),
+    /// The source's COPY data, row by row.
+    Copy(CopyChecksum),
+    /// COPY data in text form: nothing recorded.
+    None,
 }
 
 /// The largest COPY data message sent to the target.
@@ -65,6 +78,15 @@ impl ChunkWriter for PostgresChunkWriter {
             ));
         };
         encoder.write_batch(batch, &mut self.buf)?;
+        if let Sum::Rows(sum) = &mut self.sum {
+            let stored = encoder.stored(batch).map_err(|e| {
+                EtlError::Bug(format!(
+                    "checksumming the rows of chunk {} into {}: {e}",
+                    self.chunk, self.target.qualified
+                ))
+            })?;
+            sum.add(&stored)?;
+        }
         if self.buf.len() >= SEND_BYTES {
             self.send().await?;
         }
@@ -79,6 +101,7 @@ impl ChunkWriter for PostgresChunkWriter {
         // The source's data brings its own header and trailer.
         self.buf.clear();
         self.raw = true;
+        self.sum = Sum::Copy(CopyChecksum::new());
     }
 
     async fn write_copy(&mut self, data: Bytes) -> Result<(), EtlError> {
@@ -86,6 +109,16 @@ impl ChunkWriter for PostgresChunkWriter {
             return Err(EtlError::Bug(
                 "COPY data sent to a target that encodes record batches".into(),
             ));
+        }
+        if let Sum::Copy(sum) = &mut self.sum {
+            // Text COPY data (a migration's table of types the binary form
+            // cannot carry across servers) is not hashed.
+            let head = &data[..data.len().min(etl_pg::pg_binary::SIGNATURE.len())];
+            if self.bytes == 0 && !etl_pg::pg_binary::SIGNATURE.starts_with(head) {
+                self.sum = Sum::None;
+            } else {
+                sum.feed(&data)?;
+            }
         }
         self.send_bytes(data).await
     }
@@ -112,8 +145,19 @@ impl ChunkWriter for PostgresChunkWriter {
                 .await
                 .map_err(EtlError::pg(context))?;
         }
+        let recorded = match std::mem::replace(&mut self.sum, Sum::None) {
+            Sum::Rows(sum) => Some(Recorded::Rows(sum.finish())),
+            Sum::Copy(sum) => Some(Recorded::Copy(sum.finish()?)),
+            Sum::None => None,
+        };
         self.ledger
-            .commit_done(&self.client, &self.target.qualified, &self.chunk, rows)
+            .commit_done(
+                &self.client,
+                &self.target.qualified,
+                &self.chunk,
+                rows,
+                recorded.map(|r| r.text()).as_deref(),
+            )
             .await?;
         let PostgresChunkWriter {
             client,

@@ -362,7 +362,7 @@ impl ChunkWriter for WideWriter {
         let base_q = self.base.qualified();
         self.wide
             .ledger
-            .commit_done(&self.client, &base_q, &self.chunk, self.rows)
+            .commit_done(&self.client, &base_q, &self.chunk, self.rows, None)
             .await?;
         let WideWriter {
             client,
