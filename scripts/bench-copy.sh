@@ -6,6 +6,7 @@
 #   2. etl run pipelines/ships-copy.toml (24 h chunks per ship, 2 workers)
 # into identical empty tables (same primary key), and prints both times,
 # etl's peak memory and the ratio. Both targets are compared at the end.
+# Then etl verify and verify --quick of the etl target, timed beside the copy.
 # Then the export side: PostgreSQL's own COPY (...) TO a file (binary)
 # beside etl writing the same rows to Parquet (zstd), one file per chunk.
 #
@@ -75,6 +76,20 @@ printf 'psql binary COPY pipe  %8.2f s  (%s rows/s)\n' "$pm" "$(echo "$rows / $p
 printf 'etl run                %8.2f s  (%s rows/s)\n' "$em" "$(echo "$rows / $em" | bc)"
 printf 'ratio etl/psql         %8.2f  (<= 1.0: etl is at least as fast)\n' "$(echo "scale=4; $em / $pm" | bc)"
 grep -E 'peak memory|bytes' "$dir/etl-summary.txt" | sed 's/^ */etl /'
+
+# Verify, beside the copy it checks: the full comparison (each chunk's
+# source COPY data and target rows read at once, hashed row by row) and
+# --quick (the target's rows against the checksums recorded at load).
+timed_verify() {
+  local t0
+  t0=$(date +%s.%N)
+  (cd "$dir" && ETL_SRC_URL=$base/src ETL_DST_URL=$base/dst_etl "$etl" -q verify "$@" "$pipeline" >"$dir/verify.txt") \
+    || { echo "bench-copy: etl verify $* found differences" >&2; cat "$dir/verify.txt" >&2; exit 1; }
+  echo "$(date +%s.%N) - $t0" | bc
+}
+verify_t=$(timed_verify); quick_t=$(timed_verify --quick)
+printf 'etl verify             %8.2f s  (ratio to the etl copy %.2f)\n' "$verify_t" "$(echo "scale=4; $verify_t / $em" | bc)"
+printf 'etl verify --quick     %8.2f s  (ratio to the etl copy %.2f)\n' "$quick_t" "$(echo "scale=4; $quick_t / $em" | bc)"
 
 # Export: PostgreSQL COPY TO a binary file beside etl to Parquet.
 export_pipeline=$dir/export.toml

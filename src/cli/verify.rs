@@ -62,6 +62,17 @@ pub(super) fn verify(
         results.len() - differ.len(),
         differ.len()
     );
+    let together: Vec<_> = results.iter().filter(|(c, _, _)| c.is_whole()).collect();
+    if !together.is_empty() {
+        out!(
+            "Chunks the target cannot tell apart (files read whole, byte ranges of a file) were compared together, table by table: {}.",
+            together
+                .iter()
+                .map(|(c, _, _)| c.key.as_deref().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if quick {
         out!("The target's rows were compared with the checksums recorded when their chunks were loaded; the source was not read.");
     }
@@ -100,8 +111,16 @@ pub(super) fn verify(
         out!(
             "{:key_width$}  {:26}  {:26}  {:>12}  {:>12}  {:8}  {sink}",
             chunk.key.as_deref().unwrap_or(""),
-            chunk.bound(chunk.start),
-            chunk.bound(chunk.end),
+            if chunk.is_whole() {
+                "whole table".to_string()
+            } else {
+                chunk.bound(chunk.start)
+            },
+            if chunk.is_whole() {
+                String::new()
+            } else {
+                chunk.bound(chunk.end)
+            },
             thousands(c.source.rows),
             c.target
                 .as_ref()

@@ -595,6 +595,40 @@ fn a_staging_folder_without_a_time_column_goes_file_by_file_into_a_table_or_csv_
     let verify = db.etl(&["verify", csv.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "{verify:?}");
 
+    // And verify of the table the files went into compares the four files'
+    // rows together with the whole table (no column says which file a row
+    // came from), value by value: equal, then one value changed is found
+    let into_table = db.pipeline(
+        "files-pg.toml",
+        &format!(
+            "name = \"files-pg\"\n[source]\ntype = \"parquet\"\npath = \"{folder}/**/*.parquet\"\n\
+             [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.ships_staging\"\n"
+        ),
+    );
+    let verify = db.etl(&["verify", into_table.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(
+        verify.stdout.contains("1 equal, 0 differ")
+            && verify.stdout.contains(
+                "compared together, table by table: \"public\".\"ships_staging\" (4 chunks)."
+            ),
+        "{verify:?}"
+    );
+    psql(
+        &db.dst,
+        "UPDATE public.ships_staging SET value_format = value_format || '!' WHERE ctid = (SELECT min(ctid) FROM public.ships_staging)",
+    );
+    let changed = db.etl(&["verify", into_table.to_str().unwrap()]);
+    assert_eq!(changed.code, 1, "{changed:?}");
+    assert!(changed.stdout.contains("0 equal, 1 differ"), "{changed:?}");
+    assert!(
+        changed
+            .stdout
+            .lines()
+            .any(|l| l.contains("(4 chunks)  whole table") && l.contains("differs")),
+        "{changed:?}"
+    );
+
     // And a key or a window without time_column is refused, saying why
     let keyed = db.pipeline(
         "keyed.toml",

@@ -273,41 +273,68 @@ impl Runner {
             self.pipeline.chunks.workers.clamp(1, chunks.len().max(1)),
             "etl-verify",
         )?;
+        // Each chunk with each sink; chunks a table cannot tell apart (files
+        // read whole, byte ranges) together, one comparison per table.
+        let mut jobs = Vec::new();
+        let mut together: Vec<(usize, String, Vec<Chunk>)> = Vec::new();
+        for chunk in chunks {
+            for (i, s) in self.sinks.iter().enumerate() {
+                match s.tables() {
+                    Some(t) if !quick && !t.selects(chunk) => {
+                        let table = s.target(chunk)?;
+                        match together.iter_mut().find(|(j, n, _)| *j == i && *n == table) {
+                            Some((_, _, c)) => c.push(chunk.clone()),
+                            None => together.push((i, table, vec![chunk.clone()])),
+                        }
+                    }
+                    _ => jobs.push((i, vec![chunk.clone()], None)),
+                }
+            }
+        }
+        jobs.extend(together.into_iter().map(|(i, t, c)| (i, c, Some(t))));
         use rayon::prelude::*;
-        let per_chunk: Vec<Result<Vec<_>, EtlError>> = pool.install(|| {
-            chunks
-                .par_iter()
-                .map(|chunk| {
-                    self.sinks
-                        .iter()
-                        .map(|s| {
-                            let compared = block_on(self.step(
-                                &format!("comparing chunk {chunk} failed"),
-                                || async {
-                                    match quick {
-                                        true => verify::compare_recorded(s.as_ref(), chunk).await,
-                                        false => verify::compare(
-                                            self.source.as_ref(),
-                                            &self.transforms,
-                                            s.as_ref(),
-                                            chunk,
-                                        )
-                                        .await
-                                        .map(Some),
-                                    }
-                                },
-                            ))?;
-                            Ok((chunk.clone(), s.name(), compared))
-                        })
-                        .collect()
+        pool.install(|| {
+            jobs.par_iter()
+                .map(|(i, chunks, table)| {
+                    let s = &self.sinks[*i];
+                    let compared = match table {
+                        Some(table) => {
+                            block_on(self.step(&format!("comparing {table} whole failed"), || {
+                                verify::compare_whole(
+                                    self.source.clone(),
+                                    self.transforms.clone(),
+                                    s.as_ref(),
+                                    chunks.clone(),
+                                )
+                            }))
+                            .map(Some)?
+                        }
+                        None => block_on(self.step(
+                            &format!("comparing chunk {} failed", chunks[0]),
+                            || async {
+                                match quick {
+                                    true => verify::compare_recorded(s.as_ref(), &chunks[0]).await,
+                                    false => verify::compare(
+                                        self.source.as_ref(),
+                                        &self.transforms,
+                                        s.as_ref(),
+                                        &chunks[0],
+                                    )
+                                    .await
+                                    .map(Some),
+                                }
+                            },
+                        ))?,
+                    };
+                    // A table compared whole is named as a whole chunk.
+                    let chunk = match table {
+                        Some(t) => Chunk::whole(Some(format!("{t} ({} chunks)", chunks.len()))),
+                        None => chunks[0].clone(),
+                    };
+                    Ok((chunk, s.name(), compared))
                 })
                 .collect()
-        });
-        let mut out = Vec::with_capacity(chunks.len() * self.sinks.len());
-        for r in per_chunk {
-            out.extend(r?);
-        }
-        Ok(out)
+        })
     }
 
     /// Every planned chunk together against each sink's whole table, one

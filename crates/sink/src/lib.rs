@@ -109,6 +109,10 @@ pub trait Tables: Send + Sync {
     /// Compares one chunk in this sink with the source's side of it (for a
     /// [`Basis::Rows`], [`Basis::Copy`] or [`Basis::Queries`]).
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError>;
+    /// Whether the table's columns tell this chunk's rows from the other
+    /// chunks' (a time window, a key range); those it cannot (a file read
+    /// whole, a byte range) are compared together, table by table.
+    fn selects(&self, chunk: &Chunk) -> bool;
     /// `etl verify --quick`: the chunk's rows in the table now against the
     /// checksum its writer recorded in the ledger, the source unread;
     /// `None` when none was recorded.

@@ -661,6 +661,10 @@ impl Tables for PostgresSink {
         self.verify_chunk(chunk, source).await
     }
 
+    fn selects(&self, chunk: &Chunk) -> bool {
+        self.wide.is_some() || self.selects_rows(chunk)
+    }
+
     async fn verify_recorded(&self, chunk: &Chunk) -> Result<Option<Comparison>, EtlError> {
         self.verify_against_record(chunk).await
     }

@@ -36,7 +36,7 @@ impl PostgresSink {
         source: SourceSide,
     ) -> Result<Comparison, EtlError> {
         let table = self.table_for(chunk)?;
-        if !self.selects(chunk) {
+        if !self.selects_rows(chunk) {
             return Err(self.not_selected(chunk, &table));
         }
         let filter = if chunk.is_whole() {
@@ -74,7 +74,7 @@ impl PostgresSink {
             ));
         }
         let table = self.table_for(chunk)?;
-        if !self.selects(chunk) {
+        if !self.selects_rows(chunk) {
             return Err(self.not_selected(chunk, &table));
         }
         let filter = if chunk.is_whole() {
@@ -134,7 +134,7 @@ impl PostgresSink {
 
     /// Whether the table's columns tell `chunk`'s rows from the others':
     /// a whole table, a time window, a range of a key.
-    fn selects(&self, chunk: &Chunk) -> bool {
+    pub(super) fn selects_rows(&self, chunk: &Chunk) -> bool {
         chunk.is_whole()
             || self.ctx.chunking.range_column.is_some()
             || (chunk.unit == etl_base::plan::Unit::Time
