@@ -413,7 +413,11 @@ create_table = true
     // value changed in the target
     let verify = db.etl(&["verify", p]);
     assert_eq!(verify.code, 0, "{verify:?}");
-    assert_eq!(verify.stdout.matches("equal (checksum)").count(), 2, "{verify:?}");
+    assert_eq!(
+        verify.stdout.matches("equal (checksum)").count(),
+        2,
+        "{verify:?}"
+    );
     psql(&db.dst, "UPDATE big SET s = 'row x' WHERE id = 25000");
     let verify = db.etl(&["verify", p]);
     assert_eq!(verify.code, 1, "{verify:?}");

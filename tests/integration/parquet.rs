@@ -595,39 +595,53 @@ fn a_staging_folder_without_a_time_column_goes_file_by_file_into_a_table_or_csv_
     let verify = db.etl(&["verify", csv.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "{verify:?}");
 
-    // And verify of the table the files went into compares the four files'
-    // rows together with the whole table (no column says which file a row
-    // came from), value by value: equal, then one value changed is found
+    // And a pipeline of the files into a table: verify compares the four
+    // files' rows together with the whole table (no column says which file
+    // a row came from), value by value, and so does --quick with the four
+    // checksums recorded at load added up; a value changed is found by both
     let into_table = db.pipeline(
         "files-pg.toml",
         &format!(
             "name = \"files-pg\"\n[source]\ntype = \"parquet\"\npath = \"{folder}/**/*.parquet\"\n\
-             [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.ships_staging\"\n"
+             [[sinks]]\ntype = \"postgres\"\nurl = \"${{ETL_DST_URL}}\"\ntable = \"public.files\"\ncreate_table = true\n"
         ),
     );
-    let verify = db.etl(&["verify", into_table.to_str().unwrap()]);
-    assert_eq!(verify.code, 0, "{verify:?}");
-    assert!(
-        verify.stdout.contains("1 equal, 0 differ")
-            && verify.stdout.contains(
-                "compared together, table by table: \"public\".\"ships_staging\" (4 chunks)."
-            ),
-        "{verify:?}"
-    );
+    let into_table = into_table.to_str().unwrap();
+    let loaded = db.etl(&["run", into_table]);
+    assert_eq!(loaded.code, 0, "{loaded:?}");
+    for how in [
+        &["verify", into_table][..],
+        &["verify", "--quick", into_table],
+    ] {
+        let verify = db.etl(how);
+        assert_eq!(verify.code, 0, "{verify:?}");
+        assert!(
+            verify.stdout.contains("1 equal, 0 differ")
+                && verify.stdout.contains(
+                    "compared together, table by table: \"public\".\"files\" (4 chunks)."
+                ),
+            "{verify:?}"
+        );
+    }
     psql(
         &db.dst,
-        "UPDATE public.ships_staging SET value_format = value_format || '!' WHERE ctid = (SELECT min(ctid) FROM public.ships_staging)",
+        "UPDATE public.files SET value_format = value_format || '!' WHERE ctid = (SELECT min(ctid) FROM public.files)",
     );
-    let changed = db.etl(&["verify", into_table.to_str().unwrap()]);
-    assert_eq!(changed.code, 1, "{changed:?}");
-    assert!(changed.stdout.contains("0 equal, 1 differ"), "{changed:?}");
-    assert!(
-        changed
-            .stdout
-            .lines()
-            .any(|l| l.contains("(4 chunks)  whole table") && l.contains("differs")),
-        "{changed:?}"
-    );
+    for how in [
+        &["verify", into_table][..],
+        &["verify", "--quick", into_table],
+    ] {
+        let changed = db.etl(how);
+        assert_eq!(changed.code, 1, "{changed:?}");
+        assert!(changed.stdout.contains("0 equal, 1 differ"), "{changed:?}");
+        assert!(
+            changed
+                .stdout
+                .lines()
+                .any(|l| l.contains("(4 chunks)  whole table") && l.contains("differs")),
+            "{changed:?}"
+        );
+    }
 
     // And a key or a window without time_column is refused, saying why
     let keyed = db.pipeline(

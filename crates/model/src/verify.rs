@@ -18,6 +18,19 @@ pub struct Checksum {
     pub sum: String,
 }
 
+impl Checksum {
+    /// Adds another part's rows and sum (sums of row hashes add up);
+    /// `None` when a sum is not a number this etl wrote.
+    pub fn plus(&self, other: &Checksum) -> Option<Checksum> {
+        let a: u128 = self.sum.parse().ok()?;
+        let b: u128 = other.sum.parse().ok()?;
+        Some(Checksum {
+            rows: self.rows + other.rows,
+            sum: a.wrapping_add(b).to_string(),
+        })
+    }
+}
+
 /// The SQL that computes a [`Checksum`] over `columns` of `from` where
 /// `filter`: the sum of the first 64 bits of each row text's md5.
 pub fn sql(columns: &[String], from: &str, filter: &str) -> String {
@@ -239,6 +252,16 @@ impl Recorded {
     pub fn checksum(&self) -> &Checksum {
         match self {
             Recorded::Rows(c) | Recorded::Copy(c) => c,
+        }
+    }
+
+    /// The record of several chunks together (a table whose rows cannot
+    /// be told apart by chunk): `None` when their kinds differ.
+    pub fn plus(&self, other: &Recorded) -> Option<Recorded> {
+        match (self, other) {
+            (Recorded::Rows(a), Recorded::Rows(b)) => a.plus(b).map(Recorded::Rows),
+            (Recorded::Copy(a), Recorded::Copy(b)) => a.plus(b).map(Recorded::Copy),
+            _ => None,
         }
     }
 }

@@ -280,7 +280,7 @@ impl Runner {
         for chunk in chunks {
             for (i, s) in self.sinks.iter().enumerate() {
                 match s.tables() {
-                    Some(t) if !quick && !t.selects(chunk) => {
+                    Some(t) if !t.selects(chunk) => {
                         let table = s.target(chunk)?;
                         match together.iter_mut().find(|(j, n, _)| *j == i && *n == table) {
                             Some((_, _, c)) => c.push(chunk.clone()),
@@ -297,35 +297,31 @@ impl Runner {
             jobs.par_iter()
                 .map(|(i, chunks, table)| {
                     let s = &self.sinks[*i];
-                    let compared = match table {
-                        Some(table) => {
-                            block_on(self.step(&format!("comparing {table} whole failed"), || {
-                                verify::compare_whole(
-                                    self.source.clone(),
-                                    self.transforms.clone(),
-                                    s.as_ref(),
-                                    chunks.clone(),
-                                )
-                            }))
-                            .map(Some)?
-                        }
-                        None => block_on(self.step(
-                            &format!("comparing chunk {} failed", chunks[0]),
-                            || async {
-                                match quick {
-                                    true => verify::compare_recorded(s.as_ref(), &chunks[0]).await,
-                                    false => verify::compare(
-                                        self.source.as_ref(),
-                                        &self.transforms,
-                                        s.as_ref(),
-                                        &chunks[0],
-                                    )
-                                    .await
-                                    .map(Some),
-                                }
-                            },
-                        ))?,
+                    let what = match table {
+                        Some(table) => format!("comparing {table} whole failed"),
+                        None => format!("comparing chunk {} failed", chunks[0]),
                     };
+                    let compared = block_on(self.step(&what, || async {
+                        match (quick, table) {
+                            (true, _) => verify::compare_recorded(s.as_ref(), chunks).await,
+                            (false, Some(_)) => verify::compare_whole(
+                                self.source.clone(),
+                                self.transforms.clone(),
+                                s.as_ref(),
+                                chunks.clone(),
+                            )
+                            .await
+                            .map(Some),
+                            (false, None) => verify::compare(
+                                self.source.as_ref(),
+                                &self.transforms,
+                                s.as_ref(),
+                                &chunks[0],
+                            )
+                            .await
+                            .map(Some),
+                        }
+                    }))?;
                     // A table compared whole is named as a whole chunk.
                     let chunk = match table {
                         Some(t) => Chunk::whole(Some(format!("{t} ({} chunks)", chunks.len()))),

@@ -63,13 +63,14 @@ pub(super) async fn compare(
 }
 
 /// `etl verify --quick`: the chunk in the sink against the checksum its
-/// writer recorded; `None` when none was.
+/// writer recorded (chunks the table cannot tell apart: together, against
+/// the whole table); `None` when one recorded none.
 pub(super) async fn compare_recorded(
     sink: &dyn Sink,
-    chunk: &Chunk,
+    chunks: &[Chunk],
 ) -> Result<Option<Comparison>, EtlError> {
     match sink.tables() {
-        Some(tables) => tables.verify_recorded(chunk).await,
+        Some(tables) => tables.verify_recorded(chunks).await,
         None => Err(EtlError::Config(format!(
             "etl verify --quick compares a PostgreSQL target's rows with the checksums recorded in its ledger; {} keeps no ledger of checksums: run etl verify without --quick",
             sink.name()

@@ -115,8 +115,9 @@ pub trait Tables: Send + Sync {
     fn selects(&self, chunk: &Chunk) -> bool;
     /// `etl verify --quick`: the chunk's rows in the table now against the
     /// checksum its writer recorded in the ledger, the source unread;
-    /// `None` when none was recorded.
-    async fn verify_recorded(&self, chunk: &Chunk) -> Result<Option<Comparison>, EtlError>;
+    /// several chunks the table cannot tell apart: the whole table against
+    /// their records added up. `None` when one recorded none.
+    async fn verify_recorded(&self, chunks: &[Chunk]) -> Result<Option<Comparison>, EtlError>;
 }
 
 /// The ability of a sink that writes wide rows ([`etl_model::wide`]) into

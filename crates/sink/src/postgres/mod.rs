@@ -665,8 +665,8 @@ impl Tables for PostgresSink {
         self.wide.is_some() || self.selects_rows(chunk)
     }
 
-    async fn verify_recorded(&self, chunk: &Chunk) -> Result<Option<Comparison>, EtlError> {
-        self.verify_against_record(chunk).await
+    async fn verify_recorded(&self, chunks: &[Chunk]) -> Result<Option<Comparison>, EtlError> {
+        self.verify_against_record(chunks).await
     }
 }
 

@@ -35,15 +35,7 @@ impl PostgresSink {
         chunk: &Chunk,
         source: SourceSide,
     ) -> Result<Comparison, EtlError> {
-        let table = self.table_for(chunk)?;
-        if !self.selects_rows(chunk) {
-            return Err(self.not_selected(chunk, &table));
-        }
-        let filter = if chunk.is_whole() {
-            "true".to_string()
-        } else {
-            self.filter(chunk)
-        };
+        let (table, filter) = self.chunk_rows(chunk)?;
         let client = self.pool.get().await?;
         let compared = match (source, &self.wide) {
             (SourceSide::Rows(rows), Some(wide)) => wide.verify(&client, &table, chunk, rows).await,
@@ -63,35 +55,43 @@ impl PostgresSink {
     }
 
     /// The chunk's rows in the table now, hashed as its writer hashed what
-    /// it committed, against the checksum recorded in the ledger.
+    /// it committed, against the checksum recorded in the ledger; several
+    /// chunks the table cannot tell apart: the whole table against their
+    /// records added up.
     pub(super) async fn verify_against_record(
         &self,
-        chunk: &Chunk,
+        chunks: &[Chunk],
     ) -> Result<Option<Comparison>, EtlError> {
         if self.wide.is_some() {
             return Err(EtlError::Config(
                 "etl verify --quick compares plain tables with the checksums their chunks recorded; a pivot's wide tables record none: run etl verify without --quick".into(),
             ));
         }
-        let table = self.table_for(chunk)?;
-        if !self.selects_rows(chunk) {
-            return Err(self.not_selected(chunk, &table));
-        }
-        let filter = if chunk.is_whole() {
-            "true".to_string()
-        } else {
-            self.filter(chunk)
+        let (table, filter) = match chunks {
+            [chunk] if self.selects_rows(chunk) => self.chunk_rows(chunk)?,
+            [first, ..] => (self.table_for(first)?, "true".to_string()),
+            [] => return Ok(None),
         };
         let client = self.pool.get().await?;
-        let recorded = self
-            .ledger
-            .recorded(&client, &table.qualified(), chunk)
-            .await?
-            .and_then(|text| Recorded::parse(&text));
-        let Some(recorded) = recorded else {
-            self.pool.put(client);
-            return Ok(None);
-        };
+        let mut recorded: Option<Recorded> = None;
+        for chunk in chunks {
+            let found = self
+                .ledger
+                .recorded(&client, &table.qualified(), chunk)
+                .await?
+                .and_then(|text| Recorded::parse(&text));
+            // Chunks of different kinds do not add up: none to compare with.
+            recorded = match (recorded, found) {
+                (None, Some(r)) => Some(r),
+                (Some(sum), Some(r)) => sum.plus(&r),
+                (_, None) => None,
+            };
+            if recorded.is_none() {
+                self.pool.put(client);
+                return Ok(None);
+            }
+        }
+        let recorded = recorded.expect("at least one chunk, each recorded");
         let Some(columns) = read_columns(&client, &table).await? else {
             self.pool.put(client);
             return Ok(Some(Comparison {
@@ -124,12 +124,21 @@ impl PostgresSink {
         }))
     }
 
-    /// Why a chunk cannot be compared in the table.
-    fn not_selected(&self, chunk: &Chunk, table: &TableName) -> EtlError {
-        EtlError::Config(format!(
-            "chunk {chunk}: target table {table} has no column that tells this chunk's rows from the others' \
-             (a file read whole, a byte range of a file); verify compares chunks cut by time ([chunks] time_column) or by key"
-        ))
+    /// The chunk's table and the condition that selects its rows there;
+    /// an error saying why when the table cannot tell them apart.
+    fn chunk_rows(&self, chunk: &Chunk) -> Result<(TableName, String), EtlError> {
+        let table = self.table_for(chunk)?;
+        if !self.selects_rows(chunk) {
+            return Err(EtlError::Config(format!(
+                "chunk {chunk}: target table {table} has no column that tells this chunk's rows from the others' \
+                 (a file read whole, a byte range of a file); verify --quick compares chunks cut by time ([chunks] time_column) or by key: run etl verify without --quick"
+            )));
+        }
+        let filter = match chunk.is_whole() {
+            true => "true".to_string(),
+            false => self.filter(chunk),
+        };
+        Ok((table, filter))
     }
 
     /// Whether the table's columns tell `chunk`'s rows from the others':
