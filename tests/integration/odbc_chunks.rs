@@ -467,6 +467,27 @@ create_table = true
         "{verify:?}"
     );
 
+    // And the target, created without an index, is read once for all nine
+    // chunks (not once per chunk), each row hashed into its chunk's sum
+    let logged = crate::support::etl_in(
+        db.dir.path(),
+        &["verify", p],
+        &[
+            ("ETL_DST_URL", db.dst.as_str()),
+            ("RUST_LOG", "etl_sink=debug"),
+        ],
+    );
+    assert_eq!(logged.code, 0, "{logged:?}");
+    assert!(logged.stdout.contains("9 equal, 0 differ"), "{logged:?}");
+    assert_eq!(
+        logged
+            .stderr
+            .matches("No index finds one chunk's rows: the table is read once for all of them.")
+            .count(),
+        1,
+        "{logged:?}"
+    );
+
     // And --quick agrees from the checksums the chunks recorded as they
     // committed (the batches as the table stores them)
     let quick = db.etl(&["verify", "--quick", p]);

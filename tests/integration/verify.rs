@@ -63,6 +63,40 @@ fn verify_finds_a_changed_value_and_a_missing_row() {
     assert!(quick.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs "), "{quick:?}");
     assert!(quick.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{quick:?}");
 
+    // And with no index on the target (heap only), the table is read once
+    // for all six chunks, and both ways still name the same two chunks
+    psql(
+        &db.dst,
+        "ALTER TABLE tenant.tbl_data_timeseries DROP CONSTRAINT tbl_data_timeseries_pkey",
+    );
+    for quick in [false, true] {
+        let args: &[&str] = if quick {
+            &["verify", "--quick", p]
+        } else {
+            &["verify", p]
+        };
+        let heap = etl_in(
+            db.dir.path(),
+            args,
+            &[
+                ("ETL_SRC_URL", db.src.as_str()),
+                ("ETL_DST_URL", db.dst.as_str()),
+                ("RUST_LOG", "etl_sink=debug"),
+            ],
+        );
+        assert_eq!(heap.code, 1, "{heap:?}");
+        assert!(heap.stdout.contains("4 equal, 2 differ"), "{heap:?}");
+        assert!(heap.stdout.contains("IMO9900001  2025-06-02 00:00:00         2025-06-03 00:00:00                4,320         4,320  differs "), "{heap:?}");
+        assert!(heap.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{heap:?}");
+        assert_eq!(
+            heap.stderr
+                .matches("the table is read once for all of them")
+                .count(),
+            1,
+            "{heap:?}"
+        );
+    }
+
     // And a chunk without a recorded checksum is said to be unverified
     psql(&db.dst, "UPDATE etl.chunk_ledger SET checksum = NULL WHERE chunk_key = 'IMO9900002' AND start_at = '2025-06-01 00:00:00+00'");
     let quick = db.etl(&["verify", "--quick", "--key", "IMO9900002", p]);

@@ -74,6 +74,16 @@ impl ArrowChecksum {
     }
 
     pub fn add(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        for h in self.row_hashes(batch)? {
+            self.sum = self.sum.wrapping_add(h as u128);
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Each row's hash, in order, as [`ArrowChecksum::add`] would sum it
+    /// (for rows summed into several checksums: [`Sums`]).
+    pub fn row_hashes(&mut self, batch: &RecordBatch) -> Result<Vec<u64>, EtlError> {
         let failed = |e: arrow::error::ArrowError| {
             EtlError::Config(format!("cannot checksum these columns: {e}"))
         };
@@ -92,12 +102,10 @@ impl ArrowChecksum {
         };
         let columns = canonical_json(batch).map_err(failed)?;
         let rows = converter.convert_columns(&columns).map_err(failed)?;
-        for row in rows.iter() {
-            let h = twox_hash::XxHash3_64::oneshot(row.as_ref());
-            self.sum = self.sum.wrapping_add(h as u128);
-            self.rows += 1;
-        }
-        Ok(())
+        Ok(rows
+            .iter()
+            .map(|row| twox_hash::XxHash3_64::oneshot(row.as_ref()))
+            .collect())
     }
 
     pub fn finish(self) -> Checksum {
@@ -266,6 +274,38 @@ impl Recorded {
     }
 }
 
+/// Row hashes summed into several checksums at once (rows of one table
+/// read once, each row to its chunk's sum).
+#[derive(Debug, Clone)]
+pub struct Sums(Vec<(u64, u128)>);
+
+impl Sums {
+    pub fn new(n: usize) -> Self {
+        Sums(vec![(0, 0); n])
+    }
+
+    pub fn add(&mut self, i: usize, hash: u64) {
+        let (rows, sum) = &mut self.0[i];
+        *rows += 1;
+        *sum = sum.wrapping_add(hash as u128);
+    }
+
+    pub fn finish(self) -> Vec<Checksum> {
+        self.0
+            .into_iter()
+            .map(|(rows, sum)| Checksum {
+                rows,
+                sum: sum.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// One binary COPY tuple's hash as [`CopyChecksum`] sums it.
+pub fn copy_row_hash(tuple: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(tuple)
+}
+
 /// Accumulates a [`Checksum`] of binary COPY data fed piece by piece: each
 /// row's bytes (field count, lengths, values) hashed with xxh3, the hashes
 /// summed. Two servers print equal values of one built-in type as equal
@@ -273,10 +313,7 @@ impl Recorded {
 /// without decoding either.
 #[derive(Debug, Default)]
 pub struct CopyChecksum {
-    /// A row (or the header) split across pieces.
-    pending: Vec<u8>,
-    header_done: bool,
-    ended: bool,
+    tuples: CopyTuples,
     rows: u64,
     sum: u128,
 }
@@ -287,21 +324,59 @@ impl CopyChecksum {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), EtlError> {
+        let (rows, sum) = (&mut self.rows, &mut self.sum);
+        self.tuples.feed(bytes, |tuple| {
+            *sum = sum.wrapping_add(copy_row_hash(tuple) as u128);
+            *rows += 1;
+            Ok(())
+        })
+    }
+
+    /// After the last piece: fails unless the data ended with its trailer.
+    pub fn finish(self) -> Result<Checksum, EtlError> {
+        self.tuples.finish()?;
+        Ok(Checksum {
+            rows: self.rows,
+            sum: self.sum.to_string(),
+        })
+    }
+}
+
+/// The tuples of binary COPY data fed piece by piece, each handed whole
+/// (field count, lengths, values) to the caller.
+#[derive(Debug, Default)]
+pub struct CopyTuples {
+    /// A tuple (or the header) split across pieces.
+    pending: Vec<u8>,
+    header_done: bool,
+    ended: bool,
+}
+
+impl CopyTuples {
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut tuple: impl FnMut(&[u8]) -> Result<(), EtlError>,
+    ) -> Result<(), EtlError> {
         if self.pending.is_empty() {
-            let used = self.walk(bytes)?;
+            let used = self.walk(bytes, &mut tuple)?;
             self.pending.extend_from_slice(&bytes[used..]);
         } else {
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(bytes);
-            let used = self.walk(&pending)?;
+            let used = self.walk(&pending, &mut tuple)?;
             pending.drain(..used);
             self.pending = pending;
         }
         Ok(())
     }
 
-    /// Hashes the whole rows at the start of `bytes`; the bytes used.
-    fn walk(&mut self, bytes: &[u8]) -> Result<usize, EtlError> {
+    /// Hands over the whole tuples at the start of `bytes`; the bytes used.
+    fn walk(
+        &mut self,
+        bytes: &[u8],
+        tuple: &mut impl FnMut(&[u8]) -> Result<(), EtlError>,
+    ) -> Result<usize, EtlError> {
         use etl_pg::pg_binary::{HEADER_LEN, SIGNATURE};
         let broken = |what: &str| EtlError::Bug(format!("COPY data to checksum {what}"));
         let mut at = 0;
@@ -330,9 +405,7 @@ impl CopyChecksum {
             }
             match etl_pg::pg_binary::rows::whole_tuple(&bytes[at..]) {
                 Some(len) => {
-                    let h = twox_hash::XxHash3_64::oneshot(&bytes[at..at + len]);
-                    self.sum = self.sum.wrapping_add(h as u128);
-                    self.rows += 1;
+                    tuple(&bytes[at..at + len])?;
                     at += len;
                 }
                 None => break,
@@ -342,17 +415,35 @@ impl CopyChecksum {
     }
 
     /// After the last piece: fails unless the data ended with its trailer.
-    pub fn finish(self) -> Result<Checksum, EtlError> {
+    pub fn finish(&self) -> Result<(), EtlError> {
         if !self.ended || !self.pending.is_empty() {
             return Err(EtlError::Bug(
                 "COPY data to checksum ended inside a row or before its trailer".into(),
             ));
         }
-        Ok(Checksum {
-            rows: self.rows,
-            sum: self.sum.to_string(),
-        })
+        Ok(())
     }
+}
+
+/// Field `index` of a binary COPY tuple: `None` when NULL (or missing).
+pub fn copy_field(tuple: &[u8], index: usize) -> Option<&[u8]> {
+    let mut at = 2;
+    for i in 0..=index {
+        let len = i32::from_be_bytes(tuple.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            if i == index {
+                return None;
+            }
+            continue;
+        }
+        let len = len as usize;
+        if i == index {
+            return tuple.get(at..at + len);
+        }
+        at += len;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -292,6 +292,9 @@ impl Runner {
             }
         }
         jobs.extend(together.into_iter().map(|(i, t, c)| (i, c, Some(t))));
+        for t in self.sinks.iter().filter_map(|s| s.tables()) {
+            t.will_verify(chunks);
+        }
         use rayon::prelude::*;
         pool.install(|| {
             jobs.par_iter()

@@ -109,6 +109,9 @@ pub trait Tables: Send + Sync {
     /// Compares one chunk in this sink with the source's side of it (for a
     /// [`Basis::Rows`], [`Basis::Copy`] or [`Basis::Queries`]).
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError>;
+    /// The chunks `etl verify` is about to compare (a table with no index
+    /// to find one chunk's rows by is then read once for all of them).
+    fn will_verify(&self, chunks: &[Chunk]);
     /// Whether the table's columns tell this chunk's rows from the other
     /// chunks' (a time window, a key range); those it cannot (a file read
     /// whole, a byte range) are compared together, table by table.

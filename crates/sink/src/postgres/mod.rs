@@ -33,6 +33,7 @@ use etl_pg::pg_binary::PgType;
 use etl_pg::Pool;
 
 mod forward;
+mod pass;
 mod verify;
 mod writer;
 
@@ -53,6 +54,8 @@ pub struct PostgresSink {
     time_has_zone: bool,
     /// A pivot's wide tables, when the pipeline ends with one.
     wide: Option<Arc<super::wide::Wide>>,
+    /// `etl verify`'s reads of whole tables ([`pass`]).
+    passes: pass::Passes,
 }
 
 /// A target table, checked against the source schema once per run.
@@ -107,6 +110,7 @@ impl PostgresSink {
             targets: Default::default(),
             time_has_zone,
             wide,
+            passes: Default::default(),
         }
     }
 
@@ -659,6 +663,14 @@ impl Tables for PostgresSink {
 
     async fn verify(&self, chunk: &Chunk, source: SourceSide) -> Result<Comparison, EtlError> {
         self.verify_chunk(chunk, source).await
+    }
+
+    fn will_verify(&self, chunks: &[Chunk]) {
+        *self
+            .passes
+            .chunks
+            .lock()
+            .expect("no panic while holding the lock") = chunks.to_vec();
     }
 
     fn selects(&self, chunk: &Chunk) -> bool {

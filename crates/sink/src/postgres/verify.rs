@@ -44,7 +44,7 @@ impl PostgresSink {
                     .await
             }
             (SourceSide::Copy(data), None) => {
-                self.compare_copy(&client, &table, &filter, data).await
+                self.compare_copy(&client, &table, chunk, &filter, data).await
             }
             _ => Err(EtlError::Bug(format!(
                 "chunk {chunk}: the source's side does not match what the PostgreSQL sink compares by"
@@ -99,13 +99,8 @@ impl PostgresSink {
                 target: None,
             }));
         };
-        let found = match &recorded {
-            Recorded::Copy(_) => {
-                let mut sum = CopyChecksum::new();
-                self.read_back(&table, &columns, &filter, |piece| sum.feed(piece))
-                    .await?;
-                sum.finish()?
-            }
+        let stored = match &recorded {
+            Recorded::Copy(_) => None,
             Recorded::Rows(_) => {
                 let target = self.checked_target(&client, &table).await?;
                 let encoder = target.encoder.as_ref().ok_or_else(|| {
@@ -113,7 +108,18 @@ impl PostgresSink {
                         "target table {table} recorded rows but has no encoder"
                     ))
                 })?;
-                self.read_back_rows(&table, &columns, encoder.stored_schema(), &filter)
+                Some(encoder.stored_schema())
+            }
+        };
+        // One chunk of several, or several chunks together (the table whole).
+        let found = match chunks {
+            [chunk] => {
+                self.target_sum(&table, &columns, chunk, &filter, stored)
+                    .await?
+            }
+            _ => {
+                let whole = Chunk::whole(chunks[0].key.clone());
+                self.target_sum(&table, &columns, &whole, &filter, stored)
                     .await?
             }
         };
@@ -191,7 +197,13 @@ impl PostgresSink {
         };
         let (expected, found) = tokio::join!(
             expected,
-            self.read_back_rows(table, &columns, encoder.stored_schema(), filter)
+            self.target_sum(
+                table,
+                &columns,
+                chunk,
+                filter,
+                Some(encoder.stored_schema())
+            )
         );
         Ok(Comparison {
             source: expected?,
@@ -205,6 +217,7 @@ impl PostgresSink {
         &self,
         client: &Client,
         table: &TableName,
+        chunk: &Chunk,
         filter: &str,
         mut data: etl_model::CopyStream,
     ) -> Result<Comparison, EtlError> {
@@ -219,13 +232,10 @@ impl PostgresSink {
             }
             sum.finish()
         };
-        let found = async {
-            let mut sum = CopyChecksum::new();
-            self.read_back(table, &columns, filter, |piece| sum.feed(piece))
-                .await?;
-            sum.finish()
-        };
-        let (expected, found) = tokio::join!(expected, found);
+        let (expected, found) = tokio::join!(
+            expected,
+            self.target_sum(table, &columns, chunk, filter, None)
+        );
         Ok(Comparison {
             source: expected?,
             target: Some(found?),
@@ -235,7 +245,7 @@ impl PostgresSink {
     /// The table's rows where `filter` in binary COPY data, each piece
     /// handed to `take`, on a connection of its own. The columns are the
     /// sink's, in its order.
-    async fn read_back(
+    pub(super) async fn read_back(
         &self,
         table: &TableName,
         columns: &[CatalogColumn],
@@ -274,7 +284,7 @@ impl PostgresSink {
 
     /// The table's rows where `filter`, decoded as a run decodes them
     /// and hashed as Arrow rows.
-    async fn read_back_rows(
+    pub(super) async fn read_back_rows(
         &self,
         table: &TableName,
         columns: &[CatalogColumn],
