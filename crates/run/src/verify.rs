@@ -3,10 +3,16 @@
 //! ([`etl_sink::WideTables::source_query`]); the runner reads that of the source and hands
 //! the sink the answer, so no sink sees a source. A file sink's chunk is
 //! compared here: the source's batches against the file read back.
+//! [`super::Runner::verify`] runs the comparisons on the worker pool
+//! (`--quick`: against the checksums recorded at load);
+//! [`super::Runner::verify_whole`] compares a migration's tables whole.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+
+use super::worker_pool;
+use etl_pg::block_on;
 
 use etl_base::plan::Chunk;
 use etl_model::verify::{ArrowChecksum, Basis, Comparison, Rows, SourceSide, WrittenFile};
@@ -18,7 +24,7 @@ use etl_source::Source;
 /// where the sink's table takes it as is; else the chunk's rows as a run
 /// gives them to the sink (the source read through the pipeline's stages),
 /// which the sink hashes as it stores them.
-pub(super) async fn compare(
+async fn compare(
     source: &dyn Source,
     transforms: &[Arc<dyn etl_transform::Transform>],
     sink: &dyn Sink,
@@ -65,7 +71,7 @@ pub(super) async fn compare(
 /// `etl verify --quick`: the chunk in the sink against the checksum its
 /// writer recorded (chunks the table cannot tell apart: together, against
 /// the whole table); `None` when one recorded none.
-pub(super) async fn compare_recorded(
+async fn compare_recorded(
     sink: &dyn Sink,
     chunks: &[Chunk],
 ) -> Result<Option<Comparison>, EtlError> {
@@ -83,7 +89,7 @@ pub(super) async fn compare_recorded(
 /// into one sum (a sum of row hashes adds up over chunks) beside the
 /// table's rows. For chunks the table cannot tell apart (a migration's
 /// parts of a text key, a file read whole).
-pub(super) async fn compare_whole(
+async fn compare_whole(
     source: Arc<dyn Source>,
     transforms: Arc<Vec<Arc<dyn etl_transform::Transform>>>,
     sink: &dyn Sink,
@@ -150,5 +156,109 @@ pub(super) async fn source_rows(
             None => Ok(None),
         },
         None => Ok(None),
+    }
+}
+
+impl super::Runner {
+    /// Compares each chunk with each sink: `(chunk, sink name,
+    /// comparison)`. `quick`: with the checksum each chunk's writer
+    /// recorded, the source unread (`None`: none recorded).
+    pub fn verify(
+        &self,
+        chunks: &[Chunk],
+        quick: bool,
+    ) -> Result<Vec<(Chunk, String, Option<etl_model::verify::Comparison>)>, EtlError> {
+        etl_base::hooks::phase("verify");
+        // On the worker pool: each thread checks chunks with its own runtime
+        // and connections; results keep the chunks' order.
+        let pool = worker_pool(
+            self.pipeline.chunks.workers.clamp(1, chunks.len().max(1)),
+            "etl-verify",
+        )?;
+        // Each chunk with each sink; chunks a table cannot tell apart (files
+        // read whole, byte ranges) together, one comparison per table.
+        let mut jobs = Vec::new();
+        let mut together: Vec<(usize, String, Vec<Chunk>)> = Vec::new();
+        for chunk in chunks {
+            for (i, s) in self.sinks.iter().enumerate() {
+                match s.tables() {
+                    Some(t) if !t.selects(chunk) => {
+                        let table = s.target(chunk)?;
+                        match together.iter_mut().find(|(j, n, _)| *j == i && *n == table) {
+                            Some((_, _, c)) => c.push(chunk.clone()),
+                            None => together.push((i, table, vec![chunk.clone()])),
+                        }
+                    }
+                    _ => jobs.push((i, vec![chunk.clone()], None)),
+                }
+            }
+        }
+        jobs.extend(together.into_iter().map(|(i, t, c)| (i, c, Some(t))));
+        for t in self.sinks.iter().filter_map(|s| s.tables()) {
+            t.will_verify(chunks);
+        }
+        use rayon::prelude::*;
+        pool.install(|| {
+            jobs.par_iter()
+                .map(|(i, chunks, table)| {
+                    let s = &self.sinks[*i];
+                    let what = match table {
+                        Some(table) => format!("comparing {table} whole failed"),
+                        None => format!("comparing chunk {} failed", chunks[0]),
+                    };
+                    let compared = block_on(self.step(&what, || async {
+                        match (quick, table) {
+                            (true, _) => compare_recorded(s.as_ref(), chunks).await,
+                            (false, Some(_)) => compare_whole(
+                                self.source.clone(),
+                                self.transforms.clone(),
+                                s.as_ref(),
+                                chunks.clone(),
+                            )
+                            .await
+                            .map(Some),
+                            (false, None) => compare(
+                                self.source.as_ref(),
+                                &self.transforms,
+                                s.as_ref(),
+                                &chunks[0],
+                            )
+                            .await
+                            .map(Some),
+                        }
+                    }))?;
+                    // A table compared whole is named as a whole chunk.
+                    let chunk = match table {
+                        Some(t) => Chunk::whole(Some(format!("{t} ({} chunks)", chunks.len()))),
+                        None => chunks[0].clone(),
+                    };
+                    Ok((chunk, s.name(), compared))
+                })
+                .collect()
+        })
+    }
+
+    /// Every planned chunk together against each sink's whole table, one
+    /// comparison per sink: for a table loaded whole by one pipeline (a
+    /// migration's table), whatever cut its chunks.
+    pub fn verify_whole(&self) -> Result<Vec<(String, etl_model::verify::Comparison)>, EtlError> {
+        etl_base::hooks::phase("verify");
+        let chunks: Vec<Chunk> = self.plan()?.chunks.into_iter().map(|c| c.chunk).collect();
+        let mut out = Vec::with_capacity(self.sinks.len());
+        for s in &self.sinks {
+            let compared = block_on(self.step(
+                &format!("comparing {} whole failed", s.name()),
+                || {
+                    compare_whole(
+                        self.source.clone(),
+                        self.transforms.clone(),
+                        s.as_ref(),
+                        chunks.clone(),
+                    )
+                },
+            ))?;
+            out.push((s.name(), compared));
+        }
+        Ok(out)
     }
 }
