@@ -305,11 +305,7 @@ fn the_native_route_migrates_the_samples_equal_to_the_mdbtools_route() {
             );
             let verify = migrate(&native, "access-native.toml", &file, &["verify"]);
             assert_eq!(verify.code, 1, "{verify:?}");
-            let line = verify
-                .stdout
-                .lines()
-                .find(|l| l.starts_with("Order Details "))
-                .unwrap_or_else(|| panic!("{verify:?}"));
+            let line = verify.line("Order Details ");
             assert!(line.ends_with("differs (checksum)"), "{line}");
             assert_eq!(verify.stdout.matches("differs").count(), 1, "{verify:?}");
         }

@@ -294,11 +294,7 @@ fn a_folder_of_different_cp949_exports_loads_each_file_as_its_own_table() {
     );
     let changed = db.etl(&["verify", &p]);
     assert_eq!(changed.code, 1, "{changed:?}");
-    let line = changed
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("codes "))
-        .unwrap_or_else(|| panic!("{changed:?}"));
+    let line = changed.line("codes ");
     assert!(line.ends_with("differs (checksum)"), "{line}");
 
     // And without {file} the files must share their columns: the error

@@ -421,11 +421,7 @@ create_table = true
     psql(&db.dst, "UPDATE big SET s = 'row x' WHERE id = 25000");
     let verify = db.etl(&["verify", p]);
     assert_eq!(verify.code, 1, "{verify:?}");
-    let line = verify
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("big "))
-        .unwrap_or_else(|| panic!("{verify:?}"));
+    let line = verify.line("big ");
     assert!(line.ends_with("differs (checksum)"), "{line}");
 }
 

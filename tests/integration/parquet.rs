@@ -312,11 +312,7 @@ fn a_staging_folder_loads_back_into_a_fresh_database_exactly() {
     let changed = etl_in(db.dir.path(), &["verify", p.to_str().unwrap()], &env);
     assert_eq!(changed.code, 1, "{changed:?}");
     assert!(changed.stdout.contains("3 equal, 1 differ"), "{changed:?}");
-    let row = changed
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("IMO9900001"))
-        .unwrap_or_else(|| panic!("{changed:?}"));
+    let row = changed.line("IMO9900001");
     assert!(
         row.contains("2025-06-02") && row.contains("differs"),
         "{row}"

@@ -128,11 +128,7 @@ fn verify_runs_the_stages_again_and_compares_their_rows_by_value() {
     let out = db.etl(&["verify", p]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("1 equal, 1 differ"), "{out:?}");
-    let row = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("IMO9900002"))
-        .unwrap_or_else(|| panic!("{out:?}"));
+    let row = out.line("IMO9900002");
     assert!(row.contains("differs"), "{row}");
     let counts: Vec<&str> = row
         .split_whitespace()

@@ -225,6 +225,17 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// The first line of stdout that starts with `prefix`; the test fails
+    /// showing the whole output when there is none.
+    pub fn line(&self, prefix: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}: {self:?}"))
+    }
+}
+
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
