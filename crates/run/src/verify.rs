@@ -159,15 +159,15 @@ pub(super) async fn source_rows(
     }
 }
 
+/// A chunk (or a table's chunks together), the sink, and their comparison
+/// (`None`: `--quick` found no recorded checksum).
+pub type Verified = (Chunk, String, Option<Comparison>);
+
 impl super::Runner {
     /// Compares each chunk with each sink: `(chunk, sink name,
     /// comparison)`. `quick`: with the checksum each chunk's writer
     /// recorded, the source unread (`None`: none recorded).
-    pub fn verify(
-        &self,
-        chunks: &[Chunk],
-        quick: bool,
-    ) -> Result<Vec<(Chunk, String, Option<etl_model::verify::Comparison>)>, EtlError> {
+    pub fn verify(&self, chunks: &[Chunk], quick: bool) -> Result<Vec<Verified>, EtlError> {
         etl_base::hooks::phase("verify");
         // On the worker pool: each thread checks chunks with its own runtime
         // and connections; results keep the chunks' order.
@@ -197,45 +197,83 @@ impl super::Runner {
         for t in self.sinks.iter().filter_map(|s| s.tables()) {
             t.will_verify(chunks);
         }
+        // Each worker keeps two jobs going, so that a chunk waiting for its
+        // table's single read (a target without an index) does not hold
+        // the worker: the next chunk's source is read meanwhile.
+        let workers = pool.current_num_threads();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<Option<Result<Verified, EtlError>>>> =
+            std::sync::Mutex::new((0..jobs.len()).map(|_| None).collect());
+        use futures_util::StreamExt;
         use rayon::prelude::*;
         pool.install(|| {
-            jobs.par_iter()
-                .map(|(i, chunks, table)| {
-                    let s = &self.sinks[*i];
-                    let what = match table {
-                        Some(table) => format!("comparing {table} whole failed"),
-                        None => format!("comparing chunk {} failed", chunks[0]),
-                    };
-                    let compared = block_on(self.step(&what, || async {
-                        match (quick, table) {
-                            (true, _) => compare_recorded(s.as_ref(), chunks).await,
-                            (false, Some(_)) => compare_whole(
-                                self.source.clone(),
-                                self.transforms.clone(),
-                                s.as_ref(),
-                                chunks.clone(),
-                            )
-                            .await
-                            .map(Some),
-                            (false, None) => compare(
-                                self.source.as_ref(),
-                                &self.transforms,
-                                s.as_ref(),
-                                &chunks[0],
-                            )
-                            .await
-                            .map(Some),
-                        }
-                    }))?;
-                    // A table compared whole is named as a whole chunk.
-                    let chunk = match table {
-                        Some(t) => Chunk::whole(Some(format!("{t} ({} chunks)", chunks.len()))),
-                        None => chunks[0].clone(),
-                    };
-                    Ok((chunk, s.name(), compared))
-                })
-                .collect()
-        })
+            (0..workers).into_par_iter().for_each(|_| {
+                let mine = std::iter::from_fn(|| {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    (i < jobs.len()).then_some(i)
+                });
+                block_on(
+                    futures_util::stream::iter(mine)
+                        .map(|i| {
+                            let job = &jobs[i];
+                            async move { (i, self.verify_job(job, quick).await) }
+                        })
+                        .buffer_unordered(2)
+                        .for_each(|(i, r)| {
+                            done.lock().expect("no panic while holding the lock")[i] = Some(r);
+                            async {}
+                        }),
+                );
+            })
+        });
+        done.into_inner()
+            .expect("no panic while holding the lock")
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(EtlError::Bug("a verify job did not run".into()))))
+            .collect()
+    }
+
+    /// One comparison: a chunk with a sink, or chunks a table cannot tell
+    /// apart with the whole table (`table`).
+    async fn verify_job(
+        &self,
+        (i, chunks, table): &(usize, Vec<Chunk>, Option<String>),
+        quick: bool,
+    ) -> Result<Verified, EtlError> {
+        let s = &self.sinks[*i];
+        let what = match table {
+            Some(table) => format!("comparing {table} whole failed"),
+            None => format!("comparing chunk {} failed", chunks[0]),
+        };
+        let compared = self
+            .step(&what, || async {
+                match (quick, table) {
+                    (true, _) => compare_recorded(s.as_ref(), chunks).await,
+                    (false, Some(_)) => compare_whole(
+                        self.source.clone(),
+                        self.transforms.clone(),
+                        s.as_ref(),
+                        chunks.clone(),
+                    )
+                    .await
+                    .map(Some),
+                    (false, None) => compare(
+                        self.source.as_ref(),
+                        &self.transforms,
+                        s.as_ref(),
+                        &chunks[0],
+                    )
+                    .await
+                    .map(Some),
+                }
+            })
+            .await?;
+        // A table compared whole is named as a whole chunk.
+        let chunk = match table {
+            Some(t) => Chunk::whole(Some(format!("{t} ({} chunks)", chunks.len()))),
+            None => chunks[0].clone(),
+        };
+        Ok((chunk, s.name(), compared))
     }
 
     /// Every planned chunk together against each sink's whole table, one
