@@ -32,6 +32,12 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+/// Casts that fail rather than turn a value into NULL.
+const CAST: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: FormatOptions::new(),
+};
+
 /// How one column's values are written.
 #[derive(Debug, Clone, PartialEq)]
 enum ValueEncoder {
@@ -118,46 +124,73 @@ impl CopyEncoder {
     /// zone). `etl verify` hashes this beside the rows read back, so the
     /// comparison is of what the target holds, not of how it got there.
     pub fn stored(&self, batch: &RecordBatch) -> Result<RecordBatch, EncodeError> {
-        let cast_options = CastOptions {
-            safe: false,
-            format_options: FormatOptions::default(),
-        };
-        let mut columns = Vec::with_capacity(self.columns.len());
+        self.stored_from(self.cast(batch)?)
+    }
+
+    /// [`CopyEncoder::write_batch`], returning the batch as
+    /// [`CopyEncoder::stored`] gives it: the columns are cast once for both.
+    pub fn write_batch_stored(
+        &self,
+        batch: &RecordBatch,
+        out: &mut BytesMut,
+    ) -> Result<RecordBatch, EncodeError> {
+        let casted = self.cast(batch)?;
+        self.write_casted(&casted, batch.num_rows(), out)?;
+        self.stored_from(casted)
+    }
+
+    /// Each column cast to the type its value encoder reads.
+    fn cast(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, EncodeError> {
+        let mut casted: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for (index, (plan, array)) in self.columns.iter().zip(batch.columns()).enumerate() {
+            casted.push(match &plan.cast_to {
+                Some(t) => cast_with_options(array, t, &CAST).map_err(|e| EncodeError {
+                    column: plan.name.clone(),
+                    index,
+                    row: 0,
+                    reason: format!("cast to {t} failed: {e}"),
+                })?,
+                None => array.clone(),
+            });
+        }
+        Ok(casted)
+    }
+
+    /// Cast columns ([`CopyEncoder::cast`]) in the Arrow types the target's
+    /// columns decode to.
+    fn stored_from(&self, casted: Vec<ArrayRef>) -> Result<RecordBatch, EncodeError> {
+        let mut columns = Vec::with_capacity(casted.len());
         for (index, ((plan, array), field)) in self
             .columns
             .iter()
-            .zip(batch.columns())
+            .zip(casted)
             .zip(self.stored.fields())
             .enumerate()
         {
-            let failed = |e: arrow::error::ArrowError| EncodeError {
-                column: plan.name.clone(),
-                index,
-                row: 0,
-                reason: format!("cast to {} failed: {e}", field.data_type()),
-            };
-            let mut array = match &plan.cast_to {
-                Some(t) => cast_with_options(array, t, &cast_options).map_err(failed)?,
-                None => array.clone(),
-            };
-            if array.data_type() != field.data_type() {
-                array = match (array.data_type(), field.data_type()) {
-                    // The encoder writes a time's microseconds as they are,
-                    // whatever zone the Arrow type names.
-                    (
-                        DataType::Timestamp(TimeUnit::Microsecond, _),
-                        DataType::Timestamp(_, zone),
-                    ) => Arc::new(
+            if array.data_type() == field.data_type() {
+                columns.push(array);
+                continue;
+            }
+            columns.push(match (array.data_type(), field.data_type()) {
+                // The encoder writes a time's microseconds as they are,
+                // whatever zone the Arrow type names.
+                (DataType::Timestamp(TimeUnit::Microsecond, _), DataType::Timestamp(_, zone)) => {
+                    Arc::new(
                         array
                             .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
                             .clone()
                             .with_timezone_opt(zone.clone()),
-                    ),
-                    _ => cast_with_options(&array, field.data_type(), &cast_options)
-                        .map_err(failed)?,
-                };
-            }
-            columns.push(array);
+                    )
+                }
+                _ => cast_with_options(&array, field.data_type(), &CAST).map_err(|e| {
+                    EncodeError {
+                        column: plan.name.clone(),
+                        index,
+                        row: 0,
+                        reason: format!("cast to {} failed: {e}", field.data_type()),
+                    }
+                })?,
+            });
         }
         RecordBatch::try_new(self.stored.clone(), columns).map_err(|e| EncodeError {
             column: String::new(),
@@ -181,34 +214,29 @@ impl CopyEncoder {
 
     /// Appends every row of `batch`; its columns are in planning order.
     pub fn write_batch(&self, batch: &RecordBatch, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let cast_options = CastOptions {
-            safe: false,
-            format_options: FormatOptions::default(),
-        };
-        let mut casted: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
-        for (index, (plan, array)) in self.columns.iter().zip(batch.columns()).enumerate() {
-            casted.push(match &plan.cast_to {
-                Some(t) => cast_with_options(array, t, &cast_options).map_err(|e| EncodeError {
-                    column: plan.name.clone(),
-                    index,
-                    row: 0,
-                    reason: format!("cast to {t} failed: {e}"),
-                })?,
-                None => array.clone(),
-            });
-        }
+        let casted = self.cast(batch)?;
+        self.write_casted(&casted, batch.num_rows(), out)
+    }
+
+    /// Appends `rows` rows of columns cast by [`CopyEncoder::cast`].
+    fn write_casted(
+        &self,
+        casted: &[ArrayRef],
+        rows: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let bound: Vec<(Option<&NullBuffer>, Bound<'_>)> = self
             .columns
             .iter()
-            .zip(&casted)
+            .zip(casted)
             .map(|(plan, array)| (array.nulls(), Bound::new(&plan.encoder, array.as_ref())))
             .collect();
         let ncols = bound.len() as i16;
         // Every value's bytes plus its 4-byte length, and 2 bytes per row:
         // reserved once, so the buffer does not regrow (and copy) mid-batch.
         let data: usize = casted.iter().map(|a| a.get_buffer_memory_size()).sum();
-        out.reserve(data + batch.num_rows() * (2 + 4 * bound.len()));
-        for row in 0..batch.num_rows() {
+        out.reserve(data + rows * (2 + 4 * bound.len()));
+        for row in 0..rows {
             out.put_i16(ncols);
             for (index, (nulls, b)) in bound.iter().enumerate() {
                 if nulls.is_some_and(|n| n.is_null(row)) {

@@ -230,14 +230,7 @@ impl PostgresSink {
                 tuples.finish()?;
             }
             Some(schema) => {
-                let types: Vec<PgType> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| type_of(f.name()))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| EtlError::Changed(format!("a column of {table} is gone")))?;
-                let mut decoder =
-                    etl_pg::pg_binary::decode::CopyDecoder::new(schema, &types, 8192, 8 << 20);
+                let mut decoder = super::verify::read_back_decoder(table, columns, schema)?;
                 let mut hasher = ArrowChecksum::new();
                 let decoded = |e: etl_pg::pg_binary::decode::DecodeError| {
                     EtlError::Bug(format!("reading back {table}: {e}"))

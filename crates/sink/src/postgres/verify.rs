@@ -291,19 +291,7 @@ impl PostgresSink {
         schema: arrow::datatypes::SchemaRef,
         filter: &str,
     ) -> Result<Checksum, EtlError> {
-        let mut types = Vec::with_capacity(schema.fields().len());
-        for field in schema.fields() {
-            let column = columns.iter().find(|c| c.name == *field.name());
-            let t = column
-                .map(|c| PgType::from_type_info(&c.info))
-                .transpose()
-                .map_err(|e| EtlError::Config(format!("{table}: {e}")))?;
-            types.push(t.ok_or_else(|| {
-                EtlError::Changed(format!("column {:?} of {table} is gone", field.name()))
-            })?);
-        }
-        let mut decoder =
-            etl_pg::pg_binary::decode::CopyDecoder::new(schema, &types, 8192, 8 << 20);
+        let mut decoder = read_back_decoder(table, columns, schema)?;
         let mut sum = ArrowChecksum::new();
         let decoded = |e: etl_pg::pg_binary::decode::DecodeError| {
             EtlError::Bug(format!("reading back {table}: {e}"))
@@ -321,4 +309,30 @@ impl PostgresSink {
         }
         Ok(sum.finish())
     }
+}
+
+/// A decoder of the table's rows read back in `schema` (the sink's columns
+/// as the table stores them), each column by its type in the table.
+pub(super) fn read_back_decoder(
+    table: &TableName,
+    columns: &[CatalogColumn],
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<etl_pg::pg_binary::decode::CopyDecoder, EtlError> {
+    let mut types = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = columns.iter().find(|c| c.name == *field.name());
+        let t = column
+            .map(|c| PgType::from_type_info(&c.info))
+            .transpose()
+            .map_err(|e| EtlError::Config(format!("{table}: {e}")))?;
+        types.push(t.ok_or_else(|| {
+            EtlError::Changed(format!("column {:?} of {table} is gone", field.name()))
+        })?);
+    }
+    Ok(etl_pg::pg_binary::decode::CopyDecoder::new(
+        schema,
+        &types,
+        8192,
+        8 << 20,
+    ))
 }

@@ -77,14 +77,9 @@ impl ChunkWriter for PostgresChunkWriter {
                 "record batches sent to a target that takes COPY data as is".into(),
             ));
         };
-        encoder.write_batch(batch, &mut self.buf)?;
+        // Written and hashed as the table stores it, the columns cast once.
+        let stored = encoder.write_batch_stored(batch, &mut self.buf)?;
         if let Sum::Rows(sum) = &mut self.sum {
-            let stored = encoder.stored(batch).map_err(|e| {
-                EtlError::Bug(format!(
-                    "checksumming the rows of chunk {} into {}: {e}",
-                    self.chunk, self.target.qualified
-                ))
-            })?;
             sum.add(&stored)?;
         }
         if self.buf.len() >= SEND_BYTES {
