@@ -64,10 +64,26 @@ fn verify_finds_a_changed_value_and_a_missing_row() {
     assert!(quick.stdout.contains("IMO9900002  2025-06-03 00:00:00         2025-06-04 00:00:00                4,320         4,319  differs "), "{quick:?}");
 
     // And with no index on the target (heap only), the table is read once
-    // for all six chunks, and both ways still name the same two chunks
+    // for all six chunks, in two ranges of its blocks (one per worker: the
+    // table laid out as one ship's rows, 15 MB of deleted rows, the other
+    // ship's), and both ways still name the same two chunks
     psql(
         &db.dst,
         "ALTER TABLE tenant.tbl_data_timeseries DROP CONSTRAINT tbl_data_timeseries_pkey",
+    );
+    psql(
+        &db.dst,
+        "CREATE TABLE keep AS SELECT * FROM tenant.tbl_data_timeseries; \
+         TRUNCATE tenant.tbl_data_timeseries; \
+         INSERT INTO tenant.tbl_data_timeseries SELECT * FROM keep WHERE ship_id = 'IMO9900001'; \
+         INSERT INTO tenant.tbl_data_timeseries (ship_id, data_channel_id, created_time, value_format) \
+           SELECT 'pad', 'pad', now(), 'pad' FROM generate_series(1, 150000); \
+         INSERT INTO tenant.tbl_data_timeseries SELECT * FROM keep WHERE ship_id = 'IMO9900002'; \
+         DELETE FROM tenant.tbl_data_timeseries WHERE ship_id = 'pad'; DROP TABLE keep",
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT pg_relation_size('tenant.tbl_data_timeseries') > 1024 * 8192, count(DISTINCT (ctid::text::point)[0] > 1000) FROM tenant.tbl_data_timeseries"),
+        "t|2"
     );
     for quick in [false, true] {
         let args: &[&str] = if quick {
@@ -95,6 +111,7 @@ fn verify_finds_a_changed_value_and_a_missing_row() {
             1,
             "{heap:?}"
         );
+        assert!(heap.stderr.contains("parts=2"), "{heap:?}");
     }
 
     // And a chunk without a recorded checksum is said to be unverified

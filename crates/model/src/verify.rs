@@ -290,6 +290,14 @@ impl Sums {
         *sum = sum.wrapping_add(hash as u128);
     }
 
+    /// Adds `other`'s sums (of other rows of the same chunks) to these.
+    pub fn merge(&mut self, other: &Sums) {
+        for ((rows, sum), (more, plus)) in self.0.iter_mut().zip(&other.0) {
+            *rows += more;
+            *sum = sum.wrapping_add(*plus);
+        }
+    }
+
     pub fn finish(self) -> Vec<Checksum> {
         self.0
             .into_iter()

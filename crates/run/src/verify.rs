@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::worker_pool;
 use etl_pg::block_on;
@@ -20,15 +21,23 @@ use etl_pg::error::EtlError;
 use etl_sink::Sink;
 use etl_source::Source;
 
+/// Sources each verify worker reads at a time.
+const READS_PER_WORKER: usize = 2;
+
 /// One chunk of one sink compared with the source: the source's COPY data
 /// where the sink's table takes it as is; else the chunk's rows as a run
 /// gives them to the sink (the source read through the pipeline's stages),
 /// which the sink hashes as it stores them.
+///
+/// `read` is the worker's permit to read the source: let go when the
+/// source's side has been read, so a chunk that then waits for its
+/// table's one read does not keep the worker from the next chunk.
 async fn compare(
     source: &dyn Source,
     transforms: &[Arc<dyn etl_transform::Transform>],
     sink: &dyn Sink,
     chunk: &Chunk,
+    read: OwnedSemaphorePermit,
 ) -> Result<Comparison, EtlError> {
     let Some(verifiable) = sink.verifiable() else {
         return Err(EtlError::Config(format!(
@@ -40,11 +49,15 @@ async fn compare(
         Basis::File(file) => return compare_file(source, transforms, chunk, &file).await,
         Basis::Copy if transforms.is_empty() && source.copy_out().is_some() => {
             let copy = source.copy_out().expect("checked just above");
-            SourceSide::Copy(copy.open_copy(chunk, None).await?)
+            SourceSide::Copy(Box::pin(Permitted::new(
+                copy.open_copy(chunk, None).await?,
+                read,
+            )))
         }
-        Basis::Rows | Basis::Copy => SourceSide::Batches(
+        Basis::Rows | Basis::Copy => SourceSide::Batches(Box::pin(Permitted::new(
             super::chunk::open_flow(source, transforms, chunk, Default::default()).await?,
-        ),
+            read,
+        ))),
         Basis::Queries(queries) => {
             let mut answers = Vec::with_capacity(queries.len());
             for query in queries {
@@ -56,6 +69,7 @@ async fn compare(
                 })?;
                 answers.push(sql.sql_rows(Some(chunk), &*query).await?);
             }
+            drop(read);
             SourceSide::Rows(answers)
         }
     };
@@ -65,6 +79,36 @@ async fn compare(
             "chunk {chunk}: {} compares by rows but has no tables to compare them in",
             sink.name()
         ))),
+    }
+}
+
+/// A source's stream holding its worker's read permit until it ends.
+struct Permitted<S> {
+    inner: S,
+    read: Option<OwnedSemaphorePermit>,
+}
+
+impl<S> Permitted<S> {
+    fn new(inner: S, read: OwnedSemaphorePermit) -> Self {
+        Permitted {
+            inner,
+            read: Some(read),
+        }
+    }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Permitted<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = next {
+            self.read = None;
+        }
+        next
     }
 }
 
@@ -197,9 +241,12 @@ impl super::Runner {
         for t in self.sinks.iter().filter_map(|s| s.tables()) {
             t.will_verify(chunks);
         }
-        // Each worker keeps two jobs going, so that a chunk waiting for its
-        // table's single read (a target without an index) does not hold
-        // the worker: the next chunk's source is read meanwhile.
+        // Each worker reads the source of two chunks at a time (a permit
+        // each); a chunk whose source is read lets its permit go, so one
+        // waiting for its table's single read (a target without an index)
+        // does not hold the worker: the next chunk's source is read
+        // meanwhile. A job is taken only with a permit in hand, so the
+        // workers share the jobs evenly.
         let workers = pool.current_num_threads();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done: std::sync::Mutex<Vec<Option<Result<Verified, EtlError>>>> =
@@ -208,21 +255,23 @@ impl super::Runner {
         use rayon::prelude::*;
         pool.install(|| {
             (0..workers).into_par_iter().for_each(|_| {
-                let mine = std::iter::from_fn(|| {
+                let reads = Arc::new(Semaphore::new(READS_PER_WORKER));
+                let (next, jobs) = (&next, &jobs);
+                let mine = futures_util::stream::unfold(reads.clone(), move |reads| async move {
+                    let read = reads.clone().acquire_owned().await.ok()?;
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    (i < jobs.len()).then_some(i)
+                    (i < jobs.len()).then_some(((i, read), reads))
                 });
                 block_on(
-                    futures_util::stream::iter(mine)
-                        .map(|i| {
-                            let job = &jobs[i];
-                            async move { (i, self.verify_job(job, quick).await) }
-                        })
-                        .buffer_unordered(2)
-                        .for_each(|(i, r)| {
-                            done.lock().expect("no panic while holding the lock")[i] = Some(r);
-                            async {}
-                        }),
+                    mine.map(|(i, read)| {
+                        let (job, reads) = (&jobs[i], reads.clone());
+                        async move { (i, self.verify_job(job, quick, reads, read).await) }
+                    })
+                    .buffer_unordered(jobs.len().max(1))
+                    .for_each(|(i, r)| {
+                        done.lock().expect("no panic while holding the lock")[i] = Some(r);
+                        async {}
+                    }),
                 );
             })
         });
@@ -235,11 +284,18 @@ impl super::Runner {
 
     /// One comparison: a chunk with a sink, or chunks a table cannot tell
     /// apart with the whole table (`table`).
+    ///
+    /// `read`: the worker's permit to read, held for the whole comparison
+    /// but a chunk's, which lets it go once the source's side is read; a
+    /// second attempt takes another from `reads`.
     async fn verify_job(
         &self,
         (i, chunks, table): &(usize, Vec<Chunk>, Option<String>),
         quick: bool,
+        reads: Arc<Semaphore>,
+        read: OwnedSemaphorePermit,
     ) -> Result<Verified, EtlError> {
+        let first = std::sync::Mutex::new(Some(read));
         let s = &self.sinks[*i];
         let what = match table {
             Some(table) => format!("comparing {table} whole failed"),
@@ -247,6 +303,17 @@ impl super::Runner {
         };
         let compared = self
             .step(&what, || async {
+                let taken = first
+                    .lock()
+                    .expect("no panic while holding the lock")
+                    .take();
+                let read =
+                    match taken {
+                        Some(read) => read,
+                        None => reads.clone().acquire_owned().await.map_err(|_| {
+                            EtlError::Bug("the worker's read permits are gone".into())
+                        })?,
+                    };
                 match (quick, table) {
                     (true, _) => compare_recorded(s.as_ref(), chunks).await,
                     (false, Some(_)) => compare_whole(
@@ -262,6 +329,7 @@ impl super::Runner {
                         &self.transforms,
                         s.as_ref(),
                         &chunks[0],
+                        read,
                     )
                     .await
                     .map(Some),

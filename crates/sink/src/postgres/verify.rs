@@ -36,22 +36,23 @@ impl PostgresSink {
         source: SourceSide,
     ) -> Result<Comparison, EtlError> {
         let (table, filter) = self.chunk_rows(chunk)?;
-        let client = self.pool.get().await?;
-        let compared = match (source, &self.wide) {
-            (SourceSide::Rows(rows), Some(wide)) => wide.verify(&client, &table, chunk, rows).await,
+        match (source, &self.wide) {
+            (SourceSide::Rows(rows), Some(wide)) => {
+                let client = self.pool.get().await?;
+                let compared = wide.verify(&client, &table, chunk, rows).await;
+                self.pool.put(client);
+                compared
+            }
             (SourceSide::Batches(batches), None) => {
-                self.compare_batches(&client, &table, chunk, &filter, batches)
-                    .await
+                self.compare_batches(&table, chunk, &filter, batches).await
             }
             (SourceSide::Copy(data), None) => {
-                self.compare_copy(&client, &table, chunk, &filter, data).await
+                self.compare_copy(&table, chunk, &filter, data).await
             }
             _ => Err(EtlError::Bug(format!(
                 "chunk {chunk}: the source's side does not match what the PostgreSQL sink compares by"
             ))),
-        };
-        self.pool.put(client);
-        compared
+        }
     }
 
     /// The chunk's rows in the table now, hashed as its writer hashed what
@@ -158,17 +159,25 @@ impl PostgresSink {
 
     /// The chunk's rows as the run gives them, each batch as the table
     /// stores it ([`CopyEncoder::stored`]), hashed while the table's rows
-    /// of the chunk are read back in binary and hashed alike.
+    /// of the chunk are read back in binary and hashed alike. No connection
+    /// is held while they are (a chunk may wait for its table's one read,
+    /// which needs one).
     async fn compare_batches(
         &self,
-        client: &Client,
         table: &TableName,
         chunk: &Chunk,
         filter: &str,
         mut batches: etl_model::BatchStream,
     ) -> Result<Comparison, EtlError> {
         use futures_util::StreamExt;
-        let Some(columns) = read_columns(client, table).await? else {
+        let client = self.pool.get().await?;
+        let columns = read_columns(&client, table).await?;
+        let target = match &columns {
+            Some(_) => Some(self.checked_target(&client, table).await?),
+            None => None,
+        };
+        self.pool.put(client);
+        let (Some(columns), Some(target)) = (columns, target) else {
             // No table: the source's rows are counted and hashed as they come.
             let mut expected = ArrowChecksum::new();
             while let Some(batch) = batches.next().await {
@@ -179,7 +188,6 @@ impl PostgresSink {
                 target: None,
             });
         };
-        let target = self.checked_target(client, table).await?;
         let encoder = target.encoder.as_ref().ok_or_else(|| {
             EtlError::Bug(format!(
                 "target table {table} takes COPY data as is and has no encoder"
@@ -215,14 +223,16 @@ impl PostgresSink {
     /// in binary, hashed row by row at the same time.
     async fn compare_copy(
         &self,
-        client: &Client,
         table: &TableName,
         chunk: &Chunk,
         filter: &str,
         mut data: etl_model::CopyStream,
     ) -> Result<Comparison, EtlError> {
         use futures_util::StreamExt;
-        let Some(columns) = read_columns(client, table).await? else {
+        let client = self.pool.get().await?;
+        let columns = read_columns(&client, table).await?;
+        self.pool.put(client);
+        let Some(columns) = columns else {
             return Err(EtlError::Changed(format!("target table {table} is gone")));
         };
         let expected = async {
