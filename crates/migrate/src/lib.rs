@@ -117,7 +117,7 @@ impl TableSource {
             TableSource::Odbc(s) => s.count(),
             TableSource::Access(t) => Ok(t.rows()),
             TableSource::AccessChild(t) => t.rows(),
-            TableSource::Postgres(t) => Ok(block_on(t.checksum(None))?.rows),
+            TableSource::Postgres(t) => block_on(t.rows()),
             TableSource::Csv(f) => f.records(),
         }
     }

@@ -31,18 +31,26 @@ impl Checksum {
     }
 }
 
-/// The SQL that computes a [`Checksum`] over `columns` of `from` where
-/// `filter`: the sum of the first 64 bits of each row text's md5.
-pub fn sql(columns: &[String], from: &str, filter: &str) -> String {
-    let row = columns
-        .iter()
-        .map(|c| etl_base::sql::ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT count(*)::int8, coalesce(sum(('x' || substr(md5(ROW({row})::text), 1, 16))::bit(64)::int8::numeric), 0)::text \
-         FROM {from} WHERE {filter}"
-    )
+/// The [`Checksum`] of the COPY data `sql` (a `COPY ... TO STDOUT` in
+/// `format`: binary or text) gives on `client`: row by row, as
+/// [`CopyChecksum`] hashes it. `what` names the table in an error.
+pub async fn copy_checksum(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    format: etl_pg::pg_binary::rows::CopyFormat,
+    what: &str,
+) -> Result<Checksum, EtlError> {
+    use futures_util::StreamExt;
+    let mut sum = CopyChecksum::of(format)?;
+    let stream = client
+        .copy_out(sql)
+        .await
+        .map_err(EtlError::pg(format!("checksumming {what}")))?;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(piece) = stream.next().await {
+        sum.feed(&piece.map_err(EtlError::pg(format!("checksumming {what}")))?)?;
+    }
+    sum.finish()
 }
 
 /// Accumulates an Arrow-side [`Checksum`]: each row in Arrow's row format
@@ -318,31 +326,80 @@ pub fn copy_row_hash(tuple: &[u8]) -> u64 {
 /// row's bytes (field count, lengths, values) hashed with xxh3, the hashes
 /// summed. Two servers print equal values of one built-in type as equal
 /// bytes, so this compares a source and a target of the same column types
-/// without decoding either.
+/// without decoding either. Text COPY data (of types whose binary form
+/// differs between servers) is hashed line by line alike.
 #[derive(Debug, Default)]
 pub struct CopyChecksum {
     tuples: CopyTuples,
+    /// Text data: the line split across pieces.
+    text: Option<Vec<u8>>,
     rows: u64,
     sum: u128,
 }
 
 impl CopyChecksum {
+    /// Of binary COPY data.
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), EtlError> {
-        let (rows, sum) = (&mut self.rows, &mut self.sum);
-        self.tuples.feed(bytes, |tuple| {
-            *sum = sum.wrapping_add(copy_row_hash(tuple) as u128);
-            *rows += 1;
-            Ok(())
-        })
+    /// Of COPY data in `format`: binary or text (CSV is refused: a quoted
+    /// value may hold a line break).
+    pub fn of(format: etl_pg::pg_binary::rows::CopyFormat) -> Result<Self, EtlError> {
+        use etl_pg::pg_binary::rows::CopyFormat;
+        match format {
+            CopyFormat::Binary => Ok(Self::new()),
+            CopyFormat::Text => Ok(CopyChecksum {
+                text: Some(Vec::new()),
+                ..Self::default()
+            }),
+            CopyFormat::Csv { .. } => Err(EtlError::Bug(
+                "CSV COPY data is not checksummed row by row".into(),
+            )),
+        }
     }
 
-    /// After the last piece: fails unless the data ended with its trailer.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), EtlError> {
+        let (rows, sum) = (&mut self.rows, &mut self.sum);
+        let mut add = |row: &[u8]| {
+            *sum = sum.wrapping_add(copy_row_hash(row) as u128);
+            *rows += 1;
+            Ok(())
+        };
+        match &mut self.text {
+            None => self.tuples.feed(bytes, add),
+            // A text row is one line: line breaks in values are escaped.
+            Some(pending) => {
+                let mut rest = bytes;
+                while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                    match pending.is_empty() {
+                        true => add(&rest[..end])?,
+                        false => {
+                            pending.extend_from_slice(&rest[..end]);
+                            add(pending)?;
+                            pending.clear();
+                        }
+                    }
+                    rest = &rest[end + 1..];
+                }
+                pending.extend_from_slice(rest);
+                Ok(())
+            }
+        }
+    }
+
+    /// After the last piece: fails unless the data ended with its trailer
+    /// (binary) or a line break (text).
     pub fn finish(self) -> Result<Checksum, EtlError> {
-        self.tuples.finish()?;
+        match &self.text {
+            Some(pending) if !pending.is_empty() => {
+                return Err(EtlError::Bug(
+                    "text COPY data to checksum ends inside a row".into(),
+                ))
+            }
+            Some(_) => {}
+            None => self.tuples.finish()?,
+        }
         Ok(Checksum {
             rows: self.rows,
             sum: self.sum.to_string(),
@@ -458,7 +515,37 @@ pub fn copy_field(tuple: &[u8], index: usize) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use etl_pg::pg_binary::rows::CopyFormat;
     use std::sync::Arc;
+
+    #[test]
+    fn text_copy_data_sums_its_lines_however_it_is_cut() {
+        let data = b"1\ta\n2\t\\N\n3\tline\\nbreak\n";
+        let whole = {
+            let mut sum = CopyChecksum::of(CopyFormat::Text).unwrap();
+            sum.feed(data).unwrap();
+            sum.finish().unwrap()
+        };
+        assert_eq!(whole.rows, 3);
+        for cut in 0..data.len() {
+            let mut sum = CopyChecksum::of(CopyFormat::Text).unwrap();
+            sum.feed(&data[..cut]).unwrap();
+            sum.feed(&data[cut..]).unwrap();
+            assert_eq!(sum.finish().unwrap(), whole, "cut at {cut}");
+        }
+        // The rows in another order sum the same; a changed value does not.
+        let mut other = CopyChecksum::of(CopyFormat::Text).unwrap();
+        other.feed(b"3\tline\\nbreak\n1\ta\n2\t\\N\n").unwrap();
+        assert_eq!(other.finish().unwrap(), whole);
+        let mut changed = CopyChecksum::of(CopyFormat::Text).unwrap();
+        changed.feed(b"1\tb\n2\t\\N\n3\tline\\nbreak\n").unwrap();
+        assert_ne!(changed.finish().unwrap().sum, whole.sum);
+        // Data that stops inside a row is an error.
+        let mut cut = CopyChecksum::of(CopyFormat::Text).unwrap();
+        cut.feed(b"1\ta\n2").unwrap();
+        assert!(cut.finish().is_err());
+        assert!(CopyChecksum::of(CopyFormat::Csv { header: false }).is_err());
+    }
 
     fn batch(ids: Vec<i64>, names: Vec<&str>) -> RecordBatch {
         RecordBatch::try_from_iter([

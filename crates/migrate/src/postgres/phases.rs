@@ -581,19 +581,16 @@ impl Migration {
                     .push((t.source.clone(), on_source?, on_target as u64));
                 continue;
             }
-            let columns: Vec<String> = t.schema.fields().iter().map(|f| f.name().clone()).collect();
-            let sql = etl_model::verify::sql(&columns, &target, "true");
-            let (on_source, on_target) =
-                tokio::join!(source.checksum(None), client.query_one(&sql, &[]));
-            let row = on_target.map_err(EtlError::pg(format!(
-                "checksumming target table {}",
-                t.target
-            )))?;
-            let on_target = etl_model::verify::Checksum {
-                rows: row.get::<_, i64>(0) as u64,
-                sum: row.get(1),
-            };
-            let on_source = on_source?;
+            // Both tables' COPY data, read at once, hashed row by row.
+            let (copy, what) = (
+                source.copy_all(&t.target),
+                format!("target table {}", t.target),
+            );
+            let (on_source, on_target) = tokio::join!(
+                source.checksum(),
+                etl_model::verify::copy_checksum(client, &copy, source.format(), &what)
+            );
+            let (on_source, on_target) = (on_source?, on_target?);
             checks
                 .counts
                 .push((t.source.clone(), on_source.rows, on_target.rows));

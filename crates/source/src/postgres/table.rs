@@ -114,30 +114,30 @@ impl PgTable {
         Ok(n as u64)
     }
 
-    /// The table's own rows (not its children's) in `chunk`: count and checksum.
-    pub async fn checksum(
-        &self,
-        chunk: Option<&Chunk>,
-    ) -> Result<etl_model::verify::Checksum, EtlError> {
+    /// `COPY` of the table's own rows (not its children's), all columns
+    /// in the table's format; of `table`: this table's twin elsewhere.
+    pub fn copy_all(&self, table: &TableName) -> String {
+        format!(
+            "COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT {})",
+            self.column_list(),
+            table.qualified(),
+            self.format.sql()
+        )
+    }
+
+    /// The table's own rows: count and checksum of their COPY data
+    /// ([`etl_model::verify::copy_checksum`]).
+    pub async fn checksum(&self) -> Result<etl_model::verify::Checksum, EtlError> {
         let client = self.pool.get().await?;
-        let filter = chunk.map_or_else(|| "true".into(), |c| self.filter(c));
-        let sql = etl_model::verify::sql(
-            &self.columns,
-            &format!("ONLY {}", self.table.qualified()),
-            &filter,
-        );
-        let row = client
-            .query_one(&sql, &[])
-            .await
-            .map_err(EtlError::pg(format!(
-                "checksumming source table {}",
-                self.name
-            )))?;
+        let sum = etl_model::verify::copy_checksum(
+            &client,
+            &self.copy_all(&self.table),
+            self.format,
+            &format!("source table {}", self.name),
+        )
+        .await?;
         self.pool.put(client);
-        Ok(etl_model::verify::Checksum {
-            rows: row.get::<_, i64>(0) as u64,
-            sum: row.get(1),
-        })
+        Ok(sum)
     }
 }
 
