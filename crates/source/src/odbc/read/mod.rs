@@ -56,6 +56,7 @@ use odbc_api::{BlockCursor, Connection, Cursor, OwnedCursor, ResultSetMetadata};
 
 mod block;
 mod rows;
+mod types;
 
 use super::statement::*;
 use super::values::*;
@@ -259,160 +260,16 @@ pub fn open_table(
             Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
             Some(Cast::Binary) => odbc_api::DataType::LongVarbinary { length: None },
         };
-        // One byte over max_text_bytes: a value that fills it is longer.
-        let over_cap = options.max_text_bytes + 1;
-        // A long column starts small (or at what an earlier chunk learned).
-        let learned = options.text_buffers.get(&name).copied();
-        let mut is_adaptive = false;
-        let mut sized = |declared: usize| {
-            if declared > ADAPTIVE_BYTES {
-                is_adaptive = true;
-                learned.unwrap_or(ADAPTIVE_BYTES).clamp(1, declared)
-            } else {
-                declared.max(1)
-            }
-        };
-        let text_len = |len: Option<std::num::NonZeroUsize>| {
-            // A character may take up to 4 bytes in the client encoding.
-            len.map_or(over_cap, |l| l.get().saturating_mul(4).min(over_cap))
-                .max(1)
-        };
-        use odbc_api::DataType as T;
-        let (col, arrow, desc) = match t {
-            T::Bit => (
-                Col::Bool,
-                DataType::Boolean,
-                BufferDesc::Bit { nullable: true },
-            ),
-            // Narrow integers are fetched 64 bits wide and checked here:
-            // SQLite3's driver declares INTEGER but holds 64-bit values, and
-            // cuts them silently when asked for 32 bits.
-            T::TinyInt | T::SmallInt => (
-                Col::I16,
-                DataType::Int16,
-                BufferDesc::I64 { nullable: true },
-            ),
-            T::Integer => (
-                Col::I32,
-                DataType::Int32,
-                BufferDesc::I64 { nullable: true },
-            ),
-            // SQLite3's driver reports BIGINT as SQL_C_SBIGINT (-25).
-            T::BigInt => (
-                Col::I64,
-                DataType::Int64,
-                BufferDesc::I64 { nullable: true },
-            ),
-            T::Other { data_type, .. } if data_type.0 == -25 => (
-                Col::I64,
-                DataType::Int64,
-                BufferDesc::I64 { nullable: true },
-            ),
-            T::Real => (
-                Col::F32,
-                DataType::Float32,
-                BufferDesc::F32 { nullable: true },
-            ),
-            T::Float { .. } | T::Double => (
-                Col::F64,
-                DataType::Float64,
-                BufferDesc::F64 { nullable: true },
-            ),
-            // MDBTools describes Access Currency (a 64-bit count of
-            // 1/10,000 units) as DECIMAL(8,0): read it as numeric(19,4).
-            T::Decimal {
-                precision: 8,
-                scale: 0,
-            } if options.row_by_row => (
-                Col::Decimal(19, 4),
-                DataType::Decimal128(19, 4),
-                BufferDesc::Text { max_str_len: 21 },
-            ),
-            T::Decimal { precision, scale } | T::Numeric { precision, scale }
-                if (1..=38).contains(&precision) =>
-            {
-                (
-                    Col::Decimal(precision as u8, scale as i8),
-                    DataType::Decimal128(precision as u8, scale as i8),
-                    BufferDesc::Text {
-                        max_str_len: precision + 2,
-                    },
-                )
-            }
-            T::Char { length } | T::Varchar { length } | T::LongVarchar { length } => (
-                Col::Text,
-                DataType::Utf8,
-                BufferDesc::Text {
-                    max_str_len: sized(text_len(length)),
-                },
-            ),
-            T::WChar { length } | T::WVarchar { length } | T::WLongVarchar { length } => (
-                Col::Text,
-                DataType::Utf8,
-                BufferDesc::Text {
-                    max_str_len: sized(text_len(length)),
-                },
-            ),
-            T::Binary { length } | T::Varbinary { length } | T::LongVarbinary { length } => (
-                Col::Binary,
-                DataType::Binary,
-                BufferDesc::Binary {
-                    max_bytes: sized(length.map_or(over_cap, |l| l.get().min(over_cap))),
-                },
-            ),
-            T::Date => (
-                Col::Date,
-                DataType::Date32,
-                BufferDesc::Date { nullable: true },
-            ),
-            T::Time { precision: 0 } => (
-                Col::Time,
-                DataType::Time64(TimeUnit::Microsecond),
-                BufferDesc::Time { nullable: true },
-            ),
-            // SQL_SS_TIME2: SQL Server's time(n).
-            T::Time { .. }
-            | T::Other {
-                data_type: odbc_api::sys::SqlDataType(-154),
-                ..
-            } => (
-                Col::TimeText,
-                DataType::Time64(TimeUnit::Microsecond),
-                BufferDesc::Text { max_str_len: 32 },
-            ),
-            // SQL_SS_TIMESTAMPOFFSET: SQL Server's datetimeoffset.
-            T::Other {
-                data_type: odbc_api::sys::SqlDataType(-155),
-                ..
-            } => (
-                Col::TimestampTzText,
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                BufferDesc::Text { max_str_len: 48 },
-            ),
-            // SQL_GUID: SQL Server's uniqueidentifier, psqlODBC's uuid.
-            T::Other {
-                data_type: odbc_api::sys::SqlDataType(-11),
-                ..
-            } => (
-                Col::Uuid,
-                DataType::FixedSizeBinary(16),
-                BufferDesc::Text { max_str_len: 40 },
-            ),
-            T::Timestamp { .. } => (
-                Col::Timestamp,
-                DataType::Timestamp(TimeUnit::Microsecond, None),
-                BufferDesc::Timestamp { nullable: true },
-            ),
-            other => {
-                let key = match table {
-                    Some(t) => format!("{t}.{name}"),
-                    None => name.clone(),
-                };
-                problems.push(format!(
-                    "column {name:?} has ODBC type {other:?}, which etl cannot map; read it as text or bytes with [source.casts] \"{key}\" = \"text\" (or \"binary\"), or cast it in the query"
-                ));
-                continue;
-            }
+        let mut sizing = types::Sizing::new(&options, &name);
+        let Some((col, arrow, desc)) = types::mapping(t, options.row_by_row, &mut sizing) else {
+            let key = match table {
+                Some(t) => format!("{t}.{name}"),
+                None => name.clone(),
+            };
+            problems.push(format!(
+                "column {name:?} has ODBC type {t:?}, which etl cannot map; read it as text or bytes with [source.casts] \"{key}\" = \"text\" (or \"binary\"), or cast it in the query"
+            ));
+            continue;
         };
         let mut field = Field::new(name, arrow, true);
         if matches!(col, Col::Uuid) {
@@ -427,7 +284,7 @@ pub fn open_table(
         fields.push(field);
         columns.push(col);
         descs.push(desc);
-        adaptive.push(is_adaptive);
+        adaptive.push(sizing.adaptive);
     }
     if !problems.is_empty() {
         return Err(EtlError::Config(problems.join("\n  ")));
