@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::catalog::{Catalog, Column, Constraint, TypeDef};
+use super::catalog::{Catalog, Column, Constraint, Sequence, Table, TypeDef};
 use super::{Key, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -79,160 +79,24 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
     let mut out = Vec::new();
     let unit = |_: &(), _: &()| Vec::new();
     compare(&mut out, Kind::Schema, &from.schemas, &to.schemas, unit);
-    compare(
-        &mut out,
-        Kind::Extension,
-        &from.extensions,
-        &to.extensions,
-        |a, b| {
-            let mut d = Vec::new();
-            if a.0 != b.0 {
-                d.push(format!("schema {} -> {}", b.0, a.0));
-            }
-            if a.1 != b.1 {
-                d.push(format!("version {} -> {}", b.1, a.1));
-            }
-            d
-        },
-    );
+    let (f, t) = (&from.extensions, &to.extensions);
+    compare(&mut out, Kind::Extension, f, t, extension_detail);
     compare(&mut out, Kind::Type, &from.types, &to.types, type_detail);
-    compare(
-        &mut out,
-        Kind::Sequence,
-        &from.sequences,
-        &to.sequences,
-        |a, b| {
-            let mut d = Vec::new();
-            let pairs = [
-                ("type", a.ty.clone(), b.ty.clone()),
-                ("start", a.start.to_string(), b.start.to_string()),
-                (
-                    "increment",
-                    a.increment.to_string(),
-                    b.increment.to_string(),
-                ),
-                ("minvalue", a.min.to_string(), b.min.to_string()),
-                ("maxvalue", a.max.to_string(), b.max.to_string()),
-                ("cache", a.cache.to_string(), b.cache.to_string()),
-                ("cycle", a.cycle.to_string(), b.cycle.to_string()),
-                ("owned by", owner(&a.owned_by), owner(&b.owned_by)),
-            ];
-            for (what, want, have) in pairs {
-                if want != have {
-                    d.push(format!("{what} {have} -> {want}"));
-                }
-            }
-            d
-        },
-    );
-    compare(
-        &mut out,
-        Kind::Function,
-        &from.functions,
-        &to.functions,
-        |a, b| match a.def != b.def {
-            true => vec!["definition".to_string()],
-            false => vec![],
-        },
-    );
-    // Tables: the table itself, then its columns and constraints.
-    compare(&mut out, Kind::Table, &from.tables, &to.tables, |a, b| {
-        let mut d = Vec::new();
-        if a.partitioned_by != b.partitioned_by {
-            d.push(format!(
-                "partitioned by {} -> {}",
-                b.partitioned_by.as_deref().unwrap_or("nothing"),
-                a.partitioned_by.as_deref().unwrap_or("nothing")
-            ));
-        }
-        if a.partition_of != b.partition_of {
-            let show = |p: &Option<(String, String)>| {
-                p.as_ref().map_or("no partition".to_string(), |(t, b)| {
-                    format!("partition of {t} {b}")
-                })
-            };
-            d.push(format!(
-                "{} -> {}",
-                show(&b.partition_of),
-                show(&a.partition_of)
-            ));
-        }
-        if a.inherits != b.inherits {
-            d.push(format!(
-                "inherits ({}) -> ({})",
-                b.inherits.join(", "),
-                a.inherits.join(", ")
-            ));
-        }
-        if a.unlogged != b.unlogged {
-            d.push(format!("unlogged {} -> {}", b.unlogged, a.unlogged));
-        }
-        if a.row_security != b.row_security {
-            let show = |r: Option<bool>| match r {
-                None => "off",
-                Some(false) => "on",
-                Some(true) => "on, forced",
-            };
-            d.push(format!(
-                "row level security {} -> {}",
-                show(b.row_security),
-                show(a.row_security)
-            ));
-        }
-        d
+    let (f, t) = (&from.sequences, &to.sequences);
+    compare(&mut out, Kind::Sequence, f, t, sequence_detail);
+    let (f, t) = (&from.functions, &to.functions);
+    compare(&mut out, Kind::Function, f, t, |a, b| {
+        changed(a.def != b.def, "definition")
     });
-    for (name, want) in &from.tables {
-        let Some(have) = to.tables.get(name) else {
-            continue;
-        };
-        // A partition's columns are its parent's.
-        if want.partition_of.is_none() {
-            let cols = |t: &super::catalog::Table| -> BTreeMap<String, Column> {
-                t.columns
-                    .iter()
-                    .map(|c| (format!("{name}.{}", c.name), c.clone()))
-                    .collect()
-            };
-            compare(
-                &mut out,
-                Kind::Column,
-                &cols(want),
-                &cols(have),
-                column_detail,
-            );
-        }
-        let cons = |t: &super::catalog::Table, helpers: bool| -> BTreeMap<String, Constraint> {
-            t.constraints
-                .iter()
-                // A helper CHECK of an unfinished SET NOT NULL is the
-                // plan's business while the column is still nullable.
-                .filter(|(n, _)| {
-                    helpers
-                        || !t.columns.iter().any(|c| {
-                            !c.not_null
-                                && want.column(&c.name).is_some_and(|w| w.not_null)
-                                && not_null_helper(&c.name) == **n
-                        })
-                })
-                .map(|(n, c)| (format!("{name}.{n}"), c.clone()))
-                .collect()
-        };
-        compare(
-            &mut out,
-            Kind::Constraint,
-            &cons(want, true),
-            &cons(have, false),
-            |a, b| {
-                let mut d = Vec::new();
-                if a.def != b.def {
-                    d.push(format!("{} -> {}", b.def, a.def));
-                } else if a.validated && !b.validated {
-                    d.push("not validated".to_string());
-                }
-                d
-            },
-        );
-    }
+    // Tables: the table itself, then its columns and constraints.
+    compare(
+        &mut out,
+        Kind::Table,
+        &from.tables,
+        &to.tables,
+        table_detail,
+    );
+    table_members(&mut out, from, to);
     compare(&mut out, Kind::Index, &from.indexes, &to.indexes, |a, b| {
         let mut d = Vec::new();
         if a.def != b.def {
@@ -251,52 +115,165 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
                 b.materialized, a.materialized
             ));
         }
-        if a.def != b.def {
-            d.push("definition".to_string());
-        }
+        d.extend(changed(a.def != b.def, "definition"));
         d
     });
-    compare(
-        &mut out,
-        Kind::Trigger,
-        &from.triggers,
-        &to.triggers,
-        |a, b| match a.def != b.def {
-            true => vec![format!("{} -> {}", b.def, a.def)],
-            false => vec![],
-        },
-    );
-    compare(
-        &mut out,
-        Kind::Policy,
-        &from.policies,
-        &to.policies,
-        |a, b| match a != b {
-            true => vec!["definition".to_string()],
-            false => vec![],
-        },
-    );
-    compare(
-        &mut out,
-        Kind::Grant,
-        &from.grants,
-        &to.grants,
-        |a, b| match a != b {
-            true => vec![format!("{b} -> {a}")],
-            false => vec![],
-        },
-    );
-    compare(
-        &mut out,
-        Kind::Comment,
-        &from.comments,
-        &to.comments,
-        |a, b| match a != b {
-            true => vec![format!("{b:?} -> {a:?}")],
-            false => vec![],
-        },
-    );
-    // Indexes and triggers of a table removed whole go with it.
+    let (f, t) = (&from.triggers, &to.triggers);
+    compare(&mut out, Kind::Trigger, f, t, |a, b| {
+        changed(a.def != b.def, &format!("{} -> {}", b.def, a.def))
+    });
+    let (f, t) = (&from.policies, &to.policies);
+    compare(&mut out, Kind::Policy, f, t, |a, b| {
+        changed(a != b, "definition")
+    });
+    compare(&mut out, Kind::Grant, &from.grants, &to.grants, |a, b| {
+        changed(a != b, &format!("{b} -> {a}"))
+    });
+    let (f, t) = (&from.comments, &to.comments);
+    compare(&mut out, Kind::Comment, f, t, |a, b| {
+        changed(a != b, &format!("{b:?} -> {a:?}"))
+    });
+    leave_out_what_goes_with_removed(&mut out, to);
+    out
+}
+
+/// `what` when `differs`.
+fn changed(differs: bool, what: &str) -> Vec<String> {
+    match differs {
+        true => vec![what.to_string()],
+        false => Vec::new(),
+    }
+}
+
+/// An extension's schema and version.
+fn extension_detail(a: &(String, String), b: &(String, String)) -> Vec<String> {
+    let mut d = Vec::new();
+    if a.0 != b.0 {
+        d.push(format!("schema {} -> {}", b.0, a.0));
+    }
+    if a.1 != b.1 {
+        d.push(format!("version {} -> {}", b.1, a.1));
+    }
+    d
+}
+
+fn sequence_detail(a: &Sequence, b: &Sequence) -> Vec<String> {
+    let pairs = [
+        ("type", a.ty.clone(), b.ty.clone()),
+        ("start", a.start.to_string(), b.start.to_string()),
+        (
+            "increment",
+            a.increment.to_string(),
+            b.increment.to_string(),
+        ),
+        ("minvalue", a.min.to_string(), b.min.to_string()),
+        ("maxvalue", a.max.to_string(), b.max.to_string()),
+        ("cache", a.cache.to_string(), b.cache.to_string()),
+        ("cycle", a.cycle.to_string(), b.cycle.to_string()),
+        ("owned by", owner(&a.owned_by), owner(&b.owned_by)),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, want, have)| want != have)
+        .map(|(what, want, have)| format!("{what} {have} -> {want}"))
+        .collect()
+}
+
+/// A table itself: partitioning, inheritance, logging, row security.
+fn table_detail(a: &Table, b: &Table) -> Vec<String> {
+    let mut d = Vec::new();
+    if a.partitioned_by != b.partitioned_by {
+        d.push(format!(
+            "partitioned by {} -> {}",
+            b.partitioned_by.as_deref().unwrap_or("nothing"),
+            a.partitioned_by.as_deref().unwrap_or("nothing")
+        ));
+    }
+    if a.partition_of != b.partition_of {
+        let show = |p: &Option<(String, String)>| {
+            p.as_ref().map_or("no partition".to_string(), |(t, b)| {
+                format!("partition of {t} {b}")
+            })
+        };
+        d.push(format!(
+            "{} -> {}",
+            show(&b.partition_of),
+            show(&a.partition_of)
+        ));
+    }
+    if a.inherits != b.inherits {
+        d.push(format!(
+            "inherits ({}) -> ({})",
+            b.inherits.join(", "),
+            a.inherits.join(", ")
+        ));
+    }
+    if a.unlogged != b.unlogged {
+        d.push(format!("unlogged {} -> {}", b.unlogged, a.unlogged));
+    }
+    if a.row_security != b.row_security {
+        let show = |r: Option<bool>| match r {
+            None => "off",
+            Some(false) => "on",
+            Some(true) => "on, forced",
+        };
+        d.push(format!(
+            "row level security {} -> {}",
+            show(b.row_security),
+            show(a.row_security)
+        ));
+    }
+    d
+}
+
+/// The columns and constraints of each table both catalogs have.
+fn table_members(out: &mut Vec<Difference>, from: &Catalog, to: &Catalog) {
+    for (name, want) in &from.tables {
+        let Some(have) = to.tables.get(name) else {
+            continue;
+        };
+        // A partition's columns are its parent's.
+        if want.partition_of.is_none() {
+            let cols = |t: &Table| -> BTreeMap<String, Column> {
+                t.columns
+                    .iter()
+                    .map(|c| (format!("{name}.{}", c.name), c.clone()))
+                    .collect()
+            };
+            compare(out, Kind::Column, &cols(want), &cols(have), column_detail);
+        }
+        let cons = |t: &Table, helpers: bool| -> BTreeMap<String, Constraint> {
+            t.constraints
+                .iter()
+                // A helper CHECK of an unfinished SET NOT NULL is the
+                // plan's business while the column is still nullable.
+                .filter(|(n, _)| {
+                    helpers
+                        || !t.columns.iter().any(|c| {
+                            !c.not_null
+                                && want.column(&c.name).is_some_and(|w| w.not_null)
+                                && not_null_helper(&c.name) == **n
+                        })
+                })
+                .map(|(n, c)| (format!("{name}.{n}"), c.clone()))
+                .collect()
+        };
+        let (f, t) = (cons(want, true), cons(have, false));
+        compare(out, Kind::Constraint, &f, &t, |a, b| {
+            let mut d = Vec::new();
+            if a.def != b.def {
+                d.push(format!("{} -> {}", b.def, a.def));
+            } else if a.validated && !b.validated {
+                d.push("not validated".to_string());
+            }
+            d
+        });
+    }
+}
+
+/// Indexes, triggers and policies of a table removed whole go with it, as
+/// do comments on objects removed: none is listed on its own.
+fn leave_out_what_goes_with_removed(out: &mut Vec<Difference>, to: &Catalog) {
     let removed_tables: Vec<String> = out
         .iter()
         .filter(|d| d.key.kind == Kind::Table && d.change == Change::Removed)
@@ -312,7 +289,6 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
         };
         !(d.change == Change::Removed && table.is_some_and(|t| removed_tables.contains(&t)))
     });
-    // Comments on objects removed go with them.
     let removed: Vec<String> = out
         .iter()
         .filter(|d| d.change == Change::Removed && d.key.kind != Kind::Comment)
@@ -325,7 +301,6 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
                 .iter()
                 .any(|r| d.key.name.ends_with(&format!(" {r}"))))
     });
-    out
 }
 
 fn owner(o: &Option<(String, String)>) -> String {
