@@ -28,10 +28,71 @@ impl Migration {
             }
             .to_string(),
         );
+        lines.extend(self.source_lines());
+        if !self.tables.iter().all(|t| t.source == "query") {
+            lines.push(format!("Keys from: {}", self.keys_from));
+        }
+        lines.push(format!(
+            "Discover: tables in load order (parents first), {} of them:",
+            self.tables.len()
+        ));
+        let all = self.chunks_of_all(true)?;
+        let pace = self.pace(&all)?;
+        let (total, chunks) = self.table_lines(&mut lines, &all)?;
+        if !self.cycle.is_empty() {
+            lines.push(format!(
+                "Foreign keys form a cycle among {:?}: loaded after the others; constraints come after all data, so the cycle does not block",
+                self.cycle
+            ));
+        }
+        if !self.left_out.is_empty() {
+            lines.push("Left out (not created):".into());
+            for l in &self.left_out {
+                lines.push(format!("  {l}"));
+            }
+        }
+        lines.extend(self.estimate_lines(pace.as_ref(), &all));
+        if let Some(path) = &files {
+            lines.push(format!(
+                "Data: {} rows in {chunks} chunks, {} at a time, each chunk the file {path} names (written under a temporary name, then renamed: the file is the chunk's record)",
+                thousands(total),
+                self.workers.max(self.readers()),
+            ));
+            return Ok(lines);
+        }
+        if matches!(self.origin, Origin::Postgres(..)) {
+            return self.pg_plan_lines(lines, total, chunks);
+        }
+        self.create_lines(&mut lines)?;
+        lines.push(format!(
+            "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",
+            thousands(total),
+            self.workers.max(self.readers()),
+            if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
+        ));
+        lines.extend(self.after_load_line());
+        lines.push("Constraints, once every chunk is done:".into());
+        for (_, sql, _) in self.constraint_sql() {
+            lines.push(format!("  {sql}"));
+        }
+        lines.push("Sequences:".into());
+        for (column, _) in self.sequence_sql() {
+            lines.push(format!("  sequence of {column} set to MAX({column})"));
+        }
+        lines.push(format!(
+            "Verify: row counts per table against the source (etl verify: a checksum of every table too), orphan rows per foreign key ({}).",
+            self.foreign_keys.len()
+        ));
+        Ok(lines)
+    }
+
+    /// What the source is and how it is read.
+    fn source_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
         match &self.origin {
             Origin::Odbc(spec) => {
                 let o = &spec.options;
-                lines.push(format!(
+                out.push(format!(
                     "Source: ODBC, text decoded from {} ({}), invalid text: {}; batches of at most {} rows or {}; values longer than {} {}",
                     o.encoding.name(),
                     spec.encoding_label,
@@ -42,44 +103,46 @@ impl Migration {
                     if o.truncate_long { "are cut to it and counted" } else { "fail their table" }
                 ));
                 if odbc::catalog::is_mdbtools(&spec.connection_string) {
-                    lines.push(format!(
+                    out.push(format!(
                         "MDBTools hands out UTF-8; it converts Access 97 text from {} (MDB_JET3_CHARSET)",
                         std::env::var("MDB_JET3_CHARSET").unwrap_or_else(|_| "CP1252".into())
                     ));
                 }
             }
-            Origin::Access(spec) => lines.push(format!(
+            Origin::Access(spec) => out.push(format!(
                 "Source: Access file {} read natively (jetdb), batches of {} rows; each table's rows read must equal the count its header records; text: {}",
                 spec.path.display(),
                 thousands(spec.options.batch_rows as u64),
                 etl_source::access::text_encoding(&spec.path, &spec.options)
                     .unwrap_or_else(|e| e.to_string())
             )),
-            Origin::Csv(spec) => lines.push(format!(
+            Origin::Csv(spec) => out.push(format!(
                 "Source: CSV files {} ({}{}), each a table of its own with its own header and types, read as COPY ... CSV reads them, in byte ranges of about {} records",
                 spec.pattern,
                 spec.encoding.name(),
                 if spec.header { ", with a header" } else { "" },
                 thousands(self.runners.first().map_or(0, |r| r.pipeline.chunks.range_rows))
             )),
-            Origin::Postgres(o) => lines.push(format!(
+            Origin::Postgres(o) => out.push(format!(
                 "Source: PostgreSQL {}, each table handed over as COPY data (binary where every column type reads back the same on another server, text otherwise); the objects around the data from pg_dump{}{}",
                 o.spec.endpoint,
                 if o.spec.owners { ", owners kept" } else { ", without owners" },
                 if o.spec.grants { ", grants kept" } else { ", without grants" },
             )),
         }
-        if !self.tables.iter().all(|t| t.source == "query") {
-            lines.push(format!("Keys from: {}", self.keys_from));
-        }
-        lines.push(format!(
-            "Discover: tables in load order (parents first), {} of them:",
-            self.tables.len()
-        ));
+        out
+    }
+
+    /// Each table in load order, its rows, chunks and columns (source
+    /// type -> Arrow -> PostgreSQL); the rows and chunks in all.
+    fn table_lines(
+        &self,
+        lines: &mut Vec<String>,
+        all: &[Vec<PlannedChunk>],
+    ) -> Result<(u64, usize), EtlError> {
+        let files = self.file_path();
         let (mut total, mut chunks) = (0, 0);
-        let all = self.chunks_of_all(true)?;
-        let pace = self.pace(&all)?;
-        for ((i, t), planned) in self.tables.iter().enumerate().zip(&all) {
+        for ((i, t), planned) in self.tables.iter().enumerate().zip(all) {
             let rows: u64 = planned.iter().map(|c| c.rows).sum();
             total += rows;
             chunks += planned.len();
@@ -126,30 +189,11 @@ impl Migration {
                 ));
             }
         }
-        if !self.cycle.is_empty() {
-            lines.push(format!(
-                "Foreign keys form a cycle among {:?}: loaded after the others; constraints come after all data, so the cycle does not block",
-                self.cycle
-            ));
-        }
-        if !self.left_out.is_empty() {
-            lines.push("Left out (not created):".into());
-            for l in &self.left_out {
-                lines.push(format!("  {l}"));
-            }
-        }
-        lines.extend(self.estimate_lines(pace.as_ref(), &all));
-        if let Some(path) = &files {
-            lines.push(format!(
-                "Data: {} rows in {chunks} chunks, {} at a time, each chunk the file {path} names (written under a temporary name, then renamed: the file is the chunk's record)",
-                thousands(total),
-                self.workers.max(self.readers()),
-            ));
-            return Ok(lines);
-        }
-        if matches!(self.origin, Origin::Postgres(..)) {
-            return self.pg_plan_lines(lines, total, chunks);
-        }
+        Ok((total, chunks))
+    }
+
+    /// The tables to create, or how existing ones are loaded into.
+    fn create_lines(&self, lines: &mut Vec<String>) -> Result<(), EtlError> {
         match self.fk_handling() {
             Some(handling) => lines.push(format!(
                 "Create: none (create_table = false: the tables exist on the target, with their own keys); foreign keys and triggers: fk_handling = \"{}\"{}",
@@ -169,26 +213,7 @@ impl Migration {
                 }
             }
         }
-        lines.push(format!(
-            "Data: {} rows in {chunks} chunks, {} at a time, each in one transaction with its ledger row{}",
-            thousands(total),
-            self.workers.max(self.readers()),
-            if self.readers() > 1 { ", each read by a child process (readers > 1)" } else { "" }
-        ));
-        lines.extend(self.after_load_line());
-        lines.push("Constraints, once every chunk is done:".into());
-        for (_, sql, _) in self.constraint_sql() {
-            lines.push(format!("  {sql}"));
-        }
-        lines.push("Sequences:".into());
-        for (column, _) in self.sequence_sql() {
-            lines.push(format!("  sequence of {column} set to MAX({column})"));
-        }
-        lines.push(format!(
-            "Verify: row counts per table against the source, orphan rows per foreign key ({}).",
-            self.foreign_keys.len()
-        ));
-        Ok(lines)
+        Ok(())
     }
 
     /// The data phase's time in total and per table (with rows), and what
