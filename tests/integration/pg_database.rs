@@ -328,6 +328,25 @@ fn into_existing_tables_under_each_fk_handling() {
             "customers_referred_by_fkey:true,orders_customer_fkey:true"
         );
         let definitions = fk_definitions(&db.dst);
+        // (tables whose columns are of the source's types take its binary
+        // COPY data as is; one of an enum array and a composite, text; and
+        // a column made another type on the target, text)
+        let plan = db.etl(&["plan", &p]);
+        let line = |table: &str| {
+            plan.stdout
+                .lines()
+                .find(|l| l.contains(&format!(". {table} -> ")))
+                .unwrap_or_else(|| panic!("{table} in {plan:?}"))
+                .to_string()
+        };
+        assert!(line("sales.orders").ends_with(", binary COPY"), "{plan:?}");
+        assert!(line("public.kinds").contains(", text COPY ("), "{plan:?}");
+        psql(&db.dst, "ALTER TABLE sales.customers ALTER COLUMN name TYPE varchar(200)");
+        let plan = db.etl(&["plan", &p]);
+        assert!(
+            plan.stdout.lines().any(|l| l.contains(". sales.customers -> ") && l.contains(", text COPY (")),
+            "{plan:?}"
+        );
 
         // When the data is loaded into it
         let out = db.etl(&["run", &p]);

@@ -4,6 +4,7 @@
 use super::{Migration, Origin};
 use etl_base::plan::{Plan, PlannedChunk};
 use etl_pg::error::EtlError;
+use etl_pg::pg_binary::rows::CopyFormat;
 use etl_run::estimate::{Pace, Recorded};
 use etl_run::human::duration;
 use etl_run::summary::{bytes, thousands};
@@ -162,8 +163,17 @@ impl Migration {
                 }
                 _ => t.target.qualified(),
             };
+            // A PostgreSQL table's COPY data: binary, or text for the
+            // target to convert.
+            let format = match self.sources.get(i) {
+                Some(crate::TableSource::Postgres(s)) => match s.format() {
+                    CopyFormat::Binary => ", binary COPY",
+                    _ => ", text COPY (a type's binary form differs between servers, or the target's column types are not the source's)",
+                },
+                _ => "",
+            };
             lines.push(format!(
-                "  {:>3}. {} -> {target}: {} rows{split}",
+                "  {:>3}. {} -> {target}: {} rows{split}{format}",
                 i + 1,
                 t.source,
                 thousands(rows)

@@ -32,6 +32,7 @@ mod large_objects;
 mod order;
 mod phases;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio_postgres::Client;
@@ -41,7 +42,7 @@ use etl_base::sql::TableName;
 use etl_pg::block_on;
 use etl_pg::error::EtlError;
 use etl_pg::pg_binary::rows::CopyFormat;
-use etl_pg::Pool;
+use etl_pg::{Endpoint, Pool};
 use etl_run::Runner;
 use etl_run::ValidatedPipeline;
 use etl_sink::spec::PostgresSinkSpec;
@@ -69,6 +70,8 @@ pub struct SourceTable {
     pub columns: Vec<String>,
     /// Every column's type reads back the same on another server in binary.
     pub portable: bool,
+    /// Each column's type as `format_type` prints it (`numeric(12,2)`).
+    pub types: Vec<String>,
     /// A one-column integer primary key.
     pub range_key: Option<String>,
     /// The planner's estimate of its rows.
@@ -111,13 +114,45 @@ SELECT n.nspname::text, c.relname::text,
   greatest(c.reltuples, 0)::int8, c.relkind::text,
   CASE WHEN c.relispartition THEN (SELECT format('%s.%s', rn.nspname, r.relname)
         FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
-        WHERE r.oid = pg_partition_root(c.oid)) END
+        WHERE r.oid = pg_partition_root(c.oid)) END,
+  array(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        ORDER BY a.attnum)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND n.nspname NOT IN ('information_schema', 'etl') AND n.nspname NOT LIKE 'pg\\_%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2";
+
+/// The column types of the target's tables, by schema and table, as
+/// `format_type` prints them.
+type ColumnTypes = HashMap<(String, String), HashMap<String, String>>;
+
+/// The column types of every table of the database at `endpoint`.
+async fn target_types(endpoint: &Endpoint, pipeline: &str) -> Result<ColumnTypes, EtlError> {
+    let pool = Pool::new(endpoint.clone(), &format!("etl {pipeline}"));
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('information_schema', 'pg_catalog')",
+            &[],
+        )
+        .await
+        .map_err(EtlError::pg("reading the target's column types"))?;
+    pool.put(client);
+    let mut types = ColumnTypes::new();
+    for r in rows {
+        types
+            .entry((r.get(0), r.get(1)))
+            .or_default()
+            .insert(r.get(2), r.get(3));
+    }
+    Ok(types)
+}
 
 /// Every user table of the source (not an extension's, not etl's ledger).
 pub async fn source_tables(client: &Client) -> Result<Vec<SourceTable>, EtlError> {
@@ -136,6 +171,7 @@ pub async fn source_tables(client: &Client) -> Result<Vec<SourceTable>, EtlError
             estimate: r.get(5),
             kind: r.get(6),
             root: r.get(7),
+            types: r.get(8),
         })
         .collect())
 }
@@ -251,6 +287,12 @@ impl Migration {
             Ok::<_, EtlError>((tables, namespaces))
         })?;
         let (mut chosen, selection) = select(spec, all, &namespaces)?;
+        // Into existing tables: their column types, to tell which take
+        // the source's binary COPY data as is.
+        let existing = match &sink {
+            Some(s) if !s.create_table => Some(block_on(target_types(&s.endpoint, &p.name))?),
+            _ => None,
+        };
         // Biggest first: the last table to finish is then a small one.
         chosen.sort_by_key(|t| std::cmp::Reverse(t.estimate));
         let min_parts = p.chunks.workers as u64;
@@ -269,13 +311,24 @@ impl Migration {
                 schema: Some(t.schema.clone()),
                 name: t.name.clone(),
             };
-            // Binary COPY only into the tables pre-data creates, of the
-            // same types; text lets the server convert into tables of
+            // Binary COPY into the tables pre-data creates, of the same
+            // types, and into existing tables whose columns are of the
+            // source's types; text lets the server convert into tables of
             // other (compatible) types.
-            let format = if t.portable && sink.as_ref().is_some_and(|s| s.create_table) {
-                CopyFormat::Binary
-            } else {
-                CopyFormat::Text
+            let same_types = match (&existing, &sink) {
+                (Some(existing), _) => existing
+                    .get(&(t.schema.clone(), t.name.clone()))
+                    .is_some_and(|columns| {
+                        t.columns
+                            .iter()
+                            .zip(&t.types)
+                            .all(|(c, ty)| columns.get(c) == Some(ty))
+                    }),
+                (None, sink) => sink.is_some(),
+            };
+            let format = match t.portable && same_types {
+                true => CopyFormat::Binary,
+                false => CopyFormat::Text,
             };
             let source = Arc::new(PgTable::new(
                 pool.clone(),
