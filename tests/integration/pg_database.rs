@@ -341,10 +341,15 @@ fn into_existing_tables_under_each_fk_handling() {
         };
         assert!(line("sales.orders").ends_with(", binary COPY"), "{plan:?}");
         assert!(line("public.kinds").contains(", text COPY ("), "{plan:?}");
-        psql(&db.dst, "ALTER TABLE sales.customers ALTER COLUMN name TYPE varchar(200)");
+        psql(
+            &db.dst,
+            "ALTER TABLE sales.customers ALTER COLUMN name TYPE varchar(200)",
+        );
         let plan = db.etl(&["plan", &p]);
         assert!(
-            plan.stdout.lines().any(|l| l.contains(". sales.customers -> ") && l.contains(", text COPY (")),
+            plan.stdout
+                .lines()
+                .any(|l| l.contains(". sales.customers -> ") && l.contains(", text COPY (")),
             "{plan:?}"
         );
 

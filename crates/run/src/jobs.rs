@@ -238,11 +238,7 @@ fn stale_chunks<'a>(
 ) -> Result<Vec<(&'a Runner, Chunk)>, EtlError> {
     let mut stale = Vec::new();
     for (runner, chunks) in groups {
-        let ok: Vec<Chunk> = chunks
-            .iter()
-            .filter(|c| !failed.contains(*c))
-            .cloned()
-            .collect();
+        let ok = not_failed(chunks, failed);
         let mut found: Vec<Chunk> = Vec::new();
         for w in runner.sinks.iter().filter_map(|s| s.wide()) {
             let chunks =
@@ -266,11 +262,7 @@ fn analyze_written(
 ) -> Result<(), EtlError> {
     etl_base::hooks::phase("analyze");
     for (runner, chunks) in groups {
-        let written: Vec<Chunk> = chunks
-            .iter()
-            .filter(|c| !failed.contains(*c))
-            .cloned()
-            .collect();
+        let written = not_failed(chunks, failed);
         for t in runner.sinks.iter().filter_map(|s| s.tables()) {
             let tables = block_on(runner.step("ANALYZE failed", || t.analyze(&written)))?;
             if !tables.is_empty() {
@@ -283,4 +275,13 @@ fn analyze_written(
         }
     }
     Ok(())
+}
+
+/// The chunks of `chunks` that did not fail.
+fn not_failed(chunks: &[Chunk], failed: &HashSet<Chunk>) -> Vec<Chunk> {
+    chunks
+        .iter()
+        .filter(|c| !failed.contains(*c))
+        .cloned()
+        .collect()
 }

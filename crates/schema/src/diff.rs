@@ -137,6 +137,15 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
     out
 }
 
+/// `what have -> want`, `none` standing for an absent value.
+fn from_to(what: &str, have: Option<&str>, want: Option<&str>, none: &str) -> String {
+    format!(
+        "{what} {} -> {}",
+        have.unwrap_or(none),
+        want.unwrap_or(none)
+    )
+}
+
 /// `what` when `differs`.
 fn changed(differs: bool, what: &str) -> Vec<String> {
     match differs {
@@ -183,10 +192,11 @@ fn sequence_detail(a: &Sequence, b: &Sequence) -> Vec<String> {
 fn table_detail(a: &Table, b: &Table) -> Vec<String> {
     let mut d = Vec::new();
     if a.partitioned_by != b.partitioned_by {
-        d.push(format!(
-            "partitioned by {} -> {}",
-            b.partitioned_by.as_deref().unwrap_or("nothing"),
-            a.partitioned_by.as_deref().unwrap_or("nothing")
+        d.push(from_to(
+            "partitioned by",
+            b.partitioned_by.as_deref(),
+            a.partitioned_by.as_deref(),
+            "nothing",
         ));
     }
     if a.partition_of != b.partition_of {
@@ -359,10 +369,11 @@ fn column_detail(a: &Column, b: &Column) -> Vec<String> {
         );
     }
     if a.default != b.default {
-        d.push(format!(
-            "default {} -> {}",
-            b.default.as_deref().unwrap_or("none"),
-            a.default.as_deref().unwrap_or("none")
+        d.push(from_to(
+            "default",
+            b.default.as_deref(),
+            a.default.as_deref(),
+            "none",
         ));
     }
     if a.identity != b.identity {
@@ -374,10 +385,11 @@ fn column_detail(a: &Column, b: &Column) -> Vec<String> {
         d.push(format!("{} -> {}", show(b.identity), show(a.identity)));
     }
     if a.generated != b.generated {
-        d.push(format!(
-            "generated {} -> {}",
-            b.generated.as_deref().unwrap_or("none"),
-            a.generated.as_deref().unwrap_or("none")
+        d.push(from_to(
+            "generated",
+            b.generated.as_deref(),
+            a.generated.as_deref(),
+            "none",
         ));
     }
     d
