@@ -77,24 +77,7 @@ impl Report {
 pub fn render(m: &Migration, r: &Report) -> String {
     let mut s = String::new();
     let secs = r.run.elapsed.as_secs_f64();
-    let status = if !r.run.failed.is_empty() {
-        "finished with failed tables"
-    } else if r
-        .finish
-        .as_ref()
-        .is_some_and(|f| !f.problems.is_empty() || !f.checks.ok())
-    {
-        "loaded, but checks found problems"
-    } else if m.sink.is_none() {
-        "done: every table in its files"
-    } else if r.finish.is_none() && r.run.chunks_elsewhere > 0 {
-        // The last process to load a chunk adds the constraints.
-        "not done: this process loaded its chunks, another etl process still loads the others (etl status shows them)"
-    } else if r.finish.is_none() {
-        "loaded, constraints waiting"
-    } else {
-        "done"
-    };
+    let status = status(m, r);
     let _ = writeln!(s, "\nMigration {} {status}", m.pipeline);
     let _ = writeln!(
         s,
@@ -157,66 +140,7 @@ pub fn render(m: &Migration, r: &Report) -> String {
                 "  constraints  not added: tables failed; rerun them, then constraints follow"
             );
         }
-        Some(f) => {
-            let _ = writeln!(
-                s,
-                "  constraints  {} added{}",
-                f.added.len(),
-                if f.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} failed:", f.problems.len())
-                }
-            );
-            for p in &f.problems {
-                let _ = writeln!(s, "               {p}");
-            }
-            if !f.sequences.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "  sequences    {} reset: {}",
-                    f.sequences.len(),
-                    f.sequences.join(", ")
-                );
-            }
-            let equal = f.checks.counts.iter().filter(|c| c.1 == c.2).count();
-            let _ = writeln!(
-                s,
-                "  verify       {equal} of {} tables have the source's row count; {} foreign keys, {} orphan rows",
-                f.checks.counts.len(),
-                f.checks.orphans.len(),
-                f.checks.orphans.iter().map(|o| o.2).sum::<u64>()
-            );
-            if let Some((on_source, on_target)) = f.checks.large_objects {
-                let _ = writeln!(
-                    s,
-                    "               {on_target} of {on_source} large objects on the target"
-                );
-            }
-            if !f.checks.checksums.is_empty() {
-                let equal = f.checks.checksums.iter().filter(|c| c.1).count();
-                let _ = writeln!(
-                    s,
-                    "               {equal} of {} tables have the source's checksum (every column, every row)",
-                    f.checks.checksums.len()
-                );
-                for (t, _) in f.checks.checksums.iter().filter(|c| !c.1) {
-                    let _ = writeln!(s, "               {t}: checksum differs from the source's");
-                }
-            }
-            for b in &f.checks.sequences_behind {
-                let _ = writeln!(s, "               sequence {b}");
-            }
-            for (t, src, dst) in f.checks.counts.iter().filter(|c| c.1 != c.2) {
-                let _ = writeln!(s, "               {t}: source {src} rows, target {dst}");
-            }
-            for (fk, t, n) in f.checks.orphans.iter().filter(|o| o.2 > 0) {
-                let _ = writeln!(
-                    s,
-                    "               {t}: {n} rows have no parent under foreign key {fk}"
-                );
-            }
-        }
+        Some(f) => finish_lines(&mut s, f),
     }
     if let Some(line) = etl_run::summary::connections_line() {
         s.push_str(&line);
@@ -225,4 +149,88 @@ pub fn render(m: &Migration, r: &Report) -> String {
         let _ = writeln!(s, "  peak memory  {}", bytes(peak));
     }
     s
+}
+
+/// The run's one-word outcome, as its first line says it.
+fn status(m: &Migration, r: &Report) -> &'static str {
+    if !r.run.failed.is_empty() {
+        "finished with failed tables"
+    } else if r
+        .finish
+        .as_ref()
+        .is_some_and(|f| !f.problems.is_empty() || !f.checks.ok())
+    {
+        "loaded, but checks found problems"
+    } else if m.sink.is_none() {
+        "done: every table in its files"
+    } else if r.finish.is_none() && r.run.chunks_elsewhere > 0 {
+        // The last process to load a chunk adds the constraints.
+        "not done: this process loaded its chunks, another etl process still loads the others (etl status shows them)"
+    } else if r.finish.is_none() {
+        "loaded, constraints waiting"
+    } else {
+        "done"
+    }
+}
+
+/// What happened after the data: constraints, sequences and the checks.
+fn finish_lines(s: &mut String, f: &Finish) {
+    let _ = writeln!(
+        s,
+        "  constraints  {} added{}",
+        f.added.len(),
+        if f.problems.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed:", f.problems.len())
+        }
+    );
+    for p in &f.problems {
+        let _ = writeln!(s, "               {p}");
+    }
+    if !f.sequences.is_empty() {
+        let _ = writeln!(
+            s,
+            "  sequences    {} reset: {}",
+            f.sequences.len(),
+            f.sequences.join(", ")
+        );
+    }
+    let equal = f.checks.counts.iter().filter(|c| c.1 == c.2).count();
+    let _ = writeln!(
+        s,
+        "  verify       {equal} of {} tables have the source's row count; {} foreign keys, {} orphan rows",
+        f.checks.counts.len(),
+        f.checks.orphans.len(),
+        f.checks.orphans.iter().map(|o| o.2).sum::<u64>()
+    );
+    if let Some((on_source, on_target)) = f.checks.large_objects {
+        let _ = writeln!(
+            s,
+            "               {on_target} of {on_source} large objects on the target"
+        );
+    }
+    if !f.checks.checksums.is_empty() {
+        let equal = f.checks.checksums.iter().filter(|c| c.1).count();
+        let _ = writeln!(
+            s,
+            "               {equal} of {} tables have the source's checksum (every column, every row)",
+            f.checks.checksums.len()
+        );
+        for (t, _) in f.checks.checksums.iter().filter(|c| !c.1) {
+            let _ = writeln!(s, "               {t}: checksum differs from the source's");
+        }
+    }
+    for b in &f.checks.sequences_behind {
+        let _ = writeln!(s, "               sequence {b}");
+    }
+    for (t, src, dst) in f.checks.counts.iter().filter(|c| c.1 != c.2) {
+        let _ = writeln!(s, "               {t}: source {src} rows, target {dst}");
+    }
+    for (fk, t, n) in f.checks.orphans.iter().filter(|o| o.2 > 0) {
+        let _ = writeln!(
+            s,
+            "               {t}: {n} rows have no parent under foreign key {fk}"
+        );
+    }
 }
