@@ -162,22 +162,7 @@ fn strings(items: &[String]) -> Value {
 fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
     let from = classify(&a.from)?;
     let into_files = !is_url(&a.to);
-    for url in [&a.from, &a.to].into_iter().filter(|u| is_url(u)) {
-        let authority = url
-            .split("://")
-            .nth(1)
-            .unwrap_or("")
-            .split('/')
-            .next()
-            .unwrap_or("");
-        anyhow::ensure!(
-            !authority
-                .split_once('@')
-                .is_some_and(|(user, _)| user.contains(':')),
-            "etl copy: {} holds a password, which the pipeline file would keep; give it in ~/.pgpass or PGPASSWORD instead",
-            url.split('@').next_back().unwrap_or("")
-        );
-    }
+    no_passwords(a)?;
     anyhow::ensure!(
         !into_files || !(a.schema_only || a.data_only),
         "etl copy: --schema-only and --data-only are for a PostgreSQL TO; into a folder each table is a CSV file"
@@ -189,69 +174,7 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
             a.from, a.to, a.tables, a.exclude, a.data_only, a.encoding
         ))
     );
-    let tables = match a.tables.is_empty() {
-        true => vec!["*".to_string()],
-        false => a.tables.clone(),
-    };
-    let mut source = Table::new();
-    let target_table = match &from {
-        From::Postgres(url) => {
-            source.insert("type".into(), "postgres".into());
-            source.insert("url".into(), url.clone().into());
-            source.insert("tables".into(), strings(&tables));
-            "{schema}.{table}"
-        }
-        From::Odbc(conn) => {
-            source.insert("type".into(), "odbc".into());
-            source.insert("connection_string".into(), conn.clone().into());
-            source.insert("tables".into(), strings(&tables));
-            "public.{table}"
-        }
-        From::Sqlite(path) => {
-            source.insert("type".into(), "odbc".into());
-            source.insert(
-                "connection_string".into(),
-                format!("Driver={{SQLite3}};Database={}", absolute(path)?).into(),
-            );
-            source.insert("tables".into(), strings(&tables));
-            "public.{table}"
-        }
-        From::Access(path) => {
-            source.insert("type".into(), "access".into());
-            source.insert("path".into(), absolute(path)?.into());
-            source.insert("tables".into(), strings(&tables));
-            "public.{table}"
-        }
-        From::Csv(glob) => {
-            anyhow::ensure!(
-                a.tables.is_empty() && a.exclude.is_empty(),
-                "etl copy: --tables and --exclude choose tables of a database; for CSV files name the file, or a folder of them"
-            );
-            source.insert("type".into(), "csv".into());
-            source.insert("path".into(), glob.clone().into());
-            source.insert("header".into(), true.into());
-            "public.{file}"
-        }
-        From::Parquet { glob, table } => {
-            anyhow::ensure!(
-                a.tables.is_empty() && a.exclude.is_empty(),
-                "etl copy: --tables and --exclude choose tables of a database; for Parquet files name the file, or their folder"
-            );
-            source.insert("type".into(), "parquet".into());
-            source.insert("path".into(), glob.clone().into());
-            table.as_str()
-        }
-    };
-    if !a.exclude.is_empty() {
-        source.insert("exclude".into(), strings(&a.exclude));
-    }
-    if let Some(label) = &a.encoding {
-        anyhow::ensure!(
-            matches!(from, From::Csv(_) | From::Odbc(_)),
-            "etl copy: --encoding is the code page of CSV files or of an ODBC source's text; leave it out here"
-        );
-        source.insert("encoding".into(), label.clone().into());
-    }
+    let source = source(a, &from)?;
     let mut chunks = Table::new();
     if let Some(w) = a.workers {
         chunks.insert("workers".into(), (w as i64).into());
@@ -260,28 +183,7 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
         "failed_csv".into(),
         format!(".etl/copy/{name}.failed.csv").into(),
     );
-    let mut sink = Table::new();
-    if into_files {
-        // A folder: each table (or CSV file, re-encoded to UTF-8) a folder
-        // of CSV files, one per chunk: `all.csv` for a table read whole,
-        // else named by the first key value or byte offset of its range.
-        sink.insert("type".into(), "csv".into());
-        sink.insert(
-            "path".into(),
-            format!("{}/{{key}}/{{start}}.csv", a.to.trim_end_matches('/')).into(),
-        );
-    } else {
-        sink.insert("type".into(), "postgres".into());
-        sink.insert("url".into(), a.to.clone().into());
-        sink.insert("table".into(), target_table.into());
-        sink.insert("create_table".into(), (!a.data_only).into());
-    }
-    if a.data_only {
-        // Into tables that exist with their keys and triggers: those are
-        // set aside for the load and put back after, as pg_restore
-        // --disable-triggers does, by any role.
-        sink.insert("fk_handling".into(), "drop-recreate".into());
-    }
+    let sink = sink(a, &from, into_files);
     let text = format!(
         "# Written by: etl copy {} {}{}\n# Run it again with etl run, or change it first.\n\
          name = {}\n\n[source]\n{}\n[chunks]\n{}\n[[sinks]]\n{}",
@@ -309,6 +211,127 @@ fn pipeline(a: &CopyArgs) -> anyhow::Result<(String, String)> {
         toml::to_string(&sink)?
     );
     Ok((name, text))
+}
+
+/// Refuses a URL that holds a password: the pipeline file would keep it.
+fn no_passwords(a: &CopyArgs) -> anyhow::Result<()> {
+    for url in [&a.from, &a.to].into_iter().filter(|u| is_url(u)) {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        anyhow::ensure!(
+            !authority
+                .split_once('@')
+                .is_some_and(|(user, _)| user.contains(':')),
+            "etl copy: {} holds a password, which the pipeline file would keep; give it in ~/.pgpass or PGPASSWORD instead",
+            url.split('@').next_back().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// The `[source]` table of the pipeline: FROM, the tables chosen, the
+/// code page.
+fn source(a: &CopyArgs, from: &From) -> anyhow::Result<Table> {
+    let tables = match a.tables.is_empty() {
+        true => vec!["*".to_string()],
+        false => a.tables.clone(),
+    };
+    let mut source = Table::new();
+    match from {
+        From::Postgres(url) => {
+            source.insert("type".into(), "postgres".into());
+            source.insert("url".into(), url.clone().into());
+            source.insert("tables".into(), strings(&tables));
+        }
+        From::Odbc(conn) => {
+            source.insert("type".into(), "odbc".into());
+            source.insert("connection_string".into(), conn.clone().into());
+            source.insert("tables".into(), strings(&tables));
+        }
+        From::Sqlite(path) => {
+            source.insert("type".into(), "odbc".into());
+            source.insert(
+                "connection_string".into(),
+                format!("Driver={{SQLite3}};Database={}", absolute(path)?).into(),
+            );
+            source.insert("tables".into(), strings(&tables));
+        }
+        From::Access(path) => {
+            source.insert("type".into(), "access".into());
+            source.insert("path".into(), absolute(path)?.into());
+            source.insert("tables".into(), strings(&tables));
+        }
+        From::Csv(glob) => {
+            anyhow::ensure!(
+                a.tables.is_empty() && a.exclude.is_empty(),
+                "etl copy: --tables and --exclude choose tables of a database; for CSV files name the file, or a folder of them"
+            );
+            source.insert("type".into(), "csv".into());
+            source.insert("path".into(), glob.clone().into());
+            source.insert("header".into(), true.into());
+        }
+        From::Parquet { glob, .. } => {
+            anyhow::ensure!(
+                a.tables.is_empty() && a.exclude.is_empty(),
+                "etl copy: --tables and --exclude choose tables of a database; for Parquet files name the file, or their folder"
+            );
+            source.insert("type".into(), "parquet".into());
+            source.insert("path".into(), glob.clone().into());
+        }
+    }
+    if !a.exclude.is_empty() {
+        source.insert("exclude".into(), strings(&a.exclude));
+    }
+    if let Some(label) = &a.encoding {
+        anyhow::ensure!(
+            matches!(from, From::Csv(_) | From::Odbc(_)),
+            "etl copy: --encoding is the code page of CSV files or of an ODBC source's text; leave it out here"
+        );
+        source.insert("encoding".into(), label.clone().into());
+    }
+    Ok(source)
+}
+
+/// The table each source table goes into on a PostgreSQL TO.
+fn target_table(from: &From) -> &str {
+    match from {
+        From::Postgres(_) => "{schema}.{table}",
+        From::Odbc(_) | From::Sqlite(_) | From::Access(_) => "public.{table}",
+        From::Csv(_) => "public.{file}",
+        From::Parquet { table, .. } => table.as_str(),
+    }
+}
+
+/// The `[[sinks]]` table: a PostgreSQL TO, or a folder of CSV files.
+fn sink(a: &CopyArgs, from: &From, into_files: bool) -> Table {
+    let mut sink = Table::new();
+    if into_files {
+        // A folder: each table (or CSV file, re-encoded to UTF-8) a folder
+        // of CSV files, one per chunk: `all.csv` for a table read whole,
+        // else named by the first key value or byte offset of its range.
+        sink.insert("type".into(), "csv".into());
+        sink.insert(
+            "path".into(),
+            format!("{}/{{key}}/{{start}}.csv", a.to.trim_end_matches('/')).into(),
+        );
+    } else {
+        sink.insert("type".into(), "postgres".into());
+        sink.insert("url".into(), a.to.clone().into());
+        sink.insert("table".into(), target_table(from).into());
+        sink.insert("create_table".into(), (!a.data_only).into());
+    }
+    if a.data_only {
+        // Into tables that exist with their keys and triggers: those are
+        // set aside for the load and put back after, as pg_restore
+        // --disable-triggers does, by any role.
+        sink.insert("fk_handling".into(), "drop-recreate".into());
+    }
+    sink
 }
 
 fn absolute(path: &Path) -> anyhow::Result<String> {
