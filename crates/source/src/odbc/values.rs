@@ -271,6 +271,24 @@ pub(super) fn declared_too_short(first_row: u64, rows: usize, buffer: usize) -> 
     )
 }
 
+/// A binary column's values, each within `max_text_bytes` ([`cap_value`]:
+/// longer is an error naming the row, or cut and counted).
+pub(super) fn capped_binaries<'a>(
+    options: &OdbcOptions,
+    truncated: &mut BTreeMap<String, (u64, u64)>,
+    column: &str,
+    first_row: u64,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<ArrayRef, EtlError> {
+    let mut b = arrow::array::BinaryBuilder::new();
+    for (r, v) in values.enumerate() {
+        let row = first_row + r as u64 + 1;
+        let value = v.map(|v| cap_value(options, truncated, column, row, v, None));
+        b.append_option(value.transpose()?);
+    }
+    Ok(Arc::new(b.finish()))
+}
+
 /// A value within `max_text_bytes`. Longer ones (fetch buffers hold one
 /// byte more, so they show as longer) are an error naming the column and
 /// row, or with `truncate_long` are cut to the limit, on a whole character

@@ -88,21 +88,13 @@ impl OdbcReader {
                         buffer,
                         self.options.max_text_bytes,
                     )?;
-                    let mut b = BinaryBuilder::with_capacity(rows, rows * 16);
-                    for (r, v) in bin.iter().enumerate() {
-                        let value = v.map(|v| {
-                            cap_value(
-                                &self.options,
-                                &mut self.truncated,
-                                at.name,
-                                at.row(r),
-                                v,
-                                None,
-                            )
-                        });
-                        b.append_option(value.transpose()?);
-                    }
-                    Arc::new(b.finish())
+                    capped_binaries(
+                        &self.options,
+                        &mut self.truncated,
+                        at.name,
+                        at.first_row,
+                        bin.iter(),
+                    )?
                 }
                 Col::Uuid | Col::TimeText | Col::TimestampTzText => {
                     let text = slice.as_text().ok_or_else(|| at.bad("not a text buffer"))?;
