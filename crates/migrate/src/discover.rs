@@ -270,98 +270,22 @@ impl Migration {
         // At least this many chunks of a big table at once.
         let min_parts = (p.chunks.workers as u64).max(spec.readers as u64);
 
+        let tables_of = OdbcTables {
+            p,
+            spec,
+            sink: &sink,
+            catalog: &catalog,
+            quote,
+            sqlite,
+            min_parts,
+        };
         let mut described = Vec::new();
         let (mut sources, mut runners) = (Vec::new(), Vec::new());
         for (name, select) in tables {
-            let target = target_name(&sink, &name)?;
-            let mut options = spec.options.clone();
-            options.batch_rows = 1;
-            let table = (name != "query").then_some(name.as_str());
-            let reader =
-                process::ReadRequest::new(&spec.connection_string, &select, table, &options)
-                    .open()
-                    .map_err(|e| EtlError::Config(format!("source table {name:?}: {e}")))?;
-            let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
-            for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
-                if *auto && !keys.identity.contains(field.name()) {
-                    keys.identity.push(field.name().clone());
-                }
-            }
-            check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
-            // A one-column primary key of integers, times or text splits
-            // a big table.
-            let mut range_key = match keys.primary_key.as_slice() {
-                [k] if !spec.options.row_by_row => reader
-                    .schema()
-                    .field_with_name(k)
-                    .ok()
-                    .and_then(|f| odbc::KeyKind::of(f.data_type()))
-                    .map(|kind| (k.clone(), kind)),
-                _ => None,
-            };
-            let relation = match table {
-                Some(t) => odbc::Relation::Table(t.to_string()),
-                None => odbc::Relation::Query(select.clone()),
-            };
-            let source_of = |split: Option<odbc::Split>| {
-                Arc::new(OdbcSource::table(
-                    spec,
-                    &relation,
-                    quote,
-                    reader.schema(),
-                    split,
-                    p.chunks.range_rows,
-                    min_parts,
-                ))
-            };
-            let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
-                key: odbc::SplitKey::Column(k.clone()),
-                kind: *kind,
-            }));
-            // A SQLite table without an integer key is cut by its rowid
-            // (unquoted: SQLite reads an unknown quoted name as a string),
-            // unless it has none (WITHOUT ROWID).
-            // (Its rowid, when it has one, rather than a time or text key:
-            // cheaper to cut and to read.)
-            let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
-            if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
-                let by_rowid = source_of(Some(odbc::Split {
-                    key: odbc::SplitKey::Rowid,
-                    kind: odbc::KeyKind::Integer,
-                }));
-                if by_rowid.has_rowid() {
-                    source = by_rowid;
-                    range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
-                } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
-                    // SQLite compares times as the text stored, which
-                    // bound timestamps do not match: read it whole.
-                    range_key = None;
-                    source = source_of(None);
-                }
-            }
-            let mut config = p.clone();
-            // The sink finds a range's rows by its column; rowid is not
-            // one, and a text part's rows are the source's to find.
-            config.chunks.range_column = range_key
-                .clone()
-                .filter(|(k, kind)| {
-                    reader.schema().field_with_name(k).is_ok() && *kind != odbc::KeyKind::Text
-                })
-                .map(|(k, _)| k);
-            runners.push(Runner::with_source(
-                config,
-                source.clone(),
-                keys.identity.clone(),
-            )?);
+            let (table, source, runner) = tables_of.table(name, select)?;
+            runners.push(runner);
             sources.push(TableSource::Odbc(source));
-            described.push(Table {
-                range_key,
-                source: name,
-                target,
-                schema: reader.schema(),
-                source_types: reader.odbc_types.clone(),
-                keys,
-            });
+            described.push(table);
         }
         Ok(Migration::assemble(
             p,
@@ -371,6 +295,124 @@ impl Migration {
             cycle,
             catalog,
         ))
+    }
+}
+
+/// What every table of an ODBC source is discovered with.
+struct OdbcTables<'a> {
+    p: &'a ValidatedPipeline,
+    spec: &'a OdbcSpec,
+    sink: &'a Option<PostgresSinkSpec>,
+    catalog: &'a catalog::Catalog,
+    /// The driver's identifier quote.
+    quote: char,
+    sqlite: bool,
+    /// At least this many chunks of a big table at once.
+    min_parts: u64,
+}
+
+impl OdbcTables<'_> {
+    /// One table (or the query): its columns as the driver describes
+    /// them, its keys, how a big one is cut (a one-column key of integers,
+    /// times or text; a SQLite table's rowid), its source and runner.
+    fn table(
+        &self,
+        name: String,
+        select: String,
+    ) -> Result<(Table, Arc<OdbcSource>, Runner), EtlError> {
+        let OdbcTables {
+            p,
+            spec,
+            sink,
+            catalog,
+            quote,
+            sqlite,
+            min_parts,
+        } = *self;
+        let target = target_name(sink, &name)?;
+        let mut options = spec.options.clone();
+        options.batch_rows = 1;
+        let table = (name != "query").then_some(name.as_str());
+        let reader = process::ReadRequest::new(&spec.connection_string, &select, table, &options)
+            .open()
+            .map_err(|e| EtlError::Config(format!("source table {name:?}: {e}")))?;
+        let mut keys = catalog.keys.get(&name).cloned().unwrap_or_default();
+        for (field, auto) in reader.schema().fields().iter().zip(&reader.auto_unique) {
+            if *auto && !keys.identity.contains(field.name()) {
+                keys.identity.push(field.name().clone());
+            }
+        }
+        check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
+        // A one-column primary key of integers, times or text splits
+        // a big table.
+        let mut range_key = match keys.primary_key.as_slice() {
+            [k] if !spec.options.row_by_row => reader
+                .schema()
+                .field_with_name(k)
+                .ok()
+                .and_then(|f| odbc::KeyKind::of(f.data_type()))
+                .map(|kind| (k.clone(), kind)),
+            _ => None,
+        };
+        let relation = match table {
+            Some(t) => odbc::Relation::Table(t.to_string()),
+            None => odbc::Relation::Query(select.clone()),
+        };
+        let source_of = |split: Option<odbc::Split>| {
+            Arc::new(OdbcSource::table(
+                spec,
+                &relation,
+                quote,
+                reader.schema(),
+                split,
+                p.chunks.range_rows,
+                min_parts,
+            ))
+        };
+        let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
+            key: odbc::SplitKey::Column(k.clone()),
+            kind: *kind,
+        }));
+        // A SQLite table without an integer key is cut by its rowid
+        // (unquoted: SQLite reads an unknown quoted name as a string),
+        // unless it has none (WITHOUT ROWID).
+        // (Its rowid, when it has one, rather than a time or text key:
+        // cheaper to cut and to read.)
+        let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
+        if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
+            let by_rowid = source_of(Some(odbc::Split {
+                key: odbc::SplitKey::Rowid,
+                kind: odbc::KeyKind::Integer,
+            }));
+            if by_rowid.has_rowid() {
+                source = by_rowid;
+                range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
+            } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
+                // SQLite compares times as the text stored, which
+                // bound timestamps do not match: read it whole.
+                range_key = None;
+                source = source_of(None);
+            }
+        }
+        let mut config = p.clone();
+        // The sink finds a range's rows by its column; rowid is not
+        // one, and a text part's rows are the source's to find.
+        config.chunks.range_column = range_key
+            .clone()
+            .filter(|(k, kind)| {
+                reader.schema().field_with_name(k).is_ok() && *kind != odbc::KeyKind::Text
+            })
+            .map(|(k, _)| k);
+        let runner = Runner::with_source(config, source.clone(), keys.identity.clone())?;
+        let table = Table {
+            range_key,
+            source: name,
+            target,
+            schema: reader.schema(),
+            source_types: reader.odbc_types.clone(),
+            keys,
+        };
+        Ok((table, source, runner))
     }
 }
 
