@@ -69,6 +69,11 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
             "--restart redoes chunks in place, but a CSV file's byte ranges leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\""
         );
     }
+    if restart && pipeline.chunks.by_blocks() {
+        anyhow::bail!(
+            "--restart redoes chunks in place, but ranges of the source table's blocks leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
+        );
+    }
     if is_migration(&pipeline) {
         if flags.ddl_only {
             return migration::create_only(&pipeline);

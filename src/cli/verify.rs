@@ -65,7 +65,7 @@ pub(super) fn verify(
     let together: Vec<_> = results.iter().filter(|(c, _, _)| c.is_whole()).collect();
     if !together.is_empty() {
         out!(
-            "Chunks the target cannot tell apart (files read whole, byte ranges of a file) were compared together, table by table: {}.",
+            "Chunks the target cannot tell apart (files read whole, byte ranges of a file, ranges of a table's blocks) were compared together, table by table: {}.",
             together
                 .iter()
                 .map(|(c, _, _)| c.key.as_deref().unwrap_or(""))

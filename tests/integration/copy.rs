@@ -402,3 +402,140 @@ fn postgres_into_a_table_of_the_same_types_forwards_copy_data_else_batches() {
         fingerprint(&db.src, "tenant.tbl_data_timeseries", ORDER)
     );
 }
+
+#[test]
+fn shipped_table_copy_pipeline_reads_ranges_of_blocks_and_resumes_after_a_kill() {
+    // Given the fleet data (2 ships x 10 channels x 2 days) and the shipped
+    // block-range pipeline, cut to ranges of 100 blocks
+    let db = TestDb::new("copy_blocks");
+    db.load_timeseries(2, 10, 2 * 1440);
+    let blocks: u64 = psql(
+        &db.src,
+        "SELECT pg_relation_size('tenant.tbl_data_timeseries') / 8192",
+    )
+    .parse()
+    .unwrap();
+    let ranges = blocks.div_ceil(100);
+    assert!(ranges >= 4, "{blocks} blocks");
+    let text = std::fs::read_to_string(repo().join("pipelines/table-copy.toml"))
+        .unwrap()
+        .replace("range_width = 8192", "range_width = 100")
+        .replace(
+            "table = \"tenant.tbl_data_timeseries\"\n\n[chunks]",
+            "table = \"tenant.tbl_data_timeseries\"\nbatch_rows = 1000\n\n[chunks]",
+        );
+    assert!(text.contains("range_width = 100") && text.contains("batch_rows = 1000"));
+    let p = db.pipeline("blocks.toml", &text);
+    let p = p.to_str().unwrap();
+
+    // When planned
+    let plan = db.etl(&["plan", p]);
+    // Then it lists a range per 100 blocks, rows estimated from the
+    // table's statistics and adding up to its rows, without a scan
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.starts_with(&format!(
+            "Pipeline table-copy: {ranges} chunks, 57,600 rows\n"
+        )),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("\n     100 "), "{plan:?}");
+
+    // When a run is killed after its second commit, and run again
+    let (mut child, lines) = crate::support::spawn_etl(
+        &db,
+        &["run", "--workers", "1", p],
+        &[("ETL_TEST_PAUSE_AT", "commit:2")],
+    );
+    crate::support::wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().expect("SIGKILL etl");
+    child.wait().unwrap();
+    let done = psql(
+        &db.dst,
+        "SELECT count(*) FROM etl.chunk_ledger WHERE status = 'done'",
+    );
+    let resumed = db.etl(&["run", p]);
+
+    // Then the second run loads the ranges the first did not commit, and
+    // the target equals the source, nothing doubled
+    assert_eq!(done, "2");
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let left = ranges - 2;
+    assert!(
+        resumed
+            .stdout
+            .contains(&format!("{left} done, 0 failed, of {left}"))
+            && resumed
+                .stdout
+                .contains("skipped      2 chunks done by an earlier run"),
+        "{resumed:?}"
+    );
+    assert_copied(&db);
+
+    // When verified, fully and against the recorded checksums
+    let verify = db.etl(&["verify", p]);
+    let quick = db.etl(&["verify", "--quick", p]);
+    // Then both compare the table whole (its rows of a range cannot be
+    // told apart) and find it equal
+    for out in [&verify, &quick] {
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!(
+                "Verified {ranges} chunks of pipeline table-copy against 1 sink: 1 equal, 0 differ"
+            )),
+            "{out:?}"
+        );
+    }
+
+    // When one value changes in the target and verify runs again
+    psql(
+        &db.dst,
+        "UPDATE tenant.tbl_data_timeseries SET double_v = double_v + 1 \
+         WHERE ctid = (SELECT min(ctid) FROM tenant.tbl_data_timeseries WHERE double_v IS NOT NULL)",
+    );
+    let verify = db.etl(&["verify", p]);
+    let quick = db.etl(&["verify", "--quick", p]);
+    // Then both find the difference
+    for out in [&verify, &quick] {
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stdout.contains("1 differ"), "{out:?}");
+    }
+
+    // When a loaded range is asked for again (--restart)
+    let restart = db.etl(&["run", "--restart", p]);
+    // Then it is refused before any chunk, saying why and what to do
+    assert_eq!(restart.code, 2, "{restart:?}");
+    assert!(
+        restart
+            .stderr
+            .contains("ranges of the source table's blocks leave no column to find their rows by")
+            && restart.stderr.contains("mode = \"replace\""),
+        "{restart:?}"
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM tenant.tbl_data_timeseries"),
+        "57600"
+    );
+
+    // And a view or a query has no blocks to cut: refused before any chunk
+    psql(
+        &db.src,
+        "CREATE VIEW tenant.v AS SELECT * FROM tenant.tbl_data_timeseries",
+    );
+    let view = db.pipeline(
+        "view.toml",
+        &text.replacen(
+            "table = \"tenant.tbl_data_timeseries\"",
+            "table = \"tenant.v\"",
+            1,
+        ),
+    );
+    let refused = db.etl(&["plan", view.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("chunks.range_column \"ctid\" cuts a table into ranges of its heap blocks, which \"tenant\".\"v\" (a view or a foreign table) has not"),
+        "{refused:?}"
+    );
+}

@@ -264,6 +264,13 @@ pub fn range_condition(column: &str, chunk: &Chunk, render: impl Fn(i64) -> Stri
     }
 }
 
+/// `ctid >= '(lo,0)' AND ctid < '(hi,0)'` for a range chunk of a table's
+/// heap blocks: the rows stored in blocks `[lo, hi)`, which PostgreSQL 14
+/// and later read by a TID range scan, in physical order.
+pub fn block_condition(chunk: &Chunk) -> String {
+    range_condition("ctid", chunk, |v| format!("'({v},0)'::tid"))
+}
+
 /// The values that cut a text key into parts of about `per_part` rows,
 /// fed the key's values in the source's order: every `per_part`-th
 /// value, each once (rows equal to a cut all go to the part it starts).

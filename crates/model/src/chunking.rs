@@ -14,7 +14,8 @@ pub struct Chunking {
     pub interval: Micros,
     pub key_column: Option<String>,
     /// The integer key whose ranges are the chunks (`Unit::Key`): set by
-    /// a migration for its big tables, or by `[chunks] range_column`.
+    /// a migration for its big tables, or by `[chunks] range_column`;
+    /// [`BLOCKS`] for ranges of a table's heap blocks.
     pub range_column: Option<String>,
     /// A PostgreSQL table or query read without a time column: the
     /// values of `range_column` per range, aligned to multiples of it
@@ -34,7 +35,24 @@ pub struct Chunking {
     pub failed_csv: PathBuf,
 }
 
+/// `[chunks] range_column = "ctid"`: ranges of the source table's heap
+/// blocks (`range_width` blocks each), read in physical order by TID range
+/// scans instead of through an index.
+pub const BLOCKS: &str = "ctid";
+
 impl Chunking {
+    /// Whether the chunks are ranges of the source table's blocks.
+    pub fn by_blocks(&self) -> bool {
+        self.range_column.as_deref() == Some(BLOCKS)
+    }
+
+    /// The column whose ranges select a chunk's rows in a target too:
+    /// `range_column`, but not the source's blocks (a target's rows sit
+    /// in blocks of their own).
+    pub fn target_range_column(&self) -> Option<&str> {
+        self.range_column.as_deref().filter(|_| !self.by_blocks())
+    }
+
     /// `retries` and `retry_backoff_secs`, as the retry helper takes them.
     pub fn retry(&self) -> (u32, std::time::Duration) {
         (self.retries, self.retry_backoff)

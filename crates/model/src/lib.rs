@@ -12,7 +12,7 @@
 //!
 //! Must not know: any particular source, transform, sink, ledger store or
 //! the runner; it may use Arrow and `etl-pg`'s text rules.
-mod chunking;
+pub mod chunking;
 pub mod ledger;
 pub mod verify;
 pub mod wide;

@@ -154,7 +154,7 @@ impl PostgresSink {
     fn filter(&self, chunk: &Chunk) -> String {
         // A migration's range of its key: integers, or times (a date or
         // timestamp key, compared as a timestamp without zone as read).
-        if let Some(k) = &self.ctx.chunking.range_column {
+        if let Some(k) = self.ctx.chunking.target_range_column() {
             let bound = |v: i64| match chunk.unit {
                 etl_base::plan::Unit::Time => etl_base::time::sql_literal(v, false),
                 _ => v.to_string(),
@@ -312,11 +312,11 @@ impl PostgresSink {
         if mode != SinkMode::Upsert {
             // The columns that select a chunk's rows (a whole table's chunk
             // needs none: it empties the table).
-            let time = Some(&self.ctx.chunking.time_column).filter(|t| !t.is_empty());
+            let time = Some(self.ctx.chunking.time_column.as_str()).filter(|t| !t.is_empty());
             for c in time
                 .into_iter()
-                .chain(&self.ctx.chunking.key_column)
-                .chain(&self.ctx.chunking.range_column)
+                .chain(self.ctx.chunking.key_column.as_deref())
+                .chain(self.ctx.chunking.target_range_column())
             {
                 if !has(c) {
                     problems.push(format!(
@@ -747,9 +747,15 @@ impl PostgresSink {
                 .ledger
                 .lock_window(client, &target.qualified, chunk)
                 .await?;
+            if overlap && self.ctx.chunking.by_blocks() {
+                return Err(EtlError::Changed(format!(
+                    "chunk {chunk} (blocks of the source table) was loaded before, and {}'s rows of it cannot be found to replace them (they sit in blocks of their own): to load the table again, run it with mode = \"replace\", which empties the table as a run starts, or empty the table and run etl forget first",
+                    target.qualified
+                )));
+            }
             if overlap
                 && chunk.unit != etl_base::plan::Unit::Time
-                && self.ctx.chunking.range_column.is_none()
+                && self.ctx.chunking.target_range_column().is_none()
             {
                 return Err(EtlError::Changed(format!(
                     "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid, or parts cut at text keys): the source changed since the ranges were planned; run etl run --restart to load the table again",

@@ -187,7 +187,7 @@ impl PostgresSink {
         if time.is_empty()
             || chunk.unit != etl_base::plan::Unit::Time
             || chunk.is_whole()
-            || self.ctx.chunking.range_column.is_some()
+            || self.ctx.chunking.target_range_column().is_some()
         {
             return Ok(None);
         }

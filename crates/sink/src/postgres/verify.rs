@@ -152,7 +152,7 @@ impl PostgresSink {
     /// a whole table, a time window, a range of a key.
     pub(super) fn selects_rows(&self, chunk: &Chunk) -> bool {
         chunk.is_whole()
-            || self.ctx.chunking.range_column.is_some()
+            || self.ctx.chunking.target_range_column().is_some()
             || (chunk.unit == etl_base::plan::Unit::Time
                 && !self.ctx.chunking.time_column.is_empty())
     }

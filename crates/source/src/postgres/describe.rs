@@ -64,6 +64,9 @@ impl PostgresSource {
             false => time_zone(&schema, &types, &chunking.time_column)?,
         };
         check_chunk_columns(&schema, chunking)?;
+        if chunking.by_blocks() {
+            check_blocks(&client, relation).await?;
+        }
         let (primary_key, indexed) = match relation {
             Relation::Table(t) => (
                 etl_pg::primary_key(&client, &t.qualified())
@@ -220,7 +223,11 @@ async fn not_null(
 /// `[chunks] range_column` must be an integer column of the source, and
 /// `key_column` a column of it.
 fn check_chunk_columns(schema: &Schema, chunking: &Chunking) -> Result<(), EtlError> {
-    if let Some(r) = &chunking.range_column {
+    if let Some(r) = chunking
+        .range_column
+        .as_ref()
+        .filter(|_| !chunking.by_blocks())
+    {
         let integer = schema
             .field_with_name(r)
             .ok()
@@ -245,6 +252,37 @@ fn check_chunk_columns(schema: &Schema, chunking: &Chunking) -> Result<(), EtlEr
         }
     }
     Ok(())
+}
+
+/// `[chunks] range_column = "ctid"` cuts a table's heap (or a partitioned
+/// table's partitions') into ranges of blocks: a query or a view has none.
+async fn check_blocks(
+    client: &tokio_postgres::Client,
+    relation: &Relation,
+) -> Result<(), EtlError> {
+    let kind: Option<i8> = match relation {
+        Relation::Query(_) => None,
+        Relation::Table(t) => client
+            .query_one(
+                "SELECT relkind FROM pg_class WHERE oid = $1::text::regclass",
+                &[&t.qualified()],
+            )
+            .await
+            .map_err(EtlError::pg(format!(
+                "reading what kind of relation {t} is"
+            )))?
+            .get(0),
+    };
+    match kind.map(|k| k as u8) {
+        Some(b'r' | b'm' | b'p') => Ok(()),
+        _ => Err(EtlError::Config(format!(
+            "chunks.range_column \"ctid\" cuts a table into ranges of its heap blocks, which {} has not; read a table (or a materialized view) by blocks, or name an integer column",
+            match relation {
+                Relation::Query(_) => "source.query".to_string(),
+                Relation::Table(t) => format!("{t} (a view or a foreign table)"),
+            }
+        ))),
+    }
 }
 
 /// Whether a valid, whole btree index of source table `t` leads with

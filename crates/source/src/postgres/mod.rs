@@ -73,7 +73,8 @@ pub struct PostgresSource {
     /// alone, and whose time column is NOT NULL: [`Source::plan_by_index`] works.
     indexed: bool,
     /// Without a time column: the integer column whose ranges are the
-    /// chunks, and their width (`[chunks] range_column`, `range_width`).
+    /// chunks, and their width (`[chunks] range_column`, `range_width`);
+    /// `ctid`: ranges of the table's blocks.
     range: Option<(String, u64)>,
 }
 
@@ -82,6 +83,11 @@ impl PostgresSource {
     /// `range_column`, or its window (and key).
     fn filter(&self, chunk: &Chunk) -> String {
         match &self.range {
+            Some((r, _))
+                if chunk.unit == etl_base::plan::Unit::Key && r == etl_model::chunking::BLOCKS =>
+            {
+                etl_base::plan::block_condition(chunk)
+            }
             Some((r, _)) if chunk.unit == etl_base::plan::Unit::Key => {
                 etl_base::plan::range_condition(&ident(r), chunk, |v| v.to_string())
             }

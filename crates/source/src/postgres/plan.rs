@@ -163,6 +163,9 @@ impl PostgresSource {
     /// run (rows added later land in their own ranges, as rows in new time
     /// windows do). A NULL in the column is in no range: refused, counted.
     async fn plan_ranges(&self, column: &str, width: u64) -> Result<Plan, EtlError> {
+        if column == etl_model::chunking::BLOCKS {
+            return self.plan_blocks(width).await;
+        }
         let client = self.pool.get().await?;
         let c = ident(column);
         let rows = client
@@ -193,6 +196,55 @@ impl PostgresSource {
             });
         }
         plan.chunks.sort_by_key(|c| c.chunk.start);
+        Ok(plan)
+    }
+
+    /// Ranges of the table's heap blocks, `width` blocks each and aligned
+    /// to multiples of it, from block 0 to the last one the table (or its
+    /// largest partition) has: no scan, rows estimated from the table's
+    /// statistics (counted when it was never analyzed). The same ranges on
+    /// every run while the table keeps its size; blocks added later are in
+    /// ranges of their own. Each range is read by a TID range scan, in
+    /// physical order: for a table nobody writes while etl reads it (an
+    /// UPDATE moves a row to another block).
+    async fn plan_blocks(&self, width: u64) -> Result<Plan, EtlError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(pg_relation_size(c.oid) / current_setting('block_size')::int8), 0), \
+                 coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples >= 0), 0)::int8, \
+                 coalesce(bool_and(c.reltuples >= 0), true) \
+                 FROM pg_class c WHERE c.relkind <> 'p' AND c.oid IN \
+                 (SELECT $1::text::regclass UNION ALL SELECT relid FROM pg_partition_tree($1::text::regclass))",
+                &[&self.from],
+            )
+            .await
+            .map_err(EtlError::pg("reading the size of the source table"))?;
+        let (blocks, mut rows, analyzed): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
+        if !analyzed {
+            rows = client
+                .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
+                .await
+                .map_err(EtlError::pg("counting the rows of the source table"))?
+                .get(0);
+        }
+        self.pool.put(client);
+        let width = width.min(i64::MAX as u64) as i64;
+        let ranges: Vec<(i64, i64)> = match blocks {
+            0 => Vec::new(),
+            _ => window_starts(0, blocks - 1, 0, width)
+                .into_iter()
+                .map(|lo| (lo, lo.saturating_add(width)))
+                .collect(),
+        };
+        let estimates = etl_base::plan::estimate_rows(&ranges, 0, blocks - 1, rows as u64);
+        let mut plan = Plan::default();
+        for ((lo, hi), rows) in ranges.into_iter().zip(estimates) {
+            plan.chunks.push(PlannedChunk {
+                chunk: Chunk::range(None, lo, hi),
+                rows,
+            });
+        }
         Ok(plan)
     }
 }

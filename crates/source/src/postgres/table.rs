@@ -89,9 +89,7 @@ impl PgTable {
             (Some(k), Unit::Key) => {
                 etl_base::plan::range_condition(&ident(k), chunk, |v| v.to_string())
             }
-            (None, Unit::Key) => {
-                etl_base::plan::range_condition("ctid", chunk, |v| format!("'({v},0)'::tid"))
-            }
+            (None, Unit::Key) => etl_base::plan::block_condition(chunk),
             _ => "true".into(),
         }
     }
