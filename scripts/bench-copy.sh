@@ -13,7 +13,7 @@
 # beside etl writing the same rows to Parquet (zstd), one file per chunk.
 #
 #   scripts/bench-copy.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
-#   ROUNDS=3 scripts/bench-copy.sh                     repeat, alternating order
+#   ROUNDS=3 scripts/bench-copy.sh                     repeat, the order turning each round
 #   TARGET_PK=0 scripts/bench-copy.sh                  targets without the primary key (heap only)
 . "$(dirname "$0")/bench-lib.sh"
 pipeline=$PWD/pipelines/ships-copy.toml
@@ -65,11 +65,12 @@ run_etl() {
 psql_times=(); etl_times=(); blocks_times=()
 for r in $(seq 1 "$rounds"); do
   empty_targets
-  if [ $((r % 2)) = 1 ]; then
-    p=$(run_psql); e=$(run_etl "$pipeline" dst_etl); b=$(run_etl "$blocks_pipeline" dst_blocks)
-  else
-    b=$(run_etl "$blocks_pipeline" dst_blocks); e=$(run_etl "$pipeline" dst_etl); p=$(run_psql)
-  fi
+  # The order turns each round, so each takes each place in turn.
+  case $((r % 3)) in
+    1) p=$(run_psql); e=$(run_etl "$pipeline" dst_etl); b=$(run_etl "$blocks_pipeline" dst_blocks) ;;
+    2) e=$(run_etl "$pipeline" dst_etl); b=$(run_etl "$blocks_pipeline" dst_blocks); p=$(run_psql) ;;
+    0) b=$(run_etl "$blocks_pipeline" dst_blocks); p=$(run_psql); e=$(run_etl "$pipeline" dst_etl) ;;
+  esac
   psql_times+=("$p"); etl_times+=("$e"); blocks_times+=("$b")
   echo "bench-copy: round $r: psql pipe ${p} s, etl ${e} s, etl by blocks ${b} s" >&2
 done

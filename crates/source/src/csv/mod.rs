@@ -201,51 +201,13 @@ impl CsvSource {
         let mut header: Option<(PathBuf, Vec<String>)> = None;
         let mut sample: Vec<Vec<Option<String>>> = Vec::new();
         for path in paths {
-            let stem = stem(&path);
-            let compressed = Compression::of(&path) != Compression::None;
-            let size = std::fs::metadata(&path)
-                .map_err(io(format!("reading {}", path.display())))?
-                .len();
-            let mut reader = RangeReader::new(spec, &path, 0, size, 1)?;
-            let (data_start, data_line, names) = if spec.header {
-                match reader.next_record()? {
-                    // A compressed file is read from its start, header and all.
-                    Some((record, _)) if compressed => (
-                        0,
-                        1,
-                        Some(
-                            record
-                                .fields
-                                .into_iter()
-                                .map(|f| f.text)
-                                .collect::<Vec<_>>(),
-                        ),
-                    ),
-                    Some((record, _)) => {
-                        let (start, line) = header_end(spec.dialect, &path, size)?;
-                        (
-                            start,
-                            line,
-                            Some(
-                                record
-                                    .fields
-                                    .into_iter()
-                                    .map(|f| f.text)
-                                    .collect::<Vec<_>>(),
-                            ),
-                        )
-                    }
-                    None => (size, 1, None),
-                }
-            } else {
-                (0, 1, None)
-            };
+            let (file, names) = open_file(spec, path, &mut sample)?;
             match (&header, names) {
-                (None, Some(n)) => header = Some((path.clone(), n)),
+                (None, Some(n)) => header = Some((file.path.clone(), n)),
                 (Some((first, h)), Some(n)) if *h != n => {
                     return Err(EtlError::Config(format!(
                         "the header of {} ({}) differs from that of {} ({}); the files of one source share their columns unless each loads into a table of its own: put {{file}} in the PostgreSQL sink's table (table = \"import.{{file}}\")",
-                        path.display(),
+                        file.path.display(),
                         n.join(","),
                         first.display(),
                         h.join(",")
@@ -253,61 +215,13 @@ impl CsvSource {
                 }
                 _ => {}
             }
-            while sample.len() < SAMPLE_ROWS {
-                let Some((record, _)) = reader.next_record()? else {
-                    break;
-                };
-                sample.push(
-                    record
-                        .fields
-                        .into_iter()
-                        .map(|f| (f.quoted || f.text != spec.null).then_some(f.text))
-                        .collect(),
-                );
-            }
-            files.push(CsvFile {
-                stem,
-                path,
-                data_start,
-                data_line,
-                size,
-                compressed,
-            });
+            files.push(file);
         }
-        let header_names = match header {
-            Some((_, h)) => h,
-            None => {
-                let n = sample.iter().map(Vec::len).max().unwrap_or(0);
-                (1..=n).map(|i| format!("column_{i}")).collect()
-            }
-        };
-        if header_names.is_empty() {
-            return Err(EtlError::Config(format!(
-                "{} holds no header and no record; nothing to load",
-                spec.pattern
-            )));
-        }
-        let (names, renamed) = types::column_names(&header_names);
-        for (named, _) in &spec.columns {
-            if every_column && !names.contains(named) {
-                return Err(EtlError::Config(format!(
-                    "[source.columns] names {named:?}, which is not a column of {}; its columns are {}",
-                    spec.pattern,
-                    names.join(", ")
-                )));
-            }
-        }
-        let inferred = types::infer(names.len(), sample.iter().map(|r| r.as_slice()));
-        let types: Vec<ColType> = names
-            .iter()
-            .zip(inferred)
-            .map(|(n, t)| {
-                spec.columns
-                    .iter()
-                    .find(|(c, _)| c == n)
-                    .map_or(t, |(_, given)| *given)
-            })
-            .collect();
+        let Columns {
+            names,
+            renamed,
+            types,
+        } = columns(spec, header.map(|(_, h)| h), &sample, every_column)?;
         let schema = Arc::new(Schema::new(
             names
                 .iter()
@@ -686,4 +600,109 @@ fn each_block(
 /// The line feeds in `bytes`.
 fn newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+/// One file of a source: where its data starts (past the header), its
+/// header's names (`None`: no header, or an empty file), and its first
+/// records added to `sample` until it holds [`SAMPLE_ROWS`].
+fn open_file(
+    spec: &CsvSpec,
+    path: PathBuf,
+    sample: &mut Vec<Vec<Option<String>>>,
+) -> Result<(CsvFile, Option<Vec<String>>), EtlError> {
+    let compressed = Compression::of(&path) != Compression::None;
+    let size = std::fs::metadata(&path)
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
+    let mut reader = RangeReader::new(spec, &path, 0, size, 1)?;
+    let texts = |record: parse::Record| record.fields.into_iter().map(|f| f.text).collect();
+    let (data_start, data_line, names) = match spec.header {
+        false => (0, 1, None),
+        true => match reader.next_record()? {
+            // A compressed file is read from its start, header and all.
+            Some((record, _)) if compressed => (0, 1, Some(texts(record))),
+            Some((record, _)) => {
+                let (start, line) = header_end(spec.dialect, &path, size)?;
+                (start, line, Some(texts(record)))
+            }
+            None => (size, 1, None),
+        },
+    };
+    while sample.len() < SAMPLE_ROWS {
+        let Some((record, _)) = reader.next_record()? else {
+            break;
+        };
+        sample.push(
+            record
+                .fields
+                .into_iter()
+                .map(|f| (f.quoted || f.text != spec.null).then_some(f.text))
+                .collect(),
+        );
+    }
+    let file = CsvFile {
+        stem: stem(&path),
+        path,
+        data_start,
+        data_line,
+        size,
+        compressed,
+    };
+    Ok((file, names))
+}
+
+/// The source's columns: the header's names (or `column_N` for the
+/// widest sampled record), made fit for PostgreSQL (`renamed`: those
+/// changed), each of the type `[source.columns]` gives it or else the one
+/// its sampled values fit; with `every_column`, each `[source.columns]`
+/// name must be one of them.
+fn columns(
+    spec: &CsvSpec,
+    header: Option<Vec<String>>,
+    sample: &[Vec<Option<String>>],
+    every_column: bool,
+) -> Result<Columns, EtlError> {
+    let header_names = header.unwrap_or_else(|| {
+        let n = sample.iter().map(Vec::len).max().unwrap_or(0);
+        (1..=n).map(|i| format!("column_{i}")).collect()
+    });
+    if header_names.is_empty() {
+        return Err(EtlError::Config(format!(
+            "{} holds no header and no record; nothing to load",
+            spec.pattern
+        )));
+    }
+    let (names, renamed) = types::column_names(&header_names);
+    for (named, _) in &spec.columns {
+        if every_column && !names.contains(named) {
+            return Err(EtlError::Config(format!(
+                "[source.columns] names {named:?}, which is not a column of {}; its columns are {}",
+                spec.pattern,
+                names.join(", ")
+            )));
+        }
+    }
+    let inferred = types::infer(names.len(), sample.iter().map(|r| r.as_slice()));
+    let types = names
+        .iter()
+        .zip(inferred)
+        .map(|(n, t)| {
+            spec.columns
+                .iter()
+                .find(|(c, _)| c == n)
+                .map_or(t, |(_, given)| *given)
+        })
+        .collect();
+    Ok(Columns {
+        names,
+        renamed,
+        types,
+    })
+}
+
+/// A source's columns: names, those renamed (header, name), and types.
+struct Columns {
+    names: Vec<String>,
+    renamed: Vec<(String, String)>,
+    types: Vec<ColType>,
 }
