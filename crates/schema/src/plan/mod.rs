@@ -331,6 +331,14 @@ const CONVERTS: &str = "CREATE OR REPLACE FUNCTION pg_temp.etl_converts(v anyele
 
 /// Puts the steps in dependency order and numbers them.
 fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {
+    let edges = edges(&steps, from, to);
+    let done = sorted(&steps, &edges);
+    numbered(steps, &edges, &done)
+}
+
+/// Which steps must run before which: `edges[i]` holds the steps that
+/// wait on step `i`.
+fn edges(steps: &[Step], from: &Catalog, to: &Catalog) -> Vec<BTreeSet<usize>> {
     let n = steps.len();
     // Steps by key, per phase, in the order they were made.
     let mut by_key: HashMap<(bool, &Key), Vec<usize>> = HashMap::new();
@@ -405,11 +413,17 @@ fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {
             }
         }
     }
+    edges
+}
+
+/// The steps' indexes in an order the edges allow (Kahn's algorithm).
+fn sorted(steps: &[Step], edges: &[BTreeSet<usize>]) -> Vec<usize> {
+    let n = steps.len();
     // Kahn's algorithm; among the ready, renames first (the other
     // statements name the objects by their new names), then drops, then by
     // kind and the order made.
     let mut indegree = vec![0usize; n];
-    for e in &edges {
+    for e in edges {
         for &j in e {
             indegree[j] += 1;
         }
@@ -451,11 +465,18 @@ fn order(steps: Vec<Step>, from: &Catalog, to: &Catalog) -> Vec<Step> {
             }
         }
     }
+    done
+}
+
+/// The steps in the order `done`, each numbered and naming the numbers of
+/// the steps it waits on.
+fn numbered(steps: Vec<Step>, edges: &[BTreeSet<usize>], done: &[usize]) -> Vec<Step> {
+    let n = steps.len();
     let position: HashMap<usize, usize> =
         done.iter().enumerate().map(|(p, &i)| (i, p + 1)).collect();
     let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(n);
-    for &i in &done {
+    for &i in done {
         let mut s = slots[i].take().expect("each step placed once");
         s.n = position[&i];
         s.after = edges
