@@ -309,21 +309,7 @@ impl Rules<'_> {
     ) {
         let col = &want.name;
         if want.generated != have.generated {
-            let s = self.push(
-                d,
-                format!("ALTER TABLE {table} DROP COLUMN {col}"),
-                "generated-change",
-                Risk::High,
-            );
-            s.reasons.push(
-                "a generated column's expression cannot change in place: dropped and added again"
-                    .into(),
-            );
-            self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
-            let sql = format!("ALTER TABLE {table} ADD COLUMN {}", column_def(want));
-            self.push(d, sql, "generated-change", Risk::High);
-            self.on_table_last(table, Lock::AccessExclusive, Effect::Rewrite);
-            return;
+            return self.generated_change(d, table, want);
         }
         if have.default.is_some() && want.default != have.default {
             let s = self.push(
@@ -358,42 +344,7 @@ impl Rules<'_> {
             if self.options.phased {
                 self.phased_type_change(d, table, want, have);
             } else {
-                let rewrites = rewrites(&have.ty, &want.ty);
-                // An enum has no cast to another type but through text.
-                let enums = is_enum(self.to, &have.ty) || is_enum(self.from, &want.ty);
-                let from = match enums {
-                    true => format!("{col}::text"),
-                    false => col.to_string(),
-                };
-                let sql = format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
-                    want.ty,
-                    strip_collate(&want.ty)
-                );
-                let (rule, risk) = match rewrites {
-                    true => ("rewrite-type-change", Risk::High),
-                    false => ("type-change-no-rewrite", Risk::Low),
-                };
-                let s = self.push(d, sql, rule, risk);
-                s.reasons.push(format!("{} -> {}", have.ty, want.ty));
-                s.rollback = Some(format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
-                    have.ty,
-                    strip_collate(&have.ty)
-                ));
-                if rewrites {
-                    s.check = Some(converts_check(table, &from, &want.ty));
-                }
-                self.on_table_last(
-                    table,
-                    Lock::AccessExclusive,
-                    if rewrites {
-                        Effect::Rewrite
-                    } else {
-                        Effect::Brief
-                    },
-                );
-                self.recreate_views_on(table);
+                self.type_change(d, table, want, have);
             }
         }
         if want.default.is_some() && want.default != have.default {
@@ -437,6 +388,68 @@ impl Rules<'_> {
                 self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
             }
         }
+    }
+
+    /// A generated column's expression changed: dropped and added again.
+    fn generated_change(&mut self, d: &Difference, table: &str, want: &Column) {
+        let col = &want.name;
+        let s = self.push(
+            d,
+            format!("ALTER TABLE {table} DROP COLUMN {col}"),
+            "generated-change",
+            Risk::High,
+        );
+        s.reasons.push(
+            "a generated column's expression cannot change in place: dropped and added again"
+                .into(),
+        );
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+        let sql = format!("ALTER TABLE {table} ADD COLUMN {}", column_def(want));
+        self.push(d, sql, "generated-change", Risk::High);
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Rewrite);
+    }
+
+    /// A column's type changed in one statement (through text from or to
+    /// an enum), graded by whether it rewrites the table; the views on
+    /// the table made again after it.
+    fn type_change(&mut self, d: &Difference, table: &str, want: &Column, have: &Column) {
+        let col = &want.name;
+        let rewrites = rewrites(&have.ty, &want.ty);
+        // An enum has no cast to another type but through text.
+        let enums = is_enum(self.to, &have.ty) || is_enum(self.from, &want.ty);
+        let from = match enums {
+            true => format!("{col}::text"),
+            false => col.to_string(),
+        };
+        let sql = format!(
+            "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
+            want.ty,
+            strip_collate(&want.ty)
+        );
+        let (rule, risk) = match rewrites {
+            true => ("rewrite-type-change", Risk::High),
+            false => ("type-change-no-rewrite", Risk::Low),
+        };
+        let s = self.push(d, sql, rule, risk);
+        s.reasons.push(format!("{} -> {}", have.ty, want.ty));
+        s.rollback = Some(format!(
+            "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
+            have.ty,
+            strip_collate(&have.ty)
+        ));
+        if rewrites {
+            s.check = Some(converts_check(table, &from, &want.ty));
+        }
+        self.on_table_last(
+            table,
+            Lock::AccessExclusive,
+            if rewrites {
+                Effect::Rewrite
+            } else {
+                Effect::Brief
+            },
+        );
+        self.recreate_views_on(table);
     }
 
     /// SET NOT NULL through a validated CHECK, so that no step scans the
