@@ -3,6 +3,7 @@
 //! One file per family of objects; here the grading by lock, effect and
 //! table size that all share.
 
+mod columns;
 mod keys;
 mod objects;
 mod tables;
