@@ -7,6 +7,10 @@
 
 use super::*;
 
+/// Index rows (as the row converter encodes them) in order, each with
+/// its provisional id.
+type IndexOrder = Vec<(Box<[u8]>, u32)>;
+
 /// What pass one learned about a chunk, and what pass two needs.
 pub(super) struct Placed {
     /// The stage's place in `[[transforms]]`, for errors.
@@ -16,7 +20,7 @@ pub(super) struct Placed {
     pub(super) counts: PivotCounts,
     converter: RowConverter,
     /// Index rows in order, with their provisional ids.
-    order: Vec<(Box<[u8]>, u32)>,
+    order: IndexOrder,
     /// Provisional id -> final row.
     row_of: Vec<u32>,
     /// Each channel's column kind, by channel id.
@@ -52,141 +56,27 @@ impl Pivot {
         batches: &[RecordBatch],
         text_channels: &HashSet<String>,
     ) -> Result<Placed, EtlError> {
-        let mut counts = PivotCounts::default();
         let sort_fields = self
             .index_fields
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
         let converter = RowConverter::new(sort_fields).map_err(arrow_error)?;
-        let mut times: HashMap<Box<[u8]>, u32> = HashMap::new();
-        let mut channels: HashMap<String, u32> = HashMap::new();
-        let mut channel_kinds: Vec<Kind> = Vec::new();
-        // Per channel: whether a boolean reading was placed.
-        let mut saw_bool: Vec<bool> = Vec::new();
-        // Per batch: each row's (time id, channel id), u32::MAX for a row
-        // without a value to place, and its value column's kind.
-        let mut placed: Vec<Vec<(u32, u32)>> = Vec::with_capacity(batches.len());
-        let mut formats = Vec::with_capacity(batches.len());
-        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
-            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
-                counts.examples.push((reason, what));
-            }
-        };
-        let at = |index: &[ArrayRef], row: usize| {
-            index
-                .iter()
-                .map(|a| arrow::util::display::array_value_to_string(a, row).unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let mut gathered = Gathered::default();
         for batch in batches {
-            counts.input_rows += batch.num_rows() as u64;
-            let index: Vec<ArrayRef> = self
-                .index_columns
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            let rows = converter.convert_columns(&index).map_err(arrow_error)?;
-            let names = utf8(batch.column(self.name_column))?;
-            let fmts = utf8(batch.column(self.format_column))?;
-            let mut batch_placed = Vec::with_capacity(batch.num_rows());
-            let mut batch_formats: Vec<Option<(usize, Kind)>> =
-                Vec::with_capacity(batch.num_rows());
-            for row in 0..batch.num_rows() {
-                batch_formats.push(None);
-                if index.iter().any(|a| a.is_null(row)) {
-                    counts.null_index += 1;
-                    example(
-                        &mut counts,
-                        "null_index",
-                        format!("a row with a NULL in {}", self.spec.index.join(", ")),
-                    );
-                    batch_placed.push((u32::MAX, u32::MAX));
-                    continue;
-                }
-                let next = times.len() as u32;
-                let time = *times.entry(rows.row(row).as_ref().into()).or_insert(next);
-                let name = (!names.is_null(row)).then(|| names.value(row));
-                let format = (!fmts.is_null(row)).then(|| fmts.value(row));
-                let Some(name) = name else {
-                    counts.null_name += 1;
-                    example(
-                        &mut counts,
-                        "null_name",
-                        format!(
-                            "a row at {} with a NULL {}",
-                            at(&index, row),
-                            self.spec.name_column
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                };
-                let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
-                    counts.unknown_format += 1;
-                    example(
-                        &mut counts,
-                        "unknown_format",
-                        format!(
-                            "{} {name:?} at {} has {} {}, which is not in values",
-                            self.spec.name_column,
-                            at(&index, row),
-                            self.spec.format_column,
-                            format.map_or("NULL".to_string(), |f| format!("{f:?}"))
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                };
-                let channel = match channels.get(name) {
-                    Some(&c) => c,
-                    None => {
-                        let c = channels.len() as u32;
-                        channels.insert(name.to_string(), c);
-                        channel_kinds.push(kind);
-                        saw_bool.push(false);
-                        c
-                    }
-                };
-                let k = &mut channel_kinds[channel as usize];
-                *k = (*k).max(kind);
-                if batch.column(value_column).is_null(row) {
-                    counts.null_value += 1;
-                    example(
-                        &mut counts,
-                        "null_value",
-                        format!(
-                            "{} {name:?} at {} has a NULL {}",
-                            self.spec.name_column,
-                            at(&index, row),
-                            self.spec
-                                .values
-                                .iter()
-                                .find(|(f, _)| Some(f.as_str()) == format)
-                                .map_or("", |(_, v)| v.as_str())
-                        ),
-                    );
-                    batch_placed.push((time, u32::MAX));
-                    continue;
-                }
-                batch_formats[row] = Some((value_column, kind));
-                batch_placed.push((time, channel));
-                if kind == Kind::Bool {
-                    saw_bool[channel as usize] = true;
-                }
-            }
-            placed.push(batch_placed);
-            formats.push(batch_formats);
+            self.gather(&converter, batch, &mut gathered)?;
         }
-        // Wide rows in index order: provisional id -> final row.
-        let mut order: Vec<(Box<[u8]>, u32)> = times.into_iter().collect();
-        order.sort_unstable();
+        let Gathered {
+            mut counts,
+            times,
+            channels,
+            kinds: mut channel_kinds,
+            saw_bool,
+            placed,
+            formats,
+        } = gathered;
+        let (order, row_of) = ordered(times);
         let n = order.len();
-        let mut row_of = vec![0u32; n];
-        for (final_row, (_, id)) in order.iter().enumerate() {
-            row_of[*id as usize] = final_row as u32;
-        }
         // Each channel's kind: text by the spec or the target, else the
         // widest of its readings'.
         let text = self.spec.text;
@@ -197,31 +87,7 @@ impl Pivot {
                 channel_kinds[*id as usize] = Kind::Text;
             }
         }
-        // A number column whose cells could print otherwise as text:
-        // repeated readings (numeric and text order differ), or booleans.
-        let numeric = |k: Kind| matches!(k, Kind::Int | Kind::Float);
-        let mut ambiguous: Vec<bool> = channel_kinds
-            .iter()
-            .zip(&saw_bool)
-            .map(|(k, b)| numeric(*k) && *b)
-            .collect();
-        if channel_kinds.iter().any(|k| numeric(*k)) {
-            let width = channel_kinds.len();
-            // One bit per (row, channel): a chunk of 1,440 rows and 250
-            // channels takes 45 KB.
-            let mut seen = vec![0u64; (n * width).div_ceil(64)];
-            for &(time, channel) in placed.iter().flatten() {
-                if channel == u32::MAX || !numeric(channel_kinds[channel as usize]) {
-                    continue;
-                }
-                let bit = time as usize * width + channel as usize;
-                let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-                if seen[word] & mask != 0 {
-                    ambiguous[channel as usize] = true;
-                }
-                seen[word] |= mask;
-            }
-        }
+        let ambiguous = ambiguous(&channel_kinds, &saw_bool, &placed, n);
         // Columns in channel-name order.
         let mut fields: Vec<FieldRef> = self.index_fields.clone();
         for (name, id) in &names {
@@ -247,6 +113,202 @@ impl Pivot {
             value_columns: self.formats.values().copied().collect(),
         })
     }
+
+    /// Pass one over one batch: each reading's wide row and channel (or
+    /// why it has none, counted with examples), the channels' kinds.
+    fn gather(
+        &self,
+        converter: &RowConverter,
+        batch: &RecordBatch,
+        gathered: &mut Gathered,
+    ) -> Result<(), EtlError> {
+        let Gathered {
+            counts,
+            times,
+            channels,
+            kinds: channel_kinds,
+            saw_bool,
+            placed,
+            formats,
+        } = gathered;
+        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
+            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
+                counts.examples.push((reason, what));
+            }
+        };
+        let at = |index: &[ArrayRef], row: usize| {
+            index
+                .iter()
+                .map(|a| arrow::util::display::array_value_to_string(a, row).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        counts.input_rows += batch.num_rows() as u64;
+        let index: Vec<ArrayRef> = self
+            .index_columns
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let rows = converter.convert_columns(&index).map_err(arrow_error)?;
+        let names = utf8(batch.column(self.name_column))?;
+        let fmts = utf8(batch.column(self.format_column))?;
+        let mut batch_placed = Vec::with_capacity(batch.num_rows());
+        let mut batch_formats: Vec<Option<(usize, Kind)>> = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            batch_formats.push(None);
+            if index.iter().any(|a| a.is_null(row)) {
+                counts.null_index += 1;
+                example(
+                    counts,
+                    "null_index",
+                    format!("a row with a NULL in {}", self.spec.index.join(", ")),
+                );
+                batch_placed.push((u32::MAX, u32::MAX));
+                continue;
+            }
+            let next = times.len() as u32;
+            let time = *times.entry(rows.row(row).as_ref().into()).or_insert(next);
+            let name = (!names.is_null(row)).then(|| names.value(row));
+            let format = (!fmts.is_null(row)).then(|| fmts.value(row));
+            let Some(name) = name else {
+                counts.null_name += 1;
+                example(
+                    counts,
+                    "null_name",
+                    format!(
+                        "a row at {} with a NULL {}",
+                        at(&index, row),
+                        self.spec.name_column
+                    ),
+                );
+                batch_placed.push((time, u32::MAX));
+                continue;
+            };
+            let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
+                counts.unknown_format += 1;
+                example(
+                    counts,
+                    "unknown_format",
+                    format!(
+                        "{} {name:?} at {} has {} {}, which is not in values",
+                        self.spec.name_column,
+                        at(&index, row),
+                        self.spec.format_column,
+                        format.map_or("NULL".to_string(), |f| format!("{f:?}"))
+                    ),
+                );
+                batch_placed.push((time, u32::MAX));
+                continue;
+            };
+            let channel = match channels.get(name) {
+                Some(&c) => c,
+                None => {
+                    let c = channels.len() as u32;
+                    channels.insert(name.to_string(), c);
+                    channel_kinds.push(kind);
+                    saw_bool.push(false);
+                    c
+                }
+            };
+            let k = &mut channel_kinds[channel as usize];
+            *k = (*k).max(kind);
+            if batch.column(value_column).is_null(row) {
+                counts.null_value += 1;
+                example(
+                    counts,
+                    "null_value",
+                    format!(
+                        "{} {name:?} at {} has a NULL {}",
+                        self.spec.name_column,
+                        at(&index, row),
+                        self.spec
+                            .values
+                            .iter()
+                            .find(|(f, _)| Some(f.as_str()) == format)
+                            .map_or("", |(_, v)| v.as_str())
+                    ),
+                );
+                batch_placed.push((time, u32::MAX));
+                continue;
+            }
+            batch_formats[row] = Some((value_column, kind));
+            batch_placed.push((time, channel));
+            if kind == Kind::Bool {
+                saw_bool[channel as usize] = true;
+            }
+        }
+        placed.push(batch_placed);
+        formats.push(batch_formats);
+        Ok(())
+    }
+}
+
+/// What pass one gathers, batch by batch.
+#[derive(Default)]
+struct Gathered {
+    counts: PivotCounts,
+    /// Each index row's provisional id.
+    times: HashMap<Box<[u8]>, u32>,
+    /// Each channel's id.
+    channels: HashMap<String, u32>,
+    /// Each channel's widest kind, by id.
+    kinds: Vec<Kind>,
+    /// Per channel: whether a boolean reading was placed.
+    saw_bool: Vec<bool>,
+    /// Per batch: each row's (time id, channel id), `u32::MAX` for a row
+    /// without a value to place.
+    placed: Vec<Vec<(u32, u32)>>,
+    /// Per batch and row: the value column and its kind.
+    formats: Vec<Vec<Option<(usize, Kind)>>>,
+}
+
+/// Wide rows in index order, and each provisional id's final row.
+fn ordered(times: HashMap<Box<[u8]>, u32>) -> (IndexOrder, Vec<u32>) {
+    // Wide rows in index order: provisional id -> final row.
+    let mut order: Vec<(Box<[u8]>, u32)> = times.into_iter().collect();
+    order.sort_unstable();
+    let n = order.len();
+    let mut row_of = vec![0u32; n];
+    for (final_row, (_, id)) in order.iter().enumerate() {
+        row_of[*id as usize] = final_row as u32;
+    }
+    (order, row_of)
+}
+
+/// Per channel: a number column whose cells could print otherwise as
+/// text (repeated readings: numeric and text order differ; or booleans).
+fn ambiguous(
+    channel_kinds: &[Kind],
+    saw_bool: &[bool],
+    placed: &[Vec<(u32, u32)>],
+    n: usize,
+) -> Vec<bool> {
+    // A number column whose cells could print otherwise as text:
+    // repeated readings (numeric and text order differ), or booleans.
+    let numeric = |k: Kind| matches!(k, Kind::Int | Kind::Float);
+    let mut ambiguous: Vec<bool> = channel_kinds
+        .iter()
+        .zip(saw_bool)
+        .map(|(k, b)| numeric(*k) && *b)
+        .collect();
+    if channel_kinds.iter().any(|k| numeric(*k)) {
+        let width = channel_kinds.len();
+        // One bit per (row, channel): a chunk of 1,440 rows and 250
+        // channels takes 45 KB.
+        let mut seen = vec![0u64; (n * width).div_ceil(64)];
+        for &(time, channel) in placed.iter().flatten() {
+            if channel == u32::MAX || !numeric(channel_kinds[channel as usize]) {
+                continue;
+            }
+            let bit = time as usize * width + channel as usize;
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            if seen[word] & mask != 0 {
+                ambiguous[channel as usize] = true;
+            }
+            seen[word] |= mask;
+        }
+    }
+    ambiguous
 }
 
 /// Pass two: the cells filled from the readings, the wide batch built in
