@@ -31,6 +31,12 @@ pub(super) fn plan(path: &Path, keys: &[String]) -> anyhow::Result<Outcome> {
             p.chunks.interval / 1_000_000
         );
     }
+    if let (true, Some(width)) = (p.chunks.by_blocks(), p.chunks.range_width) {
+        out!(
+            "Ranges of the table's heap blocks, {} blocks each, rows estimated from its statistics; each read in physical order (TID range scan): for a table nobody writes during the copy",
+            thousands(width)
+        );
+    }
     let key_width = plan
         .chunks
         .iter()

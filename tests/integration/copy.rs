@@ -440,6 +440,12 @@ fn shipped_table_copy_pipeline_reads_ranges_of_blocks_and_resumes_after_a_kill()
         "{plan:?}"
     );
     assert!(plan.stdout.contains("\n     100 "), "{plan:?}");
+    assert!(
+        plan.stdout.contains(
+            "\nRanges of the table's heap blocks, 100 blocks each, rows estimated from its statistics"
+        ),
+        "{plan:?}"
+    );
 
     // When a run is killed after its second commit, and run again
     let (mut child, lines) = crate::support::spawn_etl(
