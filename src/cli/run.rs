@@ -59,19 +59,17 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
             "--follow loads rows newer than the cutoff by [chunks] time_column, and this pipeline has none (its source is read whole); add time_column, or drop --follow"
         );
     }
-    if restart
-        && matches!(
-            pipeline.source,
-            crate::config::validate::ValidatedSource::Csv(ref s) if s.windows.is_none()
-        )
-    {
+    // Chunks whose rows a target cannot find again: --restart cannot redo them in place.
+    let unfindable = match &pipeline.source {
+        crate::config::validate::ValidatedSource::Csv(s) if s.windows.is_none() => {
+            Some("a CSV file's byte ranges")
+        }
+        _ if pipeline.chunks.by_blocks() => Some("ranges of the source table's blocks"),
+        _ => None,
+    };
+    if let (true, Some(what)) = (restart, unfindable) {
         anyhow::bail!(
-            "--restart redoes chunks in place, but a CSV file's byte ranges leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\""
-        );
-    }
-    if restart && pipeline.chunks.by_blocks() {
-        anyhow::bail!(
-            "--restart redoes chunks in place, but ranges of the source table's blocks leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
+            "--restart redoes chunks in place, but {what} leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
         );
     }
     if is_migration(&pipeline) {

@@ -747,18 +747,16 @@ impl PostgresSink {
                 .ledger
                 .lock_window(client, &target.qualified, chunk)
                 .await?;
-            if overlap && self.ctx.chunking.by_blocks() {
-                return Err(EtlError::Changed(format!(
-                    "chunk {chunk} (blocks of the source table) was loaded before, and {}'s rows of it cannot be found to replace them (they sit in blocks of their own): to load the table again, run it with mode = \"replace\", which empties the table as a run starts, or empty the table and run etl forget first",
-                    target.qualified
-                )));
-            }
             if overlap
                 && chunk.unit != etl_base::plan::Unit::Time
                 && self.ctx.chunking.target_range_column().is_none()
             {
+                let (what, todo) = match self.ctx.chunking.by_blocks() {
+                    true => ("blocks of the source table", "run it with mode = \"replace\", which empties the table as a run starts, or empty the table and run etl forget first"),
+                    false => ("the source's rowid, or parts cut at text keys", "run etl run --restart (the source changed since its ranges were planned)"),
+                };
                 return Err(EtlError::Changed(format!(
-                    "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the source's ranges are of its rowid, or parts cut at text keys): the source changed since the ranges were planned; run etl run --restart to load the table again",
+                    "chunk {chunk} overlaps a range loaded before, and {} has no column to find that range's rows by (the ranges are of {what}): to load the table again, {todo}",
                     target.qualified
                 )));
             }
