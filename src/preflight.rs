@@ -190,35 +190,7 @@ pub async fn postgres_sink(
     type_names: &[String],
     estimate: Option<u64>,
 ) -> Vec<Finding> {
-    let mut out = Vec::new();
-    match client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int4, current_setting('server_version')",
-            &[],
-        )
-        .await
-    {
-        Ok(r) => out.push(
-            match etl_ledger::sql::unsupported_server(r.get(0), r.get(1)) {
-                Some(why) => Finding::new(Verdict::Fail, "server version", place, why),
-                None => Finding::new(
-                    Verdict::Pass,
-                    "server version",
-                    place,
-                    format!(
-                        "PostgreSQL {} (15 or later holds the ledger)",
-                        r.get::<_, String>(1)
-                    ),
-                ),
-            },
-        ),
-        Err(e) => out.push(Finding::new(
-            Verdict::Fail,
-            "server version",
-            place,
-            pg_message(&e),
-        )),
-    }
+    let mut out = vec![server_version(client, place).await];
     out.push(connections(client, place).await);
     let user: String = match client.query_one("SELECT current_user::text", &[]).await {
         Ok(r) => r.get(0),
@@ -271,35 +243,69 @@ pub async fn postgres_sink(
             }
         }
     }
-    // Types the created tables use: an extension's type must exist here too.
     if spec.create_table && !wide {
-        let mut missing = Vec::new();
-        for t in type_names {
-            match client
-                .query_one("SELECT to_regtype($1) IS NOT NULL", &[t])
-                .await
-            {
-                Ok(r) if r.get::<_, bool>(0) => {}
-                Ok(_) => missing.push(t.clone()),
-                Err(_) => missing.push(t.clone()),
-            }
-        }
-        out.push(if missing.is_empty() {
-            Finding::new(Verdict::Pass, "column types", place, "every type a created table uses exists")
-        } else {
-            Finding::new(
-                Verdict::Fail,
-                "column types",
-                place,
-                format!(
-                    "type {} does not exist here; created tables need it: CREATE EXTENSION for the extension that provides it on the source",
-                    missing.join(", ")
-                ),
-            )
-        });
+        out.push(column_types(client, place, type_names).await);
     }
     out.push(disk(client, place, spec, estimate).await);
     out
+}
+
+/// The server's version: 15 or later holds the ledger.
+async fn server_version(client: &Client, place: &str) -> Finding {
+    match client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version')",
+            &[],
+        )
+        .await
+    {
+        Ok(r) => match etl_ledger::sql::unsupported_server(r.get(0), r.get(1)) {
+            Some(why) => Finding::new(Verdict::Fail, "server version", place, why),
+            None => Finding::new(
+                Verdict::Pass,
+                "server version",
+                place,
+                format!(
+                    "PostgreSQL {} (15 or later holds the ledger)",
+                    r.get::<_, String>(1)
+                ),
+            ),
+        },
+        Err(e) => Finding::new(Verdict::Fail, "server version", place, pg_message(&e)),
+    }
+}
+
+/// Types the created tables use: an extension's type must exist here too.
+async fn column_types(client: &Client, place: &str, type_names: &[String]) -> Finding {
+    let mut missing = Vec::new();
+    for t in type_names {
+        match client
+            .query_one("SELECT to_regtype($1) IS NOT NULL", &[t])
+            .await
+        {
+            Ok(r) if r.get::<_, bool>(0) => {}
+            Ok(_) => missing.push(t.clone()),
+            Err(_) => missing.push(t.clone()),
+        }
+    }
+    if missing.is_empty() {
+        Finding::new(
+            Verdict::Pass,
+            "column types",
+            place,
+            "every type a created table uses exists",
+        )
+    } else {
+        Finding::new(
+            Verdict::Fail,
+            "column types",
+            place,
+            format!(
+                "type {} does not exist here; created tables need it: CREATE EXTENSION for the extension that provides it on the source",
+                missing.join(", ")
+            ),
+        )
+    }
 }
 
 /// CREATE (and USAGE) on `schema`, or CREATE on the database when the

@@ -29,49 +29,11 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
     crate::run::install_stop_signals();
     let pipeline = load_keys(path, keys)?;
     super::bound_connections(&pipeline, workers);
-    if !keys.is_empty() && follow.is_some() {
-        anyhow::bail!(
-            "--key with --follow would move the pipeline's one cutoff past rows of the other keys; follow every key, or backfill one key at a time without --follow"
-        );
-    }
-    if flags.recreate.is_some() && !keys.is_empty() {
-        anyhow::bail!(
-            "--recreate drops the pipeline's tables, with every key's rows; run it without --key"
-        );
-    }
+    refused(&pipeline, keys, flags)?;
     if let Some(yes) = flags.recreate {
         super::recreate::recreate(&pipeline, yes)?;
     }
     let failed_path = pipeline.chunks.failed_csv.clone();
-    if follow.is_some()
-        && matches!(
-            pipeline.source,
-            crate::config::validate::ValidatedSource::Csv(_)
-                | crate::config::validate::ValidatedSource::Parquet { .. }
-        )
-    {
-        anyhow::bail!(
-            "--follow polls a database for rows newer than the cutoff, which files do not have: drop --follow, and load new files by a run whose source.path names them"
-        );
-    }
-    if follow.is_some() && !is_migration(&pipeline) && pipeline.chunks.time_column.is_empty() {
-        anyhow::bail!(
-            "--follow loads rows newer than the cutoff by [chunks] time_column, and this pipeline has none (its source is read whole); add time_column, or drop --follow"
-        );
-    }
-    // Chunks whose rows a target cannot find again: --restart cannot redo them in place.
-    let unfindable = match &pipeline.source {
-        crate::config::validate::ValidatedSource::Csv(s) if s.windows.is_none() => {
-            Some("a CSV file's byte ranges")
-        }
-        _ if pipeline.chunks.by_blocks() => Some("ranges of the source table's blocks"),
-        _ => None,
-    };
-    if let (true, Some(what)) = (restart, unfindable) {
-        anyhow::bail!(
-            "--restart redoes chunks in place, but {what} leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
-        );
-    }
     if is_migration(&pipeline) {
         if flags.ddl_only {
             return migration::create_only(&pipeline);
@@ -99,24 +61,43 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
         }
         (None, None) => None,
     };
+    backfill_and_follow(
+        path,
+        &runner,
+        cutoff,
+        follow,
+        workers,
+        restart,
+        &failed_path,
+    )
+}
+
+/// The backfill below the cutoff and, with `--follow`, the follow loop
+/// from it onward at the same time.
+fn backfill_and_follow(
+    path: &Path,
+    runner: &Runner,
+    cutoff: Option<i64>,
+    follow: Option<Follow>,
+    workers: Option<usize>,
+    restart: bool,
+    failed_path: &Path,
+) -> anyhow::Result<Outcome> {
     // Follow mode loads from the cutoff onward while the backfill below
     // it runs: both share the ledger, whose window locks keep the overlap
     // (the lag re-read) from being loaded twice.
     std::thread::scope(|scope| {
         let follower = match (follow, cutoff) {
-            (Some(f), Some(c)) => {
-                let runner = &runner;
-                Some(scope.spawn(move || follow_loop(runner, f, c, workers)))
-            }
+            (Some(f), Some(c)) => Some(scope.spawn(move || follow_loop(runner, f, c, workers))),
             _ => None,
         };
         let backfill = backfill(
             path,
-            &runner,
+            runner,
             cutoff,
             workers,
             restart,
-            &failed_path,
+            failed_path,
             follow.is_some(),
         );
         let Some(follower) = follower else {
@@ -143,6 +124,103 @@ pub(super) fn run_all(path: &Path, keys: &[String], flags: RunFlags) -> anyhow::
     })
 }
 
+/// Flags that do not go with each other or with this pipeline: what to
+/// do instead.
+fn refused(
+    pipeline: &crate::config::validate::ValidatedPipeline,
+    keys: &[String],
+    flags: RunFlags,
+) -> anyhow::Result<()> {
+    let (restart, follow) = (flags.restart, flags.follow);
+    if !keys.is_empty() && follow.is_some() {
+        anyhow::bail!(
+            "--key with --follow would move the pipeline's one cutoff past rows of the other keys; follow every key, or backfill one key at a time without --follow"
+        );
+    }
+    if flags.recreate.is_some() && !keys.is_empty() {
+        anyhow::bail!(
+            "--recreate drops the pipeline's tables, with every key's rows; run it without --key"
+        );
+    }
+    if follow.is_some()
+        && matches!(
+            pipeline.source,
+            crate::config::validate::ValidatedSource::Csv(_)
+                | crate::config::validate::ValidatedSource::Parquet { .. }
+        )
+    {
+        anyhow::bail!(
+            "--follow polls a database for rows newer than the cutoff, which files do not have: drop --follow, and load new files by a run whose source.path names them"
+        );
+    }
+    if follow.is_some() && !is_migration(pipeline) && pipeline.chunks.time_column.is_empty() {
+        anyhow::bail!(
+            "--follow loads rows newer than the cutoff by [chunks] time_column, and this pipeline has none (its source is read whole); add time_column, or drop --follow"
+        );
+    }
+    // Chunks whose rows a target cannot find again: --restart cannot redo them in place.
+    let unfindable = match &pipeline.source {
+        crate::config::validate::ValidatedSource::Csv(s) if s.windows.is_none() => {
+            Some("a CSV file's byte ranges")
+        }
+        _ if pipeline.chunks.by_blocks() => Some("ranges of the source table's blocks"),
+        _ => None,
+    };
+    if let (true, Some(what)) = (restart, unfindable) {
+        anyhow::bail!(
+            "--restart redoes chunks in place, but {what} leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
+        );
+    }
+    Ok(())
+}
+
+/// The backfill's plan, and whether its rows were counted.
+fn planned(
+    runner: &Runner,
+    chunking: &etl_model::chunking::Chunking,
+) -> anyhow::Result<(crate::plan::Plan, bool)> {
+    // A table with an index on (key, time) is planned by index: no scan of
+    // the whole table before the first chunk. `etl plan` still counts rows.
+    crate::hooks::phase("plan");
+    Ok(match runner.plan_by_index(chunking)? {
+        Some(plan) => {
+            tracing::info!(
+                chunks = plan.chunks.len(),
+                "Planned by index (rows are not counted first)."
+            );
+            (plan, false)
+        }
+        None => (runner.plan_with(chunking)?, true),
+    })
+}
+
+/// The chunks every sink committed in an earlier run (skipped), and
+/// those some sinks committed (run again for all).
+fn committed(
+    runner: &Runner,
+    all: &[Chunk],
+    restart: bool,
+) -> anyhow::Result<(HashSet<Chunk>, HashSet<Chunk>)> {
+    // A chunk is done when every sink has it; one that some sinks have and
+    // others lack (a deleted staging file) runs again for all of them.
+    Ok(if restart || runner.truncates() {
+        Default::default()
+    } else {
+        let by_sink = runner.committed_by_sink(all)?;
+        let done = all
+            .iter()
+            .filter(|c| by_sink.iter().all(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        let partly = all
+            .iter()
+            .filter(|c| by_sink.iter().any(|s| s.contains(c)))
+            .cloned()
+            .collect();
+        (done, partly)
+    })
+}
+
 /// Every planned chunk below the cutoff (all of them without one), skipping
 /// what earlier runs committed. Returns the outcome and whether Ctrl-C
 /// left chunks unstarted.
@@ -160,19 +238,7 @@ fn backfill(
         chunking.end = Some(chunking.end.map_or(c, |e| e.min(c)));
         tracing::info!(cutoff = %format_timestamp(c), "Backfill stops at the follow cutoff.");
     }
-    // A table with an index on (key, time) is planned by index: no scan of
-    // the whole table before the first chunk. `etl plan` still counts rows.
-    crate::hooks::phase("plan");
-    let (plan, counted) = match runner.plan_by_index(&chunking)? {
-        Some(plan) => {
-            tracing::info!(
-                chunks = plan.chunks.len(),
-                "Planned by index (rows are not counted first)."
-            );
-            (plan, false)
-        }
-        None => (runner.plan_with(&chunking)?, true),
-    };
+    let (plan, counted) = planned(runner, &chunking)?;
     if plan.rows_outside > 0 {
         tracing::warn!(
             rows = plan.rows_outside,
@@ -183,24 +249,7 @@ fn backfill(
     // Resume: chunks every sink committed in an earlier run are skipped.
     // A replace-mode run truncates its targets, so it always starts over.
     let all: Vec<Chunk> = plan.chunks.iter().map(|c| c.chunk.clone()).collect();
-    // A chunk is done when every sink has it; one that some sinks have and
-    // others lack (a deleted staging file) runs again for all of them.
-    let (done, partly): (HashSet<Chunk>, HashSet<Chunk>) = if restart || runner.truncates() {
-        Default::default()
-    } else {
-        let by_sink = runner.committed_by_sink(&all)?;
-        let done = all
-            .iter()
-            .filter(|c| by_sink.iter().all(|s| s.contains(c)))
-            .cloned()
-            .collect();
-        let partly = all
-            .iter()
-            .filter(|c| by_sink.iter().any(|s| s.contains(c)))
-            .cloned()
-            .collect();
-        (done, partly)
-    };
+    let (done, partly) = committed(runner, &all, restart)?;
     if !done.is_empty() {
         tracing::info!(
             chunks = done.len(),

@@ -27,19 +27,8 @@ pub(super) fn verify(
     let runner = Runner::build(pipeline)?;
     let plan = runner.plan()?;
     let mut chunks: Vec<Chunk> = plan.chunks.into_iter().map(|c| c.chunk).collect();
-    let total = chunks.len();
     if let Some(n) = sample {
-        // A random pick (xorshift seeded by the clock), reported with its seed.
-        let mut seed = (now_micros() as u64) | 1;
-        out!("Sampling {} of {total} chunks (seed {seed})", n.min(total));
-        for i in (1..chunks.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunks.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
-        chunks.truncate(n);
-        chunks.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+        chunks = sampled(chunks, n)?;
     }
     let results = runner.verify(&chunks, quick)?;
     let unrecorded = results.iter().filter(|(_, _, c)| c.is_none()).count();
@@ -91,6 +80,32 @@ pub(super) fn verify(
         };
         return checks(&runner.pipeline, outcome);
     }
+    print_differing(&differ)?;
+    checks(&runner.pipeline, Outcome::ChunksFailed)
+}
+
+/// A random pick of `n` chunks (xorshift seeded by the clock), reported
+/// with its seed, in the plan's order.
+fn sampled(mut chunks: Vec<Chunk>, n: usize) -> anyhow::Result<Vec<Chunk>> {
+    let total = chunks.len();
+    let mut seed = (now_micros() as u64) | 1;
+    out!("Sampling {} of {total} chunks (seed {seed})", n.min(total));
+    for i in (1..chunks.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        chunks.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+    chunks.truncate(n);
+    chunks.sort_by(|a, b| (a.start, &a.key).cmp(&(b.start, &b.key)));
+    Ok(chunks)
+}
+
+/// The chunks that differ, one line each: bounds, rows on each side, the
+/// checksum, the sink.
+fn print_differing(
+    differ: &[&(Chunk, String, etl_model::verify::Comparison)],
+) -> anyhow::Result<()> {
     let key_width = differ
         .iter()
         .map(|(c, _, _)| c.key.as_deref().unwrap_or("").len())
@@ -107,7 +122,7 @@ pub(super) fn verify(
         "target rows",
         "checksum"
     );
-    for (chunk, sink, c) in &differ {
+    for (chunk, sink, c) in differ {
         out!(
             "{:key_width$}  {:26}  {:26}  {:>12}  {:>12}  {:8}  {sink}",
             chunk.key.as_deref().unwrap_or(""),
@@ -133,5 +148,5 @@ pub(super) fn verify(
             },
         );
     }
-    checks(&runner.pipeline, Outcome::ChunksFailed)
+    Ok(())
 }

@@ -120,6 +120,13 @@ fn section(h: &mut String, l: &LedgerStatus) {
     grid(h, &l.chunks);
     h.push_str("<h3>Throughput</h3>\n");
     throughput(h, &l.chunks);
+    keys_table(h, l);
+    tables_table(h, l);
+    failed_table(h, l);
+}
+
+/// Per key: chunks by state, rows, pace, time left, size.
+fn keys_table(h: &mut String, l: &LedgerStatus) {
     h.push_str("<h3>Keys</h3>\n<table><tr><th>key</th><th>done</th><th>failed</th><th>pending</th><th>running</th><th>rows</th><th>rows/s</th><th>rows/h</th><th>eta</th><th>size</th></tr>\n");
     for k in &l.keys {
         let _ = writeln!(
@@ -140,6 +147,10 @@ fn section(h: &mut String, l: &LedgerStatus) {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// The target tables: size, rows estimated, keys.
+fn tables_table(h: &mut String, l: &LedgerStatus) {
     if !l.tables.is_empty() {
         h.push_str("<h3>Target tables</h3>\n<table><tr><th>table</th><th>size</th><th>rows (estimate)</th><th>keys</th></tr>\n");
         for t in &l.tables {
@@ -158,6 +169,10 @@ fn section(h: &mut String, l: &LedgerStatus) {
         }
         h.push_str("</table>\n");
     }
+}
+
+/// The failed chunks, each with its window, attempts and last error.
+fn failed_table(h: &mut String, l: &LedgerStatus) {
     let failed: Vec<&ChunkState> = l.chunks.iter().filter(|c| c.status == "failed").collect();
     if !failed.is_empty() {
         let _ = writeln!(

@@ -21,6 +21,64 @@ pub fn literal(text: &str) -> String {
 /// read from data (a Parquet file's `etl.pg_type` field metadata) can only
 /// ever name a type inside CREATE TABLE, never add SQL to it.
 pub fn type_name(text: &str) -> Result<String, String> {
+    let mut chars = text.trim().chars().peekable();
+    type_path(&mut chars)
+        .and_then(|name| type_rest(&mut chars, name))
+        .map_err(|why| {
+            format!(
+                "{text:?} is not a PostgreSQL type name ({why}); etl writes names like numeric(12,2), timestamp with time zone or \"schema\".\"type\"[]"
+            )
+        })
+}
+
+type Chars<'a> = std::iter::Peekable<std::str::Chars<'a>>;
+
+/// A type's name: one or two parts, quoted or not.
+fn type_path(chars: &mut Chars<'_>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut parts = 0;
+    loop {
+        let part = match chars.peek() {
+            Some('"') => {
+                chars.next();
+                let mut part = String::new();
+                loop {
+                    match chars.next() {
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            part.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => part.push(c),
+                        None => return Err("a quote is not closed".into()),
+                    }
+                }
+                ident(&part)
+            }
+            _ => {
+                let word = take_word(chars);
+                if word.is_empty() {
+                    return Err("a name is missing".into());
+                }
+                word
+            }
+        };
+        out.push_str(&part);
+        parts += 1;
+        if chars.peek() != Some(&'.') {
+            return Ok(out);
+        }
+        if parts == 2 {
+            return Err("more than schema.type".into());
+        }
+        chars.next();
+        out.push('.');
+    }
+}
+
+/// After the name: modifiers and the words of multi-word types, then
+/// array marks.
+fn type_rest(chars: &mut Chars<'_>, mut out: String) -> Result<String, String> {
     const WORDS: [&str; 13] = [
         "precision",
         "varying",
@@ -36,84 +94,12 @@ pub fn type_name(text: &str) -> Result<String, String> {
         "minute",
         "second",
     ];
-    let bad = |why: String| {
-        Err(format!(
-            "{text:?} is not a PostgreSQL type name ({why}); etl writes names like numeric(12,2), timestamp with time zone or \"schema\".\"type\"[]"
-        ))
-    };
-    let mut out = String::new();
-    let mut chars = text.trim().chars().peekable();
-    // The name: one or two parts, quoted or not.
-    let mut parts = 0;
-    loop {
-        let part = match chars.peek() {
-            Some('"') => {
-                chars.next();
-                let mut part = String::new();
-                loop {
-                    match chars.next() {
-                        Some('"') if chars.peek() == Some(&'"') => {
-                            chars.next();
-                            part.push('"');
-                        }
-                        Some('"') => break,
-                        Some(c) => part.push(c),
-                        None => return bad("a quote is not closed".into()),
-                    }
-                }
-                ident(&part)
-            }
-            _ => {
-                let word = take_word(&mut chars);
-                if word.is_empty() {
-                    return bad("a name is missing".into());
-                }
-                word
-            }
-        };
-        out.push_str(&part);
-        parts += 1;
-        if chars.peek() != Some(&'.') {
-            break;
-        }
-        if parts == 2 {
-            return bad("more than schema.type".into());
-        }
-        chars.next();
-        out.push('.');
-    }
-    // Then modifiers and the words of multi-word types, then array marks.
     loop {
         match chars.peek() {
             None => return Ok(out),
             Some('(') => {
                 chars.next();
-                let mut numbers = Vec::new();
-                loop {
-                    let mut n = String::new();
-                    while let Some(&c) = chars.peek() {
-                        if c.is_ascii_digit() || (c == '-' && n.is_empty()) {
-                            n.push(c);
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
-                    if n.parse::<i32>().is_err() {
-                        return bad("a type modifier is not a number".into());
-                    }
-                    numbers.push(n);
-                    match chars.next() {
-                        Some(',') => {
-                            while chars.peek() == Some(&' ') {
-                                chars.next();
-                            }
-                        }
-                        Some(')') => break,
-                        _ => return bad("a type modifier is not closed".into()),
-                    }
-                }
-                out.push_str(&format!("({})", numbers.join(",")));
+                out.push_str(&type_modifiers(chars)?);
             }
             Some('[') => {
                 chars.next();
@@ -121,22 +107,51 @@ pub fn type_name(text: &str) -> Result<String, String> {
                     chars.next();
                 }
                 if chars.next() != Some(']') {
-                    return bad("an array mark is not closed".into());
+                    return Err("an array mark is not closed".into());
                 }
                 out.push_str("[]");
             }
             Some(' ') => {
                 chars.next();
                 if chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) {
-                    let word = take_word(&mut chars);
+                    let word = take_word(chars);
                     if !WORDS.contains(&word.as_str()) || out.ends_with(']') {
-                        return bad(format!("{word:?} does not belong in a type name"));
+                        return Err(format!("{word:?} does not belong in a type name"));
                     }
                     out.push(' ');
                     out.push_str(&word);
                 }
             }
-            Some(c) => return bad(format!("{c:?} does not belong in a type name")),
+            Some(c) => return Err(format!("{c:?} does not belong in a type name")),
+        }
+    }
+}
+
+/// `(12, 2)` after its opening parenthesis, as `(12,2)`.
+fn type_modifiers(chars: &mut Chars<'_>) -> Result<String, String> {
+    let mut numbers = Vec::new();
+    loop {
+        let mut n = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_ascii_digit() || (c == '-' && n.is_empty()) {
+                n.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if n.parse::<i32>().is_err() {
+            return Err("a type modifier is not a number".into());
+        }
+        numbers.push(n);
+        match chars.next() {
+            Some(',') => {
+                while chars.peek() == Some(&' ') {
+                    chars.next();
+                }
+            }
+            Some(')') => return Ok(format!("({})", numbers.join(","))),
+            _ => return Err("a type modifier is not closed".into()),
         }
     }
 }

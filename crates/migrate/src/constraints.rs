@@ -12,6 +12,13 @@ use etl_base::sql::{ident, literal, TableName};
 use etl_pg::error::EtlError;
 use etl_source::catalog::ForeignKey;
 
+/// `name` fitted to 63 bytes, apart from those `taken` (then taken).
+fn fit(taken: &mut BTreeSet<String>, name: String) -> String {
+    let n = etl_pg::text::fit_identifier(&name, &|n| taken.contains(n));
+    taken.insert(n.clone());
+    n
+}
+
 impl Migration {
     /// Primary keys, indexes and foreign keys, in that order: (what, SQL,
     /// a query that returns a row when it exists already).
@@ -22,106 +29,129 @@ impl Migration {
             return out;
         }
         let mut taken = BTreeSet::new();
-        let mut fit = |name: String| {
-            let n = etl_pg::text::fit_identifier(&name, &|n| taken.contains(n));
-            taken.insert(n.clone());
-            n
-        };
         for t in &self.tables {
-            let target = qualified(&t.target);
-            let pk = &t.keys.primary_key;
-            if !pk.is_empty() {
-                let name = fit(format!("{}_pkey", t.target.name));
-                out.push((
-                    format!("primary key of {target} ({})", pk.join(", ")),
-                    format!(
-                        "ALTER TABLE {target} ADD CONSTRAINT {} PRIMARY KEY ({})",
-                        ident(&name),
-                        columns(pk)
-                    ),
-                    Some(format!(
-                        "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND contype = 'p'",
-                        literal(&target)
-                    )),
-                ));
-            }
-            let mut indexed: Vec<Vec<String>> = vec![pk.clone()];
-            for ix in &t.keys.indexes {
-                if ix.columns.is_empty() || indexed.contains(&ix.columns) {
-                    continue;
-                }
-                indexed.push(ix.columns.clone());
-                let name = fit(format!("{}_{}_idx", t.target.name, ix.name));
-                out.push((
-                    format!(
-                        "{}index {} on {target} ({})",
-                        if ix.unique { "unique " } else { "" },
-                        ix.name,
-                        ix.columns.join(", ")
-                    ),
-                    format!(
-                        "CREATE {}INDEX IF NOT EXISTS {} ON {target} ({})",
-                        if ix.unique { "UNIQUE " } else { "" },
-                        ident(&name),
-                        columns(&ix.columns)
-                    ),
-                    None,
-                ));
-            }
-            // Foreign key columns get an index when none leads with them.
-            for fk in self.foreign_keys.iter().filter(|f| f.table == t.source) {
-                if indexed.iter().any(|cols| cols.starts_with(&fk.columns)) {
-                    continue;
-                }
-                indexed.push(fk.columns.clone());
-                let name = fit(format!("{}_{}_idx", t.target.name, fk.columns.join("_")));
-                out.push((
-                    format!(
-                        "index on {target} ({}) for foreign key {}",
-                        fk.columns.join(", "),
-                        fk.name
-                    ),
-                    format!(
-                        "CREATE INDEX IF NOT EXISTS {} ON {target} ({})",
-                        ident(&name),
-                        columns(&fk.columns)
-                    ),
-                    None,
-                ));
-            }
+            out.extend(self.keys_sql(t, &mut taken));
         }
-        for fk in &self.foreign_keys {
-            let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent))
-            else {
-                continue;
-            };
-            let target = qualified(&child.target);
-            let name = fk_name(fk);
+        out.extend(
+            self.foreign_keys
+                .iter()
+                .filter_map(|fk| self.foreign_key_sql(fk)),
+        );
+        out
+    }
+
+    /// A table's primary key and indexes, and an index for each foreign
+    /// key no index leads with; names fitted to 63 bytes, apart from
+    /// those `taken`.
+    fn keys_sql(
+        &self,
+        t: &crate::Table,
+        taken: &mut BTreeSet<String>,
+    ) -> Vec<(String, String, Option<String>)> {
+        let mut out = Vec::new();
+        let target = qualified(&t.target);
+        let pk = &t.keys.primary_key;
+        if !pk.is_empty() {
+            let name = fit(taken, format!("{}_pkey", t.target.name));
             out.push((
+                format!("primary key of {target} ({})", pk.join(", ")),
                 format!(
-                    "foreign key {} on {target} ({}) -> {} ({})",
-                    fk.name,
-                    fk.columns.join(", "),
-                    qualified(&parent.target),
-                    fk.parent_columns.join(", ")
-                ),
-                format!(
-                    "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}{}",
+                    "ALTER TABLE {target} ADD CONSTRAINT {} PRIMARY KEY ({})",
                     ident(&name),
-                    columns(&fk.columns),
-                    qualified(&parent.target),
-                    columns(&fk.parent_columns),
-                    fk.on_update.sql().map(|a| format!(" ON UPDATE {a}")).unwrap_or_default(),
-                    fk.on_delete.sql().map(|a| format!(" ON DELETE {a}")).unwrap_or_default(),
+                    columns(pk)
                 ),
                 Some(format!(
-                    "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {}",
-                    literal(&target),
-                    literal(&name)
+                    "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND contype = 'p'",
+                    literal(&target)
                 )),
             ));
         }
+        let mut indexed: Vec<Vec<String>> = vec![pk.clone()];
+        for ix in &t.keys.indexes {
+            if ix.columns.is_empty() || indexed.contains(&ix.columns) {
+                continue;
+            }
+            indexed.push(ix.columns.clone());
+            let name = fit(taken, format!("{}_{}_idx", t.target.name, ix.name));
+            out.push((
+                format!(
+                    "{}index {} on {target} ({})",
+                    if ix.unique { "unique " } else { "" },
+                    ix.name,
+                    ix.columns.join(", ")
+                ),
+                format!(
+                    "CREATE {}INDEX IF NOT EXISTS {} ON {target} ({})",
+                    if ix.unique { "UNIQUE " } else { "" },
+                    ident(&name),
+                    columns(&ix.columns)
+                ),
+                None,
+            ));
+        }
+        // Foreign key columns get an index when none leads with them.
+        for fk in self.foreign_keys.iter().filter(|f| f.table == t.source) {
+            if indexed.iter().any(|cols| cols.starts_with(&fk.columns)) {
+                continue;
+            }
+            indexed.push(fk.columns.clone());
+            let name = fit(
+                taken,
+                format!("{}_{}_idx", t.target.name, fk.columns.join("_")),
+            );
+            out.push((
+                format!(
+                    "index on {target} ({}) for foreign key {}",
+                    fk.columns.join(", "),
+                    fk.name
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {target} ({})",
+                    ident(&name),
+                    columns(&fk.columns)
+                ),
+                None,
+            ));
+        }
         out
+    }
+
+    /// A foreign key between two migrated tables.
+    fn foreign_key_sql(&self, fk: &ForeignKey) -> Option<(String, String, Option<String>)> {
+        let (Some(child), Some(parent)) = (self.table(&fk.table), self.table(&fk.parent)) else {
+            return None;
+        };
+        let target = qualified(&child.target);
+        let name = fk_name(fk);
+        Some((
+            format!(
+                "foreign key {} on {target} ({}) -> {} ({})",
+                fk.name,
+                fk.columns.join(", "),
+                qualified(&parent.target),
+                fk.parent_columns.join(", ")
+            ),
+            format!(
+                "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}{}",
+                ident(&name),
+                columns(&fk.columns),
+                qualified(&parent.target),
+                columns(&fk.parent_columns),
+                fk.on_update
+                    .sql()
+                    .map(|a| format!(" ON UPDATE {a}"))
+                    .unwrap_or_default(),
+                fk.on_delete
+                    .sql()
+                    .map(|a| format!(" ON DELETE {a}"))
+                    .unwrap_or_default(),
+            ),
+            Some(format!(
+                "SELECT 1 FROM pg_constraint WHERE conrelid = {}::regclass AND conname = {}",
+                literal(&target),
+                literal(&name)
+            )),
+        ))
     }
 
     /// Statements that set each identity column's sequence to the loaded
@@ -180,6 +210,18 @@ impl Migration {
         }
         // drop-recreate's keys back, its triggers on (existing tables).
         self.restore_fks(&client, &mut finish).await?;
+        self.add_constraints(&client, &mut finish).await?;
+        etl_base::hooks::phase("sequences");
+        self.reset_sequences(&client, &mut finish).await?;
+        etl_base::hooks::phase("verify");
+        finish.checks = self.checks(&client, false).await?;
+        self.record_checks(&client, &finish.checks).await?;
+        Ok(finish)
+    }
+
+    /// Each key, check and foreign key not there yet, recorded in the
+    /// phase log; one that fails is a problem of the finish, not an error.
+    async fn add_constraints(&self, client: &Client, finish: &mut Finish) -> Result<(), EtlError> {
         for (what, sql, exists) in self.constraint_sql() {
             if let Some(q) = exists {
                 let found = client
@@ -193,7 +235,7 @@ impl Migration {
             match client.batch_execute(&sql).await {
                 Ok(()) => {
                     tracing::info!(what, "Added.");
-                    self.record(&client, "constraints", &what, &sql, None)
+                    self.record(client, "constraints", &what, &sql, None)
                         .await?;
                     finish.added.push(what);
                 }
@@ -204,13 +246,17 @@ impl Migration {
                         return Err(e);
                     }
                     tracing::error!(error = %e, "A constraint could not be added.");
-                    self.record(&client, "constraints", &what, &sql, Some(&e.to_string()))
+                    self.record(client, "constraints", &what, &sql, Some(&e.to_string()))
                         .await?;
                     finish.problems.push(format!("{e}; statement: {sql}"));
                 }
             }
         }
-        etl_base::hooks::phase("sequences");
+        Ok(())
+    }
+
+    /// Each identity or serial column's sequence set past its MAX.
+    async fn reset_sequences(&self, client: &Client, finish: &mut Finish) -> Result<(), EtlError> {
         for (column, sql) in self.sequence_sql() {
             let next: Option<i64> = client
                 .query_opt(&sql, &[])
@@ -219,7 +265,7 @@ impl Migration {
                 .map(|r| r.get(0));
             match next {
                 Some(n) => {
-                    self.record(&client, "sequences", &column, &sql, None)
+                    self.record(client, "sequences", &column, &sql, None)
                         .await?;
                     finish.sequences.push(format!("{column} next {n}"));
                 }
@@ -229,12 +275,15 @@ impl Migration {
                 ),
             }
         }
-        etl_base::hooks::phase("verify");
-        finish.checks = self.checks(&client, false).await?;
-        for (table, equal) in &finish.checks.checksums {
+        Ok(())
+    }
+
+    /// The verify phase's counts, checksums and orphans in the phase log.
+    async fn record_checks(&self, client: &Client, checks: &crate::Checks) -> Result<(), EtlError> {
+        for (table, equal) in &checks.checksums {
             let differs = (!equal).then_some("checksum differs from the source's");
             self.record(
-                &client,
+                client,
                 "verify",
                 &format!("checksum of {table}"),
                 "",
@@ -242,11 +291,11 @@ impl Migration {
             )
             .await?;
         }
-        for (table, source, target) in &finish.checks.counts {
+        for (table, source, target) in &checks.counts {
             let differs =
                 (source != target).then(|| format!("source {source} rows, target {target}"));
             self.record(
-                &client,
+                client,
                 "verify",
                 &format!("row count of {table}"),
                 "",
@@ -254,10 +303,10 @@ impl Migration {
             )
             .await?;
         }
-        for (fk, table, orphans) in &finish.checks.orphans {
+        for (fk, table, orphans) in &checks.orphans {
             let found = (*orphans > 0).then(|| format!("{orphans} rows of {table} have no parent"));
             self.record(
-                &client,
+                client,
                 "verify",
                 &format!("orphans of {fk}"),
                 "",
@@ -265,7 +314,7 @@ impl Migration {
             )
             .await?;
         }
-        Ok(finish)
+        Ok(())
     }
 
     pub(super) async fn record(

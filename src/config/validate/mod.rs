@@ -68,20 +68,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         text,
         problems: Vec::new(),
     };
-    if p.name.is_empty()
-        || !p
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
-    {
-        c.add(
-            "name",
-            format!(
-                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
-                p.name
-            ),
-        );
-    }
+    check_name(&mut c, &p.name);
 
     let kind = kind(&mut c, &p);
     let failed_csv = p
@@ -99,22 +86,7 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
     if p.sinks.is_empty() {
         c.add("sinks", "no sink is configured; add a [[sinks]] table");
     }
-    let mut sinks = Vec::new();
-    let shape = sink::Shape {
-        is_migration: kind.is_migration,
-        csv_windows: kind.csv_windows,
-        csv_ranges: kind.csv_ranges,
-        odbc_windows: kind.odbc_windows,
-        odbc_tables: kind.odbc_tables,
-        odbc_table: kind.odbc_table.clone(),
-        key_column: ch.key_column.is_some(),
-        parquet_files: kind.parquet_files,
-        pg_database: kind.pg_database,
-        one_chunk: kind.pg_whole && ch.range_column.is_none(),
-    };
-    for (i, s) in p.sinks.into_iter().enumerate() {
-        sinks.extend(sink::sink(&mut c, i, s, &shape));
-    }
+    let sinks = sinks(&mut c, p.sinks, &kind, &ch);
 
     let checks = checks(&mut c, p.checks, &sinks);
 
@@ -125,34 +97,14 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         name: p.name,
         checks,
         transforms,
-        source: match source.expect("no problems means the source was valid") {
-            ValidatedSource::Csv(mut spec) if kind.csv_windows => {
-                spec.windows = Some(crate::source::csv::windows::WindowSpec {
-                    time_column: ch.time_column.clone().unwrap_or_default(),
-                    key_column: ch.key_column.clone(),
-                    interval: interval.expect("no problems means the interval parsed"),
-                    start: start.flatten(),
-                    end: end.flatten(),
-                });
-                ValidatedSource::Csv(spec)
-            }
-            ValidatedSource::Postgres {
-                endpoint,
-                relation,
-                batch_rows,
-                batch_bytes,
-                ..
-            } => ValidatedSource::Postgres {
-                endpoint,
-                relation,
-                batch_rows,
-                batch_bytes,
-                uncarried_as_text: !sinks
-                    .iter()
-                    .any(|s| matches!(s, ValidatedSink::Postgres(_))),
-            },
-            other => other,
-        },
+        source: fitted_source(
+            source.expect("no problems means the source was valid"),
+            &kind,
+            &ch,
+            interval,
+            (start.flatten(), end.flatten()),
+            &sinks,
+        ),
         chunks: Chunking {
             time_column: ch.time_column.unwrap_or_default(),
             interval: interval.expect("no problems means the interval parsed"),
@@ -173,6 +125,93 @@ pub fn validate(p: Pipeline, text: &str) -> Result<ValidatedPipeline, Vec<Proble
         },
         sinks,
     })
+}
+
+/// A pipeline's name: non-empty, letters, digits, '-', '_' and '.'.
+fn check_name(c: &mut Collector<'_>, name: &str) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        c.add(
+            "name",
+            format!(
+                "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                name
+            ),
+        );
+    }
+}
+
+/// Each `[[sinks]]` checked against the shape of the source and chunks.
+fn sinks(
+    c: &mut Collector<'_>,
+    given: Vec<crate::config::SinkConfig>,
+    kind: &Kind,
+    ch: &crate::config::ChunksConfig,
+) -> Vec<ValidatedSink> {
+    let mut sinks = Vec::new();
+    let shape = sink::Shape {
+        is_migration: kind.is_migration,
+        csv_windows: kind.csv_windows,
+        csv_ranges: kind.csv_ranges,
+        odbc_windows: kind.odbc_windows,
+        odbc_tables: kind.odbc_tables,
+        odbc_table: kind.odbc_table.clone(),
+        key_column: ch.key_column.is_some(),
+        parquet_files: kind.parquet_files,
+        pg_database: kind.pg_database,
+        one_chunk: kind.pg_whole && ch.range_column.is_none(),
+    };
+    for (i, s) in given.into_iter().enumerate() {
+        sinks.extend(sink::sink(c, i, s, &shape));
+    }
+    sinks
+}
+
+/// The source as the chunks and sinks need it: a CSV file cut into time
+/// windows, a PostgreSQL relation's uncarried types as text when no
+/// PostgreSQL sink takes them.
+fn fitted_source(
+    source: ValidatedSource,
+    kind: &Kind,
+    ch: &crate::config::ChunksConfig,
+    interval: Option<etl_base::time::Micros>,
+    bounds: (
+        Option<etl_base::time::Micros>,
+        Option<etl_base::time::Micros>,
+    ),
+    sinks: &[ValidatedSink],
+) -> ValidatedSource {
+    match source {
+        ValidatedSource::Csv(mut spec) if kind.csv_windows => {
+            spec.windows = Some(crate::source::csv::windows::WindowSpec {
+                time_column: ch.time_column.clone().unwrap_or_default(),
+                key_column: ch.key_column.clone(),
+                interval: interval.expect("no problems means the interval parsed"),
+                start: bounds.0,
+                end: bounds.1,
+            });
+            ValidatedSource::Csv(spec)
+        }
+        ValidatedSource::Postgres {
+            endpoint,
+            relation,
+            batch_rows,
+            batch_bytes,
+            ..
+        } => ValidatedSource::Postgres {
+            endpoint,
+            relation,
+            batch_rows,
+            batch_bytes,
+            uncarried_as_text: !sinks
+                .iter()
+                .any(|s| matches!(s, ValidatedSink::Postgres(_))),
+        },
+        other => other,
+    }
 }
 
 /// What kind of run the source makes; the other sections' checks depend on it.

@@ -307,60 +307,11 @@ impl Migration {
                 partitioned.push(t.qualified_name());
                 continue;
             }
-            let table = TableName {
-                schema: Some(t.schema.clone()),
-                name: t.name.clone(),
-            };
-            // Binary COPY into the tables pre-data creates, of the same
-            // types, and into existing tables whose columns are of the
-            // source's types; text lets the server convert into tables of
-            // other (compatible) types.
-            let same_types = match (&existing, &sink) {
-                (Some(existing), _) => existing
-                    .get(&(t.schema.clone(), t.name.clone()))
-                    .is_some_and(|columns| {
-                        t.columns
-                            .iter()
-                            .zip(&t.types)
-                            .all(|(c, ty)| columns.get(c) == Some(ty))
-                    }),
-                (None, sink) => sink.is_some(),
-            };
-            let format = match t.portable && same_types {
-                true => CopyFormat::Binary,
-                false => CopyFormat::Text,
-            };
-            let source = Arc::new(PgTable::new(
-                pool.clone(),
-                table.clone(),
-                t.columns.clone(),
-                format,
-                t.range_key.clone(),
-                p.chunks.range_rows,
-                min_parts,
-            ));
-            let mut config = p.clone();
-            config.chunks.range_column = t.range_key.clone();
-            if let [etl_sink::spec::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
-                // The tables are pre-data's to create, not the sink's
-                // (existing tables meet the load as `into_existing` set).
-                s.create_table = false;
-                s.table = etl_sink::spec::TableTemplate::fixed(&table);
-            }
-            runners.push(Runner::with_source(config, source.clone(), Vec::new())?);
-            described.push(Table {
-                source: source.name.clone(),
-                target: table,
-                schema: source.schema(),
-                source_types: Vec::new(),
-                keys: Default::default(),
-                // Without an integer key, ranges of its blocks (ctid).
-                range_key: Some((
-                    t.range_key.clone().unwrap_or_else(|| "ctid".into()),
-                    etl_source::odbc::KeyKind::Integer,
-                )),
-            });
-            sources.push(TableSource::Postgres(source));
+            let format = copy_format(&t, existing.as_ref(), sink.is_some());
+            let (table, source, runner) = Self::postgres_table(p, &pool, &t, format, min_parts)?;
+            runners.push(runner);
+            described.push(table);
+            sources.push(source);
         }
         let mut catalog = etl_source::catalog::Catalog {
             keys_from: "pg_dump --section=post-data".into(),
@@ -385,5 +336,72 @@ impl Migration {
             Vec::new(),
             catalog,
         ))
+    }
+
+    /// One table of the source: what the migration describes of it, its
+    /// source (COPY of its rows, by key or block ranges) and its runner.
+    fn postgres_table(
+        p: &ValidatedPipeline,
+        pool: &Arc<Pool>,
+        t: &SourceTable,
+        format: CopyFormat,
+        min_parts: u64,
+    ) -> Result<(Table, TableSource, Runner), EtlError> {
+        let table = TableName {
+            schema: Some(t.schema.clone()),
+            name: t.name.clone(),
+        };
+        let source = Arc::new(PgTable::new(
+            pool.clone(),
+            table.clone(),
+            t.columns.clone(),
+            format,
+            t.range_key.clone(),
+            p.chunks.range_rows,
+            min_parts,
+        ));
+        let mut config = p.clone();
+        config.chunks.range_column = t.range_key.clone();
+        if let [etl_sink::spec::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {
+            // The tables are pre-data's to create, not the sink's
+            // (existing tables meet the load as `into_existing` set).
+            s.create_table = false;
+            s.table = etl_sink::spec::TableTemplate::fixed(&table);
+        }
+        let runner = Runner::with_source(config, source.clone(), Vec::new())?;
+        let described = Table {
+            source: source.name.clone(),
+            target: table,
+            schema: source.schema(),
+            source_types: Vec::new(),
+            keys: Default::default(),
+            // Without an integer key, ranges of its blocks (ctid).
+            range_key: Some((
+                t.range_key.clone().unwrap_or_else(|| "ctid".into()),
+                etl_source::odbc::KeyKind::Integer,
+            )),
+        };
+        Ok((described, TableSource::Postgres(source), runner))
+    }
+}
+
+/// Binary COPY into the tables pre-data creates, of the same types, and
+/// into existing tables whose columns are of the source's types; text
+/// lets the server convert into tables of other (compatible) types.
+fn copy_format(t: &SourceTable, existing: Option<&ColumnTypes>, sink: bool) -> CopyFormat {
+    let same_types = match existing {
+        Some(existing) => existing
+            .get(&(t.schema.clone(), t.name.clone()))
+            .is_some_and(|columns| {
+                t.columns
+                    .iter()
+                    .zip(&t.types)
+                    .all(|(c, ty)| columns.get(c) == Some(ty))
+            }),
+        None => sink,
+    };
+    match t.portable && same_types {
+        true => CopyFormat::Binary,
+        false => CopyFormat::Text,
     }
 }

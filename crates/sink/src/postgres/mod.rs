@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
@@ -34,11 +34,12 @@ use etl_pg::Pool;
 
 mod forward;
 mod pass;
+mod target;
 mod verify;
 mod writer;
 
 use etl_pg::ddl::{create_table_sql, explain_busy, read_columns, read_primary_key, CatalogColumn};
-use forward::copy_target;
+use target::Target;
 use writer::PostgresChunkWriter;
 
 /// Bytes of encoded rows buffered before they are sent to the server.
@@ -56,22 +57,6 @@ pub struct PostgresSink {
     wide: Option<Arc<super::wide::Wide>>,
     /// `etl verify`'s reads of whole tables ([`pass`]).
     passes: pass::Passes,
-}
-
-/// A target table, checked against the source schema once per run.
-struct Target {
-    /// `"schema"."table"`, the form the ledger records.
-    qualified: String,
-    /// `None` when the chunk's COPY data comes from the source as is.
-    encoder: Option<CopyEncoder>,
-    /// The source's COPY data fits `copy_sql` as it comes (same columns,
-    /// same types, a plain COPY into the table).
-    copy_ok: bool,
-    copy_sql: String,
-    /// Upsert: the temporary table the chunk is copied into...
-    stage_sql: Option<String>,
-    /// ...and the statement that merges it on the primary key.
-    merge_sql: Option<String>,
 }
 
 impl PostgresSink {
@@ -214,23 +199,6 @@ impl PostgresSink {
         Ok(out)
     }
 
-    fn primary_key(&self, catalog_pk: Vec<String>) -> Vec<String> {
-        match &self.spec.primary_key {
-            Some(pk) => pk.clone(),
-            None if !catalog_pk.is_empty() => catalog_pk,
-            // The source table's key, while transforms keep all its columns.
-            None if self
-                .ctx
-                .source_primary_key
-                .iter()
-                .all(|c| self.ctx.schema.field_with_name(c).is_ok()) =>
-            {
-                self.ctx.source_primary_key.clone()
-            }
-            None => Vec::new(),
-        }
-    }
-
     /// The table's checked plan, creating the table first if allowed.
     async fn checked_target(
         &self,
@@ -269,136 +237,6 @@ impl PostgresSink {
         let target = Arc::new(self.plan_target(table, &columns, catalog_pk)?);
         targets.insert(table.clone(), target.clone());
         Ok(target)
-    }
-
-    fn plan_target(
-        &self,
-        table: &TableName,
-        columns: &[CatalogColumn],
-        catalog_pk: Vec<String>,
-    ) -> Result<Target, EtlError> {
-        if let Some(copy) = self.ctx.copy.as_ref().filter(|c| c.oids.is_empty()) {
-            return copy_target(table, columns, copy);
-        }
-        let schema = &self.ctx.schema;
-        let mut pairs: Vec<(&Field, PgType)> = Vec::new();
-        let mut problems = Vec::new();
-        for field in schema.fields() {
-            match columns.iter().find(|c| c.name == *field.name()) {
-                None => problems.push(format!(
-                    "column {:?} is in the source but not in target table {table}; add it to the table or leave it out of the source query",
-                    field.name()
-                )),
-                Some(c) => match PgType::from_type_info(&c.info) {
-                    Ok(t) => pairs.push((field.as_ref(), t)),
-                    Err(e) => problems.push(format!(
-                        "target column {:?} of {table} is of type {}, which etl cannot write",
-                        c.name, e.type_name
-                    )),
-                },
-            }
-        }
-        let encoder_input: Vec<(&Field, &PgType)> = pairs.iter().map(|(f, t)| (*f, t)).collect();
-        let encoder = match CopyEncoder::new(&encoder_input) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                problems.push(format!("{e} (target table {table})"));
-                None
-            }
-        };
-        let has = |name: &str| columns.iter().any(|c| c.name == name);
-        let mode = self.spec.mode;
-        let pk = self.primary_key(catalog_pk);
-        if mode != SinkMode::Upsert {
-            // The columns that select a chunk's rows (a whole table's chunk
-            // needs none: it empties the table).
-            let time = Some(self.ctx.chunking.time_column.as_str()).filter(|t| !t.is_empty());
-            for c in time
-                .into_iter()
-                .chain(self.ctx.chunking.key_column.as_deref())
-                .chain(self.ctx.chunking.target_range_column())
-            {
-                if !has(c) {
-                    problems.push(format!(
-                        "mode {} replaces a chunk's window when the chunk runs again, so target table {table} needs column {c:?}; add it or use mode = \"upsert\"",
-                        mode.as_str()
-                    ));
-                }
-            }
-        }
-        if mode == SinkMode::Upsert {
-            if pk.is_empty() {
-                problems.push(format!(
-                    "mode upsert merges on the primary key, and target table {table} has none; add one or set primary_key in [[sinks]]"
-                ));
-            }
-            for c in &pk {
-                if schema.field_with_name(c).is_err() {
-                    problems.push(format!(
-                        "primary key column {c:?} of {table} is not in the source"
-                    ));
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(EtlError::Config(problems.join("\n  ")));
-        }
-        // The source's bytes fit when every column is of the type the
-        // source sends: binary COPY data is per type. Built-in types only:
-        // their binary form is the same on every server (a user type's OID
-        // is the same on two servers only by chance).
-        let copy_ok = mode != SinkMode::Upsert
-            && self.ctx.copy.as_ref().is_some_and(|copy| {
-                copy.columns.len() == copy.oids.len()
-                    && copy.columns.iter().zip(&copy.oids).all(|(name, oid)| {
-                        *oid < 16384
-                            && columns
-                                .iter()
-                                .any(|c| c.name == *name && c.info.oid == *oid)
-                    })
-            });
-        let column_list = schema
-            .fields()
-            .iter()
-            .map(|f| ident(f.name()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let qualified = table.qualified();
-        let (copy_sql, stage_sql, merge_sql) = if mode == SinkMode::Upsert {
-            let updates: Vec<String> = schema
-                .fields()
-                .iter()
-                .filter(|f| !pk.contains(f.name()))
-                .map(|f| format!("{c} = EXCLUDED.{c}", c = ident(f.name())))
-                .collect();
-            let action = if updates.is_empty() {
-                "NOTHING".to_string()
-            } else {
-                format!("UPDATE SET {}", updates.join(", "))
-            };
-            let pk_list = pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            (
-                format!("COPY etl_stage ({column_list}) FROM STDIN (FORMAT binary)"),
-                Some(format!("CREATE TEMP TABLE etl_stage (LIKE {qualified} INCLUDING DEFAULTS) ON COMMIT DROP")),
-                Some(format!(
-                    "INSERT INTO {qualified} ({column_list}) SELECT {column_list} FROM etl_stage ON CONFLICT ({pk_list}) DO {action}"
-                )),
-            )
-        } else {
-            (
-                format!("COPY {qualified} ({column_list}) FROM STDIN (FORMAT binary)"),
-                None,
-                None,
-            )
-        };
-        Ok(Target {
-            qualified,
-            encoder: Some(encoder.expect("no problems means the encoder was planned")),
-            copy_ok,
-            copy_sql,
-            stage_sql,
-            merge_sql,
-        })
     }
 
     /// The channels of the wide table `chunk` writes to: its key's, or

@@ -231,31 +231,8 @@ impl Wide {
             .and_then(|v| v.as_deref())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let index_row = format!(
-            "({})",
-            self.index_names()
-                .iter()
-                .map(|c| ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
         let layout = self.load(client, base).await?;
-        let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
-        for r in cells {
-            let channel = r[0].clone().unwrap_or_default();
-            let kind = layout.channels.get(&channel).map_or(Kind::Text, |p| p.kind);
-            let at = 2 + [Kind::Bool, Kind::Int, Kind::Float, Kind::Text]
-                .iter()
-                .position(|k| *k == kind)
-                .expect("a kind");
-            expected.insert(
-                channel,
-                (
-                    r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-                    r[at].clone().unwrap_or_default(),
-                ),
-            );
-        }
+        let expected = expected_cells(&layout, cells);
         let sum = |cells: &BTreeMap<String, (u64, String)>| {
             cells
                 .iter()
@@ -289,6 +266,35 @@ impl Wide {
             .await
             .map_err(EtlError::pg(context()))?
             .get(0);
+        let found = self
+            .found_cells(client, &layout, &filter, &context())
+            .await?;
+        Ok(etl_model::verify::Comparison {
+            source: expected_sum,
+            target: Some(etl_model::verify::Checksum {
+                rows: target_rows as u64,
+                sum: sum(&found),
+            }),
+        })
+    }
+
+    /// Each channel's cells in the target's parts under `filter`: count
+    /// and the sum of hashes of (index, value).
+    async fn found_cells(
+        &self,
+        client: &Client,
+        layout: &Layout,
+        filter: &str,
+        context: &str,
+    ) -> Result<BTreeMap<String, (u64, String)>, EtlError> {
+        let index_row = format!(
+            "({})",
+            self.index_names()
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut found: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for part in layout.parts.keys() {
             let here: Vec<(&String, &Placement)> = layout
@@ -313,7 +319,7 @@ impl Wide {
             let row = client
                 .query_one(&format!("SELECT {counts} FROM {part} WHERE {filter}"), &[])
                 .await
-                .map_err(EtlError::pg(context()))?;
+                .map_err(EtlError::pg(context.to_string()))?;
             for (i, (channel, _)) in here.iter().enumerate() {
                 let count: String = row.get(2 * i);
                 found.insert(
@@ -322,12 +328,28 @@ impl Wide {
                 );
             }
         }
-        Ok(etl_model::verify::Comparison {
-            source: expected_sum,
-            target: Some(etl_model::verify::Checksum {
-                rows: target_rows as u64,
-                sum: sum(&found),
-            }),
-        })
+        Ok(found)
     }
+}
+
+/// Each channel's cells in the source: count and the checksum of the
+/// value column of its kind in the target's layout (text when new).
+fn expected_cells(layout: &Layout, cells: Rows) -> BTreeMap<String, (u64, String)> {
+    let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for r in cells {
+        let channel = r[0].clone().unwrap_or_default();
+        let kind = layout.channels.get(&channel).map_or(Kind::Text, |p| p.kind);
+        let at = 2 + [Kind::Bool, Kind::Int, Kind::Float, Kind::Text]
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a kind");
+        expected.insert(
+            channel,
+            (
+                r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+                r[at].clone().unwrap_or_default(),
+            ),
+        );
+    }
+    expected
 }

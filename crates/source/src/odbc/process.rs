@@ -256,101 +256,134 @@ pub fn in_child(
             // Its warnings are passed on as they come; its counts, its
             // error as data, and its words for people (from "etl: " on,
             // which may run over lines) kept.
-            let log = std::thread::spawn(move || {
-                let (mut stats, mut carried, mut error) = (None, None, Vec::new());
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(json) = line.strip_prefix(STATS_LINE) {
-                        stats = Some(json.to_string());
-                    } else if let Some(json) = line.strip_prefix(ERROR_LINE) {
-                        carried = Some(json.to_string());
-                    } else if let Some(first) = line.strip_prefix("etl: ") {
-                        error.push(first.to_string());
-                    } else if !error.is_empty() {
-                        error.push(line);
-                    } else {
-                        eprintln!("{line}");
-                    }
-                }
-                (stats, carried, error)
-            });
+            let log = std::thread::spawn(move || said(stderr));
             // Dropping the stream closes the pipe: a child still writing
             // ends on it.
-            let (mut stopped, mut broken) = (false, None);
-            match arrow::ipc::reader::StreamReader::try_new(BufReader::new(stdout), None) {
-                Err(e) => broken = Some(e),
-                Ok(stream) => {
-                    for batch in stream {
-                        match batch {
-                            Err(e) => {
-                                broken = Some(e);
-                                break;
-                            }
-                            Ok(batch) => {
-                                if batches.blocking_send(Ok(batch)).is_err() {
-                                    stopped = true;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let (stopped, broken) = forward(stdout, &batches);
             if stopped {
                 // The load gave up (another reader failed): stop this one.
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(in_part(&part, EtlError::Stopped));
             }
-            // A broken stream is never taken as the end: the child died
-            // (its status and words say why), or its output is not what
-            // etl writes.
-            let status = child.wait().map_err(io("waiting for the reader process"))?;
-            let (stats, carried, said) = log.join().unwrap_or_default();
-            let ended = if said.is_empty() {
-                format!("the reader process (etl odbc-read) ended with {status}; a driver crash?")
-            } else {
-                said.join("\n")
-            };
-            let error = match (&broken, status.success()) {
-                (None, true) => sent
-                    .err()
-                    .map(|e| format!("sending the read request to the reader process: {e}")),
-                (None, false) => Some(ended),
-                (Some(e), true) => Some(format!("reading the reader process's rows: {e}")),
-                (Some(e), false) => Some(format!("{ended} (its rows broke off: {e})")),
-            };
-            if let Some(error) = error {
-                // The reader's own error as it wrote it (a driver error
-                // keeps its SQLSTATE, and so whether it is worth trying
-                // again); a crash or a broken stream is a driver error
-                // without one.
-                let typed = || match carried.as_deref().and_then(EtlError::carried) {
-                    Some(again @ EtlError::ReadAgain { .. }) => again,
-                    Some(e) => in_part(&part, e),
-                    None => in_part(
-                        &part,
-                        EtlError::Odbc {
-                            context: "the reader process".into(),
-                            state: None,
-                            message: error.clone(),
-                        },
-                    ),
-                };
-                // The loading thread may still be waiting for batches.
-                let _ = batches.blocking_send(Err(typed()));
-                return Err(typed());
-            }
-            stats
-                .map(|json| {
-                    serde_json::from_str(&json)
-                        .map_err(|e| EtlError::Bug(format!("a reader's counts: {e}")))
-                })
-                .unwrap_or_else(|| Ok(ReadStats::default()))
+            ended(&mut child, log, sent, broken, &part, &batches)
         })
         .map_err(|e| EtlError::Io {
             context: "starting an ODBC reader thread".into(),
             source: e,
         })
+}
+
+/// How a reader process ended: its counts, or its error (its own, as it
+/// wrote it; else what its status, its words or the broken stream say),
+/// also sent to the load, which may still wait for batches. A broken
+/// stream is never taken as the end.
+fn ended(
+    child: &mut std::process::Child,
+    log: JoinHandle<(Option<String>, Option<String>, Vec<String>)>,
+    sent: std::io::Result<()>,
+    broken: Option<arrow::error::ArrowError>,
+    part: &Option<String>,
+    batches: &Batches,
+) -> Result<ReadStats, EtlError> {
+    // A broken stream is never taken as the end: the child died
+    // (its status and words say why), or its output is not what
+    // etl writes.
+    let status = child.wait().map_err(|source| EtlError::Io {
+        context: "waiting for the reader process".into(),
+        source,
+    })?;
+    let (stats, carried, said) = log.join().unwrap_or_default();
+    let ended = if said.is_empty() {
+        format!("the reader process (etl odbc-read) ended with {status}; a driver crash?")
+    } else {
+        said.join("\n")
+    };
+    let error = match (&broken, status.success()) {
+        (None, true) => sent
+            .err()
+            .map(|e| format!("sending the read request to the reader process: {e}")),
+        (None, false) => Some(ended),
+        (Some(e), true) => Some(format!("reading the reader process's rows: {e}")),
+        (Some(e), false) => Some(format!("{ended} (its rows broke off: {e})")),
+    };
+    if let Some(error) = error {
+        // The reader's own error as it wrote it (a driver error
+        // keeps its SQLSTATE, and so whether it is worth trying
+        // again); a crash or a broken stream is a driver error
+        // without one.
+        let typed = || match carried.as_deref().and_then(EtlError::carried) {
+            Some(again @ EtlError::ReadAgain { .. }) => again,
+            Some(e) => in_part(part, e),
+            None => in_part(
+                part,
+                EtlError::Odbc {
+                    context: "the reader process".into(),
+                    state: None,
+                    message: error.clone(),
+                },
+            ),
+        };
+        // The loading thread may still be waiting for batches.
+        let _ = batches.blocking_send(Err(typed()));
+        return Err(typed());
+    }
+    stats
+        .map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| EtlError::Bug(format!("a reader's counts: {e}")))
+        })
+        .unwrap_or_else(|| Ok(ReadStats::default()))
+}
+
+/// What a reader process wrote on stderr: its counts, its error as data,
+/// and its words for people (from "etl: " on, which may run over lines);
+/// its warnings are passed on as they come.
+fn said(stderr: std::process::ChildStderr) -> (Option<String>, Option<String>, Vec<String>) {
+    let (mut stats, mut carried, mut error) = (None, None, Vec::new());
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if let Some(json) = line.strip_prefix(STATS_LINE) {
+            stats = Some(json.to_string());
+        } else if let Some(json) = line.strip_prefix(ERROR_LINE) {
+            carried = Some(json.to_string());
+        } else if let Some(first) = line.strip_prefix("etl: ") {
+            error.push(first.to_string());
+        } else if !error.is_empty() {
+            error.push(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    (stats, carried, error)
+}
+
+/// The reader's batches passed on to the load as they come: whether the
+/// load stopped taking them, and how the stream broke, if it did.
+fn forward(
+    stdout: std::process::ChildStdout,
+    batches: &Batches,
+) -> (bool, Option<arrow::error::ArrowError>) {
+    let (mut stopped, mut broken) = (false, None);
+    match arrow::ipc::reader::StreamReader::try_new(BufReader::new(stdout), None) {
+        Err(e) => broken = Some(e),
+        Ok(stream) => {
+            for batch in stream {
+                match batch {
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                    Ok(batch) => {
+                        if batches.blocking_send(Ok(batch)).is_err() {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (stopped, broken)
 }
 
 /// `etl odbc-read`: reads a request on stdin, writes the rows as an Arrow

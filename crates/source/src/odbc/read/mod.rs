@@ -236,69 +236,15 @@ pub fn open_table(
     let n = cursor
         .num_result_cols()
         .map_err(odbc_error("describing the query"))? as u16;
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    let mut descs = Vec::new();
-    let mut problems = Vec::new();
-    let mut auto_unique = Vec::new();
-    let mut odbc_types = Vec::new();
-    let mut adaptive = Vec::new();
-    for i in 1..=n {
-        // SQLDescribeCol, not SQLColAttribute: MDBTools lacks the latter.
-        // Names come narrow, in the source's code page, like its text.
-        let mut description = odbc_api::ColumnDescription::default();
-        cursor
-            .describe_col(i, &mut description)
-            .map_err(odbc_error("describing the query"))?;
-        let name = decode_name(&description.name, options.encoding)
-            .map_err(|e| EtlError::Config(format!("column {i}: {e}")))?;
-        let t = description.data_type;
-        auto_unique.push(is_auto_unique(&mut cursor, i));
-        odbc_types.push(format!("{t:?}"));
-        let t = match options.cast_for(table, &name) {
-            None => t,
-            Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
-            Some(Cast::Binary) => odbc_api::DataType::LongVarbinary { length: None },
-        };
-        let mut sizing = types::Sizing::new(&options, &name);
-        let Some((col, arrow, desc)) = types::mapping(t, options.row_by_row, &mut sizing) else {
-            let key = match table {
-                Some(t) => format!("{t}.{name}"),
-                None => name.clone(),
-            };
-            problems.push(format!(
-                "column {name:?} has ODBC type {t:?}, which etl cannot map; read it as text or bytes with [source.casts] \"{key}\" = \"text\" (or \"binary\"), or cast it in the query"
-            ));
-            continue;
-        };
-        let mut field = Field::new(name, arrow, true);
-        if matches!(col, Col::Uuid) {
-            field = field.with_metadata(
-                [(
-                    etl_pg::pg_binary::EXTENSION_NAME.to_string(),
-                    "arrow.uuid".to_string(),
-                )]
-                .into(),
-            );
-        }
-        fields.push(field);
-        columns.push(col);
-        descs.push(desc);
-        adaptive.push(sizing.adaptive);
-    }
-    if !problems.is_empty() {
-        return Err(EtlError::Config(problems.join("\n  ")));
-    }
-    // Rows per batch: batch_rows, or fewer when a row's buffers are wide.
-    let row_bytes: usize = descs
-        .iter()
-        .map(|d| d.bytes_per_row() + std::mem::size_of::<isize>())
-        .sum::<usize>()
-        .max(1);
-    let batch_rows = options
-        .batch_rows
-        .min(options.batch_bytes / row_bytes)
-        .max(1);
+    let Described {
+        fields,
+        columns,
+        descs,
+        auto_unique,
+        odbc_types,
+        adaptive,
+    } = describe(&mut cursor, n, &options, table)?;
+    let batch_rows = batch_rows(&options, &descs);
     let value_bytes = descs
         .iter()
         .map(|d| match d {
@@ -350,6 +296,97 @@ impl OdbcReader {
             Fetch::Block(_) => self.next_block(),
         }
     }
+}
+
+/// What the query's columns are read as.
+#[derive(Default)]
+struct Described {
+    fields: Vec<Field>,
+    columns: Vec<Col>,
+    descs: Vec<BufferDesc>,
+    /// Whether the driver calls each column auto-unique (an identity).
+    auto_unique: Vec<bool>,
+    /// The ODBC type each column was described with.
+    odbc_types: Vec<String>,
+    /// Whether each column's buffer grows as longer values come.
+    adaptive: Vec<bool>,
+}
+
+/// Each of the `n` columns of the query: its name in the source's code
+/// page, its ODBC type (or the cast asked for it), the Arrow type and
+/// buffer it is read into; a column etl cannot map is a problem named
+/// with what to write instead.
+fn describe<C>(
+    cursor: &mut C,
+    n: u16,
+    options: &OdbcOptions,
+    table: Option<&str>,
+) -> Result<Described, EtlError>
+where
+    C: odbc_api::ResultSetMetadata + odbc_api::handles::AsStatementRef,
+{
+    let mut d = Described::default();
+    let mut problems = Vec::new();
+    for i in 1..=n {
+        // SQLDescribeCol, not SQLColAttribute: MDBTools lacks the latter.
+        // Names come narrow, in the source's code page, like its text.
+        let mut description = odbc_api::ColumnDescription::default();
+        cursor
+            .describe_col(i, &mut description)
+            .map_err(odbc_error("describing the query"))?;
+        let name = decode_name(&description.name, options.encoding)
+            .map_err(|e| EtlError::Config(format!("column {i}: {e}")))?;
+        let t = description.data_type;
+        d.auto_unique.push(is_auto_unique(cursor, i));
+        d.odbc_types.push(format!("{t:?}"));
+        let t = match options.cast_for(table, &name) {
+            None => t,
+            Some(Cast::Text) => odbc_api::DataType::LongVarchar { length: None },
+            Some(Cast::Binary) => odbc_api::DataType::LongVarbinary { length: None },
+        };
+        let mut sizing = types::Sizing::new(options, &name);
+        let Some((col, arrow, desc)) = types::mapping(t, options.row_by_row, &mut sizing) else {
+            let key = match table {
+                Some(t) => format!("{t}.{name}"),
+                None => name.clone(),
+            };
+            problems.push(format!(
+                "column {name:?} has ODBC type {t:?}, which etl cannot map; read it as text or bytes with [source.casts] \"{key}\" = \"text\" (or \"binary\"), or cast it in the query"
+            ));
+            continue;
+        };
+        let mut field = Field::new(name, arrow, true);
+        if matches!(col, Col::Uuid) {
+            field = field.with_metadata(
+                [(
+                    etl_pg::pg_binary::EXTENSION_NAME.to_string(),
+                    "arrow.uuid".to_string(),
+                )]
+                .into(),
+            );
+        }
+        d.fields.push(field);
+        d.columns.push(col);
+        d.descs.push(desc);
+        d.adaptive.push(sizing.adaptive);
+    }
+    if !problems.is_empty() {
+        return Err(EtlError::Config(problems.join("\n  ")));
+    }
+    Ok(d)
+}
+
+/// Rows per batch: batch_rows, or fewer when a row's buffers are wide.
+fn batch_rows(options: &OdbcOptions, descs: &[BufferDesc]) -> usize {
+    let row_bytes: usize = descs
+        .iter()
+        .map(|d| d.bytes_per_row() + std::mem::size_of::<isize>())
+        .sum::<usize>()
+        .max(1);
+    options
+        .batch_rows
+        .min(options.batch_bytes / row_bytes)
+        .max(1)
 }
 
 #[cfg(test)]
