@@ -30,6 +30,7 @@ mod resume;
 mod schema;
 mod schema_kinds;
 mod schema_rollback;
+mod schema_stages;
 mod status;
 mod tls;
 mod transforms;

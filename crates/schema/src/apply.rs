@@ -24,7 +24,9 @@
 //! why; `rollback.<target>.<time>.sql` the statements that undo what ran,
 //! newest first, where PostgreSQL has one. A killed apply resumes by
 //! running `etl schema apply` again: the plan is made from the target as
-//! it is, so what ran is not in it.
+//! it is, so what ran is not in it. A staged change ([`Scope`]) runs one
+//! stage of the plan its first stage kept in the target, each statement
+//! recorded there as run inside its own transaction.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -35,7 +37,8 @@ use tokio_postgres::Client;
 use etl_pg::error::EtlError;
 use etl_pg::Pool;
 
-use super::plan::{Lock, Plan, Step};
+use super::plan::{Lock, Plan, Stage, Step};
+use super::staged::Staged;
 use super::targets::Target;
 use super::SchemaError;
 
@@ -49,6 +52,25 @@ pub struct Options {
     pub passes: u32,
     pub pass_delay: Duration,
     pub history: PathBuf,
+}
+
+/// Which of a plan's statements an apply runs, and where it records them.
+#[derive(Debug, Default)]
+pub struct Scope<'a> {
+    /// Taken as run already (an earlier stage's, or one that ran in an
+    /// earlier try): not run again, and what waits on them may run.
+    pub done: std::collections::BTreeSet<usize>,
+    /// Only the statements of this stage run.
+    pub stage: Option<Stage>,
+    /// The staged change each statement that runs is recorded in, inside
+    /// the statement's own transaction.
+    pub staged: Option<&'a Staged>,
+}
+
+impl Scope<'_> {
+    fn runs(&self, step: &Step) -> bool {
+        !self.done.contains(&step.n) && (self.stage.is_none() || step.stage == self.stage)
+    }
 }
 
 /// What an apply did.
@@ -132,13 +154,14 @@ pub async fn apply(
     pool: &Pool,
     options: &Options,
     header: &str,
+    scope: &Scope<'_>,
 ) -> Result<Report, SchemaError> {
     let mut history = History::open(&options.history, &target.name, header)?;
     let mut report = Report {
         files: vec![history.migrate_path.clone()],
         ..Report::default()
     };
-    let mut pending: Vec<&Step> = plan.steps.iter().collect();
+    let mut pending: Vec<&Step> = plan.steps.iter().filter(|s| scope.runs(s)).collect();
     let mut reasons: std::collections::HashMap<usize, String> = Default::default();
     for pass in 1..=options.passes.max(1) {
         if pass > 1 {
@@ -152,21 +175,26 @@ pub async fn apply(
         }
         let mut still = Vec::new();
         for step in pending {
-            if let Some(&k) = step.after.iter().find(|k| !report.applied.contains(k)) {
+            if let Some(&k) = step
+                .after
+                .iter()
+                .find(|k| !report.applied.contains(k) && !scope.done.contains(k))
+            {
                 reasons.insert(step.n, format!("waits on statement [{k}], not run yet"));
                 still.push(step);
                 continue;
             }
-            match run_step(pool, step, options).await {
+            let record = scope.staged.map(|s| s.ran_sql(step.n));
+            match run_step(pool, step, options, record.as_deref()).await {
                 Ok(took) => {
                     history.ran(step, took)?;
                     report.applied.push(step.n);
                     reasons.remove(&step.n);
-                    tracing::info!(n = step.n, rule = step.rule, risk = %step.risk, seconds = format!("{:.2}", took.as_secs_f64()), "Applied.");
+                    tracing::info!(n = step.n, rule = %step.rule, risk = %step.risk, seconds = format!("{:.2}", took.as_secs_f64()), "Applied.");
                     etl_base::hooks::after_statement();
                 }
                 Err(Outcome::Blocked(why)) => {
-                    tracing::warn!(n = step.n, rule = step.rule, "Skipped for now: {why}");
+                    tracing::warn!(n = step.n, rule = %step.rule, "Skipped for now: {why}");
                     reasons.insert(step.n, why);
                     still.push(step);
                 }
@@ -225,7 +253,14 @@ enum Outcome {
     Error(SchemaError),
 }
 
-async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duration, Outcome> {
+/// Runs one statement; `record`, when given, runs in its transaction (or
+/// right after a statement that has none).
+async fn run_step(
+    pool: &Pool,
+    step: &Step,
+    options: &Options,
+    record: Option<&str>,
+) -> Result<Duration, Outcome> {
     let blocks_others = matches!(
         step.lock,
         Some(Lock::AccessExclusive | Lock::ShareRowExclusive | Lock::Share)
@@ -259,7 +294,7 @@ async fn run_step(pool: &Pool, step: &Step, options: &Options) -> Result<Duratio
         options.retries.max(1) - 1,
         Duration::from_millis(500),
         &format!("statement [{}] was stopped", step.n),
-        || try_step(pool, step, &settings, &lost),
+        || try_step(pool, step, &settings, &lost, record),
     )
     .await;
     let last = match ran {
@@ -306,6 +341,7 @@ async fn try_step(
     step: &Step,
     settings: &str,
     lost: &std::sync::Mutex<Option<(String, i32)>>,
+    record: Option<&str>,
 ) -> Result<Duration, EtlError> {
     let client = pool.get().await?;
     client
@@ -337,11 +373,18 @@ async fn try_step(
             )))?;
     }
     let context = || format!("statement [{}]", step.n);
+    let recorded = || format!("recording statement [{}] as run", step.n);
     if !step.transactional {
         client
             .batch_execute(&step.sql)
             .await
             .map_err(EtlError::pg(context()))?;
+        if let Some(record) = record {
+            client
+                .batch_execute(record)
+                .await
+                .map_err(EtlError::pg(recorded()))?;
+        }
         return Ok(started.elapsed());
     }
     let run = async {
@@ -351,6 +394,9 @@ async fn try_step(
             .await?;
         *lost.lock().expect("never held across a panic") = Some((row.get(0), row.get(1)));
         client.batch_execute(&step.sql).await?;
+        if let Some(record) = record {
+            client.batch_execute(record).await?;
+        }
         etl_base::hooks::before_schema_commit();
         client.batch_execute("COMMIT").await
     };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::catalog::{Catalog, Column, Constraint, Sequence, Table, TypeDef};
 use super::{Key, Kind};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
     /// In FROM only: to create.

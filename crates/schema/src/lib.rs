@@ -11,6 +11,8 @@
 //!   on the target), and counts the rows that would make one fail;
 //! - [`apply`] runs them under short `lock_timeout`s, names the sessions in
 //!   the way, skips and retries what stays blocked, and writes the history;
+//! - [`staged`] keeps a change cut into expand / backfill / contract in
+//!   the target, between the applies of its stages;
 //! - [`targets`] resolves a URL or a `[targets.NAME]` of the targets file.
 //!
 //! Written by hand: the Rust crates that diff PostgreSQL schemas generate
@@ -26,13 +28,16 @@ pub mod catalog;
 pub mod diff;
 pub mod plan;
 pub mod rename;
+pub mod staged;
 pub mod targets;
 
 use std::fmt;
 
 /// What kind of object a key names; also the tie-break of the plan's
 /// order where `pg_depend` leaves it free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Schema,
@@ -75,7 +80,9 @@ impl fmt::Display for Kind {
 
 /// An object by kind and qualified name (`public.t`, `public.t.c` for a
 /// column, `public.t.fk` for a constraint, `public.f(integer)`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Key {
     pub kind: Kind,
     pub name: String,
@@ -97,7 +104,9 @@ impl fmt::Display for Key {
 }
 
 /// How much a statement can hurt the live database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Risk {
     Low,

@@ -106,121 +106,8 @@ impl Rename {
     /// TO's catalog as if the rename had run.
     pub fn rewrite(&self, to: &mut Catalog) {
         match self {
-            Rename::Table { old, new } => {
-                if let Some(mut t) = to.tables.remove(old) {
-                    t.name = new.clone();
-                    to.tables.insert(new.clone(), t);
-                }
-                let references = format!("REFERENCES {old}(");
-                let now = format!("REFERENCES {new}(");
-                for t in to.tables.values_mut() {
-                    if let Some((p, _)) = &mut t.partition_of {
-                        rename_in(p, old, new);
-                    }
-                    for p in &mut t.inherits {
-                        rename_in(p, old, new);
-                    }
-                    for c in t.constraints.values_mut() {
-                        c.def = c.def.replace(&references, &now);
-                        if let Some((r, _)) = &mut c.references {
-                            rename_in(r, old, new);
-                        }
-                    }
-                }
-                for i in to.indexes.values_mut() {
-                    rename_in(&mut i.table, old, new);
-                    i.def = i
-                        .def
-                        .replace(&format!(" ON {old} "), &format!(" ON {new} "));
-                    i.def = i
-                        .def
-                        .replace(&format!(" ON ONLY {old} "), &format!(" ON ONLY {new} "));
-                }
-                for s in to.sequences.values_mut() {
-                    if let Some((t, _)) = &mut s.owned_by {
-                        rename_in(t, old, new);
-                    }
-                }
-                let prefix = format!("{old}.");
-                to.triggers = std::mem::take(&mut to.triggers)
-                    .into_iter()
-                    .map(|(k, mut t)| {
-                        rename_in(&mut t.table, old, new);
-                        t.def = t
-                            .def
-                            .replace(&format!(" ON {old} "), &format!(" ON {new} "));
-                        (moved(&k, &prefix, new), t)
-                    })
-                    .collect();
-                to.comments = std::mem::take(&mut to.comments)
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let k = k
-                            .replace(&format!("TABLE {old}"), &format!("TABLE {new}"))
-                            .replace(&format!("COLUMN {old}."), &format!("COLUMN {new}."))
-                            .replace(&format!(" ON {old}"), &format!(" ON {new}"));
-                        (k, v)
-                    })
-                    .collect();
-                rename_keys(&mut to.depends, |k| match k.kind {
-                    Kind::Table if k.name == *old => Some(new.clone()),
-                    Kind::Column | Kind::Constraint | Kind::Trigger
-                        if k.name.starts_with(&prefix) =>
-                    {
-                        Some(moved(&k.name, &prefix, new))
-                    }
-                    _ => None,
-                });
-            }
-            Rename::Column { table, old, new } => {
-                let Some(t) = to.tables.get_mut(table) else {
-                    return;
-                };
-                if let Some(c) = t.columns.iter_mut().find(|c| c.name == *old) {
-                    c.name = new.clone();
-                }
-                for c in t.constraints.values_mut() {
-                    c.def = replace_ident(&c.def, old, new);
-                    for x in &mut c.columns {
-                        if x == old {
-                            *x = new.clone();
-                        }
-                    }
-                }
-                // Foreign keys of other tables naming the column.
-                for other in to.tables.values_mut() {
-                    for c in other.constraints.values_mut() {
-                        if let Some((r, cols)) = &mut c.references {
-                            if r == table && cols.contains(old) {
-                                for x in cols.iter_mut() {
-                                    if x == old {
-                                        *x = new.clone();
-                                    }
-                                }
-                                if let Some(at) = c.def.find(&format!("REFERENCES {table}(")) {
-                                    let (head, tail) = c.def.split_at(at);
-                                    c.def = format!("{head}{}", replace_ident(tail, old, new));
-                                }
-                            }
-                        }
-                    }
-                }
-                for i in to.indexes.values_mut().filter(|i| i.table == *table) {
-                    i.def = replace_ident(&i.def, old, new);
-                    for x in &mut i.columns {
-                        if x == old {
-                            *x = new.clone();
-                        }
-                    }
-                }
-                if let Some(text) = to.comments.remove(&format!("COLUMN {table}.{old}")) {
-                    to.comments.insert(format!("COLUMN {table}.{new}"), text);
-                }
-                let (from, into) = (format!("{table}.{old}"), format!("{table}.{new}"));
-                rename_keys(&mut to.depends, |k| {
-                    (k.kind == Kind::Column && k.name == from).then(|| into.clone())
-                });
-            }
+            Rename::Table { old, new } => rewrite_table(to, old, new),
+            Rename::Column { table, old, new } => rewrite_column(to, table, old, new),
         }
     }
 }
@@ -276,6 +163,124 @@ fn replace_ident(text: &str, old: &str, new: &str) -> String {
         i += ch.len_utf8();
     }
     out
+}
+
+/// TO's catalog as if table `old` were `new`: its key, and every place
+/// the catalog names it.
+fn rewrite_table(to: &mut Catalog, old: &str, new: &str) {
+    if let Some(mut t) = to.tables.remove(old) {
+        t.name = new.to_string();
+        to.tables.insert(new.to_string(), t);
+    }
+    let references = format!("REFERENCES {old}(");
+    let now = format!("REFERENCES {new}(");
+    for t in to.tables.values_mut() {
+        if let Some((p, _)) = &mut t.partition_of {
+            rename_in(p, old, new);
+        }
+        for p in &mut t.inherits {
+            rename_in(p, old, new);
+        }
+        for c in t.constraints.values_mut() {
+            c.def = c.def.replace(&references, &now);
+            if let Some((r, _)) = &mut c.references {
+                rename_in(r, old, new);
+            }
+        }
+    }
+    for i in to.indexes.values_mut() {
+        rename_in(&mut i.table, old, new);
+        i.def = i
+            .def
+            .replace(&format!(" ON {old} "), &format!(" ON {new} "));
+        i.def = i
+            .def
+            .replace(&format!(" ON ONLY {old} "), &format!(" ON ONLY {new} "));
+    }
+    for s in to.sequences.values_mut() {
+        if let Some((t, _)) = &mut s.owned_by {
+            rename_in(t, old, new);
+        }
+    }
+    let prefix = format!("{old}.");
+    to.triggers = std::mem::take(&mut to.triggers)
+        .into_iter()
+        .map(|(k, mut t)| {
+            rename_in(&mut t.table, old, new);
+            t.def = t
+                .def
+                .replace(&format!(" ON {old} "), &format!(" ON {new} "));
+            (moved(&k, &prefix, new), t)
+        })
+        .collect();
+    to.comments = std::mem::take(&mut to.comments)
+        .into_iter()
+        .map(|(k, v)| {
+            let k = k
+                .replace(&format!("TABLE {old}"), &format!("TABLE {new}"))
+                .replace(&format!("COLUMN {old}."), &format!("COLUMN {new}."))
+                .replace(&format!(" ON {old}"), &format!(" ON {new}"));
+            (k, v)
+        })
+        .collect();
+    rename_keys(&mut to.depends, |k| match k.kind {
+        Kind::Table if k.name == *old => Some(new.to_string()),
+        Kind::Column | Kind::Constraint | Kind::Trigger if k.name.starts_with(&prefix) => {
+            Some(moved(&k.name, &prefix, new))
+        }
+        _ => None,
+    });
+}
+
+/// TO's catalog as if `table`'s column `old` were `new`.
+fn rewrite_column(to: &mut Catalog, table: &str, old: &str, new: &str) {
+    let Some(t) = to.tables.get_mut(table) else {
+        return;
+    };
+    if let Some(c) = t.columns.iter_mut().find(|c| c.name == *old) {
+        c.name = new.to_string();
+    }
+    for c in t.constraints.values_mut() {
+        c.def = replace_ident(&c.def, old, new);
+        for x in &mut c.columns {
+            if x == old {
+                *x = new.to_string();
+            }
+        }
+    }
+    // Foreign keys of other tables naming the column.
+    for other in to.tables.values_mut() {
+        for c in other.constraints.values_mut() {
+            if let Some((r, cols)) = &mut c.references {
+                if r == table && cols.iter().any(|c| c == old) {
+                    for x in cols.iter_mut() {
+                        if x == old {
+                            *x = new.to_string();
+                        }
+                    }
+                    if let Some(at) = c.def.find(&format!("REFERENCES {table}(")) {
+                        let (head, tail) = c.def.split_at(at);
+                        c.def = format!("{head}{}", replace_ident(tail, old, new));
+                    }
+                }
+            }
+        }
+    }
+    for i in to.indexes.values_mut().filter(|i| i.table == *table) {
+        i.def = replace_ident(&i.def, old, new);
+        for x in &mut i.columns {
+            if x == old {
+                *x = new.to_string();
+            }
+        }
+    }
+    if let Some(text) = to.comments.remove(&format!("COLUMN {table}.{old}")) {
+        to.comments.insert(format!("COLUMN {table}.{new}"), text);
+    }
+    let (from, into) = (format!("{table}.{old}"), format!("{table}.{new}"));
+    rename_keys(&mut to.depends, |k| {
+        (k.kind == Kind::Column && k.name == from).then(|| into.clone())
+    });
 }
 
 #[cfg(test)]

@@ -291,6 +291,37 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
     // (class, oid) -> key, for pg_depend.
     let mut oids: HashMap<(&'static str, u32), Key> = HashMap::new();
 
+    schemas(client, &mut c, &mut oids).await?;
+    types(client, &mut c, &mut oids).await?;
+    let by_oid = objects::tables(client, &mut c, &mut oids).await?;
+    objects::indexes(client, &mut c, &mut oids).await?;
+    objects::views(client, &mut c, &mut oids).await?;
+    objects::sequences(client, &mut c, &mut oids).await?;
+    objects::functions(client, &mut c, &mut oids).await?;
+    objects::triggers(client, &mut c, &mut oids, &by_oid).await?;
+    comments(client, &mut c).await?;
+    if what.grants {
+        grants(client, &mut c).await?;
+    }
+    if what.policies {
+        policies(client, &mut c).await?;
+    }
+    c.unread = unread::read(client).await?;
+
+    c.depends = depends::read(client, &oids).await?;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(q("resetting search_path"))?;
+    Ok(c)
+}
+
+/// The user's schemas and the extensions installed.
+async fn schemas(
+    client: &Client,
+    c: &mut Catalog,
+    oids: &mut HashMap<(&'static str, u32), Key>,
+) -> Result<(), SchemaError> {
     for r in client
         .query(
             &format!(
@@ -323,8 +354,15 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
         c.extensions.insert(name.clone(), (r.get(2), r.get(3)));
         c.extension_updates.insert(name, r.get(4));
     }
+    Ok(())
+}
 
-    // Types: enums, domains, composites, ranges.
+/// Enums, domains, composite and range types.
+async fn types(
+    client: &Client,
+    c: &mut Catalog,
+    oids: &mut HashMap<(&'static str, u32), Key>,
+) -> Result<(), SchemaError> {
     for r in client
         .query(
             &format!(
@@ -346,50 +384,48 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
         .map_err(q("types"))?
     {
         let name: String = r.get(1);
-        let kind: String = r.get(2);
-        let def = match kind.as_str() {
-            "e" => TypeDef::Enum(r.get::<_, Option<Vec<String>>>(3).unwrap_or_default()),
-            "d" => TypeDef::Domain {
-                base: r.get(4),
-                not_null: r.get(5),
-                default: r.get(6),
-                checks: r
-                    .get::<_, Option<Vec<String>>>(7)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| {
-                        let (n, d) = s.split_once(' ').unwrap_or((&s, ""));
-                        (n.to_string(), d.to_string())
-                    })
-                    .collect(),
-            },
-            "c" => TypeDef::Composite(
-                r.get::<_, Option<Vec<String>>>(8)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| {
-                        let (n, t) = s.split_once(' ').unwrap_or((&s, ""));
-                        (n.to_string(), t.to_string())
-                    })
-                    .collect(),
-            ),
-            _ => TypeDef::Range {
-                subtype: r.get::<_, Option<String>>(9).unwrap_or_default(),
-            },
-        };
+        let def = type_def(&r);
         let key = Key::new(Kind::Type, &name);
         oids.insert(("pg_type", r.get(0)), key.clone());
         oids.insert(("pg_type", r.get(10)), key);
         c.types.insert(name, def);
     }
+    Ok(())
+}
 
-    let by_oid = objects::tables(client, &mut c, &mut oids).await?;
-    objects::indexes(client, &mut c, &mut oids).await?;
-    objects::views(client, &mut c, &mut oids).await?;
-    objects::sequences(client, &mut c, &mut oids).await?;
-    objects::functions(client, &mut c, &mut oids).await?;
-    objects::triggers(client, &mut c, &mut oids, &by_oid).await?;
-    // Comments on what is compared above.
+/// `name definition` lines as pairs (a domain's checks, a composite's
+/// attributes).
+fn pairs(lines: Option<Vec<String>>) -> Vec<(String, String)> {
+    lines
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            let (n, d) = s.split_once(' ').unwrap_or((&s, ""));
+            (n.to_string(), d.to_string())
+        })
+        .collect()
+}
+
+/// A type's definition from its row of the types query.
+fn type_def(r: &tokio_postgres::Row) -> TypeDef {
+    let kind: String = r.get(2);
+    match kind.as_str() {
+        "e" => TypeDef::Enum(r.get::<_, Option<Vec<String>>>(3).unwrap_or_default()),
+        "d" => TypeDef::Domain {
+            base: r.get(4),
+            not_null: r.get(5),
+            default: r.get(6),
+            checks: pairs(r.get(7)).into_iter().collect(),
+        },
+        "c" => TypeDef::Composite(pairs(r.get(8))),
+        _ => TypeDef::Range {
+            subtype: r.get::<_, Option<String>>(9).unwrap_or_default(),
+        },
+    }
+}
+
+/// Comments on what is compared.
+async fn comments(client: &Client, c: &mut Catalog) -> Result<(), SchemaError> {
     for r in client
         .query(
             "SELECT o.type, o.identity, d.description FROM pg_description d, \
@@ -408,21 +444,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
             c.comments.insert(target, text);
         }
     }
-
-    if what.grants {
-        grants(client, &mut c).await?;
-    }
-    if what.policies {
-        policies(client, &mut c).await?;
-    }
-    c.unread = unread::read(client).await?;
-
-    c.depends = depends::read(client, &oids).await?;
-    client
-        .batch_execute("RESET search_path")
-        .await
-        .map_err(q("resetting search_path"))?;
-    Ok(c)
+    Ok(())
 }
 
 /// `COMMENT ON` target for an object `pg_identify_object` names, for the

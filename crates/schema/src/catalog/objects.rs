@@ -67,6 +67,17 @@ pub(super) async fn tables(
         .filter(|((class, _), k)| *class == "pg_class" && k.kind == Kind::Table)
         .map(|((_, oid), k)| (*oid, k.name.clone()))
         .collect();
+    columns(client, c, &by_oid).await?;
+    constraints(client, c, oids, &by_oid).await?;
+    Ok(by_oid)
+}
+
+/// Each table's columns, in order.
+async fn columns(
+    client: &Client,
+    c: &mut Catalog,
+    by_oid: &HashMap<u32, String>,
+) -> Result<(), SchemaError> {
     for r in client
         .query(
             "SELECT a.attrelid, quote_ident(a.attname), format_type(a.atttypid, a.atttypmod) || \
@@ -96,6 +107,17 @@ pub(super) async fn tables(
             local: r.get(7),
         });
     }
+    Ok(())
+}
+
+/// Each table's keys, checks, exclusions and foreign keys (its own, not
+/// those a partition inherits).
+async fn constraints(
+    client: &Client,
+    c: &mut Catalog,
+    oids: &mut Oids,
+    by_oid: &HashMap<u32, String>,
+) -> Result<(), SchemaError> {
     for r in client
         .query(
             "SELECT c.oid, c.conrelid, quote_ident(c.conname), c.contype::text, pg_get_constraintdef(c.oid), c.convalidated, \
@@ -138,7 +160,7 @@ pub(super) async fn tables(
             },
         );
     }
-    Ok(by_oid)
+    Ok(())
 }
 
 /// Indexes not behind a constraint, and not a partition's copy of its parent's index.

@@ -20,10 +20,13 @@
 mod pace;
 mod rollback;
 mod rules;
+mod stage;
 
 pub use pace::Pace;
 pub use rollback::Rollback;
+pub use stage::Stage;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use etl_base::human::duration;
@@ -35,7 +38,7 @@ use super::rename::Rename;
 use super::{Key, Kind, Risk, SchemaError};
 
 /// The lock a statement takes on its table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Lock {
     #[serde(rename = "ACCESS EXCLUSIVE")]
     AccessExclusive,
@@ -68,7 +71,7 @@ impl Lock {
 }
 
 /// What a statement does to its table's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Catalog only.
@@ -82,7 +85,7 @@ pub enum Effect {
 }
 
 /// The data a statement reads or writes on one table of the target.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Work {
     pub table: String,
     pub effect: Effect,
@@ -90,8 +93,9 @@ pub struct Work {
     pub bytes: i64,
 }
 
-/// One statement of the plan.
-#[derive(Debug, Clone, serde::Serialize)]
+/// One statement of the plan. A staged change is kept in the target as
+/// its steps in JSON, read back for the later stages.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     /// 1-based position in the plan.
     pub n: usize,
@@ -99,8 +103,11 @@ pub struct Step {
     pub key: Key,
     pub change: Change,
     pub sql: String,
-    pub rule: &'static str,
+    pub rule: Cow<'static, str>,
     pub risk: Risk,
+    /// Its stage, in a plan cut into stages (`--phase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     pub reasons: Vec<String>,
     pub lock: Option<Lock>,
     /// The tables whose locks it takes (for naming who blocks it).
@@ -114,7 +121,7 @@ pub struct Step {
     /// Run after a try that failed, before the next (a `CREATE INDEX
     /// CONCURRENTLY` stopped by a lock timeout leaves an INVALID index
     /// behind, which would make the next try fail).
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cleanup: Option<String>,
     /// Steps (by `n`) that must have run first.
     pub after: Vec<usize>,
@@ -129,8 +136,9 @@ pub struct Step {
     /// Objects it needs besides its own key's dependencies.
     #[serde(skip)]
     pub(crate) needs: Vec<Key>,
-    /// A query counting the rows that make it fail, and what to say.
-    #[serde(skip)]
+    /// A query counting the rows that make it fail, and what to say (kept
+    /// with a staged change: each stage counts again before it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) check: Option<(String, String)>,
 }
 
@@ -143,6 +151,9 @@ pub struct Options {
     pub small_rows: i64,
     /// A type change as expand / backfill / contract steps.
     pub phased: bool,
+    /// Every statement given its [`Stage`] (implies `phased`); a rename
+    /// keeps the old name working until the contract stage.
+    pub staged: bool,
 }
 
 impl Default for Options {
@@ -151,6 +162,7 @@ impl Default for Options {
             large_rows: 10_000_000,
             small_rows: 100_000,
             phased: false,
+            staged: false,
         }
     }
 }
@@ -174,10 +186,11 @@ impl Plan {
         options: Options,
     ) -> Plan {
         let steps = rules::Rules::new(from, to, diffs, renames, options).steps();
-        Plan {
-            steps: order(steps, from, to),
-            pace: None,
+        let mut steps = order(steps, from, to);
+        if options.staged {
+            stage::assign(&mut steps);
         }
+        Plan { steps, pace: None }
     }
 
     /// Each statement's time at the target's `pace`: the bytes it scans,
@@ -290,13 +303,15 @@ impl Plan {
 }
 
 impl Step {
-    /// `-- [3] high rewrite-type-change: reason; reason` (and a FAILS line).
+    /// `-- [3] high rewrite-type-change: reason; reason` (the stage after
+    /// the rule in a staged plan: `(contract)`), and a FAILS line.
     pub fn comment(&self) -> String {
         let mut out = format!(
-            "-- [{}] {} {}: {}\n",
+            "-- [{}] {} {}{}: {}\n",
             self.n,
             self.risk,
             self.rule,
+            self.stage.map_or(String::new(), |s| format!(" ({s})")),
             self.reasons.join("; ")
         );
         if let Some(secs) = self.estimate_secs {
@@ -429,8 +444,11 @@ fn sorted(steps: &[Step], edges: &[BTreeSet<usize>]) -> Vec<usize> {
         }
     }
     let rank = |i: usize| {
-        let phase = match (steps[i].rule, steps[i].drop_phase) {
-            ("rename-table" | "rename-column", _) => 0u8,
+        let phase = match (steps[i].rule.as_ref(), steps[i].drop_phase) {
+            (
+                "rename-table" | "rename-column" | "phased-rename-table" | "phased-rename-column",
+                _,
+            ) => 0u8,
             (_, true) => 1,
             (_, false) => 2,
         };

@@ -340,11 +340,7 @@ impl Rules<'_> {
         s.reasons
             .push("expand: rows written from now on fill the new column too".into());
         self.on_table_last(table, Lock::ShareRowExclusive, Effect::Brief);
-        let sql = format!(
-            "DO $etl$ DECLARE n bigint; BEGIN LOOP \
-             UPDATE {table} SET {new} = {col}::{plain} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {new} IS NULL AND {col} IS NOT NULL LIMIT 10000)); \
-             GET DIAGNOSTICS n = ROW_COUNT; COMMIT; EXIT WHEN n = 0; END LOOP; END $etl$"
-        );
+        let sql = batched_fill(table, &new, col, &format!("{col}::{plain}"));
         let s = self.push(d, sql, "phased-backfill", Risk::Medium);
         s.reasons
             .push("backfill: batches of 10,000 rows, each committed (row locks only)".into());
@@ -362,6 +358,17 @@ impl Rules<'_> {
         ));
         self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
     }
+}
+
+/// Fills column `new` of `table` from `value` (an expression of column
+/// `from`) where it is still NULL, in batches of 10,000 rows, each
+/// committed: row locks only, and run again it takes what is left.
+pub(super) fn batched_fill(table: &str, new: &str, from: &str, value: &str) -> String {
+    format!(
+        "DO $etl$ DECLARE n bigint; BEGIN LOOP \
+         UPDATE {table} SET {new} = {value} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {new} IS NULL AND {from} IS NOT NULL LIMIT 10000)); \
+         GET DIAGNOSTICS n = ROW_COUNT; COMMIT; EXIT WHEN n = 0; END LOOP; END $etl$"
+    )
 }
 
 pub(super) fn column_def(c: &Column) -> String {

@@ -6,6 +6,8 @@
 mod columns;
 mod keys;
 mod objects;
+mod renames;
+mod repartition;
 mod tables;
 mod types;
 
@@ -30,6 +32,9 @@ pub(super) struct Rules<'a> {
     /// refuses the change while they exist, so they are dropped first and
     /// made again after.
     views_in_the_way: Vec<String>,
+    /// Tables whose partitioning changes that etl repartitions itself
+    /// ([`repartition`]): their partitions, keys and indexes are its.
+    repartitioned: Vec<String>,
 }
 
 impl<'a> Rules<'a> {
@@ -58,28 +63,26 @@ impl<'a> Rules<'a> {
             options,
             out: Vec::new(),
             views_in_the_way: views_over(to, changed),
+            repartitioned: Vec::new(),
         }
     }
 
     pub fn steps(mut self) -> Vec<Step> {
+        self.repartitioned = self
+            .diffs
+            .iter()
+            .filter(|d| d.key.kind == Kind::Table && d.change == Change::Changed)
+            .map(|d| d.key.name.clone())
+            .filter(|n| self.from.tables[n].partitioned_by != self.to.tables[n].partitioned_by)
+            .filter(|n| repartition::refusal(&self, n).is_none())
+            .collect();
         for r in self.renames {
-            let (key, _) = r.shown();
-            let d = Difference {
-                key,
-                change: Change::Changed,
-                detail: vec![],
-            };
-            let (rule, table) = match r {
-                Rename::Table { new, .. } => ("rename-table", new.clone()),
-                Rename::Column { table, .. } => ("rename-column", table.clone()),
-            };
-            let s = self.push(&d, r.sql(), rule, Risk::Medium);
-            s.reasons
-                .push("--rename: queries and code using the old name fail after it".into());
-            s.rollback = Some(r.undo());
-            self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
+            self.rename(r);
         }
         for d in self.diffs {
+            if self.in_repartition(d) {
+                continue;
+            }
             match d.key.kind {
                 Kind::Schema => self.schema(d),
                 Kind::Extension => self.extension(d),
@@ -114,8 +117,9 @@ impl<'a> Rules<'a> {
             key: d.key.clone(),
             change: d.change,
             sql,
-            rule,
+            rule: rule.into(),
             risk,
+            stage: None,
             reasons: Vec::new(),
             lock: None,
             tables: Vec::new(),

@@ -156,12 +156,18 @@ impl Rules<'_> {
             self.row_security(&n, have.row_security, want.row_security);
         }
         if want.partitioned_by != have.partitioned_by {
-            let sql = format!("-- {n}: partitioning cannot change in place");
-            let s = self.push(d, sql, "repartition", Risk::VeryHigh);
-            s.fails = Some(format!(
-                "{n} is partitioned differently ({:?} on the target, {:?} wanted): create the new table beside it, move the rows (etl run), and swap the names",
-                have.partitioned_by, want.partitioned_by
-            ));
+            match super::repartition::refusal(self, &n) {
+                None => self.repartition(d, &n),
+                Some(why) => {
+                    let sql = format!("-- {n}: partitioning cannot change in place");
+                    let s = self.push(d, sql, "repartition", Risk::VeryHigh);
+                    s.fails = Some(format!(
+                        "{n} is partitioned differently ({} on the target, {} wanted), and {why}",
+                        have.partitioned_by.as_deref().unwrap_or("not partitioned"),
+                        want.partitioned_by.as_deref().unwrap_or("not partitioned")
+                    ));
+                }
+            }
         }
     }
 

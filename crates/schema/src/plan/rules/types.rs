@@ -104,102 +104,11 @@ impl Rules<'_> {
             }
             Change::Changed => match (&self.from.types[&n], &self.to.types[&n]) {
                 (TypeDef::Enum(want), TypeDef::Enum(have)) => self.enum_change(d, want, have),
-                (
-                    TypeDef::Domain {
-                        base,
-                        default,
-                        not_null,
-                        checks,
-                    },
-                    TypeDef::Domain {
-                        base: have_base,
-                        default: have_default,
-                        not_null: have_not_null,
-                        checks: have_checks,
-                    },
-                ) => {
-                    if base != have_base {
-                        let sql = format!("-- ALTER DOMAIN {n}: base type {have_base} -> {base}");
-                        let s = self.push(d, sql, "domain-base-type", Risk::VeryHigh);
-                        s.fails = Some(format!(
-                            "a domain's base type cannot change in place; create a new domain, move each column to it with ALTER COLUMN ... TYPE, and drop {n}"
-                        ));
-                        return;
-                    }
-                    if default != have_default {
-                        let sql = match default {
-                            Some(x) => format!("ALTER DOMAIN {n} SET DEFAULT {x}"),
-                            None => format!("ALTER DOMAIN {n} DROP DEFAULT"),
-                        };
-                        let s = self.push(d, sql, "domain-default", Risk::Low);
-                        s.reasons.push("new rows only; catalog only".into());
-                    }
-                    for (c, def) in have_checks {
-                        if checks.get(c) != Some(def) {
-                            let sql = format!("ALTER DOMAIN {n} DROP CONSTRAINT {c}");
-                            let s = self.push(d, sql, "domain-drop-check", Risk::Low);
-                            s.reasons.push("catalog only".into());
-                        }
-                    }
-                    for (c, def) in checks {
-                        if have_checks.get(c) != Some(def) {
-                            let sql =
-                                format!("ALTER DOMAIN {n} ADD CONSTRAINT {c} {def} NOT VALID");
-                            let s = self.push(d, sql, "domain-add-check", Risk::Medium);
-                            s.reasons
-                                .push("new values are checked at once; existing ones by the VALIDATE after it".into());
-                            let sql = format!("ALTER DOMAIN {n} VALIDATE CONSTRAINT {c}");
-                            let s = self.push(d, sql, "validate-constraint", Risk::Medium);
-                            s.reasons.push(
-                                "scans every column of the domain (SHARE UPDATE EXCLUSIVE: reads and writes go on)".into(),
-                            );
-                        }
-                    }
-                    if not_null != have_not_null {
-                        let (sql, rule, risk, why) = match not_null {
-                            true => (
-                                format!("ALTER DOMAIN {n} SET NOT NULL"),
-                                "domain-set-not-null",
-                                Risk::High,
-                                "scans every column of the domain under a lock that blocks writes",
-                            ),
-                            false => (
-                                format!("ALTER DOMAIN {n} DROP NOT NULL"),
-                                "domain-drop-not-null",
-                                Risk::Low,
-                                "catalog only",
-                            ),
-                        };
-                        let s = self.push(d, sql, rule, risk);
-                        s.reasons.push(why.into());
-                    }
+                (want @ TypeDef::Domain { .. }, have @ TypeDef::Domain { .. }) => {
+                    self.domain_change(d, &n, want, have)
                 }
                 (TypeDef::Composite(want), TypeDef::Composite(have)) => {
-                    for (a, t) in have {
-                        if !want.iter().any(|(w, _)| w == a) {
-                            let sql = format!("ALTER TYPE {n} DROP ATTRIBUTE {a}");
-                            let s = self.push(d, sql, "drop-attribute", Risk::VeryHigh);
-                            s.reasons
-                                .push(format!("drops attribute {a} ({t}) and its values"));
-                        }
-                    }
-                    for (a, t) in want {
-                        match have.iter().find(|(h, _)| h == a) {
-                            None => {
-                                let sql = format!("ALTER TYPE {n} ADD ATTRIBUTE {a} {t}");
-                                let s = self.push(d, sql, "add-attribute", Risk::Low);
-                                s.reasons.push("catalog only".into());
-                            }
-                            Some((_, h)) if h != t => {
-                                let sql = format!("ALTER TYPE {n} ALTER ATTRIBUTE {a} TYPE {t}");
-                                let s = self.push(d, sql, "attribute-type-change", Risk::High);
-                                s.reasons.push(format!(
-                                    "{h} -> {t}; fails while a table column has the type"
-                                ));
-                            }
-                            _ => {}
-                        }
-                    }
+                    self.composite_change(d, &n, want, have)
                 }
                 (want, _) => {
                     let (create, _) = create_type(&n, want);
@@ -212,6 +121,118 @@ impl Rules<'_> {
                     s.reasons.push("created again".into());
                 }
             },
+        }
+    }
+
+    /// A domain's base type (refused: it cannot change in place), default,
+    /// CHECKs (added NOT VALID, then validated) and NOT NULL.
+    fn domain_change(&mut self, d: &Difference, n: &str, want: &TypeDef, have: &TypeDef) {
+        let (
+            TypeDef::Domain {
+                base,
+                default,
+                not_null,
+                checks,
+            },
+            TypeDef::Domain {
+                base: have_base,
+                default: have_default,
+                not_null: have_not_null,
+                checks: have_checks,
+            },
+        ) = (want, have)
+        else {
+            return;
+        };
+        if base != have_base {
+            let sql = format!("-- ALTER DOMAIN {n}: base type {have_base} -> {base}");
+            let s = self.push(d, sql, "domain-base-type", Risk::VeryHigh);
+            s.fails = Some(format!(
+                "a domain's base type cannot change in place; create a new domain, move each column to it with ALTER COLUMN ... TYPE, and drop {n}"
+            ));
+            return;
+        }
+        if default != have_default {
+            let sql = match default {
+                Some(x) => format!("ALTER DOMAIN {n} SET DEFAULT {x}"),
+                None => format!("ALTER DOMAIN {n} DROP DEFAULT"),
+            };
+            let s = self.push(d, sql, "domain-default", Risk::Low);
+            s.reasons.push("new rows only; catalog only".into());
+        }
+        for (c, def) in have_checks {
+            if checks.get(c) != Some(def) {
+                let sql = format!("ALTER DOMAIN {n} DROP CONSTRAINT {c}");
+                let s = self.push(d, sql, "domain-drop-check", Risk::Low);
+                s.reasons.push("catalog only".into());
+            }
+        }
+        for (c, def) in checks {
+            if have_checks.get(c) != Some(def) {
+                let sql = format!("ALTER DOMAIN {n} ADD CONSTRAINT {c} {def} NOT VALID");
+                let s = self.push(d, sql, "domain-add-check", Risk::Medium);
+                s.reasons.push(
+                    "new values are checked at once; existing ones by the VALIDATE after it".into(),
+                );
+                let sql = format!("ALTER DOMAIN {n} VALIDATE CONSTRAINT {c}");
+                let s = self.push(d, sql, "validate-constraint", Risk::Medium);
+                s.reasons.push(
+                    "scans every column of the domain (SHARE UPDATE EXCLUSIVE: reads and writes go on)".into(),
+                );
+            }
+        }
+        if not_null != have_not_null {
+            let (sql, rule, risk, why) = match not_null {
+                true => (
+                    format!("ALTER DOMAIN {n} SET NOT NULL"),
+                    "domain-set-not-null",
+                    Risk::High,
+                    "scans every column of the domain under a lock that blocks writes",
+                ),
+                false => (
+                    format!("ALTER DOMAIN {n} DROP NOT NULL"),
+                    "domain-drop-not-null",
+                    Risk::Low,
+                    "catalog only",
+                ),
+            };
+            let s = self.push(d, sql, rule, risk);
+            s.reasons.push(why.into());
+        }
+    }
+
+    /// A composite type's attributes dropped, added or changed in type.
+    fn composite_change(
+        &mut self,
+        d: &Difference,
+        n: &str,
+        want: &[(String, String)],
+        have: &[(String, String)],
+    ) {
+        for (a, t) in have {
+            if !want.iter().any(|(w, _)| w == a) {
+                let sql = format!("ALTER TYPE {n} DROP ATTRIBUTE {a}");
+                let s = self.push(d, sql, "drop-attribute", Risk::VeryHigh);
+                s.reasons
+                    .push(format!("drops attribute {a} ({t}) and its values"));
+            }
+        }
+        for (a, t) in want {
+            match have.iter().find(|(h, _)| h == a) {
+                None => {
+                    let sql = format!("ALTER TYPE {n} ADD ATTRIBUTE {a} {t}");
+                    let s = self.push(d, sql, "add-attribute", Risk::Low);
+                    s.reasons.push("catalog only".into());
+                }
+                Some((_, h)) if h != t => {
+                    let sql = format!("ALTER TYPE {n} ALTER ATTRIBUTE {a} TYPE {t}");
+                    let s = self.push(d, sql, "attribute-type-change", Risk::High);
+                    s.reasons.push(format!(
+                        "{h} -> {t}; fails while a table column has the type"
+                    ));
+                }
+                _ => {}
+            }
         }
     }
 

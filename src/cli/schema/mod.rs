@@ -1,7 +1,14 @@
 //! `etl schema diff|plan|apply FROM TO`: FROM is the schema wanted, TO the
-//! database to change; each a URL or a target of the targets file.
+//! database to change; each a URL or a target of the targets file. A
+//! change applied in stages (`--phase`) and `etl schema status`: [`staged`].
 
-use std::io::IsTerminal as _;
+mod running;
+mod staged;
+
+use running::{
+    above_max_risk, apply, backup, confirmed, matches_after, reported, rollback, would_fail, Gate,
+};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,12 +17,13 @@ use clap::{Args, Subcommand};
 use super::Outcome;
 use crate::schema::catalog::{self, Catalog};
 use crate::schema::diff::{self, Difference};
-use crate::schema::plan::{self, Pace, Plan};
+use crate::schema::plan::{self, Pace, Plan, Stage};
 use crate::schema::rename::Rename;
+use crate::schema::staged::Staged;
 use crate::schema::targets::{self, Target};
 use crate::schema::{apply, Risk, SchemaError};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Pair {
     /// The schema wanted: a postgresql:// URL or a target's name.
     pub from: String,
@@ -62,6 +70,17 @@ pub struct Grading {
     pub phased: bool,
 }
 
+impl Grading {
+    fn options(&self, staged: bool) -> plan::Options {
+        plan::Options {
+            large_rows: self.large_rows,
+            small_rows: self.small_rows,
+            phased: self.phased || staged,
+            staged,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SchemaAction {
     /// What differs, one line per object; exit 0 when equal, 1 when not.
@@ -85,6 +104,10 @@ pub enum SchemaAction {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// The plan of `apply --phase`: each statement with its stage
+        /// (expand, backfill, contract).
+        #[arg(long)]
+        stages: bool,
     },
     /// Run the plan on TO under short lock timeouts, skipping what stays
     /// blocked (exit 5), refusing what is above --max-risk (exit 4).
@@ -109,6 +132,31 @@ pub enum SchemaAction {
         /// touch into this folder.
         #[arg(long, value_name = "DIR")]
         backup: Option<PathBuf>,
+        /// Apply in stages, the application deployed between them: expand
+        /// (adds; old and new names both work), backfill (fills and
+        /// validates), contract (drops, swaps). The change is kept in TO
+        /// (etl.schema_change); `etl schema status TO` tells its stage.
+        #[arg(long, value_parser = stage_parser())]
+        phase: Option<Stage>,
+    },
+    /// The staged changes of a database (`apply --phase`): the stage each
+    /// is in, the statements that ran and those left, what to run next.
+    Status {
+        /// The database: a URL or a target's name.
+        target: String,
+        /// The targets file, as for apply.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Close this open staged change without running the rest of it
+        /// (what ran stays; its applies' rollback files undo it).
+        #[arg(long, value_name = "ID")]
+        abandon: Option<i64>,
+        /// Abandon without asking.
+        #[arg(long, requires = "abandon")]
+        yes: bool,
     },
     /// Run a rollback file that apply wrote (history/rollback.*.sql) on
     /// TARGET, as apply runs a plan (lock timeouts, skips, history); what
@@ -177,7 +225,8 @@ pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
             grading,
             output,
             json,
-        } => plan(&pair, &grading, output.as_deref(), json),
+            stages,
+        } => plan(&pair, &grading, output.as_deref(), json, stages),
         SchemaAction::Apply {
             pair,
             grading,
@@ -186,6 +235,7 @@ pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
             yes,
             running,
             backup,
+            phase,
         } => {
             let options = running.options()?;
             let gate = Gate {
@@ -194,8 +244,23 @@ pub(super) fn schema(action: SchemaAction) -> anyhow::Result<Outcome> {
                 yes,
                 backup,
             };
-            apply(&pair, &grading, &gate, &options)
+            match phase {
+                Some(stage) => staged::apply(&pair, &grading, &gate, &options, stage),
+                None => apply(&pair, &grading, &gate, &options),
+            }
         }
+        SchemaAction::Status {
+            target,
+            config,
+            json,
+            abandon,
+            yes,
+        } => staged::status(
+            &target,
+            config.as_deref(),
+            json,
+            abandon.map(|id| (id, yes)),
+        ),
         SchemaAction::Rollback {
             file,
             target,
@@ -253,6 +318,14 @@ where
     })
     .await
     .map_err(SchemaError::from)
+}
+
+/// TO's staged change not closed yet, if any.
+async fn open_change(pool: &crate::pg::Pool) -> Result<Option<Staged>, SchemaError> {
+    read_with("reading TO's staged changes failed", || async {
+        Staged::open(&*pool.get().await?).await
+    })
+    .await
 }
 
 async fn compare(pair: &Pair) -> Result<Compared, SchemaError> {
@@ -344,28 +417,34 @@ fn diff(pair: &Pair, json: bool) -> anyhow::Result<Outcome> {
     })
 }
 
-fn options(g: &Grading) -> plan::Options {
-    plan::Options {
-        large_rows: g.large_rows,
-        small_rows: g.small_rows,
-        phased: g.phased,
-    }
+async fn make_plan(
+    pair: &Pair,
+    grading: &Grading,
+    staged: bool,
+) -> Result<(Compared, Plan), SchemaError> {
+    let c = compare(pair).await?;
+    let plan = Plan::build(
+        &c.wanted,
+        &c.have,
+        &c.diffs,
+        &c.renames,
+        grading.options(staged),
+    );
+    let plan = checked(&c.pool, plan).await?;
+    Ok((c, plan))
 }
 
-async fn make_plan(pair: &Pair, grading: &Grading) -> Result<(Compared, Plan), SchemaError> {
-    let c = compare(pair).await?;
-    let plan = Plan::build(&c.wanted, &c.have, &c.diffs, &c.renames, options(grading));
-    let plan = read_with("checking the plan against TO's data failed", || {
+/// `plan` with the rows that would make its statements fail counted on TO.
+async fn checked(pool: &crate::pg::Pool, plan: Plan) -> Result<Plan, SchemaError> {
+    read_with("checking the plan against TO's data failed", || {
         let mut plan = plan.clone();
-        let pool = &c.pool;
         async move {
             let client = pool.get().await?;
             plan.check(&client).await?;
             Ok(plan)
         }
     })
-    .await?;
-    Ok((c, plan))
+    .await
 }
 
 /// The plan's first comment lines: what is made to match what, when, and
@@ -400,8 +479,9 @@ fn plan(
     grading: &Grading,
     output: Option<&Path>,
     json: bool,
+    stages: bool,
 ) -> anyhow::Result<Outcome> {
-    let (c, mut plan) = crate::pg::block_on(make_plan(pair, grading))?;
+    let (c, mut plan) = crate::pg::block_on(make_plan(pair, grading, stages))?;
     // The estimates are the plan's alone: apply does not write a sample
     // table on the target it is about to change.
     if plan.steps.iter().any(|s| !s.work.is_empty()) {
@@ -434,275 +514,25 @@ fn plan(
     Ok(Outcome::Success)
 }
 
-struct Gate {
-    max_risk: Risk,
-    allow: Vec<String>,
-    yes: bool,
-    backup: Option<PathBuf>,
+/// `--phase`: one of the stages, by name.
+fn stage_parser() -> impl clap::builder::TypedValueParser<Value = Stage> {
+    by_name(&Stage::ALL, Stage::name)
 }
 
-fn apply(
-    pair: &Pair,
-    grading: &Grading,
-    gate: &Gate,
-    options: &apply::Options,
-) -> anyhow::Result<Outcome> {
-    let (c, plan) = crate::pg::block_on(make_plan(pair, grading))?;
-    if plan.steps.is_empty() {
-        out!(
-            "{} already matches {}: nothing to apply",
-            c.to.name,
-            c.from.name
-        );
-        return Ok(Outcome::Success);
-    }
-    out_raw!("{}", plan.to_sql(&header(&c, "apply")));
-    let failing: Vec<String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| {
-            s.fails
-                .as_ref()
-                .map(|f| format!("[{}] {}: {f}", s.n, s.rule))
-        })
-        .collect();
-    if !failing.is_empty() {
-        eprintln!(
-            "etl: refused: {} statement{} would fail on the data of {}; nothing was applied:\n  {}",
-            failing.len(),
-            if failing.len() == 1 { "" } else { "s" },
-            c.to.name,
-            failing.join("\n  ")
-        );
-        return Ok(Outcome::Refused);
-    }
-    if above_max_risk(
-        &plan,
-        gate.max_risk,
-        &gate.allow,
-        "raise --max-risk or --allow RULE for each",
-    ) {
-        return Ok(Outcome::Refused);
-    }
-    if !confirmed(gate.yes, "apply", plan.steps.len(), &c.to.name)? {
-        return Ok(Outcome::Refused);
-    }
-    if let Some(dir) = &gate.backup {
-        backup(&c, &plan, dir)?;
-    }
-    let report = crate::pg::block_on(apply::apply(
-        &plan,
-        &c.to,
-        &c.pool,
-        options,
-        &header(&c, "apply"),
-    ))?;
-    if let Some(outcome) = reported(&report, &plan, "apply")? {
-        return Ok(outcome);
-    }
-    // The result must match, and no index may be left INVALID.
-    let (left, invalid) = crate::pg::block_on(async {
-        let have = read_with(
-            "reading the catalog of TO after the apply failed",
-            || async { catalog::read(&*c.pool.get().await?, c.read).await },
-        )
-        .await?;
-        let invalid: Vec<String> = have
-            .indexes
-            .values()
-            .filter(|i| !i.valid)
-            .map(|i| i.name.clone())
-            .collect();
-        Ok::<_, SchemaError>((diff::diff(&c.wanted, &have), invalid))
-    })?;
-    if !invalid.is_empty() {
-        anyhow::bail!("indexes left INVALID on {}: {invalid:?}; run etl schema apply again to build them anew", c.to.name);
-    }
-    if !left.is_empty() {
-        let lines: Vec<String> = left.iter().map(ToString::to_string).collect();
-        eprintln!(
-            "etl: {} still differs from {} after the apply:\n  {}",
-            c.to.name,
-            c.from.name,
-            lines.join("\n  ")
-        );
-        return Ok(Outcome::ChecksFailed);
-    }
-    eprintln!("{} now matches {}", c.to.name, c.from.name);
-    let _ = &c.have;
-    Ok(Outcome::Success)
-}
-
-/// Says which statements are graded above `max_risk` (but for `allow`ed
-/// rules), and what to do; true when there is one: nothing runs.
-fn above_max_risk(plan: &Plan, max_risk: Risk, allow: &[String], what_to_do: &str) -> bool {
-    let above: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| s.risk > max_risk && !allow.iter().any(|a| a == s.rule))
-        .map(|s| format!("[{}] {} {}: {}", s.n, s.risk, s.rule, s.reasons.join("; ")))
-        .collect();
-    if !above.is_empty() {
-        eprintln!(
-            "etl: refused: {} statement{} above --max-risk {max_risk}; nothing was run; {what_to_do}:\n  {}",
-            above.len(),
-            if above.len() == 1 { " is" } else { "s are" },
-            above.join("\n  ")
-        );
-    }
-    !above.is_empty()
-}
-
-/// Whether to go on: `--yes`, or "yes" typed at the terminal.
-fn confirmed(yes: bool, command: &str, statements: usize, target: &str) -> anyhow::Result<bool> {
-    if yes {
-        return Ok(true);
-    }
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "etl schema {command} changes {target}; confirm with --yes (stdin is not a terminal to ask on)"
-        );
-    }
-    eprint!("Run {statements} statements on {target}? Type yes: ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if answer.trim() != "yes" {
-        eprintln!("etl: nothing run");
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-/// What ran, where its history is, and the outcome when not all ran: a
-/// failed statement is an error, statements skipped as blocked exit 5.
-fn reported(report: &apply::Report, plan: &Plan, command: &str) -> anyhow::Result<Option<Outcome>> {
-    eprintln!(
-        "{} of {} statements applied; history: {}",
-        report.applied.len(),
-        plan.steps.len(),
-        report
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if let Some((n, why)) = &report.failed {
-        anyhow::bail!(
-            "statement [{n}] failed: {why}\nthe statements before it ran (see the history); fix the cause and run etl schema {command} again"
-        );
-    }
-    if !report.skipped.is_empty() {
-        for (n, why) in &report.skipped {
-            eprintln!("  skipped [{n}]: {why}");
-        }
-        eprintln!(
-            "etl: {} statement{} skipped as blocked; run etl schema {command} again once the sessions named are gone",
-            report.skipped.len(),
-            if report.skipped.len() == 1 { "" } else { "s" }
-        );
-        return Ok(Some(Outcome::Blocked));
-    }
-    Ok(None)
-}
-
-/// `etl schema rollback FILE TARGET`: the file read back as a plan, what it
-/// cannot undo named first, then run as apply runs a plan.
-fn rollback(
-    file: &Path,
-    target: &str,
-    config: Option<&Path>,
-    max_risk: Risk,
-    yes: bool,
-    options: &apply::Options,
-) -> anyhow::Result<Outcome> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-    let rollback = plan::Rollback::parse(&text, &file.display().to_string())?;
-    let target = targets::resolve(target, config)?;
-    let header = format!(
-        "etl schema rollback {} on {} ({}), {}",
-        file.display(),
-        target.name,
-        target.endpoint,
-        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    if !rollback.irreversible.is_empty() {
-        eprintln!(
-            "etl: {} statement{} of that apply no statement undoes; restore {} from a --backup or by hand:\n  {}",
-            rollback.irreversible.len(),
-            if rollback.irreversible.len() == 1 { "" } else { "s" },
-            match rollback.irreversible.len() {
-                1 => "it",
-                _ => "them",
-            },
-            rollback.irreversible.join("\n  ")
-        );
-    }
-    let plan = rollback.plan;
-    if plan.steps.is_empty() {
-        eprintln!("etl: nothing in {} to run", file.display());
-        return Ok(Outcome::NotAllDone);
-    }
-    out_raw!("{}", plan.to_sql(&header));
-    if above_max_risk(&plan, max_risk, &[], "raise --max-risk to run them") {
-        return Ok(Outcome::Refused);
-    }
-    if !confirmed(yes, "rollback", plan.steps.len(), &target.name)? {
-        return Ok(Outcome::Refused);
-    }
-    let pool = crate::pg::Pool::new(target.endpoint.clone(), "etl schema");
-    let report = crate::pg::block_on(apply::apply(&plan, &target, &pool, options, &header))?;
-    if let Some(outcome) = reported(&report, &plan, "rollback")? {
-        return Ok(outcome);
-    }
-    Ok(match rollback.irreversible.is_empty() {
-        true => Outcome::Success,
-        false => Outcome::NotAllDone,
-    })
-}
-
-/// `pg_dump -Fc` of the existing tables that high and very-high statements
-/// touch, before anything runs.
-fn backup(c: &Compared, plan: &Plan, dir: &Path) -> anyhow::Result<()> {
-    let mut tables: Vec<&String> = plan
-        .steps
-        .iter()
-        .filter(|s| s.risk >= Risk::High)
-        .flat_map(|s| s.tables.iter())
-        .filter(|t| c.have.tables.contains_key(*t))
-        .collect();
-    tables.sort();
-    tables.dedup();
-    if tables.is_empty() {
-        eprintln!("--backup: no existing table is touched by a high or very-high statement; nothing to dump");
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)?;
-    let file = dir.join(format!(
-        "backup.{}.{}.dump",
-        c.to.name,
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-    ));
-    let mut cmd = std::process::Command::new("pg_dump");
-    cmd.arg("-Fc").arg("--file").arg(&file);
-    for t in &tables {
-        cmd.arg("-t").arg(t.as_str());
-    }
-    cmd.envs(c.to.endpoint.libpq_env("etl schema backup")?);
-    let status = cmd.status().map_err(|e| {
-        anyhow::anyhow!("running pg_dump for --backup: {e}; install the PostgreSQL client")
-    })?;
-    if !status.success() {
-        anyhow::bail!("pg_dump for --backup failed ({status}); nothing was applied");
-    }
-    eprintln!("backup of {} tables: {}", tables.len(), file.display());
-    Ok(())
-}
-
-/// `--max-risk`: one of the grades, by name (the schema crate knows no clap).
+/// `--max-risk`: one of the grades, by name.
 fn risk_parser() -> impl clap::builder::TypedValueParser<Value = Risk> {
+    by_name(&Risk::ALL, Risk::name)
+}
+
+/// One of `all`, by its `name` (the schema crate knows no clap).
+fn by_name<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Risk::ALL.map(Risk::name))
-        .map(|name| Risk::named(&name).expect("one of the possible values"))
+    clap::builder::PossibleValuesParser::new(all.iter().map(|&v| name(v))).map(move |chosen| {
+        *all.iter()
+            .find(|&&v| name(v) == chosen)
+            .expect("one of the possible values")
+    })
 }
