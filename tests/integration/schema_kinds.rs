@@ -194,6 +194,76 @@ fn a_column_added_to_a_parent_reaches_its_children_through_it() {
 }
 
 #[test]
+fn a_column_dropped_from_a_parent_stays_in_a_child_that_keeps_it() {
+    // Given a parent losing two columns: `e` kept by child `a` (declared
+    // there in FROM) and dropped from child `b`, `f` dropped everywhere
+    let db = TestDb::new("schema_inherit_drop");
+    psql(
+        &db.dst,
+        "CREATE TABLE public.base (created_at timestamp, e int, f int); \
+         CREATE TABLE public.a (a1 int) INHERITS (public.base); \
+         CREATE TABLE public.b (b1 int) INHERITS (public.base); \
+         INSERT INTO public.a VALUES (now(), 7, 8, 1)",
+    );
+    psql(
+        &db.src,
+        "CREATE TABLE public.base (created_at timestamp); \
+         CREATE TABLE public.a (e int, a1 int) INHERITS (public.base); \
+         CREATE TABLE public.b (b1 int) INHERITS (public.base)",
+    );
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then the parent drops `e` ONLY (the child keeps it and its value as
+    // its own), `b` drops it after, and `f` goes with the parent
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply
+            .stdout
+            .contains("ALTER TABLE ONLY public.base DROP COLUMN e;")
+            && apply
+                .stdout
+                .contains("ALTER TABLE public.base DROP COLUMN f;")
+            && !apply.stdout.contains("ALTER TABLE public.a DROP COLUMN"),
+        "{apply:?}"
+    );
+    assert_equal_schemas(&db);
+    assert_eq!(psql(&db.dst, "SELECT e FROM public.a"), "7");
+}
+
+#[test]
+fn new_serials_keys_and_the_foreign_keys_on_them_come_in_the_order_they_need() {
+    // Given FROM with a new table with a serial key, a new primary key on
+    // an old table that a new foreign key references, a view dropped
+    // from a column that goes
+    let db = TestDb::new("schema_serial_order");
+    psql(
+        &db.dst,
+        "CREATE TABLE public.products (product_no int, name text, old int); \
+         CREATE TABLE public.items (id int, product_no int); \
+         CREATE VIEW public.v AS SELECT * FROM public.products",
+    );
+    psql(
+        &db.src,
+        "CREATE TABLE public.products (product_no serial PRIMARY KEY, name text); \
+         CREATE TABLE public.items (id int, product_no int REFERENCES public.products); \
+         CREATE TABLE public.example (id serial PRIMARY KEY, name text NOT NULL); \
+         CREATE VIEW public.v AS SELECT 2 AS a",
+    );
+
+    // When applied
+    let apply = apply_all(&db);
+
+    // Then every statement runs (the sequence before the table whose
+    // default uses it, OWNED BY after it; the view dropped before the
+    // column it read; the key before the foreign key on it), no cycle
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(!apply.stderr.contains("cycle"), "{apply:?}");
+    assert_equal_schemas(&db);
+}
+
+#[test]
 fn a_materialized_view_made_again_keeps_its_index_and_comment() {
     // Given a materialized view with a unique index and a comment over a
     // column whose type changes

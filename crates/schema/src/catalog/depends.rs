@@ -1,6 +1,8 @@
 //! Dependencies between the objects a catalog holds, from `pg_depend`: a
 //! view on its tables, a default on its sequence, a foreign key on the
-//! table it references.
+//! table it references. A serial's sequence does not need the table that
+//! owns it (`OWNED BY`, a step of its own after the table): the table's
+//! default needs the sequence first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,7 +53,9 @@ pub(super) async fn read(
     for r in client
         .query(
             "SELECT d.classid::regclass::text, d.objid, d.refclassid::regclass::text, d.refobjid \
-             FROM pg_depend d WHERE d.deptype IN ('n', 'a') AND d.refobjid >= 16384",
+             FROM pg_depend d WHERE d.deptype IN ('n', 'a') AND d.refobjid >= 16384 \
+             AND NOT (d.deptype = 'a' AND d.classid = 'pg_class'::regclass AND d.refobjsubid <> 0 \
+               AND EXISTS (SELECT 1 FROM pg_class s WHERE s.oid = d.objid AND s.relkind = 'S'))",
             &[],
         )
         .await

@@ -391,11 +391,28 @@ fn edges(steps: &[Step], from: &Catalog, to: &Catalog) -> Vec<BTreeSet<usize>> {
                 for &j in by_key.get(&(true, &d)).into_iter().flatten() {
                     add(i, j, &mut edges);
                 }
+                // A view (or other object) on a table: dropped before the
+                // table's columns it may read.
+                if d.kind == Kind::Table && s.key.kind != Kind::Column {
+                    for (j, o) in steps.iter().enumerate() {
+                        if o.drop_phase
+                            && o.key.kind == Kind::Column
+                            && super::catalog::split_member(&o.key.name).0 == d.name
+                        {
+                            add(i, j, &mut edges);
+                        }
+                    }
+                }
             }
         } else {
             for d in needs(s, from) {
                 for &j in by_key.get(&(false, &d)).into_iter().flatten() {
-                    add(j, i, &mut edges);
+                    // A later step of the object this one needs that itself
+                    // waits on this one (a serial's sequence made OWNED BY
+                    // the new table whose default uses it) comes after.
+                    if !steps[j].needs.contains(&s.key) {
+                        add(j, i, &mut edges);
+                    }
                 }
             }
         }

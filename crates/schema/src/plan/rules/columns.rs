@@ -54,14 +54,41 @@ impl Rules<'_> {
                 self.on_table_last(&table, Lock::AccessExclusive, effect);
             }
             Change::Removed => {
+                if self.dropped_with_a_parent(&table, &col) {
+                    // Only inherited: the parent's DROP COLUMN takes it.
+                    return;
+                }
+                // A child that keeps the column (FROM declares it there)
+                // keeps it as its own: the parent drops it ONLY.
+                let keeps = self.children_keeping(&table, &col);
+                let only = if keeps { "ONLY " } else { "" };
+                // Children that drop it too, after the parent (where the
+                // column stays theirs: declared there, or left by ONLY).
+                let after: Vec<Key> = self
+                    .children(&table)
+                    .filter(|child| !self.dropped_with_a_parent(child, &col))
+                    .map(|child| Key::new(Kind::Column, &format!("{child}.{col}")))
+                    .filter(|k| {
+                        self.diffs
+                            .iter()
+                            .any(|x| x.change == Change::Removed && x.key == *k)
+                    })
+                    .collect();
                 let s = self.push(
                     d,
-                    format!("ALTER TABLE {table} DROP COLUMN {col}"),
+                    format!("ALTER TABLE {only}{table} DROP COLUMN {col}"),
                     "drop-column",
                     Risk::VeryHigh,
                 );
                 s.reasons
                     .push("its values are lost (the space is reclaimed by later rewrites)".into());
+                if keeps {
+                    s.reasons.push(
+                        "ONLY: the inheriting tables that keep the column keep it as their own"
+                            .into(),
+                    );
+                }
+                s.needs = after;
                 self.on_table_last(&table, Lock::AccessExclusive, Effect::Brief);
             }
             Change::Changed => {
@@ -76,6 +103,43 @@ impl Rules<'_> {
                 self.column_change(d, &table, &want, &have);
             }
         }
+    }
+
+    /// The tables of TO that inherit (not as partitions) from `table`.
+    fn children<'b>(&'b self, table: &'b str) -> impl Iterator<Item = &'b str> + 'b {
+        self.to
+            .tables
+            .values()
+            .filter(move |t| t.inherits.iter().any(|p| p == table))
+            .map(|t| t.name.as_str())
+    }
+
+    /// Whether a table inheriting from `table` keeps column `col` in FROM
+    /// (so the parent's drop must leave it there).
+    fn children_keeping(&self, table: &str, col: &str) -> bool {
+        self.children(table).any(|child| {
+            self.from
+                .tables
+                .get(child)
+                .is_some_and(|t| t.column(col).is_some())
+        })
+    }
+
+    /// Whether `table`'s column `col` is only inherited on TO from a
+    /// parent that drops it in this plan for its children too (not ONLY).
+    fn dropped_with_a_parent(&self, table: &str, col: &str) -> bool {
+        let Some(t) = self.to.tables.get(table) else {
+            return false;
+        };
+        if t.column(col).is_none_or(|c| c.local) {
+            return false;
+        }
+        t.inherits.iter().any(|parent| {
+            let member = format!("{parent}.{col}");
+            self.diffs.iter().any(|d| {
+                d.key.kind == Kind::Column && d.change == Change::Removed && d.key.name == member
+            }) && !self.children_keeping(parent, col)
+        })
     }
 
     /// Whether `table` inherits (not as a partition) from a table that

@@ -90,13 +90,12 @@ impl Rules<'_> {
                     'f' => ("add-foreign-key-not-valid", Lock::ShareRowExclusive),
                     _ => ("add-check-not-valid", Lock::AccessExclusive),
                 };
+                let needs = self.referenced(c);
                 let s = self.push(d, sql, rule, Risk::Medium);
                 s.reasons
                     .push("NOT VALID: new rows are checked at once, existing ones by the VALIDATE after it".into());
                 s.rollback = Some(undo);
-                if let Some((r, _)) = &c.references {
-                    s.needs.push(Key::new(Kind::Table, r));
-                }
+                s.needs.extend(needs);
                 self.on_table_last(table, lock, Effect::Brief);
                 if let Some((r, _)) = &c.references {
                     if r != table {
@@ -174,6 +173,26 @@ impl Rules<'_> {
                 self.on_table_last(table, Lock::AccessExclusive, Effect::Scan);
             }
         }
+    }
+
+    /// What a foreign key waits on: the table it references and, made in
+    /// the same plan, the key or unique constraint there on its columns
+    /// (PostgreSQL needs that key first).
+    pub(super) fn referenced(&self, c: &Constraint) -> Vec<Key> {
+        let Some((r, cols)) = &c.references else {
+            return Vec::new();
+        };
+        let mut keys = vec![Key::new(Kind::Table, r)];
+        let same = |a: &[String]| a.len() == cols.len() && a.iter().all(|x| cols.contains(x));
+        if let Some(t) = self.from.tables.get(r) {
+            keys.extend(
+                t.constraints
+                    .values()
+                    .filter(|k| matches!(k.kind, 'p' | 'u') && same(&k.columns))
+                    .map(|k| Key::new(Kind::Constraint, &format!("{r}.{}", k.name))),
+            );
+        }
+        keys
     }
 
     pub(super) fn validate(&mut self, d: &Difference, table: &str, c: &Constraint) {

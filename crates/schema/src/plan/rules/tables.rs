@@ -64,13 +64,14 @@ impl Rules<'_> {
             };
             let sql = format!("ALTER TABLE {n} ADD CONSTRAINT {} {}", c.name, c.def);
             let refs = c.references.clone();
+            let needs = self.referenced(c);
             let s = self.push(&dd, sql, "add-foreign-key-new-table", Risk::Low);
             s.rollback = Some(format!("ALTER TABLE {n} DROP CONSTRAINT {}", c.name));
             s.reasons
                 .push("the new table is empty: nothing to validate".into());
             s.tables.push(n.clone());
+            s.needs.extend(needs);
             if let Some((r, _)) = refs {
-                s.needs.push(Key::new(Kind::Table, &r));
                 if r != n {
                     self.on_table_last(&r, Lock::ShareRowExclusive, Effect::Brief);
                 }
