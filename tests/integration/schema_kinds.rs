@@ -391,6 +391,15 @@ fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_
     ] {
         assert!(plan.stdout.contains(line), "{line}: {plan:?}");
     }
+    // And an apply, with nothing of its own to do, does not say they match
+    // without naming them
+    let apply = apply_all(&db);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    assert!(
+        apply.stdout.contains(": nothing to apply, but for objects of the kinds etl does not make (collations, aggregates, operators and their classes and families, default privileges, owners), which differ; make them by hand:\n  ")
+            && apply.stdout.contains("  + collation public.c2"),
+        "{apply:?}"
+    );
 }
 
 #[test]

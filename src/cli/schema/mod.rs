@@ -299,6 +299,25 @@ struct Compared {
     pool: std::sync::Arc<crate::pg::Pool>,
 }
 
+/// "TO already matches FROM: nothing to apply", or "now matches", naming
+/// the objects of the kinds etl does not make that differ still (`by_hand`).
+fn matches(c: &Compared, verb: &str, by_hand: &[String]) -> String {
+    let head = format!("{} {verb} {}", c.to.name, c.from.name);
+    let tail = if verb == "already matches" {
+        ": nothing to apply"
+    } else {
+        ""
+    };
+    match by_hand.is_empty() {
+        true => format!("{head}{tail}"),
+        false => format!(
+            "{head}{tail}, but for objects of the kinds etl does not make ({}), which differ; make them by hand:\n  {}",
+            catalog::unread::KINDS,
+            by_hand.join("\n  ")
+        ),
+    }
+}
+
 /// The catalog reads around an apply go through the retry helper with
 /// these (the statements themselves take `--retries`).
 const READ_RETRIES: u32 = 3;

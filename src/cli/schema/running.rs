@@ -7,7 +7,7 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use super::{header, make_plan, open_change, read_with, Compared, Grading, Outcome, Pair};
+use super::{header, make_plan, matches, open_change, read_with, Compared, Grading, Outcome, Pair};
 use crate::schema::catalog;
 use crate::schema::diff;
 use crate::schema::plan::{self, Plan, Stage};
@@ -42,11 +42,7 @@ pub(super) fn apply(
     }
     let (c, plan) = crate::pg::block_on(make_plan(pair, grading, false))?;
     if plan.steps.is_empty() {
-        out!(
-            "{} already matches {}: nothing to apply",
-            c.to.name,
-            c.from.name
-        );
+        out!("{}", matches(&c, "already matches", &c.unread));
         return Ok(Outcome::Success);
     }
     out_raw!("{}", plan.to_sql(&header(&c, "apply")));
@@ -84,7 +80,7 @@ pub(super) fn apply(
 /// After the last statement: TO must match FROM, and no index may be left
 /// INVALID.
 pub(super) fn matches_after(c: &Compared) -> anyhow::Result<Outcome> {
-    let (left, invalid) = crate::pg::block_on(async {
+    let (left, invalid, unread) = crate::pg::block_on(async {
         let have = read_with(
             "reading the catalog of TO after the apply failed",
             || async { catalog::read(&*c.pool.get().await?, c.read).await },
@@ -96,7 +92,7 @@ pub(super) fn matches_after(c: &Compared) -> anyhow::Result<Outcome> {
             .filter(|i| !i.valid)
             .map(|i| i.name.clone())
             .collect();
-        Ok::<_, SchemaError>((diff::diff(&c.wanted, &have), invalid))
+        Ok::<_, SchemaError>((diff::diff(&c.wanted, &have), invalid, have.unread))
     })?;
     if !invalid.is_empty() {
         anyhow::bail!("indexes left INVALID on {}: {invalid:?}; run etl schema apply again to build them anew", c.to.name);
@@ -111,7 +107,8 @@ pub(super) fn matches_after(c: &Compared) -> anyhow::Result<Outcome> {
         );
         return Ok(Outcome::ChecksFailed);
     }
-    eprintln!("{} now matches {}", c.to.name, c.from.name);
+    let by_hand = catalog::unread::differences(&c.wanted.unread, &unread);
+    eprintln!("{}", matches(c, "now matches", &by_hand));
     Ok(Outcome::Success)
 }
 

@@ -6,8 +6,8 @@
 //! ends with TO compared to FROM.
 
 use super::{
-    above_max_risk, backup, checked, compare, confirmed, header, matches_after, open_change,
-    read_with, reported, would_fail, Compared, Gate, Grading, Outcome, Pair,
+    above_max_risk, backup, checked, compare, confirmed, header, matches, matches_after,
+    open_change, read_with, reported, would_fail, Compared, Gate, Grading, Outcome, Pair,
 };
 use crate::schema::plan::{Plan, Stage};
 use crate::schema::staged::Staged;
@@ -129,11 +129,7 @@ fn change_to_run(
                 grading.options(true),
             );
             if plan.steps.is_empty() {
-                out!(
-                    "{} already matches {}: nothing to apply",
-                    c.to.name,
-                    c.from.name
-                );
+                out!("{}", matches(&c, "already matches", &c.unread));
                 return Ok(None);
             }
             let change = Staged {
