@@ -340,9 +340,55 @@ fn new_tables_with_inheritance_children_and_row_security_are_made_whole() {
 }
 
 #[test]
-fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_never_skipped() {
-    // Given FROM with a collation, an aggregate, an operator with its
-    // class, and default privileges that TO lacks or defines otherwise,
+fn collations_are_made_before_the_columns_that_use_them_and_dropped_after() {
+    // Given a collation only TO has, used by a column that moves to one
+    // only FROM has (ICU), and a new column using it
+    let db = TestDb::new("schema_collations");
+    psql(
+        &db.dst,
+        "CREATE COLLATION public.posix FROM \"POSIX\"; \
+         CREATE TABLE public.t (a text, b text COLLATE public.posix); \
+         INSERT INTO public.t VALUES ('x', 'y')",
+    );
+    psql(
+        &db.src,
+        "CREATE COLLATION public.num (provider = icu, locale = 'en-u-kn-true'); \
+         CREATE TABLE public.t (a text, b text COLLATE public.num, c text COLLATE public.num)",
+    );
+
+    // When diffed and applied
+    let diff = db.etl(&["schema", "diff", &db.src, &db.dst]);
+    let apply = apply_all(&db);
+
+    // Then each collation is a difference of its own, made first and
+    // dropped once no column uses it
+    assert!(
+        diff.stdout.contains("+ collation public.num")
+            && diff.stdout.contains("- collation public.posix"),
+        "{diff:?}"
+    );
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let at = |sql: &str| {
+        apply
+            .stdout
+            .find(sql)
+            .unwrap_or_else(|| panic!("{sql}: {apply:?}"))
+    };
+    let made = at("CREATE COLLATION public.num (provider = icu, locale = 'en-u-kn-true');");
+    let moved = at("ALTER TABLE public.t ALTER COLUMN b TYPE text COLLATE public.num");
+    let dropped = at("DROP COLLATION public.posix;");
+    assert!(made < moved && moved < dropped, "{apply:?}");
+    assert!(
+        apply.stdout.contains("] medium drop-collation:"),
+        "{apply:?}"
+    );
+    assert_equal_schemas(&db);
+    assert_eq!(psql(&db.dst, "SELECT b FROM public.t"), "y");
+}
+
+#[test]
+fn aggregates_operators_and_default_privileges_that_differ_are_named_never_skipped() {
+    // Given FROM with an aggregate, an operator, and default privileges that TO lacks or defines otherwise,
     // beside one table both have alike
     let db = TestDb::new("schema_unread");
     let common = "CREATE TABLE public.t (id int); \
@@ -351,8 +397,7 @@ fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_
     psql(
         &db.src,
         &format!(
-            "{common}; CREATE COLLATION public.c2 FROM \"C\"; \
-             CREATE AGGREGATE public.total(int) (sfunc = public.add2, stype = int, initcond = '0'); \
+            "{common}; CREATE AGGREGATE public.total(int) (sfunc = public.add2, stype = int, initcond = '0'); \
              CREATE OPERATOR public.<<< (leftarg = int, rightarg = int, function = public.lt2); \
              ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC"
         ),
@@ -372,8 +417,7 @@ fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_
     assert_eq!(diff.code, 1, "{diff:?}");
     for line in [
         "0 differences (",
-        "4 of the kinds etl schema does not make match (collations, aggregates, operators and their classes and families, default privileges, owners) differ; make them by hand:",
-        "  + collation public.c2",
+        "3 of the kinds etl schema does not make match (aggregates, operators and their classes and families, default privileges, owners) differ; make them by hand:",
         "  ~ aggregate public.total(integer)",
         "  + operator public.<<<(integer,integer)",
         "  + default privileges of ",
@@ -384,9 +428,9 @@ fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_
     // And the plan's header lists the kinds not made to match and each one that differs
     assert_eq!(plan.code, 0, "{plan:?}");
     for line in [
-        "-- not made to match: collations, aggregates, operators and their classes and families, default privileges, owners, grants and row-level security (--grants, --policies compare them)",
+        "-- not made to match: aggregates, operators and their classes and families, default privileges, owners, grants and row-level security (--grants, --policies compare them)",
         "-- of which these differ (make them by hand):",
-        "--   + collation public.c2",
+        "--   + operator public.<<<(integer,integer)",
         "--   ~ aggregate public.total(integer)",
     ] {
         assert!(plan.stdout.contains(line), "{line}: {plan:?}");
@@ -396,8 +440,8 @@ fn collations_aggregates_operators_and_default_privileges_that_differ_are_named_
     let apply = apply_all(&db);
     assert_eq!(apply.code, 0, "{apply:?}");
     assert!(
-        apply.stdout.contains(": nothing to apply, but for objects of the kinds etl does not make (collations, aggregates, operators and their classes and families, default privileges, owners), which differ; make them by hand:\n  ")
-            && apply.stdout.contains("  + collation public.c2"),
+        apply.stdout.contains(": nothing to apply, but for objects of the kinds etl does not make (aggregates, operators and their classes and families, default privileges, owners), which differ; make them by hand:\n  ")
+            && apply.stdout.contains("  ~ aggregate public.total(integer)"),
         "{apply:?}"
     );
 }

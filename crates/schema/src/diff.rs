@@ -81,6 +81,10 @@ pub fn diff(from: &Catalog, to: &Catalog) -> Vec<Difference> {
     compare(&mut out, Kind::Schema, &from.schemas, &to.schemas, unit);
     let (f, t) = (&from.extensions, &to.extensions);
     compare(&mut out, Kind::Extension, f, t, extension_detail);
+    let (f, t) = (&from.collations, &to.collations);
+    compare(&mut out, Kind::Collation, f, t, |a, b| {
+        changed(a != b, &format!("{b} -> {a}"))
+    });
     compare(&mut out, Kind::Type, &from.types, &to.types, type_detail);
     let (f, t) = (&from.sequences, &to.sequences);
     compare(&mut out, Kind::Sequence, f, t, sequence_detail);

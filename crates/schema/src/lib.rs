@@ -42,6 +42,7 @@ use std::fmt;
 pub enum Kind {
     Schema,
     Extension,
+    Collation,
     Type,
     Sequence,
     Function,
@@ -61,6 +62,7 @@ impl fmt::Display for Kind {
         let s = match self {
             Kind::Schema => "schema",
             Kind::Extension => "extension",
+            Kind::Collation => "collation",
             Kind::Type => "type",
             Kind::Sequence => "sequence",
             Kind::Function => "function",

@@ -292,7 +292,7 @@ struct Compared {
     diffs: Vec<Difference>,
     renames: Vec<Rename>,
     /// Objects of the kinds etl schema does not make match that differ
-    /// (`+ collation public.ko`).
+    /// (`+ aggregate public.total(integer)`).
     unread: Vec<String>,
     read: catalog::Read,
     /// Sessions of TO.

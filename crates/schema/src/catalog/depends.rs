@@ -46,6 +46,7 @@ pub(super) async fn read(
             "pg_trigger" => "pg_trigger",
             "pg_namespace" => "pg_namespace",
             "pg_extension" => "pg_extension",
+            "pg_collation" => "pg_collation",
             _ => return None,
         };
         oids.get(&(class, oid)).cloned()

@@ -193,6 +193,9 @@ pub struct Catalog {
     pub extension_updates: BTreeMap<String, Vec<String>>,
     pub types: BTreeMap<String, TypeDef>,
     pub sequences: BTreeMap<String, Sequence>,
+    /// `public.ko` -> what `CREATE COLLATION public.ko` takes after the
+    /// name (`(provider = icu, locale = 'ko-KR')`).
+    pub collations: BTreeMap<String, String>,
     pub tables: BTreeMap<String, Table>,
     pub indexes: BTreeMap<String, Index>,
     pub views: BTreeMap<String, View>,
@@ -220,6 +223,7 @@ impl Catalog {
         match key.kind {
             Kind::Schema => self.schemas.contains_key(n),
             Kind::Extension => self.extensions.contains_key(n),
+            Kind::Collation => self.collations.contains_key(n),
             Kind::Type => self.types.contains_key(n),
             Kind::Sequence => self.sequences.contains_key(n),
             Kind::Table => self.tables.contains_key(n),
@@ -293,6 +297,7 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
 
     schemas(client, &mut c, &mut oids).await?;
     types(client, &mut c, &mut oids).await?;
+    collations(client, &mut c, &mut oids).await?;
     let by_oid = objects::tables(client, &mut c, &mut oids).await?;
     objects::indexes(client, &mut c, &mut oids).await?;
     objects::views(client, &mut c, &mut oids).await?;
@@ -314,6 +319,30 @@ pub async fn read(client: &Client, what: Read) -> Result<Catalog, SchemaError> {
         .await
         .map_err(q("resetting search_path"))?;
     Ok(c)
+}
+
+/// The user's collations (not those of extensions), each as `CREATE
+/// COLLATION` takes it.
+async fn collations(
+    client: &Client,
+    c: &mut Catalog,
+    oids: &mut HashMap<(&'static str, u32), Key>,
+) -> Result<(), SchemaError> {
+    let sql = format!(
+        "SELECT c.oid, c.oid::regcollation::text, \
+           '(provider = ' || CASE c.collprovider WHEN 'i' THEN 'icu' ELSE 'libc' END \
+           || CASE WHEN c.collprovider = 'i' THEN ', locale = ' || quote_literal(c.colliculocale) \
+              ELSE ', lc_collate = ' || quote_literal(c.collcollate) || ', lc_ctype = ' || quote_literal(c.collctype) END \
+           || CASE WHEN c.collisdeterministic THEN '' ELSE ', deterministic = false' END || ')' \
+         FROM pg_collation c WHERE c.collnamespace {USER_NS} AND {}",
+        not_extension("pg_collation", "c.oid")
+    );
+    for r in client.query(&sql, &[]).await.map_err(q("collations"))? {
+        let name: String = r.get(1);
+        oids.insert(("pg_collation", r.get(0)), Key::new(Kind::Collation, &name));
+        c.collations.insert(name, r.get(2));
+    }
+    Ok(())
 }
 
 /// The user's schemas and the extensions installed.

@@ -1,5 +1,5 @@
-//! The kinds of object `etl schema` does not make match: collations,
-//! aggregates, operators with their classes and families, default
+//! The kinds of object `etl schema` does not make match: aggregates,
+//! operators with their classes and families, default
 //! privileges (`ALTER DEFAULT PRIVILEGES`), and owners. They are read all
 //! the same, each by its name and a text of its definition, so that a diff
 //! and a plan name every one that differs between the two databases
@@ -16,21 +16,12 @@ use crate::SchemaError;
 
 /// The kinds named in a plan's header as not made to match.
 pub const KINDS: &str =
-    "collations, aggregates, operators and their classes and families, default privileges, owners";
+    "aggregates, operators and their classes and families, default privileges, owners";
 
-/// `collation public.ko` -> its definition, for each object of the kinds
+/// `aggregate public.total(integer)` -> its definition, for each object of the kinds
 /// above (not those of extensions, nor of system schemas).
 pub async fn read(client: &Client) -> Result<BTreeMap<String, String>, SchemaError> {
     let queries = [
-        (
-            "collations",
-            format!(
-                "SELECT 'collation ' || c.oid::regcollation::text, \
-                 (to_jsonb(c) - 'oid' - 'collnamespace' - 'collowner' - 'collversion')::text \
-                 FROM pg_collation c WHERE c.collnamespace {USER_NS} AND {}",
-                not_extension("pg_collation", "c.oid")
-            ),
-        ),
         (
             "aggregates",
             format!(
@@ -90,8 +81,8 @@ pub async fn read(client: &Client) -> Result<BTreeMap<String, String>, SchemaErr
     Ok(found)
 }
 
-/// Each object of these kinds that differs, as a line: `+ collation
-/// public.ko` (in FROM only), `- ...` (in TO only), `~ ...` (defined
+/// Each object of these kinds that differs, as a line: `+ aggregate
+/// public.total(integer)` (in FROM only), `- ...` (in TO only), `~ ...` (defined
 /// otherwise).
 pub fn differences(
     wanted: &BTreeMap<String, String>,

@@ -96,6 +96,7 @@ fn step(n: usize, undoes: &str, sql: String) -> Step {
         ("SEQUENCE", Kind::Sequence),
         ("POLICY", Kind::Policy),
         ("EXTENSION", Kind::Extension),
+        ("COLLATION", Kind::Collation),
         ("SCHEMA", Kind::Schema),
         ("GRANT", Kind::Grant),
         ("REVOKE", Kind::Grant),

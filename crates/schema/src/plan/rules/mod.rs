@@ -86,6 +86,7 @@ impl<'a> Rules<'a> {
             match d.key.kind {
                 Kind::Schema => self.schema(d),
                 Kind::Extension => self.extension(d),
+                Kind::Collation => self.collation(d),
                 Kind::Type => self.ty(d),
                 Kind::Sequence => self.sequence(d),
                 Kind::Function => self.function(d),

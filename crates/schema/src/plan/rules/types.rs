@@ -337,6 +337,62 @@ impl Rules<'_> {
         s.reasons.push("the old type, no longer used".into());
     }
 
+    /// A collation made before what uses it (the plan's order by kind,
+    /// and tables' dependencies on it); dropped after the columns of TO
+    /// that use it have changed. PostgreSQL cannot change one in place.
+    pub(super) fn collation(&mut self, d: &Difference) {
+        let n = d.key.name.clone();
+        match d.change {
+            Change::Added => {
+                let sql = format!("CREATE COLLATION {n} {}", self.from.collations[&n]);
+                let s = self.push(d, sql, "create-collation", Risk::Low);
+                s.reasons.push("catalog only".into());
+                s.rollback = Some(format!("DROP COLLATION {n}"));
+            }
+            Change::Removed => {
+                let using = format!(" COLLATE {n}");
+                let users: Vec<Key> = self
+                    .to
+                    .tables
+                    .values()
+                    .flat_map(|t| {
+                        t.columns
+                            .iter()
+                            .filter(|c| c.ty.contains(&using))
+                            .map(move |c| Key::new(Kind::Column, &format!("{}.{}", t.name, c.name)))
+                    })
+                    .collect();
+                let def = self.to.collations[&n].clone();
+                let s = self.push(
+                    d,
+                    format!("DROP COLLATION {n}"),
+                    "drop-collation",
+                    Risk::Medium,
+                );
+                s.reasons
+                    .push("after the columns that used it have changed; fails while anything else uses it".into());
+                s.rollback = Some(format!("CREATE COLLATION {n} {def}"));
+                // Not with the drops at the start: after the changes of
+                // the columns that use it.
+                s.drop_phase = false;
+                s.needs = users;
+            }
+            Change::Changed => {
+                let fails = format!(
+                    "collation {n} is defined otherwise on the target ({}; wanted {}), and PostgreSQL cannot alter a collation: make one of another name, move the columns to it, then drop the old one",
+                    self.to.collations[&n], self.from.collations[&n]
+                );
+                let s = self.push(
+                    d,
+                    format!("-- collation {n} cannot be changed in place"),
+                    "collation-changed",
+                    Risk::VeryHigh,
+                );
+                s.fails = Some(fails);
+            }
+        }
+    }
+
     pub(super) fn sequence(&mut self, d: &Difference) {
         let n = d.key.name.clone();
         match d.change {
