@@ -348,12 +348,14 @@ fn collations_are_made_before_the_columns_that_use_them_and_dropped_after() {
         &db.dst,
         "CREATE COLLATION public.posix FROM \"POSIX\"; \
          CREATE TABLE public.t (a text, b text COLLATE public.posix); \
+         CREATE INDEX t_b ON public.t (b); \
          INSERT INTO public.t VALUES ('x', 'y')",
     );
     psql(
         &db.src,
         "CREATE COLLATION public.num (provider = icu, locale = 'en-u-kn-true'); \
-         CREATE TABLE public.t (a text, b text COLLATE public.num, c text COLLATE public.num)",
+         CREATE TABLE public.t (a text, b text COLLATE public.num, c text COLLATE public.num); \
+         CREATE INDEX t_b ON public.t (b)",
     );
 
     // When diffed and applied
@@ -380,6 +382,14 @@ fn collations_are_made_before_the_columns_that_use_them_and_dropped_after() {
     assert!(made < moved && moved < dropped, "{apply:?}");
     assert!(
         apply.stdout.contains("] medium drop-collation:"),
+        "{apply:?}"
+    );
+    // And moving the column is no rewrite, but its index is built again
+    assert!(
+        apply.stdout.contains(" collation-change-reindex: ")
+            && apply
+                .stdout
+                .contains("its indexes on the column are built again under the lock"),
         "{apply:?}"
     );
     assert_equal_schemas(&db);

@@ -283,12 +283,27 @@ impl Rules<'_> {
             want.ty,
             strip_collate(&want.ty)
         );
-        let (rule, risk) = match rewrites {
-            true => ("rewrite-type-change", Risk::High),
-            false => ("type-change-no-rewrite", Risk::Low),
+        // Only the collation: the indexes on the column are built again,
+        // scanning the table under the lock.
+        let reindexed = strip_collate(&have.ty) == strip_collate(&want.ty)
+            && self
+                .to
+                .indexes
+                .values()
+                .any(|i| i.table == table && i.columns.iter().any(|c| c == col));
+        let (rule, risk) = match (rewrites, reindexed) {
+            (true, _) => ("rewrite-type-change", Risk::High),
+            (false, true) => ("collation-change-reindex", Risk::Medium),
+            (false, false) => ("type-change-no-rewrite", Risk::Low),
         };
         let s = self.push(d, sql, rule, risk);
         s.reasons.push(format!("{} -> {}", have.ty, want.ty));
+        if reindexed {
+            s.reasons.push(
+                "the collation alone: the table is not rewritten, its indexes on the column are built again under the lock"
+                    .into(),
+            );
+        }
         s.rollback = Some(format!(
             "ALTER TABLE {table} ALTER COLUMN {col} TYPE {} USING {from}::{}",
             have.ty,
@@ -300,10 +315,10 @@ impl Rules<'_> {
         self.on_table_last(
             table,
             Lock::AccessExclusive,
-            if rewrites {
-                Effect::Rewrite
-            } else {
-                Effect::Brief
+            match (rewrites, reindexed) {
+                (true, _) => Effect::Rewrite,
+                (false, true) => Effect::Scan,
+                (false, false) => Effect::Brief,
             },
         );
         self.recreate_views_on(table);
@@ -499,6 +514,12 @@ pub(super) fn volatile(default: &str) -> bool {
 /// widen: varchar(n) to a longer or unbounded varchar or text, text to
 /// varchar, numeric(p,s) to a larger p with the same s or to numeric.
 pub(super) fn rewrites(old: &str, new: &str) -> bool {
+    // A collation alone changes nothing stored (its indexes are built
+    // again, [`Rules::type_change`] says so).
+    let (old, new) = (strip_collate(old), strip_collate(new));
+    if old == new {
+        return false;
+    }
     let parse = |t: &str| -> (String, Vec<i64>) {
         match t.split_once('(') {
             Some((base, rest)) => (
@@ -554,6 +575,12 @@ mod tests {
     #[test]
     pub(super) fn widening_a_varchar_or_numeric_does_not_rewrite() {
         assert!(!rewrites("character varying(10)", "character varying(20)"));
+        assert!(!rewrites(
+            "text COLLATE public.posix",
+            "text COLLATE public.\"numeric\""
+        ));
+        assert!(!rewrites("text", "text COLLATE \"C\""));
+        assert!(rewrites("text COLLATE \"C\"", "integer"));
         assert!(!rewrites("character varying(10)", "text"));
         assert!(rewrites("character varying(20)", "character varying(10)"));
         assert!(!rewrites("numeric(10,2)", "numeric(12,2)"));
