@@ -299,19 +299,13 @@ struct Compared {
     pool: std::sync::Arc<crate::pg::Pool>,
 }
 
-/// "TO already matches FROM: nothing to apply", or "now matches", naming
-/// the objects of the kinds etl does not make that differ still (`by_hand`).
-fn matches(c: &Compared, verb: &str, by_hand: &[String]) -> String {
-    let head = format!("{} {verb} {}", c.to.name, c.from.name);
-    let tail = if verb == "already matches" {
-        ": nothing to apply"
-    } else {
-        ""
-    };
+/// `said` ("TO now matches FROM"), then the objects of the kinds etl does
+/// not make that still differ (`by_hand`), never left unsaid.
+fn matches(said: String, by_hand: &[String]) -> String {
     match by_hand.is_empty() {
-        true => format!("{head}{tail}"),
+        true => said,
         false => format!(
-            "{head}{tail}, but for objects of the kinds etl does not make ({}), which differ; make them by hand:\n  {}",
+            "{said}, but for objects of the kinds etl does not make ({}), which differ; make them by hand:\n  {}",
             catalog::unread::KINDS,
             by_hand.join("\n  ")
         ),

@@ -42,7 +42,16 @@ pub(super) fn apply(
     }
     let (c, plan) = crate::pg::block_on(make_plan(pair, grading, false))?;
     if plan.steps.is_empty() {
-        out!("{}", matches(&c, "already matches", &c.unread));
+        out!(
+            "{}",
+            matches(
+                format!(
+                    "{} already matches {}: nothing to apply",
+                    c.to.name, c.from.name
+                ),
+                &c.unread
+            )
+        );
         return Ok(Outcome::Success);
     }
     out_raw!("{}", plan.to_sql(&header(&c, "apply")));
@@ -108,7 +117,13 @@ pub(super) fn matches_after(c: &Compared) -> anyhow::Result<Outcome> {
         return Ok(Outcome::ChecksFailed);
     }
     let by_hand = catalog::unread::differences(&c.wanted.unread, &unread);
-    eprintln!("{}", matches(c, "now matches", &by_hand));
+    eprintln!(
+        "{}",
+        matches(
+            format!("{} now matches {}", c.to.name, c.from.name),
+            &by_hand
+        )
+    );
     Ok(Outcome::Success)
 }
 

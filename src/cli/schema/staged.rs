@@ -129,7 +129,7 @@ fn change_to_run(
                 grading.options(true),
             );
             if plan.steps.is_empty() {
-                out!("{}", matches(&c, "already matches", &c.unread));
+                out!("{}", matches(format!("{} already matches {}: nothing to apply", c.to.name, c.from.name), &c.unread));
                 return Ok(None);
             }
             let change = Staged {

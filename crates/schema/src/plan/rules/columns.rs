@@ -67,12 +67,9 @@ impl Rules<'_> {
                 let after: Vec<Key> = self
                     .children(&table)
                     .filter(|child| !self.dropped_with_a_parent(child, &col))
-                    .map(|child| Key::new(Kind::Column, &format!("{child}.{col}")))
-                    .filter(|k| {
-                        self.diffs
-                            .iter()
-                            .any(|x| x.change == Change::Removed && x.key == *k)
-                    })
+                    .map(|child| format!("{child}.{col}"))
+                    .filter(|member| self.planned(Change::Removed, Kind::Column, member))
+                    .map(|member| Key::new(Kind::Column, &member))
                     .collect();
                 let s = self.push(
                     d,
@@ -135,10 +132,8 @@ impl Rules<'_> {
             return false;
         }
         t.inherits.iter().any(|parent| {
-            let member = format!("{parent}.{col}");
-            self.diffs.iter().any(|d| {
-                d.key.kind == Kind::Column && d.change == Change::Removed && d.key.name == member
-            }) && !self.children_keeping(parent, col)
+            self.planned(Change::Removed, Kind::Column, &format!("{parent}.{col}"))
+                && !self.children_keeping(parent, col)
         })
     }
 
@@ -148,13 +143,9 @@ impl Rules<'_> {
         let Some(t) = self.from.tables.get(table) else {
             return false;
         };
-        t.inherits.iter().any(|parent| {
-            self.diffs.iter().any(|d| {
-                d.key.kind == Kind::Column
-                    && d.change == Change::Added
-                    && split_member(&d.key.name) == (parent.as_str(), col)
-            })
-        })
+        t.inherits
+            .iter()
+            .any(|parent| self.planned(Change::Added, Kind::Column, &format!("{parent}.{col}")))
     }
 
     pub(super) fn column_change(
@@ -493,6 +484,12 @@ pub(super) fn strip_collate(ty: &str) -> &str {
     ty.split(" COLLATE ").next().unwrap_or(ty)
 }
 
+/// The collation a column's type names (`text COLLATE public.ko` ->
+/// `public.ko`).
+pub(super) fn collation_of(ty: &str) -> Option<&str> {
+    ty.split_once(" COLLATE ").map(|(_, c)| c)
+}
+
 /// Whether a default is computed per row (a volatile function), so that
 /// adding the column rewrites the table.
 pub(super) fn volatile(default: &str) -> bool {
@@ -581,6 +578,13 @@ mod tests {
         ));
         assert!(!rewrites("text", "text COLLATE \"C\""));
         assert!(rewrites("text COLLATE \"C\"", "integer"));
+        // A collation's users are found by its whole name.
+        assert_eq!(
+            collation_of("text COLLATE public.num2"),
+            Some("public.num2")
+        );
+        assert_ne!(collation_of("text COLLATE public.num2"), Some("public.num"));
+        assert_eq!(collation_of("text"), None);
         assert!(!rewrites("character varying(10)", "text"));
         assert!(rewrites("character varying(20)", "character varying(10)"));
         assert!(!rewrites("numeric(10,2)", "numeric(12,2)"));

@@ -213,6 +213,13 @@ impl<'a> Rules<'a> {
         }
     }
 
+    /// Whether the plan has `change` of the object `kind` `name`.
+    pub(super) fn planned(&self, change: Change, kind: Kind, name: &str) -> bool {
+        self.diffs
+            .iter()
+            .any(|d| d.change == change && d.key.kind == kind && d.key.name == name)
+    }
+
     pub(super) fn added_table(&self, table: &str) -> bool {
         !self.to.tables.contains_key(table)
     }

@@ -350,7 +350,6 @@ impl Rules<'_> {
                 s.rollback = Some(format!("DROP COLLATION {n}"));
             }
             Change::Removed => {
-                let using = format!(" COLLATE {n}");
                 let users: Vec<Key> = self
                     .to
                     .tables
@@ -358,7 +357,7 @@ impl Rules<'_> {
                     .flat_map(|t| {
                         t.columns
                             .iter()
-                            .filter(|c| c.ty.contains(&using))
+                            .filter(|c| super::columns::collation_of(&c.ty) == Some(n.as_str()))
                             .map(move |c| Key::new(Kind::Column, &format!("{}.{}", t.name, c.name)))
                     })
                     .collect();
@@ -436,11 +435,8 @@ impl Rules<'_> {
             Change::Removed => {
                 // A serial column's sequence goes with its table or column.
                 if let Some((t, c)) = &self.to.sequences[&n].owned_by {
-                    let gone = self.diffs.iter().any(|x| {
-                        x.change == Change::Removed
-                            && ((x.key.kind == Kind::Table && x.key.name == *t)
-                                || (x.key.kind == Kind::Column && x.key.name == format!("{t}.{c}")))
-                    });
+                    let gone = self.planned(Change::Removed, Kind::Table, t)
+                        || self.planned(Change::Removed, Kind::Column, &format!("{t}.{c}"));
                     if gone {
                         return;
                     }
