@@ -4,14 +4,18 @@
 # (4 ships x 50 channels x 2 days = 576,000 rows), and run
 # pipelines/ships-copy.toml: validate, plan, run, then compare source and
 # target; then pivot the same readings into one wide table per ship with
-# pipelines/ships-wide.toml. KEEP=1 leaves the server running and prints
+# pipelines/ships-pivot.toml. KEEP=1 leaves the server running and prints
 # how to reach it.
+#
+# etl is built without SQL stages (`--no-default-features`: no DataFusion,
+# about half the build), so the first run is quick; the demo needs none.
+# `cargo build --release --locked` builds the whole etl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 scripts/install-deps.sh
-cargo build --release --locked
+cargo build --release --locked --no-default-features
 etl=$PWD/target/release/etl
 [ -n "${CARGO_TARGET_DIR:-}" ] && etl=$CARGO_TARGET_DIR/release/etl
 
@@ -39,8 +43,8 @@ echo "source: $s"; echo "target: $d"
 [ "$s" = "$d" ] || { echo "demo: target differs from source" >&2; exit 1; }
 echo "== Equal."
 
-echo "== Narrow to wide: etl run pipelines/ships-wide.toml"
-"$etl" run "$root/pipelines/ships-wide.toml"
+echo "== Narrow to wide: etl run pipelines/ships-pivot.toml"
+"$etl" run "$root/pipelines/ships-pivot.toml"
 echo "== One wide table per ship (rows, columns):"
 psql -X -q "$ETL_DST_URL" -c "ANALYZE"
 psql -X -Atq "$ETL_DST_URL" -c "SELECT c.relname || ': ' || c.reltuples::bigint || ' rows, ' || c.relnatts || ' columns' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wide' AND c.relkind = 'r' ORDER BY 1"
@@ -48,3 +52,4 @@ psql -X -q "$ETL_DST_URL" -c 'SELECT created_time, ch_0001, ch_0015, ch_0017, ch
 if [ "${KEEP:-0}" = 1 ]; then
   echo "Server left running: ETL_SRC_URL=$ETL_SRC_URL ETL_DST_URL=$ETL_DST_URL; stop it with $root/scripts/pg-tmp.sh stop $dir/pg"
 fi
+echo "== Done. This etl was built without SQL stages, for a quick first run; build the whole one (SQL stages on DataFusion, e.g. pipelines/ships-wide.toml) with: cargo build --release --locked"

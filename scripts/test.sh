@@ -22,6 +22,8 @@ else
 fi
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --locked --workspace --all-targets -q -- -D warnings
+  # The code a build without SQL stages leaves out is all in etl-transform.
+  cargo clippy --locked -p etl-transform --no-default-features -q -- -D warnings
 else
   echo "test.sh: cargo clippy is not installed; lints not checked" >&2
 fi
@@ -34,5 +36,12 @@ export ETL_TEST_PG_URL
 # The server's certificates, for the TLS tests.
 export ETL_TEST_PG_TLS="$dir/pg/tls"
 echo "test.sh: PostgreSQL for the tests at $ETL_TEST_PG_URL" >&2
+
+# etl without SQL stages (no DataFusion), as scripts/demo.sh builds it,
+# for the test that runs it: built first and kept aside, since the whole
+# etl's build then takes the same path.
+cargo build --locked --no-default-features --bin etl -q
+cp "${CARGO_TARGET_DIR:-$PWD/target}/debug/etl" "$dir/etl-without-sql"
+export ETL_WITHOUT_SQL_BIN="$dir/etl-without-sql"
 
 cargo test --locked --workspace --all-targets "$@"

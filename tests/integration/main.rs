@@ -36,3 +36,4 @@ mod tls;
 mod transforms;
 mod types;
 mod verify;
+mod without_sql;

@@ -1,10 +1,15 @@
 //! Transforms: stages between the source and the sinks, run inside each
-//! chunk on DataFusion. Each stage's output schema is known before any
-//! chunk runs (planned against an empty input), so sinks can create and
-//! check their tables up front.
+//! chunk. Each stage's output schema is known before any chunk runs
+//! (planned against an empty input), so sinks can create and check their
+//! tables up front.
 //!
-//! - [`sql`] a SQL stage: the chunk's rows as a table, the query over it.
-//! - [`pivot`] the narrow-to-wide pivot of EAV rows, a DataFusion operator.
+//! - `sql` a SQL stage on DataFusion: the chunk's rows as a table, the
+//!   query over it. Only with the `sql` feature (on by default in the
+//!   `etl` binary): DataFusion is two thirds of etl's build, so a build
+//!   without it (`scripts/demo.sh`'s) is done in half the time and refuses
+//!   SQL stages saying how to get them ([`check_sql`]).
+//! - [`pivot`] the narrow-to-wide pivot of EAV rows: run by itself, or as a
+//!   DataFusion operator under a SQL stage.
 //! - [`spec`] the stages as the pipeline file's validation leaves them.
 //!
 //! Must not know: sources, sinks, the ledger, the runner; rows arrive as
@@ -12,15 +17,15 @@
 
 pub mod pivot;
 pub mod spec;
+#[cfg(feature = "sql")]
 pub mod sql;
 
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::catalog::TableProvider;
+#[cfg(feature = "sql")]
 use datafusion::error::DataFusionError;
-use futures_util::StreamExt;
 
 use crate::spec::ValidatedTransform;
 use etl_model::BatchStream;
@@ -41,34 +46,38 @@ pub trait Transform: Send + Sync {
     }
 }
 
-/// A chunk's rows between stages: a stream of batches, or a table a
-/// DataFusion plan reads (the pivot's, so that a SQL stage after it plans
-/// over the pivot's operator).
+/// A chunk's rows between stages: a stream of batches, or a pivot's chunk
+/// after its first pass (so that a SQL stage after it plans over the
+/// pivot's operator).
 pub enum Flow {
     Stream(BatchStream),
-    Table(Arc<dyn TableProvider>),
+    Pivoted(Box<pivot::Pending>),
 }
 
 impl Flow {
-    /// The rows as batches: a table's plan executed as it is (its schema
-    /// and metadata kept). `index` names the stage in errors.
-    pub async fn into_stream(self, index: usize) -> Result<BatchStream, EtlError> {
+    /// The rows as batches: a pivot's second pass runs as they are read
+    /// (their schema and metadata kept). `index` names the stage in errors.
+    pub async fn into_stream(self, _index: usize) -> Result<BatchStream, EtlError> {
         match self {
             Flow::Stream(s) => Ok(s),
-            Flow::Table(table) => {
-                let ctx = sql::context();
-                let plan = table
-                    .scan(&ctx.state(), None, &[], None)
-                    .await
-                    .map_err(|e| from_datafusion(index, e))?;
-                let stream = plan
-                    .execute(0, ctx.task_ctx())
-                    .map_err(|e| from_datafusion(index, e))?;
-                Ok(Box::pin(stream.map(move |batch| {
-                    batch.map_err(|e| from_datafusion(index, e))
-                })))
-            }
+            Flow::Pivoted(pending) => Ok(pending.into_stream()),
         }
+    }
+}
+
+/// Why a SQL stage is refused by a build without the `sql` feature, and
+/// how to get one that runs it.
+pub const WITHOUT_SQL: &str = "needs SQL stages, which this etl was built without (scripts/demo.sh builds it without DataFusion for a quick first run); build the whole etl with `cargo build --release --locked` (or `cargo install --path .`) and run it again";
+
+/// Whether `query` parses as a SQL stage this build runs (the pipeline
+/// file's check, before any connection); what to change when not.
+pub fn check_sql(query: &str) -> Result<(), String> {
+    #[cfg(feature = "sql")]
+    return sql::check_syntax(query).map_err(|e| format!("is not valid SQL: {e}"));
+    #[cfg(not(feature = "sql"))]
+    {
+        let _ = query;
+        Err(WITHOUT_SQL.to_string())
     }
 }
 
@@ -93,8 +102,15 @@ pub async fn build(
     let mut stages: Vec<Arc<dyn Transform>> = Vec::with_capacity(specs.len());
     for (index, spec) in specs.iter().enumerate() {
         let stage: Arc<dyn Transform> = match spec {
+            #[cfg(feature = "sql")]
             ValidatedTransform::Sql { query } => {
                 Arc::new(sql::SqlTransform::build(index, query, schema.clone()).await?)
+            }
+            #[cfg(not(feature = "sql"))]
+            ValidatedTransform::Sql { .. } => {
+                return Err(EtlError::Config(format!(
+                    "transforms[{index}] {WITHOUT_SQL}"
+                )))
             }
             ValidatedTransform::Pivot(spec) => {
                 Arc::new(pivot::Pivot::build(index, spec, schema.clone())?)
@@ -108,6 +124,7 @@ pub async fn build(
 
 /// A DataFusion error as etl's: an etl error that travelled through
 /// DataFusion comes back as itself; any other names the stage.
+#[cfg(feature = "sql")]
 pub fn from_datafusion(index: usize, e: DataFusionError) -> EtlError {
     match e {
         DataFusionError::External(inner) => match inner.downcast::<EtlError>() {

@@ -72,14 +72,15 @@ impl SqlTransform {
     }
 
     /// The chunk's rows as the table `input`: a stream becomes a
-    /// streaming table of `schema`; a table (the pivot's) is read as it is.
+    /// streaming table of `schema`; a pivot's chunk becomes its operator's
+    /// table (of the chunk's own schema).
     fn table(
         &self,
         schema: SchemaRef,
         input: Flow,
     ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, EtlError> {
         match input {
-            Flow::Table(t) => Ok(t),
+            Flow::Pivoted(pending) => Ok(Arc::new(crate::pivot::exec::PivotTable::new(*pending))),
             Flow::Stream(stream) => {
                 let partition = Arc::new(OneShot {
                     schema: schema.clone(),
@@ -99,7 +100,7 @@ impl SqlTransform {
     async fn apply_wide(&self, layout: &WideLayout, input: Flow) -> Result<Flow, EtlError> {
         let index = self.index;
         let table = match input {
-            Flow::Table(t) => t,
+            pivoted @ Flow::Pivoted(_) => self.table(self.input.clone(), pivoted)?,
             Flow::Stream(mut stream) => {
                 let Some(first) = stream.next().await else {
                     return Ok(Flow::Stream(stream));

@@ -312,8 +312,8 @@ fn transforms(
                 let key = format!("transforms[{i}].query");
                 if t.query.trim().is_empty() {
                     c.add(&key, "is empty; write a query over the table `input`");
-                } else if let Err(e) = etl_transform::sql::check_syntax(&t.query) {
-                    c.add(&key, format!("is not valid SQL: {e}"));
+                } else if let Err(e) = etl_transform::check_sql(&t.query) {
+                    c.add(&key, e);
                 }
                 transforms.push(ValidatedTransform::Sql { query: t.query });
             }

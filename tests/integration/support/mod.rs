@@ -252,8 +252,19 @@ pub fn etl_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Runs etl with `input` on its stdin (closed after it): what a person types.
 pub fn etl_typed(dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str) -> Output {
+    etl_built(Path::new(env!("CARGO_BIN_EXE_etl")), dir, args, env, input)
+}
+
+/// [`etl_typed`] for a given build of etl.
+pub fn etl_built(
+    bin: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: &str,
+) -> Output {
     use std::io::Write;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+    let mut cmd = Command::new(bin);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

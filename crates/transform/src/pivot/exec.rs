@@ -33,16 +33,9 @@ use datafusion::physical_plan::{
 };
 use futures_util::StreamExt;
 
-use super::kernel::{fill, Placed};
-use super::{Notes, OUTPUT_ROWS};
+use super::pending::Pending;
 
 /// What pass two needs, taken by the one execution.
-struct Pending {
-    batches: Vec<RecordBatch>,
-    placed: Placed,
-    notes: Notes,
-}
-
 type Shared = Arc<Mutex<Option<Pending>>>;
 
 /// One chunk's wide rows, as a table.
@@ -58,16 +51,12 @@ impl fmt::Debug for PivotTable {
 }
 
 impl PivotTable {
-    /// The chunk's readings after pass one; the counts go into `notes`
+    /// The chunk's readings after pass one; the counts go into its notes
     /// once pass two has run.
-    pub(super) fn new(batches: Vec<RecordBatch>, placed: Placed, notes: Notes) -> Self {
+    pub(crate) fn new(pending: Pending) -> Self {
         PivotTable {
-            schema: placed.schema.clone(),
-            pending: Arc::new(Mutex::new(Some(Pending {
-                batches,
-                placed,
-                notes,
-            }))),
+            schema: pending.schema(),
+            pending: Arc::new(Mutex::new(Some(pending))),
         }
     }
 }
@@ -186,35 +175,19 @@ impl ExecutionPlan for PivotExec {
         let projection = self.projection.clone();
         let schema = self.properties.eq_properties.schema().clone();
         let wide = futures_util::stream::once(async move {
-            let Some(Pending {
-                batches,
-                placed,
-                notes,
-            }) = pending
-            else {
+            let Some(pending) = pending else {
                 return Err(DataFusionError::Internal(
                     "a chunk's pivot was executed twice; this is a bug in etl".into(),
                 ));
             };
-            let (wide, counts) =
-                fill(&batches, placed).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            drop(batches);
-            super::log_counts(&counts);
-            notes.lock().expect("no panic while holding the lock").pivot = Some(counts);
-            let wide = match (wide, &projection) {
-                (Some(w), Some(p)) => Some(w.project(p)?),
-                (w, _) => w,
-            };
-            Ok(wide)
+            pending
+                .fill(projection.as_deref())
+                .map_err(|e| DataFusionError::External(Box::new(e)))
         })
-        .flat_map(|wide: Result<Option<RecordBatch>>| {
+        .flat_map(|wide: Result<Vec<RecordBatch>>| {
             let slices: Vec<Result<RecordBatch>> = match wide {
                 Err(e) => vec![Err(e)],
-                Ok(None) => Vec::new(),
-                Ok(Some(w)) => (0..w.num_rows())
-                    .step_by(OUTPUT_ROWS)
-                    .map(|at| Ok(w.slice(at, OUTPUT_ROWS.min(w.num_rows() - at))))
-                    .collect(),
+                Ok(slices) => slices.into_iter().map(Ok).collect(),
             };
             futures_util::stream::iter(slices)
         });

@@ -38,11 +38,14 @@ use futures_util::StreamExt;
 
 use super::{Flow, Notes, Transform};
 
-mod exec;
+#[cfg(feature = "sql")]
+pub(crate) mod exec;
 mod kernel;
+mod pending;
 use crate::spec::PivotSpec;
 use etl_model::wide::WideLayout;
 use etl_pg::error::EtlError;
+pub use pending::Pending;
 
 /// Wide rows per output batch.
 const OUTPUT_ROWS: usize = 65_536;
@@ -272,8 +275,8 @@ impl Transform for Pivot {
         })
     }
 
-    /// Pass one here; pass two when the plan reading the returned table
-    /// (a SQL stage after this one, or the sinks') executes it.
+    /// Pass one here; pass two when what it returns is read (as the
+    /// sinks' stream, or as the table a SQL stage after this one reads).
     async fn apply(&self, input: Flow, notes: Notes) -> Result<Flow, EtlError> {
         // The whole chunk is needed before any wide row is complete.
         let mut input = input.into_stream(self.index).await?;
@@ -293,7 +296,7 @@ impl Transform for Pivot {
             },
             other => other,
         })?;
-        Ok(Flow::Table(Arc::new(exec::PivotTable::new(
+        Ok(Flow::Pivoted(Box::new(Pending::new(
             batches, placed, notes,
         ))))
     }
@@ -504,6 +507,7 @@ mod tests {
         assert_eq!(counts.duplicates, 2);
     }
 
+    #[cfg(feature = "sql")]
     #[test]
     fn a_sql_stage_after_the_pivot_plans_over_its_operator() {
         // Given a chunk pivoted by the stage (pass one) into a table
@@ -515,14 +519,18 @@ mod tests {
         ]);
         let p = Pivot::build(0, &spec(false), b.schema()).unwrap();
         let notes = Notes::default();
-        let flow = etl_pg::block_on(p.apply(
-            Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b)]))),
-            notes.clone(),
-        ))
-        .unwrap();
-        let Flow::Table(table) = flow else {
-            panic!("the pivot hands on a table")
+        let pass_one = || {
+            etl_pg::block_on(p.apply(
+                Flow::Stream(Box::pin(futures_util::stream::iter(vec![Ok(b.clone())]))),
+                notes.clone(),
+            ))
+            .unwrap()
         };
+        let Flow::Pivoted(pending) = pass_one() else {
+            panic!("the pivot hands on its chunk after pass one")
+        };
+        let table: Arc<dyn datafusion::catalog::TableProvider> =
+            Arc::new(exec::PivotTable::new(*pending));
         // Its schema is the chunk's channels with their kinds, before any cell is filled
         let fields: Vec<String> = table
             .schema()
@@ -556,9 +564,10 @@ mod tests {
         // leaf, reading only the columns the query needs (t and a)
         assert!(text.contains("FilterExec"), "{text}");
         assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
+        let again = pass_one();
         let out = etl_pg::block_on(async {
             let mut s = sql
-                .apply(Flow::Table(table), notes.clone())
+                .apply(again, notes.clone())
                 .await
                 .unwrap()
                 .into_stream(1)
