@@ -3,6 +3,7 @@
 //! copied (or merged, for upsert), all in the chunk's transaction.
 
 use super::*;
+use etl_model::wide::WideColumns;
 
 impl Wide {
     /// A writer for one chunk; nothing is sent until its first batch (or commit).
@@ -193,60 +194,55 @@ impl WideWriter {
     }
 }
 
-#[async_trait::async_trait]
-impl ChunkWriter for WideWriter {
-    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
-        let schema = batch.schema();
-        let columns = self
-            .wide
-            .wide
-            .layout
-            .columns(&schema, &format!("chunk {}", self.chunk))?;
-        let channels: Vec<(String, Kind)> = columns
-            .values
-            .iter()
-            .map(|(_, name, kind)| (name.clone(), *kind))
-            .collect();
-        if self.started.is_none() {
-            self.start(&channels).await?;
-        }
-        // Numbers that could print otherwise as text: recorded, so the
-        // chunk runs again once their column is text (also when another
-        // worker widened it after this chunk's pivot asked).
-        let started = self.started.as_ref().expect("started above");
+/// A part's target column, the batch column it comes from, and its kind.
+type PartColumns = Vec<(String, usize, Kind)>;
+
+impl WideWriter {
+    /// Records the batch's numbers that could print otherwise as text, so
+    /// the chunk runs again once their column is text (also when another
+    /// worker widened it after this chunk's pivot asked).
+    async fn record_ambiguous(&mut self, columns: &WideColumns) -> Result<(), EtlError> {
+        let started = self.started.as_ref().expect("started before writing");
         let ambiguous: Vec<&str> = columns
             .ambiguous
             .iter()
             .filter(|c| !started.pending.contains(*c))
             .map(String::as_str)
             .collect();
-        if !ambiguous.is_empty() {
-            let base_q = self.base.qualified();
-            text::record_pending(
-                SchemaClient::new(&self.client, &self.wide.spec.ledger_schema),
-                &self.wide.pipeline,
-                &base_q,
-                &self.chunk,
-                &ambiguous,
-            )
-            .await
-            .map_err(EtlError::pg(
-                self.context("recording etl.wide_text_pending"),
-            ))?;
-            let owned: Vec<String> = ambiguous.iter().map(|c| c.to_string()).collect();
-            let started = self.started.as_mut().expect("started above");
-            started.pending.extend(owned);
+        if ambiguous.is_empty() {
+            return Ok(());
         }
-        let started = self.started.as_ref().expect("started above");
-        // Per part: (target column, batch column, kind).
-        let mut per_part: BTreeMap<String, Vec<(String, usize, Kind)>> = started
-            .layout
+        text::record_pending(
+            SchemaClient::new(&self.client, &self.wide.spec.ledger_schema),
+            &self.wide.pipeline,
+            &self.base.qualified(),
+            &self.chunk,
+            &ambiguous,
+        )
+        .await
+        .map_err(EtlError::pg(
+            self.context("recording etl.wide_text_pending"),
+        ))?;
+        let owned: Vec<String> = ambiguous.iter().map(|c| c.to_string()).collect();
+        let started = self.started.as_mut().expect("started before writing");
+        started.pending.extend(owned);
+        Ok(())
+    }
+
+    /// The batch's value columns, by the part of the layout they go to.
+    fn per_part(&self, columns: &WideColumns) -> Result<BTreeMap<String, PartColumns>, EtlError> {
+        let layout = &self
+            .started
+            .as_ref()
+            .expect("started before writing")
+            .layout;
+        let mut per_part: BTreeMap<String, PartColumns> = layout
             .parts
             .keys()
             .map(|p| (p.clone(), Vec::new()))
             .collect();
         for (at, channel, _) in &columns.values {
-            let place = started.layout.channels.get(channel).ok_or_else(|| {
+            let place = layout.channels.get(channel).ok_or_else(|| {
                 EtlError::Bug(format!(
                     "channel {channel:?} has no column after the layout was made"
                 ))
@@ -258,56 +254,94 @@ impl ChunkWriter for WideWriter {
                 })?
                 .push((place.column.clone(), *at, place.kind));
         }
-        let mut copies = Vec::with_capacity(per_part.len());
-        for (part, cols) in per_part {
+        Ok(per_part)
+    }
+
+    /// One part's rows of the batch as binary COPY data: the index
+    /// columns, then the part's channel columns. Returns the column names
+    /// with the data.
+    fn encode_part(
+        &self,
+        batch: &RecordBatch,
+        columns: &WideColumns,
+        part: &str,
+        cols: &PartColumns,
+    ) -> Result<(Vec<String>, Bytes), EtlError> {
+        let started = self.started.as_ref().expect("started before writing");
+        let part_info = &started.layout.parts[part];
+        let mut fields: Vec<Field> = Vec::new();
+        let mut types: Vec<PgType> = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        let mut names = Vec::new();
+        for (i, f) in self.wide.wide.index.iter().enumerate() {
+            let c = part_info
+                .columns
+                .iter()
+                .find(|c| c.name == *f.name())
+                .ok_or_else(|| {
+                    EtlError::Config(format!(
+                        "wide table {part} has no index column {:?}",
+                        f.name()
+                    ))
+                })?;
+            let t = PgType::from_type_info(&c.info).map_err(|e| {
+                EtlError::Bug(format!("index column {:?} of {part}: {e}", f.name()))
+            })?;
+            fields.push(f.as_ref().clone());
+            types.push(t);
+            arrays.push(batch.column(columns.index[i]).clone());
+            names.push(f.name().clone());
+        }
+        for (column, at, kind) in cols {
+            let a = etl_model::wide::conform(batch.column(*at), *kind)?;
+            fields.push(Field::new(column, a.data_type().clone(), true));
+            types.push(pg_type(*kind));
+            arrays.push(a);
+            names.push(column.clone());
+        }
+        let pairs: Vec<(&Field, &PgType)> = fields.iter().zip(&types).collect();
+        let encoder = CopyEncoder::new(&pairs)
+            .map_err(|e| EtlError::Bug(format!("{e} (wide table {part})")))?;
+        let projected = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), arrays)
+            .map_err(|e| EtlError::Bug(format!("projecting a wide batch: {e}")))?;
+        let mut buf = BytesMut::new();
+        CopyEncoder::write_header(&mut buf);
+        encoder.write_batch(&projected, &mut buf)?;
+        CopyEncoder::write_footer(&mut buf);
+        Ok((names, buf.freeze()))
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkWriter for WideWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EtlError> {
+        let schema = batch.schema();
+        let columns = self
+            .wide
+            .wide
+            .layout
+            .columns(&schema, &format!("chunk {}", self.chunk))?;
+        if self.started.is_none() {
+            let channels: Vec<(String, Kind)> = columns
+                .values
+                .iter()
+                .map(|(_, name, kind)| (name.clone(), *kind))
+                .collect();
+            self.start(&channels).await?;
+        }
+        self.record_ambiguous(&columns).await?;
+        let mut copies = Vec::new();
+        for (part, cols) in self.per_part(&columns)? {
+            let (names, data) = self.encode_part(batch, &columns, &part, &cols)?;
+            copies.push((part, names, cols, data));
+        }
+        for (part, names, cols, data) in copies {
+            let started = self.started.as_ref().expect("started above");
             let target = started
                 .stages
                 .get(&part)
                 .cloned()
                 .unwrap_or_else(|| part.clone());
-            let part_info = &started.layout.parts[&part];
-            let mut fields: Vec<Field> = Vec::new();
-            let mut types: Vec<PgType> = Vec::new();
-            let mut arrays: Vec<ArrayRef> = Vec::new();
-            let mut names = Vec::new();
-            for (i, f) in self.wide.wide.index.iter().enumerate() {
-                let c = part_info
-                    .columns
-                    .iter()
-                    .find(|c| c.name == *f.name())
-                    .ok_or_else(|| {
-                        EtlError::Config(format!(
-                            "wide table {part} has no index column {:?}",
-                            f.name()
-                        ))
-                    })?;
-                let t = PgType::from_type_info(&c.info).map_err(|e| {
-                    EtlError::Bug(format!("index column {:?} of {part}: {e}", f.name()))
-                })?;
-                fields.push(f.as_ref().clone());
-                types.push(t);
-                arrays.push(batch.column(columns.index[i]).clone());
-                names.push(f.name().clone());
-            }
-            for (column, at, kind) in &cols {
-                let a = etl_model::wide::conform(batch.column(*at), *kind)?;
-                fields.push(Field::new(column, a.data_type().clone(), true));
-                types.push(pg_type(*kind));
-                arrays.push(a);
-                names.push(column.clone());
-            }
-            let pairs: Vec<(&Field, &PgType)> = fields.iter().zip(&types).collect();
-            let encoder = CopyEncoder::new(&pairs)
-                .map_err(|e| EtlError::Bug(format!("{e} (wide table {part})")))?;
-            let projected = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), arrays)
-                .map_err(|e| EtlError::Bug(format!("projecting a wide batch: {e}")))?;
-            let mut buf = BytesMut::new();
-            CopyEncoder::write_header(&mut buf);
-            encoder.write_batch(&projected, &mut buf)?;
-            CopyEncoder::write_footer(&mut buf);
-            copies.push((part, target, names, cols, buf.freeze()));
-        }
-        for (part, target, names, cols, data) in copies {
             self.copy(&target, &names, data).await?;
             let started = self.started.as_mut().expect("started above");
             started

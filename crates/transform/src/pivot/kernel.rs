@@ -2,8 +2,9 @@
 //! ([`Pivot::place`]) hashes each reading once into its (wide row, channel)
 //! and learns the channels and their kinds, which is the chunk's wide
 //! schema; pass two ([`fill`]) fills the cells, keeping the greatest of
-//! repeated readings. [`super::exec`] runs pass two as a DataFusion
-//! operator, planned with pass one's schema.
+//! repeated readings. [`super::pending`] runs pass two when the chunk is
+//! read, or as a DataFusion operator planned with pass one's schema under
+//! a SQL stage.
 
 use super::*;
 
@@ -42,6 +43,71 @@ enum Cells {
     Int(Vec<i64>),
     Float(Vec<f64>),
     Text(Vec<String>),
+}
+
+impl Cells {
+    /// `n` empty cells of a column of `kind`.
+    fn new(kind: Kind, n: usize) -> Self {
+        match kind {
+            Kind::Bool => Cells::Bool(vec![false; n]),
+            Kind::Int => Cells::Int(vec![0; n]),
+            Kind::Float => Cells::Float(vec![0.0; n]),
+            Kind::Text => Cells::Text(vec![String::new(); n]),
+        }
+    }
+
+    /// Puts the reading at `row` of `array` (of its format's `kind`) into
+    /// cell `at`, converted to the column's kind; a `repeated` cell keeps
+    /// the greater of the two, as PostgreSQL's `max` orders them.
+    #[inline]
+    fn put(&mut self, at: usize, repeated: bool, array: &ArrayRef, row: usize, kind: Kind) {
+        match self {
+            Cells::Bool(v) => {
+                let x = array.as_boolean().value(row);
+                v[at] = if repeated { v[at] || x } else { x };
+            }
+            Cells::Int(v) => {
+                let x = match kind {
+                    Kind::Bool => array.as_boolean().value(row) as i64,
+                    _ => array.as_primitive::<Int64Type>().value(row),
+                };
+                v[at] = if repeated { v[at].max(x) } else { x };
+            }
+            Cells::Float(v) => {
+                let x = match kind {
+                    Kind::Bool => array.as_boolean().value(row) as i64 as f64,
+                    Kind::Int => array.as_primitive::<Int64Type>().value(row) as f64,
+                    _ => array.as_primitive::<Float64Type>().value(row),
+                };
+                if !repeated || float_greater(x, v[at]) {
+                    v[at] = x;
+                }
+            }
+            Cells::Text(v) => {
+                let x = match kind {
+                    Kind::Bool => array.as_boolean().value(row).to_string(),
+                    Kind::Int => array.as_primitive::<Int64Type>().value(row).to_string(),
+                    Kind::Float => pg_float_text(array.as_primitive::<Float64Type>().value(row)),
+                    Kind::Text => array.as_string::<i32>().value(row).to_string(),
+                };
+                if !repeated || x.as_bytes() > v[at].as_bytes() {
+                    v[at] = x;
+                }
+            }
+        }
+    }
+
+    /// The column: a cell never `set` is NULL.
+    fn into_array(self, set: Vec<bool>) -> ArrayRef {
+        match self {
+            Cells::Bool(v) => Arc::new(BooleanArray::new(v.into(), Some(set.into()))),
+            Cells::Int(v) => Arc::new(Int64Array::new(v.into(), Some(set.into()))),
+            Cells::Float(v) => Arc::new(Float64Array::new(v.into(), Some(set.into()))),
+            Cells::Text(v) => Arc::new(StringArray::from_iter(
+                v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
+            )),
+        }
+    }
 }
 
 impl Pivot {
@@ -131,11 +197,6 @@ impl Pivot {
             placed,
             formats,
         } = gathered;
-        let example = |counts: &mut PivotCounts, reason: &'static str, what: String| {
-            if counts.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
-                counts.examples.push((reason, what));
-            }
-        };
         let at = |index: &[ArrayRef], row: usize| {
             index
                 .iter()
@@ -157,12 +218,9 @@ impl Pivot {
         for row in 0..batch.num_rows() {
             batch_formats.push(None);
             if index.iter().any(|a| a.is_null(row)) {
-                counts.null_index += 1;
-                example(
-                    counts,
-                    "null_index",
-                    format!("a row with a NULL in {}", self.spec.index.join(", ")),
-                );
+                counts.skip(Skip::NullIndex, || {
+                    format!("a row with a NULL in {}", self.spec.index.join(", "))
+                });
                 batch_placed.push((u32::MAX, u32::MAX));
                 continue;
             }
@@ -171,52 +229,32 @@ impl Pivot {
             let name = (!names.is_null(row)).then(|| names.value(row));
             let format = (!fmts.is_null(row)).then(|| fmts.value(row));
             let Some(name) = name else {
-                counts.null_name += 1;
-                example(
-                    counts,
-                    "null_name",
+                counts.skip(Skip::NullName, || {
                     format!(
                         "a row at {} with a NULL {}",
                         at(&index, row),
                         self.spec.name_column
-                    ),
-                );
+                    )
+                });
                 batch_placed.push((time, u32::MAX));
                 continue;
             };
             let Some(&(value_column, kind)) = format.and_then(|f| self.formats.get(f)) else {
-                counts.unknown_format += 1;
-                example(
-                    counts,
-                    "unknown_format",
+                counts.skip(Skip::UnknownFormat, || {
                     format!(
                         "{} {name:?} at {} has {} {}, which is not in values",
                         self.spec.name_column,
                         at(&index, row),
                         self.spec.format_column,
                         format.map_or("NULL".to_string(), |f| format!("{f:?}"))
-                    ),
-                );
+                    )
+                });
                 batch_placed.push((time, u32::MAX));
                 continue;
             };
-            let channel = match channels.get(name) {
-                Some(&c) => c,
-                None => {
-                    let c = channels.len() as u32;
-                    channels.insert(name.to_string(), c);
-                    channel_kinds.push(kind);
-                    saw_bool.push(false);
-                    c
-                }
-            };
-            let k = &mut channel_kinds[channel as usize];
-            *k = (*k).max(kind);
+            let channel = channel_id(channels, channel_kinds, saw_bool, name, kind);
             if batch.column(value_column).is_null(row) {
-                counts.null_value += 1;
-                example(
-                    counts,
-                    "null_value",
+                counts.skip(Skip::NullValue, || {
                     format!(
                         "{} {name:?} at {} has a NULL {}",
                         self.spec.name_column,
@@ -226,8 +264,8 @@ impl Pivot {
                             .iter()
                             .find(|(f, _)| Some(f.as_str()) == format)
                             .map_or("", |(_, v)| v.as_str())
-                    ),
-                );
+                    )
+                });
                 batch_placed.push((time, u32::MAX));
                 continue;
             }
@@ -240,6 +278,56 @@ impl Pivot {
         placed.push(batch_placed);
         formats.push(batch_formats);
         Ok(())
+    }
+}
+
+/// A channel's id, given to it when first seen; its kind widened to
+/// `kind`.
+fn channel_id(
+    channels: &mut HashMap<String, u32>,
+    kinds: &mut Vec<Kind>,
+    saw_bool: &mut Vec<bool>,
+    name: &str,
+    kind: Kind,
+) -> u32 {
+    let channel = match channels.get(name) {
+        Some(&c) => c,
+        None => {
+            let c = channels.len() as u32;
+            channels.insert(name.to_string(), c);
+            kinds.push(kind);
+            saw_bool.push(false);
+            c
+        }
+    };
+    let k = &mut kinds[channel as usize];
+    *k = (*k).max(kind);
+    channel
+}
+
+/// Why a reading is not pivoted.
+#[derive(Debug, Clone, Copy)]
+enum Skip {
+    NullIndex,
+    NullName,
+    UnknownFormat,
+    NullValue,
+}
+
+impl PivotCounts {
+    /// Counts a reading not pivoted, keeping the first few examples of
+    /// each reason (`what` is written only for those).
+    fn skip(&mut self, why: Skip, what: impl FnOnce() -> String) {
+        let (count, reason) = match why {
+            Skip::NullIndex => (&mut self.null_index, "null_index"),
+            Skip::NullName => (&mut self.null_name, "null_name"),
+            Skip::UnknownFormat => (&mut self.unknown_format, "unknown_format"),
+            Skip::NullValue => (&mut self.null_value, "null_value"),
+        };
+        *count += 1;
+        if self.examples.iter().filter(|(r, _)| *r == reason).count() < EXAMPLES {
+            self.examples.push((reason, what()));
+        }
     }
 }
 
@@ -343,15 +431,7 @@ pub(super) fn fill(
     }
     let mut cells: Vec<(Cells, Vec<bool>)> = kinds
         .iter()
-        .map(|&k| {
-            let c = match k {
-                Kind::Bool => Cells::Bool(vec![false; n]),
-                Kind::Int => Cells::Int(vec![0; n]),
-                Kind::Float => Cells::Float(vec![0.0; n]),
-                Kind::Text => Cells::Text(vec![String::new(); n]),
-            };
-            (c, vec![false; n])
-        })
+        .map(|&k| (Cells::new(k, n), vec![false; n]))
         .collect();
     for ((batch, batch_placed), batch_formats) in batches.iter().zip(&placed).zip(&formats) {
         // Value columns in their canonical types, cast once per batch,
@@ -371,48 +451,13 @@ pub(super) fn fill(
             let (column, kind) = batch_formats[row].expect("placed rows have a format");
             let at = row_of[time as usize] as usize;
             let (cells, set) = &mut cells[channel as usize];
-            let duplicate = set[at];
+            let repeated = set[at];
             set[at] = true;
-            if duplicate {
+            if repeated {
                 counts.duplicates += 1;
             }
             let array = values[column].as_ref().expect("cast above");
-            match cells {
-                Cells::Bool(v) => {
-                    let x = array.as_boolean().value(row);
-                    v[at] = if duplicate { v[at] || x } else { x };
-                }
-                Cells::Int(v) => {
-                    let x = match kind {
-                        Kind::Bool => array.as_boolean().value(row) as i64,
-                        _ => array.as_primitive::<Int64Type>().value(row),
-                    };
-                    v[at] = if duplicate { v[at].max(x) } else { x };
-                }
-                Cells::Float(v) => {
-                    let x = match kind {
-                        Kind::Bool => array.as_boolean().value(row) as i64 as f64,
-                        Kind::Int => array.as_primitive::<Int64Type>().value(row) as f64,
-                        _ => array.as_primitive::<Float64Type>().value(row),
-                    };
-                    if !duplicate || float_greater(x, v[at]) {
-                        v[at] = x;
-                    }
-                }
-                Cells::Text(v) => {
-                    let x = match kind {
-                        Kind::Bool => array.as_boolean().value(row).to_string(),
-                        Kind::Int => array.as_primitive::<Int64Type>().value(row).to_string(),
-                        Kind::Float => {
-                            pg_float_text(array.as_primitive::<Float64Type>().value(row))
-                        }
-                        Kind::Text => array.as_string::<i32>().value(row).to_string(),
-                    };
-                    if !duplicate || x.as_bytes() > v[at].as_bytes() {
-                        v[at] = x;
-                    }
-                }
-            }
+            cells.put(at, repeated, array, row, kind);
         }
     }
     let parser = converter.parser();
@@ -423,15 +468,7 @@ pub(super) fn fill(
     let mut cells: Vec<Option<(Cells, Vec<bool>)>> = cells.into_iter().map(Some).collect();
     for (_, id) in names {
         let (c, set) = cells[id as usize].take().expect("each channel once");
-        let array: ArrayRef = match c {
-            Cells::Bool(v) => Arc::new(BooleanArray::new(v.into(), Some(set.into()))),
-            Cells::Int(v) => Arc::new(Int64Array::new(v.into(), Some(set.into()))),
-            Cells::Float(v) => Arc::new(Float64Array::new(v.into(), Some(set.into()))),
-            Cells::Text(v) => Arc::new(StringArray::from_iter(
-                v.into_iter().zip(set).map(|(s, ok)| ok.then_some(s)),
-            )),
-        };
-        columns.push(array);
+        columns.push(c.into_array(set));
     }
     let batch = RecordBatch::try_new(schema, columns)
         .map_err(arrow_error)
