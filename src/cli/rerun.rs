@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use super::finish::{finish, rerun_csv_path};
 use super::{is_migration, load, migration, Outcome};
+use crate::plan::Chunk;
 use crate::run::summary::render;
 use crate::run::{failed_csv, RunOptions, Runner};
+use etl_sink::spec::ValidatedSink;
 
 /// `rerun --dry-run`: what would run, one item a line.
 pub(super) fn would<'a, T: std::fmt::Display + 'a>(
@@ -59,6 +61,7 @@ pub(super) fn rerun(
         anyhow::bail!("--delay-secs {delay_secs} is out of range; use 0 to 86400");
     }
     let runner = Runner::build(pipeline)?;
+    refuse_loaded(&runner, csv, &chunks)?;
     let delay = Duration::from_secs_f64(delay_secs);
     let options = RunOptions {
         workers: (!delay.is_zero()).then_some(1),
@@ -76,4 +79,44 @@ pub(super) fn rerun(
     );
     let again = rerun_csv_path(csv);
     finish(path, &report, &again, Some(csv))
+}
+
+/// A rerun redoes its chunks in place. Where the target cannot find a
+/// chunk's rows (ranges of the source table's blocks, a CSV file's byte
+/// ranges), a chunk a PostgreSQL sink has loaded cannot be redone: each
+/// would be refused as it began and its ledger row read failed while its
+/// rows are there. So the rerun is refused before any chunk, naming them.
+fn refuse_loaded(runner: &Runner, csv: &Path, chunks: &[Chunk]) -> anyhow::Result<()> {
+    let Some(what) = super::run::unfindable(&runner.pipeline) else {
+        return Ok(());
+    };
+    if runner.truncates() {
+        return Ok(());
+    }
+    let committed = runner.committed_by_sink(chunks)?;
+    let loaded: Vec<&Chunk> = chunks
+        .iter()
+        .filter(|c| {
+            runner
+                .pipeline
+                .sinks
+                .iter()
+                .zip(&committed)
+                .any(|(s, done)| matches!(s, ValidatedSink::Postgres(_)) && done.contains(c))
+        })
+        .collect();
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = loaded.iter().take(5).map(|c| c.to_string()).collect();
+    anyhow::bail!(
+        "{}: {} of its {} chunks {} loaded by an earlier run ({}{}), and {what} leave no column to find their rows by in the target, so they cannot be loaded again in place; \
+         rerun the others (etl status lists what is not done), or load the table again: etl run --recreate, or mode = \"replace\"",
+        csv.display(),
+        loaded.len(),
+        chunks.len(),
+        if loaded.len() == 1 { "was" } else { "were" },
+        shown.join("; "),
+        if loaded.len() > shown.len() { "; ..." } else { "" }
+    )
 }

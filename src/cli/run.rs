@@ -158,20 +158,26 @@ fn refused(
             "--follow loads rows newer than the cutoff by [chunks] time_column, and this pipeline has none (its source is read whole); add time_column, or drop --follow"
         );
     }
-    // Chunks whose rows a target cannot find again: --restart cannot redo them in place.
-    let unfindable = match &pipeline.source {
-        crate::config::validate::ValidatedSource::Csv(s) if s.windows.is_none() => {
-            Some("a CSV file's byte ranges")
-        }
-        _ if pipeline.chunks.by_blocks() => Some("ranges of the source table's blocks"),
-        _ => None,
-    };
-    if let (true, Some(what)) = (restart, unfindable) {
+    if let (true, Some(what)) = (restart, unfindable(pipeline)) {
         anyhow::bail!(
             "--restart redoes chunks in place, but {what} leave no column to find their rows by in the target; use --recreate (drops and reloads the tables this pipeline created) or mode = \"replace\" (empties the target as each run starts)"
         );
     }
     Ok(())
+}
+
+/// What a pipeline's chunks are, when a target cannot find their rows
+/// again (so nothing can redo them in place: not --restart, not a rerun).
+pub(super) fn unfindable(
+    pipeline: &crate::config::validate::ValidatedPipeline,
+) -> Option<&'static str> {
+    match &pipeline.source {
+        crate::config::validate::ValidatedSource::Csv(s) if s.windows.is_none() => {
+            Some("a CSV file's byte ranges")
+        }
+        _ if pipeline.chunks.by_blocks() => Some("ranges of the source table's blocks"),
+        _ => None,
+    }
 }
 
 /// The backfill's plan, and whether its rows were counted.

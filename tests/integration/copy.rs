@@ -523,6 +523,31 @@ fn shipped_table_copy_pipeline_reads_ranges_of_blocks_and_resumes_after_a_kill()
         "57600"
     );
 
+    // When loaded ranges are asked for again by a rerun
+    std::fs::write(db.dir.path().join("again.csv"), ",0,100\n,100,200\n").unwrap();
+    let rerun = db.etl(&["rerun", p, "again.csv"]);
+    // Then it is refused before any chunk, naming them, and their ledger
+    // rows stay done
+    assert_eq!(rerun.code, 2, "{rerun:?}");
+    assert!(
+        rerun
+            .stderr
+            .contains("again.csv: 2 of its 2 chunks were loaded by an earlier run ([0, 100); [100, 200)), and ranges of the source table's blocks leave no column to find their rows by")
+            && rerun.stderr.contains("mode = \"replace\""),
+        "{rerun:?}"
+    );
+    assert_eq!(
+        psql(
+            &db.dst,
+            "SELECT count(*) FILTER (WHERE status = 'done') || ' of ' || count(*) FROM etl.chunk_ledger"
+        ),
+        format!("{ranges} of {ranges}")
+    );
+    assert_eq!(
+        psql(&db.dst, "SELECT count(*) FROM tenant.tbl_data_timeseries"),
+        "57600"
+    );
+
     // And a view or a query has no blocks to cut: refused before any chunk
     psql(
         &db.src,
