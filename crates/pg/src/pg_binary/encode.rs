@@ -481,42 +481,14 @@ impl<'a> Bound<'a> {
                 numeric::write_text(a.value(row), out).map_err(|e| e.to_string())?
             }
             Bound::Text(a) => write_text(a.value(row).as_bytes(), out)?,
-            Bound::Jsonb(a) => {
-                let v = a.value(row).as_bytes();
-                if v.contains(&0) {
-                    return Err(NUL_MESSAGE.into());
-                }
-                out.put_i32(v.len() as i32 + 1);
-                out.put_u8(1);
-                out.put_slice(v);
-            }
+            Bound::Jsonb(a) => write_jsonb(a.value(row).as_bytes(), out)?,
             Bound::Bytea(a) => write_bytes(a.value(row), out)?,
-            Bound::Date(a) => {
-                let d = a.value(row);
-                let pg = match d {
-                    i32::MAX | i32::MIN => d,
-                    d => d
-                        .checked_sub(PG_EPOCH_DAYS)
-                        .ok_or("date is out of PostgreSQL's range")?,
-                };
-                out.put_i32(4);
-                out.put_i32(pg);
-            }
+            Bound::Date(a) => write_date(a.value(row), out)?,
             Bound::Time(a) => {
                 out.put_i32(8);
                 out.put_i64(a.value(row));
             }
-            Bound::Timestamp(a) => {
-                let t = a.value(row);
-                let pg = match t {
-                    i64::MAX | i64::MIN => t,
-                    t => t
-                        .checked_sub(PG_EPOCH_MICROS)
-                        .ok_or("timestamp is out of PostgreSQL's range")?,
-                };
-                out.put_i32(8);
-                out.put_i64(pg);
-            }
+            Bound::Timestamp(a) => write_timestamp(a.value(row), out)?,
             Bound::Interval(a) => {
                 let v = a.value(row);
                 out.put_i32(16);
@@ -534,38 +506,88 @@ impl<'a> Bound<'a> {
                 element,
                 element_oid,
             } => {
-                let at = out.len();
-                out.put_i32(0); // length, patched below
-                let range =
-                    list.value_offsets()[row] as usize..list.value_offsets()[row + 1] as usize;
-                if range.is_empty() {
-                    out.put_i32(0);
-                    out.put_i32(0);
-                    out.put_u32(*element_oid);
-                } else {
-                    let has_nulls = range.clone().any(|i| element.is_null(i));
-                    out.put_i32(1);
-                    out.put_i32(has_nulls as i32);
-                    out.put_u32(*element_oid);
-                    out.put_i32(range.len() as i32);
-                    out.put_i32(1);
-                    for i in range {
-                        if element.is_null(i) {
-                            out.put_i32(-1);
-                            continue;
-                        }
-                        element
-                            .write_value(i, out)
-                            .map_err(|e| format!("array element {}: {e}", i + 1))?;
-                    }
-                }
-                let len = out.len() - at - 4;
-                let len = i32::try_from(len).map_err(|_| "array value is over 2 GiB")?;
-                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                let offsets = list.value_offsets();
+                let range = offsets[row] as usize..offsets[row + 1] as usize;
+                element.write_array(range, *element_oid, out)?
             }
         }
         Ok(())
     }
+
+    /// One array value of these elements (`range` of them): PostgreSQL's
+    /// one-dimensional array, its length patched in once written.
+    fn write_array(
+        &self,
+        range: std::ops::Range<usize>,
+        element_oid: u32,
+        out: &mut BytesMut,
+    ) -> Result<(), String> {
+        let at = out.len();
+        out.put_i32(0); // length, patched below
+        if range.is_empty() {
+            out.put_i32(0);
+            out.put_i32(0);
+            out.put_u32(element_oid);
+        } else {
+            let has_nulls = range.clone().any(|i| self.is_null(i));
+            out.put_i32(1);
+            out.put_i32(has_nulls as i32);
+            out.put_u32(element_oid);
+            out.put_i32(range.len() as i32);
+            out.put_i32(1);
+            for i in range {
+                if self.is_null(i) {
+                    out.put_i32(-1);
+                    continue;
+                }
+                self.write_value(i, out)
+                    .map_err(|e| format!("array element {}: {e}", i + 1))?;
+            }
+        }
+        let len = out.len() - at - 4;
+        let len = i32::try_from(len).map_err(|_| "array value is over 2 GiB")?;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// A date: days since PostgreSQL's epoch (2000-01-01); infinities kept.
+#[inline]
+fn write_date(d: i32, out: &mut BytesMut) -> Result<(), String> {
+    let pg = match d {
+        i32::MAX | i32::MIN => d,
+        d => d
+            .checked_sub(PG_EPOCH_DAYS)
+            .ok_or("date is out of PostgreSQL's range")?,
+    };
+    out.put_i32(4);
+    out.put_i32(pg);
+    Ok(())
+}
+
+/// A timestamp: microseconds since PostgreSQL's epoch; infinities kept.
+#[inline]
+fn write_timestamp(t: i64, out: &mut BytesMut) -> Result<(), String> {
+    let pg = match t {
+        i64::MAX | i64::MIN => t,
+        t => t
+            .checked_sub(PG_EPOCH_MICROS)
+            .ok_or("timestamp is out of PostgreSQL's range")?,
+    };
+    out.put_i32(8);
+    out.put_i64(pg);
+    Ok(())
+}
+
+/// jsonb: its version byte (1), then the text.
+fn write_jsonb(v: &[u8], out: &mut BytesMut) -> Result<(), String> {
+    if v.contains(&0) {
+        return Err(NUL_MESSAGE.into());
+    }
+    out.put_i32(v.len() as i32 + 1);
+    out.put_u8(1);
+    out.put_slice(v);
+    Ok(())
 }
 
 const NUL_MESSAGE: &str = "text contains a NUL byte (0x00), which PostgreSQL text cannot store; strip it in `query` or load the column as bytea";
