@@ -87,15 +87,16 @@ pub(super) fn rerun(
 /// would be refused as it began and its ledger row read failed while its
 /// rows are there. So the rerun is refused before any chunk, naming them.
 fn refuse_loaded(runner: &Runner, csv: &Path, chunks: &[Chunk]) -> anyhow::Result<()> {
+    // A rerun never empties the target, mode "replace" included.
     let Some(what) = super::run::unfindable(&runner.pipeline) else {
         return Ok(());
     };
-    if runner.truncates() {
-        return Ok(());
-    }
     let committed = runner.committed_by_sink(chunks)?;
+    // As the sink decides: a whole table's chunk replaces the table, and
+    // a time window's rows are found by the time column.
     let loaded: Vec<&Chunk> = chunks
         .iter()
+        .filter(|c| !c.is_whole() && c.unit != etl_base::plan::Unit::Time)
         .filter(|c| {
             runner
                 .pipeline

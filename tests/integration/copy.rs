@@ -536,6 +536,17 @@ fn shipped_table_copy_pipeline_reads_ranges_of_blocks_and_resumes_after_a_kill()
             && rerun.stderr.contains("mode = \"replace\""),
         "{rerun:?}"
     );
+    // (mode "replace" too: a rerun never empties the target)
+    let replace = db.pipeline(
+        "replace.toml",
+        &text.replace("mode = \"append\"", "mode = \"replace\""),
+    );
+    let rerun = db.etl(&["rerun", replace.to_str().unwrap(), "again.csv"]);
+    assert_eq!(rerun.code, 2, "{rerun:?}");
+    assert!(
+        rerun.stderr.contains("2 of its 2 chunks were loaded"),
+        "{rerun:?}"
+    );
     assert_eq!(
         psql(
             &db.dst,
