@@ -241,7 +241,7 @@ fn pivot_kernel(c: &mut Criterion) {
                                 .apply(Flow::Stream(Box::pin(input)), Default::default())
                                 .await
                                 .expect("pivots");
-                            let mut out = flow.into_stream(0).await.expect("runs");
+                            let mut out = flow.into_stream();
                             let mut rows = 0;
                             while let Some(b) = out.next().await {
                                 rows += b.expect("a batch").num_rows();

@@ -91,12 +91,19 @@ fn refuse_loaded(runner: &Runner, csv: &Path, chunks: &[Chunk]) -> anyhow::Resul
     let Some(what) = super::run::unfindable(&runner.pipeline) else {
         return Ok(());
     };
-    let committed = runner.committed_by_sink(chunks)?;
     // As the sink decides: a whole table's chunk replaces the table, and
     // a time window's rows are found by the time column.
-    let loaded: Vec<&Chunk> = chunks
+    let ranges: Vec<Chunk> = chunks
         .iter()
         .filter(|c| !c.is_whole() && c.unit != etl_base::plan::Unit::Time)
+        .cloned()
+        .collect();
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let committed = runner.committed_by_sink(&ranges)?;
+    let loaded: Vec<&Chunk> = ranges
+        .iter()
         .filter(|c| {
             runner
                 .pipeline

@@ -102,7 +102,7 @@ pub(super) async fn open_flow(
     for t in transforms {
         flow = t.apply(flow, notes.clone()).await?;
     }
-    flow.into_stream(transforms.len().saturating_sub(1)).await
+    Ok(flow.into_stream())
 }
 
 /// COPY data gathered into pieces of about this size before they cross

@@ -56,11 +56,11 @@ pub enum Flow {
 
 impl Flow {
     /// The rows as batches: a pivot's second pass runs as they are read
-    /// (their schema and metadata kept). `index` names the stage in errors.
-    pub async fn into_stream(self, _index: usize) -> Result<BatchStream, EtlError> {
+    /// (their schema and metadata kept).
+    pub fn into_stream(self) -> BatchStream {
         match self {
-            Flow::Stream(s) => Ok(s),
-            Flow::Pivoted(pending) => Ok(pending.into_stream()),
+            Flow::Stream(s) => s,
+            Flow::Pivoted(pending) => pending.into_stream(),
         }
     }
 }

@@ -279,7 +279,7 @@ impl Transform for Pivot {
     /// sinks' stream, or as the table a SQL stage after this one reads).
     async fn apply(&self, input: Flow, notes: Notes) -> Result<Flow, EtlError> {
         // The whole chunk is needed before any wide row is complete.
-        let mut input = input.into_stream(self.index).await?;
+        let mut input = input.into_stream();
         let mut batches = Vec::new();
         while let Some(b) = input.next().await {
             batches.push(b?);
@@ -566,13 +566,7 @@ mod tests {
         assert!(text.contains("PivotExec: 2 wide columns"), "{text}");
         let again = pass_one();
         let out = etl_pg::block_on(async {
-            let mut s = sql
-                .apply(again, notes.clone())
-                .await
-                .unwrap()
-                .into_stream(1)
-                .await
-                .unwrap();
+            let mut s = sql.apply(again, notes.clone()).await.unwrap().into_stream();
             let mut rows = Vec::new();
             while let Some(b) = s.next().await {
                 rows.push(b.unwrap());
