@@ -80,30 +80,12 @@ impl Parser {
     pub fn next_into(&mut self, text: &str, at_end: bool, record: &mut Record) -> (Found, usize) {
         let b = text.as_bytes();
         let d = self.d;
-        if let Some(c) = d.comment {
-            if b.first() == Some(&c) {
-                return match memchr(b'\n', b) {
-                    Some(i) => {
-                        self.line += 1;
-                        (Found::Comment, i + 1)
-                    }
-                    None if at_end => (Found::Comment, b.len()),
-                    None => (Found::NeedMore, 0),
-                };
-            }
+        if let Some(found) = self.comment(b, at_end) {
+            return found;
         }
         let fields = &mut record.fields;
         // Fields in use; those after it are buffers kept for later records.
         let mut n = 0;
-        let start_field = |fields: &mut Vec<Field>, n: &mut usize| {
-            if *n == fields.len() {
-                fields.push(Field::default());
-            } else {
-                fields[*n].text.clear();
-                fields[*n].quoted = false;
-            }
-            *n += 1;
-        };
         start_field(fields, &mut n);
         let mut in_quote = false;
         let mut newlines = 0u64;
@@ -158,20 +140,14 @@ impl Parser {
                 continue;
             }
             if c == b'\n' || c == b'\r' {
-                let mut end = i;
-                fields[n - 1].text.push_str(&text[run..end]);
-                if c == b'\r' {
-                    if i + 1 == b.len() && !at_end {
-                        return (Found::NeedMore, 0);
-                    }
-                    if b.get(i + 1) == Some(&b'\n') {
-                        end += 1;
-                    }
+                fields[n - 1].text.push_str(&text[run..i]);
+                // A lone `\r` at the end of the text may be the first half
+                // of `\r\n`.
+                if c == b'\r' && i + 1 == b.len() && !at_end {
+                    return (Found::NeedMore, 0);
                 }
-                fields.truncate(n);
-                record.line = self.line;
-                self.line += 1 + newlines;
-                return (Found::Record, end + 1);
+                let crlf = c == b'\r' && b.get(i + 1) == Some(&b'\n');
+                return (self.end(record, n, newlines), i + 1 + usize::from(crlf));
             }
             i += 1;
         }
@@ -179,11 +155,47 @@ impl Parser {
             return (Found::NeedMore, 0);
         }
         fields[n - 1].text.push_str(&text[run..]);
-        fields.truncate(n);
+        (self.end(record, n, newlines), b.len())
+    }
+
+    /// A comment line at the start of `b`, skipped: what was found and the
+    /// bytes it took; `None` when `b` does not start with one.
+    fn comment(&mut self, b: &[u8], at_end: bool) -> Option<(Found, usize)> {
+        let c = self.d.comment?;
+        if b.first() != Some(&c) {
+            return None;
+        }
+        Some(match memchr(b'\n', b) {
+            Some(i) => {
+                self.line += 1;
+                (Found::Comment, i + 1)
+            }
+            None if at_end => (Found::Comment, b.len()),
+            None => (Found::NeedMore, 0),
+        })
+    }
+
+    /// Ends `record` at its `n` fields, which span `newlines` line breaks
+    /// inside quotes besides the one that ends it.
+    fn end(&mut self, record: &mut Record, n: usize, newlines: u64) -> Found {
+        record.fields.truncate(n);
         record.line = self.line;
         self.line += 1 + newlines;
-        (Found::Record, b.len())
+        Found::Record
     }
+}
+
+/// Starts field `n` of a record: a buffer kept from an earlier record,
+/// emptied, or a new one.
+#[inline]
+fn start_field(fields: &mut Vec<Field>, n: &mut usize) {
+    if *n == fields.len() {
+        fields.push(Field::default());
+    } else {
+        fields[*n].text.clear();
+        fields[*n].quoted = false;
+    }
+    *n += 1;
 }
 
 /// What [`Parser::next_into`] found.
