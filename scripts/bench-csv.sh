@@ -14,7 +14,6 @@
 #   scripts/bench-csv.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-csv.sh                     medians of 3 rounds
 . "$(dirname "$0")/bench-lib.sh"
-command -v pgloader >/dev/null || { echo "bench-csv.sh: pgloader is not installed (apt install pgloader)" >&2; exit 2; }
 for db in src dst_copy dst_etl dst_pgl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
 echo "bench-csv: generating $rows rows..." >&2
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql

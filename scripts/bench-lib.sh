@@ -1,6 +1,7 @@
 # Shared set-up of the end-to-end benchmarks, sourced by scripts/bench-*.sh
 # with their arguments: [SHIPS CHANNELS MINUTES] (defaults 4 250 10080),
-# ROUNDS (default 1), ETL_BUILD_FLAGS. Installs and builds etl (release), starts a
+# ROUNDS (default 1), ETL_BUILD_FLAGS. Installs what they need
+# (install-deps.sh --bench: the tools timed beside etl too) and builds etl (release), starts a
 # throwaway server (durable defaults, fsync on; a larger WAL so checkpoints
 # do not dominate either side) that is stopped on exit, and sets: ships
 # channels minutes rounds rows etl dir url base. Defines median.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 ships=${1:-4}; channels=${2:-250}; minutes=${3:-10080}; rounds=${ROUNDS:-1}
 rows=$((ships * channels * minutes))
 
-scripts/install-deps.sh --tests
+scripts/install-deps.sh --bench
 # ETL_BUILD_FLAGS=--no-default-features: the build scripts/demo.sh makes.
 cargo build --release --locked -q ${ETL_BUILD_FLAGS:-}
 etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl

@@ -16,10 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tables=${TABLES:-1000}; workers=${WORKERS:-4}
 
-scripts/install-deps.sh --tests
-if ! command -v pgcopydb >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgcopydb >/dev/null
-fi
+scripts/install-deps.sh --bench
 cargo build --release --locked -q
 etl=${CARGO_TARGET_DIR:-$PWD/target}/release/etl
 

@@ -17,7 +17,6 @@
 # whole result). Usage: ROUNDS=1 SETS="1 2" scripts/bench-odbc.sh
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
-command -v pgloader >/dev/null || { echo "bench-odbc.sh: pgloader is not installed (apt install pgloader)" >&2; exit 2; }
 
 # bench NAME DB TABLE ROWS CHECK_SQL SOURCE_LINES: rounds of etl and
 # pgloader into fresh databases, tables compared, medians printed.

@@ -17,9 +17,6 @@
 #   scripts/bench-pgdb.sh            ROWS=2000000 ROUNDS=3 scripts/bench-pgdb.sh
 . "$(dirname "$0")/bench-lib.sh"
 total=${ROWS:-10000000}
-if ! command -v pgcopydb >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgcopydb >/dev/null
-fi
 psql -X -q "$url" -c "CREATE DATABASE src"
 echo "bench-pgdb: generating $total rows..." >&2
 start=$(date +%s.%N)

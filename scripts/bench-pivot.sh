@@ -16,7 +16,6 @@
 #   scripts/bench-pivot.sh [SHIPS CHANNELS MINUTES]     defaults: 4 250 10080
 #   ROUNDS=3 scripts/bench-pivot.sh                     repeat, alternating order
 . "$(dirname "$0")/bench-lib.sh"
-python3 -c 'import polars, connectorx' 2>/dev/null || pip install -q polars connectorx >&2
 for db in src dst_etl dst_pl; do psql -X -q "$url" -c "CREATE DATABASE $db"; done
 echo "bench-pivot: generating $rows readings ($ships ships x $channels channels x $minutes minutes)..." >&2
 psql -X -q -v ON_ERROR_STOP=1 "$base/src" -v ships="$ships" -v channels="$channels" -v minutes="$minutes" -f fixtures/sql/timeseries.sql

@@ -14,16 +14,22 @@
 #                                    test that renders `etl status --html`, and
 #                                    pyarrow from PyPI, the tests' independent
 #                                    Parquet reader
+#   scripts/install-deps.sh --bench  and the tools the benchmarks time etl beside:
+#                                    pgloader, pgcopydb, and polars and
+#                                    ConnectorX from PyPI
 set -euo pipefail
 
 packages=(gcc libc6-dev unixodbc unixodbc-dev mold postgresql-15 postgresql-client-15 openssl)
 tests=0
+bench=0
 case "${1:-}" in
   "") ;;
-  --tests) tests=1
-    packages+=(odbc-postgresql libsqliteodbc odbc-mdbtools mdbtools tdsodbc sqlite3 python3 python3-pip bc chromium) ;;
-  *) echo "install-deps: unknown argument $1 (none, or --tests)" >&2; exit 2 ;;
+  --tests) tests=1 ;;
+  --bench) tests=1; bench=1 ;;
+  *) echo "install-deps: unknown argument $1 (none, --tests or --bench)" >&2; exit 2 ;;
 esac
+[ $tests = 0 ] || packages+=(odbc-postgresql libsqliteodbc odbc-mdbtools mdbtools tdsodbc sqlite3 python3 python3-pip bc chromium)
+[ $bench = 0 ] || packages+=(pgloader pgcopydb)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,10 +41,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ $tests = 1 ] && ! python3 -c "import pyarrow" 2>/dev/null; then
-  echo "install-deps: installing pyarrow (pip)" >&2
-  python3 -m pip install --quiet --root-user-action=ignore pyarrow || python3 -m pip install --quiet --user pyarrow
-fi
+# pip_install MODULE...: the Python modules not importable yet, from PyPI.
+pip_install() {
+  local wanted=()
+  for m in "$@"; do python3 -c "import $m" 2>/dev/null || wanted+=("$m"); done
+  [ ${#wanted[@]} -gt 0 ] || return 0
+  echo "install-deps: installing ${wanted[*]} (pip)" >&2
+  python3 -m pip install --quiet --root-user-action=ignore "${wanted[@]}" || python3 -m pip install --quiet --user "${wanted[@]}"
+}
+[ $tests = 0 ] || pip_install pyarrow
+[ $bench = 0 ] || pip_install polars connectorx
 # Debian's package starts a cluster of its own on 5432; etl's scripts use
 # throwaway clusters on free ports and leave that one alone.
 if ! command -v cargo >/dev/null; then
