@@ -407,19 +407,8 @@ async fn table_access(
             Err(e) => Finding::new(Verdict::Fail, "CREATE", place, pg_message(&e)),
         }];
     }
-    // append and upsert replace a rerun chunk's window with DELETE; upsert
-    // updates; replace truncates.
-    let mut needed = vec![("INSERT", "every chunk")];
-    match spec.mode {
-        SinkMode::Append => needed.push(("DELETE", "a chunk that runs again replaces its window")),
-        SinkMode::Upsert => {
-            needed.push(("UPDATE", "upsert updates rows that exist"));
-            needed.push(("DELETE", "a chunk that runs again replaces its window"));
-        }
-        SinkMode::Replace => needed.push(("TRUNCATE", "mode replace empties the table first")),
-    }
     let mut out = Vec::new();
-    for (privilege, why) in needed {
+    for (privilege, why) in privileges(spec.mode) {
         let r = client
             .query_one("SELECT has_table_privilege($1, $2)", &[&q, &privilege])
             .await;
@@ -440,30 +429,51 @@ async fn table_access(
         });
     }
     if wide {
-        // New channels add columns: ALTER TABLE needs the table's owner.
-        let r = client
-            .query_one(
-                "SELECT pg_has_role(relowner, 'USAGE'), relowner::regrole::text FROM pg_class WHERE oid = $1::regclass",
-                &[&q],
-            )
-            .await;
-        out.push(match r {
-            Ok(r) if r.get::<_, bool>(0) => Finding::new(Verdict::Pass, "owner", place, format!("may add channel columns to {q}")),
-            Ok(r) => Finding::new(
-                Verdict::Fail,
-                "owner",
-                place,
-                format!(
-                    "{q} is owned by {}, and new channels add columns to it (ALTER TABLE); run as that role, or GRANT {} TO {}",
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(1),
-                    crate::sql::ident(user)
-                ),
-            ),
-            Err(e) => Finding::new(Verdict::Fail, "owner", place, pg_message(&e)),
-        });
+        out.push(owner(client, place, &q, user).await);
     }
     out
+}
+
+/// The privileges a sink's mode needs on its table, and why: append and
+/// upsert replace a rerun chunk's window with DELETE; upsert updates;
+/// replace truncates.
+fn privileges(mode: SinkMode) -> Vec<(&'static str, &'static str)> {
+    let mut needed = vec![("INSERT", "every chunk")];
+    match mode {
+        SinkMode::Append => needed.push(("DELETE", "a chunk that runs again replaces its window")),
+        SinkMode::Upsert => {
+            needed.push(("UPDATE", "upsert updates rows that exist"));
+            needed.push(("DELETE", "a chunk that runs again replaces its window"));
+        }
+        SinkMode::Replace => needed.push(("TRUNCATE", "mode replace empties the table first")),
+    }
+    needed
+}
+
+/// Whether `user` may add a wide table's channel columns to `q` (ALTER
+/// TABLE needs the table's owner).
+async fn owner(client: &Client, place: &str, q: &str, user: &str) -> Finding {
+    let r = client
+        .query_one(
+            "SELECT pg_has_role(relowner, 'USAGE'), relowner::regrole::text FROM pg_class WHERE oid = $1::regclass",
+            &[&q],
+        )
+        .await;
+    match r {
+        Ok(r) if r.get::<_, bool>(0) => Finding::new(Verdict::Pass, "owner", place, format!("may add channel columns to {q}")),
+        Ok(r) => Finding::new(
+            Verdict::Fail,
+            "owner",
+            place,
+            format!(
+                "{q} is owned by {}, and new channels add columns to it (ALTER TABLE); run as that role, or GRANT {} TO {}",
+                r.get::<_, String>(1),
+                r.get::<_, String>(1),
+                crate::sql::ident(user)
+            ),
+        ),
+        Err(e) => Finding::new(Verdict::Fail, "owner", place, pg_message(&e)),
+    }
 }
 
 /// Free disk under the server's data directory against twice `estimate`.

@@ -105,26 +105,7 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             json,
         } => {
             let target = targets::resolve(&db, config.as_deref())?;
-            if let Some(secs) = watch {
-                if !(0.5..=86400.0).contains(&secs) {
-                    anyhow::bail!("--watch takes 0.5 to 86400 seconds");
-                }
-            }
-            loop {
-                let list = list_sessions(&target.endpoint, "etl db sessions", locks)?;
-                if watch.is_some() && std::io::stdout().is_terminal() {
-                    out_raw!("\x1b[2J\x1b[H");
-                }
-                if json {
-                    out!("{}", serde_json::to_string(&list)?);
-                } else {
-                    show(&target.name, &list, locks)?;
-                }
-                let Some(secs) = watch else {
-                    return Ok(Outcome::Success);
-                };
-                std::thread::sleep(std::time::Duration::from_secs_f64(secs));
-            }
+            sessions(&target, locks, watch, json)
         }
         DbAction::Kill {
             db,
@@ -151,50 +132,78 @@ pub(super) fn db(action: DbAction) -> anyhow::Result<Outcome> {
             db,
             config,
             dry_run,
-        } => {
-            let target = targets::resolve(&db, config.as_deref())?;
-            let behind = crate::pg::block_on(crate::retry::on_session(
+        } => fix_sequences(&targets::resolve(&db, config.as_deref())?, dry_run),
+    }
+}
+
+/// `etl db sessions`: the target's sessions, once or every `watch`
+/// seconds.
+fn sessions(
+    target: &targets::Target,
+    locks: bool,
+    watch: Option<f64>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    if let Some(secs) = watch {
+        if !(0.5..=86400.0).contains(&secs) {
+            anyhow::bail!("--watch takes 0.5 to 86400 seconds");
+        }
+    }
+    loop {
+        let list = list_sessions(&target.endpoint, "etl db sessions", locks)?;
+        if watch.is_some() && std::io::stdout().is_terminal() {
+            out_raw!("\x1b[2J\x1b[H");
+        }
+        if json {
+            out!("{}", serde_json::to_string(&list)?);
+        } else {
+            show(&target.name, &list, locks)?;
+        }
+        let Some(secs) = watch else {
+            return Ok(Outcome::Success);
+        };
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    }
+}
+
+/// `etl db fix-sequences`: each sequence behind its column's MAX set past
+/// it (or, with `--dry-run`, said).
+fn fix_sequences(target: &targets::Target, dry_run: bool) -> anyhow::Result<Outcome> {
+    let behind = crate::pg::block_on(crate::retry::on_session(
+        &target.endpoint,
+        "etl db fix-sequences",
+        crate::retry::COMMAND,
+        "reading the sequences failed",
+        |client| async move {
+            crate::pg::sequences::behind(&client, |_| true)
+                .await
+                .map_err(crate::error::EtlError::pg("reading the sequences"))
+        },
+    ))?;
+    if behind.is_empty() {
+        out!("every sequence of {} is past its column's MAX", target.name);
+        return Ok(Outcome::Success);
+    }
+    for b in &behind {
+        if !dry_run {
+            crate::pg::block_on(crate::retry::on_session(
                 &target.endpoint,
                 "etl db fix-sequences",
                 crate::retry::COMMAND,
-                "reading the sequences failed",
+                "setting a sequence failed",
                 |client| async move {
-                    crate::pg::sequences::behind(&client, |_| true)
+                    crate::pg::sequences::fix(&client, b)
                         .await
-                        .map_err(crate::error::EtlError::pg("reading the sequences"))
+                        .map_err(crate::error::EtlError::pg(format!("setting {b}")))
                 },
             ))?;
-            if behind.is_empty() {
-                out!("every sequence of {} is past its column's MAX", target.name);
-                return Ok(Outcome::Success);
-            }
-            for b in &behind {
-                if !dry_run {
-                    crate::pg::block_on(crate::retry::on_session(
-                        &target.endpoint,
-                        "etl db fix-sequences",
-                        crate::retry::COMMAND,
-                        "setting a sequence failed",
-                        |client| async move {
-                            crate::pg::sequences::fix(&client, b)
-                                .await
-                                .map_err(crate::error::EtlError::pg(format!("setting {b}")))
-                        },
-                    ))?;
-                }
-                out!(
-                    "{}{b}: {}",
-                    if dry_run { "--dry-run: " } else { "" },
-                    if dry_run {
-                        format!("would be set to {}", b.max)
-                    } else {
-                        format!("set to {}", b.max)
-                    }
-                );
-            }
-            Ok(Outcome::Success)
+        }
+        match dry_run {
+            true => out!("--dry-run: {b}: would be set to {}", b.max),
+            false => out!("{b}: set to {}", b.max),
         }
     }
+    Ok(Outcome::Success)
 }
 
 /// Which sessions `etl db kill` ends.

@@ -5,43 +5,12 @@ use std::path::Path;
 
 use super::{is_migration, load, Outcome};
 use crate::config::validate::ValidatedSource;
-use crate::config::ValidatedSink;
+use crate::config::{ValidatedPipeline, ValidatedSink};
 use crate::preflight::{self, Finding, Verdict};
 
 pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     let pipeline = load(path)?;
-    let mut findings = Vec::new();
-    let (mut wide, mut types) = (false, Vec::new());
-    let check = "connect and read columns";
-    if is_migration(&pipeline) {
-        match crate::migrate::Migration::discover(&pipeline) {
-            Ok(m) => findings.push(Finding::new(
-                Verdict::Pass,
-                "connect and list tables",
-                "source (ODBC)",
-                format!("{} tables", m.tables.len()),
-            )),
-            Err(e) => findings.push(Finding::new(
-                Verdict::Fail,
-                "connect and list tables",
-                "source (ODBC)",
-                e.to_string(),
-            )),
-        }
-    } else {
-        match crate::run::Runner::build(pipeline.clone()) {
-            Ok(runner) => {
-                (wide, types) = runner.output_types();
-                findings.push(Finding::new(
-                    Verdict::Pass,
-                    check,
-                    "source",
-                    format!("{} columns", runner.source().schema().fields().len()),
-                ));
-            }
-            Err(e) => findings.push(Finding::new(Verdict::Fail, check, "source", e.to_string())),
-        }
-    }
+    let (mut findings, wide, types) = source_findings(&pipeline);
     let mut estimate = None;
     if let ValidatedSource::Postgres {
         endpoint, relation, ..
@@ -61,38 +30,7 @@ pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
         }
     }
     for (i, sink) in pipeline.sinks.iter().enumerate() {
-        match sink {
-            ValidatedSink::Postgres(spec) => {
-                let place = format!("sinks[{i}] {}", spec.endpoint);
-                let found = crate::pg::block_on(async {
-                    let client = spec.endpoint.connect("etl preflight").await?;
-                    Ok::<_, crate::pg::ConnectError>(
-                        preflight::postgres_sink(&client, &place, spec, wide, &types, estimate)
-                            .await,
-                    )
-                });
-                match found {
-                    Ok(f) => {
-                        findings.push(Finding::new(Verdict::Pass, "connect", &place, "connected"));
-                        findings.extend(f);
-                    }
-                    Err(e) => findings.push(Finding::new(
-                        Verdict::Fail,
-                        "connect",
-                        &place,
-                        e.to_string(),
-                    )),
-                }
-            }
-            ValidatedSink::Parquet(spec) => {
-                let place = format!("sinks[{i}] parquet");
-                findings.extend(preflight::file_sink(&place, &spec.path, estimate));
-            }
-            ValidatedSink::Csv(spec) => {
-                let place = format!("sinks[{i}] csv");
-                findings.extend(preflight::file_sink(&place, &spec.path, estimate));
-            }
-        }
+        findings.extend(sink_findings(i, sink, wide, &types, estimate));
     }
     if json {
         out!(
@@ -110,4 +48,76 @@ pub(super) fn preflight(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// Whether the source answers: a migration's tables listed, or a run's
+/// source opened with its columns; and, for a run, whether its output is a
+/// pivot's wide rows and the types of its columns.
+fn source_findings(pipeline: &ValidatedPipeline) -> (Vec<Finding>, bool, Vec<String>) {
+    if is_migration(pipeline) {
+        let check = "connect and list tables";
+        let finding = match crate::migrate::Migration::discover(pipeline) {
+            Ok(m) => Finding::new(
+                Verdict::Pass,
+                check,
+                "source (ODBC)",
+                format!("{} tables", m.tables.len()),
+            ),
+            Err(e) => Finding::new(Verdict::Fail, check, "source (ODBC)", e.to_string()),
+        };
+        return (vec![finding], false, Vec::new());
+    }
+    let check = "connect and read columns";
+    match crate::run::Runner::build(pipeline.clone()) {
+        Ok(runner) => {
+            let (wide, types) = runner.output_types();
+            let columns = runner.source().schema().fields().len();
+            let finding =
+                Finding::new(Verdict::Pass, check, "source", format!("{columns} columns"));
+            (vec![finding], wide, types)
+        }
+        Err(e) => (
+            vec![Finding::new(Verdict::Fail, check, "source", e.to_string())],
+            false,
+            Vec::new(),
+        ),
+    }
+}
+
+/// What sink `i` needs: a PostgreSQL target connected and its table and
+/// privileges checked; a file sink's directory writable and its room.
+fn sink_findings(
+    i: usize,
+    sink: &ValidatedSink,
+    wide: bool,
+    types: &[String],
+    estimate: Option<u64>,
+) -> Vec<Finding> {
+    let spec = match sink {
+        ValidatedSink::Postgres(spec) => spec,
+        ValidatedSink::Parquet(spec) => {
+            return preflight::file_sink(&format!("sinks[{i}] parquet"), &spec.path, estimate)
+        }
+        ValidatedSink::Csv(spec) => {
+            return preflight::file_sink(&format!("sinks[{i}] csv"), &spec.path, estimate)
+        }
+    };
+    let place = format!("sinks[{i}] {}", spec.endpoint);
+    let found = crate::pg::block_on(async {
+        let client = spec.endpoint.connect("etl preflight").await?;
+        Ok::<_, crate::pg::ConnectError>(
+            preflight::postgres_sink(&client, &place, spec, wide, types, estimate).await,
+        )
+    });
+    match found {
+        Ok(f) => std::iter::once(Finding::new(Verdict::Pass, "connect", &place, "connected"))
+            .chain(f)
+            .collect(),
+        Err(e) => vec![Finding::new(
+            Verdict::Fail,
+            "connect",
+            &place,
+            e.to_string(),
+        )],
+    }
 }

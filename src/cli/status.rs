@@ -130,41 +130,7 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
         out!("  no chunk recorded yet: etl run has not started on this target");
         return Ok(());
     }
-    let width = l.keys.iter().map(|k| k.key.len()).max().unwrap_or(0).max(5);
-    out!(
-        "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}  {:>10}  {:>13}  {:>8}  {:>9}",
-        "key",
-        "done",
-        "failed",
-        "pending",
-        "running",
-        "rows",
-        "rows/s",
-        "rows/h",
-        "eta",
-        "size"
-    );
-    for k in l.keys.iter().chain(std::iter::once(&l.total)) {
-        out!(
-            "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}  {:>10}  {:>13}  {:>8}  {:>9}",
-            k.key,
-            k.done,
-            k.failed,
-            k.pending,
-            k.running,
-            thousands(k.rows),
-            k.rows_per_sec
-                .map(|r| thousands(r as u64))
-                .unwrap_or_else(|| "-".into()),
-            k.rows_per_sec
-                .map(|r| thousands((r * 3600.0) as u64))
-                .unwrap_or_else(|| "-".into()),
-            k.eta_secs.map(duration).unwrap_or_else(|| "-".into()),
-            k.bytes
-                .map(etl_base::human::bytes)
-                .unwrap_or_else(|| "-".into()),
-        );
-    }
+    keys_text(l)?;
     for t in &l.tables {
         out!(
             "  target {}: {}, {}, {} key{}",
@@ -179,6 +145,47 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
             if t.keys == 1 { "" } else { "s" }
         );
     }
+    failures_text(l)
+}
+
+/// The table of chunks per key, and their total.
+fn keys_text(l: &LedgerStatus) -> anyhow::Result<()> {
+    let width = l.keys.iter().map(|k| k.key.len()).max().unwrap_or(0).max(5);
+    out!(
+        "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}  {:>10}  {:>13}  {:>8}  {:>9}",
+        "key",
+        "done",
+        "failed",
+        "pending",
+        "running",
+        "rows",
+        "rows/s",
+        "rows/h",
+        "eta",
+        "size"
+    );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for k in l.keys.iter().chain(std::iter::once(&l.total)) {
+        out!(
+            "  {:width$}  {:>7}  {:>7}  {:>7}  {:>7}  {:>14}  {:>10}  {:>13}  {:>8}  {:>9}",
+            k.key,
+            k.done,
+            k.failed,
+            k.pending,
+            k.running,
+            thousands(k.rows),
+            or_dash(k.rows_per_sec.map(|r| thousands(r as u64))),
+            or_dash(k.rows_per_sec.map(|r| thousands((r * 3600.0) as u64))),
+            or_dash(k.eta_secs.map(duration)),
+            or_dash(k.bytes.map(etl_base::human::bytes)),
+        );
+    }
+    Ok(())
+}
+
+/// The failed chunks, and a migration's phases after the data as its
+/// last run left them.
+fn failures_text(l: &LedgerStatus) -> anyhow::Result<()> {
     let failed: Vec<_> = l.chunks.iter().filter(|s| s.status == "failed").collect();
     if !failed.is_empty() {
         out!("  Failed chunks:");
@@ -194,7 +201,6 @@ fn text(pipeline: &str, l: &LedgerStatus) -> anyhow::Result<()> {
             );
         }
     }
-    // A migration's phases after the data, as its last run left them.
     let mut names: Vec<&str> = l.phases.iter().map(|p| p.phase.as_str()).collect();
     names.dedup();
     for name in names {
