@@ -67,81 +67,14 @@ impl WideWriter {
             .await
             .map_err(EtlError::pg(self.context("starting the transaction")));
         begun?;
-        // Another process (or worker) may have widened a column or added a
-        // part since the layout was cached, and binary COPY would send values
-        // of the old type. Holding the layout lock shared until commit keeps
-        // columns from changing under the chunk; the layout is read again
-        // under it.
-        let locked = self
-            .client
-            .batch_execute(&format!(
-                "SELECT pg_advisory_xact_lock_shared(hashtext({}))",
-                layout_lock(&base_q)
-            ))
-            .await
-            .map_err(EtlError::pg(
-                self.context("waiting for the wide tables' layout"),
-            ));
-        if let Err(e) = locked {
-            return Err(
-                explain_busy(&self.client, &base_q, w.spec.timeouts.lock_timeout_secs, e).await,
-            );
-        }
-        let layout = w.load(&self.client, &self.base).await?;
-        for (channel, kind) in channels {
-            if layout.channels.get(channel).is_none_or(|p| p.kind < *kind) {
-                return Err(EtlError::Bug(format!(
-                    "channel {channel:?} lost its column in {base_q} while the chunk started"
-                )));
+        let layout = self.locked_layout(&w, &base_q, channels).await?;
+        let stages = match w.spec.mode {
+            SinkMode::Upsert => self.stages(&layout).await?,
+            _ => {
+                self.clear_window(&w, &base_q, &layout).await?;
+                BTreeMap::new()
             }
-        }
-        w.layouts
-            .lock()
-            .await
-            .insert(base_q.clone(), layout.clone());
-        let mut stages = BTreeMap::new();
-        if w.spec.mode == SinkMode::Upsert {
-            for (i, part) in layout.parts.keys().enumerate() {
-                let stage = format!("etl_stage_{i}");
-                let sql = format!(
-                    "CREATE TEMP TABLE {stage} (LIKE {part} INCLUDING DEFAULTS) ON COMMIT DROP"
-                );
-                self.client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(EtlError::pg(self.context("creating a staging table")))?;
-                stages.insert(part.clone(), stage);
-            }
-        } else {
-            let overlap = w
-                .ledger
-                .lock_window(&self.client, &base_q, &self.chunk)
-                .await?;
-            if overlap {
-                let filter = chunk_filter(
-                    &w.time_column,
-                    w.time_has_zone,
-                    w.key_column.as_deref(),
-                    &self.chunk,
-                );
-                for part in layout.parts.keys() {
-                    let deleted = self
-                        .client
-                        .execute(&format!("DELETE FROM {part} WHERE {filter}"), &[])
-                        .await;
-                    if let Err(e) = deleted {
-                        let e = EtlError::pg(self.context("deleting the window's earlier rows"))(e);
-                        return Err(explain_busy(
-                            &self.client,
-                            part,
-                            w.spec.timeouts.lock_timeout_secs,
-                            e,
-                        )
-                        .await);
-                    }
-                }
-            }
-        }
+        };
         text::record_pending(
             SchemaClient::new(&self.client, &w.spec.ledger_schema),
             &w.pipeline,
@@ -157,6 +90,94 @@ impl WideWriter {
             merged: BTreeMap::new(),
             stages,
         });
+        Ok(())
+    }
+
+    /// The layout, read again under the layout lock held shared until
+    /// commit: another process (or worker) may have widened a column or
+    /// added a part since the layout was cached, and binary COPY would send
+    /// values of the old type. Every one of `channels` must have its column.
+    async fn locked_layout(
+        &self,
+        w: &Wide,
+        base_q: &str,
+        channels: &[(String, Kind)],
+    ) -> Result<Layout, EtlError> {
+        let locked = self
+            .client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock_shared(hashtext({}))",
+                layout_lock(base_q)
+            ))
+            .await
+            .map_err(EtlError::pg(
+                self.context("waiting for the wide tables' layout"),
+            ));
+        if let Err(e) = locked {
+            return Err(
+                explain_busy(&self.client, base_q, w.spec.timeouts.lock_timeout_secs, e).await,
+            );
+        }
+        let layout = w.load(&self.client, &self.base).await?;
+        for (channel, kind) in channels {
+            if layout.channels.get(channel).is_none_or(|p| p.kind < *kind) {
+                return Err(EtlError::Bug(format!(
+                    "channel {channel:?} lost its column in {base_q} while the chunk started"
+                )));
+            }
+        }
+        w.layouts
+            .lock()
+            .await
+            .insert(base_q.to_string(), layout.clone());
+        Ok(layout)
+    }
+
+    /// Upsert: each part's temporary table, dropped at commit.
+    async fn stages(&self, layout: &Layout) -> Result<BTreeMap<String, String>, EtlError> {
+        let mut stages = BTreeMap::new();
+        for (i, part) in layout.parts.keys().enumerate() {
+            let stage = format!("etl_stage_{i}");
+            let sql = format!(
+                "CREATE TEMP TABLE {stage} (LIKE {part} INCLUDING DEFAULTS) ON COMMIT DROP"
+            );
+            self.client
+                .batch_execute(&sql)
+                .await
+                .map_err(EtlError::pg(self.context("creating a staging table")))?;
+            stages.insert(part.clone(), stage);
+        }
+        Ok(stages)
+    }
+
+    /// Append and replace: the rows a chunk of an overlapping window loaded
+    /// before, deleted from every part.
+    async fn clear_window(&self, w: &Wide, base_q: &str, layout: &Layout) -> Result<(), EtlError> {
+        if !w
+            .ledger
+            .lock_window(&self.client, base_q, &self.chunk)
+            .await?
+        {
+            return Ok(());
+        }
+        let filter = chunk_filter(
+            &w.time_column,
+            w.time_has_zone,
+            w.key_column.as_deref(),
+            &self.chunk,
+        );
+        for part in layout.parts.keys() {
+            let deleted = self
+                .client
+                .execute(&format!("DELETE FROM {part} WHERE {filter}"), &[])
+                .await;
+            if let Err(e) = deleted {
+                let e = EtlError::pg(self.context("deleting the window's earlier rows"))(e);
+                return Err(
+                    explain_busy(&self.client, part, w.spec.timeouts.lock_timeout_secs, e).await,
+                );
+            }
+        }
         Ok(())
     }
 
