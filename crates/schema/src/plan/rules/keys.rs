@@ -73,106 +73,122 @@ impl Rules<'_> {
     }
 
     pub(super) fn add_constraint(&mut self, d: &Difference, table: &str, c: &Constraint) {
-        let name = &c.name;
-        let undo = format!("ALTER TABLE {table} DROP CONSTRAINT {name}");
+        let undo = format!("ALTER TABLE {table} DROP CONSTRAINT {}", c.name);
         let partitioned = self
             .to
             .tables
             .get(table)
             .is_some_and(|t| t.partitioned_by.is_some());
         match c.kind {
-            'c' | 'f' if !partitioned || c.kind == 'c' => {
-                let sql = format!(
-                    "ALTER TABLE {table} ADD CONSTRAINT {name} {} NOT VALID",
-                    c.def
-                );
-                let (rule, lock) = match c.kind {
-                    'f' => ("add-foreign-key-not-valid", Lock::ShareRowExclusive),
-                    _ => ("add-check-not-valid", Lock::AccessExclusive),
-                };
-                let needs = self.referenced(c);
-                let s = self.push(d, sql, rule, Risk::Medium);
-                s.reasons
-                    .push("NOT VALID: new rows are checked at once, existing ones by the VALIDATE after it".into());
-                s.rollback = Some(undo);
-                s.needs.extend(needs);
-                self.on_table_last(table, lock, Effect::Brief);
-                if let Some((r, _)) = &c.references {
-                    if r != table {
-                        self.on_table_last(r, Lock::ShareRowExclusive, Effect::Brief);
-                    }
-                }
-                self.validate(d, table, c);
-            }
-            'p' | 'u' if !partitioned => {
-                let index_name = name.clone();
-                let existing = self.to.indexes.get(&qualified_index(table, &index_name));
-                let reuse = existing.is_some_and(|i| i.valid && i.unique);
-                let qualified = qualified_index(table, &index_name);
-                if existing.is_some() && !reuse {
-                    // Left INVALID by an interrupted build: made again.
-                    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-                    let s = self.push(d, sql, "drop-index", Risk::Medium);
-                    s.transactional = false;
-                    s.reasons.push(
-                        "an INVALID or non-unique index of the key's name (an interrupted build): made again"
-                            .into(),
-                    );
-                    self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Brief);
-                }
-                if !reuse {
-                    let def = c.index_def.clone().unwrap_or_default();
-                    let sql = concurrently(&def);
-                    let cleanup = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
-                    let s = self.push(d, sql, "add-unique-index", Risk::High);
-                    s.cleanup = Some(cleanup);
-                    s.reasons.push(
-                        "builds the key's unique index first, CONCURRENTLY; fails on duplicates"
-                            .into(),
-                    );
-                    s.transactional = false;
-                    s.check = Some(duplicates_check(table, &c.columns, c.kind == 'p'));
-                    s.rollback = Some(format!(
-                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                        qualified_index(table, &index_name)
-                    ));
-                    self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Scan);
-                }
-                let word = if c.kind == 'p' {
-                    "PRIMARY KEY"
-                } else {
-                    "UNIQUE"
-                };
-                // The index carries no deferral: the constraint says it.
-                let sql = format!(
-                    "ALTER TABLE {table} ADD CONSTRAINT {name} {word} USING INDEX {index_name}{}",
-                    deferral(&c.def)
-                );
-                let s = self.push(d, sql, "add-constraint-using-index", Risk::Medium);
-                s.reasons
-                    .push("takes over the index built before it".into());
-                s.rollback = Some(undo);
-                self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
-            }
-            _ => {
-                let rule = match c.kind {
-                    'x' => "add-exclusion",
-                    'f' => "add-foreign-key",
-                    _ => "add-key-partitioned",
-                };
-                let sql = format!("ALTER TABLE {table} ADD CONSTRAINT {name} {}", c.def);
-                let s = self.push(d, sql, rule, Risk::High);
-                s.reasons.push(match c.kind {
-                    'x' => "builds its index and checks every row under the lock".to_string(),
-                    _ => "on a partitioned table it cannot be added NOT VALID or CONCURRENTLY: every partition is checked under the lock".to_string(),
-                });
-                s.rollback = Some(undo);
-                if matches!(c.kind, 'p' | 'u') {
-                    s.check = Some(duplicates_check(table, &c.columns, c.kind == 'p'));
-                }
-                self.on_table_last(table, Lock::AccessExclusive, Effect::Scan);
+            'c' | 'f' if !partitioned || c.kind == 'c' => self.add_not_valid(d, table, c, undo),
+            'p' | 'u' if !partitioned => self.add_using_index(d, table, c, undo),
+            _ => self.add_under_lock(d, table, c, undo),
+        }
+    }
+
+    /// A check or foreign key added NOT VALID (new rows checked at once),
+    /// then validated.
+    fn add_not_valid(&mut self, d: &Difference, table: &str, c: &Constraint, undo: String) {
+        let name = &c.name;
+        let sql = format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {} NOT VALID",
+            c.def
+        );
+        let (rule, lock) = match c.kind {
+            'f' => ("add-foreign-key-not-valid", Lock::ShareRowExclusive),
+            _ => ("add-check-not-valid", Lock::AccessExclusive),
+        };
+        let needs = self.referenced(c);
+        let s = self.push(d, sql, rule, Risk::Medium);
+        s.reasons.push(
+            "NOT VALID: new rows are checked at once, existing ones by the VALIDATE after it"
+                .into(),
+        );
+        s.rollback = Some(undo);
+        s.needs.extend(needs);
+        self.on_table_last(table, lock, Effect::Brief);
+        if let Some((r, _)) = &c.references {
+            if r != table {
+                self.on_table_last(r, Lock::ShareRowExclusive, Effect::Brief);
             }
         }
+        self.validate(d, table, c);
+    }
+
+    /// A primary key or unique constraint: its unique index built first,
+    /// CONCURRENTLY (or one left by an earlier apply taken over), then the
+    /// constraint made on it.
+    fn add_using_index(&mut self, d: &Difference, table: &str, c: &Constraint, undo: String) {
+        let name = &c.name;
+        let index_name = name.clone();
+        let existing = self.to.indexes.get(&qualified_index(table, &index_name));
+        let reuse = existing.is_some_and(|i| i.valid && i.unique);
+        let qualified = qualified_index(table, &index_name);
+        if existing.is_some() && !reuse {
+            // Left INVALID by an interrupted build: made again.
+            let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+            let s = self.push(d, sql, "drop-index", Risk::Medium);
+            s.transactional = false;
+            s.reasons.push(
+                "an INVALID or non-unique index of the key's name (an interrupted build): made again"
+                    .into(),
+            );
+            self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Brief);
+        }
+        if !reuse {
+            let def = c.index_def.clone().unwrap_or_default();
+            let sql = concurrently(&def);
+            let cleanup = format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}");
+            let s = self.push(d, sql, "add-unique-index", Risk::High);
+            s.cleanup = Some(cleanup);
+            s.reasons.push(
+                "builds the key's unique index first, CONCURRENTLY; fails on duplicates".into(),
+            );
+            s.transactional = false;
+            s.check = Some(duplicates_check(table, &c.columns, c.kind == 'p'));
+            s.rollback = Some(format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                qualified_index(table, &index_name)
+            ));
+            self.on_table_last(table, Lock::ShareUpdateExclusive, Effect::Scan);
+        }
+        let word = if c.kind == 'p' {
+            "PRIMARY KEY"
+        } else {
+            "UNIQUE"
+        };
+        // The index carries no deferral: the constraint says it.
+        let sql = format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {name} {word} USING INDEX {index_name}{}",
+            deferral(&c.def)
+        );
+        let s = self.push(d, sql, "add-constraint-using-index", Risk::Medium);
+        s.reasons
+            .push("takes over the index built before it".into());
+        s.rollback = Some(undo);
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Brief);
+    }
+
+    /// What can only be added under the table's lock, checking every row:
+    /// an exclusion constraint, or a key on a partitioned table.
+    fn add_under_lock(&mut self, d: &Difference, table: &str, c: &Constraint, undo: String) {
+        let name = &c.name;
+        let rule = match c.kind {
+            'x' => "add-exclusion",
+            'f' => "add-foreign-key",
+            _ => "add-key-partitioned",
+        };
+        let sql = format!("ALTER TABLE {table} ADD CONSTRAINT {name} {}", c.def);
+        let s = self.push(d, sql, rule, Risk::High);
+        s.reasons.push(match c.kind {
+            'x' => "builds its index and checks every row under the lock".to_string(),
+            _ => "on a partitioned table it cannot be added NOT VALID or CONCURRENTLY: every partition is checked under the lock".to_string(),
+        });
+        s.rollback = Some(undo);
+        if matches!(c.kind, 'p' | 'u') {
+            s.check = Some(duplicates_check(table, &c.columns, c.kind == 'p'));
+        }
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Scan);
     }
 
     /// What a foreign key waits on: the table it references and, made in
