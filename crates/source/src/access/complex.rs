@@ -134,26 +134,9 @@ impl AccessChild {
         }
         fields.push(Field::new(ORDINAL, DataType::Int32, false));
         access_types.push("position among the row's values".into());
-        let kind = complex.kind();
-        let value_fields: Vec<(&str, DataType, String)> = match kind {
-            ComplexKind::MultiValue => {
-                let t = value_type(&mut reader, path, complex.type_table())?;
-                vec![("value", t, "multi-value".into())]
-            }
-            ComplexKind::Attachment => vec![
-                ("file_name", DataType::Utf8, "attachment name".into()),
-                ("file_type", DataType::Utf8, "attachment type".into()),
-                ("data", DataType::Binary, "attachment content".into()),
-            ],
-            _ => vec![
-                ("value", DataType::Utf8, "version of a Long Text".into()),
-                (
-                    "modified",
-                    DataType::Timestamp(TimeUnit::Microsecond, None),
-                    "version written".into(),
-                ),
-            ],
-        };
+        let value_fields = value_fields(complex.kind(), || {
+            value_type(&mut reader, path, complex.type_table())
+        })?;
         for (n, t, a) in value_fields {
             if fields.iter().any(|f| f.name() == n) {
                 return Err(EtlError::Config(format!(
@@ -165,23 +148,7 @@ impl AccessChild {
             access_types.push(a);
         }
         let key_names: Vec<String> = key.iter().map(|&i| def.columns[i].name.clone()).collect();
-        let keys = Keys {
-            primary_key: key_names
-                .iter()
-                .cloned()
-                .chain([ORDINAL.to_string()])
-                .collect(),
-            ..Default::default()
-        };
-        let foreign_key = (!primary_key.is_empty()).then(|| ForeignKey {
-            name: format!("{name}_parent"),
-            table: name.clone(),
-            columns: key_names.clone(),
-            parent: parent.to_string(),
-            parent_columns: key_names,
-            on_update: Action::Cascade,
-            on_delete: Action::Cascade,
-        });
+        let (keys, foreign_key) = child_keys(&name, parent, key_names, !primary_key.is_empty());
         let inner = Inner {
             path: path.to_path_buf(),
             name: name.clone(),
@@ -217,6 +184,60 @@ impl AccessChild {
     fn chunk(&self) -> Chunk {
         Chunk::whole(Some(self.name.clone()))
     }
+}
+
+/// A child table's columns after its parent's key and the ordinal: a
+/// multi-value's value (of the type `value_type` reads), an attachment's
+/// name, type and content, or a Long Text's versions.
+fn value_fields(
+    kind: ComplexKind,
+    value_type: impl FnOnce() -> Result<DataType, EtlError>,
+) -> Result<Vec<(&'static str, DataType, String)>, EtlError> {
+    Ok(match kind {
+        ComplexKind::MultiValue => vec![("value", value_type()?, "multi-value".into())],
+        ComplexKind::Attachment => vec![
+            ("file_name", DataType::Utf8, "attachment name".into()),
+            ("file_type", DataType::Utf8, "attachment type".into()),
+            ("data", DataType::Binary, "attachment content".into()),
+        ],
+        _ => vec![
+            ("value", DataType::Utf8, "version of a Long Text".into()),
+            (
+                "modified",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                "version written".into(),
+            ),
+        ],
+    })
+}
+
+/// Child table `name`'s primary key (its parent's key and the ordinal)
+/// and, when the parent has a primary key (`keyed`), its foreign key to
+/// the parent, cascading.
+fn child_keys(
+    name: &str,
+    parent: &str,
+    key_names: Vec<String>,
+    keyed: bool,
+) -> (Keys, Option<ForeignKey>) {
+    let keys = Keys {
+        primary_key: key_names
+            .iter()
+            .cloned()
+            .chain([ORDINAL.to_string()])
+            .collect(),
+        ..Default::default()
+    };
+    let foreign_key = keyed.then(|| ForeignKey {
+        name: format!("{name}_parent"),
+        table: name.to_string(),
+        columns: key_names.clone(),
+        parent: parent.to_string(),
+        parent_columns: key_names,
+        on_update: Action::Cascade,
+        on_delete: Action::Cascade,
+    });
+    (keys, foreign_key)
 }
 
 impl Inner {
