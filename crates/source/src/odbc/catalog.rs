@@ -76,94 +76,114 @@ pub fn from_odbc(
     };
     let wanted: BTreeSet<&str> = tables.iter().map(String::as_str).collect();
     for table in tables {
-        // Names go out and come back in the source's code page.
-        let context = format!("reading the primary key of {table:?}");
-        let rows = odbc::catalog_rows(
-            connection,
-            "SQLPrimaryKeys",
-            &[None, None, Some(table)],
-            &[4, 5],
-            encoding,
-            |statement, a| unsafe {
-                // SAFETY: a valid statement; the pointers outlive the call.
-                odbc_api::sys::SQLPrimaryKeys(
-                    statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1,
-                )
-            },
-        )
-        .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
-        let mut pk: Vec<(i16, String)> = rows
-            .into_iter()
-            .map(|r| (key_seq(&r[1]), r[0].clone()))
-            .collect();
-        pk.sort();
         catalog.keys.entry(table.clone()).or_default().primary_key =
-            pk.into_iter().map(|(_, c)| c).collect();
-
-        // Foreign keys of this table, as the child; grouped by name.
-        let context = format!("reading the foreign keys of {table:?}");
-        let rows = odbc::catalog_rows(
-            connection,
-            "SQLForeignKeys",
-            &[
-                Some(""),
-                Some(""),
-                Some(""),
-                Some(""),
-                Some(""),
-                Some(table),
-            ],
-            &[3, 4, 8, 9, 12],
-            encoding,
-            |statement, a| unsafe {
-                // SAFETY: a valid statement; the pointers outlive the call.
-                odbc_api::sys::SQLForeignKeys(
-                    statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1, a[3].0, a[3].1,
-                    a[4].0, a[4].1, a[5].0, a[5].1,
-                )
-            },
-        )
-        .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
-        // (child table, constraint name) -> (position, parent column, child column)
-        type Columns = Vec<(i16, String, String)>;
-        let mut by_name: BTreeMap<(String, String), Columns> = BTreeMap::new();
-        for r in rows {
-            let [parent, pk_column, fk_column, seq, name] = &r[..] else {
-                unreachable!("five columns asked for")
-            };
-            by_name
-                .entry((parent.clone(), name.clone()))
-                .or_default()
-                .push((key_seq(seq), fk_column.clone(), pk_column.clone()));
-        }
-        for ((parent, name), mut cols) in by_name {
-            if !wanted.contains(parent.as_str()) {
-                tracing::warn!(
-                    table,
-                    parent,
-                    "A foreign key refers to a table this run does not load; it is left out."
-                );
-                continue;
-            }
-            cols.sort();
-            let columns: Vec<String> = cols.iter().map(|c| c.1.clone()).collect();
-            let name = if name.is_empty() {
-                format!("{table}_{}_fkey", columns.join("_"))
-            } else {
-                name
-            };
-            catalog.foreign_keys.push(ForeignKey {
-                name,
-                table: table.clone(),
-                columns,
-                parent,
-                parent_columns: cols.into_iter().map(|c| c.2).collect(),
-                on_update: Action::NoAction,
-                on_delete: Action::NoAction,
-            });
-        }
+            primary_key(connection, table, encoding)?;
+        catalog
+            .foreign_keys
+            .extend(foreign_keys(connection, table, encoding, &wanted)?);
     }
     Ok(catalog)
+}
+
+/// `table`'s primary key columns, in order (SQLPrimaryKeys). Names go out
+/// and come back in the source's code page.
+fn primary_key(
+    connection: &Connection<'_>,
+    table: &str,
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<Vec<String>, EtlError> {
+    let context = format!("reading the primary key of {table:?}");
+    let rows = odbc::catalog_rows(
+        connection,
+        "SQLPrimaryKeys",
+        &[None, None, Some(table)],
+        &[4, 5],
+        encoding,
+        |statement, a| unsafe {
+            // SAFETY: a valid statement; the pointers outlive the call.
+            odbc_api::sys::SQLPrimaryKeys(statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1)
+        },
+    )
+    .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
+    let mut pk: Vec<(i16, String)> = rows
+        .into_iter()
+        .map(|r| (key_seq(&r[1]), r[0].clone()))
+        .collect();
+    pk.sort();
+    Ok(pk.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The foreign keys of `table`, as the child (SQLForeignKeys), grouped by
+/// name; those to a table not `wanted` are left out, saying so.
+fn foreign_keys(
+    connection: &Connection<'_>,
+    table: &str,
+    encoding: &'static encoding_rs::Encoding,
+    wanted: &BTreeSet<&str>,
+) -> Result<Vec<ForeignKey>, EtlError> {
+    let context = format!("reading the foreign keys of {table:?}");
+    let rows = odbc::catalog_rows(
+        connection,
+        "SQLForeignKeys",
+        &[
+            Some(""),
+            Some(""),
+            Some(""),
+            Some(""),
+            Some(""),
+            Some(table),
+        ],
+        &[3, 4, 8, 9, 12],
+        encoding,
+        |statement, a| unsafe {
+            // SAFETY: a valid statement; the pointers outlive the call.
+            odbc_api::sys::SQLForeignKeys(
+                statement, a[0].0, a[0].1, a[1].0, a[1].1, a[2].0, a[2].1, a[3].0, a[3].1, a[4].0,
+                a[4].1, a[5].0, a[5].1,
+            )
+        },
+    )
+    .map_err(|e| EtlError::Config(format!("{context}: {e}")))?;
+    // (parent table, constraint name) -> (position, child column, parent column)
+    type Columns = Vec<(i16, String, String)>;
+    let mut by_name: BTreeMap<(String, String), Columns> = BTreeMap::new();
+    for r in rows {
+        let [parent, pk_column, fk_column, seq, name] = &r[..] else {
+            unreachable!("five columns asked for")
+        };
+        by_name
+            .entry((parent.clone(), name.clone()))
+            .or_default()
+            .push((key_seq(seq), fk_column.clone(), pk_column.clone()));
+    }
+    let mut keys = Vec::new();
+    for ((parent, name), mut cols) in by_name {
+        if !wanted.contains(parent.as_str()) {
+            tracing::warn!(
+                table,
+                parent,
+                "A foreign key refers to a table this run does not load; it is left out."
+            );
+            continue;
+        }
+        cols.sort();
+        let columns: Vec<String> = cols.iter().map(|c| c.1.clone()).collect();
+        let name = if name.is_empty() {
+            format!("{table}_{}_fkey", columns.join("_"))
+        } else {
+            name
+        };
+        keys.push(ForeignKey {
+            name,
+            table: table.to_string(),
+            columns,
+            parent,
+            parent_columns: cols.into_iter().map(|c| c.2).collect(),
+            on_update: Action::NoAction,
+            on_delete: Action::NoAction,
+        });
+    }
+    Ok(keys)
 }
 
 /// A KEY_SEQ column's text (1-based position in the key).
