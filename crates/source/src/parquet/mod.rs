@@ -191,71 +191,28 @@ impl ParquetSource {
                 .with_extension("")
                 .to_string_lossy()
                 .into_owned();
-            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if time_name.is_empty() {
-                if let Some(other) = files.iter().find(|f| f.stem == stem) {
-                    return Err(EtlError::Config(format!(
-                        "{} and {} both read {stem:?} without their extension: without [chunks] time_column each file is a chunk keyed by its path; rename one, or match one of them",
-                        other.path.display(),
-                        path.display()
-                    )));
-                }
-                files.push(FileInfo {
-                    path,
-                    stem,
-                    range: None,
-                    bytes,
-                    rows,
-                    time_index: None,
-                    key: FileKey::None,
-                });
-                continue;
-            }
-            let time_index = file_schema.index_of(&time_name).map_err(|_| {
-                EtlError::Config(format!(
-                    "chunks.time_column {time_name:?} is not a column of {}",
-                    path.display()
-                ))
-            })?;
-            if !matches!(
-                file_schema.field(time_index).data_type(),
-                DataType::Timestamp(_, _)
-            ) {
-                return Err(EtlError::Config(format!(
-                    "chunks.time_column {time_name:?} is {} in {}; chunks are cut on a timestamp column",
-                    file_schema.field(time_index).data_type(),
-                    path.display()
-                )));
-            }
-            let key = match &chunking.key_column {
-                None => FileKey::None,
-                Some(k) => match (file_schema.index_of(k), ChunkKey::of(&file_schema)?) {
-                    (Ok(i), _) => FileKey::Column(i),
-                    (Err(_), Some(fixed)) if fixed.column == *k => FileKey::Fixed(fixed.value),
-                    _ => {
-                        return Err(EtlError::Config(format!(
-                            "chunks.key_column {k:?} is not a column of {}",
-                            path.display()
-                        )))
-                    }
-                },
-            };
-            let mut range: Option<(Micros, Micros)> = None;
-            for batch in read_columns(&path, &[time_index], batch_rows)? {
-                let times = micros(column(&batch, &time_name)?)?;
-                for t in times.iter().flatten() {
-                    range = Some(range.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
-                }
-            }
-            files.push(FileInfo {
+            let file = FileInfo {
+                bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
                 path,
                 stem,
-                range,
-                bytes,
+                range: None,
                 rows,
-                time_index: Some(time_index),
-                key,
-            });
+                time_index: None,
+                key: FileKey::None,
+            };
+            if !time_name.is_empty() {
+                files.push(timed_file(file, &file_schema, chunking, batch_rows)?);
+                continue;
+            }
+            if let Some(other) = files.iter().find(|f| f.stem == file.stem) {
+                return Err(EtlError::Config(format!(
+                    "{} and {} both read {:?} without their extension: without [chunks] time_column each file is a chunk keyed by its path; rename one, or match one of them",
+                    other.path.display(),
+                    file.path.display(),
+                    file.stem
+                )));
+            }
+            files.push(file);
         }
         Ok(ParquetSource {
             files,
@@ -266,6 +223,60 @@ impl ParquetSource {
             bytes_read: Arc::default(),
         })
     }
+}
+
+/// A file of a source cut into time windows: its time column (a
+/// timestamp), its key (a column, or the value its metadata fixes) and the
+/// range of its times, read from that column alone.
+fn timed_file(
+    file: FileInfo,
+    file_schema: &Schema,
+    chunking: &Chunking,
+    batch_rows: usize,
+) -> Result<FileInfo, EtlError> {
+    let (path, time_name) = (&file.path, &chunking.time_column);
+    let time_index = file_schema.index_of(time_name).map_err(|_| {
+        EtlError::Config(format!(
+            "chunks.time_column {time_name:?} is not a column of {}",
+            path.display()
+        ))
+    })?;
+    if !matches!(
+        file_schema.field(time_index).data_type(),
+        DataType::Timestamp(_, _)
+    ) {
+        return Err(EtlError::Config(format!(
+            "chunks.time_column {time_name:?} is {} in {}; chunks are cut on a timestamp column",
+            file_schema.field(time_index).data_type(),
+            path.display()
+        )));
+    }
+    let key = match &chunking.key_column {
+        None => FileKey::None,
+        Some(k) => match (file_schema.index_of(k), ChunkKey::of(file_schema)?) {
+            (Ok(i), _) => FileKey::Column(i),
+            (Err(_), Some(fixed)) if fixed.column == *k => FileKey::Fixed(fixed.value),
+            _ => {
+                return Err(EtlError::Config(format!(
+                    "chunks.key_column {k:?} is not a column of {}",
+                    path.display()
+                )))
+            }
+        },
+    };
+    let mut range: Option<(Micros, Micros)> = None;
+    for batch in read_columns(path, &[time_index], batch_rows)? {
+        let times = micros(column(&batch, time_name)?)?;
+        for t in times.iter().flatten() {
+            range = Some(range.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+        }
+    }
+    Ok(FileInfo {
+        range,
+        time_index: Some(time_index),
+        key,
+        ..file
+    })
 }
 
 /// The folder every path is in (the longest shared one).
