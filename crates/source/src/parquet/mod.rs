@@ -592,6 +592,63 @@ mod tests {
     }
 
     #[test]
+    fn chunk_settings_a_file_does_not_fit_are_named_with_the_file() {
+        let build = |dir: &tempfile::TempDir, chunking: &Chunking| {
+            let pattern = format!("{}/*", dir.path().display());
+            match ParquetSource::build(&pattern, 1024, chunking) {
+                Ok(_) => panic!("{pattern} was taken"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let t = |v: i64| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![v])) };
+        let x = || -> ArrayRef { Arc::new(Int64Array::from(vec![7])) };
+
+        // A time column one file lacks
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.parquet", vec![("t", t(1)), ("x", x())]);
+        write(dir.path(), "b.parquet", vec![("x", x())]);
+        let e = build(&dir, &chunking());
+        assert!(
+            e.starts_with("chunks.time_column \"t\" is not a column of "),
+            "{e}"
+        );
+        assert!(e.ends_with("b.parquet"), "{e}");
+
+        // A key column that is not there
+        let keyed = Chunking {
+            key_column: Some("ship".into()),
+            ..chunking()
+        };
+        let e = build(&dir, &keyed);
+        assert!(
+            e.starts_with("chunks.key_column \"ship\" is not a column of "),
+            "{e}"
+        );
+
+        // A time column that is not a timestamp
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "c.parquet", vec![("t", x())]);
+        let e = build(&dir, &chunking());
+        assert!(e.contains("chunks.time_column \"t\" is Int64 in "), "{e}");
+        assert!(
+            e.ends_with("c.parquet; chunks are cut on a timestamp column"),
+            "{e}"
+        );
+
+        // Without a time column, two files whose paths differ only in their
+        // extension would be one chunk's key
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "d.parquet", vec![("x", x())]);
+        write(dir.path(), "d.pq", vec![("x", x())]);
+        let whole = Chunking {
+            time_column: String::new(),
+            ..chunking()
+        };
+        let e = build(&dir, &whole);
+        assert!(e.contains("both read \"d\" without their extension"), "{e}");
+    }
+
+    #[test]
     fn files_with_other_columns_read_as_their_union() {
         // Given two files that share only some columns, x an integer in one
         // and a double in the other
