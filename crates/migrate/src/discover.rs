@@ -325,9 +325,7 @@ impl OdbcTables<'_> {
             spec,
             sink,
             catalog,
-            quote,
-            sqlite,
-            min_parts,
+            ..
         } = *self;
         let target = target_name(sink, &name)?;
         let mut options = spec.options.clone();
@@ -343,57 +341,11 @@ impl OdbcTables<'_> {
             }
         }
         check_keys(&name, &reader.schema(), &keys, &catalog.foreign_keys)?;
-        // A one-column primary key of integers, times or text splits
-        // a big table.
-        let mut range_key = match keys.primary_key.as_slice() {
-            [k] if !spec.options.row_by_row => reader
-                .schema()
-                .field_with_name(k)
-                .ok()
-                .and_then(|f| odbc::KeyKind::of(f.data_type()))
-                .map(|kind| (k.clone(), kind)),
-            _ => None,
-        };
         let relation = match table {
             Some(t) => odbc::Relation::Table(t.to_string()),
             None => odbc::Relation::Query(select.clone()),
         };
-        let source_of = |split: Option<odbc::Split>| {
-            Arc::new(OdbcSource::table(
-                spec,
-                &relation,
-                quote,
-                reader.schema(),
-                split,
-                p.chunks.range_rows,
-                min_parts,
-            ))
-        };
-        let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
-            key: odbc::SplitKey::Column(k.clone()),
-            kind: *kind,
-        }));
-        // A SQLite table without an integer key is cut by its rowid
-        // (unquoted: SQLite reads an unknown quoted name as a string),
-        // unless it has none (WITHOUT ROWID).
-        // (Its rowid, when it has one, rather than a time or text key:
-        // cheaper to cut and to read.)
-        let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
-        if !integer && sqlite && table.is_some() && !spec.options.row_by_row {
-            let by_rowid = source_of(Some(odbc::Split {
-                key: odbc::SplitKey::Rowid,
-                kind: odbc::KeyKind::Integer,
-            }));
-            if by_rowid.has_rowid() {
-                source = by_rowid;
-                range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
-            } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
-                // SQLite compares times as the text stored, which
-                // bound timestamps do not match: read it whole.
-                range_key = None;
-                source = source_of(None);
-            }
-        }
+        let (range_key, source) = self.cut(&relation, reader.schema(), &keys);
         let mut config = p.clone();
         // The sink finds a range's rows by its column; rowid is not
         // one, and a text part's rows are the source's to find.
@@ -413,6 +365,62 @@ impl OdbcTables<'_> {
             keys,
         };
         Ok((table, source, runner))
+    }
+
+    /// How a big table is cut, and its source reading that way: by a
+    /// one-column primary key of integers, times or text; a SQLite table
+    /// without an integer key by its rowid (cheaper to cut and to read
+    /// than a time or text key), unless it has none (WITHOUT ROWID).
+    fn cut(
+        &self,
+        relation: &odbc::Relation,
+        schema: SchemaRef,
+        keys: &Keys,
+    ) -> (Option<(String, odbc::KeyKind)>, Arc<OdbcSource>) {
+        let row_by_row = self.spec.options.row_by_row;
+        let mut range_key = match keys.primary_key.as_slice() {
+            [k] if !row_by_row => schema
+                .field_with_name(k)
+                .ok()
+                .and_then(|f| odbc::KeyKind::of(f.data_type()))
+                .map(|kind| (k.clone(), kind)),
+            _ => None,
+        };
+        let source_of = |split: Option<odbc::Split>| {
+            Arc::new(OdbcSource::table(
+                self.spec,
+                relation,
+                self.quote,
+                schema.clone(),
+                split,
+                self.p.chunks.range_rows,
+                self.min_parts,
+            ))
+        };
+        let mut source = source_of(range_key.as_ref().map(|(k, kind)| odbc::Split {
+            key: odbc::SplitKey::Column(k.clone()),
+            kind: *kind,
+        }));
+        let integer = matches!(range_key, Some((_, odbc::KeyKind::Integer)));
+        let table = matches!(relation, odbc::Relation::Table(_));
+        if !integer && self.sqlite && table && !row_by_row {
+            // The rowid unquoted: SQLite reads an unknown quoted name as a
+            // string.
+            let by_rowid = source_of(Some(odbc::Split {
+                key: odbc::SplitKey::Rowid,
+                kind: odbc::KeyKind::Integer,
+            }));
+            if by_rowid.has_rowid() {
+                source = by_rowid;
+                range_key = Some(("rowid".to_string(), odbc::KeyKind::Integer));
+            } else if matches!(range_key, Some((_, odbc::KeyKind::Time(_)))) {
+                // SQLite compares times as the text stored, which
+                // bound timestamps do not match: read it whole.
+                range_key = None;
+                source = source_of(None);
+            }
+        }
+        (range_key, source)
     }
 }
 
