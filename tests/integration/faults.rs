@@ -144,3 +144,46 @@ fn ddl_on_a_locked_table_names_the_holder() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_database_or_role_the_server_refuses_is_said_at_once_not_tried_again() {
+    // Given a source URL naming a database that does not exist, and a
+    // target URL naming a role that does not exist
+    let db = TestDb::new("faults_refused");
+    db.load_timeseries(1, 2, 60);
+    let p = pipeline(&db, "retries = 3\n", "");
+    let missing_db = format!("{}_gone", db.src);
+    let missing_role = db.dst.replacen("etl@", "nobody_etl@", 1);
+    assert_ne!(missing_role, db.dst, "the test server's URL names its role");
+
+    for (src, dst, said) in [
+        (
+            &missing_db,
+            &db.dst,
+            "database \"faults_refused_src_gone\" does not exist (SQLSTATE 3D000)",
+        ),
+        (
+            &db.src,
+            &missing_role,
+            "role \"nobody_etl\" does not exist (SQLSTATE 28000)",
+        ),
+    ] {
+        // When etl runs
+        let out = crate::support::etl_in(
+            db.dir.path(),
+            &["run", &p],
+            &[("ETL_SRC_URL", src), ("ETL_DST_URL", dst)],
+        );
+
+        // Then it fails saying what the server refused, without waiting
+        // to try again what cannot change by itself
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(said) || out.stderr.contains(said),
+            "{out:?}"
+        );
+        assert!(!out.stderr.contains("Transient failure"), "{out:?}");
+        assert!(!out.stdout.contains(" attempts"), "{out:?}");
+        assert!(!out.stderr.contains(" attempts"), "{out:?}");
+    }
+}

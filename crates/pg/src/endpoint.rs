@@ -60,6 +60,30 @@ pub enum ConnectError {
     Exhausted { endpoint: String, limit: usize },
 }
 
+/// What a server says when it refuses a connection for good: the database
+/// does not exist (3D000), the role does not or may not log in, or no
+/// `pg_hba.conf` line lets it (28000), the password is wrong (28P01), the
+/// role lacks CONNECT on the database (42501).
+const REFUSED: [&str; 4] = ["3D000", "28000", "28P01", "42501"];
+
+impl ConnectError {
+    /// Whether connecting again may succeed: the server down, starting,
+    /// shutting down or out of connection slots, the network, etl's own
+    /// pool full. Not a server that refused the database, role or password
+    /// ([`REFUSED`]), nor settings etl cannot use (a password variable not
+    /// set, TLS files it cannot read): those stay as they are until the
+    /// user changes them, so they are said at once.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Connect { source, .. } => {
+                !source.code().is_some_and(|c| REFUSED.contains(&c.code()))
+            }
+            ConnectError::MissingPasswordEnv { .. } | ConnectError::Tls { .. } => false,
+            ConnectError::Exhausted { .. } => true,
+        }
+    }
+}
+
 /// The TLS keys written beside a `url` (in a pipeline or a targets file).
 pub struct TlsKeys<'a> {
     pub sslmode: &'a Option<String>,

@@ -118,7 +118,7 @@ impl EtlError {
     /// mismatches and bad data are permanent: retrying cannot help.
     pub fn is_transient(&self) -> bool {
         match self {
-            EtlError::Connect(_) => true,
+            EtlError::Connect(e) => e.is_transient(),
             // A lost session, or a serialization failure, deadlock or lock
             // timeout on a session that is fine.
             EtlError::Postgres { source, .. } => {
@@ -163,7 +163,7 @@ impl EtlError {
     /// session is fine, and a phase reports such a step and goes on.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            EtlError::Connect(_) => true,
+            EtlError::Connect(e) => e.is_transient(),
             EtlError::Postgres { source, .. } => match source.code() {
                 Some(code) => {
                     let c = code.code();
