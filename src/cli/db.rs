@@ -169,34 +169,27 @@ fn sessions(
 /// `etl db fix-sequences`: each sequence behind its column's MAX set past
 /// it (or, with `--dry-run`, said).
 fn fix_sequences(target: &targets::Target, dry_run: bool) -> anyhow::Result<Outcome> {
-    let behind = crate::pg::block_on(crate::retry::on_session(
+    let behind = statement(
         &target.endpoint,
         "etl db fix-sequences",
-        crate::retry::COMMAND,
-        "reading the sequences failed",
-        |client| async move {
-            crate::pg::sequences::behind(&client, |_| true)
-                .await
-                .map_err(crate::error::EtlError::pg("reading the sequences"))
-        },
-    ))?;
+        (
+            "reading the sequences failed",
+            "reading the sequences".into(),
+        ),
+        |client| async move { crate::pg::sequences::behind(&client, |_| true).await },
+    )?;
     if behind.is_empty() {
         out!("every sequence of {} is past its column's MAX", target.name);
         return Ok(Outcome::Success);
     }
     for b in &behind {
         if !dry_run {
-            crate::pg::block_on(crate::retry::on_session(
+            statement(
                 &target.endpoint,
                 "etl db fix-sequences",
-                crate::retry::COMMAND,
-                "setting a sequence failed",
-                |client| async move {
-                    crate::pg::sequences::fix(&client, b)
-                        .await
-                        .map_err(crate::error::EtlError::pg(format!("setting {b}")))
-                },
-            ))?;
+                ("setting a sequence failed", format!("setting {b}")),
+                |client| async move { crate::pg::sequences::fix(&client, b).await },
+            )?;
         }
         match dry_run {
             true => out!("--dry-run: {b}: would be set to {}", b.max),
@@ -292,17 +285,15 @@ fn kill(
     let mut refused = 0;
     for s in &chosen {
         let pid = s.pid;
-        let ended = crate::pg::block_on(crate::retry::on_session(
+        let ended = statement(
             &target.endpoint,
             "etl db kill",
-            crate::retry::COMMAND,
-            "terminating a session failed",
-            |client| async move {
-                sessions::terminate(&client, pid)
-                    .await
-                    .map_err(crate::error::EtlError::pg(format!("terminating pid {pid}")))
-            },
-        ));
+            (
+                "terminating a session failed",
+                format!("terminating pid {pid}"),
+            ),
+            |client| async move { sessions::terminate(&client, pid).await },
+        );
         match ended {
             Ok(true) => out!("pid {pid}: terminated"),
             Ok(false) => out!("pid {pid}: already gone"),
@@ -387,15 +378,37 @@ fn list_sessions(
     application: &str,
     locks: bool,
 ) -> Result<Vec<Session>, crate::error::EtlError> {
+    statement(
+        endpoint,
+        application,
+        ("listing the sessions failed", "listing the sessions".into()),
+        |client| async move { sessions::list(&client, locks).await },
+    )
+}
+
+/// One statement of an `etl db` command on a session of `endpoint`,
+/// through the one retry helper (a lost session is tried again on a new
+/// one); `(failed, doing)` name the step and the statement in its error.
+fn statement<T, F, Fut>(
+    endpoint: &crate::pg::Endpoint,
+    application: &str,
+    (failed, doing): (&str, String),
+    run: F,
+) -> Result<T, crate::error::EtlError>
+where
+    F: Fn(crate::pg::Conn) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+{
+    let (run, doing) = (&run, &doing);
     crate::pg::block_on(crate::retry::on_session(
         endpoint,
         application,
         crate::retry::COMMAND,
-        "listing the sessions failed",
+        failed,
         |client| async move {
-            sessions::list(&client, locks)
+            run(client)
                 .await
-                .map_err(crate::error::EtlError::pg("listing the sessions"))
+                .map_err(crate::error::EtlError::pg(doing.clone()))
         },
     ))
 }
