@@ -21,6 +21,7 @@ mod odbc;
 mod odbc_chunks;
 mod operations;
 mod parquet;
+mod pg_cuts;
 mod pg_database;
 mod phase_faults;
 mod pivot;

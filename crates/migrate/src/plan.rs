@@ -37,6 +37,15 @@ impl Migration {
             "Discover: tables in load order (parents first), {} of them:",
             self.tables.len()
         ));
+        if self.sink.is_some() {
+            // As a resumed run would cut them.
+            etl_pg::block_on(
+                self.step("reading the tables' cuts failed", || self.read_cuts(false)),
+            )?;
+            if matches!(self.origin, Origin::Postgres(..)) {
+                lines.push("Rows as the source's statistics estimate them (counted for a table never analyzed), unless a first run kept its cut; the verify phase counts them".into());
+            }
+        }
         let all = self.chunks_of_all(true)?;
         let pace = self.pace(&all)?;
         let (total, chunks) = self.table_lines(&mut lines, &all)?;

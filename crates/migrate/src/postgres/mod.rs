@@ -351,7 +351,7 @@ impl Migration {
             schema: Some(t.schema.clone()),
             name: t.name.clone(),
         };
-        let source = Arc::new(PgTable::new(
+        let source = PgTable::new(
             pool.clone(),
             table.clone(),
             t.columns.clone(),
@@ -359,7 +359,14 @@ impl Migration {
             t.range_key.clone(),
             p.chunks.range_rows,
             min_parts,
-        ));
+        );
+        // Into a database, whose phase log keeps the cut a first run
+        // planned: rows estimated, no table scanned to count them. Files
+        // keep no cut: their tables are counted, the same cut each run.
+        let source = Arc::new(match p.sinks.as_slice() {
+            [etl_sink::spec::ValidatedSink::Postgres(_)] => source.estimated(),
+            _ => source,
+        });
         let mut config = p.clone();
         config.chunks.range_column = t.range_key.clone();
         if let [etl_sink::spec::ValidatedSink::Postgres(s)] = config.sinks.as_mut_slice() {

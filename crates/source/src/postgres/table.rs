@@ -8,7 +8,7 @@
 //! databases.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -36,7 +36,22 @@ pub struct PgTable {
     pub range_key: Option<String>,
     range_rows: u64,
     min_parts: u64,
+    /// Rows estimated from the table's statistics rather than counted
+    /// ([`PgTable::estimated`]).
+    estimate: bool,
+    /// The cut a first run kept, planned again as it is ([`PgTable::cut`]).
+    kept: Mutex<Option<Vec<PlannedChunk>>>,
     bytes_read: Arc<AtomicU64>,
+}
+
+/// A table's cut as a run keeps it ([`PgTable::cut_text`]): the whole
+/// table, or its ranges (of the key, or of blocks) `[start, end)` with the
+/// rows estimated in each.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeptCut {
+    Whole { rows: u64 },
+    Ranges { ranges: Vec<(i64, i64, u64)> },
 }
 
 impl PgTable {
@@ -65,8 +80,57 @@ impl PgTable {
             range_key,
             range_rows: range_rows.max(1),
             min_parts: min_parts.max(1),
+            estimate: false,
+            kept: Mutex::new(None),
             bytes_read: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Plans from the table's statistics instead of counting its rows (a
+    /// scan of the whole table): for a run that keeps its cut
+    /// ([`PgTable::cut_text`]), since an estimate moves with ANALYZE and a
+    /// resumed run must cut the same ranges.
+    pub fn estimated(mut self) -> PgTable {
+        self.estimate = true;
+        self
+    }
+
+    /// The table's cut as text to keep (JSON), planned now unless set.
+    pub async fn cut_text(&self) -> Result<String, EtlError> {
+        let chunks = self.chunks().await?;
+        let cut = match chunks.as_slice() {
+            [one] if one.chunk.unit != Unit::Key => KeptCut::Whole { rows: one.rows },
+            _ => KeptCut::Ranges {
+                ranges: chunks
+                    .iter()
+                    .map(|c| (c.chunk.start, c.chunk.end, c.rows))
+                    .collect(),
+            },
+        };
+        serde_json::to_string(&cut).map_err(|e| EtlError::Bug(format!("keeping a cut: {e}")))
+    }
+
+    /// Plans the cut `text` holds ([`PgTable::cut_text`] of an earlier
+    /// run) from now on; what is wrong with it if it is not one.
+    pub fn set_cut_text(&self, text: &str) -> Result<(), String> {
+        let chunks = match serde_json::from_str::<KeptCut>(text).map_err(|e| e.to_string())? {
+            KeptCut::Whole { rows } => vec![PlannedChunk {
+                chunk: Chunk::whole(Some(self.name.clone())),
+                rows,
+            }],
+            KeptCut::Ranges { ranges } => ranges
+                .into_iter()
+                .map(|(lo, hi, rows)| PlannedChunk {
+                    chunk: Chunk::range(Some(self.name.clone()), lo, hi),
+                    rows,
+                })
+                .collect(),
+        };
+        if chunks.is_empty() {
+            return Err("no chunk in it".into());
+        }
+        *self.kept.lock().expect("no panic while holding the lock") = Some(chunks);
+        Ok(())
     }
 
     pub fn format(&self) -> CopyFormat {
@@ -92,6 +156,82 @@ impl PgTable {
             (None, Unit::Key) => etl_base::plan::block_condition(chunk),
             _ => "true".into(),
         }
+    }
+
+    /// The kept cut, or the table cut now (and kept): rows added after the plan, in
+    /// new blocks or past the highest key, are in the last range
+    /// (unbounded above).
+    async fn chunks(&self) -> Result<Vec<PlannedChunk>, EtlError> {
+        if let Some(kept) = &*self.kept.lock().expect("no panic while holding the lock") {
+            return Ok(kept.clone());
+        }
+        let (min, max, count) = self.bounds().await?;
+        let parts = count
+            .div_ceil(self.range_rows)
+            .max(self.min_parts.min(count / 65_536));
+        let chunks = match (min, max) {
+            (Some(min), Some(max)) if parts > 1 && max > min => {
+                etl_base::plan::integer_ranges(&self.name, min, max, count, parts)
+            }
+            _ => Vec::new(),
+        };
+        let chunks = match chunks.is_empty() {
+            false => chunks,
+            true => vec![PlannedChunk {
+                chunk: Chunk::whole(Some(self.name.clone())),
+                rows: count,
+            }],
+        };
+        // The same cut for the rest of this run, and to keep.
+        *self.kept.lock().expect("no panic while holding the lock") = Some(chunks.clone());
+        Ok(chunks)
+    }
+
+    /// The lowest and highest key (through its index), or the first and
+    /// last block; and the rows. Those are estimated when
+    /// [`PgTable::estimated`] as the planner does (the statistics' rows
+    /// per block times the blocks now), counted otherwise or when the
+    /// table has no statistics yet.
+    async fn bounds(&self) -> Result<(Option<i64>, Option<i64>, u64), EtlError> {
+        let from = format!("ONLY {}", self.table.qualified());
+        let (min, max) = match &self.range_key {
+            Some(k) => (
+                format!("(SELECT min({}) FROM {from})::int8", ident(k)),
+                format!("(SELECT max({}) FROM {from})::int8", ident(k)),
+            ),
+            // Without a key: the table's blocks, 0 to the last.
+            None => (
+                "0::int8".into(),
+                "pg_relation_size(c.oid) / current_setting('block_size')::int8 - 1".into(),
+            ),
+        };
+        let estimate = match self.estimate {
+            true => "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 \
+                     THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 \
+                     WHEN c.reltuples >= 0 AND pg_relation_size(c.oid) = 0 THEN 0 END",
+            false => "NULL::int8",
+        };
+        let client = self.pool.get().await?;
+        let failed = || EtlError::pg(format!("planning the chunks of source table {}", self.name));
+        let row = client
+            .query_one(
+                &format!("SELECT {min}, {max}, {estimate} FROM pg_class c WHERE c.oid = $1::text::regclass"),
+                &[&self.table.qualified()],
+            )
+            .await
+            .map_err(failed())?;
+        let (min, max, estimated): (Option<i64>, Option<i64>, Option<i64>) =
+            (row.get(0), row.get(1), row.get(2));
+        let rows = match estimated {
+            Some(rows) => rows,
+            None => client
+                .query_one(&format!("SELECT count(*) FROM {from}"), &[])
+                .await
+                .map_err(failed())?
+                .get(0),
+        };
+        self.pool.put(client);
+        Ok((min, max, rows.max(0) as u64))
     }
 
     /// The number of the table's own rows.
@@ -150,54 +290,12 @@ impl Source for PgTable {
     }
 
     /// The whole table, or equal-width ranges of its key between MIN and
-    /// MAX (the same ranges while the table does not change, so a killed
-    /// run resumes with the same chunks): about `range_rows` rows each,
-    /// at least one per worker when the table is big enough.
+    /// MAX, or of its blocks: about `range_rows` rows each, at least one
+    /// per worker when the table is big enough. The cut kept by a first
+    /// run when there is one ([`PgTable::cut_text`]).
     async fn plan(&self, _chunking: &Chunking) -> Result<Plan, EtlError> {
-        let client = self.pool.get().await?;
-        let from = format!("ONLY {}", self.table.qualified());
-        // Without a key: the table's blocks, 0 to the last.
-        let sql = match &self.range_key {
-            Some(k) => format!(
-                "SELECT min({k})::int8, max({k})::int8, count(*)::int8 FROM {from}",
-                k = ident(k)
-            ),
-            None => format!(
-                "SELECT 0::int8, (pg_relation_size({t}) / current_setting('block_size')::int8) - 1, count(*)::int8 FROM {from}",
-                t = etl_base::sql::literal(&self.table.qualified())
-            ),
-        };
-        let row = client
-            .query_one(&sql, &[])
-            .await
-            .map_err(EtlError::pg(format!(
-                "counting the rows of source table {}",
-                self.name
-            )))?;
-        self.pool.put(client);
-        let (min, max, count): (Option<i64>, Option<i64>, i64) =
-            (row.get(0), row.get(1), row.get(2));
-        let count = count as u64;
-        let parts = count
-            .div_ceil(self.range_rows)
-            .max(self.min_parts.min(count / 65_536));
-        let chunks = match (min, max) {
-            // Rows added after the plan, in new blocks or past the
-            // highest key, are in the last range (unbounded above).
-            (Some(min), Some(max)) if parts > 1 && max > min => {
-                etl_base::plan::integer_ranges(&self.name, min, max, count, parts)
-            }
-            _ => Vec::new(),
-        };
-        let chunks = match chunks.is_empty() {
-            false => chunks,
-            true => vec![PlannedChunk {
-                chunk: Chunk::whole(Some(self.name.clone())),
-                rows: count,
-            }],
-        };
         Ok(Plan {
-            chunks,
+            chunks: self.chunks().await?,
             rows_outside: 0,
             range: None,
         })

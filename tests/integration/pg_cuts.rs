@@ -1,0 +1,108 @@
+//! How a whole-database migration cuts its tables: from the source's
+//! statistics, no table read to count it, and the cut a first run made
+//! kept for the run that resumes it.
+
+use crate::pg_database::{assert_equal, load, pipeline};
+use crate::support::{psql, spawn_etl, wait_for_line, TestDb};
+
+/// Sequential scans of `table` on the source so far, once every other
+/// session of its database has ended (a session's counts reach the
+/// statistics when it ends).
+fn seq_scans(url: &str, table: &str) -> i64 {
+    for _ in 0..200 {
+        let others = psql(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        if others == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    psql(
+        url,
+        &format!("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"),
+    )
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn a_migration_cuts_tables_from_statistics_and_a_resumed_run_keeps_the_first_cut() {
+    // Given a source whose statistics are current (the fixture ends with
+    // ANALYZE), and the shipped pipeline cutting ranges of 10,000 rows
+    let db = TestDb::new("pgdb_cuts");
+    load(&db, 30_000);
+    let shipped = std::fs::read_to_string(pipeline()).unwrap();
+    let text = shipped.replace("range_rows = 1000000", "range_rows = 10000");
+    assert_ne!(text, shipped);
+    let p = db.pipeline("whole.toml", &text);
+    let p = p.to_str().unwrap();
+    let big = ["sales.orders", "public.journal"];
+    let before: Vec<i64> = big.iter().map(|t| seq_scans(&db.src, t)).collect();
+
+    // When it is planned
+    let plan = db.etl(&["plan", p]);
+
+    // Then sales.orders is cut into three ranges of its key and
+    // public.journal into two of its blocks, and neither was read to
+    // count its rows
+    assert_eq!(plan.code, 0, "{plan:?}");
+    for want in [
+        "sales.orders -> \"sales\".\"orders\": 28,500 rows, 3 chunks by ranges of \"id\"",
+        "public.journal -> \"public\".\"journal\": 15,000 rows, 2 chunks by ranges of \"ctid\"",
+        "Rows as the source's statistics estimate them",
+    ] {
+        assert!(plan.stdout.contains(want), "{want}: {plan:?}");
+    }
+    let after: Vec<i64> = big.iter().map(|t| seq_scans(&db.src, t)).collect();
+    assert_eq!(after, before, "{plan:?}");
+    // (a count is seen where there is one)
+    psql(&db.src, "SELECT count(*) FROM ONLY public.journal");
+    assert_eq!(seq_scans(&db.src, "public.journal"), before[1] + 1);
+
+    // When a run is killed after its first chunk, and then the
+    // statistics say sales.orders holds 5,000 rows
+    let (mut child, lines) = spawn_etl(
+        &db,
+        &["run", "--workers", "1", p],
+        &[("ETL_TEST_PAUSE_AT", "commit:1")],
+    );
+    wait_for_line(&lines, "ETL_TEST_PAUSE_AT: paused");
+    child.kill().expect("SIGKILL etl");
+    child.wait().unwrap();
+    psql(
+        &db.src,
+        "UPDATE pg_class SET reltuples = 5000 WHERE oid = 'sales.orders'::regclass",
+    );
+    // (which a new migration would read whole, one chunk)
+    let fresh = db.pipeline(
+        "fresh.toml",
+        &text.replace("name = \"postgres-database\"", "name = \"fresh\""),
+    );
+    let fresh = db.etl(&["plan", fresh.to_str().unwrap()]);
+    assert!(
+        fresh
+            .stdout
+            .contains("sales.orders -> \"sales\".\"orders\": 5,000 rows, binary COPY"),
+        "{fresh:?}"
+    );
+
+    // Then the plan and the resumed run cut it as the first run did:
+    // three ranges, every row once
+    let plan = db.etl(&["plan", p]);
+    assert!(
+        plan.stdout.contains(
+            "sales.orders -> \"sales\".\"orders\": 28,500 rows, 3 chunks by ranges of \"id\""
+        ),
+        "{plan:?}"
+    );
+    let out = db.etl(&["run", p]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_equal(&db);
+    let ranges = psql(
+        &db.dst,
+        "SELECT count(*) FROM etl.chunk_ledger WHERE target = '\"sales\".\"orders\"' AND status = 'done'",
+    );
+    assert_eq!(ranges, "3");
+}
