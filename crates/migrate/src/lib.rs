@@ -32,7 +32,8 @@
 //! keys that touch it first; the constraints phase adds them back. This
 //! module holds what is specific to catalogs; reading, writing, retries,
 //! the ledger and the CSV are the runner's. Phase 1 is in [`discover`]
-//! (per origin), what `etl plan` prints in [`plan`], phases 4 and 5 in
+//! (per origin), the tables' cuts a resumed run reads back in [`cuts`],
+//! what `etl plan` prints in [`plan`], phases 4 and 5 in
 //! [`constraints`], the summary in [`report`]; here, the data phase and
 //! what ties them together. A whole PostgreSQL database is [`postgres`].
 //!
@@ -40,6 +41,7 @@
 //! chunk of data goes through `etl-run`, never a loop of its own.
 
 mod constraints;
+mod cuts;
 mod discover;
 mod plan;
 pub mod postgres;
@@ -132,44 +134,6 @@ impl TableSource {
         }
     }
 
-    /// The table's cut as text to keep in `etl.phase_log` (ODBC: the text
-    /// key's cut values; PostgreSQL: its ranges, planned from estimates),
-    /// or `None` when its plan is the same on every run without keeping.
-    async fn cut(
-        &self,
-        range_key: &Option<(String, odbc::KeyKind)>,
-    ) -> Result<Option<String>, EtlError> {
-        match self {
-            TableSource::Odbc(s) if matches!(range_key, Some((_, odbc::KeyKind::Text))) => {
-                let cuts = s.cuts()?;
-                serde_json::to_string(&cuts)
-                    .map(Some)
-                    .map_err(|e| EtlError::Bug(e.to_string()))
-            }
-            TableSource::Postgres(t) => t.cut_text().await.map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// Cuts the table where `kept` ([`TableSource::cut`] of an earlier
-    /// run) says; what is wrong with it if it cannot.
-    fn set_cut(&self, kept: &str) -> Result<(), String> {
-        match self {
-            TableSource::Odbc(s) => {
-                let cuts = serde_json::from_str::<Vec<String>>(kept)
-                    .map_err(|e| format!("something other than a JSON list of text ({e})"))?;
-                s.set_cuts(cuts);
-                Ok(())
-            }
-            TableSource::Postgres(t) => t
-                .set_cut_text(kept)
-                .map_err(|e| format!("something other than a table's ranges ({e})")),
-            TableSource::Access(_) | TableSource::AccessChild(_) | TableSource::Csv(_) => {
-                Err("a cut, which this table's source has none of".into())
-            }
-        }
-    }
-
     /// The ODBC source, for what only it has (text key cuts).
     fn odbc(&self) -> Result<&Arc<OdbcSource>, EtlError> {
         match self {
@@ -183,6 +147,10 @@ impl TableSource {
         }
     }
 }
+
+/// A table's chunks to run this time: the table's index, its chunks, and
+/// whether they are all of it (a whole table is emptied before it loads).
+type TableTodo = (usize, Vec<Chunk>, bool);
 
 /// A source database with its tables described and ordered, each with the
 /// runner that loads it.
@@ -269,88 +237,6 @@ impl Migration {
         )
     }
 
-    /// The tables whose cut a resumed run could not find again the same:
-    /// a text key's cut values, a PostgreSQL table's ranges planned from
-    /// estimates. A first run stores them in `etl.phase_log`
-    /// ([`Migration::store_cuts`]) before its first chunk.
-    fn kept_cuts(&self) -> Vec<usize> {
-        (0..self.tables.len())
-            .filter(|&i| match &self.sources[i] {
-                TableSource::Odbc(_) => {
-                    matches!(self.tables[i].range_key, Some((_, odbc::KeyKind::Text)))
-                }
-                TableSource::Postgres(_) => true,
-                _ => false,
-            })
-            .collect()
-    }
-
-    /// The cut stored for table `i`, if any.
-    async fn stored_cut(
-        &self,
-        client: &tokio_postgres::Client,
-        i: usize,
-    ) -> Result<Option<String>, EtlError> {
-        let item = format!("cuts of {}", self.tables[i].source);
-        etl_ledger::sql::phase_statement(self.ledger(client), &self.pipeline, "discover", &item)
-            .await
-            .map_err(EtlError::pg("reading etl.phase_log"))
-    }
-
-    /// Each table of [`Migration::kept_cuts`] cut as a first run stored,
-    /// so a resumed run cuts the same parts even if the source changed
-    /// meanwhile; `redo` cuts them again. Reads only.
-    async fn read_cuts(&self, redo: bool) -> Result<(), EtlError> {
-        let kept = self.kept_cuts();
-        if redo || kept.is_empty() {
-            return Ok(());
-        }
-        let client = self.client().await?;
-        let exists = etl_ledger::sql::exists(self.ledger(&client))
-            .await
-            .map_err(EtlError::pg("looking for the ledger"))?;
-        if !exists {
-            return Ok(());
-        }
-        for i in kept {
-            let Some(text) = self.stored_cut(&client, i).await? else {
-                continue;
-            };
-            self.sources[i].set_cut(&text).map_err(|why| {
-                EtlError::Changed(format!(
-                    "etl.phase_log holds the cuts of {:?} as {why}; run etl run --restart to cut the table again",
-                    self.tables[i].source
-                ))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The cuts this run plans by, stored where none is (every one with
-    /// `redo`) for a resumed run to read: before the first chunk, after
-    /// the checks that refuse a run without writing.
-    async fn store_cuts(&self, redo: bool) -> Result<(), EtlError> {
-        let kept = self.kept_cuts();
-        if kept.is_empty() {
-            return Ok(());
-        }
-        let client = self.client().await?;
-        etl_ledger::sql::ensure(self.ledger(&client))
-            .await
-            .map_err(EtlError::pg("creating the ledger"))?
-            .map_err(EtlError::Config)?;
-        for i in kept {
-            if !redo && self.stored_cut(&client, i).await?.is_some() {
-                continue;
-            }
-            if let Some(text) = self.sources[i].cut(&self.tables[i].range_key).await? {
-                let item = format!("cuts of {}", self.tables[i].source);
-                self.record(&client, "discover", &item, &text, None).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// `etl run --ddl-only`: every table created and checked, nothing
     /// loaded. Constraints, indexes and sequences wait for the data (they
     /// are the phases after it).
@@ -420,33 +306,7 @@ impl Migration {
         let recut = redo && only.is_none();
         block_on(self.step("reading the tables' cuts failed", || self.read_cuts(recut)))?;
         let (todo, planned_all) = self.todo(only, redo, &mut report)?;
-        // The tables load in levels (into existing tables with foreign
-        // keys, fk_handling = "order": parents first), else all at once.
-        let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
-        let postgres = matches!(self.origin, Origin::Postgres(..));
-        if (postgres || !self.pg().create_table) && !todo.is_empty() {
-            if postgres {
-                etl_base::hooks::phase("pre-data");
-            }
-            levels = block_on(self.step("the pre-data phase failed", || async {
-                let client = self.client().await?;
-                if postgres {
-                    self.pre_data(&client).await?;
-                }
-                self.prepare_existing(&client).await
-            }))?;
-        }
-        // Into existing tables, whole tables are emptied children first (a
-        // CSV file's ranges add to their table; they empty nothing).
-        if !self.pg().create_table && !matches!(self.origin, Origin::Csv(_)) {
-            block_on(self.step("emptying the tables before the data failed", || {
-                self.empty_children_first(&todo, &levels, &planned_at)
-            }))?;
-        }
-        block_on(self.step("keeping the tables' cuts failed", || self.store_cuts(recut)))?;
-        block_on(self.step("preparing the tables for the data failed", || {
-            self.prepare_data(&todo, &planned_at)
-        }))?;
+        let levels = self.before_data(&todo, recut, &planned_at)?;
         let workers = workers.unwrap_or(self.workers.max(self.readers()));
         // Reader processes may run more workers than [chunks] has: each
         // needs its target connection.
@@ -456,28 +316,7 @@ impl Migration {
             redo: redo || only.is_some(),
             ..Default::default()
         };
-        for (n, level) in levels.iter().enumerate() {
-            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
-                .iter()
-                .filter(|(i, _, _)| level.contains(i))
-                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
-                .collect();
-            if groups.is_empty() {
-                continue;
-            }
-            if levels.len() > 1 {
-                tracing::info!(
-                    level = n + 1,
-                    of = levels.len(),
-                    tables = groups.len(),
-                    "Loading a level of the foreign-key graph."
-                );
-            }
-            report.run.absorb(etl_run::run_jobs(&groups, &options)?);
-            if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
-                break;
-            }
-        }
+        self.load(&todo, &levels, &options, &mut report)?;
         self.tally(&todo, &mut report);
         if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst)
             && report.run.chunks_not_started() > 0
@@ -496,6 +335,80 @@ impl Migration {
         Ok(report)
     }
 
+    /// What comes before the first chunk of `todo`: pg_dump's pre-data (a
+    /// PostgreSQL source) and the checks of existing tables, which refuse
+    /// a run before it writes; existing tables emptied children first;
+    /// the cuts kept ([`Migration::store_cuts`]); the tables prepared.
+    /// The levels the tables load in: parents first into existing tables
+    /// with foreign keys (`fk_handling = "order"`), else one.
+    fn before_data(
+        &self,
+        todo: &[TableTodo],
+        recut: bool,
+        planned_at: &str,
+    ) -> Result<Vec<Vec<usize>>, EtlError> {
+        let mut levels = vec![(0..self.tables.len()).collect::<Vec<usize>>()];
+        let postgres = matches!(self.origin, Origin::Postgres(..));
+        if (postgres || !self.pg().create_table) && !todo.is_empty() {
+            if postgres {
+                etl_base::hooks::phase("pre-data");
+            }
+            levels = block_on(self.step("the pre-data phase failed", || async {
+                let client = self.client().await?;
+                if postgres {
+                    self.pre_data(&client).await?;
+                }
+                self.prepare_existing(&client).await
+            }))?;
+        }
+        // Into existing tables, whole tables are emptied children first (a
+        // CSV file's ranges add to their table; they empty nothing).
+        if !self.pg().create_table && !matches!(self.origin, Origin::Csv(_)) {
+            block_on(self.step("emptying the tables before the data failed", || {
+                self.empty_children_first(todo, &levels, planned_at)
+            }))?;
+        }
+        block_on(self.step("keeping the tables' cuts failed", || self.store_cuts(recut)))?;
+        block_on(self.step("preparing the tables for the data failed", || {
+            self.prepare_data(todo, planned_at)
+        }))?;
+        Ok(levels)
+    }
+
+    /// The chunks of `todo` through the runner, a level at a time; stops
+    /// after the level a stop request came in.
+    fn load(
+        &self,
+        todo: &[TableTodo],
+        levels: &[Vec<usize>],
+        options: &RunOptions,
+        report: &mut Report,
+    ) -> Result<(), EtlError> {
+        for (n, level) in levels.iter().enumerate() {
+            let groups: Vec<(&Runner, Vec<Chunk>)> = todo
+                .iter()
+                .filter(|(i, _, _)| level.contains(i))
+                .map(|(i, chunks, _)| (&self.runners[*i], chunks.clone()))
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            if levels.len() > 1 {
+                tracing::info!(
+                    level = n + 1,
+                    of = levels.len(),
+                    tables = groups.len(),
+                    "Loading a level of the foreign-key graph."
+                );
+            }
+            report.run.absorb(etl_run::run_jobs(&groups, options)?);
+            if etl_run::STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Each table's chunks to run (those `only` lists, a rerun; else what
     /// is planned and not done, unless `redo`), and whether they are all of
     /// it; with every table's planned chunks when planned here.
@@ -505,9 +418,9 @@ impl Migration {
         only: Option<&[Chunk]>,
         redo: bool,
         report: &mut Report,
-    ) -> Result<(Vec<(usize, Vec<Chunk>, bool)>, Option<Vec<Vec<Chunk>>>), EtlError> {
+    ) -> Result<(Vec<TableTodo>, Option<Vec<Vec<Chunk>>>), EtlError> {
         // Each table's chunks to run, and whether they are all of it.
-        let mut todo: Vec<(usize, Vec<Chunk>, bool)> = Vec::new();
+        let mut todo: Vec<TableTodo> = Vec::new();
         // Every table's chunks, when planned here (not for a rerun).
         let mut planned_all: Option<Vec<Vec<Chunk>>> = None;
         match only {
@@ -556,7 +469,7 @@ impl Migration {
     }
 
     /// The tables loaded and failed of `todo`, and what the sources read.
-    fn tally(&self, todo: &[(usize, Vec<Chunk>, bool)], report: &mut Report) {
+    fn tally(&self, todo: &[TableTodo], report: &mut Report) {
         let failed: BTreeSet<String> = report
             .run
             .failed
@@ -608,11 +521,7 @@ impl Migration {
     /// that touch a table about to load are dropped (a whole table's chunk
     /// truncates it); a table cut into ranges whose every range is about
     /// to load is emptied (its ranges then add to an empty table).
-    async fn prepare_data(
-        &self,
-        todo: &[(usize, Vec<Chunk>, bool)],
-        planned_at: &str,
-    ) -> Result<(), EtlError> {
+    async fn prepare_data(&self, todo: &[TableTodo], planned_at: &str) -> Result<(), EtlError> {
         if todo.is_empty() {
             return Ok(());
         }
@@ -656,7 +565,7 @@ impl Migration {
     /// still reference (a second run, `--restart`, or rows the target had).
     async fn empty_children_first(
         &self,
-        todo: &[(usize, Vec<Chunk>, bool)],
+        todo: &[TableTodo],
         levels: &[Vec<usize>],
         planned_at: &str,
     ) -> Result<(), EtlError> {
