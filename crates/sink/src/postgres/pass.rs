@@ -347,7 +347,8 @@ impl PostgresSink {
     }
 
     /// Part `i` of the table's one read, each row hashed into its chunk's
-    /// sum.
+    /// sum: as COPY data, or decoded into the `stored` schema when the
+    /// checksum is of the values.
     async fn read_part(
         &self,
         table: &TableName,
@@ -362,88 +363,119 @@ impl PostgresSink {
         let mut sums = Sums::new(router.chunks.len());
         match stored {
             None => {
-                let mut tuples = CopyTuples::default();
-                let mut int = [0u8; 8];
-                self.read_back(table, columns, filter, |piece| {
-                    tuples.feed(piece, |tuple| {
-                        let Some(t) = copy_field(tuple, at.time) else {
-                            return Ok(());
-                        };
-                        let time = i64::from_be_bytes(t.try_into().map_err(|_| {
-                            EtlError::Bug(format!("a time of {table} is not 8 bytes"))
-                        })?) + PG_EPOCH_MICROS;
-                        // A NULL key is the chunk of NULL keys (key None).
-                        let key = match at.key {
-                            Some((k, false)) => copy_field(tuple, k),
-                            Some((k, true)) => copy_field(tuple, k).map(|v| {
-                                int = int_value(v).to_be_bytes();
-                                &int[..]
-                            }),
-                            None => None,
-                        };
-                        if let Some(i) = cursor.route(key, time) {
-                            sums.add(i, copy_row_hash(tuple));
-                        }
-                        Ok(())
-                    })
-                })
-                .await?;
-                tuples.finish()?;
+                let read = (table, columns, filter.as_str());
+                self.hash_tuples(read, at, &mut cursor, &mut sums).await?
             }
             Some(schema) => {
-                let mut decoder = super::verify::read_back_decoder(table, columns, schema)?;
-                let mut hasher = ArrowChecksum::new();
-                let decoded = |e: etl_pg::pg_binary::decode::DecodeError| {
-                    EtlError::Bug(format!("reading back {table}: {e}"))
-                };
-                let mut route_batch = |batch: arrow::array::RecordBatch| -> Result<(), EtlError> {
-                    let hashes = hasher.row_hashes(&batch)?;
-                    let times = batch
-                        .column(at.time)
-                        .as_primitive::<TimestampMicrosecondType>();
-                    let key_as = |k: usize, t: &DataType| {
-                        arrow::compute::cast(batch.column(k), t)
-                            .map_err(|e| EtlError::Bug(format!("a key of {table} as {t}: {e}")))
-                    };
-                    let keys = match at.key {
-                        Some((k, false)) => Some(key_as(k, &DataType::Utf8)?),
-                        Some((k, true)) => Some(key_as(k, &DataType::Int64)?),
-                        None => None,
-                    };
-                    for (row, h) in hashes.into_iter().enumerate() {
-                        if times.is_null(row) {
-                            continue;
-                        }
-                        let int;
-                        let key = match (&keys, at.key) {
-                            (Some(k), _) if k.is_null(row) => None,
-                            (Some(k), Some((_, true))) => {
-                                int = k.as_primitive::<Int64Type>().value(row).to_be_bytes();
-                                Some(&int[..])
-                            }
-                            (Some(k), _) => Some(k.as_string::<i32>().value(row).as_bytes()),
-                            (None, _) => None,
-                        };
-                        if let Some(i) = cursor.route(key, times.value(row)) {
-                            sums.add(i, h);
-                        }
-                    }
-                    Ok(())
-                };
-                self.read_back(table, columns, filter, |piece| {
-                    decoder.feed(piece).map_err(decoded)?;
-                    while let Some(batch) = decoder.next_batch().map_err(decoded)? {
-                        route_batch(batch)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-                while let Some(batch) = decoder.finish().map_err(decoded)? {
-                    route_batch(batch)?;
-                }
+                let read = (table, columns, filter.as_str());
+                self.hash_values(read, schema, at, &mut cursor, &mut sums)
+                    .await?
             }
         }
         Ok(sums)
+    }
+
+    /// Each COPY tuple of `filter`'s rows hashed as it is into its chunk's
+    /// sum.
+    async fn hash_tuples(
+        &self,
+        (table, columns, filter): (&TableName, &[CatalogColumn], &str),
+        at: Columns,
+        cursor: &mut Cursor<'_>,
+        sums: &mut Sums,
+    ) -> Result<(), EtlError> {
+        let mut tuples = CopyTuples::default();
+        let mut int = [0u8; 8];
+        self.read_back(table, columns, filter, |piece| {
+            tuples.feed(piece, |tuple| {
+                let Some(t) = copy_field(tuple, at.time) else {
+                    return Ok(());
+                };
+                let time = i64::from_be_bytes(
+                    t.try_into()
+                        .map_err(|_| EtlError::Bug(format!("a time of {table} is not 8 bytes")))?,
+                ) + PG_EPOCH_MICROS;
+                // A NULL key is the chunk of NULL keys (key None).
+                let key = match at.key {
+                    Some((k, false)) => copy_field(tuple, k),
+                    Some((k, true)) => copy_field(tuple, k).map(|v| {
+                        int = int_value(v).to_be_bytes();
+                        &int[..]
+                    }),
+                    None => None,
+                };
+                if let Some(i) = cursor.route(key, time) {
+                    sums.add(i, copy_row_hash(tuple));
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        tuples.finish()?;
+        Ok(())
+    }
+
+    /// `filter`'s rows of `table` decoded into `schema`, each row's values
+    /// hashed into its chunk's sum.
+    async fn hash_values(
+        &self,
+        (table, columns, filter): (&TableName, &[CatalogColumn], &str),
+        schema: SchemaRef,
+        at: Columns,
+        cursor: &mut Cursor<'_>,
+        sums: &mut Sums,
+    ) -> Result<(), EtlError> {
+        let mut decoder = super::verify::read_back_decoder(table, columns, schema)?;
+        let mut hasher = ArrowChecksum::new();
+        let decoded = |e: etl_pg::pg_binary::decode::DecodeError| {
+            EtlError::Bug(format!("reading back {table}: {e}"))
+        };
+        let mut route_batch = |batch: arrow::array::RecordBatch| -> Result<(), EtlError> {
+            let hashes = hasher.row_hashes(&batch)?;
+            let times = batch
+                .column(at.time)
+                .as_primitive::<TimestampMicrosecondType>();
+            let key_as = |k: usize, t: &DataType| {
+                arrow::compute::cast(batch.column(k), t)
+                    .map_err(|e| EtlError::Bug(format!("a key of {table} as {t}: {e}")))
+            };
+            let keys = match at.key {
+                Some((k, false)) => Some(key_as(k, &DataType::Utf8)?),
+                Some((k, true)) => Some(key_as(k, &DataType::Int64)?),
+                None => None,
+            };
+            for (row, h) in hashes.into_iter().enumerate() {
+                if times.is_null(row) {
+                    continue;
+                }
+                let int;
+                let key = match (&keys, at.key) {
+                    (Some(k), _) if k.is_null(row) => None,
+                    (Some(k), Some((_, true))) => {
+                        int = k.as_primitive::<Int64Type>().value(row).to_be_bytes();
+                        Some(&int[..])
+                    }
+                    (Some(k), _) => Some(k.as_string::<i32>().value(row).as_bytes()),
+                    (None, _) => None,
+                };
+                if let Some(i) = cursor.route(key, times.value(row)) {
+                    sums.add(i, h);
+                }
+            }
+            Ok(())
+        };
+        self.read_back(table, columns, filter, |piece| {
+            decoder.feed(piece).map_err(decoded)?;
+            while let Some(batch) = decoder.next_batch().map_err(decoded)? {
+                route_batch(batch)?;
+            }
+            Ok(())
+        })
+        .await?;
+        while let Some(batch) = decoder.finish().map_err(decoded)? {
+            route_batch(batch)?;
+        }
+        Ok(())
     }
 }
 
