@@ -112,14 +112,10 @@ impl Wide {
         Ok(lines)
     }
 
-    /// What `etl verify` reads of the source to compare one chunk's wide
-    /// rows: their count, and per channel its cells and an
-    /// order-independent checksum of their (index, value), as the source's
-    /// readings imply them by the pivot's rules (see `etl_transform::pivot`).
-    /// [`Wide::verify`] reads the same of the target: values compare as
-    /// PostgreSQL prints them in the column's type, so a changed value, a
-    /// lost row or a value in another channel's column differs.
-    pub fn verify_queries(&self) -> Result<Vec<RowsQuery>, EtlError> {
+    /// The pivot whose readings `etl verify` can compare the wide tables
+    /// with (the pipeline's only stage), and the index's columns, which
+    /// hold the time column; what to change otherwise.
+    fn verifiable(&self) -> Result<(&etl_model::wide::PivotRules, Vec<String>), EtlError> {
         let w = match &self.wide.pivot {
             Some(w) if w.only_stage => w,
             Some(_) => return Err(EtlError::Config(
@@ -137,6 +133,18 @@ impl Wide {
                 self.time_column
             )));
         }
+        Ok((w, index))
+    }
+
+    /// What `etl verify` reads of the source to compare one chunk's wide
+    /// rows: their count, and per channel its cells and an
+    /// order-independent checksum of their (index, value), as the source's
+    /// readings imply them by the pivot's rules (see `etl_transform::pivot`).
+    /// [`Wide::verify`] reads the same of the target: values compare as
+    /// PostgreSQL prints them in the column's type, so a changed value, a
+    /// lost row or a value in another channel's column differs.
+    pub fn verify_queries(&self) -> Result<Vec<RowsQuery>, EtlError> {
+        let (w, index) = self.verifiable()?;
         let index_row = format!(
             "({})",
             index
@@ -162,36 +170,7 @@ impl Wide {
             let index_row = index_row.clone();
             Arc::new(move |rows| format!("SELECT count(DISTINCT {index_row})::text FROM {rows}"))
         };
-        // Each (row, channel) cell's value as the pivot makes it, in each
-        // kind a column can have (the greatest of its readings, narrower
-        // formats converted as PostgreSQL casts them); the target's kind
-        // of the channel's column picks one below.
-        let value = |kinds: &[Kind], expr: &dyn Fn(&str, Kind) -> String| {
-            let arms: Vec<String> = w
-                .formats
-                .iter()
-                .filter(|(_, _, k)| kinds.contains(k))
-                .map(|(f, c, k)| format!("WHEN {} THEN {}", literal(f), expr(&ident(c), *k)))
-                .collect();
-            if arms.is_empty() {
-                "NULL".to_string()
-            } else {
-                format!("CASE {} {} END", ident(&w.format_column), arms.join(" "))
-            }
-        };
-        let vb = value(&[Kind::Bool], &|c, _| c.to_string());
-        let vi = value(&[Kind::Bool, Kind::Int], &|c, k| match k {
-            Kind::Bool => format!("{c}::int::int8"),
-            _ => format!("{c}::int8"),
-        });
-        let vf = value(&[Kind::Bool, Kind::Int, Kind::Float], &|c, k| match k {
-            Kind::Bool => format!("{c}::int::float8"),
-            _ => format!("{c}::float8"),
-        });
-        let vt = value(
-            &[Kind::Bool, Kind::Int, Kind::Float, Kind::Text],
-            &|c, _| format!("{c}::text"),
-        );
+        let [vb, vi, vf, vt] = cell_values(w);
         let hash = |v: &str| {
             format!("coalesce(sum(hashtextextended(i || '|' || {v}::text, 0)::numeric), 0)::text")
         };
@@ -352,4 +331,38 @@ fn expected_cells(layout: &Layout, cells: Rows) -> BTreeMap<String, (u64, String
         );
     }
     expected
+}
+
+/// Each (row, channel) cell's value as the pivot makes it, in each kind a
+/// column can have: boolean, integer, float, text (the greatest of its
+/// readings, narrower formats converted as PostgreSQL casts them); the
+/// target's kind of the channel's column picks one.
+fn cell_values(w: &etl_model::wide::PivotRules) -> [String; 4] {
+    let value = |kinds: &[Kind], expr: &dyn Fn(&str, Kind) -> String| {
+        let arms: Vec<String> = w
+            .formats
+            .iter()
+            .filter(|(_, _, k)| kinds.contains(k))
+            .map(|(f, c, k)| format!("WHEN {} THEN {}", literal(f), expr(&ident(c), *k)))
+            .collect();
+        if arms.is_empty() {
+            "NULL".to_string()
+        } else {
+            format!("CASE {} {} END", ident(&w.format_column), arms.join(" "))
+        }
+    };
+    let vb = value(&[Kind::Bool], &|c, _| c.to_string());
+    let vi = value(&[Kind::Bool, Kind::Int], &|c, k| match k {
+        Kind::Bool => format!("{c}::int::int8"),
+        _ => format!("{c}::int8"),
+    });
+    let vf = value(&[Kind::Bool, Kind::Int, Kind::Float], &|c, k| match k {
+        Kind::Bool => format!("{c}::int::float8"),
+        _ => format!("{c}::float8"),
+    });
+    let vt = value(
+        &[Kind::Bool, Kind::Int, Kind::Float, Kind::Text],
+        &|c, _| format!("{c}::text"),
+    );
+    [vb, vi, vf, vt]
 }
