@@ -344,26 +344,36 @@ fn plan(
         PgType::Array {
             element,
             element_oid,
-        } => {
-            let source_item = match source {
-                D::List(f) | D::LargeList(f) | D::ListView(f) | D::LargeListView(f) => f,
-                _ => return Err(None),
-            };
-            let (inner, inner_cast) = plan(source_item.data_type(), element).map_err(|w| {
-                Some(w.unwrap_or_else(|| format!("element type {}", source_item.data_type())))
-            })?;
-            let item_type = inner_cast.unwrap_or_else(|| source_item.data_type().clone());
-            let to = D::List(Arc::new(Field::new("item", item_type, true)));
-            let encoder = ValueEncoder::Array {
-                element: Box::new(inner),
-                element_oid: *element_oid,
-            };
-            if matches!(source, D::List(_)) && to == *source {
-                Ok((encoder, None))
-            } else {
-                Ok((encoder, Some(to)))
-            }
-        }
+        } => plan_array(source, element, *element_oid),
+    }
+}
+
+/// The encoder of a PostgreSQL array of `element` from an Arrow list
+/// (`source`), its items encoded as [`plan`] picks for them, and the list
+/// type to cast to when it is another.
+fn plan_array(
+    source: &DataType,
+    element: &PgType,
+    element_oid: u32,
+) -> Result<(ValueEncoder, Option<DataType>), Option<String>> {
+    use DataType as D;
+    let source_item = match source {
+        D::List(f) | D::LargeList(f) | D::ListView(f) | D::LargeListView(f) => f,
+        _ => return Err(None),
+    };
+    let (inner, inner_cast) = plan(source_item.data_type(), element).map_err(|w| {
+        Some(w.unwrap_or_else(|| format!("element type {}", source_item.data_type())))
+    })?;
+    let item_type = inner_cast.unwrap_or_else(|| source_item.data_type().clone());
+    let to = D::List(Arc::new(Field::new("item", item_type, true)));
+    let encoder = ValueEncoder::Array {
+        element: Box::new(inner),
+        element_oid,
+    };
+    if matches!(source, D::List(_)) && to == *source {
+        Ok((encoder, None))
+    } else {
+        Ok((encoder, Some(to)))
     }
 }
 
