@@ -139,6 +139,57 @@ impl History {
         self.migrate.sync_data().map_err(SchemaError::io(context))
     }
 
+    /// The statements skipped, each with why, in a file of their own to
+    /// run again; none when none was.
+    fn skipped(
+        &self,
+        plan: &Plan,
+        header: &str,
+        skipped: &[(usize, String)],
+    ) -> Result<Option<PathBuf>, SchemaError> {
+        if skipped.is_empty() {
+            return Ok(None);
+        }
+        let mut text = format!("-- {header}\n-- skipped: run `etl schema apply` again once the sessions named are gone\n");
+        for (n, why) in skipped {
+            let step = &plan.steps[n - 1];
+            text.push_str(&format!(
+                "\n-- [{n}] {} {}: skipped: {why}\n{};\n",
+                step.risk, step.rule, step.sql
+            ));
+        }
+        self.write("skip", &text).map(Some)
+    }
+
+    /// What undoes the statements `applied`, newest first (or says that
+    /// nothing does), for a person to run after reading it; none when
+    /// none ran.
+    fn rollback(
+        &self,
+        plan: &Plan,
+        header: &str,
+        applied: &[usize],
+    ) -> Result<Option<PathBuf>, SchemaError> {
+        if applied.is_empty() {
+            return Ok(None);
+        }
+        let mut text = format!(
+            "-- {header}\n-- undoes what ran, newest first (run it by hand, after reading it)\n"
+        );
+        for n in applied.iter().rev() {
+            let step = &plan.steps[n - 1];
+            match &step.rollback {
+                Some(sql) => text.push_str(&format!("\n-- undoes [{n}] {}\n{sql};\n", step.rule)),
+                None => text.push_str(&format!(
+                    "\n-- [{n}] {}: no statement undoes it (restore from a --backup): {}\n",
+                    step.rule,
+                    step.sql.lines().next().unwrap_or("")
+                )),
+            }
+        }
+        self.write("rollback", &text).map(Some)
+    }
+
     fn write(&self, kind: &str, text: &str) -> Result<PathBuf, SchemaError> {
         let path = self.dir.join(format!("{kind}.{}.sql", self.stem));
         std::fs::write(&path, text)
@@ -214,33 +265,11 @@ pub async fn apply(
         .iter()
         .map(|s| (s.n, reasons.get(&s.n).cloned().unwrap_or_default()))
         .collect();
-    if !report.skipped.is_empty() {
-        let mut text = format!("-- {header}\n-- skipped: run `etl schema apply` again once the sessions named are gone\n");
-        for (n, why) in &report.skipped {
-            let step = &plan.steps[n - 1];
-            text.push_str(&format!(
-                "\n-- [{n}] {} {}: skipped: {why}\n{};\n",
-                step.risk, step.rule, step.sql
-            ));
-        }
-        report.files.push(history.write("skip", &text)?);
+    if let Some(path) = history.skipped(plan, header, &report.skipped)? {
+        report.files.push(path);
     }
-    if !report.applied.is_empty() {
-        let mut text = format!(
-            "-- {header}\n-- undoes what ran, newest first (run it by hand, after reading it)\n"
-        );
-        for n in report.applied.iter().rev() {
-            let step = &plan.steps[n - 1];
-            match &step.rollback {
-                Some(sql) => text.push_str(&format!("\n-- undoes [{n}] {}\n{sql};\n", step.rule)),
-                None => text.push_str(&format!(
-                    "\n-- [{n}] {}: no statement undoes it (restore from a --backup): {}\n",
-                    step.rule,
-                    step.sql.lines().next().unwrap_or("")
-                )),
-            }
-        }
-        report.files.push(history.write("rollback", &text)?);
+    if let Some(path) = history.rollback(plan, header, &report.applied)? {
+        report.files.push(path);
     }
     Ok(report)
 }

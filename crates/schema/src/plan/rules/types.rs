@@ -239,33 +239,44 @@ impl Rules<'_> {
     /// New values in place where the old ones keep their order; otherwise
     /// the type is made anew and its columns moved to it.
     pub(super) fn enum_change(&mut self, d: &Difference, want: &[String], have: &[String]) {
-        let n = d.key.name.clone();
         let kept: Vec<&String> = want.iter().filter(|l| have.contains(l)).collect();
         let in_order = kept.len() == have.len() && kept.iter().zip(have).all(|(a, b)| *a == b);
-        if in_order {
-            for (i, label) in want.iter().enumerate() {
-                if have.contains(label) {
-                    continue;
-                }
-                let place = match want[i + 1..].iter().find(|l| have.contains(l)) {
-                    Some(next) => format!(" BEFORE {}", etl_base::sql::literal(next)),
-                    None => match want[..i].iter().rev().find(|l| have.contains(l)) {
-                        Some(prev) => format!(" AFTER {}", etl_base::sql::literal(prev)),
-                        None => String::new(),
-                    },
-                };
-                let sql = format!(
-                    "ALTER TYPE {n} ADD VALUE IF NOT EXISTS {}{place}",
-                    etl_base::sql::literal(label)
-                );
-                let s = self.push(d, sql, "enum-add-value", Risk::Low);
-                s.reasons
-                    .push("adds a value in place; no table is read or rewritten".into());
-                s.transactional = false;
-            }
-            return;
+        match in_order {
+            true => self.enum_add_values(d, want, have),
+            false => self.enum_recreate(d, want, have),
         }
-        // Made anew: rename, create, move each column, drop the old one.
+    }
+
+    /// Each value of `want` that `have` lacks added in place, before the
+    /// next value kept (or after the one before it).
+    fn enum_add_values(&mut self, d: &Difference, want: &[String], have: &[String]) {
+        let n = &d.key.name;
+        for (i, label) in want.iter().enumerate() {
+            if have.contains(label) {
+                continue;
+            }
+            let place = match want[i + 1..].iter().find(|l| have.contains(l)) {
+                Some(next) => format!(" BEFORE {}", etl_base::sql::literal(next)),
+                None => match want[..i].iter().rev().find(|l| have.contains(l)) {
+                    Some(prev) => format!(" AFTER {}", etl_base::sql::literal(prev)),
+                    None => String::new(),
+                },
+            };
+            let sql = format!(
+                "ALTER TYPE {n} ADD VALUE IF NOT EXISTS {}{place}",
+                etl_base::sql::literal(label)
+            );
+            let s = self.push(d, sql, "enum-add-value", Risk::Low);
+            s.reasons
+                .push("adds a value in place; no table is read or rewritten".into());
+            s.transactional = false;
+        }
+    }
+
+    /// The type made anew: the old one renamed, the new one created, each
+    /// column of it moved over, the old one dropped.
+    fn enum_recreate(&mut self, d: &Difference, want: &[String], have: &[String]) {
+        let n = d.key.name.clone();
         let removed: Vec<&String> = have.iter().filter(|l| !want.contains(l)).collect();
         let (schema, bare) = split_member(&n);
         let old_bare = format!("{}__etl_old", crate::diff::unquote(bare));
@@ -290,43 +301,7 @@ impl Rules<'_> {
             .filter(|(_, c)| c.ty == n || c.ty == format!("{n}[]"))
             .collect();
         for (table, c) in users {
-            let array = if c.ty.ends_with("[]") { "[]" } else { "" };
-            let col = &c.name;
-            let mut sql = String::new();
-            if c.default.is_some() {
-                sql.push_str(&format!(
-                    "ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT; "
-                ));
-            }
-            sql.push_str(&format!(
-                "ALTER TABLE {table} ALTER COLUMN {col} TYPE {n}{array} USING {col}::text{array}::{n}{array}"
-            ));
-            let want_default = self
-                .from
-                .tables
-                .get(&table)
-                .and_then(|t| t.column(col))
-                .and_then(|w| w.default.clone());
-            if let Some(def) = want_default {
-                sql.push_str(&format!(
-                    "; ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {def}"
-                ));
-            }
-            let list: Vec<String> = removed.iter().map(|l| etl_base::sql::literal(l)).collect();
-            let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
-            let test = match array {
-                "" => format!("{col}::text IN ({})", list.join(", ")),
-                _ => format!("{col}::text[] && ARRAY[{}]::text[]", list.join(", ")),
-            };
-            s.check = (!removed.is_empty()).then(|| {
-                (
-                    format!("SELECT count(*) FROM {table} WHERE {test}"),
-                    format!(
-                        "{{n}} rows of {table} hold a removed value in {col}; change them first"
-                    ),
-                )
-            });
-            self.on_table_last(&table, Lock::AccessExclusive, Effect::Rewrite);
+            self.enum_move_column(d, &table, &c, &removed);
         }
         let s = self.push(
             d,
@@ -335,6 +310,48 @@ impl Rules<'_> {
             Risk::VeryHigh,
         );
         s.reasons.push("the old type, no longer used".into());
+    }
+
+    /// Column `c` of `table` moved to the enum made anew (its default
+    /// dropped and set again around it), checked first for values the new
+    /// type has not (`removed`).
+    fn enum_move_column(&mut self, d: &Difference, table: &str, c: &Column, removed: &[&String]) {
+        let n = &d.key.name;
+        let array = if c.ty.ends_with("[]") { "[]" } else { "" };
+        let col = &c.name;
+        let mut sql = String::new();
+        if c.default.is_some() {
+            sql.push_str(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT; "
+            ));
+        }
+        sql.push_str(&format!(
+            "ALTER TABLE {table} ALTER COLUMN {col} TYPE {n}{array} USING {col}::text{array}::{n}{array}"
+        ));
+        let want_default = self
+            .from
+            .tables
+            .get(table)
+            .and_then(|t| t.column(col))
+            .and_then(|w| w.default.clone());
+        if let Some(def) = want_default {
+            sql.push_str(&format!(
+                "; ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {def}"
+            ));
+        }
+        let list: Vec<String> = removed.iter().map(|l| etl_base::sql::literal(l)).collect();
+        let s = self.push(d, sql, "enum-recreate", Risk::VeryHigh);
+        let test = match array {
+            "" => format!("{col}::text IN ({})", list.join(", ")),
+            _ => format!("{col}::text[] && ARRAY[{}]::text[]", list.join(", ")),
+        };
+        s.check = (!removed.is_empty()).then(|| {
+            (
+                format!("SELECT count(*) FROM {table} WHERE {test}"),
+                format!("{{n}} rows of {table} hold a removed value in {col}; change them first"),
+            )
+        });
+        self.on_table_last(table, Lock::AccessExclusive, Effect::Rewrite);
     }
 
     /// A collation made before what uses it (the plan's order by kind,
