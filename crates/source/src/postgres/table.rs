@@ -7,7 +7,7 @@
 //! composites carry their element types' OIDs, which differ between
 //! databases.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -37,8 +37,8 @@ pub struct PgTable {
     range_rows: u64,
     min_parts: u64,
     /// Rows estimated from the table's statistics rather than counted
-    /// ([`PgTable::estimated`]).
-    estimate: bool,
+    /// ([`PgTable::estimated`], [`PgTable::count_rows`]).
+    estimate: AtomicBool,
     /// The cut a first run kept, planned again as it is ([`PgTable::cut`]).
     kept: Mutex<Option<Vec<PlannedChunk>>>,
     bytes_read: Arc<AtomicU64>,
@@ -80,7 +80,7 @@ impl PgTable {
             range_key,
             range_rows: range_rows.max(1),
             min_parts: min_parts.max(1),
-            estimate: false,
+            estimate: AtomicBool::new(false),
             kept: Mutex::new(None),
             bytes_read: Arc::new(AtomicU64::new(0)),
         }
@@ -90,9 +90,15 @@ impl PgTable {
     /// scan of the whole table): for a run that keeps its cut
     /// ([`PgTable::cut_text`]), since an estimate moves with ANALYZE and a
     /// resumed run must cut the same ranges.
-    pub fn estimated(mut self) -> PgTable {
-        self.estimate = true;
+    pub fn estimated(self) -> PgTable {
+        self.estimate.store(true, Ordering::Relaxed);
         self
+    }
+
+    /// Plans by counting the rows after all: the table's cut was made by
+    /// counting (by an etl that kept no cut) and chunks of it are loaded.
+    pub fn count_rows(&self) {
+        self.estimate.store(false, Ordering::Relaxed);
     }
 
     /// The table's cut as text to keep (JSON), planned now unless set.
@@ -205,7 +211,7 @@ impl PgTable {
                 "pg_relation_size(c.oid) / current_setting('block_size')::int8 - 1".into(),
             ),
         };
-        let estimate = match self.estimate {
+        let estimate = match self.estimate.load(Ordering::Relaxed) {
             true => "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 \
                      THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 \
                      WHEN c.reltuples >= 0 AND pg_relation_size(c.oid) = 0 THEN 0 END",
