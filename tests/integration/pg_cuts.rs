@@ -3,29 +3,7 @@
 //! kept for the run that resumes it.
 
 use crate::pg_database::{assert_equal, load, pipeline};
-use crate::support::{psql, spawn_etl, wait_for_line, TestDb};
-
-/// Sequential scans of `table` on the source so far, once every other
-/// session of its database has ended (a session's counts reach the
-/// statistics when it ends).
-fn seq_scans(url: &str, table: &str) -> i64 {
-    for _ in 0..200 {
-        let others = psql(
-            url,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        );
-        if others == "0" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    psql(
-        url,
-        &format!("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"),
-    )
-    .parse()
-    .unwrap()
-}
+use crate::support::{psql, seq_scans, spawn_etl, wait_for_line, TestDb};
 
 #[test]
 fn a_migration_cuts_tables_from_statistics_and_a_resumed_run_keeps_the_first_cut() {

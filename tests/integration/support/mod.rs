@@ -495,3 +495,25 @@ pub fn stop_with(child: &mut std::process::Child, signal: &str) -> (Option<i32>,
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     (status.code(), stdout)
 }
+
+/// Sequential scans of `table` on the source so far, once every other
+/// session of its database has ended (a session's counts reach the
+/// statistics when it ends).
+pub fn seq_scans(url: &str, table: &str) -> i64 {
+    for _ in 0..200 {
+        let others = psql(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        if others == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    psql(
+        url,
+        &format!("SELECT seq_scan FROM pg_stat_user_tables WHERE relid = '{table}'::regclass"),
+    )
+    .parse()
+    .unwrap()
+}

@@ -51,6 +51,14 @@ pub struct PgDatabaseSpec {
     pub large_objects: bool,
 }
 
+/// The rows of table `c` (of `pg_class`) as PostgreSQL's planner
+/// estimates them, without reading it: the statistics' rows per page times
+/// its pages now; NULL for a table never analyzed (or analyzed empty and
+/// written since), whose rows must be counted.
+pub(crate) const ESTIMATED_ROWS: &str = "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 \
+     THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 \
+     WHEN c.reltuples >= 0 AND pg_relation_size(c.oid) = 0 THEN 0 END";
+
 pub struct PostgresSource {
     pool: Arc<Pool>,
     /// `schema.table`, or `(query) AS src`.

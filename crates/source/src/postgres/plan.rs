@@ -137,22 +137,41 @@ impl PostgresSource {
         Ok(Some(plan))
     }
 
-    /// A relation read whole: one chunk, its rows counted.
+    /// A relation read whole: one chunk. Its rows, for the progress and
+    /// the estimate of the time left only, are a table's as its
+    /// statistics estimate them ([`ESTIMATED_ROWS`]), with no scan spent
+    /// on them; counted for a query, or a table never analyzed.
     pub(super) async fn plan_whole(&self) -> Result<Plan, EtlError> {
         if let Some((column, width)) = &self.range {
             return self.plan_ranges(column, *width).await;
         }
         let client = self.pool.get().await?;
-        let rows: i64 = client
-            .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
-            .await
-            .map_err(EtlError::pg("counting the rows of the source"))?
-            .get(0);
+        let estimated: Option<i64> = match self.from.starts_with('(') {
+            true => None,
+            false => client
+                .query_one(
+                    &format!(
+                        "SELECT {ESTIMATED_ROWS} FROM pg_class c WHERE c.oid = $1::text::regclass"
+                    ),
+                    &[&self.from],
+                )
+                .await
+                .map_err(EtlError::pg("reading the statistics of the source table"))?
+                .get(0),
+        };
+        let rows = match estimated {
+            Some(rows) => rows,
+            None => client
+                .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
+                .await
+                .map_err(EtlError::pg("counting the rows of the source"))?
+                .get(0),
+        };
         self.pool.put(client);
         Ok(Plan {
             chunks: vec![PlannedChunk {
                 chunk: Chunk::whole(None),
-                rows: rows as u64,
+                rows: rows.max(0) as u64,
             }],
             ..Plan::default()
         })

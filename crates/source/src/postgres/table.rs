@@ -195,9 +195,8 @@ impl PgTable {
 
     /// The lowest and highest key (through its index), or the first and
     /// last block; and the rows. Those are estimated when
-    /// [`PgTable::estimated`] as the planner does (the statistics' rows
-    /// per block times the blocks now), counted otherwise or when the
-    /// table has no statistics yet.
+    /// [`PgTable::estimated`] ([`super::ESTIMATED_ROWS`]), counted
+    /// otherwise or when the table has no statistics yet.
     async fn bounds(&self) -> Result<(Option<i64>, Option<i64>, u64), EtlError> {
         let from = format!("ONLY {}", self.table.qualified());
         let (min, max) = match &self.range_key {
@@ -212,9 +211,7 @@ impl PgTable {
             ),
         };
         let estimate = match self.estimate.load(Ordering::Relaxed) {
-            true => "CASE WHEN c.reltuples >= 0 AND c.relpages > 0 \
-                     THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 \
-                     WHEN c.reltuples >= 0 AND pg_relation_size(c.oid) = 0 THEN 0 END",
+            true => super::ESTIMATED_ROWS,
             false => "NULL::int8",
         };
         let client = self.pool.get().await?;
