@@ -409,3 +409,41 @@ fn a_big_table_without_a_time_column_goes_in_ranges_of_its_key() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn a_partitioned_or_inherited_table_read_whole_is_planned_with_the_rows_of_its_children() {
+    // Given a table partitioned in two and an inheritance parent with a
+    // child, their statistics current
+    let db = TestDb::new("csv_whole_children");
+    psql(
+        &db.src,
+        "CREATE TABLE public.p (id int, at date) PARTITION BY RANGE (at); \
+         CREATE TABLE public.p1 PARTITION OF public.p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+         CREATE TABLE public.p2 PARTITION OF public.p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01'); \
+         INSERT INTO public.p SELECT i, date '2024-01-01' + (i % 700) FROM generate_series(1, 20000) i; \
+         CREATE TABLE public.parent (id int); CREATE TABLE public.child (x int) INHERITS (public.parent); \
+         INSERT INTO public.parent SELECT generate_series(1, 1000); \
+         INSERT INTO public.child SELECT i, i FROM generate_series(1, 3000) i; \
+         ANALYZE",
+    );
+    for (table, rows) in [("public.p", "20,000"), ("public.parent", "4,000")] {
+        let p = db.pipeline(
+            "whole.toml",
+            &format!(
+                "name = \"whole\"\n[source]\ntype = \"postgres\"\nurl = \"${{ETL_SRC_URL}}\"\ntable = \"{table}\"\n\
+                 [[sinks]]\ntype = \"csv\"\npath = \"out/whole.csv\"\n"
+            ),
+        );
+
+        // When it is planned
+        let plan = db.etl(&["plan", p.to_str().unwrap()]);
+
+        // Then its rows are its children's too, as a read of it returns them
+        assert_eq!(plan.code, 0, "{plan:?}");
+        assert!(
+            plan.stdout
+                .starts_with(&format!("Pipeline whole: 1 chunks, {rows} rows\n")),
+            "{table}: {plan:?}"
+        );
+    }
+}

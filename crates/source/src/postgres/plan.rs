@@ -138,9 +138,10 @@ impl PostgresSource {
     }
 
     /// A relation read whole: one chunk. Its rows, for the progress and
-    /// the estimate of the time left only, are a table's as its
-    /// statistics estimate them ([`ESTIMATED_ROWS`]), with no scan spent
-    /// on them; counted for a query, or a table never analyzed.
+    /// the estimate of the time left only, are a table's (with its
+    /// partitions or inheritance children) as its statistics estimate
+    /// them ([`ESTIMATED_ROWS`]), with no scan spent on them; counted for
+    /// a query, or when a table of them was never analyzed.
     pub(super) async fn plan_whole(&self) -> Result<Plan, EtlError> {
         if let Some((column, width)) = &self.range {
             return self.plan_ranges(column, *width).await;
@@ -148,10 +149,16 @@ impl PostgresSource {
         let client = self.pool.get().await?;
         let estimated: Option<i64> = match self.from.starts_with('(') {
             true => None,
+            // The table's rows and its partitions' or inheritance
+            // children's, which a read of it returns too.
             false => client
                 .query_one(
                     &format!(
-                        "SELECT {ESTIMATED_ROWS} FROM pg_class c WHERE c.oid = $1::text::regclass"
+                        "WITH RECURSIVE tree(oid) AS (SELECT $1::text::regclass::oid \
+                         UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
+                         SELECT CASE WHEN bool_and(e IS NOT NULL) THEN sum(e)::int8 END \
+                         FROM (SELECT {ESTIMATED_ROWS} AS e FROM pg_class c JOIN tree USING (oid) \
+                         WHERE c.relkind <> 'p') AS t"
                     ),
                     &[&self.from],
                 )

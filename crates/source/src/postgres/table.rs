@@ -39,7 +39,8 @@ pub struct PgTable {
     /// Rows estimated from the table's statistics rather than counted
     /// ([`PgTable::estimated`], [`PgTable::count_rows`]).
     estimate: AtomicBool,
-    /// The cut a first run kept, planned again as it is ([`PgTable::cut`]).
+    /// The cut a first run kept, planned again as it is
+    /// ([`PgTable::cut_text`]); or the one this run planned.
     kept: Mutex<Option<Vec<PlannedChunk>>>,
     bytes_read: Arc<AtomicU64>,
 }
@@ -164,9 +165,9 @@ impl PgTable {
         }
     }
 
-    /// The kept cut, or the table cut now (and kept): rows added after the plan, in
-    /// new blocks or past the highest key, are in the last range
-    /// (unbounded above).
+    /// The kept cut, or the table cut now (and kept): rows added after
+    /// the plan, in new blocks or past the highest key, are in the last
+    /// range (unbounded above).
     async fn chunks(&self) -> Result<Vec<PlannedChunk>, EtlError> {
         if let Some(kept) = &*self.kept.lock().expect("no panic while holding the lock") {
             return Ok(kept.clone());
