@@ -137,20 +137,14 @@ impl PostgresSource {
         Ok(Some(plan))
     }
 
-    /// A relation read whole: one chunk. Its rows, for the progress and
-    /// the estimate of the time left only, are a table's (with its
-    /// partitions or inheritance children) as its statistics estimate
-    /// them ([`ESTIMATED_ROWS`]), with no scan spent on them; counted for
-    /// a query, or when a table of them was never analyzed.
-    pub(super) async fn plan_whole(&self) -> Result<Plan, EtlError> {
-        if let Some((column, width)) = &self.range {
-            return self.plan_ranges(column, *width).await;
-        }
-        let client = self.pool.get().await?;
+    /// The source's rows: a table's with its partitions' and inheritance
+    /// children's (which a read of it returns too) as their statistics
+    /// estimate them ([`ESTIMATED_ROWS`]), with no scan spent on them;
+    /// counted for a query, or when one of those tables was never
+    /// analyzed.
+    async fn rows(&self, client: &tokio_postgres::Client) -> Result<u64, EtlError> {
         let estimated: Option<i64> = match self.from.starts_with('(') {
             true => None,
-            // The table's rows and its partitions' or inheritance
-            // children's, which a read of it returns too.
             false => client
                 .query_one(
                     &format!(
@@ -174,11 +168,22 @@ impl PostgresSource {
                 .map_err(EtlError::pg("counting the rows of the source"))?
                 .get(0),
         };
+        Ok(rows.max(0) as u64)
+    }
+
+    /// A relation read whole: one chunk, its rows ([`PostgresSource::rows`])
+    /// for the progress and the estimate of the time left only.
+    pub(super) async fn plan_whole(&self) -> Result<Plan, EtlError> {
+        if let Some((column, width)) = &self.range {
+            return self.plan_ranges(column, *width).await;
+        }
+        let client = self.pool.get().await?;
+        let rows = self.rows(&client).await?;
         self.pool.put(client);
         Ok(Plan {
             chunks: vec![PlannedChunk {
                 chunk: Chunk::whole(None),
-                rows: rows.max(0) as u64,
+                rows,
             }],
             ..Plan::default()
         })
@@ -227,33 +232,24 @@ impl PostgresSource {
 
     /// Ranges of the table's heap blocks, `width` blocks each and aligned
     /// to multiples of it, from block 0 to the last one the table (or its
-    /// largest partition) has: no scan, rows estimated from the table's
-    /// statistics (counted when it was never analyzed). The same ranges on
-    /// every run while the table keeps its size; blocks added later are in
-    /// ranges of their own. Each range is read by a TID range scan, in
+    /// largest partition) has: no scan, rows as [`PostgresSource::rows`]
+    /// gives them. The same ranges on every run while the table keeps its
+    /// size; blocks added later are in ranges of their own. Each range is read by a TID range scan, in
     /// physical order: for a table nobody writes while etl reads it (an
     /// UPDATE moves a row to another block).
     async fn plan_blocks(&self, width: u64) -> Result<Plan, EtlError> {
         let client = self.pool.get().await?;
-        let row = client
+        let blocks: i64 = client
             .query_one(
-                "SELECT coalesce(max(pg_relation_size(c.oid) / current_setting('block_size')::int8), 0), \
-                 coalesce(sum(c.reltuples) FILTER (WHERE c.reltuples >= 0), 0)::int8, \
-                 coalesce(bool_and(c.reltuples >= 0), true) \
+                "SELECT coalesce(max(pg_relation_size(c.oid) / current_setting('block_size')::int8), 0) \
                  FROM pg_class c WHERE c.relkind <> 'p' AND c.oid IN \
                  (SELECT $1::text::regclass UNION ALL SELECT relid FROM pg_partition_tree($1::text::regclass))",
                 &[&self.from],
             )
             .await
-            .map_err(EtlError::pg("reading the size of the source table"))?;
-        let (blocks, mut rows, analyzed): (i64, i64, bool) = (row.get(0), row.get(1), row.get(2));
-        if !analyzed {
-            rows = client
-                .query_one(&format!("SELECT count(*) FROM {}", self.from), &[])
-                .await
-                .map_err(EtlError::pg("counting the rows of the source table"))?
-                .get(0);
-        }
+            .map_err(EtlError::pg("reading the size of the source table"))?
+            .get(0);
+        let rows = self.rows(&client).await?;
         self.pool.put(client);
         let width = width.min(i64::MAX as u64) as i64;
         let ranges: Vec<(i64, i64)> = match blocks {
@@ -263,7 +259,7 @@ impl PostgresSource {
                 .map(|lo| (lo, lo.saturating_add(width)))
                 .collect(),
         };
-        let estimates = etl_base::plan::estimate_rows(&ranges, 0, blocks - 1, rows as u64);
+        let estimates = etl_base::plan::estimate_rows(&ranges, 0, blocks - 1, rows);
         let mut plan = Plan::default();
         for ((lo, hi), rows) in ranges.into_iter().zip(estimates) {
             plan.chunks.push(PlannedChunk {
