@@ -13,7 +13,7 @@
 //! - A failed attempt is marked `failed` with its error, in a transaction of
 //!   its own after the rollback.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -495,6 +495,49 @@ pub async fn record_phase(
         )
         .await?;
     Ok(())
+}
+
+/// Records steps of one phase as done, each with its statement, in one
+/// statement (a phase of many steps, such as each table's cut, commits
+/// once, not once a step); as [`record_phase`] does for one.
+pub async fn record_phase_done(
+    db: SchemaClient<'_>,
+    pipeline: &str,
+    phase: &str,
+    steps: &[(String, String)],
+) -> Result<(), tokio_postgres::Error> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let (items, statements): (Vec<&str>, Vec<&str>) =
+        steps.iter().map(|(i, s)| (i.as_str(), s.as_str())).unzip();
+    db
+        .execute(
+            "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement, error) \
+             SELECT $1, $2, item, 'done', statement, NULL FROM unnest($3::text[], $4::text[]) AS s(item, statement) \
+             ON CONFLICT (pipeline, phase, item) DO UPDATE \
+             SET status = EXCLUDED.status, statement = EXCLUDED.statement, error = EXCLUDED.error, finished_at = now()",
+            &[&pipeline, &phase, &items, &statements],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The statements recorded for the steps of one phase done, by step.
+pub async fn phase_statements(
+    db: SchemaClient<'_>,
+    pipeline: &str,
+    phase: &str,
+) -> Result<HashMap<String, String>, tokio_postgres::Error> {
+    Ok(db
+        .query(
+            "SELECT item, statement FROM etl.phase_log WHERE pipeline = $1 AND phase = $2 AND status = 'done' AND statement IS NOT NULL",
+            &[&pipeline, &phase],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// The statement recorded for one step, if it is recorded as done.

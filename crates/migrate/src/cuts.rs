@@ -4,6 +4,8 @@
 //! stores them in `etl.phase_log` (phase `discover`, item `cuts of T`)
 //! before its first chunk; a resumed run and `etl plan` read them back.
 
+use std::collections::HashMap;
+
 use super::{odbc, Migration, TableSource};
 use etl_pg::error::EtlError;
 
@@ -64,16 +66,19 @@ impl Migration {
             .collect()
     }
 
-    /// The cut stored for table `i`, if any.
-    async fn stored_cut(
+    /// The cuts stored, by item (`cuts of T`, [`Migration::cut_item`]).
+    async fn stored_cuts(
         &self,
         client: &tokio_postgres::Client,
-        i: usize,
-    ) -> Result<Option<String>, EtlError> {
-        let item = format!("cuts of {}", self.tables[i].source);
-        etl_ledger::sql::phase_statement(self.ledger(client), &self.pipeline, "discover", &item)
+    ) -> Result<HashMap<String, String>, EtlError> {
+        etl_ledger::sql::phase_statements(self.ledger(client), &self.pipeline, "discover")
             .await
             .map_err(EtlError::pg("reading etl.phase_log"))
+    }
+
+    /// The phase log's item of table `i`'s cut.
+    fn cut_item(&self, i: usize) -> String {
+        format!("cuts of {}", self.tables[i].source)
     }
 
     /// Each table of [`Migration::kept_cuts`] cut as a first run stored,
@@ -94,8 +99,9 @@ impl Migration {
         let done = etl_ledger::sql::done(self.ledger(&client), &self.pipeline)
             .await
             .map_err(EtlError::pg("reading the ledger"))?;
+        let stored = self.stored_cuts(&client).await?;
         for i in kept {
-            let Some(text) = self.stored_cut(&client, i).await? else {
+            let Some(text) = stored.get(&self.cut_item(i)) else {
                 // Chunks loaded by a run that kept no cut (an etl from
                 // before cuts were kept) were cut by counting the rows:
                 // so is the rest, or ranges would overlap.
@@ -109,7 +115,7 @@ impl Migration {
                 }
                 continue;
             };
-            self.sources[i].set_cut(&text).map_err(|why| {
+            self.sources[i].set_cut(text).map_err(|why| {
                 EtlError::Changed(format!(
                     "etl.phase_log holds the cuts of {:?} as {why}; run etl run --restart to cut the table again",
                     self.tables[i].source
@@ -132,15 +138,23 @@ impl Migration {
             .await
             .map_err(EtlError::pg("creating the ledger"))?
             .map_err(EtlError::Config)?;
+        let stored = match redo {
+            true => HashMap::new(),
+            false => self.stored_cuts(&client).await?,
+        };
+        let mut cuts = Vec::new();
         for i in kept {
-            if !redo && self.stored_cut(&client, i).await?.is_some() {
+            let item = self.cut_item(i);
+            if stored.contains_key(&item) {
                 continue;
             }
             if let Some(text) = self.sources[i].cut(&self.tables[i].range_key).await? {
-                let item = format!("cuts of {}", self.tables[i].source);
-                self.record(&client, "discover", &item, &text, None).await?;
+                cuts.push((item, text));
             }
         }
+        etl_ledger::sql::record_phase_done(self.ledger(&client), &self.pipeline, "discover", &cuts)
+            .await
+            .map_err(EtlError::pg("recording the tables' cuts in etl.phase_log"))?;
         Ok(())
     }
 }
