@@ -485,39 +485,32 @@ pub async fn record_phase(
     statement: &str,
     error: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    let status = if error.is_some() { "failed" } else { "done" };
-    db
-        .execute(
-            "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement, error) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pipeline, phase, item) DO UPDATE \
-             SET status = EXCLUDED.status, statement = EXCLUDED.statement, error = EXCLUDED.error, finished_at = now()",
-            &[&pipeline, &phase, &item, &status, &statement, &error],
-        )
-        .await?;
-    Ok(())
+    record_steps(db, pipeline, phase, &[(item, statement, error)]).await
 }
 
-/// Records steps of one phase as done, each with its statement, in one
-/// statement (a phase of many steps, such as each table's cut, commits
-/// once, not once a step); as [`record_phase`] does for one.
-pub async fn record_phase_done(
+/// Records what steps of one phase did, as [`record_phase`] does for one,
+/// in one statement: a phase of many steps (each table's cut) commits
+/// once, not once a step.
+pub async fn record_steps(
     db: SchemaClient<'_>,
     pipeline: &str,
     phase: &str,
-    steps: &[(String, String)],
+    steps: &[(&str, &str, Option<&str>)],
 ) -> Result<(), tokio_postgres::Error> {
     if steps.is_empty() {
         return Ok(());
     }
-    let (items, statements): (Vec<&str>, Vec<&str>) =
-        steps.iter().map(|(i, s)| (i.as_str(), s.as_str())).unzip();
+    let items: Vec<&str> = steps.iter().map(|s| s.0).collect();
+    let statements: Vec<&str> = steps.iter().map(|s| s.1).collect();
+    let errors: Vec<Option<&str>> = steps.iter().map(|s| s.2).collect();
     db
         .execute(
             "INSERT INTO etl.phase_log (pipeline, phase, item, status, statement, error) \
-             SELECT $1, $2, item, 'done', statement, NULL FROM unnest($3::text[], $4::text[]) AS s(item, statement) \
+             SELECT $1, $2, item, CASE WHEN error IS NULL THEN 'done' ELSE 'failed' END, statement, error \
+             FROM unnest($3::text[], $4::text[], $5::text[]) AS s(item, statement, error) \
              ON CONFLICT (pipeline, phase, item) DO UPDATE \
              SET status = EXCLUDED.status, statement = EXCLUDED.statement, error = EXCLUDED.error, finished_at = now()",
-            &[&pipeline, &phase, &items, &statements],
+            &[&pipeline, &phase, &items, &statements, &errors],
         )
         .await?;
     Ok(())

@@ -96,20 +96,26 @@ impl Migration {
         if !exists {
             return Ok(());
         }
-        let done = etl_ledger::sql::done(self.ledger(&client), &self.pipeline)
-            .await
-            .map_err(EtlError::pg("reading the ledger"))?;
         let stored = self.stored_cuts(&client).await?;
+        // The chunks done, read only when a table has no cut kept.
+        let mut done = None;
         for i in kept {
             let Some(text) = stored.get(&self.cut_item(i)) else {
                 // Chunks loaded by a run that kept no cut (an etl from
                 // before cuts were kept) were cut by counting the rows:
                 // so is the rest, or ranges would overlap.
                 if let TableSource::Postgres(t) = &self.sources[i] {
-                    if done
+                    if done.is_none() {
+                        let read = etl_ledger::sql::done(self.ledger(&client), &self.pipeline)
+                            .await
+                            .map_err(EtlError::pg("reading the ledger"))?;
+                        done = Some(read);
+                    }
+                    let loaded = done
                         .iter()
-                        .any(|(_, key, _, _)| key.as_deref() == Some(&t.name))
-                    {
+                        .flatten()
+                        .any(|(_, key, _, _)| key.as_deref() == Some(&t.name));
+                    if loaded {
                         t.count_rows();
                     }
                 }
@@ -152,7 +158,11 @@ impl Migration {
                 cuts.push((item, text));
             }
         }
-        etl_ledger::sql::record_phase_done(self.ledger(&client), &self.pipeline, "discover", &cuts)
+        let steps: Vec<(&str, &str, Option<&str>)> = cuts
+            .iter()
+            .map(|(item, text)| (item.as_str(), text.as_str(), None))
+            .collect();
+        etl_ledger::sql::record_steps(self.ledger(&client), &self.pipeline, "discover", &steps)
             .await
             .map_err(EtlError::pg("recording the tables' cuts in etl.phase_log"))?;
         Ok(())
